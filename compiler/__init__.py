@@ -1,0 +1,7 @@
+"""gradfuse's compiler: NumPy functions traced to IR, differentiated, fused and JIT-compiled."""
+
+from compiler.api import CompiledFunction, compile_grad
+from compiler.errors import ArgumentError, GradfuseError, TraceError, UnsupportedError
+
+__all__ = ["ArgumentError", "CompiledFunction", "GradfuseError", "TraceError",
+           "UnsupportedError", "compile_grad"]

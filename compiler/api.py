@@ -1,0 +1,284 @@
+"""`compile_grad`: the user's entry point, from a NumPy function to value, gradient and source.
+
+A `CompiledFunction` keeps one `Specialization` per argument signature (tree
+structure, dtypes, static shapes; batch dims symbolic). Each specialization
+traces the function once and builds kernels lazily, per kind:
+
+- "forward": outputs only;
+- "value_and_grad": outputs and gradients in one fused kernel (seeded with 1);
+- "forward_save" / "backward": the split used by the runtime's `backward()`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from compiler import backend as backends
+from compiler import pytree
+from compiler.autodiff import split, vjp_graph
+from compiler.errors import ArgumentError, TraceError
+from compiler.ir import Graph, TensorType
+from compiler.passes import optimize
+from compiler.specialize import Signature, positions_of, signature_of
+from compiler.tracer import Concretize, Tracer, apply_names, trace
+from compiler.verify import verify
+
+KINDS = ("forward", "value_and_grad", "forward_save", "backward")
+
+
+@dataclass
+class Specialization:
+    """The traced graph of one signature and the kernels built from it so far."""
+
+    signature: Signature
+    graph: Graph  # optimized forward graph
+    out_tree: pytree.TreeDef
+    wrt_leaves: list[int]
+    backend: backends.Backend
+    graphs: dict[str, Graph] = field(default_factory=dict)
+    kernels: dict[str, backends.Kernel] = field(default_factory=dict)
+
+    def graph_of(self, kind: str) -> Graph:
+        if kind not in self.graphs:
+            self.graphs[kind] = self._build(kind)
+        return self.graphs[kind]
+
+    def _build(self, kind: str) -> Graph:
+        if kind == "forward":
+            return self.graph
+        if kind == "value_and_grad":
+            return _checked(optimize(vjp_graph(self.graph, self.wrt_leaves, seed="ones")))
+        joint = optimize(vjp_graph(self.graph, self.wrt_leaves, seed="input"))
+        parts = split(joint, len(self.graph.inputs), len(self.graph.outputs))
+        self.graphs["forward_save"] = _checked(parts.forward)
+        self.graphs["backward"] = _checked(optimize(parts.backward))
+        self.n_residuals = parts.n_residuals
+        return self.graphs[kind]
+
+    def kernel(self, kind: str) -> backends.Kernel:
+        if kind not in self.kernels:
+            graph = self.graph_of(kind)
+            self.kernels[kind] = self.backend.compile(graph, kind)
+        return self.kernels[kind]
+
+
+def _checked(graph: Graph) -> Graph:
+    verify(graph)
+    return graph
+
+
+class CompiledFunction:
+    """A NumPy function compiled to forward and backward kernels; see `compile_grad`."""
+
+    def __init__(self, fn: Callable, wrt: int | str | tuple = 0, backend: str = "numba") -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.wrt = wrt
+        self.backend = backends.get(backend)
+        self._signature = inspect.signature(fn)
+        self._params = list(self._signature.parameters)
+        self._wrt_args = self._resolve_wrt(wrt)
+        self._specs: dict[tuple, Specialization] = {}
+        self._static_positions: set[tuple[int, int]] = set()
+        self._last: Specialization | None = None
+
+    # --- public API --------------------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        leaves, spec = self._prepare(args, kwargs)
+        outputs = spec.kernel("forward")(leaves)
+        return pytree.unflatten(spec.out_tree, [_plain(o) for o in outputs])
+
+    def value_and_grad(self, *args, **kwargs):
+        """(value, gradient) with the gradient shaped like the `wrt` argument(s)."""
+        leaves, spec = self._prepare(args, kwargs)
+        self._require_scalar(spec)
+        results = [_plain(r) for r in spec.kernel("value_and_grad")(leaves)]
+        value = pytree.unflatten(spec.out_tree, results[: len(spec.graph.outputs)])
+        return value, self._unflatten_grads(args, kwargs, results[len(spec.graph.outputs):])
+
+    def grad(self, *args, **kwargs):
+        """The gradient of the (scalar) result with respect to the `wrt` argument(s)."""
+        return self.value_and_grad(*args, **kwargs)[1]
+
+    def source(self, kind: str = "backward") -> str:
+        """Generated source of a kernel of the last specialization called ("forward", "backward",
+        "value_and_grad", "forward_save")."""
+        return self._kernel_of_last(kind).source
+
+    def ir(self, kind: str = "forward") -> str:
+        """The IR of the last specialization called, as text."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        return str(self._require_last().graph_of(kind))
+
+    def specialize(self, *args, **kwargs) -> Specialization:
+        """Trace (or find) the specialization for these arguments without running anything."""
+        return self._prepare(args, kwargs)[1]
+
+    # --- internals ---------------------------------------------------------------------
+    def _kernel_of_last(self, kind: str):
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        return self._require_last().kernel(kind)
+
+    def _require_last(self) -> Specialization:
+        if self._last is None:
+            raise RuntimeError(f"{self.__name__} has not been called yet: call it (or .grad) "
+                               "once so that there is a specialization to show")
+        return self._last
+
+    def _resolve_wrt(self, wrt) -> list[int]:
+        items = wrt if isinstance(wrt, tuple) else (wrt,)
+        indices = []
+        for item in items:
+            if isinstance(item, str):
+                if item not in self._params:
+                    raise ArgumentError(f"wrt={item!r}: {self.fn.__name__} has no parameter "
+                                        f"named {item!r} (it has {', '.join(self._params)})")
+                indices.append(self._params.index(item))
+            elif isinstance(item, int) and 0 <= item < max(len(self._params), 1):
+                indices.append(item)
+            else:
+                raise ArgumentError(f"wrt={item!r} is not a parameter index or name of "
+                                    f"{self.fn.__name__}{self._signature}")
+        return indices
+
+    def _bind(self, args, kwargs) -> list[Any]:
+        try:
+            bound = self._signature.bind(*args, **kwargs)
+        except TypeError as err:
+            raise ArgumentError(f"{self.fn.__name__}{self._signature}: {err}") from None
+        bound.apply_defaults()
+        return list(bound.arguments.values())
+
+    def _flatten(self, values: list[Any]) -> tuple[list[np.ndarray], pytree.TreeDef, list[int]]:
+        """Leaves as arrays, the argument tree, and the index of each argument's first leaf."""
+        leaves, treedef = pytree.flatten(tuple(values))
+        starts, k = [], 0
+        for child in treedef.children:
+            starts.append(k)
+            k += child.num_leaves
+        arrays = [_as_array(leaf, self._leaf_owner(starts, i)) for i, leaf in enumerate(leaves)]
+        return arrays, treedef, starts
+
+    def _leaf_owner(self, starts: list[int], leaf: int) -> str:
+        arg = max(i for i, s in enumerate(starts) if s <= leaf) if starts else 0
+        return self._params[arg] if arg < len(self._params) else f"argument {arg}"
+
+    def _prepare(self, args, kwargs) -> tuple[list[np.ndarray], Specialization]:
+        values = self._bind(args, kwargs)
+        leaves, treedef, starts = self._flatten(values)
+        wrt_leaves = self._wrt_leaf_indices(treedef, starts, leaves)
+        while True:
+            signature = signature_of(leaves, set(wrt_leaves), self._static_positions)
+            key = (treedef, signature)
+            spec = self._specs.get(key)
+            if spec is not None:
+                break
+            try:
+                spec = self._trace(treedef, signature, wrt_leaves, leaves)
+            except Concretize as c:
+                self._static_positions |= positions_of(signature, c.sym)
+                continue
+            self._specs[key] = spec
+            break
+        self._last = spec
+        return leaves, spec
+
+    def _wrt_leaf_indices(self, treedef, starts, leaves) -> list[int]:
+        indices = []
+        for arg in self._wrt_args:
+            if arg >= len(starts):
+                raise ArgumentError(f"wrt refers to argument {arg}, but {self.fn.__name__} was "
+                                    f"called with {len(starts)}")
+            n = treedef.children[arg].num_leaves
+            for i in range(starts[arg], starts[arg] + n):
+                if not np.issubdtype(leaves[i].dtype, np.floating):
+                    raise ArgumentError(
+                        f"cannot differentiate {self.fn.__name__} with respect to "
+                        f"'{self._params[arg]}': it holds {leaves[i].dtype} values, and only "
+                        "float arrays and scalars have gradients (pass floats, or choose "
+                        "another argument with wrt=)")
+                indices.append(i)
+        return indices
+
+    def _trace(self, treedef, signature: Signature, wrt_leaves, leaves) -> Specialization:
+        names = []
+        for param, child in zip(self._params, treedef.children):
+            names += pytree.paths(child, param)
+        hints = signature.sym_sizes(leaves)
+
+        def build_args(inputs: list[Tracer]):
+            return tuple(pytree.unflatten(treedef, inputs)), {}
+
+        graph, (builder, result, found_names) = trace(
+            self.fn, list(signature.types), names, build_args, hints, name=self.fn.__name__)
+        out_leaves, out_tree = pytree.flatten(result)
+        if not out_leaves:
+            raise TraceError(f"{self.fn.__name__} returned no arrays")
+        outputs = []
+        for leaf in out_leaves:
+            if not isinstance(leaf, Tracer):
+                leaf = builder.wrap(builder.lift(leaf, []))
+            outputs.append(leaf.node)
+        graph.outputs = outputs
+        apply_names(graph.nodes(), found_names)
+        graph = _checked(optimize(graph))
+        return Specialization(signature, graph, out_tree, wrt_leaves, self.backend)
+
+    def _require_scalar(self, spec: Specialization) -> None:
+        outs = spec.graph.outputs
+        if len(outs) != 1 or outs[0].type.shape != ():
+            shapes = ", ".join(str(o.type) for o in outs)
+            raise ArgumentError(
+                f"grad needs {self.fn.__name__} to return one scalar, but it returned {shapes}; "
+                "reduce it (e.g. with .sum()) or use the runtime's backward(gradient=...)")
+
+    def _unflatten_grads(self, args, kwargs, grads: list[Any]):
+        values = self._bind(args, kwargs)
+        structured, k = [], 0
+        for arg in self._wrt_args:
+            n = pytree.flatten(values[arg])[1].num_leaves
+            _, tree = pytree.flatten(values[arg])
+            structured.append(pytree.unflatten(tree, grads[k:k + n]))
+            k += n
+        return tuple(structured) if isinstance(self.wrt, tuple) else structured[0]
+
+
+def _as_array(leaf: Any, owner: str) -> np.ndarray:
+    if isinstance(leaf, np.ndarray):
+        return leaf if leaf.flags.c_contiguous else np.ascontiguousarray(leaf)
+    if isinstance(leaf, (bool, int, float, np.generic)):
+        return np.asarray(leaf)
+    data = getattr(leaf, "data", None)  # runtime tensors
+    if isinstance(data, np.ndarray):
+        return data
+    raise ArgumentError(f"argument '{owner}' holds a {type(leaf).__name__}; compiled functions "
+                        "take arrays, scalars, and dicts/lists/tuples of them (bind other "
+                        "values with a closure or functools.partial)")
+
+
+def _plain(value: np.ndarray):
+    """0-d results become NumPy scalars, as NumPy's own reductions return them."""
+    return value[()] if isinstance(value, np.ndarray) and value.ndim == 0 else value
+
+
+def compile_grad(fn: Callable | None = None, *, wrt: int | str | tuple = 0,
+                 backend: str = "numba"):
+    """Compile `fn` (a NumPy function) into fused forward and backward kernels.
+
+    `wrt` picks the argument(s) `.grad` differentiates: an index, a parameter
+    name, or a tuple of them. `backend="interpreter"` runs the IR with NumPy
+    and compiles nothing. Usable as `@compile_grad` or `@compile_grad(wrt=...)`.
+    """
+    if fn is None:
+        return lambda f: CompiledFunction(f, wrt=wrt, backend=backend)
+    return CompiledFunction(fn, wrt=wrt, backend=backend)
+
+
+_ = TensorType

@@ -1,0 +1,165 @@
+"""Reverse mode as an IR-to-IR pass, and the split of its result into forward and backward graphs.
+
+`vjp_graph` walks the forward graph in reverse topological order, calling each
+op's VJP rule on traced values, so the backward pass is ordinary IR (and can
+itself be differentiated). Invariants, asserted as it goes:
+
+- each input of a node gets at most one cotangent per use, summed back to the
+  input's exact shape (undoing broadcasting) and cast to its dtype;
+- cotangents of a node used several times are added (fan-out);
+- nothing is computed for nodes that no requested input flows into, and
+  integer or boolean values never get cotangents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from compiler import ops
+from compiler.ir import Graph, Node, TensorType, rebuild, toposort
+from compiler.ops.reduce import sum_to_shape
+from compiler.tracer import Builder, Tracer, building
+
+
+def _differentiable(node: Node) -> bool:
+    return node.type.is_float
+
+
+def _depends_on(nodes: list[Node], sources: set[int]) -> set[int]:
+    """Ids of the float nodes through which a gradient can flow from `sources`."""
+    reached = set(sources)
+    for node in nodes:
+        if node.op in ("input", "const") or not _differentiable(node):
+            continue
+        opdef = ops.get(node.op)
+        if opdef.vjp is not None and any(x.id in reached for x in node.inputs):
+            reached.add(node.id)
+    return reached
+
+
+def vjp_graph(graph: Graph, wrt: list[int], seed: str = "input") -> Graph:
+    """The joint forward+backward graph of `graph` with respect to inputs `wrt`.
+
+    Its inputs are `graph`'s inputs followed, when `seed == "input"`, by one
+    cotangent per output; with `seed == "ones"` the outputs must be scalars and
+    are seeded with 1. Its outputs are `graph`'s outputs followed by one
+    gradient per entry of `wrt`, each of its input's shape and dtype.
+    """
+    nodes = graph.nodes()
+    for i in wrt:
+        if not _differentiable(graph.inputs[i]):
+            raise TypeError(f"input {i} ({graph.inputs[i].type}) is not a float array")
+    needs = _depends_on(nodes, {graph.inputs[i].id for i in wrt})
+    builder = Builder()
+    inputs = list(graph.inputs)
+    adjoints: dict[int, Tracer] = {}
+
+    def accumulate(node: Node, ct: Tracer) -> None:
+        assert ct.type.shape == node.type.shape, (node, ct.type)
+        if ct.dtype != node.dtype:
+            ct = ct.astype(node.dtype)
+        adjoints[node.id] = adjoints[node.id] + ct if node.id in adjoints else ct
+
+    with building(builder):
+        for k, out in enumerate(graph.outputs):
+            name = f"{out.name or 'out'}_grad"
+            if seed == "input":
+                seed_type = TensorType(out.dtype, out.type.shape)
+                node = Node("input", (), {"index": len(inputs), "type": seed_type}, seed_type,
+                            name=name)
+                inputs.append(node)
+                g = builder.wrap(node)
+            else:
+                assert out.type.shape == (), "a seed of ones needs scalar outputs"
+                g = builder.wrap(builder.lift(np.ones((), out.dtype), []))
+            if out.id in needs:
+                accumulate(out, g)
+
+        for node in reversed(nodes):
+            if node.id not in adjoints or node.op in ("input", "const"):
+                continue
+            opdef = ops.get(node.op)
+            builder.grad_of, builder.loc_override = node, node.loc
+            cts = opdef.vjp(adjoints[node.id], builder.wrap(node),
+                            *(builder.wrap(x) for x in node.inputs), **node.attrs)
+            assert len(cts) == len(node.inputs), f"{node.op} VJP returned {len(cts)} cotangents"
+            for x, ct in zip(node.inputs, cts):
+                if ct is not None and x.id in needs:
+                    accumulate(x, sum_to_shape(ct, x.type.shape))
+        builder.grad_of = builder.loc_override = None
+
+        grads = []
+        for i in wrt:
+            x = graph.inputs[i]
+            if x.id in adjoints:
+                grads.append(adjoints[x.id].node)
+            else:  # the output does not depend on x: an exact zero gradient
+                zero = builder.lift(np.zeros((), x.dtype), [])
+                grads.append(builder.emit("broadcast_to", (builder.wrap(zero),),
+                                          {"shape": x.type.shape}).node)
+
+    for node in nodes:
+        adjoint = adjoints.get(node.id)
+        if adjoint is not None and adjoint.node.name is None and node.name is not None:
+            adjoint.node.name = f"{node.name}_grad"
+    return Graph(inputs, list(graph.outputs) + grads, name=f"{graph.name}_vjp")
+
+
+@dataclass
+class Split:
+    """Forward and backward graphs from one joint graph, joined by the residuals."""
+
+    forward: Graph  # primal inputs -> outputs + residuals
+    backward: Graph  # residuals + output cotangents -> gradients
+    n_outputs: int
+    n_residuals: int
+
+
+def split(joint: Graph, n_primal: int, n_outputs: int) -> Split:
+    """Cut a joint graph (seeded with cotangent inputs) where backward begins.
+
+    Backward nodes are those that depend on a cotangent input; forward values
+    they use become residuals: extra outputs of the forward graph and inputs
+    of the backward graph. Constants are shared, not saved.
+    """
+    seeds = joint.inputs[n_primal:]
+    grads = joint.outputs[n_outputs:]
+    nodes = toposort(grads, seeds)
+    backward_ids = {s.id for s in seeds}
+    for node in nodes:
+        if any(x.id in backward_ids for x in node.inputs):
+            backward_ids.add(node.id)
+
+    residuals: list[Node] = []
+    seen: set[int] = set()
+
+    def save(x: Node) -> None:
+        if x.id not in backward_ids and x.op != "const" and x.id not in seen:
+            seen.add(x.id)
+            residuals.append(x)
+
+    for node in nodes:
+        if node.id in backward_ids:
+            for x in node.inputs:
+                save(x)
+    for g in grads:  # a gradient that does not depend on the seed is computed forward
+        save(g)
+
+    forward = Graph(list(joint.inputs[:n_primal]), list(joint.outputs[:n_outputs]) + residuals,
+                    name=joint.name.removesuffix("_vjp") + "_forward")
+    residual_inputs = [
+        Node("input", (), {"index": k, "type": r.type}, r.type, name=r.name)
+        for k, r in enumerate(residuals)
+    ]
+    seed_inputs = [
+        Node("input", (), {"index": len(residuals) + k, "type": s.type}, s.type, name=s.name)
+        for k, s in enumerate(seeds)
+    ]
+    replace = {r.id: ri for r, ri in zip(residuals, residual_inputs)}
+    replace.update({s.id: si for s, si in zip(seeds, seed_inputs)})
+    backward_outputs = rebuild(grads, replace)
+    backward = Graph(residual_inputs + seed_inputs, backward_outputs,
+                     name=joint.name.removesuffix("_vjp") + "_backward")
+    return Split(forward, backward, n_outputs, len(residuals))

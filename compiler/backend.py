@@ -1,0 +1,50 @@
+"""Backends turn a graph into a `Kernel`: a callable on a flat list of arrays, with its source."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from compiler.interpreter import interpret
+from compiler.ir import Graph
+
+
+class Kernel(Protocol):
+    source: str
+
+    def __call__(self, args: list[np.ndarray]) -> list[np.ndarray]: ...
+
+
+class Backend(Protocol):
+    name: str
+
+    def compile(self, graph: Graph, kind: str) -> Kernel: ...
+
+
+class InterpretedKernel:
+    """Runs the graph with NumPy; its `source` is the IR as text."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.source = str(graph)
+
+    def __call__(self, args: list[np.ndarray]) -> list[np.ndarray]:
+        return interpret(self.graph, args)
+
+
+class InterpreterBackend:
+    name = "interpreter"
+
+    def compile(self, graph: Graph, kind: str) -> Kernel:
+        return InterpretedKernel(graph)
+
+
+def get(name: str) -> Backend:
+    if name == "interpreter":
+        return InterpreterBackend()
+    if name == "numba":
+        from compiler.jit import NumbaBackend
+
+        return NumbaBackend()
+    raise ValueError(f"unknown backend {name!r}: use 'numba' or 'interpreter'")

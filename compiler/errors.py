@@ -1,0 +1,33 @@
+"""User-facing errors, each naming the user's file:line and showing the offending line."""
+
+from __future__ import annotations
+
+from compiler.ir import SourceLoc
+
+
+class GradfuseError(Exception):
+    """Base class of every error gradfuse raises for a user's mistake."""
+
+
+class TraceError(GradfuseError, ValueError):
+    """The function could not be traced: a shape mismatch, an unsupported call, ..."""
+
+    def __init__(self, message: str, loc: SourceLoc | None = None) -> None:
+        self.loc = loc
+        self.reason = message
+        if loc is not None:
+            text = f"\n    {loc.text.strip()}" if loc.text else ""
+            message = f"{loc}: {message}{text}\n  File \"{loc.filename}\", line {loc.lineno}"
+        super().__init__(message)
+
+
+class UnsupportedError(TraceError, TypeError):
+    """A NumPy function or feature that gradfuse cannot trace."""
+
+
+class ArgumentError(GradfuseError, TypeError):
+    """The compiled function was called with arguments it cannot accept."""
+
+
+class InternalError(RuntimeError):
+    """gradfuse produced code that numba rejected: a bug in gradfuse, not the user's code."""

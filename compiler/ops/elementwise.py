@@ -1,0 +1,155 @@
+"""Elementwise primitives: math functions, arithmetic, comparisons, `where` and casts.
+
+Binary and ternary ops broadcast like NumPy; the reverse-mode pass sums each
+cotangent back to its input's shape, so the VJPs here ignore broadcasting.
+Result dtypes come from NumPy itself (the reference impl applied to 0-d
+samples), so they follow NumPy's promotion rules exactly.
+
+Kinks and singular points (the table in the README, tested in tests/test_kinks.py):
+`abs'(0) = 0` (sign), `maximum`/`minimum` split a tie's gradient evenly, and ops
+whose derivative is infinite somewhere (sqrt, log, div, pow) map a zero
+cotangent to an exact zero, so `where(x > 0, sqrt(x), 0)` has gradient 0 at 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.ir import TensorType
+from compiler.ops.registry import OpDef, ShapeError, register
+from compiler.ops.shapes import broadcast_shapes
+
+
+def _infer(impl):
+    def infer(*types: TensorType, **attrs) -> TensorType:
+        samples = [np.ones((), t.dtype) for t in types]
+        with np.errstate(all="ignore"):
+            dtype = np.asarray(impl(*samples, **attrs)).dtype
+        return TensorType(dtype, broadcast_shapes(*(t.shape for t in types)))
+
+    return infer
+
+
+def _no_bool(name, impl):
+    base = _infer(impl)
+
+    def infer(*types, **attrs):
+        for t in types:
+            if t.dtype == np.bool_:
+                raise ShapeError(f"{name} is not defined for boolean values")
+        return base(*types, **attrs)
+
+    return infer
+
+
+def elementwise(name: str, impl, vjp, code: str, doc: str = "") -> OpDef:
+    return register(OpDef(name, "elementwise", _no_bool(name, impl), impl, vjp, code, doc))
+
+
+def safe(g, expr):
+    """`expr` where the cotangent is non-zero, exactly 0 where it is 0 (so 0 * inf is 0, not NaN)."""
+    return np.where(g == 0, 0, expr)
+
+
+# --- unary math: d/dx written as the VJP g * f'(x) -------------------------------
+elementwise("neg", np.negative, lambda g, out, x: (-g,), "-{0}")
+elementwise("abs", np.abs, lambda g, out, x: (g * np.sign(x),), "abs({0})")
+elementwise("sign", np.sign, None, "np.sign({0})", "no gradient: sign' = 0 almost everywhere")
+elementwise("exp", np.exp, lambda g, out, x: (g * out,), "np.exp({0})")
+elementwise("expm1", np.expm1, lambda g, out, x: (g * (out + 1),), "np.expm1({0})")
+elementwise("log", np.log, lambda g, out, x: (safe(g, g / x),), "np.log({0})")
+elementwise("log1p", np.log1p, lambda g, out, x: (safe(g, g / (x + 1)),), "np.log1p({0})")
+elementwise("sqrt", np.sqrt, lambda g, out, x: (safe(g, g / (out * 2)),), "np.sqrt({0})")
+elementwise("sin", np.sin, lambda g, out, x: (g * np.cos(x),), "np.sin({0})")
+elementwise("cos", np.cos, lambda g, out, x: (-g * np.sin(x),), "np.cos({0})")
+elementwise("tan", np.tan, lambda g, out, x: (g * (out * out + 1),), "np.tan({0})")
+elementwise("tanh", np.tanh, lambda g, out, x: (g * (1 - out * out),), "_tanh({0})")
+elementwise("arctan", np.arctan, lambda g, out, x: (g / (x * x + 1),), "np.arctan({0})")
+elementwise("sinh", np.sinh, lambda g, out, x: (g * np.cosh(x),), "np.sinh({0})")
+elementwise("cosh", np.cosh, lambda g, out, x: (g * np.sinh(x),), "np.cosh({0})")
+
+# --- arithmetic ---------------------------------------------------------------
+elementwise("add", np.add, lambda g, out, x, y: (g, g), "{0} + {1}")
+elementwise("sub", np.subtract, lambda g, out, x, y: (g, -g), "{0} - {1}")
+elementwise("mul", np.multiply, lambda g, out, x, y: (g * y, g * x), "{0} * {1}")
+
+
+def _div_vjp(g, out, x, y):
+    gx = safe(g, g / y)
+    return gx, safe(g, -gx * out)
+
+
+elementwise("div", np.true_divide, _div_vjp, "{0} / {1}")
+
+
+def _pow_vjp(g, out, x, y):
+    gx = safe(g, g * y * x ** (y - 1))
+    # d/dy x**y = x**y log x; defined as 0 where x <= 0 (as JAX does), so a
+    # constant base of 0 does not poison the exponent's gradient.
+    gy = safe(g, g * out * np.where(x > 0, np.log(np.where(x > 0, x, 1)), 0))
+    return gx, gy
+
+
+elementwise("pow", np.power, _pow_vjp, "{0} ** {1}")
+
+
+def _tie_vjp(wins):
+    def vjp(g, out, x, y):
+        gx = np.where(wins(x, y), g, np.where(x == y, g * 0.5, 0))
+        gy = np.where(wins(y, x), g, np.where(x == y, g * 0.5, 0))
+        return gx, gy
+
+    return vjp
+
+
+elementwise("maximum", np.maximum, _tie_vjp(lambda a, b: a > b), "max({0}, {1})")
+elementwise("minimum", np.minimum, _tie_vjp(lambda a, b: a < b), "min({0}, {1})")
+
+# --- comparisons and logic: boolean results, no gradient -------------------------
+for _name, _impl, _code in [
+    ("lt", np.less, "{0} < {1}"),
+    ("le", np.less_equal, "{0} <= {1}"),
+    ("gt", np.greater, "{0} > {1}"),
+    ("ge", np.greater_equal, "{0} >= {1}"),
+    ("eq", np.equal, "{0} == {1}"),
+    ("ne", np.not_equal, "{0} != {1}"),
+]:
+    elementwise(_name, _impl, None, _code)
+for _name, _impl, _code in [
+    ("logical_and", np.logical_and, "{0} and {1}"),
+    ("logical_or", np.logical_or, "{0} or {1}"),
+    ("logical_xor", np.logical_xor, "{0} != {1}"),
+]:
+    register(OpDef(_name, "elementwise", _infer(_impl), _impl, None, _code))
+register(OpDef("logical_not", "elementwise", _infer(np.logical_not), np.logical_not, None,
+               "not {0}"))
+
+
+def _where_infer(cond: TensorType, a: TensorType, b: TensorType) -> TensorType:
+    if cond.dtype != np.bool_:
+        raise ShapeError(f"where's condition must be boolean, got {cond.dtype}")
+    dtype = np.result_type(a.dtype, b.dtype)
+    return TensorType(dtype, broadcast_shapes(cond.shape, a.shape, b.shape))
+
+
+register(OpDef(
+    "where", "elementwise", _where_infer, np.where,
+    lambda g, out, c, a, b: (None, np.where(c, g, 0), np.where(c, 0, g)),
+    "{1} if {0} else {2}",
+    "the unselected branch gets an exact zero cotangent",
+))
+
+
+def _cast_infer(x: TensorType, *, dtype) -> TensorType:
+    return TensorType(np.dtype(dtype), x.shape)
+
+
+def _cast_vjp(g, out, x, *, dtype):
+    if not np.issubdtype(x.dtype, np.floating):
+        return (None,)
+    return (g.astype(x.dtype),)
+
+
+register(OpDef("cast", "elementwise", _cast_infer,
+               lambda x, *, dtype: np.asarray(x).astype(dtype), _cast_vjp,
+               "{dtype}({0})"))

@@ -1,0 +1,149 @@
+"""Layout primitives: reshape, transpose, broadcast_to, basic slicing (and its adjoint), concatenate.
+
+`expand_dims`, `squeeze`, `stack`, `swapaxes` and `.T` are composites of these
+(compiler/numpy_api.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from compiler.ir import Shape, Sym, TensorType
+from compiler.ops.reduce import sum_to_shape
+from compiler.ops.registry import DimConflict, OpDef, ShapeError, bind, register
+from compiler.ops.shapes import broadcast_dims, fmt_shape
+
+
+def _static_part(shape: Shape) -> tuple[int, list[Sym]]:
+    syms = sorted(d for d in shape if isinstance(d, Sym))
+    return math.prod(d for d in shape if isinstance(d, int)), syms
+
+
+def _reshape_infer(x: TensorType, *, shape: Shape) -> TensorType:
+    (n_in, syms_in), (n_out, syms_out) = _static_part(x.shape), _static_part(shape)
+    if syms_in != syms_out:
+        sym = (set(syms_in) ^ set(syms_out)).pop()
+        raise DimConflict(sym, None)
+    if n_in != n_out:
+        raise ShapeError(f"cannot reshape an array of shape {fmt_shape(x.shape)} "
+                         f"into shape {fmt_shape(shape)}")
+    return TensorType(x.dtype, shape)
+
+
+register(OpDef(
+    "reshape", "layout", _reshape_infer,
+    lambda x, *, shape: np.reshape(x, shape),
+    lambda g, out, x, *, shape: (bind("reshape", g, shape=x.type.shape),),
+))
+
+
+def _transpose_infer(x: TensorType, *, perm: tuple[int, ...]) -> TensorType:
+    if sorted(perm) != list(range(x.ndim)):
+        raise ShapeError(f"axes {perm} don't match an array of dimension {x.ndim}")
+    return TensorType(x.dtype, tuple(x.shape[p] for p in perm))
+
+
+register(OpDef(
+    "transpose", "layout", _transpose_infer,
+    lambda x, *, perm: np.transpose(x, perm),
+    lambda g, out, x, *, perm: (bind("transpose", g, perm=tuple(np.argsort(perm).tolist())),),
+))
+
+
+def _broadcast_to_infer(x: TensorType, *, shape: Shape) -> TensorType:
+    lead = len(shape) - x.ndim
+    if lead < 0:
+        raise ShapeError(f"cannot broadcast shape {fmt_shape(x.shape)} to {fmt_shape(shape)}")
+    for d, target in zip(x.shape, shape[lead:]):
+        if d != 1 and broadcast_dims(d, target) != target:
+            raise ShapeError(f"cannot broadcast shape {fmt_shape(x.shape)} to "
+                             f"{fmt_shape(shape)}")
+    return TensorType(x.dtype, shape)
+
+
+register(OpDef(
+    "broadcast_to", "layout", _broadcast_to_infer,
+    lambda x, *, shape: np.broadcast_to(x, shape),
+    lambda g, out, x, *, shape: (sum_to_shape(g, x.type.shape),),
+))
+
+
+# --- basic slicing --------------------------------------------------------------
+# `index` holds one normalized (start, stop, step) per axis, as from slice.indices(),
+# so a negative stop means "run past the front" (only with a negative step). A
+# symbolic axis can only be taken whole: (0, N, 1).
+def _slice_len(start: int, stop, step: int, dim) -> object:
+    if isinstance(dim, Sym):
+        return dim
+    return len(range(start, stop, step))
+
+
+def _slice_infer(x: TensorType, *, index) -> TensorType:
+    if len(index) != x.ndim:
+        raise ShapeError(f"slice of rank {len(index)} for an array of dimension {x.ndim}")
+    return TensorType(x.dtype, tuple(_slice_len(*ix, d) for ix, d in zip(index, x.shape)))
+
+
+def as_slices(index) -> tuple[slice, ...]:
+    """Normalized `index` as Python slices (resolving symbolic stops to 'to the end')."""
+    return tuple(
+        slice(start, None if isinstance(stop, Sym) or stop < 0 else stop, step)
+        for start, stop, step in index
+    )
+
+
+def _pad_slice_impl(g, *, shape, index):
+    out = np.zeros(shape, dtype=np.asarray(g).dtype)
+    out[as_slices(index)] = g
+    return out
+
+
+register(OpDef(
+    "slice", "layout", _slice_infer,
+    lambda x, *, index: np.asarray(x)[as_slices(index)],
+    lambda g, out, x, *, index: (bind("pad_slice", g, shape=x.type.shape, index=index),),
+))
+register(OpDef(
+    "pad_slice", "layout",
+    lambda g, *, shape, index: TensorType(g.dtype, shape),
+    _pad_slice_impl,
+    lambda g, out, x, *, shape, index: (bind("slice", g, index=index),),
+    doc="zeros of `shape` with the input written at `index`: the adjoint of slice",
+))
+
+
+# --- concatenate ----------------------------------------------------------------
+def _concatenate_infer(*xs: TensorType, axis: int) -> TensorType:
+    first = xs[0]
+    total = 0
+    for x in xs:
+        if x.ndim != first.ndim or any(
+            i != axis and d != e for i, (d, e) in enumerate(zip(x.shape, first.shape))
+        ):
+            raise ShapeError("all the input array dimensions except for the concatenation "
+                             f"axis must match exactly, got {', '.join(fmt_shape(t.shape) for t in xs)}")
+        if isinstance(x.shape[axis], Sym):
+            raise DimConflict(x.shape[axis], None)
+        total += x.shape[axis]
+    dtype = np.result_type(*(x.dtype for x in xs))
+    return TensorType(dtype, first.shape[:axis] + (total,) + first.shape[axis + 1:])
+
+
+def _concatenate_vjp(g, out, *xs, axis):
+    grads, start = [], 0
+    for x in xs:
+        n = x.type.shape[axis]
+        index = tuple((start, start + n, 1) if i == axis else (0, d, 1)
+                      for i, d in enumerate(g.type.shape))
+        grads.append(bind("slice", g, index=index))
+        start += n
+    return tuple(grads)
+
+
+register(OpDef(
+    "concatenate", "layout", _concatenate_infer,
+    lambda *xs, axis: np.concatenate(xs, axis=axis),
+    _concatenate_vjp,
+))

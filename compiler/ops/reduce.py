@@ -1,0 +1,104 @@
+"""Reductions over axes (sum, max, min, prod) and `size`, the run-time element count of axes.
+
+Float reductions accumulate in float64 and round once to the input dtype, in the
+reference impl and in generated code alike. `mean`, `var` and `std` are
+composites (compiler/numpy_api.py) built from `sum` and `size`, so they need no
+rules of their own and work over symbolic (batch) axes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.ir import TensorType
+from compiler.ops.registry import OpDef, bind, register
+from compiler.ops.shapes import reduced_shape
+
+
+def _infer(x: TensorType, *, axes: tuple[int, ...], keepdims: bool) -> TensorType:
+    return TensorType(x.dtype, reduced_shape(x.shape, axes, keepdims))
+
+
+def _sum_infer(x: TensorType, *, axes, keepdims) -> TensorType:
+    # NumPy sums booleans and small ints as the platform integer.
+    dtype = x.dtype if x.is_float else np.sum(np.ones(1, x.dtype)).dtype
+    return TensorType(dtype, reduced_shape(x.shape, axes, keepdims))
+
+
+def _accumulating(np_reduce):
+    def impl(x, *, axes, keepdims):
+        x = np.asarray(x)
+        if np.issubdtype(x.dtype, np.floating):
+            r = np_reduce(x, axis=axes, keepdims=keepdims, dtype=np.float64)
+            return np.asarray(r).astype(x.dtype)
+        return np.asarray(np_reduce(x, axis=axes, keepdims=keepdims))
+
+    return impl
+
+
+def keepdims_of(g, x, axes, keepdims):
+    """`g` (a reduction's cotangent) reshaped so it broadcasts against the reduced input `x`."""
+    if keepdims:
+        return g
+    return bind("reshape", g, shape=reduced_shape(x.type.shape, axes, True))
+
+
+def _sum_vjp(g, out, x, *, axes, keepdims):
+    return (bind("broadcast_to", keepdims_of(g, x, axes, keepdims), shape=x.type.shape),)
+
+
+def _chooser_vjp(g, out, x, *, axes, keepdims):
+    # Ties share the gradient evenly, as in JAX and PyTorch's amax/amin.
+    hit = np.where(x == keepdims_of(out, x, axes, keepdims), 1, 0).astype(x.dtype)
+    count = bind("sum", hit, axes=axes, keepdims=True)
+    return (keepdims_of(g, x, axes, keepdims) * hit / count,)
+
+
+def _prod_vjp(g, out, x, *, axes, keepdims):
+    # out / x fails at zeros; instead use the product of the non-zero entries and
+    # the count of zeros: one zero gets that product, any other entry gets 0.
+    is_zero = x == 0
+    nonzero_prod = bind("prod", np.where(is_zero, 1, x), axes=axes, keepdims=True)
+    zeros = bind("sum", np.where(is_zero, 1, 0).astype(x.dtype), axes=axes, keepdims=True)
+    partial = np.where(
+        zeros == 0,
+        nonzero_prod / np.where(is_zero, 1, x),
+        np.where(is_zero & (zeros == 1), nonzero_prod, 0),
+    )
+    return (keepdims_of(g, x, axes, keepdims) * partial,)
+
+
+def sum_to_shape(g, shape):
+    """Undo broadcasting: sum `g` over the axes that broadcasting added or stretched."""
+    gshape = g.type.shape
+    lead = len(gshape) - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, d in enumerate(shape) if d == 1 and gshape[lead + i] != 1
+    )
+    if axes:
+        g = bind("sum", g, axes=axes, keepdims=True)
+    if g.type.shape != tuple(shape):
+        g = bind("reshape", g, shape=tuple(shape))
+    return g
+
+
+register(OpDef("sum", "reduce", _sum_infer, _accumulating(np.sum), _sum_vjp))
+register(OpDef("prod", "reduce", _infer, _accumulating(np.prod), _prod_vjp))
+register(OpDef("max", "reduce", _infer,
+               lambda x, *, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims),
+               _chooser_vjp))
+register(OpDef("min", "reduce", _infer,
+               lambda x, *, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims),
+               _chooser_vjp))
+
+
+def _size_infer(x: TensorType, *, axes, dtype) -> TensorType:
+    return TensorType(np.dtype(dtype), ())
+
+
+def _size_impl(x, *, axes, dtype):
+    return np.asarray(int(np.prod([np.shape(x)[a] for a in axes])), dtype=dtype)
+
+
+register(OpDef("size", "meta", _size_infer, _size_impl, None,
+               doc="number of elements along `axes` as a scalar of `dtype`; no gradient"))

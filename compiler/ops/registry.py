@@ -1,0 +1,72 @@
+"""The op table: one `OpDef` per primitive, and `bind`, which builds a node in the current trace.
+
+An `OpDef` holds everything about a primitive in one place: its shape/dtype
+rule (`infer`), its NumPy reference (`impl`, used by the interpreter), its VJP
+written with NumPy calls on traced values (so derivative rules read like the
+math and build ordinary IR), and, for elementwise ops, the scalar code template
+the generator inlines into fused loops. Ops of other kinds are emitted by the
+generator's emitter for their `kind`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from compiler.ir import TensorType
+
+KINDS = ("source", "meta", "elementwise", "reduce", "layout", "index", "matmul")
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    kind: str
+    infer: Callable[..., TensorType]  # infer(*input_types, **attrs) -> output type
+    impl: Callable[..., Any]  # impl(*arrays, **attrs) -> ndarray (NumPy reference)
+    # vjp(g, out, *inputs, **attrs) -> one cotangent (or None for zero) per input;
+    # None when the op has no derivative (comparisons, sign, integer ops).
+    vjp: Callable[..., tuple] | None
+    code: str | None = None  # elementwise only: scalar template over {0}, {1}, ...
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        assert self.kind in KINDS, self.kind
+        assert (self.code is not None) == (self.kind == "elementwise"), self.name
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def register(opdef: OpDef) -> OpDef:
+    assert opdef.name not in REGISTRY, f"op {opdef.name!r} defined twice"
+    REGISTRY[opdef.name] = opdef
+    return opdef
+
+
+def get(name: str) -> OpDef:
+    return REGISTRY[name]
+
+
+class ShapeError(ValueError):
+    """A shape rule rejected its inputs; the tracer adds the user's line."""
+
+
+class DimConflict(Exception):
+    """A symbolic dimension met a concrete one; the tracer decides whether to specialize it."""
+
+    def __init__(self, sym, other) -> None:
+        super().__init__(f"{sym} vs {other}")
+        self.sym = sym
+        self.other = other
+
+
+# The active graph builder; set by compiler.tracer while a trace runs.
+_builders: list = []
+
+
+def bind(op: str, *inputs, **attrs):
+    """Build `op(*inputs, **attrs)` in the active trace and return its traced value."""
+    if not _builders:
+        raise RuntimeError(f"bind({op!r}) called outside of a trace")
+    return _builders[-1].emit(op, inputs, attrs)

@@ -1,0 +1,153 @@
+"""Graph simplification: algebraic rewrites, constant folding, CSE and DCE, run to a fixed point.
+
+Every rewrite keeps the node's exact type (shape and dtype) and keeps IEEE
+semantics: `x * 0 -> 0` is deliberately absent, because it is wrong for inf and
+NaN; the reverse pass avoids making such products in the first place.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from compiler import ops
+from compiler.ir import Graph, Node, TensorType, is_static, toposort
+
+FOLD_LIMIT = 1024  # largest constant (in elements) that folding may create
+
+
+def const_value(node: Node):
+    """The scalar a node is known to hold everywhere (a constant, or one broadcast), else None."""
+    while node.op == "broadcast_to" or (node.op == "reshape" and node.inputs[0].op == "const"):
+        node = node.inputs[0]
+    if node.op != "const":
+        return None
+    value = np.asarray(node.attrs["value"])
+    if value.size == 0:
+        return None
+    first = value.flat[0]
+    return first.item() if np.all(value == first) else None
+
+
+def _is(node: Node, value) -> bool:
+    v = const_value(node)
+    return v is not None and v == value and not isinstance(v, bool)
+
+
+def _new(op: str, inputs: tuple[Node, ...], attrs: dict, like: Node) -> Node:
+    out_type = ops.get(op).infer(*(x.type for x in inputs), **attrs)
+    return Node(op, inputs, attrs, out_type, like.name, like.loc, like.grad_of)
+
+
+# Each rule maps a node to a replacement or None; a replacement of a different
+# type is discarded, so rules need not re-check broadcasting.
+def _rules() -> dict[str, list[Callable[[Node], Node | None]]]:
+    def arg(i):
+        return lambda n: n.inputs[i]
+
+    return {
+        "add": [
+            lambda n: n.inputs[0] if _is(n.inputs[1], 0) else None,  # x + 0 -> x
+            lambda n: n.inputs[1] if _is(n.inputs[0], 0) else None,  # 0 + x -> x
+        ],
+        "sub": [
+            lambda n: n.inputs[0] if _is(n.inputs[1], 0) else None,  # x - 0 -> x
+            lambda n: _new("neg", (n.inputs[1],), {}, n) if _is(n.inputs[0], 0) else None,  # 0 - x
+        ],
+        "mul": [
+            lambda n: n.inputs[0] if _is(n.inputs[1], 1) else None,  # x * 1 -> x
+            lambda n: n.inputs[1] if _is(n.inputs[0], 1) else None,  # 1 * x -> x
+            lambda n: _new("neg", (n.inputs[0],), {}, n) if _is(n.inputs[1], -1) else None,
+        ],
+        "div": [lambda n: n.inputs[0] if _is(n.inputs[1], 1) else None],  # x / 1 -> x
+        "pow": [
+            lambda n: n.inputs[0] if _is(n.inputs[1], 1) else None,  # x ** 1 -> x
+            lambda n: (_new("mul", (n.inputs[0], n.inputs[0]), {}, n)  # x ** 2 -> x * x
+                       if _is(n.inputs[1], 2) else None),
+        ],
+        "neg": [lambda n: n.inputs[0].inputs[0] if n.inputs[0].op == "neg" else None],  # --x
+        "reshape": [
+            lambda n: n.inputs[0] if n.inputs[0].type == n.type else None,  # no-op reshape
+            lambda n: (_new("reshape", n.inputs[0].inputs, n.attrs, n)  # reshape of reshape
+                       if n.inputs[0].op == "reshape" else None),
+        ],
+        "transpose": [
+            lambda n: arg(0)(n) if n.attrs["perm"] == tuple(range(n.type.ndim)) else None,
+            lambda n: (_new("transpose", n.inputs[0].inputs,  # transpose of transpose
+                            {"perm": tuple(n.inputs[0].attrs["perm"][p] for p in n.attrs["perm"])},
+                            n) if n.inputs[0].op == "transpose" else None),
+        ],
+        "broadcast_to": [lambda n: n.inputs[0] if n.inputs[0].type == n.type else None],
+        "cast": [lambda n: n.inputs[0] if n.inputs[0].type == n.type else None],
+        "sum": [lambda n: n.inputs[0] if not n.attrs["axes"] else None],  # sum over no axes
+        "where": [lambda n: n.inputs[1] if n.inputs[1] is n.inputs[2] else None],  # where(c,x,x)
+        "slice": [lambda n: n.inputs[0] if n.inputs[0].type == n.type and all(
+            s == (0, d, 1) for s, d in zip(n.attrs["index"], n.inputs[0].type.shape)) else None],
+    }
+
+
+RULES = _rules()
+
+
+def _fold(node: Node) -> Node | None:
+    """Evaluate a node whose inputs are all constants, if the result is small."""
+    if node.op in ("input", "const") or not node.inputs:
+        return None
+    if not all(x.op == "const" for x in node.inputs) or not is_static(node.type.shape):
+        return None
+    if int(np.prod(node.type.shape)) > FOLD_LIMIT:
+        return None
+    with np.errstate(all="ignore"):
+        value = ops.get(node.op).impl(*(x.attrs["value"] for x in node.inputs), **node.attrs)
+    value = np.asarray(value).astype(node.dtype)
+    return Node("const", (), {"value": value}, TensorType(value.dtype, value.shape), node.name,
+                node.loc, node.grad_of)
+
+
+def _rewrite(node: Node) -> Node:
+    for _ in range(100):
+        replacement = _fold(node)
+        if replacement is None:
+            for rule in RULES.get(node.op, ()):
+                candidate = rule(node)
+                if candidate is not None and candidate.type == node.type:
+                    replacement = candidate
+                    break
+        if replacement is None:
+            return node
+        if replacement.name is None:
+            replacement.name = node.name
+        node = replacement
+    raise AssertionError(f"rewrites of {node} did not reach a fixed point")
+
+
+def simplify(graph: Graph) -> Graph:
+    """Rewrite, fold and deduplicate every node once, in topological order."""
+    memo: dict[int, Node] = {n.id: n for n in graph.inputs}
+    seen: dict[tuple, Node] = {}
+    for node in toposort(graph.outputs, graph.inputs):
+        if node.id in memo:
+            continue
+        inputs = tuple(memo[x.id] for x in node.inputs)
+        if any(a is not b for a, b in zip(inputs, node.inputs)):
+            node_ = Node(node.op, inputs, node.attrs, node.type, node.name, node.loc,
+                         node.grad_of)
+        else:
+            node_ = node
+        node_ = _rewrite(node_)
+        key = (node_.op, tuple(x.id for x in node_.inputs), node_.attrs_key(), node_.type)
+        if node_.op != "input":
+            node_ = seen.setdefault(key, node_)  # CSE: the first equal node wins
+        memo[node.id] = node_
+    return Graph(list(graph.inputs), [memo[o.id] for o in graph.outputs], graph.name)
+
+
+def optimize(graph: Graph) -> Graph:
+    """simplify() until nothing changes; dead code is dropped because only reachable nodes remain."""
+    for _ in range(10):
+        before = len(graph.nodes())
+        graph = simplify(graph)
+        if len(graph.nodes()) == before:
+            return graph
+    return graph

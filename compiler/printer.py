@@ -1,0 +1,69 @@
+"""A compact, readable text form of a graph, one SSA equation per line (as in JAX's jaxprs).
+
+    def loss(W1: f32[10,5], X: f32[N,10]) -> f32[]:
+      h: f32[N,5] = matmul(X, W1)                    # model.py:12
+      ...
+      return loss
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.ir import Graph, Node
+
+
+def value_names(nodes: list[Node]) -> dict[int, str]:
+    """A unique printable name per node: its hint where it has one, else %index."""
+    names: dict[int, str] = {}
+    taken: set[str] = set()
+    for i, node in enumerate(nodes):
+        base = node.name or f"%{i}"
+        name, k = base, 1
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        taken.add(name)
+        names[node.id] = name
+    return names
+
+
+def format_attr(value) -> str:
+    if isinstance(value, np.ndarray):
+        if value.size <= 4:
+            return np.array2string(value, separator=", ")
+        return f"<array {value.dtype}{list(value.shape)}>"
+    if isinstance(value, np.dtype):
+        return value.name
+    if isinstance(value, tuple):
+        return "(" + ", ".join(format_attr(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    return str(value)
+
+
+def format_node(node: Node, names: dict[int, str]) -> str:
+    if node.op == "const":
+        rhs = format_attr(node.attrs["value"])
+    else:
+        args = [names[i.id] for i in node.inputs]
+        args += [f"{k}={format_attr(v)}" for k, v in node.attrs.items()]
+        rhs = f"{node.op}({', '.join(args)})"
+    line = f"  {names[node.id]}: {node.type} = {rhs}"
+    notes = []
+    if node.grad_of is not None:
+        notes.append(f"grad of {node.grad_of.op}")
+    if node.loc is not None:
+        notes.append(str(node.loc))
+    if notes:
+        line = f"{line:<60} # {', '.join(notes)}"
+    return line
+
+
+def format_graph(graph: Graph) -> str:
+    nodes = graph.nodes()
+    names = value_names(nodes)
+    params = ", ".join(f"{names[n.id]}: {n.type}" for n in graph.inputs)
+    results = ", ".join(str(n.type) for n in graph.outputs)
+    lines = [f"def {graph.name}({params}) -> ({results}):"]
+    lines += [format_node(n, names) for n in nodes if n.op != "input"]
+    lines.append("  return " + ", ".join(names[n.id] for n in graph.outputs))
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""Specialization: from concrete call arguments to the typed inputs a trace is made for.
+
+Parameters (arguments we differentiate) keep static shapes, which makes faster
+kernels; the leading axis of every other array (the batch) is symbolic, so a new
+batch size reuses the same trace and kernels. Leading axes of equal size share
+one symbol (`N`), because the model usually combines them. A symbolic dim that
+the user's code needs as a concrete int is made static and the function is
+traced again (`static_positions` remembers that for later calls).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from compiler.ir import Sym, TensorType
+
+SYMBOL_NAMES = ("N", "M", "K", "L", "B", "T")
+
+Position = tuple[int, int]  # (leaf index, axis)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a trace depends on: each leaf's dtype and shape pattern (symbols for free dims)."""
+
+    types: tuple[TensorType, ...]
+
+    def sym_sizes(self, leaves: list[np.ndarray]) -> dict[Sym, int]:
+        sizes: dict[Sym, int] = {}
+        for t, leaf in zip(self.types, leaves):
+            for d, n in zip(t.shape, leaf.shape):
+                if isinstance(d, Sym):
+                    sizes.setdefault(d, n)
+        return sizes
+
+
+def symbolic_candidates(leaves: list[np.ndarray], differentiable: set[int],
+                        static_positions: set[Position]) -> list[Position]:
+    return [
+        (i, 0) for i, leaf in enumerate(leaves)
+        if i not in differentiable and leaf.ndim >= 1 and leaf.shape[0] >= 2
+        and (i, 0) not in static_positions
+    ]
+
+
+def signature_of(leaves: list[np.ndarray], differentiable: set[int],
+                 static_positions: set[Position]) -> Signature:
+    free = set(symbolic_candidates(leaves, differentiable, static_positions))
+    symbols: dict[int, Sym] = {}
+    types = []
+    for i, leaf in enumerate(leaves):
+        shape = []
+        for axis, n in enumerate(leaf.shape):
+            if (i, axis) in free:
+                if n not in symbols:
+                    k = len(symbols)
+                    symbols[n] = Sym(SYMBOL_NAMES[k] if k < len(SYMBOL_NAMES) else f"N{k}")
+                shape.append(symbols[n])
+            else:
+                shape.append(n)
+        types.append(TensorType(leaf.dtype, tuple(shape)))
+    return Signature(tuple(types))
+
+
+def positions_of(signature: Signature, sym: Sym) -> set[Position]:
+    return {
+        (i, axis) for i, t in enumerate(signature.types)
+        for axis, d in enumerate(t.shape) if d == sym
+    }

@@ -1,0 +1,421 @@
+"""Tracing: run a NumPy function on symbolic values and record the ops it performs as IR.
+
+A `Tracer` stands for one IR node. It implements NumPy's dispatch protocols
+(`__array_ufunc__`, `__array_function__`) and the Python operators, so users
+write plain NumPy. A `Builder` turns each call into a node: it lifts constants
+(Python scalars are "weak", as in NumPy 2), runs the op's shape rule, and tags
+the node with the user's file:line. Variable names for generated code are read
+from the user's frames as they return (a profile hook, active only while tracing).
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import sys
+from contextlib import contextmanager
+from typing import Any, Callable
+
+import numpy as np
+
+from compiler import ops
+from compiler.errors import TraceError, UnsupportedError
+from compiler.ir import Graph, Node, SourceLoc, Sym, TensorType
+from compiler.ops.registry import _builders
+
+_COMPILER_DIR = os.path.dirname(os.path.abspath(__file__))
+_RUNTIME_DIR = os.path.join(os.path.dirname(_COMPILER_DIR), "runtime")
+_NUMPY_DIR = os.path.dirname(np.__file__)
+_LIBRARY_DIRS = (_COMPILER_DIR + os.sep, _RUNTIME_DIR + os.sep, _NUMPY_DIR + os.sep)
+
+
+class Concretize(BaseException):
+    """A symbolic dim was used where a concrete int is needed; the specializer retraces.
+
+    A BaseException so that a user's `except Exception` cannot swallow it.
+    """
+
+    def __init__(self, sym: Sym) -> None:
+        super().__init__(sym.name)
+        self.sym = sym
+
+
+def user_loc() -> SourceLoc | None:
+    """The innermost frame outside gradfuse and NumPy: the user's line that made a node."""
+    frame = sys._getframe(1)
+    fallback = None
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_LIBRARY_DIRS):
+            return _loc(frame)
+        if fallback is None and not filename.startswith(_COMPILER_DIR + os.sep):
+            fallback = frame
+        frame = frame.f_back
+    return _loc(fallback) if fallback is not None else None
+
+
+def _loc(frame) -> SourceLoc:
+    filename, lineno = frame.f_code.co_filename, frame.f_lineno
+    return SourceLoc(filename, lineno, linecache.getline(filename, lineno).rstrip())
+
+
+class SymDim:
+    """What `x.shape[i]` gives for a symbolic dim: usable as a shape, and as a traced scalar."""
+
+    def __init__(self, sym: Sym, builder: Builder) -> None:
+        self.sym = sym
+        self.builder = builder
+
+    def __index__(self) -> int:
+        raise Concretize(self.sym)
+
+    __int__ = __index__
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, SymDim):
+            return self.sym == other.sym
+        raise Concretize(self.sym)
+
+    def __hash__(self) -> int:
+        return hash(self.sym)
+
+    def __repr__(self) -> str:
+        return f"SymDim({self.sym})"
+
+    def traced(self) -> Tracer:
+        node, axis = self.builder.sym_sources[self.sym]
+        return self.builder.emit("size", (Tracer(self.builder, node),),
+                                 {"axes": (axis,), "dtype": np.dtype(np.int64)})
+
+    def _binary(name):
+        def method(self, other):
+            if isinstance(other, Tracer):
+                return getattr(self.traced(), name)(other)
+            raise Concretize(self.sym)
+
+        return method
+
+    for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+                  "__truediv__", "__rtruediv__", "__pow__", "__rpow__"):
+        locals()[_name] = _binary(_name)
+    del _name, _binary
+
+
+class Builder:
+    """Creates nodes for one trace: constant lifting, shape rules, locations, name hints."""
+
+    def __init__(self, sym_hints: dict[Sym, int] | None = None) -> None:
+        self.sym_hints = sym_hints or {}
+        self.sym_sources: dict[Sym, tuple[Node, int]] = {}
+        self.grad_of: Node | None = None  # set while the reverse pass emits a VJP
+        self.loc_override: SourceLoc | None = None
+
+    def input(self, index: int, type: TensorType, name: str) -> Tracer:
+        node = Node("input", (), {"index": index, "type": type}, type, name=name)
+        for axis, d in enumerate(type.shape):
+            if isinstance(d, Sym):
+                self.sym_sources.setdefault(d, (node, axis))
+        return Tracer(self, node)
+
+    def wrap(self, node: Node) -> Tracer:
+        return Tracer(self, node)
+
+    def lift(self, value: Any, peers: list[np.dtype]) -> Node:
+        """A constant node; Python scalars take their dtype from the traced operands (NEP 50)."""
+        if isinstance(value, Tracer):
+            return value.node
+        if isinstance(value, SymDim):
+            return value.traced().node
+        if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+            dtype = np.result_type(*peers, value) if peers else np.result_type(value)
+            array = np.asarray(value, dtype=dtype)
+        else:
+            try:
+                array = np.asarray(value)
+            except Exception:
+                array = None
+            if array is None or array.dtype == object:
+                raise TraceError(f"cannot use a {type(value).__name__} as an array "
+                                 f"in a traced function", user_loc())
+        return Node("const", (), {"value": array}, TensorType(array.dtype, array.shape))
+
+    def emit(self, op: str, inputs: tuple, attrs: dict[str, Any]) -> Tracer:
+        opdef = ops.get(op)
+        peers = [x.node.dtype for i, x in enumerate(inputs)
+                 if isinstance(x, Tracer) and not (op == "where" and i == 0)]
+        nodes = tuple(self.lift(x, peers) for x in inputs)
+        loc = self.loc_override or user_loc()
+        try:
+            out_type = opdef.infer(*(n.type for n in nodes), **attrs)
+        except ops.DimConflict as conflict:
+            self._resolve_conflict(conflict, op, nodes, loc)
+            raise AssertionError("unreachable") from None
+        except ops.ShapeError as err:
+            raise TraceError(f"{_describe(op)}: {err}", loc) from None
+        node = Node(op, nodes, dict(attrs), out_type, loc=loc, grad_of=self.grad_of)
+        return Tracer(self, node)
+
+    def _resolve_conflict(self, conflict, op, nodes, loc) -> None:
+        """A symbolic dim met a concrete one: specialize it if the sizes agree, else report."""
+        hint = self.sym_hints.get(conflict.sym)
+        if conflict.other is None or hint == conflict.other or hint is None:
+            raise Concretize(conflict.sym)
+        shapes = " and ".join(_concrete_shape(n.type.shape, self.sym_hints) for n in nodes)
+        raise TraceError(f"{_describe(op)}: shapes {shapes} cannot be broadcast together", loc)
+
+
+def _concrete_shape(shape, hints) -> str:
+    dims = [str(hints.get(d, d)) if isinstance(d, Sym) else str(d) for d in shape]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+_OP_WORDS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**", "matmul": "@"}
+
+
+def _describe(op: str) -> str:
+    word = _OP_WORDS.get(op)
+    return f"shape mismatch in {op} ({word})" if word else f"in {op}"
+
+
+class Tracer:
+    """A traced array: stands for an IR node while the user's function runs."""
+
+    __array_priority__ = 1000
+    __slots__ = ("builder", "node")
+
+    def __init__(self, builder: Builder, node: Node) -> None:
+        self.builder = builder
+        self.node = node
+
+    # --- array attributes --------------------------------------------------------
+    @property
+    def type(self) -> TensorType:
+        return self.node.type
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(SymDim(d, self.builder) if isinstance(d, Sym) else d
+                     for d in self.node.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.node.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.node.shape)
+
+    @property
+    def size(self):
+        n = 1
+        for d in self.shape:
+            n = n * d if isinstance(d, int) else d.__index__()
+        return n
+
+    @property
+    def T(self) -> Tracer:
+        return npx.transpose(self)
+
+    def __repr__(self) -> str:
+        return f"Tracer({self.node.type}, {self.node.op})"
+
+    # --- what tracing cannot do ----------------------------------------------------
+    def __bool__(self) -> bool:
+        raise TraceError(
+            "the truth value of a traced array is unknown while tracing, so Python's "
+            "`if`, `while`, `and`, `or` and `not` cannot branch on it; use "
+            "np.where(condition, a, b) to choose between values elementwise", user_loc())
+
+    def __array__(self, *args, **kwargs):
+        raise UnsupportedError(
+            "a traced array cannot be converted to a NumPy array (np.asarray, np.array, "
+            "float(), a NumPy function gradfuse does not support, or storing it into an "
+            "array); keep it as the result of NumPy operations", user_loc())
+
+    def __float__(self):
+        raise UnsupportedError("float() of a traced array needs its value, which is unknown "
+                               "while tracing", user_loc())
+
+    __int__ = __float__
+
+    def __len__(self) -> int:
+        if not self.node.shape:
+            raise TraceError("len() of a scalar", user_loc())
+        return self.shape[0].__index__()
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __setitem__(self, key, value):
+        raise UnsupportedError(
+            "traced arrays are immutable: item assignment (x[i] = v) is not supported; "
+            "build the result with np.where, np.concatenate or np.stack", user_loc())
+
+    # --- NumPy dispatch ------------------------------------------------------------
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return npx.apply_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return npx.apply_function(func, args, kwargs)
+
+    # --- operators -----------------------------------------------------------------
+    def __add__(self, o): return npx.binary("add", self, o)  # noqa: E704
+    def __radd__(self, o): return npx.binary("add", o, self)  # noqa: E704
+    def __sub__(self, o): return npx.binary("sub", self, o)  # noqa: E704
+    def __rsub__(self, o): return npx.binary("sub", o, self)  # noqa: E704
+    def __mul__(self, o): return npx.binary("mul", self, o)  # noqa: E704
+    def __rmul__(self, o): return npx.binary("mul", o, self)  # noqa: E704
+    def __truediv__(self, o): return npx.binary("div", self, o)  # noqa: E704
+    def __rtruediv__(self, o): return npx.binary("div", o, self)  # noqa: E704
+    def __pow__(self, o): return npx.power(self, o)  # noqa: E704
+    def __rpow__(self, o): return npx.power(o, self)  # noqa: E704
+    def __matmul__(self, o): return npx.matmul(self, o)  # noqa: E704
+    def __rmatmul__(self, o): return npx.matmul(o, self)  # noqa: E704
+    def __lt__(self, o): return npx.binary("lt", self, o)  # noqa: E704
+    def __le__(self, o): return npx.binary("le", self, o)  # noqa: E704
+    def __gt__(self, o): return npx.binary("gt", self, o)  # noqa: E704
+    def __ge__(self, o): return npx.binary("ge", self, o)  # noqa: E704
+    def __eq__(self, o): return npx.binary("eq", self, o)  # noqa: E704
+    def __ne__(self, o): return npx.binary("ne", self, o)  # noqa: E704
+    def __and__(self, o): return npx.logical("logical_and", self, o)  # noqa: E704
+    def __rand__(self, o): return npx.logical("logical_and", o, self)  # noqa: E704
+    def __or__(self, o): return npx.logical("logical_or", self, o)  # noqa: E704
+    def __ror__(self, o): return npx.logical("logical_or", o, self)  # noqa: E704
+    def __xor__(self, o): return npx.logical("logical_xor", self, o)  # noqa: E704
+    def __invert__(self): return npx.logical_not(self)  # noqa: E704
+    def __neg__(self): return npx.unary("neg", self)  # noqa: E704
+    def __pos__(self): return self  # noqa: E704
+    def __abs__(self): return npx.unary("abs", self)  # noqa: E704
+
+    def _unsupported_operator(self, *args):
+        raise UnsupportedError("floor division and modulo have no gradient and are not "
+                               "supported on traced arrays", user_loc())
+
+    __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = _unsupported_operator
+    __hash__ = object.__hash__
+
+    # --- methods -------------------------------------------------------------------
+    def __getitem__(self, key): return npx.getitem(self, key)  # noqa: E704
+
+    def sum(self, axis=None, dtype=None, out=None, keepdims=False, **kw):
+        return npx.sum(self, axis=axis, dtype=dtype, out=out, keepdims=keepdims, **kw)
+
+    def mean(self, axis=None, dtype=None, out=None, keepdims=False, **kw):
+        return npx.mean(self, axis=axis, dtype=dtype, out=out, keepdims=keepdims, **kw)
+
+    def max(self, axis=None, out=None, keepdims=False, **kw):
+        return npx.amax(self, axis=axis, out=out, keepdims=keepdims, **kw)
+
+    def min(self, axis=None, out=None, keepdims=False, **kw):
+        return npx.amin(self, axis=axis, out=out, keepdims=keepdims, **kw)
+
+    def prod(self, axis=None, dtype=None, out=None, keepdims=False, **kw):
+        return npx.prod(self, axis=axis, dtype=dtype, out=out, keepdims=keepdims, **kw)
+
+    def var(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
+        return npx.var(self, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims,
+                       **kw)
+
+    def std(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
+        return npx.std(self, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims,
+                       **kw)
+
+    def reshape(self, *shape, order="C"):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return npx.reshape(self, shape, order=order)
+
+    def transpose(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return npx.transpose(self, axes or None)
+
+    def swapaxes(self, a, b): return npx.swapaxes(self, a, b)  # noqa: E704
+    def squeeze(self, axis=None): return npx.squeeze(self, axis)  # noqa: E704
+    def ravel(self): return npx.reshape(self, (-1,))  # noqa: E704
+    def flatten(self): return npx.reshape(self, (-1,))  # noqa: E704
+    def clip(self, a_min=None, a_max=None): return npx.clip(self, a_min, a_max)  # noqa: E704
+    def dot(self, other): return npx.dot(self, other)  # noqa: E704
+
+    def astype(self, dtype, copy=True):
+        return npx.astype(self, dtype)
+
+
+# --- running a trace ---------------------------------------------------------------------
+@contextmanager
+def building(builder: Builder):
+    _builders.append(builder)
+    try:
+        yield builder
+    finally:
+        _builders.pop()
+
+
+class _NameCollector:
+    """Profile hook: as the user's frames return, remember which local names hold which nodes.
+
+    A node keeps the name from the outermost frame that bound it, so `h` in the
+    user's model wins over `x` inside a helper the model called.
+    """
+
+    def __init__(self, entry_depth: int) -> None:
+        self.entry_depth = entry_depth
+        self.names: dict[int, tuple[int, str]] = {}
+
+    def __call__(self, frame, event, arg) -> None:
+        if event != "return" or frame.f_code.co_filename.startswith(_LIBRARY_DIRS[1:]):
+            return
+        if frame.f_code.co_filename.startswith(_COMPILER_DIR + os.sep):
+            return
+        depth = _depth(frame)
+        for name, value in frame.f_locals.items():
+            if isinstance(value, Tracer) and not name.startswith("_"):
+                best = self.names.get(value.node.id)
+                if best is None or depth < best[0]:
+                    self.names[value.node.id] = (depth, name)
+
+
+def _depth(frame) -> int:
+    n = 0
+    while frame is not None:
+        frame = frame.f_back
+        n += 1
+    return n
+
+
+@contextmanager
+def collecting_names():
+    collector = _NameCollector(_depth(sys._getframe()))
+    previous = sys.getprofile()
+    sys.setprofile(collector)
+    try:
+        yield collector
+    finally:
+        sys.setprofile(previous)
+
+
+def trace(fn: Callable, input_types: list[TensorType], input_names: list[str],
+          build_args: Callable[[list[Tracer]], tuple[tuple, dict]],
+          sym_hints: dict[Sym, int], name: str = "f") -> tuple[Graph, Any]:
+    """Trace `fn` on symbolic inputs; return the graph and the (unflattened) output structure.
+
+    `build_args` turns the flat list of input tracers into fn's (args, kwargs).
+    The outputs are returned as the user's structure of Tracers; the caller flattens them.
+    """
+    builder = Builder(sym_hints)
+    inputs = [builder.input(i, t, n) for i, (t, n) in enumerate(zip(input_types, input_names))]
+    args, kwargs = build_args(inputs)
+    with building(builder), collecting_names() as names:
+        result = fn(*args, **kwargs)
+    graph = Graph([t.node for t in inputs], [], name=name)
+    return graph, (builder, result, names.names)
+
+
+def apply_names(nodes: list[Node], names: dict[int, tuple[int, str]]) -> None:
+    for node in nodes:
+        if node.name is None and node.id in names:
+            node.name = names[node.id][1]
+
+
+from compiler import numpy_api as npx  # noqa: E402  (numpy_api builds on Tracer)

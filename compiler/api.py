@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from compiler import backend as backends
 from compiler import pytree
+from compiler.arguments import CallArguments
 from compiler.autodiff import split, vjp_graph
 from compiler.errors import ArgumentError, TraceError
-from compiler.ir import Graph, TensorType
+from compiler.ir import Graph
 from compiler.passes import optimize
 from compiler.specialize import Signature, positions_of, signature_of
 from compiler.tracer import Concretize, Tracer, apply_names, trace
@@ -81,25 +83,23 @@ class CompiledFunction:
         self.wrt = wrt
         self.backend = backends.get(backend)
         self._signature = inspect.signature(fn)
-        self._params = list(self._signature.parameters)
-        self._wrt_args = self._resolve_wrt(wrt)
         self._specs: dict[tuple, Specialization] = {}
         self._static_positions: set[tuple[int, int]] = set()
         self._last: Specialization | None = None
 
     # --- public API --------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
-        leaves, spec = self._prepare(args, kwargs)
-        outputs = spec.kernel("forward")(leaves)
+        call, spec = self._prepare(args, kwargs)
+        outputs = spec.kernel("forward")(call.leaves)
         return pytree.unflatten(spec.out_tree, [_plain(o) for o in outputs])
 
     def value_and_grad(self, *args, **kwargs):
         """(value, gradient) with the gradient shaped like the `wrt` argument(s)."""
-        leaves, spec = self._prepare(args, kwargs)
+        call, spec = self._prepare(args, kwargs)
         self._require_scalar(spec)
-        results = [_plain(r) for r in spec.kernel("value_and_grad")(leaves)]
+        results = [_plain(r) for r in spec.kernel("value_and_grad")(call.leaves)]
         value = pytree.unflatten(spec.out_tree, results[: len(spec.graph.outputs)])
-        return value, self._unflatten_grads(args, kwargs, results[len(spec.graph.outputs):])
+        return value, self._unflatten_grads(call, results[len(spec.graph.outputs):])
 
     def grad(self, *args, **kwargs):
         """The gradient of the (scalar) result with respect to the `wrt` argument(s)."""
@@ -132,101 +132,59 @@ class CompiledFunction:
                                "once so that there is a specialization to show")
         return self._last
 
-    def _resolve_wrt(self, wrt) -> list[int]:
-        items = wrt if isinstance(wrt, tuple) else (wrt,)
-        indices = []
-        for item in items:
-            if isinstance(item, str):
-                if item not in self._params:
-                    raise ArgumentError(f"wrt={item!r}: {self.fn.__name__} has no parameter "
-                                        f"named {item!r} (it has {', '.join(self._params)})")
-                indices.append(self._params.index(item))
-            elif isinstance(item, int) and 0 <= item < max(len(self._params), 1):
-                indices.append(item)
-            else:
-                raise ArgumentError(f"wrt={item!r} is not a parameter index or name of "
-                                    f"{self.fn.__name__}{self._signature}")
-        return indices
-
-    def _bind(self, args, kwargs) -> list[Any]:
-        try:
-            bound = self._signature.bind(*args, **kwargs)
-        except TypeError as err:
-            raise ArgumentError(f"{self.fn.__name__}{self._signature}: {err}") from None
-        bound.apply_defaults()
-        return list(bound.arguments.values())
-
-    def _flatten(self, values: list[Any]) -> tuple[list[np.ndarray], pytree.TreeDef, list[int]]:
-        """Leaves as arrays, the argument tree, and the index of each argument's first leaf."""
-        leaves, treedef = pytree.flatten(tuple(values))
-        starts, k = [], 0
-        for child in treedef.children:
-            starts.append(k)
-            k += child.num_leaves
-        arrays = [_as_array(leaf, self._leaf_owner(starts, i)) for i, leaf in enumerate(leaves)]
-        return arrays, treedef, starts
-
-    def _leaf_owner(self, starts: list[int], leaf: int) -> str:
-        arg = max(i for i, s in enumerate(starts) if s <= leaf) if starts else 0
-        return self._params[arg] if arg < len(self._params) else f"argument {arg}"
-
-    def _prepare(self, args, kwargs) -> tuple[list[np.ndarray], Specialization]:
-        values = self._bind(args, kwargs)
-        leaves, treedef, starts = self._flatten(values)
-        wrt_leaves = self._wrt_leaf_indices(treedef, starts, leaves)
+    def _prepare(self, args, kwargs) -> tuple[CallArguments, Specialization]:
+        call = CallArguments(self.__name__, self._signature, args, kwargs)
+        wrt_leaves = self._wrt_leaf_indices(call)
+        leaves = call.leaves
         while True:
             signature = signature_of(leaves, set(wrt_leaves), self._static_positions)
-            key = (treedef, signature)
+            key = (call.treedef, tuple(call.names), signature)
             spec = self._specs.get(key)
             if spec is not None:
                 break
             try:
-                spec = self._trace(treedef, signature, wrt_leaves, leaves)
+                spec = self._trace(call, signature, wrt_leaves)
             except Concretize as c:
                 self._static_positions |= positions_of(signature, c.sym)
                 continue
             self._specs[key] = spec
             break
         self._last = spec
-        return leaves, spec
+        return call, spec
 
-    def _wrt_leaf_indices(self, treedef, starts, leaves) -> list[int]:
+    def _wrt_items(self) -> tuple:
+        return self.wrt if isinstance(self.wrt, tuple) else (self.wrt,)
+
+    def _wrt_leaf_indices(self, call: CallArguments) -> list[int]:
         indices = []
-        for arg in self._wrt_args:
-            if arg >= len(starts):
-                raise ArgumentError(f"wrt refers to argument {arg}, but {self.fn.__name__} was "
-                                    f"called with {len(starts)}")
-            n = treedef.children[arg].num_leaves
-            for i in range(starts[arg], starts[arg] + n):
-                if not np.issubdtype(leaves[i].dtype, np.floating):
+        for item in self._wrt_items():
+            slot = call.slot(item)
+            for i in call.leaf_range(slot):
+                if not np.issubdtype(call.leaves[i].dtype, np.floating):
                     raise ArgumentError(
-                        f"cannot differentiate {self.fn.__name__} with respect to "
-                        f"'{self._params[arg]}': it holds {leaves[i].dtype} values, and only "
+                        f"cannot differentiate {self.__name__} with respect to "
+                        f"'{call.names[slot]}': it holds {call.leaves[i].dtype} values, and only "
                         "float arrays and scalars have gradients (pass floats, or choose "
                         "another argument with wrt=)")
                 indices.append(i)
         return indices
 
-    def _trace(self, treedef, signature: Signature, wrt_leaves, leaves) -> Specialization:
-        names = []
-        for param, child in zip(self._params, treedef.children):
-            names += pytree.paths(child, param)
-        hints = signature.sym_sizes(leaves)
-
-        def build_args(inputs: list[Tracer]):
-            return tuple(pytree.unflatten(treedef, inputs)), {}
-
+    def _trace(self, call: CallArguments, signature: Signature, wrt_leaves) -> Specialization:
+        hints = signature.sym_sizes(call.leaves)
         graph, (builder, result, found_names) = trace(
-            self.fn, list(signature.types), names, build_args, hints, name=self.fn.__name__)
+            self.fn, list(signature.types), call.leaf_names(), call.rebuild, hints,
+            name=self.__name__)
         out_leaves, out_tree = pytree.flatten(result)
         if not out_leaves:
-            raise TraceError(f"{self.fn.__name__} returned no arrays")
+            raise TraceError(f"{self.__name__} returned no arrays")
         outputs = []
         for leaf in out_leaves:
             if not isinstance(leaf, Tracer):
                 leaf = builder.wrap(builder.lift(leaf, []))
             outputs.append(leaf.node)
         graph.outputs = outputs
+        if len(outputs) == 1 and outputs[0].name is None and outputs[0].op != "input":
+            outputs[0].name = self.__name__  # `loss = ...` reads better than `t7 = ...`
         apply_names(graph.nodes(), found_names)
         graph = _checked(optimize(graph))
         return Specialization(signature, graph, out_tree, wrt_leaves, self.backend)
@@ -239,28 +197,13 @@ class CompiledFunction:
                 f"grad needs {self.fn.__name__} to return one scalar, but it returned {shapes}; "
                 "reduce it (e.g. with .sum()) or use the runtime's backward(gradient=...)")
 
-    def _unflatten_grads(self, args, kwargs, grads: list[Any]):
-        values = self._bind(args, kwargs)
+    def _unflatten_grads(self, call: CallArguments, grads: list[Any]):
         structured, k = [], 0
-        for arg in self._wrt_args:
-            n = pytree.flatten(values[arg])[1].num_leaves
-            _, tree = pytree.flatten(values[arg])
-            structured.append(pytree.unflatten(tree, grads[k:k + n]))
-            k += n
+        for item in self._wrt_items():
+            tree = call.treedef.children[call.slot(item)]
+            structured.append(pytree.unflatten(tree, grads[k:k + tree.num_leaves]))
+            k += tree.num_leaves
         return tuple(structured) if isinstance(self.wrt, tuple) else structured[0]
-
-
-def _as_array(leaf: Any, owner: str) -> np.ndarray:
-    if isinstance(leaf, np.ndarray):
-        return leaf if leaf.flags.c_contiguous else np.ascontiguousarray(leaf)
-    if isinstance(leaf, (bool, int, float, np.generic)):
-        return np.asarray(leaf)
-    data = getattr(leaf, "data", None)  # runtime tensors
-    if isinstance(data, np.ndarray):
-        return data
-    raise ArgumentError(f"argument '{owner}' holds a {type(leaf).__name__}; compiled functions "
-                        "take arrays, scalars, and dicts/lists/tuples of them (bind other "
-                        "values with a closure or functools.partial)")
 
 
 def _plain(value: np.ndarray):
@@ -280,5 +223,3 @@ def compile_grad(fn: Callable | None = None, *, wrt: int | str | tuple = 0,
         return lambda f: CompiledFunction(f, wrt=wrt, backend=backend)
     return CompiledFunction(fn, wrt=wrt, backend=backend)
 
-
-_ = TensorType

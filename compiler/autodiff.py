@@ -63,7 +63,7 @@ def vjp_graph(graph: Graph, wrt: list[int], seed: str = "input") -> Graph:
         adjoints[node.id] = adjoints[node.id] + ct if node.id in adjoints else ct
 
     with building(builder):
-        for k, out in enumerate(graph.outputs):
+        for out in graph.outputs:
             name = f"{out.name or 'out'}_grad"
             if seed == "input":
                 seed_type = TensorType(out.dtype, out.type.shape)
@@ -107,6 +107,17 @@ def vjp_graph(graph: Graph, wrt: list[int], seed: str = "input") -> Graph:
     return Graph(inputs, list(graph.outputs) + grads, name=f"{graph.name}_vjp")
 
 
+def _recomputable(node: Node) -> bool:
+    """Cheap to redo in backward from what is saved anyway: views, and elementwise ops of one value.
+
+    Saving `relu`'s two masks would cost two arrays where saving its input costs one.
+    """
+    if node.op in ("transpose", "reshape", "broadcast_to"):
+        return True
+    opdef = ops.get(node.op)
+    return opdef.kind == "elementwise" and sum(x.op != "const" for x in node.inputs) <= 1
+
+
 @dataclass
 class Split:
     """Forward and backward graphs from one joint graph, joined by the residuals."""
@@ -122,7 +133,8 @@ def split(joint: Graph, n_primal: int, n_outputs: int) -> Split:
 
     Backward nodes are those that depend on a cotangent input; forward values
     they use become residuals: extra outputs of the forward graph and inputs
-    of the backward graph. Constants are shared, not saved.
+    of the backward graph. Constants are shared, and cheap forward values are
+    recomputed in backward from residuals rather than saved (`_recomputable`).
     """
     seeds = joint.inputs[n_primal:]
     grads = joint.outputs[n_outputs:]
@@ -133,24 +145,30 @@ def split(joint: Graph, n_primal: int, n_outputs: int) -> Split:
             backward_ids.add(node.id)
 
     residuals: list[Node] = []
-    seen: set[int] = set()
+    visited: set[int] = set()
 
-    def save(x: Node) -> None:
-        if x.id not in backward_ids and x.op != "const" and x.id not in seen:
-            seen.add(x.id)
+    def provide(x: Node) -> None:
+        """Make forward value `x` available to backward: share, recompute or save it."""
+        if x.id in backward_ids or x.id in visited or x.op == "const":
+            return
+        visited.add(x.id)
+        if _recomputable(x):
+            for y in x.inputs:
+                provide(y)
+        else:
             residuals.append(x)
 
     for node in nodes:
         if node.id in backward_ids:
             for x in node.inputs:
-                save(x)
+                provide(x)
     for g in grads:  # a gradient that does not depend on the seed is computed forward
-        save(g)
+        provide(g)
 
     forward = Graph(list(joint.inputs[:n_primal]), list(joint.outputs[:n_outputs]) + residuals,
                     name=joint.name.removesuffix("_vjp") + "_forward")
     residual_inputs = [
-        Node("input", (), {"index": k, "type": r.type}, r.type, name=r.name)
+        Node("input", (), {"index": k, "type": r.type}, r.type, name=r.name or f"saved{k}")
         for k, r in enumerate(residuals)
     ]
     seed_inputs = [

@@ -10,8 +10,9 @@ nodes instead of editing old ones.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -183,7 +184,7 @@ def users_of(nodes: list[Node]) -> dict[int, list[Node]]:
 
 
 def rebuild(roots: list[Node], replace: dict[int, Node]) -> list[Node]:
-    """Copies of `roots` with the nodes in `replace` (by id) substituted; untouched parts are shared."""
+    """Copies of `roots` with the nodes in `replace` (by id) substituted; the rest is shared."""
     memo: dict[int, Node] = dict(replace)
     for node in toposort(roots):
         if node.id in memo:

@@ -8,14 +8,15 @@ of their own. Anything not listed raises an error naming the function.
 from __future__ import annotations
 
 import builtins
+import math
 
 import numpy as np
 
 from compiler.errors import TraceError, UnsupportedError
 from compiler.ir import Sym
 from compiler.ops import bind
-from compiler.ops.shapes import normalize_axes
 from compiler.ops.registry import ShapeError
+from compiler.ops.shapes import normalize_axes
 from compiler.tracer import SymDim, Tracer, user_loc
 
 
@@ -130,9 +131,9 @@ UFUNCS = {
     np.square: lambda x: x * x,
     np.reciprocal: lambda x: 1 / x,
     np.logaddexp: _logaddexp,
-    np.exp2: lambda x: np.exp(x * np.log(2.0)),
-    np.log2: lambda x: np.log(x) * (1 / np.log(2.0)),
-    np.log10: lambda x: np.log(x) * (1 / np.log(10.0)),
+    np.exp2: lambda x: np.exp(x * math.log(2.0)),  # Python floats stay weak: f32 stays f32
+    np.log2: lambda x: np.log(x) * (1 / math.log(2.0)),
+    np.log10: lambda x: np.log(x) * (1 / math.log(10.0)),
 }
 for _name in ("sign", "exp", "expm1", "log", "log1p", "sqrt", "sin", "cos", "tan", "tanh",
               "arctan", "sinh", "cosh"):

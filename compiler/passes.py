@@ -7,7 +7,7 @@ NaN; the reverse pass avoids making such products in the first place.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -32,7 +32,7 @@ def const_value(node: Node):
 
 def _is(node: Node, value) -> bool:
     v = const_value(node)
-    return v is not None and v == value and not isinstance(v, bool)
+    return v is not None and not isinstance(v, bool) and v == value
 
 
 def _new(op: str, inputs: tuple[Node, ...], attrs: dict, like: Node) -> Node:
@@ -81,7 +81,11 @@ def _rules() -> dict[str, list[Callable[[Node], Node | None]]]:
         "broadcast_to": [lambda n: n.inputs[0] if n.inputs[0].type == n.type else None],
         "cast": [lambda n: n.inputs[0] if n.inputs[0].type == n.type else None],
         "sum": [lambda n: n.inputs[0] if not n.attrs["axes"] else None],  # sum over no axes
-        "where": [lambda n: n.inputs[1] if n.inputs[1] is n.inputs[2] else None],  # where(c,x,x)
+        "where": [
+            lambda n: n.inputs[1] if n.inputs[1] is n.inputs[2] else None,  # where(c, x, x) -> x
+            lambda n: n.inputs[1] if const_value(n.inputs[0]) is True else None,  # where(T, x, y)
+            lambda n: n.inputs[2] if const_value(n.inputs[0]) is False else None,  # where(F, x, y)
+        ],
         "slice": [lambda n: n.inputs[0] if n.inputs[0].type == n.type and all(
             s == (0, d, 1) for s, d in zip(n.attrs["index"], n.inputs[0].type.shape)) else None],
     }
@@ -144,7 +148,7 @@ def simplify(graph: Graph) -> Graph:
 
 
 def optimize(graph: Graph) -> Graph:
-    """simplify() until nothing changes; dead code is dropped because only reachable nodes remain."""
+    """simplify() to a fixed point; dead code goes because only reachable nodes remain."""
     for _ in range(10):
         before = len(graph.nodes())
         graph = simplify(graph)

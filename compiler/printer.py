@@ -36,7 +36,8 @@ def format_attr(value) -> str:
     if isinstance(value, np.dtype):
         return value.name
     if isinstance(value, tuple):
-        return "(" + ", ".join(format_attr(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+        inner = ", ".join(format_attr(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
     return str(value)
 
 

@@ -1,4 +1,4 @@
-"""The IR verifier: re-derives every node's type from its inputs and checks the graph's structure."""
+"""The IR verifier: re-derives every node's type from its inputs and checks graph structure."""
 
 from __future__ import annotations
 

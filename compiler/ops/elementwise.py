@@ -21,33 +21,26 @@ from compiler.ops.shapes import broadcast_shapes
 
 
 def _infer(impl):
+    """Broadcast the shapes; let NumPy itself decide the dtype, or refuse (e.g. -bool)."""
+
     def infer(*types: TensorType, **attrs) -> TensorType:
         samples = [np.ones((), t.dtype) for t in types]
-        with np.errstate(all="ignore"):
-            dtype = np.asarray(impl(*samples, **attrs)).dtype
+        try:
+            with np.errstate(all="ignore"):
+                dtype = np.asarray(impl(*samples, **attrs)).dtype
+        except TypeError as err:
+            raise ShapeError(str(err)) from None
         return TensorType(dtype, broadcast_shapes(*(t.shape for t in types)))
 
     return infer
 
 
-def _no_bool(name, impl):
-    base = _infer(impl)
-
-    def infer(*types, **attrs):
-        for t in types:
-            if t.dtype == np.bool_:
-                raise ShapeError(f"{name} is not defined for boolean values")
-        return base(*types, **attrs)
-
-    return infer
-
-
 def elementwise(name: str, impl, vjp, code: str, doc: str = "") -> OpDef:
-    return register(OpDef(name, "elementwise", _no_bool(name, impl), impl, vjp, code, doc))
+    return register(OpDef(name, "elementwise", _infer(impl), impl, vjp, code, doc))
 
 
 def safe(g, expr):
-    """`expr` where the cotangent is non-zero, exactly 0 where it is 0 (so 0 * inf is 0, not NaN)."""
+    """`expr` where the cotangent is non-zero, exactly 0 where it is 0 (0 * inf is 0, not NaN)."""
     return np.where(g == 0, 0, expr)
 
 

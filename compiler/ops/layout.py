@@ -1,4 +1,4 @@
-"""Layout primitives: reshape, transpose, broadcast_to, basic slicing (and its adjoint), concatenate.
+"""Layout primitives: reshape, transpose, broadcast_to, basic slicing and its adjoint, concatenate.
 
 `expand_dims`, `squeeze`, `stack`, `swapaxes` and `.T` are composites of these
 (compiler/numpy_api.py).
@@ -13,7 +13,7 @@ import numpy as np
 from compiler.ir import Shape, Sym, TensorType
 from compiler.ops.reduce import sum_to_shape
 from compiler.ops.registry import DimConflict, OpDef, ShapeError, bind, register
-from compiler.ops.shapes import broadcast_dims, fmt_shape
+from compiler.ops.shapes import broadcast_dims, fmt_shape, same_dim
 
 
 def _static_part(shape: Shape) -> tuple[int, list[Sym]]:
@@ -118,12 +118,14 @@ register(OpDef(
 def _concatenate_infer(*xs: TensorType, axis: int) -> TensorType:
     first = xs[0]
     total = 0
+    mismatch = ("all the input array dimensions except for the concatenation axis must match "
+                f"exactly, got {', '.join(fmt_shape(t.shape) for t in xs)}")
     for x in xs:
-        if x.ndim != first.ndim or any(
-            i != axis and d != e for i, (d, e) in enumerate(zip(x.shape, first.shape))
-        ):
-            raise ShapeError("all the input array dimensions except for the concatenation "
-                             f"axis must match exactly, got {', '.join(fmt_shape(t.shape) for t in xs)}")
+        if x.ndim != first.ndim:
+            raise ShapeError(mismatch)
+        for i, (d, e) in enumerate(zip(x.shape, first.shape)):
+            if i != axis:
+                same_dim(d, e, mismatch)
         if isinstance(x.shape[axis], Sym):
             raise DimConflict(x.shape[axis], None)
         total += x.shape[axis]

@@ -7,7 +7,7 @@ import numpy as np
 from compiler.ir import TensorType
 from compiler.ops.reduce import sum_to_shape
 from compiler.ops.registry import OpDef, ShapeError, bind, register
-from compiler.ops.shapes import broadcast_shapes, fmt_shape
+from compiler.ops.shapes import broadcast_shapes, fmt_shape, same_dim
 
 
 def _matmul_infer(a: TensorType, b: TensorType) -> TensorType:
@@ -16,10 +16,9 @@ def _matmul_infer(a: TensorType, b: TensorType) -> TensorType:
                          "(use * to multiply by a scalar)")
     a_shape = (1,) + a.shape if a.ndim == 1 else a.shape
     b_shape = b.shape + (1,) if b.ndim == 1 else b.shape
-    if a_shape[-1] != b_shape[-2]:
-        raise ShapeError(f"matmul: shapes {fmt_shape(a.shape)} and {fmt_shape(b.shape)} "
-                         f"are not aligned: {a_shape[-1]} (dim {a.ndim - 1}) != "
-                         f"{b_shape[-2]} (dim {max(b.ndim - 2, 0)})")
+    same_dim(a_shape[-1], b_shape[-2],
+             f"matmul: shapes {fmt_shape(a.shape)} and {fmt_shape(b.shape)} are not aligned: "
+             f"{a_shape[-1]} (dim {a.ndim - 1}) != {b_shape[-2]} (dim {max(b.ndim - 2, 0)})")
     batch = broadcast_shapes(a_shape[:-2], b_shape[:-2])
     shape = batch + (a_shape[-2], b_shape[-1])
     if a.ndim == 1:

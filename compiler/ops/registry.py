@@ -10,8 +10,9 @@ generator's emitter for their `kind`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from compiler.ir import TensorType
 

@@ -20,6 +20,17 @@ def broadcast_dims(a: Dim, b: Dim) -> Dim:
     raise ShapeError("incompatible")
 
 
+def same_dim(a: Dim, b: Dim, message: str) -> Dim:
+    """Dims that must be equal (no broadcasting), e.g. matmul's contracted axis."""
+    if a == b:
+        return a
+    if isinstance(a, Sym):
+        raise DimConflict(a, b)
+    if isinstance(b, Sym):
+        raise DimConflict(b, a)
+    raise ShapeError(message)
+
+
 def broadcast_shapes(*shapes: Shape) -> Shape:
     ndim = max((len(s) for s in shapes), default=0)
     result: list[Dim] = [1] * ndim

@@ -1,0 +1,104 @@
+"""One call's arguments: bound to the signature, named, flattened to array leaves, and rebuilt.
+
+Each passed argument is a *slot*: a named parameter, or one element of `*args`
+(named `args_0`, `args_1`, ...). `wrt=` indices count slots, so
+`wrt=1` means the second argument whether or not the function uses `*args`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+
+from compiler import pytree
+from compiler.errors import ArgumentError
+
+
+class CallArguments:
+    def __init__(self, fn_name: str, signature: inspect.Signature, args: tuple, kwargs: dict):
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as err:
+            raise ArgumentError(f"{fn_name}{signature}: {err}") from None
+        self.fn_name = fn_name
+        self.signature = signature
+        self.names: list[str] = []
+        values: list[Any] = []
+        self._var_positional: str | None = None
+        for name, value in bound.arguments.items():  # defaults stay the function's own business
+            kind = signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                self._var_positional = name
+                self.names += [f"{name}_{i}" for i in range(len(value))]
+                values += list(value)
+            elif kind is inspect.Parameter.VAR_KEYWORD:
+                self.names += list(value)
+                values += list(value.values())
+            else:
+                self.names.append(name)
+                values.append(value)
+        leaves, self.treedef = pytree.flatten(tuple(values))
+        self.starts: list[int] = []
+        k = 0
+        for child in self.treedef.children:
+            self.starts.append(k)
+            k += child.num_leaves
+        owners = [name for name, child in zip(self.names, self.treedef.children)
+                  for _ in range(child.num_leaves)]
+        self.leaves = [as_array(leaf, owner) for leaf, owner in zip(leaves, owners)]
+
+    def slot(self, item: int | str) -> int:
+        """The slot that `wrt=item` names."""
+        if isinstance(item, str):
+            if item not in self.names:
+                raise ArgumentError(f"wrt={item!r}: {self.fn_name} was called without an "
+                                    f"argument named {item!r} (it got {', '.join(self.names)})")
+            return self.names.index(item)
+        if not 0 <= item < len(self.names):
+            raise ArgumentError(f"wrt={item} refers to argument {item}, but {self.fn_name} was "
+                                f"called with {len(self.names)} argument(s)")
+        return item
+
+    def leaf_range(self, slot: int) -> range:
+        return range(self.starts[slot], self.starts[slot] + self.treedef.children[slot].num_leaves)
+
+    def leaf_names(self) -> list[str]:
+        names: list[str] = []
+        for name, child in zip(self.names, self.treedef.children):
+            names += pytree.paths(child, name)
+        return names
+
+    def rebuild(self, leaves: list[Any]) -> tuple[tuple, dict]:
+        """(args, kwargs) for calling the function with `leaves` in place of the arrays."""
+        values = dict(zip(self.names, pytree.unflatten(self.treedef, leaves)))
+        args, kwargs = [], {}
+        positional = True  # until a positional parameter is skipped (left to its default)
+        for name, param in self.signature.parameters.items():
+            if param.kind is inspect.Parameter.VAR_POSITIONAL:
+                args += [values.pop(n) for n in list(values) if n.startswith(f"{name}_")
+                         and n[len(name) + 1:].isdigit()]
+            elif name not in values:
+                positional = positional and param.kind is inspect.Parameter.VAR_KEYWORD
+            elif positional and param.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                               inspect.Parameter.POSITIONAL_OR_KEYWORD):
+                args.append(values.pop(name))
+            else:
+                kwargs[name] = values.pop(name)
+        kwargs.update(values)  # **kwargs entries
+        return tuple(args), kwargs
+
+
+def as_array(leaf: Any, owner: str) -> np.ndarray:
+    """A leaf as a C-contiguous array (kernels see one memory layout, so one signature)."""
+    if isinstance(leaf, np.ndarray):
+        return leaf if leaf.flags.c_contiguous else np.ascontiguousarray(leaf)
+    if isinstance(leaf, (bool, int, float, np.generic)):
+        return np.asarray(leaf)
+    data = getattr(leaf, "data", None)  # runtime tensors
+    if isinstance(data, np.ndarray):
+        return data
+    raise ArgumentError(f"argument '{owner}' holds a {type(leaf).__name__}; compiled functions "
+                        "take arrays, scalars, and dicts/lists/tuples of them (bind other "
+                        "values with a closure or functools.partial)")

@@ -1,0 +1,186 @@
+"""The table of NumPy-level cases that drives the op tests: each op on several shapes.
+
+A case is a plain NumPy function and the inputs to call it with. Inputs are
+drawn from a domain that keeps finite differences away from kinks and
+singularities (the kinks themselves are tested in test_kinks.py). Tests build
+graphs from these cases and check that every primitive in the op table is
+exercised, forward and backward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime import functional as F
+
+
+@dataclass(frozen=True)
+class Arg:
+    shape: tuple[int, ...]
+    domain: str = "any"  # any | pos | unit | away (|x| >= 0.2) | int:K (indices below K)
+
+    def sample(self, rng: np.random.Generator, dtype=np.float64) -> np.ndarray:
+        kind = self.domain
+        if kind.startswith("int:"):
+            return rng.integers(0, int(kind[4:]), size=self.shape).astype(np.int64)
+        if kind == "pos":
+            x = rng.uniform(0.5, 2.0, self.shape)
+        elif kind == "unit":
+            x = rng.uniform(-0.9, 0.9, self.shape)
+        elif kind == "away":
+            x = rng.uniform(0.2, 1.5, self.shape) * rng.choice([-1.0, 1.0], self.shape)
+        else:
+            x = rng.uniform(-1.5, 1.5, self.shape)
+        return np.asarray(x, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    fn: Callable
+    args: tuple[Arg, ...]
+    # Cases whose inputs come as a spread-out grid (max/min/sort-like) so that no
+    # two entries tie within a finite-difference step.
+    distinct: bool = False
+    # False where float32 rounding inside the case defeats finite differences; such
+    # cases get a closed-form gradient test instead.
+    finite_differences: bool = True
+
+    def sample(self, seed: int, dtype=np.float64) -> list[np.ndarray]:
+        rng = np.random.default_rng(seed)
+        values = [a.sample(rng, dtype) for a in self.args]
+        if self.distinct:
+            for i, a in enumerate(self.args):
+                if not a.domain.startswith("int:"):
+                    n = int(np.prod(a.shape))
+                    grid = (rng.permutation(n) - n / 2) * 0.3 + 0.05
+                    values[i] = grid.reshape(a.shape).astype(dtype)
+        return values
+
+
+A = Arg
+X34, X3, X4, X234 = A((3, 4)), A((3,)), A((4,)), A((2, 3, 4))
+
+CASES: list[Case] = []
+
+
+def case(name, fn, *args, distinct=False, finite_differences=True):
+    CASES.append(Case(name, fn, tuple(args), distinct, finite_differences))
+
+
+# --- elementwise math ----------------------------------------------------------------------
+case("negative", lambda x: -x, X34)
+case("positive_abs", lambda x: np.abs(x), A((3, 4), "away"))
+case("abs_builtin", lambda x: abs(x) * 2.0, A((5,), "away"))
+case("sign", lambda x: np.sign(x) * x, A((3, 4), "away"))
+for _name in ("exp", "expm1", "sin", "cos", "tanh", "arctan", "sinh", "cosh"):
+    case(_name, getattr(np, _name), X34)
+    case(_name + "_scalar", getattr(np, _name), A(()))
+for _name in ("log", "log1p", "sqrt"):
+    case(_name, getattr(np, _name), A((3, 4), "pos"))
+case("tan", np.tan, A((3, 4), "unit"))
+case("square", np.square, X34)
+case("reciprocal", np.reciprocal, A((3, 4), "pos"))
+case("log2_log10_exp2", lambda x: np.log2(x) + np.log10(x) + np.exp2(x), A((4,), "pos"))
+case("logaddexp", np.logaddexp, X34, X4)
+
+# --- arithmetic with broadcasting ---------------------------------------------------------
+for _op, _fn in [("add", np.add), ("sub", np.subtract), ("mul", np.multiply)]:
+    case(f"{_op}_same", _fn, X34, X34)
+    case(f"{_op}_row", _fn, X34, X4)
+    case(f"{_op}_outer", _fn, A((3, 1)), A((1, 4)))
+    case(f"{_op}_scalar", _fn, A(()), X3)
+case("div_same", np.divide, X34, A((3, 4), "pos"))
+case("div_broadcast", lambda x, y: x / y, A((3, 1)), A((4,), "away"))
+case("rdiv_const", lambda x: 2.0 / x, A((3,), "pos"))
+case("pow_int", lambda x: x**3, X34)
+case("pow_square", lambda x: x**2, X34)
+case("pow_frac", lambda x: x**2.5, A((3, 4), "pos"))
+case("pow_array", lambda x, y: x**y, A((3, 4), "pos"), A((4,)))
+case("rpow", lambda y: 2.0**y, X34)
+case("maximum", np.maximum, X34, X34, distinct=True)
+case("minimum", np.minimum, X34, A((4,)), distinct=True)
+case("clip", lambda x: np.clip(x, -0.5, 0.5), A((3, 4)), distinct=True)
+case("clip_method", lambda x: x.clip(-0.5), A((6,)), distinct=True)
+case("where", lambda c, a, b: np.where(c > 0, a, b), X34, X34, X4)
+case("where_scalar", lambda x: np.where(x > 0, x * x, 0.0), A((3, 4), "away"))
+case("comparisons", lambda x, y: (x < y) * 1.0 + (x <= y) * 2.0 + (x > y) * 3.0
+     + (x >= y) * 4.0 + (x == y) * 5.0 + (x != y) * 6.0 + x * y, X34, X34)
+case("logical", lambda x, y: np.where(((x > 0) & (y > 0)) | ~(x > y) ^ (y > 0.5), x, y),
+     X34, X34)
+case("logical_funcs", lambda x: np.where(np.logical_and(x > 0, np.logical_not(x > 1))
+                                         | np.logical_xor(x > 0.5, x < -0.5), x, 2 * x),
+     A((3, 4), "away"))
+case("astype", lambda x: x.astype(np.float32).astype(np.float64) * x, X34,
+     finite_differences=False)
+case("int_to_float", lambda x, i: x * i, X34, A((4,), "int:5"))
+
+# --- reductions -----------------------------------------------------------------------------
+for _name, _fn in [("sum", np.sum), ("mean", np.mean), ("prod", np.prod), ("var", np.var),
+                   ("std", np.std)]:
+    case(f"{_name}_all", _fn, X234)
+    case(f"{_name}_axis1", lambda x, f=_fn: f(x, axis=1), X234)
+    case(f"{_name}_axes_keep", lambda x, f=_fn: f(x, axis=(0, 2), keepdims=True), X234)
+    case(f"{_name}_last", lambda x, f=_fn: f(x, axis=-1), X34)
+for _name, _fn in [("max", np.max), ("min", np.min)]:
+    case(f"{_name}_all", _fn, X234, distinct=True)
+    case(f"{_name}_axis0", lambda x, f=_fn: f(x, axis=0), X34, distinct=True)
+    case(f"{_name}_keep", lambda x, f=_fn: f(x, axis=(1, 2), keepdims=True), X234,
+         distinct=True)
+case("sum_method", lambda x: x.sum(axis=0) + x.mean(axis=1).sum(), X34)
+case("max_method", lambda x: x.max(axis=1) + x.min(), X34, distinct=True)
+case("prod_method", lambda x: x.prod(axis=0), X34)
+case("var_ddof", lambda x: np.var(x, axis=0, ddof=1) + x.std(axis=1, ddof=1).sum(), X34)
+case("prod_with_zero", lambda x: np.prod(x * np.array([0.0, 1.0, 1.0, 1.0]), axis=1), X34)
+
+# --- matrix products ----------------------------------------------------------------------
+case("matmul_2d", lambda a, b: a @ b, X34, A((4, 2)))
+case("matmul_vec_mat", lambda a, b: a @ b, X4, A((4, 2)))
+case("matmul_mat_vec", lambda a, b: a @ b, X34, X4)
+case("matmul_vec_vec", np.matmul, X4, X4)
+case("matmul_batched", lambda a, b: a @ b, X234, A((2, 4, 5)))
+case("matmul_batched_bcast", lambda a, b: a @ b, X234, A((4, 5)))
+case("dot", np.dot, X34, A((4, 2)))
+case("dot_method", lambda a, b: a.dot(b), X4, X4)
+
+# --- layout ---------------------------------------------------------------------------------
+case("transpose", lambda x: x.T * np.arange(3.0), X34)
+case("transpose_axes", lambda x: np.transpose(x, (2, 0, 1)), X234)
+case("transpose_method", lambda x: x.transpose(1, 0, 2), X234)
+case("swapaxes", lambda x: np.swapaxes(x, 0, 2), X234)
+case("moveaxis", lambda x: np.moveaxis(x, 0, -1), X234)
+case("reshape", lambda x: x.reshape(4, 3) * np.arange(3.0), X34)
+case("reshape_infer", lambda x: np.reshape(x, (-1, 2)), X234)
+case("ravel", lambda x: x.ravel() * np.arange(12.0), X34)
+case("broadcast_to", lambda x: np.broadcast_to(x, (3, 4)) * np.arange(12.0).reshape(3, 4), X4)
+case("expand_dims", lambda x: np.expand_dims(x, 1) * np.ones((3, 2, 4)), X34)
+case("squeeze", lambda x: np.squeeze(x, axis=1), A((3, 1, 4)))
+case("concatenate", lambda a, b: np.concatenate([a, b, a], axis=1), X34, A((3, 2)))
+case("concatenate_axis0", lambda a, b: np.concatenate((a, b)), X34, A((2, 4)))
+case("stack", lambda a, b: np.stack([a, b], axis=-1), X34, X34)
+case("slice_basic", lambda x: x[1:, ::2], X34)
+case("slice_negative", lambda x: x[::-1, -3:-1], X34)
+case("slice_int", lambda x: x[..., 1] + x[0, :, 0] + x[1, 2, 3], X234)
+case("slice_newaxis", lambda x: x[None, :, None] * np.ones((2, 3, 5, 4)), X34)
+case("gather_rows", lambda x: x[np.array([2, 0, 2, 1])], X34)
+case("gather_cols", lambda x: x[:, np.array([[3, 1], [1, 1]])], X34)
+case("gather_traced_index", lambda x, i: x[i], X34, A((5,), "int:3"))
+case("take", lambda x: np.take(x, np.array([1, 1, 0]), axis=1), X34)
+case("take_along_axis", lambda x, i: np.take_along_axis(x, i, axis=1), X34, A((3, 2), "int:4"))
+case("zeros_ones_like", lambda x: x * np.ones_like(x) + np.zeros_like(x) + np.full_like(x, 2.0),
+     X34)
+
+# --- composites -------------------------------------------------------------------------------
+case("sigmoid", F.sigmoid, X34)
+case("softplus", F.softplus, A((3, 4), "away"))
+case("relu", F.relu, A((3, 4), "away"))
+case("logsumexp", lambda x: F.logsumexp(x, axis=1), X34)
+case("logsumexp_all", F.logsumexp, X234)
+case("softmax", F.softmax, X34)
+case("log_softmax", lambda x: F.log_softmax(x, axis=0), X34)
+
+CASE_IDS = [c.name for c in CASES]
+assert len(set(CASE_IDS)) == len(CASE_IDS), "case names must be unique"

@@ -23,11 +23,11 @@ from compiler import backend as backends
 from compiler import pytree
 from compiler.arguments import CallArguments
 from compiler.autodiff import split, vjp_graph
-from compiler.errors import ArgumentError, TraceError
-from compiler.ir import Graph
+from compiler.errors import ArgumentError
+from compiler.ir import Graph, rebuild
 from compiler.passes import optimize
 from compiler.specialize import Signature, positions_of, signature_of
-from compiler.tracer import Concretize, Tracer, apply_names, trace
+from compiler.tracer import Concretize, current_builder, trace
 from compiler.verify import verify
 
 KINDS = ("forward", "value_and_grad", "forward_save", "backward")
@@ -89,14 +89,18 @@ class CompiledFunction:
 
     # --- public API --------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
+        if current_builder() is not None:  # called while tracing another function: inline it
+            return self.fn(*args, **kwargs)
         call, spec = self._prepare(args, kwargs)
         outputs = spec.kernel("forward")(call.leaves)
         return pytree.unflatten(spec.out_tree, [_plain(o) for o in outputs])
 
     def value_and_grad(self, *args, **kwargs):
         """(value, gradient) with the gradient shaped like the `wrt` argument(s)."""
+        if current_builder() is not None:
+            return self._inline_value_and_grad(args, kwargs)
         call, spec = self._prepare(args, kwargs)
-        self._require_scalar(spec)
+        self._require_scalar(spec.graph)
         results = [_plain(r) for r in spec.kernel("value_and_grad")(call.leaves)]
         value = pytree.unflatten(spec.out_tree, results[: len(spec.graph.outputs)])
         return value, self._unflatten_grads(call, results[len(spec.graph.outputs):])
@@ -170,27 +174,30 @@ class CompiledFunction:
         return indices
 
     def _trace(self, call: CallArguments, signature: Signature, wrt_leaves) -> Specialization:
-        hints = signature.sym_sizes(call.leaves)
-        graph, (builder, result, found_names) = trace(
-            self.fn, list(signature.types), call.leaf_names(), call.rebuild, hints,
-            name=self.__name__)
-        out_leaves, out_tree = pytree.flatten(result)
-        if not out_leaves:
-            raise TraceError(f"{self.__name__} returned no arrays")
-        outputs = []
-        for leaf in out_leaves:
-            if not isinstance(leaf, Tracer):
-                leaf = builder.wrap(builder.lift(leaf, []))
-            outputs.append(leaf.node)
-        graph.outputs = outputs
-        if len(outputs) == 1 and outputs[0].name is None and outputs[0].op != "input":
-            outputs[0].name = self.__name__  # `loss = ...` reads better than `t7 = ...`
-        apply_names(graph.nodes(), found_names)
+        graph, out_tree = trace(self.fn, list(signature.types), call.leaf_names(), call.rebuild,
+                                signature.sym_sizes(call.leaves), name=self.__name__)
         graph = _checked(optimize(graph))
         return Specialization(signature, graph, out_tree, wrt_leaves, self.backend)
 
-    def _require_scalar(self, spec: Specialization) -> None:
-        outs = spec.graph.outputs
+    def _inline_value_and_grad(self, args, kwargs):
+        """value_and_grad inside another trace: the joint graph is spliced into it, so it can
+        be differentiated again (a second derivative is the gradient of a gradient)."""
+        outer = current_builder()
+        call = CallArguments(self.__name__, self._signature, args, kwargs)
+        leaves = [outer.wrap(outer.lift(leaf, [])) for leaf in call.leaves]
+        wrt_leaves = self._wrt_leaf_indices(call)
+        graph, out_tree = trace(self.fn, [t.type for t in leaves], call.leaf_names(),
+                                call.rebuild, outer.sym_hints, name=self.__name__)
+        self._require_scalar(graph)
+        joint = optimize(vjp_graph(graph, wrt_leaves, seed="ones"))
+        spliced = rebuild(joint.outputs, {i.id: t.node for i, t in zip(graph.inputs, leaves)})
+        results = [outer.wrap(node) for node in spliced]
+        n_out = len(graph.outputs)
+        return (pytree.unflatten(out_tree, results[:n_out]),
+                self._unflatten_grads(call, results[n_out:]))
+
+    def _require_scalar(self, graph: Graph) -> None:
+        outs = graph.outputs
         if len(outs) != 1 or outs[0].type.shape != ():
             shapes = ", ".join(str(o.type) for o in outs)
             raise ArgumentError(

@@ -96,6 +96,8 @@ def as_array(leaf: Any, owner: str) -> np.ndarray:
         return leaf if leaf.flags.c_contiguous else np.ascontiguousarray(leaf)
     if isinstance(leaf, (bool, int, float, np.generic)):
         return np.asarray(leaf)
+    if type(leaf).__name__ == "Tracer":  # a compiled function called while tracing another
+        return leaf
     data = getattr(leaf, "data", None)  # runtime tensors
     if isinstance(data, np.ndarray):
         return data

@@ -94,10 +94,35 @@ def _rules() -> dict[str, list[Callable[[Node], Node | None]]]:
 RULES = _rules()
 
 
+def _uniform(value: np.ndarray, like: Node) -> Node:
+    """A value that is one scalar everywhere, as broadcast_to(scalar): generated code inlines
+    the scalar instead of passing an array."""
+    scalar = Node("const", (), {"value": np.asarray(value.flat[0], value.dtype)},
+                  TensorType(value.dtype, ()), None, like.loc, like.grad_of)
+    if like.type.shape == ():
+        scalar.name = like.name
+        return scalar
+    return Node("broadcast_to", (scalar,), {"shape": like.type.shape}, like.type, like.name,
+                like.loc, like.grad_of)
+
+
 def _fold(node: Node) -> Node | None:
-    """Evaluate a node whose inputs are all constants, if the result is small."""
-    if node.op in ("input", "const") or not node.inputs:
+    """Evaluate a node whose inputs are constants: elementwise ops of uniform values at any
+    shape (as a broadcast scalar), anything else if the result is small."""
+    if node.op == "const":
+        value = node.attrs["value"]
+        if value.ndim and value.size and np.all(value == value.flat[0]):
+            return _uniform(value, node)
         return None
+    if node.op in ("input", "broadcast_to") or not node.inputs:
+        return None
+    if ops.get(node.op).kind == "elementwise":
+        scalars = [const_value(x) for x in node.inputs]
+        if all(v is not None for v in scalars):
+            args = [np.asarray(v, x.dtype) for v, x in zip(scalars, node.inputs)]
+            with np.errstate(all="ignore"):
+                value = np.asarray(ops.get(node.op).impl(*args, **node.attrs), node.dtype)
+            return _uniform(value.reshape(1), node)
     if not all(x.op == "const" for x in node.inputs) or not is_static(node.type.shape):
         return None
     if int(np.prod(node.type.shape)) > FOLD_LIMIT:
@@ -109,9 +134,39 @@ def _fold(node: Node) -> Node | None:
                 node.loc, node.grad_of)
 
 
+def _implicit_broadcast(x: Node) -> Node:
+    """What an elementwise op may read instead of `x`, since it broadcasts by itself:
+    broadcast_to(y) -> y, and reshape(y) that only prepends 1s -> y."""
+    if x.op == "broadcast_to":
+        return x.inputs[0]
+    if x.op == "reshape":
+        y = x.inputs[0]
+        lead = x.type.ndim - y.type.ndim
+        if lead >= 0 and x.type.shape == (1,) * lead + y.type.shape:
+            return y
+    return x
+
+
+def _strip_broadcasts(node: Node) -> Node | None:
+    """op(broadcast_to(y), z) -> op(y, z) when z still gives the shape: the loop reads y."""
+    if ops.get(node.op).kind != "elementwise":
+        return None
+    inputs = tuple(_implicit_broadcast(x) for x in node.inputs)
+    if all(a is b for a, b in zip(inputs, node.inputs)):
+        return None
+    try:
+        return _new(node.op, inputs, node.attrs, node)
+    except (ops.ShapeError, ops.DimConflict):
+        return None
+
+
 def _rewrite(node: Node) -> Node:
     for _ in range(100):
         replacement = _fold(node)
+        if replacement is None and node.op in ops.REGISTRY and node.inputs:
+            candidate = _strip_broadcasts(node)
+            if candidate is not None and candidate.type == node.type:
+                replacement = candidate
         if replacement is None:
             for rule in RULES.get(node.op, ()):
                 candidate = rule(node)

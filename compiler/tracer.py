@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler import ops
+from compiler import ops, pytree
 from compiler.errors import TraceError, UnsupportedError
 from compiler.ir import Graph, Node, SourceLoc, Sym, TensorType
 from compiler.ops.registry import _builders
@@ -398,25 +398,32 @@ def collecting_names():
 
 def trace(fn: Callable, input_types: list[TensorType], input_names: list[str],
           build_args: Callable[[list[Tracer]], tuple[tuple, dict]],
-          sym_hints: dict[Sym, int], name: str = "f") -> tuple[Graph, Any]:
-    """Trace `fn` on symbolic inputs; return the graph and the (unflattened) output structure.
+          sym_hints: dict[Sym, int], name: str) -> tuple[Graph, pytree.TreeDef]:
+    """Trace `fn` on symbolic inputs of `input_types`; return its graph and output structure.
 
     `build_args` turns the flat list of input tracers into fn's (args, kwargs).
-    The outputs are returned as the user's structure of Tracers; the caller flattens them.
     """
     builder = Builder(sym_hints)
     inputs = [builder.input(i, t, n) for i, (t, n) in enumerate(zip(input_types, input_names))]
     args, kwargs = build_args(inputs)
     with building(builder), collecting_names() as names:
         result = fn(*args, **kwargs)
-    graph = Graph([t.node for t in inputs], [], name=name)
-    return graph, (builder, result, names.names)
+        out_leaves, out_tree = pytree.flatten(result)
+        outputs = [builder.lift(leaf, []) for leaf in out_leaves]
+    if not outputs:
+        raise TraceError(f"{name} returned no arrays", None)
+    if len(outputs) == 1 and outputs[0].name is None and outputs[0].op != "input":
+        outputs[0].name = name  # `loss = ...` reads better than `t7 = ...`
+    graph = Graph([t.node for t in inputs], outputs, name=name)
+    for node in graph.nodes():
+        if node.name is None and node.id in names.names:
+            node.name = names.names[node.id][1]
+    return graph, out_tree
 
 
-def apply_names(nodes: list[Node], names: dict[int, tuple[int, str]]) -> None:
-    for node in nodes:
-        if node.name is None and node.id in names:
-            node.name = names[node.id][1]
+def current_builder() -> Builder | None:
+    """The builder of the trace in progress, if any (a compiled function called while tracing)."""
+    return _builders[-1] if _builders else None
 
 
 from compiler import numpy_api as npx  # noqa: E402  (numpy_api builds on Tracer)

@@ -152,9 +152,23 @@ class Builder:
             self._resolve_conflict(conflict, op, nodes, loc)
             raise AssertionError("unreachable") from None
         except ops.ShapeError as err:
-            raise TraceError(f"{_describe(op)}: {err}", loc) from None
+            message = self._concrete_message(opdef, nodes, attrs, err)
+            raise TraceError(f"{_describe(op)}: {message}", loc) from None
         node = Node(op, nodes, dict(attrs), out_type, loc=loc, grad_of=self.grad_of)
         return Tracer(self, node)
+
+    def _concrete_message(self, opdef, nodes, attrs, err) -> str:
+        """The shape rule's complaint, restated with the sizes the user passed instead of N."""
+        def concrete(t: TensorType) -> TensorType:
+            return TensorType(t.dtype, tuple(self.sym_hints.get(d, d) for d in t.shape))
+
+        try:
+            opdef.infer(*(concrete(n.type) for n in nodes), **attrs)
+        except ops.ShapeError as concrete_err:
+            return str(concrete_err)
+        except Exception:  # noqa: BLE001 -- fall back to the symbolic message
+            pass
+        return str(err)
 
     def _resolve_conflict(self, conflict, op, nodes, loc) -> None:
         """A symbolic dim met a concrete one: specialize it if the sizes agree, else report."""
@@ -175,7 +189,7 @@ _OP_WORDS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**", "matmu
 
 def _describe(op: str) -> str:
     word = _OP_WORDS.get(op)
-    return f"shape mismatch in {op} ({word})" if word else f"in {op}"
+    return f"{op} ({word})" if word else op
 
 
 class Tracer:

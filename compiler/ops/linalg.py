@@ -12,12 +12,12 @@ from compiler.ops.shapes import broadcast_shapes, fmt_shape, same_dim
 
 def _matmul_infer(a: TensorType, b: TensorType) -> TensorType:
     if a.ndim == 0 or b.ndim == 0:
-        raise ShapeError("matmul: input operand does not have enough dimensions "
+        raise ShapeError("input operand does not have enough dimensions "
                          "(use * to multiply by a scalar)")
     a_shape = (1,) + a.shape if a.ndim == 1 else a.shape
     b_shape = b.shape + (1,) if b.ndim == 1 else b.shape
     same_dim(a_shape[-1], b_shape[-2],
-             f"matmul: shapes {fmt_shape(a.shape)} and {fmt_shape(b.shape)} are not aligned: "
+             f"shapes {fmt_shape(a.shape)} and {fmt_shape(b.shape)} are not aligned: "
              f"{a_shape[-1]} (dim {a.ndim - 1}) != {b_shape[-2]} (dim {max(b.ndim - 2, 0)})")
     batch = broadcast_shapes(a_shape[:-2], b_shape[:-2])
     shape = batch + (a_shape[-2], b_shape[-1])

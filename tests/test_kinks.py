@@ -1,0 +1,62 @@
+"""The table of gradients at kinks and singular points (README, "Gradients at kinks"), checked
+against closed forms and, where it has one, PyTorch's convention."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiler import compile_grad
+from runtime import functional as F
+
+
+def grad(fn, x):
+    return compile_grad(lambda x: np.sum(fn(x)), backend="interpreter").grad(np.asarray(x))
+
+
+@pytest.mark.parametrize(
+    "name, fn, x, expected",
+    [
+        ("abs'(0) = 0", np.abs, [-1.0, 0.0, 2.0], [-1.0, 0.0, 1.0]),
+        ("relu'(0) = 0", F.relu, [-1.0, 0.0, 2.0], [0.0, 0.0, 1.0]),
+        ("sign' = 0", np.sign, [-1.0, 0.0, 2.0], [0.0, 0.0, 0.0]),
+        ("maximum tie splits evenly", lambda x: np.maximum(x, 0.0), [-1.0, 0.0, 2.0],
+         [0.0, 0.5, 1.0]),
+        ("minimum tie splits evenly", lambda x: np.minimum(x, 0.0), [-1.0, 0.0, 2.0],
+         [1.0, 0.5, 0.0]),
+        ("max over ties shares the gradient", lambda x: np.max(x), [1.0, 3.0, 3.0],
+         [0.0, 0.5, 0.5]),
+        ("clip passes the gradient at its bounds (PyTorch clamp)",
+         lambda x: np.clip(x, -1.0, 1.0), [-2.0, -1.0, 0.0, 1.0, 2.0], [0, 1, 1, 1, 0]),
+        ("sqrt'(0) = inf", np.sqrt, [0.0, 4.0], [np.inf, 0.25]),
+        ("where(x > 0, sqrt(x), 0) has gradient 0 at 0, not NaN",
+         lambda x: np.where(x > 0, np.sqrt(x), 0.0), [0.0, 4.0], [0.0, 0.25]),
+        ("where(x > 0, log(x), 0) at 0", lambda x: np.where(x > 0, np.log(x), 0.0),
+         [0.0, 2.0], [0.0, 0.5]),
+        ("where(x != 0, 1 / x, 0) at 0", lambda x: np.where(x != 0, 1.0 / x, 0.0),
+         [0.0, 2.0], [0.0, -0.25]),
+        ("where(x > 0, x ** 0.5, 0) at 0", lambda x: np.where(x > 0, x**0.5, 0.0),
+         [0.0, 4.0], [0.0, 0.25]),
+        ("prod with one zero", lambda x: np.prod(x), [0.0, 2.0, 3.0], [6.0, 0.0, 0.0]),
+        ("prod with two zeros", lambda x: np.prod(x), [0.0, 0.0, 3.0], [0.0, 0.0, 0.0]),
+        ("softplus'(0) = 1/2", F.softplus, [0.0], [0.5]),
+        ("sigmoid saturates without NaN", F.sigmoid, [-1000.0, 1000.0], [0.0, 0.0]),
+    ],
+)
+def test_kink_table(name, fn, x, expected):
+    np.testing.assert_allclose(grad(fn, x), np.asarray(expected, dtype=float), err_msg=name)
+
+
+def test_kinks_match_pytorch():
+    torch = pytest.importorskip("torch")
+    x = np.array([-1.0, 0.0, 2.0])
+    cases = [
+        (np.abs, torch.abs),
+        (F.relu, torch.relu),
+        (lambda v: np.maximum(v, 0.0), lambda t: torch.maximum(t, torch.zeros_like(t))),
+        (lambda v: np.clip(v, -1.0, 0.0), lambda t: torch.clamp(t, -1.0, 0.0)),
+    ]
+    for ours, theirs in cases:
+        t = torch.tensor(x, requires_grad=True)
+        theirs(t).sum().backward()
+        np.testing.assert_allclose(grad(ours, x), t.grad.numpy())

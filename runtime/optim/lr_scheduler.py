@@ -1,0 +1,159 @@
+"""Learning-rate schedulers: StepLR, ExponentialLR, CosineAnnealingLR, LinearLR.
+
+They follow PyTorch's `torch.optim.lr_scheduler`: construction records each
+group's `initial_lr` and takes step 0; every `step()` advances `last_epoch` and
+writes new learning rates into the optimizer's groups with PyTorch's recursive
+("chainable") formulas, so the sequence of floats is PyTorch's. Learning rates
+are run-time values of the update rules, so a schedule never recompiles a kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .optimizer import Optimizer
+
+
+class LRScheduler:
+    """Base class: owns `last_epoch`, `base_lrs` and the optimizer's group["lr"] values."""
+
+    def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
+        self.optimizer = optimizer
+        if last_epoch == -1:
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+        else:
+            for i, group in enumerate(optimizer.param_groups):
+                if "initial_lr" not in group:
+                    raise KeyError(
+                        f"param 'initial_lr' is not specified in param_groups[{i}] "
+                        "when resuming a scheduler with last_epoch >= 0"
+                    )
+        self.base_lrs: list[float] = [group["initial_lr"] for group in optimizer.param_groups]
+        self.last_epoch = last_epoch
+        self._step_count = 0
+        self._is_initial = True  # the step taken by the constructor
+        self.step()
+        self._is_initial = False
+
+    def get_lr(self) -> list[float]:
+        """The learning rates for `last_epoch`, computed from the current ones."""
+        raise NotImplementedError
+
+    def _group_lrs(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def step(self) -> None:
+        """Advance one epoch (call after `optimizer.step()`) and set the new learning rates."""
+        self._step_count += 1
+        self.last_epoch += 1
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
+            group["lr"] = lr
+        self._last_lr = self._group_lrs()
+
+    def get_last_lr(self) -> list[float]:
+        """The learning rates set by the latest `step()`, one per group."""
+        return list(self._last_lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every attribute except the optimizer (PyTorch's layout)."""
+        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.__dict__.update(state_dict)
+
+
+class StepLR(LRScheduler):
+    """Multiply the learning rate by gamma every step_size epochs."""
+
+    def __init__(
+        self, optimizer: Optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1
+    ) -> None:
+        self.step_size = step_size
+        self.gamma = gamma
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        if self.last_epoch == 0 or self.last_epoch % self.step_size != 0:
+            return self._group_lrs()
+        return [lr * self.gamma for lr in self._group_lrs()]
+
+
+class ExponentialLR(LRScheduler):
+    """Multiply the learning rate by gamma every epoch."""
+
+    def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int = -1) -> None:
+        self.gamma = gamma
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        if self._is_initial:
+            return self._group_lrs()
+        return [lr * self.gamma for lr in self._group_lrs()]
+
+
+class CosineAnnealingLR(LRScheduler):
+    """eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2 (SGDR, no restarts)."""
+
+    def __init__(
+        self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1
+    ) -> None:
+        self.T_max = T_max
+        self.eta_min = eta_min
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        t, T = self.last_epoch, self.T_max
+        if self._is_initial:
+            return self._group_lrs()
+        if self._step_count == 1 and t > 0:  # resumed at a later epoch: closed form
+            return [
+                self.eta_min + (base - self.eta_min) * (1 + math.cos(t * math.pi / T)) / 2
+                for base in self.base_lrs
+            ]
+        if (t - 1 - T) % (2 * T) == 0:  # leaving the minimum of the cosine: the ratio is 0/0
+            return [
+                lr + (base - self.eta_min) * (1 - math.cos(math.pi / T)) / 2
+                for base, lr in zip(self.base_lrs, self._group_lrs(), strict=True)
+            ]
+        ratio = (1 + math.cos(math.pi * t / T)) / (1 + math.cos(math.pi * (t - 1) / T))
+        return [ratio * (lr - self.eta_min) + self.eta_min for lr in self._group_lrs()]
+
+
+class LinearLR(LRScheduler):
+    """Scale the learning rate linearly from start_factor to end_factor over total_iters
+    epochs (a linear warm-up with the defaults), then keep it."""
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        start_factor: float = 1.0 / 3,
+        end_factor: float = 1.0,
+        total_iters: int = 5,
+        last_epoch: int = -1,
+    ) -> None:
+        if not 0 < start_factor <= 1.0:
+            raise ValueError(
+                "Starting multiplicative factor expected to be greater than 0 and less or "
+                "equal to 1."
+            )
+        if not 0 <= end_factor <= 1.0:
+            raise ValueError("Ending multiplicative factor expected to be between 0 and 1.")
+        self.start_factor = start_factor
+        self.end_factor = end_factor
+        self.total_iters = total_iters
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        t = self.last_epoch
+        if t == 0:
+            return [lr * self.start_factor for lr in self._group_lrs()]
+        if self._is_initial or t > self.total_iters:
+            return self._group_lrs()
+        # Ratio of consecutive factors, so the update composes with other schedulers.
+        change = self.end_factor - self.start_factor
+        ratio = 1.0 + change / (self.total_iters * self.start_factor + (t - 1) * change)
+        return [lr * ratio for lr in self._group_lrs()]

@@ -1,0 +1,171 @@
+"""The Optimizer base class: parameter groups, per-parameter state, step, state_dict.
+
+A subclass only says which pure update rule it uses (`runtime.optim.rules`),
+how a group's hyper-parameters map to the rule's options, and what the state
+starts as. `step()` calls the rule on each parameter with a gradient and writes
+the results back in place, so Parameters keep their identity (and their arrays)
+across steps. The same three pieces let the compiler fuse the update into a
+kernel: `optimizer.rule`, `optimizer.rule_options(group)` and `optimizer.state`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..autograd import enable_grad
+from ..tensor import Tensor
+
+ParamsArg = Iterable[Tensor] | Mapping[str, Tensor] | Iterable[dict[str, Any]]
+
+
+class Optimizer:
+    """Base of all optimizers, with PyTorch's param_groups / state / state_dict layout."""
+
+    rule: ClassVar[Callable[..., tuple[Any, dict[str, Any]]]]
+
+    def __init__(self, params: ParamsArg, defaults: dict[str, Any]) -> None:
+        self.defaults = defaults
+        self.param_groups: list[dict[str, Any]] = []
+        self.state: dict[Tensor, dict[str, np.ndarray]] = {}
+        if isinstance(params, Tensor):
+            raise TypeError(
+                "params argument given to the optimizer should be an iterable of "
+                "Tensors or dicts, but got a single Tensor"
+            )
+        if isinstance(params, Mapping):
+            groups: list[Any] = [{"params": params}]
+        else:
+            items = list(params)
+            if not items:
+                raise ValueError("optimizer got an empty parameter list")
+            groups = items if isinstance(items[0], dict) else [{"params": items}]
+        for group in groups:
+            self.add_param_group(group)
+
+    # -- subclass interface -----------------------------------------------------------
+
+    def rule_options(self, group: dict[str, Any]) -> dict[str, Any]:
+        """The keyword options of `rule` for this group (run-time values and flags)."""
+        raise NotImplementedError
+
+    def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The state of `param` before its first update."""
+        raise NotImplementedError
+
+    # -- groups -----------------------------------------------------------------------
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group: {"params": Tensors or a name->Tensor dict, **hyper-parameters}."""
+        group = dict(param_group)
+        params = group["params"]
+        if isinstance(params, Tensor):
+            params = [params]
+        if isinstance(params, Mapping):
+            group["param_names"] = list(params.keys())
+            params = list(params.values())
+        group["params"] = list(params)
+        for p in group["params"]:
+            if not isinstance(p, Tensor):
+                raise TypeError(f"optimizer can only optimize Tensors, got {type(p).__name__}")
+            if not p.is_leaf:
+                raise ValueError("can't optimize a non-leaf Tensor")
+        if len({id(p) for p in group["params"]}) != len(group["params"]):
+            raise ValueError("a parameter appears more than once in one parameter group")
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in seen for p in group["params"]):
+            raise ValueError("some parameters appear in more than one parameter group")
+        for name, default in self.defaults.items():
+            group.setdefault(name, default)
+        self.param_groups.append(group)
+
+    def parameters(self) -> list[Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
+
+    # -- stepping ---------------------------------------------------------------------
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear every parameter's `.grad` (to None, or to zeros in place)."""
+        for p in self.parameters():
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad[...] = 0
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Update every parameter that has a gradient; return closure() if one is given."""
+        loss = None
+        if closure is not None:
+            with enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            options = self.rule_options(group)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state.get(p)
+                if state is None:
+                    state = self.state[p] = self.init_state(p, group)
+                new_param, new_state = self.rule(p.data, p.grad, state, **options)
+                # In place: the caller's Parameters, their arrays and the state
+                # arrays keep their identity across steps.
+                p.data[...] = new_param
+                for key, value in new_state.items():
+                    state[key][...] = value
+        return loss
+
+    # -- state_dict -------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """{"state": {index: {name: array}}, "param_groups": [{..., "params": [index]}]}.
+
+        Parameters are numbered in group order, as in PyTorch. The arrays are
+        copies, so the dict is a snapshot that later steps do not change.
+        """
+        index = {id(p): i for i, p in enumerate(self.parameters())}
+        groups = []
+        for group in self.param_groups:
+            packed = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
+            packed["params"] = [index[id(p)] for p in group["params"]]
+            groups.append(packed)
+        state = {
+            index[id(p)]: {k: np.array(v, copy=True) for k, v in s.items()}
+            for p, s in self.state.items()
+        }
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore hyper-parameters and state saved by `state_dict` (copying the arrays)."""
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        for saved, group in zip(saved_groups, self.param_groups, strict=True):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(
+                    "loaded state dict contains a parameter group that doesn't match "
+                    "the size of optimizer's group"
+                )
+        by_index: dict[int, Tensor] = {}
+        for saved, group in zip(saved_groups, self.param_groups, strict=True):
+            by_index.update(zip(saved["params"], group["params"], strict=True))
+            for key, value in saved.items():
+                if key not in ("params", "param_names"):
+                    group[key] = copy.deepcopy(value)
+        self.state = {}
+        for i, saved_state in state_dict["state"].items():
+            p = by_index[int(i)]
+            self.state[p] = {
+                # Moments follow the parameter's dtype; the step count stays float64.
+                k: np.array(v, dtype=np.float64 if k == "step" else p.dtype, copy=True)
+                for k, v in saved_state.items()
+            }
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params"]
+        return "\n".join([*lines, ")"])

@@ -1,0 +1,214 @@
+"""Tensor and Parameter: NumPy arrays that remember how they were made, for backward().
+
+A `Tensor` wraps a NumPy array (`.data`) and carries PyTorch's autograd fields:
+`requires_grad`, `grad`, `grad_fn` (the graph node that produced it, None on
+leaves) and its hooks. It has no arithmetic of its own: compiled functions
+compute on the arrays and call `runtime.autograd.record` to link the results
+into the graph. A `Parameter` is a leaf Tensor that owns a copy of its data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .autograd import Node
+
+Hook = Callable[[np.ndarray], "np.ndarray | None"]
+
+
+def check_can_require_grad(dtype: np.dtype) -> None:
+    """Raise PyTorch's error when an integer, bool or complex array is asked for gradients."""
+    if not np.issubdtype(dtype, np.floating):
+        raise RuntimeError(
+            "only Tensors of floating point dtype can require gradients "
+            f"(got dtype {dtype}); pass float data, e.g. 2.0 instead of 2, "
+            "or an array of dtype float32/float64"
+        )
+
+
+class RemovableHandle:
+    """What `register_hook` returns: `.remove()` unregisters the hook."""
+
+    _next_id = 0
+
+    def __init__(self, hooks: dict[int, Hook], hook: Hook) -> None:
+        self._hooks = hooks
+        self.id = RemovableHandle._next_id
+        RemovableHandle._next_id += 1
+        hooks[self.id] = hook
+
+    def remove(self) -> None:
+        self._hooks.pop(self.id, None)
+
+
+class Tensor:
+    """A NumPy array with autograd metadata; `Tensor(array)` wraps without copying."""
+
+    # NumPy must not turn a Tensor into a plain array inside a ufunc (np.exp(t),
+    # np.float64(2) * t): the result would silently drop out of the graph.
+    __array_ufunc__ = None
+
+    def __init__(self, data: Any, requires_grad: bool = False) -> None:
+        self.data: np.ndarray = np.asarray(data)
+        self.grad_fn: Node | None = None
+        self.output_nr = 0  # which output of grad_fn this tensor is
+        self._requires_grad = False
+        self._grad: np.ndarray | None = None
+        self._hooks: dict[int, Hook] = {}  # hooks of a leaf; a non-leaf's live on its grad_fn
+        self._retains_grad = False
+        self.requires_grad = requires_grad
+
+    @classmethod
+    def _from_node(cls, data: np.ndarray, node: Node, output_nr: int) -> Tensor:
+        """A result of a recorded call: output `output_nr` of `node` (used by `record`)."""
+        tensor = cls(data)
+        tensor._requires_grad = True
+        tensor.grad_fn = node
+        tensor.output_nr = output_nr
+        return tensor
+
+    # -- autograd fields ------------------------------------------------------------
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if not self.is_leaf:
+            raise RuntimeError(
+                "you can only change requires_grad flags of leaf variables; "
+                "use .detach() to get a leaf that shares this tensor's data"
+            )
+        if value:
+            check_can_require_grad(self.data.dtype)
+        self._requires_grad = bool(value)
+
+    @property
+    def is_leaf(self) -> bool:
+        """True unless the tensor is the result of a recorded call that requires grad."""
+        return self.grad_fn is None
+
+    @property
+    def grad(self) -> np.ndarray | None:
+        """Accumulated gradient: filled on leaves, and on results that called retain_grad()."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: np.ndarray | None) -> None:
+        if value is not None:
+            value = np.asarray(value)
+            if value.shape != self.shape:
+                raise RuntimeError(
+                    f"assigned grad has shape {value.shape}, but the tensor has shape {self.shape}"
+                )
+        self._grad = value
+
+    @property
+    def retains_grad(self) -> bool:
+        return self._retains_grad
+
+    def retain_grad(self) -> None:
+        """Ask a non-leaf result to keep its gradient in `.grad` (a no-op on leaves)."""
+        if not self.requires_grad:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if self.is_leaf or self._retains_grad:
+            return
+        self.grad_fn.retain(self.output_nr, self)
+        self._retains_grad = True
+
+    def register_hook(self, hook: Hook) -> RemovableHandle:
+        """Call `hook(grad)` whenever a gradient for this tensor is computed.
+
+        The hook may return a replacement gradient (same shape) or None to keep
+        it. Hooks run in registration order, before the gradient is accumulated
+        into a leaf's `.grad` or passed on to the node that produced this tensor.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        # A non-leaf's hooks are kept by its graph node, so they keep working
+        # after the Python object of the intermediate result is gone.
+        hooks = self._hooks if self.is_leaf else self.grad_fn.tensor_hooks[self.output_nr]
+        return RemovableHandle(hooks, hook)
+
+    def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf), weighted by `gradient`, into every leaf's `.grad`."""
+        # Imported here: autograd imports this module to build result Tensors.
+        from .autograd import backward
+
+        backward([self], [gradient], retain_graph=retain_graph)
+
+    def detach(self) -> Tensor:
+        """A new leaf sharing this tensor's data, outside the graph."""
+        return Tensor(self.data)
+
+    # -- array views ----------------------------------------------------------------
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def numpy(self) -> np.ndarray:
+        """The wrapped array itself (not a copy)."""
+        return self.data
+
+    def item(self) -> float | int | bool:
+        """The value of a one-element tensor as a Python number."""
+        if self.data.size != 1:
+            raise RuntimeError(
+                f"a Tensor with {self.data.size} elements cannot be converted to Scalar"
+            )
+        return self.data.item()
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        if copy:
+            return np.array(self.data, dtype=dtype, copy=True)
+        return self.data if dtype is None else self.data.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.data, separator=", ", prefix=type(self).__name__ + "(")
+        extras = []
+        if self.data.dtype != np.float64:
+            extras.append(f"dtype={self.data.dtype}")
+        if self.grad_fn is not None:
+            extras.append(f"grad_fn=<{self.grad_fn.name}>")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return f"{type(self).__name__}({', '.join([body, *extras])})"
+
+
+class Parameter(Tensor):
+    """A leaf Tensor holding its own copy of the data; optimizers update it in place.
+
+    float32 stays float32 and float64 stays float64; a Python float becomes a
+    float64 scalar. Integer data cannot require gradients.
+    """
+
+    def __init__(self, data: Any, requires_grad: bool = True) -> None:
+        if isinstance(data, Tensor):
+            data = data.data
+        # Always a copy, so an optimizer step never writes into the caller's array.
+        super().__init__(np.array(data, copy=True), requires_grad=requires_grad)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget the accumulated gradient (or fill it with zeros, in place)."""
+        if set_to_none or self._grad is None:
+            self._grad = None
+        else:
+            self._grad[...] = 0

@@ -1,12 +1,14 @@
 """`compile_grad`: the user's entry point, from a NumPy function to value, gradient and source.
 
 A `CompiledFunction` keeps one `Specialization` per argument signature (tree
-structure, dtypes, static shapes; batch dims symbolic). Each specialization
-traces the function once and builds kernels lazily, per kind:
+structure, dtypes, static shapes; batch dims symbolic) and set of
+differentiated leaves. Each specialization traces the function once and builds
+kernels lazily, per kind:
 
-- "forward": outputs only;
+- "forward": outputs only (plain calls, and calls under `no_grad`);
 - "value_and_grad": outputs and gradients in one fused kernel (seeded with 1);
-- "forward_save" / "backward": the split used by the runtime's `backward()`.
+- "forward_save" / "backward": the split behind the runtime's `backward()`:
+  outputs plus residuals, then residuals plus output cotangents to gradients.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from compiler import backend as backends
 from compiler import pytree
 from compiler.arguments import CallArguments
 from compiler.autodiff import split, vjp_graph
-from compiler.errors import ArgumentError
+from compiler.errors import ArgumentError, TraceError
 from compiler.ir import Graph, rebuild
 from compiler.passes import optimize
 from compiler.specialize import Signature, positions_of, signature_of
 from compiler.tracer import Concretize, current_builder, trace
 from compiler.verify import verify
+from runtime import Tensor, is_grad_enabled, record
 
 KINDS = ("forward", "value_and_grad", "forward_save", "backward")
 
@@ -41,6 +44,7 @@ class Specialization:
     graph: Graph  # optimized forward graph
     out_tree: pytree.TreeDef
     wrt_leaves: list[int]
+    n_differentiated: int  # leading outputs that are differentiated (the rest is aux)
     backend: backends.Backend
     graphs: dict[str, Graph] = field(default_factory=dict)
     kernels: dict[str, backends.Kernel] = field(default_factory=dict)
@@ -53,19 +57,18 @@ class Specialization:
     def _build(self, kind: str) -> Graph:
         if kind == "forward":
             return self.graph
+        seed = "ones" if kind == "value_and_grad" else "input"
+        joint = optimize(vjp_graph(self.graph, self.wrt_leaves, seed, self.n_differentiated))
         if kind == "value_and_grad":
-            return _checked(optimize(vjp_graph(self.graph, self.wrt_leaves, seed="ones")))
-        joint = optimize(vjp_graph(self.graph, self.wrt_leaves, seed="input"))
+            return _checked(joint)
         parts = split(joint, len(self.graph.inputs), len(self.graph.outputs))
         self.graphs["forward_save"] = _checked(parts.forward)
         self.graphs["backward"] = _checked(optimize(parts.backward))
-        self.n_residuals = parts.n_residuals
         return self.graphs[kind]
 
     def kernel(self, kind: str) -> backends.Kernel:
         if kind not in self.kernels:
-            graph = self.graph_of(kind)
-            self.kernels[kind] = self.backend.compile(graph, kind)
+            self.kernels[kind] = self.backend.compile(self.graph_of(kind), kind)
         return self.kernels[kind]
 
 
@@ -77,10 +80,12 @@ def _checked(graph: Graph) -> Graph:
 class CompiledFunction:
     """A NumPy function compiled to forward and backward kernels; see `compile_grad`."""
 
-    def __init__(self, fn: Callable, wrt: int | str | tuple = 0, backend: str = "numba") -> None:
+    def __init__(self, fn: Callable, wrt: int | str | tuple = 0, has_aux: bool = False,
+                 backend: str = "numba") -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.wrt = wrt
+        self.has_aux = has_aux
         self.backend = backends.get(backend)
         self._signature = inspect.signature(fn)
         self._specs: dict[tuple, Specialization] = {}
@@ -89,60 +94,91 @@ class CompiledFunction:
 
     # --- public API --------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
+        """The function's value. With runtime Tensors among the arguments, the results are
+        Tensors, and `backward()` on them reaches every Tensor that requires grad."""
         if current_builder() is not None:  # called while tracing another function: inline it
             return self.fn(*args, **kwargs)
-        call, spec = self._prepare(args, kwargs)
-        outputs = spec.kernel("forward")(call.leaves)
-        return pytree.unflatten(spec.out_tree, [_plain(o) for o in outputs])
+        call = self._arguments(args, kwargs)
+        tensors = [leaf if isinstance(leaf, Tensor) else None for leaf in call.raw]
+        if not any(t is not None for t in tensors):
+            spec = self._specialize(call, self._wrt_leaf_indices(call, strict=False))
+            outputs = spec.kernel("forward")(call.leaves)
+            return pytree.unflatten(spec.out_tree, [_plain(o) for o in outputs])
+        return self._call_recorded(call, tensors)
 
     def value_and_grad(self, *args, **kwargs):
-        """(value, gradient) with the gradient shaped like the `wrt` argument(s)."""
+        """(value, gradient) with the gradient shaped like the `wrt` argument(s).
+
+        With `has_aux=True` the function returns `(value, aux)` and this returns
+        `((value, aux), gradient)`, as JAX does."""
         if current_builder() is not None:
             return self._inline_value_and_grad(args, kwargs)
-        call, spec = self._prepare(args, kwargs)
-        self._require_scalar(spec.graph)
+        call = self._arguments(args, kwargs)
+        spec = self._specialize(call, self._wrt_leaf_indices(call, strict=True))
+        self._require_scalar(spec.graph, spec.n_differentiated)
         results = [_plain(r) for r in spec.kernel("value_and_grad")(call.leaves)]
-        value = pytree.unflatten(spec.out_tree, results[: len(spec.graph.outputs)])
-        return value, self._unflatten_grads(call, results[len(spec.graph.outputs):])
+        n_out = len(spec.graph.outputs)
+        value = pytree.unflatten(spec.out_tree, results[:n_out])
+        return value, self._unflatten_grads(call, results[n_out:])
 
     def grad(self, *args, **kwargs):
-        """The gradient of the (scalar) result with respect to the `wrt` argument(s)."""
-        return self.value_and_grad(*args, **kwargs)[1]
+        """The gradient of the (scalar) result with respect to the `wrt` argument(s)
+        (with `has_aux=True`: `(gradient, aux)`)."""
+        value, grads = self.value_and_grad(*args, **kwargs)
+        return (grads, value[1]) if self.has_aux else grads
 
     def source(self, kind: str = "backward") -> str:
-        """Generated source of a kernel of the last specialization called ("forward", "backward",
-        "value_and_grad", "forward_save")."""
-        return self._kernel_of_last(kind).source
+        """Generated source of a kernel of the last specialization called: "forward",
+        "backward", "value_and_grad" or "forward_save"."""
+        return self._require_last(kind).kernel(kind).source
 
     def ir(self, kind: str = "forward") -> str:
-        """The IR of the last specialization called, as text."""
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        return str(self._require_last().graph_of(kind))
+        """The IR of a graph of the last specialization called, as text."""
+        return str(self._require_last(kind).graph_of(kind))
 
     def specialize(self, *args, **kwargs) -> Specialization:
-        """Trace (or find) the specialization for these arguments without running anything."""
-        return self._prepare(args, kwargs)[1]
+        """Trace (or find) the specialization that `.grad(*args)` uses, without running it."""
+        call = self._arguments(args, kwargs)
+        return self._specialize(call, self._wrt_leaf_indices(call, strict=False))
+
+    # --- calls with runtime tensors ------------------------------------------------------
+    def _call_recorded(self, call: CallArguments, tensors: list[Tensor | None]):
+        """Run forward and hand the runtime a backward callable over the saved residuals."""
+        needs = [i for i, t in enumerate(tensors) if t is not None and t.requires_grad]
+        if not (needs and is_grad_enabled()):  # nothing to save for backward
+            spec = self._specialize(call, self._wrt_leaf_indices(call, strict=False))
+            outputs = spec.kernel("forward")(call.leaves)
+            return pytree.unflatten(spec.out_tree, [Tensor(o) for o in outputs])
+        spec = self._specialize(call, needs)
+        n_diff = spec.n_differentiated
+        saved = spec.kernel("forward_save")(call.leaves)
+        n_out = len(spec.graph.outputs)
+        outputs, residuals = saved[:n_out], saved[n_out:]
+        backward_kernel = spec.kernel("backward")
+
+        def backward(cotangents: list[np.ndarray]) -> list[np.ndarray]:
+            return backward_kernel(residuals + list(cotangents))
+
+        results = record(outputs[:n_diff], [tensors[i] for i in needs], backward, self.__name__)
+        results += [Tensor(o) for o in outputs[n_diff:]]  # aux: not differentiated
+        return pytree.unflatten(spec.out_tree, results)
 
     # --- internals ---------------------------------------------------------------------
-    def _kernel_of_last(self, kind: str):
+    def _arguments(self, args, kwargs) -> CallArguments:
+        return CallArguments(self.__name__, self._signature, args, kwargs)
+
+    def _require_last(self, kind: str) -> Specialization:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        return self._require_last().kernel(kind)
-
-    def _require_last(self) -> Specialization:
         if self._last is None:
             raise RuntimeError(f"{self.__name__} has not been called yet: call it (or .grad) "
                                "once so that there is a specialization to show")
         return self._last
 
-    def _prepare(self, args, kwargs) -> tuple[CallArguments, Specialization]:
-        call = CallArguments(self.__name__, self._signature, args, kwargs)
-        wrt_leaves = self._wrt_leaf_indices(call)
-        leaves = call.leaves
+    def _specialize(self, call: CallArguments, wrt_leaves: list[int]) -> Specialization:
         while True:
-            signature = signature_of(leaves, set(wrt_leaves), self._static_positions)
-            key = (call.treedef, tuple(call.names), signature)
+            signature = signature_of(call.leaves, set(wrt_leaves), self._static_positions)
+            key = (call.treedef, tuple(call.names), signature, tuple(wrt_leaves))
             spec = self._specs.get(key)
             if spec is not None:
                 break
@@ -154,55 +190,71 @@ class CompiledFunction:
             self._specs[key] = spec
             break
         self._last = spec
-        return call, spec
+        return spec
 
     def _wrt_items(self) -> tuple:
         return self.wrt if isinstance(self.wrt, tuple) else (self.wrt,)
 
-    def _wrt_leaf_indices(self, call: CallArguments) -> list[int]:
+    def _wrt_leaf_indices(self, call: CallArguments, strict: bool) -> list[int]:
+        """Leaves of the `wrt` arguments; `strict` refuses non-float ones (for gradients),
+        otherwise they are skipped (a plain call only uses this to keep shapes static)."""
         indices = []
         for item in self._wrt_items():
+            if not strict and isinstance(item, int) and item >= len(call.names):
+                continue
             slot = call.slot(item)
             for i in call.leaf_range(slot):
-                if not np.issubdtype(call.leaves[i].dtype, np.floating):
+                if np.issubdtype(call.leaves[i].dtype, np.floating):
+                    indices.append(i)
+                elif strict:
                     raise ArgumentError(
                         f"cannot differentiate {self.__name__} with respect to "
                         f"'{call.names[slot]}': it holds {call.leaves[i].dtype} values, and only "
                         "float arrays and scalars have gradients (pass floats, or choose "
                         "another argument with wrt=)")
-                indices.append(i)
         return indices
 
     def _trace(self, call: CallArguments, signature: Signature, wrt_leaves) -> Specialization:
         graph, out_tree = trace(self.fn, list(signature.types), call.leaf_names(), call.rebuild,
                                 signature.sym_sizes(call.leaves), name=self.__name__)
         graph = _checked(optimize(graph))
-        return Specialization(signature, graph, out_tree, wrt_leaves, self.backend)
+        return Specialization(signature, graph, out_tree, wrt_leaves,
+                              self._n_differentiated(out_tree), self.backend)
+
+    def _n_differentiated(self, out_tree: pytree.TreeDef) -> int:
+        if not self.has_aux:
+            return out_tree.num_leaves
+        if out_tree.kind not in ("tuple", "list") or len(out_tree.children) != 2:
+            raise TraceError(f"{self.__name__} has has_aux=True, so it must return a pair "
+                             "(value, aux)")
+        return out_tree.children[0].num_leaves
 
     def _inline_value_and_grad(self, args, kwargs):
         """value_and_grad inside another trace: the joint graph is spliced into it, so it can
         be differentiated again (a second derivative is the gradient of a gradient)."""
         outer = current_builder()
-        call = CallArguments(self.__name__, self._signature, args, kwargs)
+        call = self._arguments(args, kwargs)
         leaves = [outer.wrap(outer.lift(leaf, [])) for leaf in call.leaves]
-        wrt_leaves = self._wrt_leaf_indices(call)
+        wrt_leaves = self._wrt_leaf_indices(call, strict=True)
         graph, out_tree = trace(self.fn, [t.type for t in leaves], call.leaf_names(),
                                 call.rebuild, outer.sym_hints, name=self.__name__)
-        self._require_scalar(graph)
-        joint = optimize(vjp_graph(graph, wrt_leaves, seed="ones"))
+        n_diff = self._n_differentiated(out_tree)
+        self._require_scalar(graph, n_diff)
+        joint = optimize(vjp_graph(graph, wrt_leaves, "ones", n_diff))
         spliced = rebuild(joint.outputs, {i.id: t.node for i, t in zip(graph.inputs, leaves)})
         results = [outer.wrap(node) for node in spliced]
         n_out = len(graph.outputs)
         return (pytree.unflatten(out_tree, results[:n_out]),
                 self._unflatten_grads(call, results[n_out:]))
 
-    def _require_scalar(self, graph: Graph) -> None:
-        outs = graph.outputs
+    def _require_scalar(self, graph: Graph, n_differentiated: int) -> None:
+        outs = graph.outputs[:n_differentiated]
         if len(outs) != 1 or outs[0].type.shape != ():
             shapes = ", ".join(str(o.type) for o in outs)
             raise ArgumentError(
-                f"grad needs {self.fn.__name__} to return one scalar, but it returned {shapes}; "
-                "reduce it (e.g. with .sum()) or use the runtime's backward(gradient=...)")
+                f"grad needs {self.__name__} to return one scalar, but it returned {shapes}; "
+                "reduce it (e.g. with .sum()), return (value, aux) with has_aux=True, or use "
+                "the runtime's backward(gradient=...)")
 
     def _unflatten_grads(self, call: CallArguments, grads: list[Any]):
         structured, k = [], 0
@@ -219,14 +271,14 @@ def _plain(value: np.ndarray):
 
 
 def compile_grad(fn: Callable | None = None, *, wrt: int | str | tuple = 0,
-                 backend: str = "numba"):
+                 has_aux: bool = False, backend: str = "numba"):
     """Compile `fn` (a NumPy function) into fused forward and backward kernels.
 
     `wrt` picks the argument(s) `.grad` differentiates: an index, a parameter
-    name, or a tuple of them. `backend="interpreter"` runs the IR with NumPy
-    and compiles nothing. Usable as `@compile_grad` or `@compile_grad(wrt=...)`.
+    name, or a tuple of them. With `has_aux=True`, `fn` returns `(value, aux)`
+    and only `value` is differentiated. `backend="interpreter"` runs the IR with
+    NumPy and compiles nothing. Usable as `@compile_grad` or `@compile_grad(wrt=...)`.
     """
     if fn is None:
-        return lambda f: CompiledFunction(f, wrt=wrt, backend=backend)
-    return CompiledFunction(fn, wrt=wrt, backend=backend)
-
+        return lambda f: CompiledFunction(f, wrt=wrt, has_aux=has_aux, backend=backend)
+    return CompiledFunction(fn, wrt=wrt, has_aux=has_aux, backend=backend)

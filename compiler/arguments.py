@@ -40,6 +40,7 @@ class CallArguments:
                 self.names.append(name)
                 values.append(value)
         leaves, self.treedef = pytree.flatten(tuple(values))
+        self.raw = leaves  # as passed: runtime Tensors stay Tensors here
         self.starts: list[int] = []
         k = 0
         for child in self.treedef.children:

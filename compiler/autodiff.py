@@ -39,13 +39,16 @@ def _depends_on(nodes: list[Node], sources: set[int]) -> set[int]:
     return reached
 
 
-def vjp_graph(graph: Graph, wrt: list[int], seed: str = "input") -> Graph:
+def vjp_graph(graph: Graph, wrt: list[int], seed: str = "input",
+              n_differentiated: int | None = None) -> Graph:
     """The joint forward+backward graph of `graph` with respect to inputs `wrt`.
 
-    Its inputs are `graph`'s inputs followed, when `seed == "input"`, by one
-    cotangent per output; with `seed == "ones"` the outputs must be scalars and
-    are seeded with 1. Its outputs are `graph`'s outputs followed by one
-    gradient per entry of `wrt`, each of its input's shape and dtype.
+    Only the first `n_differentiated` outputs (default: all) are differentiated;
+    the rest are auxiliary. Its inputs are `graph`'s inputs followed, when
+    `seed == "input"`, by one cotangent per differentiated output; with
+    `seed == "ones"` those outputs must be scalars and are seeded with 1. Its
+    outputs are `graph`'s outputs followed by one gradient per entry of `wrt`,
+    each of its input's shape and dtype.
     """
     nodes = graph.nodes()
     for i in wrt:
@@ -63,7 +66,7 @@ def vjp_graph(graph: Graph, wrt: list[int], seed: str = "input") -> Graph:
         adjoints[node.id] = adjoints[node.id] + ct if node.id in adjoints else ct
 
     with building(builder):
-        for out in graph.outputs:
+        for out in graph.outputs[:n_differentiated]:
             name = f"{out.name or 'out'}_grad"
             if seed == "input":
                 seed_type = TensorType(out.dtype, out.type.shape)

@@ -251,8 +251,10 @@ def backward(
         if node.released:
             raise RuntimeError(_freed_message(node))
 
+    finished: set[Node] = set()
     with no_grad():
         for node in order:
+            finished.add(node)
             cotangents = node_cotangents.pop(node, None)
             if cotangents is not None:  # a node nothing flowed into contributes only zeros
                 grads = node.apply(_complete(node, cotangents))
@@ -262,6 +264,8 @@ def backward(
                     if edge.leaf is not None:
                         _add_to_leaf(leaf_grads, edge.leaf, grad)
                     else:
+                        # Invariant of the order: a producer has not run before its consumers.
+                        assert edge.node not in finished, f"{edge.node} ran before {node}"
                         _add_to_node(node_cotangents, edge.node, edge.output_nr, grad)
             if not retain_graph:
                 node.release()

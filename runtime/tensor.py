@@ -176,6 +176,9 @@ class Tensor:
             )
         return self.data.item()
 
+    def __float__(self) -> float:
+        return float(self.item())
+
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         if copy:
             return np.array(self.data, dtype=dtype, copy=True)

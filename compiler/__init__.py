@@ -1,7 +1,8 @@
 """gradfuse's compiler: NumPy functions traced to IR, differentiated, fused and JIT-compiled."""
 
 from compiler.api import CompiledFunction, compile_grad
+from compiler.custom import custom_vjp
 from compiler.errors import ArgumentError, GradfuseError, TraceError, UnsupportedError
 
 __all__ = ["ArgumentError", "CompiledFunction", "GradfuseError", "TraceError",
-           "UnsupportedError", "compile_grad"]
+           "UnsupportedError", "compile_grad", "custom_vjp"]

@@ -25,6 +25,7 @@ from compiler import backend as backends
 from compiler import pytree
 from compiler.arguments import CallArguments
 from compiler.autodiff import split, vjp_graph
+from compiler.custom import inline_calls
 from compiler.errors import ArgumentError, TraceError
 from compiler.ir import Graph, rebuild
 from compiler.passes import optimize
@@ -55,15 +56,16 @@ class Specialization:
         return self.graphs[kind]
 
     def _build(self, kind: str) -> Graph:
+        """Kernel graphs: differentiated first (custom rules apply), then custom calls inlined."""
         if kind == "forward":
-            return self.graph
+            return _lowered(self.graph)
         seed = "ones" if kind == "value_and_grad" else "input"
         joint = optimize(vjp_graph(self.graph, self.wrt_leaves, seed, self.n_differentiated))
         if kind == "value_and_grad":
-            return _checked(joint)
+            return _lowered(joint)
         parts = split(joint, len(self.graph.inputs), len(self.graph.outputs))
-        self.graphs["forward_save"] = _checked(parts.forward)
-        self.graphs["backward"] = _checked(optimize(parts.backward))
+        self.graphs["forward_save"] = _lowered(parts.forward)
+        self.graphs["backward"] = _lowered(parts.backward)
         return self.graphs[kind]
 
     def kernel(self, kind: str) -> backends.Kernel:
@@ -77,6 +79,11 @@ def _checked(graph: Graph) -> Graph:
     return graph
 
 
+def _lowered(graph: Graph) -> Graph:
+    """A graph ready for a backend: custom calls inlined, simplified, verified."""
+    return _checked(optimize(inline_calls(graph)))
+
+
 class CompiledFunction:
     """A NumPy function compiled to forward and backward kernels; see `compile_grad`."""
 
@@ -84,6 +91,8 @@ class CompiledFunction:
                  backend: str = "numba") -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
+        # The name of generated functions and of the result variable (`loss = ...`).
+        self._graph_name = fn.__name__ if fn.__name__.isidentifier() else "f"
         self.wrt = wrt
         self.has_aux = has_aux
         self.backend = backends.get(backend)
@@ -216,7 +225,7 @@ class CompiledFunction:
 
     def _trace(self, call: CallArguments, signature: Signature, wrt_leaves) -> Specialization:
         graph, out_tree = trace(self.fn, list(signature.types), call.leaf_names(), call.rebuild,
-                                signature.sym_sizes(call.leaves), name=self.__name__)
+                                signature.sym_sizes(call.leaves), name=self._graph_name)
         graph = _checked(optimize(graph))
         return Specialization(signature, graph, out_tree, wrt_leaves,
                               self._n_differentiated(out_tree), self.backend)
@@ -237,7 +246,7 @@ class CompiledFunction:
         leaves = [outer.wrap(outer.lift(leaf, [])) for leaf in call.leaves]
         wrt_leaves = self._wrt_leaf_indices(call, strict=True)
         graph, out_tree = trace(self.fn, [t.type for t in leaves], call.leaf_names(),
-                                call.rebuild, outer.sym_hints, name=self.__name__)
+                                call.rebuild, outer.sym_hints, name=self._graph_name)
         n_diff = self._n_differentiated(out_tree)
         self._require_scalar(graph, n_diff)
         joint = optimize(vjp_graph(graph, wrt_leaves, "ones", n_diff))

@@ -16,7 +16,8 @@ from typing import Any
 
 from compiler.ir import TensorType
 
-KINDS = ("source", "meta", "elementwise", "reduce", "layout", "index", "matmul")
+# "call" ops (custom_vjp functions) are inlined before code generation.
+KINDS = ("source", "meta", "elementwise", "reduce", "layout", "index", "matmul", "call")
 
 
 @dataclass(frozen=True)

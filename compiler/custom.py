@@ -1,0 +1,113 @@
+"""User-defined derivative rules (like `jax.custom_vjp` or `torch.autograd.Function`).
+
+    @custom_vjp
+    def clip_gradient(x):
+        return x
+
+    @clip_gradient.defvjp
+    def clip_gradient_vjp(g, out, x):      # cotangent, output, inputs: like the op table
+        return (np.clip(g, -1.0, 1.0),)
+
+Inside a traced function a call becomes one `custom_call` node that holds the
+traced forward graph. The reverse pass sees that node and runs the user's rule
+(traceable NumPy, so it becomes ordinary IR). Before code generation
+`inline_calls` replaces each node by its forward graph, which then fuses like
+any other ops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from compiler.errors import TraceError
+from compiler.interpreter import interpret
+from compiler.ir import Graph, TensorType, rebuild, toposort
+from compiler.ops.registry import OpDef, ShapeError, register
+from compiler.tracer import Tracer, current_builder, trace, user_loc
+
+
+class CustomCall:
+    """One traced call of a custom_vjp function: the rule and the forward graph (by identity)."""
+
+    def __init__(self, function: custom_vjp, forward: Graph) -> None:
+        self.function = function
+        self.forward = forward
+
+    def __str__(self) -> str:
+        return self.function.__name__
+
+
+class custom_vjp:  # noqa: N801 -- named like jax.custom_vjp, used as a decorator
+    """A NumPy function with its own VJP rule `rule(g, out, *inputs) -> cotangents`."""
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
+        self.rule: Callable | None = None
+        self.__name__ = getattr(fn, "__name__", "custom_vjp")
+        self.__doc__ = fn.__doc__
+
+    def defvjp(self, rule: Callable) -> Callable:
+        self.rule = rule
+        return rule
+
+    def __call__(self, *args):
+        builder = current_builder()
+        if builder is None:  # plain NumPy values: just run it
+            return self.fn(*args)
+        if self.rule is None:
+            raise TraceError(f"custom_vjp function {self.__name__} has no rule: decorate one "
+                             f"with @{self.__name__}.defvjp", user_loc())
+        inputs = [builder.wrap(builder.lift(a, [])) for a in args]
+        names = [f"arg{i}" for i in range(len(inputs))]
+        graph, out_tree = trace(self.fn, [t.type for t in inputs], names,
+                                lambda traced: (tuple(traced), {}), builder.sym_hints,
+                                name=self.__name__)
+        if out_tree.kind != "leaf":
+            raise TraceError(f"custom_vjp function {self.__name__} must return one array",
+                             user_loc())
+        return builder.emit("custom_call", tuple(inputs), {"call": CustomCall(self, graph)})
+
+
+def _infer(*types: TensorType, call: CustomCall) -> TensorType:
+    expected = [x.type for x in call.forward.inputs]
+    if list(types) != expected:
+        raise ShapeError(f"{call} was traced for {expected}, got {list(types)}")
+    return call.forward.outputs[0].type
+
+
+def _impl(*arrays, call: CustomCall):
+    return interpret(call.forward, list(arrays))[0]
+
+
+def _vjp(g, out, *inputs, call: CustomCall):
+    cotangents = call.function.rule(g, out, *inputs)
+    if not isinstance(cotangents, (tuple, list)) or len(cotangents) != len(inputs):
+        raise TraceError(f"the VJP rule of {call} must return a tuple of {len(inputs)} "
+                         f"cotangent(s), one per input (None for no gradient)", user_loc())
+    # A rule may return plain numbers (say 0.0); they become arrays of the input's shape.
+    return tuple(c if c is None or isinstance(c, Tracer) else np.zeros_like(x) + c
+                 for c, x in zip(cotangents, inputs))
+
+
+register(OpDef("custom_call", "call", _infer, _impl, _vjp,
+               doc="a custom_vjp function; inlined before code generation"))
+
+
+def inline_calls(graph: Graph) -> Graph:
+    """Replace every custom_call node by the nodes of its forward graph.
+
+    Calls nested in a replaced subgraph (a custom function calling another, or
+    a call feeding one) are reached on the next round.
+    """
+    while True:
+        calls = [n for n in toposort(graph.outputs, graph.inputs) if n.op == "custom_call"]
+        if not calls:
+            return graph
+        replace = {}
+        for node in calls:
+            forward = node.attrs["call"].forward
+            mapping = {i.id: x for i, x in zip(forward.inputs, node.inputs)}
+            (replace[node.id],) = rebuild(forward.outputs, mapping)
+        graph = Graph(list(graph.inputs), rebuild(graph.outputs, replace), graph.name)

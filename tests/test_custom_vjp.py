@@ -1,0 +1,99 @@
+"""custom_vjp: user-written derivative rules, used inside compiled functions and fused like ops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiler import TraceError, compile_grad, custom_vjp
+from runtime import Parameter
+
+
+@custom_vjp
+def clip_gradient(x):
+    return x * 1.0
+
+
+@clip_gradient.defvjp
+def clip_gradient_vjp(g, out, x):
+    return (np.clip(g, -1.0, 1.0),)
+
+
+@custom_vjp
+def safe_log(x):
+    return np.log(x)
+
+
+@safe_log.defvjp
+def safe_log_vjp(g, out, x):
+    return (g / np.maximum(x, 1e-3),)
+
+
+@custom_vjp
+def scaled_product(a, b):
+    return a * b
+
+
+@scaled_product.defvjp
+def scaled_product_vjp(g, out, a, b):
+    return g * b * 10.0, None  # no gradient for b
+
+
+def loss(x):
+    return np.sum(clip_gradient(x * 3.0) * 5.0) + np.sum(safe_log(x))
+
+
+@pytest.fixture(params=["interpreter", "numba"])
+def backend(request):
+    return request.param
+
+
+def test_rule_replaces_the_derivative(backend):
+    f = compile_grad(loss, backend=backend)
+    x = np.array([0.0, 2.0])
+    # clip_gradient: cotangent 5 clipped to 1, times 3; safe_log: 1 / max(x, 1e-3)
+    np.testing.assert_allclose(f.grad(x), [1.0 * 3 + 1000.0, 3.0 + 0.5])
+    assert f(np.array([1.0, 2.0])) == pytest.approx(45.0 + np.log(2.0))
+
+
+def test_none_means_no_gradient_and_the_forward_is_inlined(backend):
+    f = compile_grad(lambda a, b: np.sum(scaled_product(a, b)), wrt=(0, 1), backend=backend)
+    ga, gb = f.grad(np.array([1.0, 2.0]), np.array([3.0, 4.0]))
+    np.testing.assert_allclose(ga, [30.0, 40.0])
+    np.testing.assert_allclose(gb, [0.0, 0.0])
+    lowered = f.specialize(np.ones(2), np.ones(2)).graph_of("value_and_grad")
+    assert all(n.op != "custom_call" for n in lowered.nodes())
+
+
+def test_runtime_backward_uses_the_rule():
+    f = compile_grad(loss, backend="interpreter")
+    x = Parameter(np.array([0.0, 2.0]))
+    f(x).backward()
+    np.testing.assert_allclose(x.grad, [1003.0, 3.5])
+
+
+def test_plain_call_runs_the_function():
+    np.testing.assert_allclose(safe_log(np.array([1.0, np.e])), [0.0, 1.0])
+
+
+def test_missing_rule_is_reported():
+    @custom_vjp
+    def no_rule(x):
+        return x
+
+    with pytest.raises(TraceError, match="no_rule has no rule"):
+        compile_grad(lambda x: np.sum(no_rule(x)), backend="interpreter")(np.ones(2))
+
+
+def test_rule_with_wrong_arity_is_reported():
+    @custom_vjp
+    def bad(x, y):
+        return x * y
+
+    @bad.defvjp
+    def bad_vjp(g, out, x, y):
+        return (g,)
+
+    f = compile_grad(lambda x: np.sum(bad(x, 2.0)), backend="interpreter")
+    with pytest.raises(TraceError, match="must return a tuple of 2 cotangent"):
+        f.grad(np.ones(2))

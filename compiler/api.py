@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,14 +89,14 @@ class CompiledFunction:
     """A NumPy function compiled to forward and backward kernels; see `compile_grad`."""
 
     def __init__(self, fn: Callable, wrt: int | str | tuple = 0, has_aux: bool = False,
-                 backend: str = "numba") -> None:
+                 backend: str | None = None) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
         # The name of generated functions and of the result variable (`loss = ...`).
         self._graph_name = fn.__name__ if fn.__name__.isidentifier() else "f"
         self.wrt = wrt
         self.has_aux = has_aux
-        self.backend = backends.get(backend)
+        self.backend = backends.get(backend or os.environ.get("GRADFUSE_BACKEND", "numba"))
         self._signature = inspect.signature(fn)
         self._specs: dict[tuple, Specialization] = {}
         self._static_positions: set[tuple[int, int]] = set()
@@ -280,14 +281,16 @@ def _plain(value: np.ndarray):
 
 
 def compile_grad(fn: Callable | None = None, *, wrt: int | str | tuple = 0,
-                 has_aux: bool = False, backend: str = "numba"):
+                 has_aux: bool = False, backend: str | None = None):
     """Compile `fn` (a NumPy function) into fused forward and backward kernels.
 
     `wrt` picks the argument(s) `.grad` differentiates: an index, a parameter
     name, or a tuple of them. With `has_aux=True`, `fn` returns `(value, aux)`
     and only `value` is differentiated. `backend="interpreter"` runs the IR with
-    NumPy and compiles nothing. Usable as `@compile_grad` or `@compile_grad(wrt=...)`.
+    NumPy and compiles nothing; the default is `$GRADFUSE_BACKEND`, else "numba".
+    Usable as `@compile_grad` or `@compile_grad(wrt=...)`.
     """
+    backend = backend or os.environ.get("GRADFUSE_BACKEND", "numba")
     if fn is None:
         return lambda f: CompiledFunction(f, wrt=wrt, has_aux=has_aux, backend=backend)
     return CompiledFunction(fn, wrt=wrt, has_aux=has_aux, backend=backend)

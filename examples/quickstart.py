@@ -1,4 +1,4 @@
-"""gradfuse in one page: compile a NumPy loss, get its value and gradient, read the backward code."""
+"""gradfuse in one page: compile a NumPy loss, get value and gradient, read the backward code."""
 
 import numpy as np
 

@@ -280,7 +280,7 @@ def _plain(value: np.ndarray):
     return value[()] if isinstance(value, np.ndarray) and value.ndim == 0 else value
 
 
-def compile_grad(fn: Callable | None = None, *, wrt: int | str | tuple = 0,
+def compile_grad(fn: Callable | str | os.PathLike | None = None, *, wrt: int | str | tuple = 0,
                  has_aux: bool = False, backend: str | None = None):
     """Compile `fn` (a NumPy function) into fused forward and backward kernels.
 
@@ -288,9 +288,14 @@ def compile_grad(fn: Callable | None = None, *, wrt: int | str | tuple = 0,
     name, or a tuple of them. With `has_aux=True`, `fn` returns `(value, aux)`
     and only `value` is differentiated. `backend="interpreter"` runs the IR with
     NumPy and compiles nothing; the default is `$GRADFUSE_BACKEND`, else "numba".
-    Usable as `@compile_grad` or `@compile_grad(wrt=...)`.
+    Usable as `@compile_grad` or `@compile_grad(wrt=...)`. `fn` may also be DSL
+    source text or the path of a DSL file (compiler/dsl): its last function is compiled.
     """
     backend = backend or os.environ.get("GRADFUSE_BACKEND", "numba")
+    if isinstance(fn, (str, os.PathLike)):
+        from compiler import dsl
+
+        fn = dsl.load(fn)
     if fn is None:
         return lambda f: CompiledFunction(f, wrt=wrt, has_aux=has_aux, backend=backend)
     return CompiledFunction(fn, wrt=wrt, has_aux=has_aux, backend=backend)

@@ -83,15 +83,19 @@ class SymDim:
     def __repr__(self) -> str:
         return f"SymDim({self.sym})"
 
-    def traced(self) -> Tracer:
+    def traced(self, dtype=np.int64) -> Tracer:
         node, axis = self.builder.sym_sources[self.sym]
         return self.builder.emit("size", (Tracer(self.builder, node),),
-                                 {"axes": (axis,), "dtype": np.dtype(np.int64)})
+                                 {"axes": (axis,), "dtype": np.dtype(dtype)})
 
     def _binary(name):
+        # Let the traced operand do the work (x.__rmul__ for n * x), so that the size is
+        # lifted like a Python int: weak, keeping float32 float32.
+        mirrored = name.replace("__r", "__") if name.startswith("__r") else "__r" + name[2:]
+
         def method(self, other):
             if isinstance(other, Tracer):
-                return getattr(self.traced(), name)(other)
+                return getattr(other, mirrored)(self)
             raise Concretize(self.sym)
 
         return method
@@ -125,8 +129,9 @@ class Builder:
         """A constant node; Python scalars take their dtype from the traced operands (NEP 50)."""
         if isinstance(value, Tracer):
             return value.node
-        if isinstance(value, SymDim):
-            return value.traced().node
+        if isinstance(value, SymDim):  # a shape entry is a Python int: weak, like 2
+            dtype = np.result_type(*peers, 1) if peers else np.dtype(np.int64)
+            return value.traced(dtype).node
         if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
             dtype = np.result_type(*peers, value) if peers else np.result_type(value)
             array = np.asarray(value, dtype=dtype)

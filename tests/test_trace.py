@@ -149,3 +149,19 @@ def test_compiled_function_called_inside_another_is_inlined():
     outer = compile_grad(lambda x: np.sum(inner(x) ** 2), backend="interpreter")
     x = np.array([0.3, -0.7])
     np.testing.assert_allclose(outer.grad(x), 8 * np.tanh(x) * (1 - np.tanh(x) ** 2))
+
+
+def test_symbolic_size_is_a_weak_scalar():
+    f = compile_grad(lambda w, x: np.sum(x * w) / x.shape[0], backend="interpreter")
+    x = np.ones((4, 2), np.float32)
+    assert f(np.ones(2, np.float32), x).dtype == np.float32
+    assert f.specialize(np.ones(2, np.float32), x).signature.types[1].shape[0] == Sym("N")
+
+
+def test_symbolic_size_on_either_side_of_an_operator():
+    f = compile_grad(lambda w, x: np.sum(x.shape[0] * (x * w)) - x.shape[0] / np.sum(w),
+                     backend="interpreter")
+    w, x = np.array([1.0, 2.0], np.float32), np.ones((3, 2), np.float32)
+    result = f(w, x)
+    assert result.dtype == np.float32
+    assert result == np.float32(3 * 9 - 3 / 3)

@@ -1,0 +1,184 @@
+"""What a command works on: a DSL file or `path/to/file.py:function`, and inputs to call it with.
+
+Input shapes come from the DSL annotations, or from `--shape name=20,10` options
+(which may use dimension names too); a symbolic dimension takes its size from
+`--dim N=32`, else `DEFAULT_DIM`. Inputs are random: floats standard normal,
+integers 0 or 1 (valid class labels and indices for any axis of size 2 or more),
+booleans fair coin flips.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from compiler import dsl
+from compiler.dsl.errors import suggestion
+from compiler.ir import TensorType
+
+DEFAULT_DIM = 16
+
+
+class UsageError(Exception):
+    """The command line asks for something impossible: exit status 2."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One argument to make: its name, dtype, and dims (ints and dimension names)."""
+
+    name: str
+    dtype: np.dtype
+    dims: tuple[int | str, ...]
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype.kind == "f"
+
+
+@dataclass(frozen=True)
+class Target:
+    function: Callable
+    name: str
+    inputs: list[InputSpec]
+
+    def default_wrt(self) -> list[str]:
+        """Float arguments with fully static shapes (the parameters; symbolic dims mark
+        data), or every float argument when none is static."""
+        floats = [s for s in self.inputs if s.is_float]
+        static = [s.name for s in floats if all(isinstance(d, int) for d in s.dims)]
+        return static or [s.name for s in floats]
+
+
+def parse_shape(text: str) -> tuple[str, tuple[int | str, ...]]:
+    """`name=20,N` -> ("name", (20, "N")); `name=` or `name=()` is a scalar."""
+    name, sep, dims_text = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise UsageError(f"--shape {text!r}: expected NAME=D1,D2,... (such as X=N,10)")
+    dims_text = dims_text.strip().strip("()")
+    dims: list[int | str] = []
+    for item in filter(None, (d.strip() for d in dims_text.split(","))):
+        if item.isdigit():
+            dims.append(int(item))
+        elif item.isidentifier():
+            dims.append(item)
+        else:
+            raise UsageError(f"--shape {text!r}: {item!r} is neither a size nor a dimension name")
+    return name, tuple(dims)
+
+
+def parse_dim(text: str) -> tuple[str, int]:
+    name, sep, size = text.partition("=")
+    if not sep or not name.isidentifier() or not size.isdigit() or int(size) < 1:
+        raise UsageError(f"--dim {text!r}: expected NAME=SIZE with a positive size (such as N=32)")
+    return name, int(size)
+
+
+def load_target(spec: str, function: str | None, shapes: dict[str, tuple], dtype: np.dtype,
+                float_dtype: np.dtype | None = None) -> Target:
+    """The function named by `spec` and the inputs it takes. `float_dtype` overrides the
+    dtype of every float input (the gradient check runs in float64)."""
+    path, _, attribute = spec.rpartition(":") if _is_python_spec(spec) else (spec, "", "")
+    if not os.path.isfile(path):
+        raise UsageError(f"no such file: {path}")
+    if attribute:
+        if function is not None:
+            raise UsageError("--function is for DSL files; name a Python function as "
+                             "path/to/file.py:function")
+        fn = _python_function(path, attribute)
+        params = {name: (None, None) for name in _parameter_names(fn, shapes)}
+    elif path.endswith(".py"):
+        raise UsageError(f"{path} is a Python file: name the function, as in {path}:loss")
+    else:
+        fn = dsl.load(path, function, float_dtype=float_dtype)
+        params = fn.dsl_params
+    inputs = []
+    for name, (annotated_dtype, dims) in params.items():
+        if name in shapes:
+            dims = shapes[name]
+        if dims is None:
+            raise UsageError(f"no shape for argument '{name}' of {fn.__name__}: give "
+                             f"--shape {name}=D1,D2,... (dims may be names such as N)")
+        chosen = annotated_dtype if annotated_dtype is not None else dtype
+        if float_dtype is not None and chosen.kind == "f":
+            chosen = float_dtype
+        inputs.append(InputSpec(name, np.dtype(chosen), tuple(dims)))
+    unknown = set(shapes) - set(params)
+    if unknown:
+        name = sorted(unknown)[0]
+        raise UsageError(f"--shape {name}=...: {fn.__name__} has no argument '{name}'"
+                         f"{suggestion(name, params)}")
+    return Target(fn, fn.__name__, inputs)
+
+
+def _is_python_spec(spec: str) -> bool:
+    path, sep, attribute = spec.rpartition(":")
+    return bool(sep) and path.endswith(".py") and attribute.isidentifier()
+
+
+def _python_function(path: str, attribute: str) -> Callable:
+    module_name = f"gradfuse_cli_{Path(path).stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(Path(path).resolve().parent))  # so the file's own imports work
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    fn = getattr(module, attribute, None)
+    if fn is None:
+        names = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
+        raise UsageError(f"{path} has no function '{attribute}'{suggestion(attribute, names)}")
+    fn = getattr(fn, "fn", fn)  # a @compile_grad function: compile what it wraps
+    if not callable(fn):
+        raise UsageError(f"{path}:{attribute} is not a function")
+    return fn
+
+
+def _parameter_names(fn: Callable, shapes: dict[str, tuple]) -> list[str]:
+    """The parameters to pass: each one without a default, and those with a --shape."""
+    names = []
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise UsageError(f"{fn.__name__} takes *{param.name}: the command line can only "
+                             "pass named array arguments")
+        if param.default is param.empty or param.name in shapes:
+            names.append(param.name)
+    return names
+
+
+def make_inputs(target: Target, sizes: dict[str, int], seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    inputs = {}
+    for spec in target.inputs:
+        shape = tuple(d if isinstance(d, int) else sizes.get(d, DEFAULT_DIM) for d in spec.dims)
+        if spec.is_float:
+            inputs[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        elif spec.dtype.kind in "iu":
+            inputs[spec.name] = rng.integers(0, 2, shape).astype(spec.dtype)
+        else:
+            inputs[spec.name] = rng.random(shape) < 0.5
+    return inputs
+
+
+def choose_wrt(target: Target, requested: str | None) -> list[str]:
+    if requested is None:
+        return target.default_wrt()
+    names = [n.strip() for n in requested.split(",") if n.strip()]
+    floats = {s.name for s in target.inputs if s.is_float}
+    for name in names:
+        if name not in floats:
+            known = [s.name for s in target.inputs]
+            what = "is not a float argument" if name in known else "is not an argument"
+            raise UsageError(f"--wrt {name}: '{name}' {what} of {target.name}"
+                             f"{suggestion(name, floats) if name not in known else ''}")
+    return names
+
+
+def describe_inputs(inputs: dict[str, np.ndarray]) -> str:
+    return ", ".join(f"{name}: {TensorType(a.dtype, a.shape)}" for name, a in inputs.items())

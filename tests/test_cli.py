@@ -1,0 +1,210 @@
+"""The `gradfuse` command, run as a subprocess: output and exit status of every subcommand."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = str(ROOT / "examples" / "mlp.gf")  # the DSL file every command is tried on
+
+PYTHON_MODELS = '''
+import numpy as np
+from compiler import compile_grad, custom_vjp
+
+
+@custom_vjp
+def wrong_square(x):
+    return x * x
+
+
+@wrong_square.defvjp
+def wrong_square_vjp(g, out, x):
+    return (3.0 * x * g,)  # the derivative of x * x is 2x, not 3x
+
+
+def broken(w, x):
+    return np.sum(wrong_square(x @ w))
+
+
+@compile_grad
+def fine(w, x):
+    h = np.tanh(x @ w)
+    return np.mean(h ** 2)
+'''
+
+
+def gradfuse(*args: str, backend: str | None = "interpreter", path: str | None = None):
+    """Run `python -m compiler.cli *args`; the interpreter backend keeps it quick."""
+    env = dict(os.environ)
+    if backend is None:
+        env.pop("GRADFUSE_BACKEND", None)
+    else:
+        env["GRADFUSE_BACKEND"] = backend
+    if path is not None:
+        env["PATH"] = path
+    return subprocess.run([sys.executable, "-m", "compiler.cli", *args], capture_output=True,
+                          text=True, env=env, cwd=ROOT, check=False)
+
+
+@pytest.fixture(scope="module")
+def python_models(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "models.py"
+    path.write_text(PYTHON_MODELS)
+    return path
+
+
+# --- usage -------------------------------------------------------------------------------
+@pytest.mark.parametrize(("command", "options"), [
+    ((), ("ir", "source", "graph", "check", "time", "exit status")),
+    (("ir",), ("--kind", "--function", "--dim", "--shape", "--dtype", "--wrt", "--backend")),
+    (("source",), ("--kind", "--dim", "generated source")),
+    (("graph",), ("--format", "--output", "svg", "png")),
+    (("check",), ("--tol", "--eps", "--samples", "--seed")),
+    (("time",), ("--repeat", "--dim")),
+])
+def test_help_describes_every_option(command, options):
+    result = gradfuse(*command, "--help")
+    assert result.returncode == 0
+    for option in options:
+        assert option in result.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((), "the following arguments are required: COMMAND"),
+    (("ir", MODEL, "--kind", "sideways"), "invalid choice: 'sideways'"),
+    (("ir", "no/such/model.gf"), "no such file: no/such/model.gf"),
+    (("ir", MODEL, "--dim", "N=zero"), "expected NAME=SIZE"),
+    (("ir", MODEL, "--wrt", "W_1"), "'W_1' is not an argument of loss; did you mean 'W1'?"),
+    (("ir", MODEL, "--wrt", "X,b3"), "'b3' is not an argument of loss"),
+    (("ir", MODEL, "--shape", "Z=3"), "loss has no argument 'Z'"),
+])
+def test_bad_usage_exits_with_status_2(args, message):
+    result = gradfuse(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_a_python_function_needs_shapes(python_models):
+    result = gradfuse("ir", f"{python_models}:fine", "--shape", "w=3")
+    assert result.returncode == 2
+    assert "no shape for argument 'x' of fine: give --shape x=D1,D2,..." in result.stderr
+
+
+def test_an_error_in_the_program_exits_with_status_1(tmp_path):
+    path = tmp_path / "typo.gf"
+    path.write_text("def loss(x: f32[N, 3]):\n    return mean(sofmax(x))\n")
+    result = gradfuse("ir", str(path))
+    assert result.returncode == 1
+    assert f"{path}:2:17: unknown function 'sofmax'; did you mean 'softmax'?" in result.stderr
+    assert "return mean(sofmax(x))\n                ^" in result.stderr
+
+
+# --- ir, source, graph ---------------------------------------------------------------------
+def test_ir_shows_the_forward_graph_with_names_and_lines():
+    result = gradfuse("ir", MODEL)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("def loss(W1: f32[10,5], b1: f32[5], W2: f32[5,1], b2: "
+                                    "f32[1], X: f32[N,10], y: f32[N,1]) -> (f32[]):")
+    assert "h: f32[N,5] = where" in result.stdout and "# mlp.gf:3" in result.stdout
+
+
+def test_ir_of_the_backward_graph_with_chosen_wrt_and_dims():
+    result = gradfuse("ir", MODEL, "--kind", "backward", "--wrt", "W2,X", "--dim", "N=4")
+    assert result.returncode == 0, result.stderr
+    assert "-> (f32[5,1], f32[4,10]):" in result.stdout  # differentiated inputs are static
+    assert "return W2_grad, X_grad" in result.stdout
+
+
+def test_ir_of_a_python_function(python_models):
+    result = gradfuse("ir", f"{python_models}:fine", "--shape", "w=3", "--shape", "x=N,3",
+                      "--dtype", "float32", "--kind", "value_and_grad")
+    assert result.returncode == 0, result.stderr
+    assert "def fine_vjp(w: f32[3], x: f32[N,3])" in result.stdout
+    assert "w_grad" in result.stdout and "models.py:" in result.stdout
+
+
+def test_graph_as_dot_text():
+    result = gradfuse("graph", MODEL)
+    assert result.returncode == 0, result.stderr
+    dot = result.stdout
+    assert dot.startswith('digraph "loss_vjp" {') and dot.rstrip().endswith("}")
+    assert 'label="h = where\\nf32[N,5]"' in dot
+    assert 'label="X\\nf32[N,10]", shape=ellipse' in dot
+    assert 'label="W1_grad = matmul\\nf32[10,5]", style="rounded,filled,dashed"' in dot
+    assert " -> " in dot
+
+
+def test_graph_to_a_file(tmp_path):
+    out = tmp_path / "forward.dot"
+    result = gradfuse("graph", MODEL, "--kind", "forward", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.read_text().startswith('digraph "loss" {')
+    assert "dashed" not in out.read_text(), "a forward graph has no backward nodes"
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+@pytest.mark.parametrize(("suffix", "magic"), [(".svg", b"<?xml"), (".png", b"\x89PNG")])
+def test_graph_drawn_by_graphviz(tmp_path, suffix, magic):
+    out = tmp_path / f"mlp{suffix}"
+    result = gradfuse("graph", MODEL, "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes().startswith(magic)
+
+
+def test_graph_without_graphviz_says_how_to_get_it(tmp_path):
+    result = gradfuse("graph", MODEL, "--format", "svg", path=str(tmp_path))
+    assert result.returncode == 1
+    assert "needs the 'dot' program of Graphviz, which is not installed" in result.stderr
+
+
+def test_source_of_a_numba_kernel():
+    pytest.importorskip("compiler.jit", reason="the numba backend (compiler/jit.py) is not "
+                                               "there yet")
+    result = gradfuse("source", MODEL, backend=None)
+    assert result.returncode == 0, result.stderr
+    assert "def " in result.stdout and "mlp.gf:3" in result.stdout
+
+
+# --- check and time ------------------------------------------------------------------------
+def test_check_passes_for_the_compiled_gradients():
+    result = gradfuse("check", MODEL, "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("gradient check of loss in float64 (W1: f64[10,5]")
+    for name in ("W1", "b1", "W2", "b2"):
+        assert any(line.split()[:3] == [name, "max", "error"] and line.endswith("ok")
+                   for line in lines), result.stdout
+    assert lines[-1] == "all gradients match"
+
+
+def test_check_fails_for_a_wrong_gradient(python_models):
+    result = gradfuse("check", f"{python_models}:broken", "--shape", "w=3", "--shape", "x=5,3")
+    assert result.returncode == 1
+    assert "FAILED" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("gradient check FAILED for w")
+
+
+def test_time_reports_forward_and_value_and_grad():
+    pytest.importorskip("compiler.jit", reason="the numba backend (compiler/jit.py) is not "
+                                               "there yet")
+    result = gradfuse("time", MODEL, "--repeat", "3", "--dim", "N=32", backend=None)
+    assert result.returncode == 0, result.stderr
+    assert "with the numba backend" in result.stdout
+    for kind in ("forward", "value_and_grad"):
+        assert any(line.split()[:2] == [kind, "median"] for line in result.stdout.splitlines())
+
+
+def test_the_console_script_is_installed():
+    script = shutil.which("gradfuse")
+    if script is None:
+        pytest.skip("the gradfuse script is not on PATH (pip install -e . installs it)")
+    result = subprocess.run([script, "ir", MODEL, "--backend", "interpreter"],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("def loss(")

@@ -1,0 +1,207 @@
+"""DSL mistakes are reported at their line and column, with the offending line and a caret."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiler import GradfuseError, TraceError, compile_grad, dsl
+from compiler.dsl import DslError
+
+
+def error_of(program: str, *args, compile_it: bool = False) -> DslError:
+    """The DslError that loading `program` (and, given args, calling it) raises."""
+    with pytest.raises(DslError) as caught:
+        fn = dsl.load(program)
+        if compile_it:
+            compile_grad(fn, backend="interpreter")(*args)
+        elif args:
+            fn(*args)
+    return caught.value
+
+
+def assert_points_at(err: DslError, line: int, column: int, code: str) -> None:
+    """The message names <dsl>:line:column, shows the line, and puts a caret under the column."""
+    text = str(err)
+    header, shown, caret = text.splitlines()[:3]
+    assert header.startswith(f"<dsl>:{line}:{column}: "), text
+    assert shown.strip() == code, text
+    assert caret.index("^") == shown.index(code[0]) + column - 1 - (
+        len(err.line_text) - len(err.line_text.lstrip())), text
+    assert (err.line, err.column) == (line, column)
+    assert str(err.loc) == f"<dsl>:{line}"
+
+
+def test_dsl_errors_are_gradfuse_trace_errors():
+    assert issubclass(DslError, TraceError) and issubclass(DslError, GradfuseError)
+
+
+# --- syntax ------------------------------------------------------------------------------
+def test_unexpected_token_says_what_was_expected():
+    err = error_of("def f(x):\n    y = x +\n    return y\n")
+    assert err.reason == "unexpected end of line; expected an expression"
+    assert_points_at(err, 2, 12, "y = x +")
+
+
+def test_missing_operator_lists_the_possibilities():
+    err = error_of("def f(x, w):\n    y = x w\n    return y\n")
+    assert err.reason.startswith("unexpected name 'w'; expected an operator")
+    assert "'('" in err.reason and "a new line" in err.reason
+    assert_points_at(err, 2, 11, "y = x w")
+
+
+def test_unclosed_parenthesis_points_at_it():
+    err = error_of("def f(x):\n    y = sum((x + 1)\n    return y\n")
+    assert err.reason == "'(' was never closed"
+    assert_points_at(err, 2, 12, "y = sum((x + 1)")
+
+
+def test_unexpected_character():
+    err = error_of("def f(x):\n    return x $ 2\n")
+    assert err.reason == "unexpected character '$'"
+    assert_points_at(err, 2, 14, "return x $ 2")
+
+
+def test_control_flow_suggests_where():
+    err = error_of("def f(x):\n    if x > 0:\n        x = -x\n    return x\n")
+    assert "'if' statements are not part of the DSL" in err.reason
+    assert "where(condition, a, b)" in err.reason
+    assert_points_at(err, 2, 5, "if x > 0:")
+
+
+def test_bad_indentation():
+    err = error_of("def f(x):\n        y = x\n    return y\n")
+    assert err.reason == "unindent does not match any outer indentation level"
+    assert_points_at(err, 3, 5, "return y")
+    err = error_of("def f(x):\nreturn x\n")
+    assert err.reason == "expected an indented block after the function header on line 1"
+
+
+# --- names and calls -----------------------------------------------------------------------
+def test_unknown_name_suggests_a_close_one():
+    err = error_of("def f(x):\n    hidden = x * 2\n    return sum(hiden)\n")
+    assert err.reason == "unknown name 'hiden'; did you mean 'hidden'?"
+    assert_points_at(err, 3, 16, "return sum(hiden)")
+
+
+def test_a_name_used_before_it_is_bound_is_unknown():
+    err = error_of("def f(x):\n    y = z + x\n    z = x\n    return y\n")
+    assert err.reason == "unknown name 'z'"
+
+
+def test_unknown_function_suggests_a_close_one():
+    err = error_of("def f(x: f32[N, 3]):\n    p = sofmax(x, axis=1)\n    return sum(p)\n")
+    assert err.reason == "unknown function 'sofmax'; did you mean 'softmax'?"
+    assert_points_at(err, 2, 9, "p = sofmax(x, axis=1)")
+
+
+def test_the_programs_own_functions_are_suggested():
+    err = error_of("def layer(x):\n    return x\n\ndef f(x):\n    return sum(layr(x))\n")
+    assert err.reason == "unknown function 'layr'; did you mean 'layer'?"
+
+
+def test_wrong_argument_count_of_an_op():
+    err = error_of("def f(x):\n    return sum(exp(x, 2))\n")
+    assert err.reason == "exp() takes 1 positional argument but 2 were given"
+    assert_points_at(err, 2, 16, "return sum(exp(x, 2))")
+    err = error_of("def f(x):\n    return mse_loss(relu(x))\n")
+    assert err.reason == "mse_loss() missing required argument 'target'"
+    err = error_of("def f(x):\n    return sum(x, 0, None, None, False, 0.0, True, 1)\n")
+    assert err.reason == "sum() takes from 1 to 7 positional arguments but 8 were given"
+
+
+def test_wrong_argument_count_of_a_dsl_function():
+    program = ("def scale(x, factor):\n    return x * factor\n\n"
+               "def f(x):\n    return sum(scale(x))\n")
+    err = error_of(program)
+    assert err.reason == "scale() missing required argument 'factor'"
+    assert_points_at(err, 5, 16, "return sum(scale(x))")
+    err = error_of(program.replace("scale(x)", "scale(x, 2, 3)"))
+    assert err.reason == "scale() takes 2 positional arguments but 3 were given"
+
+
+def test_unknown_keyword_suggests_a_close_one():
+    err = error_of("def f(x):\n    return sum(x, axes=0)\n")
+    assert err.reason == "sum() got an unexpected keyword argument 'axes'; did you mean 'axis'?"
+
+
+def test_recursion_is_refused():
+    err = error_of("def f(x):\n    return g(x)\n\ndef g(x):\n    return f(x)\n")
+    assert err.reason.startswith("recursive call: f -> g -> f")
+    assert_points_at(err, 2, 12, "return g(x)")
+
+
+def test_a_function_must_end_with_its_return():
+    assert error_of("def f(x):\n    y = x\n").reason == "function 'f' does not end with a return " \
+                                                       "statement"
+    err = error_of("def f(x):\n    return x\n    y = x\n")
+    assert err.reason == "unreachable statement after return"
+    assert_points_at(err, 3, 5, "y = x")
+
+
+def test_unknown_dtype_suggests_a_close_one():
+    err = error_of("def f(x: f23[N]):\n    return x\n")
+    assert err.reason.startswith("unknown dtype 'f23'; did you mean 'f32'?")
+
+
+# --- values that do not fit ------------------------------------------------------------------
+def test_shape_mismatch_while_tracing_points_at_the_operator():
+    program = "def f(w: f64[3], x: f64[N, 4]):\n    h = x @ w\n    return sum(h)\n"
+    err = error_of(program, np.ones(3), np.ones((5, 4)), compile_it=True)
+    assert err.reason == ("matmul (@): shapes (5, 4) and (3,) are not aligned: 4 (dim 1) != 3 "
+                          "(dim 0)")
+    assert_points_at(err, 2, 11, "h = x @ w")
+
+
+def test_shape_mismatch_when_run_eagerly_points_at_the_operator():
+    err = error_of("def f(a, b):\n    return sum(a + b)\n", np.ones(3), np.ones(4))
+    assert "operands could not be broadcast together with shapes (3,) (4,)" in err.reason
+    assert_points_at(err, 2, 18, "return sum(a + b)")
+
+
+def test_an_error_inside_a_called_function_says_where_it_was_called():
+    program = ("def g(a, b):\n    return a * b\n\n"
+               "def f(w: f64[4], x: f64[N, 4]):\n    return sum(g(x @ w, w))\n")
+    err = error_of(program, np.ones(4), np.ones((5, 4)), compile_it=True)
+    assert err.reason == "mul (*): shapes (5,) and (4,) cannot be broadcast together"
+    assert_points_at(err, 2, 14, "return a * b")
+    assert err.notes == ["in g(), called from f() at <dsl>:5:16"]
+
+
+def test_argument_dtype_must_match_its_annotation():
+    program = "def f(w: f32[3], x: f32[N, 3]):\n    return sum(x @ w)\n"
+    err = error_of(program, np.ones(3), np.ones((4, 3), np.float32), compile_it=True)
+    assert err.reason == "argument 'w' of f() holds float64 values, but its annotation says f32[3]"
+    assert_points_at(err, 1, 7, "def f(w: f32[3], x: f32[N, 3]):")
+
+
+def test_argument_rank_and_static_dims_must_match():
+    program = "def f(w: f64[3], x: f64[N, 3]):\n    return sum(x @ w)\n"
+    err = error_of(program, np.ones(3), np.ones(3))
+    assert err.reason == "argument 'x' of f() has shape (3,), but its annotation says f64[N, 3]"
+    err = error_of(program, np.ones(2), np.ones((4, 3)), compile_it=True)
+    assert err.reason == ("argument 'w' of f() has shape (2,), but its annotation says f64[3] "
+                          "(axis 0 should be 3)")
+
+
+def test_a_symbolic_dimension_must_agree_across_arguments():
+    program = "def f(x: f64[N, 3], y: f64[N]):\n    return sum(x) + sum(y)\n"
+    for compile_it in (False, True):
+        err = error_of(program, np.ones((4, 3)), np.ones(5), compile_it=compile_it)
+        assert err.reason == "dimension N of f() is 4 in 'x' (axis 0) but 5 in 'y' (axis 0)"
+        assert_points_at(err, 1, 21, "def f(x: f64[N, 3], y: f64[N]):")
+
+
+def test_unsupported_operation_is_located():
+    err = error_of("def f(x):\n    return sum(x // 2)\n", np.ones(3), compile_it=True)
+    assert "floor division and modulo have no gradient" in err.reason
+    assert_points_at(err, 2, 18, "return sum(x // 2)")
+
+
+def test_compile_grad_reports_dsl_errors_with_the_file(tmp_path):
+    path = tmp_path / "model.gf"
+    path.write_text("def loss(x):\n    return mean(relu(x) + sofmax(x))\n")
+    with pytest.raises(DslError) as caught:
+        compile_grad(path)
+    assert str(caught.value).startswith(f"{path}:2:27: unknown function 'sofmax'")
+    assert caught.value.loc.short_filename == "model.gf"

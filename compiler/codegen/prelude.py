@@ -1,0 +1,111 @@
+"""Helper functions that generated modules define before their kernel, and which of them it uses.
+
+Each helper is a small `@numba.njit(inline="always")` function, so it costs
+nothing at run time and keeps the kernel readable. Helpers that need float
+constants come in one variant per dtype (`_tanh_f32`, `_tanh_f64`), because
+numba types a bare `0.5` as float64 and would widen float32 code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_DECORATOR = '@numba.njit(inline="always")'
+
+# Generic helpers: the same source serves every dtype.
+_GENERIC = {
+    "_maximum": '''
+def _maximum(a, b):
+    # np.maximum's rule: a NaN in either argument wins (the builtin max() would drop it).
+    return a if a > b or a != a else b
+''',
+    "_minimum": '''
+def _minimum(a, b):
+    # np.minimum's rule: a NaN in either argument wins (the builtin min() would drop it).
+    return a if a < b or a != a else b
+''',
+    "_wrap": '''
+def _wrap(index, n):
+    # NumPy's negative indices count from the end.
+    return index + n if index < 0 else index
+''',
+    "_check_index": '''
+def _check_index(indices, n):
+    for index in indices.flat:
+        if index < -n or index >= n:
+            raise IndexError("index out of bounds for the gathered axis")
+''',
+}
+
+# Per-dtype helpers: functions of `c`, which spells a float constant in the helper's dtype.
+TANH_TAYLOR_BELOW = 0.1
+
+
+def _tanh(c) -> str:
+    return f"""
+def _tanh(x):
+    # exp(-2|x|) <= 1 cannot overflow, so large |x| gives +-1, never inf/inf = NaN.
+    a = abs(x)
+    e = vm.exp({c(-2)} * a)
+    far = np.copysign(({c(1)} - e) / ({c(1)} + e), x)
+    # Near 0, 1 - e cancels; there the series x - x^3/3 + 2x^5/15 - ... is exact to rounding.
+    x2 = x * x
+    tail = {c(-929569 / 638512875)}
+    tail = {c(21844 / 6081075)} + x2 * tail
+    tail = {c(-1382 / 155925)} + x2 * tail
+    tail = {c(62 / 2835)} + x2 * tail
+    tail = {c(-17 / 315)} + x2 * tail
+    tail = {c(2 / 15)} + x2 * tail
+    near = x + x * x2 * ({c(-1 / 3)} + x2 * tail)
+    return near if a < {c(TANH_TAYLOR_BELOW)} else far
+"""
+
+
+_PER_DTYPE = {"_tanh": _tanh}
+_USES_VECTOR_MATH = {"_tanh"}
+VECTOR_MATH_IMPORT = "from compiler.codegen import vecmath as vm"
+_SUFFIX = {"float32": "f32", "float64": "f64"}
+
+
+def _per_dtype_source(name: str, dtype: np.dtype) -> str:
+    from compiler.codegen.scalars import literal
+
+    source = _PER_DTYPE[name](lambda value: literal(value, dtype))
+    return source.replace(f"def {name}(", f"def {name}_{_SUFFIX[dtype.name]}(", 1)
+
+
+class HelperSet:
+    """The helpers a module uses, collected while its kernel is written."""
+
+    def __init__(self) -> None:
+        self._used: dict[str, str] = {}  # generated name -> source
+        self.uses_vector_math = False
+
+    def vector_math(self, name: str) -> str:
+        """The call for NumPy's `name` (np.exp ...) through compiler.codegen.vecmath."""
+        self.uses_vector_math = True
+        return f"vm.{name}"
+
+    def use(self, name: str, dtype) -> str:
+        """The name to call for helper `name` on values of `dtype`; records the use."""
+        if name in _GENERIC:
+            self._used.setdefault(name, _GENERIC[name])
+            return name
+        if name in _PER_DTYPE:
+            dtype = np.dtype(dtype)
+            if dtype.name not in _SUFFIX:
+                raise NotImplementedError(f"{name} on {dtype} values")
+            generated = f"{name}_{_SUFFIX[dtype.name]}"
+            self.uses_vector_math |= name in _USES_VECTOR_MATH
+            self._used.setdefault(generated, _per_dtype_source(name, dtype))
+            return generated
+        raise KeyError(f"generated code calls unknown helper {name!r}")
+
+    def imports(self) -> list[str]:
+        lines = ["import numba", "import numpy as np"]
+        return lines + ([VECTOR_MATH_IMPORT] if self.uses_vector_math else [])
+
+    def source(self) -> str:
+        """The helpers' definitions, sorted by name so the text is deterministic."""
+        return "\n\n".join(f"{_DECORATOR}{self._used[name].rstrip()}\n"
+                           for name in sorted(self._used))

@@ -1,0 +1,198 @@
+"""The numba backend: generated source -> cache file -> imported module -> compiled kernel.
+
+A kernel's source text names its file: `<cache dir>/gf_<hash>.py`, where the
+hash covers the text, numba's version, the code generator's version and the
+vector math library in use. The file is written once (atomically) and
+imported under the stable name `gradfuse_kernels.gf_<hash>`, registered in
+`sys.modules` first: numba's `cache=True` keys its on-disk cache on that file
+and reloads machine code from it, so a second process compiles nothing.
+
+The cache directory is `$GRADFUSE_CACHE_DIR`, else `$XDG_CACHE_HOME/gradfuse`,
+else `~/.cache/gradfuse`. `GRADFUSE_LIBMVEC=0` turns off glibc's vector math
+library (on by default where it loads; see compiler/codegen/vecmath.py), which
+makes loops of exp/log/sin... 3-5x faster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from compiler.codegen import CODEGEN_VERSION, GeneratedModule, generate
+from compiler.errors import InternalError
+from compiler.ir import Graph
+
+PACKAGE = "gradfuse_kernels"
+
+
+def cache_dir() -> Path:
+    explicit = os.environ.get("GRADFUSE_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "gradfuse"
+
+
+def _fallback_cache_dir() -> Path:
+    """Where kernels go when the cache directory cannot be written (a read-only home)."""
+    return Path(tempfile.gettempdir()) / f"gradfuse-{os.getuid() if hasattr(os, 'getuid') else 0}"
+
+
+# --- vector math ---------------------------------------------------------------------------
+_vector_library: str | None = None
+_vector_library_decided = False
+
+
+def vector_library() -> str:
+    """The vector math library that compiled kernels may call ("none" if off or missing).
+
+    It must be loaded before the first kernel compiles or loads from cache: cached
+    machine code calls its functions directly.
+    """
+    global _vector_library, _vector_library_decided
+    if not _vector_library_decided:
+        _vector_library_decided = True
+        if os.environ.get("GRADFUSE_LIBMVEC", "1") != "0":
+            _vector_library = _load_libmvec()
+    return _vector_library or "none"
+
+
+def _load_libmvec() -> str | None:
+    import llvmlite.binding as llvm
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        llvm.load_library_permanently("libmvec.so.1")
+    except Exception:  # noqa: BLE001 -- no libmvec here: scalar math it is
+        return None
+    # Up to LLVM 21 this option also vectorizes math in numba code that is not
+    # ours (21 renamed its value). LLVM 22 moved the setting into TargetOptions,
+    # which llvmlite does not expose; there only the calls that generated code
+    # makes through compiler.codegen.vecmath vectorize.
+    name = "LIBMVEC" if llvm.llvm_version_info >= (21,) else "LIBMVEC-X86"
+    llvm.set_option("gradfuse", f"-vector-library={name}")
+    return "libmvec"
+
+
+# --- cache files and modules -----------------------------------------------------------------
+def module_key(source: str) -> str:
+    salt = f"numba {numba.__version__}\ncodegen {CODEGEN_VERSION}\nveclib {vector_library()}\n"
+    return hashlib.sha256((salt + source).encode()).hexdigest()[:16]
+
+
+def load_module(source: str) -> tuple[types.ModuleType, Path]:
+    """The module holding `source`, imported from its cache file (written if absent)."""
+    key = module_key(source)
+    name = f"{PACKAGE}.gf_{key}"
+    module = sys.modules.get(name)
+    if module is not None:
+        return module, Path(module.__file__)
+    path = cache_dir() / f"gf_{key}.py"
+    if not path.exists():
+        try:
+            _write_once(path, source)
+        except OSError:
+            path = _fallback_cache_dir() / path.name
+            if not path.exists():
+                _write_once(path, source)
+    _ensure_package()
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # before executing: numba's cache looks the module up
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module, path
+
+
+def _write_once(path: Path, source: str) -> None:
+    """Write atomically and never replace an existing file: numba's cache index records the
+    file's modification time, so rewriting it would invalidate every cached kernel."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(source)
+        try:
+            os.link(tmp, path)  # fails if another process got there first, which is fine
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links on this file system
+            if not path.exists():
+                os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _ensure_package() -> None:
+    if PACKAGE not in sys.modules:
+        package = types.ModuleType(PACKAGE, "Kernels generated by gradfuse, one module each.")
+        package.__path__ = []
+        sys.modules[PACKAGE] = package
+
+
+# --- kernels -------------------------------------------------------------------------------
+def _array_type(dtype: np.dtype, ndim: int) -> numba.types.Array:
+    return numba.types.Array(numba.from_dtype(np.dtype(dtype)), ndim, "C")
+
+
+@contextlib.contextmanager
+def _deep_recursion(limit: int = 20000):
+    """numba's SSA pass recurses once per basic block along dominator chains, so a kernel
+    with hundreds of loop nests needs more than Python's default 1000 frames."""
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(previous, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
+
+
+class NumbaKernel:
+    """A compiled kernel: call it with one C-contiguous array per graph input."""
+
+    def __init__(self, graph: Graph, generated: GeneratedModule) -> None:
+        self.source = generated.source
+        self.path: Path | None = None
+        vector_library()  # before anything compiles or loads from numba's cache
+        self._constants = generated.constants
+        signature = tuple(_array_type(n.dtype, n.type.ndim) for n in graph.inputs) + \
+            tuple(_array_type(c.dtype, c.ndim) for c in generated.constants)
+        try:
+            module, self.path = load_module(generated.source)
+            self.dispatcher = getattr(module, generated.function_name)
+            with _deep_recursion():
+                self.dispatcher.compile(signature)
+        except OSError:  # the cache directory's problem, not the code's
+            raise
+        except Exception as err:  # noqa: BLE001 -- generated code that fails is our bug
+            where = self.path or cache_dir() / f"gf_{module_key(generated.source)}.py"
+            raise InternalError(
+                f"gradfuse generated code that numba could not compile ({where}); "
+                f"this is a bug in gradfuse, please report it with that file.\n"
+                f"{type(err).__name__}: {err}") from None
+
+    def __call__(self, args: list[np.ndarray]) -> list[np.ndarray]:
+        if self._constants:
+            return list(self.dispatcher(*args, *self._constants))
+        return list(self.dispatcher(*args))
+
+
+class NumbaBackend:
+    name = "numba"
+
+    def compile(self, graph: Graph, kind: str) -> NumbaKernel:
+        return NumbaKernel(graph, generate(graph, kind))

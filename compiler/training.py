@@ -1,20 +1,22 @@
-"""Fused training steps: zero-grad, forward, backward, clipping and the optimizer's update in one
-kernel, traced from the loss and the optimizer's NumPy update rule.
+"""Fused training: zero-grad, forward, backward, clipping and the optimizer's update in one
+kernel, and `fit`, which runs many such steps over minibatches inside compiled code.
 
     step = train_step(loss_fn, params, optimizer, max_norm=1.0)
-    loss = step(X, y)          # params and optimizer state updated in place
+    loss = step(X, y)                       # params and optimizer state updated in place
+    history = fit(loss_fn, params, optimizer, (X, y), epochs=10, batch_size=32)
 
-The step function below is ordinary traceable NumPy: it inlines the loss's
-value-and-gradient graph, clips, and applies `optimizer.rule` per parameter.
-Numeric hyper-parameters (lr, momentum, betas, ...) are one float64 kernel
-argument read fresh from `optimizer.param_groups` on every call, so a
+The step is ordinary traceable NumPy (`TrainStep._step_function`): it inlines the
+loss's value-and-gradient graph, clips, and applies `optimizer.rule` per
+parameter. Numeric hyper-parameters (lr, momentum, betas, ...) travel in one
+float64 kernel argument read from `optimizer.param_groups` on every call, so a
 learning-rate schedule never recompiles; structural flags (nesterov, amsgrad,
-...) are baked into the trace.
+...) are part of the trace. With the numba backend, generated drivers
+(compiler/drivers.py) update the arrays in place and run minibatch loops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ import numpy as np
 
 from compiler import pytree
 from compiler.api import CompiledFunction, compile_grad
+from compiler.drivers import Drivers, StepLayout
 from runtime import Parameter
 from runtime.optim import Optimizer
 
@@ -30,8 +33,9 @@ CLIP_EPS = 1e-6  # PyTorch's clip_grad_norm_: scale = max_norm / (total_norm + 1
 
 @dataclass
 class _Slot:
-    """One parameter in the step: its optimizer group, static options, and hyper indices."""
+    """One parameter in the step: its optimizer group, static flags, and hyper positions."""
 
+    name: str
     param: Parameter
     group: dict
     flags: dict[str, bool]
@@ -39,7 +43,11 @@ class _Slot:
 
 
 class TrainStep:
-    """One optimizer step of `loss_fn(params, *data)` as one kernel call."""
+    """One optimizer step of `loss_fn(params, *data)` as one kernel call.
+
+    `max_norm` clips the gradients' total `norm_type`-norm first, like
+    `clip_grad_norm_`; `keep_grads=True` also stores each gradient in `.grad`.
+    """
 
     def __init__(self, loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
                  *, max_norm: float | None = None, norm_type: float = 2.0,
@@ -53,48 +61,79 @@ class TrainStep:
         self.norm_type = float(norm_type)
         self.keep_grads = keep_grads
         leaves, self._tree = pytree.flatten(params)
-        self._slots = self._plan(leaves)
+        self._slots = self._plan(leaves, pytree.paths(self._tree, "param"))
         self._hypers = np.zeros(sum(len(s.hyper_index) for s in self._slots) + 1)
-        self._kernel = CompiledFunction(self._step_function, wrt=(0, 1, 2),
-                                        backend=loss_fn.backend.name)
-        self._kernel.__name__ = f"{loss_fn.__name__}_step"
-        self._kernel._graph_name = f"{loss_fn._graph_name}_step"
+        self._hyper_fingerprint: tuple | None = None
+        self._kernel = self._traced(self._step_function, "step")
+        self._accumulating: CompiledFunction | None = None
+        self._drivers: dict[tuple, tuple[Drivers, tuple]] = {}
+
+    def _traced(self, function: Callable, suffix: str) -> CompiledFunction:
+        # wrt = params, states and hypers: their shapes stay static; data keeps a symbolic batch
+        compiled = CompiledFunction(function, wrt=(0, 1, 2), backend=self.loss_fn.backend.name)
+        compiled.__name__ = f"{self.loss_fn.__name__}_{suffix}"
+        compiled._graph_name = f"{self.loss_fn._graph_name}_{suffix}"
+        return compiled
 
     # --- planning ----------------------------------------------------------------------
-    def _plan(self, leaves: list) -> list[_Slot]:
+    def _plan(self, leaves: list, names: list[str]) -> list[_Slot]:
         groups = {id(p): g for g in self.optimizer.param_groups for p in g["params"]}
         slots, k = [], 0
-        for leaf in leaves:
+        for name, leaf in zip(names, leaves):
             if not isinstance(leaf, Parameter) or id(leaf) not in groups:
                 raise TypeError("train_step needs every leaf of params to be a Parameter that "
-                                f"the optimizer updates; got a {type(leaf).__name__}")
+                                f"the optimizer updates; '{name}' is not")
             group = groups[id(leaf)]
             options = self.optimizer.rule_options(group)
-            flags = {name: v for name, v in options.items() if isinstance(v, bool)}
-            numeric = [name for name, v in options.items() if not isinstance(v, bool)]
-            slots.append(_Slot(leaf, group, flags, {n: k + i for i, n in enumerate(numeric)}))
+            flags = {n: v for n, v in options.items() if isinstance(v, bool)}
+            numeric = [n for n, v in options.items() if not isinstance(v, bool)]
+            slots.append(_Slot(name, leaf, group, flags, {n: k + i for i, n in enumerate(numeric)}))
             k += len(numeric)
         return slots
 
     def _state(self, slot: _Slot) -> dict[str, np.ndarray]:
         state = self.optimizer.state.get(slot.param)
         if state is None:
-            state = self.optimizer.state[slot.param] = self.optimizer.init_state(slot.param,
-                                                                                 slot.group)
+            state = self.optimizer.init_state(slot.param, slot.group)
+            self.optimizer.state[slot.param] = state
         return state
 
     def _pack_hypers(self) -> np.ndarray:
+        """The hyper-parameter vector, rebuilt only when a group's settings changed (a
+        scheduler set a new lr, say): on the hot path this is one tuple comparison."""
+        fingerprint = tuple(tuple(v for k, v in g.items() if k != "params")
+                            for g in self.optimizer.param_groups)
+        if fingerprint == self._hyper_fingerprint:
+            return self._hypers
+        options = {}
         for slot in self._slots:
-            options = self.optimizer.rule_options(slot.group)
+            if id(slot.group) not in options:
+                options[id(slot.group)] = self.optimizer.rule_options(slot.group)
             for name, i in slot.hyper_index.items():
-                self._hypers[i] = options[name]
+                self._hypers[i] = options[id(slot.group)][name]
         self._hypers[-1] = -1.0 if self.max_norm is None else self.max_norm
+        self._hyper_fingerprint = fingerprint
         return self._hypers
 
-    # --- the traced step -----------------------------------------------------------------
-    def _step_function(self, params: list, states: list, hypers, *data):
+    # --- the traced steps -----------------------------------------------------------------
+    def _step_function(self, params: dict, states: list, hypers, *data):
+        params = [params[s.name] for s in self._slots]
         loss, grads = self.loss_fn.value_and_grad(pytree.unflatten(self._tree, params), *data)
-        grads = pytree.flatten(grads)[0]
+        return self._update(params, states, hypers, loss, pytree.flatten(grads)[0])
+
+    def _accumulated_step_function(self, params: dict, states: list, hypers, batches):
+        """The step on the mean loss of several micro-batches (gradient accumulation)."""
+        params = [params[s.name] for s in self._slots]
+        total, summed = 0.0, [0.0] * len(params)
+        for batch in batches:
+            loss, grads = self.loss_fn.value_and_grad(pytree.unflatten(self._tree, params),
+                                                      *batch)
+            total = total + loss
+            summed = [acc + g for acc, g in zip(summed, pytree.flatten(grads)[0])]
+        k = len(batches)
+        return self._update(params, states, hypers, total / k, [g / k for g in summed])
+
+    def _update(self, params: list, states: list, hypers, loss, grads: list):
         if self.max_norm is not None:
             grads = _clip_by_total_norm(grads, hypers[-1], self.norm_type)
         new_params, new_states = [], []
@@ -106,18 +145,69 @@ class TrainStep:
         return (loss, new_params, new_states, grads if self.keep_grads else [])
 
     # --- calling -------------------------------------------------------------------------
-    def __call__(self, *data) -> float:
-        params = [s.param.data for s in self._slots]
-        states = [self._state(s) for s in self._slots]
-        loss, new_params, new_states, grads = self._kernel(params, states, self._pack_hypers(),
-                                                           *data)
-        for slot, new_p, state, new_state in zip(self._slots, new_params, states, new_states):
+    def _arguments(self) -> tuple[dict, list]:
+        return {s.name: s.param.data for s in self._slots}, [self._state(s) for s in self._slots]
+
+    def __call__(self, *data) -> Any:
+        """One step on `data`; returns the loss (before the update)."""
+        if self.loss_fn.backend.name != "numba":
+            return self._call_generic(tuple(np.ascontiguousarray(d) for d in data))
+        drivers, head = self._driver(data)
+        result = drivers.inplace(*head, self._pack_hypers(), *data, *drivers.constants)
+        if self.keep_grads:
+            for slot, g in zip(self._slots, result[1:]):
+                slot.param.grad = g
+            return result[0]
+        return result
+
+    def accumulate(self, micro_batches: Sequence[tuple]) -> Any:
+        """One step on the average of the losses of `micro_batches`, each a tuple of data
+        arrays (gradient accumulation: the same update as one step on their union when the
+        loss is a mean and the micro-batches have equal sizes)."""
+        batches = tuple(tuple(np.ascontiguousarray(d) for d in b) for b in micro_batches)
+        if self._accumulating is None:
+            self._accumulating = self._traced(self._accumulated_step_function, "accumulate")
+        return self._run(self._accumulating, (batches,))
+
+    def _call_generic(self, data: tuple) -> Any:
+        return self._run(self._kernel, data)
+
+    def _run(self, kernel: CompiledFunction, data: tuple) -> Any:
+        """Call a traced step through the general path and write its results back."""
+        params, states = self._arguments()
+        loss, new_params, new_states, grads = kernel(params, states, self._pack_hypers(), *data)
+        for slot, new_p, new_state in zip(self._slots, new_params, new_states):
             slot.param.data[...] = new_p
+            state = self._state(slot)
             for key, value in new_state.items():
                 state[key][...] = value
         for slot, g in zip(self._slots, grads):
             slot.param.grad = np.array(g, copy=True)
         return loss
+
+    def _driver(self, data: tuple) -> tuple[Drivers, tuple]:
+        """The drivers for data of this kind, and the parameter and state arrays they update.
+
+        Drivers serve every batch size; they are looked up by each array's dtype and
+        trailing shape, and rebuilt if a Parameter's array was replaced (e.g. by loading).
+        """
+        key = tuple((d.dtype, d.shape[1:]) for d in data)
+        cached = self._drivers.get(key)
+        if cached is not None and all(a is s.param.data for a, s in zip(cached[1], self._slots)):
+            if all(d.flags.c_contiguous for d in data):
+                return cached
+        if not all(isinstance(d, np.ndarray) and d.flags.c_contiguous for d in data):
+            raise ValueError("train_step data must be C-contiguous NumPy arrays "
+                             "(np.ascontiguousarray makes one)")
+        params, states = self._arguments()
+        spec = self._kernel.specialize(params, states, self._hypers, *data)
+        kernel = spec.kernel("forward")
+        state_arrays = [a for state in states for a in pytree.flatten(state)[0]]
+        layout = StepLayout(len(params), len(state_arrays), len(data), len(kernel._constants),
+                            len(self._slots) if self.keep_grads else 0)
+        head = tuple(params.values()) + tuple(state_arrays)
+        self._drivers[key] = (Drivers(kernel, layout), head)
+        return self._drivers[key]
 
     def source(self, kind: str = "forward") -> str:
         return self._kernel.source(kind)
@@ -126,9 +216,9 @@ class TrainStep:
 def _clip_by_total_norm(grads: list, max_norm, norm_type: float) -> list:
     """clip_grad_norm_ as traceable NumPy: scale every gradient by max_norm / (norm + 1e-6)."""
     if norm_type == float("inf"):
-        total = grads[0].__abs__().max()
+        total = np.max(np.abs(grads[0]))
         for g in grads[1:]:
-            total = np.maximum(total, np.abs(g).max())
+            total = np.maximum(total, np.max(np.abs(g)))
     else:
         total = sum(np.sum(np.abs(g) ** norm_type) for g in grads) ** (1.0 / norm_type)
     scale = np.minimum(max_norm / (total + CLIP_EPS), 1.0)
@@ -139,3 +229,135 @@ def train_step(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Opt
                **options) -> TrainStep:
     """A `TrainStep` for `loss_fn(params, *data)`; see TrainStep for the options."""
     return TrainStep(loss_fn, params, optimizer, **options)
+
+
+# --- fit: many steps inside compiled code ---------------------------------------------------
+@dataclass
+class History:
+    """What `fit` did: the loss of every step, per-epoch means, and why it stopped."""
+
+    losses: np.ndarray
+    epoch_losses: np.ndarray
+    steps_per_epoch: int
+    stopped_early: bool = False
+
+    def plot(self, path: str) -> str:
+        """Save the loss curve as a PNG (needs matplotlib: `pip install gradfuse[plot]`)."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as err:
+            raise ImportError("History.plot needs matplotlib: pip install 'gradfuse[plot]'") \
+                from err
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(np.arange(1, len(self.losses) + 1), self.losses, lw=0.8, label="step")
+        ends = np.arange(1, len(self.epoch_losses) + 1) * self.steps_per_epoch
+        ax.plot(ends, self.epoch_losses, "o-", ms=3, label="epoch mean")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_yscale("log" if np.all(self.losses > 0) else "linear")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
+
+
+def batch_plan(n: int, batch_size: int, epochs: int, shuffle: bool, seed: int):
+    """Row order and per-step (start, size) for `epochs` passes over `n` rows.
+
+    Each epoch is a fresh permutation from one seeded generator (or 0..n-1 without
+    shuffling); its last batch holds the remaining rows, so it may be smaller.
+    """
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(n) if shuffle else np.arange(n)
+                            for _ in range(epochs)]).astype(np.int64)
+    per_epoch = -(-n // batch_size)
+    offsets = np.arange(per_epoch) * batch_size
+    starts = (np.arange(epochs)[:, None] * n + offsets).ravel().astype(np.int64)
+    sizes = np.tile(np.minimum(batch_size, n - offsets), epochs).astype(np.int64)
+    return order, starts, sizes
+
+
+def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
+        data: Sequence[np.ndarray], *, epochs: int, batch_size: int | None = None,
+        shuffle: bool = True, seed: int = 0, max_norm: float | None = None,
+        progress: bool | None = None, callback: Callable[[int, History], Any] | None = None,
+        stop: Callable[[History], bool] | None = None, chunk_steps: int | None = None,
+        step: TrainStep | None = None) -> History:
+    """Train `params` on `data` (a tuple of arrays sharing their first axis) for `epochs`.
+
+    Steps run inside compiled code in chunks of about `chunk_steps` (default: whole
+    epochs, at least 256 steps); between chunks `fit` updates the progress bar
+    (tqdm; on by default when stderr is a terminal), calls `callback(epoch, history)`
+    and stops early when `stop(history)` is true. Returns the `History`.
+    """
+    data = tuple(np.ascontiguousarray(d) for d in data)
+    n = data[0].shape[0]
+    if any(d.shape[0] != n for d in data):
+        raise ValueError(f"fit: data arrays must share their first axis, got "
+                         f"{[d.shape for d in data]}")
+    batch_size = min(batch_size or n, n)
+    step = step or TrainStep(loss_fn, params, optimizer, max_norm=max_norm)
+    order, starts, sizes = batch_plan(n, batch_size, epochs, shuffle, seed)
+    per_epoch = len(starts) // epochs
+    losses = np.full(len(starts), np.nan)
+    chunk_epochs = max(1, -(-(chunk_steps or 256) // per_epoch))
+    bar = _progress_bar(progress, epochs)
+    history = History(losses, np.zeros(0), per_epoch)
+    run = _chunk_runner(step, data, order, starts, sizes, losses)
+    done = 0
+    try:
+        while done < epochs:
+            last = min(epochs, done + chunk_epochs)
+            run(done * per_epoch, last * per_epoch)
+            history.epoch_losses = losses[: last * per_epoch].reshape(last, per_epoch).mean(1)
+            if bar is not None:
+                bar.update(last - done)
+                bar.set_postfix(loss=f"{history.epoch_losses[-1]:.4g}")
+            done = last
+            if callback is not None:
+                callback(done, history)
+            if stop is not None and done < epochs and stop(history):
+                history.stopped_early = True
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    history.losses = losses[: done * per_epoch]
+    return history
+
+
+def _chunk_runner(step: TrainStep, data, order, starts, sizes, losses):
+    """run(first, last): steps first..last-1, compiled when the backend is numba."""
+    if step.loss_fn.backend.name == "numba":
+        drivers, head = step._driver(data)
+
+        def run(first: int, last: int) -> None:
+            drivers.fit(*head, step._pack_hypers(), *data, *drivers.constants,
+                        order, starts, sizes, losses, first, last)
+
+        return run
+
+    def run_stepwise(first: int, last: int) -> None:
+        for k in range(first, last):
+            rows = order[starts[k]:starts[k] + sizes[k]]
+            losses[k] = step(*(d[rows] for d in data))
+
+    return run_stepwise
+
+
+def _progress_bar(progress: bool | None, epochs: int):
+    import sys
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=epochs, unit="epoch", desc="fit")

@@ -1,0 +1,124 @@
+"""Fused train steps and compiled loops give the same answers as backward() + optimizer.step()."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiler import compile_grad
+from compiler.training import batch_plan, fit, train_step
+from runtime import functional as F
+from runtime import init, optim, utils
+
+
+@compile_grad
+def mlp_loss(params, X, y):
+    return F.mse_loss(init.mlp(params, X), y)
+
+
+RNG = np.random.default_rng(0)
+X, Y = RNG.normal(size=(50, 6)), RNG.normal(size=(50, 1))
+CONFIGS = [("SGD", dict(lr=0.05, momentum=0.9)), ("Adam", dict(lr=0.01))]
+
+
+def fresh(name, options):
+    params = init.mlp_params([6, 4, 1], np.random.default_rng(1), dtype=np.float64)
+    return params, getattr(optim, name)(params, **options)
+
+
+def reference_steps(name, options, batches, max_norm=None):
+    """The step-by-step path: forward, backward(), clip, optimizer.step()."""
+    params, opt = fresh(name, options)
+    losses = []
+    for rows in batches:
+        opt.zero_grad()
+        loss = mlp_loss(params, X[rows], Y[rows])
+        loss.backward()
+        if max_norm is not None:
+            utils.clip_grad_norm_(params, max_norm)
+        opt.step()
+        losses.append(loss.item())
+    return params, np.array(losses)
+
+
+def assert_same_params(a, b):
+    for key in a:
+        np.testing.assert_allclose(a[key].data, b[key].data, rtol=1e-6, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("name, options", CONFIGS, ids=[c[0] for c in CONFIGS])
+def test_fit_fused_step_and_backward_agree(name, options):
+    order, starts, sizes = batch_plan(50, 16, 3, shuffle=True, seed=7)
+    batches = [order[s:s + n] for s, n in zip(starts, sizes)]
+    assert list(sizes[:4]) == [16, 16, 16, 2], "the last partial batch is a step of its own"
+    expected_params, expected_losses = reference_steps(name, options, batches)
+
+    params, opt = fresh(name, options)
+    history = fit(mlp_loss, params, opt, (X, Y), epochs=3, batch_size=16, seed=7,
+                  progress=False)
+    assert_same_params(params, expected_params)
+    np.testing.assert_allclose(history.losses, expected_losses, rtol=1e-9)
+    np.testing.assert_allclose(history.epoch_losses, expected_losses.reshape(3, 4).mean(1))
+
+    params, opt = fresh(name, options)
+    step = train_step(mlp_loss, params, opt)
+    losses = [step(X[rows], Y[rows]) for rows in batches]
+    assert_same_params(params, expected_params)
+    np.testing.assert_allclose(losses, expected_losses, rtol=1e-9)
+
+
+def test_clipping_and_kept_gradients_match_clip_grad_norm():
+    batches = [np.arange(0, 25), np.arange(25, 50)]
+    expected, _ = reference_steps("SGD", dict(lr=0.1), batches, max_norm=0.05)
+    params, opt = fresh("SGD", dict(lr=0.1))
+    step = train_step(mlp_loss, params, opt, max_norm=0.05, keep_grads=True)
+    for rows in batches:
+        step(X[rows], Y[rows])
+    assert_same_params(params, expected)
+    norm = np.sqrt(sum(np.sum(p.grad**2) for p in params.values()))
+    assert norm == pytest.approx(0.05, rel=1e-4), "kept gradients are the clipped ones"
+
+
+def test_gradient_accumulation_equals_the_full_batch_step():
+    full, opt_full = fresh("Adam", dict(lr=0.01))
+    train_step(mlp_loss, full, opt_full)(X[:48], Y[:48])
+    accumulated, opt_acc = fresh("Adam", dict(lr=0.01))
+    step = train_step(mlp_loss, accumulated, opt_acc)
+    step.accumulate([(X[i:i + 12], Y[i:i + 12]) for i in range(0, 48, 12)])
+    assert_same_params(accumulated, full)
+
+
+def test_learning_rate_changes_never_recompile():
+    params, opt = fresh("SGD", dict(lr=0.05, momentum=0.9))
+    step = train_step(mlp_loss, params, opt)
+    scheduler = optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    step(X, Y)
+    drivers, _ = step._driver((X, Y))
+    signatures = len(drivers.inplace.signatures)
+    before = {k: p.data.copy() for k, p in params.items()}
+    scheduler.step()
+    opt.param_groups[0]["momentum"] = 0.5
+    step(X[:30], Y[:30])  # a new lr, momentum and batch size: same kernel
+    assert step._driver((X, Y))[0] is drivers
+    assert len(drivers.inplace.signatures) == signatures
+    assert len(step._kernel._specs) == 1
+    assert any(not np.allclose(before[k], p.data) for k, p in params.items())
+
+
+def test_fit_stops_early_and_reports_progress():
+    params, opt = fresh("SGD", dict(lr=0.05))
+    seen = []
+    history = fit(mlp_loss, params, opt, (X, Y), epochs=50, batch_size=10, shuffle=False,
+                  progress=False, chunk_steps=5, callback=lambda epoch, h: seen.append(epoch),
+                  stop=lambda h: len(h.epoch_losses) >= 3)
+    assert history.stopped_early and seen == [1, 2, 3]
+    assert history.losses.shape == (15,) and np.all(np.isfinite(history.losses))
+
+
+def test_fit_draws_a_loss_curve(tmp_path):
+    pytest.importorskip("matplotlib")
+    params, opt = fresh("SGD", dict(lr=0.05))
+    history = fit(mlp_loss, params, opt, (X, Y), epochs=4, batch_size=25, progress=False)
+    path = history.plot(str(tmp_path / "loss.png"))
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,84 @@
+"""Compiled functions under the runtime's semantics: Tensors in, Tensors out, backward through
+chains of kernels, retain_grad and hooks, no_grad, several outputs, has_aux."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiler import compile_grad
+from runtime import Parameter, Tensor, no_grad
+
+
+@compile_grad
+def layer(w, x):
+    return np.tanh(x @ w)
+
+
+@compile_grad
+def head(h, v):
+    return np.sum(h * v)
+
+
+@compile_grad
+def split_stats(x):
+    return x.sum(), (x * x).mean()
+
+
+def test_backward_flows_through_two_kernels_with_dict_params():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3))
+    w, v = Parameter(rng.normal(size=(3, 2))), Parameter(rng.normal(size=2))
+    h = layer(w, x)
+    assert isinstance(h, Tensor) and h.requires_grad and h.shape == (5, 2)
+    h.retain_grad()
+    seen = []
+    h.register_hook(lambda g: seen.append(g.copy()))
+    out = head(h, v)
+    out.backward()
+    t = np.tanh(x @ w.data)
+    np.testing.assert_allclose(v.grad, t.sum(axis=0))
+    np.testing.assert_allclose(h.grad, np.broadcast_to(v.data, (5, 2)))
+    np.testing.assert_allclose(seen[0], h.grad)
+    np.testing.assert_allclose(w.grad, x.T @ ((1 - t**2) * v.data))
+
+
+def test_plain_arrays_give_plain_values_and_tensors_without_grad_give_tensors():
+    x = np.ones((2, 3))
+    assert isinstance(layer(np.ones((3, 2)), x), np.ndarray)
+    result = layer(Parameter(np.ones((3, 2)), requires_grad=False), x)
+    assert isinstance(result, Tensor) and not result.requires_grad
+
+
+def test_no_grad_runs_the_forward_only_kernel():
+    fresh_layer = compile_grad(layer.fn)
+    w = Parameter(np.ones((3, 2)))
+    with no_grad():
+        out = fresh_layer(w, np.ones((4, 3)))
+    assert not out.requires_grad
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        head(out, np.ones(2)).backward()
+    spec = fresh_layer._last
+    assert "forward" in spec.kernels and "forward_save" not in spec.kernels
+
+
+def test_several_outputs_each_backpropagate():
+    x = Parameter(np.array([1.0, 2.0, 3.0]))
+    total, mean_square = split_stats(x)
+    assert total.item() == 6.0 and mean_square.item() == pytest.approx(14 / 3)
+    mean_square.backward(retain_graph=True)
+    np.testing.assert_allclose(x.grad, 2 * x.data / 3)
+    total.backward()
+    np.testing.assert_allclose(x.grad, 2 * x.data / 3 + 1)
+
+
+def test_has_aux_returns_undifferentiated_values():
+    f = compile_grad(lambda w: (np.sum(w**2), w.max()), has_aux=True)
+    w = Parameter(np.array([1.0, -3.0]))
+    value, aux = f(w)
+    assert aux.item() == 1.0 and not aux.requires_grad
+    value.backward()
+    np.testing.assert_allclose(w.grad, [2.0, -6.0])
+    (grads, aux_value) = f.grad(np.array([1.0, -3.0]))
+    np.testing.assert_allclose(grads, [2.0, -6.0])
+    assert aux_value == 1.0

@@ -1,8 +1,9 @@
 """Generated numba kernels against the NumPy interpreter, for every op in the table.
 
-A handful of programs cover all primitives between them: elementwise math with
-broadcasting and scalars, reductions over every kind of axis set, layout and
-indexing, matrix products (loops and BLAS). Each runs through both backends in
+A handful of programs cover all primitives between them: one generated from
+the op table (every elementwise op, through `bind`), elementwise math with
+broadcasting and scalars as users write it, reductions over every kind of
+axis set, layout and indexing, matrix products (loops and BLAS). Each runs through both backends in
 float64 and float32, at two batch sizes (one kernel serves both), as a forward
 kernel, a fused value-and-gradient kernel, and the runtime's forward_save /
 backward pair. Few programs means few numba compiles; each kernel is shared by
@@ -11,6 +12,7 @@ the tests through module-scoped fixtures.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +21,7 @@ import pytest
 
 from compiler import compile_grad, ops
 from compiler.codegen import fusion
+from compiler.ops import bind
 from runtime import Parameter
 from runtime import functional as F
 
@@ -88,6 +91,27 @@ def layout_program(W, V, E, b, X, ids, picks):
             + np.sum(outer * big[:, :1]) + np.sum(wide_sq) * 1e-3)
 
 
+def registry_program(w, X):
+    """Every elementwise op in the table, through `bind`: a new op is tested without new code."""
+    u = 0.2 + 0.7 * np.tanh(X * w) ** 2  # (N,4), in [0.2, 0.9): inside every op's domain
+    v = 0.3 + 0.5 * w * w / (1.0 + w * w)  # (4,), broadcast against u
+    total = 0.0
+    for k, (name, opdef) in enumerate(sorted(ops.REGISTRY.items())):
+        if opdef.kind != "elementwise":
+            continue
+        arity = len(re.findall(r"\{\d\}", opdef.code))
+        if name == "where":
+            out = bind("where", u > v, u, v)
+        elif name == "cast":
+            out = bind("cast", u, dtype=np.float32 if u.dtype == np.float64 else np.float64)
+        elif name.startswith("logical_"):
+            out = bind(name, *[u > 0.5, v > 0.5][:arity])
+        else:
+            out = bind(name, *[u, v][:arity])
+        total = total + (k + 1.0) * np.sum(out.astype(X.dtype))
+    return total
+
+
 @dataclass(frozen=True)
 class Program:
     fn: Callable
@@ -96,6 +120,8 @@ class Program:
 
 
 PROGRAMS = {
+    "registry": Program(registry_program, (0,), lambda n, dt, rng: [
+        rng.uniform(0.5, 1.5, 4).astype(dt), rng.uniform(-1.5, 1.5, (n, 4)).astype(dt)]),
     "elementwise": Program(elementwise_program, (0, 1), lambda n, dt, rng: [
         rng.uniform(0.5, 1.5, 4).astype(dt), np.asarray(0.3, dt),
         rng.uniform(-1.5, 1.5, (n, 4)).astype(dt), rng.uniform(-1, 1, (n, 1)).astype(dt)]),

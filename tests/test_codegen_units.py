@@ -209,14 +209,21 @@ def test_outputs_are_fresh_arrays_of_the_right_dtype_and_shape():
 
 
 def test_out_of_range_gather_indices_raise_index_error():
-    def f(table, ids):
+    def gather(table, ids):
         return np.sum(table[ids])
 
-    f = compile_grad(f)
+    def pick(logits, labels):
+        return np.sum(np.take_along_axis(logits, labels[:, None], axis=1))
+
+    gather, pick = compile_grad(gather), compile_grad(pick)
     table = np.ones((4, 2))
-    assert f(table, np.array([0, 3, -4])) == 6.0
-    with pytest.raises(IndexError, match="out of bounds"):
-        f(table, np.array([0, 4, 1]))
+    assert gather(table, np.array([0, 3, -4])) == 6.0
+    assert gather(table, np.int64(-1)) == 2.0  # a scalar index
+    assert pick(table, np.array([1, 0, -2, 1])) == 4.0
+    for bad in (lambda: gather(table, np.array([0, 4, 1])), lambda: gather(table, np.int64(-5)),
+                lambda: pick(table, np.array([0, 2, 0, 0]))):
+        with pytest.raises(IndexError, match="out of bounds"):
+            bad()
 
 
 # --- errors ------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 A graph becomes a sequence of *units*:
 
 - a `LoopNest` runs one loop nest over a shape (its *domain*). Its *members*
-  are computed once per element: elementwise ops of exactly that shape,
+  are computed once per element: elementwise ops of that shape,
   matrix products done with an explicit inner loop (small static contraction),
   and views that must become arrays. Its *sinks* consume a member per element
   and finish after the nest: reductions (sum/prod/max/min over any axes) and
@@ -27,9 +27,9 @@ lets it read an input as a local (merging such nests first when they are
 independent of each other), as long as that creates no cycle between units: a
 nest runs as a whole, so it cannot read a value that is only ready after it
 ends. Otherwise it starts a new nest. Finally, independent nests over the same
-domain merge, so that data is read in one pass. Units are then emitted in a topological
-order of their dependencies, ties broken by creation order, so the result is
-deterministic.
+domain merge, so that data is read in one pass. Units are emitted in a
+topological order of their dependencies, ties broken by creation order, so
+the result is deterministic.
 """
 
 from __future__ import annotations

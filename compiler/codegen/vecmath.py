@@ -13,12 +13,16 @@ So generated code calls `vm.exp(x)` instead. When libmvec is loaded (see
 scalar wrapper that LLVM does not recognize as a libm function and that
 carries the `vector-function-abi-variant` attribute naming its vector
 versions (`_ZGVdN4v_exp` for 4 doubles with AVX2, `_ZGVbN2v_exp` for 2 with
-SSE4). The loop vectorizer then calls those directly: an exp loop runs ~2.6x
-faster on AVX2, within glibc's documented 4 ulp. Without libmvec, each
-function lowers exactly as numba lowers the NumPy ufunc.
+SSE4). The loop vectorizer then calls those directly. Measured on AVX2: a
+`log(1 + exp(x)) + sin(x)` loop runs 5.2x (float64) and 2.9x (float32)
+faster, results within glibc's documented 4 ulp, and inf/NaN/-0.0 as NumPy
+gives them. Without libmvec (or on CPUs and architectures it does not cover),
+each function lowers exactly as numba lowers the NumPy ufunc.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from llvmlite import ir
@@ -39,18 +43,20 @@ _WRAPPER_PREFIX = "gradfuse_vm_"
 def _enabled() -> bool:
     from compiler.jit import vector_library
 
-    return vector_library() == "libmvec"
+    return vector_library() == "libmvec" and bool(_vector_isas())
 
 
-def _vector_isas() -> list[tuple[str, int]]:
-    """libmvec's ISA letters and register widths that this CPU runs: SSE4 'b', AVX2 'd'."""
+@functools.cache
+def _vector_isas() -> tuple[tuple[str, int], ...]:
+    """libmvec's x86 ISA letters and register widths that this CPU runs: SSE4 'b', AVX2 'd'
+    (none on other architectures, whose libmvec names its functions differently)."""
     import llvmlite.binding as llvm
 
     features = llvm.get_host_cpu_features()
     isas = [("b", 128)] if features.get("sse4.1") else []
     if features.get("avx2"):
         isas.append(("d", 256))
-    return isas
+    return tuple(isas)
 
 
 def _install(module: ir.Module) -> None:

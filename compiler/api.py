@@ -65,6 +65,7 @@ class Specialization:
         if kind == "value_and_grad":
             return _lowered(joint)
         parts = split(joint, len(self.graph.inputs), len(self.graph.outputs))
+        self.residual_sources = parts.residual_sources
         self.graphs["forward_save"] = _lowered(parts.forward)
         self.graphs["backward"] = _lowered(parts.backward)
         return self.graphs[kind]
@@ -162,9 +163,11 @@ class CompiledFunction:
         spec = self._specialize(call, needs)
         n_diff = spec.n_differentiated
         saved = spec.kernel("forward_save")(call.leaves)
-        n_out = len(spec.graph.outputs)
-        outputs, residuals = saved[:n_out], saved[n_out:]
+        outputs = saved[:len(spec.graph.outputs)]
         backward_kernel = spec.kernel("backward")
+        # Inputs that backward needs are the caller's own arrays, not copies.
+        residuals = [call.leaves[i] if where == "input" else saved[i]
+                     for where, i in spec.residual_sources]
 
         def backward(cotangents: list[np.ndarray]) -> list[np.ndarray]:
             return backward_kernel(residuals + list(cotangents))

@@ -125,10 +125,14 @@ def _recomputable(node: Node) -> bool:
 class Split:
     """Forward and backward graphs from one joint graph, joined by the residuals."""
 
-    forward: Graph  # primal inputs -> outputs + residuals
+    forward: Graph  # primal inputs -> outputs + computed residuals
     backward: Graph  # residuals + output cotangents -> gradients
     n_outputs: int
     n_residuals: int
+    # Where each backward residual comes from: ("input", i) is primal input i itself,
+    # passed by the caller rather than copied out of the forward kernel; ("output", j) is
+    # the forward graph's output j.
+    residual_sources: list[tuple[str, int]]
 
 
 def split(joint: Graph, n_primal: int, n_outputs: int) -> Split:
@@ -168,7 +172,16 @@ def split(joint: Graph, n_primal: int, n_outputs: int) -> Split:
     for g in grads:  # a gradient that does not depend on the seed is computed forward
         provide(g)
 
-    forward = Graph(list(joint.inputs[:n_primal]), list(joint.outputs[:n_outputs]) + residuals,
+    input_index = {x.id: i for i, x in enumerate(joint.inputs[:n_primal])}
+    computed = [r for r in residuals if r.id not in input_index]
+    sources, k = [], n_outputs
+    for r in residuals:
+        if r.id in input_index:
+            sources.append(("input", input_index[r.id]))
+        else:
+            sources.append(("output", k))
+            k += 1
+    forward = Graph(list(joint.inputs[:n_primal]), list(joint.outputs[:n_outputs]) + computed,
                     name=joint.name.removesuffix("_vjp") + "_forward")
     residual_inputs = [
         Node("input", (), {"index": k, "type": r.type}, r.type, name=r.name or f"saved{k}")
@@ -183,4 +196,4 @@ def split(joint: Graph, n_primal: int, n_outputs: int) -> Split:
     backward_outputs = rebuild(grads, replace)
     backward = Graph(residual_inputs + seed_inputs, backward_outputs,
                      name=joint.name.removesuffix("_vjp") + "_backward")
-    return Split(forward, backward, n_outputs, len(residuals))
+    return Split(forward, backward, n_outputs, len(residuals), sources)

@@ -64,6 +64,8 @@ class TrainStep:
         self._slots = self._plan(leaves, pytree.paths(self._tree, "param"))
         self._hypers = np.zeros(sum(len(s.hyper_index) for s in self._slots) + 1)
         self._hyper_fingerprint: tuple | None = None
+        self._group_keys = [(g, [k for k in g if k not in ("params", "param_names")])
+                            for g in optimizer.param_groups]
         self._kernel = self._traced(self._step_function, "step")
         self._accumulating: CompiledFunction | None = None
         self._drivers: dict[tuple, tuple[Drivers, tuple]] = {}
@@ -101,8 +103,7 @@ class TrainStep:
     def _pack_hypers(self) -> np.ndarray:
         """The hyper-parameter vector, rebuilt only when a group's settings changed (a
         scheduler set a new lr, say): on the hot path this is one tuple comparison."""
-        fingerprint = tuple(tuple(v for k, v in g.items() if k != "params")
-                            for g in self.optimizer.param_groups)
+        fingerprint = tuple([g[k] for g, keys in self._group_keys for k in keys])
         if fingerprint == self._hyper_fingerprint:
             return self._hypers
         options = {}
@@ -191,11 +192,10 @@ class TrainStep:
         Drivers serve every batch size; they are looked up by each array's dtype and
         trailing shape, and rebuilt if a Parameter's array was replaced (e.g. by loading).
         """
-        key = tuple((d.dtype, d.shape[1:]) for d in data)
+        key = tuple([(d.dtype.num, d.shape[1:], d.flags.c_contiguous) for d in data])
         cached = self._drivers.get(key)
-        if cached is not None and all(a is s.param.data for a, s in zip(cached[1], self._slots)):
-            if all(d.flags.c_contiguous for d in data):
-                return cached
+        if cached is not None and all([a is s.param.data for a, s in zip(cached[1], self._slots)]):
+            return cached
         if not all(isinstance(d, np.ndarray) and d.flags.c_contiguous for d in data):
             raise ValueError("train_step data must be C-contiguous NumPy arrays "
                              "(np.ascontiguousarray makes one)")

@@ -28,6 +28,7 @@ from compiler.arguments import CallArguments
 from compiler.autodiff import split, vjp_graph
 from compiler.custom import inline_calls
 from compiler.errors import ArgumentError, TraceError
+from compiler.fastpath import FastCall
 from compiler.ir import Graph, rebuild
 from compiler.passes import optimize
 from compiler.specialize import Signature, positions_of, signature_of
@@ -102,19 +103,26 @@ class CompiledFunction:
         self._specs: dict[tuple, Specialization] = {}
         self._static_positions: set[tuple[int, int]] = set()
         self._last: Specialization | None = None
+        self._fast: dict[str, FastCall] = {}  # per kind: the last plain-array call's kernel
 
     # --- public API --------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
         """The function's value. With runtime Tensors among the arguments, the results are
         Tensors, and `backward()` on them reaches every Tensor that requires grad."""
+        fast = self._fast.get("forward")
+        if fast is not None and not kwargs and fast.fits(args):
+            self._last = fast.spec
+            return pytree.unflatten(fast.spec.out_tree, [_plain(o) for o in fast.kernel(args)])
         if current_builder() is not None:  # called while tracing another function: inline it
             return self.fn(*args, **kwargs)
         call = self._arguments(args, kwargs)
         tensors = [leaf if isinstance(leaf, Tensor) else None for leaf in call.raw]
         if not any(t is not None for t in tensors):
             spec = self._specialize(call, self._wrt_leaf_indices(call, strict=False))
-            outputs = spec.kernel("forward")(call.leaves)
-            return pytree.unflatten(spec.out_tree, [_plain(o) for o in outputs])
+            kernel = spec.kernel("forward")
+            if FastCall.eligible(args, kwargs):
+                self._fast["forward"] = FastCall(spec, kernel)
+            return pytree.unflatten(spec.out_tree, [_plain(o) for o in kernel(call.leaves)])
         return self._call_recorded(call, tensors)
 
     def value_and_grad(self, *args, **kwargs):
@@ -122,12 +130,23 @@ class CompiledFunction:
 
         With `has_aux=True` the function returns `(value, aux)` and this returns
         `((value, aux), gradient)`, as JAX does."""
+        fast = self._fast.get("value_and_grad")
+        if fast is not None and not kwargs and fast.fits(args):
+            self._last = fast.spec
+            results = [_plain(r) for r in fast.kernel(args)]
+            n_out = len(fast.spec.graph.outputs)
+            grads = results[n_out:]  # plain array arguments: one gradient leaf per wrt item
+            return (pytree.unflatten(fast.spec.out_tree, results[:n_out]),
+                    tuple(grads) if isinstance(self.wrt, tuple) else grads[0])
         if current_builder() is not None:
             return self._inline_value_and_grad(args, kwargs)
         call = self._arguments(args, kwargs)
         spec = self._specialize(call, self._wrt_leaf_indices(call, strict=True))
         self._require_scalar(spec.graph, spec.n_differentiated)
-        results = [_plain(r) for r in spec.kernel("value_and_grad")(call.leaves)]
+        kernel = spec.kernel("value_and_grad")
+        if FastCall.eligible(args, kwargs):
+            self._fast["value_and_grad"] = FastCall(spec, kernel)
+        results = [_plain(r) for r in kernel(call.leaves)]
         n_out = len(spec.graph.outputs)
         value = pytree.unflatten(spec.out_tree, results[:n_out])
         return value, self._unflatten_grads(call, results[n_out:])

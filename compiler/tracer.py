@@ -10,6 +10,7 @@ from the user's frames as they return (a profile hook, active only while tracing
 
 from __future__ import annotations
 
+import functools
 import linecache
 import os
 import sys
@@ -19,15 +20,32 @@ from typing import Any
 
 import numpy as np
 
+import runtime
 from compiler import ops, pytree
 from compiler.errors import TraceError, UnsupportedError
 from compiler.ir import Graph, Node, SourceLoc, Sym, TensorType
 from compiler.ops.registry import _builders
 
-_COMPILER_DIR = os.path.dirname(os.path.abspath(__file__))
-_RUNTIME_DIR = os.path.join(os.path.dirname(_COMPILER_DIR), "runtime")
-_NUMPY_DIR = os.path.dirname(np.__file__)
-_LIBRARY_DIRS = (_COMPILER_DIR + os.sep, _RUNTIME_DIR + os.sep, _NUMPY_DIR + os.sep)
+
+def _package_dir(module) -> str:
+    return os.path.dirname(os.path.realpath(module.__file__)) + os.sep
+
+
+_COMPILER_DIR = _package_dir(sys.modules["compiler"])
+_OTHER_LIBRARY_DIRS = (_package_dir(runtime), _package_dir(np))
+
+
+@functools.cache
+def _origin(filename: str) -> str:
+    """Who wrote the code in `filename`: "compiler", "library" (runtime, NumPy) or "user".
+
+    Paths are compared after `realpath`, because a code object keeps the path its module
+    was imported under (`tests/../compiler/tracer.py` when sys.path holds `tests/..`).
+    """
+    path = os.path.realpath(filename)
+    if path.startswith(_COMPILER_DIR):
+        return "compiler"
+    return "library" if path.startswith(_OTHER_LIBRARY_DIRS) else "user"
 
 
 class Concretize(BaseException):
@@ -46,10 +64,10 @@ def user_loc() -> SourceLoc | None:
     frame = sys._getframe(1)
     fallback = None
     while frame is not None:
-        filename = frame.f_code.co_filename
-        if not filename.startswith(_LIBRARY_DIRS):
+        origin = _origin(frame.f_code.co_filename)
+        if origin == "user":
             return _loc(frame)
-        if fallback is None and not filename.startswith(_COMPILER_DIR + os.sep):
+        if fallback is None and origin == "library":
             fallback = frame
         frame = frame.f_back
     return _loc(fallback) if fallback is not None else None
@@ -384,9 +402,7 @@ class _NameCollector:
         self.names: dict[int, tuple[int, str]] = {}
 
     def __call__(self, frame, event, arg) -> None:
-        if event != "return" or frame.f_code.co_filename.startswith(_LIBRARY_DIRS[1:]):
-            return
-        if frame.f_code.co_filename.startswith(_COMPILER_DIR + os.sep):
+        if event != "return" or _origin(frame.f_code.co_filename) != "user":
             return
         depth = _depth(frame)
         for name, value in frame.f_locals.items():

@@ -1,0 +1,166 @@
+"""The benchmark suite's own checks: wrong implementations are caught before any time is
+reported, goals are judged from the figures, and W2 in quick mode writes sane JSON.
+
+No test asserts a time: benchmarks/ measures, tests only check the machinery.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/
+from benchmarks import goals, harness, reference, w2_mae  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    GRADFUSE,
+    NUMBA,
+    Case,
+    Config,
+    DisagreementError,
+    Impl,
+    PeerMissing,
+    Timing,
+    Tolerance,
+    WorkloadResult,
+    check_agreement,
+    run_case,
+)
+
+CONFIG = Config.quick_mode(frozenset())
+
+
+def mae_case():
+    args = w2_mae.arguments()
+    return args, w2_mae.FUNCTION.reference(args)
+
+
+def read_pair(result):
+    loss, grad = result
+    return {"loss": loss, "grad params": grad}
+
+
+def test_a_correct_implementation_is_timed():
+    args, expected = mae_case()
+    result = WorkloadResult("W2", "test")
+    impl = Impl("numpy", lambda: reference.mae(*args), read_pair, number=3)
+    case = run_case(result, "value and grad", "µs", [impl], expected, CONFIG)
+    assert case.times["numpy"].median > 0 and case.times["numpy"].number == 3
+
+
+@pytest.mark.parametrize("wrong", ["gradient", "loss", "sign"])
+def test_a_wrong_implementation_fails_before_any_time(wrong):
+    args, expected = mae_case()
+
+    def broken():
+        loss, grad = reference.mae(*args)
+        if wrong == "gradient":
+            grad = grad * np.float32(1.01)  # 1% off: far beyond float32 rounding
+        elif wrong == "loss":
+            loss = loss * np.float32(1.001)
+        else:
+            grad = grad.copy()
+            grad[3] = -grad[3]
+        return loss, grad
+
+    result = WorkloadResult("W2", "test")
+    good = Impl("numpy", lambda: reference.mae(*args), read_pair)
+    with pytest.raises(DisagreementError, match="bad"):
+        run_case(result, "value and grad", "µs", [good, Impl("bad", broken, read_pair)],
+                 expected, CONFIG)
+    assert result.cases == [], "no row of a case is timed when one row disagrees"
+
+
+def test_float32_rounding_is_within_tolerance():
+    args, expected = mae_case()
+    outcome = read_pair(reference.mae(*args))  # float32 arithmetic vs the float64 reference
+    check_agreement("W2", "float32", outcome, expected)
+
+
+@pytest.mark.parametrize("outcome, message", [
+    ({"loss": np.nan, "grad params": np.zeros(10)}, "disagrees"),
+    ({"loss": 1.0, "grad params": np.zeros(9)}, "shape"),
+    ({"loss": 1.0}, "gives no"),
+])
+def test_nan_shape_and_missing_keys_fail(outcome, message):
+    expected = {"loss": 1.0, "grad params": np.zeros(10)}
+    with pytest.raises(DisagreementError, match=message):
+        check_agreement("W", "impl", outcome, expected)
+
+
+def test_sgd_gradients_read_back_from_a_float32_update():
+    rng = np.random.default_rng(0)
+    before = {"W": rng.normal(size=(4, 3)).astype(np.float32)}
+    grad = rng.normal(size=(4, 3))
+    after = {"W": (before["W"] - np.float32(0.01) * grad.astype(np.float32))}
+    read = harness.sgd_gradients(before, after, 0.01)
+    tol = harness.sgd_tolerance(before, 0.01)
+    check_agreement("W1", "float32 step", {"g": read["W"]}, {"g": grad}, {"g": tol})
+    with pytest.raises(DisagreementError):
+        check_agreement("W1", "half step", {"g": read["W"] / 2}, {"g": grad}, {"g": tol})
+
+
+def test_tolerance_scales_with_the_largest_entry():
+    tol = Tolerance(rtol=1e-4, scale=1e-4)
+    assert tol.atol(np.array([1000.0, 1e-9])) == pytest.approx(0.1)
+
+
+def test_a_missing_peer_becomes_a_note():
+    def missing():
+        raise PeerMissing("JAX is not installed")
+
+    notes: list[str] = []
+    config = Config.quick_mode(frozenset({"JAX jit"}))
+    rows = harness.build_rows(config, {"JAX jit": missing, "torch eager": missing}, notes)
+    assert rows == [] and notes == ["JAX jit skipped: JAX is not installed"]
+
+
+def figures(gradfuse: float, numba: float, peers: dict[str, float]) -> dict:
+    case = Case(w2_mae.CASE, "µs")
+    for name, seconds in {GRADFUSE: gradfuse, NUMBA: numba, **peers}.items():
+        case.times[name] = Timing(seconds, seconds, 1, 1)
+    return {"W2": WorkloadResult("W2", "test", [case])}
+
+
+def verdicts(results) -> dict[str, str]:
+    return {v.goal: v.status for v in goals.evaluate(results)}
+
+
+def test_goals_are_judged_from_the_figures():
+    met = verdicts(figures(7e-6, 5e-6, {"JAX jit": 30e-6, "torch eager": 60e-6}))
+    assert met == {"<= 1.5x hand-written numba": "met",
+                   ">= 4x faster than the fastest peer": "met"}
+    missed = verdicts(figures(8e-6, 5e-6, {"JAX jit": 30e-6}))
+    assert missed == {"<= 1.5x hand-written numba": "MISSED",
+                      ">= 4x faster than the fastest peer": "MISSED"}
+    assert verdicts(figures(7e-6, 5e-6, {}))[">= 4x faster than the fastest peer"] == "n/a"
+
+
+def test_w2_quick_run_writes_sane_json(tmp_path, capsys):
+    from benchmarks.run import main
+
+    output = tmp_path / "results.json"
+    markdown = tmp_path / "RESULTS.md"
+    markdown.write_text("# Results\n\nanalysis kept\n")
+    status = main(["W2", "--quick", "--peers", "numpy", "--output", str(output),
+                   "--markdown", str(markdown), "--no-print-json"])
+    assert status == 0
+    document = json.loads(output.read_text())
+    assert document["quick"] is True and document["errors"] == {}
+    assert document["environment"]["threads per library"] == 2
+    (case,) = document["workloads"]["W2"]["cases"]
+    assert case["label"] == w2_mae.CASE and case["unit"] == "µs"
+    assert set(case["times"]) == {GRADFUSE, NUMBA, "NumPy (hand-written)"}
+    for timing in case["times"].values():
+        assert math.isfinite(timing["median_s"]) and 0 < timing["best_s"] <= timing["median_s"]
+    statuses = {g["goal"]: g["status"] for g in document["goals"]}
+    assert statuses[">= 4x faster than the fastest peer"] == "n/a"  # no peer ran
+    assert statuses["<= 1.5x hand-written numba"] in ("met", "MISSED")
+    printed = capsys.readouterr().out
+    assert "W2" in printed and "Goals" in printed
+    text = markdown.read_text()
+    assert text.startswith("# Results") and "analysis kept" in text and "| gradfuse |" in text

@@ -20,6 +20,8 @@ from compiler.ir import Node, Sym
 
 FASTMATH = '{"reassoc", "contract", "arcp", "nsz"}'  # never nnan/ninf: NaN and inf are data
 DECORATOR = f"@numba.njit(cache=True, error_model=\"numpy\", fastmath={FASTMATH})"
+# Only kernels with a numba.prange loop compile with parallel=True: it costs compile time.
+PARALLEL_DECORATOR = DECORATOR.replace("cache=True,", "cache=True, parallel=True,")
 
 
 class KernelWriter:
@@ -50,7 +52,6 @@ class KernelWriter:
     # --- whole function --------------------------------------------------------------------
     def write(self) -> str:
         params = [self.names[n.id] for n in self.graph.inputs + self.constants]
-        head = [DECORATOR, f"def {self.function_name}({', '.join(params)}):"]
         self._prologue()
         for unit in self.plan.units:
             if isinstance(unit, Call):
@@ -58,6 +59,8 @@ class KernelWriter:
             else:
                 self.nests.write(unit)
         self._return()
+        decorator = PARALLEL_DECORATOR if self.nests.parallel else DECORATOR
+        head = [decorator, f"def {self.function_name}({', '.join(params)}):"]
         return "\n".join(head + self.lines) + "\n"
 
     def _sym_sources(self) -> dict[Sym, tuple[Node, int]]:

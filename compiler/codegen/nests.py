@@ -6,18 +6,20 @@ accumulate in float64 (floats) into a scalar opened at the loop depth from
 which every remaining loop is reduced (row sums, full sums), else into an
 array, and round once to their dtype when their loops close.
 
-Parallel loops belong in one place: the outermost `for` that `_loops` opens.
-`numba.prange` is race-free there when the nest writes only its own elements
-and accumulates only into scalars (no array accumulators, no scatter-adds).
-It is not emitted: measured here, `parallel=True` adds ~1.8 us per call per
-parallel loop, which a training step on a batch of 20 cannot afford, while a
-1e6-element fused loop ran 1.5-2.6x faster on 2 threads. Doing it well needs a
-run-time switch on the symbolic extent (a serial and a parallel copy of the
-nest), which doubles compile time for those nests.
+Large nests run their outermost loop with `numba.prange` (and the kernel
+compiles with `parallel=True`) when that is race-free: every member writes
+only its own element, and a reduction over the outer loop accumulates into a
+scalar with `+=` or `*=`, which numba privatizes per thread and combines.
+Array accumulators indexed without the outer loop, max/min through helpers,
+and scatter-adds keep the nest serial. A parallel loop costs ~1.8 us per call
+to start the threads, so only nests of at least `PARALLEL_MIN_ELEMENTS`
+elements, all static, qualify (measured below); symbolic extents (a batch
+size) stay serial, because a training step on a batch of 20 cannot afford it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,6 +42,14 @@ if TYPE_CHECKING:
     from compiler.codegen.emit import KernelWriter
 
 INDENT = "    "
+SCATTER_ADDS = frozenset({"take_grad", "take_along_axis_grad"})  # race when parallel
+
+# Nests with at least this many elements (static extents) run their outer loop with
+# numba.prange. Measured on 2 threads, float32: a light loop (a few flops per element)
+# takes ~0.3 ns per element serially, so the ~1.8 us that starting the threads costs is
+# repaid from about 10,000 elements; W3's fused loop (3 transcendentals per element)
+# went from 0.46 to 0.25 ms at 1e5 elements and from 4.6 to 2.5 ms at 1e6.
+PARALLEL_MIN_ELEMENTS = 1 << 15
 
 
 def comment_of(node: Node) -> str | None:
@@ -66,6 +76,7 @@ class NestWriter:
     def __init__(self, kernel: KernelWriter) -> None:
         self.k = kernel
         self.locals: dict[int, str] = {}  # member id -> its scalar local in the current nest
+        self.parallel = False  # whether any nest so far runs a prange loop
 
     def write(self, nest: LoopNest) -> None:
         self.locals = {}
@@ -78,7 +89,7 @@ class NestWriter:
         for s in nest.sinks:
             if s.op not in REDUCTIONS:
                 self.k.alloc(s, fill="zeros")
-        self._loops(nest, 0, reductions)
+        self._loops(nest, 0, reductions, self._parallel(nest, reductions))
         for r in reductions.values():
             name = self.k.names[r.node.id]
             if r.start is None and r.acc != name:
@@ -93,8 +104,22 @@ class NestWriter:
             if m.id in self.k.plan.local_reads or m.op == "matmul":
                 self.locals[m.id] = self.k.namer.fresh(f"{name}_val")
 
-    def _loops(self, nest: LoopNest, depth: int, reductions: dict[int, _Reduction]) -> None:
-        """Loop `depth` of the nest, with the reductions whose accumulators live at it."""
+    def _parallel(self, nest: LoopNest, reductions: dict[int, _Reduction]) -> bool:
+        """Whether the nest's outer loop is large and can be a race-free `numba.prange`."""
+        if not nest.domain or any(not isinstance(d, int) for d in nest.domain) \
+                or math.prod(nest.domain) < PARALLEL_MIN_ELEMENTS:
+            return False
+        if any(s.op in SCATTER_ADDS for s in nest.sinks):
+            return False
+        # numba privatizes `acc += v` and `acc *= v` per thread; nothing else is safe
+        return all(not _reduces_outer_loop(r.node)
+                   or (r.start == 0 and r.node.op in ("sum", "prod"))
+                   for r in reductions.values())
+
+    def _loops(self, nest: LoopNest, depth: int, reductions: dict[int, _Reduction],
+               parallel: bool = False) -> None:
+        """Loop `depth` of the nest, with the reductions whose accumulators live at it;
+        `parallel` makes it a `numba.prange` (the outermost loop only)."""
         opening = [r for r in reductions.values() if r.start == depth]
         for r in opening:
             self.k.line(f"{r.acc} = {_initial(r)}")
@@ -107,7 +132,9 @@ class NestWriter:
                 else:
                     self._scatter(nest, node)
         else:
-            self.k.line(f"for {loop_index(depth)} in range({dim_text(nest.domain[depth])}):")
+            loop = "numba.prange" if parallel else "range"
+            self.parallel |= parallel
+            self.k.line(f"for {loop_index(depth)} in {loop}({dim_text(nest.domain[depth])}):")
             self.k.depth += 1
             self._loops(nest, depth + 1, reductions)
             self.k.depth -= 1
@@ -228,6 +255,13 @@ class NestWriter:
             target = tuple(position if a == axis else ("0" if d == 1 else index[a])
                            for a, d in enumerate(shape))
         self.k.line(f"{subscript(name, target)} += {value}", comment_of(s))
+
+
+def _reduces_outer_loop(r: Node) -> bool:
+    """Whether reduction `r` sums (or multiplies...) over its nest's outermost loop."""
+    x = r.inputs[0]
+    loops = [a for a, d in enumerate(x.shape) if d != 1]
+    return bool(loops) and loops[0] in r.attrs["axes"]
 
 
 def element_index(shape) -> Index:

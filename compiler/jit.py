@@ -11,6 +11,14 @@ The cache directory is `$GRADFUSE_CACHE_DIR`, else `$XDG_CACHE_HOME/gradfuse`,
 else `~/.cache/gradfuse`. `GRADFUSE_LIBMVEC=0` turns off glibc's vector math
 library (on by default where it loads; see compiler/codegen/vecmath.py), which
 makes loops of exp/log/sin... 3-5x faster.
+
+Kernels allocate their results with malloc. glibc serves large blocks with
+fresh mmap'd pages and returns freed ones to the system, so every call pays a
+page fault per 4 KiB of its results, which here cost more than the arithmetic:
+two float32 arrays of 1e6 elements took 7.9 ms allocated and written, 0.6 ms
+written. `tune_malloc` (called before the first kernel runs; GRADFUSE_MALLOC=0
+turns it off) raises glibc's mmap and trim thresholds so that freed blocks up
+to `MALLOC_KEEP_BYTES` stay in the process for the next call: 0.17 ms then.
 """
 
 from __future__ import annotations
@@ -82,6 +90,30 @@ def _load_libmvec() -> str | None:
     name = "LIBMVEC" if llvm.llvm_version_info >= (21,) else "LIBMVEC-X86"
     llvm.set_option("gradfuse", f"-vector-library={name}")
     return "libmvec"
+
+
+# --- allocation ----------------------------------------------------------------------------
+MALLOC_KEEP_BYTES = 1 << 29  # 512 MiB of freed memory may stay mapped for reuse
+_malloc_tuned = False
+
+
+def tune_malloc() -> None:
+    """Keep large freed blocks in glibc's heap instead of unmapping them (see the module doc)."""
+    global _malloc_tuned
+    if _malloc_tuned:
+        return
+    _malloc_tuned = True
+    if os.environ.get("GRADFUSE_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_trim_threshold, MALLOC_KEEP_BYTES)
+    libc.mallopt(m_mmap_threshold, MALLOC_KEEP_BYTES // 2)
 
 
 # --- cache files and modules -----------------------------------------------------------------
@@ -168,6 +200,7 @@ class NumbaKernel:
         self.source = generated.source
         self.path: Path | None = None
         vector_library()  # before anything compiles or loads from numba's cache
+        tune_malloc()
         self._constants = generated.constants
         signature = tuple(_array_type(n.dtype, n.type.ndim) for n in graph.inputs) + \
             tuple(_array_type(c.dtype, c.ndim) for c in generated.constants)

@@ -57,6 +57,37 @@ def test_a_second_process_loads_kernels_from_the_disk_cache(tmp_path):
     assert len(list(cache.glob("gf_*.py"))) == 1
 
 
+PARALLEL_SCRIPT = textwrap.dedent('''
+    import json
+    import numpy as np
+    from compiler import compile_grad
+
+    def loss(x, w):
+        return np.mean(np.log(1 + np.exp(-np.tanh(w * x))))
+
+    x = np.linspace(-2.0, 2.0, 1 << 16)
+    f = compile_grad(loss, wrt=1)
+    value, grad = f.value_and_grad(x, np.ones_like(x))
+    kernel = f.specialize(x, x).kernel("value_and_grad")
+    stats = kernel.dispatcher.stats
+    print(json.dumps({"hits": sum(stats.cache_hits.values()),
+                      "misses": sum(stats.cache_misses.values()),
+                      "parallel": "numba.prange" in kernel.source,
+                      "value": float(value), "grad": float(grad.sum())}))
+''')
+
+
+def test_parallel_kernels_load_from_the_disk_cache_too(tmp_path):
+    script = tmp_path / "model.py"
+    script.write_text(PARALLEL_SCRIPT)
+    cache = tmp_path / "cache"
+    first = run_in_new_process(script, cache)
+    second = run_in_new_process(script, cache)
+    assert first["parallel"] and first["misses"] == 1 and first["hits"] == 0
+    assert second["hits"] == 1 and second["misses"] == 0
+    assert second["value"] == first["value"] and second["grad"] == first["grad"]
+
+
 def test_a_new_batch_size_compiles_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADFUSE_CACHE_DIR", str(tmp_path))
 

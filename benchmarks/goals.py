@@ -1,0 +1,167 @@
+"""The goals of BENCHMARKS.md, each a rule over one run's results: met, MISSED, or n/a.
+
+Every goal is a ratio between figures of the same run, except W6's, which
+BENCHMARKS.md states in seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from benchmarks import w1_mlp_step, w2_mae, w4_mlp_large, w5_logreg_loop
+from benchmarks.harness import (
+    GRADFUSE,
+    JAX,
+    NUMBA,
+    PEERS,
+    TORCH,
+    TORCH_COMPILE,
+    UNITS,
+    WorkloadResult,
+    format_number,
+)
+
+Results = dict[str, WorkloadResult]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    id: str
+    goal: str
+    status: str  # "met", "MISSED", "reported" (a figure to show, not a test), "n/a" (not measured)
+    figures: str
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "goal": self.goal, "status": self.status, "figures": self.figures}
+
+
+class Missing(LookupError):
+    """A figure the goal needs was not measured."""
+
+
+def _seconds(results: Results, workload: str, case: str, name: str) -> float:
+    result = results.get(workload)
+    found = result.case(case) if result is not None else None
+    seconds = found.seconds(name) if found is not None else None
+    if seconds is None:
+        raise Missing(f"no {name} figure for {workload} {case}")
+    return seconds
+
+
+def _format(seconds: float, unit: str) -> str:
+    return f"{format_number(seconds * UNITS[unit])} {unit}"
+
+
+def within(workload: str, case: str, unit: str, of: str, factor: float) -> Callable:
+    """gradfuse's time <= factor x the time of `of`."""
+    def rule(results: Results) -> tuple[bool, str]:
+        mine, theirs = (_seconds(results, workload, case, n) for n in (GRADFUSE, of))
+        return mine <= factor * theirs, (f"gradfuse {_format(mine, unit)} vs {of} "
+                                         f"{_format(theirs, unit)}: {mine / theirs:.2f}x")
+    return rule
+
+
+def faster_than(workload: str, case: str, unit: str, peers: tuple[str, ...],
+                factor: float = 1.0) -> Callable:
+    """gradfuse at least `factor` times faster than each of `peers` (the measured ones)."""
+    def rule(results: Results) -> tuple[bool, str]:
+        mine = _seconds(results, workload, case, GRADFUSE)
+        theirs = {}
+        for peer in peers:
+            try:
+                theirs[peer] = _seconds(results, workload, case, peer)
+            except Missing:
+                pass
+        if not theirs:
+            raise Missing(f"no peer measured for {workload} {case}")
+        speedups = ", ".join(f"{p} {_format(t, unit)} ({t / mine:.1f}x)"
+                             for p, t in theirs.items())
+        met = all(t >= factor * mine for t in theirs.values())
+        return met, f"gradfuse {_format(mine, unit)}; {speedups}"
+    return rule
+
+
+def fastest_peer(workload: str, case: str, unit: str, factor: float) -> Callable:
+    """gradfuse at least `factor` times faster than the fastest measured peer."""
+    def rule(results: Results) -> tuple[bool, str]:
+        mine = _seconds(results, workload, case, GRADFUSE)
+        measured = {}
+        for peer in PEERS:
+            try:
+                measured[peer] = _seconds(results, workload, case, peer)
+            except Missing:
+                pass
+        if not measured:
+            raise Missing(f"no peer measured for {workload} {case}")
+        peer, best = min(measured.items(), key=lambda item: item[1])
+        return best >= factor * mine, (f"gradfuse {_format(mine, unit)}, fastest peer {peer} "
+                                       f"{_format(best, unit)}: {best / mine:.1f}x")
+    return rule
+
+
+def every_size(peers: tuple[str, ...]) -> Callable:
+    """W3: faster than each peer at every N that ran."""
+    def rule(results: Results) -> tuple[bool, str]:
+        result = results.get("W3")
+        if result is None or not result.cases:
+            raise Missing("W3 did not run")
+        verdicts = [faster_than("W3", c.label, "ms", peers)(results) for c in result.cases]
+        figures = "; ".join(f"{c.label}: {v[1]}" for c, v in zip(result.cases, verdicts))
+        return all(v[0] for v in verdicts), figures
+    return rule
+
+
+def bandwidth(results: Results) -> tuple[None, str]:
+    """W3: effective GB/s of gradfuse against the copy bandwidth (reported, not judged)."""
+    result = results.get("W3")
+    if result is None or not result.cases:
+        raise Missing("W3 did not run")
+    copy = result.info.get("copy bandwidth GB/s")
+    parts = [f"{c.label}: {c.extra[GRADFUSE]['GB/s']:.1f} GB/s" for c in result.cases
+             if GRADFUSE in c.extra]
+    return None, f"gradfuse {', '.join(parts)}; NumPy copy {copy:.1f} GB/s"
+
+
+def seconds_at_most(case: str, limit: float) -> Callable:
+    def rule(results: Results) -> tuple[bool, str]:
+        seconds = _seconds(results, "W6", case, GRADFUSE)
+        return seconds <= limit, f"gradfuse {seconds:.2f} s (limit {limit} s)"
+    return rule
+
+
+STEP, LOOP = w1_mlp_step.STEP, w1_mlp_step.LOOP
+GOALS: list[tuple[str, str, Callable]] = [
+    ("W1", "train step <= 1.3x hand-written numba", within("W1", STEP, "µs", NUMBA, 1.3)),
+    ("W1", ">= 40x faster than PyTorch eager", faster_than("W1", STEP, "µs", (TORCH,), 40)),
+    ("W1", "1000 steps in a compiled loop faster than JAX fori_loop",
+     faster_than("W1", LOOP, "ms", (JAX,))),
+    ("W2", "<= 1.5x hand-written numba", within("W2", w2_mae.CASE, "µs", NUMBA, 1.5)),
+    ("W2", ">= 4x faster than the fastest peer", fastest_peer("W2", w2_mae.CASE, "µs", 4)),
+    ("W3", "faster than JAX and torch.compile at every N", every_size((JAX, TORCH_COMPILE))),
+    ("W3", "effective GB/s against measured memory bandwidth", bandwidth),
+    ("W4", "<= 1.15x the BLAS floor",
+     within("W4", w4_mlp_large.CASE, "ms", w4_mlp_large.BLAS_FLOOR, 1.15)),
+    ("W4", "not slower than PyTorch eager", faster_than("W4", w4_mlp_large.CASE, "ms", (TORCH,))),
+    ("W5", "compiled loop faster than JAX fori_loop",
+     faster_than("W5", w5_logreg_loop.CASE, "ms", (JAX,))),
+    ("W6", "W1 cold first call <= 3 s including tracing", seconds_at_most("W1 cold", 3.0)),
+    ("W6", "W1 warm-cache first call in a new process <= 0.3 s",
+     seconds_at_most("W1 warm", 0.3)),
+]
+
+
+def evaluate(results: Results) -> list[Verdict]:
+    """A verdict for every goal of the workloads that ran."""
+    verdicts = []
+    for workload, goal, rule in GOALS:
+        if workload not in results:
+            continue
+        try:
+            met, figures = rule(results)
+        except Missing as missing:
+            verdicts.append(Verdict(workload, goal, "n/a", str(missing)))
+            continue
+        status = "reported" if met is None else "met" if met else "MISSED"
+        verdicts.append(Verdict(workload, goal, status, figures))
+    return verdicts

@@ -1,0 +1,306 @@
+"""Timing and agreement: every implementation must match the float64 reference before it is timed.
+
+A workload case is a list of `Impl`s. `run_case` first runs each one once from
+the initial state and compares its loss and gradients with the float64 NumPy
+reference (benchmarks/reference.py); any difference beyond float32 rounding
+raises `DisagreementError` and no time is reported. Then each row is timed in
+turn: after the warm-up (the checking call compiled whatever JIT it uses),
+`repeats` batches of `number` calls, each batch preceded by `setup` (which
+restores the initial parameters, so training never drifts into another numeric
+regime); the median per-call time of the batches is the figure.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+GRADFUSE = "gradfuse"
+NUMBA = "numba (hand-written)"
+NUMPY = "NumPy (hand-written)"
+TORCH = "torch eager"
+TORCH_COMPILE = "torch.compile"
+JAX = "JAX jit"
+PEERS = (TORCH, TORCH_COMPILE, JAX)
+OPTIONAL_ROWS = frozenset((NUMPY, *PEERS))
+UNITS = {"s": 1.0, "ms": 1e3, "µs": 1e6}
+SETTLE = 0.2  # seconds of sleep before timing a row: other libraries' threads go idle
+
+
+
+def format_number(value: float) -> str:
+    """Three significant digits, or whole numbers with thousands separators from 1000 up."""
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+Outcome = dict[str, Any]  # "loss" and one gradient per parameter, as arrays or scalars
+
+
+class PeerMissing(RuntimeError):
+    """A peer's library is not installed (or cannot work here): its rows become a note."""
+
+
+class DisagreementError(AssertionError):
+    """An implementation's loss or gradients differ from the reference: its time means nothing."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """What to run and how long to time it."""
+
+    quick: bool = False
+    peers: frozenset[str] = OPTIONAL_ROWS  # optional rows (gradfuse, numba always run)
+    repeats: int = 15  # many short batches: their median resists a noisy shared machine
+    min_time: float = 0.05  # seconds per timed batch of calls
+    slow_repeats: int = 3  # for rows that take seconds per call
+    subprocess_repeats: int = 3  # warm first calls measured in fresh processes (W6)
+
+    @classmethod
+    def quick_mode(cls, peers: frozenset[str] = OPTIONAL_ROWS) -> Config:
+        """Fewer and shorter repeats, and smaller sizes where a workload has several."""
+        return cls(quick=True, peers=peers, repeats=5, min_time=0.02, slow_repeats=1,
+                   subprocess_repeats=1)
+
+    def wants(self, name: str) -> bool:
+        """gradfuse's and the hand-written numba rows always run; the others when selected."""
+        return name.startswith((GRADFUSE, "numba")) or name in self.peers
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass
+class Impl:
+    """One implementation of a case: `call` is what is timed, `read(call())` what is checked.
+
+    `read` is None for rows that compute only part of the work (W4's BLAS floor).
+    A peer whose library fails (torch.compile without a compiler, say) is skipped
+    with a note; gradfuse or the hand-written kernels failing stops the run.
+    """
+
+    name: str
+    call: Callable[[], Any]
+    read: Callable[[Any], Outcome] | None
+    setup: Callable[[], None] = _nothing
+    peer: bool = False
+    number: int | None = None  # calls per timed batch; None calibrates to Config.min_time
+    slow: bool = False  # seconds per call (Python training loops): Config.slow_repeats
+    subject: Any = None  # the object being timed (a TrainStep ...), for benchmarks/breakdown.py
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """|actual - expected| <= atol + rtol*|expected|, with atol = scale*max|expected| + slack.
+
+    The scale term keeps tiny entries of a gradient (where float32 cancellation
+    loses all relative accuracy) from failing the check; `slack` covers error that
+    does not scale with the value, such as a gradient read back from a float32
+    parameter update (see `sgd_gradients`).
+    """
+
+    rtol: float = 1e-4
+    scale: float = 1e-4
+    slack: float = 0.0
+
+    def atol(self, expected: np.ndarray) -> float:
+        peak = float(np.max(np.abs(expected))) if expected.size else 0.0
+        return self.scale * peak + self.slack
+
+
+def check_agreement(where: str, name: str, outcome: Outcome, reference: Outcome,
+                    tolerances: dict[str, Tolerance] | None = None) -> None:
+    """Raise DisagreementError unless `outcome` matches `reference` key by key."""
+    tolerances = tolerances or {}
+    for key, expected in reference.items():
+        if key not in outcome:
+            raise DisagreementError(f"{where}: {name} gives no '{key}'")
+        expected = np.asarray(expected, dtype=np.float64)
+        actual = np.asarray(outcome[key], dtype=np.float64)
+        if actual.shape != expected.shape:
+            raise DisagreementError(f"{where}: {name}'s '{key}' has shape {actual.shape}, "
+                                    f"the reference {expected.shape}")
+        tol = tolerances.get(key, Tolerance())
+        error = np.abs(actual - expected)
+        bound = tol.atol(expected) + tol.rtol * np.abs(expected)
+        if not np.all(error <= bound):  # also catches NaN
+            excess = np.where(np.isfinite(error), error - bound, np.inf)
+            worst = int(np.argmax(excess))
+            raise DisagreementError(
+                f"{where}: {name} disagrees with the float64 reference on '{key}': at flat "
+                f"index {worst} got {actual.flat[worst]:.8g}, expected "
+                f"{expected.flat[worst]:.8g} (|error| {error.flat[worst]:.3g}, allowed "
+                f"{bound.flat[worst]:.3g})")
+
+
+def sgd_gradients(before: dict[str, np.ndarray], after: dict[str, np.ndarray],
+                  lr: float) -> dict[str, np.ndarray]:
+    """The gradients that plain SGD applied: (before - after) / lr, computed in float64."""
+    return {k: (before[k].astype(np.float64) - np.asarray(after[k], np.float64)) / lr
+            for k in before}
+
+
+def sgd_tolerance(before: dict[str, np.ndarray], lr: float, rtol: float = 1e-3) -> Tolerance:
+    """Tolerance for `sgd_gradients` of float32 parameters: the new value is rounded to
+    float32, so the gradient read back carries up to ulp(|p|)/lr of error."""
+    peak = max(float(np.max(np.abs(p))) for p in before.values())
+    return Tolerance(rtol=rtol, scale=rtol, slack=2 * np.finfo(np.float32).eps * peak / lr)
+
+
+# --- timing ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call: the median over repeats of a batch's mean, and the best batch."""
+
+    median: float
+    best: float
+    number: int
+    repeats: int
+
+    def to_json(self) -> dict:
+        return {"median_s": self.median, "best_s": self.best, "number": self.number,
+                "repeats": self.repeats}
+
+
+def _batch(call: Callable, setup: Callable, number: int) -> float:
+    """Mean seconds per call over `number` calls, after `setup`; the garbage collector is off
+    while timing, as in timeit (a collection would land on whichever row made the garbage)."""
+    setup()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for _ in range(number):
+            call()
+        return (time.perf_counter() - start) / number
+    finally:
+        gc.enable()
+
+
+def calibrate(call: Callable, setup: Callable, min_time: float, max_number: int) -> int:
+    """Calls per batch so that a batch lasts about `min_time` (as timeit's autorange)."""
+    number = 1
+    while True:
+        elapsed = _batch(call, setup, number) * number
+        if elapsed >= min_time / 4 or number >= max_number:
+            break
+        number *= 4
+    per_call = elapsed / number
+    return max(1, min(max_number, math.ceil(min_time / max(per_call, 1e-9))))
+
+
+def time_rows(impls: list[Impl], config: Config, max_number: int = 2000) -> dict[str, Timing]:
+    """Time each row in turn: a pause, an untimed warm-up batch, then the timed batches.
+
+    Rows run one after the other, not interleaved: OpenMP, OpenBLAS (two copies,
+    NumPy's and SciPy's, which numba's np.dot calls) and XLA's Eigen pool leave
+    their worker threads spinning for up to ~0.1 s after their last parallel
+    region, and on two cores that slows whichever row runs next by up to 10x (seen
+    when interleaving rows). The pause and the warm-up batch absorb it. Rows
+    with `read` already ran once (the agreement check), so their JIT compilation
+    is done; the others get a first call here.
+    """
+    timings = {}
+    for impl in impls:
+        time.sleep(SETTLE)
+        if impl.read is None:
+            impl.setup()
+            impl.call()
+        number = impl.number
+        if number is None:
+            number = calibrate(impl.call, impl.setup, config.min_time, max_number)
+        if not impl.slow:
+            _batch(impl.call, impl.setup, number)  # untimed: caches, thread pools, allocator
+        repeats = config.slow_repeats if impl.slow else config.repeats
+        samples = [_batch(impl.call, impl.setup, number) for _ in range(repeats)]
+        timings[impl.name] = Timing(statistics.median(samples), min(samples), number, repeats)
+    return timings
+
+
+# --- results -----------------------------------------------------------------------------
+@dataclass
+class Case:
+    """One measured quantity of a workload ('train step', 'N=1e6'), per implementation."""
+
+    label: str
+    unit: str
+    times: dict[str, Timing] = field(default_factory=dict)
+    extra: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. effective GB/s
+    unchecked: list[str] = field(default_factory=list)  # rows that compute only part of the work
+
+    def seconds(self, name: str) -> float | None:
+        timing = self.times.get(name)
+        return None if timing is None else timing.median
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "unit": self.unit,
+                "times": {k: t.to_json() for k, t in self.times.items()},
+                "extra": self.extra, "unchecked": self.unchecked}
+
+
+@dataclass
+class WorkloadResult:
+    """A workload's cases, notes (skipped peers, caveats) and reference figures."""
+
+    id: str
+    title: str
+    cases: list[Case] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def case(self, label: str) -> Case | None:
+        return next((c for c in self.cases if c.label == label), None)
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "title": self.title, "cases": [c.to_json() for c in self.cases],
+                "notes": self.notes, "info": self.info}
+
+
+def run_case(result: WorkloadResult, label: str, unit: str, impls: list[Impl],
+             reference: Outcome, config: Config,
+             tolerances: dict[str, Tolerance] | None = None,
+             max_number: int = 2000) -> Case:
+    """Check every implementation against `reference`, then time them; appends the Case."""
+    where = f"{result.id} {label}"
+    checked = []
+    for impl in impls:
+        try:
+            if impl.read is not None:
+                impl.setup()
+                outcome = impl.read(impl.call())
+                check_agreement(where, impl.name, outcome, reference, tolerances)
+        except DisagreementError:
+            raise
+        except Exception as err:  # noqa: BLE001 -- a peer's own failure is a note, not ours
+            if not impl.peer:
+                raise
+            result.notes.append(f"{impl.name} skipped in {label}: {type(err).__name__}: "
+                                f"{str(err).splitlines()[0] if str(err) else ''}")
+            continue
+        checked.append(impl)
+    case = Case(label, unit, time_rows(checked, config, max_number),
+                unchecked=[impl.name for impl in checked if impl.read is None])
+    result.cases.append(case)
+    return case
+
+
+def build_rows(config: Config, rows: dict[str, Callable[[], Impl]],
+               notes: list[str]) -> list[Impl]:
+    """The rows `config` asks for; a peer whose library is missing becomes a note instead."""
+    impls = []
+    for name, build in rows.items():
+        if not config.wants(name):
+            continue
+        try:
+            impls.append(build())
+        except PeerMissing as missing:
+            note = f"{name} skipped: {missing}"
+            if note not in notes:
+                notes.append(note)
+    return impls

@@ -19,6 +19,15 @@ callable and one `Edge` per input telling where that input's gradient goes.
 A node without `retain_graph=True` drops its callable after it runs, which
 frees the residual arrays the callable closed over; a later pass through it
 raises before any node runs.
+
+Backward callables read their inputs' arrays as they are when backward runs
+(the forward kernel does not copy them). So each node also remembers the
+version counter (`Tensor._version`) of every input Tensor at forward time, and
+a pass whose inputs have since been updated in place (an optimizer step,
+`utils.load`) raises PyTorch's "modified by an inplace operation" error before
+any node runs, instead of silently using the new values. Like PyTorch's, the
+check is per input, not per value backward actually reads, and writes the user
+makes through `.data` are not counted.
 """
 
 from __future__ import annotations
@@ -116,10 +125,16 @@ class Node:
         backward: BackwardFn,
         edges: list[Edge | None],
         outputs: list[np.ndarray],
+        inputs: Sequence[Tensor | None] = (),
     ) -> None:
         self.name = name
         self._backward: BackwardFn | None = backward
         self.edges = edges  # one per input position; None where no gradient flows
+        # (input position, the Tensor, its version at forward time). Weak: the graph
+        # must not keep an input alive, and a Tensor nobody holds cannot be updated.
+        self._saved_versions = [
+            (i, weakref.ref(t), t._version) for i, t in enumerate(inputs) if t is not None
+        ]
         # Shape and dtype of each output, for the zero cotangents of unused outputs.
         self.output_meta = [(out.shape, out.dtype) for out in outputs]
         self.tensor_hooks: list[dict[int, Hook]] = [{} for _ in outputs]
@@ -140,6 +155,13 @@ class Node:
     def retained_tensor(self, output_nr: int) -> Tensor | None:
         ref = self._retained.get(output_nr)
         return None if ref is None else ref()
+
+    def check_versions(self) -> None:
+        """Raise if an input Tensor was updated in place since the forward call."""
+        for position, ref, version in self._saved_versions:
+            tensor = ref()
+            if tensor is not None and tensor._version != version:
+                raise RuntimeError(_modified_message(self, position, tensor, version))
 
     def producers(self) -> list[Node]:
         """The nodes whose outputs are inputs here (the next nodes of the backward pass)."""
@@ -198,6 +220,17 @@ def _freed_message(node: Node) -> str:
     )
 
 
+def _modified_message(node: Node, position: int, tensor: Tensor, version: int) -> str:
+    return (
+        "one of the variables needed for gradient computation has been modified by an "
+        f"inplace operation: [{type(tensor).__name__} of dtype {tensor.dtype} and shape "
+        f"{tensor.shape}], input {position} of {node.name}, is at version {tensor._version}; "
+        f"expected version {version} instead. Hint: backward reads the inputs' arrays, so "
+        "call backward() before the optimizer step (or utils.load) that updates them, "
+        "or compute the forward again after it."
+    )
+
+
 def record(
     outputs: list[np.ndarray],
     inputs: list[Tensor | None],
@@ -211,14 +244,15 @@ def record(
     (zeros of the output's shape and dtype where no gradient arrived) and returns
     one gradient per input position (None where not needed). A node is made only
     when grad mode is on and some input requires grad; floating outputs then
-    require grad, integer and bool outputs never do.
+    require grad, integer and bool outputs never do. The node remembers each
+    input Tensor's `_version`, and backward raises if one has changed since.
     """
     arrays = [np.asarray(out) for out in outputs]
     needs_grad = any(t is not None and t.requires_grad for t in inputs)
     if not (needs_grad and is_grad_enabled()):
         return [Tensor(out) for out in arrays]
     edges = [Edge.to(t) if t is not None and t.requires_grad else None for t in inputs]
-    node = Node(name, backward, edges, arrays)
+    node = Node(name, backward, edges, arrays, inputs)
     return [
         Tensor._from_node(out, node, k) if np.issubdtype(out.dtype, np.floating) else Tensor(out)
         for k, out in enumerate(arrays)
@@ -250,6 +284,7 @@ def backward(
     for node in order:  # fail before any side effect, not halfway through the pass
         if node.released:
             raise RuntimeError(_freed_message(node))
+        node.check_versions()
 
     finished: set[Node] = set()
     with no_grad():

@@ -5,6 +5,14 @@ A `Tensor` wraps a NumPy array (`.data`) and carries PyTorch's autograd fields:
 leaves) and its hooks. It has no arithmetic of its own: compiled functions
 compute on the arrays and call `runtime.autograd.record` to link the results
 into the graph. A `Parameter` is a leaf Tensor that owns a copy of its data.
+
+Every Tensor also has PyTorch's version counter, `_version`: a plain int that
+each in-place update of `.data` made by the library adds one to (optimizer
+steps, `utils.load`, the compiled train step). Backward reads the inputs'
+arrays as they are when it runs, so `record` remembers the versions at forward
+time and backward refuses to run on an input whose version has moved on.
+As in PyTorch, writes the user makes through `.data` (`p.data[...] = 0`) are
+not counted: code that does that must bump `p._version` itself to be caught.
 """
 
 from __future__ import annotations
@@ -60,6 +68,8 @@ class Tensor:
         self._grad: np.ndarray | None = None
         self._hooks: dict[int, Hook] = {}  # hooks of a leaf; a non-leaf's live on its grad_fn
         self._retains_grad = False
+        # In-place updates of `data` by the library so far; see the module docstring.
+        self._version = 0
         self.requires_grad = requires_grad
 
     @classmethod

@@ -137,6 +137,7 @@ def load(
         optimizer_state = _read_optimizer_state(npz, path) if optimizer is not None else None
     for name, p in named.items():
         np.copyto(p.data, saved[name], casting="same_kind")
+        p._version += 1
     if optimizer is not None:
         optimizer.load_state_dict(optimizer_state)
 

@@ -96,7 +96,8 @@ class Optimizer:
                 p.grad[...] = 0
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Update every parameter that has a gradient; return closure() if one is given."""
+        """Update every parameter that has a gradient, in place (adding one to its `_version`);
+        return closure() if one is given."""
         loss = None
         if closure is not None:
             with enable_grad():
@@ -113,6 +114,7 @@ class Optimizer:
                 # In place: the caller's Parameters, their arrays and the state
                 # arrays keep their identity across steps.
                 p.data[...] = new_param
+                p._version += 1  # backward of an earlier forward must not read the new values
                 for key, value in new_state.items():
                     state[key][...] = value
         return loss

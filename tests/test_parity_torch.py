@@ -63,6 +63,8 @@ def test_twenty_steps_match_pytorch(name, options):
     theirs = getattr(torch.optim, name)(model.parameters(), **options)
     X_t, y_t = torch.tensor(X), torch.tensor(y)
     linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+    counterparts = torch_counterparts(linears)
+    assert set(counterparts) == set(params)  # every parameter is compared
 
     for step in range(20):
         ours.zero_grad()
@@ -72,13 +74,20 @@ def test_twenty_steps_match_pytorch(name, options):
         torch_loss = torch.nn.functional.mse_loss(model(X_t), y_t)
         torch_loss.backward()
         assert loss.item() == pytest.approx(torch_loss.item(), rel=1e-9), f"step {step}"
-        for i, linear in enumerate(linears):
-            np.testing.assert_allclose(params[f"W{i}"].grad, linear.weight.grad.numpy().T,
-                                       rtol=1e-9, atol=1e-12)
+        for name, (tensor, as_ours) in counterparts.items():
+            np.testing.assert_allclose(params[name].grad, as_ours(tensor.grad.numpy()),
+                                       rtol=1e-9, atol=1e-12, err_msg=f"{name}.grad, step {step}")
         ours.step()
         theirs.step()
-        for i, linear in enumerate(linears):
-            np.testing.assert_allclose(params[f"W{i}"].data, linear.weight.detach().numpy().T,
-                                       rtol=1e-9, atol=1e-12, err_msg=f"step {step}")
-            np.testing.assert_allclose(params[f"b{i}"].data, linear.bias.detach().numpy(),
-                                       rtol=1e-9, atol=1e-12, err_msg=f"step {step}")
+        for name, (tensor, as_ours) in counterparts.items():
+            np.testing.assert_allclose(params[name].data, as_ours(tensor.detach().numpy()),
+                                       rtol=1e-9, atol=1e-12, err_msg=f"{name}, step {step}")
+
+
+def torch_counterparts(linears):
+    """Our parameter name -> (the torch Parameter, how to turn its arrays into our layout)."""
+    pairs = {}
+    for i, linear in enumerate(linears):
+        pairs[f"W{i}"] = (linear.weight, np.transpose)  # torch stores (out, in)
+        pairs[f"b{i}"] = (linear.bias, np.asarray)
+    return pairs

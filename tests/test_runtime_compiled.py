@@ -25,7 +25,7 @@ def split_stats(x):
     return x.sum(), (x * x).mean()
 
 
-def test_backward_flows_through_two_kernels_with_dict_params():
+def test_backward_flows_through_two_kernels_with_retain_grad_and_hooks():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(5, 3))
     w, v = Parameter(rng.normal(size=(3, 2))), Parameter(rng.normal(size=2))

@@ -4,7 +4,7 @@
     gradfuse source examples/mlp.gf                  # generated source of a kernel
     gradfuse graph examples/mlp.gf -o mlp.svg        # forward and backward graph
     gradfuse check examples/mlp.gf                   # gradients vs finite differences
-    gradfuse time examples/mlp.gf --dim N=1024       # forward and value_and_grad timings
+    gradfuse time examples/mlp.gf --dim N=1024       # forward, backward, value_and_grad times
 
 Each works on a DSL file or on a Python function named `path/to/file.py:function`.
 Exit status: 0 on success, 1 when a check fails or the program has an error, 2 on
@@ -33,6 +33,7 @@ from compiler.cli.targets import (
     parse_shape,
 )
 from compiler.errors import GradfuseError
+from runtime import Parameter
 
 _DESCRIPTION = __doc__.split("\n\n", 1)[1]
 _FILE_HELP = ("a DSL file (such as examples/mlp.gf), or a Python function as "
@@ -175,6 +176,8 @@ def run_time(args) -> int:
         objective = gradcheck.scalar_objective(target.function, inputs,
                                                np.random.default_rng(args.seed))
         with_grad = compile_grad(objective, wrt=tuple(wrt), backend=args.backend)
+        parameters = {name: Parameter(a) if name in wrt else a for name, a in inputs.items()}
+        calls["backward"] = backward_alone(with_grad, parameters)
         calls["value_and_grad"] = lambda: with_grad.value_and_grad(**inputs)
     for kind, call in calls.items():
         t = timing.measure(call, args.repeat)
@@ -182,6 +185,21 @@ def run_time(args) -> int:
               f"{timing.format_seconds(t.best):>9}   first call {timing.format_seconds(t.first)} "
               f"({t.calls_per_sample} calls per sample)")
     return 0
+
+
+def backward_alone(compiled, arguments: dict):
+    """A call that runs `loss.backward()` of one recorded forward of `compiled(**arguments)`
+    (Parameters among them), as a PyTorch user times it: the backward kernel, the runtime's
+    engine and accumulation into `.grad`. The first call also runs that forward, so it
+    includes tracing and compilation, as the first calls of the other kinds do."""
+    recorded = []
+
+    def call():
+        if not recorded:
+            recorded.append(compiled(**arguments))
+        recorded[0].backward(retain_graph=True)
+
+    return call
 
 
 # --- shared steps ------------------------------------------------------------------------
@@ -249,8 +267,10 @@ _COMMANDS = [
      "function run with NumPy; prints the largest error per input and exits with status 1\n"
      "if one is above the tolerance.",
      _check_options),
-    ("time", run_time, "time forward and value_and_grad",
+    ("time", run_time, "time forward, backward and value_and_grad",
      "The median time per call after a warm-up call, and the first call's time, which\n"
-     "includes tracing and compilation.",
+     "includes tracing and compilation. backward is loss.backward() alone, on Parameters,\n"
+     "after one recorded forward; a non-scalar result is reduced by a fixed random\n"
+     "projection sum(w * f(x)) for backward and value_and_grad.",
      _time_options),
 ]

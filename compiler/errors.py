@@ -31,3 +31,13 @@ class ArgumentError(GradfuseError, TypeError):
 
 class InternalError(RuntimeError):
     """gradfuse produced code that numba rejected: a bug in gradfuse, not the user's code."""
+
+
+class KernelShapeError(ValueError):
+    """A kernel was called with arrays of other shapes than it was generated for.
+
+    Generated kernels check their arguments' shapes before they touch memory, so
+    that a fast path can call the last kernel without checking shapes in Python:
+    on this error it takes the general path, which finds (or builds) the right
+    kernel or explains the user's mistake.
+    """

@@ -8,14 +8,18 @@ differentiate: `h_grad = ...  # d maximum @ model.py:12`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from compiler.codegen.fusion import GATHERS, Call, Plan
+from compiler.codegen.loops import MinibatchLoop
 from compiler.codegen.names import Namer, function_name, loop_index
 from compiler.codegen.nests import INDENT, NestWriter, comment_of, element_index
 from compiler.codegen.prelude import HelperSet
 from compiler.codegen.reading import Reader, dim_text, offset, shape_text, subscript
 from compiler.codegen.scalars import dtype_name
+from compiler.codegen.writes import stored_in_place
 from compiler.ir import Node, Sym
 
 FASTMATH = '{"reassoc", "contract", "arcp", "nsz"}'  # never nnan/ninf: NaN and inf are data
@@ -25,21 +29,33 @@ PARALLEL_DECORATOR = DECORATOR.replace("cache=True,", "cache=True, parallel=True
 
 
 class KernelWriter:
-    """Writes one kernel function (and learns which helpers and constants it needs)."""
+    """Writes one kernel function (and learns which helpers and constants it needs).
 
-    def __init__(self, plan: Plan) -> None:
+    `writes` (output index -> input index) stores those outputs into the input arrays
+    instead of returning them (compiler/codegen/writes.py); `loop` runs the whole body
+    once per minibatch (compiler/codegen/loops.py) and records its loss.
+    """
+
+    def __init__(self, plan: Plan, writes: Mapping[int, int] | None = None,
+                 loop: MinibatchLoop | None = None, helpers: HelperSet | None = None) -> None:
         self.plan = plan
         self.graph = plan.graph
         self.namer = Namer()
-        self.helpers = HelperSet()
+        self.helpers = helpers or HelperSet()
         self.names: dict[int, str] = {}
         self.reader = Reader(self.names, plan.views, self.helpers)
         self.lines: list[str] = []
         self.depth = 1
         self.nests = NestWriter(self)
+        self.calls_blas = any(isinstance(u, Call) and u.node.op == "matmul" for u in plan.units)
+        self.writes = dict(writes or {})
+        self.loop = loop
         # A value may share the function's name (`loss = ...` in `def loss`): the
         # kernel never calls itself, so the local shadows nothing it uses.
         self.function_name = function_name(self.graph.name)
+        if loop is not None:
+            self.function_name = f"{self.function_name}_{loop.suffix}"
+            loop.reserve(self.namer)
         self.constants = [n for n in plan.nodes if n.op == "const" and n.shape != ()]
         self._syms = self._sym_sources()
         for sym in self._syms:
@@ -48,17 +64,34 @@ class KernelWriter:
             self.names[node.id] = self.namer.fresh(node.name or f"arg{node.attrs['index']}")
         for k, node in enumerate(self.constants, start=1):
             self.names[node.id] = self.namer.fresh(node.name or f"c{k}")
+        # The kernel's parameters: the arrays it is called with. A 0-d input is read into a
+        # scalar of its own name, unless the kernel writes into it (then the array keeps it).
+        self.arrays = {n.id: self.names[n.id] for n in self.graph.inputs + self.constants}
+        for j in self.writes.values():
+            target = self.graph.inputs[j]
+            if target.shape == ():
+                self.names[target.id] = self.namer.fresh(f"{self.names[target.id]}_value")
+        # Outputs stored in place live in their input's array: no allocation, no copy.
+        self.in_place = stored_in_place(plan, self.writes) if self.writes else set()
+        self.preallocated: set[int] = set()
+        for k in self.in_place:
+            out, target = self.graph.outputs[k], self.graph.inputs[self.writes[k]]
+            self.names[out.id] = self.arrays[target.id]
+            self.preallocated.add(out.id)
 
     # --- whole function --------------------------------------------------------------------
     def write(self) -> str:
-        params = [self.names[n.id] for n in self.graph.inputs + self.constants]
+        inputs = self.graph.inputs + self.constants
+        params = [self.arrays[n.id] for n in inputs]
+        if self.loop is not None:
+            params = self.loop.open(self, params)
         self._prologue()
         for unit in self.plan.units:
             if isinstance(unit, Call):
                 self._call(unit.node)
             else:
                 self.nests.write(unit)
-        self._return()
+        self._finish()
         decorator = PARALLEL_DECORATOR if self.nests.parallel else DECORATOR
         head = [decorator, f"def {self.function_name}({', '.join(params)}):"]
         return "\n".join(head + self.lines) + "\n"
@@ -73,7 +106,8 @@ class KernelWriter:
 
     def _prologue(self) -> None:
         for sym, (node, axis) in self._syms.items():
-            self.line(f"{sym.name} = {self.names[node.id]}.shape[{axis}]")
+            self.line(f"{sym.name} = {self.arrays[node.id]}.shape[{axis}]")
+        self._check_shapes()
         checked = set()
         for node in self.plan.nodes:
             target = self._checked_indices(node)
@@ -83,8 +117,25 @@ class KernelWriter:
                 self.line(f"{check}({target[0]}, {target[1]})")
         for node in self.graph.inputs:
             if node.shape == ():  # 0-d arrays: read once, then used as a scalar
-                name = self.names[node.id]
-                self.line(f"{name} = {name}[()]")
+                self.line(f"{self.names[node.id]} = {self.arrays[node.id]}[()]")
+
+    def _check_shapes(self) -> None:
+        """Refuse arrays of other shapes than the graph's before touching memory (numba's
+        dispatcher checks dtypes and ranks; shapes are the kernel's to check)."""
+        inputs = [n for n in self.graph.inputs if n.shape != ()]
+        if not inputs:
+            return
+        closing = "," if len(inputs) == 1 else ""
+        got = [f"{self.arrays[n.id]}.shape" for n in inputs]
+        expected = [shape_text(n.shape) for n in inputs]
+        pieces = [f"{p}," for p in got[:-1]] + [f"{got[-1]}{closing}) != ("] + \
+            [f"{p}," for p in expected[:-1]] + [f"{expected[-1]}{closing}):"]
+        error = self.helpers.use_error("KernelShapeError")
+        first, *rest = _wrapped(["if (", *pieces], 100 - len(INDENT) * (self.depth + 2))
+        self.line(first)
+        for text in rest:
+            self.line(f"{INDENT * 2}{text}")
+        self.line(f"{INDENT}raise {error}(\"arrays of other shapes than the kernel's\")")
 
     def _checked_indices(self, node: Node) -> tuple[str, str] | None:
         """(indices, axis length) for a gather or scatter whose indices come from the caller.
@@ -104,9 +155,27 @@ class KernelWriter:
         n = node.inputs[0].shape[axis] if node.op in GATHERS else node.attrs["shape"][axis]
         return self.names[indices.id], dim_text(n)
 
-    def _return(self) -> None:
+    def _finish(self) -> None:
+        """Store the written outputs, then return the others (or, in a loop, record the loss)."""
+        if self.loop is None:
+            results = self._results([k for k in range(len(self.graph.outputs))
+                                     if k not in self.writes])
+        for k, j in sorted(self.writes.items()):
+            if k not in self.in_place:
+                self._copy_into(self.arrays[self.graph.inputs[j].id], self.graph.outputs[k])
+        if self.loop is not None:
+            self.loop.close(self, self.reader.read(self.graph.outputs[self.loop.loss], ()))
+            return
+        closing = "," if len(results) == 1 else ""
+        self.line(f"return ({', '.join(results)}{closing})")
+
+    def _results(self, indices: list[int]) -> list[str]:
+        """The expressions of the outputs at `indices`, read before any written output is stored:
+        a copy of an input that is written into is taken here, while it holds the old value."""
         results, returned = [], set()
-        for node in self.graph.outputs:
+        targets = {self.graph.inputs[j].id for j in self.writes.values()}
+        for k in indices:
+            node = self.graph.outputs[k]
             if node.shape == ():
                 results.append(f"np.asarray({self.reader.read(node, ())})")
                 continue
@@ -114,10 +183,23 @@ class KernelWriter:
             text = self.names[node.id]
             if storage.op in ("input", "const") or storage.id in returned:
                 text += ".copy()"  # callers own their results: never hand out an alias
+                if storage.id in targets:
+                    copy = self.namer.fresh(f"{text[:-len('.copy()')]}_before")
+                    self.line(f"{copy} = {text}")
+                    text = copy
             returned.add(storage.id)
             results.append(text)
-        closing = "," if len(results) == 1 else ""
-        self.line(f"return ({', '.join(results)}{closing})")
+        return results
+
+    def _copy_into(self, array: str, node: Node) -> None:
+        """`array[...] = node`, element by element (node may be a view or a scalar)."""
+        if node.shape == ():
+            self.line(f"{array}[()] = {self.reader.read(node, ())}")
+            return
+        index = element_index(node.shape)
+        self._open_loops(node.shape)
+        self.line(f"{subscript(array, index)} = {self.reader.read(node, index)}")
+        self._close_loops(node.shape)
 
     def _storage(self, node: Node) -> Node:
         while node.op == "reshape" and isinstance(self.plan.unit_of.get(node.id), Call):
@@ -135,6 +217,8 @@ class KernelWriter:
         return self.names[node.id]
 
     def alloc(self, node: Node, fill: str = "empty", dtype=None, name: str | None = None) -> None:
+        if node.id in self.preallocated and name is None:
+            return  # stored in an input's array
         dtype = node.dtype if dtype is None else dtype
         target = name or self.name_of(node)
         self.line(f"{target} = np.{fill}({shape_text(node.shape)}, {dtype_name(dtype)})")
@@ -177,3 +261,16 @@ class KernelWriter:
 
     def _close_loops(self, shape) -> None:
         self.depth -= sum(1 for d in shape if d != 1)
+
+
+def _wrapped(pieces: list[str], width: int) -> list[str]:
+    """`pieces` joined into lines of at most about `width` characters, with a space after
+    each comma and none after an opening parenthesis."""
+    lines, current = [], ""
+    for piece in pieces:
+        glue = "" if not current or current.endswith("(") else " "
+        if current and len(current) + len(glue) + len(piece) > width:
+            lines.append(current)
+            current, glue = "", ""
+        current += glue + piece
+    return lines + [current]

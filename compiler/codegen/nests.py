@@ -15,6 +15,7 @@ and scatter-adds keep the nest serial. A parallel loop costs ~1.8 us per call
 to start the threads, so only nests of at least `PARALLEL_MIN_ELEMENTS`
 elements, all static, qualify (measured below); symbolic extents (a batch
 size) stay serial, because a training step on a batch of 20 cannot afford it.
+Kernels that call BLAS stay serial throughout (see `_parallel`).
 """
 
 from __future__ import annotations
@@ -106,6 +107,11 @@ class NestWriter:
 
     def _parallel(self, nest: LoopNest, reductions: dict[int, _Reduction]) -> bool:
         """Whether the nest's outer loop is large and can be a race-free `numba.prange`."""
+        if self.k.calls_blas:
+            # numba's OpenMP workers spin for a while after a parallel region; a BLAS call
+            # that follows runs its own threads on the same two cores, and W4's step took
+            # 47 ms instead of 8 ms. Kernels that call BLAS get their threads from it.
+            return False
         if not nest.domain or any(not isinstance(d, int) for d in nest.domain) \
                 or math.prod(nest.domain) < PARALLEL_MIN_ELEMENTS:
             return False

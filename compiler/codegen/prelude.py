@@ -79,6 +79,7 @@ class HelperSet:
 
     def __init__(self) -> None:
         self._used: dict[str, str] = {}  # generated name -> source
+        self._errors: set[str] = set()
         self.uses_vector_math = False
 
     def vector_math(self, name: str) -> str:
@@ -101,9 +102,18 @@ class HelperSet:
             return generated
         raise KeyError(f"generated code calls unknown helper {name!r}")
 
+    def use_error(self, name: str) -> str:
+        """The name of exception class `name` of compiler.errors, imported by the module."""
+        self._errors.add(name)
+        return name
+
     def imports(self) -> list[str]:
         lines = ["import numba", "import numpy as np"]
-        return lines + ([VECTOR_MATH_IMPORT] if self.uses_vector_math else [])
+        if self.uses_vector_math:
+            lines.append(VECTOR_MATH_IMPORT)
+        if self._errors:
+            lines.append(f"from compiler.errors import {', '.join(sorted(self._errors))}")
+        return lines
 
     def source(self) -> str:
         """The helpers' definitions, sorted by name so the text is deterministic."""

@@ -1,0 +1,79 @@
+"""Outputs stored into the caller's arrays: which can be written in place, which are copied.
+
+A kernel may be asked to store some of its outputs into some of its input arrays
+(`writes`: output index -> input index), as a training step stores the new
+parameters and optimizer state. Writing an output straight into the input's
+memory, element by element inside the loop nest that computes it, saves an
+array and a copy, but is only right when no code reads the input's old value
+after that element was overwritten. That holds when every read of the input
+happens
+
+- in a unit emitted before the writing nest, or
+- inside the writing nest, at the element being written (not broadcast, not
+  through a transpose or a gather), in a statement before the write,
+
+and the input is not itself a result. Otherwise the output gets its own array
+and is copied into the input after everything else is computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from compiler.codegen.fusion import (
+    Call,
+    LoopNest,
+    Plan,
+    is_unit_reshape,
+    reads_in_place,
+    without_ones,
+)
+from compiler.ir import Node, users_of
+
+
+def stored_in_place(plan: Plan, writes: Mapping[int, int]) -> set[int]:
+    """The output indices in `writes` whose nests can store them straight into the input."""
+    graph = plan.graph
+    targets = list(writes.values())
+    assert len(set(targets)) == len(targets), "two outputs written into one input"
+    users = users_of(plan.nodes)
+    position = {id(unit): k for k, unit in enumerate(plan.units)}
+    output_ids = [n.id for n in graph.outputs]
+    in_place = set()
+    for k, j in writes.items():
+        out, target = graph.outputs[k], graph.inputs[j]
+        unit = plan.unit_of.get(out.id)
+        if not isinstance(unit, LoopNest) or out.id not in unit.member_ids \
+                or out.shape != target.shape or out.dtype != target.dtype or out.shape == () \
+                or output_ids.count(out.id) > 1 or target.id in output_ids:
+            continue
+        body = {n.id: p for p, n in enumerate(unit.body)}
+        if all(_read_before(plan, unit, position, body, out, reader, read, aligned)
+               for reader, read, aligned in _reads(plan, users, target, True)):
+            in_place.add(k)
+    return in_place
+
+
+def _reads(plan: Plan, users, node: Node, aligned: bool) -> Iterator[tuple[Node, Node, bool]]:
+    """(reader, the value it reads, whether that value's elements sit where the input's do)
+    for every read of `node`'s memory, looking through views and `.reshape()` calls (which
+    alias it); reads of the shape alone do not count."""
+    for user in users.get(node.id, ()):
+        if user.op == "size":
+            continue
+        if user.id in plan.views:
+            yield from _reads(plan, users, user, aligned and is_unit_reshape(user))
+        elif user.op == "reshape" and isinstance(plan.unit_of.get(user.id), Call):
+            yield from _reads(plan, users, user, False)
+        else:
+            yield user, node, aligned
+
+
+def _read_before(plan: Plan, unit: LoopNest, position, body, out: Node, reader: Node,
+                 read: Node, aligned: bool) -> bool:
+    """Whether `reader` has read its element of the target before `out` overwrites it."""
+    reader_unit = plan.unit_of[reader.id]
+    if reader_unit is not unit:
+        return position[id(reader_unit)] < position[id(unit)]
+    at_element = aligned and reads_in_place(reader) and without_ones(read.shape) == unit.domain
+    return at_element and body[reader.id] <= body[out.id]

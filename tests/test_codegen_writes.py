@@ -1,0 +1,71 @@
+"""Outputs stored into input arrays (`writes`): in place inside the loop nest when no later code
+reads the old value, else copied at the end; either way the values are those of the pure
+function, and results never alias the caller's arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiler import compile_grad
+from compiler.codegen import generate
+from compiler.jit import NumbaKernel
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernel_cache(request, tmp_path_factory):
+    cache = getattr(request.config, "cache", None)
+    directory = cache.mkdir("gradfuse_kernels") if cache else tmp_path_factory.mktemp("kernels")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRADFUSE_CACHE_DIR", str(directory))
+        yield directory
+
+
+def compiled_with_writes(fn, args, writes):
+    graph = compile_grad(fn, backend="interpreter").specialize(*args).graph_of("forward")
+    generated = generate(graph, "forward", writes)
+    return NumbaKernel(graph, generated), generated.source
+
+
+def sgd(p, g, lr):
+    return p - lr * g, np.sum(g * g)
+
+
+def test_an_update_read_only_at_its_own_element_is_written_in_place():
+    p, g, lr = np.linspace(-1.0, 1.0, 7), np.arange(7.0), np.array(0.5)
+    expected = p - 0.5 * g
+    kernel, source = compiled_with_writes(sgd, (p, g, lr), {0: 0})
+    assert "p[i0] = p[i0] - " in source and "np.empty" not in source
+    (norm,) = kernel([p, g, lr])
+    np.testing.assert_array_equal(p, expected)
+    assert norm == np.sum(g * g)
+
+
+def test_a_transposed_read_in_the_same_nest_makes_a_copy_at_the_end():
+    W = np.arange(9.0).reshape(3, 3)
+    expected = W - 0.1 * W.T
+    kernel, source = compiled_with_writes(lambda W: W - 0.1 * W.T, (W,), {0: 0})
+    body = source[source.index("def "):]
+    assert "np.empty((3, 3)" in body and body.rstrip().endswith("return ()")
+    assert kernel([W]) == []
+    np.testing.assert_allclose(W, expected, rtol=1e-15)
+
+
+def test_a_read_by_a_later_unit_sees_the_old_value():
+    p, X = np.arange(1.0, 6.0), np.ones((4, 5))
+    kernel, _ = compiled_with_writes(lambda p, X: (p * 0.5, X @ p), (p, X), {0: 0})
+    (product,) = kernel([p, X])
+    np.testing.assert_array_equal(product, np.full(4, 15.0))
+    np.testing.assert_array_equal(p, np.arange(1.0, 6.0) * 0.5)
+
+
+def test_a_returned_input_is_copied_before_it_is_overwritten_and_0d_inputs_work():
+    s, p = np.array(2.0), np.array([1.0, 2.0])
+    kernel, _ = compiled_with_writes(lambda s, p: (p, s + 1.0, p + 1.0, p * s), (s, p),
+                                     {1: 0, 2: 1})
+    old_p, scaled = kernel([s, p])
+    np.testing.assert_array_equal(old_p, [1.0, 2.0])
+    np.testing.assert_array_equal(scaled, [2.0, 4.0])  # the old s
+    assert s[()] == 3.0
+    np.testing.assert_array_equal(p, [2.0, 3.0])
+    assert not np.shares_memory(old_p, p)

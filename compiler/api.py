@@ -110,9 +110,11 @@ class CompiledFunction:
         """The function's value. With runtime Tensors among the arguments, the results are
         Tensors, and `backward()` on them reaches every Tensor that requires grad."""
         fast = self._fast.get("forward")
-        if fast is not None and not kwargs and fast.fits(args):
-            self._last = fast.spec
-            return pytree.unflatten(fast.spec.out_tree, [_plain(o) for o in fast.kernel(args)])
+        if fast is not None and not kwargs:
+            outputs = fast.run(args)
+            if outputs is not None:
+                self._last = fast.spec
+                return pytree.unflatten(fast.spec.out_tree, [_plain(o) for o in outputs])
         if current_builder() is not None:  # called while tracing another function: inline it
             return self.fn(*args, **kwargs)
         call = self._arguments(args, kwargs)
@@ -120,7 +122,7 @@ class CompiledFunction:
         if not any(t is not None for t in tensors):
             spec = self._specialize(call, self._wrt_leaf_indices(call, strict=False))
             kernel = spec.kernel("forward")
-            if FastCall.eligible(args, kwargs):
+            if FastCall.eligible(args, kwargs, kernel):
                 self._fast["forward"] = FastCall(spec, kernel)
             return pytree.unflatten(spec.out_tree, [_plain(o) for o in kernel(call.leaves)])
         return self._call_recorded(call, tensors)
@@ -131,20 +133,22 @@ class CompiledFunction:
         With `has_aux=True` the function returns `(value, aux)` and this returns
         `((value, aux), gradient)`, as JAX does."""
         fast = self._fast.get("value_and_grad")
-        if fast is not None and not kwargs and fast.fits(args):
-            self._last = fast.spec
-            results = [_plain(r) for r in fast.kernel(args)]
-            n_out = len(fast.spec.graph.outputs)
-            grads = results[n_out:]  # plain array arguments: one gradient leaf per wrt item
-            return (pytree.unflatten(fast.spec.out_tree, results[:n_out]),
-                    tuple(grads) if isinstance(self.wrt, tuple) else grads[0])
+        if fast is not None and not kwargs:
+            results = fast.run(args)
+            if results is not None:
+                self._last = fast.spec
+                results = [_plain(r) for r in results]
+                n_out = len(fast.spec.graph.outputs)
+                grads = results[n_out:]  # plain array arguments: one gradient leaf per wrt item
+                return (pytree.unflatten(fast.spec.out_tree, results[:n_out]),
+                        tuple(grads) if isinstance(self.wrt, tuple) else grads[0])
         if current_builder() is not None:
             return self._inline_value_and_grad(args, kwargs)
         call = self._arguments(args, kwargs)
         spec = self._specialize(call, self._wrt_leaf_indices(call, strict=True))
         self._require_scalar(spec.graph, spec.n_differentiated)
         kernel = spec.kernel("value_and_grad")
-        if FastCall.eligible(args, kwargs):
+        if FastCall.eligible(args, kwargs, kernel):
             self._fast["value_and_grad"] = FastCall(spec, kernel)
         results = [_plain(r) for r in kernel(call.leaves)]
         n_out = len(spec.graph.outputs)

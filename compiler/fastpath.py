@@ -1,42 +1,40 @@
-"""The hot path of repeated calls: plain positional arrays checked against the last
-specialization in a few attribute reads, skipping argument binding and tree flattening.
+"""The hot path of repeated calls: the last plain-array call's kernel, tried first.
 
 Small kernels run in microseconds, so the general path (binding the signature,
 flattening nested arguments, computing the shape pattern) would dominate them.
 A `FastCall` remembers the specialization of a call whose arguments were all
-plain C-contiguous arrays passed positionally; a later call fits it when each
-array has the same dtype and static dims and the symbolic dims are consistent.
+arrays passed positionally, and a later call with as many arguments runs that
+kernel at once. Nothing is checked in Python: numba's dispatcher refuses arrays
+of another dtype, rank or layout (the kernel compiles for one signature only),
+and the kernel itself checks the shapes before it touches memory. Either refusal
+sends the call down the general path, which finds or builds the right kernel or
+explains what is wrong. Only kernels that check their arguments this way
+(`checks_arguments`: the numba backend's) get a fast path.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from compiler.ir import Sym
+from compiler.errors import KernelShapeError
 
 
 class FastCall:
     def __init__(self, spec, kernel) -> None:
         self.spec = spec
         self.kernel = kernel
-        self.checks = [(t.dtype, t.shape) for t in spec.signature.types]
+        self.arity = len(spec.signature.types)
 
     @staticmethod
-    def eligible(args: tuple, kwargs: dict) -> bool:
-        return not kwargs and all(type(a) is np.ndarray for a in args)
+    def eligible(args: tuple, kwargs: dict, kernel) -> bool:
+        return getattr(kernel, "checks_arguments", False) and not kwargs \
+            and all(type(a) is np.ndarray for a in args)
 
-    def fits(self, args: tuple) -> bool:
-        if len(args) != len(self.checks):
-            return False
-        sizes: dict[Sym, int] = {}
-        for a, (dtype, shape) in zip(args, self.checks):
-            if type(a) is not np.ndarray or a.dtype != dtype or a.ndim != len(shape) \
-                    or not a.flags.c_contiguous:
-                return False
-            for d, n in zip(shape, a.shape):
-                if type(d) is int:
-                    if d != n:
-                        return False
-                elif n < 2 or sizes.setdefault(d, n) != n:  # size 1 broadcasts: never symbolic
-                    return False
-        return True
+    def run(self, args: tuple) -> list | None:
+        """The kernel's results for `args`, or None when they do not fit it."""
+        if len(args) != self.arity:
+            return None
+        try:
+            return self.kernel(args)
+        except (TypeError, KernelShapeError):
+            return None

@@ -194,25 +194,55 @@ def _deep_recursion(limit: int = 20000):
 
 
 class NumbaKernel:
-    """A compiled kernel: call it with one C-contiguous array per graph input."""
+    """A compiled kernel: call it with one C-contiguous array per graph input.
 
-    def __init__(self, graph: Graph, generated: GeneratedModule) -> None:
+    The module may hold more functions than the kernel (minibatch loops of a train step);
+    `entry` compiles one of them. With `eager=False` nothing compiles until `entry` is
+    asked for, so a module whose main function is never called costs no compilation.
+    """
+
+    checks_arguments = True  # the dispatcher checks dtypes and ranks, the kernel shapes
+
+    def __init__(self, graph: Graph, generated: GeneratedModule, eager: bool = True) -> None:
         self.source = generated.source
         self.path: Path | None = None
         vector_library()  # before anything compiles or loads from numba's cache
         tune_malloc()
         self._constants = generated.constants
-        signature = tuple(_array_type(n.dtype, n.type.ndim) for n in graph.inputs) + \
+        self.signature = tuple(_array_type(n.dtype, n.type.ndim) for n in graph.inputs) + \
             tuple(_array_type(c.dtype, c.ndim) for c in generated.constants)
+        with self._reporting(generated.source):
+            self.module, self.path = load_module(generated.source)
+        self.dispatcher = getattr(self.module, generated.function_name)
+        if eager:
+            self._compile_only(self.dispatcher, self.signature)
+
+    def entry(self, name: str, args: tuple):
+        """Function `name` of the kernel's module, compiled for the types of `args` and for
+        nothing else: called with arrays of other dtypes or ranks, it raises TypeError
+        instead of compiling again (fast paths rely on that to fall back)."""
+        dispatcher = getattr(self.module, name)
+        self._compile_only(dispatcher, tuple(numba.typeof(a) for a in args))
+        return dispatcher
+
+    def _compile_only(self, dispatcher, signature: tuple) -> None:
+        """Compile `signature` (or load it from numba's cache), then refuse other types."""
+        if signature in dispatcher.overloads:
+            return
+        dispatcher.disable_compile(False)  # the module may serve another caller already
+        with self._reporting(self.source), _deep_recursion():
+            dispatcher.compile(signature)
+        dispatcher.disable_compile()  # other dtypes or ranks: TypeError, not a new compile
+
+    @contextlib.contextmanager
+    def _reporting(self, source: str):
+        """Generated code that numba cannot compile is gradfuse's bug: say so, with the file."""
         try:
-            module, self.path = load_module(generated.source)
-            self.dispatcher = getattr(module, generated.function_name)
-            with _deep_recursion():
-                self.dispatcher.compile(signature)
+            yield
         except OSError:  # the cache directory's problem, not the code's
             raise
         except Exception as err:  # noqa: BLE001 -- generated code that fails is our bug
-            where = self.path or cache_dir() / f"gf_{module_key(generated.source)}.py"
+            where = self.path or cache_dir() / f"gf_{module_key(source)}.py"
             raise InternalError(
                 f"gradfuse generated code that numba could not compile ({where}); "
                 f"this is a bug in gradfuse, please report it with that file.\n"

@@ -24,7 +24,10 @@ import numpy as np
 
 from compiler import pytree
 from compiler.api import CompiledFunction, compile_grad
-from compiler.drivers import Drivers, StepLayout
+from compiler.codegen import MinibatchLoop, generate
+from compiler.errors import KernelShapeError
+from compiler.ir import Sym
+from compiler.jit import NumbaKernel
 from runtime import Parameter
 from runtime.optim import Optimizer
 
@@ -68,7 +71,8 @@ class TrainStep:
                             for g in optimizer.param_groups]
         self._kernel = self._traced(self._step_function, "step")
         self._accumulating: CompiledFunction | None = None
-        self._drivers: dict[tuple, tuple[Drivers, tuple]] = {}
+        self._kernels_by_data: dict[tuple, _Kernels] = {}
+        self._last: _Kernels | None = None  # what the last call ran: the hot path tries it first
 
     def _traced(self, function: Callable, suffix: str) -> CompiledFunction:
         # wrt = params, states and hypers: their shapes stay static; data keeps a symbolic batch
@@ -151,15 +155,28 @@ class TrainStep:
 
     def __call__(self, *data) -> Any:
         """One step on `data`; returns the loss (before the update)."""
+        kernels = self._last
+        if kernels is not None and kernels.step is not None and kernels.current(self._slots):
+            self._pack_hypers()
+            try:  # numba checks the arrays' dtypes and ranks, the kernel their shapes
+                return self._result(kernels.step(*kernels.arguments, *data))
+            except (TypeError, KernelShapeError):
+                pass  # other data than last time: the general path sorts it out
+        data = tuple(np.ascontiguousarray(d) for d in data)
         if self.loss_fn.backend.name != "numba":
-            return self._call_generic(tuple(np.ascontiguousarray(d) for d in data))
-        drivers, head = self._driver(data)
-        result = drivers.inplace(*head, self._pack_hypers(), *data, *drivers.constants)
+            return self._run(self._kernel, data)
+        kernels = self._kernels(data)
+        if kernels.step is None:
+            kernels.step = kernels.compile(kernels.kernel.dispatcher.__name__, data)
+        self._last = kernels
+        self._pack_hypers()
+        return self._result(kernels.step(*kernels.arguments, *data))
+
+    def _result(self, result: tuple) -> Any:
         if self.keep_grads:
             for slot, g in zip(self._slots, result[1:]):
                 slot.param.grad = g
-            return result[0]
-        return result
+        return result[0][()]
 
     def accumulate(self, micro_batches: Sequence[tuple]) -> Any:
         """One step on the average of the losses of `micro_batches`, each a tuple of data
@@ -169,9 +186,6 @@ class TrainStep:
         if self._accumulating is None:
             self._accumulating = self._traced(self._accumulated_step_function, "accumulate")
         return self._run(self._accumulating, (batches,))
-
-    def _call_generic(self, data: tuple) -> Any:
-        return self._run(self._kernel, data)
 
     def _run(self, kernel: CompiledFunction, data: tuple) -> Any:
         """Call a traced step through the general path and write its results back."""
@@ -186,31 +200,84 @@ class TrainStep:
             slot.param.grad = np.array(g, copy=True)
         return loss
 
-    def _driver(self, data: tuple) -> tuple[Drivers, tuple]:
-        """The drivers for data of this kind, and the parameter and state arrays they update.
-
-        Drivers serve every batch size; they are looked up by each array's dtype and
-        trailing shape, and rebuilt if a Parameter's array was replaced (e.g. by loading).
-        """
-        key = tuple([(d.dtype.num, d.shape[1:], d.flags.c_contiguous) for d in data])
-        cached = self._drivers.get(key)
-        if cached is not None and all([a is s.param.data for a, s in zip(cached[1], self._slots)]):
-            return cached
-        if not all(isinstance(d, np.ndarray) and d.flags.c_contiguous for d in data):
-            raise ValueError("train_step data must be C-contiguous NumPy arrays "
-                             "(np.ascontiguousarray makes one)")
+    def _kernels(self, data: tuple) -> _Kernels:
+        """The in-place kernels for data of this kind (dtypes and trailing shapes: they serve
+        every batch size), rebuilt if a Parameter's array was replaced (e.g. by loading)."""
+        key = tuple([(d.dtype.num, d.shape[1:]) for d in data])
+        kernels = self._kernels_by_data.get(key)
+        if kernels is not None and kernels.current(self._slots):
+            return kernels
         params, states = self._arguments()
         spec = self._kernel.specialize(params, states, self._hypers, *data)
-        kernel = spec.kernel("forward")
+        graph = spec.graph_of("forward")
         state_arrays = [a for state in states for a in pytree.flatten(state)[0]]
-        layout = StepLayout(len(params), len(state_arrays), len(data), len(kernel._constants),
-                            len(self._slots) if self.keep_grads else 0)
-        head = tuple(params.values()) + tuple(state_arrays)
-        self._drivers[key] = (Drivers(kernel, layout), head)
-        return self._drivers[key]
+        arrays = tuple(params.values()) + tuple(state_arrays)
+        # outputs: loss, new params, new states (, grads); inputs: params, states, hypers, data
+        writes = {1 + k: k for k in range(len(arrays))}
+        first_data = len(arrays) + 1
+        batch_axis_symbolic = all(isinstance(n.shape[0], Sym) for n in graph.inputs[first_data:])
+        loops = (MinibatchLoop(tuple(range(first_data, len(graph.inputs))), loss=0),) \
+            if batch_axis_symbolic else ()
+        kernel = NumbaKernel(graph, generate(graph, "train step", writes, loops), eager=False)
+        kernels = _Kernels(kernel, arrays, self._hypers, fits_batches=bool(loops))
+        self._kernels_by_data[key] = kernels
+        return kernels
+
+    def _fit_kernels(self, data: tuple) -> _Kernels | None:
+        """The kernels whose minibatch loop `fit` runs, or None where there is none (the
+        interpreter backend; a loss that needs the batch size as a number)."""
+        if self.loss_fn.backend.name != "numba":
+            return None
+        kernels = self._kernels(data)
+        if not kernels.fits_batches:
+            return None
+        if kernels.fit is None:
+            name = f"{kernels.kernel.dispatcher.__name__}_fit"
+            no_orders, losses = np.empty((1, 0), np.int64), np.empty(1)
+            kernels.fit = kernels.compile(name, data, no_orders, 1, losses)
+        return kernels
 
     def source(self, kind: str = "forward") -> str:
+        """The generated source of the step: "step" (the in-place kernels that calls run, with
+        the minibatch loop of `fit`), or a kind of the traced step function (`forward` ...)."""
+        if kind == "step":
+            if self._last is None:
+                raise RuntimeError("the step has not run yet: call it once first")
+            return self._last.kernel.source
         return self._kernel.source(kind)
+
+
+@dataclass
+class _Kernels:
+    """One data kind's module: the step that updates `arrays` in place, and its `fit` loop.
+
+    Both are compiled on first use only (a step compiles in seconds, and most
+    programs call one of them).
+    """
+
+    kernel: NumbaKernel
+    arrays: tuple[np.ndarray, ...]  # parameter arrays, then optimizer-state arrays
+    hypers: np.ndarray
+    fits_batches: bool  # whether the module has the minibatch loop (a symbolic batch axis)
+    step: Any = None
+    fit: Any = None
+
+    def __post_init__(self) -> None:
+        self.arguments = self.arrays + (self.hypers,)
+        self._params = self.arrays  # checked by identity before each call
+
+    def current(self, slots: list[_Slot]) -> bool:
+        """Whether every Parameter still holds the array the kernels were built for."""
+        return all([a is s.param.data for a, s in zip(self._params, slots)])
+
+    def compile(self, name: str, data: tuple, *extra) -> Any:
+        """Function `name` of the module, compiled for these arguments; after that, arrays of
+        another dtype or rank raise TypeError instead of compiling again."""
+        constants = self.kernel._constants
+        entry = self.kernel.entry(name, self.arguments + tuple(data) + tuple(constants) + extra)
+        if constants:
+            return lambda *args: entry(*args, *constants)
+        return entry
 
 
 def _clip_by_total_norm(grads: list, max_norm, norm_type: float) -> list:
@@ -265,20 +332,12 @@ class History:
         return path
 
 
-def batch_plan(n: int, batch_size: int, epochs: int, shuffle: bool, seed: int):
-    """Row order and per-step (start, size) for `epochs` passes over `n` rows.
-
-    Each epoch is a fresh permutation from one seeded generator (or 0..n-1 without
-    shuffling); its last batch holds the remaining rows, so it may be smaller.
-    """
-    rng = np.random.default_rng(seed)
-    order = np.concatenate([rng.permutation(n) if shuffle else np.arange(n)
-                            for _ in range(epochs)]).astype(np.int64)
-    per_epoch = -(-n // batch_size)
-    offsets = np.arange(per_epoch) * batch_size
-    starts = (np.arange(epochs)[:, None] * n + offsets).ravel().astype(np.int64)
-    sizes = np.tile(np.minimum(batch_size, n - offsets), epochs).astype(np.int64)
-    return order, starts, sizes
+def epoch_orders(n: int, epochs: int, shuffle: bool, rng: np.random.Generator) -> np.ndarray:
+    """The row order of each of `epochs` epochs over `n` rows: a fresh permutation from `rng`
+    per epoch, or, without shuffling, an `(epochs, 0)` array (the rows as they are)."""
+    if not shuffle:
+        return np.empty((epochs, 0), np.int64)
+    return np.stack([rng.permutation(n) for _ in range(epochs)]).astype(np.int64)
 
 
 def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
@@ -289,6 +348,8 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
         step: TrainStep | None = None) -> History:
     """Train `params` on `data` (a tuple of arrays sharing their first axis) for `epochs`.
 
+    Each epoch visits the rows in a fresh order drawn from `seed` (or in order, with
+    `shuffle=False`) in batches of `batch_size`, the last one holding what is left.
     Steps run inside compiled code in chunks of about `chunk_steps` (default: whole
     epochs, at least 256 steps); between chunks `fit` updates the progress bar
     (tqdm; on by default when stderr is a terminal), calls `callback(epoch, history)`
@@ -301,18 +362,19 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
                          f"{[d.shape for d in data]}")
     batch_size = min(batch_size or n, n)
     step = step or TrainStep(loss_fn, params, optimizer, max_norm=max_norm)
-    order, starts, sizes = batch_plan(n, batch_size, epochs, shuffle, seed)
-    per_epoch = len(starts) // epochs
-    losses = np.full(len(starts), np.nan)
+    per_epoch = -(-n // batch_size)
+    losses = np.full(epochs * per_epoch, np.nan)
     chunk_epochs = max(1, -(-(chunk_steps or 256) // per_epoch))
+    rng = np.random.default_rng(seed)
     bar = _progress_bar(progress, epochs)
     history = History(losses, np.zeros(0), per_epoch)
-    run = _chunk_runner(step, data, order, starts, sizes, losses)
+    run = _epoch_runner(step, data, batch_size)
     done = 0
     try:
         while done < epochs:
             last = min(epochs, done + chunk_epochs)
-            run(done * per_epoch, last * per_epoch)
+            run(epoch_orders(n, last - done, shuffle, rng),
+                losses[done * per_epoch:last * per_epoch])
             history.epoch_losses = losses[: last * per_epoch].reshape(last, per_epoch).mean(1)
             if bar is not None:
                 bar.update(last - done)
@@ -330,21 +392,29 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
     return history
 
 
-def _chunk_runner(step: TrainStep, data, order, starts, sizes, losses):
-    """run(first, last): steps first..last-1, compiled when the backend is numba."""
-    if step.loss_fn.backend.name == "numba":
-        drivers, head = step._driver(data)
-
-        def run(first: int, last: int) -> None:
-            drivers.fit(*head, step._pack_hypers(), *data, *drivers.constants,
-                        order, starts, sizes, losses, first, last)
+def _epoch_runner(step: TrainStep, data: tuple, batch_size: int):
+    """run(orders, losses): one epoch per row of `orders`, recording each step's loss; inside
+    one compiled call when the step has a minibatch loop (numba, a symbolic batch axis)."""
+    if step._fit_kernels(data) is not None:
+        def run(orders: np.ndarray, losses: np.ndarray) -> None:
+            kernels = step._fit_kernels(data)  # rebuilt if a callback replaced a Parameter
+            step._pack_hypers()
+            kernels.fit(*kernels.arguments, *data, orders, batch_size, losses)
 
         return run
 
-    def run_stepwise(first: int, last: int) -> None:
-        for k in range(first, last):
-            rows = order[starts[k]:starts[k] + sizes[k]]
-            losses[k] = step(*(d[rows] for d in data))
+    n = data[0].shape[0]
+
+    def run_stepwise(orders: np.ndarray, losses: np.ndarray) -> None:
+        k = 0
+        for order in orders:
+            for start in range(0, n, batch_size):
+                if order.size:
+                    rows = order[start:start + batch_size]
+                    losses[k] = step(*(d[rows] for d in data))
+                else:
+                    losses[k] = step(*(d[start:start + batch_size] for d in data))
+                k += 1
 
     return run_stepwise
 

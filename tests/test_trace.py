@@ -166,18 +166,3 @@ def test_symbolic_size_on_either_side_of_an_operator():
     result = f(w, x)
     assert result.dtype == np.float32
     assert result == np.float32(3 * 9 - 3 / 3)
-
-
-def test_repeated_plain_array_calls_take_the_fast_path_and_still_check_shapes():
-    f = compile_grad(lambda w, x: np.sum((x @ w) ** 2), backend="interpreter")
-    w, x = np.ones(3), np.ones((4, 3))
-    f.value_and_grad(w, x)
-    assert f._fast["value_and_grad"].fits((w, np.ones((9, 3))))
-    assert not f._fast["value_and_grad"].fits((w, np.ones((9, 2))))  # static dim differs
-    assert not f._fast["value_and_grad"].fits((w, np.ones((4, 3), np.float32)))
-    assert not f._fast["value_and_grad"].fits((w, np.ones((6, 3))[::2]))  # not contiguous
-    value, grad = f.value_and_grad(w, np.full((9, 3), 2.0))
-    assert value == 9 * 36.0
-    np.testing.assert_allclose(grad, np.full(3, 2 * 6.0 * 2 * 9))
-    with pytest.raises(TraceError, match=r"matmul"):
-        f.value_and_grad(w, np.ones((9, 2)))  # falls back to the general path and its errors

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from compiler import compile_grad
-from compiler.training import batch_plan, fit, train_step
+from compiler.training import epoch_orders, fit, train_step
 from runtime import functional as F
 from runtime import init, optim, utils
 
@@ -48,9 +48,9 @@ def assert_same_params(a, b):
 
 @pytest.mark.parametrize("name, options", CONFIGS, ids=[c[0] for c in CONFIGS])
 def test_fit_fused_step_and_backward_agree(name, options):
-    order, starts, sizes = batch_plan(50, 16, 3, shuffle=True, seed=7)
-    batches = [order[s:s + n] for s, n in zip(starts, sizes)]
-    assert list(sizes[:4]) == [16, 16, 16, 2], "the last partial batch is a step of its own"
+    orders = epoch_orders(50, 3, shuffle=True, rng=np.random.default_rng(7))
+    batches = [order[start:start + 16] for order in orders for start in range(0, 50, 16)]
+    assert [len(b) for b in batches[:4]] == [16, 16, 16, 2], "the last batch holds the rest"
     expected_params, expected_losses = reference_steps(name, options, batches)
 
     params, opt = fresh(name, options)
@@ -93,14 +93,12 @@ def test_learning_rate_changes_never_recompile():
     step = train_step(mlp_loss, params, opt)
     scheduler = optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     step(X, Y)
-    drivers, _ = step._driver((X, Y))
-    signatures = len(drivers.inplace.signatures)
+    kernels = step._last
     before = {k: p.data.copy() for k, p in params.items()}
     scheduler.step()
     opt.param_groups[0]["momentum"] = 0.5
     step(X[:30], Y[:30])  # a new lr, momentum and batch size: same kernel
-    assert step._driver((X, Y))[0] is drivers
-    assert len(drivers.inplace.signatures) == signatures
+    assert step._last is kernels and len(kernels.step.signatures) == 1
     assert len(step._kernel._specs) == 1
     assert any(not np.allclose(before[k], p.data) for k, p in params.items())
 

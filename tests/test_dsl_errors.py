@@ -184,6 +184,29 @@ def test_argument_rank_and_static_dims_must_match():
                           "(axis 0 should be 3)")
 
 
+def test_a_compiled_function_called_with_wrong_arguments_points_at_its_definition():
+    program = "def f(w: f64[3], x: f64[N, 3]):\n    return sum(x @ w)\n"
+    definition = "def f(w: f64[3], x: f64[N, 3]):"
+    err = error_of(program, np.ones(3), compile_it=True)
+    assert err.reason == "f() missing required argument 'x'"
+    assert_points_at(err, 1, 5, definition)
+    assert str(err) == str(error_of(program, np.ones(3)))  # as the uncompiled function says
+    err = error_of(program, np.ones(3), np.ones((2, 3)), np.ones(3), compile_it=True)
+    assert err.reason == "f() takes 2 positional arguments but 3 were given"
+    assert_points_at(err, 1, 5, definition)
+    f = compile_grad(dsl.load(program), backend="interpreter")
+    with pytest.raises(DslError) as caught:
+        f.grad(np.ones(3), w=np.ones(3))
+    assert caught.value.reason == "f() got multiple values for argument 'w'"
+    assert (caught.value.line, caught.value.column) == (1, 5)
+    with pytest.raises(DslError) as caught:
+        f(np.ones(3), np.ones((2, 3)), wieght=np.ones(3))
+    assert caught.value.reason == "f() got an unexpected keyword argument 'wieght'"
+    # Arguments that fit still bind, by position or by name.
+    assert f(x=np.ones((2, 3)), w=np.arange(3.0)) == 6.0
+    np.testing.assert_allclose(f.grad(np.arange(3.0), x=np.ones((2, 3))), [2.0, 2.0, 2.0])
+
+
 def test_a_symbolic_dimension_must_agree_across_arguments():
     program = "def f(x: f64[N, 3], y: f64[N]):\n    return sum(x) + sum(y)\n"
     for compile_it in (False, True):

@@ -11,6 +11,7 @@ names, so generated code reads `h` and `pred`.
 
 from __future__ import annotations
 
+import inspect
 import operator
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -51,14 +52,23 @@ class Naming:
             self.depths[node.id] = depth
 
 
+def bind_arguments(program: Program, function: FunctionDef, args: tuple,
+                   kwargs: dict) -> inspect.BoundArguments:
+    """Bind a call's arguments to `function`'s parameters; a call that does not fit is a
+    DslError at the function's definition (where its parameters are written)."""
+    try:
+        return function.signature().bind(*args, **kwargs)
+    except TypeError:
+        problem = library.argument_problem(function.name, function.signature(), len(args),
+                                           list(kwargs))
+        raise program.source.error_at(problem, function.name_token) from None
+
+
 def call_function(program: Program, function: FunctionDef, args: tuple, kwargs: dict,
                   depth: int = 0, naming: Naming | None = None) -> Any:
     """Evaluate `function` on arguments, after checking them against its annotations."""
     naming = naming if naming is not None else Naming()
-    try:
-        bound = function.signature().bind(*args, **kwargs)
-    except TypeError as err:
-        raise program.source.error_at(f"{function.name}(): {err}", function.name_token) from None
+    bound = bind_arguments(program, function, args, kwargs)
     values = [bound.arguments[p.name] for p in function.params]
     env: dict[str, Any] = check_arguments(program.source, function, values)
     env.update(bound.arguments)

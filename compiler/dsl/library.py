@@ -84,4 +84,6 @@ def argument_problem(name: str, sig: inspect.Signature, n_positional: int,
         names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY)]
         return f"{name}() got an unexpected keyword argument '{keyword}'" + suggestion(
             keyword, names)
+    if reason.startswith("multiple values"):
+        return f"{name}() got {reason}"  # Python's wording for a call
     return f"{name}() {reason}"

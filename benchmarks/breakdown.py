@@ -4,7 +4,7 @@
 
 A diagnostic for whoever works on the call path or the generator, not part of
 the suite's run: it reaches into private attributes of `TrainStep` and
-`CompiledFunction` (`_driver`, `_pack_hypers`, `_fast`), so it follows their
+`CompiledFunction` (`_last`, `_pack_hypers`, `_fast`), so it follows their
 changes. "compute" is a kernel called 1000 times from a numba loop, which
 leaves out every Python and dispatch cost. Figures are the best of 5 rounds.
 """
@@ -33,7 +33,7 @@ def best_of(calls: dict[str, tuple], rounds: int = 5) -> dict[str, float]:
 
 
 def _train_step(row) -> TrainStep:
-    """The TrainStep behind a gradfuse row, after one call (which builds its drivers)."""
+    """The TrainStep behind a gradfuse row, after one call (which compiles its kernel)."""
     row.setup()
     row.call()
     return row.subject
@@ -51,17 +51,16 @@ def w1_step() -> dict[str, float]:
     problem = w1_mlp_step.problem()
     step = _train_step(steps.gradfuse_step(problem, w1_mlp_step.mlp_mse))
     X, y = problem.batch
-    drivers, head = step._driver((X, y))
-    hypers = step._pack_hypers()
-    args = (*head, hypers, X, y)
-    mine = _in_numba_loop(drivers.inplace, len(args))
+    kernels = step._last
+    args = (*kernels.arguments, X, y)
+    mine = _in_numba_loop(kernels.step, len(args))
     theirs_args = (*problem.copy_params().values(), X, y, problem.lr)
     theirs = _in_numba_loop(handwritten.mlp_mse_sgd_step, len(theirs_args))
     return best_of({
         "gradfuse step(X, y)": (lambda: step(X, y), 1, 20000),
-        "  TrainStep._driver lookup": (lambda: step._driver((X, y)), 1, 20000),
+        "  arrays still current": (lambda: kernels.current(step.optimizer), 1, 20000),
         "  TrainStep._pack_hypers": (step._pack_hypers, 1, 20000),
-        "  drivers.inplace from Python": (lambda: drivers.inplace(*args), 1, 20000),
+        "  step kernel from Python": (lambda: kernels.step(*args), 1, 20000),
         "  numba dispatch of as many arguments, no work": (lambda: mine(*args, 0), 1, 20000),
         "  compute (in a numba loop)": (lambda: mine(*args, 1000), 1000, 20),
         "hand-written step from Python": (
@@ -81,7 +80,7 @@ def w2_value_and_grad() -> dict[str, float]:
     theirs = _in_numba_loop(handwritten.mae_value_and_grad, len(args))
     return best_of({
         "gradfuse value_and_grad": (lambda: f.value_and_grad(*args), 1, 5000),
-        "  FastCall.fits": (lambda: fast.fits(args), 1, 5000),
+        "  FastCall.run (dispatch, compute, boxing)": (lambda: fast.run(args), 1, 5000),
         "  kernel from Python (dispatch, compute, boxing)": (lambda: dispatcher(*args), 1, 5000),
         "  compute (in a numba loop)": (lambda: mine(*args, 1000), 1000, 5),
         "hand-written from Python": (lambda: handwritten.mae_value_and_grad(*args), 1, 5000),
@@ -94,31 +93,15 @@ def w5_loop() -> dict[str, float]:
     fit_row = steps.gradfuse_fit(problem, w5_logreg_loop.logistic)
     step = _train_step(fit_row)
     X, y = (np.concatenate(columns) for columns in zip(*problem.batches))
-    drivers, head = step._driver((X, y))
-    hypers = step._pack_hypers()
-    inplace = drivers.inplace
-    size, n_batches = w5_logreg_loop.BATCH, w5_logreg_loop.BATCHES
-
-    @numba.njit
-    def sliced(p0, p1, hypers, X, y, n):
-        for k in range(n):
-            start = (k % n_batches) * size
-            inplace(p0, p1, hypers, X[start:start + size], y[start:start + size])
-
-    @numba.njit
-    def gathered(p0, p1, hypers, X, y, n):
-        for k in range(n):
-            rows = np.arange((k % n_batches) * size, (k % n_batches + 1) * size)
-            inplace(p0, p1, hypers, X[rows], y[rows])
-
+    kernels = step._fit_kernels((X, y))
+    orders = np.empty((w5_logreg_loop.STEPS // w5_logreg_loop.BATCHES, 0), np.int64)
+    losses = np.empty(len(orders) * w5_logreg_loop.BATCHES)
     loop = steps.numba_loop(problem, w5_logreg_loop._run_loop_kernel(problem))
-    n = problem.steps
     calls = {
         "gradfuse fit": (fit_row.call, 1, 1),
-        "  the step in a numba loop over contiguous slices": (
-            lambda: sliced(*head, hypers, X, y, n), 1, 1),
-        "  the step in a numba loop gathering each batch": (
-            lambda: gathered(*head, hypers, X, y, n), 1, 1),
+        "  its fit kernel alone (whole epochs)": (
+            lambda: kernels.fit(*kernels.arguments, X, y, orders, w5_logreg_loop.BATCH, losses),
+            1, 1),
         "hand-written loop": (loop.call, 1, 1),
     }
     try:

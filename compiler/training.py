@@ -16,6 +16,7 @@ learning-rate schedule never recompiles; structural flags (nesterov, amsgrad,
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from compiler.jit import NumbaKernel
 from runtime import Parameter
 from runtime.optim import Optimizer
 
+_data = operator.attrgetter("data")
 CLIP_EPS = 1e-6  # PyTorch's clip_grad_norm_: scale = max_norm / (total_norm + 1e-6)
 
 
@@ -60,19 +62,31 @@ class TrainStep:
         self.loss_fn = loss_fn
         self.params = params
         self.optimizer = optimizer
-        self.max_norm = max_norm
+        self._max_norm = max_norm
         self.norm_type = float(norm_type)
         self.keep_grads = keep_grads
         leaves, self._tree = pytree.flatten(params)
         self._slots = self._plan(leaves, pytree.paths(self._tree, "param"))
         self._hypers = np.zeros(sum(len(s.hyper_index) for s in self._slots) + 1)
-        self._hyper_fingerprint: tuple | None = None
-        self._group_keys = [(g, [k for k in g if k not in ("params", "param_names")])
-                            for g in optimizer.param_groups]
+        self._groups_seen: list[dict] | None = None  # param groups at the last _pack_hypers
         self._kernel = self._traced(self._step_function, "step")
         self._accumulating: CompiledFunction | None = None
         self._kernels_by_data: dict[tuple, _Kernels] = {}
         self._last: _Kernels | None = None  # what the last call ran: the hot path tries it first
+
+    @property
+    def max_norm(self) -> float | None:
+        return self._max_norm
+
+    @max_norm.setter
+    def max_norm(self, value: float | None) -> None:
+        """A new clipping threshold takes effect at the next step, without recompiling; turning
+        clipping on or off changes the kernel, so that needs a new train_step."""
+        if (value is None) != (self._max_norm is None):
+            raise ValueError("clipping cannot be turned on or off in an existing train step; "
+                             "make a new one with train_step(..., max_norm=...)")
+        self._max_norm = value
+        self._groups_seen = None  # rebuild the hyper-parameter vector at the next step
 
     def _traced(self, function: Callable, suffix: str) -> CompiledFunction:
         # wrt = params, states and hypers: their shapes stay static; data keeps a symbolic batch
@@ -106,9 +120,11 @@ class TrainStep:
 
     def _pack_hypers(self) -> np.ndarray:
         """The hyper-parameter vector, rebuilt only when a group's settings changed (a
-        scheduler set a new lr, say): on the hot path this is one tuple comparison."""
-        fingerprint = tuple([g[k] for g, keys in self._group_keys for k in keys])
-        if fingerprint == self._hyper_fingerprint:
+        scheduler set a new lr, say). On the hot path this is one comparison of the groups
+        with copies taken at the last rebuild (0.1 us; their "params" lists are shared, so
+        those compare by identity)."""
+        groups = self.optimizer.param_groups
+        if groups == self._groups_seen:
             return self._hypers
         options = {}
         for slot in self._slots:
@@ -117,7 +133,7 @@ class TrainStep:
             for name, i in slot.hyper_index.items():
                 self._hypers[i] = options[id(slot.group)][name]
         self._hypers[-1] = -1.0 if self.max_norm is None else self.max_norm
-        self._hyper_fingerprint = fingerprint
+        self._groups_seen = [dict(g) for g in groups]
         return self._hypers
 
     # --- the traced steps -----------------------------------------------------------------
@@ -156,13 +172,20 @@ class TrainStep:
     def __call__(self, *data) -> Any:
         """One step on `data`; returns the loss (before the update)."""
         kernels = self._last
-        if kernels is not None and kernels.step is not None and kernels.current(self._slots):
-            self._pack_hypers()
+        if kernels is not None and kernels.replacements == Parameter.data_replacements \
+                and kernels.state is self.optimizer.state:
+            if self.optimizer.param_groups != self._groups_seen:
+                self._pack_hypers()
             try:  # numba checks the arrays' dtypes and ranks, the kernel their shapes
-                return self._result(kernels.step(*kernels.arguments, *data))
+                result = kernels.step(*kernels.arguments, *data)
             except (TypeError, KernelShapeError):
                 pass  # other data than last time: the general path sorts it out
-        data = tuple(np.ascontiguousarray(d) for d in data)
+            else:
+                _updated(kernels.params)
+                return self._kept(result) if self.keep_grads else result
+        return self._call_general(tuple(np.ascontiguousarray(d) for d in data))
+
+    def _call_general(self, data: tuple) -> Any:
         if self.loss_fn.backend.name != "numba":
             return self._run(self._kernel, data)
         kernels = self._kernels(data)
@@ -170,13 +193,15 @@ class TrainStep:
             kernels.step = kernels.compile(kernels.kernel.dispatcher.__name__, data)
         self._last = kernels
         self._pack_hypers()
-        return self._result(kernels.step(*kernels.arguments, *data))
+        result = kernels.step(*kernels.arguments, *data)
+        _updated(kernels.params)
+        return self._kept(result) if self.keep_grads else result
 
-    def _result(self, result: tuple) -> Any:
-        if self.keep_grads:
-            for slot, g in zip(self._slots, result[1:]):
-                slot.param.grad = g
-        return result[0][()]
+    def _kept(self, result: tuple) -> Any:
+        """The loss of a step kernel that also returns the gradients, which go to `.grad`."""
+        for slot, g in zip(self._slots, result[1:]):
+            slot.param.grad = g
+        return result[0]
 
     def accumulate(self, micro_batches: Sequence[tuple]) -> Any:
         """One step on the average of the losses of `micro_batches`, each a tuple of data
@@ -198,6 +223,7 @@ class TrainStep:
                 state[key][...] = value
         for slot, g in zip(self._slots, grads):
             slot.param.grad = np.array(g, copy=True)
+        _updated([s.param for s in self._slots])
         return loss
 
     def _kernels(self, data: tuple) -> _Kernels:
@@ -205,7 +231,7 @@ class TrainStep:
         every batch size), rebuilt if a Parameter's array was replaced (e.g. by loading)."""
         key = tuple([(d.dtype.num, d.shape[1:]) for d in data])
         kernels = self._kernels_by_data.get(key)
-        if kernels is not None and kernels.current(self._slots):
+        if kernels is not None and kernels.current(self.optimizer):
             return kernels
         params, states = self._arguments()
         spec = self._kernel.specialize(params, states, self._hypers, *data)
@@ -218,8 +244,10 @@ class TrainStep:
         batch_axis_symbolic = all(isinstance(n.shape[0], Sym) for n in graph.inputs[first_data:])
         loops = (MinibatchLoop(tuple(range(first_data, len(graph.inputs))), loss=0),) \
             if batch_axis_symbolic else ()
-        kernel = NumbaKernel(graph, generate(graph, "train step", writes, loops), eager=False)
-        kernels = _Kernels(kernel, arrays, self._hypers, fits_batches=bool(loops))
+        generated = generate(graph, "train step", writes, loops, bare_scalars=True)
+        kernel = NumbaKernel(graph, generated, eager=False)
+        kernels = _Kernels(kernel, [s.param for s in self._slots], self.optimizer.state, arrays,
+                           self._hypers, fits_batches=bool(loops))
         self._kernels_by_data[key] = kernels
         return kernels
 
@@ -256,7 +284,9 @@ class _Kernels:
     """
 
     kernel: NumbaKernel
-    arrays: tuple[np.ndarray, ...]  # parameter arrays, then optimizer-state arrays
+    params: list[Parameter]
+    state: dict  # the optimizer's state table (load_state_dict replaces it)
+    arrays: tuple[np.ndarray, ...]  # the parameters' arrays, then optimizer-state arrays
     hypers: np.ndarray
     fits_batches: bool  # whether the module has the minibatch loop (a symbolic batch axis)
     step: Any = None
@@ -264,11 +294,18 @@ class _Kernels:
 
     def __post_init__(self) -> None:
         self.arguments = self.arrays + (self.hypers,)
-        self._params = self.arrays  # checked by identity before each call
+        self.replacements = Parameter.data_replacements
 
-    def current(self, slots: list[_Slot]) -> bool:
-        """Whether every Parameter still holds the array the kernels were built for."""
-        return all([a is s.param.data for a, s in zip(self._params, slots)])
+    def current(self, optimizer: Optimizer) -> bool:
+        """Whether the Parameters and the optimizer still hold the arrays the kernels update."""
+        if self.state is not optimizer.state:
+            return False
+        if self.replacements == Parameter.data_replacements:
+            return True
+        if all(map(operator.is_, self.arrays, map(_data, self.params))):
+            self.replacements = Parameter.data_replacements
+            return True
+        return False
 
     def compile(self, name: str, data: tuple, *extra) -> Any:
         """Function `name` of the module, compiled for these arguments; after that, arrays of
@@ -278,6 +315,13 @@ class _Kernels:
         if constants:
             return lambda *args: entry(*args, *constants)
         return entry
+
+
+def _updated(params: list[Parameter]) -> None:
+    """Bump the version counters of Parameters a kernel updated in place, so that a backward
+    through a graph recorded before refuses to read the new values (see runtime.tensor)."""
+    for p in params:
+        p._version += 1
 
 
 def _clip_by_total_norm(grads: list, max_norm, norm_type: float) -> list:
@@ -400,6 +444,7 @@ def _epoch_runner(step: TrainStep, data: tuple, batch_size: int):
             kernels = step._fit_kernels(data)  # rebuilt if a callback replaced a Parameter
             step._pack_hypers()
             kernels.fit(*kernels.arguments, *data, orders, batch_size, losses)
+            _updated(kernels.params)
 
         return run
 

@@ -213,11 +213,25 @@ class Parameter(Tensor):
     float64 scalar. Integer data cannot require gradients.
     """
 
+    # How many times any Parameter's `data` was bound to another array. Compiled train steps
+    # keep the arrays they update in place and compare this one number before each call,
+    # instead of checking every Parameter's array.
+    data_replacements = 0
+
     def __init__(self, data: Any, requires_grad: bool = True) -> None:
         if isinstance(data, Tensor):
             data = data.data
         # Always a copy, so an optimizer step never writes into the caller's array.
         super().__init__(np.array(data, copy=True), requires_grad=requires_grad)
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._data
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        self._data = value
+        Parameter.data_replacements += 1
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget the accumulated gradient (or fill it with zeros, in place)."""

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from compiler import TraceError, compile_grad
+from compiler import compile_grad
 from compiler.ir import Sym
 
 

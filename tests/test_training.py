@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from compiler import compile_grad
+from compiler.errors import TraceError
 from compiler.training import epoch_orders, fit, train_step
 from runtime import functional as F
 from runtime import init, optim, utils
@@ -120,3 +121,50 @@ def test_fit_draws_a_loss_curve(tmp_path):
     path = history.plot(str(tmp_path / "loss.png"))
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_step_follows_replaced_arrays_and_loaded_optimizer_state():
+    params, opt = fresh("SGD", dict(lr=0.05, momentum=0.9))
+    step = train_step(mlp_loss, params, opt)
+    step(X, Y)
+    weights, state = {k: p.data.copy() for k, p in params.items()}, opt.state_dict()
+    step(X, Y)
+    expected = {k: p.data.copy() for k, p in params.items()}
+    for k, p in params.items():  # back to the weights and momentum after the first step,
+        p.data = weights[k].copy()  # as new arrays
+    opt.load_state_dict(state)
+    step(X, Y)
+    for k, p in params.items():
+        np.testing.assert_allclose(p.data, expected[k], rtol=1e-12, err_msg=k)
+
+
+def test_a_step_bumps_versions_so_an_older_graph_cannot_backpropagate():
+    params, opt = fresh("SGD", dict(lr=0.05))
+    loss = mlp_loss(params, X, Y)
+    train_step(mlp_loss, params, opt)(X, Y)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_a_new_clipping_threshold_applies_without_recompiling():
+    params, opt = fresh("SGD", dict(lr=0.1))
+    step = train_step(mlp_loss, params, opt, max_norm=1e-3, keep_grads=True)
+    step(X, Y)
+    step.max_norm = 2e-3
+    step(X, Y)
+    norm = np.sqrt(sum(np.sum(p.grad**2) for p in params.values()))
+    assert norm == pytest.approx(2e-3, rel=1e-4)
+    assert len(step._last.step.signatures) == 1
+    with pytest.raises(ValueError, match="cannot be turned on or off"):
+        step.max_norm = None
+
+
+def test_data_of_another_shape_gets_the_users_error_and_leaves_params_alone():
+    params, opt = fresh("SGD", dict(lr=0.05))
+    step = train_step(mlp_loss, params, opt)
+    step(X, Y)
+    before = {k: p.data.copy() for k, p in params.items()}
+    with pytest.raises(TraceError, match=r"\(50, 5\)"):
+        step(X[:, :5], Y)
+    for k, p in params.items():
+        np.testing.assert_array_equal(p.data, before[k])

@@ -34,12 +34,14 @@ class GeneratedModule:
 
 
 def generate(graph: Graph, kind: str, writes: Mapping[int, int] | None = None,
-             loops: tuple[MinibatchLoop, ...] = ()) -> GeneratedModule:
+             loops: tuple[MinibatchLoop, ...] = (), bare_scalars: bool = False
+             ) -> GeneratedModule:
     """The module of `graph`'s kernel; with `writes`, outputs stored into input arrays
-    (output index -> input index); with `loops`, also the body in minibatch loops."""
+    (output index -> input index); with `loops`, also the body in minibatch loops;
+    `bare_scalars`: see KernelWriter."""
     fused = plan(graph)
     helpers = HelperSet()
-    writers = [KernelWriter(fused, writes, helpers=helpers)]
+    writers = [KernelWriter(fused, writes, helpers=helpers, bare_scalars=bare_scalars)]
     writers += [KernelWriter(fused, writes, loop, helpers=helpers) for loop in loops]
     functions = [w.write().rstrip("\n") for w in writers]
     main = writers[0]

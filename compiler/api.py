@@ -195,7 +195,11 @@ class CompiledFunction:
         def backward(cotangents: list[np.ndarray]) -> list[np.ndarray]:
             return backward_kernel(residuals + list(cotangents))
 
-        results = record(outputs[:n_diff], [tensors[i] for i in needs], backward, self.__name__)
+        # Tensors that need no gradient but whose arrays backward reads: their versions count.
+        saved = [tensors[i] for where, i in spec.residual_sources
+                 if where == "input" and tensors[i] is not None and i not in needs]
+        results = record(outputs[:n_diff], [tensors[i] for i in needs], backward, self.__name__,
+                         saved)
         results += [Tensor(o) for o in outputs[n_diff:]]  # aux: not differentiated
         return pytree.unflatten(spec.out_tree, results)
 

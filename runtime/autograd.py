@@ -125,16 +125,14 @@ class Node:
         backward: BackwardFn,
         edges: list[Edge | None],
         outputs: list[np.ndarray],
-        inputs: Sequence[Tensor | None] = (),
+        watched: Sequence[tuple[str, Tensor]] = (),
     ) -> None:
         self.name = name
         self._backward: BackwardFn | None = backward
         self.edges = edges  # one per input position; None where no gradient flows
-        # (input position, the Tensor, its version at forward time). Weak: the graph
-        # must not keep an input alive, and a Tensor nobody holds cannot be updated.
-        self._saved_versions = [
-            (i, weakref.ref(t), t._version) for i, t in enumerate(inputs) if t is not None
-        ]
+        # (what the Tensor is to this node, the Tensor, its version at forward time). Weak:
+        # the graph must not keep an input alive, and a Tensor nobody holds cannot be updated.
+        self._saved_versions = [(label, weakref.ref(t), t._version) for label, t in watched]
         # Shape and dtype of each output, for the zero cotangents of unused outputs.
         self.output_meta = [(out.shape, out.dtype) for out in outputs]
         self.tensor_hooks: list[dict[int, Hook]] = [{} for _ in outputs]
@@ -158,10 +156,10 @@ class Node:
 
     def check_versions(self) -> None:
         """Raise if an input Tensor was updated in place since the forward call."""
-        for position, ref, version in self._saved_versions:
+        for label, ref, version in self._saved_versions:
             tensor = ref()
             if tensor is not None and tensor._version != version:
-                raise RuntimeError(_modified_message(self, position, tensor, version))
+                raise RuntimeError(_modified_message(self, label, tensor, version))
 
     def producers(self) -> list[Node]:
         """The nodes whose outputs are inputs here (the next nodes of the backward pass)."""
@@ -220,11 +218,11 @@ def _freed_message(node: Node) -> str:
     )
 
 
-def _modified_message(node: Node, position: int, tensor: Tensor, version: int) -> str:
+def _modified_message(node: Node, label: str, tensor: Tensor, version: int) -> str:
     return (
         "one of the variables needed for gradient computation has been modified by an "
         f"inplace operation: [{type(tensor).__name__} of dtype {tensor.dtype} and shape "
-        f"{tensor.shape}], input {position} of {node.name}, is at version {tensor._version}; "
+        f"{tensor.shape}], {label} of {node.name}, is at version {tensor._version}; "
         f"expected version {version} instead. Hint: backward reads the inputs' arrays, so "
         "call backward() before the optimizer step (or utils.load) that updates them, "
         "or compute the forward again after it."
@@ -236,6 +234,7 @@ def record(
     inputs: list[Tensor | None],
     backward: BackwardFn,
     name: str,
+    saved: Sequence[Tensor] = (),
 ) -> list[Tensor]:
     """Wrap the outputs of one compiled call as Tensors linked to its backward callable.
 
@@ -244,15 +243,19 @@ def record(
     (zeros of the output's shape and dtype where no gradient arrived) and returns
     one gradient per input position (None where not needed). A node is made only
     when grad mode is on and some input requires grad; floating outputs then
-    require grad, integer and bool outputs never do. The node remembers each
-    input Tensor's `_version`, and backward raises if one has changed since.
+    require grad, integer and bool outputs never do. The node remembers the
+    `_version` of each input Tensor and of the `saved` Tensors (others whose arrays
+    `backward` reads, such as inputs that need no gradient), and backward raises if
+    one has changed since.
     """
     arrays = [np.asarray(out) for out in outputs]
     needs_grad = any(t is not None and t.requires_grad for t in inputs)
     if not (needs_grad and is_grad_enabled()):
         return [Tensor(out) for out in arrays]
     edges = [Edge.to(t) if t is not None and t.requires_grad else None for t in inputs]
-    node = Node(name, backward, edges, arrays, inputs)
+    watched = [(f"input {i}", t) for i, t in enumerate(inputs) if t is not None]
+    watched += [("an input saved for backward", t) for t in saved]
+    node = Node(name, backward, edges, arrays, watched)
     return [
         Tensor._from_node(out, node, k) if np.issubdtype(out.dtype, np.floating) else Tensor(out)
         for k, out in enumerate(arrays)

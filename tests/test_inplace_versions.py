@@ -167,3 +167,14 @@ def test_same_behaviour_as_pytorch():
     loss.backward()
     assert w._version == tw._version == 1
     np.testing.assert_allclose(w.grad, tw.grad.numpy(), rtol=1e-12)
+
+
+def test_an_input_that_needs_no_gradient_but_is_read_by_backward_is_watched_too():
+    w = Parameter(np.array([1.0, 2.0]))
+    frozen = Parameter(np.array([3.0, 4.0]), requires_grad=False)
+    product = compile_grad(lambda w, v: np.sum(w * v), backend="interpreter")
+    loss = product(w, frozen)
+    frozen._version += 1  # what an in-place update by the library does (e.g. utils.load)
+    with pytest.raises(RuntimeError, match="an input saved for backward"):
+        loss.backward()
+    assert w.grad is None

@@ -269,9 +269,10 @@ class TrainStep:
         """The generated source of the step: "step" (the in-place kernels that calls run, with
         the minibatch loop of `fit`), or a kind of the traced step function (`forward` ...)."""
         if kind == "step":
-            if self._last is None:
-                raise RuntimeError("the step has not run yet: call it once first")
-            return self._last.kernel.source
+            kernels = self._last or next(iter(self._kernels_by_data.values()), None)
+            if kernels is None:
+                raise RuntimeError("the step has not run yet: call it (or fit) once first")
+            return kernels.kernel.source
         return self._kernel.source(kind)
 
 

@@ -63,7 +63,11 @@ def test_fit_fused_step_and_backward_agree(name, options):
 
     params, opt = fresh(name, options)
     step = train_step(mlp_loss, params, opt)
+    with pytest.raises(RuntimeError, match="has not run yet"):
+        step.source("step")
     losses = [step(X[rows], Y[rows]) for rows in batches]
+    source = step.source("step")
+    assert "def mlp_loss_step(" in source and "def mlp_loss_step_fit(" in source
     assert_same_params(params, expected_params)
     np.testing.assert_allclose(losses, expected_losses, rtol=1e-9)
 

@@ -80,3 +80,15 @@ def test_scatter_adds_stay_serial():
     grad = compile_grad(loss).grad(W, ids)
     np.testing.assert_allclose(grad, compile_grad(loss, backend="interpreter").grad(W, ids),
                                rtol=1e-10)
+
+
+def test_a_parallel_nest_keeps_its_small_accumulator_on_the_heap():
+    # sum over the middle axis keeps the outer one: race-free in parallel; stack arrays stay
+    # out of parallel regions, whose bodies numba compiles as functions of their own
+    X = np.random.default_rng(2).standard_normal((4, N // 64, 16))
+    source = source_of(lambda X: np.sum(np.sum(X * X, axis=1) ** 2), X, kind="forward")
+    assert "numba.prange(4)" in source
+    assert "np.zeros((4, 16), np.float64)" in source and "_stack" not in source
+    fn = lambda X: np.sum(np.sum(X * X, axis=1) ** 2)  # noqa: E731
+    np.testing.assert_allclose(compile_grad(fn)(X), compile_grad(fn, backend="interpreter")(X),
+                               rtol=1e-12)

@@ -107,6 +107,36 @@ def test_products_with_a_batch_dimension_call_blas_and_small_static_ones_loop():
     assert "for k0 in range(4):" in body
 
 
+def kept_axis_reductions(x, flags, ids):
+    return (np.sum(x * x, axis=0), np.prod(x + 1.0, axis=0, keepdims=True), np.max(x, axis=0),
+            np.min(x * 2.0, axis=0), np.sum(flags, axis=0), np.max(ids, axis=0),
+            np.sum(x.astype(np.float32), axis=0), np.sum(x[:, :, None] * np.ones(13), axis=0))
+
+
+def test_small_static_accumulators_live_on_the_stack_and_match_the_interpreter():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 5))
+    args = (x, x > 0, rng.integers(-9, 9, (7, 5)))
+    body = kernel_body(source_of(kept_axis_reductions, *args))
+    # one stack accumulator per reduction of 5 elements; 5 x 13 is too many for the stack
+    assert body.count("_stack_zeros((5,), ") == 3 and body.count("_stack_full(") == 4
+    assert "np.zeros((5, 13), np.float64)" in body
+    f = compile_grad(kept_axis_reductions)
+    got = f(*args)
+    f(-x, x < 0, args[2] + 5)  # would overwrite results that pointed into the kernel's stack
+    expected = compile_grad(kept_axis_reductions, backend="interpreter")(*args)
+    for k, (g, e) in enumerate(zip(got, expected)):
+        assert g.dtype == e.dtype and g.shape == e.shape, k
+        np.testing.assert_allclose(g, e, rtol=1e-12, err_msg=str(k))
+
+
+def test_stack_accumulators_are_filled_again_at_every_call():
+    f = compile_grad(lambda x: np.max(x, axis=0) + np.sum(x, axis=0))
+    first, second = np.arange(6.0).reshape(3, 2), -np.ones((2, 2))
+    np.testing.assert_array_equal(f(first), [4.0 + 6.0, 5.0 + 9.0])
+    np.testing.assert_array_equal(f(second), [-1.0 - 2.0, -1.0 - 2.0])
+
+
 def test_views_are_index_arithmetic_not_copies():
     def f(x):
         return np.sum(x.T[::2] * x[:, 1])

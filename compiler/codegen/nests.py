@@ -4,7 +4,8 @@ Inside the nest each member is one assignment to a scalar local, or goes
 straight into its array when nothing in the nest reads it again. Reductions
 accumulate in float64 (floats) into a scalar opened at the loop depth from
 which every remaining loop is reduced (row sums, full sums), else into an
-array, and round once to their dtype when their loops close.
+array (on the kernel's stack when small and static: compiler/codegen/stack.py),
+and round once to their dtype when their loops close.
 
 Large nests run their outermost loop with `numba.prange` (and the kernel
 compiles with `parallel=True`) when that is race-free: every member writes
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from compiler.codegen import stack
 from compiler.codegen.fusion import REDUCTIONS, LoopNest, is_view
 from compiler.codegen.names import contraction_index, loop_index
 from compiler.codegen.reading import (
@@ -86,16 +88,20 @@ class NestWriter:
         for m in nest.members:
             if m.id in self.k.plan.arrays:
                 self.k.alloc(m)
-        reductions = {s.id: self._reduction(s) for s in nest.sinks if s.op in REDUCTIONS}
+        parallel = self._parallel(nest)
+        reductions = {s.id: self._reduction(s, parallel) for s in nest.sinks
+                      if s.op in REDUCTIONS}
         for s in nest.sinks:
             if s.op not in REDUCTIONS:
                 self.k.alloc(s, fill="zeros")
-        self._loops(nest, 0, reductions, self._parallel(nest, reductions))
+        self._loops(nest, 0, reductions, parallel)
         for r in reductions.values():
             name = self.k.names[r.node.id]
             if r.start is None and r.acc != name:
-                self.k.line(f"{name} = {r.acc}.astype({dtype_name(r.node.dtype)})",
-                            comment_of(r.node))
+                # a copy (astype copies too): an accumulator on the stack dies with the kernel
+                copy = "copy()" if r.acc_dtype == r.node.dtype else \
+                    f"astype({dtype_name(r.node.dtype)})"
+                self.k.line(f"{name} = {r.acc}.{copy}", comment_of(r.node))
 
     def _name_member(self, m: Node) -> None:
         if m.shape == () or m.id not in self.k.plan.arrays:
@@ -105,7 +111,7 @@ class NestWriter:
             if m.id in self.k.plan.local_reads or m.op == "matmul":
                 self.locals[m.id] = self.k.namer.fresh(f"{name}_val")
 
-    def _parallel(self, nest: LoopNest, reductions: dict[int, _Reduction]) -> bool:
+    def _parallel(self, nest: LoopNest) -> bool:
         """Whether the nest's outer loop is large and can be a race-free `numba.prange`."""
         if self.k.calls_blas:
             # numba's OpenMP workers spin for a while after a parallel region; a BLAS call
@@ -118,9 +124,9 @@ class NestWriter:
         if any(s.op in SCATTER_ADDS for s in nest.sinks):
             return False
         # numba privatizes `acc += v` and `acc *= v` per thread; nothing else is safe
-        return all(not _reduces_outer_loop(r.node)
-                   or (r.start == 0 and r.node.op in ("sum", "prod"))
-                   for r in reductions.values())
+        return all(not _reduces_outer_loop(r)
+                   or (_accumulator_depth(r) == 0 and r.op in ("sum", "prod"))
+                   for r in nest.sinks if r.op in REDUCTIONS)
 
     def _loops(self, nest: LoopNest, depth: int, reductions: dict[int, _Reduction],
                parallel: bool = False) -> None:
@@ -190,33 +196,43 @@ class NestWriter:
         self.k.line(f"{INDENT}{acc} += {product}", comment_of(m))
 
     # --- sinks ---------------------------------------------------------------------------
-    def _reduction(self, r: Node) -> _Reduction:
+    def _reduction(self, r: Node, parallel: bool) -> _Reduction:
         """Where a reduction accumulates: a scalar opened at the loop depth from which all
-        remaining loops are reduced (row sums, full sums), else an array of the result's shape."""
+        remaining loops are reduced (row sums, full sums), else an array of the result's shape,
+        on the kernel's stack when it is small and static (compiler/codegen/stack.py) and
+        numba.prange does not share it between threads."""
         x = r.inputs[0]
         axes = set(r.attrs["axes"])
-        index = element_index(x.shape)
-        reduced = [a in axes for a, d in enumerate(x.shape) if d != 1]  # per loop depth
-        start = reduced.index(True) if True in reduced else len(reduced)
         keep = r.attrs["keepdims"]
-        out_index = tuple("0" if a in axes else i for a, i in enumerate(index)
+        out_index = tuple("0" if a in axes else i for a, i in enumerate(element_index(x.shape))
                           if a not in axes or keep)
         acc_dtype = _accumulator_dtype(r)
         name = self.k.name_of(r)
-        if all(reduced[start:]):
+        start = _accumulator_depth(r)
+        if start is not None:
             if r.shape != ():
                 self.k.alloc(r)
             acc = name if r.shape == () and acc_dtype == r.dtype else \
                 self.k.namer.fresh(f"{name}_acc")
             return _Reduction(r, start, acc, acc_dtype, out_index)
-        acc = name if acc_dtype == r.dtype else self.k.namer.fresh(f"{name}_acc")
-        fill = {"sum": "zeros", "prod": "ones"}.get(r.op)
-        if fill is not None:
-            self.k.alloc(r, fill=fill, dtype=acc_dtype, name=acc)
-        else:
-            init = _initial_value(r.op, acc_dtype)
-            self.k.line(f"{acc} = np.full({shape_text(r.shape)}, {init}, {dtype_name(acc_dtype)})")
+        on_stack = not parallel and stack.fits(r.shape)
+        # a heap accumulator of the result's dtype is the result itself
+        acc = name if acc_dtype == r.dtype and not on_stack else self.k.namer.fresh(f"{name}_acc")
+        self._array_accumulator(r, acc, acc_dtype, on_stack)
         return _Reduction(r, None, acc, acc_dtype, out_index)
+
+    def _array_accumulator(self, r: Node, acc: str, dtype: np.dtype, on_stack: bool) -> None:
+        shape, init = shape_text(r.shape), _initial_value(r.op, dtype)
+        if on_stack and r.op == "sum":
+            self.k.line(f"{acc} = {self.k.helpers.stack_array('zeros')}({shape}, "
+                        f"{dtype_name(dtype)})")
+        elif on_stack:
+            self.k.line(f"{acc} = {self.k.helpers.stack_array('full')}({shape}, {init}, "
+                        f"{dtype_name(dtype)})")
+        elif r.op in ("sum", "prod"):
+            self.k.alloc(r, fill="zeros" if r.op == "sum" else "ones", dtype=dtype, name=acc)
+        else:
+            self.k.line(f"{acc} = np.full({shape}, {init}, {dtype_name(dtype)})")
 
     def _accumulate(self, nest: LoopNest, r: _Reduction) -> None:
         x = r.node.inputs[0]
@@ -261,6 +277,16 @@ class NestWriter:
             target = tuple(position if a == axis else ("0" if d == 1 else index[a])
                            for a, d in enumerate(shape))
         self.k.line(f"{subscript(name, target)} += {value}", comment_of(s))
+
+
+def _accumulator_depth(r: Node) -> int | None:
+    """The loop depth from which every remaining loop of reduction `r`'s nest is reduced, where
+    a scalar accumulator opens; None when a kept axis lies inside a reduced one (the
+    reduction accumulates into an array)."""
+    axes = r.attrs["axes"]
+    reduced = [a in axes for a, d in enumerate(r.inputs[0].shape) if d != 1]  # per loop depth
+    start = reduced.index(True) if True in reduced else len(reduced)
+    return start if all(reduced[start:]) else None
 
 
 def _reduces_outer_loop(r: Node) -> bool:

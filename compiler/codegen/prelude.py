@@ -80,6 +80,7 @@ class HelperSet:
     def __init__(self) -> None:
         self._used: dict[str, str] = {}  # generated name -> source
         self._errors: set[str] = set()
+        self._stack: set[str] = set()
         self.uses_vector_math = False
 
     def vector_math(self, name: str) -> str:
@@ -102,6 +103,12 @@ class HelperSet:
             return generated
         raise KeyError(f"generated code calls unknown helper {name!r}")
 
+    def stack_array(self, name: str) -> str:
+        """The name to call for compiler.codegen.stack's `name` (`zeros`, `full`): an array in
+        the kernel's frame."""
+        self._stack.add(name)
+        return f"_stack_{name}"
+
     def use_error(self, name: str) -> str:
         """The name of exception class `name` of compiler.errors, imported by the module."""
         self._errors.add(name)
@@ -111,6 +118,9 @@ class HelperSet:
         lines = ["import numba", "import numpy as np"]
         if self.uses_vector_math:
             lines.append(VECTOR_MATH_IMPORT)
+        if self._stack:
+            names = ", ".join(f"{name} as _stack_{name}" for name in sorted(self._stack))
+            lines.append(f"from compiler.codegen.stack import {names}")
         if self._errors:
             lines.append(f"from compiler.errors import {', '.join(sorted(self._errors))}")
         return lines

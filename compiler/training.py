@@ -309,10 +309,11 @@ class _Kernels:
         return False
 
     def compile(self, name: str, data: tuple, *extra) -> Any:
-        """Function `name` of the module, compiled for these arguments; after that, arrays of
-        another dtype or rank raise TypeError instead of compiling again."""
+        """Function `name` of the module, compiled for these arguments (`extra`: a loop's own)
+        and the kernel's constant arrays, which it passes last; after that, arrays of another
+        dtype or rank raise TypeError instead of compiling again."""
         constants = self.kernel._constants
-        entry = self.kernel.entry(name, self.arguments + tuple(data) + tuple(constants) + extra)
+        entry = self.kernel.entry(name, self.arguments + tuple(data) + extra + tuple(constants))
         if constants:
             return lambda *args: entry(*args, *constants)
         return entry

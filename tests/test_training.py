@@ -172,3 +172,20 @@ def test_data_of_another_shape_gets_the_users_error_and_leaves_params_alone():
         step(X[:, :5], Y)
     for k, p in params.items():
         np.testing.assert_array_equal(p.data, before[k])
+
+
+def weighted_loss(params, X, y):
+    weights = np.linspace(0.5, 1.5, 6)  # a constant array: a trailing kernel argument
+    return F.mse_loss(init.mlp(params, X * weights), y)
+
+
+def test_fit_with_constant_arrays_matches_the_interpreter():
+    results = []
+    for backend in ("numba", "interpreter"):
+        params, opt = fresh("Adam", dict(lr=0.01))
+        history = fit(compile_grad(weighted_loss, backend=backend), params, opt, (X, Y),
+                      epochs=2, batch_size=16, seed=3, progress=False)
+        results.append((params, history.losses))
+    (params, losses), (expected, expected_losses) = results
+    assert_same_params(params, expected)
+    np.testing.assert_allclose(losses, expected_losses, rtol=1e-9)

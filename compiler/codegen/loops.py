@@ -5,7 +5,7 @@ kernel: numba compiles a callee again into every caller (and optimizes it
 again), which doubled the cold start. With `MinibatchLoop` the kernel writer
 emits
 
-    def loss_step_fit(W, b, hypers, X_rows, y_rows, orders, batch_size, losses):
+    def loss_step_fit(W, b, hypers, X_rows, y_rows, orders, batch_size, losses, <constants>):
         n_rows = X_rows.shape[0]
         n_batches = (n_rows + batch_size - 1) // batch_size
         for epoch in range(orders.shape[0]):
@@ -56,7 +56,9 @@ class MinibatchLoop:
         rows = [k.namer.fresh(f"{name}_rows") for name in data]
         epochs = [k.namer.fresh(f"{name}_epoch") for name in data]
         renamed = dict(zip(data, rows))
-        params = [renamed.get(p, p) for p in params] + ["orders", "batch_size", "losses"]
+        params = [renamed.get(p, p) for p in params]
+        # the loop's own arguments go before the constant arrays, which always come last
+        params[len(inputs):len(inputs)] = ["orders", "batch_size", "losses"]
         k.line(f"n_rows = {rows[0]}.shape[0]")
         k.line("n_batches = (n_rows + batch_size - 1) // batch_size")
         k.line("for epoch in range(orders.shape[0]):")

@@ -28,7 +28,7 @@ from compiler.arguments import CallArguments
 from compiler.autodiff import split, vjp_graph
 from compiler.custom import inline_calls
 from compiler.errors import ArgumentError, TraceError
-from compiler.fastpath import FastCall
+from compiler.fastpath import REFUSED, FastCall
 from compiler.ir import Graph, rebuild
 from compiler.passes import optimize
 from compiler.specialize import Signature, positions_of, signature_of
@@ -111,10 +111,10 @@ class CompiledFunction:
         Tensors, and `backward()` on them reaches every Tensor that requires grad."""
         fast = self._fast.get("forward")
         if fast is not None and not kwargs:
-            outputs = fast.run(args)
-            if outputs is not None:
+            value = fast.run(args)
+            if value is not REFUSED:
                 self._last = fast.spec
-                return pytree.unflatten(fast.spec.out_tree, [_plain(o) for o in outputs])
+                return value
         if current_builder() is not None:  # called while tracing another function: inline it
             return self.fn(*args, **kwargs)
         call = self._arguments(args, kwargs)
@@ -123,7 +123,7 @@ class CompiledFunction:
             spec = self._specialize(call, self._wrt_leaf_indices(call, strict=False))
             kernel = spec.kernel("forward")
             if FastCall.eligible(args, kwargs, kernel):
-                self._fast["forward"] = FastCall(spec, kernel)
+                self._fast["forward"] = FastCall(spec, kernel, _value_packer(spec))
             return pytree.unflatten(spec.out_tree, [_plain(o) for o in kernel(call.leaves)])
         return self._call_recorded(call, tensors)
 
@@ -134,14 +134,10 @@ class CompiledFunction:
         `((value, aux), gradient)`, as JAX does."""
         fast = self._fast.get("value_and_grad")
         if fast is not None and not kwargs:
-            results = fast.run(args)
-            if results is not None:
+            value_and_grads = fast.run(args)
+            if value_and_grads is not REFUSED:
                 self._last = fast.spec
-                results = [_plain(r) for r in results]
-                n_out = len(fast.spec.graph.outputs)
-                grads = results[n_out:]  # plain array arguments: one gradient leaf per wrt item
-                return (pytree.unflatten(fast.spec.out_tree, results[:n_out]),
-                        tuple(grads) if isinstance(self.wrt, tuple) else grads[0])
+                return value_and_grads
         if current_builder() is not None:
             return self._inline_value_and_grad(args, kwargs)
         call = self._arguments(args, kwargs)
@@ -149,7 +145,7 @@ class CompiledFunction:
         self._require_scalar(spec.graph, spec.n_differentiated)
         kernel = spec.kernel("value_and_grad")
         if FastCall.eligible(args, kwargs, kernel):
-            self._fast["value_and_grad"] = FastCall(spec, kernel)
+            self._fast["value_and_grad"] = FastCall(spec, kernel, self._value_and_grad_packer(spec))
         results = [_plain(r) for r in kernel(call.leaves)]
         n_out = len(spec.graph.outputs)
         value = pytree.unflatten(spec.out_tree, results[:n_out])
@@ -287,6 +283,20 @@ class CompiledFunction:
         return (pytree.unflatten(out_tree, results[:n_out]),
                 self._unflatten_grads(call, results[n_out:]))
 
+    def _value_and_grad_packer(self, spec: Specialization) -> Callable[[tuple], Any]:
+        """(value, gradients) from a value_and_grad kernel's results, for plain array
+        arguments (one gradient leaf per `wrt` item)."""
+        n_out, several = len(spec.graph.outputs), isinstance(self.wrt, tuple)
+        if spec.out_tree.kind == "leaf" and spec.graph.outputs[0].shape == () and not several:
+            return lambda results: (results[0][()], results[1])  # the common case, fast
+        value = _value_packer(spec)
+
+        def pack(results: tuple):
+            grads = results[n_out:]
+            return value(results[:n_out]), tuple(grads) if several else grads[0]
+
+        return pack
+
     def _require_scalar(self, graph: Graph, n_differentiated: int) -> None:
         outs = graph.outputs[:n_differentiated]
         if len(outs) != 1 or outs[0].type.shape != ():
@@ -303,6 +313,14 @@ class CompiledFunction:
             structured.append(pytree.unflatten(tree, grads[k:k + tree.num_leaves]))
             k += tree.num_leaves
         return tuple(structured) if isinstance(self.wrt, tuple) else structured[0]
+
+
+def _value_packer(spec: Specialization) -> Callable[[tuple], Any]:
+    """The function's value (its output structure, NumPy scalars for 0-d outputs) from a
+    kernel's results."""
+    if spec.out_tree.kind == "leaf":
+        return lambda results: _plain(results[0])
+    return lambda results: pytree.unflatten(spec.out_tree, [_plain(r) for r in results])
 
 
 def _plain(value: np.ndarray):

@@ -14,27 +14,36 @@ explains what is wrong. Only kernels that check their arguments this way
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from compiler.errors import KernelShapeError
 
+REFUSED = object()  # what `run` returns when the arguments do not fit the kernel
+
 
 class FastCall:
-    def __init__(self, spec, kernel) -> None:
+    """`run(args)`: `pack(kernel results)` for arguments that fit the kernel, else REFUSED."""
+
+    def __init__(self, spec, kernel, pack: Callable[[tuple], Any]) -> None:
         self.spec = spec
         self.kernel = kernel
+        self.pack = pack
         self.arity = len(spec.signature.types)
+        self._call = kernel.call
 
     @staticmethod
     def eligible(args: tuple, kwargs: dict, kernel) -> bool:
         return getattr(kernel, "checks_arguments", False) and not kwargs \
             and all(type(a) is np.ndarray for a in args)
 
-    def run(self, args: tuple) -> list | None:
-        """The kernel's results for `args`, or None when they do not fit it."""
+    def run(self, args: tuple) -> Any:
         if len(args) != self.arity:
-            return None
+            return REFUSED
         try:
-            return self.kernel(args)
+            results = self._call(*args)
         except (TypeError, KernelShapeError):
-            return None
+            return REFUSED
+        return self.pack(results)

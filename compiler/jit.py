@@ -214,6 +214,10 @@ class NumbaKernel:
         with self._reporting(generated.source):
             self.module, self.path = load_module(generated.source)
         self.dispatcher = getattr(self.module, generated.function_name)
+        # call(*arrays): the compiled function with the constant arrays it takes last
+        constants = self._constants
+        self.call = (lambda *args: self.dispatcher(*args, *constants)) if constants \
+            else self.dispatcher
         if eager:
             self._compile_only(self.dispatcher, self.signature)
 
@@ -249,9 +253,7 @@ class NumbaKernel:
                 f"{type(err).__name__}: {err}") from None
 
     def __call__(self, args: list[np.ndarray]) -> list[np.ndarray]:
-        if self._constants:
-            return list(self.dispatcher(*args, *self._constants))
-        return list(self.dispatcher(*args))
+        return list(self.call(*args))
 
 
 class NumbaBackend:

@@ -236,7 +236,9 @@ class KernelWriter:
     def _call(self, node: Node) -> None:
         if node.op == "matmul":
             a, b = (self._blas_operand(x) for x in node.inputs)
-            self.line(f"{self.name_of(node)} = np.dot({a}, {b})", comment_of(node))
+            self.alloc(node)
+            self.line(f"{self.helpers.blas_matmul()}({a}, {b}, {self.name_of(node)})",
+                      comment_of(node))
         elif node.op == "reshape":
             source = self.names[node.inputs[0].id]
             self.line(f"{self.name_of(node)} = {source}.reshape({shape_text(node.shape)})",
@@ -247,7 +249,7 @@ class KernelWriter:
             raise AssertionError(f"no call for {node.op}")
 
     def _blas_operand(self, x: Node) -> str:
-        if x.id in self.plan.views:  # a 2-D transpose: np.dot takes the F-ordered view
+        if x.id in self.plan.views:  # a 2-D transpose: BLAS takes the F-ordered view
             return f"{self._blas_operand(x.inputs[0])}.T"
         return self.names[x.id]
 

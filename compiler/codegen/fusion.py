@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from compiler import ops
 from compiler.ir import Graph, Node, Shape, Sym, users_of
 
-# Matrix products call BLAS (np.dot) when any of their dimensions is symbolic or
-# they are larger than this many multiply-adds; smaller ones (and every product
+# Matrix products call BLAS (compiler/codegen/blas.py) when any of their dimensions
+# is symbolic or they are larger than this many multiply-adds; smaller ones (and every product
 # with a contraction of length 1, an outer product) are an explicit loop inside
 # the consumer's nest, with no array and no call. Measured on 2-D float32
 # products (N,K)@(K,M), numba loops vs np.dot through OpenBLAS: at N=20 the
@@ -117,7 +117,7 @@ _LOWERINGS = {
     "transpose": "view", "broadcast_to": "view", "slice": "view", "take": "view",
     "take_along_axis": "view", "reshape": "view or .reshape()", "concatenate": "copy loops",
     "pad_slice": "scatter", "take_grad": "scatter-add", "take_along_axis_grad": "scatter-add",
-    "matmul": "np.dot or contraction loop",
+    "matmul": "BLAS gemm or contraction loop",
     # compiler.custom.inline_calls replaces custom calls by their graphs before any backend.
     "custom_call": "inlined",
 }
@@ -158,7 +158,7 @@ def reads_in_place(node: Node) -> bool:
 
 
 def uses_blas(node: Node) -> bool:
-    """np.dot for 1-D/2-D float products that are symbolic or large; explicit loops otherwise."""
+    """BLAS for 1-D/2-D float products that are symbolic or large; explicit loops otherwise."""
     a, b = node.inputs
     if not (a.dtype == b.dtype == node.dtype and node.type.is_float):
         return False
@@ -213,7 +213,7 @@ class _Planner:
         return needed
 
     def _blas_operand_ok(self, view: Node, needed: set[int]) -> bool:
-        """np.dot takes arrays and their transposes (F-contiguous views) as they are."""
+        """BLAS takes arrays and their transposes (F-contiguous views) as they are."""
         if view.op != "transpose" or len(view.shape) != 2:
             return False
         base = view.inputs[0]

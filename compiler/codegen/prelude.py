@@ -80,6 +80,7 @@ class HelperSet:
     def __init__(self) -> None:
         self._used: dict[str, str] = {}  # generated name -> source
         self._errors: set[str] = set()
+        self._blas = False
         self._stack: set[str] = set()
         self.uses_vector_math = False
 
@@ -109,6 +110,11 @@ class HelperSet:
         self._stack.add(name)
         return f"_stack_{name}"
 
+    def blas_matmul(self) -> str:
+        """The name to call for a BLAS matrix product into an array (compiler/codegen/blas.py)."""
+        self._blas = True
+        return "blas.matmul"
+
     def use_error(self, name: str) -> str:
         """The name of exception class `name` of compiler.errors, imported by the module."""
         self._errors.add(name)
@@ -116,6 +122,8 @@ class HelperSet:
 
     def imports(self) -> list[str]:
         lines = ["import numba", "import numpy as np"]
+        if self._blas:
+            lines.append("from compiler.codegen import blas")
         if self.uses_vector_math:
             lines.append(VECTOR_MATH_IMPORT)
         if self._stack:

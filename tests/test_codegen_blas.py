@@ -1,0 +1,57 @@
+"""Matrix products in kernels go through one BLAS gemm intrinsic: every operand layout the
+generator passes (C-contiguous, transposed, 1-D), both float dtypes, and empty extents."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from compiler import compile_grad
+from compiler.codegen import blas
+
+
+@numba.njit
+def product(a, b, out):
+    blas.matmul(a, b, out)
+
+
+@numba.njit
+def product_of_transposes(a, b, out):
+    blas.matmul(a.T, b.T, out)
+
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shapes", [((7, 5), (5, 3)), ((7, 5), (5,)), ((5,), (5, 3)),
+                                    ((1, 1), (1, 1))], ids=["mat-mat", "mat-vec", "vec-mat", "1x1"])
+def test_products_match_numpy(dtype, shapes):
+    a, b = (RNG.normal(size=s).astype(dtype) for s in shapes)
+    out = np.full((a @ b).shape, np.nan, dtype)
+    product(a, b, out)
+    np.testing.assert_allclose(out, a @ b, rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transposed_operands_are_read_in_place(dtype):
+    a, b = RNG.normal(size=(5, 7)).astype(dtype), RNG.normal(size=(3, 5)).astype(dtype)
+    out = np.empty((7, 3), dtype)
+    product_of_transposes(a, b, out)
+    np.testing.assert_allclose(out, a.T @ b.T, rtol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+def test_an_empty_contraction_gives_zeros_and_empty_results_are_fine():
+    out = np.full((4, 3), 5.0)
+    product(np.ones((4, 0)), np.ones((0, 3)), out)
+    np.testing.assert_array_equal(out, np.zeros((4, 3)))
+    product(np.ones((0, 5)), np.ones((5, 3)), np.empty((0, 3)))
+
+
+def test_a_gradient_over_an_empty_batch_is_zero():
+    f = compile_grad(lambda W, X: np.sum(np.tanh(X @ W)))
+    W = RNG.normal(size=(3, 2))
+    f.grad(W, RNG.normal(size=(6, 3)))
+    np.testing.assert_array_equal(f.grad(W, np.ones((0, 3))), np.zeros((3, 2)))
+    assert "blas.matmul(X.T" in f.source("value_and_grad")

@@ -2,7 +2,7 @@
 
 A kernel's source text names its file: `<cache dir>/gf_<hash>.py`, where the
 hash covers the text, numba's version, the code generator's version and the
-vector math library in use. The file is written once (atomically) and
+vector math library and the BLAS in use. The file is written once (atomically) and
 imported under the stable name `gradfuse_kernels.gf_<hash>`, registered in
 `sys.modules` first: numba's `cache=True` keys its on-disk cache on that file
 and reloads machine code from it, so a second process compiles nothing.
@@ -35,7 +35,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from compiler.codegen import CODEGEN_VERSION, GeneratedModule, generate
+from compiler.codegen import CODEGEN_VERSION, GeneratedModule, blas, generate
 from compiler.errors import InternalError
 from compiler.ir import Graph
 
@@ -118,7 +118,8 @@ def tune_malloc() -> None:
 
 # --- cache files and modules -----------------------------------------------------------------
 def module_key(source: str) -> str:
-    salt = f"numba {numba.__version__}\ncodegen {CODEGEN_VERSION}\nveclib {vector_library()}\n"
+    salt = (f"numba {numba.__version__}\ncodegen {CODEGEN_VERSION}\nveclib {vector_library()}\n"
+            f"blas {blas.ABI}\n")
     return hashlib.sha256((salt + source).encode()).hexdigest()[:16]
 
 

@@ -2,10 +2,10 @@
 
 Generated kernels write `blas.matmul(X, W, out)` (and `blas.matmul(X.T, g, out)`
 for a transposed operand) where they would write `out = np.dot(X, W)`. The
-product is the same BLAS call numba's `np.dot` makes (SciPy's `sgemm`/`dgemm`,
-through `scipy.linalg.cython_blas`), but numba compiles its generic `np.dot`
-implementation once per combination of layouts, about 0.3-0.5 s each on a cold
-start, while this intrinsic is a handful of LLVM instructions. The result goes
+product is BLAS's `sgemm`/`dgemm`, as with numba's `np.dot`, but numba compiles
+its generic `np.dot` implementation once per combination of layouts, about
+0.3-0.5 s each on a cold start, while this intrinsic is a handful of LLVM
+instructions (W1's cold first call went from 2.8-3.5 s to 1.3-1.5 s). The result goes
 into an array the kernel allocated, so it can also be any other C-contiguous
 array of the right shape.
 
@@ -15,31 +15,79 @@ transpose of a C-contiguous matrix (numba's layout "F"): in row-major terms
 transposed operand is the other BLAS transpose flag. A 1-D `a` is one row, a
 1-D `b` one column.
 
-The kernels name BLAS by a symbol of their own (`gradfuse_sgemm`) that this
-module binds to SciPy's function when it is imported, which every generated
-module does before numba compiles it or loads it from the disk cache; an
-address baked into machine code would not survive into another process.
+Which BLAS: the OpenBLAS that NumPy's wheels bundle (`numpy.libs/libscipy_openblas64_*`,
+ILP64: 64-bit integer arguments), so gradfuse needs nothing but NumPy and numba;
+else SciPy's (`scipy.linalg.cython_blas`, 32-bit integers), which is what numba's own
+`np.dot` needs. Kernels name it by a symbol of their own (`gradfuse_sgemm`) that this
+module binds when it is imported, which every generated module does before numba
+compiles it or loads it from the disk cache (an address baked into machine code
+would not survive into another process); `ABI` names the choice, and is part of
+every kernel's cache key, since the integer width is compiled into the calls.
 """
 
 from __future__ import annotations
 
+import ctypes
+import glob
+import os
+import sys
+
 import llvmlite.binding as llvm
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.core.typing import signature
-from numba.extending import get_cython_function_address, intrinsic
+from numba.extending import intrinsic
 
 SYMBOLS = {types.float32: "gradfuse_sgemm", types.float64: "gradfuse_dgemm"}
 
 
-def _bind_symbols() -> None:
-    for dtype, symbol in SYMBOLS.items():
-        routine = "sgemm" if dtype == types.float32 else "dgemm"
-        llvm.add_symbol(symbol, get_cython_function_address("scipy.linalg.cython_blas", routine))
+def _numpy_openblas() -> tuple[dict[str, int], int] | None:
+    """Addresses of sgemm/dgemm in the OpenBLAS bundled with NumPy, and its integer width."""
+    here = os.path.dirname(np.__file__)
+    patterns = [os.path.join(here, os.pardir, "numpy.libs", "libscipy_openblas*"),
+                os.path.join(here, ".dylibs", "libscipy_openblas*")]
+    for path in sorted(p for pattern in patterns for p in glob.glob(pattern)):
+        try:
+            library = ctypes.CDLL(path)  # already loaded by NumPy: this only finds it
+        except OSError:
+            continue
+        for suffix, bits in (("_64_", 64), ("_", 32)):
+            try:
+                found = {name: ctypes.cast(getattr(library, f"scipy_{name}{suffix}"),
+                                           ctypes.c_void_p).value for name in ("sgemm", "dgemm")}
+            except AttributeError:
+                continue
+            return found, bits
+    return None
 
 
-_bind_symbols()
+def _scipy_blas() -> tuple[dict[str, int], int] | None:
+    try:
+        from numba.extending import get_cython_function_address
+
+        return {name: get_cython_function_address("scipy.linalg.cython_blas", name)
+                for name in ("sgemm", "dgemm")}, 32
+    except ImportError:
+        return None
+
+
+def _bind_symbols() -> tuple[str, int]:
+    for source, find in (("numpy-openblas", _numpy_openblas), ("scipy", _scipy_blas)):
+        found = find()
+        if found is not None:
+            addresses, bits = found
+            for dtype, symbol in SYMBOLS.items():
+                llvm.add_symbol(symbol, addresses["sgemm" if dtype == types.float32 else "dgemm"])
+            return f"{source}-int{bits}", bits
+    raise ImportError(
+        "gradfuse found no BLAS for matrix products: neither the OpenBLAS that NumPy's wheels "
+        f"bundle (NumPy {np.__version__} at {os.path.dirname(np.__file__)}, Python "
+        f"{sys.version.split()[0]}) nor SciPy's; install NumPy from PyPI, or SciPy")
+
+
+ABI, _INT_BITS = _bind_symbols()
 
 
 def _operand_ok(x, dtype) -> bool:
@@ -76,13 +124,13 @@ def _gemm(context, builder, arg_types, args) -> None:
     ld_b = k if b_transposed else n
 
     value = context.get_value_type(out_type.dtype)
-    int32 = ir.IntType(32)
+    integer = ir.IntType(_INT_BITS)
     char = ir.IntType(8)
     pointer = lambda t: t.as_pointer()  # noqa: E731
     gemm_type = ir.FunctionType(ir.VoidType(), [
-        pointer(char), pointer(char), pointer(int32), pointer(int32), pointer(int32),
-        pointer(value), pointer(value), pointer(int32), pointer(value), pointer(int32),
-        pointer(value), pointer(value), pointer(int32)])
+        pointer(char), pointer(char), pointer(integer), pointer(integer), pointer(integer),
+        pointer(value), pointer(value), pointer(integer), pointer(value), pointer(integer),
+        pointer(value), pointer(value), pointer(integer)])
     gemm = cgutils.get_or_insert_function(builder.module, gemm_type, SYMBOLS[out_type.dtype])
 
     def local(ir_type, constant):
@@ -90,8 +138,8 @@ def _gemm(context, builder, arg_types, args) -> None:
         builder.store(constant, slot)
         return slot
 
-    def dim(x):  # BLAS takes 32-bit ints, and leading dimensions of at least 1
-        return local(int32, builder.trunc(x, int32))
+    def dim(x):  # BLAS's integers, by pointer; leading dimensions of at least 1
+        return local(integer, x if _INT_BITS == 64 else builder.trunc(x, integer))
 
     def ld(x):
         return dim(builder.select(builder.icmp_signed("<", x, one), one, x))

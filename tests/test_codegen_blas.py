@@ -3,6 +3,10 @@ generator passes (C-contiguous, transposed, 1-D), both float dtypes, and empty e
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -55,3 +59,23 @@ def test_a_gradient_over_an_empty_batch_is_zero():
     f.grad(W, RNG.normal(size=(6, 3)))
     np.testing.assert_array_equal(f.grad(W, np.ones((0, 3))), np.zeros((3, 2)))
     assert "blas.matmul(X.T" in f.source("value_and_grad")
+
+
+NO_SCIPY = """
+import sys
+sys.modules["scipy"] = None  # as on a machine with only gradfuse's own dependencies
+import numpy as np
+from compiler import compile_grad
+from compiler.codegen import blas
+f = compile_grad(lambda W, X: np.sum(X @ W))
+print(blas.ABI, f.grad(np.ones((3, 2)), np.arange(12.0).reshape(4, 3)).tolist())
+"""
+
+
+def test_matrix_products_need_no_scipy(tmp_path):
+    done = subprocess.run([sys.executable, "-c", NO_SCIPY], capture_output=True, text=True,
+                          env={**os.environ, "GRADFUSE_CACHE_DIR": str(tmp_path)}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    abi, grad = done.stdout.split(maxsplit=1)
+    assert abi.startswith("numpy-openblas")
+    assert grad.strip() == str([[18.0, 18.0], [22.0, 22.0], [26.0, 26.0]])

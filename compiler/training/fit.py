@@ -1,0 +1,146 @@
+"""`fit`: many train steps over shuffled minibatches, inside compiled code between reports.
+
+    history = fit(loss_fn, params, optimizer, (X, y), epochs=10, batch_size=32)
+    history.losses, history.epoch_losses, history.plot("loss.png")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from compiler.api import CompiledFunction
+from compiler.training.step import TrainStep
+from runtime.optim import Optimizer
+
+
+@dataclass
+class History:
+    """What `fit` did: the loss of every step, per-epoch means, and why it stopped."""
+
+    losses: np.ndarray
+    epoch_losses: np.ndarray
+    steps_per_epoch: int
+    stopped_early: bool = False
+
+    def plot(self, path: str) -> str:
+        """Save the loss curve as a PNG (needs matplotlib: `pip install gradfuse[plot]`)."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as err:
+            raise ImportError("History.plot needs matplotlib: pip install 'gradfuse[plot]'") \
+                from err
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(np.arange(1, len(self.losses) + 1), self.losses, lw=0.8, label="step")
+        ends = np.arange(1, len(self.epoch_losses) + 1) * self.steps_per_epoch
+        ax.plot(ends, self.epoch_losses, "o-", ms=3, label="epoch mean")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_yscale("log" if np.all(self.losses > 0) else "linear")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
+
+
+def epoch_orders(n: int, epochs: int, shuffle: bool, rng: np.random.Generator) -> np.ndarray:
+    """The row order of each of `epochs` epochs over `n` rows: a fresh permutation from `rng`
+    per epoch, or, without shuffling, an `(epochs, 0)` array (the rows as they are)."""
+    if not shuffle:
+        return np.empty((epochs, 0), np.int64)
+    return np.stack([rng.permutation(n) for _ in range(epochs)]).astype(np.int64)
+
+
+def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
+        data: Sequence[np.ndarray], *, epochs: int, batch_size: int | None = None,
+        shuffle: bool = True, seed: int = 0, max_norm: float | None = None,
+        progress: bool | None = None, callback: Callable[[int, History], Any] | None = None,
+        stop: Callable[[History], bool] | None = None, chunk_steps: int | None = None,
+        step: TrainStep | None = None) -> History:
+    """Train `params` on `data` (a tuple of arrays sharing their first axis) for `epochs`.
+
+    Each epoch visits the rows in a fresh order drawn from `seed` (or in order, with
+    `shuffle=False`) in batches of `batch_size`, the last one holding what is left.
+    Steps run inside compiled code in chunks of about `chunk_steps` (default: whole
+    epochs, at least 256 steps); between chunks `fit` updates the progress bar
+    (tqdm; on by default when stderr is a terminal), calls `callback(epoch, history)`
+    and stops early when `stop(history)` is true. Returns the `History`.
+    """
+    data = tuple(np.ascontiguousarray(d) for d in data)
+    n = data[0].shape[0]
+    if any(d.shape[0] != n for d in data):
+        raise ValueError(f"fit: data arrays must share their first axis, got "
+                         f"{[d.shape for d in data]}")
+    batch_size = min(batch_size or n, n)
+    step = step or TrainStep(loss_fn, params, optimizer, max_norm=max_norm)
+    per_epoch = -(-n // batch_size)
+    losses = np.full(epochs * per_epoch, np.nan)
+    chunk_epochs = max(1, -(-(chunk_steps or 256) // per_epoch))
+    rng = np.random.default_rng(seed)
+    bar = _progress_bar(progress, epochs)
+    history = History(losses, np.zeros(0), per_epoch)
+    run = _epoch_runner(step, data, batch_size)
+    done = 0
+    try:
+        while done < epochs:
+            last = min(epochs, done + chunk_epochs)
+            run(epoch_orders(n, last - done, shuffle, rng),
+                losses[done * per_epoch:last * per_epoch])
+            history.epoch_losses = losses[: last * per_epoch].reshape(last, per_epoch).mean(1)
+            if bar is not None:
+                bar.update(last - done)
+                bar.set_postfix(loss=f"{history.epoch_losses[-1]:.4g}")
+            done = last
+            if callback is not None:
+                callback(done, history)
+            if stop is not None and done < epochs and stop(history):
+                history.stopped_early = True
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    history.losses = losses[: done * per_epoch]
+    return history
+
+
+def _epoch_runner(step: TrainStep, data: tuple, batch_size: int):
+    """run(orders, losses): one epoch per row of `orders`, recording each step's loss; inside
+    one compiled call when the step has a minibatch loop (numba, a symbolic batch axis)."""
+    if step.runs_epochs(data):
+        return lambda orders, losses: step.run_epochs(data, orders, batch_size, losses)
+
+    n = data[0].shape[0]
+
+    def run_stepwise(orders: np.ndarray, losses: np.ndarray) -> None:
+        k = 0
+        for order in orders:
+            for start in range(0, n, batch_size):
+                if order.size:
+                    rows = order[start:start + batch_size]
+                    losses[k] = step(*(d[rows] for d in data))
+                else:
+                    losses[k] = step(*(d[start:start + batch_size] for d in data))
+                k += 1
+
+    return run_stepwise
+
+
+def _progress_bar(progress: bool | None, epochs: int):
+    import sys
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=epochs, unit="epoch", desc="fit")

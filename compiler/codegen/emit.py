@@ -42,9 +42,11 @@ class KernelWriter:
     def __init__(self, plan: Plan, writes: Mapping[int, int] | None = None,
                  loop: MinibatchLoop | None = None, helpers: HelperSet | None = None,
                  bare_scalars: bool = False) -> None:
-        self.bare_scalars = bare_scalars
         self.plan = plan
         self.graph = plan.graph
+        self.writes = dict(writes or {})
+        self.loop = loop
+        self.bare_scalars = bare_scalars
         self.namer = Namer()
         self.helpers = helpers or HelperSet()
         self.names: dict[int, str] = {}
@@ -53,8 +55,6 @@ class KernelWriter:
         self.depth = 1
         self.nests = NestWriter(self)
         self.calls_blas = any(isinstance(u, Call) and u.node.op == "matmul" for u in plan.units)
-        self.writes = dict(writes or {})
-        self.loop = loop
         # A value may share the function's name (`loss = ...` in `def loss`): the
         # kernel never calls itself, so the local shadows nothing it uses.
         self.function_name = function_name(self.graph.name)
@@ -65,24 +65,32 @@ class KernelWriter:
         self._syms = self._sym_sources()
         for sym in self._syms:
             self.namer.reserve(sym.name)
+        self.arrays = self._name_arguments()
+        self.in_place, self.preallocated = self._place_written_outputs()
+
+    def _name_arguments(self) -> dict[int, str]:
+        """Name the inputs and constant arrays; returns the names of the arrays the kernel is
+        called with. A 0-d input is read into a scalar of its own name, unless the kernel
+        writes into it: then the array keeps the name and the scalar gets another."""
         for node in self.graph.inputs:
             self.names[node.id] = self.namer.fresh(node.name or f"arg{node.attrs['index']}")
         for k, node in enumerate(self.constants, start=1):
             self.names[node.id] = self.namer.fresh(node.name or f"c{k}")
-        # The kernel's parameters: the arrays it is called with. A 0-d input is read into a
-        # scalar of its own name, unless the kernel writes into it (then the array keeps it).
-        self.arrays = {n.id: self.names[n.id] for n in self.graph.inputs + self.constants}
+        arrays = {n.id: self.names[n.id] for n in self.graph.inputs + self.constants}
         for j in self.writes.values():
             target = self.graph.inputs[j]
             if target.shape == ():
                 self.names[target.id] = self.namer.fresh(f"{self.names[target.id]}_value")
-        # Outputs stored in place live in their input's array: no allocation, no copy.
-        self.in_place = stored_in_place(plan, self.writes) if self.writes else set()
-        self.preallocated: set[int] = set()
-        for k in self.in_place:
+        return arrays
+
+    def _place_written_outputs(self) -> tuple[set[int], set[int]]:
+        """(outputs stored in place, their node ids): they live in their input's array, with
+        no allocation and no copy; the other written outputs are copied at the end."""
+        in_place = stored_in_place(self.plan, self.writes) if self.writes else set()
+        for k in in_place:
             out, target = self.graph.outputs[k], self.graph.inputs[self.writes[k]]
             self.names[out.id] = self.arrays[target.id]
-            self.preallocated.add(out.id)
+        return in_place, {self.graph.outputs[k].id for k in in_place}
 
     # --- whole function --------------------------------------------------------------------
     def write(self) -> str:

@@ -1,4 +1,4 @@
-"""The backward engine: graph nodes over opaque backward callables, grad mode, and `record`.
+"""The backward engine: graph nodes over opaque backward callables, and `record`.
 
 The compiler runs a forward kernel and calls `record(outputs, inputs, backward,
 name)`; that makes one `Node` (PyTorch's grad_fn) holding the kernel's backward
@@ -16,6 +16,10 @@ callable and one `Edge` per input telling where that input's gradient goes.
 4. Leaves last: tensor hooks, then accumulation into `.grad` (a fresh array the
    first time, in place after that, like PyTorch).
 
+The most common graph, one node over leaves (one compiled call on Parameters),
+takes a shorter path through the same steps; `record` and the pass are on the
+hot path of every training step, so both avoid work they can prove unneeded.
+
 A node without `retain_graph=True` drops its callable after it runs, which
 frees the residual arrays the callable closed over; a later pass through it
 raises before any node runs.
@@ -28,90 +32,29 @@ a pass whose inputs have since been updated in place (an optimizer step,
 any node runs, instead of silently using the new values. Like PyTorch's, the
 check is per input, not per value backward actually reads, and writes the user
 makes through `.data` are not counted.
+
+Grad mode (`no_grad` and the rest) lives in `grad_mode` and is importable from here too.
 """
 
 from __future__ import annotations
 
-import functools
-import threading
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .grad_mode import _mode, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .tensor import Hook, Tensor
 
+__all__ = ["Edge", "Node", "backward", "enable_grad", "is_grad_enabled", "no_grad", "record",
+           "set_grad_enabled"]
+
 BackwardFn = Callable[[list[np.ndarray]], Sequence["np.ndarray | None"]]
-
-# -- grad mode ---------------------------------------------------------------------
-
-
-class _GradMode(threading.local):
-    enabled = True  # thread-local like PyTorch's, so one thread's no_grad leaves others alone
-
-
-_mode = _GradMode()
-
-
-def is_grad_enabled() -> bool:
-    """Whether `record` currently builds graph nodes."""
-    return _mode.enabled
-
-
-class _GradModeContext:
-    """Base of no_grad/enable_grad: a context manager that also works as a decorator."""
-
-    enabled: bool
-
-    def __new__(cls, func: Callable | None = None):
-        # Bare `@no_grad` (no parentheses) passes the function straight in.
-        if func is not None:
-            return cls()(func)
-        return super().__new__(cls)
-
-    def __enter__(self) -> None:
-        self._previous = _mode.enabled
-        _mode.enabled = self.enabled
-
-    def __exit__(self, *exc: object) -> None:
-        _mode.enabled = self._previous
-
-    def __call__(self, func: Callable) -> Callable:
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with type(self)():
-                return func(*args, **kwargs)
-
-        return wrapper
-
-
-class no_grad(_GradModeContext):  # PyTorch's lower-case name
-    """Within this block `record` saves nothing for backward and results don't require grad."""
-
-    enabled = False
-
-
-class enable_grad(_GradModeContext):  # PyTorch's lower-case name
-    """Turn graph building back on inside a `no_grad` block."""
-
-    enabled = True
-
-
-class set_grad_enabled:  # PyTorch's lower-case name
-    """Set grad mode now; used as a context manager, restore the previous mode on exit."""
-
-    def __init__(self, mode: bool) -> None:
-        self._previous = _mode.enabled
-        _mode.enabled = bool(mode)
-
-    def __enter__(self) -> None:
-        pass
-
-    def __exit__(self, *exc: object) -> None:
-        _mode.enabled = self._previous
-
+# (what a Tensor is to a node, the Tensor, its version at forward time). Weak: the graph must
+# not keep an input alive, and a Tensor nobody holds cannot be updated. What it is stays an
+# input position (an int) or a phrase until an error message needs the words.
+SavedVersion = tuple["str | int", "weakref.ref[Tensor]", int]
 
 # -- the graph ---------------------------------------------------------------------
 
@@ -125,18 +68,19 @@ class Node:
         backward: BackwardFn,
         edges: list[Edge | None],
         outputs: list[np.ndarray],
-        watched: Sequence[tuple[str, Tensor]] = (),
+        saved_versions: Sequence[SavedVersion] = (),
     ) -> None:
         self.name = name
         self._backward: BackwardFn | None = backward
         self.edges = edges  # one per input position; None where no gradient flows
-        # (what the Tensor is to this node, the Tensor, its version at forward time). Weak:
-        # the graph must not keep an input alive, and a Tensor nobody holds cannot be updated.
-        self._saved_versions = [(label, weakref.ref(t), t._version) for label, t in watched]
+        # Computed once: every backward pass walks the graph through these.
+        self._producers = [e.node for e in edges if e is not None and e.node is not None]
+        self._saved_versions = saved_versions  # checked before each backward pass
         # Shape and dtype of each output, for the zero cotangents of unused outputs.
         self.output_meta = [(out.shape, out.dtype) for out in outputs]
-        self.tensor_hooks: list[dict[int, Hook]] = [{} for _ in outputs]
-        self._retained: dict[int, weakref.ref[Tensor]] = {}
+        # Made on first use: most nodes never get a hook or a retained output.
+        self._tensor_hooks: list[dict[int, Hook]] | None = None
+        self._retained: dict[int, weakref.ref[Tensor]] | None = None
 
     @property
     def released(self) -> bool:
@@ -146,12 +90,21 @@ class Node:
         """Drop the backward callable and, with it, the residuals it holds."""
         self._backward = None
 
+    @property
+    def tensor_hooks(self) -> list[dict[int, Hook]]:
+        """Per output: the hooks registered on that output's Tensor, by handle id."""
+        if self._tensor_hooks is None:
+            self._tensor_hooks = [{} for _ in self.output_meta]
+        return self._tensor_hooks
+
     def retain(self, output_nr: int, tensor: Tensor) -> None:
         # A weak reference: the graph must not keep an intermediate result alive.
+        if self._retained is None:
+            self._retained = {}
         self._retained[output_nr] = weakref.ref(tensor)
 
     def retained_tensor(self, output_nr: int) -> Tensor | None:
-        ref = self._retained.get(output_nr)
+        ref = None if self._retained is None else self._retained.get(output_nr)
         return None if ref is None else ref()
 
     def check_versions(self) -> None:
@@ -163,7 +116,7 @@ class Node:
 
     def producers(self) -> list[Node]:
         """The nodes whose outputs are inputs here (the next nodes of the backward pass)."""
-        return [edge.node for edge in self.edges if edge is not None and edge.node is not None]
+        return list(self._producers)
 
     def apply(self, cotangents: list[np.ndarray]) -> list[np.ndarray | None]:
         """Run the backward callable and check one gradient per input, of its shape."""
@@ -176,7 +129,8 @@ class Node:
                 f"expected {len(self.edges)} (one per input)"
             )
         checked: list[np.ndarray | None] = []
-        for i, (edge, grad) in enumerate(zip(self.edges, grads, strict=True)):
+        for i, edge in enumerate(self.edges):
+            grad = grads[i]
             if edge is None or grad is None:
                 checked.append(None)
                 continue
@@ -186,28 +140,33 @@ class Node:
                     f"function {self.name} returned an invalid gradient at index {i} - "
                     f"got shape {grad.shape} but expected shape {edge.shape}"
                 )
-            checked.append(grad.astype(edge.dtype, copy=False))
+            checked.append(grad if grad.dtype == edge.dtype else grad.astype(edge.dtype))
         return checked
 
     def __repr__(self) -> str:
         return f"<{self.name}>"
 
 
-@dataclass(frozen=True, eq=False)
 class Edge:
     """Where one input's gradient goes: output `output_nr` of `node`, or the leaf itself."""
 
-    node: Node | None
-    output_nr: int
-    leaf: Tensor | None
-    shape: tuple[int, ...]
-    dtype: np.dtype
+    # A plain class with slots, not a frozen dataclass: record makes one per input per call,
+    # and a frozen dataclass's __init__ costs several times as much. Nothing mutates an Edge.
+    __slots__ = ("node", "output_nr", "leaf", "shape", "dtype")
+
+    def __init__(self, node: Node | None, output_nr: int, leaf: Tensor | None,
+                 shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.node = node
+        self.output_nr = output_nr
+        self.leaf = leaf
+        self.shape = shape
+        self.dtype = dtype
 
     @staticmethod
     def to(tensor: Tensor) -> Edge:
-        if tensor.is_leaf:
-            return Edge(None, 0, tensor, tensor.shape, tensor.dtype)
-        return Edge(tensor.grad_fn, tensor.output_nr, None, tensor.shape, tensor.dtype)
+        data, node = tensor.data, tensor.grad_fn
+        return Edge(node, tensor.output_nr, tensor if node is None else None, data.shape,
+                    data.dtype)
 
 
 def _freed_message(node: Node) -> str:
@@ -218,7 +177,9 @@ def _freed_message(node: Node) -> str:
     )
 
 
-def _modified_message(node: Node, label: str, tensor: Tensor, version: int) -> str:
+def _modified_message(node: Node, label: str | int, tensor: Tensor, version: int) -> str:
+    if isinstance(label, int):
+        label = f"input {label}"
     return (
         "one of the variables needed for gradient computation has been modified by an "
         f"inplace operation: [{type(tensor).__name__} of dtype {tensor.dtype} and shape "
@@ -230,7 +191,7 @@ def _modified_message(node: Node, label: str, tensor: Tensor, version: int) -> s
 
 
 def record(
-    outputs: list[np.ndarray],
+    outputs: Sequence[np.ndarray],
     inputs: list[Tensor | None],
     backward: BackwardFn,
     name: str,
@@ -248,18 +209,34 @@ def record(
     `backward` reads, such as inputs that need no gradient), and backward raises if
     one has changed since.
     """
-    arrays = [np.asarray(out) for out in outputs]
-    needs_grad = any(t is not None and t.requires_grad for t in inputs)
-    if not (needs_grad and is_grad_enabled()):
+    arrays = [out if type(out) is np.ndarray else np.asarray(out) for out in outputs]
+    if not _mode.enabled:
         return [Tensor(out) for out in arrays]
-    edges = [Edge.to(t) if t is not None and t.requires_grad else None for t in inputs]
-    watched = [(f"input {i}", t) for i, t in enumerate(inputs) if t is not None]
-    watched += [("an input saved for backward", t) for t in saved]
-    node = Node(name, backward, edges, arrays, watched)
+    # One pass over the inputs: record makes one node per compiled call, so this is hot.
+    edges: list[Edge | None] = []
+    versions: list[SavedVersion] = []
+    needs_grad = False
+    for i, t in enumerate(inputs):
+        if t is None:
+            edges.append(None)
+            continue
+        versions.append((i, weakref.ref(t), t._version))
+        if t._requires_grad:
+            needs_grad = True
+            edges.append(Edge.to(t))
+        else:
+            edges.append(None)
+    if not needs_grad:
+        return [Tensor(out) for out in arrays]
+    versions += [(SAVED_INPUT, weakref.ref(t), t._version) for t in saved]
+    node = Node(name, backward, edges, arrays, versions)
     return [
-        Tensor._from_node(out, node, k) if np.issubdtype(out.dtype, np.floating) else Tensor(out)
+        Tensor._from_node(out, node, k) if out.dtype.kind == "f" else Tensor(out)
         for k, out in enumerate(arrays)
     ]
+
+
+SAVED_INPUT = "an input saved for backward"  # how the version error names a `saved` Tensor
 
 
 # -- the backward pass ---------------------------------------------------------------
@@ -273,8 +250,20 @@ def backward(
     """Accumulate into leaf `.grad`s the gradients of `tensors` weighted by `grad_tensors`."""
     tensors = list(tensors)
     grad_tensors = [None] * len(tensors) if grad_tensors is None else list(grad_tensors)
+    if len(tensors) == 1 == len(grad_tensors):  # `tensor.backward()`
+        root = tensors[0]
+        seed = _seed(root, grad_tensors[0], 0)
+        if root.grad_fn is not None and not root.grad_fn._producers:
+            _backward_one_node(root, seed, retain_graph)
+        else:
+            _backward_graph(tensors, [seed], retain_graph)
+        return
     seeds = [_seed(t, g, i) for i, (t, g) in enumerate(zip(tensors, grad_tensors, strict=True))]
+    _backward_graph(tensors, seeds, retain_graph)
 
+
+def _backward_graph(tensors: list[Tensor], seeds: list[np.ndarray], retain_graph: bool) -> None:
+    """The pass over any graph, steps 1-4 of the module docstring."""
     node_cotangents: dict[Node, list[np.ndarray | None]] = {}
     leaf_grads: dict[int, tuple[Tensor, np.ndarray]] = {}
     for root, seed in zip(tensors, seeds, strict=True):
@@ -285,12 +274,12 @@ def backward(
 
     order = _topological_order([t.grad_fn for t in tensors if not t.is_leaf])
     for node in order:  # fail before any side effect, not halfway through the pass
-        if node.released:
-            raise RuntimeError(_freed_message(node))
-        node.check_versions()
+        _check_runnable(node)
 
     finished: set[Node] = set()
-    with no_grad():
+    previous = _mode.enabled
+    _mode.enabled = False  # no_grad, without a context object
+    try:
         for node in order:
             finished.add(node)
             cotangents = node_cotangents.pop(node, None)
@@ -307,25 +296,72 @@ def backward(
                         _add_to_node(node_cotangents, edge.node, edge.output_nr, grad)
             if not retain_graph:
                 node.release()
-        for leaf, grad in leaf_grads.values():
+        _accumulate_into_leaves(leaf_grads)
+    finally:
+        _mode.enabled = previous
+
+
+def _backward_one_node(root: Tensor, seed: np.ndarray, retain_graph: bool) -> None:
+    """`_backward_graph` for its most common graph, one node whose inputs are all leaves (one
+    compiled call on Parameters): the same checks, hooks and order, without the walk."""
+    node, output_nr = root.grad_fn, root.output_nr
+    _check_runnable(node)
+    previous = _mode.enabled
+    _mode.enabled = False  # hooks and backward callables run under no_grad
+    try:
+        if len(node.output_meta) == 1 and node._tensor_hooks is None and node._retained is None:
+            cotangents = [seed]  # nothing for _complete to do
+        else:
+            cotangents = [None] * len(node.output_meta)
+            cotangents[output_nr] = seed
+            cotangents = _complete(node, cotangents)
+        grads = node.apply(cotangents)
+        if not retain_graph:
+            node.release()
+        leaf_grads: dict[int, tuple[Tensor, np.ndarray]] = {}
+        for edge, grad in zip(node.edges, grads):
+            if grad is None:
+                continue
+            leaf = edge.leaf  # every edge goes to a leaf: the node has no producers
+            key = id(leaf)
+            if key in leaf_grads:  # the same leaf in two positions: as _add_to_leaf
+                grad = leaf_grads[key][1] + grad
+            leaf_grads[key] = (leaf, grad)
+        _accumulate_into_leaves(leaf_grads)
+    finally:
+        _mode.enabled = previous
+
+
+def _check_runnable(node: Node) -> None:
+    if node._backward is None:
+        raise RuntimeError(_freed_message(node))
+    node.check_versions()
+
+
+def _accumulate_into_leaves(leaf_grads: dict[int, tuple[Tensor, np.ndarray]]) -> None:
+    """Leaves last: each leaf's hooks on its total gradient, then accumulation into `.grad`."""
+    for leaf, grad in leaf_grads.values():
+        if leaf._hooks:
             grad = _run_hooks(leaf._hooks, grad)
-            if leaf.requires_grad:
-                _accumulate(leaf, grad)
+        if leaf._requires_grad:
+            _accumulate(leaf, grad)
 
 
 def _seed(tensor: Tensor, gradient: Any, position: int) -> np.ndarray:
     """The cotangent a root starts with: ones for a scalar, else the given gradient."""
-    if not tensor.requires_grad:
+    if not tensor._requires_grad:
         raise RuntimeError(
             f"element {position} of tensors does not require grad and does not have a grad_fn"
         )
+    data = tensor.data
     if gradient is None:
-        if tensor.size != 1:
+        if data.size != 1:
             raise RuntimeError(
                 "grad can be implicitly created only for scalar outputs; this output has "
-                f"shape {tensor.shape}, so pass gradient= an array of shape {tensor.shape}"
+                f"shape {data.shape}, so pass gradient= an array of shape {data.shape}"
             )
-        return np.ones_like(tensor.data)
+        # np.ones of shape () costs five times np.array(1): this runs once per backward().
+        return np.array(1, data.dtype) if data.ndim == 0 else np.ones(data.shape, data.dtype)
     grad = np.asarray(gradient.data if isinstance(gradient, Tensor) else gradient)
     if grad.shape != tensor.shape:
         raise RuntimeError(
@@ -337,19 +373,21 @@ def _seed(tensor: Tensor, gradient: Any, position: int) -> np.ndarray:
 
 def _topological_order(roots: list[Node]) -> list[Node]:
     """Nodes reachable from `roots`, each one after every node that consumes its outputs."""
+    if len(roots) == 1 and not roots[0]._producers:  # one call's result: nothing to walk
+        return list(roots)
     post_order: list[Node] = []  # producers before consumers
     visited: set[Node] = set()
     for root in roots:
         if root in visited:
             continue
         visited.add(root)
-        stack = [(root, iter(root.producers()))]
+        stack = [(root, iter(root._producers))]
         while stack:  # iterative DFS: deep graphs must not hit the recursion limit
             node, producers = stack[-1]
             for producer in producers:
                 if producer not in visited:
                     visited.add(producer)
-                    stack.append((producer, iter(producer.producers())))
+                    stack.append((producer, iter(producer._producers)))
                     break
             else:
                 stack.pop()
@@ -367,20 +405,25 @@ def _add_to_node(
 
 def _add_to_leaf(buffers: dict[int, tuple[Tensor, np.ndarray]], leaf: Tensor, grad: np.ndarray):
     # Summed before hooks, so a leaf's hooks see its total gradient once per pass.
-    if id(leaf) in buffers:
-        grad = buffers[id(leaf)][1] + grad
-    buffers[id(leaf)] = (leaf, grad)
+    key = id(leaf)
+    if key in buffers:
+        grad = buffers[key][1] + grad
+    buffers[key] = (leaf, grad)
 
 
 def _complete(node: Node, cotangents: list[np.ndarray | None]) -> list[np.ndarray]:
     """Run the hooks and retain_grad of each output, and fill the missing ones with zeros."""
+    if node._tensor_hooks is None and node._retained is None \
+            and all(grad is not None for grad in cotangents):
+        return cotangents  # nothing to run and nothing missing: the usual case
     complete = []
     for k, (grad, (shape, dtype)) in enumerate(zip(cotangents, node.output_meta, strict=True)):
         if grad is None:
             complete.append(np.zeros(shape, dtype))
             continue
-        grad = _run_hooks(node.tensor_hooks[k], grad)
-        retained = node.retained_tensor(k)
+        if node._tensor_hooks is not None:
+            grad = _run_hooks(node._tensor_hooks[k], grad)
+        retained = node.retained_tensor(k) if node._retained is not None else None
         if retained is not None:  # runs after the hooks, like PyTorch's retains_grad hook
             retained._grad = grad.copy() if retained._grad is None else retained._grad + grad
         complete.append(grad)
@@ -405,10 +448,11 @@ def _run_hooks(hooks: dict[int, Hook], grad: np.ndarray) -> np.ndarray:
 
 
 def _accumulate(leaf: Tensor, grad: np.ndarray) -> None:
+    dtype = leaf.data.dtype
     if leaf._grad is None:
         # A fresh array: never alias the seed or an array a backward callable returned.
-        leaf._grad = np.array(grad, dtype=leaf.dtype, copy=True)
-    elif leaf._grad.flags.writeable and leaf._grad.dtype == leaf.dtype:
+        leaf._grad = grad.astype(dtype)  # astype copies unless told not to
+    elif leaf._grad.flags.writeable and leaf._grad.dtype == dtype:
         np.add(leaf._grad, grad, out=leaf._grad)  # in place, so optimizers see stable arrays
     else:
         leaf._grad = leaf._grad + grad

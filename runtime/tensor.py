@@ -70,7 +70,8 @@ class Tensor:
         self._retains_grad = False
         # In-place updates of `data` by the library so far; see the module docstring.
         self._version = 0
-        self.requires_grad = requires_grad
+        if requires_grad:  # the setter checks the dtype; False needs no check
+            self.requires_grad = requires_grad
 
     @classmethod
     def _from_node(cls, data: np.ndarray, node: Node, output_nr: int) -> Tensor:
@@ -147,10 +148,7 @@ class Tensor:
 
     def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf), weighted by `gradient`, into every leaf's `.grad`."""
-        # Imported here: autograd imports this module to build result Tensors.
-        from .autograd import backward
-
-        backward([self], [gradient], retain_graph=retain_graph)
+        _autograd.backward([self], [gradient], retain_graph=retain_graph)
 
     def detach(self) -> Tensor:
         """A new leaf sharing this tensor's data, outside the graph."""
@@ -239,3 +237,8 @@ class Parameter(Tensor):
             self._grad = None
         else:
             self._grad[...] = 0
+
+
+# Last, because autograd builds on Tensor; a module-level name, because an import inside
+# Tensor.backward costs more than a microsecond on every call.
+from . import autograd as _autograd  # noqa: E402

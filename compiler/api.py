@@ -8,13 +8,15 @@ kernels lazily, per kind:
 - "forward": outputs only (plain calls, and calls under `no_grad`);
 - "value_and_grad": outputs and gradients in one fused kernel (seeded with 1);
 - "forward_save" / "backward": the split behind the runtime's `backward()`:
-  outputs plus residuals, then residuals plus output cotangents to gradients.
+  outputs plus residuals, then residuals plus output cotangents to gradients
+  (`RecordedKernels` runs the first and hands `runtime.record` the second).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import operator
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +30,7 @@ from compiler.arguments import CallArguments
 from compiler.autodiff import split, vjp_graph
 from compiler.custom import inline_calls
 from compiler.errors import ArgumentError, TraceError
-from compiler.fastpath import REFUSED, FastCall
+from compiler.fastpath import REFUSED, FastCall, TensorCall
 from compiler.ir import Graph, rebuild
 from compiler.passes import optimize
 from compiler.specialize import Signature, positions_of, signature_of
@@ -51,6 +53,8 @@ class Specialization:
     backend: backends.Backend
     graphs: dict[str, Graph] = field(default_factory=dict)
     kernels: dict[str, backends.Kernel] = field(default_factory=dict)
+    # Per tuple of leaf positions that hold Tensors: forward_save and backward, recorded.
+    recorded: dict[tuple[int, ...], RecordedKernels] = field(default_factory=dict)
 
     def graph_of(self, kind: str) -> Graph:
         if kind not in self.graphs:
@@ -87,6 +91,62 @@ def _lowered(graph: Graph) -> Graph:
     return _checked(optimize(inline_calls(graph)))
 
 
+class RecordedKernels:
+    """forward_save and backward of one specialization, linked into the runtime's graph.
+
+    `forward(*arrays)` runs forward_save; `link(arrays, results, leaves)` hands `record` the
+    outputs and a backward callable over the residuals, and returns the user's Tensors.
+    """
+
+    def __init__(self, name: str, spec: Specialization, tensor_positions: tuple[int, ...]):
+        self.name = name
+        self.forward = _positional(spec.kernel("forward_save"))
+        self._backward = _positional(spec.kernel("backward"))  # sets spec.residual_sources
+        n_inputs = len(spec.graph_of("forward_save").inputs)
+        # Residuals index the inputs, then forward_save's results. Inputs that backward needs
+        # are the caller's own arrays, not copies.
+        self._residuals = _picker([i if where == "input" else n_inputs + i
+                                   for where, i in spec.residual_sources])
+        self._n_outputs = len(spec.graph.outputs)
+        self._n_differentiated = spec.n_differentiated
+        self._needs = _picker(spec.wrt_leaves)  # the Tensors that require grad: differentiated
+        # Tensors that need no gradient but whose arrays backward reads: their versions count.
+        self._saved = _picker([i for where, i in spec.residual_sources if where == "input"
+                               and i in tensor_positions and i not in spec.wrt_leaves])
+        self._single = spec.out_tree.kind == "leaf"
+        self._out_tree = spec.out_tree
+
+    def link(self, arrays: list, results: tuple, leaves: list) -> Any:
+        residuals = self._residuals([*arrays, *results])
+        backward_kernel = self._backward
+
+        def backward(cotangents: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+            return backward_kernel(*residuals, *cotangents)
+
+        n_diff = self._n_differentiated
+        tensors = record(results[:n_diff], self._needs(leaves), backward, self.name,
+                         self._saved(leaves))
+        if n_diff < self._n_outputs:  # aux: not differentiated
+            tensors += [Tensor(o) for o in results[n_diff:self._n_outputs]]
+        return tensors[0] if self._single else pytree.unflatten(self._out_tree, tensors)
+
+
+def _picker(indices: list[int]) -> Callable[[list], tuple]:
+    """seq -> (seq[i] for i in indices) as a tuple; itemgetter, which runs in C, when it can."""
+    if len(indices) >= 2:
+        return operator.itemgetter(*indices)
+    if indices:
+        only = indices[0]
+        return lambda seq: (seq[only],)
+    return lambda seq: ()
+
+
+def _positional(kernel: backends.Kernel) -> Callable[..., Any]:
+    """kernel(*arrays): numba kernels' own `call`, else the list interface."""
+    call = getattr(kernel, "call", None)
+    return call if call is not None else lambda *arrays: kernel(list(arrays))
+
+
 class CompiledFunction:
     """A NumPy function compiled to forward and backward kernels; see `compile_grad`."""
 
@@ -104,11 +164,18 @@ class CompiledFunction:
         self._static_positions: set[tuple[int, int]] = set()
         self._last: Specialization | None = None
         self._fast: dict[str, FastCall] = {}  # per kind: the last plain-array call's kernel
+        self._tensor_call: TensorCall | None = None  # the last call recorded for backward
 
     # --- public API --------------------------------------------------------------------
     def __call__(self, *args, **kwargs):
         """The function's value. With runtime Tensors among the arguments, the results are
         Tensors, and `backward()` on them reaches every Tensor that requires grad."""
+        tensor_call = self._tensor_call
+        if tensor_call is not None and not kwargs and current_builder() is None:
+            value = tensor_call.run(args)
+            if value is not REFUSED:
+                self._last = tensor_call.spec
+                return value
         fast = self._fast.get("forward")
         if fast is not None and not kwargs:
             value = fast.run(args)
@@ -125,7 +192,7 @@ class CompiledFunction:
             if FastCall.eligible(args, kwargs, kernel):
                 self._fast["forward"] = FastCall(spec, kernel, _value_packer(spec))
             return pytree.unflatten(spec.out_tree, [_plain(o) for o in kernel(call.leaves)])
-        return self._call_recorded(call, tensors)
+        return self._call_recorded(call, tensors, positional=not kwargs)
 
     def value_and_grad(self, *args, **kwargs):
         """(value, gradient) with the gradient shaped like the `wrt` argument(s).
@@ -172,32 +239,23 @@ class CompiledFunction:
         return self._specialize(call, self._wrt_leaf_indices(call, strict=False))
 
     # --- calls with runtime tensors ------------------------------------------------------
-    def _call_recorded(self, call: CallArguments, tensors: list[Tensor | None]):
-        """Run forward and hand the runtime a backward callable over the saved residuals."""
+    def _call_recorded(self, call: CallArguments, tensors: list[Tensor | None], positional: bool):
+        """Run forward and hand the runtime a backward callable over the saved residuals;
+        remember how, for the next call with arguments like these (`TensorCall`)."""
         needs = [i for i, t in enumerate(tensors) if t is not None and t.requires_grad]
         if not (needs and is_grad_enabled()):  # nothing to save for backward
             spec = self._specialize(call, self._wrt_leaf_indices(call, strict=False))
             outputs = spec.kernel("forward")(call.leaves)
             return pytree.unflatten(spec.out_tree, [Tensor(o) for o in outputs])
         spec = self._specialize(call, needs)
-        n_diff = spec.n_differentiated
-        saved = spec.kernel("forward_save")(call.leaves)
-        outputs = saved[:len(spec.graph.outputs)]
-        backward_kernel = spec.kernel("backward")
-        # Inputs that backward needs are the caller's own arrays, not copies.
-        residuals = [call.leaves[i] if where == "input" else saved[i]
-                     for where, i in spec.residual_sources]
-
-        def backward(cotangents: list[np.ndarray]) -> list[np.ndarray]:
-            return backward_kernel(residuals + list(cotangents))
-
-        # Tensors that need no gradient but whose arrays backward reads: their versions count.
-        saved = [tensors[i] for where, i in spec.residual_sources
-                 if where == "input" and tensors[i] is not None and i not in needs]
-        results = record(outputs[:n_diff], [tensors[i] for i in needs], backward, self.__name__,
-                         saved)
-        results += [Tensor(o) for o in outputs[n_diff:]]  # aux: not differentiated
-        return pytree.unflatten(spec.out_tree, results)
+        positions = tuple(i for i, t in enumerate(tensors) if t is not None)
+        recorded = spec.recorded.get(positions)
+        if recorded is None:
+            recorded = spec.recorded[positions] = RecordedKernels(self.__name__, spec, positions)
+        if positional and TensorCall.eligible(spec.kernel("forward_save"), call.raw):
+            self._tensor_call = TensorCall(spec, call.treedef, call.raw, recorded.forward,
+                                           recorded.link)
+        return recorded.link(call.leaves, recorded.forward(*call.leaves), call.raw)
 
     # --- internals ---------------------------------------------------------------------
     def _arguments(self, args, kwargs) -> CallArguments:

@@ -1,7 +1,8 @@
 """Nested arguments (dicts, lists, tuples of arrays) flattened to leaves and rebuilt.
 
 A `TreeDef` is hashable, so it can be part of a specialization key; `paths`
-gives each leaf a readable name (`params["W1"]` -> `W1`) for generated code.
+gives each leaf a readable name (`params["W1"]` -> `W1`) for generated code;
+`leaves_if_shaped` flattens a tree only if it has a given structure (fast paths).
 """
 
 from __future__ import annotations
@@ -42,6 +43,38 @@ def _flatten(tree: Any, leaves: list[Any]) -> TreeDef:
         return TreeDef("none")
     leaves.append(tree)
     return LEAF
+
+
+def leaves_if_shaped(treedef: TreeDef, tree: Any) -> list[Any] | None:
+    """The leaves of `tree` if it has exactly the structure of `treedef` (the same container
+    types, not subclasses; dict keys in the same order), else None. Leaves are not checked:
+    a container where `treedef` has a leaf comes back as a leaf, for the caller to refuse."""
+    leaves: list[Any] = []
+    return leaves if _shaped(treedef, tree, leaves) else None
+
+
+_CONTAINER_TYPES = {"dict": dict, "list": list, "tuple": tuple}
+
+
+def _shaped(treedef: TreeDef, tree: Any, leaves: list[Any]) -> bool:
+    kind = treedef.kind
+    if kind == "leaf":
+        leaves.append(tree)
+        return True
+    if kind == "none":
+        return tree is None
+    if type(tree) is not _CONTAINER_TYPES[kind] or len(tree) != len(treedef.children):
+        return False
+    if kind == "dict":
+        if tuple(tree) != treedef.keys:  # key order decides which leaf is which
+            return False
+        tree = tree.values()
+    for child, subtree in zip(treedef.children, tree):
+        if child.kind == "leaf":  # most children are leaves: no call for them
+            leaves.append(subtree)
+        elif not _shaped(child, subtree, leaves):
+            return False
+    return True
 
 
 def unflatten(treedef: TreeDef, leaves: list[Any]) -> Any:

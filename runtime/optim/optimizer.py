@@ -4,8 +4,9 @@ A subclass only says which pure update rule it uses (`runtime.optim.rules`),
 how a group's hyper-parameters map to the rule's options, and what the state
 starts as. `step()` calls the rule on each parameter with a gradient and writes
 the results back in place, so Parameters keep their identity (and their arrays)
-across steps. The same three pieces let the compiler fuse the update into a
-kernel: `optimizer.rule`, `optimizer.rule_options(group)` and `optimizer.state`.
+across steps; the parameters of an elementwise rule share calls (`foreach`). The
+same three pieces let the compiler fuse the update into a kernel:
+`optimizer.rule`, `optimizer.rule_options(group)` and `optimizer.state`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from ..autograd import enable_grad
 from ..tensor import Tensor
+from . import foreach
 
 ParamsArg = Iterable[Tensor] | Mapping[str, Tensor] | Iterable[dict[str, Any]]
 
@@ -26,6 +28,10 @@ class Optimizer:
     """Base of all optimizers, with PyTorch's param_groups / state / state_dict layout."""
 
     rule: ClassVar[Callable[..., tuple[Any, dict[str, Any]]]]
+    # Whether `rule` is made of elementwise operations only (a 0-d state entry such as the step
+    # count used as a scalar), so that one call can update several parameters concatenated
+    # (`foreach`); a rule with a reduction over a parameter, such as a norm, must say False.
+    elementwise: ClassVar[bool] = False
 
     def __init__(self, params: ParamsArg, defaults: dict[str, Any]) -> None:
         self.defaults = defaults
@@ -89,11 +95,12 @@ class Optimizer:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear every parameter's `.grad` (to None, or to zeros in place)."""
-        for p in self.parameters():
-            if set_to_none or p.grad is None:
-                p.grad = None
-            else:
-                p.grad[...] = 0
+        for group in self.param_groups:
+            for p in group["params"]:
+                if set_to_none or p._grad is None:
+                    p._grad = None  # what the grad setter does with None, without the call
+                else:
+                    p._grad[...] = 0
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient, in place (adding one to its `_version`);
@@ -104,19 +111,20 @@ class Optimizer:
                 loss = closure()
         for group in self.param_groups:
             options = self.rule_options(group)
+            shared = []  # parameters that may share calls of the rule (see foreach)
             for p in group["params"]:
-                if p.grad is None:
+                grad = p._grad
+                if grad is None:
                     continue
                 state = self.state.get(p)
                 if state is None:
                     state = self.state[p] = self.init_state(p, group)
-                new_param, new_state = self.rule(p.data, p.grad, state, **options)
-                # In place: the caller's Parameters, their arrays and the state
-                # arrays keep their identity across steps.
-                p.data[...] = new_param
-                p._version += 1  # backward of an earlier forward must not read the new values
-                for key, value in new_state.items():
-                    state[key][...] = value
+                if self.elementwise and state:  # stateless rules are too short to share
+                    shared.append((p, grad, state))
+                else:
+                    foreach.update_one(self.rule, options, p, grad, state)
+            if shared:
+                foreach.update(self.rule, options, shared)
         return loss
 
     # -- state_dict -------------------------------------------------------------------

@@ -25,6 +25,7 @@ class SGD(Optimizer):
     """Stochastic gradient descent with momentum, dampening, Nesterov and weight decay."""
 
     rule = staticmethod(rules.sgd_update)
+    elementwise = True
 
     def __init__(
         self,
@@ -73,6 +74,7 @@ class Adam(Optimizer):
     """Adam with L2 weight decay (added to the gradient) and optional AMSGrad."""
 
     rule = staticmethod(rules.adam_update)
+    elementwise = True
     decoupled_weight_decay = False
 
     def __init__(
@@ -141,6 +143,7 @@ class RMSprop(Optimizer):
     """RMSprop with optional centering, momentum and weight decay."""
 
     rule = staticmethod(rules.rmsprop_update)
+    elementwise = True
 
     def __init__(
         self,
@@ -192,6 +195,7 @@ class Adagrad(Optimizer):
     """Adagrad with learning-rate decay, weight decay and an initial accumulator value."""
 
     rule = staticmethod(rules.adagrad_update)
+    elementwise = True
 
     def __init__(
         self,

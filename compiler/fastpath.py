@@ -41,7 +41,7 @@ class FastCall:
         self.spec = spec
         self.kernel = kernel
         self.pack = pack
-        self.arity = len(spec.signature.types)
+        self._types = (np.ndarray,) * len(spec.signature.types)
         self._call = kernel.call
 
     @staticmethod
@@ -50,7 +50,9 @@ class FastCall:
             and all(type(a) is np.ndarray for a in args)
 
     def run(self, args: tuple) -> Any:
-        if len(args) != self.arity:
+        # One C-level comparison (0.1 us) for the count and the classes: numba would refuse a
+        # Parameter too, but only after 100 us of looking for a type to give it.
+        if tuple(map(type, args)) != self._types:
             return REFUSED
         try:
             results = self._call(*args)

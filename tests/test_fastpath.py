@@ -10,6 +10,7 @@ import pytest
 from compiler import compile_grad
 from compiler.errors import TraceError
 from compiler.fastpath import REFUSED
+from runtime import Parameter
 
 square_norm = compile_grad(lambda w, x: np.sum((x @ w) ** 2))
 W, X = np.ones(3), np.ones((4, 3))
@@ -29,7 +30,8 @@ def fast():
     (W, np.ones((6, 3))[::2]),  # not contiguous
     (W, [[1.0, 2.0, 3.0]]),  # not an array
     (W,),  # argument count
-], ids=["static-size", "wrt-size", "dtype", "rank", "layout", "list", "count"])
+    (Parameter(W), X),  # a runtime Tensor: the recorded path's business
+], ids=["static-size", "wrt-size", "dtype", "rank", "layout", "list", "count", "tensor"])
 def test_what_does_not_fit_the_last_kernel_is_refused_without_compiling(fast, args):
     assert fast.run(args) is REFUSED
     assert len(fast.kernel.dispatcher.signatures) == 1

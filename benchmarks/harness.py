@@ -195,7 +195,8 @@ def calibrate(call: Callable, setup: Callable, min_time: float, max_number: int)
     return max(1, min(max_number, math.ceil(min_time / max(per_call, 1e-9))))
 
 
-def time_rows(impls: list[Impl], config: Config, max_number: int = 2000) -> dict[str, Timing]:
+def time_rows(impls: list[Impl], config: Config, max_number: int = 2000,
+              alternate: bool = False) -> dict[str, Timing]:
     """Time each row: a pause, an untimed warm-up batch, then the timed batches.
 
     Rows of different libraries run one after the other, not interleaved: OpenMP,
@@ -203,14 +204,16 @@ def time_rows(impls: list[Impl], config: Config, max_number: int = 2000) -> dict
     calls) and XLA's Eigen pool leave their worker threads spinning for up to ~0.1 s
     after their last parallel region, and on two cores that slows whichever row runs
     next by up to 10x (seen when interleaving all rows). The pause and the warm-up
-    batch absorb it. gradfuse and the hand-written numba kernel, the two rows whose
-    ratio most goals are, share numba's threads, so their batches alternate: a ratio
-    of two rows timed seconds apart on this shared machine moved by up to 1.6x
-    between runs, timed in alternation it holds. Rows with `read` already ran once
+    batch absorb it. With `alternate` (single-threaded cases: W1, W2, W5), the batches
+    of gradfuse and the hand-written numba kernel, the two rows whose ratio the goals
+    are, alternate instead: a ratio of two rows timed seconds apart on this shared
+    machine moved by up to 1.6x between runs, timed in alternation it holds. (In W4
+    the two call different OpenBLAS copies, and alternating them made gradfuse's
+    step 3x slower.) Rows with `read` already ran once
     (the agreement check), so their JIT compilation is done; the others get a first
     call here.
     """
-    paired = [impl for impl in impls if impl.name in (GRADFUSE, NUMBA)]
+    paired = [impl for impl in impls if alternate and impl.name in (GRADFUSE, NUMBA)]
     timings = {}
     for impl in impls:
         if impl in paired:
@@ -286,8 +289,9 @@ class WorkloadResult:
 def run_case(result: WorkloadResult, label: str, unit: str, impls: list[Impl],
              reference: Outcome, config: Config,
              tolerances: dict[str, Tolerance] | None = None,
-             max_number: int = 2000) -> Case:
-    """Check every implementation against `reference`, then time them; appends the Case."""
+             max_number: int = 2000, alternate: bool = False) -> Case:
+    """Check every implementation against `reference`, then time them (`alternate`: see
+    time_rows); appends the Case."""
     where = f"{result.id} {label}"
     checked = []
     for impl in impls:
@@ -305,7 +309,7 @@ def run_case(result: WorkloadResult, label: str, unit: str, impls: list[Impl],
                                 f"{str(err).splitlines()[0] if str(err) else ''}")
             continue
         checked.append(impl)
-    case = Case(label, unit, time_rows(checked, config, max_number),
+    case = Case(label, unit, time_rows(checked, config, max_number, alternate),
                 unchecked=[impl.name for impl in checked if impl.read is None])
     result.cases.append(case)
     return case

@@ -52,9 +52,9 @@ def run(config: Config) -> WorkloadResult:
     one = problem()
     rows = steps.step_rows(one, mlp_mse, handwritten.mlp_mse_sgd_step, MODEL)
     run_case(result, STEP, "µs", build_rows(config, rows, result.notes), one.step_reference(),
-             config, one.step_tolerances(), max_number=LOOP_STEPS)
+             config, one.step_tolerances(), max_number=LOOP_STEPS, alternate=True)
     loop = problem(LOOP_STEPS)
     rows = steps.loop_rows(loop, mlp_mse, _run_loop_kernel(loop), MODEL)
     run_case(result, LOOP, "ms", build_rows(config, rows, result.notes), loop.loop_reference(),
-             config, loop.loop_tolerances(rtol=1e-3))
+             config, loop.loop_tolerances(rtol=1e-3), alternate=True)
     return result

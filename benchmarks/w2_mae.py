@@ -36,5 +36,5 @@ def run(config: Config) -> WorkloadResult:
     result = WorkloadResult(ID, TITLE)
     args = arguments()
     run_case(result, CASE, "µs", FUNCTION.rows(args, config, result.notes),
-             FUNCTION.reference(args), config)
+             FUNCTION.reference(args), config, alternate=True)
     return result

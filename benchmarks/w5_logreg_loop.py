@@ -55,5 +55,5 @@ def run(config: Config) -> WorkloadResult:
     loop = problem()
     rows = steps.loop_rows(loop, logistic, _run_loop_kernel(loop), MODEL)
     run_case(result, CASE, "ms", build_rows(config, rows, result.notes), loop.loop_reference(),
-             config, loop.loop_tolerances(rtol=1e-3))
+             config, loop.loop_tolerances(rtol=1e-3), alternate=True)
     return result

@@ -28,16 +28,6 @@ from runtime import functional as F
 BATCHES = (7, 13)  # two batch sizes: the second reuses the first one's kernels
 
 
-@pytest.fixture(scope="module", autouse=True)
-def kernel_cache(request, tmp_path_factory):
-    """Kernels go to pytest's cache directory (else a temporary one), never the user's; reruns
-    find them there."""
-    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
-    directory = cache.mkdir("gradfuse_kernels") if cache else tmp_path_factory.mktemp("kernels")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GRADFUSE_CACHE_DIR", str(directory))
-        yield directory
-
 
 # --- the programs ------------------------------------------------------------------------------
 def elementwise_program(w, b, X, Z):

@@ -4,7 +4,6 @@ race-free, small ones and those that accumulate into shared locations stay seria
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from compiler import compile_grad
 from compiler.codegen import generate
@@ -12,14 +11,6 @@ from compiler.codegen.nests import PARALLEL_MIN_ELEMENTS
 
 N = PARALLEL_MIN_ELEMENTS
 
-
-@pytest.fixture(scope="module", autouse=True)
-def kernel_cache(request, tmp_path_factory):
-    cache = getattr(request.config, "cache", None)
-    directory = cache.mkdir("gradfuse_kernels") if cache else tmp_path_factory.mktemp("kernels")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GRADFUSE_CACHE_DIR", str(directory))
-        yield directory
 
 
 def source_of(fn, *args, kind="value_and_grad", wrt=0) -> str:

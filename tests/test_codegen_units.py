@@ -13,16 +13,6 @@ from compiler.codegen.scalars import literal
 from compiler.errors import InternalError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def kernel_cache(request, tmp_path_factory):
-    """Kernels go to pytest's cache directory (else a temporary one), never the user's."""
-    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
-    directory = cache.mkdir("gradfuse_kernels") if cache else tmp_path_factory.mktemp("kernels")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GRADFUSE_CACHE_DIR", str(directory))
-        yield directory
-
-
 def source_of(fn, *args, kind="forward", wrt=0) -> str:
     spec = compile_grad(fn, wrt=wrt, backend="interpreter").specialize(*args)
     return generate(spec.graph_of(kind), kind).source

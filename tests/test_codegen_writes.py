@@ -5,20 +5,10 @@ function, and results never alias the caller's arrays."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from compiler import compile_grad
 from compiler.codegen import generate
 from compiler.jit import NumbaKernel
-
-
-@pytest.fixture(scope="module", autouse=True)
-def kernel_cache(request, tmp_path_factory):
-    cache = getattr(request.config, "cache", None)
-    directory = cache.mkdir("gradfuse_kernels") if cache else tmp_path_factory.mktemp("kernels")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GRADFUSE_CACHE_DIR", str(directory))
-        yield directory
 
 
 def compiled_with_writes(fn, args, writes):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gradcheck import central_differences
 
 from compiler import compile_grad
 from runtime import functional as F
@@ -62,21 +63,6 @@ def cases(reduction):
             (BCE_LOGITS, BCE_TARGETS, W_BCE), 2),
     }
 
-
-def central_differences(fn, args, position, h=1e-6):
-    """d fn / d args[position] by central differences, element by element."""
-    x = np.array(args[position], dtype=np.float64)
-    grad = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        values = []
-        for step in (h, -h):
-            shifted = x.copy()
-            shifted[i] += step
-            moved = list(args)
-            moved[position] = shifted
-            values.append(float(fn(*moved)))
-        grad[i] = (values[0] - values[1]) / (2 * h)
-    return grad
 
 
 def torch_grads(name, reduction, args, n_diff):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gradcheck import central_differences
 from op_cases import CASE_IDS, CASES, Case
 
 from compiler import compile_grad, ops
@@ -32,16 +33,6 @@ def _objective(case: Case, projection: np.ndarray):
     return objective
 
 
-def central_difference(f, inputs: list[np.ndarray], i: int) -> np.ndarray:
-    grad = np.zeros_like(inputs[i])
-    for idx in np.ndindex(inputs[i].shape):
-        plus = [x.copy() for x in inputs]
-        minus = [x.copy() for x in inputs]
-        plus[i][idx] += FD_STEP
-        minus[i][idx] -= FD_STEP
-        grad[idx] = (f(*plus) - f(*minus)) / (2 * FD_STEP)
-    return grad
-
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_forward_matches_numpy(case: Case):
@@ -64,7 +55,7 @@ def test_gradient_matches_finite_differences(case: Case):
     objective = _objective(case, _projection(case, inputs))
     grads = compile_grad(objective, wrt=wrt, backend="interpreter").grad(*inputs)
     for i, g in zip(wrt, grads):
-        expected = central_difference(objective, inputs, i)
+        expected = central_differences(objective, inputs, i, FD_STEP)
         np.testing.assert_allclose(g, expected, rtol=1e-5, atol=1e-7,
                                    err_msg=f"gradient of input {i}")
 

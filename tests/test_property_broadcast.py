@@ -10,6 +10,7 @@ the kinks (ties of maximum, b = 0 of a division) where finite differences do not
 from __future__ import annotations
 
 import numpy as np
+from gradcheck import central_differences
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
@@ -32,19 +33,6 @@ OPS = {
     "logaddexp": (np.logaddexp, normal, normal),
 }
 
-
-def central_differences(fn, args, position, h=1e-6):
-    x = np.array(args[position], dtype=np.float64)
-    grad = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        values = []
-        for step in (h, -h):
-            moved = list(args)
-            moved[position] = x.copy()
-            moved[position][i] += step
-            values.append(float(fn(*moved)))
-        grad[i] = (values[0] - values[1]) / (2 * h)
-    return grad
 
 
 @settings(max_examples=60, deadline=None)

@@ -100,8 +100,8 @@ class RecordedKernels:
 
     def __init__(self, name: str, spec: Specialization, tensor_positions: tuple[int, ...]):
         self.name = name
-        self.forward = _positional(spec.kernel("forward_save"))
-        self._backward = _positional(spec.kernel("backward"))  # sets spec.residual_sources
+        self.forward = spec.kernel("forward_save").call
+        self._backward = spec.kernel("backward").call  # building it sets spec.residual_sources
         n_inputs = len(spec.graph_of("forward_save").inputs)
         # Residuals index the inputs, then forward_save's results. Inputs that backward needs
         # are the caller's own arrays, not copies.
@@ -139,12 +139,6 @@ def _picker(indices: list[int]) -> Callable[[list], tuple]:
         only = indices[0]
         return lambda seq: (seq[only],)
     return lambda seq: ()
-
-
-def _positional(kernel: backends.Kernel) -> Callable[..., Any]:
-    """kernel(*arrays): numba kernels' own `call`, else the list interface."""
-    call = getattr(kernel, "call", None)
-    return call if call is not None else lambda *arrays: kernel(list(arrays))
 
 
 class CompiledFunction:
@@ -188,10 +182,10 @@ class CompiledFunction:
         tensors = [leaf if isinstance(leaf, Tensor) else None for leaf in call.raw]
         if not any(t is not None for t in tensors):
             spec = self._specialize(call, self._wrt_leaf_indices(call, strict=False))
-            kernel = spec.kernel("forward")
+            kernel, value = spec.kernel("forward"), _value_packer(spec)
             if FastCall.eligible(args, kwargs, kernel):
-                self._fast["forward"] = FastCall(spec, kernel, _value_packer(spec))
-            return pytree.unflatten(spec.out_tree, [_plain(o) for o in kernel(call.leaves)])
+                self._fast["forward"] = FastCall(spec, kernel, value)
+            return value(kernel.call(*call.leaves))
         return self._call_recorded(call, tensors, positional=not kwargs)
 
     def value_and_grad(self, *args, **kwargs):

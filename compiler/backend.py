@@ -11,9 +11,14 @@ from compiler.ir import Graph
 
 
 class Kernel(Protocol):
+    """`kernel(arrays)` gives a list of results; `kernel.call(*arrays)` the results as the
+    backend makes them (a tuple), for hot paths that spread their arguments anyway."""
+
     source: str
 
     def __call__(self, args: list[np.ndarray]) -> list[np.ndarray]: ...
+
+    def call(self, *args: np.ndarray) -> tuple: ...
 
 
 class Backend(Protocol):
@@ -31,6 +36,9 @@ class InterpretedKernel:
 
     def __call__(self, args: list[np.ndarray]) -> list[np.ndarray]:
         return interpret(self.graph, args)
+
+    def call(self, *args: np.ndarray) -> tuple:
+        return tuple(interpret(self.graph, list(args)))
 
 
 class InterpreterBackend:

@@ -44,12 +44,16 @@ def run_in_new_process(script: Path, cache: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_a_second_process_loads_kernels_from_the_disk_cache(tmp_path):
+def two_processes(text: str, tmp_path: Path) -> tuple[dict, dict, Path]:
+    """What `text` (a script printing JSON) reports in two new processes sharing one cache."""
     script = tmp_path / "model.py"
-    script.write_text(SCRIPT)
+    script.write_text(text)
     cache = tmp_path / "cache"
-    first = run_in_new_process(script, cache)
-    second = run_in_new_process(script, cache)
+    return run_in_new_process(script, cache), run_in_new_process(script, cache), cache
+
+
+def test_a_second_process_loads_kernels_from_the_disk_cache(tmp_path):
+    first, second, cache = two_processes(SCRIPT, tmp_path)
     assert first["misses"] == 1 and first["hits"] == 0  # compiled once, then saved
     assert second["hits"] == 1 and second["misses"] == 0  # loaded, nothing compiled
     assert second["value"] == first["value"]
@@ -78,11 +82,7 @@ PARALLEL_SCRIPT = textwrap.dedent('''
 
 
 def test_parallel_kernels_load_from_the_disk_cache_too(tmp_path):
-    script = tmp_path / "model.py"
-    script.write_text(PARALLEL_SCRIPT)
-    cache = tmp_path / "cache"
-    first = run_in_new_process(script, cache)
-    second = run_in_new_process(script, cache)
+    first, second, _ = two_processes(PARALLEL_SCRIPT, tmp_path)
     assert first["parallel"] and first["misses"] == 1 and first["hits"] == 0
     assert second["hits"] == 1 and second["misses"] == 0
     assert second["value"] == first["value"] and second["grad"] == first["grad"]

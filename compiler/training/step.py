@@ -172,24 +172,21 @@ class TrainStep:
         kernels = self._last
         if kernels is not None and kernels.replacements == Parameter.data_replacements \
                 and kernels.state is self.optimizer.state:
-            if self.optimizer.param_groups != self._groups_seen:
-                self._pack_hypers()
             try:  # numba checks the arrays' dtypes and ranks, the kernel their shapes
-                result = kernels.step(*kernels.arguments, *data)
+                return self._run_step(kernels, data)
             except (TypeError, KernelShapeError):
                 pass  # other data than last time: the general path sorts it out
-            else:
-                _updated(kernels.params)
-                return self._kept(result) if self.keep_grads else result
-        return self._call_general(tuple(np.ascontiguousarray(d) for d in data))
-
-    def _call_general(self, data: tuple) -> Any:
+        data = tuple(np.ascontiguousarray(d) for d in data)
         if self.loss_fn.backend.name != "numba":
             return self._run(self._kernel, data)
         kernels = self._kernels(data)
         if kernels.step is None:
             kernels.step = kernels.compile(kernels.kernel.dispatcher.__name__, data)
         self._last = kernels
+        return self._run_step(kernels, data)
+
+    def _run_step(self, kernels: _Kernels, data: tuple) -> Any:
+        """The step kernel on `data`, with the current hyper-parameters; the loss."""
         self._pack_hypers()
         result = kernels.step(*kernels.arguments, *data)
         _updated(kernels.params)

@@ -6,7 +6,9 @@ the loops fused by hand, float32 arithmetic and no temporaries beyond what the
 gradients need. Training loops run entirely inside numba. W3 uses `prange` and
 fastmath; `elementwise_libmvec` is the same loop calling glibc's vector math
 through gradfuse's intrinsics (numba alone no longer reaches libmvec with
-LLVM 22, see compiler/codegen/vecmath.py), the variant BENCHMARKS.md quotes.
+LLVM 22, see compiler/codegen/vecmath.py), the variant BENCHMARKS.md quotes. Matrix
+products call BLAS's gemm through gradfuse's intrinsic (`blas.matmul`), the same OpenBLAS
+that numba's `np.dot` would reach through SciPy, which a fresh install does not have.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numba import prange
+
+from compiler.codegen import blas
 
 _JIT = dict(cache=True, fastmath=True, error_model="numpy")
 
@@ -98,7 +102,8 @@ def mae_value_and_grad(params, inputs, targets):
         total += abs(r)
         signs[i] = np.sign(r)
     inv_n = np.float32(1.0 / n)
-    grad = np.dot(signs, inputs)
+    grad = np.empty(d, np.float32)
+    blas.matmul(signs, inputs, grad)  # a gemv
     for j in range(d):
         grad[j] *= inv_n
     return total * inv_n, grad
@@ -158,6 +163,14 @@ elementwise_libmvec = _elementwise_libmvec()
 
 # --- W4: MLP 784-512-512-10, softmax cross-entropy, SGD ----------------------------------
 @numba.njit(**_JIT)
+def _dot(a, b):
+    """a @ b for 2-D float32 operands (C-contiguous or transposed), one gemm."""
+    out = np.empty((a.shape[0], b.shape[1]), np.float32)
+    blas.matmul(a, b, out)
+    return out
+
+
+@numba.njit(**_JIT)
 def _bias_relu(z, b):
     """z + b, then relu, in place."""
     for i in range(z.shape[0]):
@@ -212,19 +225,19 @@ def _softmax_cross_entropy(logits, b, labels):
 @numba.njit(**_JIT)
 def mlp3_cross_entropy_sgd_step(W0, b0, W1, b1, W2, b2, X, labels, lr):
     """One SGD step of the W4 MLP: three GEMMs forward, five backward, fused loops between."""
-    h0 = np.dot(X, W0)
+    h0 = _dot(X, W0)
     _bias_relu(h0, b0)
-    h1 = np.dot(h0, W1)
+    h1 = _dot(h0, W1)
     _bias_relu(h1, b1)
-    d2 = np.dot(h1, W2)
+    d2 = _dot(h1, W2)
     loss = _softmax_cross_entropy(d2, b2, labels)
-    gW2 = np.dot(h1.T, d2)
-    d1 = np.dot(d2, W2.T)
+    gW2 = _dot(h1.T, d2)
+    d1 = _dot(d2, W2.T)
     _relu_grad(d1, h1)
-    gW1 = np.dot(h0.T, d1)
-    d0 = np.dot(d1, W1.T)
+    gW1 = _dot(h0.T, d1)
+    d0 = _dot(d1, W1.T)
     _relu_grad(d0, h0)
-    gW0 = np.dot(X.T, d0)
+    gW0 = _dot(X.T, d0)
     _sgd(W2, gW2, lr)
     _sgd(b2, _column_sums(d2), lr)
     _sgd(W1, gW1, lr)

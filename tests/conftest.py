@@ -1,20 +1,31 @@
-"""Shared test set-up: compiled kernels go to pytest's cache directory, never the user's.
+"""Shared test set-up: compiled kernels go to one directory for the session, never the user's
+default cache.
 
-One directory for the whole session (pytest's cache, so later runs reuse the kernels;
-a temporary one under `-p no:cacheprovider`), set through GRADFUSE_CACHE_DIR, which
-subprocesses started by tests inherit. Tests that need a cache of their own (the
-on-disk cache tests) set the variable themselves.
+The directory is GRADFUSE_CACHE_DIR when it is set (CI points it at an empty one, so every
+kernel compiles from scratch), else pytest's cache (later runs reuse the kernels; a temporary
+directory under `-p no:cacheprovider`). It is exported through GRADFUSE_CACHE_DIR, which
+subprocesses started by tests inherit. Tests that need a cache of their own (the on-disk
+cache tests) set the variable themselves.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
 def kernel_cache(request, tmp_path_factory):
+    chosen = os.environ.get("GRADFUSE_CACHE_DIR")
     cache = getattr(request.config, "cache", None)
-    directory = cache.mkdir("gradfuse_kernels") if cache else tmp_path_factory.mktemp("kernels")
+    if chosen:
+        directory = Path(chosen)
+    elif cache:
+        directory = cache.mkdir("gradfuse_kernels")
+    else:
+        directory = tmp_path_factory.mktemp("kernels")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRADFUSE_CACHE_DIR", str(directory))
         yield directory

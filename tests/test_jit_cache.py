@@ -4,6 +4,7 @@ from numba's on-disk cache instead of compiling it."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -56,7 +57,8 @@ def test_a_second_process_loads_kernels_from_the_disk_cache(tmp_path):
     first, second, cache = two_processes(SCRIPT, tmp_path)
     assert first["misses"] == 1 and first["hits"] == 0  # compiled once, then saved
     assert second["hits"] == 1 and second["misses"] == 0  # loaded, nothing compiled
-    assert second["value"] == first["value"]
+    # Rounding only (OpenBLAS may split a product by threads; see the next test).
+    assert math.isclose(second["value"], first["value"], rel_tol=1e-12)
     assert second["path"] == first["path"] and Path(first["path"]).parent == cache
     assert len(list(cache.glob("gf_*.py"))) == 1
 
@@ -85,7 +87,11 @@ def test_parallel_kernels_load_from_the_disk_cache_too(tmp_path):
     first, second, _ = two_processes(PARALLEL_SCRIPT, tmp_path)
     assert first["parallel"] and first["misses"] == 1 and first["hits"] == 0
     assert second["hits"] == 1 and second["misses"] == 0
-    assert second["value"] == first["value"] and second["grad"] == first["grad"]
+    # The same kernel, but not bit for bit: a parallel reduction's partial sums meet in the
+    # order the threads finish, and OpenBLAS may split work by the threads it has; the values
+    # agree to the rounding of a 65536-term sum, far below any change in what is computed.
+    assert math.isclose(second["value"], first["value"], rel_tol=1e-12)
+    assert math.isclose(second["grad"], first["grad"], rel_tol=1e-12)
 
 
 def test_a_new_batch_size_compiles_nothing(tmp_path, monkeypatch):

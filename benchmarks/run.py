@@ -47,7 +47,8 @@ def cpu_model() -> str:
 
 
 def blas_versions() -> dict[str, str]:
-    """NumPy's BLAS (NumPy rows, the W4 floor) and SciPy's (numba's np.dot calls it)."""
+    """NumPy's BLAS (NumPy rows, the W4 floor; gradfuse and the hand-written kernels call it
+    too) and SciPy's, where SciPy is installed."""
     found = {}
     for name in ("numpy", "scipy"):
         try:

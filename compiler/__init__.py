@@ -1,8 +1,9 @@
 """gradfuse's compiler: NumPy functions traced to IR, differentiated, fused and JIT-compiled."""
 
 from compiler.api import CompiledFunction, compile_grad
+from compiler.control import fori_loop, scan
 from compiler.custom import custom_vjp
 from compiler.errors import ArgumentError, GradfuseError, TraceError, UnsupportedError
 
 __all__ = ["ArgumentError", "CompiledFunction", "GradfuseError", "TraceError",
-           "UnsupportedError", "compile_grad", "custom_vjp"]
+           "UnsupportedError", "compile_grad", "custom_vjp", "fori_loop", "scan"]

@@ -18,17 +18,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler import ops
-from compiler.ir import Graph, Node, TensorType, rebuild, toposort
+from compiler.ir import Graph, Node, TensorType, TupleType, rebuild, toposort
 from compiler.ops.reduce import sum_to_shape
+from compiler.reverse_loop import with_residuals
 from compiler.tracer import Builder, Tracer, building
 
 
 def _differentiable(node: Node) -> bool:
+    if isinstance(node.type, TupleType):  # a scan: through the results that are floats
+        return any(t.is_float for t in node.type.items)
     return node.type.is_float
 
 
-def _depends_on(nodes: list[Node], sources: set[int]) -> set[int]:
-    """Ids of the float nodes through which a gradient can flow from `sources`."""
+def reachable(nodes: list[Node], sources: set[int]) -> set[int]:
+    """Ids of the float nodes through which a gradient can flow from `sources` (`nodes` in
+    topological order)."""
     reached = set(sources)
     for node in nodes:
         if node.op in ("input", "const") or not _differentiable(node):
@@ -37,6 +41,26 @@ def _depends_on(nodes: list[Node], sources: set[int]) -> set[int]:
         if opdef.vjp is not None and any(x.id in reached for x in node.inputs):
             reached.add(node.id)
     return reached
+
+
+def _prepare_loops(graph: Graph, wrt: list[int]) -> Graph:
+    """`graph` with every scan that a gradient flows through made to stack its residuals
+    (compiler/reverse_loop.py), so that its VJP can run backward over them."""
+    nodes = graph.nodes()
+    if not any(n.op == "scan" for n in nodes):
+        return graph
+    needs = reachable(nodes, {graph.inputs[i].id for i in wrt})
+    memo: dict[int, Node] = {}
+    for node in nodes:
+        inputs = tuple(memo.get(x.id, x) for x in node.inputs)
+        if node.op == "scan" and node.id in needs and node.attrs["loop"].grad is None:
+            moved = Node(node.op, inputs, node.attrs, node.type, node.name, node.loc,
+                         node.grad_of)
+            memo[node.id] = with_residuals(moved, [x.id in needs for x in node.inputs])
+        elif any(a is not b for a, b in zip(inputs, node.inputs)):
+            memo[node.id] = Node(node.op, inputs, node.attrs, node.type, node.name, node.loc,
+                                 node.grad_of)
+    return Graph(list(graph.inputs), [memo.get(o.id, o) for o in graph.outputs], graph.name)
 
 
 def vjp_graph(graph: Graph, wrt: list[int], seed: str = "input",
@@ -50,20 +74,27 @@ def vjp_graph(graph: Graph, wrt: list[int], seed: str = "input",
     outputs are `graph`'s outputs followed by one gradient per entry of `wrt`,
     each of its input's shape and dtype.
     """
-    nodes = graph.nodes()
     for i in wrt:
         if not _differentiable(graph.inputs[i]):
             raise TypeError(f"input {i} ({graph.inputs[i].type}) is not a float array")
-    needs = _depends_on(nodes, {graph.inputs[i].id for i in wrt})
+    graph = _prepare_loops(graph, wrt)
+    nodes = graph.nodes()
+    needs = reachable(nodes, {graph.inputs[i].id for i in wrt})
     builder = Builder()
     inputs = list(graph.inputs)
     adjoints: dict[int, Tracer] = {}
+    # A node with several results (a scan) gets one cotangent per result, from its tuple_gets.
+    result_adjoints: dict[int, list[Tracer | None]] = {}
 
     def accumulate(node: Node, ct: Tracer) -> None:
         assert ct.type.shape == node.type.shape, (node, ct.type)
         if ct.dtype != node.dtype:
             ct = ct.astype(node.dtype)
         adjoints[node.id] = adjoints[node.id] + ct if node.id in adjoints else ct
+
+    def accumulate_result(node: Node, index: int, ct: Tracer) -> None:
+        slots = result_adjoints.setdefault(node.id, [None] * len(node.type.items))
+        slots[index] = ct if slots[index] is None else slots[index] + ct
 
     with building(builder):
         for out in graph.outputs[:n_differentiated]:
@@ -81,11 +112,17 @@ def vjp_graph(graph: Graph, wrt: list[int], seed: str = "input",
                 accumulate(out, g)
 
         for node in reversed(nodes):
-            if node.id not in adjoints or node.op in ("input", "const"):
+            if node.op == "tuple_get" and node.id in adjoints:
+                if node.inputs[0].id in needs:
+                    accumulate_result(node.inputs[0], node.attrs["index"], adjoints[node.id])
+                continue
+            ct = result_adjoints.get(node.id) if isinstance(node.type, TupleType) \
+                else adjoints.get(node.id)
+            if ct is None or node.op in ("input", "const"):
                 continue
             opdef = ops.get(node.op)
             builder.grad_of, builder.loc_override = node, node.loc
-            cts = opdef.vjp(adjoints[node.id], builder.wrap(node),
+            cts = opdef.vjp(ct, builder.wrap(node),
                             *(builder.wrap(x) for x in node.inputs), **node.attrs)
             assert len(cts) == len(node.inputs), f"{node.op} VJP returned {len(cts)} cotangents"
             for x, ct in zip(node.inputs, cts):

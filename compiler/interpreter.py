@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from compiler import ops
-from compiler.ir import Graph, Sym
+from compiler.ir import Graph, Sym, TupleType
 
 
 def bind_sizes(graph: Graph, args: list[np.ndarray]) -> dict[str, int]:
@@ -28,18 +28,27 @@ def _resolve(value: Any, sizes: dict[str, int]) -> Any:
     return value
 
 
-def interpret(graph: Graph, args: list[Any]) -> list[np.ndarray]:
-    """Evaluate `graph` on `args` (one per input) with each op's NumPy reference."""
+def interpret(graph: Graph, args: list[Any], sizes: dict[str, int] | None = None
+              ) -> list[np.ndarray]:
+    """Evaluate `graph` on `args` (one per input) with each op's NumPy reference; `sizes`
+    gives symbolic dims that the arguments do not (a loop body's, from the enclosing graph)."""
     if len(args) != len(graph.inputs):
         raise TypeError(f"{graph.name} takes {len(graph.inputs)} inputs, got {len(args)}")
-    sizes = bind_sizes(graph, args)
+    sizes = {**(sizes or {}), **bind_sizes(graph, args)}
     values: dict[int, Any] = {}
     for node in graph.nodes():
         if node.op == "input":
             values[node.id] = np.asarray(args[node.attrs["index"]], dtype=node.dtype)
             continue
+        opdef = ops.get(node.op)
         attrs = {k: _resolve(v, sizes) for k, v in node.attrs.items()}
+        if opdef.takes_sizes:
+            attrs["sizes"] = sizes
         with np.errstate(all="ignore"):
-            result = ops.get(node.op).impl(*(values[x.id] for x in node.inputs), **attrs)
-        values[node.id] = np.asarray(result).astype(node.dtype, copy=False)
+            result = opdef.impl(*(values[x.id] for x in node.inputs), **attrs)
+        if isinstance(node.type, TupleType):
+            values[node.id] = tuple(np.asarray(r).astype(t.dtype, copy=False)
+                                    for r, t in zip(result, node.type.items))
+        else:
+            values[node.id] = np.asarray(result).astype(node.dtype, copy=False)
     return [values[n.id] for n in graph.outputs]

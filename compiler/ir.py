@@ -10,7 +10,7 @@ nodes instead of editing old ones.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +67,21 @@ class TensorType:
 
 
 @dataclass(frozen=True)
+class TupleType:
+    """The type of a node with several results (a `scan`); `tuple_get` reads one of them."""
+
+    items: tuple[TensorType, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "items", tuple(self.items))
+
+    is_float = False  # never differentiated as a whole: its items are, through tuple_get
+
+    def __str__(self) -> str:
+        return "(" + ", ".join(str(t) for t in self.items) + ")"
+
+
+@dataclass(frozen=True)
 class SourceLoc:
     """Where in the user's code a node was made: file, line and the line's text."""
 
@@ -97,7 +112,7 @@ class Node:
     op: str
     inputs: tuple[Node, ...]
     attrs: dict[str, Any]
-    type: TensorType
+    type: TensorType | TupleType
     name: str | None = None
     loc: SourceLoc | None = None
     grad_of: Node | None = None
@@ -147,6 +162,19 @@ class Graph:
         from compiler.printer import format_graph
 
         return format_graph(self)
+
+
+def walk(graph: Graph) -> Iterator[Node]:
+    """Every node of `graph` and of the graphs its nodes hold (a scan's body), depth first."""
+    for node in graph.nodes():
+        yield node
+        for body in bodies(node):
+            yield from walk(body)
+
+
+def bodies(node: Node) -> list[Graph]:
+    """The graphs a node holds: an attribute that has one exposes it as `.body` (a `Loop`)."""
+    return [v.body for v in node.attrs.values() if isinstance(getattr(v, "body", None), Graph)]
 
 
 def toposort(roots: Iterable[Node], leading: Iterable[Node] = ()) -> list[Node]:

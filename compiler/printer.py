@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ir import Graph, Node
+from compiler.ir import Graph, Node, bodies
 
 
 def value_names(nodes: list[Node]) -> dict[int, str]:
@@ -59,12 +59,17 @@ def format_node(node: Node, names: dict[int, str]) -> str:
     return line
 
 
-def format_graph(graph: Graph) -> str:
+def format_graph(graph: Graph, indent: str = "") -> str:
+    """The graph as text; the graphs its nodes hold (a scan's body) follow their node,
+    indented."""
     nodes = graph.nodes()
     names = value_names(nodes)
     params = ", ".join(f"{names[n.id]}: {n.type}" for n in graph.inputs)
     results = ", ".join(str(n.type) for n in graph.outputs)
     lines = [f"def {graph.name}({params}) -> ({results}):"]
-    lines += [format_node(n, names) for n in nodes if n.op != "input"]
+    for node in nodes:
+        if node.op != "input":
+            lines.append(format_node(node, names))
+        lines += [format_graph(body, "    ") for body in bodies(node)]
     lines.append("  return " + ", ".join(names[n.id] for n in graph.outputs))
-    return "\n".join(lines)
+    return "\n".join(indent + line for text in lines for line in text.split("\n"))

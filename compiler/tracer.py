@@ -23,7 +23,7 @@ import numpy as np
 import runtime
 from compiler import ops, pytree
 from compiler.errors import TraceError, UnsupportedError
-from compiler.ir import Graph, Node, SourceLoc, Sym, TensorType
+from compiler.ir import Graph, Node, SourceLoc, Sym, TensorType, walk
 from compiler.ops.registry import _builders
 
 
@@ -143,13 +143,19 @@ class Builder:
     def wrap(self, node: Node) -> Tracer:
         return Tracer(self, node)
 
+    def capture(self, value: Tracer) -> Node:
+        """The node for a traced value of another trace (a loop body's builder makes it an
+        input of the body: compiler/scan.py)."""
+        return value.node
+
     def lift(self, value: Any, peers: list[np.dtype]) -> Node:
         """A constant node; Python scalars take their dtype from the traced operands (NEP 50)."""
         if isinstance(value, Tracer):
-            return value.node
+            return value.node if value.builder is self else self.capture(value)
         if isinstance(value, SymDim):  # a shape entry is a Python int: weak, like 2
             dtype = np.result_type(*peers, 1) if peers else np.dtype(np.int64)
-            return value.traced(dtype).node
+            traced = value.traced(dtype)
+            return traced.node if traced.builder is self else self.capture(traced)
         if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
             dtype = np.result_type(*peers, value) if peers else np.result_type(value)
             array = np.asarray(value, dtype=dtype)
@@ -166,7 +172,8 @@ class Builder:
     def emit(self, op: str, inputs: tuple, attrs: dict[str, Any]) -> Tracer:
         opdef = ops.get(op)
         peers = [x.node.dtype for i, x in enumerate(inputs)
-                 if isinstance(x, Tracer) and not (op == "where" and i == 0)]
+                 if isinstance(x, Tracer) and isinstance(x.node.type, TensorType)
+                 and not (op == "where" and i == 0)]
         nodes = tuple(self.lift(x, peers) for x in inputs)
         loc = self.loc_override or user_loc()
         try:
@@ -450,7 +457,7 @@ def trace(fn: Callable, input_types: list[TensorType], input_names: list[str],
     if len(outputs) == 1 and outputs[0].name is None and outputs[0].op != "input":
         outputs[0].name = name  # `loss = ...` reads better than `t7 = ...`
     graph = Graph([t.node for t in inputs], outputs, name=name)
-    for node in graph.nodes():
+    for node in walk(graph):
         if node.name is None and node.id in names.names:
             node.name = names.names[node.id][1]
     return graph, out_tree

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from compiler import ops
-from compiler.ir import Graph
+from compiler.ir import Graph, bodies
 
 
 class VerificationError(AssertionError):
@@ -26,6 +26,8 @@ def verify(graph: Graph) -> None:
         if expected != node.type:
             raise VerificationError(f"{node.op} node has type {node.type}, its rule gives "
                                     f"{expected}")
+        for body in bodies(node):
+            verify(body)
     for k, node in enumerate(graph.inputs):
         if node.op != "input" or node.attrs["index"] != k:
             raise VerificationError(f"graph input {k} is {node}")

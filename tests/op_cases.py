@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compiler import scan
 from runtime import functional as F
 
 
@@ -172,6 +173,12 @@ case("take", lambda x: np.take(x, np.array([1, 1, 0]), axis=1), X34)
 case("take_along_axis", lambda x, i: np.take_along_axis(x, i, axis=1), X34, A((3, 2), "int:4"))
 case("zeros_ones_like", lambda x: x * np.ones_like(x) + np.zeros_like(x) + np.full_like(x, 2.0),
      X34)
+
+# --- loops -------------------------------------------------------------------------------------
+case("scan", lambda w, xs: scan(lambda h, x: (np.tanh(h * w + x), h * x), xs[0] * 0.5, xs)[1],
+     X4, X34)
+case("scan_reverse_scalar",
+     lambda xs: scan(lambda c, x: (c * 0.9 + np.sum(x * x), c), 0.0, xs, reverse=True)[1], X34)
 
 # --- composites -------------------------------------------------------------------------------
 case("sigmoid", F.sigmoid, X34)

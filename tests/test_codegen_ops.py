@@ -3,8 +3,8 @@
 A handful of programs cover all primitives between them: one generated from
 the op table (every elementwise op, through `bind`), elementwise math with
 broadcasting and scalars as users write it, reductions over every kind of
-axis set, layout and indexing, matrix products (loops and BLAS). Each runs through both backends in
-float64 and float32, at two batch sizes (one kernel serves both), as a forward
+axis set, layout and indexing, matrix products (loops and BLAS), scans.
+Each runs through both backends in float64 and float32, at two batch sizes (one kernel serves both), as a forward
 kernel, a fused value-and-gradient kernel, and the runtime's forward_save /
 backward pair. Few programs means few numba compiles; each kernel is shared by
 the tests through module-scoped fixtures.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from compiler import compile_grad, ops
+from compiler import compile_grad, ops, scan
 from compiler.codegen import fusion
 from compiler.ops import bind
 from runtime import Parameter
@@ -81,6 +81,18 @@ def layout_program(W, V, E, b, X, ids, picks):
             + np.sum(outer * big[:, :1]) + np.sum(wide_sq) * 1e-3)
 
 
+def loop_program(W, c, X):
+    """Two scans: an array carry with consts the step closes over and xs through a transpose,
+    then a reverse one with a scalar carry over the first one's stacked outputs."""
+    def step(h, x):  # h (N,3), x (N,)
+        h = np.tanh(h @ W + x[:, None] * c)
+        return h, np.sum(h * h, axis=1)
+
+    h, ys = scan(step, np.tanh(X[:, :3]), X.T)
+    total, _ = scan(lambda a, y: (a * 0.5 + np.mean(y), None), 0.0, ys, reverse=True)
+    return np.sum(h) + total
+
+
 def registry_program(w, X):
     """Every elementwise op in the table, through `bind`: a new op is tested without new code."""
     u = 0.2 + 0.7 * np.tanh(X * w) ** 2  # (N,4), in [0.2, 0.9): inside every op's domain
@@ -117,6 +129,9 @@ PROGRAMS = {
         rng.uniform(-1.5, 1.5, (n, 4)).astype(dt), rng.uniform(-1, 1, (n, 1)).astype(dt)]),
     "reductions": Program(reduction_program, (0,), lambda n, dt, rng: [
         rng.uniform(-1.5, 1.5, (3, 4)).astype(dt), rng.uniform(-2, 2, (n, 3, 4)).astype(dt)]),
+    "loops": Program(loop_program, (0, 1), lambda n, dt, rng: [
+        rng.uniform(-1, 1, (3, 3)).astype(dt), rng.uniform(-1, 1, 3).astype(dt),
+        rng.uniform(-1, 1, (n, 4)).astype(dt)]),
     "layout": Program(layout_program, (0, 1, 2, 3), lambda n, dt, rng: [
         rng.uniform(-1, 1, (4, 3)).astype(dt), rng.uniform(-1, 1, (3, 5)).astype(dt),
         rng.uniform(-1, 1, (10, 3)).astype(dt), rng.uniform(-1, 1, 5).astype(dt),

@@ -12,15 +12,16 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from compiler.codegen.fusion import GATHERS, Call, Plan
+from compiler.codegen.fusion import GATHERS, Call, Plan, uses_blas
 from compiler.codegen.loops import MinibatchLoop
 from compiler.codegen.names import Namer, function_name, loop_index
 from compiler.codegen.nests import INDENT, NestWriter, comment_of, element_index
 from compiler.codegen.prelude import HelperSet
 from compiler.codegen.reading import Reader, dim_text, offset, shape_text, subscript
 from compiler.codegen.scalars import dtype_name
+from compiler.codegen.scans import BodyFunctions, write_scan
 from compiler.codegen.writes import stored_in_place
-from compiler.ir import Node, Sym
+from compiler.ir import Node, Sym, walk
 
 FASTMATH = '{"reassoc", "contract", "arcp", "nsz"}'  # never nnan/ninf: NaN and inf are data
 DECORATOR = f"@numba.njit(cache=True, error_model=\"numpy\", fastmath={FASTMATH})"
@@ -41,20 +42,26 @@ class KernelWriter:
 
     def __init__(self, plan: Plan, writes: Mapping[int, int] | None = None,
                  loop: MinibatchLoop | None = None, helpers: HelperSet | None = None,
-                 bare_scalars: bool = False) -> None:
+                 bare_scalars: bool = False, bodies: BodyFunctions | None = None,
+                 is_body: bool = False, syms: tuple[Sym, ...] = ()) -> None:
         self.plan = plan
         self.graph = plan.graph
         self.writes = dict(writes or {})
         self.loop = loop
         self.bare_scalars = bare_scalars
+        # A scan's body (compiler/codegen/scans.py) takes 0-d values as scalars, trusts its
+        # caller with shapes, and takes the symbolic dims `syms` as ints.
+        self.is_body = is_body
+        self.sym_params = syms
         self.namer = Namer()
         self.helpers = helpers or HelperSet()
+        self.bodies = bodies or BodyFunctions(self.helpers)
         self.names: dict[int, str] = {}
         self.reader = Reader(self.names, plan.views, self.helpers)
         self.lines: list[str] = []
         self.depth = 1
         self.nests = NestWriter(self)
-        self.calls_blas = any(isinstance(u, Call) and u.node.op == "matmul" for u in plan.units)
+        self.calls_blas = any(n.op == "matmul" and uses_blas(n) for n in walk(self.graph))
         # A value may share the function's name (`loss = ...` in `def loss`): the
         # kernel never calls itself, so the local shadows nothing it uses.
         self.function_name = function_name(self.graph.name)
@@ -63,7 +70,7 @@ class KernelWriter:
             loop.reserve(self.namer)
         self.constants = [n for n in plan.nodes if n.op == "const" and n.shape != ()]
         self._syms = self._sym_sources()
-        for sym in self._syms:
+        for sym in [*self._syms, *self.sym_params]:
             self.namer.reserve(sym.name)
         self.arrays = self._name_arguments()
         self.in_place, self.preallocated = self._place_written_outputs()
@@ -79,7 +86,7 @@ class KernelWriter:
         arrays = {n.id: self.names[n.id] for n in self.graph.inputs + self.constants}
         for j in self.writes.values():
             target = self.graph.inputs[j]
-            if target.shape == ():
+            if target.shape == () and not self.is_body:
                 self.names[target.id] = self.namer.fresh(f"{self.names[target.id]}_value")
         return arrays
 
@@ -95,7 +102,7 @@ class KernelWriter:
     # --- whole function --------------------------------------------------------------------
     def write(self) -> str:
         inputs = self.graph.inputs + self.constants
-        params = [self.arrays[n.id] for n in inputs]
+        params = [self.arrays[n.id] for n in inputs] + [s.name for s in self.sym_params]
         if self.loop is not None:
             params = self.loop.open(self, params)
         self._prologue()
@@ -120,7 +127,8 @@ class KernelWriter:
     def _prologue(self) -> None:
         for sym, (node, axis) in self._syms.items():
             self.line(f"{sym.name} = {self.arrays[node.id]}.shape[{axis}]")
-        self._check_shapes()
+        if not self.is_body:  # a body's caller passes what its own checks allowed
+            self._check_shapes()
         checked = set()
         for node in self.plan.nodes:
             target = self._checked_indices(node)
@@ -129,7 +137,7 @@ class KernelWriter:
                 check = self.helpers.use("_check_index", np.int64)
                 self.line(f"{check}({target[0]}, {target[1]})")
         for node in self.graph.inputs:
-            if node.shape == ():  # 0-d arrays: read once, then used as a scalar
+            if node.shape == () and not self.is_body:  # 0-d arrays: read once, as a scalar
                 self.line(f"{self.names[node.id]} = {self.arrays[node.id]}[()]")
 
     def _check_shapes(self) -> None:
@@ -253,6 +261,8 @@ class KernelWriter:
                       comment_of(node))
         elif node.op == "concatenate":
             self._concatenate(node)
+        elif node.op == "scan":
+            write_scan(self, node)
         else:
             raise AssertionError(f"no call for {node.op}")
 

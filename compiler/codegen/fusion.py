@@ -118,6 +118,8 @@ _LOWERINGS = {
     "take_along_axis": "view", "reshape": "view or .reshape()", "concatenate": "copy loops",
     "pad_slice": "scatter", "take_grad": "scatter-add", "take_along_axis_grad": "scatter-add",
     "matmul": "BLAS gemm or contraction loop",
+    "scan": "a loop calling its body's function (compiler/codegen/scans.py)",
+    "tuple_get": "names a result of its scan",
     # compiler.custom.inline_calls replaces custom calls by their graphs before any backend.
     "custom_call": "inlined",
 }
@@ -197,7 +199,7 @@ class _Planner:
 
     # --- which views must be copied into arrays -------------------------------------------
     def _views_needing_arrays(self) -> set[int]:
-        """Views that a graph output, a reshape or a BLAS call needs as a real array."""
+        """Views that a graph output, a reshape, a scan or a BLAS call needs as a real array."""
         needed: set[int] = set()
         for node in self.nodes:
             if not is_view(node) or node.shape == ():
@@ -206,7 +208,7 @@ class _Planner:
                 needed.add(node.id)
                 continue
             for user in self.users[node.id]:
-                if user.op == "reshape" and not is_unit_reshape(user):
+                if user.op == "reshape" and not is_unit_reshape(user) or user.op == "scan":
                     needed.add(node.id)
                 elif user.id in self.blas and not self._blas_operand_ok(node, needed):
                     needed.add(node.id)
@@ -233,7 +235,10 @@ class _Planner:
             raise AssertionError(f"{node.op} reached code generation; it should be inlined")
         if node.op in ("input", "const", "size") or node.id in self.views:
             return
-        if node.op == "matmul" and node.id in self.blas or node.op == "concatenate" \
+        if node.op == "tuple_get":  # a result of the scan's call: its unit computes it
+            self.unit_of[node.id] = self.unit_of[node.inputs[0].id]
+            return
+        if node.op == "matmul" and node.id in self.blas or node.op in ("concatenate", "scan") \
                 or self._reshapes_storage(node):
             self._new_unit(Call(node, next(self._orders)), node)
             return
@@ -363,8 +368,9 @@ class _Planner:
         local_reads: set[int] = set()
         for node in self.nodes:
             unit = self.unit_of.get(node.id)
-            if unit is None or (isinstance(unit, LoopNest) and node.id in unit.member_ids
-                                and node.shape == ()):
+            if unit is None or node.op == "scan" or (
+                    isinstance(unit, LoopNest) and node.id in unit.member_ids
+                    and node.shape == ()):
                 continue
             if isinstance(unit, Call) or node.id not in unit.member_ids:
                 if node.shape != ():

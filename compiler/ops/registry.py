@@ -17,7 +17,8 @@ from typing import Any
 from compiler.ir import TensorType
 
 # "call" ops (custom_vjp functions) are inlined before code generation.
-KINDS = ("source", "meta", "elementwise", "reduce", "layout", "index", "matmul", "call")
+KINDS = ("source", "meta", "elementwise", "reduce", "layout", "index", "matmul", "call",
+         "control")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class OpDef:
     vjp: Callable[..., tuple] | None
     code: str | None = None  # elementwise only: scalar template over {0}, {1}, ...
     doc: str = ""
+    # The interpreter also passes `sizes` (symbolic dim name -> size) to `impl`: ops whose
+    # attributes hold graphs that may mention the sizes (scan's body).
+    takes_sizes: bool = False
 
     def __post_init__(self) -> None:
         assert self.kind in KINDS, self.kind

@@ -1,0 +1,212 @@
+"""Scans in generated code: each body is a function of the module, called in a `for` loop.
+
+A scan (compiler/ops/control.py) becomes
+
+    h = h0.copy()
+    ys = np.empty((20, 16, 32), np.float64)
+    for step in range(20):
+        h = gru_step(Wz, Uz, h, xs[step], ys[step])
+
+where `gru_step` is the body, written like any kernel (fused loop nests, BLAS calls)
+by its own `KernelWriter`, and compiled by numba once, however many steps run. It
+takes the consts, the carries and the step's slices of `xs` (0-d ones as scalars),
+writes each step's array outputs into the slices of their stacks that it is handed,
+and returns the new carries and the step's scalar outputs. A body used twice (the
+same loop in two kernels of a module, or two scans of one body) is written once.
+
+Constant arrays in a body are hoisted out as consts of its scan first
+(`hoist_constants`), so every array a body reads is an argument of its caller.
+Symbolic dims that a body cannot read off its arguments' shapes are passed as ints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from compiler import ops
+from compiler.codegen.reading import dim_text, shape_text
+from compiler.codegen.scalars import dtype_name
+from compiler.ir import Graph, Node, Sym, TensorType, TupleType, rebuild, walk
+from compiler.ops.control import Loop
+
+if TYPE_CHECKING:
+    from compiler.codegen.emit import KernelWriter
+    from compiler.codegen.prelude import HelperSet
+
+
+# --- constants out of bodies ---------------------------------------------------------
+def hoist_constants(graph: Graph) -> Graph:
+    """`graph` with every constant array inside a scan body made a const input of its scan
+    (scalars stay: they are literals in the code)."""
+    replace = {}
+    for node in graph.nodes():
+        if node.op == "scan":
+            hoisted = _hoisted(node)
+            if hoisted is not node:
+                replace[node.id] = hoisted
+    if not replace:
+        return graph
+    return Graph(list(graph.inputs), rebuild(graph.outputs, replace), graph.name)
+
+
+def _hoisted(node: Node) -> Node:
+    loop: Loop = node.attrs["loop"]
+    body = hoist_constants(loop.body)
+    arrays = [n for n in body.nodes() if n.op == "const" and n.shape != ()]
+    if not arrays and body is loop.body:
+        return node
+    nc = loop.n_consts
+    sources = body.inputs[:nc] + arrays + body.inputs[nc:]
+    inputs = [Node("input", (), {"index": k, "type": x.type}, x.type, name=x.name)
+              for k, x in enumerate(sources)]
+    outputs = rebuild(body.outputs, {x.id: i for x, i in zip(sources, inputs)})
+    # `grad` is left behind: it numbers the old inputs, and reverse mode is done by now
+    new_loop = Loop(Graph(inputs, outputs, body.name), nc + len(arrays), loop.n_carries,
+                    loop.length, loop.reverse, name=loop.name)
+    scan_inputs = node.inputs[:nc] + tuple(arrays) + node.inputs[nc:]
+    out_type = ops.get("scan").infer(*(x.type for x in scan_inputs), loop=new_loop)
+    return Node("scan", scan_inputs, {"loop": new_loop}, out_type, node.name, node.loc,
+                node.grad_of)
+
+
+# --- the body functions of a module -------------------------------------------------------
+@dataclass(frozen=True)
+class BodyFunction:
+    """A body's function: its name, which outputs it writes into the stack slices it is
+    handed, and which symbolic dims it takes as trailing ints."""
+
+    name: str
+    written: tuple[int, ...]  # indices of ys written into slices (the rest are returned)
+    syms: tuple[Sym, ...]
+
+
+class BodyFunctions:
+    """The body functions of one generated module, written once each, in order of first use."""
+
+    def __init__(self, helpers: HelperSet) -> None:
+        self.helpers = helpers
+        self.sources: list[str] = []
+        self._by_loop: dict[int, BodyFunction] = {}
+        self._by_text: dict[str, str] = {}
+        self._names: set[str] = set()
+        self.calls_blas = False
+
+    def function(self, loop: Loop) -> BodyFunction:
+        found = self._by_loop.get(id(loop))
+        if found is None:
+            found = self._by_loop[id(loop)] = self._write(loop)
+        return found
+
+    def _write(self, loop: Loop) -> BodyFunction:
+        from compiler.codegen.emit import KernelWriter
+        from compiler.codegen.fusion import plan
+
+        body = loop.body
+        nk = loop.n_carries
+        written = tuple(j for j, y in enumerate(body.outputs[nk:]) if y.shape != ())
+        slots = [Node("input", (), {"index": len(body.inputs) + k, "type": y.type}, y.type,
+                      name=f"{y.name or 'y'}_out")
+                 for k, y in enumerate(body.outputs[nk + j] for j in written)]
+        graph = Graph(body.inputs + slots, body.outputs, f"{loop.name}_body")
+        writes = {nk + j: len(body.inputs) + k for k, j in enumerate(written)}
+        syms = tuple(sorted(_syms_of(body) - _syms_of_inputs(body), key=lambda s: s.name))
+        writer = KernelWriter(plan(graph), writes, helpers=self.helpers, bare_scalars=True,
+                              bodies=self, is_body=True, syms=syms)
+        text = writer.write()
+        self.calls_blas |= writer.calls_blas
+        known = self._by_text.get(text)
+        if known is None:
+            name = writer.function_name
+            while name in self._names:  # the same name, another body: number it
+                name = f"{writer.function_name}_{len(self._names) + 1}"
+            text = text.replace(f"def {writer.function_name}(", f"def {name}(", 1)
+            self._names.add(name)
+            self._by_text[text] = name
+            self.sources.append(text)
+            known = name
+        return BodyFunction(known, written, syms)
+
+
+def _syms_of(graph: Graph) -> set[Sym]:
+    found: set[Sym] = set()
+    for node in walk(graph):
+        types = node.type.items if isinstance(node.type, TupleType) else (node.type,)
+        for t in types:
+            found.update(d for d in t.shape if isinstance(d, Sym))
+        loop = node.attrs.get("loop")
+        if isinstance(loop, Loop) and isinstance(loop.length, Sym):
+            found.add(loop.length)
+    return found
+
+
+def _syms_of_inputs(graph: Graph) -> set[Sym]:
+    return {d for x in graph.inputs for d in x.shape if isinstance(d, Sym)}
+
+
+# --- the loop in the calling kernel -----------------------------------------------------
+def write_scan(k: KernelWriter, node: Node) -> None:
+    """The statements of a scan in kernel `k`: carries and stacks set up, then the loop."""
+    from compiler.codegen.nests import comment_of
+
+    loop: Loop = node.attrs["loop"]
+    function = k.bodies.function(loop)
+    nc, nk = loop.n_consts, loop.n_carries
+    body = loop.body
+    results = _result_names(k, node)
+    consts = [_argument(k, x) for x in node.inputs[:nc]]
+    carries = results[:nk]
+    may_be_empty = not (isinstance(loop.length, int) and loop.length > 0)
+    k.line(f"# {loop.name}: {dim_text(loop.length)} steps"
+           f"{', last to first' if loop.reverse else ''}", None)
+    for name, init in zip(carries, node.inputs[nc:nc + nk]):
+        value = _argument(k, init)
+        # A carry is never written into, so it may start as its initial array itself; when
+        # no step may run it is a result, and results never alias an argument.
+        copy = ".copy()" if may_be_empty and init.shape != () else ""
+        k.line(f"{name} = {value}{copy}", comment_of(node))
+    ys = results[nk:]
+    for y, out in zip(ys, body.outputs[nk:]):
+        t = TensorType(out.dtype, (loop.length,) + out.shape)
+        k.line(f"{y} = np.empty({shape_text(t.shape)}, {dtype_name(t.dtype)})")
+    step = k.namer.fresh("t")
+    length = dim_text(loop.length)
+    steps = f"range({length} - 1, -1, -1)" if loop.reverse else f"range({length})"
+    k.line(f"for {step} in {steps}:")
+    xs = [f"{_argument(k, x)}[{step}]" for x in node.inputs[nc + nk:]]
+    slots = [f"{ys[j]}[{step}]" for j in function.written]
+    arguments = consts + carries + xs + slots + [s.name for s in function.syms]
+    call = f"{function.name}({', '.join(arguments)})"
+    returned_ys = [j for j in range(loop.n_ys) if j not in function.written]
+    targets = carries + [k.namer.fresh(f"{ys[j]}_step") for j in returned_ys]
+    k.depth += 1
+    if not targets:
+        k.line(call, comment_of(node))
+    else:
+        k.line(f"{', '.join(targets)} = {call}", comment_of(node))
+    for j, value in zip(returned_ys, targets[nk:]):
+        k.line(f"{ys[j]}[{step}] = {value}")
+    k.depth -= 1
+
+
+def _result_names(k: KernelWriter, node: Node) -> list[str]:
+    """One name per result of the scan: its tuple_get's where it has one (that node then
+    names the carry or stack itself), else a fresh one."""
+    loop: Loop = node.attrs["loop"]
+    readers = {n.attrs["index"]: n for n in k.plan.nodes
+               if n.op == "tuple_get" and n.inputs[0] is node}
+    names = []
+    for index, out in enumerate(loop.body.outputs):
+        reader = readers.get(index)
+        if reader is not None:
+            names.append(k.name_of(reader))
+        else:
+            names.append(k.namer.fresh(out.name))
+    return names
+
+
+def _argument(k: KernelWriter, x: Node) -> str:
+    """How the kernel passes `x` to a body: a scalar expression, or the name of its array."""
+    if x.shape == ():
+        return k.reader.read(x, ())
+    return k.names[x.id]

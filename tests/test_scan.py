@@ -1,0 +1,243 @@
+"""`compiler.scan` and `fori_loop`: values and gradients against the same program written as a
+Python loop, against central differences, through the interpreter and numba; reverse and
+nested loops, consts the step closes over, runtime backward, a train step, and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gradcheck import central_differences
+
+from compiler import TraceError, compile_grad, fori_loop, scan
+from runtime import Parameter, optim
+
+rng = np.random.default_rng(5)
+B, H, I, T = 3, 4, 2, 5
+PARAMS = {"Wz": rng.normal(size=(I, H)) * 0.5, "Uz": rng.normal(size=(H, H)) * 0.5,
+          "Wn": rng.normal(size=(I, H)) * 0.5, "Un": rng.normal(size=(H, H)) * 0.5,
+          "b": rng.normal(size=(H,)) * 0.1}
+XS = rng.normal(size=(T, B, I))
+H0 = rng.normal(size=(B, H)) * 0.3
+TARGET = rng.normal(size=(T, B, H))
+
+
+def cell(p, h, x):
+    z = 1.0 / (1.0 + np.exp(-(x @ p["Wz"] + h @ p["Uz"])))
+    n = np.tanh(x @ p["Wn"] + (h @ p["Un"]) * z + p["b"])
+    return (1.0 - z) * n + z * h
+
+
+def gru_scan(p, xs, h0, target):
+    def step(h, x):
+        h = cell(p, h, x)
+        return h, h
+
+    h, hs = scan(step, h0, xs)
+    return np.mean((hs - target) ** 2) + 0.1 * np.sum(h)
+
+
+def gru_unrolled(p, xs, h0, target):
+    h, total = h0, 0.0
+    for t in range(xs.shape[0]):
+        h = cell(p, h, xs[t])
+        total = total + np.sum((h - target[t]) ** 2)
+    return total / target.size + 0.1 * np.sum(h)
+
+
+GRU = compile_grad(gru_scan, wrt=(0, 2))
+GRU_INTERPRETED = compile_grad(gru_scan, wrt=(0, 2), backend="interpreter")
+GRU_UNROLLED = compile_grad(gru_unrolled, wrt=(0, 2), backend="interpreter")
+
+
+def test_a_scan_computes_what_the_python_loop_computes():
+    expected = gru_unrolled(PARAMS, XS, H0, TARGET)
+    assert np.isclose(gru_scan(PARAMS, XS, H0, TARGET), expected, rtol=1e-14)  # plain NumPy
+    assert np.isclose(GRU_INTERPRETED(PARAMS, XS, H0, TARGET), expected, rtol=1e-14)
+    assert np.isclose(GRU(PARAMS, XS, H0, TARGET), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("compiled", [GRU, GRU_INTERPRETED], ids=["numba", "interpreter"])
+def test_scan_gradients_match_the_unrolled_loop_and_central_differences(compiled):
+    value, (grads, h0_grad) = compiled.value_and_grad(PARAMS, XS, H0, TARGET)
+    ref_value, (ref_grads, ref_h0) = GRU_UNROLLED.value_and_grad(PARAMS, XS, H0, TARGET)
+    assert np.isclose(value, ref_value, rtol=1e-12)
+    for name in PARAMS:
+        np.testing.assert_allclose(grads[name], ref_grads[name], rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(h0_grad, ref_h0, rtol=1e-10, atol=1e-13)
+    numeric = central_differences(lambda h0: gru_unrolled(PARAMS, XS, h0, TARGET), [H0], 0)
+    np.testing.assert_allclose(h0_grad, numeric, rtol=1e-6, atol=1e-9)
+    numeric_u = central_differences(
+        lambda Uz: gru_unrolled({**PARAMS, "Uz": Uz}, XS, H0, TARGET), [PARAMS["Uz"]], 0)
+    np.testing.assert_allclose(grads["Uz"], numeric_u, rtol=1e-6, atol=1e-9)
+
+
+def test_generated_code_keeps_the_loop_a_loop():
+    source = GRU.source("value_and_grad")
+    assert source.count("for t in range(") == 1 and "for t_2 in range(" in source
+    assert "- 1, -1, -1)" in source  # the reverse scan runs last to first
+    assert "def step_body(" in source and "def step_grad_body(" in source
+    assert "step_body(Wz, Uz, Wn, Un, b, " in source
+
+
+# --- a simulation with fori_loop: scalar and vector carries ---------------------------------
+K, DT, STEPS = 3.0, 0.05, 40
+X0 = np.linspace(-1.0, 1.0, 6)
+TARGET_X = np.linspace(0.5, -0.5, 6)
+
+
+def spring_force(x):
+    """Springs between neighbours on a free chain: K times the chain's discrete Laplacian."""
+    return K * np.concatenate([x[1:2] - x[:1], x[2:] - 2 * x[1:-1] + x[:-2], x[-2:-1] - x[-1:]])
+
+
+def spring_chain(v0, x0, target):
+    def step(i, state):
+        x, v, energy = state
+        v = v + DT * spring_force(x)
+        x = x + DT * v
+        return x, v, energy + 0.5 * np.sum(v * v) * DT
+
+    x, v, energy = fori_loop(0, STEPS, step, (x0, v0, 0.0))
+    return np.sum((x - target) ** 2) + 0.01 * energy
+
+
+def spring_chain_python(v0, x0, target):
+    x, v, energy = x0, v0, 0.0
+    for _ in range(STEPS):
+        v = v + DT * spring_force(x)
+        x = x + DT * v
+        energy = energy + 0.5 * np.sum(v * v) * DT
+    return np.sum((x - target) ** 2) + 0.01 * energy
+
+
+SPRINGS = compile_grad(spring_chain)
+
+
+def test_fori_loop_simulation_gradient():
+    v0 = rng.normal(size=6)
+    value, grad = SPRINGS.value_and_grad(v0, X0, TARGET_X)
+    assert np.isclose(value, spring_chain_python(v0, X0, TARGET_X), rtol=1e-12)
+    numeric = central_differences(spring_chain_python, [v0, X0, TARGET_X], 0)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-7, atol=1e-10)
+    assert np.isclose(fori_loop(0, STEPS, lambda i, s: s + 1.0, 0.0), STEPS)  # plain Python
+
+
+# --- reverse, nested, consts, float32 ----------------------------------------------------
+def nested(w, xs):
+    """A reverse scan whose step runs an inner scan; the step closes over a NumPy array."""
+    scale = np.array([1.0, -2.0, 0.5])
+
+    def outer(c, row):
+        def inner(a, x):
+            a = np.sin(a * w + x * scale)
+            return a, a * c
+
+        a, trace = scan(inner, c * np.ones(3), row)
+        return c + np.sum(a), np.sum(trace, axis=0)
+
+    c, ys = scan(outer, np.float64(0.3), xs, reverse=True)
+    return c + np.sum(ys * np.arange(1.0, xs.shape[0] + 1.0)[:, None])
+
+
+def nested_python(w, xs):
+    scale = np.array([1.0, -2.0, 0.5])
+    c, ys = 0.3, [None] * xs.shape[0]
+    for t in reversed(range(xs.shape[0])):
+        a, trace = c * np.ones(3), np.zeros(3)
+        for x in xs[t]:
+            a = np.sin(a * w + x * scale)
+            trace = trace + a * c
+        c, ys[t] = c + np.sum(a), trace
+    return c + np.sum(np.stack(ys) * np.arange(1.0, xs.shape[0] + 1.0)[:, None])
+
+
+NESTED = compile_grad(nested)
+
+
+def test_reverse_and_nested_scans_with_a_closed_over_array():
+    w, xs = rng.normal(size=3), rng.normal(size=(4, 2, 3))
+    value, grad = NESTED.value_and_grad(w, xs)
+    assert np.isclose(value, nested_python(w, xs), rtol=1e-12)
+    np.testing.assert_allclose(grad, central_differences(nested_python, [w, xs], 0),
+                               rtol=1e-7, atol=1e-10)
+    interpreted = compile_grad(nested, backend="interpreter").value_and_grad(w, xs)
+    np.testing.assert_allclose(interpreted[1], grad, rtol=1e-12)
+
+
+def running_sum(x):
+    def step(total, v):
+        return total + v * v, total
+
+    total, partial = scan(step, 0.0, x)  # a Python float carry takes the step's float32
+    return total + np.sum(partial)
+
+
+def test_a_python_scalar_carry_takes_the_type_the_step_makes():
+    x = np.arange(1.0, 5.0, dtype=np.float32)
+    f = compile_grad(running_sum, backend="interpreter")
+    value, grad = f.value_and_grad(x)
+    assert value.dtype == np.float32 and grad.dtype == np.float32
+    # total = sum x^2; partial sums of x^2 before each step: 0, 1, 5, 14
+    assert value == 30.0 + 20.0
+    np.testing.assert_allclose(grad, 2 * x * (1 + np.array([3.0, 2.0, 1.0, 0.0])))
+
+
+# --- runtime backward and training ----------------------------------------------------------
+def test_runtime_backward_through_a_scan_accumulates_like_the_functional_gradient():
+    params = {k: Parameter(v.copy()) for k, v in PARAMS.items()}
+    h0 = Parameter(H0.copy())
+    loss = GRU(params, XS, h0, TARGET)
+    loss.backward()
+    _, (grads, h0_grad) = GRU.value_and_grad(PARAMS, XS, H0, TARGET)
+    for name in PARAMS:
+        np.testing.assert_allclose(params[name].grad, grads[name], rtol=1e-12)
+    np.testing.assert_allclose(h0.grad, h0_grad, rtol=1e-12)
+
+
+def gru_loss(p, xs, target):
+    return gru_scan(p, xs, np.zeros((xs.shape[1], H)), target)
+
+
+def test_a_scan_inside_a_train_step_matches_runtime_sgd():
+    from compiler.training import train_step
+
+    params = {k: Parameter(v.copy()) for k, v in PARAMS.items()}
+    reference = {k: Parameter(v.copy()) for k, v in PARAMS.items()}
+    step = train_step(gru_loss, params, optim.SGD(params, lr=0.1, momentum=0.9))
+    opt = optim.SGD(reference, lr=0.1, momentum=0.9)
+    compiled = compile_grad(gru_loss)
+    for _ in range(3):
+        loss = step(XS, TARGET)
+        opt.zero_grad()
+        expected = compiled(reference, XS, TARGET)
+        expected.backward()
+        opt.step()
+        assert np.isclose(loss, expected.item(), rtol=1e-12)
+    for name in PARAMS:
+        np.testing.assert_allclose(params[name].data, reference[name].data, rtol=1e-12)
+    assert "for t in range(" in step.source("step")
+
+
+# --- errors -------------------------------------------------------------------------------
+def test_a_carry_that_changes_type_is_an_error_naming_both_types():
+    def f(x):
+        return scan(lambda c, v: (c[None] * v, v), x[0], x)[0].sum()
+
+    with pytest.raises(TraceError, match=r"came in as f64\[\] and went out as f64\[1\]"):
+        compile_grad(f).grad(np.ones(3))
+
+
+def test_a_step_that_does_not_return_a_pair_is_an_error():
+    def f(x):
+        return scan(lambda c, v: c + v, 0.0, x)[0]
+
+    with pytest.raises(TraceError, match=r"must return a pair \(new carry, output\)"):
+        compile_grad(f).grad(np.ones(3))
+
+
+def test_xs_of_different_lengths_are_an_error():
+    def f(x, y):
+        return scan(lambda c, v: (c + v[0] * v[1], None), 0.0, (x, y))[0]
+
+    with pytest.raises(TraceError, match="share their leading axis"):
+        compile_grad(f).grad(np.ones(3), np.ones(4))

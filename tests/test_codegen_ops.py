@@ -4,10 +4,10 @@ A handful of programs cover all primitives between them: one generated from
 the op table (every elementwise op, through `bind`), elementwise math with
 broadcasting and scalars as users write it, reductions over every kind of
 axis set, layout and indexing, matrix products (loops and BLAS), scans.
-Each runs through both backends in float64 and float32, at two batch sizes (one kernel serves both), as a forward
-kernel, a fused value-and-gradient kernel, and the runtime's forward_save /
-backward pair. Few programs means few numba compiles; each kernel is shared by
-the tests through module-scoped fixtures.
+Each runs through both backends in float64 and float32, at two batch sizes
+(one kernel serves both), as a forward kernel, a fused value-and-gradient
+kernel, and the runtime's forward_save / backward pair. Few programs means few
+numba compiles; each kernel is shared by the tests through module-scoped fixtures.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from compiler.errors import ArgumentError, TraceError
 from compiler.fastpath import REFUSED, FastCall, TensorCall
 from compiler.ir import Graph, rebuild
 from compiler.passes import optimize
+from compiler.roll import roll
 from compiler.specialize import Signature, positions_of, signature_of
 from compiler.tracer import Concretize, current_builder, trace
 from compiler.verify import verify
@@ -305,7 +306,7 @@ class CompiledFunction:
     def _trace(self, call: CallArguments, signature: Signature, wrt_leaves) -> Specialization:
         graph, out_tree = trace(self.fn, list(signature.types), call.leaf_names(), call.rebuild,
                                 signature.sym_sizes(call.leaves), name=self._graph_name)
-        graph = _checked(optimize(graph))
+        graph = _checked(optimize(roll(graph)))
         return Specialization(signature, graph, out_tree, wrt_leaves,
                               self._n_differentiated(out_tree), self.backend)
 
@@ -328,7 +329,7 @@ class CompiledFunction:
                                 call.rebuild, outer.sym_hints, name=self._graph_name)
         n_diff = self._n_differentiated(out_tree)
         self._require_scalar(graph, n_diff)
-        joint = optimize(vjp_graph(graph, wrt_leaves, "ones", n_diff))
+        joint = optimize(vjp_graph(roll(graph), wrt_leaves, "ones", n_diff))
         spliced = rebuild(joint.outputs, {i.id: t.node for i, t in zip(graph.inputs, leaves)})
         results = [outer.wrap(node) for node in spliced]
         n_out = len(graph.outputs)

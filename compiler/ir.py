@@ -128,17 +128,18 @@ class Node:
 
     def attrs_key(self) -> tuple:
         """attrs as a hashable, order-independent key (constants hash by bytes)."""
-        return tuple(sorted((k, _freeze(v)) for k, v in self.attrs.items()))
+        return tuple(sorted((k, freeze(v)) for k, v in self.attrs.items()))
 
     def __repr__(self) -> str:
         return f"<Node {self.op} {self.type} #{self.id}>"
 
 
-def _freeze(value: Any) -> Any:
+def freeze(value: Any) -> Any:
+    """An attribute value as a hashable key (arrays by their bytes, NaN equal to itself)."""
     if isinstance(value, np.ndarray):
         return ("ndarray", value.dtype.str, value.shape, value.tobytes())
     if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
+        return tuple(freeze(v) for v in value)
     if isinstance(value, np.dtype):
         return value.str
     if isinstance(value, (float, np.floating)) and value != value:

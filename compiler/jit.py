@@ -38,6 +38,7 @@ import numpy as np
 from compiler.codegen import CODEGEN_VERSION, GeneratedModule, blas, generate
 from compiler.errors import InternalError
 from compiler.ir import Graph
+from compiler.packing import Packing, pack
 
 PACKAGE = "gradfuse_kernels"
 
@@ -204,7 +205,8 @@ class NumbaKernel:
 
     checks_arguments = True  # the dispatcher checks dtypes and ranks, the kernel shapes
 
-    def __init__(self, graph: Graph, generated: GeneratedModule, eager: bool = True) -> None:
+    def __init__(self, graph: Graph, generated: GeneratedModule, eager: bool = True,
+                 packing: Packing | None = None) -> None:
         self.source = generated.source
         self.path: Path | None = None
         vector_library()  # before anything compiles or loads from numba's cache
@@ -215,10 +217,15 @@ class NumbaKernel:
         with self._reporting(generated.source):
             self.module, self.path = load_module(generated.source)
         self.dispatcher = getattr(self.module, generated.function_name)
-        # call(*arrays): the compiled function with the constant arrays it takes last
+        # call(*arrays): the compiled function with the constant arrays it takes last, and
+        # stacks of arrays as one argument and one result where the graph was packed
         constants = self._constants
-        self.call = (lambda *args: self.dispatcher(*args, *constants)) if constants \
+        run = (lambda *args: self.dispatcher(*args, *constants)) if constants \
             else self.dispatcher
+        if packing is not None:
+            self.call = lambda *args: packing.unpacked(run(*packing.arguments(args)))
+        else:
+            self.call = run
         if eager:
             self._compile_only(self.dispatcher, self.signature)
 
@@ -261,4 +268,5 @@ class NumbaBackend:
     name = "numba"
 
     def compile(self, graph: Graph, kind: str) -> NumbaKernel:
-        return NumbaKernel(graph, generate(graph, kind))
+        packed, packing, _ = pack(graph)
+        return NumbaKernel(packed, generate(packed, kind), packing=packing)

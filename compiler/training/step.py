@@ -27,6 +27,7 @@ from compiler.codegen import MinibatchLoop, generate
 from compiler.errors import KernelShapeError
 from compiler.ir import Sym
 from compiler.jit import NumbaKernel
+from compiler.packing import Packing, pack
 from runtime import Parameter
 from runtime.optim import Optimizer
 
@@ -190,10 +191,12 @@ class TrainStep:
         self._pack_hypers()
         result = kernels.step(*kernels.arguments, *data)
         _updated(kernels.params)
-        return self._kept(result) if self.keep_grads else result
+        return self._kept(kernels, result) if self.keep_grads else result
 
-    def _kept(self, result: tuple) -> Any:
+    def _kept(self, kernels: _Kernels, result: tuple) -> Any:
         """The loss of a step kernel that also returns the gradients, which go to `.grad`."""
+        if kernels.packing is not None:
+            result = kernels.packing.unpacked(result)
         for slot, g in zip(self._slots, result[1:]):
             slot.param.grad = g
         return result[0]
@@ -231,20 +234,52 @@ class TrainStep:
         params, states = self._arguments()
         spec = self._kernel.specialize(params, states, self._hypers, *data)
         graph = spec.graph_of("forward")
-        state_arrays = [a for state in states for a in pytree.flatten(state)[0]]
-        arrays = tuple(params.values()) + tuple(state_arrays)
         # outputs: loss, new params, new states (, grads); inputs: params, states, hypers, data
-        writes = {1 + k: k for k in range(len(arrays))}
-        first_data = len(arrays) + 1
+        n_arrays = len(params) + sum(len(state) for state in states)
+        graph, packing, writes = pack(graph, {1 + k: k for k in range(n_arrays)})
+        arguments = self._stacked_arguments(packing, len(graph.inputs) - len(data))
+        arrays = self._step_arrays()
+        first_data = len(graph.inputs) - len(data)
         batch_axis_symbolic = all(isinstance(n.shape[0], Sym) for n in graph.inputs[first_data:])
         loops = (MinibatchLoop(tuple(range(first_data, len(graph.inputs))), loss=0),) \
             if batch_axis_symbolic else ()
         generated = generate(graph, "train step", writes, loops, bare_scalars=True)
         kernel = NumbaKernel(graph, generated, eager=False)
         kernels = _Kernels(kernel, [s.param for s in self._slots], self.optimizer.state, arrays,
-                           self._hypers, fits_batches=bool(loops))
+                           self._hypers, fits_batches=bool(loops), arguments=arguments,
+                           packing=packing)
         self._kernels_by_data[key] = kernels
         return kernels
+
+    def _step_arrays(self) -> tuple[np.ndarray, ...]:
+        """The arrays the step updates in place: the parameters', then the optimizer state's."""
+        params, states = self._arguments()
+        return tuple(params.values()) + tuple(a for state in states for a in state.values())
+
+    def _stacked_arguments(self, packing: Packing | None, n: int) -> tuple:
+        """The kernel's arguments before the data: the parameters, optimizer state and hypers,
+        with the arrays the kernel takes as one stack (compiler/packing.py) moved into one:
+        each Parameter's `.data` (and each state array) becomes a row of its stack, so the
+        kernel updates them in place through the stack, with no copies."""
+        arrays = self._step_arrays()
+        if packing is None:
+            return arrays + (self._hypers,)
+        owners = [(s.param, None) for s in self._slots] + \
+            [(self._state(s), key) for s in self._slots for key in self._state(s)]
+        arguments = []
+        for kind, which in packing.inputs[:n]:
+            if kind == "arg":
+                arguments.append(arrays[which] if which < len(arrays) else self._hypers)
+                continue
+            stack = np.stack([arrays[i] for i in which])
+            for m, i in enumerate(which):
+                owner, key = owners[i]
+                if key is None:
+                    owner.data = stack[m]
+                else:
+                    owner[key] = stack[m]
+            arguments.append(stack)
+        return tuple(arguments)
 
     def runs_epochs(self, data: tuple) -> bool:
         """Whether `run_epochs` can run epochs over `data` inside one compiled call."""
@@ -298,11 +333,12 @@ class _Kernels:
     arrays: tuple[np.ndarray, ...]  # the parameters' arrays, then optimizer-state arrays
     hypers: np.ndarray
     fits_batches: bool  # whether the module has the minibatch loop (a symbolic batch axis)
+    arguments: tuple  # what the kernels take before the data (stacks: compiler/packing.py)
+    packing: Packing | None = None
     step: Any = None
     fit: Any = None
 
     def __post_init__(self) -> None:
-        self.arguments = self.arrays + (self.hypers,)
         self.replacements = Parameter.data_replacements
 
     def current(self, optimizer: Optimizer) -> bool:

@@ -1,0 +1,506 @@
+"""Python loops found in a trace and rolled back into scans: repeated structure compiled once.
+
+A Python loop over layers or time steps runs the same NumPy calls again and again, so
+its trace holds the same computation many times over, one copy per iteration. numba's
+compile time grows faster than linearly with a function's length, so a 100-layer net
+took minutes to compile. This pass finds such repeats and makes each run of them one
+`scan` (compiler/ops/control.py): the body is compiled once, and reverse mode, code
+generation and numba see a loop.
+
+Finding the repeats. The trace's nodes, in the order they were made (the order the
+user's code ran), are compared with the nodes `p` places later, for a few candidate
+periods `p` (the most common distances between nodes of the same op, type and source
+line). Node i *matches* node i + p when both have the same op, attributes and type, and
+each input of the later one is the input of the earlier one (a value both share), a
+graph input or constant of the same type (each layer's weight), or the node `p` places
+after the earlier one's input (the same value one iteration on). A stretch of matching
+nodes is cut into iterations of `p` nodes, beginning up to one iteration earlier where
+the first iteration reads the loop's initial values instead of a previous iteration's.
+
+Rolling a run of iterations. Each input of the first iteration's nodes gets a role, from
+what the same input is in every iteration: a node of the same iteration (an edge of the
+body), the previous iteration's node (a *carry*, starting from what the first iteration
+read), one value shared by all (a *const*), or values made before the run, one per
+iteration (an *xs* input: the per-layer weights, stacked, or slices `X[t]` of an array,
+which stack back into `X` itself). A view whose attributes differ between iterations
+(the slice `X[t]`) must read values made before the run: it is computed outside the
+loop, as an xs input. Values of an iteration that later code reads become stacked
+outputs of the scan, but the last iteration's carries, which are its final carries.
+
+Runs that save fewer than `ROLL_MIN_NODES` nodes that compute (views generate no code)
+stay unrolled: they compile quickly, and fusion across iterations is worth more there.
+`GRADFUSE_ROLL=0` turns the pass off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from compiler import ops
+from compiler.ir import Graph, Node, TensorType, freeze
+from compiler.ops.control import Loop, stacked
+
+# A run is rolled when it saves at least this many nodes (all its iterations but the first)
+# over at least ROLL_MIN_STEPS iterations. numba spends 10-20 ms per line of a long kernel
+# here; a layer of a tanh MLP is 3 nodes and about 10 lines forward and backward.
+ROLL_MIN_NODES = 24
+ROLL_MIN_STEPS = 3
+MAX_PERIODS = 6  # candidate periods tried per graph, the most frequent first
+VIEWS = frozenset({"slice", "reshape", "transpose", "broadcast_to"})
+
+# The role of an input of the first iteration's node: ("edge", offset) a node of the same
+# iteration; ("carry", k); ("const", k); ("xs", k); ("hoisted", offset) a view computed
+# outside the loop, one per iteration.
+Role = tuple[str, int]
+
+
+def enabled() -> bool:
+    return os.environ.get("GRADFUSE_ROLL", "1") != "0"
+
+
+def roll(graph: Graph) -> Graph:
+    """`graph` with its runs of repeated structure rolled into scans (bodies rolled too)."""
+    if not enabled():
+        return graph
+    return _Roller(graph).run()
+
+
+@dataclass(frozen=True)
+class _Run:
+    start: int  # position of the first node of the first iteration
+    period: int
+    steps: int
+    work: int = 0  # nodes of an iteration that compute (not views, which generate no code)
+
+    @property
+    def end(self) -> int:
+        return self.start + self.period * self.steps
+
+    @property
+    def saved(self) -> int:
+        return self.work * (self.steps - 1)
+
+
+@dataclass
+class _Roles:
+    """What the first iteration's inputs are (see `Role`), and the values they stand for."""
+
+    inputs: dict[tuple[int, int], Role] = field(default_factory=dict)  # (offset, j) -> role
+    consts: list[Node] = field(default_factory=list)
+    carries: list[tuple[int, Node]] = field(default_factory=list)  # (offset it becomes, init)
+    xs: list[tuple[Node, ...]] = field(default_factory=list)  # one value per iteration
+    hoisted: list[int] = field(default_factory=list)  # offsets computed outside the loop
+
+
+class _Roller:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        nodes = graph.nodes()
+        self.sequence = sorted((n for n in nodes if not _is_leaf(n)), key=lambda n: n.id)
+        self.position = {n.id: i for i, n in enumerate(self.sequence)}
+        self.users: dict[int, list[Node]] = {n.id: [] for n in nodes}
+        for n in nodes:
+            for x in n.inputs:
+                self.users[x.id].append(n)
+        self.output_ids = {o.id for o in graph.outputs}
+        self.keys = [_key(n) for n in self.sequence]
+
+    def run(self) -> Graph:
+        runs = {run.start: run for run in self._runs()}
+        if not runs:
+            return _with_rolled_bodies(self.graph)
+        memo: dict[int, Node] = {}  # node id -> the node that replaces it
+        i = 0
+        while i < len(self.sequence):
+            run = runs.get(i)
+            if run is not None:
+                memo.update(self._rolled(run, memo))
+                i = run.end
+                continue
+            node = self.sequence[i]
+            memo[node.id] = _moved(node, memo)
+            i += 1
+        outputs = [memo.get(o.id, o) for o in self.graph.outputs]
+        return _with_rolled_bodies(Graph(list(self.graph.inputs), outputs, self.graph.name))
+
+    # --- finding runs ------------------------------------------------------------------------
+    def _runs(self) -> list[_Run]:
+        """Non-overlapping runs worth rolling, those that save most first."""
+        found = []
+        for period in self._periods():
+            matches = [self._matches(i, period) for i in range(len(self.sequence) - period)]
+            i = 0
+            while i < len(matches):
+                if not matches[i]:
+                    i += 1
+                    continue
+                end = i
+                while end < len(matches) and matches[end]:
+                    end += 1
+                run = self._aligned(i, end, period)
+                if run is not None and run.saved >= ROLL_MIN_NODES \
+                        and run.steps >= ROLL_MIN_STEPS:
+                    found.append(run)
+                i = end
+        chosen: list[_Run] = []
+        for run in sorted(found, key=lambda r: (-r.saved, r.period, r.start)):
+            if all(run.end <= other.start or other.end <= run.start for other in chosen):
+                chosen.append(run)
+        return chosen
+
+    def _periods(self) -> list[int]:
+        """The most common distances between successive nodes of one op, type and line."""
+        last: dict[tuple, int] = {}
+        distances: Counter[int] = Counter()
+        for i, node in enumerate(self.sequence):
+            where = (node.loc.filename, node.loc.lineno) if node.loc else None
+            key = (node.op, str(node.type), where)
+            if key in last:
+                distances[i - last[key]] += 1
+            last[key] = i
+        return [p for p, count in distances.most_common(MAX_PERIODS)
+                if count * p >= ROLL_MIN_NODES]
+
+    def _matches(self, i: int, p: int, start: int | None = None) -> bool:
+        """Whether node i + p is node i one iteration on (see the module doc). With `start`,
+        node i may also read, where node i + p reads a node of the iteration from `start`, a
+        value made before `start` (a carry's initial value)."""
+        a, b = self.sequence[i], self.sequence[i + p]
+        if a.op != b.op or a.type != b.type or len(a.inputs) != len(b.inputs):
+            return False
+        if self.keys[i] != self.keys[i + p]:  # e.g. X[t]: computed outside, from shared values
+            return a.op in VIEWS and all(x is y for x, y in zip(a.inputs, b.inputs))
+        for x, y in zip(a.inputs, b.inputs):
+            if x is y or (_is_leaf(x) and _is_leaf(y) and x.type == y.type):
+                continue
+            px, py = self.position.get(x.id), self.position.get(y.id)
+            if px is not None and py is not None and (py - px == p or py < i and px < i
+                                                      and x.type == y.type):
+                continue  # the same value one iteration on, or values made before both
+            if start is not None and py is not None and start <= py < start + p \
+                    and (px is None or px < start) and x.type == y.type:
+                continue
+            return False
+        return True
+
+    def _aligned(self, first: int, end: int, p: int) -> _Run | None:
+        """The run of whole iterations in a stretch of matches [first, end) that has the most
+        of them (it may begin up to one iteration early: see `_matches`)."""
+        for start in range(max(0, first - p + 1), first + 1):
+            if all(self._matches(i, p, start) for i in range(start, first)):
+                run = _Run(start, p, (end - start) // p + 1)
+                if run.steps >= 2 and self._roles(run) is not None:
+                    work = sum(n.op not in VIEWS for n in self.sequence[start:start + p])
+                    return _Run(start, p, run.steps, work)
+        return None
+
+    # --- roles ---------------------------------------------------------------------------
+    def _iterations(self, run: _Run) -> list[list[Node]]:
+        return [self.sequence[run.start + m * run.period:run.start + (m + 1) * run.period]
+                for m in range(run.steps)]
+
+    def _roles(self, run: _Run) -> _Roles | None:
+        """Every input's role (see `Role`), or None if some input fits none."""
+        iterations = self._iterations(run)
+        roles = _Roles()
+        roles.hoisted = [offset for offset in range(run.period)
+                         if len({_key(it[offset]) for it in iterations}) > 1]
+        carries: dict[tuple[int, int], int] = {}
+        for offset, node in enumerate(iterations[0]):
+            for j in range(len(node.inputs)):
+                values = [it[offset].inputs[j] for it in iterations]
+                if offset in roles.hoisted:  # computed outside: from values made before the run
+                    if any(self._offset_in(run, m, v) for m, v in enumerate(values)):
+                        return None
+                    continue
+                role = self._role(run, roles, offset, values, carries)
+                if role is None:
+                    return None
+                roles.inputs[offset, j] = role
+        return roles
+
+    def _role(self, run: _Run, roles: _Roles, offset: int, values: list[Node],
+              carries: dict) -> Role | None:
+        relative = [self._offset_in(run, m, v) for m, v in enumerate(values)]
+        if all(r is None for r in relative):  # made before the run
+            if all(v is values[0] for v in values) or _equal_constants(values):
+                return "const", _index(roles.consts, values[0])
+            return "xs", _index(roles.xs, tuple(values))
+        if relative[0] is not None and all(r == relative[0] for r in relative) \
+                and relative[0][0] == 0:
+            source = relative[0][1]
+            return ("hoisted" if source in roles.hoisted else "edge"), source
+        later = relative[1:]
+        if relative[0] is None and all(r == later[0] for r in later) and later[0][0] == -1 \
+                and later[0][1] not in roles.hoisted:
+            key = (later[0][1], values[0].id)
+            if key not in carries:
+                carries[key] = len(roles.carries)
+                roles.carries.append((later[0][1], values[0]))
+            return "carry", carries[key]
+        return None
+
+    def _offset_in(self, run: _Run, m: int, value: Node) -> tuple[int, int] | None:
+        """(its iteration relative to iteration m, its offset) if the run made `value`."""
+        position = self.position.get(value.id)
+        if position is None or not run.start <= position < run.end:
+            return None
+        iteration, offset = divmod(position - run.start, run.period)
+        return iteration - m, offset
+
+    # --- rolling ---------------------------------------------------------------------------
+    def _rolled(self, run: _Run, memo: dict[int, Node]) -> dict[int, Node]:
+        """The scan that replaces the run: replacements for its nodes that later code reads."""
+        roles = self._roles(run)
+        iterations = self._iterations(run)
+        first = iterations[0]
+        # the user's names: the tracer names a value after the variable that held it when the
+        # function returned, which is often a later iteration's
+        names = [next((it[offset].name for it in iterations if it[offset].name), None)
+                 for offset in range(run.period)]
+        outside = [_moved(it[offset], memo) for it in iterations for offset in roles.hoisted]
+        hoisted = {offset: outside[k::len(roles.hoisted)] for k, offset in enumerate(roles.hoisted)}
+        replaced: dict[int, Node] = {it[offset].id: node for offset in roles.hoisted
+                                     for it, node in zip(iterations, hoisted[offset])}
+
+        def before(v: Node) -> Node:
+            return memo.get(v.id, v)
+
+        scan_inputs = [before(v) for v in roles.consts]
+        scan_inputs += [before(init) for _, init in roles.carries]
+        xs = [_stack([before(v) for v in values]) for values in roles.xs]
+        xs += [_stack(hoisted[offset]) for offset in roles.hoisted]
+        scan_inputs += xs
+
+        body_inputs: list[Node] = []
+        for source, init in [(None, v) for v in roles.consts] + roles.carries:
+            name = names[source] if source is not None else None
+            body_inputs.append(_input(len(body_inputs), init.type, name or init.name))
+        x_names = [_common_name(values) for values in roles.xs] + \
+            [names[o] for o in roles.hoisted]
+        for x, name in zip(xs, x_names):
+            body_inputs.append(_input(len(body_inputs), TensorType(x.dtype, x.shape[1:]), name))
+        nc, nk, n_xs = len(roles.consts), len(roles.carries), len(roles.xs)
+        where = {"const": 0, "carry": nc, "xs": nc + nk}
+        copies: dict[int, Node] = {}
+        for offset, node in enumerate(first):
+            if offset in roles.hoisted:
+                continue
+            inputs = []
+            for j in range(len(node.inputs)):
+                kind, k = roles.inputs[offset, j]
+                if kind == "edge":
+                    inputs.append(copies[first[k].id])
+                elif kind == "hoisted":
+                    inputs.append(body_inputs[nc + nk + n_xs + roles.hoisted.index(k)])
+                else:
+                    inputs.append(body_inputs[where[kind] + k])
+            copies[node.id] = Node(node.op, tuple(inputs), node.attrs, node.type,
+                                   names[offset], node.loc, node.grad_of)
+
+        final = {source: k for k, (source, _) in enumerate(roles.carries)}
+        stacked_offsets = [offset for offset in range(run.period)
+                           if offset not in roles.hoisted and self._stacked(run, offset, final)]
+        outputs = [copies[first[source].id] for source, _ in roles.carries]
+        outputs += [copies[first[offset].id] for offset in stacked_offsets]
+        body = Graph(body_inputs, outputs, name=_name(first))
+        loop = Loop(body, nc, nk, run.steps, name=body.name)
+        loc = first[0].loc
+        scan = Node("scan", tuple(scan_inputs), {"loop": loop},
+                    ops.get("scan").infer(*(x.type for x in scan_inputs), loop=loop), loc=loc)
+        results = [Node("tuple_get", (scan,), {"index": k}, t, name=out.name, loc=loc)
+                   for k, (t, out) in enumerate(zip(scan.type.items, outputs))]
+        last = iterations[-1]
+        for source, k in final.items():
+            replaced[last[source].id] = results[k]
+        for k, offset in enumerate(stacked_offsets):
+            ys = results[nk + k]
+            for m, it in enumerate(iterations):
+                replaced.setdefault(it[offset].id, _row(ys, m, it[offset]))
+        return replaced
+
+    def _stacked(self, run: _Run, offset: int, final: dict[int, int]) -> bool:
+        """Whether code after the run reads this node of some iteration that the final carries
+        do not give (any iteration's but the last's, or a value that is no carry)."""
+        iterations = self._iterations(run)
+        for m, it in enumerate(iterations):
+            if m == run.steps - 1 and offset in final:
+                continue
+            node = it[offset]
+            if node.id in self.output_ids:
+                return True
+            for user in self.users[node.id]:
+                position = self.position.get(user.id)
+                if position is None or position >= run.end:
+                    return True
+        return False
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def _with_rolled_bodies(graph: Graph) -> Graph:
+    """Roll the bodies of the graph's scans too (a loop inside a loop)."""
+    memo: dict[int, Node] = {}
+    for node in graph.nodes():
+        loop = node.attrs.get("loop")
+        if node.op == "scan" and isinstance(loop, Loop):
+            body = roll(loop.body)
+            if body is not loop.body:
+                new_loop = Loop(body, loop.n_consts, loop.n_carries, loop.length,
+                                loop.reverse, loop.grad, loop.name)
+                memo[node.id] = Node("scan", tuple(memo.get(x.id, x) for x in node.inputs),
+                                     {"loop": new_loop}, node.type, node.name, node.loc,
+                                     node.grad_of)
+                continue
+        moved = _moved(node, memo)
+        if moved is not node:
+            memo[node.id] = moved
+    if not memo:
+        return graph
+    return Graph(list(graph.inputs), [memo.get(o.id, o) for o in graph.outputs], graph.name)
+
+
+def _moved(node: Node, memo: dict[int, Node]) -> Node:
+    """`node` reading the replacements of its inputs (itself if none was replaced)."""
+    inputs = tuple(memo.get(x.id, x) for x in node.inputs)
+    if all(a is b for a, b in zip(inputs, node.inputs)):
+        return node
+    return Node(node.op, inputs, node.attrs, node.type, node.name, node.loc, node.grad_of)
+
+
+def _is_leaf(node: Node) -> bool:
+    return node.op in ("input", "const")
+
+
+def _index(items: list, item) -> int:
+    for k, known in enumerate(items):
+        if known is item or known == item:
+            return k
+    items.append(item)
+    return len(items) - 1
+
+
+def _input(index: int, t: TensorType, name: str | None) -> Node:
+    return Node("input", (), {"index": index, "type": t}, t, name=name)
+
+
+def _key(node: Node) -> tuple:
+    """A node's op and attributes, comparable across iterations (a scan by its body's shape)."""
+    return node.op, tuple(sorted((k, _loop_key(v) if isinstance(v, Loop) else freeze(v))
+                                 for k, v in node.attrs.items()))
+
+
+def _loop_key(loop: Loop) -> tuple:
+    return ("loop", fingerprint(loop.body), loop.n_consts, loop.n_carries, loop.length,
+            loop.reverse)
+
+
+_fingerprints: dict[int, tuple[Graph, str]] = {}
+
+
+def fingerprint(graph: Graph) -> str:
+    """A hash of a graph's structure (ops, attributes, types, edges), not of its nodes' ids."""
+    cached = _fingerprints.get(id(graph))
+    if cached is not None and cached[0] is graph:
+        return cached[1]
+    nodes = graph.nodes()
+    index = {n.id: i for i, n in enumerate(nodes)}
+    digest = hashlib.sha256()
+    for node in nodes:
+        digest.update(repr((_key(node), str(node.type),
+                            [index[x.id] for x in node.inputs])).encode())
+    digest.update(repr([index[o.id] for o in graph.outputs]).encode())
+    result = digest.hexdigest()
+    _fingerprints[id(graph)] = (graph, result)
+    return result
+
+
+def _equal_constants(values: list[Node]) -> bool:
+    first = values[0]
+    return first.op == "const" and all(
+        v.op == "const" and v.type == first.type
+        and np.array_equal(v.attrs["value"], first.attrs["value"], equal_nan=True)
+        for v in values)
+
+
+def _stack(values: list[Node]) -> Node:
+    """The values stacked on a new leading axis; slices X[t] of one array stack back into a
+    view of X."""
+    view = _stacked_slices(values)
+    if view is not None:
+        return view
+    t = values[0].type
+    row = TensorType(t.dtype, (1,) + t.shape)
+    rows = tuple(Node("reshape", (v,), {"shape": row.shape}, row, v.name, v.loc)
+                 for v in values)
+    return Node("concatenate", rows, {"axis": 0}, stacked(t, len(values)), values[0].name,
+                values[0].loc)
+
+
+def _stacked_slices(values: list[Node]) -> Node | None:
+    """X, its axis moved first and sliced, when value m is X[..., i_m, ...] (one element of
+    one axis, that axis dropped) at evenly spaced positions i_m."""
+    found = [_unit_slice(v) for v in values]
+    if any(f is None for f in found) or len({(id(f[0]), f[1]) for f in found}) != 1:
+        return None
+    base, axis, _ = found[0]
+    positions = [f[2] for f in found]
+    step = positions[1] - positions[0]
+    if step == 0 or any(b - a != step for a, b in zip(positions, positions[1:])):
+        return None
+    result = base
+    if axis != 0:
+        perm = (axis,) + tuple(a for a in range(base.type.ndim) if a != axis)
+        result = _node("transpose", result, perm=perm)
+    stop = positions[-1] + 1 if step > 0 else positions[-1] - 1
+    index = ((positions[0], stop, step),) + tuple((0, d, 1) for d in result.type.shape[1:])
+    if index[0] != (0, result.type.shape[0], 1):
+        result = _node("slice", result, index=index)
+    shape = (len(values),) + values[0].type.shape
+    return result if result.type.shape == shape else _node("reshape", result, shape=shape)
+
+
+def _unit_slice(value: Node) -> tuple[Node, int, int] | None:
+    """(X, axis, i) when `value` takes element i of one axis of X: X[i:i+1] (a slice), or
+    X[i] (that slice with the axis dropped)."""
+    sliced = value.inputs[0] if value.op == "reshape" else value
+    if sliced.op != "slice":
+        return None
+    base = sliced.inputs[0]
+    cut = [a for a, spec in enumerate(sliced.attrs["index"])
+           if spec != (0, base.type.shape[a], 1)]
+    if len(cut) != 1 or sliced.type.shape[cut[0]] != 1:
+        return None
+    axis = cut[0]
+    dropped = tuple(d for a, d in enumerate(sliced.type.shape) if a != axis)
+    if value is not sliced and value.type.shape != dropped:
+        return None
+    return base, axis, sliced.attrs["index"][axis][0]
+
+
+def _node(op: str, x: Node, **attrs) -> Node:
+    return Node(op, (x,), attrs, ops.get(op).infer(x.type, **attrs), x.name, x.loc)
+
+
+def _row(stack: Node, m: int, like: Node) -> Node:
+    """stack[m]: row m of the stack's leading axis, that axis dropped."""
+    index = ((m, m + 1, 1),) + tuple((0, d, 1) for d in stack.type.shape[1:])
+    row = _node("slice", stack, index=index)
+    return Node("reshape", (row,), {"shape": like.type.shape}, like.type, like.name, like.loc)
+
+
+def _common_name(values: tuple[Node, ...]) -> str | None:
+    """`W` for values named W_0, W_1, ... (the leaves of a list); else the first one's name."""
+    stems = {v.name.rpartition("_")[0] if v.name and v.name.rpartition("_")[2].isdigit()
+             else None for v in values}
+    stem = stems.pop() if len(stems) == 1 else None
+    return stem or values[0].name
+
+
+def _name(first: list[Node]) -> str:
+    loc = next((n.loc for n in first if n.loc is not None), None)
+    return f"repeat_{loc.lineno}" if loc is not None else "repeat"

@@ -88,7 +88,28 @@ def _rules() -> dict[str, list[Callable[[Node], Node | None]]]:
         ],
         "slice": [lambda n: n.inputs[0] if n.inputs[0].type == n.type and all(
             s == (0, d, 1) for s, d in zip(n.attrs["index"], n.inputs[0].type.shape)) else None],
+        # concatenate(x[i:j], x[j:k], ...) along one axis -> x[i:k]: rows of a stack stacked back
+        "concatenate": [_joined_slices],
     }
+
+
+def _joined_slices(node: Node) -> Node | None:
+    axis = node.attrs["axis"]
+    parts = [x.inputs[0] if x.op == "reshape" and x.inputs[0].op == "slice"
+             and x.inputs[0].type.shape == x.type.shape else x for x in node.inputs]
+    if any(p.op != "slice" for p in parts) or len({p.inputs[0].id for p in parts}) != 1:
+        return None
+    base = parts[0].inputs[0]
+    index = [p.attrs["index"] for p in parts]
+    for k, spec in enumerate(index):
+        others = [s for a, s in enumerate(spec) if a != axis]
+        if others != [s for a, s in enumerate(index[0]) if a != axis] or spec[axis][2] != 1:
+            return None
+        if k and spec[axis][0] != index[k - 1][axis][1]:
+            return None
+    joined = list(index[0])
+    joined[axis] = (index[0][axis][0], index[-1][axis][1], 1)
+    return _new("slice", (base,), {"index": tuple(joined)}, node)
 
 
 RULES = _rules()

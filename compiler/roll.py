@@ -190,8 +190,8 @@ class _Roller:
 
     def _aligned(self, first: int, end: int, p: int) -> _Run | None:
         """The run of whole iterations in a stretch of matches [first, end) that has the most
-        of them (it may begin up to one iteration early: see `_matches`)."""
-        for start in range(max(0, first - p + 1), first + 1):
+        of them (it may begin one iteration early: see `_matches`)."""
+        for start in range(max(0, first - p), first + 1):
             if all(self._matches(i, p, start) for i in range(start, first)):
                 run = _Run(start, p, (end - start) // p + 1)
                 if run.steps >= 2 and self._roles(run) is not None:
@@ -210,7 +210,6 @@ class _Roller:
         roles = _Roles()
         roles.hoisted = [offset for offset in range(run.period)
                          if len({_key(it[offset]) for it in iterations}) > 1]
-        carries: dict[tuple[int, int], int] = {}
         for offset, node in enumerate(iterations[0]):
             for j in range(len(node.inputs)):
                 values = [it[offset].inputs[j] for it in iterations]
@@ -218,18 +217,17 @@ class _Roller:
                     if any(self._offset_in(run, m, v) for m, v in enumerate(values)):
                         return None
                     continue
-                role = self._role(run, roles, offset, values, carries)
+                role = self._role(run, roles, offset, values)
                 if role is None:
                     return None
                 roles.inputs[offset, j] = role
         return roles
 
-    def _role(self, run: _Run, roles: _Roles, offset: int, values: list[Node],
-              carries: dict) -> Role | None:
+    def _role(self, run: _Run, roles: _Roles, offset: int, values: list[Node]) -> Role | None:
         relative = [self._offset_in(run, m, v) for m, v in enumerate(values)]
         if all(r is None for r in relative):  # made before the run
             if all(v is values[0] for v in values) or _equal_constants(values):
-                return "const", _index(roles.consts, values[0])
+                return "const", _index(roles.consts, values[0], _same_value)
             return "xs", _index(roles.xs, tuple(values))
         if relative[0] is not None and all(r == relative[0] for r in relative) \
                 and relative[0][0] == 0:
@@ -238,11 +236,12 @@ class _Roller:
         later = relative[1:]
         if relative[0] is None and all(r == later[0] for r in later) and later[0][0] == -1 \
                 and later[0][1] not in roles.hoisted:
-            key = (later[0][1], values[0].id)
-            if key not in carries:
-                carries[key] = len(roles.carries)
-                roles.carries.append((later[0][1], values[0]))
-            return "carry", carries[key]
+            source, init = later[0][1], values[0]
+            for k, (known_source, known_init) in enumerate(roles.carries):
+                if known_source == source and _same_value(known_init, init):
+                    return "carry", k
+            roles.carries.append((source, init))
+            return "carry", len(roles.carries) - 1
         return None
 
     def _offset_in(self, run: _Run, m: int, value: Node) -> tuple[int, int] | None:
@@ -376,12 +375,18 @@ def _is_leaf(node: Node) -> bool:
     return node.op in ("input", "const")
 
 
-def _index(items: list, item) -> int:
+def _index(items: list, item, same=lambda a, b: a is b or a == b) -> int:
     for k, known in enumerate(items):
-        if known is item or known == item:
+        if same(known, item):
             return k
     items.append(item)
     return len(items) - 1
+
+
+def _same_value(a: Node, b: Node) -> bool:
+    """The same node, or constants of one value (a NumPy array the user's code reads in
+    several places is a constant for each)."""
+    return a is b or _equal_constants([a, b])
 
 
 def _input(index: int, t: TensorType, name: str | None) -> Node:
@@ -437,8 +442,8 @@ def _stack(values: list[Node]) -> Node:
     row = TensorType(t.dtype, (1,) + t.shape)
     rows = tuple(Node("reshape", (v,), {"shape": row.shape}, row, v.name, v.loc)
                  for v in values)
-    return Node("concatenate", rows, {"axis": 0}, stacked(t, len(values)), values[0].name,
-                values[0].loc)
+    return Node("concatenate", rows, {"axis": 0}, stacked(t, len(values)),
+                _common_name(values), values[0].loc)
 
 
 def _stacked_slices(values: list[Node]) -> Node | None:

@@ -27,6 +27,13 @@ FASTMATH = '{"reassoc", "contract", "arcp", "nsz"}'  # never nnan/ninf: NaN and 
 DECORATOR = f"@numba.njit(cache=True, error_model=\"numpy\", fastmath={FASTMATH})"
 # Only kernels with a numba.prange loop compile with parallel=True: it costs compile time.
 PARALLEL_DECORATOR = DECORATOR.replace("cache=True,", "cache=True, parallel=True,")
+# A scan's body is inlined into its loop by numba: compiled as a function of its own it is
+# compiled twice (alone, then again within its caller's module), 10% more compile time for
+# a GRU step here; its source stays a function, to be read and tested alone.
+BODY_DECORATOR = f"@numba.njit(inline=\"always\", error_model=\"numpy\", fastmath={FASTMATH})"
+# CPython passes more than 30 arguments as a tuple (CALL_FUNCTION_EX), which numba's inliner
+# refuses; such a body stays a function of its own.
+INLINE_MAX_ARGUMENTS = 30
 
 
 class KernelWriter:
@@ -113,6 +120,8 @@ class KernelWriter:
                 self.nests.write(unit)
         self._finish()
         decorator = PARALLEL_DECORATOR if self.nests.parallel else DECORATOR
+        if self.is_body and not self.nests.parallel and len(params) <= INLINE_MAX_ARGUMENTS:
+            decorator = BODY_DECORATOR
         head = [decorator, f"def {self.function_name}({', '.join(params)}):"]
         return "\n".join(head + self.lines) + "\n"
 

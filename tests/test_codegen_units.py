@@ -127,6 +127,25 @@ def test_stack_accumulators_are_filled_again_at_every_call():
     np.testing.assert_array_equal(f(second), [-1.0 - 2.0, -1.0 - 2.0])
 
 
+def transposed_products(x):
+    a = np.exp(x)  # read transposed below: an array, small and static
+    b = np.tanh(a.T * a)  # a result: it must outlive the call
+    return b, np.sum(b.T * a)
+
+
+def test_small_static_temporaries_live_on_the_stack_and_results_do_not():
+    x = np.linspace(-1.0, 1.0, 16).reshape(4, 4)
+    body = kernel_body(source_of(transposed_products, x))
+    assert "a = _stack_empty((4, 4), np.float64)" in body
+    assert "b = np.empty((4, 4), np.float64)" in body
+    f = compile_grad(transposed_products)
+    first = f(x)
+    f(-2.0 * x)  # a result in the kernel's frame would now hold the second call's values
+    expected = compile_grad(transposed_products, backend="interpreter")(x)
+    np.testing.assert_allclose(first[0], expected[0], rtol=1e-12)
+    np.testing.assert_allclose(first[1], expected[1], rtol=1e-12)
+
+
 def test_views_are_index_arithmetic_not_copies():
     def f(x):
         return np.sum(x.T[::2] * x[:, 1])

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from compiler.codegen.fusion import GATHERS, Call, Plan, uses_blas
+from compiler.codegen import stack
+from compiler.codegen.fusion import GATHERS, Call, LoopNest, Plan, uses_blas
 from compiler.codegen.loops import MinibatchLoop
 from compiler.codegen.names import Namer, function_name, loop_index
 from compiler.codegen.nests import INDENT, NestWriter, comment_of, element_index
@@ -69,6 +70,10 @@ class KernelWriter:
         self.depth = 1
         self.nests = NestWriter(self)
         self.calls_blas = any(n.op == "matmul" and uses_blas(n) for n in walk(self.graph))
+        self.escaping = self._escaping()
+        self.stack_temporaries = not any(self.nests.parallel_loop(u) for u in plan.units
+                                         if isinstance(u, LoopNest))
+        self._stack_left = stack.TEMPORARIES_MAX_BYTES
         # A value may share the function's name (`loss = ...` in `def loss`): the
         # kernel never calls itself, so the local shadows nothing it uses.
         self.function_name = function_name(self.graph.name)
@@ -253,9 +258,39 @@ class KernelWriter:
     def alloc(self, node: Node, fill: str = "empty", dtype=None, name: str | None = None) -> None:
         if node.id in self.preallocated and name is None:
             return  # stored in an input's array
-        dtype = node.dtype if dtype is None else dtype
+        dtype = np.dtype(node.dtype if dtype is None else dtype)
         target = name or self.name_of(node)
-        self.line(f"{target} = np.{fill}({shape_text(node.shape)}, {dtype_name(dtype)})")
+        shape, dtype_text = shape_text(node.shape), dtype_name(dtype)
+        if self._on_stack(node, dtype):
+            if fill == "ones":
+                self.line(f"{target} = {self.helpers.stack_array('full')}({shape}, 1, "
+                          f"{dtype_text})")
+            else:
+                self.line(f"{target} = {self.helpers.stack_array(fill)}({shape}, {dtype_text})")
+            return
+        self.line(f"{target} = np.{fill}({shape}, {dtype_text})")
+
+    def _on_stack(self, node: Node, dtype: np.dtype) -> bool:
+        """Whether the array of `node` is a temporary on the stack (compiler/codegen/stack.py):
+        static and small, seen by nothing outside this function, in a kernel with no
+        parallel loop."""
+        if not self.stack_temporaries or node.id in self.escaping:
+            return False
+        size = stack.temporary_bytes(node.shape, dtype.itemsize)
+        if size is None or size > self._stack_left:
+            return False
+        self._stack_left -= size
+        return True
+
+    def _escaping(self) -> set[int]:
+        """The nodes whose arrays outlive the call: results, and what they reshape."""
+        found = set()
+        for node in self.graph.outputs:
+            found.add(node.id)
+            while node.op == "reshape" and isinstance(self.plan.unit_of.get(node.id), Call):
+                node = node.inputs[0]
+                found.add(node.id)
+        return found
 
     # --- calls ---------------------------------------------------------------------------
     def _call(self, node: Node) -> None:

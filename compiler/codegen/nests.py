@@ -16,7 +16,7 @@ and scatter-adds keep the nest serial. A parallel loop costs ~1.8 us per call
 to start the threads, so only nests of at least `PARALLEL_MIN_ELEMENTS`
 elements, all static, qualify (measured below); symbolic extents (a batch
 size) stay serial, because a training step on a batch of 20 cannot afford it.
-Kernels that call BLAS stay serial throughout (see `_parallel`).
+Kernels that call BLAS stay serial throughout (see `parallel_loop`).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class NestWriter:
         for m in nest.members:
             if m.id in self.k.plan.arrays:
                 self.k.alloc(m)
-        parallel = self._parallel(nest)
+        parallel = self.parallel_loop(nest)
         reductions = {s.id: self._reduction(s, parallel) for s in nest.sinks
                       if s.op in REDUCTIONS}
         for s in nest.sinks:
@@ -111,7 +111,7 @@ class NestWriter:
             if m.id in self.k.plan.local_reads or m.op == "matmul":
                 self.locals[m.id] = self.k.namer.fresh(f"{name}_val")
 
-    def _parallel(self, nest: LoopNest) -> bool:
+    def parallel_loop(self, nest: LoopNest) -> bool:
         """Whether the nest's outer loop is large and can be a race-free `numba.prange`."""
         if self.k.calls_blas:
             # numba's OpenMP workers spin for a while after a parallel region; a BLAS call

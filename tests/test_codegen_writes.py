@@ -59,3 +59,32 @@ def test_a_returned_input_is_copied_before_it_is_overwritten_and_0d_inputs_work(
     assert s[()] == 3.0
     np.testing.assert_array_equal(p, [2.0, 3.0])
     assert not np.shares_memory(old_p, p)
+
+
+def test_an_output_that_hands_out_an_input_reads_it_before_that_input_is_written():
+    """A loop body's shape: the old carry goes out as a residual, the new one into its array."""
+    c, s = np.arange(1.0, 6.0), np.zeros(5)
+    kernel, source = compiled_with_writes(lambda c, s: (np.sin(c), c), (c, s), {0: 0, 1: 1})
+    assert kernel([c, s]) == []
+    np.testing.assert_array_equal(s, np.arange(1.0, 6.0))
+    np.testing.assert_allclose(c, np.sin(np.arange(1.0, 6.0)), rtol=1e-15)
+
+
+def test_outputs_that_swap_two_inputs_go_through_an_array_of_their_own():
+    x, y = np.arange(4.0), -np.arange(4.0) - 1.0
+    kernel, source = compiled_with_writes(lambda x, y: (y, x.T), (x, y), {0: 0, 1: 1})
+    assert "_staged = np.empty" in source
+    assert kernel([x, y]) == []
+    np.testing.assert_array_equal(x, -np.arange(4.0) - 1.0)
+    np.testing.assert_array_equal(y, np.arange(4.0))
+
+
+def test_an_input_read_at_the_end_through_a_view_is_not_written_in_place():
+    W, g = np.arange(9.0).reshape(3, 3), np.ones((3, 3))
+    expected_T = W.T.copy()
+    kernel, source = compiled_with_writes(lambda W, g, out: (W - 0.5 * g, W.T),
+                                          (W, g, np.zeros((3, 3))), {0: 0, 1: 2})
+    out = np.zeros((3, 3))
+    kernel([W, g, out])
+    np.testing.assert_array_equal(out, expected_T)
+    np.testing.assert_array_equal(W, np.arange(9.0).reshape(3, 3) - 0.5)

@@ -21,7 +21,7 @@ from compiler.codegen.prelude import HelperSet
 from compiler.codegen.reading import Reader, dim_text, offset, shape_text, subscript
 from compiler.codegen.scalars import dtype_name
 from compiler.codegen.scans import BodyFunctions, write_scan
-from compiler.codegen.writes import stored_in_place
+from compiler.codegen.writes import input_memory, stored_in_place
 from compiler.ir import Node, Sym, walk
 
 FASTMATH = '{"reassoc", "contract", "arcp", "nsz"}'  # never nnan/ninf: NaN and inf are data
@@ -195,9 +195,7 @@ class KernelWriter:
         if self.loop is None:
             results = self._results([k for k in range(len(self.graph.outputs))
                                      if k not in self.writes])
-        for k, j in sorted(self.writes.items()):
-            if k not in self.in_place:
-                self._copy_into(self.arrays[self.graph.inputs[j].id], self.graph.outputs[k])
+        self._store_written()
         if self.loop is not None:
             self.loop.close(self, self.reader.read(self.graph.outputs[self.loop.loss], ()))
             return
@@ -206,6 +204,49 @@ class KernelWriter:
             return
         closing = "," if len(results) == 1 else ""
         self.line(f"return ({', '.join(results)}{closing})")
+
+    def _store_written(self) -> None:
+        """Copy the written outputs that were not stored in place into their input arrays.
+
+        An output may read an input that another output is stored into (a loop body that
+        hands out the carry it was given, as a residual, and stores the new carry into the
+        same array): such a read goes first. Where reads go round in a circle (x, y = y, x),
+        one output is first copied to an array of its own.
+        """
+        pending = [(k, j) for k, j in sorted(self.writes.items()) if k not in self.in_place]
+        reads = {k: input_memory(self.plan, self.graph.outputs[k]) for k, _ in pending}
+        staged: dict[int, str] = {}
+        while pending:
+            targets_read = {i for k, _ in pending if k not in staged for i in reads[k]}
+            ready = [(k, j) for k, j in pending
+                     if self.graph.inputs[j].id not in targets_read - self._own(k, j)]
+            if not ready:  # a circle: take one output out of it
+                k, _ = pending[0]
+                out = self.graph.outputs[k]
+                staged[k] = self.namer.fresh(f"{self.names.get(out.id, 'out')}_staged")
+                self.line(f"{staged[k]} = np.empty({shape_text(out.shape)}, "
+                          f"{dtype_name(out.dtype)})")
+                self._copy_into(staged[k], out)
+                continue
+            for k, j in ready:
+                target = self.arrays[self.graph.inputs[j].id]
+                if k in staged:
+                    self._copy_array(target, staged[k], self.graph.outputs[k].shape)
+                else:
+                    self._copy_into(target, self.graph.outputs[k])
+            pending = [w for w in pending if w not in ready]
+
+    def _own(self, k: int, j: int) -> set[int]:
+        """Input j, when output k is that very input (copying it into itself reads nothing
+        that was changed)."""
+        target = self.graph.inputs[j]
+        return {target.id} if self.graph.outputs[k] is target else set()
+
+    def _copy_array(self, target: str, source: str, shape) -> None:
+        index = element_index(shape)
+        self._open_loops(shape)
+        self.line(f"{subscript(target, index)} = {subscript(source, index)}")
+        self._close_loops(shape)
 
     def _results(self, indices: list[int]) -> list[str]:
         """The expressions of the outputs at `indices`, read before any written output is stored:

@@ -4,15 +4,16 @@ A scan (compiler/ops/control.py) becomes
 
     h = h0.copy()
     ys = np.empty((20, 16, 32), np.float64)
-    for step in range(20):
-        h = gru_step(Wz, Uz, h, xs[step], ys[step])
+    for t in range(20):
+        gru_step_body(Wz, Uz, h, xs[t], ys[t])
 
 where `gru_step` is the body, written like any kernel (fused loop nests, BLAS calls)
 by its own `KernelWriter`, and compiled by numba once, however many steps run. It
 takes the consts, the carries and the step's slices of `xs` (0-d ones as scalars),
-writes each step's array outputs into the slices of their stacks that it is handed,
-and returns the new carries and the step's scalar outputs. A body used twice (the
-same loop in two kernels of a module, or two scans of one body) is written once.
+stores its new array carries into the carries' arrays (the loop's own copies) and its
+array outputs into the slices of their stacks that it is handed, and returns its new
+scalar carries and scalar outputs. A body used twice (the same loop in two kernels of
+a module, or two scans of one body) is written once.
 
 Constant arrays in a body are hoisted out as consts of its scan first
 (`hoist_constants`), so every array a body reads is an argument of its caller.
@@ -73,11 +74,13 @@ def _hoisted(node: Node) -> Node:
 # --- the body functions of a module -------------------------------------------------------
 @dataclass(frozen=True)
 class BodyFunction:
-    """A body's function: its name, which outputs it writes into the stack slices it is
-    handed, and which symbolic dims it takes as trailing ints."""
+    """A body's function: its name, which carries it updates in place and which outputs it
+    writes into the stack slices it is handed (the others it returns), and which symbolic
+    dims it takes as trailing ints."""
 
     name: str
-    written: tuple[int, ...]  # indices of ys written into slices (the rest are returned)
+    updated: tuple[int, ...]  # array carries, stored into the carry's own array
+    written: tuple[int, ...]  # indices of array ys, written into slices of their stacks
     syms: tuple[Sym, ...]
 
 
@@ -90,7 +93,6 @@ class BodyFunctions:
         self._by_loop: dict[int, BodyFunction] = {}
         self._by_text: dict[str, str] = {}
         self._names: set[str] = set()
-        self.calls_blas = False
 
     def function(self, loop: Loop) -> BodyFunction:
         found = self._by_loop.get(id(loop))
@@ -103,29 +105,34 @@ class BodyFunctions:
         from compiler.codegen.fusion import plan
 
         body = loop.body
-        nk = loop.n_carries
+        nc, nk = loop.n_consts, loop.n_carries
+        updated = tuple(k for k in range(nk) if body.outputs[k].shape != ())
         written = tuple(j for j, y in enumerate(body.outputs[nk:]) if y.shape != ())
         slots = [Node("input", (), {"index": len(body.inputs) + k, "type": y.type}, y.type,
                       name=f"{y.name or 'y'}_out")
                  for k, y in enumerate(body.outputs[nk + j] for j in written)]
         graph = Graph(body.inputs + slots, body.outputs, f"{loop.name}_body")
-        writes = {nk + j: len(body.inputs) + k for k, j in enumerate(written)}
+        # New array carries go into the carry's own array (in the loop nest that computes
+        # them when nothing reads the old values after, else copied at the end): a step
+        # allocates nothing for its carries.
+        writes = {k: nc + k for k in updated}
+        writes.update({nk + j: len(body.inputs) + k for k, j in enumerate(written)})
         syms = tuple(sorted(_syms_of(body) - _syms_of_inputs(body), key=lambda s: s.name))
         writer = KernelWriter(plan(graph), writes, helpers=self.helpers, bare_scalars=True,
                               bodies=self, is_body=True, syms=syms)
         text = writer.write()
-        self.calls_blas |= writer.calls_blas
         known = self._by_text.get(text)
         if known is None:
-            name = writer.function_name
+            name, k = writer.function_name, 1
             while name in self._names:  # the same name, another body: number it
-                name = f"{writer.function_name}_{len(self._names) + 1}"
+                k += 1
+                name = f"{writer.function_name}_{k}"
             text = text.replace(f"def {writer.function_name}(", f"def {name}(", 1)
             self._names.add(name)
             self._by_text[text] = name
             self.sources.append(text)
             known = name
-        return BodyFunction(known, written, syms)
+        return BodyFunction(known, updated, written, syms)
 
 
 def _syms_of(graph: Graph) -> set[Sym]:
@@ -156,15 +163,12 @@ def write_scan(k: KernelWriter, node: Node) -> None:
     results = _result_names(k, node)
     consts = [_argument(k, x) for x in node.inputs[:nc]]
     carries = results[:nk]
-    may_be_empty = not (isinstance(loop.length, int) and loop.length > 0)
     k.line(f"# {loop.name}: {dim_text(loop.length)} steps"
            f"{', last to first' if loop.reverse else ''}", None)
     for name, init in zip(carries, node.inputs[nc:nc + nk]):
-        value = _argument(k, init)
-        # A carry is never written into, so it may start as its initial array itself; when
-        # no step may run it is a result, and results never alias an argument.
-        copy = ".copy()" if may_be_empty and init.shape != () else ""
-        k.line(f"{name} = {value}{copy}", comment_of(node))
+        # an array carry is the loop's own array, which every step updates
+        copy = ".copy()" if init.shape != () else ""
+        k.line(f"{name} = {_argument(k, init)}{copy}", comment_of(node))
     ys = results[nk:]
     for y, out in zip(ys, body.outputs[nk:]):
         t = TensorType(out.dtype, (loop.length,) + out.shape)
@@ -178,13 +182,15 @@ def write_scan(k: KernelWriter, node: Node) -> None:
     arguments = consts + carries + xs + slots + [s.name for s in function.syms]
     call = f"{function.name}({', '.join(arguments)})"
     returned_ys = [j for j in range(loop.n_ys) if j not in function.written]
-    targets = carries + [k.namer.fresh(f"{ys[j]}_step") for j in returned_ys]
+    targets = [c for i, c in enumerate(carries) if i not in function.updated] + \
+        [k.namer.fresh(f"{ys[j]}_step") for j in returned_ys]
+    n_scalar_carries = nk - len(function.updated)
     k.depth += 1
     if not targets:
         k.line(call, comment_of(node))
     else:
         k.line(f"{', '.join(targets)} = {call}", comment_of(node))
-    for j, value in zip(returned_ys, targets[nk:]):
+    for j, value in zip(returned_ys, targets[n_scalar_carries:]):
         k.line(f"{ys[j]}[{step}] = {value}")
     k.depth -= 1
 

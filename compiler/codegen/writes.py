@@ -12,8 +12,9 @@ happens
 - inside the writing nest, at the element being written (not broadcast, not
   through a transpose or a gather), in a statement before the write,
 
-and the input is not itself a result. Otherwise the output gets its own array
-and is copied into the input after everything else is computed.
+and the input is not itself a result, nor seen by one through a view (results are
+copied at the end, after the store). Otherwise the output gets its own array and
+is copied into the input after everything else is computed.
 """
 
 from __future__ import annotations
@@ -39,19 +40,33 @@ def stored_in_place(plan: Plan, writes: Mapping[int, int]) -> set[int]:
     users = users_of(plan.nodes)
     position = {id(unit): k for k, unit in enumerate(plan.units)}
     output_ids = [n.id for n in graph.outputs]
+    read_at_end = {i for out in graph.outputs for i in input_memory(plan, out)}
     in_place = set()
     for k, j in writes.items():
         out, target = graph.outputs[k], graph.inputs[j]
         unit = plan.unit_of.get(out.id)
         if not isinstance(unit, LoopNest) or out.id not in unit.member_ids \
                 or out.shape != target.shape or out.dtype != target.dtype or out.shape == () \
-                or output_ids.count(out.id) > 1 or target.id in output_ids:
+                or output_ids.count(out.id) > 1 or target.id in read_at_end:
             continue
         body = {n.id: p for p, n in enumerate(unit.body)}
         if all(_read_before(plan, unit, position, body, out, reader, read, aligned)
                for reader, read, aligned in _reads(plan, users, target, True)):
             in_place.add(k)
     return in_place
+
+
+def input_memory(plan: Plan, node: Node) -> set[int]:
+    """The inputs whose memory reading `node` reads (through views and `.reshape()` calls);
+    an output that reads an input this way is copied at the end, and reads it then."""
+    found, stack = set(), [node]
+    while stack:
+        n = stack.pop()
+        if n.op == "input":
+            found.add(n.id)
+        elif n.id in plan.views or n.op == "reshape" and isinstance(plan.unit_of.get(n.id), Call):
+            stack.extend(n.inputs)
+    return found
 
 
 def _reads(plan: Plan, users, node: Node, aligned: bool) -> Iterator[tuple[Node, Node, bool]]:

@@ -111,11 +111,6 @@ class _FunctionChecker(Interpreter):
                                        f"holds {_what_the_variable_holds(loop)}; use another "
                                        "name", assigned[variable])
         carries = loop.carries(self.bound)
-        if not carries:
-            raise self.source.error_at(
-                "this loop changes nothing: its body assigns no name bound before the loop, "
-                "and names first bound inside a loop exist only inside it; bind a value before "
-                "the loop (such as total = 0.0) to carry it from step to step", tree)
         bound_before, static_before = set(self.bound), set(self.static)
         self.static -= set(carries)  # carried values are arrays, different at each step
         self.bind(str(variable))
@@ -127,6 +122,11 @@ class _FunctionChecker(Interpreter):
             self.ended_loops[name] = loop
         self.bound = bound_before
         self.static = static_before - set(carries)
+        if not carries:  # checked after the body, whose unknown names say more
+            raise self.source.error_at(
+                "this loop changes nothing: its body assigns no name bound before the loop, "
+                "and names first bound inside a loop exist only inside it; bind a value before "
+                "the loop (such as total = 0.0) to carry it from step to step", tree)
 
     def name(self, tree: Tree) -> None:
         token = tree.children[0]
@@ -210,8 +210,8 @@ class _FunctionChecker(Interpreter):
                 where, reason = problem
                 raise self.source.error_at(
                     f"the bounds of {RANGE}() must be known when the function is traced: "
-                    f"whole numbers, dimensions (such as N) and {', '.join(_INTEGER_OPERATORS)} "
-                    f"on them; {reason}", where)
+                    "whole numbers, dimensions (such as N) and integer arithmetic on them "
+                    f"({' '.join(_INTEGER_OPERATORS)}); {reason}", where)
 
     def _not_static(self, tree: Tree) -> tuple[Tree | Token, str] | None:
         """Where and why `tree` may not be an int known when tracing; None when it is one."""

@@ -268,7 +268,19 @@ def test_loops_of_no_steps_leave_their_carries_unchanged():
     np.testing.assert_array_equal(grad, np.ones(3))
 
 
-# --- the examples: runtime semantics and numba ---------------------------------------------
+# --- the examples: gradients, runtime semantics and numba ---------------------------------
+def test_the_rnn_examples_gradients_match_central_differences_in_float64():
+    path = EXAMPLES / "rnn.gf"
+    fn = dsl.load(path, float_dtype=np.float64)
+    inputs = random_inputs(fn.dsl_params, n=5, seed=3)
+    names = list(inputs)
+    compiled = compile_grad(fn, wrt=("W", "U", "h0"), backend="interpreter")
+    _, grads = compiled.value_and_grad(**inputs)
+    for name, grad in zip(("W", "U", "h0"), grads, strict=True):
+        numeric = central_differences(fn, [inputs[n] for n in names], names.index(name))
+        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
+
+
 def test_a_loop_example_has_the_runtime_semantics():
     loss = compile_grad(EXAMPLES / "rnn.gf", backend="interpreter")
     inputs = random_inputs(loss.dsl_params, n=6, seed=2)

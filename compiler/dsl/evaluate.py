@@ -195,9 +195,7 @@ class _Evaluator(Interpreter):
         bounds = []
         for argument in arguments:
             value = self.visit(argument)
-            if isinstance(value, SymDim):  # a symbolic size: the function is specialized to it
-                value = operator.index(value)
-            try:
+            try:  # a symbolic size raises Concretize: the function is specialized to the size
                 bounds.append(operator.index(value))
             except TypeError:
                 raise self.source.error_at(f"the bounds of range() must be whole numbers; got "

@@ -60,6 +60,7 @@ class _FunctionChecker(Interpreter):
         # the dimensions and let-bindings of integer arithmetic on them.
         self.static = set(function.dim_names())
         self.loops: list[ForLoop] = []  # the loops being checked, outermost first
+        self.carried: list[list[str]] = []  # the names each of them carries
         self.ended_loops: dict[str, ForLoop] = {}  # names that exist only inside an ended loop
 
     def check(self) -> None:
@@ -115,9 +116,11 @@ class _FunctionChecker(Interpreter):
         self.static -= set(carries)  # carried values are arrays, different at each step
         self.bind(str(variable))
         self.loops.append(loop)
+        self.carried.append(carries)
         for statement in loop.body:
             self.visit(statement)
         self.loops.pop()
+        self.carried.pop()
         for name in self.bound - bound_before:
             self.ended_loops[name] = loop
         self.bound = bound_before
@@ -185,7 +188,6 @@ class _FunctionChecker(Interpreter):
                 raise self.source.error_at("positional argument follows keyword argument", item)
         return keywords
 
-
     # --- loop headers ------------------------------------------------------------------------
     def _check_iterable(self, loop: ForLoop) -> None:
         bounds = loop.range_arguments
@@ -237,7 +239,7 @@ class _FunctionChecker(Interpreter):
     def _describe_value(self, name: str) -> str:
         if any(name == loop.variable for loop in self.loops):
             return "is a loop variable, which differs at each step"
-        if any(name in loop.assignments() for loop in self.loops):
+        if any(name in carries for carries in self.carried):
             return "is carried by a loop, so it differs at each step"
         if any(name == p.name for p in self.function.params):
             return "is a parameter, whose value is known only when the function runs"

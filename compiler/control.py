@@ -17,6 +17,7 @@ loops over NumPy values, so the same code works either way.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -44,8 +45,11 @@ def scan(f: Callable, init: Any, xs: Any = None, length: int | None = None,
 def fori_loop(lower: int, upper: int, body: Callable, init: Any) -> Any:
     """`val = body(i, val)` for i in range(lower, upper); returns the last `val`
     (JAX's `lax.fori_loop`). `i` is an int64 scalar."""
-    if not all(isinstance(b, (int, np.integer)) for b in (lower, upper)):
-        raise TypeError("fori_loop's bounds must be Python or NumPy ints (known when tracing)")
+    try:  # a symbolic size (x.shape[0]) specializes the function to it, as range() does
+        lower, upper = operator.index(lower), operator.index(upper)
+    except TypeError:
+        raise TypeError("fori_loop's bounds must be Python or NumPy ints (known when "
+                        f"tracing); got {lower!r} and {upper!r}") from None
     if current_builder() is None:
         value = init
         for i in range(lower, upper):

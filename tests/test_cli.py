@@ -13,6 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = str(ROOT / "examples" / "mlp.gf")  # the DSL file every command is tried on
+SPRINGS = str(ROOT / "examples" / "spring_chain.gf")  # a counted loop (fori_loop)
+RNN = str(ROOT / "examples" / "rnn.gf")  # a loop over the rows of an array (scan)
 
 PYTHON_MODELS = '''
 import numpy as np
@@ -254,3 +256,49 @@ def test_the_console_script_is_installed():
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("def loss(")
+
+
+# --- programs with loops ---------------------------------------------------------------------
+def test_ir_of_a_loop_shows_one_scan_and_its_body():
+    result = gradfuse("ir", SPRINGS, "--kind", "value_and_grad")
+    assert result.returncode == 0, result.stderr
+    ir = result.stdout
+    assert ir.count("= scan(") == 2  # the loop, and the reverse loop of its gradient
+    assert "loop=<step: 100 steps>" in ir and "loop=<step_grad: 100 steps, reverse>" in ir
+    assert "def step(x: f64[8], v: f64[8], step: i64[])" in ir
+    assert "# spring_chain.gf:16" in ir and "# grad of scan, spring_chain.gf:16" in ir
+
+
+def test_source_of_a_loop_is_a_for_loop_forward_and_backward():
+    result = gradfuse("source", RNN, "--kind", "value_and_grad", backend=None)
+    assert result.returncode == 0, result.stderr
+    source = result.stdout
+    assert "def step_body(" in source and "def step_grad_body(" in source
+    assert "for t in range(" in source and "for t_2 in range(" in source
+    assert "# rnn.gf:8" in source and "rnn.gf:7" in source
+
+
+@pytest.mark.parametrize("path", [SPRINGS, RNN], ids=["spring_chain", "rnn"])
+def test_check_passes_for_the_gradients_of_loops(path):
+    result = gradfuse("check", path, "--seed", "2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert result.stdout.splitlines()[-1] == "all gradients match"
+    assert "  v0  " in result.stdout or "  U   " in result.stdout
+
+
+def test_time_of_a_loop():
+    result = gradfuse("time", RNN, "--repeat", "2", "--dim", "T=5")
+    assert result.returncode == 0, result.stderr
+    assert "xs: f32[5,4]" in result.stdout
+    kinds = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert kinds == ["forward", "backward", "value_and_grad"]
+
+
+def test_a_loop_mistake_exits_with_status_1(tmp_path):
+    path = tmp_path / "loop.gf"
+    path.write_text("def loss(x: f64[N, 3]):\n    for row in x:\n        h = row * 2\n"
+                    "    return sum(h)\n")
+    result = gradfuse("check", str(path))
+    assert result.returncode == 1
+    assert f"{path}:2:5: this loop changes nothing" in result.stderr
+    assert "    for row in x:\n    ^" in result.stderr

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compiler import fori_loop, scan
 from runtime import functional as F
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -52,12 +53,42 @@ def classifier_loss(W1, b1, W2, b2, X, labels):
     return data_loss + 1e-3 * penalty
 
 
+def spring_force(x, k):
+    return k * np.concatenate([x[1:2] - x[:1], x[2:] - 2 * x[1:-1] + x[:-2], x[-2:-1] - x[-1:]])
+
+
+def spring_chain_loss(v0, x0, target):
+    k = 4.0
+    damping = 0.2
+    dt = 0.02
+
+    def step(i, state):
+        x, v = state
+        a = spring_force(x, k) - damping * v
+        x = x + dt * v
+        v = v + dt * a
+        return x, v
+
+    x, v = fori_loop(0, 100, step, (x0, v0))
+    return np.sum((x - target) ** 2) + np.sum(v * v)
+
+
+def rnn_loss(W, U, b, h0, V, xs, y):
+    def step(h, x):
+        return np.tanh(x @ W + h @ U + b), None
+
+    h, _ = scan(step, h0, xs)
+    return np.mean((h @ V - y) ** 2)
+
+
 # file name -> (its Python equivalent, the parameters that are differentiated)
 EQUIVALENTS = {
     "mlp.gf": (mlp_loss, ("W1", "b1", "W2", "b2")),
     "logistic_regression.gf": (logistic_loss, ("w", "b")),
     "mean_absolute_error.gf": (mae, ("params",)),
     "classifier.gf": (classifier_loss, ("W1", "b1", "W2", "b2")),
+    "spring_chain.gf": (spring_chain_loss, ("v0",)),
+    "rnn.gf": (rnn_loss, ("W", "U", "b", "h0", "V")),
 }
 
 
@@ -84,14 +115,39 @@ def without_locations(ir_text: str) -> str:
 
 
 def without_names(ir_text: str) -> str:
-    """IR text with every value renamed v0, v1, ... in order of definition, locations dropped."""
-    text = without_locations(ir_text)
-    header, *body = text.splitlines()
-    defined = re.findall(r"(%?\w+): \w+\[", header.split("->")[0].split("(", 1)[1])
-    defined += [line.split(":")[0].strip() for line in body if ":" in line]
-    renamed = {name: f"v{i}" for i, name in enumerate(defined)}
-    text = re.sub(r"^def \w+", "def f", text)
-    return re.sub(r"%?\b\w+\b|%\d+", lambda m: renamed.get(m.group(0), m.group(0)), text)
+    """IR text with the values of each graph (the function's, and each loop body's: a scope
+    of its own) renamed v0, v1, ... in order of definition; locations dropped, and the
+    function called f."""
+    lines: list[str] = []
+    scopes: list[tuple[int, dict[str, str]]] = []  # (indentation of the def, renaming)
+    for number, line in enumerate(without_locations(ir_text).splitlines()):
+        indent = len(line) - len(line.lstrip())
+        while scopes and indent <= scopes[-1][0]:
+            scopes.pop()
+        code = line.strip()
+        if code.startswith("def "):
+            name, rest = code[4:].split("(", 1)
+            params = re.findall(r"(%?\w+): ", rest.split("->")[0])
+            renaming = {p: f"v{i}" for i, p in enumerate(params)}
+            scopes.append((indent, renaming))
+            name = "f" if number == 0 else name
+            lines.append(" " * indent + f"def {name}(" + _renamed(rest, renaming))
+            continue
+        renaming = scopes[-1][1]
+        target = re.match(r"(%?\w+): ", code)
+        if target is not None:
+            renaming[target.group(1)] = f"v{len(renaming)}"
+        lines.append(" " * indent + _renamed(code, renaming))
+    return "\n".join(lines)
+
+
+def _renamed(code: str, renaming: dict[str, str]) -> str:
+    """Value names replaced; not op names (before "("), attribute names (before "="), or
+    what <...> holds (constants, loop descriptions)."""
+    parts = re.split(r"(<[^>]*>)", code)
+    return "".join(part if part.startswith("<") else re.sub(
+        r"%?\b\w+\b(?![(=])", lambda m: renaming.get(m.group(0), m.group(0)), part)
+        for part in parts)
 
 
 def test_every_dsl_example_has_a_python_equivalent():

@@ -69,12 +69,26 @@ def test_control_flow_suggests_where():
     assert_points_at(err, 2, 5, "if x > 0:")
 
 
+def test_while_suggests_a_counted_loop():
+    err = error_of("def f(x):\n    while x > 0:\n        x = x - 1\n    return x\n")
+    assert err.reason.startswith("'while' loops are not part of the DSL")
+    assert "for i in range(n):" in err.reason
+    assert_points_at(err, 2, 5, "while x > 0:")
+    err = error_of("def f(x):\n    for i in range(3):\n        x = x + 1\n        break\n"
+                   "    return x\n")
+    assert err.reason == "'break' is not part of the DSL: a loop runs all its steps"
+    assert_points_at(err, 4, 9, "break")
+
+
 def test_bad_indentation():
     err = error_of("def f(x):\n        y = x\n    return y\n")
     assert err.reason == "unindent does not match any outer indentation level"
     assert_points_at(err, 3, 5, "return y")
     err = error_of("def f(x):\nreturn x\n")
     assert err.reason == "expected an indented block after the function header on line 1"
+    err = error_of("def f(x):\n    for i in range(2):\n    x = x + 1\n    return x\n")
+    assert err.reason == "expected an indented block after the loop header on line 2"
+    assert_points_at(err, 3, 5, "x = x + 1")
 
 
 # --- names and calls -----------------------------------------------------------------------
@@ -142,6 +156,146 @@ def test_a_function_must_end_with_its_return():
 def test_unknown_dtype_suggests_a_close_one():
     err = error_of("def f(x: f23[N]):\n    return x\n")
     assert err.reason.startswith("unknown dtype 'f23'; did you mean 'f32'?")
+
+
+# --- loops -------------------------------------------------------------------------------------
+def loop(body: str, header: str = "for i in range(3):", before: str = "    y = x\n",
+         after: str = "    return y\n", params: str = "x") -> str:
+    """A function whose line 3 (with the default `before`) is the loop header."""
+    return f"def f({params}):\n{before}    {header}\n{body}{after}"
+
+
+def test_a_name_first_bound_in_a_loop_is_unknown_after_it():
+    err = error_of(loop("        a = y * 2\n        y = a + 1\n", after="    return y + a\n"))
+    assert err.reason.startswith("'a' is only defined inside the loop at line 3: it is first "
+                                 "bound there, and names bound inside a loop are local to it")
+    assert_points_at(err, 6, 16, "return y + a")
+    err = error_of(loop("        y = y + i\n", after="    return y * i\n"))
+    assert err.reason.startswith("'i' is only defined inside the loop at line 3: it is the "
+                                 "loop variable there")
+    assert_points_at(err, 5, 16, "return y * i")
+
+
+def test_a_name_of_an_inner_loop_is_unknown_in_the_outer_one():
+    err = error_of(loop("        for j in range(2):\n            t = y * 2\n            y = t\n"
+                        "        y = y + t\n"))
+    assert err.reason.startswith("'t' is only defined inside the loop at line 4")
+    assert_points_at(err, 7, 17, "y = y + t")
+
+
+def test_a_loop_that_carries_nothing_is_an_error():
+    err = error_of(loop("        a = y * 2\n"))
+    assert err.reason.startswith("this loop changes nothing: its body assigns no name bound "
+                                 "before the loop")
+    assert_points_at(err, 3, 5, "for i in range(3):")
+
+
+def test_an_accumulator_not_bound_before_the_loop_is_unknown():
+    err = error_of(loop("        total = total + y\n        y = y + 1\n"))
+    assert err.reason == ("unknown name 'total'; the loop assigns 'total' but it is not bound "
+                          "before the loop: bind it before the loop to carry it from step to "
+                          "step")
+    assert_points_at(err, 4, 17, "total = total + y")
+
+
+def test_the_loop_variable_cannot_be_assigned_or_shadow_a_name():
+    err = error_of(loop("        y = y + i\n        i = i + 1\n"))
+    assert err.reason == ("cannot assign to the loop variable 'i': it holds the step's number; "
+                          "use another name")
+    assert_points_at(err, 5, 9, "i = i + 1")
+    err = error_of(loop("        y = y + x\n", header="for x in y:"))
+    assert err.reason == ("the loop variable 'x' already names a value bound before the loop; "
+                          "choose another name")
+    assert_points_at(err, 3, 9, "for x in y:")
+    err = error_of(loop("        y = y + r\n        r = y\n", header="for r in x:"))
+    assert err.reason.endswith("it holds the step's row; use another name")
+
+
+def test_a_loop_body_cannot_return():
+    err = error_of(loop("        y = y + 1\n        return y\n"))
+    assert err.reason.startswith("a loop body cannot return")
+    assert_points_at(err, 5, 9, "return y")
+
+
+@pytest.mark.parametrize(("header", "column", "reason"), [
+    ("for i in range(n):", 20, "'n' is a parameter, whose value is known only when the function "
+                               "runs"),
+    ("for i in range(2.5):", 20, "2.5 is not a whole number"),
+    ("for i in range(N / 2):", 22, "'/' does not keep whole numbers whole (// divides whole "
+                                   "numbers)"),
+    ("for i in range(sum(x)):", 20, "this expression is computed when the function runs"),
+    ("for i in range(1, y):", 23, "'y' is computed when the function runs"),
+])
+def test_range_bounds_must_be_known_when_tracing(header, column, reason):
+    err = error_of(loop("        y = y + 1\n", header=header, params="x: f64[N], n"))
+    assert err.reason == ("the bounds of range() must be known when the function is traced: "
+                          "whole numbers, dimensions (such as N) and integer arithmetic on them "
+                          f"(+ - * // % **); {reason}")
+    assert_points_at(err, 3, column, header)
+
+
+def test_range_bounds_that_change_in_a_loop_are_not_known():
+    err = error_of(loop("        for j in range(i):\n            y = y + 1\n"))
+    assert err.reason.endswith("'i' is a loop variable, which differs at each step")
+    assert_points_at(err, 4, 24, "for j in range(i):")
+    err = error_of(loop("        n = n + 1\n        for j in range(n):\n            y = y + 1\n",
+                        before="    y = x\n    n = 2\n"))
+    assert err.reason.endswith("'n' is carried by a loop, so it differs at each step")
+    # let-bindings of integer arithmetic on sizes are known
+    dsl.load(loop("        y = y + 1\n", header="for i in range(m):",
+                  before="    y = x\n    m = N // 2 - 1\n", params="x: f64[N]"))
+
+
+@pytest.mark.parametrize(("header", "reason", "column"), [
+    ("for i in range(0, 3, 1):", "range() takes 1 or 2 positional arguments here: range(stop) "
+                                 "or range(start, stop)", 14),
+    ("for i in range(stop=3):", "range() takes 1 or 2 positional arguments here: range(stop) "
+                                "or range(start, stop)", 14),
+    ("for w in (x, y):", "a loop runs over range(...) or over the rows of one array, not over "
+                         "a tuple; stack([...]) arrays of one shape to loop over them", 14),
+])
+def test_what_a_loop_runs_over(header, reason, column):
+    err = error_of(loop("        y = y + 1\n", header=header))
+    assert err.reason == reason
+    assert_points_at(err, 3, column, header)
+
+
+def test_range_is_only_a_loops_counter():
+    err = error_of("def f(x):\n    return x + range(3)\n")
+    assert err.reason == "range() only counts the steps of a loop, as in 'for i in range(n):'"
+    err = error_of("def range(x):\n    return x\n")
+    assert err.reason.startswith("a function cannot be named 'range'")
+
+
+def test_a_carry_that_changes_shape_points_at_its_assignment():
+    program = loop("        y = y + row\n", header="for row in x:", before="    y = 0.0\n",
+                   after="    return sum(y)\n", params="x: f64[N, 3]")
+    for compile_it in (False, True):
+        err = error_of(program, np.ones((4, 3)), compile_it=compile_it)
+        assert err.reason == ("'y' is carried from step to step of the loop at line 3, so each "
+                              "step must leave it with the type it started with: f64[] before "
+                              "the step, f64[3] after it")
+        assert_points_at(err, 4, 9, "y = y + row")
+
+
+def test_a_loop_over_a_scalar_or_with_a_fractional_bound_fails_where_it_is_written():
+    program = loop("        y = y + r\n", header="for r in x:", params="x")
+    err = error_of(program, 2.0)
+    assert err.reason == ("cannot loop over a scalar (f64[]): a loop runs over range(...) or "
+                          "over the rows of an array")
+    assert_points_at(err, 3, 14, "for r in x:")
+    err = error_of(loop("        y = y + 1\n", header="for i in range(2 ** -1):"), 1.0,
+                   compile_it=True)
+    assert err.reason == "the bounds of range() must be whole numbers; got 0.5"
+    assert_points_at(err, 3, 20, "for i in range(2 ** -1):")
+
+
+def test_an_error_in_a_loop_body_points_at_its_line_when_tracing():
+    program = loop("        y = y @ w\n", params="x: f64[3], w: f64[2, 2]", after="    "
+                   "return sum(y)\n")
+    err = error_of(program, np.ones(3), np.ones((2, 2)), compile_it=True)
+    assert err.reason.startswith("matmul (@): shapes (3,) and (2, 2) are not aligned")
+    assert_points_at(err, 4, 15, "y = y @ w")
 
 
 # --- values that do not fit ------------------------------------------------------------------

@@ -18,7 +18,7 @@ READ_BY_PARENT = {"start", "function", "parameters", "parameter", "type", "shape
 
 def test_every_tree_of_the_grammar_has_a_printer_and_an_evaluator_method():
     rules = tree_rules()
-    assert {"binary", "call", "subscript", "assignment"} <= rules
+    assert {"binary", "call", "subscript", "assignment", "for_stmt"} <= rules
     assert [r for r in sorted(rules) if not hasattr(_Printer, r)] == []
     assert [r for r in sorted(rules - READ_BY_PARENT) if not hasattr(_Evaluator, r)] == []
 
@@ -51,6 +51,34 @@ def  f( x :float32[ N,3 ] , w: f32[3,],s:f32[] ) :
         "    y = x @ w + 1.0\n"
         "    a, b = (y, 0.002)\n"
         '    return sum(y * b, axis=0, keepdims=True) + a[1:, ...][::2][0] - (-s) ** 2 + "x"\n')
+
+
+def test_canonical_loops_indent_each_level():
+    messy = """
+def f(x: f64[N, 3], w:f64[3]):
+    h = w
+    total = 0.
+    for  t  in range( 1,N//2 ) :   # a counted loop
+        for row in x[ :: 2] :
+          h = tanh( h*row )
+        # the inner loop has ended
+        total = total+t*sum(h)
+    return total
+"""
+    canonical = (
+        "def f(x: f64[N, 3], w: f64[3]):\n"
+        "    h = w\n"
+        "    total = 0.0\n"
+        "    for t in range(1, N // 2):\n"
+        "        for row in x[::2]:\n"
+        "            h = tanh(h * row)\n"
+        "        total = total + t * sum(h)\n"
+        "    return total\n")
+    assert dsl.format_program(dsl.parse(messy)) == canonical
+    assert dsl.format_program(dsl.parse(canonical)) == canonical
+    x, w = np.random.default_rng(1).standard_normal((7, 3)), np.array([0.5, -1.0, 2.0])
+    assert dsl.load(canonical)(x, w) == dsl.load(messy)(x, w)
+    assert ir_of(canonical, ("w",), {"x": x, "w": w}) == ir_of(messy, ("w",), {"x": x, "w": w})
 
 
 @pytest.mark.parametrize("expression", [

@@ -6,8 +6,9 @@
 
 `load` parses a program (text, or a `.gf` file) and returns one of its functions
 as a callable; `compile_grad` accepts the same text or path. The grammar is
-`grammar.lark`; `parser` reads it into a `Program`, `resolve` checks names and
-calls, `evaluate` runs a function on traced values or arrays, and `pretty`
+`grammar.lark`; `parser` reads it into a `Program`, `resolve` checks names,
+calls and loops (`loops` says which names a loop carries), `evaluate` runs a
+function on traced values or arrays (a loop on `compiler.scan`), and `pretty`
 prints a program back as canonical text.
 """
 

@@ -107,7 +107,17 @@ _TERMINAL_WORDS = {
 # Terminals that can start an expression: listed together as "an expression".
 _EXPRESSION_START = {"NAME", "NUMBER", "STRING", "LPAR", "LSQB", "ADD", "INVERT", "ELLIPSIS"}
 _OPERATORS = {"COMPARE", "ADD", "MUL", "POW", "BITOR", "BITXOR", "BITAND"}
-_CONTROL_FLOW = ("if", "for", "while", "else", "elif")
+_WHERE = "choose values elementwise with where(condition, a, b)"
+_CONTROL_FLOW = {
+    "if": f"'if' statements are not part of the DSL: {_WHERE}",
+    "elif": f"'elif' is not part of the DSL: {_WHERE}",
+    "else": f"'else' is not part of the DSL: {_WHERE}",
+    "while": "'while' loops are not part of the DSL: a loop runs a number of steps known when "
+             "tracing, as in 'for i in range(n):'",
+    "break": "'break' is not part of the DSL: a loop runs all its steps",
+    "continue": "'continue' is not part of the DSL: a loop runs all of each step; choose "
+                "values with where(condition, a, b)",
+}
 
 
 def syntax_error(source: SourceText, err: UnexpectedInput, terminals: dict) -> DslError:
@@ -132,23 +142,22 @@ def syntax_error(source: SourceText, err: UnexpectedInput, terminals: dict) -> D
 def _known_mistake(source: SourceText, token: Token, line: int,
                    column: int | None) -> DslError | None:
     """A clearer message than "unexpected ..." for common mistakes: an unclosed bracket, a
-    function body that is not indented, and Python's control flow."""
+    function or loop body that is not indented, and Python's other control flow."""
     unclosed = _unclosed_bracket(source, line, column)
     if unclosed is not None and (unclosed[0] < line or token.type in ("$END", "_DEDENT")):
         bracket_line, bracket_column, bracket = unclosed
         return source.error(f"'{bracket}' was never closed", bracket_line, bracket_column)
     header = source.line(line - 1).rstrip()
     header_indent = len(header) - len(header.lstrip())
-    if (header.lstrip().startswith("def ") and header.endswith(":")
+    kind = {"def": "function", "for": "loop"}.get(header.lstrip().split(" ", 1)[0])
+    if (kind is not None and header.endswith(":")
             and column is not None and column <= header_indent + 1):
-        return source.error(f"expected an indented block after the function header on line "
+        return source.error(f"expected an indented block after the {kind} header on line "
                             f"{line - 1}", line, column)
     code = source.line(line).lstrip()
     word = code.split()[0].rstrip(":") if code.split() else ""
     if word in _CONTROL_FLOW:
-        return source.error(f"'{word}' statements are not part of the DSL: choose values "
-                            "elementwise with where(condition, a, b), and write loops out",
-                            line, len(source.line(line)) - len(code) + 1)
+        return source.error(_CONTROL_FLOW[word], line, len(source.line(line)) - len(code) + 1)
     return None
 
 

@@ -7,6 +7,11 @@ function, because it makes the very same calls (`a @ b` is `operator.matmul`,
 operation is tagged with its DSL line (the builder's `loc_override`), so errors
 and generated-code comments cite `model.gf:3`, and let-bound names become node
 names, so generated code reads `h` and `pred`.
+
+A `for` loop (compiler/dsl/loops.py) runs on `compiler.fori_loop` (over `range`) or
+`compiler.scan` (over an array's rows), with the body's statements as the step
+function: eagerly a Python loop, while tracing one `scan` node whose body is traced
+once, its operations tagged and named as everywhere else.
 """
 
 from __future__ import annotations
@@ -18,16 +23,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from lark import Token, Tree
 from lark.visitors import Interpreter
 
+from compiler.control import fori_loop, scan
 from compiler.dsl import library
 from compiler.dsl.annotations import check_arguments
 from compiler.dsl.errors import DslError
+from compiler.dsl.loops import ForLoop
 from compiler.dsl.parser import FunctionDef, Program
 from compiler.errors import GradfuseError
-from compiler.ir import Node
-from compiler.tracer import Tracer, current_builder
+from compiler.ir import Node, TensorType
+from compiler.tracer import SymDim, Tracer, current_builder
 
 BINARY: dict[str, Callable] = {
     "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
@@ -90,12 +98,17 @@ class _Evaluator(Interpreter):
         self.env = env
         self.depth = depth
         self.naming = naming
+        self.assigned_at: dict[str, Tree | Token] = {}  # where each name was last assigned
 
     def run(self) -> Any:
         result = None
         for statement in self.function.body:  # the checker made the return the last one
             result = self.visit(statement)
         return result
+
+    def inner(self, env: dict[str, Any]) -> _Evaluator:
+        """An evaluator of the same call in another environment (a loop body's)."""
+        return _Evaluator(self.program, self.function, env, self.depth, self.naming)
 
     # --- statements --------------------------------------------------------------------
     def assignment(self, tree: Tree) -> None:
@@ -113,10 +126,96 @@ class _Evaluator(Interpreter):
                                        "names", targets)
         else:
             values = list(value)
-        for name, item in zip(names, values):
-            self.env[name] = item
-            if isinstance(item, Tracer):
-                self.naming.name(item.node, name, self.depth)
+        for name, token, item in zip(names, targets.children, values):
+            self.bind(name, item, token)
+
+    def bind(self, name: str, value: Any, where: Tree | Token) -> None:
+        self.env[name] = value
+        self.assigned_at[name] = where
+        if isinstance(value, Tracer):
+            self.naming.name(value.node, name, self.depth)
+
+    def for_stmt(self, tree: Tree) -> None:
+        loop = ForLoop.of(tree)
+        carries = loop.carries(self.env)  # as the checker found them: env holds what is bound
+        init = {name: self.env[name] for name in carries}
+        weak = {name for name, value in init.items() if _is_weak(value)}
+        bounds = loop.range_arguments
+        if bounds is not None:
+            lower, upper = self._range_bounds(bounds)
+            step = self._loop_step(loop, carries, weak)
+            final = self._apply(tree, fori_loop, lower, upper,
+                                lambda i, carry: step(carry, i), init)
+        else:
+            rows = self._rows(loop.iterable)
+            if current_builder() is None and len(rows) == 0:
+                final = init  # no step: eagerly, scan would have no step to learn types from
+            else:
+                step = self._loop_step(loop, carries, weak)
+                final, _ = self._apply(tree, scan, lambda carry, x: (step(carry, x), None),
+                                       init, {str(loop.variable): rows})
+        for name in carries:
+            value = final[name]
+            if isinstance(value, Tracer):
+                _locate_loop(value.node, self.source.loc(loop.line))
+            self.bind(name, value, tree)
+
+    def _loop_step(self, loop: ForLoop, carries: list[str], weak: set[str]) -> Callable:
+        """The loop's step function: the body's statements, from the carried values and the
+        step's index or row to the new carried values."""
+        variable = str(loop.variable)
+
+        def step(carry: dict[str, Any], x: Any) -> dict[str, Any]:
+            index_or_row = x[variable] if isinstance(x, dict) else x
+            if isinstance(index_or_row, Tracer):  # the body's input: named as the user named it
+                index_or_row.node.name = variable
+            body = self.inner({**self.env, **carry, variable: index_or_row})
+            for statement in loop.body:
+                body.visit(statement)
+            for name in carries:
+                self._check_carried(loop, name, carry[name], body.env[name],
+                                    body.assigned_at[name], name in weak)
+            return {name: body.env[name] for name in carries}
+
+        return step
+
+    def _check_carried(self, loop: ForLoop, name: str, before: Any, after: Any,
+                       where: Tree | Token, weak: bool) -> None:
+        """A carry keeps its shape (and, unless it started as a Python number, which takes
+        the type the step makes, its dtype) from step to step: tracing needs that, and
+        evaluating eagerly checks it too, so a program that runs eagerly also compiles."""
+        was, now = _type_of(before), _type_of(after)
+        if was.shape != now.shape or (was.dtype != now.dtype and not weak):
+            raise self.source.error_at(
+                f"'{name}' is carried from step to step of the loop at line {loop.line}, so "
+                f"each step must leave it with the type it started with: {was} before the "
+                f"step, {now} after it", where)
+
+    def _range_bounds(self, arguments: list[Tree]) -> tuple[int, int]:
+        bounds = []
+        for argument in arguments:
+            value = self.visit(argument)
+            try:  # a symbolic size raises Concretize: the function is specialized to the size
+                bounds.append(operator.index(value))
+            except TypeError:
+                raise self.source.error_at(f"the bounds of range() must be whole numbers; got "
+                                           f"{value!r}", argument) from None
+        return (0, bounds[0]) if len(bounds) == 1 else (bounds[0], bounds[1])
+
+    def _rows(self, iterable: Tree) -> Any:
+        """The array a loop runs over (steps are its rows), checked to have rows."""
+        value = self.visit(iterable)
+        if isinstance(value, (tuple, list)):
+            raise self.source.error_at(f"a loop runs over range(...) or over the rows of one "
+                                       f"array, not over a {type(value).__name__}; stack(...) "
+                                       "arrays of one shape to loop over them", iterable)
+        if not isinstance(value, Tracer):
+            value = np.asarray(value)
+        if value.ndim == 0:
+            raise self.source.error_at(f"cannot loop over a scalar ({_type_of(value)}): a loop "
+                                       "runs over range(...) or over the rows of an array",
+                                       iterable)
+        return value
 
     def return_stmt(self, tree: Tree) -> Any:
         values = [self.visit(child) for child in tree.children]
@@ -125,12 +224,12 @@ class _Evaluator(Interpreter):
     # --- operations ----------------------------------------------------------------------
     def binary(self, tree: Tree) -> Any:
         left, op, right = tree.children
-        a, b = self.visit(left), self.visit(right)
+        a, b = _sizes_as_ints(self.visit(left), self.visit(right))
         return self._apply(op, BINARY[op], a, b)
 
     def unary(self, tree: Tree) -> Any:
         op, operand = tree.children
-        return self._apply(op, UNARY[op], self.visit(operand))
+        return self._apply(op, UNARY[op], *_sizes_as_ints(self.visit(operand)))
 
     def call(self, tree: Tree) -> Any:
         token, arguments = tree.children
@@ -208,6 +307,38 @@ class _Evaluator(Interpreter):
             yield
         finally:
             builder.loc_override = previous
+
+
+def _sizes_as_ints(*operands: Any) -> tuple:
+    """Operands with symbolic sizes made ints when no operand is traced (`N // 2`, `-N`): the
+    function is then specialized to the size, as Python's `x.shape[0] // 2` makes it. With
+    a traced operand a size stays symbolic (`sum(x) / N`)."""
+    if any(isinstance(v, Tracer) for v in operands):
+        return operands
+    return tuple(operator.index(v) if isinstance(v, SymDim) else v for v in operands)
+
+
+def _is_weak(value: Any) -> bool:
+    """A Python number (or a size), whose dtype adapts to the arrays it meets (NumPy 2)."""
+    return isinstance(value, (bool, int, float, SymDim)) and not isinstance(value, np.generic)
+
+
+def _type_of(value: Any) -> TensorType:
+    if isinstance(value, Tracer):
+        return value.type
+    if isinstance(value, SymDim):
+        return TensorType(np.dtype(np.int64), ())
+    array = np.asarray(value)
+    return TensorType(array.dtype, array.shape)
+
+
+def _locate_loop(result: Node, loc) -> None:
+    """Tag a loop's scan node and its result with the `for` line. compiler.scan tags them with
+    the innermost frame outside gradfuse, which for DSL code is the parser library's."""
+    result.loc = loc
+    for node in result.inputs:
+        if node.op == "scan":
+            node.loc = loc
 
 
 def number_value(text: str) -> int | float:

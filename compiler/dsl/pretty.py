@@ -1,10 +1,11 @@
 """The pretty-printer: a parsed program back as canonical DSL text.
 
-Canonical means: four-space indents, one blank line between functions, spaces
-around binary operators (none around `=` of a keyword argument), short dtype
-names (`f32`), numbers as Python prints them, double-quoted strings, and only
-the parentheses that precedence needs. Comments are not kept. Parsing the
-output gives the same program, so it traces to the same IR.
+Canonical means: four-space indents (one more level per loop), one blank line
+between functions, spaces around binary operators (none around `=` of a keyword
+argument), short dtype names (`f32`), numbers as Python prints them,
+double-quoted strings, and only the parentheses that precedence needs. Comments
+are not kept. Parsing the output gives the same program, so it traces to the
+same IR.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ def format_program(program: Program) -> str:
     return _Printer().transform(program.tree)
 
 
+def _block(header: str, statements: list[str]) -> str:
+    """A header line and its statements, indented one level (a statement may be a block)."""
+    lines = [line for statement in statements for line in statement.splitlines()]
+    return "\n".join([header, *(INDENT + line for line in lines)])
+
+
 class _Printer(Transformer):
     """Bottom-up: each rule gets its children already printed."""
 
@@ -47,8 +54,7 @@ class _Printer(Transformer):
 
     def function(self, children: list) -> str:
         name, parameters, *body = children
-        header = f"def {name}({', '.join(parameters or [])}):"
-        return "\n".join([header, *(INDENT + statement for statement in body)])
+        return _block(f"def {name}({', '.join(parameters or [])}):", body)
 
     def parameters(self, children: list) -> list[str]:
         return [c for c in children if c is not None]
@@ -73,6 +79,10 @@ class _Printer(Transformer):
     def assignment(self, children: list) -> str:
         targets, value = children
         return f"{targets} = {value.text}"
+
+    def for_stmt(self, children: list) -> str:
+        variable, iterable, *body = children
+        return _block(f"for {variable} in {iterable.text}:", body)
 
     def targets(self, names: list[Token]) -> str:
         return ", ".join(names)

@@ -106,7 +106,7 @@ class _BodyBuilder(Builder):
 
 
 def _trace_scan(builder: Builder, f, init, xs, length, reverse):
-    loc = user_loc()
+    loc = builder.loc_override or user_loc()  # a DSL loop sets the line it is on
     init_leaves, carry_tree = pytree.flatten(init)
     xs_leaves, xs_tree = pytree.flatten(xs)
     xs_nodes = [builder.lift(v, []) for v in xs_leaves]
@@ -137,13 +137,13 @@ def _trace_scan(builder: Builder, f, init, xs, length, reverse):
     graph = Graph(inputs, outputs["results"], name=_name_of(f))
     loop = Loop(graph, len(consts), len(inits), n, reverse, name=_name_of(f))
     traced = [builder.wrap(x) for x in (*consts, *inits, *xs_nodes)]
-    builder.loc_override = loc
+    previous, builder.loc_override = builder.loc_override, loc
     try:
         result = builder.emit("scan", tuple(traced), {"loop": loop})
         items = [builder.emit("tuple_get", (result,), {"index": k})
                  for k in range(len(graph.outputs))]
     finally:
-        builder.loc_override = None
+        builder.loc_override = previous
     nk = len(inits)
     return pytree.unflatten(carry_tree, items[:nk]), pytree.unflatten(y_tree, items[nk:])
 

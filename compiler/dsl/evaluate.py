@@ -155,10 +155,7 @@ class _Evaluator(Interpreter):
                 final, _ = self._apply(tree, scan, lambda carry, x: (step(carry, x), None),
                                        init, {str(loop.variable): rows})
         for name in carries:
-            value = final[name]
-            if isinstance(value, Tracer):
-                _locate_loop(value.node, self.source.loc(loop.line))
-            self.bind(name, value, tree)
+            self.bind(name, final[name], tree)
 
     def _loop_step(self, loop: ForLoop, carries: list[str], weak: set[str]) -> Callable:
         """The loop's step function: the body's statements, from the carried values and the
@@ -330,15 +327,6 @@ def _type_of(value: Any) -> TensorType:
         return TensorType(np.dtype(np.int64), ())
     array = np.asarray(value)
     return TensorType(array.dtype, array.shape)
-
-
-def _locate_loop(result: Node, loc) -> None:
-    """Tag a loop's scan node and its result with the `for` line. compiler.scan tags them with
-    the innermost frame outside gradfuse, which for DSL code is the parser library's."""
-    result.loc = loc
-    for node in result.inputs:
-        if node.op == "scan":
-            node.loc = loc
 
 
 def number_value(text: str) -> int | float:

@@ -40,9 +40,10 @@ def fine(w, x):
 '''
 
 
-def gradfuse(*args: str, backend: str | None = "interpreter", path: str | None = None):
+def gradfuse(*args: str, backend: str | None = "interpreter", path: str | None = None,
+             environment: dict[str, str] | None = None):
     """Run `python -m compiler.cli *args`; the interpreter backend keeps it quick."""
-    env = dict(os.environ)
+    env = {**os.environ, **(environment or {})}
     if backend is None:
         env.pop("GRADFUSE_BACKEND", None)
     else:
@@ -67,7 +68,7 @@ def python_models(tmp_path_factory) -> Path:
     (("source",), ("--kind", "--dim", "generated source")),
     (("graph",), ("--format", "--output", "svg", "png")),
     (("check",), ("--tol", "--eps", "--samples", "--seed")),
-    (("time",), ("--repeat", "--dim")),
+    (("time",), ("--repeat", "--dim", "--compile")),
 ])
 def test_help_describes_every_option(command, options):
     result = gradfuse(*command, "--help")
@@ -254,3 +255,43 @@ def test_the_console_script_is_installed():
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("def loss(")
+
+
+def compile_report_rows(stdout: str) -> dict[str, list[str]]:
+    """The rows of the table that `time --compile` prints, by their first word."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("compile report of"))
+    return {line.split()[0]: line.split() for line in lines[start + 2:]}
+
+
+def test_time_compile_reports_phases_per_kernel():
+    result = gradfuse("time", "--compile", MODEL)
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("compiling loss (W1: f32[10,5]") and "interpreter backend" in first
+    for kind in ("forward", "value_and_grad", "backward"):
+        assert f"{kind} " in first.split("first calls:")[1]
+    rows = compile_report_rows(result.stdout)
+    assert list(rows) == ["trace", "forward", "value_and_grad", "forward_save", "backward",
+                          "total"]
+    assert rows["value_and_grad"][4:6] == ["-", "-"]  # the interpreter: no codegen, no numba
+
+
+def test_time_compile_with_numba_compiles_cold_and_then_loads_from_the_cache(tmp_path):
+    pytest.importorskip("compiler.jit", reason="the numba backend (compiler/jit.py) is not "
+                                               "there yet")
+    path = tmp_path / "square.gf"
+    path.write_text("def loss(w: f64[3], x: f64[N, 3]):\n    return mean((x * w) ** 2)\n")
+    cache = {"GRADFUSE_CACHE_DIR": str(tmp_path / "kernels")}  # empty: the first run is cold
+    runs = [gradfuse("time", "--compile", str(path), backend="numba", environment=cache)
+            for _ in range(2)]
+    for result, verdict in zip(runs, ("compiled", "cached")):
+        assert result.returncode == 0, result.stderr
+        rows = compile_report_rows(result.stdout)
+        for kind in ("forward", "value_and_grad", "forward_save", "backward"):
+            assert rows[kind][-1] == verdict, result.stdout
+            assert int(rows[kind][-2]) > 0  # generated lines
+        assert int(rows["total"][-1]) == sum(int(rows[k][-2]) for k in
+                                            ("forward", "value_and_grad", "forward_save",
+                                             "backward"))
+

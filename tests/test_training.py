@@ -189,3 +189,23 @@ def test_fit_with_constant_arrays_matches_the_interpreter():
     (params, losses), (expected, expected_losses) = results
     assert_same_params(params, expected)
     np.testing.assert_allclose(losses, expected_losses, rtol=1e-9)
+
+
+def test_compile_report_of_the_step_and_its_fit_loop():
+    params, opt = fresh("SGD", dict(lr=0.05, momentum=0.9))
+    step = train_step(mlp_loss, params, opt)
+    with pytest.raises(RuntimeError, match="has not run yet"):
+        step.compile_report()
+    step(X[:16], Y[:16])
+    report = step.compile_report()
+    assert report.name == "mlp_loss_step" and list(report.kernels) == ["step"]
+    assert report.trace.seconds["trace"] > 0  # the loss's reverse mode runs inside it
+    kernel = report.kernels["step"]
+    assert {"passes", "codegen", "numba"} <= set(kernel.seconds)
+    assert kernel.lines == step.source("step").count("\n")
+    fit(mlp_loss, params, opt, (X, Y), epochs=1, batch_size=16, shuffle=False, progress=False,
+        step=step)
+    report = step.compile_report()
+    assert list(report.kernels) == ["step", "fit"]
+    assert set(report.kernels["fit"].seconds) == {"numba"}  # the same module as the step's
+    assert report.kernels["fit"].lines == kernel.lines

@@ -65,7 +65,7 @@ class TrainStep:
         self.norm_type = float(norm_type)
         self.keep_grads = keep_grads
         leaves, self._tree = pytree.flatten(params)
-        self._slots = self._plan(leaves, pytree.paths(self._tree, "param"))
+        self._slots = self._plan(leaves, _unique(pytree.paths(self._tree, "param")))
         self._hypers = np.zeros(sum(len(s.hyper_index) for s in self._slots) + 1)
         self._groups_seen: list[dict] | None = None  # param groups at the last _pack_hypers
         self._kernel = self._traced(self._step_function, "step")
@@ -354,6 +354,21 @@ class _Kernels:
         if constants:
             return lambda *args: entry(*args, *constants)
         return entry
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Names made distinct with suffixes (`W`, `W_2`, ...): the step passes the parameters as
+    a dict keyed by them, and per-layer dicts (`[{"W": ..., "b": ...}, ...]`) repeat their
+    keys; repeated keys would make every layer read the last layer's arrays."""
+    taken: set[str] = set()
+    distinct = []
+    for name in names:
+        candidate, k = name, 2
+        while candidate in taken:
+            candidate, k = f"{name}_{k}", k + 1
+        taken.add(candidate)
+        distinct.append(candidate)
+    return distinct
 
 
 def _updated(params: list[Parameter]) -> None:

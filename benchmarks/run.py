@@ -1,7 +1,10 @@
 """`python -m benchmarks`: run the workloads, print the tables and the goals, write results.json.
 
-    python -m benchmarks                      # everything (a few minutes)
+    python -m benchmarks                      # W1-W6 (a few minutes)
     python -m benchmarks W1 W3 --quick        # some workloads, shorter timing, smaller sizes
+    python -m benchmarks W7                   # compile scaling: a process per configuration,
+                                              # each stopped at 120 s (today ~20 minutes)
+    python -m benchmarks W7 --quick --compile-timeout 30   # smaller programs, shorter limit
     python -m benchmarks --peers jax,torch    # only these optional rows (or --peers none)
     python -m benchmarks --markdown benchmarks/RESULTS.md   # also refresh the tables there
 
@@ -12,6 +15,7 @@ the others still run, and the exit status is 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import importlib.metadata
 import json
@@ -26,9 +30,11 @@ from pathlib import Path
 from benchmarks import threads
 from benchmarks.harness import JAX, NUMPY, TORCH, TORCH_COMPILE, Config, WorkloadResult
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
+# W7 compiles programs that take minutes today, one fresh process each: asked for by name.
+DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
 MODULES = {"W1": "w1_mlp_step", "W2": "w2_mae", "W3": "w3_elementwise", "W4": "w4_mlp_large",
-           "W5": "w5_logreg_loop", "W6": "w6_first_call"}
+           "W5": "w5_logreg_loop", "W6": "w6_first_call", "W7": "w7_compile_scaling"}
 PEER_NAMES = {"numpy": NUMPY, "torch": TORCH, "torch.compile": TORCH_COMPILE, "jax": JAX}
 HERE = Path(__file__).resolve().parent
 MARKERS = ("<!-- results:begin (written by python -m benchmarks --markdown) -->",
@@ -84,8 +90,16 @@ def run_workload(workload: str, config: Config) -> WorkloadResult:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("workloads", nargs="*", metavar="W", help=f"any of {WORKLOADS}")
+    parser.add_argument("workloads", nargs="*", metavar="W",
+                        help=f"any of {WORKLOADS} (default: {' '.join(DEFAULT_WORKLOADS)})")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes")
+    parser.add_argument("--compile-timeout", type=float, metavar="SECONDS",
+                        help="W7: stop a configuration's process after this long (default: "
+                             f"{Config.compile_timeout:g}, with --quick "
+                             f"{Config.quick_mode().compile_timeout:g})")
+    parser.add_argument("--compile-memory", type=float, metavar="GB",
+                        help="W7: stop a configuration's process at this much resident memory "
+                             f"(default: {Config.compile_memory_gb:g})")
     parser.add_argument("--peers", default=",".join(PEER_NAMES),
                         help=f"optional rows, comma-separated from {sorted(PEER_NAMES)}, "
                              "or 'none' (gradfuse and hand-written numba always run)")
@@ -94,7 +108,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--markdown", type=Path, help="refresh the tables in this Markdown file")
     parser.add_argument("--no-print-json", action="store_true", help="do not echo the JSON")
     args = parser.parse_args(argv)
-    args.workloads = [w.upper() for w in args.workloads] or list(WORKLOADS)
+    args.workloads = [w.upper() for w in args.workloads] or list(DEFAULT_WORKLOADS)
     unknown = sorted(set(args.workloads) - set(WORKLOADS))
     chosen = [] if args.peers == "none" else [p.strip() for p in args.peers.split(",") if p]
     unknown += sorted(set(chosen) - set(PEER_NAMES))
@@ -126,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     # every row, whichever runs first, the same allocator.
     tune_malloc()
     config = (Config.quick_mode(args.peer_rows) if args.quick else Config(peers=args.peer_rows))
+    if args.compile_timeout is not None:
+        config = dataclasses.replace(config, compile_timeout=args.compile_timeout)
+    if args.compile_memory is not None:
+        config = dataclasses.replace(config, compile_memory_gb=args.compile_memory)
     started = time.perf_counter()
     results, errors = [], {}
     for workload in args.workloads:

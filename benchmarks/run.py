@@ -103,12 +103,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peers", default=",".join(PEER_NAMES),
                         help=f"optional rows, comma-separated from {sorted(PEER_NAMES)}, "
                              "or 'none' (gradfuse and hand-written numba always run)")
-    parser.add_argument("--output", type=Path, default=HERE / "results.json",
-                        help="where the JSON goes (default: benchmarks/results.json)")
+    parser.add_argument("--output", type=Path,
+                        help="where the JSON goes (default: benchmarks/results.json, or "
+                             "results-W7.json and so on for other workloads than the default)")
     parser.add_argument("--markdown", type=Path, help="refresh the tables in this Markdown file")
     parser.add_argument("--no-print-json", action="store_true", help="do not echo the JSON")
     args = parser.parse_args(argv)
     args.workloads = [w.upper() for w in args.workloads] or list(DEFAULT_WORKLOADS)
+    if args.output is None:
+        args.output = HERE / f"results{_suffix(args.workloads)}.json"
     unknown = sorted(set(args.workloads) - set(WORKLOADS))
     chosen = [] if args.peers == "none" else [p.strip() for p in args.peers.split(",") if p]
     unknown += sorted(set(chosen) - set(PEER_NAMES))
@@ -118,14 +121,30 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def write_markdown(path: Path, body: str) -> None:
+def _suffix(workloads: list[str]) -> str:
+    """The results file's suffix: none for the default workloads, else "-W7" and so on, so a
+    run of W7 alone keeps the default run's file (and, see `markers`, its Markdown block)."""
+    return "" if tuple(workloads) == DEFAULT_WORKLOADS else "-" + "-".join(workloads)
+
+
+def markers(workloads: list[str]) -> tuple[str, str]:
+    """The Markdown block of a run: one for the default workloads, one per other selection."""
+    if not _suffix(workloads):
+        return MARKERS
+    key = " ".join(workloads)
+    return (f"<!-- results {key}:begin (written by python -m benchmarks {key} --markdown) -->",
+            f"<!-- results {key}:end -->")
+
+
+def write_markdown(path: Path, body: str, block_markers: tuple[str, str] = MARKERS) -> None:
     """Replace the text between the markers, keeping the rest of the file (the analysis);
     a file without them gets the block appended."""
-    block = f"{MARKERS[0]}\n{body}{MARKERS[1]}\n"
+    begin, end = block_markers
+    block = f"{begin}\n{body}{end}\n"
     old = path.read_text(encoding="utf-8") if path.exists() else ""
-    if MARKERS[0] in old and MARKERS[1] in old:
-        head, rest = old.split(MARKERS[0], 1)
-        tail = rest.split(MARKERS[1], 1)[1].lstrip("\n")
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
         path.write_text(head + block + ("\n" + tail if tail else ""), encoding="utf-8")
     else:
         path.write_text(old + ("\n" if old else "") + block, encoding="utf-8")
@@ -176,5 +195,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown is not None:
         versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
         write_markdown(args.markdown,
-                       report.markdown(results, verdicts, f"_{header}_\n\n_{versions}_"))
+                       report.markdown(results, verdicts, f"_{header}_\n\n_{versions}_"),
+                       markers(args.workloads))
     return 1 if errors else 0

@@ -26,9 +26,9 @@ from runtime import functional as F
 
 try:
     from compiler import scan
-except ImportError as missing:
+except ImportError:
     scan = None
-    SCAN_MISSING: str | None = f"compiler.scan does not exist yet ({missing})"
+    SCAN_MISSING: str | None = "compiler.scan does not exist yet"
 else:
     SCAN_MISSING = None
 

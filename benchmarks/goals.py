@@ -1,7 +1,8 @@
 """The goals of BENCHMARKS.md, each a rule over one run's results: met, MISSED, or n/a.
 
-Every goal is a ratio between figures of the same run, except W6's, which
-BENCHMARKS.md states in seconds.
+Every goal is a ratio between figures of the same run, except W6's and W7's, which
+BENCHMARKS.md states in seconds and bytes. A W7 row stopped at its time or memory
+limit misses every goal it is judged by; a row that is not available is n/a.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from benchmarks import w1_mlp_step, w2_mae, w4_mlp_large, w5_logreg_loop
+from benchmarks import w7_compile_scaling as w7
 from benchmarks.harness import (
     GRADFUSE,
     JAX,
@@ -130,6 +132,95 @@ def seconds_at_most(case: str, limit: float) -> Callable:
     return rule
 
 
+# --- W7: compile scaling ------------------------------------------------------------------
+@dataclass(frozen=True)
+class FirstResult:
+    """A W7 row's seconds to its first result, or the limit it was stopped at."""
+
+    seconds: float  # the figure, or a lower bound when `stopped`
+    stopped: str | None  # why it has no figure: "timeout >120 s", ...
+
+    def __str__(self) -> str:
+        return self.stopped or f"{self.seconds:.2f} s"
+
+
+def _w7_first(results: Results, label: str, row: str) -> FirstResult:
+    """Missing when the row did not run or is not available here."""
+    result = results.get(w7.ID)
+    case = result.case(label) if result is not None else None
+    if case is None:
+        raise Missing(f"no {label} in {w7.ID}")
+    unfinished = case.unfinished.get(row)
+    if unfinished is not None:
+        if unfinished.at_least is None:
+            raise Missing(f"{row} {label}: {unfinished.reason}")
+        return FirstResult(unfinished.at_least, unfinished.reason)
+    seconds = case.seconds(row)
+    if seconds is None:
+        raise Missing(f"no {row} figure for {w7.ID} {label}")
+    return FirstResult(seconds, None)
+
+
+def first_result_at_most(label: str, row: str, limit: float) -> Callable:
+    def rule(results: Results) -> tuple[bool, str]:
+        first = _w7_first(results, label, row)
+        return first.stopped is None and first.seconds <= limit, \
+            f"{row} {first} (limit {limit:g} s)"
+    return rule
+
+
+def per_layer(small: int, large: int, limit: float) -> Callable:
+    """The deep net's first value_and_grad grows by at most `limit` seconds per layer from
+    L=`small` to L=`large` (a stopped L=`large` gives a lower bound, which misses)."""
+    def rule(results: Results) -> tuple[bool, str]:
+        start = _w7_first(results, w7.case_label("deep", small), GRADFUSE)
+        end = _w7_first(results, w7.case_label("deep", large), GRADFUSE)
+        if start.stopped:
+            raise Missing(f"deep net L={small} did not finish: {start}")
+        slope = (end.seconds - start.seconds) / (large - small)
+        shown = f"{'> ' if end.stopped else ''}{slope * 1e3:.0f} ms per layer"
+        return end.stopped is None and slope <= limit, (
+            f"{shown} (L={small} {start}, L={large} {end}; limit {limit * 1e3:g} ms)")
+    return rule
+
+
+def peak_memory(limit_mb: float) -> Callable:
+    """Every gradfuse configuration of W7 peaks below `limit_mb` of resident memory (those
+    stopped at a limit with what they had reached)."""
+    def rule(results: Results) -> tuple[bool, str]:
+        result = results.get(w7.ID)
+        peaks = {}
+        for case in result.cases if result is not None else ():
+            for row, extra in case.extra.items():
+                if row.startswith(GRADFUSE) and "peak MB" in extra:
+                    peaks[f"{row} {case.label}"] = extra["peak MB"]
+        if not peaks:
+            raise Missing(f"no gradfuse configuration of {w7.ID} ran")
+        worst = max(peaks, key=peaks.get)
+        over = sum(1 for mb in peaks.values() if mb > limit_mb)
+        return over == 0, (f"largest {peaks[worst]:,.0f} MB ({worst}); {over} of {len(peaks)} "
+                           f"over {limit_mb:,.0f} MB")
+    return rule
+
+
+def steady_not_slower_than_jax(results: Results) -> tuple[bool, str]:
+    """In every W7 case, gradfuse's steady time per call <= JAX jit's, loop against loop
+    and scan against scan."""
+    result = results.get(w7.ID)
+    ratios = {}
+    for case in result.cases if result is not None else ():
+        for mine, theirs in ((GRADFUSE, JAX), (w7.GRADFUSE_SCAN, w7.JAX_SCAN)):
+            a, b = case.extra.get(mine, {}), case.extra.get(theirs, {})
+            if "steady µs" in a and "steady µs" in b:
+                ratios[f"{case.label} ({mine})"] = a["steady µs"] / b["steady µs"]
+    if not ratios:
+        raise Missing(f"no case of {w7.ID} where gradfuse and JAX both finished")
+    worst = max(ratios, key=ratios.get)
+    slower = sum(1 for r in ratios.values() if r > 1)
+    return slower == 0, (f"worst {ratios[worst]:.2f}x JAX's ({worst}); slower in {slower} of "
+                         f"{len(ratios)}")
+
+
 STEP, LOOP = w1_mlp_step.STEP, w1_mlp_step.LOOP
 GOALS: list[tuple[str, str, Callable]] = [
     ("W1", "train step <= 1.3x hand-written numba", within("W1", STEP, "µs", NUMBA, 1.3)),
@@ -148,6 +239,19 @@ GOALS: list[tuple[str, str, Callable]] = [
     ("W6", "W1 cold first call <= 3 s including tracing", seconds_at_most("W1 cold", 3.0)),
     ("W6", "W1 warm-cache first call in a new process <= 0.3 s",
      seconds_at_most("W1 warm", 0.3)),
+    ("W7", "deep net L=100: first value_and_grad <= 3 s",
+     first_result_at_most(w7.case_label("deep", 100), GRADFUSE, 3.0)),
+    ("W7", "deep net L=100: first train_step step <= 5 s",
+     first_result_at_most(w7.case_label("deep", 100, w7.TRAIN_STEP), GRADFUSE, 5.0)),
+    ("W7", "<= 20 ms per additional identical layer (L=20 -> L=100)", per_layer(20, 100, 0.020)),
+    ("W7", "GRU T=200 with scan <= 3 s",
+     first_result_at_most(w7.case_label("gru", 200), w7.GRADFUSE_SCAN, 3.0)),
+    ("W7", "GRU T=200 as a Python loop <= 10 s",
+     first_result_at_most(w7.case_label("gru", 200), GRADFUSE, 10.0)),
+    ("W7", "Euler 1000 steps with scan <= 2 s",
+     first_result_at_most(w7.case_label("euler", 1000), w7.GRADFUSE_SCAN, 2.0)),
+    ("W7", "peak memory while compiling <= 1 GB", peak_memory(1024.0)),
+    ("W7", "steady time not slower than JAX jit", steady_not_slower_than_jax),
 ]
 
 

@@ -61,12 +61,14 @@ class Config:
     min_time: float = 0.05  # seconds per timed batch of calls
     slow_repeats: int = 3  # for rows that take seconds per call
     subprocess_repeats: int = 3  # warm first calls measured in fresh processes (W6)
+    compile_timeout: float = 120.0  # seconds a W7 configuration may take in its process
+    compile_memory_gb: float = 4.0  # resident memory at which a W7 process is stopped
 
     @classmethod
     def quick_mode(cls, peers: frozenset[str] = OPTIONAL_ROWS) -> Config:
         """Fewer and shorter repeats, and smaller sizes where a workload has several."""
         return cls(quick=True, peers=peers, repeats=5, min_time=0.02, slow_repeats=1,
-                   subprocess_repeats=1)
+                   subprocess_repeats=1, compile_timeout=60.0)
 
     def wants(self, name: str) -> bool:
         """gradfuse's and the hand-written numba rows always run; the others when selected."""
@@ -248,6 +250,18 @@ def _time_alternately(impls: list[Impl], config: Config, max_number: int) -> dic
 
 
 # --- results -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Unfinished:
+    """A row without a figure: stopped at a limit (`at_least`: its time is at least that many
+    seconds, so any goal under it is missed), or not available here (`at_least` None)."""
+
+    reason: str  # shown in place of the figure: "timeout >120 s", "not available: ..."
+    at_least: float | None = None
+
+    def to_json(self) -> dict:
+        return {"reason": self.reason, "at_least_s": self.at_least}
+
+
 @dataclass
 class Case:
     """One measured quantity of a workload ('train step', 'N=1e6'), per implementation."""
@@ -257,6 +271,7 @@ class Case:
     times: dict[str, Timing] = field(default_factory=dict)
     extra: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. effective GB/s
     unchecked: list[str] = field(default_factory=list)  # rows that compute only part of the work
+    unfinished: dict[str, Unfinished] = field(default_factory=dict)  # rows with no figure
 
     def seconds(self, name: str) -> float | None:
         timing = self.times.get(name)
@@ -265,7 +280,8 @@ class Case:
     def to_json(self) -> dict:
         return {"label": self.label, "unit": self.unit,
                 "times": {k: t.to_json() for k, t in self.times.items()},
-                "extra": self.extra, "unchecked": self.unchecked}
+                "extra": self.extra, "unchecked": self.unchecked,
+                "unfinished": {k: u.to_json() for k, u in self.unfinished.items()}}
 
 
 @dataclass

@@ -28,10 +28,16 @@ def case_table(case: Case) -> list[list[str]]:
             f"{format_number(timing.best * scale)} {case.unit}",
             f"{timing.median / numba:.2f}x" if numba else "",
             f"{timing.median / mine:.2f}x" if mine else "",
-            *(format_number(case.extra.get(name, {})[k]) if k in case.extra.get(name, {}) else ""
-              for k in extra_keys),
+            *_extras(case, name, extra_keys),
         ])
+    for name, unfinished in case.unfinished.items():  # no figure: why, in its place
+        rows.append([name, unfinished.reason, "", "", "", *_extras(case, name, extra_keys)])
     return rows
+
+
+def _extras(case: Case, name: str, keys: list[str]) -> list[str]:
+    found = case.extra.get(name, {})
+    return [format_number(found[k]) if k in found else "" for k in keys]
 
 
 def _aligned(rows: list[list[str]], indent: str, numeric: bool = True) -> list[str]:

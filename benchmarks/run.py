@@ -1,7 +1,10 @@
 """`python -m benchmarks`: run the workloads, print the tables and the goals, write results.json.
 
-    python -m benchmarks                      # everything (a few minutes)
+    python -m benchmarks                      # W1-W6 (a few minutes)
     python -m benchmarks W1 W3 --quick        # some workloads, shorter timing, smaller sizes
+    python -m benchmarks W7                   # compile scaling: a process per configuration,
+                                              # each stopped at 120 s (today ~20 minutes)
+    python -m benchmarks W7 --quick --compile-timeout 30   # smaller programs, shorter limit
     python -m benchmarks --peers jax,torch    # only these optional rows (or --peers none)
     python -m benchmarks --markdown benchmarks/RESULTS.md   # also refresh the tables there
 
@@ -12,6 +15,7 @@ the others still run, and the exit status is 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import importlib.metadata
 import json
@@ -26,9 +30,11 @@ from pathlib import Path
 from benchmarks import threads
 from benchmarks.harness import JAX, NUMPY, TORCH, TORCH_COMPILE, Config, WorkloadResult
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
+# W7 compiles programs that take minutes today, one fresh process each: asked for by name.
+DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
 MODULES = {"W1": "w1_mlp_step", "W2": "w2_mae", "W3": "w3_elementwise", "W4": "w4_mlp_large",
-           "W5": "w5_logreg_loop", "W6": "w6_first_call"}
+           "W5": "w5_logreg_loop", "W6": "w6_first_call", "W7": "w7_compile_scaling"}
 PEER_NAMES = {"numpy": NUMPY, "torch": TORCH, "torch.compile": TORCH_COMPILE, "jax": JAX}
 HERE = Path(__file__).resolve().parent
 MARKERS = ("<!-- results:begin (written by python -m benchmarks --markdown) -->",
@@ -84,17 +90,28 @@ def run_workload(workload: str, config: Config) -> WorkloadResult:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("workloads", nargs="*", metavar="W", help=f"any of {WORKLOADS}")
+    parser.add_argument("workloads", nargs="*", metavar="W",
+                        help=f"any of {WORKLOADS} (default: {' '.join(DEFAULT_WORKLOADS)})")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller sizes")
+    parser.add_argument("--compile-timeout", type=float, metavar="SECONDS",
+                        help="W7: stop a configuration's process after this long (default: "
+                             f"{Config.compile_timeout:g}, with --quick "
+                             f"{Config.quick_mode().compile_timeout:g})")
+    parser.add_argument("--compile-memory", type=float, metavar="GB",
+                        help="W7: stop a configuration's process at this much resident memory "
+                             f"(default: {Config.compile_memory_gb:g})")
     parser.add_argument("--peers", default=",".join(PEER_NAMES),
                         help=f"optional rows, comma-separated from {sorted(PEER_NAMES)}, "
                              "or 'none' (gradfuse and hand-written numba always run)")
-    parser.add_argument("--output", type=Path, default=HERE / "results.json",
-                        help="where the JSON goes (default: benchmarks/results.json)")
+    parser.add_argument("--output", type=Path,
+                        help="where the JSON goes (default: benchmarks/results.json, or "
+                             "results-W7.json and so on for other workloads than the default)")
     parser.add_argument("--markdown", type=Path, help="refresh the tables in this Markdown file")
     parser.add_argument("--no-print-json", action="store_true", help="do not echo the JSON")
     args = parser.parse_args(argv)
-    args.workloads = [w.upper() for w in args.workloads] or list(WORKLOADS)
+    args.workloads = [w.upper() for w in args.workloads] or list(DEFAULT_WORKLOADS)
+    if args.output is None:
+        args.output = HERE / f"results{_suffix(args.workloads)}.json"
     unknown = sorted(set(args.workloads) - set(WORKLOADS))
     chosen = [] if args.peers == "none" else [p.strip() for p in args.peers.split(",") if p]
     unknown += sorted(set(chosen) - set(PEER_NAMES))
@@ -104,14 +121,30 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def write_markdown(path: Path, body: str) -> None:
+def _suffix(workloads: list[str]) -> str:
+    """The results file's suffix: none for the default workloads, else "-W7" and so on, so a
+    run of W7 alone keeps the default run's file (and, see `markers`, its Markdown block)."""
+    return "" if tuple(workloads) == DEFAULT_WORKLOADS else "-" + "-".join(workloads)
+
+
+def markers(workloads: list[str]) -> tuple[str, str]:
+    """The Markdown block of a run: one for the default workloads, one per other selection."""
+    if not _suffix(workloads):
+        return MARKERS
+    key = " ".join(workloads)
+    return (f"<!-- results {key}:begin (written by python -m benchmarks {key} --markdown) -->",
+            f"<!-- results {key}:end -->")
+
+
+def write_markdown(path: Path, body: str, block_markers: tuple[str, str] = MARKERS) -> None:
     """Replace the text between the markers, keeping the rest of the file (the analysis);
     a file without them gets the block appended."""
-    block = f"{MARKERS[0]}\n{body}{MARKERS[1]}\n"
+    begin, end = block_markers
+    block = f"{begin}\n{body}{end}\n"
     old = path.read_text(encoding="utf-8") if path.exists() else ""
-    if MARKERS[0] in old and MARKERS[1] in old:
-        head, rest = old.split(MARKERS[0], 1)
-        tail = rest.split(MARKERS[1], 1)[1].lstrip("\n")
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
         path.write_text(head + block + ("\n" + tail if tail else ""), encoding="utf-8")
     else:
         path.write_text(old + ("\n" if old else "") + block, encoding="utf-8")
@@ -126,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     # every row, whichever runs first, the same allocator.
     tune_malloc()
     config = (Config.quick_mode(args.peer_rows) if args.quick else Config(peers=args.peer_rows))
+    if args.compile_timeout is not None:
+        config = dataclasses.replace(config, compile_timeout=args.compile_timeout)
+    if args.compile_memory is not None:
+        config = dataclasses.replace(config, compile_memory_gb=args.compile_memory)
     started = time.perf_counter()
     results, errors = [], {}
     for workload in args.workloads:
@@ -158,5 +195,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown is not None:
         versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
         write_markdown(args.markdown,
-                       report.markdown(results, verdicts, f"_{header}_\n\n_{versions}_"))
+                       report.markdown(results, verdicts, f"_{header}_\n\n_{versions}_"),
+                       markers(args.workloads))
     return 1 if errors else 0

@@ -35,6 +35,7 @@ from compiler.ir import Graph, rebuild
 from compiler.passes import optimize
 from compiler.roll import roll
 from compiler.specialize import Signature, positions_of, signature_of
+from compiler.timings import CompileReport, PhaseTimes, kernel_report
 from compiler.tracer import Concretize, current_builder, trace
 from compiler.verify import verify
 from runtime import Tensor, is_grad_enabled, record
@@ -56,6 +57,12 @@ class Specialization:
     kernels: dict[str, backends.Kernel] = field(default_factory=dict)
     # Per tuple of leaf positions that hold Tensors: forward_save and backward, recorded.
     recorded: dict[tuple[int, ...], RecordedKernels] = field(default_factory=dict)
+    # Compile time (compiler/timings.py): "trace", and per kind the work on its graphs. The
+    # split made for forward_save or backward counts for the one asked for first.
+    times: dict[str, PhaseTimes] = field(default_factory=dict)
+
+    def times_of(self, what: str) -> PhaseTimes:
+        return self.times.setdefault(what, PhaseTimes())
 
     def graph_of(self, kind: str) -> Graph:
         if kind not in self.graphs:
@@ -64,22 +71,41 @@ class Specialization:
 
     def _build(self, kind: str) -> Graph:
         """Kernel graphs: differentiated first (custom rules apply), then custom calls inlined."""
+        clock = self.times_of(kind)
         if kind == "forward":
-            return _lowered(self.graph)
+            with clock.phase("passes"):
+                return _lowered(self.graph)
         seed = "ones" if kind == "value_and_grad" else "input"
-        joint = optimize(vjp_graph(self.graph, self.wrt_leaves, seed, self.n_differentiated))
-        if kind == "value_and_grad":
-            return _lowered(joint)
-        parts = split(joint, len(self.graph.inputs), len(self.graph.outputs))
+        with clock.phase("autodiff"):
+            joint = vjp_graph(self.graph, self.wrt_leaves, seed, self.n_differentiated)
+        with clock.phase("passes"):
+            joint = optimize(joint)
+            if kind == "value_and_grad":
+                return _lowered(joint)
+        with clock.phase("autodiff"):
+            parts = split(joint, len(self.graph.inputs), len(self.graph.outputs))
         self.residual_sources = parts.residual_sources
-        self.graphs["forward_save"] = _lowered(parts.forward)
-        self.graphs["backward"] = _lowered(parts.backward)
+        with clock.phase("passes"):
+            self.graphs["forward_save"] = _lowered(parts.forward)
+            self.graphs["backward"] = _lowered(parts.backward)
         return self.graphs[kind]
 
     def kernel(self, kind: str) -> backends.Kernel:
         if kind not in self.kernels:
             self.kernels[kind] = self.backend.compile(self.graph_of(kind), kind)
         return self.kernels[kind]
+
+    def compile_report(self, name: str) -> CompileReport:
+        """Where this specialization's compile time went, per kernel built so far."""
+        kernels = {}
+        for kind, kernel in self.kernels.items():
+            build = getattr(kernel, "build", None)  # a numba kernel's KernelBuild
+            if build is None:
+                kernels[kind] = kernel_report(kind, [self.times_of(kind)])
+            else:
+                kernels[kind] = kernel_report(kind, [self.times_of(kind), build.times],
+                                              build.lines, build.compiles.values())
+        return CompileReport(name, kernel_report("trace", [self.times_of("trace")]), kernels)
 
 
 def _checked(graph: Graph) -> Graph:
@@ -228,6 +254,15 @@ class CompiledFunction:
         """The IR of a graph of the last specialization called, as text."""
         return str(self._require_last(kind).graph_of(kind))
 
+    def compile_report(self) -> CompileReport:
+        """Where the compile time of the last specialization called went: tracing, then per
+        kernel kind built so far autodiff, passes, code generation and numba (or loading from
+        numba's cache), with the lines of generated source. `print` it for a table."""
+        if self._last is None:
+            raise RuntimeError(f"{self.__name__} has not been called yet: call it (or .grad) "
+                               "once so that there is a compilation to report")
+        return self._last.compile_report(self.__name__)
+
     def specialize(self, *args, **kwargs) -> Specialization:
         """Trace (or find) the specialization that `.grad(*args)` uses, without running it."""
         call = self._arguments(args, kwargs)
@@ -265,6 +300,7 @@ class CompiledFunction:
         return self._last
 
     def _specialize(self, call: CallArguments, wrt_leaves: list[int]) -> Specialization:
+        tracing = PhaseTimes()  # every trace of this call, those a Concretize cut short too
         while True:
             signature = signature_of(call.leaves, set(wrt_leaves), self._static_positions)
             key = (call.treedef, tuple(call.names), signature, tuple(wrt_leaves))
@@ -272,7 +308,7 @@ class CompiledFunction:
             if spec is not None:
                 break
             try:
-                spec = self._trace(call, signature, wrt_leaves)
+                spec = self._trace(call, signature, wrt_leaves, tracing)
             except Concretize as c:
                 self._static_positions |= positions_of(signature, c.sym)
                 continue
@@ -303,12 +339,17 @@ class CompiledFunction:
                         "another argument with wrt=)")
         return indices
 
-    def _trace(self, call: CallArguments, signature: Signature, wrt_leaves) -> Specialization:
-        graph, out_tree = trace(self.fn, list(signature.types), call.leaf_names(), call.rebuild,
-                                signature.sym_sizes(call.leaves), name=self._graph_name)
-        graph = _checked(optimize(roll(graph)))
+    def _trace(self, call: CallArguments, signature: Signature, wrt_leaves,
+               clock: PhaseTimes) -> Specialization:
+        with clock.phase("trace"):
+            graph, out_tree = trace(self.fn, list(signature.types), call.leaf_names(),
+                                    call.rebuild, signature.sym_sizes(call.leaves),
+                                    name=self._graph_name)
+        with clock.phase("passes"):
+            graph = _checked(optimize(roll(graph)))
         return Specialization(signature, graph, out_tree, wrt_leaves,
-                              self._n_differentiated(out_tree), self.backend)
+                              self._n_differentiated(out_tree), self.backend,
+                              times={"trace": clock})
 
     def _n_differentiated(self, out_tree: pytree.TreeDef) -> int:
         if not self.has_aux:

@@ -29,6 +29,7 @@ import importlib.util
 import os
 import sys
 import tempfile
+import time
 import types
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from compiler.codegen import CODEGEN_VERSION, GeneratedModule, blas, generate
 from compiler.errors import InternalError
 from compiler.ir import Graph
 from compiler.packing import Packing, pack
+from compiler.timings import KernelBuild, NumbaCompile
 
 PACKAGE = "gradfuse_kernels"
 
@@ -201,20 +203,24 @@ class NumbaKernel:
     The module may hold more functions than the kernel (minibatch loops of a train step);
     `entry` compiles one of them. With `eager=False` nothing compiles until `entry` is
     asked for, so a module whose main function is never called costs no compilation.
+    `build` records what building it cost (compiler/timings.py): the caller's code
+    generation timed into it, loading the module, and numba's work per function.
     """
 
     checks_arguments = True  # the dispatcher checks dtypes and ranks, the kernel shapes
 
     def __init__(self, graph: Graph, generated: GeneratedModule, eager: bool = True,
-                 packing: Packing | None = None) -> None:
+                 packing: Packing | None = None, build: KernelBuild | None = None) -> None:
         self.source = generated.source
         self.path: Path | None = None
+        self.build = build or KernelBuild()
+        self.build.lines = generated.source.count("\n")
         vector_library()  # before anything compiles or loads from numba's cache
         tune_malloc()
         self._constants = generated.constants
         self.signature = tuple(_array_type(n.dtype, n.type.ndim) for n in graph.inputs) + \
             tuple(_array_type(c.dtype, c.ndim) for c in generated.constants)
-        with self._reporting(generated.source):
+        with self._reporting(generated.source), self.build.times.phase("codegen"):
             self.module, self.path = load_module(generated.source)
         self.dispatcher = getattr(self.module, generated.function_name)
         # call(*arrays): the compiled function with the constant arrays it takes last, and
@@ -239,11 +245,16 @@ class NumbaKernel:
 
     def _compile_only(self, dispatcher, signature: tuple) -> None:
         """Compile `signature` (or load it from numba's cache), then refuse other types."""
-        if signature in dispatcher.overloads:
+        if signature in dispatcher.overloads:  # a module shared with an identical kernel
+            self.build.compiles.setdefault(dispatcher.__name__, NumbaCompile(0.0, True))
             return
         dispatcher.disable_compile(False)  # the module may serve another caller already
+        hits = sum(dispatcher.stats.cache_hits.values())
+        start = time.perf_counter()
         with self._reporting(self.source), _deep_recursion():
             dispatcher.compile(signature)
+        self.build.compiles[dispatcher.__name__] = NumbaCompile(
+            time.perf_counter() - start, sum(dispatcher.stats.cache_hits.values()) > hits)
         dispatcher.disable_compile()  # other dtypes or ranks: TypeError, not a new compile
 
     @contextlib.contextmanager
@@ -269,4 +280,7 @@ class NumbaBackend:
 
     def compile(self, graph: Graph, kind: str) -> NumbaKernel:
         packed, packing, _ = pack(graph)
-        return NumbaKernel(packed, generate(packed, kind), packing=packing)
+        build = KernelBuild()
+        with build.times.phase("codegen"):
+            generated = generate(packed, kind)
+        return NumbaKernel(packed, generated, packing=packing, build=build)

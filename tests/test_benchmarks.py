@@ -1,5 +1,6 @@
 """The benchmark suite's own checks: wrong implementations are caught before any time is
-reported, goals are judged from the figures, and W2 in quick mode writes sane JSON.
+reported, goals are judged from the figures, and W2 and a tiny W7 in quick mode write sane
+JSON.
 
 No test asserts a time: benchmarks/ measures, tests only check the machinery.
 """
@@ -13,9 +14,17 @@ import sys
 
 import numpy as np
 import pytest
+from gradcheck import central_differences
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/
-from benchmarks import goals, harness, reference, w2_mae  # noqa: E402
+from benchmarks import (  # noqa: E402
+    goals,
+    harness,
+    reference,
+    w2_mae,
+    w7_programs,
+)
+from benchmarks import w7_compile_scaling as w7  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
     GRADFUSE,
     NUMBA,
@@ -26,10 +35,12 @@ from benchmarks.harness import (  # noqa: E402
     PeerMissing,
     Timing,
     Tolerance,
+    Unfinished,
     WorkloadResult,
     check_agreement,
     run_case,
 )
+from compiler import compile_grad  # noqa: E402
 
 CONFIG = Config.quick_mode(frozenset())
 
@@ -164,3 +175,115 @@ def test_w2_quick_run_writes_sane_json(tmp_path, capsys):
     assert "W2" in printed and "Goals" in printed
     text = markdown.read_text()
     assert text.startswith("# Results") and "analysis kept" in text and "| gradfuse |" in text
+
+
+# --- W7: compile scaling ---------------------------------------------------------------------
+W7_SMALL = {"deep": 2, "gru": 3, "euler": 4}
+
+
+@pytest.mark.parametrize("program", list(W7_SMALL))
+def test_w7_references_match_central_differences(program):
+    """The hand-derived NumPy gradients that every W7 row is checked against."""
+    problem = w7_programs.problem(program, W7_SMALL[program])
+    expected = problem.expected()
+    differentiated, rest = problem.args[0], problem.args[1:]
+    leaves = [v for k, v in w7_programs.outcome(0.0, differentiated).items() if k != "loss"]
+    names = [k for k in expected if k != "loss"]
+    for name, leaf in zip(names, leaves):
+        def loss_of(value, leaf=leaf):
+            saved = leaf.copy()
+            leaf[...] = value
+            try:
+                return problem.reference(differentiated, *rest)[0]
+            finally:
+                leaf[...] = saved
+
+        numeric = central_differences(loss_of, [leaf.copy()], 0)
+        np.testing.assert_allclose(expected[name], numeric, rtol=1e-6, atol=1e-9, err_msg=name)
+
+
+@pytest.mark.parametrize("program", list(W7_SMALL))
+def test_w7_gradfuse_programs_agree_with_the_references(program):
+    """The programs as gradfuse runs them (the interpreter: nothing to compile)."""
+    problem = w7_programs.problem(program, W7_SMALL[program])
+    function = w7_programs.gradfuse_function(program, problem.size, "loop")
+    result = compile_grad(function, backend="interpreter").value_and_grad(*problem.args)
+    check_agreement("W7", "gradfuse", w7_programs.outcome(*result), problem.expected(),
+                    dict.fromkeys(problem.expected(), w7.AGREEMENT))
+
+
+def test_w7_stops_a_configuration_at_its_time_and_memory_limits():
+    deep = w7.Configuration("deep", 2, "loop", "gradfuse")
+    stopped = w7.spawn(deep, Config(compile_timeout=0.3))
+    assert stopped.report is None and stopped.unfinished.reason == "timeout >0.3 s"
+    assert stopped.unfinished.at_least >= 0.3
+    swollen = w7.spawn(deep, Config(compile_memory_gb=0.005))  # 5 MB: any Python is larger
+    assert swollen.unfinished.reason.startswith("memory >0.005 GB after")
+    assert swollen.peak_mb > 5
+
+
+def test_w7_quick_machinery_runs_a_tiny_configuration_and_writes_sane_json(tmp_path,
+                                                                           monkeypatch):
+    from benchmarks.run import main
+
+    tiny = [w7.Configuration("deep", 2, "loop", "gradfuse"),
+            w7.Configuration("gru", 3, "scan", "gradfuse")]
+    monkeypatch.setattr(w7, "plan", lambda config: tiny)
+    output = tmp_path / "results.json"
+    status = main(["W7", "--quick", "--peers", "none", "--output", str(output),
+                   "--no-print-json"])
+    assert status == 0
+    document = json.loads(output.read_text())
+    assert document["quick"] is True and document["errors"] == {}
+    cases = {c["label"]: c for c in document["workloads"]["W7"]["cases"]}
+    deep = cases["deep net L=2: value_and_grad"]
+    assert deep["unit"] == "s" and set(deep["times"]) == {GRADFUSE}
+    first = deep["times"][GRADFUSE]
+    assert math.isfinite(first["median_s"]) and first["median_s"] > 0
+    extra = deep["extra"][GRADFUSE]
+    assert extra["lines"] > 0 and extra["peak MB"] > 0 and extra["steady µs"] > 0
+    assert 0 < extra["numba s"] < first["median_s"]  # numba's share of the first result
+    gru = cases["GRU T=3"]  # compiler.scan: runs once it exists, else not available
+    assert set(gru["times"]) | set(gru["unfinished"]) == {w7.GRADFUSE_SCAN}
+    if gru["unfinished"]:
+        assert gru["unfinished"][w7.GRADFUSE_SCAN] == {"reason": "not available",
+                                                       "at_least_s": None}
+    statuses = {g["goal"]: g["status"] for g in document["goals"] if g["id"] == "W7"}
+    assert statuses["peak memory while compiling <= 1 GB"] == "met"
+    assert statuses["deep net L=100: first value_and_grad <= 3 s"] == "n/a"  # not run
+
+
+def w7_figures(first: dict[int, float | None], timeout: float = 120.0) -> dict:
+    """W7 results with the deep net's first value_and_grad at these L (None: timed out)."""
+    result = WorkloadResult("W7", "test")
+    for size, seconds in first.items():
+        case = Case(w7.case_label("deep", size), "s")
+        if seconds is None:
+            case.unfinished[GRADFUSE] = Unfinished(f"timeout >{timeout:g} s", timeout)
+            case.extra[GRADFUSE] = {"peak MB": 2500.0}
+        else:
+            case.times[GRADFUSE] = Timing(seconds, seconds, 1, 1)
+            case.extra[GRADFUSE] = {"peak MB": 300.0, "steady µs": 400.0}
+            case.extra["JAX jit"] = {"steady µs": 500.0}
+        result.cases.append(case)
+    gru = Case(w7.case_label("gru", 200), "s")
+    gru.unfinished[w7.GRADFUSE_SCAN] = Unfinished("not available")
+    result.cases.append(gru)
+    return {"W7": result}
+
+
+def test_w7_goals_judge_timeouts_as_missed_and_missing_scan_as_na():
+    fast = {v.goal: (v.status, v.figures) for v in goals.evaluate(w7_figures({20: 0.9, 100: 2.1}))}
+    assert fast["deep net L=100: first value_and_grad <= 3 s"][0] == "met"
+    assert fast["<= 20 ms per additional identical layer (L=20 -> L=100)"] == (
+        "met", "15 ms per layer (L=20 0.90 s, L=100 2.10 s; limit 20 ms)")
+    assert fast["GRU T=200 with scan <= 3 s"][0] == "n/a"
+    assert fast["peak memory while compiling <= 1 GB"][0] == "met"
+    assert fast["steady time not slower than JAX jit"][0] == "met"
+    slow = {v.goal: (v.status, v.figures) for v in goals.evaluate(w7_figures({20: 8.0, 100: None}))}
+    assert slow["deep net L=100: first value_and_grad <= 3 s"] == (
+        "MISSED", "gradfuse timeout >120 s (limit 3 s)")
+    assert slow["<= 20 ms per additional identical layer (L=20 -> L=100)"][0] == "MISSED"
+    assert slow["<= 20 ms per additional identical layer (L=20 -> L=100)"][1].startswith(
+        "> 1400 ms per layer")  # (120 - 8) / 80
+    assert slow["peak memory while compiling <= 1 GB"][0] == "MISSED"

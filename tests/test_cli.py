@@ -42,9 +42,10 @@ def fine(w, x):
 '''
 
 
-def gradfuse(*args: str, backend: str | None = "interpreter", path: str | None = None):
+def gradfuse(*args: str, backend: str | None = "interpreter", path: str | None = None,
+             environment: dict[str, str] | None = None):
     """Run `python -m compiler.cli *args`; the interpreter backend keeps it quick."""
-    env = dict(os.environ)
+    env = {**os.environ, **(environment or {})}
     if backend is None:
         env.pop("GRADFUSE_BACKEND", None)
     else:
@@ -69,7 +70,7 @@ def python_models(tmp_path_factory) -> Path:
     (("source",), ("--kind", "--dim", "generated source")),
     (("graph",), ("--format", "--output", "svg", "png")),
     (("check",), ("--tol", "--eps", "--samples", "--seed")),
-    (("time",), ("--repeat", "--dim")),
+    (("time",), ("--repeat", "--dim", "--compile")),
 ])
 def test_help_describes_every_option(command, options):
     result = gradfuse(*command, "--help")
@@ -167,8 +168,6 @@ def test_graph_without_graphviz_says_how_to_get_it(tmp_path):
 
 
 def test_source_of_a_numba_kernel():
-    pytest.importorskip("compiler.jit", reason="the numba backend (compiler/jit.py) is not "
-                                               "there yet")
     result = gradfuse("source", MODEL, backend=None)
     assert result.returncode == 0, result.stderr
     assert "def " in result.stdout and "mlp.gf:3" in result.stdout
@@ -179,8 +178,6 @@ def test_source_of_a_numba_kernel():
     ("backward", "def loss_backward(", "def loss(", "# d matmul @ mlp.gf:3"),
 ])
 def test_source_of_the_forward_and_backward_kernels(kind, defined, absent, comment):
-    pytest.importorskip("compiler.jit", reason="the numba backend (compiler/jit.py) is not "
-                                               "there yet")
     result = gradfuse("source", MODEL, "--kind", kind, backend=None)
     assert result.returncode == 0, result.stderr
     source = result.stdout
@@ -213,8 +210,6 @@ def test_check_fails_for_a_wrong_gradient(python_models):
 
 
 def test_time_reports_forward_and_value_and_grad():
-    pytest.importorskip("compiler.jit", reason="the numba backend (compiler/jit.py) is not "
-                                               "there yet")
     result = gradfuse("time", MODEL, "--repeat", "3", "--dim", "N=32", backend=None)
     assert result.returncode == 0, result.stderr
     assert "with the numba backend" in result.stdout
@@ -302,3 +297,41 @@ def test_a_loop_mistake_exits_with_status_1(tmp_path):
     assert result.returncode == 1
     assert f"{path}:2:5: this loop changes nothing" in result.stderr
     assert "    for row in x:\n    ^" in result.stderr
+
+
+def compile_report_rows(stdout: str) -> dict[str, list[str]]:
+    """The rows of the table that `time --compile` prints, by their first word."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("compile report of"))
+    return {line.split()[0]: line.split() for line in lines[start + 2:]}
+
+
+def test_time_compile_reports_phases_per_kernel():
+    result = gradfuse("time", "--compile", MODEL)
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("compiling loss (W1: f32[10,5]") and "interpreter backend" in first
+    for kind in ("forward", "value_and_grad", "backward"):
+        assert f"{kind} " in first.split("first calls:")[1]
+    rows = compile_report_rows(result.stdout)
+    assert list(rows) == ["trace", "forward", "value_and_grad", "forward_save", "backward",
+                          "total"]
+    assert rows["value_and_grad"][4:6] == ["-", "-"]  # the interpreter: no codegen, no numba
+
+
+def test_time_compile_with_numba_compiles_cold_and_then_loads_from_the_cache(tmp_path):
+    path = tmp_path / "square.gf"
+    path.write_text("def loss(w: f64[3], x: f64[N, 3]):\n    return mean((x * w) ** 2)\n")
+    cache = {"GRADFUSE_CACHE_DIR": str(tmp_path / "kernels")}  # empty: the first run is cold
+    runs = [gradfuse("time", "--compile", str(path), backend="numba", environment=cache)
+            for _ in range(2)]
+    for result, verdict in zip(runs, ("compiled", "cached")):
+        assert result.returncode == 0, result.stderr
+        rows = compile_report_rows(result.stdout)
+        for kind in ("forward", "value_and_grad", "forward_save", "backward"):
+            assert rows[kind][-1] == verdict, result.stdout
+            assert int(rows[kind][-2]) > 0  # generated lines
+        assert int(rows["total"][-1]) == sum(int(rows[k][-2]) for k in
+                                            ("forward", "value_and_grad", "forward_save",
+                                             "backward"))
+

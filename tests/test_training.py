@@ -8,8 +8,8 @@ import pytest
 from compiler import compile_grad
 from compiler.errors import TraceError
 from compiler.training import epoch_orders, fit, train_step
+from runtime import Parameter, init, optim, utils
 from runtime import functional as F
-from runtime import init, optim, utils
 
 
 @compile_grad
@@ -189,3 +189,47 @@ def test_fit_with_constant_arrays_matches_the_interpreter():
     (params, losses), (expected, expected_losses) = results
     assert_same_params(params, expected)
     np.testing.assert_allclose(losses, expected_losses, rtol=1e-9)
+
+
+def test_compile_report_of_the_step_and_its_fit_loop():
+    params, opt = fresh("SGD", dict(lr=0.05, momentum=0.9))
+    step = train_step(mlp_loss, params, opt)
+    with pytest.raises(RuntimeError, match="has not run yet"):
+        step.compile_report()
+    step(X[:16], Y[:16])
+    report = step.compile_report()
+    assert report.name == "mlp_loss_step" and list(report.kernels) == ["step"]
+    assert report.trace.seconds["trace"] > 0  # the loss's reverse mode runs inside it
+    kernel = report.kernels["step"]
+    assert {"passes", "codegen", "numba"} <= set(kernel.seconds)
+    assert kernel.lines == step.source("step").count("\n")
+    fit(mlp_loss, params, opt, (X, Y), epochs=1, batch_size=16, shuffle=False, progress=False,
+        step=step)
+    report = step.compile_report()
+    assert list(report.kernels) == ["step", "fit"]
+    assert set(report.kernels["fit"].seconds) == {"numba"}  # the same module as the step's
+    assert report.kernels["fit"].lines == kernel.lines
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_per_layer_dicts_with_the_same_keys_each_get_their_own_update(backend):
+    """[{"W", "b"}, {"W", "b"}]: the step once keyed its parameters by the innermost key, so
+    every layer read (and only the last was updated with) the last layer's arrays."""
+    def tanh_net(layers, X, y):
+        h = X
+        for layer in layers:
+            h = np.tanh(h @ layer["W"] + layer["b"])
+        return np.mean((h - y) ** 2)
+
+    rng = np.random.default_rng(3)
+    initial = [{"W": rng.normal(size=(6, 6)) / 3, "b": rng.normal(size=6)} for _ in range(2)]
+    expected_loss, grads = compile_grad(tanh_net, backend="interpreter").value_and_grad(
+        initial, X, X)
+    layers = [{k: Parameter(v.copy()) for k, v in layer.items()} for layer in initial]
+    optimizer = optim.SGD([p for layer in layers for p in layer.values()], lr=0.1)
+    step = train_step(compile_grad(tanh_net, backend=backend), layers, optimizer)
+    assert step(X, X) == pytest.approx(expected_loss, rel=1e-12)
+    for layer, before, grad in zip(layers, initial, grads):
+        for key in ("W", "b"):
+            np.testing.assert_allclose(layer[key].data, before[key] - 0.1 * grad[key],
+                                       rtol=1e-12, atol=1e-15, err_msg=key)

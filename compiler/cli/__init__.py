@@ -5,6 +5,7 @@
     gradfuse graph examples/mlp.gf -o mlp.svg        # forward and backward graph
     gradfuse check examples/mlp.gf                   # gradients vs finite differences
     gradfuse time examples/mlp.gf --dim N=1024       # forward, backward, value_and_grad times
+    gradfuse time --compile examples/mlp.gf          # where the compile time goes
 
 Each works on a DSL file or on a Python function named `path/to/file.py:function`.
 Exit status: 0 on success, 1 when a check fails or the program has an error, 2 on
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -167,6 +169,8 @@ def run_check(args) -> int:
 
 
 def run_time(args) -> int:
+    if args.compile:
+        return run_compile_time(args)
     target, inputs, wrt = _prepare(args)
     compiled = compile_grad(target.function, wrt=tuple(wrt), backend=args.backend)
     print(f"timing {target.name} ({describe_inputs(inputs)}) with the {args.backend} backend, "
@@ -184,6 +188,32 @@ def run_time(args) -> int:
         print(f"  {kind:<15} median {timing.format_seconds(t.median):>9}   best "
               f"{timing.format_seconds(t.best):>9}   first call {timing.format_seconds(t.first)} "
               f"({t.calls_per_sample} calls per sample)")
+    return 0
+
+
+def run_compile_time(args) -> int:
+    """The first call of each kind, then the compile report: trace, autodiff, passes, codegen
+    and numba per kernel, with the generated lines. One compiled function serves every kind,
+    so for a non-scalar result all kernels are those of the projected objective."""
+    target, inputs, wrt = _prepare(args)
+    calls = {"forward": lambda: compiled(**inputs)}
+    if wrt:
+        objective = gradcheck.scalar_objective(target.function, inputs,
+                                               np.random.default_rng(args.seed))
+        compiled = compile_grad(objective, wrt=tuple(wrt), backend=args.backend)
+        parameters = {name: Parameter(a) if name in wrt else a for name, a in inputs.items()}
+        calls["value_and_grad"] = lambda: compiled.value_and_grad(**inputs)
+        calls["backward"] = lambda: compiled(**parameters).backward()
+    else:
+        compiled = compile_grad(target.function, backend=args.backend)
+    firsts = []
+    for kind, call in calls.items():
+        start = time.perf_counter()
+        call()
+        firsts.append(f"{kind} {timing.format_seconds(time.perf_counter() - start)}")
+    print(f"compiling {target.name} ({describe_inputs(inputs)}) with the {args.backend} "
+          f"backend; first calls: {', '.join(firsts)}")
+    print(compiled.compile_report())
     return 0
 
 
@@ -249,6 +279,10 @@ def _check_options(sub: argparse.ArgumentParser) -> None:
 def _time_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--repeat", type=int, default=20,
                      help="timed samples per kind, after a warm-up call (default: 20)")
+    sub.add_argument("--compile", action="store_true",
+                     help="instead, make the first call of each kind and report where the "
+                          "compile time went: trace, autodiff, passes, codegen and numba per "
+                          "kernel, and the lines of generated source")
 
 
 _COMMANDS = [
@@ -271,6 +305,10 @@ _COMMANDS = [
      "The median time per call after a warm-up call, and the first call's time, which\n"
      "includes tracing and compilation. backward is loss.backward() alone, on Parameters,\n"
      "after one recorded forward; a non-scalar result is reduced by a fixed random\n"
-     "projection sum(w * f(x)) for backward and value_and_grad.",
+     "projection sum(w * f(x)) for backward and value_and_grad. With --compile: the\n"
+     "first call of each kind, then the seconds of each compile phase (trace, autodiff,\n"
+     "passes, codegen, numba) per kernel and its lines of generated source; numba's\n"
+     "on-disk cache counts, so set GRADFUSE_CACHE_DIR to an empty directory for a cold\n"
+     "compile.",
      _time_options),
 ]

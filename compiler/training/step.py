@@ -28,6 +28,7 @@ from compiler.errors import KernelShapeError
 from compiler.ir import Sym
 from compiler.jit import NumbaKernel
 from compiler.packing import Packing, pack
+from compiler.timings import CompileReport, KernelBuild, kernel_report
 from runtime import Parameter
 from runtime.optim import Optimizer
 
@@ -65,7 +66,7 @@ class TrainStep:
         self.norm_type = float(norm_type)
         self.keep_grads = keep_grads
         leaves, self._tree = pytree.flatten(params)
-        self._slots = self._plan(leaves, pytree.paths(self._tree, "param"))
+        self._slots = self._plan(leaves, _unique(pytree.paths(self._tree, "param")))
         self._hypers = np.zeros(sum(len(s.hyper_index) for s in self._slots) + 1)
         self._groups_seen: list[dict] | None = None  # param groups at the last _pack_hypers
         self._kernel = self._traced(self._step_function, "step")
@@ -243,11 +244,13 @@ class TrainStep:
         batch_axis_symbolic = all(isinstance(n.shape[0], Sym) for n in graph.inputs[first_data:])
         loops = (MinibatchLoop(tuple(range(first_data, len(graph.inputs))), loss=0),) \
             if batch_axis_symbolic else ()
-        generated = generate(graph, "train step", writes, loops, bare_scalars=True)
-        kernel = NumbaKernel(graph, generated, eager=False)
+        build = KernelBuild()
+        with build.times.phase("codegen"):
+            generated = generate(graph, "train step", writes, loops, bare_scalars=True)
+        kernel = NumbaKernel(graph, generated, eager=False, build=build)
         kernels = _Kernels(kernel, [s.param for s in self._slots], self.optimizer.state, arrays,
                            self._hypers, fits_batches=bool(loops), arguments=arguments,
-                           packing=packing)
+                           packing=packing, spec=spec)
         self._kernels_by_data[key] = kernels
         return kernels
 
@@ -308,6 +311,18 @@ class TrainStep:
             kernels.fit = kernels.compile(name, data, no_orders, 1, losses)
         return kernels
 
+    def compile_report(self) -> CompileReport:
+        """Where the step's compile time went: the trace of the step function (the loss's
+        reverse mode runs inside it), then the in-place kernels run so far ("step", and "fit"
+        once fit has run) for the data of the last call. With the interpreter backend, the
+        report of the traced step function."""
+        kernels = self._last or next(iter(self._kernels_by_data.values()), None)
+        if kernels is None:
+            if self.loss_fn.backend.name == "numba":
+                raise RuntimeError("the step has not run yet: call it (or fit) once first")
+            return self._kernel.compile_report()
+        return kernels.compile_report(self._kernel.__name__)
+
     def source(self, kind: str = "forward") -> str:
         """The generated source of the step: "step" (the in-place kernels that calls run, with
         the minibatch loop of `fit`), or a kind of the traced step function (`forward` ...)."""
@@ -337,6 +352,7 @@ class _Kernels:
     packing: Packing | None = None
     step: Any = None
     fit: Any = None
+    spec: Any = None  # the traced step function's Specialization (its compile times)
 
     def __post_init__(self) -> None:
         self.replacements = Parameter.data_replacements
@@ -352,6 +368,19 @@ class _Kernels:
             return True
         return False
 
+    def compile_report(self, name: str) -> CompileReport:
+        """The trace, then a row per function compiled from the module ("step" is its main
+        function, "fit" the minibatch loop); the module's passes and code generation count
+        for the first one compiled."""
+        build = self.kernel.build
+        shared = [self.spec.times_of("forward"), build.times]
+        rows = {}
+        for function, compiled in build.compiles.items():
+            kind = "step" if function == self.kernel.dispatcher.__name__ else "fit"
+            rows[kind] = kernel_report(kind, shared, build.lines, [compiled])
+            shared = []
+        return CompileReport(name, kernel_report("trace", [self.spec.times_of("trace")]), rows)
+
     def compile(self, name: str, data: tuple, *extra) -> Any:
         """Function `name` of the module, compiled for these arguments (`extra`: a loop's own)
         and the kernel's constant arrays, which it passes last; after that, arrays of another
@@ -361,6 +390,21 @@ class _Kernels:
         if constants:
             return lambda *args: entry(*args, *constants)
         return entry
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Names made distinct with suffixes (`W`, `W_2`, ...): the step passes the parameters as
+    a dict keyed by them, and per-layer dicts (`[{"W": ..., "b": ...}, ...]`) repeat their
+    keys; repeated keys would make every layer read the last layer's arrays."""
+    taken: set[str] = set()
+    distinct = []
+    for name in names:
+        candidate, k = name, 2
+        while candidate in taken:
+            candidate, k = f"{name}_{k}", k + 1
+        taken.add(candidate)
+        distinct.append(candidate)
+    return distinct
 
 
 def _updated(params: list[Parameter]) -> None:

@@ -27,6 +27,7 @@ from compiler.codegen import MinibatchLoop, generate
 from compiler.errors import KernelShapeError
 from compiler.ir import Sym
 from compiler.jit import NumbaKernel
+from compiler.training.interrupts import held_interrupts
 from runtime import Parameter
 from runtime.optim import Optimizer
 
@@ -188,7 +189,13 @@ class TrainStep:
     def _run_step(self, kernels: _Kernels, data: tuple) -> Any:
         """The step kernel on `data`, with the current hyper-parameters; the loss."""
         self._pack_hypers()
-        result = kernels.step(*kernels.arguments, *data)
+        try:  # as _run_updating does, inline: this is the hot path of every step
+            result = kernels.step(*kernels.arguments, *data)
+        except (TypeError, KernelShapeError):
+            raise
+        except BaseException:
+            _updated(kernels.params)
+            raise
         _updated(kernels.params)
         return self._kept(result) if self.keep_grads else result
 
@@ -211,14 +218,15 @@ class TrainStep:
         """Call a traced step through the general path and write its results back."""
         params, states = self._arguments()
         loss, new_params, new_states, grads = kernel(params, states, self._pack_hypers(), *data)
-        for slot, new_p, new_state in zip(self._slots, new_params, new_states):
-            slot.param.data[...] = new_p
-            state = self._state(slot)
-            for key, value in new_state.items():
-                state[key][...] = value
-        for slot, g in zip(self._slots, grads):
-            slot.param.grad = np.array(g, copy=True)
-        _updated([s.param for s in self._slots])
+        with held_interrupts():  # all parameters and states take the step, or none does
+            for slot, new_p, new_state in zip(self._slots, new_params, new_states):
+                slot.param.data[...] = new_p
+                state = self._state(slot)
+                for key, value in new_state.items():
+                    state[key][...] = value
+            for slot, g in zip(self._slots, grads):
+                slot.param.grad = np.array(g, copy=True)
+            _updated([s.param for s in self._slots])
         return loss
 
     def _kernels(self, data: tuple) -> _Kernels:
@@ -256,8 +264,8 @@ class TrainStep:
         in batches of `batch_size`, inside one compiled call; the losses go to `losses`."""
         kernels = self._fit_kernels(data)  # rebuilt if a callback replaced a Parameter
         self._pack_hypers()
-        kernels.fit(*kernels.arguments, *data, orders, batch_size, losses)
-        _updated(kernels.params)
+        _run_updating(kernels.params, kernels.fit, *kernels.arguments, *data, orders, batch_size,
+                      losses)
 
     def _fit_kernels(self, data: tuple) -> _Kernels | None:
         """The kernels whose minibatch loop `fit` runs, or None where there is none (the
@@ -325,6 +333,25 @@ class _Kernels:
         if constants:
             return lambda *args: entry(*args, *constants)
         return entry
+
+
+def _run_updating(params: list[Parameter], kernel: Callable, *args) -> Any:
+    """`kernel(*args)`, which updates `params` in place, then their version counters.
+
+    A Ctrl-C during the kernel is raised only as it returns (compiled code does not stop
+    for signals), after every array was written: the counters are bumped then too. A
+    TypeError or KernelShapeError comes before the kernel touches memory (numba's
+    dispatcher, the kernel's shape check): nothing was written, nothing is counted.
+    """
+    try:
+        result = kernel(*args)
+    except (TypeError, KernelShapeError):
+        raise
+    except BaseException:
+        _updated(params)
+        raise
+    _updated(params)
+    return result
 
 
 def _updated(params: list[Parameter]) -> None:

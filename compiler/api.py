@@ -104,9 +104,13 @@ class RecordedKernels:
         self._backward = spec.kernel("backward").call  # building it sets spec.residual_sources
         n_inputs = len(spec.graph_of("forward_save").inputs)
         # Residuals index the inputs, then forward_save's results. Inputs that backward needs
-        # are the caller's own arrays, not copies.
+        # are the caller's own arrays; a plain array among them is copied (`link`), because
+        # nothing tells backward that the caller refilled it (a batch buffer, say), while a
+        # Tensor's version counter does.
         self._residuals = _picker([i if where == "input" else n_inputs + i
                                    for where, i in spec.residual_sources])
+        self._plain_inputs = [(k, i) for k, (where, i) in enumerate(spec.residual_sources)
+                              if where == "input" and i not in tensor_positions]
         self._n_outputs = len(spec.graph.outputs)
         self._n_differentiated = spec.n_differentiated
         self._needs = _picker(spec.wrt_leaves)  # the Tensors that require grad: differentiated
@@ -118,6 +122,8 @@ class RecordedKernels:
 
     def link(self, arrays: list, results: tuple, leaves: list) -> Any:
         residuals = self._residuals([*arrays, *results])
+        if self._plain_inputs:
+            residuals = self._kept(residuals, arrays, leaves)
         backward_kernel = self._backward
 
         def backward(cotangents: list[np.ndarray]) -> tuple[np.ndarray, ...]:
@@ -129,6 +135,15 @@ class RecordedKernels:
         if n_diff < self._n_outputs:  # aux: not differentiated
             tensors += [Tensor(o) for o in results[n_diff:self._n_outputs]]
         return tensors[0] if self._single else pytree.unflatten(self._out_tree, tensors)
+
+    def _kept(self, residuals: tuple, arrays: list, leaves: list) -> tuple:
+        """`residuals` with a copy of each of the caller's own plain arrays among them (an
+        array made from a scalar or a non-contiguous argument is ours already)."""
+        kept = list(residuals)
+        for k, i in self._plain_inputs:
+            if arrays[i] is leaves[i]:
+                kept[k] = kept[k].copy()
+        return tuple(kept)
 
 
 def _picker(indices: list[int]) -> Callable[[list], tuple]:

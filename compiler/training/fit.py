@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from compiler.api import CompiledFunction
+from compiler.arguments import as_array
 from compiler.training.step import TrainStep
 from runtime.optim import Optimizer
 
@@ -73,7 +74,7 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
     (tqdm; on by default when stderr is a terminal), calls `callback(epoch, history)`
     and stops early when `stop(history)` is true. Returns the `History`.
     """
-    data = tuple(np.ascontiguousarray(d) for d in data)
+    data = tuple(as_array(np.asarray(d), f"data[{i}]") for i, d in enumerate(data))
     n = _check_arguments(data, epochs, batch_size)
     batch_size = n if batch_size is None else min(batch_size, n)
     step = step or TrainStep(loss_fn, params, optimizer, max_norm=max_norm)

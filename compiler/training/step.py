@@ -23,6 +23,7 @@ import numpy as np
 
 from compiler import pytree
 from compiler.api import CompiledFunction, compile_grad
+from compiler.arguments import as_array
 from compiler.codegen import MinibatchLoop, generate
 from compiler.errors import KernelShapeError
 from compiler.ir import Sym
@@ -177,7 +178,7 @@ class TrainStep:
                 return self._run_step(kernels, data)
             except (TypeError, KernelShapeError):
                 pass  # other data than last time: the general path sorts it out
-        data = tuple(np.ascontiguousarray(d) for d in data)
+        data = tuple(as_array(np.asarray(d), f"data[{i}]") for i, d in enumerate(data))
         if self.loss_fn.backend.name != "numba":
             return self._run(self._kernel, data)
         kernels = self._kernels(data)
@@ -209,7 +210,9 @@ class TrainStep:
         """One step on the average of the losses of `micro_batches`, each a tuple of data
         arrays (gradient accumulation: the same update as one step on their union when the
         loss is a mean and the micro-batches have equal sizes)."""
-        batches = tuple(tuple(np.ascontiguousarray(d) for d in b) for b in micro_batches)
+        batches = tuple(tuple(as_array(np.asarray(d), f"micro_batches[{k}][{i}]")
+                              for i, d in enumerate(batch))
+                        for k, batch in enumerate(micro_batches))
         if self._accumulating is None:
             self._accumulating = self._traced(self._accumulated_step_function, "accumulate")
         return self._run(self._accumulating, (batches,))

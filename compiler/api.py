@@ -18,6 +18,7 @@ import functools
 import inspect
 import operator
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,15 +52,21 @@ class Specialization:
     wrt_leaves: list[int]
     n_differentiated: int  # leading outputs that are differentiated (the rest is aux)
     backend: backends.Backend
+    # The compiled function's lock: graphs and kernels are built once, whichever threads ask.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     graphs: dict[str, Graph] = field(default_factory=dict)
     kernels: dict[str, backends.Kernel] = field(default_factory=dict)
     # Per tuple of leaf positions that hold Tensors: forward_save and backward, recorded.
     recorded: dict[tuple[int, ...], RecordedKernels] = field(default_factory=dict)
 
     def graph_of(self, kind: str) -> Graph:
-        if kind not in self.graphs:
-            self.graphs[kind] = self._build(kind)
-        return self.graphs[kind]
+        graph = self.graphs.get(kind)
+        if graph is None:
+            with self.lock:
+                if kind not in self.graphs:
+                    self.graphs[kind] = self._build(kind)
+                graph = self.graphs[kind]
+        return graph
 
     def _build(self, kind: str) -> Graph:
         """Kernel graphs: differentiated first (custom rules apply), then custom calls inlined."""
@@ -76,9 +83,24 @@ class Specialization:
         return self.graphs[kind]
 
     def kernel(self, kind: str) -> backends.Kernel:
-        if kind not in self.kernels:
-            self.kernels[kind] = self.backend.compile(self.graph_of(kind), kind)
-        return self.kernels[kind]
+        kernel = self.kernels.get(kind)
+        if kernel is None:
+            with self.lock:
+                if kind not in self.kernels:
+                    self.kernels[kind] = self.backend.compile(self.graph_of(kind), kind)
+                kernel = self.kernels[kind]
+        return kernel
+
+    def recorded_kernels(self, name: str, tensor_positions: tuple[int, ...]) -> RecordedKernels:
+        """forward_save and backward linked for calls with Tensors at `tensor_positions`."""
+        recorded = self.recorded.get(tensor_positions)
+        if recorded is None:
+            with self.lock:
+                if tensor_positions not in self.recorded:
+                    self.recorded[tensor_positions] = RecordedKernels(name, self,
+                                                                      tensor_positions)
+                recorded = self.recorded[tensor_positions]
+        return recorded
 
 
 def _checked(graph: Graph) -> Graph:
@@ -169,6 +191,9 @@ class CompiledFunction:
         self.has_aux = has_aux
         self.backend = backends.get(backend or os.environ.get("GRADFUSE_BACKEND", "numba"))
         self._signature = inspect.signature(fn)
+        # Held while tracing and building kernels, so that concurrent first calls do that
+        # once; calls that find what they need (the fast paths above all) never take it.
+        self._lock = threading.RLock()
         self._specs: dict[tuple, Specialization] = {}
         self._static_positions: set[tuple[int, int]] = set()
         self._last: Specialization | None = None
@@ -258,9 +283,7 @@ class CompiledFunction:
             return pytree.unflatten(spec.out_tree, [Tensor(o) for o in outputs])
         spec = self._specialize(call, needs)
         positions = tuple(i for i, t in enumerate(tensors) if t is not None)
-        recorded = spec.recorded.get(positions)
-        if recorded is None:
-            recorded = spec.recorded[positions] = RecordedKernels(self.__name__, spec, positions)
+        recorded = spec.recorded_kernels(self.__name__, positions)
         if positional and TensorCall.eligible(spec.kernel("forward_save"), call.raw):
             self._tensor_call = TensorCall(spec, call.treedef, call.raw, recorded.forward,
                                            recorded.link)
@@ -279,21 +302,25 @@ class CompiledFunction:
         return self._last
 
     def _specialize(self, call: CallArguments, wrt_leaves: list[int]) -> Specialization:
+        with self._lock:
+            spec = self._find_or_trace(call, wrt_leaves)
+        self._last = spec
+        return spec
+
+    def _find_or_trace(self, call: CallArguments, wrt_leaves: list[int]) -> Specialization:
         while True:
             signature = signature_of(call.leaves, set(wrt_leaves), self._static_positions)
             key = (call.treedef, tuple(call.names), signature, tuple(wrt_leaves))
             spec = self._specs.get(key)
             if spec is not None:
-                break
+                return spec
             try:
                 spec = self._trace(call, signature, wrt_leaves)
             except Concretize as c:
                 self._static_positions |= positions_of(signature, c.sym)
                 continue
             self._specs[key] = spec
-            break
-        self._last = spec
-        return spec
+            return spec
 
     def _wrt_items(self) -> tuple:
         return self.wrt if isinstance(self.wrt, tuple) else (self.wrt,)
@@ -322,7 +349,7 @@ class CompiledFunction:
                                 signature.sym_sizes(call.leaves), name=self._graph_name)
         graph = _checked(optimize(graph))
         return Specialization(signature, graph, out_tree, wrt_leaves,
-                              self._n_differentiated(out_tree), self.backend)
+                              self._n_differentiated(out_tree), self.backend, self._lock)
 
     def _n_differentiated(self, out_tree: pytree.TreeDef) -> int:
         if not self.has_aux:

@@ -29,6 +29,7 @@ import importlib.util
 import os
 import sys
 import tempfile
+import threading
 import types
 from pathlib import Path
 
@@ -123,8 +124,19 @@ def module_key(source: str) -> str:
     return hashlib.sha256((salt + source).encode()).hexdigest()[:16]
 
 
+# Held while a module is imported or a function compiled, by whichever thread: numba compiles
+# one function at a time anyway (its own global lock), and a dispatcher's compile switch
+# (`disable_compile`) and a module's import must not interleave between threads.
+_BUILDING = threading.RLock()
+
+
 def load_module(source: str) -> tuple[types.ModuleType, Path]:
     """The module holding `source`, imported from its cache file (written if absent)."""
+    with _BUILDING:
+        return _load_module(source)
+
+
+def _load_module(source: str) -> tuple[types.ModuleType, Path]:
     key = module_key(source)
     name = f"{PACKAGE}.gf_{key}"
     module = sys.modules.get(name)
@@ -232,12 +244,16 @@ class NumbaKernel:
 
     def _compile_only(self, dispatcher, signature: tuple) -> None:
         """Compile `signature` (or load it from numba's cache), then refuse other types."""
-        if signature in dispatcher.overloads:
-            return
-        dispatcher.disable_compile(False)  # the module may serve another caller already
-        with self._reporting(self.source), _deep_recursion():
-            dispatcher.compile(signature)
-        dispatcher.disable_compile()  # other dtypes or ranks: TypeError, not a new compile
+        with _BUILDING:
+            if signature in dispatcher.overloads:
+                return
+            dispatcher.disable_compile(False)  # the module may serve another caller already
+            try:
+                with self._reporting(self.source), _deep_recursion():
+                    dispatcher.compile(signature)
+            finally:  # other dtypes or ranks: TypeError, not a new compile
+                if dispatcher.signatures:
+                    dispatcher.disable_compile()
 
     @contextlib.contextmanager
     def _reporting(self, source: str):

@@ -1,14 +1,15 @@
 """The numba backend: generated source -> cache file -> imported module -> compiled kernel.
 
 A kernel's source text names its file: `<cache dir>/gf_<hash>.py`, where the
-hash covers the text, numba's version, the code generator's version and the
-vector math library and the BLAS in use. The file is written once (atomically) and
-imported under the stable name `gradfuse_kernels.gf_<hash>`, registered in
+hash covers the text, numba's version, the code generator's version, the
+vector math library and the BLAS in use, and the source of the gradfuse modules
+the text imports. The file is written once (atomically), checked to hold the text
+before every import (compiler/cachefiles.py: the directory, checks and repairs), and
+the checked text runs as the module `gradfuse_kernels.gf_<hash>`, registered in
 `sys.modules` first: numba's `cache=True` keys its on-disk cache on that file
 and reloads machine code from it, so a second process compiles nothing.
 
-The cache directory is `$GRADFUSE_CACHE_DIR`, else `$XDG_CACHE_HOME/gradfuse`,
-else `~/.cache/gradfuse`. `GRADFUSE_LIBMVEC=0` turns off glibc's vector math
+`GRADFUSE_LIBMVEC=0` turns off glibc's vector math
 library (on by default where it loads; see compiler/codegen/vecmath.py), which
 makes loops of exp/log/sin... 3-5x faster.
 
@@ -28,7 +29,6 @@ import hashlib
 import importlib.util
 import os
 import sys
-import tempfile
 import threading
 import types
 from pathlib import Path
@@ -36,24 +36,13 @@ from pathlib import Path
 import numba
 import numpy as np
 
+from compiler import cachefiles
+from compiler.cachefiles import cache_dir
 from compiler.codegen import CODEGEN_VERSION, GeneratedModule, blas, generate
 from compiler.errors import InternalError
 from compiler.ir import Graph
 
 PACKAGE = "gradfuse_kernels"
-
-
-def cache_dir() -> Path:
-    explicit = os.environ.get("GRADFUSE_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "gradfuse"
-
-
-def _fallback_cache_dir() -> Path:
-    """Where kernels go when the cache directory cannot be written (a read-only home)."""
-    return Path(tempfile.gettempdir()) / f"gradfuse-{os.getuid() if hasattr(os, 'getuid') else 0}"
 
 
 # --- vector math ---------------------------------------------------------------------------
@@ -119,8 +108,10 @@ def tune_malloc() -> None:
 
 # --- cache files and modules -----------------------------------------------------------------
 def module_key(source: str) -> str:
+    """The name of `source`'s cache file: a hash of the text and of everything else its
+    machine code depends on, including the source of the gradfuse modules it imports."""
     salt = (f"numba {numba.__version__}\ncodegen {CODEGEN_VERSION}\nveclib {vector_library()}\n"
-            f"blas {blas.ABI}\n")
+            f"blas {blas.ABI}\nimports {cachefiles.imported_sources(source)}\n")
     return hashlib.sha256((salt + source).encode()).hexdigest()[:16]
 
 
@@ -142,44 +133,18 @@ def _load_module(source: str) -> tuple[types.ModuleType, Path]:
     module = sys.modules.get(name)
     if module is not None:
         return module, Path(module.__file__)
-    path = cache_dir() / f"gf_{key}.py"
-    if not path.exists():
-        try:
-            _write_once(path, source)
-        except OSError:
-            path = _fallback_cache_dir() / path.name
-            if not path.exists():
-                _write_once(path, source)
+    path = cachefiles.cached_file(f"gf_{key}.py", source)  # checked to hold `source`
     _ensure_package()
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # before executing: numba's cache looks the module up
     try:
-        spec.loader.exec_module(module)
+        # The text that was checked, not the file read again: what runs is what we generated.
+        exec(compile(source, str(path), "exec"), module.__dict__)  # noqa: S102
     except BaseException:
         del sys.modules[name]
         raise
     return module, path
-
-
-def _write_once(path: Path, source: str) -> None:
-    """Write atomically and never replace an existing file: numba's cache index records the
-    file's modification time, so rewriting it would invalidate every cached kernel."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(source)
-        try:
-            os.link(tmp, path)  # fails if another process got there first, which is fine
-        except FileExistsError:
-            pass
-        except OSError:  # no hard links on this file system
-            if not path.exists():
-                os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _ensure_package() -> None:
@@ -250,10 +215,21 @@ class NumbaKernel:
             dispatcher.disable_compile(False)  # the module may serve another caller already
             try:
                 with self._reporting(self.source), _deep_recursion():
-                    dispatcher.compile(signature)
+                    self._compile_or_repair(dispatcher, signature)
             finally:  # other dtypes or ranks: TypeError, not a new compile
                 if dispatcher.signatures:
                     dispatcher.disable_compile()
+
+    def _compile_or_repair(self, dispatcher, signature: tuple) -> None:
+        """Compile (or load from numba's cache); if that fails and numba has cache files for
+        the function, they may be what is broken: delete them and compile from source."""
+        try:
+            dispatcher.compile(signature)
+        except Exception as err:  # noqa: BLE001 -- decided below: damaged cache, or our bug
+            if not cachefiles.discard_numba_cache(dispatcher):
+                raise
+            cachefiles.report_discarded(self.path, err)
+            dispatcher.compile(signature)
 
     @contextlib.contextmanager
     def _reporting(self, source: str):

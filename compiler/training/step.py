@@ -30,6 +30,7 @@ from compiler.ir import Sym
 from compiler.jit import NumbaKernel
 from compiler.training.interrupts import held_interrupts
 from runtime import Parameter
+from runtime.anomaly_mode import _anomaly
 from runtime.optim import Optimizer
 
 _data = operator.attrgetter("data")
@@ -90,7 +91,8 @@ class TrainStep:
 
     def _traced(self, function: Callable, suffix: str) -> CompiledFunction:
         # wrt = params, states and hypers: their shapes stay static; data keeps a symbolic batch
-        compiled = CompiledFunction(function, wrt=(0, 1, 2), backend=self.loss_fn.backend.name)
+        compiled = CompiledFunction(function, wrt=(0, 1, 2), backend=self.loss_fn.backend.name,
+                                    check_finite=self.loss_fn.check_finite)
         compiled.__name__ = f"{self.loss_fn.__name__}_{suffix}"
         compiled._graph_name = f"{self.loss_fn._graph_name}_{suffix}"
         return compiled
@@ -173,13 +175,13 @@ class TrainStep:
         """One step on `data`; returns the loss (before the update)."""
         kernels = self._last
         if kernels is not None and kernels.replacements == Parameter.data_replacements \
-                and kernels.state is self.optimizer.state:
+                and kernels.state is self.optimizer.state and not _anomaly.enabled:
             try:  # numba checks the arrays' dtypes and ranks, the kernel their shapes
                 return self._run_step(kernels, data)
             except (TypeError, KernelShapeError):
                 pass  # other data than last time: the general path sorts it out
         data = tuple(as_array(np.asarray(d), f"data[{i}]") for i, d in enumerate(data))
-        if self.loss_fn.backend.name != "numba":
+        if self.loss_fn.backend.name != "numba" or self.checking():
             return self._run(self._kernel, data)
         kernels = self._kernels(data)
         if kernels.step is None:
@@ -257,9 +259,15 @@ class TrainStep:
         self._kernels_by_data[key] = kernels
         return kernels
 
+    def checking(self) -> bool:
+        """Whether steps run with finite checks (anomaly mode, compiler/checks.py): then they
+        run the traced step's checked kernel and write back from Python, so that a NaN stops
+        the step before any parameter is written."""
+        return self.loss_fn.check_finite or _anomaly.enabled
+
     def runs_epochs(self, data: tuple) -> bool:
         """Whether `run_epochs` can run epochs over `data` inside one compiled call."""
-        return self._fit_kernels(data) is not None
+        return not self.checking() and self._fit_kernels(data) is not None
 
     def run_epochs(self, data: tuple, orders: np.ndarray, batch_size: int,
                    losses: np.ndarray) -> None:

@@ -19,7 +19,8 @@ from contextlib import contextmanager
 @contextmanager
 def held_interrupts() -> Iterator[None]:
     """Defer SIGINT for the duration of the block (only the main thread can receive it)."""
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is None:  # a handler not set from Python
         yield
         return
     received: list[int] = []

@@ -290,8 +290,9 @@ class CompiledFunction:
 
     def source(self, kind: str = "backward") -> str:
         """Generated source of a kernel of the last specialization called: "forward",
-        "backward", "value_and_grad" or "forward_save"."""
-        return self._require_last(kind).kernel(kind).source
+        "backward", "value_and_grad" or "forward_save" (the kernel with finite checks when
+        that is what runs: check_finite=True, or anomaly mode)."""
+        return self._kernel(self._require_last(kind), kind).source
 
     def ir(self, kind: str = "forward") -> str:
         """The IR of a graph of the last specialization called, as text."""

@@ -228,8 +228,8 @@ class NumbaKernel:
         except Exception as err:  # noqa: BLE001 -- decided below: damaged cache, or our bug
             if not cachefiles.discard_numba_cache(dispatcher):
                 raise
+            dispatcher.compile(signature)  # fails again if the code is what is wrong
             cachefiles.report_discarded(self.path, err)
-            dispatcher.compile(signature)
 
     @contextlib.contextmanager
     def _reporting(self, source: str):

@@ -69,7 +69,8 @@ def test_a_read_only_big_endian_array_after_a_read_only_native_one_is_read_right
 
 
 def test_read_only_and_big_endian_data_train():
-    w = Parameter(W.copy())
+    w = Parameter(W.astype(">f8"))  # a Parameter's own copy is in native byte order
+    assert w.dtype == np.float64 and w.dtype.isnative
     losses = []
     step = train_step(projection, w, optim.SGD([w], lr=0.1))
     for data in (read_only(X), X.astype(">f8"), X):

@@ -18,6 +18,7 @@ import functools
 import inspect
 import operator
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from compiler import backend as backends
 from compiler import pytree
 from compiler.arguments import CallArguments
 from compiler.autodiff import split, vjp_graph
+from compiler.checks import CheckedKernel, with_checks
 from compiler.custom import inline_calls
 from compiler.errors import ArgumentError, TraceError
 from compiler.fastpath import REFUSED, FastCall, TensorCall
@@ -39,6 +41,7 @@ from compiler.timings import CompileReport, PhaseTimes, kernel_report
 from compiler.tracer import Concretize, current_builder, trace
 from compiler.verify import verify
 from runtime import Tensor, is_grad_enabled, record
+from runtime.anomaly_mode import _anomaly
 
 KINDS = ("forward", "value_and_grad", "forward_save", "backward")
 
@@ -53,10 +56,13 @@ class Specialization:
     wrt_leaves: list[int]
     n_differentiated: int  # leading outputs that are differentiated (the rest is aux)
     backend: backends.Backend
+    # The compiled function's lock: graphs and kernels are built once, whichever threads ask.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     graphs: dict[str, Graph] = field(default_factory=dict)
     kernels: dict[str, backends.Kernel] = field(default_factory=dict)
-    # Per tuple of leaf positions that hold Tensors: forward_save and backward, recorded.
-    recorded: dict[tuple[int, ...], RecordedKernels] = field(default_factory=dict)
+    # Per tuple of leaf positions that hold Tensors (and checked or not): forward_save and
+    # backward, recorded.
+    recorded: dict[tuple, RecordedKernels] = field(default_factory=dict)
     # Compile time (compiler/timings.py): "trace", and per kind the work on its graphs. The
     # split made for forward_save or backward counts for the one asked for first.
     times: dict[str, PhaseTimes] = field(default_factory=dict)
@@ -65,9 +71,13 @@ class Specialization:
         return self.times.setdefault(what, PhaseTimes())
 
     def graph_of(self, kind: str) -> Graph:
-        if kind not in self.graphs:
-            self.graphs[kind] = self._build(kind)
-        return self.graphs[kind]
+        graph = self.graphs.get(kind)
+        if graph is None:
+            with self.lock:
+                if kind not in self.graphs:
+                    self.graphs[kind] = self._build(kind)
+                graph = self.graphs[kind]
+        return graph
 
     def _build(self, kind: str) -> Graph:
         """Kernel graphs: differentiated first (custom rules apply), then custom calls inlined."""
@@ -91,9 +101,41 @@ class Specialization:
         return self.graphs[kind]
 
     def kernel(self, kind: str) -> backends.Kernel:
-        if kind not in self.kernels:
-            self.kernels[kind] = self.backend.compile(self.graph_of(kind), kind)
-        return self.kernels[kind]
+        kernel = self.kernels.get(kind)
+        if kernel is None:
+            with self.lock:
+                if kind not in self.kernels:
+                    self.kernels[kind] = self.backend.compile(self.graph_of(kind), kind)
+                kernel = self.kernels[kind]
+        return kernel
+
+    def checked_kernel(self, kind: str) -> CheckedKernel:
+        """The kernel of `kind` with a finite check after every op (anomaly mode)."""
+        key = f"{kind}+checked"
+        kernel = self.kernels.get(key)
+        if kernel is None:
+            with self.lock:
+                if key not in self.kernels:
+                    graph, sites = with_checks(self.graph_of(kind))
+                    self.kernels[key] = CheckedKernel(self.backend.compile(graph, kind), sites,
+                                                      kind, self.graph.name)
+                kernel = self.kernels[key]
+        return kernel
+
+    def kernel_for(self, kind: str, checked: bool) -> backends.Kernel:
+        return self.checked_kernel(kind) if checked else self.kernel(kind)
+
+    def recorded_kernels(self, name: str, tensor_positions: tuple[int, ...],
+                         checked: bool = False) -> RecordedKernels:
+        """forward_save and backward linked for calls with Tensors at `tensor_positions`."""
+        key = (tensor_positions, checked)
+        recorded = self.recorded.get(key)
+        if recorded is None:
+            with self.lock:
+                if key not in self.recorded:
+                    self.recorded[key] = RecordedKernels(name, self, tensor_positions, checked)
+                recorded = self.recorded[key]
+        return recorded
 
     def compile_report(self, name: str) -> CompileReport:
         """Where this specialization's compile time went, per kernel built so far."""
@@ -125,15 +167,23 @@ class RecordedKernels:
     outputs and a backward callable over the residuals, and returns the user's Tensors.
     """
 
-    def __init__(self, name: str, spec: Specialization, tensor_positions: tuple[int, ...]):
+    def __init__(self, name: str, spec: Specialization, tensor_positions: tuple[int, ...],
+                 checked: bool = False):
         self.name = name
-        self.forward = spec.kernel("forward_save").call
-        self._backward = spec.kernel("backward").call  # building it sets spec.residual_sources
+        self.forward = spec.kernel_for("forward_save", checked).call
+        # building it sets spec.residual_sources
+        self._backward = spec.kernel_for("backward", checked).call
+        self._checked = checked
+        self._spec = spec
         n_inputs = len(spec.graph_of("forward_save").inputs)
         # Residuals index the inputs, then forward_save's results. Inputs that backward needs
-        # are the caller's own arrays, not copies.
+        # are the caller's own arrays; a plain array among them is copied (`link`), because
+        # nothing tells backward that the caller refilled it (a batch buffer, say), while a
+        # Tensor's version counter does.
         self._residuals = _picker([i if where == "input" else n_inputs + i
                                    for where, i in spec.residual_sources])
+        self._plain_inputs = [(k, i) for k, (where, i) in enumerate(spec.residual_sources)
+                              if where == "input" and i not in tensor_positions]
         self._n_outputs = len(spec.graph.outputs)
         self._n_differentiated = spec.n_differentiated
         self._needs = _picker(spec.wrt_leaves)  # the Tensors that require grad: differentiated
@@ -145,9 +195,13 @@ class RecordedKernels:
 
     def link(self, arrays: list, results: tuple, leaves: list) -> Any:
         residuals = self._residuals([*arrays, *results])
-        backward_kernel = self._backward
+        if self._plain_inputs:
+            residuals = self._kept(residuals, arrays, leaves)
+        backward_kernel, checked, spec = self._backward, self._checked, self._spec
 
         def backward(cotangents: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+            if _anomaly.enabled and not checked:  # backward() under detect_anomaly()
+                return spec.checked_kernel("backward").call(*residuals, *cotangents)
             return backward_kernel(*residuals, *cotangents)
 
         n_diff = self._n_differentiated
@@ -156,6 +210,15 @@ class RecordedKernels:
         if n_diff < self._n_outputs:  # aux: not differentiated
             tensors += [Tensor(o) for o in results[n_diff:self._n_outputs]]
         return tensors[0] if self._single else pytree.unflatten(self._out_tree, tensors)
+
+    def _kept(self, residuals: tuple, arrays: list, leaves: list) -> tuple:
+        """`residuals` with a copy of each of the caller's own plain arrays among them (an
+        array made from a scalar or a non-contiguous argument is ours already)."""
+        kept = list(residuals)
+        for k, i in self._plain_inputs:
+            if arrays[i] is leaves[i]:
+                kept[k] = kept[k].copy()
+        return tuple(kept)
 
 
 def _picker(indices: list[int]) -> Callable[[list], tuple]:
@@ -172,15 +235,20 @@ class CompiledFunction:
     """A NumPy function compiled to forward and backward kernels; see `compile_grad`."""
 
     def __init__(self, fn: Callable, wrt: int | str | tuple = 0, has_aux: bool = False,
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, check_finite: bool = False) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
         # The name of generated functions and of the result variable (`loss = ...`).
         self._graph_name = fn.__name__ if fn.__name__.isidentifier() else "f"
         self.wrt = wrt
         self.has_aux = has_aux
+        # Kernels with a finite check after every op, always (else only in anomaly mode).
+        self.check_finite = check_finite
         self.backend = backends.get(backend or os.environ.get("GRADFUSE_BACKEND", "numba"))
         self._signature = inspect.signature(fn)
+        # Held while tracing and building kernels, so that concurrent first calls do that
+        # once; calls that find what they need (the fast paths above all) never take it.
+        self._lock = threading.RLock()
         self._specs: dict[tuple, Specialization] = {}
         self._static_positions: set[tuple[int, int]] = set()
         self._last: Specialization | None = None
@@ -191,14 +259,15 @@ class CompiledFunction:
     def __call__(self, *args, **kwargs):
         """The function's value. With runtime Tensors among the arguments, the results are
         Tensors, and `backward()` on them reaches every Tensor that requires grad."""
+        anomaly = _anomaly.enabled  # fast paths hold the kernels without anomaly mode's checks
         tensor_call = self._tensor_call
-        if tensor_call is not None and not kwargs and current_builder() is None:
+        if tensor_call is not None and not kwargs and not anomaly and current_builder() is None:
             value = tensor_call.run(args)
             if value is not REFUSED:
                 self._last = tensor_call.spec
                 return value
         fast = self._fast.get("forward")
-        if fast is not None and not kwargs:
+        if fast is not None and not kwargs and not anomaly:
             value = fast.run(args)
             if value is not REFUSED:
                 self._last = fast.spec
@@ -209,8 +278,8 @@ class CompiledFunction:
         tensors = [leaf if isinstance(leaf, Tensor) else None for leaf in call.raw]
         if not any(t is not None for t in tensors):
             spec = self._specialize(call, self._wrt_leaf_indices(call, strict=False))
-            kernel, value = spec.kernel("forward"), _value_packer(spec)
-            if FastCall.eligible(args, kwargs, kernel):
+            kernel, value = self._kernel(spec, "forward"), _value_packer(spec)
+            if FastCall.eligible(args, kwargs, kernel) and not anomaly:
                 self._fast["forward"] = FastCall(spec, kernel, value)
             return value(kernel.call(*call.leaves))
         return self._call_recorded(call, tensors, positional=not kwargs)
@@ -220,8 +289,9 @@ class CompiledFunction:
 
         With `has_aux=True` the function returns `(value, aux)` and this returns
         `((value, aux), gradient)`, as JAX does."""
+        anomaly = _anomaly.enabled
         fast = self._fast.get("value_and_grad")
-        if fast is not None and not kwargs:
+        if fast is not None and not kwargs and not anomaly:
             value_and_grads = fast.run(args)
             if value_and_grads is not REFUSED:
                 self._last = fast.spec
@@ -231,8 +301,8 @@ class CompiledFunction:
         call = self._arguments(args, kwargs)
         spec = self._specialize(call, self._wrt_leaf_indices(call, strict=True))
         self._require_scalar(spec.graph, spec.n_differentiated)
-        kernel = spec.kernel("value_and_grad")
-        if FastCall.eligible(args, kwargs, kernel):
+        kernel = self._kernel(spec, "value_and_grad")
+        if FastCall.eligible(args, kwargs, kernel) and not anomaly:
             self._fast["value_and_grad"] = FastCall(spec, kernel, self._value_and_grad_packer(spec))
         results = [_plain(r) for r in kernel(call.leaves)]
         n_out = len(spec.graph.outputs)
@@ -247,8 +317,9 @@ class CompiledFunction:
 
     def source(self, kind: str = "backward") -> str:
         """Generated source of a kernel of the last specialization called: "forward",
-        "backward", "value_and_grad" or "forward_save"."""
-        return self._require_last(kind).kernel(kind).source
+        "backward", "value_and_grad" or "forward_save" (the kernel with finite checks when
+        that is what runs: check_finite=True, or anomaly mode)."""
+        return self._kernel(self._require_last(kind), kind).source
 
     def ir(self, kind: str = "forward") -> str:
         """The IR of a graph of the last specialization called, as text."""
@@ -275,19 +346,24 @@ class CompiledFunction:
         needs = [i for i, t in enumerate(tensors) if t is not None and t.requires_grad]
         if not (needs and is_grad_enabled()):  # nothing to save for backward
             spec = self._specialize(call, self._wrt_leaf_indices(call, strict=False))
-            outputs = spec.kernel("forward")(call.leaves)
+            outputs = self._kernel(spec, "forward")(call.leaves)
             return pytree.unflatten(spec.out_tree, [Tensor(o) for o in outputs])
         spec = self._specialize(call, needs)
         positions = tuple(i for i, t in enumerate(tensors) if t is not None)
-        recorded = spec.recorded.get(positions)
-        if recorded is None:
-            recorded = spec.recorded[positions] = RecordedKernels(self.__name__, spec, positions)
-        if positional and TensorCall.eligible(spec.kernel("forward_save"), call.raw):
+        checked = self.check_finite or _anomaly.enabled
+        recorded = spec.recorded_kernels(self.__name__, positions, checked)
+        if positional and TensorCall.eligible(spec.kernel_for("forward_save", checked),
+                                              call.raw) and not _anomaly.enabled:
             self._tensor_call = TensorCall(spec, call.treedef, call.raw, recorded.forward,
                                            recorded.link)
         return recorded.link(call.leaves, recorded.forward(*call.leaves), call.raw)
 
     # --- internals ---------------------------------------------------------------------
+    def _kernel(self, spec: Specialization, kind: str) -> backends.Kernel:
+        """The kernel of `kind` to run now: with finite checks if this function always has
+        them (check_finite=True) or anomaly mode is on (compiler/checks.py)."""
+        return spec.kernel_for(kind, self.check_finite or _anomaly.enabled)
+
     def _arguments(self, args, kwargs) -> CallArguments:
         return CallArguments(self.__name__, self._signature, args, kwargs)
 
@@ -300,22 +376,26 @@ class CompiledFunction:
         return self._last
 
     def _specialize(self, call: CallArguments, wrt_leaves: list[int]) -> Specialization:
+        with self._lock:
+            spec = self._find_or_trace(call, wrt_leaves)
+        self._last = spec
+        return spec
+
+    def _find_or_trace(self, call: CallArguments, wrt_leaves: list[int]) -> Specialization:
         tracing = PhaseTimes()  # every trace of this call, those a Concretize cut short too
         while True:
             signature = signature_of(call.leaves, set(wrt_leaves), self._static_positions)
             key = (call.treedef, tuple(call.names), signature, tuple(wrt_leaves))
             spec = self._specs.get(key)
             if spec is not None:
-                break
+                return spec
             try:
                 spec = self._trace(call, signature, wrt_leaves, tracing)
             except Concretize as c:
                 self._static_positions |= positions_of(signature, c.sym)
                 continue
             self._specs[key] = spec
-            break
-        self._last = spec
-        return spec
+            return spec
 
     def _wrt_items(self) -> tuple:
         return self.wrt if isinstance(self.wrt, tuple) else (self.wrt,)
@@ -348,7 +428,7 @@ class CompiledFunction:
         with clock.phase("passes"):
             graph = _checked(optimize(roll(graph)))
         return Specialization(signature, graph, out_tree, wrt_leaves,
-                              self._n_differentiated(out_tree), self.backend,
+                              self._n_differentiated(out_tree), self.backend, self._lock,
                               times={"trace": clock})
 
     def _n_differentiated(self, out_tree: pytree.TreeDef) -> int:
@@ -423,13 +503,16 @@ def _plain(value: np.ndarray):
 
 
 def compile_grad(fn: Callable | str | os.PathLike | None = None, *, wrt: int | str | tuple = 0,
-                 has_aux: bool = False, backend: str | None = None):
+                 has_aux: bool = False, backend: str | None = None, check_finite: bool = False):
     """Compile `fn` (a NumPy function) into fused forward and backward kernels.
 
     `wrt` picks the argument(s) `.grad` differentiates: an index, a parameter
     name, or a tuple of them. With `has_aux=True`, `fn` returns `(value, aux)`
     and only `value` is differentiated. `backend="interpreter"` runs the IR with
     NumPy and compiles nothing; the default is `$GRADFUSE_BACKEND`, else "numba".
+    `check_finite=True` runs kernels that stop at the first NaN or Inf an op produces,
+    forward or backward, with an `AnomalyError` naming the op and the user's line (what
+    `runtime.detect_anomaly()` does for the calls made under it; compiler/checks.py).
     Usable as `@compile_grad` or `@compile_grad(wrt=...)`. `fn` may also be DSL
     source text or the path of a DSL file (compiler/dsl): its last function is compiled.
     """
@@ -439,5 +522,7 @@ def compile_grad(fn: Callable | str | os.PathLike | None = None, *, wrt: int | s
 
         fn = dsl.load(fn)
     if fn is None:
-        return lambda f: CompiledFunction(f, wrt=wrt, has_aux=has_aux, backend=backend)
-    return CompiledFunction(fn, wrt=wrt, has_aux=has_aux, backend=backend)
+        return lambda f: CompiledFunction(f, wrt=wrt, has_aux=has_aux, backend=backend,
+                                          check_finite=check_finite)
+    return CompiledFunction(fn, wrt=wrt, has_aux=has_aux, backend=backend,
+                            check_finite=check_finite)

@@ -46,8 +46,9 @@ class CallArguments:
         for child in self.treedef.children:
             self.starts.append(k)
             k += child.num_leaves
-        owners = [name for name, child in zip(self.names, self.treedef.children)
-                  for _ in range(child.num_leaves)]
+        owners = [name + "".join(f"[{key!r}]" for key in path)  # params['enc']['W']
+                  for name, child in zip(self.names, self.treedef.children)
+                  for path in pytree.key_paths(child)]
         self.leaves = [as_array(leaf, owner) for leaf, owner in zip(leaves, owners)]
 
     def slot(self, item: int | str) -> int:
@@ -92,16 +93,52 @@ class CallArguments:
 
 
 def as_array(leaf: Any, owner: str) -> np.ndarray:
-    """A leaf as a C-contiguous array (kernels see one memory layout, so one signature)."""
+    """A leaf as a writable, C-contiguous array in native byte order of a dtype kernels
+    compute with: kernels are compiled for that one kind of array per dtype and rank, and
+    the others are copied, as NumPy's ufuncs would convert them.
+
+    Read-only arrays (`np.load(mmap_mode="r")`, `np.frombuffer`) are copied too rather than
+    given read-only kernel signatures: numba's dispatcher gives a read-only big-endian
+    array the type of a read-only native one once it has seen one (numba 0.68), so such a
+    signature would read big-endian bytes as native ones on the fast paths, silently.
+    """
     if isinstance(leaf, np.ndarray):
-        return leaf if leaf.flags.c_contiguous else np.ascontiguousarray(leaf)
-    if isinstance(leaf, (bool, int, float, np.generic)):
-        return np.asarray(leaf)
-    if type(leaf).__name__ == "Tracer":  # a compiled function called while tracing another
+        array = leaf
+    elif isinstance(leaf, (bool, int, float, np.generic)):
+        array = np.asarray(leaf)
+    elif type(leaf).__name__ == "Tracer":  # a compiled function called while tracing another
         return leaf
-    data = getattr(leaf, "data", None)  # runtime tensors
-    if isinstance(data, np.ndarray):
-        return data
-    raise ArgumentError(f"argument '{owner}' holds a {type(leaf).__name__}; compiled functions "
-                        "take arrays, scalars, and dicts/lists/tuples of them (bind other "
-                        "values with a closure or functools.partial)")
+    elif isinstance(getattr(leaf, "data", None), np.ndarray):  # runtime tensors
+        array = leaf.data
+    else:
+        raise ArgumentError(f"argument '{owner}' holds a {type(leaf).__name__}; compiled "
+                            "functions take arrays, scalars, and dicts/lists/tuples of them "
+                            "(bind other values with a closure or functools.partial)")
+    _check_dtype(array.dtype, owner)
+    if not array.dtype.isnative:
+        return np.ascontiguousarray(array, array.dtype.newbyteorder("="))
+    if not array.flags.writeable:
+        return np.array(array, order="C")  # a copy
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
+# dtypes that kernels do not compute with, and what to pass instead
+_REFUSED_FLOATS = {2: "float16 has no arithmetic in compiled kernels; convert it with "
+                      ".astype(np.float32)",
+                   np.dtype(np.longdouble).itemsize: f"{np.dtype(np.longdouble)} (long double) "
+                   "has no arithmetic in compiled kernels; convert it with .astype(np.float64)"}
+
+
+def _check_dtype(dtype: np.dtype, owner: str) -> None:
+    """Refuse dtypes whose values gradfuse would get wrong, before anything is traced."""
+    if dtype.kind in "biu" or (dtype.kind == "f" and dtype.itemsize in (4, 8)):
+        return
+    if dtype.kind == "f":
+        reason = _REFUSED_FLOATS.get(dtype.itemsize, f"{dtype} is not supported")
+    elif dtype.kind == "c":
+        reason = (f"{dtype} values are not supported (gradfuse computes with real numbers; "
+                  "pass the real and imaginary parts as two float arrays)")
+    else:
+        reason = (f"{dtype} arrays have no arithmetic in compiled kernels; pass numbers as "
+                  "bool, int or float32/float64 arrays")
+    raise ArgumentError(f"argument '{owner}' holds {dtype} values: {reason}")

@@ -94,6 +94,7 @@ class _BodyBuilder(Builder):
     def __init__(self, parent: Builder) -> None:
         super().__init__(parent.sym_hints)
         self.parent = parent
+        self.user_frames = parent.user_frames  # the step function's names are the user's too
         self.captured: dict[int, Node] = {}  # enclosing node id -> the body's input for it
         self.enclosing: list[Node] = []  # the enclosing nodes, in order of capture
 

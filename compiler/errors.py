@@ -29,6 +29,18 @@ class ArgumentError(GradfuseError, TypeError):
     """The compiled function was called with arguments it cannot accept."""
 
 
+class AnomalyError(GradfuseError, FloatingPointError):
+    """Anomaly mode (compiler/checks.py) stopped at the first NaN or Inf: which op made it."""
+
+    def __init__(self, message: str, loc: SourceLoc | None = None) -> None:
+        self.loc = loc
+        self.reason = message
+        if loc is not None:
+            text = f"\n    {loc.text.strip()}" if loc.text else ""
+            message = f"{loc}: {message}{text}\n  File \"{loc.filename}\", line {loc.lineno}"
+        super().__init__(message)
+
+
 class InternalError(RuntimeError):
     """gradfuse produced code that numba rejected: a bug in gradfuse, not the user's code."""
 

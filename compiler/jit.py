@@ -1,14 +1,15 @@
 """The numba backend: generated source -> cache file -> imported module -> compiled kernel.
 
 A kernel's source text names its file: `<cache dir>/gf_<hash>.py`, where the
-hash covers the text, numba's version, the code generator's version and the
-vector math library and the BLAS in use. The file is written once (atomically) and
-imported under the stable name `gradfuse_kernels.gf_<hash>`, registered in
+hash covers the text, numba's version, the code generator's version, the
+vector math library and the BLAS in use, and the source of the gradfuse modules
+the text imports. The file is written once (atomically), checked to hold the text
+before every import (compiler/cachefiles.py: the directory, checks and repairs), and
+the checked text runs as the module `gradfuse_kernels.gf_<hash>`, registered in
 `sys.modules` first: numba's `cache=True` keys its on-disk cache on that file
 and reloads machine code from it, so a second process compiles nothing.
 
-The cache directory is `$GRADFUSE_CACHE_DIR`, else `$XDG_CACHE_HOME/gradfuse`,
-else `~/.cache/gradfuse`. `GRADFUSE_LIBMVEC=0` turns off glibc's vector math
+`GRADFUSE_LIBMVEC=0` turns off glibc's vector math
 library (on by default where it loads; see compiler/codegen/vecmath.py), which
 makes loops of exp/log/sin... 3-5x faster.
 
@@ -28,7 +29,7 @@ import hashlib
 import importlib.util
 import os
 import sys
-import tempfile
+import threading
 import time
 import types
 from pathlib import Path
@@ -36,6 +37,8 @@ from pathlib import Path
 import numba
 import numpy as np
 
+from compiler import cachefiles
+from compiler.cachefiles import cache_dir
 from compiler.codegen import CODEGEN_VERSION, GeneratedModule, blas, generate
 from compiler.errors import InternalError
 from compiler.ir import Graph
@@ -43,19 +46,6 @@ from compiler.packing import Packing, pack
 from compiler.timings import KernelBuild, NumbaCompile
 
 PACKAGE = "gradfuse_kernels"
-
-
-def cache_dir() -> Path:
-    explicit = os.environ.get("GRADFUSE_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "gradfuse"
-
-
-def _fallback_cache_dir() -> Path:
-    """Where kernels go when the cache directory cannot be written (a read-only home)."""
-    return Path(tempfile.gettempdir()) / f"gradfuse-{os.getuid() if hasattr(os, 'getuid') else 0}"
 
 
 # --- vector math ---------------------------------------------------------------------------
@@ -121,56 +111,43 @@ def tune_malloc() -> None:
 
 # --- cache files and modules -----------------------------------------------------------------
 def module_key(source: str) -> str:
+    """The name of `source`'s cache file: a hash of the text and of everything else its
+    machine code depends on, including the source of the gradfuse modules it imports."""
     salt = (f"numba {numba.__version__}\ncodegen {CODEGEN_VERSION}\nveclib {vector_library()}\n"
-            f"blas {blas.ABI}\n")
+            f"blas {blas.ABI}\nimports {cachefiles.imported_sources(source)}\n")
     return hashlib.sha256((salt + source).encode()).hexdigest()[:16]
+
+
+# Held while a module is imported or a function compiled, by whichever thread: numba compiles
+# one function at a time anyway (its own global lock), and a dispatcher's compile switch
+# (`disable_compile`) and a module's import must not interleave between threads.
+_BUILDING = threading.RLock()
 
 
 def load_module(source: str) -> tuple[types.ModuleType, Path]:
     """The module holding `source`, imported from its cache file (written if absent)."""
+    with _BUILDING:
+        return _load_module(source)
+
+
+def _load_module(source: str) -> tuple[types.ModuleType, Path]:
     key = module_key(source)
     name = f"{PACKAGE}.gf_{key}"
     module = sys.modules.get(name)
     if module is not None:
         return module, Path(module.__file__)
-    path = cache_dir() / f"gf_{key}.py"
-    if not path.exists():
-        try:
-            _write_once(path, source)
-        except OSError:
-            path = _fallback_cache_dir() / path.name
-            if not path.exists():
-                _write_once(path, source)
+    path = cachefiles.cached_file(f"gf_{key}.py", source)  # checked to hold `source`
     _ensure_package()
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # before executing: numba's cache looks the module up
     try:
-        spec.loader.exec_module(module)
+        # The text that was checked, not the file read again: what runs is what we generated.
+        exec(compile(source, str(path), "exec"), module.__dict__)  # noqa: S102
     except BaseException:
         del sys.modules[name]
         raise
     return module, path
-
-
-def _write_once(path: Path, source: str) -> None:
-    """Write atomically and never replace an existing file: numba's cache index records the
-    file's modification time, so rewriting it would invalidate every cached kernel."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(source)
-        try:
-            os.link(tmp, path)  # fails if another process got there first, which is fine
-        except FileExistsError:
-            pass
-        except OSError:  # no hard links on this file system
-            if not path.exists():
-                os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _ensure_package() -> None:
@@ -245,17 +222,32 @@ class NumbaKernel:
 
     def _compile_only(self, dispatcher, signature: tuple) -> None:
         """Compile `signature` (or load it from numba's cache), then refuse other types."""
-        if signature in dispatcher.overloads:  # a module shared with an identical kernel
-            self.build.compiles.setdefault(dispatcher.__name__, NumbaCompile(0.0, True))
-            return
-        dispatcher.disable_compile(False)  # the module may serve another caller already
-        hits = sum(dispatcher.stats.cache_hits.values())
-        start = time.perf_counter()
-        with self._reporting(self.source), _deep_recursion():
+        with _BUILDING:
+            if signature in dispatcher.overloads:  # a module shared with an identical kernel
+                self.build.compiles.setdefault(dispatcher.__name__, NumbaCompile(0.0, True))
+                return
+            dispatcher.disable_compile(False)  # the module may serve another caller already
+            hits = sum(dispatcher.stats.cache_hits.values())
+            start = time.perf_counter()
+            try:
+                with self._reporting(self.source), _deep_recursion():
+                    self._compile_or_repair(dispatcher, signature)
+            finally:  # other dtypes or ranks: TypeError, not a new compile
+                if dispatcher.signatures:
+                    dispatcher.disable_compile()
+            self.build.compiles[dispatcher.__name__] = NumbaCompile(
+                time.perf_counter() - start, sum(dispatcher.stats.cache_hits.values()) > hits)
+
+    def _compile_or_repair(self, dispatcher, signature: tuple) -> None:
+        """Compile (or load from numba's cache); if that fails and numba has cache files for
+        the function, they may be what is broken: delete them and compile from source."""
+        try:
             dispatcher.compile(signature)
-        self.build.compiles[dispatcher.__name__] = NumbaCompile(
-            time.perf_counter() - start, sum(dispatcher.stats.cache_hits.values()) > hits)
-        dispatcher.disable_compile()  # other dtypes or ranks: TypeError, not a new compile
+        except Exception as err:  # noqa: BLE001 -- decided below: damaged cache, or our bug
+            if not cachefiles.discard_numba_cache(dispatcher):
+                raise
+            dispatcher.compile(signature)  # fails again if the code is what is wrong
+            cachefiles.report_discarded(self.path, err)
 
     @contextlib.contextmanager
     def _reporting(self, source: str):

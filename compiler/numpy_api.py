@@ -17,7 +17,7 @@ from compiler.ir import Sym
 from compiler.ops import bind
 from compiler.ops.registry import ShapeError
 from compiler.ops.shapes import normalize_axes
-from compiler.tracer import SymDim, Tracer, user_loc
+from compiler.tracer import SymDim, Tracer, current_builder, user_loc
 
 
 def _axes(x, axis):
@@ -42,9 +42,8 @@ def _no_out(name, out=None, dtype=None, **kwargs):
 def _traced(x) -> Tracer:
     if isinstance(x, Tracer):
         return x
-    from compiler.ops.registry import _builders
-
-    return _builders[-1].wrap(_builders[-1].lift(x, []))
+    builder = current_builder()
+    return builder.wrap(builder.lift(x, []))
 
 
 # --- elementwise -------------------------------------------------------------------------

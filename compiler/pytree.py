@@ -1,8 +1,11 @@
 """Nested arguments (dicts, lists, tuples of arrays) flattened to leaves and rebuilt.
 
-A `TreeDef` is hashable, so it can be part of a specialization key; `paths`
-gives each leaf a readable name (`params["W1"]` -> `W1`) for generated code;
-`leaves_if_shaped` flattens a tree only if it has a given structure (fast paths).
+A `TreeDef` is hashable, so it can be part of a specialization key; `key_paths`
+gives each leaf its full path (`("enc", "W")`), which is what identifies it; `paths`
+gives each leaf a readable name that no other leaf of the tree has
+(`params["W1"]` -> `W1`, but `enc_W` and `dec_W` where two layers share the key `W`)
+for generated code; `leaves_if_shaped` flattens a tree only if it has a given
+structure (fast paths).
 """
 
 from __future__ import annotations
@@ -94,19 +97,60 @@ def _unflatten(treedef: TreeDef, it) -> Any:
     return children if treedef.kind == "list" else tuple(children)
 
 
-def paths(treedef: TreeDef, prefix: str) -> list[str]:
-    """A readable name for each leaf: the innermost dict key, or prefix_index for sequences."""
-    out: list[str] = []
-    _paths(treedef, prefix, out)
+def key_paths(treedef: TreeDef) -> list[tuple]:
+    """The full path of each leaf: the dict keys and sequence positions leading to it."""
+    out: list[tuple] = []
+    _key_paths(treedef, (), out)
     return out
 
 
-def _paths(treedef: TreeDef, name: str, out: list[str]) -> None:
+def _key_paths(treedef: TreeDef, path: tuple, out: list[tuple]) -> None:
     if treedef.kind == "leaf":
-        out.append(name)
+        out.append(path)
     elif treedef.kind == "dict":
         for key, child in zip(treedef.keys, treedef.children):
-            _paths(child, str(key), out)
+            _key_paths(child, path + (key,), out)
     else:
         for i, child in enumerate(treedef.children):
-            _paths(child, f"{name}_{i}", out)
+            _key_paths(child, path + (i,), out)
+
+
+def paths(treedef: TreeDef, prefix: str) -> list[str]:
+    """A readable name for each leaf, unique within the tree: the innermost dict key
+    (`W1`), or `prefix_index` for sequences (`args_0`, `layers_1`); where leaves share it
+    (`{"enc": {"W"}, "dec": {"W"}}`), outer keys are prepended until they differ
+    (`enc_W`, `dec_W`). Identity is the full path (`key_paths`); these names are for people.
+    """
+    # Each leaf's words, from the prefix to the leaf. A name is a suffix of them that starts
+    # at a dict key or at the prefix (never at a bare position: `0_W` says too little).
+    words, starts = [], []
+    for path in key_paths(treedef):
+        words.append([prefix, *map(str, path)])
+        starts.append([0, *(k + 1 for k in range(len(path)) if _is_dict(treedef, path[:k]))])
+    level = [len(s) - 1 for s in starts]  # which start each leaf uses: the innermost first
+
+    def name(i: int) -> str:
+        return "_".join(words[i][starts[i][level[i]]:])
+
+    while True:
+        names = [name(i) for i in range(len(words))]
+        shared = {n for n in names if names.count(n) > 1}
+        widen = [i for i, n in enumerate(names) if n in shared and level[i] > 0]
+        if not widen:
+            break
+        for i in widen:
+            level[i] -= 1
+    # Full paths can still read alike ({"a": {"b_c"}} and {"a_b": {"c"}}): number the rest.
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        seen[n] = seen.get(n, 0) + 1
+        if seen[n] > 1:
+            names[i] = f"{n}_{seen[n]}"
+    return names
+
+
+def _is_dict(treedef: TreeDef, path: tuple) -> bool:
+    """Whether the container that `path` leads to is a dict (so its children have keys)."""
+    for key in path:
+        treedef = treedef.children[treedef.keys.index(key) if treedef.kind == "dict" else key]
+    return treedef.kind == "dict"

@@ -5,7 +5,8 @@ A `Tracer` stands for one IR node. It implements NumPy's dispatch protocols
 write plain NumPy. A `Builder` turns each call into a node: it lifts constants
 (Python scalars are "weak", as in NumPy 2), runs the op's shape rule, and tags
 the node with the user's file:line. Variable names for generated code are read
-from the user's frames as they return (a profile hook, active only while tracing).
+from the user's frames once the trace is over (`UserFrames`); no profile or trace
+hook is installed, so the user's profiler and debugger keep working.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import runtime
 from compiler import ops, pytree
 from compiler.errors import TraceError, UnsupportedError
 from compiler.ir import Graph, Node, SourceLoc, Sym, TensorType, walk
-from compiler.ops.registry import _builders
+from compiler.ops.registry import TRACES
 
 
 def _package_dir(module) -> str:
@@ -132,6 +133,7 @@ class Builder:
         self.sym_sources: dict[Sym, tuple[Node, int]] = {}
         self.grad_of: Node | None = None  # set while the reverse pass emits a VJP
         self.loc_override: SourceLoc | None = None
+        self.user_frames: UserFrames | None = None  # set by `trace` while the user's code runs
 
     def input(self, index: int, type: TensorType, name: str) -> Tracer:
         node = Node("input", (), {"index": index, "type": type}, type, name=name)
@@ -176,6 +178,8 @@ class Builder:
                  and not (op == "where" and i == 0)]
         nodes = tuple(self.lift(x, peers) for x in inputs)
         loc = self.loc_override or user_loc()
+        if self.user_frames is not None:
+            self.user_frames.see(sys._getframe(1))
         try:
             out_type = opdef.infer(*(n.type for n in nodes), **attrs)
         except ops.DimConflict as conflict:
@@ -390,52 +394,50 @@ class Tracer:
 # --- running a trace ---------------------------------------------------------------------
 @contextmanager
 def building(builder: Builder):
-    _builders.append(builder)
+    builders = TRACES.builders
+    builders.append(builder)
     try:
         yield builder
     finally:
-        _builders.pop()
+        builders.pop()
 
 
-class _NameCollector:
-    """Profile hook: as the user's frames return, remember which local names hold which nodes.
+class UserFrames:
+    """The user's frames that a trace runs in, read for the names of their local variables.
 
-    A node keeps the name from the outermost frame that bound it, so `h` in the
-    user's model wins over `x` inside a helper the model called.
+    Every node the user's code creates goes through `Builder.emit`; from there, the
+    frames between it and the trace's entry are the user's functions that are running,
+    and `see` keeps them. CPython keeps a finished frame's local variables while its frame
+    object is referenced, so once the trace is over `names` reads each frame's final
+    locals, as they were when it returned. A node keeps the name from the outermost frame
+    that bound it, so `h` in the user's model wins over `x` inside a helper the model called.
     """
 
-    def __init__(self, entry_depth: int) -> None:
-        self.entry_depth = entry_depth
-        self.names: dict[int, tuple[int, str]] = {}
+    def __init__(self, entry) -> None:
+        self.entry = entry  # the frame of `trace`: where the user's code starts, outward
+        self.depths: dict[Any, int] = {}  # frame -> calls between it and the entry
 
-    def __call__(self, frame, event, arg) -> None:
-        if event != "return" or _origin(frame.f_code.co_filename) != "user":
+    def see(self, frame) -> None:
+        chain = []
+        while frame is not None and frame is not self.entry:
+            chain.append(frame)
+            frame = frame.f_back
+        if frame is None:  # not below this trace's entry (another trace's builder)
             return
-        depth = _depth(frame)
-        for name, value in frame.f_locals.items():
-            if isinstance(value, Tracer) and not name.startswith("_"):
-                best = self.names.get(value.node.id)
-                if best is None or depth < best[0]:
-                    self.names[value.node.id] = (depth, name)
+        for depth, f in enumerate(reversed(chain)):
+            if f not in self.depths and _origin(f.f_code.co_filename) == "user":
+                self.depths[f] = depth
 
-
-def _depth(frame) -> int:
-    n = 0
-    while frame is not None:
-        frame = frame.f_back
-        n += 1
-    return n
-
-
-@contextmanager
-def collecting_names():
-    collector = _NameCollector(_depth(sys._getframe()))
-    previous = sys.getprofile()
-    sys.setprofile(collector)
-    try:
-        yield collector
-    finally:
-        sys.setprofile(previous)
+    def names(self) -> dict[int, str]:
+        """node id -> the user's variable name for it."""
+        names: dict[int, str] = {}
+        # Outermost first; among frames as deep, the one seen first (called first) wins.
+        for frame in sorted(self.depths, key=self.depths.__getitem__):
+            for name, value in frame.f_locals.items():
+                if isinstance(value, Tracer) and not name.startswith("_"):
+                    names.setdefault(value.node.id, name)
+        self.depths.clear()  # the frames hold the user's values: let them go
+        return names
 
 
 def trace(fn: Callable, input_types: list[TensorType], input_names: list[str],
@@ -448,24 +450,31 @@ def trace(fn: Callable, input_types: list[TensorType], input_names: list[str],
     builder = Builder(sym_hints)
     inputs = [builder.input(i, t, n) for i, (t, n) in enumerate(zip(input_types, input_names))]
     args, kwargs = build_args(inputs)
-    with building(builder), collecting_names() as names:
-        result = fn(*args, **kwargs)
-        out_leaves, out_tree = pytree.flatten(result)
-        outputs = [builder.lift(leaf, []) for leaf in out_leaves]
+    frames = builder.user_frames = UserFrames(sys._getframe())
+    try:
+        with building(builder):
+            result = fn(*args, **kwargs)
+            out_leaves, out_tree = pytree.flatten(result)
+            outputs = [builder.lift(leaf, []) for leaf in out_leaves]
+    finally:
+        builder.user_frames = None
+    names = frames.names()
     if not outputs:
         raise TraceError(f"{name} returned no arrays", None)
     if len(outputs) == 1 and outputs[0].name is None and outputs[0].op != "input":
         outputs[0].name = name  # `loss = ...` reads better than `t7 = ...`
     graph = Graph([t.node for t in inputs], outputs, name=name)
     for node in walk(graph):
-        if node.name is None and node.id in names.names:
-            node.name = names.names[node.id][1]
+        if node.name is None and node.id in names:
+            node.name = names[node.id]
     return graph, out_tree
 
 
 def current_builder() -> Builder | None:
-    """The builder of the trace in progress, if any (a compiled function called while tracing)."""
-    return _builders[-1] if _builders else None
+    """The builder of this thread's trace in progress, if any (a compiled function called
+    while tracing)."""
+    builders = TRACES.builders
+    return builders[-1] if builders else None
 
 
 from compiler import numpy_api as npx  # noqa: E402  (numpy_api builds on Tracer)

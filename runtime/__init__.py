@@ -5,6 +5,7 @@ the compiler hands it plain callables through `record`.
 """
 
 from . import autograd, functional, init, optim, utils
+from .anomaly_mode import detect_anomaly, is_anomaly_enabled, set_detect_anomaly
 from .autograd import enable_grad, is_grad_enabled, no_grad, record, set_grad_enabled
 from .tensor import Parameter, Tensor
 
@@ -12,13 +13,16 @@ __all__ = [
     "Parameter",
     "Tensor",
     "autograd",
+    "detect_anomaly",
     "enable_grad",
     "functional",
     "init",
+    "is_anomaly_enabled",
     "is_grad_enabled",
     "no_grad",
     "optim",
     "record",
+    "set_detect_anomaly",
     "set_grad_enabled",
     "utils",
 ]

@@ -24,8 +24,9 @@ A node without `retain_graph=True` drops its callable after it runs, which
 frees the residual arrays the callable closed over; a later pass through it
 raises before any node runs.
 
-Backward callables read their inputs' arrays as they are when backward runs
-(the forward kernel does not copy them). So each node also remembers the
+Backward callables read their input Tensors' arrays as they are when backward
+runs (the forward kernel does not copy them; the compiler keeps copies of the
+plain arrays backward needs, which have no version counter). So each node also remembers the
 version counter (`Tensor._version`) of every input Tensor at forward time, and
 a pass whose inputs have since been updated in place (an optimizer step,
 `utils.load`) raises PyTorch's "modified by an inplace operation" error before

@@ -219,8 +219,12 @@ class Parameter(Tensor):
     def __init__(self, data: Any, requires_grad: bool = True) -> None:
         if isinstance(data, Tensor):
             data = data.data
-        # Always a copy, so an optimizer step never writes into the caller's array.
-        super().__init__(np.array(data, copy=True), requires_grad=requires_grad)
+        # Always a copy, so an optimizer step never writes into the caller's array; in native
+        # byte order, which compiled kernels (and their in-place updates) work in.
+        array = np.array(data, copy=True)
+        if not array.dtype.isnative:
+            array = array.astype(array.dtype.newbyteorder("="))
+        super().__init__(array, requires_grad=requires_grad)
 
     @property
     def data(self) -> np.ndarray:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,12 +18,29 @@ Params = Tensor | Iterable[Tensor] | Mapping[str, Tensor]
 
 
 def _named(params: Params) -> dict[str, Tensor]:
-    """Parameters by name: a dict's own names, else their positions "0", "1", ..."""
+    """Parameters by name: a dict's own keys, else their positions "0", "1", ...; nested
+    dicts and lists give paths (`{"enc": {"W": w}}` -> "enc/W", a list of layers -> "0/W")."""
     if isinstance(params, Tensor):
         return {"0": params}
-    if isinstance(params, Mapping):
-        return dict(params)
-    return {str(i): p for i, p in enumerate(params)}
+    named: dict[str, Tensor] = {}
+    _add_named(named, "", params)
+    return named
+
+
+def parameters(params: Params) -> list[Tensor]:
+    """The Tensors of `params` (a Tensor, a list, or dicts and lists nested), in order: what
+    an optimizer takes for a model whose layers are nested dicts."""
+    return list(_named(params).values())
+
+
+def _add_named(named: dict[str, Tensor], prefix: str, tree: Any) -> None:
+    items = tree.items() if isinstance(tree, Mapping) else enumerate(tree)
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if isinstance(value, Tensor):
+            named[name] = value
+        else:
+            _add_named(named, name + "/", value)
 
 
 def _vector_norm(values: np.ndarray, norm_type: float) -> float:
@@ -86,24 +105,68 @@ def grad_norms(
 _PARAM = "param/"
 _GROUPS = "optimizer/param_groups"
 _STATE = "optimizer/state/"
+_NAMES = "optimizer/param_names"  # JSON: the name in `params` of each optimizer index
 
 
 def save(path: str | os.PathLike, params: Params, optimizer: Optimizer | None = None) -> None:
     """Write parameters (and an optimizer's state_dict) to an `.npz` file at exactly `path`.
 
-    Parameters are stored under "param/<name>" (positions for a list); the
-    optimizer's groups as JSON and its state arrays as "optimizer/state/<index>/<key>".
+    Parameters are stored under "param/<name>" (positions for a list, paths such as
+    "enc/W" for nested dicts); the optimizer's groups as JSON, its state arrays as
+    "optimizer/state/<index>/<key>", and the name of the parameter at each optimizer
+    index, so that `load` gives each parameter its own state even in another order.
+
+    The file is replaced atomically: the checkpoint is written to a temporary file next
+    to `path`, flushed to disk, and renamed over `path`, so a crash or `kill -9` at any
+    moment leaves either the previous checkpoint or the new one, never a torn file.
     """
-    arrays = {_PARAM + name: p.data for name, p in _named(params).items()}
+    named = _named(params)
+    arrays = {_PARAM + name: p.data for name, p in named.items()}
     if optimizer is not None:
         state_dict = optimizer.state_dict()
         arrays[_GROUPS] = np.array(json.dumps(state_dict["param_groups"]))
         for index, state in state_dict["state"].items():
             for key, value in state.items():
                 arrays[f"{_STATE}{index}/{key}"] = value
-    # An open file, because np.savez would append ".npz" to a path without it.
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
+        name_of = {id(p): name for name, p in named.items()}
+        arrays[_NAMES] = np.array(json.dumps([name_of.get(id(p))
+                                              for p in optimizer.parameters()]))
+    _replace_atomically(path, lambda f: np.savez(f, **arrays))
+
+
+def _replace_atomically(path: str | os.PathLike, write: Any) -> None:
+    """`write(file)` into a temporary file beside `path`, fsync it, rename it over `path`."""
+    path = os.fspath(path)
+    directory, base = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # os.open with 0o666 leaves the mode to the umask, as open(path, "wb") would.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)  # an open file: np.savez would append ".npz" to a path without it
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(directory)  # the rename itself survives a power cut too
+
+
+def _fsync_directory(directory: str) -> None:
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a directory
+        pass
+    finally:
+        os.close(fd)
 
 
 def load(
@@ -114,9 +177,11 @@ def load(
 ) -> None:
     """Copy values saved by `save` into `params` (in place) and into `optimizer`.
 
-    Every parameter must be in the file with the same shape; with `strict`, the
-    file may not hold parameters that `params` lacks. Nothing is written unless
-    all checks pass.
+    Every parameter must be in the file with the same shape and a dtype it can take
+    (same kind); with `strict`, the file may not hold parameters that `params` lacks.
+    The optimizer's state goes to the parameter of the same name, whatever the order of
+    the optimizer's parameters now, and must fit it (keys and shapes, see
+    `Optimizer.load_state_dict`). Nothing is written unless all checks pass.
     """
     named = _named(params)
     with np.load(path, allow_pickle=False) as npz:
@@ -134,12 +199,58 @@ def load(
                     f"parameter {name!r}: saved shape {saved[name].shape} but the "
                     f"parameter has shape {p.shape}"
                 )
-        optimizer_state = _read_optimizer_state(npz, path) if optimizer is not None else None
+            if not np.can_cast(saved[name].dtype, p.dtype, casting="same_kind"):
+                raise ValueError(
+                    f"parameter {name!r}: saved dtype {saved[name].dtype} cannot be stored "
+                    f"in the parameter's {p.dtype}"
+                )
+        restore_optimizer = None
+        if optimizer is not None:
+            state_dict = _read_optimizer_state(npz, path)
+            state_dict = _by_name(state_dict, _read_names(npz), named, optimizer)
+            restore_optimizer = optimizer.prepare_load(state_dict)
     for name, p in named.items():
         np.copyto(p.data, saved[name], casting="same_kind")
         p._version += 1
-    if optimizer is not None:
-        optimizer.load_state_dict(optimizer_state)
+    if restore_optimizer is not None:
+        restore_optimizer()
+
+
+def _read_names(npz: Any) -> list[str | None] | None:
+    return json.loads(str(npz[_NAMES])) if _NAMES in npz.files else None
+
+
+def _by_name(
+    state_dict: dict[str, Any],
+    saved_names: list[str | None] | None,
+    named: dict[str, Tensor],
+    optimizer: Optimizer,
+) -> dict[str, Any]:
+    """`state_dict` with its optimizer indices renumbered so that each state follows the name
+    of its parameter into the optimizer's current order (PyTorch matches by position only,
+    which silently swaps the moments of same-shaped parameters listed in another order).
+    Checkpoints without names, or optimizers over parameters that `params` does not name,
+    keep positions."""
+    current = optimizer.parameters()
+    index_of = {id(p): i for i, p in enumerate(current)}
+    by_name = {name: index_of[id(p)] for name, p in named.items() if id(p) in index_of}
+    if saved_names is None or len(saved_names) != len(current) \
+            or len(state_dict["param_groups"]) != len(optimizer.param_groups) \
+            or len(by_name) != len(current) or None in saved_names \
+            or any(name not in by_name for name in saved_names):
+        return state_dict
+    renumber = [by_name[name] for name in saved_names]  # saved index -> current index
+    groups = []
+    for saved, group in zip(state_dict["param_groups"], optimizer.param_groups):
+        indices = [index_of[id(p)] for p in group["params"]]
+        if sorted(renumber[i] for i in saved["params"]) != sorted(indices):
+            raise ValueError(
+                "the checkpoint's optimizer groups hold other parameters than this "
+                "optimizer's groups (by name)"
+            )
+        groups.append({**saved, "params": indices})
+    state = {renumber[int(i)]: s for i, s in state_dict["state"].items()}
+    return {"state": state, "param_groups": groups}
 
 
 def _read_optimizer_state(npz: Any, path: str | os.PathLike) -> dict[str, Any]:

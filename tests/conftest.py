@@ -24,6 +24,7 @@ def kernel_cache(request, tmp_path_factory):
         directory = Path(chosen)
     elif cache:
         directory = cache.mkdir("gradfuse_kernels")
+        directory.chmod(0o700)  # gradfuse refuses a cache directory that others may write
     else:
         directory = tmp_path_factory.mktemp("kernels")
     with pytest.MonkeyPatch.context() as patch:

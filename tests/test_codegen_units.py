@@ -193,6 +193,27 @@ def test_nan_inf_ints_and_bools_match_the_interpreter():
         np.testing.assert_allclose(g, e, rtol=1e-15 * 4, atol=0, equal_nan=True, err_msg=str(k))
 
 
+def size_one_outputs(x, v):
+    """Size-1 values squeezed to 0-d outputs and 0-d values expanded to size 1."""
+    return (np.squeeze(v * 2.0), np.sum(np.sin(x[None])), np.reshape(np.exp(v)[None], ()),
+            np.squeeze(np.tanh(x[None, None]), axis=(0, 1)) + np.sum(v))
+
+
+def test_size_one_values_squeezed_or_expanded_into_outputs_compile_and_match():
+    """Once found by fuzzing: a 0-d output viewing a size-1 value that lived only in a loop
+    local was read as an array (`t1[0]` of a scalar), which numba refused."""
+    x, v = np.array(0.5), np.array([0.25])
+    got = compile_grad(size_one_outputs)(x, v)
+    assert [np.shape(g) for g in got] == [(), (), (), ()]
+    np.testing.assert_allclose(got, [0.5, np.sin(0.5), np.exp(0.25), np.tanh(0.5) + 0.25],
+                               rtol=1e-15)
+    loss = compile_grad(lambda x, v: sum(size_one_outputs(x, v)), wrt=(0, 1))
+    gx, gv = loss.grad(x, v)
+    assert np.shape(gx) == () and np.shape(gv) == (1,)
+    np.testing.assert_allclose(gx, np.cos(0.5) + 1 - np.tanh(0.5) ** 2, rtol=1e-15)
+    np.testing.assert_allclose(gv, [2.0 + np.exp(0.25) + 1.0], rtol=1e-15)
+
+
 def test_kinks_give_exact_zero_gradients():
     def f(x):
         return np.sum(np.where(x > 0, np.sqrt(x), 0.0) + np.abs(x) + np.maximum(x, 0.0))

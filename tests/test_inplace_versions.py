@@ -178,3 +178,22 @@ def test_an_input_that_needs_no_gradient_but_is_read_by_backward_is_watched_too(
     with pytest.raises(RuntimeError, match="an input saved for backward"):
         loss.backward()
     assert w.grad is None
+
+
+def projected_square(w, X):
+    return np.sum((X @ w) ** 2)
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_a_batch_buffer_refilled_before_backward_does_not_change_the_gradient(backend):
+    """A plain array has no version counter: backward keeps its own copy of what it reads."""
+    f = compile_grad(projected_square, backend=backend)
+    w = Parameter(np.array([1.0, -1.0, 0.5]))
+    buffer = np.empty((2, 3))
+    for batch in (np.arange(6.0).reshape(2, 3), np.ones((2, 3))):  # general path, then fast
+        buffer[...] = batch
+        w.grad = None
+        loss = f(w, buffer)
+        buffer[...] = 0.0  # the next batch goes into the same buffer
+        loss.backward()
+        np.testing.assert_allclose(w.grad, 2 * batch.T @ (batch @ w.data))

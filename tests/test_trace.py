@@ -136,6 +136,61 @@ def test_names_come_from_the_users_code():
         assert name in joint
 
 
+def affine(x, W):
+    z = x @ W
+    return z
+
+
+def two_layers(x, W):
+    hidden = np.tanh(affine(x, W))  # `hidden` (outer) wins over `z` (the helper's)
+    scaled = hidden * 2.0
+    last = scaled + 1.0
+    return last, np.sum(scaled)  # `last` is bound after the last op it feeds
+
+
+def test_names_come_from_helpers_and_from_values_bound_last():
+    f = compile_grad(two_layers, backend="interpreter")
+    f(np.ones((2, 3)), np.ones((3, 3)))
+    forward = f.ir("forward")
+    for name in ("hidden:", "scaled:", "last:"):
+        assert name in forward
+    assert "z:" in forward, "a value bound only in the helper keeps the helper's name"
+
+
+def test_tracing_leaves_the_users_profiler_and_debugger_alone():
+    """Names used to be collected with sys.setprofile, which replaced a running cProfile (and
+    broke it: `'Profile' object is not callable`) and any other profile hook."""
+    import cProfile
+    import pstats
+    import sys
+
+    profiler = cProfile.Profile()
+    f = compile_grad(two_layers, backend="interpreter")
+    profiler.runcall(f, np.ones((2, 3)), np.ones((3, 3)))  # traces under the profiler
+    calls = {func[2]: n for func, (n, *_) in pstats.Stats(profiler).stats.items()}
+    assert calls.get("affine", 0) >= 1 and calls.get("two_layers", 0) >= 1
+
+    seen = {"profile": [], "trace": []}
+
+    def profile_hook(frame, event, arg):
+        seen["profile"].append((frame.f_code.co_name, event))
+
+    def trace_hook(frame, event, arg):  # what pdb and IDE debuggers install
+        seen["trace"].append((frame.f_code.co_name, event))
+        return trace_hook
+
+    g = compile_grad(two_layers, backend="interpreter")
+    sys.setprofile(profile_hook)
+    sys.settrace(trace_hook)
+    try:
+        g(np.ones((2, 3)), np.ones((3, 3)))
+    finally:
+        sys.settrace(None)
+        sys.setprofile(None)
+    assert ("affine", "call") in seen["profile"] and ("affine", "return") in seen["profile"]
+    assert ("affine", "line") in seen["trace"]
+
+
 def test_second_derivative_through_an_inlined_gradient():
     f = compile_grad(lambda x: np.sum(x**3), backend="interpreter")
     df = compile_grad(lambda x: np.sum(f.grad(x) * np.array([1.0, 2.0])), backend="interpreter")

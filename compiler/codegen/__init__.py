@@ -22,7 +22,9 @@ from compiler.codegen.prelude import HelperSet
 from compiler.codegen.scans import BodyFunctions, hoist_constants
 from compiler.ir import Graph
 
-# Part of every kernel's cache key: bump it when generated code changes meaning.
+# Part of every kernel's cache key. The key already changes with the text and with the
+# source of the gradfuse modules the text imports (compiler/jit.py's module_key); bump
+# this only when the same text must be compiled again for another reason.
 CODEGEN_VERSION = "1"
 
 

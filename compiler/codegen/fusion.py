@@ -387,11 +387,17 @@ class _Planner:
         return arrays, local_reads
 
     def _readers(self, node: Node):
-        """(reader, what it reads) for every read of `node`, seen through size-1 reshapes."""
+        """(reader, what it reads) for every read of `node`, seen through size-1 reshapes.
+
+        A reshape that is a graph output is read after every unit, as its own reader: a
+        shape () output is a view, not an array (`np.squeeze(x * 2.0)` with x of shape (1,)),
+        so what it reshapes must be stored where the return statement can read it."""
         for user in self.users[node.id]:
             if user.op == "size":  # reads the shape only
                 continue
             if user.id in self.views and is_unit_reshape(user):
+                if user.id in self.output_ids:
+                    yield user, node
                 yield from self._readers(user)
             else:
                 yield user, node

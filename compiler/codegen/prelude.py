@@ -29,6 +29,13 @@ def _wrap(index, n):
     # NumPy's negative indices count from the end.
     return index + n if index < 0 else index
 ''',
+    "_check_finite": '''
+def _check_finite(x, site):
+    # anomaly mode (compiler/checks.py): the first NaN or Inf stops the kernel, naming `site`
+    if not np.isfinite(x):
+        raise FloatingPointError(site, x)
+    return x
+''',
     "_check_index": '''
 def _check_index(indices, n):
     for index in indices.flat:

@@ -90,6 +90,8 @@ def _input_dtypes(node: Node) -> list:
         return [None, node.dtype, node.dtype]
     if node.op == "cast":
         return [None]
+    if node.op == "check_finite":  # the value, and the site: an integer label
+        return [node.dtype, None]
     return [node.dtype] * len(node.inputs)
 
 

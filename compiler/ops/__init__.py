@@ -1,6 +1,7 @@
 """The primitive ops, one definition each; importing this package fills the op table."""
 
 from compiler.ops import (  # noqa: F401
+    checks,
     control,
     elementwise,
     index,

@@ -10,6 +10,7 @@ generator's emitter for their `kind`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -67,12 +68,22 @@ class DimConflict(Exception):
         self.other = other
 
 
-# The active graph builder; set by compiler.tracer while a trace runs.
-_builders: list = []
+class _Traces(threading.local):
+    """The graph builders of the traces running in this thread, innermost last (a trace may
+    start another: a custom_vjp, a gradient inside a function). Per thread, so that a
+    thread that calls a compiled function while another thread traces runs it instead of
+    recording it into the other thread's graph."""
+
+    def __init__(self) -> None:
+        self.builders: list = []
+
+
+TRACES = _Traces()  # pushed and popped by compiler.tracer.building
 
 
 def bind(op: str, *inputs, **attrs):
     """Build `op(*inputs, **attrs)` in the active trace and return its traced value."""
-    if not _builders:
+    builders = TRACES.builders
+    if not builders:
         raise RuntimeError(f"bind({op!r}) called outside of a trace")
-    return _builders[-1].emit(op, inputs, attrs)
+    return builders[-1].emit(op, inputs, attrs)

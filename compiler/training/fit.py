@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from compiler.api import CompiledFunction
+from compiler.arguments import as_array
 from compiler.training.step import TrainStep
 from runtime.optim import Optimizer
 
@@ -73,12 +74,9 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
     (tqdm; on by default when stderr is a terminal), calls `callback(epoch, history)`
     and stops early when `stop(history)` is true. Returns the `History`.
     """
-    data = tuple(np.ascontiguousarray(d) for d in data)
-    n = data[0].shape[0]
-    if any(d.shape[0] != n for d in data):
-        raise ValueError(f"fit: data arrays must share their first axis, got "
-                         f"{[d.shape for d in data]}")
-    batch_size = min(batch_size or n, n)
+    data = tuple(as_array(np.asarray(d), f"data[{i}]") for i, d in enumerate(data))
+    n = _check_arguments(data, epochs, batch_size)
+    batch_size = n if batch_size is None else min(batch_size, n)
     step = step or TrainStep(loss_fn, params, optimizer, max_norm=max_norm)
     per_epoch = -(-n // batch_size)
     losses = np.full(epochs * per_epoch, np.nan)
@@ -108,6 +106,28 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
             bar.close()
     history.losses = losses[: done * per_epoch]
     return history
+
+
+def _check_arguments(data: tuple, epochs: Any, batch_size: Any) -> int:
+    """The number of rows, after refusing what would train on nothing or on the wrong rows."""
+    if not data:
+        raise ValueError("fit: data is empty; pass a tuple of arrays, e.g. (X, y)")
+    if any(d.ndim == 0 for d in data):
+        raise ValueError(f"fit: data arrays need a first axis of rows, got shapes "
+                         f"{[d.shape for d in data]}")
+    n = data[0].shape[0]
+    if any(d.shape[0] != n for d in data):
+        raise ValueError(f"fit: data arrays must share their first axis, got "
+                         f"{[d.shape for d in data]}")
+    if n == 0:
+        raise ValueError(f"fit: data has no rows (shapes {[d.shape for d in data]})")
+    if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
+        raise ValueError(f"fit: epochs must be an int >= 0, got {epochs!r}")
+    if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
+                                   or isinstance(batch_size, bool) or batch_size <= 0):
+        raise ValueError(f"fit: batch_size must be a positive int (or None for the whole "
+                         f"data), got {batch_size!r}")
+    return n
 
 
 def _epoch_runner(step: TrainStep, data: tuple, batch_size: int):

@@ -23,13 +23,16 @@ import numpy as np
 
 from compiler import pytree
 from compiler.api import CompiledFunction, compile_grad
+from compiler.arguments import as_array
 from compiler.codegen import MinibatchLoop, generate
 from compiler.errors import KernelShapeError
 from compiler.ir import Sym
 from compiler.jit import NumbaKernel
 from compiler.packing import Packing, pack
 from compiler.timings import CompileReport, KernelBuild, kernel_report
+from compiler.training.interrupts import held_interrupts
 from runtime import Parameter
+from runtime.anomaly_mode import _anomaly
 from runtime.optim import Optimizer
 
 _data = operator.attrgetter("data")
@@ -66,7 +69,7 @@ class TrainStep:
         self.norm_type = float(norm_type)
         self.keep_grads = keep_grads
         leaves, self._tree = pytree.flatten(params)
-        self._slots = self._plan(leaves, _unique(pytree.paths(self._tree, "param")))
+        self._slots = self._plan(leaves, pytree.paths(self._tree, "param"))
         self._hypers = np.zeros(sum(len(s.hyper_index) for s in self._slots) + 1)
         self._groups_seen: list[dict] | None = None  # param groups at the last _pack_hypers
         self._kernel = self._traced(self._step_function, "step")
@@ -90,7 +93,8 @@ class TrainStep:
 
     def _traced(self, function: Callable, suffix: str) -> CompiledFunction:
         # wrt = params, states and hypers: their shapes stay static; data keeps a symbolic batch
-        compiled = CompiledFunction(function, wrt=(0, 1, 2), backend=self.loss_fn.backend.name)
+        compiled = CompiledFunction(function, wrt=(0, 1, 2), backend=self.loss_fn.backend.name,
+                                    check_finite=self.loss_fn.check_finite)
         compiled.__name__ = f"{self.loss_fn.__name__}_{suffix}"
         compiled._graph_name = f"{self.loss_fn._graph_name}_{suffix}"
         return compiled
@@ -173,13 +177,13 @@ class TrainStep:
         """One step on `data`; returns the loss (before the update)."""
         kernels = self._last
         if kernels is not None and kernels.replacements == Parameter.data_replacements \
-                and kernels.state is self.optimizer.state:
+                and kernels.state is self.optimizer.state and not _anomaly.enabled:
             try:  # numba checks the arrays' dtypes and ranks, the kernel their shapes
                 return self._run_step(kernels, data)
             except (TypeError, KernelShapeError):
                 pass  # other data than last time: the general path sorts it out
-        data = tuple(np.ascontiguousarray(d) for d in data)
-        if self.loss_fn.backend.name != "numba":
+        data = tuple(as_array(np.asarray(d), f"data[{i}]") for i, d in enumerate(data))
+        if self.loss_fn.backend.name != "numba" or self.checking():
             return self._run(self._kernel, data)
         kernels = self._kernels(data)
         if kernels.step is None:
@@ -190,7 +194,13 @@ class TrainStep:
     def _run_step(self, kernels: _Kernels, data: tuple) -> Any:
         """The step kernel on `data`, with the current hyper-parameters; the loss."""
         self._pack_hypers()
-        result = kernels.step(*kernels.arguments, *data)
+        try:  # as _run_updating does, inline: this is the hot path of every step
+            result = kernels.step(*kernels.arguments, *data)
+        except (TypeError, KernelShapeError):
+            raise
+        except BaseException:
+            _updated(kernels.params)
+            raise
         _updated(kernels.params)
         return self._kept(kernels, result) if self.keep_grads else result
 
@@ -206,7 +216,9 @@ class TrainStep:
         """One step on the average of the losses of `micro_batches`, each a tuple of data
         arrays (gradient accumulation: the same update as one step on their union when the
         loss is a mean and the micro-batches have equal sizes)."""
-        batches = tuple(tuple(np.ascontiguousarray(d) for d in b) for b in micro_batches)
+        batches = tuple(tuple(as_array(np.asarray(d), f"micro_batches[{k}][{i}]")
+                              for i, d in enumerate(batch))
+                        for k, batch in enumerate(micro_batches))
         if self._accumulating is None:
             self._accumulating = self._traced(self._accumulated_step_function, "accumulate")
         return self._run(self._accumulating, (batches,))
@@ -215,14 +227,15 @@ class TrainStep:
         """Call a traced step through the general path and write its results back."""
         params, states = self._arguments()
         loss, new_params, new_states, grads = kernel(params, states, self._pack_hypers(), *data)
-        for slot, new_p, new_state in zip(self._slots, new_params, new_states):
-            slot.param.data[...] = new_p
-            state = self._state(slot)
-            for key, value in new_state.items():
-                state[key][...] = value
-        for slot, g in zip(self._slots, grads):
-            slot.param.grad = np.array(g, copy=True)
-        _updated([s.param for s in self._slots])
+        with held_interrupts():  # all parameters and states take the step, or none does
+            for slot, new_p, new_state in zip(self._slots, new_params, new_states):
+                slot.param.data[...] = new_p
+                state = self._state(slot)
+                for key, value in new_state.items():
+                    state[key][...] = value
+            for slot, g in zip(self._slots, grads):
+                slot.param.grad = np.array(g, copy=True)
+            _updated([s.param for s in self._slots])
         return loss
 
     def _kernels(self, data: tuple) -> _Kernels:
@@ -284,9 +297,15 @@ class TrainStep:
             arguments.append(stack)
         return tuple(arguments)
 
+    def checking(self) -> bool:
+        """Whether steps run with finite checks (anomaly mode, compiler/checks.py): then they
+        run the traced step's checked kernel and write back from Python, so that a NaN stops
+        the step before any parameter is written."""
+        return self.loss_fn.check_finite or _anomaly.enabled
+
     def runs_epochs(self, data: tuple) -> bool:
         """Whether `run_epochs` can run epochs over `data` inside one compiled call."""
-        return self._fit_kernels(data) is not None
+        return not self.checking() and self._fit_kernels(data) is not None
 
     def run_epochs(self, data: tuple, orders: np.ndarray, batch_size: int,
                    losses: np.ndarray) -> None:
@@ -294,8 +313,8 @@ class TrainStep:
         in batches of `batch_size`, inside one compiled call; the losses go to `losses`."""
         kernels = self._fit_kernels(data)  # rebuilt if a callback replaced a Parameter
         self._pack_hypers()
-        kernels.fit(*kernels.arguments, *data, orders, batch_size, losses)
-        _updated(kernels.params)
+        _run_updating(kernels.params, kernels.fit, *kernels.arguments, *data, orders, batch_size,
+                      losses)
 
     def _fit_kernels(self, data: tuple) -> _Kernels | None:
         """The kernels whose minibatch loop `fit` runs, or None where there is none (the
@@ -392,19 +411,23 @@ class _Kernels:
         return entry
 
 
-def _unique(names: list[str]) -> list[str]:
-    """Names made distinct with suffixes (`W`, `W_2`, ...): the step passes the parameters as
-    a dict keyed by them, and per-layer dicts (`[{"W": ..., "b": ...}, ...]`) repeat their
-    keys; repeated keys would make every layer read the last layer's arrays."""
-    taken: set[str] = set()
-    distinct = []
-    for name in names:
-        candidate, k = name, 2
-        while candidate in taken:
-            candidate, k = f"{name}_{k}", k + 1
-        taken.add(candidate)
-        distinct.append(candidate)
-    return distinct
+def _run_updating(params: list[Parameter], kernel: Callable, *args) -> Any:
+    """`kernel(*args)`, which updates `params` in place, then their version counters.
+
+    A Ctrl-C during the kernel is raised only as it returns (compiled code does not stop
+    for signals), after every array was written: the counters are bumped then too. A
+    TypeError or KernelShapeError comes before the kernel touches memory (numba's
+    dispatcher, the kernel's shape check): nothing was written, nothing is counted.
+    """
+    try:
+        result = kernel(*args)
+    except (TypeError, KernelShapeError):
+        raise
+    except BaseException:
+        _updated(params)
+        raise
+    _updated(params)
+    return result
 
 
 def _updated(params: list[Parameter]) -> None:

@@ -148,7 +148,19 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore hyper-parameters and state saved by `state_dict` (copying the arrays)."""
+        """Restore hyper-parameters and state saved by `state_dict` (copying the arrays).
+
+        As in PyTorch, parameters are matched by position. Each state must fit its
+        parameter: the keys and shapes of a fresh state of that parameter under the loaded
+        settings (a state for another parameter is refused, not used). Nothing changes
+        unless every check passes.
+        """
+        self.prepare_load(state_dict)()
+
+    def prepare_load(self, state_dict: dict[str, Any]) -> Callable[[], None]:
+        """Check `state_dict` against this optimizer and return the function that loads it
+        (which cannot fail): callers restoring more than the optimizer check everything
+        before they change anything."""
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise ValueError("loaded state dict has a different number of parameter groups")
@@ -158,20 +170,33 @@ class Optimizer:
                     "loaded state dict contains a parameter group that doesn't match "
                     "the size of optimizer's group"
                 )
-        by_index: dict[int, Tensor] = {}
+        by_index: dict[int, tuple[Tensor, dict[str, Any]]] = {}
+        settings = []
         for saved, group in zip(saved_groups, self.param_groups, strict=True):
-            by_index.update(zip(saved["params"], group["params"], strict=True))
-            for key, value in saved.items():
-                if key not in ("params", "param_names"):
-                    group[key] = copy.deepcopy(value)
-        self.state = {}
+            loaded = {k: copy.deepcopy(v) for k, v in saved.items()
+                      if k not in ("params", "param_names")}
+            settings.append(loaded)
+            for i, p in zip(saved["params"], group["params"], strict=True):
+                by_index[int(i)] = (p, {**group, **loaded})
+        state: dict[Tensor, dict[str, np.ndarray]] = {}
         for i, saved_state in state_dict["state"].items():
-            p = by_index[int(i)]
-            self.state[p] = {
+            if int(i) not in by_index:
+                raise ValueError(f"loaded state dict has a state for parameter {i}, which "
+                                 "no group of the state dict lists")
+            p, group = by_index[int(i)]
+            _check_state(int(i), p, saved_state, self.init_state(p, group))
+            state[p] = {
                 # Moments follow the parameter's dtype; the step count stays float64.
                 k: np.array(v, dtype=np.float64 if k == "step" else p.dtype, copy=True)
                 for k, v in saved_state.items()
             }
+
+        def load() -> None:
+            for group, loaded in zip(self.param_groups, settings, strict=True):
+                group.update(loaded)
+            self.state = state
+
+        return load
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -179,3 +204,19 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params"]
         return "\n".join([*lines, ")"])
+
+
+def _check_state(index: int, p: Tensor, saved: dict[str, Any], fresh: dict[str, Any]) -> None:
+    """Refuse a saved state that is not one of `p`'s: other keys, or other shapes."""
+    if set(saved) != set(fresh):
+        raise ValueError(
+            f"loaded state of parameter {index} has entries {sorted(saved)}, but this "
+            f"optimizer keeps {sorted(fresh)} for it"
+        )
+    for key, value in saved.items():
+        if np.shape(value) != np.shape(fresh[key]):
+            raise ValueError(
+                f"loaded state {key!r} of parameter {index} has shape {np.shape(value)}, but "
+                f"the parameter (shape {p.shape}) needs shape {np.shape(fresh[key])}: the "
+                "state belongs to another parameter"
+            )

@@ -1,0 +1,117 @@
+"""Arguments of every kind NumPy accepts: read-only and big-endian arrays work, dtypes that
+kernels cannot compute with are refused with an ArgumentError naming the argument."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiler import compile_grad
+from compiler.errors import ArgumentError
+from compiler.training import fit, train_step
+from runtime import Parameter, optim
+
+
+def tanh_projection(w, X):
+    return np.sum(np.tanh(X @ w))
+
+
+projection = compile_grad(tanh_projection)  # numba: the path where typing refused them
+W = np.array([0.5, -1.0, 0.25])
+X = np.linspace(-1.0, 1.0, 12).reshape(4, 3)
+
+
+def expected_value_and_grad(w, X):
+    t = np.tanh(X @ w)
+    return np.sum(t), X.T @ (1 - t**2)
+
+
+def read_only(a):
+    a = a.copy()
+    a.setflags(write=False)
+    return a
+
+
+def memory_mapped(a, path):
+    np.save(path, a)
+    return np.load(path, mmap_mode="r")
+
+
+KINDS = {  # kind -> make(array, a file to use)
+    "read-only": lambda a, _: read_only(a),
+    "memory-mapped": memory_mapped,
+    "big-endian": lambda a, _: a.astype(a.dtype.newbyteorder(">")),
+    "big-endian read-only": lambda a, _: read_only(a.astype(">f8")),
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_arrays_numpy_accepts_work_in_every_call(kind, tmp_path):
+    w, x = KINDS[kind](W, tmp_path / "w.npy"), KINDS[kind](X, tmp_path / "x.npy")
+    value, grad = expected_value_and_grad(W, X)
+    for _ in range(2):  # the general path, then the fast paths
+        assert projection(w, x) == pytest.approx(value, rel=1e-12)
+        v, g = projection.value_and_grad(w, x)
+        assert v == pytest.approx(value, rel=1e-12)
+        np.testing.assert_allclose(g, grad, rtol=1e-12)
+        p = Parameter(w)
+        projection(p, x).backward()
+        np.testing.assert_allclose(p.grad, grad, rtol=1e-12)
+        assert projection(W, X) == pytest.approx(value, rel=1e-12)  # plain arrays still do
+
+
+def test_a_read_only_big_endian_array_after_a_read_only_native_one_is_read_right():
+    """numba types both alike once it has seen the native one: they must not reach a kernel."""
+    value = expected_value_and_grad(W, X)[0]
+    for x in (read_only(X), read_only(X.astype(">f8")), read_only(X.astype(">f8"))):
+        assert projection(W, x) == pytest.approx(value, rel=1e-12)
+        assert projection.value_and_grad(W, x)[0] == pytest.approx(value, rel=1e-12)
+
+
+def test_read_only_and_big_endian_data_train():
+    w = Parameter(W.astype(">f8"))  # a Parameter's own copy is in native byte order
+    assert w.dtype == np.float64 and w.dtype.isnative
+    losses = []
+    step = train_step(projection, w, optim.SGD([w], lr=0.1))
+    for data in (read_only(X), X.astype(">f8"), X):
+        losses.append(step(data))
+    expected = W.copy()
+    for _ in range(3):
+        expected = expected - 0.1 * expected_value_and_grad(expected, X)[1]
+    np.testing.assert_allclose(w.data, expected, rtol=1e-12)
+    w2 = Parameter(W.copy())
+    fit(projection, w2, optim.SGD([w2], lr=0.1), (read_only(X),), epochs=3, progress=False)
+    np.testing.assert_allclose(w2.data, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, hint", [
+    (np.complex128, "real and imaginary parts"),
+    (np.complex64, "real and imaginary parts"),
+    (np.float16, r"astype\(np.float32\)"),
+    (np.longdouble, r"astype\(np.float64\)"),
+    (object, "no arithmetic"),
+    ("U3", "no arithmetic"),
+    ("datetime64[s]", "no arithmetic"),
+])
+def test_dtypes_kernels_cannot_compute_with_are_refused(dtype, hint):
+    values = np.array([1, 2, 3]).astype(dtype)
+    calls = [lambda: projection(W, X), lambda: projection(W, np.tile(values, (4, 1))),
+             lambda: projection.grad(W, np.tile(values, (4, 1))),
+             lambda: projection({"w": W}["w"], [values] * 4)]
+    calls[0]()  # a fast path exists: it must refuse, not crash
+    for call in calls[1:3]:
+        with pytest.raises(ArgumentError, match=rf"argument 'X' holds .*{hint}"):
+            call()
+    with pytest.raises(ArgumentError, match="argument 'w' holds"):
+        projection(values, X)
+    with pytest.raises(ArgumentError, match=r"argument 'params\['enc'\]\['W'\]' holds"):
+        compile_grad(lambda params: np.sum(params["enc"]["W"]))({"enc": {"W": values}})
+
+
+def test_a_complex_argument_that_is_not_differentiated_is_refused_not_ignored():
+    scaled = compile_grad(lambda w, z: np.sum(w * z), backend="interpreter")
+    with pytest.raises(ArgumentError, match="complex128"):
+        scaled.grad(np.ones(2), np.array([1 + 2j, 3 - 1j]))
+    half = Parameter(np.ones(2, np.float16))  # allowed by the runtime, refused by the compiler
+    with pytest.raises(ArgumentError, match="float16"):
+        scaled(half, np.ones(2))

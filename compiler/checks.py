@@ -22,6 +22,7 @@ import numpy as np
 from compiler import ops
 from compiler.errors import AnomalyError
 from compiler.ir import Graph, Node, TensorType, users_of
+from compiler.ops.control import Loop
 
 _GATHERS = frozenset({"take", "take_along_axis"})  # views: they read values, make none
 _SITE = TensorType(np.dtype(np.int64), ())
@@ -36,16 +37,23 @@ def makes_values(node: Node) -> bool:
         or (kind == "index" and node.op not in _GATHERS)
 
 
-def with_checks(graph: Graph) -> tuple[Graph, list[Node]]:
-    """`graph` with a finite check after each value-making op; the checked ops, by site."""
+def with_checks(graph: Graph, sites: list[Node] | None = None) -> tuple[Graph, list[Node]]:
+    """`graph` with a finite check after each value-making op, in loop bodies too; the
+    checked ops, by site (numbered on from `sites`)."""
     nodes = graph.nodes()
     dropped = _droppable(nodes, {n.id for n in graph.outputs})
-    sites: list[Node] = []
+    sites = [] if sites is None else sites
     memo: dict[int, Node] = {}
     for node in nodes:
         inputs = tuple(memo.get(x.id, x) for x in node.inputs)
-        new = node if all(a is b for a, b in zip(inputs, node.inputs)) else \
-            Node(node.op, inputs, node.attrs, node.type, node.name, node.loc, node.grad_of)
+        attrs = node.attrs
+        loop = attrs.get("loop")
+        if node.op == "scan" and isinstance(loop, Loop):
+            body, _ = with_checks(loop.body, sites)
+            attrs = {**attrs, "loop": Loop(body, loop.n_consts, loop.n_carries, loop.length,
+                                           loop.reverse, loop.grad, loop.name)}
+        new = node if attrs is node.attrs and all(a is b for a, b in zip(inputs, node.inputs)) \
+            else Node(node.op, inputs, attrs, node.type, node.name, node.loc, node.grad_of)
         if makes_values(node) and node.id not in dropped:
             site = Node("const", (), {"value": np.asarray(len(sites), np.int64)}, _SITE)
             new = Node("check_finite", (new, site), {}, node.type, loc=node.loc,

@@ -111,3 +111,24 @@ def test_a_train_step_in_anomaly_mode_stops_before_writing_parameters():
                                              backend="interpreter"), params, step.optimizer))
     np.testing.assert_array_equal(params["w"].data, before)
     assert params["w"]._version == 1
+
+
+def decaying(w, xs):
+    from compiler import scan
+
+    def step(h, x):
+        h = np.log(h * w + x)  # NaN once h * w + x < 0
+        return h, h
+
+    h, hs = scan(step, np.ones(3), xs)
+    return np.sum(hs)
+
+
+@pytest.mark.parametrize("backend", ["interpreter", "numba"])
+def test_a_nan_inside_a_loop_names_the_op_in_the_loop_body(backend):
+    checked = compile_grad(decaying, check_finite=True, backend=backend)
+    xs = np.array([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0], [-9.0, 1.0, 1.0]])
+    assert np.isnan(compile_grad(decaying, backend="interpreter")(W, xs))
+    with pytest.raises(AnomalyError, match=r"log produced nan in the forward kernel") as err:
+        checked(W, xs)
+    assert "h = np.log(h * w + x)" in str(err.value)

@@ -24,6 +24,7 @@ import numpy as np
 from compiler.errors import TraceError
 from compiler.interpreter import interpret
 from compiler.ir import Graph, TensorType, rebuild, toposort
+from compiler.ops.lowering import Inlined
 from compiler.ops.registry import OpDef, ShapeError, register
 from compiler.tracer import Tracer, current_builder, trace, user_loc
 
@@ -91,7 +92,7 @@ def _vjp(g, out, *inputs, call: CustomCall):
                  for c, x in zip(cotangents, inputs))
 
 
-register(OpDef("custom_call", "call", _infer, _impl, _vjp,
+register(OpDef("custom_call", "call", _infer, _impl, _vjp, lowering=Inlined(),
                doc="a custom_vjp function; inlined before code generation"))
 
 

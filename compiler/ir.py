@@ -165,6 +165,11 @@ class Graph:
         return format_graph(self)
 
 
+def constant_value(node: Node) -> Any:
+    """The array a constant node holds; None for any other node."""
+    return node.attrs["value"] if node.op == "const" else None
+
+
 def walk(graph: Graph) -> Iterator[Node]:
     """Every node of `graph` and of the graphs its nodes hold (a scan's body), depth first."""
     for node in graph.nodes():

@@ -9,20 +9,22 @@ differentiate: `h_grad = ...  # d maximum @ model.py:12`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import contextmanager
 
 import numpy as np
 
 from compiler.codegen import stack
-from compiler.codegen.fusion import GATHERS, Call, LoopNest, Plan, uses_blas
+from compiler.codegen.fusion import Call, LoopNest, Plan, calls_blas
 from compiler.codegen.loops import MinibatchLoop
 from compiler.codegen.names import Namer, function_name, loop_index
 from compiler.codegen.nests import INDENT, NestWriter, comment_of, element_index
 from compiler.codegen.prelude import HelperSet
-from compiler.codegen.reading import Reader, dim_text, offset, shape_text, subscript
+from compiler.codegen.reading import Reader, dim_text, shape_text, subscript
 from compiler.codegen.scalars import dtype_name
-from compiler.codegen.scans import BodyFunctions, write_scan
-from compiler.codegen.writes import input_memory, stored_in_place
-from compiler.ir import Node, Sym, walk
+from compiler.codegen.scans import BodyFunctions
+from compiler.codegen.writes import aliases_input, input_memory, stored_in_place
+from compiler.ir import Node, Sym, constant_value, walk
+from compiler.ops.lowering import View, lowering_of
 
 FASTMATH = '{"reassoc", "contract", "arcp", "nsz"}'  # never nnan/ninf: NaN and inf are data
 DECORATOR = f"@numba.njit(cache=True, error_model=\"numpy\", fastmath={FASTMATH})"
@@ -69,7 +71,7 @@ class KernelWriter:
         self.lines: list[str] = []
         self.depth = 1
         self.nests = NestWriter(self)
-        self.calls_blas = any(n.op == "matmul" and uses_blas(n) for n in walk(self.graph))
+        self.calls_blas = any(calls_blas(n) for n in walk(self.graph))
         self.escaping = self._escaping()
         self.stack_temporaries = not any(self.nests.parallel_loop(u) for u in plan.units
                                          if isinstance(u, LoopNest))
@@ -80,7 +82,8 @@ class KernelWriter:
         if loop is not None:
             self.function_name = f"{self.function_name}_{loop.suffix}"
             loop.reserve(self.namer)
-        self.constants = [n for n in plan.nodes if n.op == "const" and n.shape != ()]
+        self.constants = [n for n in plan.nodes
+                          if constant_value(n) is not None and n.shape != ()]
         self._syms = self._sym_sources()
         for sym in [*self._syms, *self.sym_params]:
             self.namer.reserve(sym.name)
@@ -179,15 +182,17 @@ class KernelWriter:
         transposes, broadcasts) are looked through. Indices that the kernel computes itself
         are not checked.
         """
-        if node.op not in GATHERS and node.op not in ("take_grad", "take_along_axis_grad"):
+        found = lowering_of(node).checked_indices(node)
+        if found is None:
             return None
-        indices = node.inputs[1]
-        while indices.op in ("reshape", "transpose", "broadcast_to"):
+        indices, n = found
+        while True:
+            lowering = lowering_of(indices)
+            if not (isinstance(lowering, View) and lowering.keeps_all):
+                break
             indices = indices.inputs[0]
-        if indices.op != "input":
+        if indices.id not in {x.id for x in self.graph.inputs}:
             return None
-        axis = node.attrs["axis"]
-        n = node.inputs[0].shape[axis] if node.op in GATHERS else node.attrs["shape"][axis]
         return self.names[indices.id], dim_text(n)
 
     def _finish(self) -> None:
@@ -243,10 +248,8 @@ class KernelWriter:
         return {target.id} if self.graph.outputs[k] is target else set()
 
     def _copy_array(self, target: str, source: str, shape) -> None:
-        index = element_index(shape)
-        self._open_loops(shape)
-        self.line(f"{subscript(target, index)} = {subscript(source, index)}")
-        self._close_loops(shape)
+        with self.loops(shape) as index:
+            self.line(f"{subscript(target, index)} = {subscript(source, index)}")
 
     def _results(self, indices: list[int]) -> list[str]:
         """The expressions of the outputs at `indices`, read before any written output is stored:
@@ -261,7 +264,7 @@ class KernelWriter:
                 continue
             storage = self._storage(node)
             text = self.names[node.id]
-            if storage.op in ("input", "const") or storage.id in returned:
+            if storage.id in self.arrays or storage.id in returned:
                 text += ".copy()"  # callers own their results: never hand out an alias
                 if storage.id in targets:
                     copy = self.namer.fresh(f"{text[:-len('.copy()')]}_before")
@@ -276,13 +279,11 @@ class KernelWriter:
         if node.shape == ():
             self.line(f"{array}[()] = {self.reader.read(node, ())}")
             return
-        index = element_index(node.shape)
-        self._open_loops(node.shape)
-        self.line(f"{subscript(array, index)} = {self.reader.read(node, index)}")
-        self._close_loops(node.shape)
+        with self.loops(node.shape) as index:
+            self.line(f"{subscript(array, index)} = {self.reader.read(node, index)}")
 
     def _storage(self, node: Node) -> Node:
-        while node.op == "reshape" and isinstance(self.plan.unit_of.get(node.id), Call):
+        while aliases_input(self.plan, node):
             node = node.inputs[0]
         return node
 
@@ -328,45 +329,28 @@ class KernelWriter:
         found = set()
         for node in self.graph.outputs:
             found.add(node.id)
-            while node.op == "reshape" and isinstance(self.plan.unit_of.get(node.id), Call):
+            while aliases_input(self.plan, node):
                 node = node.inputs[0]
                 found.add(node.id)
         return found
 
     # --- calls ---------------------------------------------------------------------------
     def _call(self, node: Node) -> None:
-        if node.op == "matmul":
-            a, b = (self._blas_operand(x) for x in node.inputs)
-            self.alloc(node)
-            self.line(f"{self.helpers.blas_matmul()}({a}, {b}, {self.name_of(node)})",
-                      comment_of(node))
-        elif node.op == "reshape":
-            source = self.names[node.inputs[0].id]
-            self.line(f"{self.name_of(node)} = {source}.reshape({shape_text(node.shape)})",
-                      comment_of(node))
-        elif node.op == "concatenate":
-            self._concatenate(node)
-        elif node.op == "scan":
-            write_scan(self, node)
-        else:
-            raise AssertionError(f"no call for {node.op}")
+        lowering_of(node).as_call().emit(self, node)
 
-    def _blas_operand(self, x: Node) -> str:
-        if x.id in self.plan.views:  # a 2-D transpose: BLAS takes the F-ordered view
-            return f"{self._blas_operand(x.inputs[0])}.T"
-        return self.names[x.id]
+    # --- what op lowerings use (compiler/ops/lowering.py) --------------------------------------
+    def comment(self, node: Node) -> str | None:
+        """The comment for a statement computing `node`: where in the user's code it is from."""
+        return comment_of(node)
 
-    def _concatenate(self, node: Node) -> None:
-        self.alloc(node)
-        axis, start = node.attrs["axis"], 0
-        for part in node.inputs:
-            index = element_index(part.shape)
-            self._open_loops(part.shape)
-            target = index[:axis] + (offset(start, 1, index[axis]),) + index[axis + 1:]
-            value = self.reader.operand(part, index).as_dtype(node.dtype)
-            self.line(f"{subscript(self.names[node.id], target)} = {value}", comment_of(node))
-            self._close_loops(part.shape)
-            start += part.shape[axis]
+    @contextmanager
+    def loops(self, shape):
+        """Loops over the non-1 axes of `shape`; yields the element's index inside them."""
+        self._open_loops(shape)
+        try:
+            yield element_index(shape)
+        finally:
+            self._close_loops(shape)
 
     def _open_loops(self, shape) -> None:
         for depth, d in enumerate(d for d in shape if d != 1):

@@ -1,22 +1,21 @@
 """Fusion: which nodes share a loop nest, which become arrays, and the order of the pieces.
 
-A graph becomes a sequence of *units*:
+Each node's op says what role it plays (its lowering: compiler/ops/lowering.py); from
+the roles, a graph becomes a sequence of *units*:
 
 - a `LoopNest` runs one loop nest over a shape (its *domain*). Its *members*
-  are computed once per element: elementwise ops of that shape,
-  matrix products done with an explicit inner loop (small static contraction),
-  and views that must become arrays. Its *sinks* consume a member per element
-  and finish after the nest: reductions (sum/prod/max/min over any axes) and
-  scatters (pad_slice, take_grad, take_along_axis_grad). A member's value is a
-  scalar local inside the loop; it becomes an array only if something outside
-  the nest reads it (another unit, a view, a graph output).
-- a `Call` is one statement outside any loop: a BLAS matrix product, a
-  reshape that needs new strides, or a concatenate.
+  are computed once per element: elementwise ops of that shape, small matrix
+  products as an explicit inner loop, and views that must become arrays. Its
+  *sinks* consume a member per element and finish after the nest: reductions
+  over any axes, and scatters into zeros. A member's value is a scalar local
+  inside the loop; it becomes an array only if something outside the nest
+  reads it (another unit, a view, a graph output).
+- a `Call` is one statement (or its own loops) outside any nest: a BLAS matrix
+  product, a reshape that needs new strides, a concatenation, a scan.
 
-Layout ops that only re-index (transpose, broadcast_to, slice, reshapes that
-add or drop size-1 axes) and gathers (take, take_along_axis) are *views*: no
-code of their own, just index arithmetic where they are read. Values of shape
-() are always scalar locals, never arrays.
+*Views* (transposes, broadcasts, slices, size-1 reshapes, gathers) have no code
+of their own, just index arithmetic where they are read. Values of shape () are
+always scalar locals, never arrays.
 
 A nest iterates over the non-1 axes of its shape, so values of shapes (N, 1)
 and (N,) share one: reshapes that add or drop size-1 axes (keepdims and back,
@@ -35,27 +34,10 @@ the result is deterministic.
 from __future__ import annotations
 
 import heapq
-import math
 from dataclasses import dataclass, field
 
-from compiler import ops
-from compiler.ir import Graph, Node, Shape, Sym, users_of
-
-# Matrix products call BLAS (compiler/codegen/blas.py) when any of their dimensions
-# is symbolic or they are larger than this many multiply-adds; smaller ones (and every product
-# with a contraction of length 1, an outer product) are an explicit loop inside
-# the consumer's nest, with no array and no call. Measured on 2-D float32
-# products (N,K)@(K,M), numba loops vs np.dot through OpenBLAS: at N=20 the
-# loops win (K=M=16: 2.0 vs 3.0 us), but at N=256 BLAS already wins for K=10,
-# M=5 (4.3 vs 7.1 us) and at N=4096 by 3x, and loops fall off a cliff past
-# K=M=32 (K=M=64: 840 vs 27 us). A batch size is unknown when the kernel is
-# generated, so symbolic dims always mean BLAS.
-MATMUL_LOOP_MAX_FLOPS = 8192
-
-REDUCTIONS = frozenset({"sum", "prod", "max", "min"})
-SCATTERS = frozenset({"pad_slice", "take_grad", "take_along_axis_grad"})
-GATHERS = frozenset({"take", "take_along_axis"})
-REINDEXING = frozenset({"transpose", "broadcast_to", "slice"})
+from compiler.ir import Graph, Node, Shape, TupleType, users_of
+from compiler.ops.lowering import Lowering, View, lowering_of
 
 
 @dataclass(eq=False)
@@ -96,7 +78,7 @@ class Plan:
     def element_source(self, x: Node) -> Node:
         """The value whose element `x` is, at the same position: `x` seen through reshapes
         that only add or drop size-1 axes."""
-        while x.id in self.views and is_unit_reshape(x):
+        while x.id in self.views and is_unit_view(x):
             x = x.inputs[0]
         return x
 
@@ -111,35 +93,15 @@ class Plan:
         return source.id in nest.member_ids and (source.shape == () or reads_in_place(consumer))
 
 
-_LOWERINGS = {
-    "input": "argument", "const": "literal or argument", "size": "shape arithmetic",
-    "sum": "reduction", "prod": "reduction", "max": "reduction", "min": "reduction",
-    "transpose": "view", "broadcast_to": "view", "slice": "view", "take": "view",
-    "take_along_axis": "view", "reshape": "view or .reshape()", "concatenate": "copy loops",
-    "pad_slice": "scatter", "take_grad": "scatter-add", "take_along_axis_grad": "scatter-add",
-    "matmul": "BLAS gemm or contraction loop",
-    "scan": "a loop calling its body's function (compiler/codegen/scans.py)",
-    "tuple_get": "names a result of its scan",
-    # compiler.custom.inline_calls replaces custom calls by their graphs before any backend.
-    "custom_call": "inlined",
-}
+def role_of(node: Node) -> str:
+    """The role code generation gives `node` (compiler/ops/lowering.py)."""
+    return lowering_of(node).role(node)
 
 
-def lowering(op: str) -> str:
-    """How code generation handles `op`. Every op in the table must have an answer: elementwise
-    ops inline their template; the others are listed here."""
-    if ops.get(op).kind == "elementwise":
-        return "elementwise"
-    if op not in _LOWERINGS:
-        raise NotImplementedError(f"no code generation for op {op!r}")
-    return _LOWERINGS[op]
-
-
-def is_unit_reshape(node: Node) -> bool:
-    """A reshape that only adds or removes size-1 axes: a view that re-indexes."""
-    if node.op != "reshape":
-        return False
-    return without_ones(node.inputs[0].shape) == without_ones(node.shape)
+def is_unit_view(node: Node) -> bool:
+    """A view that only adds or removes size-1 axes (a reshape): every element stays put."""
+    lowering = lowering_of(node)
+    return isinstance(lowering, View) and lowering.unit
 
 
 def without_ones(shape: Shape) -> Shape:
@@ -147,7 +109,7 @@ def without_ones(shape: Shape) -> Shape:
 
 
 def is_view(node: Node) -> bool:
-    return node.op in REINDEXING or node.op in GATHERS or is_unit_reshape(node)
+    return role_of(node) == "view"
 
 
 def reads_in_place(node: Node) -> bool:
@@ -155,24 +117,12 @@ def reads_in_place(node: Node) -> bool:
 
     Elementwise ops and sinks do; matrix products and views read elsewhere.
     """
-    kind = ops.get(node.op).kind
-    return kind == "elementwise" or node.op in REDUCTIONS or node.op in SCATTERS
+    return lowering_of(node).reads_in_place
 
 
-def uses_blas(node: Node) -> bool:
-    """BLAS for 1-D/2-D float products that are symbolic or large; explicit loops otherwise."""
-    a, b = node.inputs
-    if not (a.dtype == b.dtype == node.dtype and node.type.is_float):
-        return False
-    if a.type.ndim > 2 or b.type.ndim > 2 or (a.type.ndim == 1 and b.type.ndim == 1):
-        return False
-    k = a.shape[-1]
-    if k == 1:
-        return False
-    dims = (k,) + node.shape
-    if any(isinstance(d, Sym) for d in dims):
-        return True
-    return math.prod(dims) > MATMUL_LOOP_MAX_FLOPS
+def calls_blas(node: Node) -> bool:
+    lowering: Lowering = lowering_of(node)
+    return getattr(lowering, "calls_blas", False)
 
 
 def plan(graph: Graph) -> Plan:
@@ -185,7 +135,6 @@ class _Planner:
         self.nodes = graph.nodes()
         self.users = users_of(self.nodes)
         self.output_ids = {n.id for n in graph.outputs}
-        self.blas = {n.id for n in self.nodes if n.op == "matmul" and uses_blas(n)}
         self.materialized_views = self._views_needing_arrays()
         self.views = {n.id for n in self.nodes
                       if is_view(n) and n.id not in self.materialized_views}
@@ -199,27 +148,21 @@ class _Planner:
 
     # --- which views must be copied into arrays -------------------------------------------
     def _views_needing_arrays(self) -> set[int]:
-        """Views that a graph output, a reshape, a scan or a BLAS call needs as a real array."""
+        """Views that a graph output, or a node that reads arrays (a reshape, a scan, a BLAS
+        call: their lowering's `needs_array`), needs as a real array."""
         needed: set[int] = set()
+
+        def is_array(x: Node) -> bool:
+            return not is_view(x) or x.id in needed
+
         for node in self.nodes:
             if not is_view(node) or node.shape == ():
                 continue
-            if node.id in self.output_ids:
+            if node.id in self.output_ids or any(
+                    lowering_of(user).needs_array(user, node, is_array)
+                    for user in self.users[node.id]):
                 needed.add(node.id)
-                continue
-            for user in self.users[node.id]:
-                if user.op == "reshape" and not is_unit_reshape(user) or user.op == "scan":
-                    needed.add(node.id)
-                elif user.id in self.blas and not self._blas_operand_ok(node, needed):
-                    needed.add(node.id)
         return needed
-
-    def _blas_operand_ok(self, view: Node, needed: set[int]) -> bool:
-        """BLAS takes arrays and their transposes (F-contiguous views) as they are."""
-        if view.op != "transpose" or len(view.shape) != 2:
-            return False
-        base = view.inputs[0]
-        return not is_view(base) or base.id in needed
 
     # --- placement ---------------------------------------------------------------------
     def run(self) -> Plan:
@@ -231,18 +174,18 @@ class _Planner:
         return self.plan
 
     def _place(self, node: Node) -> None:
-        if lowering(node.op) == "inlined":
+        role = role_of(node)
+        if role == "inlined":
             raise AssertionError(f"{node.op} reached code generation; it should be inlined")
-        if node.op in ("input", "const", "size") or node.id in self.views:
+        if role == "source" or node.id in self.views:
             return
-        if node.op == "tuple_get":  # a result of the scan's call: its unit computes it
+        if role == "alias":  # a result that the call of the node it reads computes
             self.unit_of[node.id] = self.unit_of[node.inputs[0].id]
             return
-        if node.op == "matmul" and node.id in self.blas or node.op in ("concatenate", "scan") \
-                or self._reshapes_storage(node):
+        if role == "call" or self._materialized_by_call(node):
             self._new_unit(Call(node, next(self._orders)), node)
             return
-        as_sink = node.op in REDUCTIONS or node.op in SCATTERS
+        as_sink = role == "sink"
         domain = without_ones(node.inputs[0].shape if as_sink else node.shape)
         holding = self._nests_holding_inputs(node, domain)
         for other in holding[1:]:
@@ -257,9 +200,10 @@ class _Planner:
         self._new_unit(nest, None)
         self._join(node, nest, as_sink)
 
-    def _reshapes_storage(self, node: Node) -> bool:
-        """A reshape done by `.reshape()` on a C-contiguous array: new strides, no copy."""
-        if node.op != "reshape" or node.id in self.views:
+    def _materialized_by_call(self, node: Node) -> bool:
+        """A view that must be an array and has a call that makes one from its input's array
+        without a copy (a size-1 reshape)."""
+        if node.id not in self.materialized_views or lowering_of(node).as_call() is None:
             return False
         x = node.inputs[0]
         return x.shape != () and (not is_view(x) or x.id in self.materialized_views)
@@ -332,9 +276,7 @@ class _Planner:
 
     def _producers(self, node: Node) -> set[int]:
         """Units whose results reading `node` touches (through views and sizes)."""
-        if node.op in ("input", "const"):
-            return set()
-        if node.op == "size":  # reads only shapes
+        if role_of(node) == "source":  # arguments, constants, and sizes (which read shapes)
             return set()
         if node.id in self.views:
             return self._producers_of_all(node.inputs)
@@ -368,7 +310,7 @@ class _Planner:
         local_reads: set[int] = set()
         for node in self.nodes:
             unit = self.unit_of.get(node.id)
-            if unit is None or node.op == "scan" or (
+            if unit is None or isinstance(node.type, TupleType) or (
                     isinstance(unit, LoopNest) and node.id in unit.member_ids
                     and node.shape == ()):
                 continue
@@ -393,9 +335,9 @@ class _Planner:
         shape () output is a view, not an array (`np.squeeze(x * 2.0)` with x of shape (1,)),
         so what it reshapes must be stored where the return statement can read it."""
         for user in self.users[node.id]:
-            if user.op == "size":  # reads the shape only
+            if role_of(user) == "source":  # a size: reads the shape only
                 continue
-            if user.id in self.views and is_unit_reshape(user):
+            if user.id in self.views and is_unit_view(user):
                 if user.id in self.output_ids:
                     yield user, node
                 yield from self._readers(user)

@@ -28,24 +28,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from compiler.codegen import stack
-from compiler.codegen.fusion import REDUCTIONS, LoopNest, is_view
-from compiler.codegen.names import contraction_index, loop_index
-from compiler.codegen.reading import (
-    Index,
-    broadcast_index,
-    dim_text,
-    offset,
-    shape_text,
-    subscript,
-)
+from compiler.codegen.fusion import LoopNest, is_view
+from compiler.codegen.names import loop_index
+from compiler.codegen.reading import Index, broadcast_index, dim_text, shape_text, subscript
 from compiler.codegen.scalars import Operand, dtype_name, elementwise, literal
 from compiler.ir import Node
+from compiler.ops.lowering import Member, Reduction, Scatter, lowering_of
 
 if TYPE_CHECKING:
     from compiler.codegen.emit import KernelWriter
 
 INDENT = "    "
-SCATTER_ADDS = frozenset({"take_grad", "take_along_axis_grad"})  # race when parallel
 
 # Nests with at least this many elements (static extents) run their outer loop with
 # numba.prange. Measured on 2 threads, float32: a light loop (a few flops per element)
@@ -90,9 +83,9 @@ class NestWriter:
                 self.k.alloc(m)
         parallel = self.parallel_loop(nest)
         reductions = {s.id: self._reduction(s, parallel) for s in nest.sinks
-                      if s.op in REDUCTIONS}
+                      if isinstance(lowering_of(s), Reduction)}
         for s in nest.sinks:
-            if s.op not in REDUCTIONS:
+            if s.id not in reductions:  # a scatter writes into zeros of its shape
                 self.k.alloc(s, fill="zeros")
         self._loops(nest, 0, reductions, parallel)
         for r in reductions.values():
@@ -108,7 +101,7 @@ class NestWriter:
             self.locals[m.id] = self.k.name_of(m)
         else:
             name = self.k.name_of(m)
-            if m.id in self.k.plan.local_reads or m.op == "matmul":
+            if m.id in self.k.plan.local_reads or isinstance(lowering_of(m), Member):
                 self.locals[m.id] = self.k.namer.fresh(f"{name}_val")
 
     def parallel_loop(self, nest: LoopNest) -> bool:
@@ -121,12 +114,13 @@ class NestWriter:
         if not nest.domain or any(not isinstance(d, int) for d in nest.domain) \
                 or math.prod(nest.domain) < PARALLEL_MIN_ELEMENTS:
             return False
-        if any(s.op in SCATTER_ADDS for s in nest.sinks):
-            return False
+        sinks = [(s, lowering_of(s)) for s in nest.sinks]
+        if any(isinstance(lowering, Scatter) and lowering.adds for _, lowering in sinks):
+            return False  # two threads may add into one element
         # numba privatizes `acc += v` and `acc *= v` per thread; nothing else is safe
         return all(not _reduces_outer_loop(r)
-                   or (_accumulator_depth(r) == 0 and r.op in ("sum", "prod"))
-                   for r in nest.sinks if r.op in REDUCTIONS)
+                   or (_accumulator_depth(r) == 0 and lowering.privatized)
+                   for r, lowering in sinks if isinstance(lowering, Reduction))
 
     def _loops(self, nest: LoopNest, depth: int, reductions: dict[int, _Reduction],
                parallel: bool = False) -> None:
@@ -163,8 +157,9 @@ class NestWriter:
     def _member(self, nest: LoopNest, m: Node) -> None:
         index = element_index(m.shape)
         local = self.locals.get(m.id)
-        if m.op == "matmul":
-            self._contraction(m, index, local)
+        lowering = lowering_of(m)
+        if isinstance(lowering, Member):
+            lowering.write(self, m, index, local)
         else:
             if is_view(m):  # a view that something needs as an array: copied here
                 expr = self.k.reader.through(m, index)
@@ -175,25 +170,6 @@ class NestWriter:
             self.k.line(f"{target} = {expr}", comment_of(m))
         if local is not None and m.id in self.k.plan.arrays:
             self.k.line(f"{subscript(self.k.names[m.id], index)} = {local}")
-
-    def _contraction(self, m: Node, index: Index, acc: str) -> None:
-        a, b = m.inputs
-        k = contraction_index()
-        length = a.shape[-1]
-        i_k = "0" if length == 1 else k
-        batch = len(m.shape) - (a.type.ndim > 1) - (b.type.ndim > 1)
-        a_index = (broadcast_index(a.shape[:-2], index[:batch]) + (index[batch], i_k)
-                   if a.type.ndim > 1 else (i_k,))
-        b_index = (broadcast_index(b.shape[:-2], index[:batch]) + (i_k, index[-1])
-                   if b.type.ndim > 1 else (i_k,))
-        product = (f"{self.k.reader.operand(a, a_index).as_dtype(m.dtype)} * "
-                   f"{self.k.reader.operand(b, b_index).as_dtype(m.dtype)}")
-        if length == 1:
-            self.k.line(f"{acc} = {product}", comment_of(m))
-            return
-        self.k.line(f"{acc} = {literal(0, m.dtype)}")
-        self.k.line(f"for {k} in range({dim_text(length)}):")
-        self.k.line(f"{INDENT}{acc} += {product}", comment_of(m))
 
     # --- sinks ---------------------------------------------------------------------------
     def _reduction(self, r: Node, parallel: bool) -> _Reduction:
@@ -206,7 +182,7 @@ class NestWriter:
         keep = r.attrs["keepdims"]
         out_index = tuple("0" if a in axes else i for a, i in enumerate(element_index(x.shape))
                           if a not in axes or keep)
-        acc_dtype = _accumulator_dtype(r)
+        acc_dtype = lowering_of(r).accumulator_dtype(r)
         name = self.k.name_of(r)
         start = _accumulator_depth(r)
         if start is not None:
@@ -222,15 +198,16 @@ class NestWriter:
         return _Reduction(r, None, acc, acc_dtype, out_index)
 
     def _array_accumulator(self, r: Node, acc: str, dtype: np.dtype, on_stack: bool) -> None:
-        shape, init = shape_text(r.shape), _initial_value(r.op, dtype)
-        if on_stack and r.op == "sum":
+        identity = lowering_of(r).identity(dtype)
+        shape, init = shape_text(r.shape), literal(identity, dtype)
+        if on_stack and identity == 0:
             self.k.line(f"{acc} = {self.k.helpers.stack_array('zeros')}({shape}, "
                         f"{dtype_name(dtype)})")
         elif on_stack:
             self.k.line(f"{acc} = {self.k.helpers.stack_array('full')}({shape}, {init}, "
                         f"{dtype_name(dtype)})")
-        elif r.op in ("sum", "prod"):
-            self.k.alloc(r, fill="zeros" if r.op == "sum" else "ones", dtype=dtype, name=acc)
+        elif identity in (0, 1) and not isinstance(identity, bool):
+            self.k.alloc(r, fill="zeros" if identity == 0 else "ones", dtype=dtype, name=acc)
         else:
             self.k.line(f"{acc} = np.full({shape}, {init}, {dtype_name(dtype)})")
 
@@ -238,14 +215,7 @@ class NestWriter:
         x = r.node.inputs[0]
         value = self._operand(nest, r.node, x, element_index(x.shape)).text
         target = r.acc if r.start is not None else subscript(r.acc, r.out_index)
-        if r.node.op == "sum":
-            update = f"{target} += {value}"
-        elif r.node.op == "prod":
-            update = f"{target} *= {value}"
-        else:
-            helper = self.k.helpers.use("_maximum" if r.node.op == "max" else "_minimum",
-                                      r.acc_dtype)
-            update = f"{target} = {helper}({target}, {value})"
+        update = lowering_of(r.node).update(target, value, self.k.helpers, r.acc_dtype)
         self.k.line(update, comment_of(r.node))
 
     def _finish(self, r: _Reduction) -> None:
@@ -260,23 +230,9 @@ class NestWriter:
         g = s.inputs[0]
         index = element_index(g.shape)
         value = self._operand(nest, s, g, index).text
-        name = self.k.names[s.id]
-        if s.op == "pad_slice":
-            target = tuple(offset(start, step, i) for (start, _, step), i
-                           in zip(s.attrs["index"], index))
-            self.k.line(f"{subscript(name, target)} = {value}", comment_of(s))
-            return
-        indices, axis, shape = s.inputs[1], s.attrs["axis"], s.attrs["shape"]
-        if s.op == "take_grad":
-            k = indices.type.ndim
-            position = self.k.reader.gathered(indices, index[axis:axis + k], shape[axis])
-            target = index[:axis] + (position,) + index[axis + k:]
-        else:  # take_along_axis_grad: g broadcasts over the size-1 axes of the result
-            position = self.k.reader.gathered(indices, broadcast_index(indices.shape, index),
-                                            shape[axis])
-            target = tuple(position if a == axis else ("0" if d == 1 else index[a])
-                           for a, d in enumerate(shape))
-        self.k.line(f"{subscript(name, target)} += {value}", comment_of(s))
+        lowering = lowering_of(s)
+        target = subscript(self.k.names[s.id], lowering.target(self.k.reader, s, index))
+        self.k.line(f"{target} {'+=' if lowering.adds else '='} {value}", comment_of(s))
 
 
 def _accumulator_depth(r: Node) -> int | None:
@@ -303,27 +259,5 @@ def element_index(shape) -> Index:
     return tuple("0" if d == 1 else loop_index(next(loops)) for d in shape)
 
 
-def _accumulator_dtype(r: Node) -> np.dtype:
-    """Float sums and products accumulate in float64 (rounded once at the end), as the
-    interpreter does; integer ones in int64; max/min in the value's own dtype."""
-    x = r.inputs[0]
-    if r.op in ("sum", "prod"):
-        return np.dtype(np.float64) if x.type.is_float else np.dtype(np.int64)
-    return r.dtype
-
-
-def _initial_value(op: str, dtype: np.dtype) -> str:
-    if op == "sum":
-        return literal(0, dtype)
-    if op == "prod":
-        return literal(1, dtype)
-    if dtype == np.bool_:
-        return literal(op == "min", dtype)
-    if dtype.kind == "f":
-        return literal(-np.inf if op == "max" else np.inf, dtype)
-    info = np.iinfo(dtype)
-    return literal(info.min if op == "max" else info.max, dtype)
-
-
 def _initial(r: _Reduction) -> str:
-    return _initial_value(r.node.op, r.acc_dtype)
+    return literal(lowering_of(r.node).identity(r.acc_dtype), r.acc_dtype)

@@ -3,19 +3,19 @@
 `Reader.read(node, index)` gives the code of one element of `node`, where
 `index` holds one index expression per axis of `node`. Views (transpose,
 broadcast_to, slice, size-1 reshapes, gathers) have no storage: reading one
-maps the index onto its input and reads that, so `X.T[i0, i1]` is
-`X[i1, i0]` and `take(W, ids)[i0, i1]` is `W[_wrap(ids[i0], 50), i1]`.
+maps the index onto its input and reads that, as the view's op says (its
+lowering's `read`), so `X.T[i0, i1]` is `X[i1, i0]` and `take(W, ids)[i0, i1]`
+is `W[_wrap(ids[i0], 50), i1]`.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from compiler.codegen.prelude import HelperSet
 from compiler.codegen.scalars import Operand, literal
-from compiler.ir import Dim, Node, Shape, Sym
+from compiler.ir import Dim, Node, Shape, Sym, constant_value
+from compiler.ops.lowering import Source, lowering_of
 
 Index = tuple[str, ...]
 
@@ -70,7 +70,8 @@ class Reader:
     """Element reads for one kernel, given the name of every stored value.
 
     `names` maps node ids to generated names: arrays (inputs, constants,
-    materialized values) and scalar locals (values of shape ()).
+    materialized values) and scalar locals (values of shape ()). How a view or a
+    source is read is its op's lowering (compiler/ops/lowering.py).
     """
 
     def __init__(self, names: dict[int, str], views: set[int], helpers: HelperSet) -> None:
@@ -79,71 +80,40 @@ class Reader:
         self.helpers = helpers
 
     def operand(self, node: Node, index: Index) -> Operand:
-        if node.op == "const" and node.shape == ():
-            value = node.attrs["value"]
+        value = _literal_value(node)
+        if value is not None:
             return Operand(literal(value, node.dtype), node.dtype, value)
         return Operand(self.read(node, index), node.dtype)
 
     def read(self, node: Node, index: Index) -> str:
         assert len(index) == len(node.shape), (node, index)
-        if node.op == "const" and node.shape == ():
-            return literal(node.attrs["value"], node.dtype)
-        if node.op == "size":
-            return self._size(node)
+        lowering = lowering_of(node)
+        if isinstance(lowering, Source):
+            value = _literal_value(node)
+            if value is not None:
+                return literal(value, node.dtype)
+            if lowering.read is not None:
+                return lowering.read(self, node)
         if node.id in self.views:
             return self.through(node, index)
         return subscript(self.names[node.id], index)
 
     def through(self, view: Node, index: Index) -> str:
         """Read view `view` at `index` by reading its input at the mapped index."""
-        x = view.inputs[0]
-        if view.op == "transpose":
-            mapped = [""] * len(index)
-            for axis, source in enumerate(view.attrs["perm"]):
-                mapped[source] = index[axis]
-            return self.read(x, tuple(mapped))
-        if view.op == "broadcast_to":
-            return self.read(x, broadcast_index(x.shape, index))
-        if view.op == "reshape":  # adds or drops size-1 axes only
-            kept = iter(i for i, d in zip(index, view.shape) if d != 1)
-            return self.read(x, tuple("0" if d == 1 else next(kept) for d in x.shape))
-        if view.op == "slice":
-            return self.read(x, tuple(offset(start, step, i) for (start, _, step), i
-                                      in zip(view.attrs["index"], index)))
-        if view.op == "take":
-            return self._take(view, index)
-        if view.op == "take_along_axis":
-            return self._take_along(view, index)
-        raise AssertionError(f"{view.op} is not a view")
+        return lowering_of(view).read(self, view, index)
 
     def gathered(self, indices: Node, index: Index, n: Dim) -> str:
         """The position read from `indices` at `index`, wrapped like NumPy's negative indices."""
         position = self.read(indices, index)
-        if indices.op == "const" and np.all(indices.attrs["value"] >= 0):
+        known = constant_value(indices)
+        if known is not None and np.all(known >= 0):
             return position
         return f"{self.helpers.use('_wrap', indices.dtype)}({position}, {dim_text(n)})"
 
-    def _take(self, view: Node, index: Index) -> str:
-        x, indices = view.inputs
-        axis = view.attrs["axis"]
-        k = indices.type.ndim
-        position = self.gathered(indices, index[axis:axis + k], x.shape[axis])
-        return self.read(x, index[:axis] + (position,) + index[axis + k:])
 
-    def _take_along(self, view: Node, index: Index) -> str:
-        x, indices = view.inputs
-        axis = view.attrs["axis"]
-        position = self.gathered(indices, broadcast_index(indices.shape, index), x.shape[axis])
-        mapped = broadcast_index(x.shape, index)
-        return self.read(x, mapped[:axis] + (position,) + mapped[axis + 1:])
-
-    def _size(self, node: Node) -> str:
-        dims = [node.inputs[0].shape[a] for a in node.attrs["axes"]]
-        static = math.prod(d for d in dims if isinstance(d, int))
-        symbolic = sorted(d.name for d in dims if isinstance(d, Sym))
-        if not symbolic:
-            return literal(static, node.dtype)
-        product = " * ".join(symbolic + ([str(static)] if static != 1 else []))
-        if node.dtype == np.int64:
-            return atom(product)
-        return Operand(product, np.dtype(np.int64)).as_dtype(node.dtype)
+def _literal_value(node: Node):
+    """The scalar a node is spelled as in code, if it is a scalar constant."""
+    lowering = lowering_of(node)
+    if isinstance(lowering, Source) and lowering.value is not None:
+        return lowering.value(node)
+    return None

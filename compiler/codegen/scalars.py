@@ -15,12 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compiler import ops
 from compiler.codegen import prelude, vecmath
 from compiler.ir import Node
+from compiler.ops.lowering import lowering_of
 
-COMPARISONS = frozenset({"lt", "le", "gt", "ge", "eq", "ne"})
-LOGICAL = frozenset({"logical_and", "logical_or", "logical_xor", "logical_not"})
 # Builtins that op templates call, and the prelude helpers with NumPy's semantics
 # that replace them (max/min drop a NaN; np.maximum/np.minimum propagate it).
 BUILTIN_HELPERS = {"max": "_maximum", "min": "_minimum"}
@@ -79,30 +77,15 @@ class Operand:
         return f"{dtype_name(dtype)}({self.text})"
 
 
-def _input_dtypes(node: Node) -> list:
-    """The dtype each input is cast to before the op, as NumPy does (None: as it is)."""
-    if node.op in COMPARISONS:
-        common = np.result_type(*(x.dtype for x in node.inputs))
-        return [common] * len(node.inputs)
-    if node.op in LOGICAL:
-        return [np.dtype(np.bool_)] * len(node.inputs)
-    if node.op == "where":
-        return [None, node.dtype, node.dtype]
-    if node.op == "cast":
-        return [None]
-    if node.op == "check_finite":  # the value, and the site: an integer label
-        return [node.dtype, None]
-    return [node.dtype] * len(node.inputs)
-
-
 def elementwise(node: Node, operands: list[Operand], helpers: prelude.HelperSet) -> str:
-    """The right-hand side computing elementwise `node` from its operands."""
+    """The right-hand side computing elementwise `node` from its operands, by its op's
+    template (compiler/ops/lowering.py `Elementwise`)."""
+    lowering = lowering_of(node)
     texts = [op.text if dt is None else op.as_dtype(dt)
-             for op, dt in zip(operands, _input_dtypes(node))]
-    code = ops.get(node.op).code
-    expr = code.format(*texts, dtype=dtype_name(node.dtype))
+             for op, dt in zip(operands, lowering.dtypes(node))]
+    expr = lowering.code.format(*texts, dtype=dtype_name(node.dtype))
     expr = _route_helpers(expr, node, helpers)
-    if node.op in COMPARISONS or node.op in LOGICAL or node.op in ("where", "cast"):
+    if lowering.exact:
         return expr
     if node.dtype == np.bool_ or (node.dtype.kind in "iu" and node.dtype.itemsize < 8):
         return f"{dtype_name(node.dtype)}({expr})"  # numba widens these to int64

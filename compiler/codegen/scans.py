@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING
 from compiler import ops
 from compiler.codegen.reading import dim_text, shape_text
 from compiler.codegen.scalars import dtype_name
-from compiler.ir import Graph, Node, Sym, TensorType, TupleType, rebuild, walk
+from compiler.ir import Graph, Node, Sym, TensorType, TupleType, constant_value, rebuild, walk
 from compiler.ops.control import Loop
+from compiler.ops.lowering import Alias, lowering_of
 
 if TYPE_CHECKING:
     from compiler.codegen.emit import KernelWriter
@@ -42,7 +43,7 @@ def hoist_constants(graph: Graph) -> Graph:
     (scalars stay: they are literals in the code)."""
     replace = {}
     for node in graph.nodes():
-        if node.op == "scan":
+        if isinstance(node.attrs.get("loop"), Loop):
             hoisted = _hoisted(node)
             if hoisted is not node:
                 replace[node.id] = hoisted
@@ -54,7 +55,7 @@ def hoist_constants(graph: Graph) -> Graph:
 def _hoisted(node: Node) -> Node:
     loop: Loop = node.attrs["loop"]
     body = hoist_constants(loop.body)
-    arrays = [n for n in body.nodes() if n.op == "const" and n.shape != ()]
+    arrays = [n for n in body.nodes() if constant_value(n) is not None and n.shape != ()]
     if not arrays and body is loop.body:
         return node
     nc = loop.n_consts
@@ -200,7 +201,7 @@ def _result_names(k: KernelWriter, node: Node) -> list[str]:
     names the carry or stack itself), else a fresh one."""
     loop: Loop = node.attrs["loop"]
     readers = {n.attrs["index"]: n for n in k.plan.nodes
-               if n.op == "tuple_get" and n.inputs[0] is node}
+               if isinstance(lowering_of(n), Alias) and n.inputs[0] is node}
     names = []
     for index, out in enumerate(loop.body.outputs):
         reader = readers.get(index)

@@ -25,11 +25,13 @@ from compiler.codegen.fusion import (
     Call,
     LoopNest,
     Plan,
-    is_unit_reshape,
+    is_unit_view,
     reads_in_place,
+    role_of,
     without_ones,
 )
 from compiler.ir import Node, users_of
+from compiler.ops.lowering import lowering_of
 
 
 def stored_in_place(plan: Plan, writes: Mapping[int, int]) -> set[int]:
@@ -59,14 +61,22 @@ def stored_in_place(plan: Plan, writes: Mapping[int, int]) -> set[int]:
 def input_memory(plan: Plan, node: Node) -> set[int]:
     """The inputs whose memory reading `node` reads (through views and `.reshape()` calls);
     an output that reads an input this way is copied at the end, and reads it then."""
+    inputs = {x.id for x in plan.graph.inputs}
     found, stack = set(), [node]
     while stack:
         n = stack.pop()
-        if n.op == "input":
+        if n.id in inputs:
             found.add(n.id)
-        elif n.id in plan.views or n.op == "reshape" and isinstance(plan.unit_of.get(n.id), Call):
+        elif n.id in plan.views or aliases_input(plan, n):
             stack.extend(n.inputs)
     return found
+
+
+def aliases_input(plan: Plan, node: Node) -> bool:
+    """Whether `node` is a call that shares its input's memory (`x.reshape(...)`)."""
+    call = lowering_of(node).as_call()
+    return call is not None and call.aliases_input \
+        and isinstance(plan.unit_of.get(node.id), Call)
 
 
 def _reads(plan: Plan, users, node: Node, aligned: bool) -> Iterator[tuple[Node, Node, bool]]:
@@ -74,11 +84,11 @@ def _reads(plan: Plan, users, node: Node, aligned: bool) -> Iterator[tuple[Node,
     for every read of `node`'s memory, looking through views and `.reshape()` calls (which
     alias it); reads of the shape alone do not count."""
     for user in users.get(node.id, ()):
-        if user.op == "size":
+        if role_of(user) == "source":  # a size: reads the shape only
             continue
         if user.id in plan.views:
-            yield from _reads(plan, users, user, aligned and is_unit_reshape(user))
-        elif user.op == "reshape" and isinstance(plan.unit_of.get(user.id), Call):
+            yield from _reads(plan, users, user, aligned and is_unit_view(user))
+        elif aliases_input(plan, user):
             yield from _reads(plan, users, user, False)
         else:
             yield user, node, aligned

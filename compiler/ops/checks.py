@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.ir import TensorType
+from compiler.ops.lowering import Elementwise
 from compiler.ops.registry import OpDef, ShapeError, register
 
 
@@ -33,4 +34,5 @@ register(OpDef(
     lambda g, out, x, site: (g, None),
     "_check_finite({0}, {1})",
     "x itself, after raising FloatingPointError(site, value) where x is NaN or +-Inf",
+    lowering=Elementwise("_check_finite({0}, {1})", lambda n: [n.dtype, None]),  # site: an int
 ))

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from compiler.ir import Dim, Graph, Sym, TensorType, TupleType
+from compiler.ops.lowering import Alias, Call
 from compiler.ops.registry import OpDef, ShapeError, register
 from compiler.ops.shapes import fmt_shape
 
@@ -114,8 +115,15 @@ def _scan_vjp(cotangents: list, out, *inputs, loop: Loop) -> tuple:
     return scan_vjp(cotangents, out, *inputs, loop=loop)
 
 
+def _emit_scan(k, node) -> None:
+    from compiler.codegen.scans import write_scan
+
+    write_scan(k, node)
+
+
 register(OpDef(
     "scan", "control", _scan_infer, run_scan, _scan_vjp, takes_sizes=True,
+    lowering=Call(_emit_scan, array_inputs=True),
     doc="a loop over a body graph (see compiler/ops/control.py); its VJP is a reverse scan "
         "(compiler/reverse_loop.py)",
 ))
@@ -137,6 +145,7 @@ def _tuple_get_vjp(g, out, values, *, index: int):
 
 register(OpDef(
     "tuple_get", "control", _tuple_get_infer, _tuple_get_impl, _tuple_get_vjp,
+    lowering=Alias(),
     doc="result `index` of a node with several results; reverse mode routes its cotangent "
         "to that result (compiler/autodiff.py)",
 ))

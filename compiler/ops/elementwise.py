@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.ir import TensorType
+from compiler.ops.lowering import Elementwise
 from compiler.ops.registry import OpDef, ShapeError, register
 from compiler.ops.shapes import broadcast_shapes
 
@@ -99,6 +100,12 @@ elementwise("maximum", np.maximum, _tie_vjp(lambda a, b: a > b), "max({0}, {1})"
 elementwise("minimum", np.minimum, _tie_vjp(lambda a, b: a < b), "min({0}, {1})")
 
 # --- comparisons and logic: boolean results, no gradient -------------------------
+def _common_dtype(node):
+    """Comparisons compare in the operands' common type, as NumPy does."""
+    common = np.result_type(*(x.dtype for x in node.inputs))
+    return [common] * len(node.inputs)
+
+
 for _name, _impl, _code in [
     ("lt", np.less, "{0} < {1}"),
     ("le", np.less_equal, "{0} <= {1}"),
@@ -107,15 +114,22 @@ for _name, _impl, _code in [
     ("eq", np.equal, "{0} == {1}"),
     ("ne", np.not_equal, "{0} != {1}"),
 ]:
-    elementwise(_name, _impl, None, _code)
+    register(OpDef(_name, "elementwise", _infer(_impl), _impl, None, _code,
+                   lowering=Elementwise(_code, _common_dtype, exact=True)))
+
+
+def _booleans(node):
+    return [np.dtype(np.bool_)] * len(node.inputs)
+
+
 for _name, _impl, _code in [
     ("logical_and", np.logical_and, "{0} and {1}"),
     ("logical_or", np.logical_or, "{0} or {1}"),
     ("logical_xor", np.logical_xor, "{0} != {1}"),
+    ("logical_not", np.logical_not, "not {0}"),
 ]:
-    register(OpDef(_name, "elementwise", _infer(_impl), _impl, None, _code))
-register(OpDef("logical_not", "elementwise", _infer(np.logical_not), np.logical_not, None,
-               "not {0}"))
+    register(OpDef(_name, "elementwise", _infer(_impl), _impl, None, _code,
+                   lowering=Elementwise(_code, _booleans, exact=True)))
 
 
 def _where_infer(cond: TensorType, a: TensorType, b: TensorType) -> TensorType:
@@ -130,6 +144,7 @@ register(OpDef(
     lambda g, out, c, a, b: (None, np.where(c, g, 0), np.where(c, 0, g)),
     "{1} if {0} else {2}",
     "the unselected branch gets an exact zero cotangent",
+    lowering=Elementwise("{1} if {0} else {2}", lambda n: [None, n.dtype, n.dtype], exact=True),
 ))
 
 
@@ -145,4 +160,5 @@ def _cast_vjp(g, out, x, *, dtype):
 
 register(OpDef("cast", "elementwise", _cast_infer,
                lambda x, *, dtype: np.asarray(x).astype(dtype), _cast_vjp,
-               "{dtype}({0})"))
+               "{dtype}({0})", lowering=Elementwise("{dtype}({0})", lambda n: [None],
+                                                    exact=True)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.ir import TensorType
+from compiler.ops.lowering import Scatter, View
 from compiler.ops.registry import OpDef, ShapeError, bind, register
 from compiler.ops.shapes import broadcast_dims
 
@@ -31,17 +32,45 @@ def _take_grad_impl(g, idx, *, axis, shape):
     return out
 
 
+# Generated code reads a gather's element straight from x at the gathered position (a view),
+# and a scatter-add adds each element of g at its position in zeros of the result's shape.
+# Indices that come from the caller are checked against the axis before the kernel runs.
+def _gather_indices(node):
+    return node.inputs[1], node.inputs[0].shape[node.attrs["axis"]]
+
+
+def _scatter_indices(node):
+    return node.inputs[1], node.attrs["shape"][node.attrs["axis"]]
+
+
+def _taken_at(reader, indices, axis: int, n, at):
+    """`at` (an element of take's result) with the axes of `indices` replaced by the position
+    they hold: where that element is in the gathered array."""
+    k = indices.type.ndim
+    return at[:axis] + (reader.gathered(indices, at[axis:axis + k], n),) + at[axis + k:]
+
+
+def _read_take(reader, view, at):
+    x, indices = view.inputs
+    axis = view.attrs["axis"]
+    return reader.read(x, _taken_at(reader, indices, axis, x.shape[axis], at))
+
+
 register(OpDef(
     "take", "index", _take_infer,
     lambda x, idx, *, axis: np.take(x, idx, axis=axis),
     lambda g, out, x, idx, *, axis: (
         bind("take_grad", g, idx, axis=axis, shape=x.type.shape), None),
     doc="x[..., idx, ...] along `axis` (a gather); indices wrap like NumPy's",
+    lowering=View(_read_take, indices=_gather_indices),
 ))
 register(OpDef(
     "take_grad", "index", _take_grad_infer, _take_grad_impl,
     lambda g, out, gx, idx, *, axis, shape: (bind("take", g, idx, axis=axis), None),
     doc="scatter-add of `g` into zeros of `shape` at `idx` along `axis`: the adjoint of take",
+    lowering=Scatter(lambda reader, node, at: _taken_at(
+        reader, node.inputs[1], node.attrs["axis"], node.attrs["shape"][node.attrs["axis"]],
+        at), adds=True, indices=_scatter_indices),
 ))
 
 
@@ -71,14 +100,36 @@ def _take_along_grad_impl(g, idx, *, axis, shape):
     return out
 
 
+def _read_take_along(reader, view, at):
+    from compiler.codegen.reading import broadcast_index
+
+    x, indices = view.inputs
+    axis = view.attrs["axis"]
+    position = reader.gathered(indices, broadcast_index(indices.shape, at), x.shape[axis])
+    mapped = broadcast_index(x.shape, at)
+    return reader.read(x, mapped[:axis] + (position,) + mapped[axis + 1:])
+
+
+def _along_target(reader, node, at):
+    """Where element `at` of g lands: g broadcasts over the result's size-1 axes."""
+    from compiler.codegen.reading import broadcast_index
+
+    indices, axis, shape = node.inputs[1], node.attrs["axis"], node.attrs["shape"]
+    position = reader.gathered(indices, broadcast_index(indices.shape, at), shape[axis])
+    return tuple(position if a == axis else ("0" if d == 1 else at[a])
+                 for a, d in enumerate(shape))
+
+
 register(OpDef(
     "take_along_axis", "index", _take_along_infer,
     lambda x, idx, *, axis: np.take_along_axis(x, idx, axis=axis),
     lambda g, out, x, idx, *, axis: (
         bind("take_along_axis_grad", g, idx, axis=axis, shape=x.type.shape), None),
+    lowering=View(_read_take_along, indices=_gather_indices),
 ))
 register(OpDef(
     "take_along_axis_grad", "index", _take_grad_infer, _take_along_grad_impl,
     lambda g, out, gx, idx, *, axis, shape: (bind("take_along_axis", g, idx, axis=axis), None),
     doc="scatter-add adjoint of take_along_axis",
+    lowering=Scatter(_along_target, adds=True, indices=_scatter_indices),
 ))

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from compiler.ir import Shape, Sym, TensorType
+from compiler.ops.lowering import Call, Choice, Scatter, View
 from compiler.ops.reduce import sum_to_shape
 from compiler.ops.registry import DimConflict, OpDef, ShapeError, bind, register
 from compiler.ops.shapes import broadcast_dims, fmt_shape, same_dim
@@ -32,10 +33,37 @@ def _reshape_infer(x: TensorType, *, shape: Shape) -> TensorType:
     return TensorType(x.dtype, shape)
 
 
+def without_ones(shape: Shape) -> Shape:
+    return tuple(d for d in shape if d != 1)
+
+
+def is_unit_reshape(node) -> bool:
+    """A reshape that only adds or removes size-1 axes: every element stays where it is."""
+    return without_ones(node.inputs[0].shape) == without_ones(node.shape)
+
+
+def _read_unit_reshape(reader, view, index):
+    x = view.inputs[0]
+    kept = iter(i for i, d in zip(index, view.shape) if d != 1)
+    return reader.read(x, tuple("0" if d == 1 else next(kept) for d in x.shape))
+
+
+def _emit_reshape(k, node) -> None:
+    """x.reshape(shape): new strides over the same C-contiguous array, no copy."""
+    from compiler.codegen.reading import shape_text
+
+    source = k.names[node.inputs[0].id]
+    k.line(f"{k.name_of(node)} = {source}.reshape({shape_text(node.shape)})", k.comment(node))
+
+
 register(OpDef(
     "reshape", "layout", _reshape_infer,
     lambda x, *, shape: np.reshape(x, shape),
     lambda g, out, x, *, shape: (bind("reshape", g, shape=x.type.shape),),
+    lowering=Choice(is_unit_reshape,
+                    View(_read_unit_reshape, unit=True, keeps_all=True,
+                         materialize=Call(_emit_reshape, aliases_input=True)),
+                    Call(_emit_reshape, array_inputs=True, aliases_input=True)),
 ))
 
 
@@ -45,10 +73,18 @@ def _transpose_infer(x: TensorType, *, perm: tuple[int, ...]) -> TensorType:
     return TensorType(x.dtype, tuple(x.shape[p] for p in perm))
 
 
+def _read_transpose(reader, view, index):
+    mapped = [""] * len(index)
+    for axis, source in enumerate(view.attrs["perm"]):
+        mapped[source] = index[axis]
+    return reader.read(view.inputs[0], tuple(mapped))
+
+
 register(OpDef(
     "transpose", "layout", _transpose_infer,
     lambda x, *, perm: np.transpose(x, perm),
     lambda g, out, x, *, perm: (bind("transpose", g, perm=tuple(np.argsort(perm).tolist())),),
+    lowering=View(_read_transpose, keeps_all=True),
 ))
 
 
@@ -63,10 +99,18 @@ def _broadcast_to_infer(x: TensorType, *, shape: Shape) -> TensorType:
     return TensorType(x.dtype, shape)
 
 
+def _read_broadcast(reader, view, index):
+    from compiler.codegen.reading import broadcast_index
+
+    x = view.inputs[0]
+    return reader.read(x, broadcast_index(x.shape, index))
+
+
 register(OpDef(
     "broadcast_to", "layout", _broadcast_to_infer,
     lambda x, *, shape: np.broadcast_to(x, shape),
     lambda g, out, x, *, shape: (sum_to_shape(g, x.type.shape),),
+    lowering=View(_read_broadcast, keeps_all=True),
 ))
 
 
@@ -100,10 +144,19 @@ def _pad_slice_impl(g, *, shape, index):
     return out
 
 
+def _sliced(index, at):
+    """Where element `at` of a slice (or of what pad_slice writes) is in the whole array."""
+    from compiler.codegen.reading import offset
+
+    return tuple(offset(start, step, i) for (start, _, step), i in zip(index, at))
+
+
 register(OpDef(
     "slice", "layout", _slice_infer,
     lambda x, *, index: np.asarray(x)[as_slices(index)],
     lambda g, out, x, *, index: (bind("pad_slice", g, shape=x.type.shape, index=index),),
+    lowering=View(lambda reader, view, at: reader.read(view.inputs[0],
+                                                       _sliced(view.attrs["index"], at))),
 ))
 register(OpDef(
     "pad_slice", "layout",
@@ -111,6 +164,7 @@ register(OpDef(
     _pad_slice_impl,
     lambda g, out, x, *, shape, index: (bind("slice", g, index=index),),
     doc="zeros of `shape` with the input written at `index`: the adjoint of slice",
+    lowering=Scatter(lambda reader, node, at: _sliced(node.attrs["index"], at)),
 ))
 
 
@@ -144,8 +198,23 @@ def _concatenate_vjp(g, out, *xs, axis):
     return tuple(grads)
 
 
+def _emit_concatenate(k, node) -> None:
+    """Each part copied into its place of the result, element by element."""
+    from compiler.codegen.reading import offset, subscript
+
+    k.alloc(node)
+    axis, start = node.attrs["axis"], 0
+    for part in node.inputs:
+        with k.loops(part.shape) as index:
+            target = index[:axis] + (offset(start, 1, index[axis]),) + index[axis + 1:]
+            value = k.reader.operand(part, index).as_dtype(node.dtype)
+            k.line(f"{subscript(k.names[node.id], target)} = {value}", k.comment(node))
+        start += part.shape[axis]
+
+
 register(OpDef(
     "concatenate", "layout", _concatenate_infer,
     lambda *xs, axis: np.concatenate(xs, axis=axis),
     _concatenate_vjp,
+    lowering=Call(_emit_concatenate),
 ))

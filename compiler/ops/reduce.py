@@ -8,9 +8,12 @@ rules of their own and work over symbolic (batch) axes.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from compiler.ir import TensorType
+from compiler.ir import Sym, TensorType
+from compiler.ops.lowering import Reduction, Source
 from compiler.ops.registry import OpDef, bind, register
 from compiler.ops.shapes import reduced_shape
 
@@ -82,14 +85,38 @@ def sum_to_shape(g, shape):
     return g
 
 
-register(OpDef("sum", "reduce", _sum_infer, _accumulating(np.sum), _sum_vjp))
-register(OpDef("prod", "reduce", _infer, _accumulating(np.prod), _prod_vjp))
+# Generated code: an accumulator per output element, updated once per input element. Sums
+# and products accumulate floats in float64 (rounded once), and numba's prange combines
+# per-thread `+=`/`*=` accumulators; max/min keep NaN like np.maximum (a prelude helper).
+def _extreme(op: str):
+    def identity(dtype: np.dtype):
+        if dtype == np.bool_:
+            return op == "min"
+        if dtype.kind == "f":
+            return -np.inf if op == "max" else np.inf
+        info = np.iinfo(dtype)
+        return info.min if op == "max" else info.max
+
+    def update(target: str, value: str, helpers, dtype: np.dtype) -> str:
+        helper = helpers.use("_maximum" if op == "max" else "_minimum", dtype)
+        return f"{target} = {helper}({target}, {value})"
+
+    return Reduction(identity, update)
+
+
+SUM = Reduction(lambda dtype: 0, lambda target, value, helpers, dtype: f"{target} += {value}",
+                widens=True, privatized=True)
+PROD = Reduction(lambda dtype: 1, lambda target, value, helpers, dtype: f"{target} *= {value}",
+                 widens=True, privatized=True)
+
+register(OpDef("sum", "reduce", _sum_infer, _accumulating(np.sum), _sum_vjp, lowering=SUM))
+register(OpDef("prod", "reduce", _infer, _accumulating(np.prod), _prod_vjp, lowering=PROD))
 register(OpDef("max", "reduce", _infer,
                lambda x, *, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims),
-               _chooser_vjp))
+               _chooser_vjp, lowering=_extreme("max")))
 register(OpDef("min", "reduce", _infer,
                lambda x, *, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims),
-               _chooser_vjp))
+               _chooser_vjp, lowering=_extreme("min")))
 
 
 def _size_infer(x: TensorType, *, axes, dtype) -> TensorType:
@@ -100,5 +127,22 @@ def _size_impl(x, *, axes, dtype):
     return np.asarray(int(np.prod([np.shape(x)[a] for a in axes])), dtype=dtype)
 
 
+def _read_size(reader, node) -> str:
+    """The product of the axes' lengths: static ones folded, symbolic ones (`N`) read by name."""
+    from compiler.codegen.reading import atom
+    from compiler.codegen.scalars import Operand, literal
+
+    dims = [node.inputs[0].shape[a] for a in node.attrs["axes"]]
+    static = math.prod(d for d in dims if isinstance(d, int))
+    symbolic = sorted(d.name for d in dims if isinstance(d, Sym))
+    if not symbolic:
+        return literal(static, node.dtype)
+    product = " * ".join(symbolic + ([str(static)] if static != 1 else []))
+    if node.dtype == np.int64:
+        return atom(product)
+    return Operand(product, np.dtype(np.int64)).as_dtype(node.dtype)
+
+
 register(OpDef("size", "meta", _size_infer, _size_impl, None,
-               doc="number of elements along `axes` as a scalar of `dtype`; no gradient"))
+               doc="number of elements along `axes` as a scalar of `dtype`; no gradient",
+               lowering=Source(read=_read_size)))

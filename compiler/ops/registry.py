@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from compiler.ir import TensorType
+from compiler.ops.lowering import Elementwise, Lowering
 
 # "call" ops (custom_vjp functions) are inlined before code generation.
 KINDS = ("source", "meta", "elementwise", "reduce", "layout", "index", "matmul", "call",
@@ -36,10 +37,15 @@ class OpDef:
     # The interpreter also passes `sizes` (symbolic dim name -> size) to `impl`: ops whose
     # attributes hold graphs that may mention the sizes (scan's body).
     takes_sizes: bool = False
+    # How code generation handles the op (compiler/ops/lowering.py); an elementwise op's
+    # is its `code` template, unless it says more.
+    lowering: Lowering | None = None
 
     def __post_init__(self) -> None:
         assert self.kind in KINDS, self.kind
         assert (self.code is not None) == (self.kind == "elementwise"), self.name
+        if self.lowering is None and self.code is not None:
+            object.__setattr__(self, "lowering", Elementwise(self.code))
 
 
 REGISTRY: dict[str, OpDef] = {}

@@ -1,7 +1,7 @@
 """Layout primitives: reshape, transpose, broadcast_to, basic slicing and its adjoint, concatenate.
 
 `expand_dims`, `squeeze`, `stack`, `swapaxes` and `.T` are composites of these
-(compiler/numpy_api.py).
+(compiler/numpy_api/layout.py).
 """
 
 from __future__ import annotations

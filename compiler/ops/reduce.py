@@ -2,7 +2,7 @@
 
 Float reductions accumulate in float64 and round once to the input dtype, in the
 reference impl and in generated code alike. `mean`, `var` and `std` are
-composites (compiler/numpy_api.py) built from `sum` and `size`, so they need no
+composites (compiler/numpy_api/reductions.py) built from `sum` and `size`, so they need no
 rules of their own and work over symbolic (batch) axes.
 """
 

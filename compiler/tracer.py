@@ -390,6 +390,15 @@ class Tracer:
     def astype(self, dtype, copy=True):
         return npx.astype(self, dtype)
 
+    def __getattr__(self, name: str):
+        """The other array methods (`x.cumsum(axis=0)`, ...): NumPy's function of that name,
+        as gradfuse implements it, with the array first."""
+        function = getattr(np, name, None)
+        handler = npx.FUNCTIONS.get(function) if callable(function) else None
+        if handler is None or name.startswith("_"):
+            raise AttributeError(f"traced arrays have no attribute {name!r}")
+        return functools.partial(handler, self)
+
 
 # --- running a trace ---------------------------------------------------------------------
 @contextmanager

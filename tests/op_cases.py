@@ -174,6 +174,10 @@ case("take_along_axis", lambda x, i: np.take_along_axis(x, i, axis=1), X34, A((3
 case("zeros_ones_like", lambda x: x * np.ones_like(x) + np.zeros_like(x) + np.full_like(x, 2.0),
      X34)
 
+# --- running sums ------------------------------------------------------------------------------
+case("cumsum_axis1", lambda x: np.cumsum(x, axis=1), X34)
+case("cumsum_flat_method", lambda x: x.cumsum() * np.arange(1.0, 25.0), X234)
+
 # --- loops -------------------------------------------------------------------------------------
 case("scan", lambda w, xs: scan(lambda h, x: (np.tanh(h * w + x), h * x), xs[0] * 0.5, xs)[1],
      X4, X34)

@@ -17,7 +17,7 @@ from compiler.codegen import stack
 from compiler.codegen.fusion import Call, LoopNest, Plan, calls_blas
 from compiler.codegen.loops import MinibatchLoop
 from compiler.codegen.names import Namer, function_name, loop_index
-from compiler.codegen.nests import INDENT, NestWriter, comment_of, element_index
+from compiler.codegen.nests import INDENT, NestWriter, comment_of
 from compiler.codegen.prelude import HelperSet
 from compiler.codegen.reading import Reader, dim_text, shape_text, subscript
 from compiler.codegen.scalars import dtype_name
@@ -70,6 +70,7 @@ class KernelWriter:
         self.reader = Reader(self.names, plan.views, self.helpers)
         self.lines: list[str] = []
         self.depth = 1
+        self._open_indices = 0  # loops that `loops` has open (their indices are taken)
         self.nests = NestWriter(self)
         self.calls_blas = any(calls_blas(n) for n in walk(self.graph))
         self.escaping = self._escaping()
@@ -345,20 +346,21 @@ class KernelWriter:
 
     @contextmanager
     def loops(self, shape):
-        """Loops over the non-1 axes of `shape`; yields the element's index inside them."""
-        self._open_loops(shape)
-        try:
-            yield element_index(shape)
-        finally:
-            self._close_loops(shape)
-
-    def _open_loops(self, shape) -> None:
-        for depth, d in enumerate(d for d in shape if d != 1):
-            self.line(f"for {loop_index(depth)} in range({dim_text(d)}):")
+        """Loops over the non-1 axes of `shape`; yields the element's index inside them (size-1
+        axes index 0). Loops opened inside others take the next loop indices."""
+        first = self._open_indices
+        dims = [d for d in shape if d != 1]
+        names = iter(loop_index(first + k) for k in range(len(dims)))
+        index = tuple("0" if d == 1 else next(names) for d in shape)
+        for k, d in enumerate(dims):
+            self.line(f"for {loop_index(first + k)} in range({dim_text(d)}):")
             self.depth += 1
-
-    def _close_loops(self, shape) -> None:
-        self.depth -= sum(1 for d in shape if d != 1)
+        self._open_indices += len(dims)
+        try:
+            yield index
+        finally:
+            self._open_indices -= len(dims)
+            self.depth -= len(dims)
 
 
 def _wrapped(pieces: list[str], width: int) -> list[str]:

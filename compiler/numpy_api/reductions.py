@@ -1,4 +1,4 @@
-"""Reductions: sum, prod, max, min, and the composites mean, var and std."""
+"""Reductions: sum, prod, max, min, the composites mean, var and std, and running sums."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 
 from compiler.numpy_api.dispatch import axes_of, implements, no_out, traced
 from compiler.numpy_api.elementwise import astype
+from compiler.numpy_api.layout import reshape
 from compiler.ops import bind
 
 
@@ -72,3 +73,13 @@ def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
 @implements(np.std)
 def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
     return np.sqrt(var(a, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims, **kw))
+
+
+@implements(np.cumsum)
+def cumsum(a, axis=None, dtype=None, out=None):
+    no_out("cumsum", out)
+    a = traced(a)
+    if axis is None or a.ndim == 0:
+        a, axis = reshape(a, (-1,)), 0
+    result = bind("cumsum", a, axis=axes_of(a, axis)[0])
+    return astype(result, dtype) if dtype is not None else result

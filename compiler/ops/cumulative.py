@@ -1,0 +1,77 @@
+"""Running sums along an axis (`cumsum`): each element the sum of those before it and itself.
+
+The reference accumulates floats in float64 and rounds each result once, as the reductions
+do; generated code runs one accumulator along the axis per position of the other axes. The
+VJP is the running sum of the cotangent taken from the other end: element i of x is in
+results i, i+1, ..., n-1, so its cotangent is g[i] + g[i+1] + ... + g[n-1].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.ir import TensorType
+from compiler.ops.lowering import Call
+from compiler.ops.registry import OpDef, ShapeError, bind, register
+
+
+def _infer(x: TensorType, *, axis: int) -> TensorType:
+    if not 0 <= axis < x.ndim:
+        raise ShapeError(f"axis {axis} is out of bounds for an array of dimension {x.ndim}")
+    dtype = x.dtype if x.is_float else np.cumsum(np.ones(1, x.dtype)).dtype
+    return TensorType(dtype, x.shape)
+
+
+def _impl(x, *, axis: int):
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.floating):
+        return np.cumsum(x, axis=axis, dtype=np.float64).astype(x.dtype)
+    return np.cumsum(x, axis=axis)
+
+
+def _reversed(g, axis: int):
+    """g with `axis` reversed: a slice with step -1 (a view in generated code)."""
+    index = tuple((d - 1, -1, -1) if a == axis else (0, d, 1)
+                  for a, d in enumerate(g.type.shape))
+    return bind("slice", g, index=index)
+
+
+def _vjp(g, out, x, *, axis: int):
+    if isinstance(g.type.shape[axis], int):
+        return (_reversed(bind("cumsum", _reversed(g, axis), axis=axis), axis),)
+    # A symbolic axis (a batch) cannot be reversed by a slice: the sum of g from the end is
+    # the total less the running sum before each element.
+    total = bind("sum", g, axes=(axis,), keepdims=True)
+    return (total - bind("cumsum", g, axis=axis) + g,)
+
+
+def _emit(k, node) -> None:
+    """One accumulator per position of the other axes, run along `axis`:
+
+        for i0 in range(...):              # the other axes
+            acc = 0.0
+            for i1 in range(n):            # the running axis
+                acc += x[i0, i1]
+                out[i0, i1] = acc
+    """
+    from compiler.codegen.reading import subscript
+    from compiler.codegen.scalars import Operand, literal
+
+    x, axis = node.inputs[0], node.attrs["axis"]
+    acc_dtype = np.dtype(np.float64) if x.type.is_float else node.dtype
+    k.alloc(node)
+    acc = k.namer.fresh(f"{k.name_of(node)}_acc")
+    others = x.shape[:axis] + x.shape[axis + 1:]
+    with k.loops(others) as outer:
+        k.line(f"{acc} = {literal(0, acc_dtype)}")
+        with k.loops((x.shape[axis],)) as (step,):
+            at = outer[:axis] + (step,) + outer[axis:]
+            k.line(f"{acc} += {k.reader.operand(x, at).as_dtype(acc_dtype)}", k.comment(node))
+            k.line(f"{subscript(k.names[node.id], at)} = "
+                   f"{Operand(acc, acc_dtype).as_dtype(node.dtype)}")
+
+
+register(OpDef(
+    "cumsum", "reduce", _infer, _impl, _vjp, lowering=Call(_emit),
+    doc="running sums along `axis`; its VJP is the running sum from the other end",
+))

@@ -12,7 +12,10 @@ happens
 - inside the writing nest, at the element being written (not broadcast, not
   through a transpose or a gather), in a statement before the write,
 
-and the input is not itself a result. Otherwise the output gets its own array
+and the input is not itself a result. A matrix product that is itself the
+output is stored by BLAS straight into the input's array when every read of the
+input happens in a unit emitted before the product (its own operands included:
+BLAS may not read and write one array). Otherwise the output gets its own array
 and is copied into the input after everything else is computed.
 """
 
@@ -43,9 +46,15 @@ def stored_in_place(plan: Plan, writes: Mapping[int, int]) -> set[int]:
     for k, j in writes.items():
         out, target = graph.outputs[k], graph.inputs[j]
         unit = plan.unit_of.get(out.id)
-        if not isinstance(unit, LoopNest) or out.id not in unit.member_ids \
-                or out.shape != target.shape or out.dtype != target.dtype or out.shape == () \
+        if out.shape != target.shape or out.dtype != target.dtype or out.shape == () \
                 or output_ids.count(out.id) > 1 or target.id in output_ids:
+            continue
+        if isinstance(unit, Call) and unit.node is out and out.op == "matmul":
+            if all(position[id(plan.unit_of[reader.id])] < position[id(unit)]
+                   for reader, _, _ in _reads(plan, users, target, True)):
+                in_place.add(k)
+            continue
+        if not isinstance(unit, LoopNest) or out.id not in unit.member_ids:
             continue
         body = {n.id: p for p, n in enumerate(unit.body)}
         if all(_read_before(plan, unit, position, body, out, reader, read, aligned)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from benchmarks import w1_mlp_step, w2_mae, w4_mlp_large, w5_logreg_loop
+from benchmarks import w1_mlp_step, w2_mae, w4_mlp_large, w5_logreg_loop, w10_data_parallel
 from benchmarks.harness import (
     GRADFUSE,
     JAX,
@@ -148,6 +148,9 @@ GOALS: list[tuple[str, str, Callable]] = [
     ("W6", "W1 cold first call <= 3 s including tracing", seconds_at_most("W1 cold", 3.0)),
     ("W6", "W1 warm-cache first call in a new process <= 0.3 s",
      seconds_at_most("W1 warm", 0.3)),
+    ("W10", "2 ranks >= 1.7x the throughput of 1 rank (one thread each)",
+     w10_data_parallel.throughput),
+    ("W10", "all-reduce <= 10% of a step", w10_data_parallel.allreduce_share),
 ]
 
 

@@ -152,9 +152,11 @@ def test_a_failing_rank_ends_every_rank_instead_of_hanging(two_ranks):
 
 
 @needs_mpi
-def test_a_bad_communicator_is_refused(two_ranks):
+def test_a_bad_communicator_and_ranks_that_disagree_are_refused(two_ranks):
     _, results, _ = two_ranks
     assert "intra-communicator" in str(results[0]["errors/comm"])
+    for r in range(2):  # every rank raises, so none waits for the others
+        assert "these differ: epochs: rank 0 1, rank 1 2" in str(results[r]["errors/fit"])
 
 
 def test_comm_without_mpi4py_says_what_to_install(monkeypatch):

@@ -257,12 +257,17 @@ class DataParallel:
         """Rank 0's `value` on every rank (a decision taken on rank 0, such as stopping)."""
         return self.comm.bcast(value, root=ROOT)
 
-    def check_same(self, what: str, value: Any) -> None:
-        """Raise the same ValueError on every rank unless all ranks passed the same `value`."""
-        values = self.comm.allgather(value)
-        if any(v != values[0] for v in values):
-            raise ValueError(f"every rank must pass the same {what} (the full data, the same "
-                             f"settings); got {values} on ranks 0..{self.size - 1}")
+    def check_same(self, caller: str, arguments: dict[str, Any]) -> None:
+        """Raise the same ValueError on every rank unless all ranks passed equal `arguments`
+        (a collective that some ranks skipped would wait forever instead)."""
+        gathered = self.comm.allgather(arguments)
+        differ = [k for k in arguments if any(g[k] != gathered[0][k] for g in gathered)]
+        if differ:
+            found = "; ".join(f"{k}: " + ", ".join(f"rank {r} {g[k]!r}"
+                                                   for r, g in enumerate(gathered))
+                              for k in differ)
+            raise ValueError(f"{caller} with comm: every rank must pass the same arguments (the "
+                             f"full data, the same settings); these differ: {found}")
 
     def abort(self) -> None:
         """Called while an exception is handled: print it, and abort every rank of the

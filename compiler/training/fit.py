@@ -86,7 +86,10 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
                          f"{[d.shape for d in data]}")
     batch_size = min(batch_size or n, n)
     step = step or TrainStep(loss_fn, params, optimizer, max_norm=max_norm, comm=comm)
-    team = _team(step, comm, data, (epochs, batch_size, shuffle, seed, chunk_steps))
+    team = _team(step, comm, dict(data=[(d.shape, d.dtype.str) for d in data], epochs=epochs,
+                                  batch_size=batch_size, shuffle=shuffle, seed=seed,
+                                  chunk_steps=chunk_steps, callback=callback is not None,
+                                  stop=stop is not None))
     per_epoch = -(-n // batch_size)
     losses = np.full(epochs * per_epoch, np.nan)
     chunk_epochs = max(1, -(-(chunk_steps or 256) // per_epoch))
@@ -137,16 +140,15 @@ class _OneProcess:
         pass
 
 
-def _team(step: TrainStep, comm: Any, data: tuple, settings: tuple):
-    """The step's ranks (its DataParallel), checked to hold the same data shapes and settings,
-    or one process."""
+def _team(step: TrainStep, comm: Any, arguments: dict):
+    """The step's ranks (its DataParallel), checked to have the same `arguments` (data shapes,
+    settings), or one process."""
     if comm is not None and (step.parallel is None or step.parallel.comm != comm):
         raise ValueError("fit: pass comm= either to fit or to the train_step given as step=, "
                          "not different ones")
     if step.parallel is None:
         return _OneProcess()
-    step.parallel.check_same("data shapes and fit settings",
-                             ([(d.shape, d.dtype.str) for d in data], settings))
+    step.parallel.check_same("fit", arguments)
     return step.parallel
 
 

@@ -299,9 +299,9 @@ class DataParallel:
         """The optimizer step on the summed gradients divided by the total row count."""
         step = self.train_step
         params = [params[s.name] for s in step._slots]
-        count = totals[1]
-        grads = [g / count.astype(g.dtype) for g in sums]
-        return step._update(params, states, hypers, totals[0] / count, grads)
+        per_row = 1.0 / totals[1]  # one division, then a product per element
+        grads = [g * per_row.astype(g.dtype) for g in sums]
+        return step._update(params, states, hypers, totals[0] * per_row, grads)
 
     # --- running --------------------------------------------------------------------------
     def step(self, data: tuple) -> Any:

@@ -34,11 +34,16 @@ def problem():
     return X, y, params
 
 
+def two_epochs(history) -> bool:
+    return len(history.epoch_losses) >= 2
+
+
 # name -> (optimizer, its options, fit's options, GRADFUSE_MPI_ALLREDUCE)
 SCENARIOS = {
-    # 37 rows in batches of 8: the last batch (5 rows) splits 2 + 3
+    # 37 rows in batches of 8: the last batch (5 rows) splits 2 + 3; an epoch per chunk, so
+    # the callback runs after epochs 1 and 2, where `stop` ends the run
     "sgd": (optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
-            dict(epochs=3, batch_size=8, seed=3), "shared"),
+            dict(epochs=3, batch_size=8, seed=3, chunk_steps=5, stop=two_epochs), "shared"),
     # batches of 9, in order: the last batch has 1 row, so rank 0 has none of it
     "adam": (optim.Adam, dict(lr=0.01, weight_decay=0.01),
              dict(epochs=2, batch_size=9, shuffle=False, max_norm=0.5), "mpi"),
@@ -49,8 +54,10 @@ STEPS = 4
 
 def run_fit(name: str, comm=None, compiled=None):
     """(parameters, history, the callback's epochs, how the step all-reduced) after fit on
-    scenario `name`."""
+    scenario `name`. The callback halves the learning rate (with comm it runs on rank 0, and
+    fit sends the new rate to the others) and, with comm, writes a checkpoint."""
     make_optimizer, options, fit_options, _ = SCENARIOS[name]
+    fit_options = dict(fit_options)
     X, y, params = problem()
     optimizer = make_optimizer(params, **options)
     compiled = compiled or compile_grad(loss_fn)
@@ -58,11 +65,13 @@ def run_fit(name: str, comm=None, compiled=None):
 
     def callback(epoch, history):
         seen.append(epoch)
-        rank = comm.Get_rank() if comm is not None else 0
-        utils.save(f"{OUT}/{name}-checkpoint-rank{rank}.npz", params, optimizer)
+        optimizer.param_groups[0]["lr"] *= 0.5
+        if comm is not None:
+            utils.save(f"{OUT}/{name}-checkpoint-rank{comm.Get_rank()}.npz", params, optimizer)
 
     if comm is None:
-        return params, fit(compiled, params, optimizer, (X, y), **fit_options), seen, None
+        history = fit(compiled, params, optimizer, (X, y), callback=callback, **fit_options)
+        return params, history, seen, None
     max_norm = fit_options.pop("max_norm", None)
     step = train_step(compiled, params, optimizer, max_norm=max_norm, comm=comm)
     history = fit(compiled, params, optimizer, (X, y), step=step, callback=callback,
@@ -85,6 +94,9 @@ def run_steps(comm=None, backend="numba"):
             mine = b"".join(p.data.tobytes() for p in params.values())
             identical.append(len(set(comm.allgather(mine))) == 1)
     grads = {k: p.grad for k, p in params.items()}
+    if comm is not None and backend == "numba":  # both kernels of the step, by name
+        source = step.source("step")
+        identical.append("def loss_fn_grads(" in source and "def loss_fn_update(" in source)
     return params, np.array(losses), grads, identical
 
 
@@ -104,6 +116,7 @@ def main() -> None:
         results.update({f"{name}/{k}": p.data for k, p in params.items()})
         results[f"{name}/losses"] = history.losses
         results[f"{name}/callback_epochs"] = np.array(seen, dtype=np.int64)
+        results[f"{name}/stopped_early"] = np.array(history.stopped_early)
         results[f"{name}/allreduce"] = np.array(how)
     os.environ.pop("GRADFUSE_MPI_ALLREDUCE")
     if only:

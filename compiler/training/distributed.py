@@ -125,10 +125,10 @@ class SharedMemoryAllreduce:
     read the result where it is. Across machines, one rank per machine then all-reduces the
     result through MPI (after a third barrier).
 
-    MPI_Allreduce on one machine moves the data through MPI's own shared-memory queues, in
-    copies of a few kB cells: 2.7 MB of float32 gradients took 0.8-1.4 ms between two ranks
-    here, this 0.3-0.4 ms (docs/distributed.md). Each element is summed by one rank, in rank
-    order, and everybody reads that one sum: identical bits on every rank by construction.
+    MPI_Allreduce on one machine copies the data into MPI's shared buffers and out again:
+    W4's 2.7 MB of float32 gradients took 0.40 ms between two ranks here, this sum 0.15 ms
+    (W10, docs/distributed.md). Each element is summed by one rank, in rank order, and every
+    rank reads that one sum: identical bits on every rank by construction.
     """
 
     name = "shared memory"

@@ -414,8 +414,7 @@ class DataParallel:
         _updated([s.param for s in step._slots])
         return loss
 
-    def epoch_runner(self, data: tuple, batch_size: int) -> Callable[[np.ndarray, np.ndarray],
-                                                                     None]:
+    def epoch_runner(self, data: tuple, batch_size: int) -> Callable[..., None]:
         """run(orders, losses) for `fit`: each global batch of each epoch split among the
         ranks (rank r takes rows [size*r // P, size*(r+1) // P) of a batch of `size`), one
         step per batch; `losses` gets the loss over the whole batch."""

@@ -357,7 +357,7 @@ def _clip_by_total_norm(grads: list, max_norm, norm_type: float) -> list:
 
 
 def _data_parallel(step: TrainStep, comm: Any):
-    from compiler.training.distributed import DataParallel  # imports mpi4py: only when asked
+    from compiler.training.distributed import DataParallel  # it imports this module
 
     return DataParallel(step, comm)
 

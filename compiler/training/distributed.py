@@ -138,13 +138,15 @@ class SharedMemoryAllreduce:
         self.node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
         ranks, rank = self.node.Get_size(), self.node.Get_rank()
         itemsize = np.dtype(dtype).itemsize
-        # One block owned by the node's first rank: one row per rank, then the result row.
-        nbytes = (ranks + 1) * length * itemsize if rank == 0 else 0
+        # One block owned by the node's first rank: one row per rank, then the result row (a
+        # machine with one rank has nothing to add up: its row is the result).
+        n_rows = ranks + 1 if ranks > 1 else 1
+        nbytes = n_rows * length * itemsize if rank == 0 else 0
         self.window = MPI.Win.Allocate_shared(nbytes, itemsize, comm=self.node)
         memory, _ = self.window.Shared_query(0)
-        rows = np.frombuffer(memory, dtype, count=(ranks + 1) * length).reshape(ranks + 1, length)
+        rows = np.frombuffer(memory, dtype, count=n_rows * length).reshape(n_rows, length)
         self.window.Lock_all(MPI.MODE_NOCHECK)  # a passive epoch for the whole run: Sync works
-        self.segments, self.result, self.segment = rows[:ranks], rows[ranks], rows[rank]
+        self.segments, self.result, self.segment = rows[:ranks], rows[-1], rows[rank]
         self.segment[...] = 0
         cuts = [min(length, -(-length * r // ranks // ALIGN) * ALIGN) for r in range(ranks + 1)]
         self.columns = slice(cuts[rank], cuts[rank + 1])
@@ -170,14 +172,12 @@ class SharedMemoryAllreduce:
     def reduce(self) -> None:
         self._synced()
         columns, segments = self.columns, self.segments
-        out = self.result[columns]
-        if len(segments) == 1:
-            out[...] = segments[0, columns]
-        else:
+        if len(segments) > 1:
+            out = self.result[columns]
             np.add(segments[0, columns], segments[1, columns], out=out)
             for row in segments[2:]:
                 np.add(out, row[columns], out=out)
-        self._synced()
+            self._synced()
         if self.machines > 1:
             if self.across is not None:
                 self.across.Allreduce(self.in_place, self.result)

@@ -1,9 +1,10 @@
 """Data-parallel training over MPI: two ranks (`mpiexec -n 2`) give the result of one process.
 
 One launch of tests/distributed_ranks.py runs every scenario on two ranks (each launch costs
-numba's start-up in two processes) and writes what each rank saw; the tests compare that
-with the same scenarios run here in one process. Skipped without mpi4py or mpiexec
-(`pip install "gradfuse[mpi]"` brings both).
+numba's start-up in every rank) and writes what each rank saw; the tests compare that with
+the same scenarios run here in one process. A second launch, of five ranks on two pretend
+machines, runs one scenario through the all-reduce across machines. Skipped without mpi4py
+or mpiexec (`pip install "gradfuse[mpi]"` brings both).
 """
 
 from __future__ import annotations
@@ -36,19 +37,19 @@ needs_mpi = pytest.mark.skipif(
     reason='needs mpi4py and mpiexec: pip install "gradfuse[mpi]"')
 
 
-def launch(out: Path, *names: str, ranks: int = 2, **variables: str):
-    """(the finished run, each rank's results) of distributed_ranks.py on `ranks` ranks."""
+def launch(out: Path, *names: str, n_ranks: int = 2, **variables: str):
+    """(the finished run, each rank's results) of distributed_ranks.py on `n_ranks` ranks."""
     one_thread = {name: "1" for name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS",
                                          "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     env = {**os.environ, **one_thread, "PYTHONPATH": str(HERE.parent), **variables}
     try:
-        run = subprocess.run([_mpiexec(), "-n", str(ranks), sys.executable,
+        run = subprocess.run([_mpiexec(), "-n", str(n_ranks), sys.executable,
                               str(HERE / "distributed_ranks.py"), str(out), *names],
                              capture_output=True, text=True, timeout=TIMEOUT, env=env)
     except subprocess.TimeoutExpired as err:
-        pytest.fail(f"the two ranks did not finish in {TIMEOUT} s (a rank hangs?):\n"
+        pytest.fail(f"the ranks did not finish in {TIMEOUT} s (a rank hangs?):\n"
                     f"{err.stdout}\n{err.stderr}")
-    files = [out / f"rank{r}.npz" for r in range(ranks)]
+    files = [out / f"rank{r}.npz" for r in range(n_ranks)]
     if not all(f.exists() for f in files):
         pytest.fail(f"a rank failed before writing its results:\n{run.stdout}\n{run.stderr}")
     results = []
@@ -95,7 +96,7 @@ def test_across_machines_each_machines_first_rank_all_reduces(tmp_path):
     """MPICH's MPIR_CVAR_NUM_CLIQUES=2 splits five ranks into two pretend machines (ranks 0,
     2, 4 and 1, 3): each sums its ranks' rows in shared memory, then the machines' first
     ranks all-reduce through MPI. Every rank ends with the parameters of one process."""
-    _, results = launch(tmp_path, "sgd", ranks=5, MPIR_CVAR_NUM_CLIQUES="2")
+    _, results = launch(tmp_path, "sgd", n_ranks=5, MPIR_CVAR_NUM_CLIQUES="2")
     assert str(results[0]["sgd/allreduce"]) == "shared memory over 2"
     assert_fit_equals_one_process("sgd", results)
 

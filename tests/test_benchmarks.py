@@ -23,6 +23,7 @@ from benchmarks import (  # noqa: E402
     reference,
     w2_mae,
     w7_programs,
+    w10_data_parallel,
 )
 from benchmarks import w7_compile_scaling as w7  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
@@ -149,6 +150,25 @@ def test_goals_are_judged_from_the_figures():
     assert missed == {"<= 1.5x hand-written numba": "MISSED",
                       ">= 4x faster than the fastest peer": "MISSED"}
     assert verdicts(figures(7e-6, 5e-6, {}))[">= 4x faster than the fastest peer"] == "n/a"
+
+
+def w10(one_process: float, two_ranks: float, reduce_share: float) -> dict:
+    case = Case(w10_data_parallel.STEP, "ms")
+    for name, seconds in ((w10_data_parallel.ONE_PROCESS, one_process),
+                          (w10_data_parallel.TWO_RANKS, two_ranks)):
+        case.times[name] = Timing(seconds, seconds, 1, 1)
+    case.extra[w10_data_parallel.TWO_RANKS] = {"all-reduce ms": reduce_share * two_ranks * 1e3,
+                                               "all-reduce share %": 100 * reduce_share}
+    return {"W10": WorkloadResult("W10", "test", [case])}
+
+
+def test_w10_goals_are_judged_from_the_ranks_figures():
+    throughput = "2 ranks >= 1.7x the throughput of 1 rank (one thread each)"
+    share = "all-reduce <= 10% of a step"
+    assert verdicts(w10(6e-3, 3.4e-3, 0.05)) == {throughput: "met", share: "met"}
+    assert verdicts(w10(6e-3, 3.6e-3, 0.12)) == {throughput: "MISSED", share: "MISSED"}
+    skipped = {"W10": WorkloadResult("W10", "test", notes=["skipped: needs mpi4py"])}
+    assert set(verdicts(skipped).values()) == {"n/a"}
 
 
 def test_w2_quick_run_writes_sane_json(tmp_path, capsys):

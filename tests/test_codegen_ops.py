@@ -55,6 +55,7 @@ def reduction_program(W, X):
         np.std(T, axis=(0, 1))[:3],
         F.logsumexp(T, axis=2).sum(axis=0), F.softmax(T, axis=1).max(axis=(0, 2)),
         F.log_softmax(T, axis=-1).min(axis=(0, 2)), np.max(T) + np.min(T) + np.prod(W),
+        np.cumsum(T, axis=2).sum(axis=(0, 1)), np.cumsum(T * T, axis=0).mean(axis=0)[:, 1],
     ]
     return sum(np.sum(t * (k + 1.0)) for k, t in enumerate(terms))
 

@@ -11,8 +11,8 @@ from compiler.codegen import generate
 from compiler.jit import NumbaKernel
 
 
-def compiled_with_writes(fn, args, writes):
-    graph = compile_grad(fn, backend="interpreter").specialize(*args).graph_of("forward")
+def compiled_with_writes(fn, args, writes, wrt=0):
+    graph = compile_grad(fn, wrt=wrt, backend="interpreter").specialize(*args).graph_of("forward")
     generated = generate(graph, "forward", writes)
     return NumbaKernel(graph, generated), generated.source
 
@@ -88,3 +88,25 @@ def test_an_input_read_at_the_end_through_a_view_is_not_written_in_place():
     kernel([W, g, out])
     np.testing.assert_array_equal(out, expected_T)
     np.testing.assert_array_equal(W, np.arange(9.0).reshape(3, 3) - 0.5)
+
+
+def test_a_matrix_product_goes_from_blas_straight_into_an_input_nothing_reads():
+    """As the distributed step's gradients go into the flat buffer: no array, no copy."""
+    rng = np.random.default_rng(0)
+    A, B, out = rng.normal(size=(20, 30)), rng.normal(size=(30, 40)), np.zeros((20, 40))
+    kernel, source = compiled_with_writes(lambda A, B, out: A @ B, (A, B, out), {0: 2},
+                                          wrt=(0, 1, 2))  # all of static shape
+    assert "matmul(A, B, out)" in source and "np.empty" not in source
+    assert kernel([A, B, out]) == []
+    np.testing.assert_allclose(out, A @ B, rtol=1e-13)
+
+
+def test_a_product_stored_into_its_own_operand_is_copied_at_the_end():
+    """BLAS may not read and write one array: A = A @ B gets an array of its own first."""
+    rng = np.random.default_rng(1)
+    A, B = rng.normal(size=(30, 30)), rng.normal(size=(30, 30))
+    expected = A @ B
+    kernel, source = compiled_with_writes(lambda A, B: A @ B, (A, B), {0: 0}, wrt=(0, 1))
+    assert "matmul(A, B, A)" not in source and "np.empty((30, 30)" in source
+    kernel([A, B])
+    np.testing.assert_allclose(A, expected, rtol=1e-13)

@@ -13,8 +13,12 @@ happens
   through a transpose or a gather), in a statement before the write,
 
 and the input is not itself a result, nor seen by one through a view (results are
-copied at the end, after the store). Otherwise the output gets its own array and
-is copied into the input after everything else is computed.
+copied at the end, after the store). A call that fills its whole result (a BLAS
+product) that is itself the output stores it straight into the input's array
+when every read of the input happens in a unit emitted before it (its own
+operands included: BLAS may not read and write one array). Otherwise the output
+gets its own array and is copied into the input after everything else is
+computed.
 """
 
 from __future__ import annotations
@@ -47,9 +51,15 @@ def stored_in_place(plan: Plan, writes: Mapping[int, int]) -> set[int]:
     for k, j in writes.items():
         out, target = graph.outputs[k], graph.inputs[j]
         unit = plan.unit_of.get(out.id)
-        if not isinstance(unit, LoopNest) or out.id not in unit.member_ids \
-                or out.shape != target.shape or out.dtype != target.dtype or out.shape == () \
+        if out.shape != target.shape or out.dtype != target.dtype or out.shape == () \
                 or output_ids.count(out.id) > 1 or target.id in read_at_end:
+            continue
+        if isinstance(unit, Call) and unit.node is out and _fills_result(out):
+            if all(position[id(plan.unit_of[reader.id])] < position[id(unit)]
+                   for reader, _, _ in _reads(plan, users, target, True)):
+                in_place.add(k)
+            continue
+        if not isinstance(unit, LoopNest) or out.id not in unit.member_ids:
             continue
         body = {n.id: p for p, n in enumerate(unit.body)}
         if all(_read_before(plan, unit, position, body, out, reader, read, aligned)
@@ -70,6 +80,13 @@ def input_memory(plan: Plan, node: Node) -> set[int]:
         elif n.id in plan.views or aliases_input(plan, n):
             stack.extend(n.inputs)
     return found
+
+
+def _fills_result(node: Node) -> bool:
+    """Whether `node` is a call that writes every element of its result's array (and reads
+    nothing from it): it may write into the input array that the result goes to."""
+    call = lowering_of(node).as_call()
+    return call is not None and call.fills_result
 
 
 def aliases_input(plan: Plan, node: Node) -> bool:

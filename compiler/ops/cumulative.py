@@ -72,6 +72,6 @@ def _emit(k, node) -> None:
 
 
 register(OpDef(
-    "cumsum", "reduce", _infer, _impl, _vjp, lowering=Call(_emit),
+    "cumsum", "cumulative", _infer, _impl, _vjp, lowering=Call(_emit),
     doc="running sums along `axis`; its VJP is the running sum from the other end",
 ))

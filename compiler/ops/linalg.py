@@ -136,5 +136,6 @@ def _write_contraction(nests, node, index, acc: str) -> None:
 register(OpDef("matmul", "matmul", _matmul_infer, np.matmul, _matmul_vjp,
                doc="a @ b; generated code calls BLAS for large products",
                lowering=Choice(uses_blas,
-                               Call(_emit_blas, operand_ok=_blas_operand_ok, calls_blas=True),
+                               Call(_emit_blas, operand_ok=_blas_operand_ok, calls_blas=True,
+                                    fills_result=True),
                                Member(_write_contraction))))

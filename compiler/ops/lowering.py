@@ -160,6 +160,9 @@ class Call(Lowering):
     # (BLAS takes a transposed array); is_array(x) tells whether x will be an array.
     operand_ok: Callable[[Any, Any, Callable], bool] | None = None
     calls_blas: bool = False
+    # It writes every element of the array the writer names for the node, and reads none:
+    # where that node is a result stored into an input, the call may write there directly.
+    fills_result: bool = False
     ROLE = "call"
 
     def needs_array(self, node, operand, is_array) -> bool:

@@ -19,8 +19,8 @@ from compiler.ir import TensorType
 from compiler.ops.lowering import Elementwise, Lowering
 
 # "call" ops (custom_vjp functions) are inlined before code generation.
-KINDS = ("source", "meta", "elementwise", "reduce", "layout", "index", "matmul", "call",
-         "control")
+KINDS = ("source", "meta", "elementwise", "reduce", "cumulative", "layout", "index", "matmul",
+         "call", "control")
 
 
 @dataclass(frozen=True)

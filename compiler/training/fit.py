@@ -64,7 +64,7 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
         shuffle: bool = True, seed: int = 0, max_norm: float | None = None,
         progress: bool | None = None, callback: Callable[[int, History], Any] | None = None,
         stop: Callable[[History], bool] | None = None, chunk_steps: int | None = None,
-        step: TrainStep | None = None) -> History:
+        step: TrainStep | None = None, comm: Any = None) -> History:
     """Train `params` on `data` (a tuple of arrays sharing their first axis) for `epochs`.
 
     Each epoch visits the rows in a fresh order drawn from `seed` (or in order, with
@@ -73,16 +73,26 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
     epochs, at least 256 steps); between chunks `fit` updates the progress bar
     (tqdm; on by default when stderr is a terminal), calls `callback(epoch, history)`
     and stops early when `stop(history)` is true. Returns the `History`.
+
+    With an MPI communicator `comm` (every rank passing the same arguments), each batch is
+    split among the ranks and the gradients averaged over the whole batch: the result is
+    that of one process, on every rank. The progress bar, `callback` and `stop` run on
+    rank 0 (with the loss over all ranks); parameters, optimizer state and settings are
+    sent from rank 0 to the others after each callback. See docs/distributed.md.
     """
     data = tuple(as_array(np.asarray(d), f"data[{i}]") for i, d in enumerate(data))
     n = _check_arguments(data, epochs, batch_size)
     batch_size = n if batch_size is None else min(batch_size, n)
-    step = step or TrainStep(loss_fn, params, optimizer, max_norm=max_norm)
+    step = step or TrainStep(loss_fn, params, optimizer, max_norm=max_norm, comm=comm)
+    team = _team(step, comm, dict(data=[(d.shape, d.dtype.str) for d in data], epochs=epochs,
+                                  batch_size=batch_size, shuffle=shuffle, seed=seed,
+                                  chunk_steps=chunk_steps, callback=callback is not None,
+                                  stop=stop is not None))
     per_epoch = -(-n // batch_size)
     losses = np.full(epochs * per_epoch, np.nan)
     chunk_epochs = max(1, -(-(chunk_steps or 256) // per_epoch))
     rng = np.random.default_rng(seed)
-    bar = _progress_bar(progress, epochs)
+    bar = _progress_bar(progress if team.root else False, epochs)
     history = History(losses, np.zeros(0), per_epoch)
     run = _epoch_runner(step, data, batch_size)
     done = 0
@@ -97,10 +107,15 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
                 bar.set_postfix(loss=f"{history.epoch_losses[-1]:.4g}")
             done = last
             if callback is not None:
-                callback(done, history)
-            if stop is not None and done < epochs and stop(history):
+                if team.root:
+                    callback(done, history)
+                team.sync_from_root()  # the callback may have changed lr, or loaded weights
+            if stop is not None and done < epochs and team.agree(team.root and stop(history)):
                 history.stopped_early = True
                 break
+    except BaseException:
+        team.abort()  # with comm: the other ranks wait for this one; end them all
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -130,9 +145,38 @@ def _check_arguments(data: tuple, epochs: Any, batch_size: Any) -> int:
     return n
 
 
+class _OneProcess:
+    """What `fit` asks of the ranks (see distributed.DataParallel) when there is one process."""
+
+    root = True
+
+    def sync_from_root(self) -> None:
+        pass
+
+    def agree(self, value: Any) -> Any:
+        return value
+
+    def abort(self) -> None:
+        pass
+
+
+def _team(step: TrainStep, comm: Any, arguments: dict):
+    """The step's ranks (its DataParallel), checked to have the same `arguments` (data shapes,
+    settings), or one process."""
+    if comm is not None and (step.parallel is None or step.parallel.comm != comm):
+        raise ValueError("fit: pass comm= either to fit or to the train_step given as step=, "
+                         "not different ones")
+    if step.parallel is None:
+        return _OneProcess()
+    step.parallel.check_same("fit", arguments)
+    return step.parallel
+
+
 def _epoch_runner(step: TrainStep, data: tuple, batch_size: int):
     """run(orders, losses): one epoch per row of `orders`, recording each step's loss; inside
     one compiled call when the step has a minibatch loop (numba, a symbolic batch axis)."""
+    if step.parallel is not None:
+        return step.parallel.epoch_runner(data, batch_size)
     if step.runs_epochs(data):
         return lambda orders, losses: step.run_epochs(data, orders, batch_size, losses)
 

@@ -54,12 +54,14 @@ class TrainStep:
     """One optimizer step of `loss_fn(params, *data)` as one kernel call.
 
     `max_norm` clips the gradients' total `norm_type`-norm first, like
-    `clip_grad_norm_`; `keep_grads=True` also stores each gradient in `.grad`.
+    `clip_grad_norm_`; `keep_grads=True` also stores each gradient in `.grad`. With an MPI
+    communicator `comm`, each rank passes its own rows and the gradients are averaged over
+    all ranks' rows before the update (compiler/training/distributed.py).
     """
 
     def __init__(self, loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
                  *, max_norm: float | None = None, norm_type: float = 2.0,
-                 keep_grads: bool = False) -> None:
+                 keep_grads: bool = False, comm: Any = None) -> None:
         if not isinstance(loss_fn, CompiledFunction):
             loss_fn = compile_grad(loss_fn)
         self.loss_fn = loss_fn
@@ -76,6 +78,7 @@ class TrainStep:
         self._accumulating: CompiledFunction | None = None
         self._kernels_by_data: dict[tuple, _Kernels] = {}
         self._last: _Kernels | None = None  # what the last call ran: the hot path tries it first
+        self.parallel = None if comm is None else _data_parallel(self, comm)
 
     @property
     def max_norm(self) -> float | None:
@@ -175,6 +178,8 @@ class TrainStep:
 
     def __call__(self, *data) -> Any:
         """One step on `data`; returns the loss (before the update)."""
+        if self.parallel is not None:
+            return self.parallel.step(data)
         kernels = self._last
         if kernels is not None and kernels.replacements == Parameter.data_replacements \
                 and kernels.state is self.optimizer.state and not _anomaly.enabled:
@@ -216,6 +221,9 @@ class TrainStep:
         """One step on the average of the losses of `micro_batches`, each a tuple of data
         arrays (gradient accumulation: the same update as one step on their union when the
         loss is a mean and the micro-batches have equal sizes)."""
+        if self.parallel is not None:
+            raise NotImplementedError("accumulate is not distributed: with comm, each rank "
+                                      "passes its micro-batches' union to the step instead")
         batches = tuple(tuple(as_array(np.asarray(d), f"micro_batches[{k}][{i}]")
                               for i, d in enumerate(batch))
                         for k, batch in enumerate(micro_batches))
@@ -345,6 +353,8 @@ class TrainStep:
     def source(self, kind: str = "forward") -> str:
         """The generated source of the step: "step" (the in-place kernels that calls run, with
         the minibatch loop of `fit`), or a kind of the traced step function (`forward` ...)."""
+        if kind == "step" and self.parallel is not None:
+            return self.parallel.source()
         if kind == "step":
             kernels = self._last or next(iter(self._kernels_by_data.values()), None)
             if kernels is None:
@@ -447,6 +457,12 @@ def _clip_by_total_norm(grads: list, max_norm, norm_type: float) -> list:
         total = sum(np.sum(np.abs(g) ** norm_type) for g in grads) ** (1.0 / norm_type)
     scale = np.minimum(max_norm / (total + CLIP_EPS), 1.0)
     return [g * scale.astype(g.dtype) for g in grads]
+
+
+def _data_parallel(step: TrainStep, comm: Any):
+    from compiler.training.distributed import DataParallel  # it imports this module
+
+    return DataParallel(step, comm)
 
 
 def train_step(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,

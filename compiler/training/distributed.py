@@ -1,0 +1,463 @@
+"""Data-parallel training over MPI: every rank computes gradients on its share of a batch, one
+all-reduce of one flat buffer sums them, and every rank applies the same update.
+
+    from mpi4py import MPI
+    history = fit(loss_fn, params, optimizer, (X, y), epochs=10, batch_size=256,
+                  comm=MPI.COMM_WORLD)            # mpiexec -n 2 python train.py
+
+A distributed step is two kernels with the all-reduce between them (docs/distributed.md
+says why it is not inside one compiled loop):
+
+1. the gradient kernel runs the loss's forward and backward on this rank's rows and
+   stores each gradient, times the rank's row count, straight into its place in the
+   rank's flat buffer; the rank adds its weighted loss and its row count at the end;
+2. the buffers of all ranks are summed (`SharedMemoryAllreduce` between ranks on one
+   machine, MPI_Allreduce between machines);
+3. the update kernel divides the sums by the total row count -- so unequal shares give
+   exactly the mean over the whole batch, as one process would -- then clips and applies
+   the optimizer's rule in place, like the fused step.
+
+Every rank reads the same reduced buffer and runs the same kernel on the same values, so
+parameters stay bit-identical across ranks. The loss is assumed to be a mean over the
+batch's rows (as `F.mse_loss`, `F.cross_entropy`); terms that do not depend on the rows
+(weight decay written into the loss) are averaged back to themselves by the weights.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from compiler import pytree
+from compiler.api import CompiledFunction
+from compiler.codegen import generate
+from compiler.ir import Sym
+from compiler.jit import NumbaKernel
+from compiler.training.step import _Kernels, _updated
+
+if TYPE_CHECKING:
+    from compiler.training.step import TrainStep
+
+INSTALL = 'pip install "gradfuse[mpi]"'
+ALLREDUCE_VARIABLE = "GRADFUSE_MPI_ALLREDUCE"  # "shared" or "mpi" (default: shared on a node)
+ALIGN = 16  # elements: each rank's buffer and each rank's part of the sum start on a cache line
+ROOT = 0
+
+
+def mpi() -> Any:
+    """mpi4py's MPI module, or an ImportError that says what to install."""
+    try:
+        from mpi4py import MPI
+    except ImportError as err:
+        raise ImportError("distributed training (comm=...) needs mpi4py and an MPI library: "
+                          f"{INSTALL}") from err
+    return MPI
+
+
+def check_comm(comm: Any) -> Any:
+    """`comm` if it is an MPI intra-communicator; a clear error otherwise."""
+    MPI = mpi()
+    if not isinstance(comm, MPI.Intracomm) or comm == MPI.COMM_NULL:
+        raise TypeError("comm must be an mpi4py intra-communicator such as MPI.COMM_WORLD, got "
+                        f"{type(comm).__name__}")
+    return comm
+
+
+# --- the flat buffer --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GradientLayout:
+    """Where each gradient lives in a rank's flat buffer: the gradients in the step's parameter
+    order, then the rank's loss times its row count (`loss`), then the row count (`count`)."""
+
+    shapes: tuple[tuple[int, ...], ...]
+    offsets: tuple[int, ...]
+    dtype: np.dtype
+    loss: int
+    count: int
+    length: int  # padded to ALIGN elements
+
+    @classmethod
+    def of(cls, arrays: list[np.ndarray]) -> GradientLayout:
+        dtypes = sorted({a.dtype.name for a in arrays})
+        if len(dtypes) != 1:
+            raise TypeError("distributed training sums all gradients in one flat buffer, so "
+                            f"every parameter must have one dtype; these have {dtypes}")
+        offsets = np.concatenate([[0], np.cumsum([a.size for a in arrays])]).tolist()
+        used = offsets[-1] + 2
+        return cls(tuple(a.shape for a in arrays), tuple(offsets[:-1]), arrays[0].dtype,
+                   offsets[-1], offsets[-1] + 1, -(-used // ALIGN) * ALIGN)
+
+    def views(self, buffer: np.ndarray) -> list[np.ndarray]:
+        """The gradients as arrays of their parameters' shapes, sharing `buffer`'s memory."""
+        return [buffer[o:o + int(np.prod(s))].reshape(s) for o, s in zip(self.offsets,
+                                                                          self.shapes)]
+
+
+# --- summing the buffers of all ranks -----------------------------------------------------------
+class MpiAllreduce:
+    """The sum through MPI_Allreduce, in place in one private buffer per rank."""
+
+    name = "MPI_Allreduce"
+
+    def __init__(self, comm: Any, length: int, dtype: np.dtype) -> None:
+        self.comm = comm
+        self.segment = self.result = np.zeros(length, dtype)
+        self._in_place = mpi().IN_PLACE
+
+    def reduce(self) -> None:
+        self.comm.Allreduce(self._in_place, self.segment)
+
+    def close(self) -> None:
+        pass
+
+
+class SharedMemoryAllreduce:
+    """The sum through memory that the ranks of one machine share (an MPI-3 shared window):
+    each rank writes its buffer into its row of the window; after a barrier, each rank adds
+    up its own slice of the columns for all ranks into the shared result; after another, all
+    read the result where it is. Across machines, one rank per machine then all-reduces the
+    result through MPI (after a third barrier).
+
+    MPI_Allreduce on one machine copies the data into MPI's shared buffers and out again:
+    W4's 2.7 MB of float32 gradients took 0.40 ms between two ranks here, this sum 0.15 ms
+    (W10, docs/distributed.md). Each element is summed by one rank, in rank order, and every
+    rank reads that one sum: identical bits on every rank by construction.
+    """
+
+    name = "shared memory"
+
+    def __init__(self, comm: Any, length: int, dtype: np.dtype) -> None:
+        MPI = mpi()
+        self.node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+        ranks, rank = self.node.Get_size(), self.node.Get_rank()
+        itemsize = np.dtype(dtype).itemsize
+        # One block owned by the node's first rank: one row per rank, then the result row (a
+        # machine with one rank has nothing to add up: its row is the result).
+        n_rows = ranks + 1 if ranks > 1 else 1
+        nbytes = n_rows * length * itemsize if rank == 0 else 0
+        self.window = MPI.Win.Allocate_shared(nbytes, itemsize, comm=self.node)
+        memory, _ = self.window.Shared_query(0)
+        rows = np.frombuffer(memory, dtype, count=n_rows * length).reshape(n_rows, length)
+        self.window.Lock_all(MPI.MODE_NOCHECK)  # a passive epoch for the whole run: Sync works
+        self.segments, self.result, self.segment = rows[:ranks], rows[-1], rows[rank]
+        self.segment[...] = 0
+        cuts = [min(length, -(-length * r // ranks // ALIGN) * ALIGN) for r in range(ranks + 1)]
+        self.columns = slice(cuts[rank], cuts[rank + 1])
+        machines = comm.allreduce(1 if rank == 0 else 0)
+        self.machines = machines
+        self.across = None  # on each machine's first rank, when there are several machines
+        leaders = comm.Split(0 if rank == 0 else MPI.UNDEFINED, comm.Get_rank())
+        if leaders != MPI.COMM_NULL:
+            if machines > 1:
+                self.across = leaders
+            else:
+                leaders.Free()
+        self.in_place = MPI.IN_PLACE
+        self._synced()
+
+    def _synced(self) -> None:
+        """Every rank's writes to the window are visible to all after this (MPI's unified
+        memory model: a memory barrier, a process barrier, a memory barrier)."""
+        self.window.Sync()
+        self.node.Barrier()
+        self.window.Sync()
+
+    def reduce(self) -> None:
+        self._synced()
+        columns, segments = self.columns, self.segments
+        if len(segments) > 1:
+            out = self.result[columns]
+            np.add(segments[0, columns], segments[1, columns], out=out)
+            for row in segments[2:]:
+                np.add(out, row[columns], out=out)
+            self._synced()
+        if self.machines > 1:
+            if self.across is not None:
+                self.across.Allreduce(self.in_place, self.result)
+            self._synced()
+
+    def close(self) -> None:
+        """Free the window and the communicators (collective over all ranks)."""
+        self.window.Unlock_all()
+        self.window.Free()
+        self.node.Free()
+        if self.across is not None:
+            self.across.Free()
+
+
+def reducer(comm: Any, length: int, dtype: np.dtype) -> MpiAllreduce | SharedMemoryAllreduce:
+    """The all-reduce for this communicator: through shared memory when some machine runs more
+    than one rank, else MPI_Allreduce; GRADFUSE_MPI_ALLREDUCE=mpi or =shared forces one."""
+    MPI = mpi()
+    chosen = os.environ.get(ALLREDUCE_VARIABLE, "").strip().lower()
+    if chosen not in ("", "mpi", "shared"):
+        raise ValueError(f"{ALLREDUCE_VARIABLE} must be 'mpi' or 'shared', got {chosen!r}")
+    if not chosen:
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+        shared = comm.allreduce(node.Get_size() > 1, op=MPI.LOR)
+        node.Free()
+        chosen = "shared" if shared else "mpi"
+    return (SharedMemoryAllreduce if chosen == "shared" else MpiAllreduce)(comm, length, dtype)
+
+
+# --- the distributed step ---------------------------------------------------------------------
+class DataParallel:
+    """The distributed side of a `TrainStep`: its kernels, the flat buffer and the all-reduce.
+
+    Made by `train_step(..., comm=comm)` on every rank (it broadcasts the parameters and the
+    optimizer's state from rank 0). `step(data)` takes this rank's rows and returns the loss
+    over all ranks' rows; `reduce_seconds` adds up the time spent in the all-reduce.
+    """
+
+    def __init__(self, step: TrainStep, comm: Any) -> None:
+        self.comm = check_comm(comm)
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.root = self.rank == ROOT
+        self.train_step = step
+        params, states = step._arguments()
+        self.layout = GradientLayout.of(list(params.values()))
+        self.sync_from_root()
+        self.reducer = reducer(comm, self.layout.length, self.layout.dtype)
+        self._segment_grads = self.layout.views(self.reducer.segment)
+        self._summed_grads = self.layout.views(self.reducer.result)
+        self._totals = self.reducer.result[self.layout.loss:self.layout.count + 1]
+        self._weight = np.zeros(1)
+        self._weighted_loss = _traced(step, self._weighted, "weighted", wrt=0)
+        self._grads_fn = _traced(step, self._grads_function, "grads", wrt=(0, 1, 2))
+        self._update_fn = _traced(step, self._update_function, "update", wrt=(0, 1, 2, 3, 4))
+        self._grads_by_data: dict[tuple, _Kernels] = {}
+        self._last_grads: _Kernels | None = None
+        self._update: _Kernels | None = None
+        self.reduce_seconds = 0.0
+        self.steps = 0
+
+    # --- consistency between ranks ------------------------------------------------------
+    def sync_from_root(self) -> None:
+        """Give every rank rank 0's parameters, optimizer state and hyper-parameters (at the
+        start, and after callbacks, which run on rank 0 only)."""
+        step = self.train_step
+        params, states = step._arguments()
+        for array in list(params.values()) + pytree.flatten(states)[0]:
+            self.comm.Bcast(array, root=ROOT)
+        groups = step.optimizer.param_groups
+        settings = self.comm.bcast([{k: v for k, v in g.items() if k != "params"}
+                                    for g in groups] if self.root else None, root=ROOT)
+        if not self.root:
+            for group, chosen in zip(groups, settings):
+                group.update(chosen)
+
+    def agree(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank (a decision taken on rank 0, such as stopping)."""
+        return self.comm.bcast(value, root=ROOT)
+
+    def check_same(self, caller: str, arguments: dict[str, Any]) -> None:
+        """Raise the same ValueError on every rank unless all ranks passed equal `arguments`
+        (a collective that some ranks skipped would wait forever instead)."""
+        gathered = self.comm.allgather(arguments)
+        differ = [k for k in arguments if any(g[k] != gathered[0][k] for g in gathered)]
+        if differ:
+            found = "; ".join(f"{k}: " + ", ".join(f"rank {r} {g[k]!r}"
+                                                   for r, g in enumerate(gathered))
+                              for k in differ)
+            raise ValueError(f"{caller} with comm: every rank must pass the same arguments (the "
+                             f"full data, the same settings); these differ: {found}")
+
+    def abort(self) -> None:
+        """Called while an exception is handled: print it, and abort every rank of the
+        communicator (the others wait in a collective for this one, and would wait forever)."""
+        if self.size == 1:
+            return
+        sys.stderr.write(f"gradfuse: rank {self.rank} of {self.size} failed during distributed "
+                         "training; aborting all ranks (MPI_Abort) so that none waits forever:\n"
+                         + traceback.format_exc())
+        sys.stderr.flush()
+        self.comm.Abort(1)
+
+    # --- the traced halves of a step ----------------------------------------------------
+    def _grads_function(self, params: dict, grads_out: list, weight, *data):
+        """(loss x weight, gradients x weight); grads_out only names where they are stored.
+        The weight multiplies the loss, so it reaches the gradients through backward's seed
+        and the last matrix products of backward write straight into the buffer (no pass
+        over the gradients just to scale them)."""
+        step = self.train_step
+        params = pytree.unflatten(step._tree, [params[s.name] for s in step._slots])
+        loss, grads = self._weighted_loss.value_and_grad(params, weight, *data)
+        return loss, pytree.flatten(grads)[0]
+
+    def _weighted(self, params, weight, *data):
+        loss = self.train_step.loss_fn(params, *data)
+        return loss * weight[0].astype(loss.dtype)
+
+    def _update_function(self, params: dict, states: list, hypers, sums: list, totals):
+        """The optimizer step on the summed gradients divided by the total row count."""
+        step = self.train_step
+        params = [params[s.name] for s in step._slots]
+        per_row = 1.0 / totals[1]  # one division, then a product per element
+        grads = [g * per_row.astype(g.dtype) for g in sums]
+        return step._update(params, states, hypers, totals[0] * per_row, grads)
+
+    # --- running --------------------------------------------------------------------------
+    def step(self, data: tuple) -> Any:
+        """One step on this rank's rows `data`; the mean loss over all ranks' rows."""
+        try:
+            return self.run(tuple(np.ascontiguousarray(d) for d in data))
+        except BaseException:
+            self.abort()
+            raise
+
+    def run(self, data: tuple) -> Any:
+        """`step` without the conversions and the abort guard (fit's loop has both)."""
+        rows = data[0].shape[0] if data else 0
+        if any(d.shape[0] != rows for d in data):
+            raise ValueError("train_step with comm: the data arrays must share their first "
+                             f"axis (this rank's rows), got {[d.shape for d in data]}")
+        step, layout, segment = self.train_step, self.layout, self.reducer.segment
+        compiled = step.loss_fn.backend.name == "numba"
+        step._pack_hypers()
+        if rows == 0:  # this rank has nothing of this batch: it adds zeros
+            segment[:layout.count + 1] = 0
+        else:
+            self._weight[0] = rows
+            if compiled:
+                grads = self._grads_kernel(data)
+                loss = grads.step(*grads.arguments, *data)
+            else:
+                loss = self._general_grads(data)
+            segment[layout.loss] = loss
+            segment[layout.count] = rows
+        start = time.perf_counter()
+        self.reducer.reduce()
+        self.reduce_seconds += time.perf_counter() - start
+        self.steps += 1
+        if self._totals[1] == 0:
+            raise ValueError("train_step with comm: no rank had any rows in this step")
+        if not compiled:
+            return self._general_update()
+        update = self._update_kernel()
+        result = update.step(*update.arguments, *self._summed_grads, self._totals)
+        _updated(update.params)
+        return step._kept(update, result) if step.keep_grads else result
+
+    def _grads_kernel(self, data: tuple) -> _Kernels:
+        """The gradient kernel for data of this kind (dtypes and trailing shapes; the batch
+        size too when the loss needs it as a number), rebuilt if a Parameter's array was
+        replaced. It stores the gradients times the row count into this rank's buffer."""
+        key = tuple([(d.dtype.num, d.shape[1:]) for d in data])
+        kernels = self._grads_by_data.get(key) or self._grads_by_data.get((key, len(data[0])))
+        if kernels is not None and kernels.current(self.train_step.optimizer):
+            return kernels
+        step = self.train_step
+        params, _ = step._arguments()
+        n = len(params)
+        spec = self._grads_fn.specialize(params, self._segment_grads, self._weight, *data)
+        graph = spec.graph_of("forward")
+        writes = {1 + k: n + k for k in range(n)}  # gradient k into this rank's view k
+        module = NumbaKernel(graph, generate(graph, "distributed gradient", writes,
+                                             bare_scalars=True), eager=False)
+        arrays = tuple(params.values()) + tuple(self._segment_grads)
+        kernels = _Kernels(module, [s.param for s in step._slots], step.optimizer.state,
+                           arrays, self._weight, fits_batches=False,
+                           arguments=arrays + (self._weight,))
+        kernels.step = kernels.compile(module.dispatcher.__name__, data)
+        symbolic = all(isinstance(i.shape[0], Sym) for i in graph.inputs[2 * n + 1:])
+        self._grads_by_data[key if symbolic else (key, len(data[0]))] = kernels
+        self._last_grads = kernels
+        return kernels
+
+    def _update_kernel(self) -> _Kernels:
+        """The kernel that divides the sums by the row count and updates in place."""
+        step = self.train_step
+        kernels = self._update
+        if kernels is not None and kernels.current(step.optimizer):
+            return kernels
+        params, states = step._arguments()
+        spec = self._update_fn.specialize(params, states, step._hypers, self._summed_grads,
+                                          self._totals)
+        graph = spec.graph_of("forward")
+        arrays = tuple(params.values()) + tuple(pytree.flatten(states)[0])
+        writes = {1 + k: k for k in range(len(arrays))}  # new parameters and state in place
+        module = NumbaKernel(graph, generate(graph, "distributed update", writes,
+                                             bare_scalars=True), eager=False)
+        kernels = _Kernels(module, [s.param for s in step._slots], step.optimizer.state, arrays,
+                           step._hypers, fits_batches=False, arguments=arrays + (step._hypers,))
+        kernels.step = kernels.compile(module.dispatcher.__name__,
+                                       (*self._summed_grads, self._totals))
+        self._update = kernels
+        return kernels
+
+    def _general_grads(self, data: tuple) -> Any:
+        """The gradient half through the general path (the interpreter backend)."""
+        params, _ = self.train_step._arguments()
+        loss, grads = self._grads_fn(params, self._segment_grads, self._weight, *data)
+        for view, g in zip(self._segment_grads, grads):
+            view[...] = g
+        return loss
+
+    def _general_update(self) -> Any:
+        params, states = self.train_step._arguments()
+        loss, new_params, new_states, grads = self._update_fn(
+            params, states, self.train_step._hypers, self._summed_grads, self._totals)
+        step = self.train_step
+        for slot, new_p, new_state in zip(step._slots, new_params, new_states):
+            slot.param.data[...] = new_p
+            state = step._state(slot)
+            for key, value in new_state.items():
+                state[key][...] = value
+        for slot, g in zip(step._slots, grads):
+            slot.param.grad = np.array(g, copy=True)
+        _updated([s.param for s in step._slots])
+        return loss
+
+    def epoch_runner(self, data: tuple, batch_size: int) -> Callable[..., None]:
+        """run(orders, losses) for `fit`: each global batch of each epoch split among the
+        ranks (rank r takes rows [size*r // P, size*(r+1) // P) of a batch of `size`), one
+        step per batch; `losses` gets the loss over the whole batch."""
+        n = data[0].shape[0]
+        starts = np.arange(0, n, batch_size)
+        sizes = np.minimum(batch_size, n - starts)
+        lows = starts + sizes * self.rank // self.size
+        highs = starts + sizes * (self.rank + 1) // self.size
+        counts = highs - lows
+        local = np.concatenate([[0], np.cumsum(counts)])  # the shares, one after the other
+
+        def run(orders: np.ndarray, losses: np.ndarray) -> None:
+            k = 0
+            for order in orders:
+                if order.size:  # one gather of this rank's rows per epoch, then views
+                    rows = np.concatenate([order[lo:hi] for lo, hi in zip(lows, highs)])
+                    mine = tuple(d[rows] for d in data)
+                    shares = [tuple(d[a:b] for d in mine) for a, b in zip(local, local[1:])]
+                else:
+                    shares = [tuple(d[lo:hi] for d in data) for lo, hi in zip(lows, highs)]
+                for share in shares:
+                    losses[k] = self.run(share)
+                    k += 1
+
+        return run
+
+    def source(self) -> str:
+        """The generated source of the gradient and update kernels that the last step ran."""
+        if self._last_grads is None or self._update is None:
+            raise RuntimeError("the step has not run yet: call it (or fit) once first")
+        return self._last_grads.kernel.source + "\n\n" + self._update.kernel.source
+
+    def close(self) -> None:
+        """Release the shared buffer (collective: every rank calls it)."""
+        self.reducer.close()
+
+
+def _traced(step: TrainStep, function: Callable, suffix: str,
+            wrt: int | tuple) -> CompiledFunction:
+    """`function` as a compiled function named after the loss (`loss_grads`), with the
+    arguments in `wrt` of static shape."""
+    compiled = CompiledFunction(function, wrt=wrt, backend=step.loss_fn.backend.name)
+    compiled.__name__ = f"{step.loss_fn.__name__}_{suffix}"
+    compiled._graph_name = f"{step.loss_fn._graph_name}_{suffix}"
+    return compiled

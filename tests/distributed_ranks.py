@@ -1,0 +1,154 @@
+"""One rank of tests/test_distributed.py: `mpiexec -n 2 python distributed_ranks.py OUT [NAME]`.
+
+Every rank trains the scenarios of `SCENARIOS` (tests/test_distributed.py runs the same ones
+in one process as the reference), writes what it saw to OUT/rank<r>.npz, then the last
+scenario makes rank 1 fail inside a step while rank 0 waits for it in the all-reduce: the
+run must end (MPI_Abort) instead of hanging. With a scenario's NAME, only that fit runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+from compiler import compile_grad
+from compiler.training import fit, train_step
+from runtime import functional as F
+from runtime import init, optim, utils
+
+ROWS, FEATURES, OUTPUTS = 37, 5, 2
+
+
+def loss_fn(params, X, y):
+    return F.mse_loss(init.mlp(params, X), y)
+
+
+def problem():
+    """The same data and initial parameters (float64) in every process that asks."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(ROWS, FEATURES))
+    y = np.tanh(X[:, :OUTPUTS]) + 0.1 * rng.normal(size=(ROWS, OUTPUTS))
+    params = init.mlp_params([FEATURES, 6, OUTPUTS], np.random.default_rng(1), np.float64)
+    return X, y, params
+
+
+def two_epochs(history) -> bool:
+    return len(history.epoch_losses) >= 2
+
+
+# name -> (optimizer, its options, fit's options, GRADFUSE_MPI_ALLREDUCE)
+SCENARIOS = {
+    # 37 rows in batches of 8: the last batch (5 rows) splits 2 + 3; an epoch per chunk, so
+    # the callback runs after epochs 1 and 2, where `stop` ends the run
+    "sgd": (optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+            dict(epochs=3, batch_size=8, seed=3, chunk_steps=5, stop=two_epochs), "shared"),
+    # batches of 9, in order: the last batch has 1 row, so rank 0 has none of it
+    "adam": (optim.Adam, dict(lr=0.01, weight_decay=0.01),
+             dict(epochs=2, batch_size=9, shuffle=False, max_norm=0.5), "mpi"),
+}
+SHARDS = ((0, 3), (3, 8))  # train_step: rank r passes rows SHARDS[r]; one process all 8
+STEPS = 4
+
+
+def run_fit(name: str, comm=None, compiled=None):
+    """(parameters, history, the callback's epochs, how the step all-reduced) after fit on
+    scenario `name`. The callback halves the learning rate (with comm it runs on rank 0, and
+    fit sends the new rate to the others) and, with comm, writes a checkpoint."""
+    make_optimizer, options, fit_options, _ = SCENARIOS[name]
+    fit_options = dict(fit_options)
+    X, y, params = problem()
+    optimizer = make_optimizer(params, **options)
+    compiled = compiled or compile_grad(loss_fn)
+    seen = []
+
+    def callback(epoch, history):
+        seen.append(epoch)
+        optimizer.param_groups[0]["lr"] *= 0.5
+        if comm is not None:
+            utils.save(f"{OUT}/{name}-checkpoint-rank{comm.Get_rank()}.npz", params, optimizer)
+
+    if comm is None:
+        history = fit(compiled, params, optimizer, (X, y), callback=callback, **fit_options)
+        return params, history, seen, None
+    max_norm = fit_options.pop("max_norm", None)
+    step = train_step(compiled, params, optimizer, max_norm=max_norm, comm=comm)
+    history = fit(compiled, params, optimizer, (X, y), step=step, callback=callback,
+                  **fit_options)
+    reducer = step.parallel.reducer
+    return params, history, seen, f"{reducer.name} over {getattr(reducer, 'machines', 1)}"
+
+
+def run_steps(comm=None, backend="numba"):
+    """(parameters, losses, kept gradients) after STEPS train_steps with SGD on 8 rows: with
+    comm, rank r passes only rows SHARDS[r]."""
+    X, y, params = problem()
+    rows = slice(*SHARDS[comm.Get_rank()]) if comm is not None else slice(0, SHARDS[-1][1])
+    step = train_step(compile_grad(loss_fn, backend=backend), params,
+                      optim.SGD(params, lr=0.1), keep_grads=True, comm=comm)
+    losses, identical = [], []
+    for _ in range(STEPS):
+        losses.append(step(X[rows], y[rows]))
+        if comm is not None:  # the same bits on every rank, after every step
+            mine = b"".join(p.data.tobytes() for p in params.values())
+            identical.append(len(set(comm.allgather(mine))) == 1)
+    grads = {k: p.grad for k, p in params.items()}
+    if comm is not None and backend == "numba":  # both kernels of the step, by name
+        source = step.source("step")
+        identical.append("def loss_fn_grads(" in source and "def loss_fn_update(" in source)
+    return params, np.array(losses), grads, identical
+
+
+def main() -> None:
+    from mpi4py import MPI  # here: the test imports this module without starting MPI
+
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    results = {}
+    compiled = compile_grad(loss_fn)
+    only = sys.argv[2:]
+    for name, (*_, allreduce) in SCENARIOS.items():
+        if only and name not in only:
+            continue
+        os.environ["GRADFUSE_MPI_ALLREDUCE"] = allreduce
+        params, history, seen, how = run_fit(name, comm, compiled)
+        results.update({f"{name}/{k}": p.data for k, p in params.items()})
+        results[f"{name}/losses"] = history.losses
+        results[f"{name}/callback_epochs"] = np.array(seen, dtype=np.int64)
+        results[f"{name}/stopped_early"] = np.array(history.stopped_early)
+        results[f"{name}/allreduce"] = np.array(how)
+    os.environ.pop("GRADFUSE_MPI_ALLREDUCE")
+    if only:
+        np.savez(f"{OUT}/rank{rank}.npz", **results)
+        return
+    for backend in ("numba", "interpreter"):
+        params, losses, grads, identical = run_steps(comm, backend)
+        results.update({f"steps-{backend}/{k}": p.data for k, p in params.items()})
+        results.update({f"steps-{backend}/grad/{k}": g for k, g in grads.items()})
+        results[f"steps-{backend}/losses"] = losses
+        results[f"steps-{backend}/identical"] = np.array(identical)
+    try:
+        train_step(compiled, params, optim.SGD(params, lr=0.1), comm="not a communicator")
+    except TypeError as err:
+        results["errors/comm"] = np.array(str(err))
+    X, y, params = problem()
+    try:  # ranks that disagree on the epochs: the same error on both, before any step
+        fit(compiled, params, optim.SGD(params, lr=0.1), (X, y), epochs=1 + rank, comm=comm)
+    except ValueError as err:
+        results["errors/fit"] = np.array(str(err))
+    np.savez(f"{OUT}/rank{rank}.npz", **results)
+    comm.Barrier()
+
+    # A failing rank: rank 1 passes data of the wrong width; rank 0 waits in the all-reduce.
+    X, y, params = problem()
+    step = train_step(compiled, params, optim.SGD(params, lr=0.1), comm=comm)
+    print(f"rank {rank}: about to fail", flush=True)
+    step(X[:, :3] if rank == 1 else X, y)
+    print(f"rank {rank}: not aborted", flush=True)  # the test fails if this is ever printed
+
+
+OUT = sys.argv[1] if __name__ == "__main__" else None
+
+if __name__ == "__main__":
+    main()

@@ -34,6 +34,7 @@ from compiler.custom import inline_calls
 from compiler.errors import ArgumentError, TraceError
 from compiler.fastpath import REFUSED, FastCall, TensorCall
 from compiler.ir import Graph, rebuild
+from compiler.names import name_values
 from compiler.passes import optimize
 from compiler.roll import roll
 from compiler.specialize import Signature, positions_of, signature_of
@@ -92,6 +93,7 @@ class Specialization:
             joint = optimize(joint)
             if kind == "value_and_grad":
                 return _lowered(joint)
+            name_values(joint)  # before the split: a residual keeps its name on both sides
         with clock.phase("autodiff"):
             parts = split(joint, len(self.graph.inputs), len(self.graph.outputs))
         self.residual_sources = parts.residual_sources
@@ -156,8 +158,11 @@ def _checked(graph: Graph) -> Graph:
 
 
 def _lowered(graph: Graph) -> Graph:
-    """A graph ready for a backend: custom calls inlined, simplified, verified."""
-    return _checked(optimize(inline_calls(graph)))
+    """A graph ready for a backend: custom calls inlined, simplified, verified, and every
+    value named (compiler/names.py: the IR and the generated code call it the same)."""
+    graph = _checked(optimize(inline_calls(graph)))
+    name_values(graph)
+    return graph
 
 
 class RecordedKernels:
@@ -427,6 +432,7 @@ class CompiledFunction:
                                     name=self._graph_name)
         with clock.phase("passes"):
             graph = _checked(optimize(roll(graph)))
+            name_values(graph)  # once: every kernel of this specialization shares these names
         return Specialization(signature, graph, out_tree, wrt_leaves,
                               self._n_differentiated(out_tree), self.backend, self._lock,
                               times={"trace": clock})

@@ -19,6 +19,7 @@ import numpy as np
 
 from compiler import ops
 from compiler.ir import Graph, Node, TensorType, TupleType, rebuild, toposort
+from compiler.names import is_generated
 from compiler.ops.reduce import sum_to_shape
 from compiler.reverse_loop import with_residuals
 from compiler.tracer import Builder, Tracer, building
@@ -140,10 +141,20 @@ def vjp_graph(graph: Graph, wrt: list[int], seed: str = "input",
                 grads.append(builder.emit("broadcast_to", (builder.wrap(zero),),
                                           {"shape": x.type.shape}).node)
 
+    # A cotangent passed on unchanged (through +, -, a reshape) is the gradient of several
+    # values: it is named after the first of them that the user named (`pred_grad`).
+    named_by: dict[int, str] = {}
     for node in nodes:
         adjoint = adjoints.get(node.id)
-        if adjoint is not None and adjoint.node.name is None and node.name is not None:
-            adjoint.node.name = f"{node.name}_grad"
+        if adjoint is None or adjoint.node.name is not None or node.name is None:
+            continue
+        known = named_by.get(adjoint.node.id)
+        if known is None or (is_generated(known) and not is_generated(node.name)):
+            named_by[adjoint.node.id] = node.name
+    for node in nodes:
+        adjoint = adjoints.get(node.id)
+        if adjoint is not None and adjoint.node.id in named_by:
+            adjoint.node.name = f"{named_by.pop(adjoint.node.id)}_grad"
     return Graph(inputs, list(graph.outputs) + grads, name=f"{graph.name}_vjp")
 
 

@@ -83,11 +83,15 @@ class TupleType:
 
 @dataclass(frozen=True)
 class SourceLoc:
-    """Where in the user's code a node was made: file, line and the line's text."""
+    """Where in the user's code a node was made: file, line and the line's text, the NumPy
+    call the user wrote there (`np.mean`, `@`, `.sum()`) and, for a node made inside a
+    library helper the user called (`runtime.functional`), that helper and its line."""
 
     filename: str
     lineno: int
     text: str = ""
+    call: str = ""
+    helper: str = ""  # `logsumexp (functional.py:41)`
 
     def __str__(self) -> str:
         return f"{self.short_filename}:{self.lineno}"
@@ -95,6 +99,9 @@ class SourceLoc:
     @property
     def short_filename(self) -> str:
         return self.filename.rsplit("/", 1)[-1]
+
+    def with_call(self, call: str) -> SourceLoc:
+        return SourceLoc(self.filename, self.lineno, self.text, call, self.helper)
 
 
 _node_ids = itertools.count()

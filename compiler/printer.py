@@ -14,10 +14,15 @@ from compiler.ir import Graph, Node, bodies
 
 
 def value_names(nodes: list[Node]) -> dict[int, str]:
-    """A unique printable name per node: its hint where it has one, else %index."""
+    """A unique printable name per node: its name (compiler/names.py gives every value of a
+    kernel's graph one, the one generated code uses), else %index; scalar constants are
+    their value."""
     names: dict[int, str] = {}
     taken: set[str] = set()
     for i, node in enumerate(nodes):
+        if _is_literal(node):
+            names[node.id] = format_attr(node.attrs["value"])
+            continue
         base = node.name or f"%{i}"
         name, k = base, 1
         while name in taken:
@@ -41,6 +46,10 @@ def format_attr(value) -> str:
     return str(value)
 
 
+def _is_literal(node: Node) -> bool:
+    return node.op == "const" and node.type.shape == ()
+
+
 def format_node(node: Node, names: dict[int, str]) -> str:
     if node.op == "const":
         rhs = format_attr(node.attrs["value"])
@@ -50,8 +59,11 @@ def format_node(node: Node, names: dict[int, str]) -> str:
         rhs = f"{node.op}({', '.join(args)})"
     line = f"  {names[node.id]}: {node.type} = {rhs}"
     notes = []
+    call = node.loc.call if node.loc is not None and node.loc.call else None
     if node.grad_of is not None:
-        notes.append(f"grad of {node.grad_of.op}")
+        notes.append(f"grad of {call or node.grad_of.op}")
+    elif call:
+        notes.append(call)
     if node.loc is not None:
         notes.append(str(node.loc))
     if notes:
@@ -68,7 +80,7 @@ def format_graph(graph: Graph, indent: str = "") -> str:
     results = ", ".join(str(n.type) for n in graph.outputs)
     lines = [f"def {graph.name}({params}) -> ({results}):"]
     for node in nodes:
-        if node.op != "input":
+        if node.op != "input" and not _is_literal(node):
             lines.append(format_node(node, names))
         lines += [format_graph(body, "    ") for body in bodies(node)]
     lines.append("  return " + ", ".join(names[n.id] for n in graph.outputs))

@@ -33,7 +33,8 @@ def _package_dir(module) -> str:
 
 
 _COMPILER_DIR = _package_dir(sys.modules["compiler"])
-_OTHER_LIBRARY_DIRS = (_package_dir(runtime), _package_dir(np))
+_RUNTIME_DIR = _package_dir(runtime)
+_OTHER_LIBRARY_DIRS = (_RUNTIME_DIR, _package_dir(np))
 
 
 @functools.cache
@@ -61,22 +62,35 @@ class Concretize(BaseException):
 
 
 def user_loc() -> SourceLoc | None:
-    """The innermost frame outside gradfuse and NumPy: the user's line that made a node."""
+    """The innermost frame outside gradfuse and NumPy: the user's line that made a node, with
+    the runtime helper it is inside of, if any (`runtime.functional.softmax`)."""
     frame = sys._getframe(1)
-    fallback = None
+    fallback = helper = None
     while frame is not None:
         origin = _origin(frame.f_code.co_filename)
         if origin == "user":
-            return _loc(frame)
-        if fallback is None and origin == "library":
-            fallback = frame
+            return _loc(frame, helper)
+        if origin == "library":
+            fallback = fallback or frame
+            if helper is None and _is_runtime(frame.f_code.co_filename):
+                helper = frame
         frame = frame.f_back
     return _loc(fallback) if fallback is not None else None
 
 
-def _loc(frame) -> SourceLoc:
+def _loc(frame, helper=None) -> SourceLoc:
     filename, lineno = frame.f_code.co_filename, frame.f_lineno
-    return SourceLoc(filename, lineno, linecache.getline(filename, lineno).rstrip())
+    inside = ""
+    if helper is not None:
+        where = os.path.basename(helper.f_code.co_filename)
+        inside = f"{helper.f_code.co_name} ({where}:{helper.f_lineno})"
+    return SourceLoc(filename, lineno, linecache.getline(filename, lineno).rstrip(),
+                     helper=inside)
+
+
+@functools.cache
+def _is_runtime(filename: str) -> bool:
+    return os.path.realpath(filename).startswith(_RUNTIME_DIR)
 
 
 class SymDim:
@@ -134,6 +148,7 @@ class Builder:
         self.grad_of: Node | None = None  # set while the reverse pass emits a VJP
         self.loc_override: SourceLoc | None = None
         self.user_frames: UserFrames | None = None  # set by `trace` while the user's code runs
+        self.call: str = ""  # the NumPy call of the user's that is running (`np.mean`, `@`)
 
     def input(self, index: int, type: TensorType, name: str) -> Tracer:
         node = Node("input", (), {"index": index, "type": type}, type, name=name)
@@ -178,6 +193,8 @@ class Builder:
                  and not (op == "where" and i == 0)]
         nodes = tuple(self.lift(x, peers) for x in inputs)
         loc = self.loc_override or user_loc()
+        if loc is not None and self.call and not loc.call:
+            loc = loc.with_call(self.call)
         if self.user_frames is not None:
             self.user_frames.see(sys._getframe(1))
         try:
@@ -397,7 +414,7 @@ class Tracer:
         handler = npx.FUNCTIONS.get(function) if callable(function) else None
         if handler is None or name.startswith("_"):
             raise AttributeError(f"traced arrays have no attribute {name!r}")
-        return functools.partial(handler, self)
+        return called(f".{name}()")(functools.partial(handler, self))
 
 
 # --- running a trace ---------------------------------------------------------------------
@@ -479,11 +496,55 @@ def trace(fn: Callable, input_types: list[TensorType], input_names: list[str],
     return graph, out_tree
 
 
+@contextmanager
+def calling(call: str):
+    """Nodes made while the user's NumPy call `call` runs are tagged with it (the outermost
+    call wins: np.mean's sum and division are np.mean's)."""
+    builder = current_builder()
+    if builder is None or builder.call:
+        yield
+        return
+    builder.call = call
+    try:
+        yield
+    finally:
+        builder.call = ""
+
+
+def called(call: str):
+    """Decorate a Tracer method as the user's call `call` (an operator, `.sum()`)."""
+    def decorate(method):
+        @functools.wraps(method)
+        def tagged(*args, **kwargs):
+            with calling(call):
+                return method(*args, **kwargs)
+        return tagged
+    return decorate
+
+
 def current_builder() -> Builder | None:
     """The builder of this thread's trace in progress, if any (a compiled function called
     while tracing)."""
     builders = TRACES.builders
     return builders[-1] if builders else None
+
+
+# What the user wrote, for generated code's comments: each operator and method is a call.
+_OPERATOR_CALLS = {
+    "__add__": "+", "__radd__": "+", "__sub__": "-", "__rsub__": "-", "__mul__": "*",
+    "__rmul__": "*", "__truediv__": "/", "__rtruediv__": "/", "__pow__": "**", "__rpow__": "**",
+    "__matmul__": "@", "__rmatmul__": "@", "__lt__": "<", "__le__": "<=", "__gt__": ">",
+    "__ge__": ">=", "__eq__": "==", "__ne__": "!=", "__and__": "&", "__rand__": "&",
+    "__or__": "|", "__ror__": "|", "__xor__": "^", "__invert__": "~", "__neg__": "-",
+    "__abs__": "abs", "__getitem__": "[]",
+}
+for _name, _call in _OPERATOR_CALLS.items():
+    setattr(Tracer, _name, called(_call)(getattr(Tracer, _name)))
+for _name in ("sum", "mean", "max", "min", "prod", "var", "std", "reshape", "transpose",
+              "swapaxes", "squeeze", "ravel", "flatten", "clip", "dot", "astype"):
+    setattr(Tracer, _name, called(f".{_name}()")(getattr(Tracer, _name)))
+Tracer.T = property(called(".T")(Tracer.T.fget))
+del _name, _call
 
 
 from compiler import numpy_api as npx  # noqa: E402  (numpy_api builds on Tracer)

@@ -8,9 +8,9 @@ import pytest
 
 from compiler import compile_grad
 from compiler.codegen import generate, prelude
-from compiler.codegen.names import Namer
 from compiler.codegen.scalars import literal
 from compiler.errors import InternalError
+from compiler.names import Namer
 
 
 def source_of(fn, *args, kind="forward", wrt=0) -> str:
@@ -161,7 +161,7 @@ def test_backward_statements_name_the_op_and_the_users_line():
 
     body = kernel_body(source_of(f, np.ones((3, 2)), kind="backward"))
     line = f.__code__.co_firstlineno + 1
-    assert f"# d maximum @ test_codegen_units.py:{line}" in body
+    assert f"# d np.maximum (test_codegen_units.py:{line})" in body
 
 
 # --- numerics: NaN, inf, kinks, integer and boolean results ------------------------------------

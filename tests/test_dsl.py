@@ -73,9 +73,9 @@ def test_nodes_point_at_the_dsl_file_and_line():
     loss = compile_grad(EXAMPLES / "mlp.gf", wrt=("W1",), backend="interpreter")
     loss.grad(**random_inputs(loss.dsl_params, n=4))
     forward = loss.ir("forward").splitlines()
-    assert [line for line in forward if "matmul(X, W1)" in line][0].endswith("# mlp.gf:3")
-    assert [line for line in forward if "sub(pred, y)" in line][0].endswith("# mlp.gf:5")
-    assert "# grad of matmul, mlp.gf:3" in loss.ir("backward")
+    assert [line for line in forward if "matmul(X, W1)" in line][0].endswith(", mlp.gf:3")
+    assert [line for line in forward if "sub(pred, y)" in line][0].endswith(", mlp.gf:5")
+    assert "# grad of @, mlp.gf:3" in loss.ir("backward")
 
 
 def test_mean_absolute_error_example_has_the_documented_value_and_gradient():

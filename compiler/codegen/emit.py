@@ -16,14 +16,14 @@ import numpy as np
 from compiler.codegen import stack
 from compiler.codegen.fusion import Call, LoopNest, Plan, calls_blas
 from compiler.codegen.loops import MinibatchLoop
-from compiler.codegen.names import Namer, function_name, loop_index
-from compiler.codegen.nests import INDENT, NestWriter, comment_of
+from compiler.codegen.nests import INDENT, NestWriter, comment_of, header_of
 from compiler.codegen.prelude import HelperSet
 from compiler.codegen.reading import Reader, dim_text, shape_text, subscript
 from compiler.codegen.scalars import dtype_name
 from compiler.codegen.scans import BodyFunctions
 from compiler.codegen.writes import aliases_input, input_memory, stored_in_place
 from compiler.ir import Node, Sym, constant_value, walk
+from compiler.names import Namer, function_name, loop_index
 from compiler.ops.lowering import View, lowering_of
 
 FASTMATH = '{"reassoc", "contract", "arcp", "nsz"}'  # never nnan/ninf: NaN and inf are data
@@ -88,6 +88,10 @@ class KernelWriter:
         self._syms = self._sym_sources()
         for sym in [*self._syms, *self.sym_params]:
             self.namer.reserve(sym.name)
+        # Values named beforehand (compiler/names.py) keep their names: the IR printer and the
+        # other kernels of the function call them the same.
+        self._claimed = {n.id: n.name for n in [*self.graph.inputs, *plan.nodes]
+                         if n.name is not None and self.namer.claim(n.name)}
         self.arrays = self._name_arguments()
         self.in_place, self.preallocated = self._place_written_outputs()
 
@@ -96,9 +100,11 @@ class KernelWriter:
         called with. A 0-d input is read into a scalar of its own name, unless the kernel
         writes into it: then the array keeps the name and the scalar gets another."""
         for node in self.graph.inputs:
-            self.names[node.id] = self.namer.fresh(node.name or f"arg{node.attrs['index']}")
+            self.names[node.id] = self._claimed.get(node.id) or \
+                self.namer.fresh(node.name or f"arg{node.attrs['index']}")
         for k, node in enumerate(self.constants, start=1):
-            self.names[node.id] = self.namer.fresh(node.name or f"c{k}")
+            self.names[node.id] = self._claimed.get(node.id) or \
+                self.namer.fresh(node.name or f"c{k}")
         arrays = {n.id: self.names[n.id] for n in self.graph.inputs + self.constants}
         for j in self.writes.values():
             target = self.graph.inputs[j]
@@ -122,7 +128,13 @@ class KernelWriter:
         if self.loop is not None:
             params = self.loop.open(self, params)
         self._prologue()
+        heading = None
         for unit in self.plan.units:
+            lead = unit.node if isinstance(unit, Call) else unit.body[0]
+            header = header_of(lead)
+            if header is not None and header != heading:
+                self.line(f"# {header}")
+                heading = header
             if isinstance(unit, Call):
                 self._call(unit.node)
             else:
@@ -295,7 +307,7 @@ class KernelWriter:
 
     def name_of(self, node: Node) -> str:
         if node.id not in self.names:
-            self.names[node.id] = self.namer.fresh(node.name)
+            self.names[node.id] = self._claimed.get(node.id) or self.namer.fresh(node.name)
         return self.names[node.id]
 
     def alloc(self, node: Node, fill: str = "empty", dtype=None, name: str | None = None) -> None:

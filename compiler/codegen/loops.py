@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from compiler.codegen.emit import KernelWriter
-    from compiler.codegen.names import Namer
+    from compiler.names import Namer
 
 LOOP_NAMES = ("n_rows", "n_batches", "epoch", "orders", "batch", "batch_size", "start", "losses")
 

@@ -29,10 +29,10 @@ import numpy as np
 
 from compiler.codegen import stack
 from compiler.codegen.fusion import LoopNest, is_view
-from compiler.codegen.names import loop_index
 from compiler.codegen.reading import Index, broadcast_index, dim_text, shape_text, subscript
 from compiler.codegen.scalars import Operand, dtype_name, elementwise, literal
 from compiler.ir import Node
+from compiler.names import loop_index
 from compiler.ops.lowering import Member, Reduction, Scatter, lowering_of
 
 if TYPE_CHECKING:
@@ -49,12 +49,28 @@ PARALLEL_MIN_ELEMENTS = 1 << 15
 
 
 def comment_of(node: Node) -> str | None:
-    """Where a statement comes from: the user's file:line, and for backward statements
-    the forward op they differentiate (`d maximum @ model.py:12`)."""
-    where = str(node.loc) if node.loc is not None else None
+    """Where a statement comes from: the NumPy call the user wrote (`np.mean`, `@`) and the
+    user's file:line; `d` marks a backward statement (`d np.maximum (model.py:12)`), and a
+    statement inside a library helper names it (`np.exp in softmax, functional.py:75`)."""
+    loc = node.loc
+    if loc is None:
+        return f"d {node.grad_of.op}" if node.grad_of is not None else None
+    what = loc.call or (node.grad_of.op if node.grad_of is not None else "")
+    if what and loc.helper:
+        what = f"{what} in {loc.helper.replace(' (', ', ').rstrip(')')}"
     if node.grad_of is not None:
-        return f"d {node.grad_of.op} @ {where}" if where else f"d {node.grad_of.op}"
-    return where
+        what = f"d {what}" if what else "d"
+    return f"{what} ({loc})" if what else str(loc)
+
+
+def header_of(node: Node) -> str | None:
+    """The line heading the code of one user statement: the statement itself, and where it is
+    (`--- grad of: pred = h @ W2 + b2   (model.py:11)` for its derivative)."""
+    loc = node.loc
+    if loc is None or not loc.text.strip():
+        return None
+    grad = "grad of: " if node.grad_of is not None else ""
+    return f"--- {grad}{loc.text.strip()}   ({loc})"
 
 
 @dataclass

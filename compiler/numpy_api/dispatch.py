@@ -8,7 +8,7 @@ from collections.abc import Callable
 from compiler.errors import TraceError, UnsupportedError
 from compiler.ops.registry import ShapeError
 from compiler.ops.shapes import normalize_axes
-from compiler.tracer import Tracer, current_builder, user_loc
+from compiler.tracer import Tracer, calling, current_builder, user_loc
 
 UFUNCS: dict = {}  # ufunc -> what it does on traced arrays
 FUNCTIONS: dict = {}  # NumPy function -> what it does on traced arrays
@@ -52,16 +52,24 @@ def apply_ufunc(ufunc, method, inputs, kwargs):
     if kwargs:
         raise UnsupportedError(f"np.{ufunc.__name__}() argument(s) {sorted(kwargs)} are not "
                                "supported", user_loc())
-    result = handler(*inputs)
-    return result.astype(dtype) if dtype is not None else result
+    with calling(f"np.{ufunc.__name__}"):
+        result = handler(*inputs)
+        return result.astype(dtype) if dtype is not None else result
 
 
 def apply_function(func, args, kwargs):
     handler = FUNCTIONS.get(func)
     if handler is None:
-        name = getattr(func, "__name__", repr(func))
-        raise UnsupportedError(f"np.{name} is not supported by gradfuse", user_loc())
-    return handler(*args, **kwargs)
+        raise UnsupportedError(f"{numpy_name(func)} is not supported by gradfuse", user_loc())
+    with calling(numpy_name(func)):
+        return handler(*args, **kwargs)
+
+
+def numpy_name(func) -> str:
+    """How the user wrote a NumPy function: `np.mean`, `np.linalg.norm`."""
+    module = getattr(func, "__module__", None) or "numpy"
+    prefix = "np" + module[len("numpy"):] if module.startswith("numpy") else module
+    return f"{prefix}.{getattr(func, '__name__', repr(func))}"
 
 
 def axes_of(x, axis):

@@ -109,9 +109,9 @@ def _emit_blas(k, node) -> None:
 
 def _write_contraction(nests, node, index, acc: str) -> None:
     """acc = the product's element at `index`: a loop over the contracted axis."""
-    from compiler.codegen.names import contraction_index
     from compiler.codegen.reading import broadcast_index, dim_text
     from compiler.codegen.scalars import literal
+    from compiler.names import contraction_index
 
     k = nests.k
     a, b = node.inputs

@@ -135,10 +135,12 @@ class Reduction(Lowering):
 class Scatter(Lowering):
     """Writes each element of its first input into zeros of its own shape, at
     `target(reader, node, index)`; `adds` when several elements may land on one place
-    (`+=`, which races under prange)."""
+    (`+=`, which races under prange); `ordered` when they may, and the last one in the order
+    of the first input's elements must win (`=`, one thread in order)."""
 
     target: Callable[[Any, Any, Index], Index]
     adds: bool = False
+    ordered: bool = False
     indices: Callable[[Any], tuple] | None = None
     ROLE = "sink"
     reads_in_place = True

@@ -1,0 +1,58 @@
+"""`@compile_grad` on a method: `instance.loss` is a compiled function of the arguments after
+`self`, one per instance.
+
+`self` is not traced and not differentiated: like a closure's variables, what the method
+reads from it (sizes, flags, constant arrays) is read when the function is traced and baked
+into the kernels, so each instance gets its own compiled function (its own traces and
+kernels), and changing an attribute after the first call does not reach the kernels already
+built. Arrays that change or that need gradients are passed in as arguments; a runtime
+`Parameter` read from `self` is an error that says so (compiler/tracer.py). `wrt` counts the
+arguments after `self`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import weakref
+from typing import Any
+
+from compiler.api import CompiledFunction
+
+
+def bind_method(compiled: CompiledFunction, instance: Any) -> CompiledFunction:
+    """The compiled function of `instance`'s method: made on first use, then kept as long as
+    the instance lives (for the function's whole life where the instance cannot be weakly
+    referenced)."""
+    bound = compiled.__dict__.setdefault("_bound_methods", {})
+    key = id(instance)
+    with compiled._lock:
+        entry = bound.get(key)
+        if entry is not None and entry[0]() is instance:
+            return entry[1]
+        try:
+            reference = weakref.ref(instance, lambda _, key=key: bound.pop(key, None))
+        except TypeError:  # no weak references (__slots__): keep the instance
+            reference = (lambda kept: lambda: kept)(instance)
+        method = CompiledFunction(_method_of(compiled.fn, reference), wrt=compiled.wrt,
+                                  has_aux=compiled.has_aux, backend=compiled.backend.name,
+                                  check_finite=compiled.check_finite)
+        bound[key] = (reference, method)
+        return method
+
+
+def _method_of(fn, instance):
+    """`fn` with `instance()` as its first argument, signed as the arguments after it (a
+    weak reference: the compiled method does not keep its instance alive)."""
+    @functools.wraps(fn)
+    def method(*args, **kwargs):
+        return fn(instance(), *args, **kwargs)
+
+    signature = inspect.signature(fn)
+    parameters = list(signature.parameters.values())
+    if not parameters or parameters[0].kind not in (inspect.Parameter.POSITIONAL_ONLY,
+                                                    inspect.Parameter.POSITIONAL_OR_KEYWORD):
+        raise TypeError(f"@compile_grad on {fn.__qualname__}: a method needs `self` as its "
+                        "first positional parameter")
+    method.__signature__ = signature.replace(parameters=parameters[1:])
+    return method

@@ -204,6 +204,8 @@ def _add_at(x, v, i):  # np.add.at: repeats add up
     return y
 
 
+case("gather_computed_index", lambda x, i: x.ravel()[11 - i] * x.ravel()[i], X34,
+     A((5,), "int:12"))  # the scatter-add's indices are computed in its own loop
 case("gather_pairs_const", lambda x: x[np.array([0, 2, 2]), np.array([1, 3, -4])], X34)
 case("gather_pairs_traced", lambda x, i: x[i, i[::-1]] + x[np.arange(5) % 3, i], X34,
      A((5,), "int:3"))

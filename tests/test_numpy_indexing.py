@@ -17,7 +17,6 @@ import pytest
 from gradcheck import central_differences
 
 from compiler import TraceError, UnsupportedError, compile_grad, scan
-from runtime import Parameter
 from runtime import functional as F
 
 torch = pytest.importorskip("torch")
@@ -491,55 +490,3 @@ def test_np_array_with_dtype_or_of_a_large_array_explains():
         interpreted(lambda x: np.sum(np.array([x[0], x[1]], dtype=np.float32)))(np.ones(2))
     with pytest.raises(UnsupportedError, match=r"it is an array already \(drop np\.asarray\)"):
         interpreted(lambda x: np.sum(np.asarray(x)))(np.ones((20, 20)))
-
-
-# --- in-place updates into NumPy arrays: what to write instead ----------------------------------
-def test_storing_traced_values_into_a_numpy_array_says_what_to_write():
-    def add_column(x):
-        y = np.zeros((3, 2))
-        y[:, 0] += x[:, 0]  # AUGMENTED
-        return np.sum(y)
-
-    def store_rows(x):
-        out = np.zeros((3, 2))
-        for i in range(3):
-            out[i] = np.tanh(x[i])  # ROWS
-        return np.sum(out)
-
-    def store_scalar(x):
-        out = np.zeros(3)
-        out[0] = np.sum(x)  # SCALAR
-        return np.sum(out)
-
-    for f, marker in [(add_column, "AUGMENTED"), (store_rows, "ROWS"),
-                      (store_scalar, "SCALAR")]:
-        with pytest.raises(UnsupportedError, match=r"np\.stack.*np\.concatenate.*np\.where.*"
-                                                   r"y = x\.copy\(\)") as err:
-            interpreted(f)(np.ones((3, 2)))
-        assert f"{HERE}:{line_of(marker)}" in str(err.value), marker
-
-
-def test_the_suggested_rewrite_works():
-    def store_rows(x):
-        out = np.zeros_like(x)
-        for i in range(3):
-            out[i] = np.tanh(x[i]) * (i + 1.0)
-        return np.sum(out ** 2)
-
-    x = RNG.normal(size=(3, 2))
-    expected = np.sum((np.tanh(x) * np.arange(1.0, 4.0)[:, None]) ** 2)
-    np.testing.assert_allclose(interpreted(store_rows)(x), expected, rtol=1e-12)
-    fd_check(store_rows, [x])
-
-
-# --- a Parameter read from outside the arguments ------------------------------------------------
-def test_a_parameter_in_a_closure_is_refused():
-    w = Parameter(np.ones(3))
-
-    def f(x):
-        return np.sum(x * w)  # CLOSURE
-
-    with pytest.raises(TraceError, match=r"baked into the kernel as a constant.*pass it in as "
-                                         r"an argument") as err:
-        interpreted(f)(np.ones(3))
-    assert f"{HERE}:{line_of('CLOSURE')}" in str(err.value)

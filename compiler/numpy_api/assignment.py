@@ -15,7 +15,8 @@ get no gradient from the old value):
   or one per trailing axis): `where(mask, v, y)`;
 - integer arrays: each element of y takes the value of the last write that names it (as
   NumPy does when indices repeat), a gather of v at the ordinals that `last_write` finds
-  (computed now when the indices are constants).
+  (computed now when the indices are constants): along the axis for one traced 1-D index
+  array (a symbolic batch of indices stays symbolic), else at flat positions of y.
 
 `np.add.at(a, idx, v)` adds with repeats (a scatter-add: `take_grad`) and, as NumPy does,
 changes `a`, which must be a copy; it returns None.
@@ -198,6 +199,8 @@ def assign(y: Copy, key, value) -> None:
             "y[mask] = v with a traced mask needs a v that does not depend on how many "
             "entries are True (a scalar, or values for the trailing axes); write "
             "y = np.where(mask, new_values, y)", user_loc())
+    elif (along := _one_axis(y, key)) is not None:
+        new = _assign_along(y, *along, value)
     else:
         new = _assign_gathered(y, key, value)
     y.rebind(new, _written(y, key))
@@ -238,6 +241,34 @@ def _assign_where(y: Copy, mask, value: Tracer) -> Tracer:
         value = reshape(value, value.type.shape[1:])
     mask = reshape(traced(mask), tuple(np.shape(mask)) + (1,) * len(rest))
     return where(mask, value, y)
+
+
+def _one_axis(y: Tracer, key) -> tuple[int, Tracer] | None:
+    """(axis, indices) for a key that is one traced 1-D index array along an axis, the
+    others whole (`y[idx] = v`, `y[:, idx] = v`): done along the axis, with no flat
+    positions, so a symbolic batch of indices stays symbolic."""
+    entries = expand_key(y, key)
+    arrays = [a for a, k in enumerate(entries) if isinstance(k, Tracer)]
+    if len(arrays) != 1 or len(entries) != y.ndim or entries[arrays[0]].ndim != 1:
+        return None
+    axis = arrays[0]
+    if not all(isinstance(k, slice) and k == slice(None)
+               for a, k in enumerate(entries) if a != axis):
+        return None
+    return axis, entries[axis]
+
+
+def _assign_along(y: Copy, axis: int, indices: Tracer, value: Tracer) -> Tracer:
+    """`y[..., idx, ...] = v` along one axis: each slice of y along it takes the value of the
+    last write that names it."""
+    shape = y.type.shape
+    values = _value_for(value, y.dtype, shape[:axis] + indices.type.shape + shape[axis + 1:])
+    ordinals = np.cumsum(np.ones_like(indices, dtype=np.int64))
+    last = bind("last_write", ordinals, indices, size=y.shape[axis].__index__())
+    written = last > 0
+    taken = bind("take", values, where(written, last - 1, 0), axis=axis)
+    along = tuple(d if a == axis else 1 for a, d in enumerate(shape))
+    return where(reshape(written, along), taken, y)
 
 
 def _assign_gathered(y: Copy, key, value: Tracer) -> Tracer:
@@ -345,6 +376,11 @@ def ufunc_at(ufunc, a, indices, b=None) -> None:
     if is_basic(a, indices):  # no index repeats: a[indices] += b
         key = expand_key(a, indices)
         new = _assign_region(a, key, getitem(a, key) + b)
+    elif (along := _one_axis(a, indices)) is not None:  # a scatter-add along the axis
+        axis, idx = along
+        shape = a.type.shape
+        values = _value_for(b, a.dtype, shape[:axis] + idx.type.shape + shape[axis + 1:])
+        new = a + bind("take_grad", values, idx, axis=axis, shape=shape)
     else:
         positions, size = _flat_positions(a, indices)
         n_adds = math.prod(d.__index__() for d in positions.shape)  # static: counted now

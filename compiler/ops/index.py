@@ -162,5 +162,6 @@ register(OpDef(
     doc="for each of `size` places, the ordinal (counting up from 1) of the last of `positions` "
         "that names it, 0 where none does; no derivative (integers)",
     lowering=Scatter(lambda reader, node, at: (
-        reader.gathered(node.inputs[1], at, node.attrs["size"]),), ordered=True),
+        reader.gathered(node.inputs[1], at, node.attrs["size"]),), ordered=True,
+        indices=lambda node: (node.inputs[1], node.attrs["size"])),
 ))

@@ -274,6 +274,30 @@ def test_assignment_into_copies_matches_pytorch_compiled():
     fd_check(assignments, [x, v, idx], wrt=1)
 
 
+def test_filling_rows_in_a_loop_reads_back_rows_not_copies():
+    # y[t] reads what y[t] = ... wrote (compiler/passes.py: a slice through where/pad_slice),
+    # so the adjoint of each step is row-sized: no chain of whole-array copies in backward.
+    def fill(x, a):
+        y = np.zeros_like(x)
+        y[0] = x[0]
+        for t in range(1, x.shape[0]):
+            y[t] = np.tanh(y[t - 1] * a + x[t])
+        return np.sum(y * y)
+
+    x, a = RNG.normal(size=(8, 3)), RNG.normal(size=3)
+    f = interpreted(fill, wrt=(0, 1))
+    value, (gx, ga) = f.value_and_grad(x, a)
+    rows = [x[0]]
+    for t in range(1, 8):
+        rows.append(np.tanh(rows[-1] * a + x[t]))
+    np.testing.assert_allclose(value, np.sum(np.square(rows)), rtol=1e-12)
+    fd_check(fill, [x, a])
+    fd_check(fill, [x, a], wrt=1)
+    graph = f.specialize(x, a).graph_of("value_and_grad")
+    assert not [n for n in graph.nodes() if n.op == "where" and n.grad_of is not None]
+    assert len([n for n in graph.nodes() if n.op == "where"]) == 8  # y itself, row by row
+
+
 def test_repeated_indices_keep_the_last_write_like_numpy():
     def f(x, v, idx):
         y = x.copy()
@@ -298,6 +322,27 @@ def test_repeated_indices_keep_the_last_write_like_numpy():
     assert np.all(gv[0] == 0.0) and np.all(gv[1, 1:] == 0.0) and gv[4, 2] == 0.0
     assert gv[1, 0] != 0.0 and gv[2, 0] != 0.0
     fd_check(g, [x, v, idx])
+
+
+def test_assignment_along_an_axis_keeps_a_batch_of_indices_symbolic():
+    def f(x, v, idx):
+        y = x.copy()
+        y[:, idx] = v  # v (3, 1) broadcast to (3, len(idx)); idx repeats
+        y[0] *= 2.0
+        return y
+
+    compiled = compile_grad(f)
+    x, v = RNG.normal(size=(3, 4)), RNG.normal(size=(3, 1))
+    for idx in (np.array([1, 3, 1, -4, 0]), np.array([2, 2])):
+        expected = x.copy()
+        expected[:, idx] = v
+        expected[0] *= 2.0
+        np.testing.assert_array_equal(compiled(x, v, idx), expected)
+        np.testing.assert_array_equal(interpreted(f)(x, v, idx), expected)
+    spec = compiled.specialize(x, v, np.array([1, 2, 3]))
+    assert not all(isinstance(d, int) for d in spec.graph.inputs[2].shape)  # idx: (N,)
+    fd_check(lambda x, v, idx: np.sum(np.sin(f(x, v, idx))), [x, v, np.array([1, 3, 1])],
+             wrt=1)
 
 
 def add_at(a, v, idx):

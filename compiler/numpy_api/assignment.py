@@ -263,7 +263,7 @@ def _assign_along(y: Copy, axis: int, indices: Tracer, value: Tracer) -> Tracer:
     last write that names it."""
     shape = y.type.shape
     values = _value_for(value, y.dtype, shape[:axis] + indices.type.shape + shape[axis + 1:])
-    ordinals = np.cumsum(np.ones_like(indices, dtype=np.int64))
+    ordinals = np.cumsum(np.ones_like(indices, dtype=np.int64), axis=0)
     last = bind("last_write", ordinals, indices, size=y.shape[axis].__index__())
     written = last > 0
     taken = bind("take", values, where(written, last - 1, 0), axis=axis)
@@ -317,7 +317,8 @@ def _value_for(value: Tracer, dtype: np.dtype, shape: tuple) -> Tracer:
     except ValueError:
         raise TraceError(f"could not broadcast input array from shape {value.shape} into "
                          f"shape {tuple(shape)}", user_loc()) from None
-    return value if value.type.shape == tuple(shape) else broadcast_to(value, shape)
+    return value if value.type.shape == tuple(shape) else \
+        bind("broadcast_to", value, shape=tuple(shape))
 
 
 def _as_dtype(x: Tracer, dtype: np.dtype) -> Tracer:

@@ -58,8 +58,10 @@ def as_objects(x: Tracer, dtype=None) -> np.ndarray:
         raise UnsupportedError(problem, user_loc())
     if dtype is not None and np.dtype(dtype) != object:
         raise UnsupportedError(
-            f"np.array(..., dtype={np.dtype(dtype)}) of traced values cannot convert them now; "
-            f"write np.stack([...]).astype(np.{np.dtype(dtype)}) (or drop dtype=)", user_loc())
+            f"NumPy asks for the numbers of a traced value here, as {np.dtype(dtype)} "
+            "(np.array(..., dtype=...), np.float64(x), or a NumPy function given a list of "
+            "traced values, which it makes its own array of): make one traced array first, "
+            f"np.stack([...]) (then .astype(np.{np.dtype(dtype)}))", user_loc())
     if x.ndim == 0:
         holder = np.empty((), dtype=object)
         holder[()] = x

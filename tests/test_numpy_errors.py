@@ -217,10 +217,10 @@ def test_a_method_wrt_by_name_and_the_runtime():
 
 def test_self_is_a_constant_baked_in_at_trace_time():
     model, X, W = Model(1.0), np.ones((2, 4)), np.ones((4, 3))
-    before = model.loss({"W": W}, X)
-    model.scale = 10.0  # like a closure's variable: the kernels already built keep 1.0
-    assert model.loss({"W": W}, X) == before
-    assert Model(10.0).loss({"W": W}, X) == 10.0 * before
+    before = model.by_name({"W": W}, X)
+    model.scale = 10.0  # like a closure's variable: the trace already made keeps 1.0
+    assert model.by_name({"W": W}, X) == before
+    assert Model(10.0).by_name({"W": W}, X) == 10.0 * before
 
 
 def test_a_parameter_on_self_is_refused():
@@ -247,9 +247,9 @@ def test_np_random_on_self_warns():
 
 def test_instances_without_weak_references_and_instances_that_die():
     assert Slotted(2.0).loss.grad(np.ones(3)).tolist() == [4.0, 4.0, 4.0]
-    bound = Model.loss.__dict__.setdefault("_bound_methods", {})
+    bound = Model.by_name.__dict__.setdefault("_bound_methods", {})
     model = Model(1.0)
-    model.loss({"W": np.ones((4, 3))}, np.ones((2, 4)))
+    model.by_name({"W": np.ones((4, 3))}, np.ones((2, 4)))
     assert id(model) in bound
     key = id(model)
     del model

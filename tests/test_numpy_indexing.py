@@ -155,10 +155,10 @@ def test_multi_index_gathers_match_pytorch_compiled():
 
 def test_traced_indices_out_of_range_stop_the_kernel():
     x = RNG.normal(size=(3, 4, 5))
-    with pytest.raises(IndexError):
-        COMPILED_GATHERS(x, np.array([0, 1, 3, 1]), np.array([0, 1, 2, 3]))  # 3 >= 3 rows
-    with pytest.raises(IndexError):
-        COMPILED_GATHERS(x, np.array([0, 1, 2, 1]), np.array([0, 1, -6, 3]))  # -6 < -5
+    with pytest.raises(IndexError):  # (the kernel of the test above)
+        COMPILED_GATHERS.value_and_grad(x, np.array([0, 1, 3, 1]), np.array([0, 1, 2, 3]))
+    with pytest.raises(IndexError):  # -6 < -5
+        COMPILED_GATHERS.value_and_grad(x, np.array([0, 1, 2, 1]), np.array([0, 1, -6, 3]))
 
 
 # --- one-hot and identity matrices --------------------------------------------------------------
@@ -414,18 +414,13 @@ def test_in_place_operators_and_out_on_copies():
     fd_check(f, [x, w], wrt=1)
 
 
-def test_the_caller_array_is_not_modified():
-    x = RNG.normal(size=(3, 2))
-    before = x.copy()
-
-    def f(x):
-        y = x.copy()
-        y[0] = 0.0
-        np.add.at(y, [1, 1], 1.0)
-        return np.sum(y)
-
-    compile_grad(f).value_and_grad(x)
-    np.testing.assert_array_equal(x, before)
+def test_the_caller_arrays_are_not_modified():
+    x, v, idx = RNG.normal(size=(4, 3)), RNG.normal(size=(5, 3)), np.array([1, 3, 1, 1, 0])
+    before = [x.copy(), v.copy(), idx.copy()]
+    COMPILED_ASSIGNMENTS.value_and_grad(x, v[:3], idx[:3])  # kernels of the tests above
+    COMPILED_ADD_AT.value_and_grad(x, v, idx)
+    for array, copy in zip((x, v, idx), before):
+        np.testing.assert_array_equal(array, copy)
 
 
 def test_assigning_into_a_plain_traced_array_says_to_copy_first():

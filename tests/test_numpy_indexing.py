@@ -479,6 +479,31 @@ def test_a_view_read_after_an_assignment_that_changed_it_is_an_error():
     np.testing.assert_allclose(interpreted(untouched)(x), untouched(x), rtol=1e-12)
 
 
+def test_a_copy_made_inside_a_scan_body_is_assigned_there():
+    def f(x):
+        def step(c, row):
+            y = c.copy()  # c: the carry
+            y[0] = row[1]
+            y[1:] += y[0] * 0.5
+            return y, np.sum(y)
+
+        last, sums = scan(step, x[0] * 1.0, x)
+        return np.sum(last * last) + np.sum(sums)
+
+    def reference(x):
+        c, total = x[0] * 1.0, 0.0
+        for row in x:
+            c = c.copy()
+            c[0] = row[1]
+            c[1:] += c[0] * 0.5
+            total += np.sum(c)
+        return np.sum(c * c) + total
+
+    x = RNG.normal(size=(4, 3))
+    np.testing.assert_allclose(interpreted(f)(x), reference(x), rtol=1e-12)
+    fd_check(f, [x])
+
+
 def test_a_copy_made_outside_a_scan_body_is_not_assigned_inside():
     def f(x):
         y = x.copy()

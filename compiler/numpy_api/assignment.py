@@ -97,12 +97,13 @@ class Copy(Tracer):
 
 
 def writable(x: Tracer) -> Copy:
-    """A copy of `x` that may be assigned into (no node: values are immutable)."""
-    builder = x.builder
+    """A copy of `x` that may be assigned into (no node: values are immutable), in the
+    current trace (a loop body copying a value of the enclosing function captures it)."""
+    builder = current_builder()
+    node = builder.lift(x, [])  # (a view read after its copy changed is refused here)
     if builder.copies is None:
         builder.copies = Views()
-    builder.copies.check(x)
-    return Copy(builder, x.node)
+    return Copy(builder, node)
 
 
 @implements(np.copy)

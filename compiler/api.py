@@ -261,6 +261,15 @@ class CompiledFunction:
         self._tensor_call: TensorCall | None = None  # the last call recorded for backward
 
     # --- public API --------------------------------------------------------------------
+    def __get__(self, instance, owner=None):
+        """`@compile_grad` on a method: `instance.f` is compiled for that instance, with
+        `self` bound and not traced (compiler/methods.py)."""
+        if instance is None:
+            return self
+        from compiler.methods import bind_method
+
+        return bind_method(self, instance)
+
     def __call__(self, *args, **kwargs):
         """The function's value. With runtime Tensors among the arguments, the results are
         Tensors, and `backward()` on them reaches every Tensor that requires grad."""

@@ -87,7 +87,8 @@ def _rules() -> dict[str, list[Callable[[Node], Node | None]]]:
             lambda n: n.inputs[2] if const_value(n.inputs[0]) is False else None,  # where(F, x, y)
         ],
         "slice": [lambda n: n.inputs[0] if n.inputs[0].type == n.type and all(
-            s == (0, d, 1) for s, d in zip(n.attrs["index"], n.inputs[0].type.shape)) else None],
+            s == (0, d, 1) for s, d in zip(n.attrs["index"], n.inputs[0].type.shape)) else None,
+                  _slice_through],
         # concatenate(x[i:j], x[j:k], ...) along one axis -> x[i:k]: rows of a stack stacked back
         "concatenate": [_joined_slices],
     }
@@ -110,6 +111,67 @@ def _joined_slices(node: Node) -> Node | None:
     joined = list(index[0])
     joined[axis] = (index[0][axis][0], index[-1][axis][1], 1)
     return _new("slice", (base,), {"index": tuple(joined)}, node)
+
+
+# A region read back after an assignment into a copy (compiler/numpy_api/assignment.py:
+# `where(region, pad_slice(v), y)`), in forward and in the adjoints, reads what was written
+# there, not the whole array: a loop that fills y row by row stays row-sized.
+def _slice_through(node: Node) -> Node | None:
+    x, region = node.inputs[0], node.attrs["index"]
+    if not is_static(x.type.shape):
+        return None
+    if x.op == "pad_slice":
+        if x.attrs["index"] == region:  # pad_slice(v, R)[R] -> v
+            return x.inputs[0]
+        if _disjoint(x.attrs["index"], region):  # pad_slice(v, R)[elsewhere] -> 0
+            return _uniform(np.zeros(1, x.dtype), node)
+        return None
+    if x.op == "where":
+        mask = _constant_array(x.inputs[0])
+        if mask is None:
+            return None
+        inside = np.broadcast_to(mask, x.type.shape)[_slices(region)]
+        if inside.all():  # where(c, a, b)[R] -> a[R] where c holds everywhere in R
+            return _sliced(x.inputs[1], x.type.shape, node)
+        if not inside.any():
+            return _sliced(x.inputs[2], x.type.shape, node)
+        return None
+    if x.op in ("add", "sub") and all(y.type.shape == x.type.shape for y in x.inputs) and any(
+            _region_known(y) for y in x.inputs):  # (a + b)[R] -> a[R] + b[R]
+        return _new(x.op, tuple(_sliced(y, x.type.shape, node) for y in x.inputs), {}, node)
+    return None
+
+
+def _region_known(x: Node) -> bool:
+    """Whether a slice of `x` may reduce to one of its inputs (the rules above)."""
+    return x.op == "pad_slice" or (x.op == "where" and _constant_array(x.inputs[0]) is not None)
+
+
+def _sliced(x: Node, shape, like: Node) -> Node:
+    """x, broadcast to `shape`, read at `like`'s region (a uniform x: its scalar)."""
+    value = const_value(x)
+    if value is not None:
+        return _uniform(np.asarray([value], x.dtype), like)
+    if x.type.shape != shape:
+        x = _new("broadcast_to", (x,), {"shape": shape}, like)
+    return _new("slice", (x,), {"index": like.attrs["index"]}, like)
+
+
+def _constant_array(node: Node):
+    """The array a constant holds, through broadcasts and reshapes of it; else None."""
+    if node.op in ("broadcast_to", "reshape"):
+        value = _constant_array(node.inputs[0])
+        return None if value is None else ops.get(node.op).impl(value, **node.attrs)
+    return node.attrs["value"] if node.op == "const" else None
+
+
+def _slices(region) -> tuple:
+    return tuple(slice(start, None if stop < 0 else stop, step) for start, stop, step in region)
+
+
+def _disjoint(a, b) -> bool:
+    """Whether two static regions share no element: they are apart along some axis."""
+    return any(not set(range(*sa)) & set(range(*sb)) for sa, sb in zip(a, b))
 
 
 RULES = _rules()

@@ -149,6 +149,12 @@ class Builder:
         self.loc_override: SourceLoc | None = None
         self.user_frames: UserFrames | None = None  # set by `trace` while the user's code runs
         self.call: str = ""  # the NumPy call of the user's that is running (`np.mean`, `@`)
+        # The views of copies that may be assigned into, once there is a copy
+        # (compiler/numpy_api/assignment.py: Views).
+        self.copies = None
+        # An error NumPy would swallow (it replaces an error of float() with its own),
+        # raised at the next op or when the function returns (compiler/numpy_api/conversion.py).
+        self.deferred_error: TraceError | None = None
 
     def input(self, index: int, type: TensorType, name: str) -> Tracer:
         node = Node("input", (), {"index": index, "type": type}, type, name=name)
@@ -168,7 +174,15 @@ class Builder:
     def lift(self, value: Any, peers: list[np.dtype]) -> Node:
         """A constant node; Python scalars take their dtype from the traced operands (NEP 50)."""
         if isinstance(value, Tracer):
+            if self.copies is not None:
+                self.copies.check(value)  # a view read after its copy was assigned into
             return value.node if value.builder is self else self.capture(value)
+        if isinstance(value, runtime.Tensor):
+            raise TraceError(
+                "a runtime Tensor (a Parameter) is read here from outside the arguments (a "
+                "closure, a global or an attribute of `self`): it would be baked into the "
+                "kernel as a constant, with no gradient and blind to later updates; pass it "
+                "in as an argument (e.g. in the params dict)", user_loc())
         if isinstance(value, SymDim):  # a shape entry is a Python int: weak, like 2
             dtype = np.result_type(*peers, 1) if peers else np.dtype(np.int64)
             traced = value.traced(dtype)
@@ -181,12 +195,16 @@ class Builder:
                 array = np.asarray(value)
             except Exception:
                 array = None
-            if array is None or array.dtype == object:
+            if array is not None and array.dtype == object:  # np.array([...]) of traced values
+                return self.lift(npx.conversion.from_objects(array), peers)
+            if array is None:
                 raise TraceError(f"cannot use a {type(value).__name__} as an array "
                                  f"in a traced function", user_loc())
         return Node("const", (), {"value": array}, TensorType(array.dtype, array.shape))
 
     def emit(self, op: str, inputs: tuple, attrs: dict[str, Any]) -> Tracer:
+        if self.deferred_error is not None:
+            raise self.deferred_error
         opdef = ops.get(op)
         peers = [x.node.dtype for i, x in enumerate(inputs)
                  if isinstance(x, Tracer) and isinstance(x.node.type, TensorType)
@@ -206,7 +224,10 @@ class Builder:
             message = self._concrete_message(opdef, nodes, attrs, err)
             raise TraceError(f"{_describe(op)}: {message}", loc) from None
         node = Node(op, nodes, dict(attrs), out_type, loc=loc, grad_of=self.grad_of)
-        return Tracer(self, node)
+        result = Tracer(self, node)
+        if self.copies is not None:
+            self.copies.derived(op, attrs, inputs, result)
+        return result
 
     def _concrete_message(self, opdef, nodes, attrs, err) -> str:
         """The shape rule's complaint, restated with the sizes the user passed instead of N."""
@@ -292,17 +313,16 @@ class Tracer:
             "`if`, `while`, `and`, `or` and `not` cannot branch on it; use "
             "np.where(condition, a, b) to choose between values elementwise", user_loc())
 
-    def __array__(self, *args, **kwargs):
-        raise UnsupportedError(
-            "a traced array cannot be converted to a NumPy array (np.asarray, np.array, "
-            "float(), a NumPy function gradfuse does not support, or storing it into an "
-            "array); keep it as the result of NumPy operations", user_loc())
+    def __array__(self, dtype=None, copy=None):
+        """np.array([a, b]), np.asarray(a): an object array of traced scalars, which the next
+        traced operation turns back into a traced array (compiler/numpy_api/conversion.py)."""
+        return npx.conversion.as_objects(self, dtype)
 
     def __float__(self):
-        raise UnsupportedError("float() of a traced array needs its value, which is unknown "
-                               "while tracing", user_loc())
+        return npx.conversion.needs_value(self, float)
 
-    __int__ = __float__
+    def __int__(self):
+        return npx.conversion.needs_value(self, int)
 
     def __len__(self) -> int:
         if not self.node.shape:
@@ -314,9 +334,8 @@ class Tracer:
             yield self[i]
 
     def __setitem__(self, key, value):
-        raise UnsupportedError(
-            "traced arrays are immutable: item assignment (x[i] = v) is not supported; "
-            "build the result with np.where, np.concatenate or np.stack", user_loc())
+        # Copies (x.copy()) may be assigned into: compiler/numpy_api/assignment.py
+        raise npx.assignment.refuse_assignment(self)
 
     # --- NumPy dispatch ------------------------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
@@ -412,6 +431,8 @@ class Tracer:
         as gradfuse implements it, with the array first."""
         function = getattr(np, name, None)
         handler = npx.FUNCTIONS.get(function) if callable(function) else None
+        if handler is None and isinstance(function, np.ufunc) and function in npx.UFUNCS:
+            handler = npx.UFUNCS[function]  # what NumPy's object loops call: `a.exp()`
         if handler is None or name.startswith("_"):
             raise AttributeError(f"traced arrays have no attribute {name!r}")
         return called(f".{name}()")(functools.partial(handler, self))
@@ -480,10 +501,13 @@ def trace(fn: Callable, input_types: list[TensorType], input_names: list[str],
     try:
         with building(builder):
             result = fn(*args, **kwargs)
+            if builder.deferred_error is not None:
+                raise builder.deferred_error
             out_leaves, out_tree = pytree.flatten(result)
             outputs = [builder.lift(leaf, []) for leaf in out_leaves]
     finally:
         builder.user_frames = None
+    npx.random_draws.warn_random_draws(list(frames.depths), name)
     names = frames.names()
     if not outputs:
         raise TraceError(f"{name} returned no arrays", None)

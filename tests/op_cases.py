@@ -174,6 +174,53 @@ case("take_along_axis", lambda x, i: np.take_along_axis(x, i, axis=1), X34, A((3
 case("zeros_ones_like", lambda x: x * np.ones_like(x) + np.zeros_like(x) + np.full_like(x, 2.0),
      X34)
 
+
+# --- advanced indexing and assignment (compiler/numpy_api/indexing.py, assignment.py) -----------
+def _assign_regions(x, v):
+    y = x.copy()
+    y[1:, ::2] = v[:2, :2] * 2.0  # a region: the old values there get no gradient
+    y[0] += v[2]
+    y[:, -1] = 0.5
+    return y
+
+
+def _assign_at(x, i):  # traced indices that repeat: the last write wins (last_write)
+    y = x.copy()
+    y[i] = x[0] * 2.0 + 1.0
+    return y * x
+
+
+def _assign_pairs(x, v):  # constant pairs, one repeated: the later value wins
+    y = np.zeros_like(x)
+    y[np.array([0, 2, 0]), np.array([1, 3, 1])] = v[0, :3]
+    y[x > 0.5] = -1.0
+    return y + x * y
+
+
+def _add_at(x, v, i):  # np.add.at: repeats add up
+    y = x.copy()
+    np.add.at(y, (i, np.array([0, 3, 3, 1, 0])), v[0, :])
+    np.subtract.at(y, np.array([1, 1]), v[1, :4])
+    return y
+
+
+case("gather_computed_index", lambda x, i: x.ravel()[11 - i] * x.ravel()[i], X34,
+     A((5,), "int:12"))  # the scatter-add's indices are computed in its own loop
+case("gather_pairs_const", lambda x: x[np.array([0, 2, 2]), np.array([1, 3, -4])], X34)
+case("gather_pairs_traced", lambda x, i: x[i, i[::-1]] + x[np.arange(5) % 3, i], X34,
+     A((5,), "int:3"))
+case("gather_separated", lambda x, i: x[i[:2], :, np.array([3, 0])] + x[0, :, i[2:4]],
+     X234, A((4,), "int:2"))
+case("gather_with_newaxis_and_mask",
+     lambda x: x[None, np.array([1, 0]), 1:] + x[np.array([True, False, True])][:, None, :3],
+     X34)
+case("take_along_axis_broadcast", lambda x, i: np.take_along_axis(x, i, axis=1), A((1, 4)),
+     A((3, 2), "int:4"))
+case("assign_regions", _assign_regions, X34, X34)
+case("assign_traced_index", _assign_at, X34, A((5,), "int:3"))
+case("assign_pairs_and_mask", _assign_pairs, X34, X34)
+case("add_at", _add_at, X34, A((2, 5)), A((5,), "int:3"))
+
 # --- running sums ------------------------------------------------------------------------------
 case("cumsum_axis1", lambda x: np.cumsum(x, axis=1), X34)
 case("cumsum_flat_method", lambda x: x.cumsum() * np.arange(1.0, 25.0), X234)

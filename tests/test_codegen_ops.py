@@ -77,9 +77,15 @@ def layout_program(W, V, E, b, X, ids, picks):
     moved = np.moveaxis(np.expand_dims(G, 0), 1, 2).squeeze(0)  # (5,N)
     vec = b @ V.T + V @ b + b @ b + W[0] @ S  # vector-matrix, matrix-vector, dot, row @ mat
     outer = np.broadcast_to(b, (3, 5)) * S.sum(axis=0)[:, None]
+    pairs = E[ids[:, None], np.array([[0, 2]])]  # (N,2): two index arrays, traced and constant
+    Y = np.zeros_like(E)  # a copy assigned into: repeated ids keep the last write (last_write)
+    Y[ids] = emb * 0.5 + H[:, :3]
+    Y[1:3, ::2] += b[:2]
+    np.add.at(Y, ids, G[:, :3])  # repeated ids add up
     return (np.sum(emb * emb) + np.sum(picked) + np.sum(const_cols[:, :2] * sl)
             + np.sum(batched) + np.sum(cat * cat) + np.sum(moved[::2] ** 2) + np.sum(vec)
-            + np.sum(outer * big[:, :1]) + np.sum(wide_sq) * 1e-3)
+            + np.sum(outer * big[:, :1]) + np.sum(wide_sq) * 1e-3 + np.sum(pairs ** 2)
+            + np.sum(Y * Y))
 
 
 def loop_program(W, c, X):

@@ -189,7 +189,9 @@ class KernelWriter:
         self.line(f"{INDENT}raise {error}(\"arrays of other shapes than the kernel's\")")
 
     def _checked_indices(self, node: Node) -> tuple[str, str] | None:
-        """(indices, axis length) for a gather or scatter whose indices come from the caller.
+        """(indices, axis length) for a gather or scatter whose indices come from the caller,
+        or are a constant array indexing an axis of symbolic length (the binding checked a
+        constant against a static axis when it was traced).
 
         Every value of the argument is checked, so only views that keep them all (reshapes,
         transposes, broadcasts) are looked through. Indices that the kernel computes itself
@@ -204,7 +206,9 @@ class KernelWriter:
             if not (isinstance(lowering, View) and lowering.keeps_all):
                 break
             indices = indices.inputs[0]
-        if indices.id not in {x.id for x in self.graph.inputs}:
+        argument = indices.id in {x.id for x in self.graph.inputs}
+        constant = isinstance(n, Sym) and any(c.id == indices.id for c in self.constants)
+        if not (argument or constant):
             return None
         return self.names[indices.id], dim_text(n)
 

@@ -90,7 +90,8 @@ class Plan:
         axes in the same order, so broadcasting cannot move the element.
         """
         source = self.element_source(x)
-        return source.id in nest.member_ids and (source.shape == () or reads_in_place(consumer))
+        return source.id in nest.member_ids and (source.shape == () or
+                                                 reads_in_place(consumer, x))
 
 
 def role_of(node: Node) -> str:
@@ -112,12 +113,14 @@ def is_view(node: Node) -> bool:
     return role_of(node) == "view"
 
 
-def reads_in_place(node: Node) -> bool:
-    """Whether a node reads its same-shaped inputs at its own element (so they can be locals).
+def reads_in_place(node: Node, operand: Node) -> bool:
+    """Whether a node reads its same-shaped input `operand` at its own element (so it can be a
+    local).
 
-    Elementwise ops and sinks do; matrix products and views read elsewhere.
+    Elementwise ops and sinks do (a scatter its value, not its indices); matrix products and
+    views read elsewhere.
     """
-    return lowering_of(node).reads_in_place
+    return lowering_of(node).reads_at_element(node, operand)
 
 
 def calls_blas(node: Node) -> bool:

@@ -12,7 +12,7 @@ compiles with `parallel=True`) when that is race-free: every member writes
 only its own element, and a reduction over the outer loop accumulates into a
 scalar with `+=` or `*=`, which numba privatizes per thread and combines.
 Array accumulators indexed without the outer loop, max/min through helpers,
-and scatter-adds keep the nest serial. A parallel loop costs ~1.8 us per call
+scatter-adds and ordered scatters keep the nest serial. A parallel loop costs ~1.8 us per call
 to start the threads, so only nests of at least `PARALLEL_MIN_ELEMENTS`
 elements, all static, qualify (measured below); symbolic extents (a batch
 size) stay serial, because a training step on a batch of 20 cannot afford it.
@@ -131,8 +131,9 @@ class NestWriter:
                 or math.prod(nest.domain) < PARALLEL_MIN_ELEMENTS:
             return False
         sinks = [(s, lowering_of(s)) for s in nest.sinks]
-        if any(isinstance(lowering, Scatter) and lowering.adds for _, lowering in sinks):
-            return False  # two threads may add into one element
+        if any(isinstance(lowering, Scatter) and (lowering.adds or lowering.ordered)
+               for _, lowering in sinks):
+            return False  # two threads may write one element (adding, or the last must win)
         # numba privatizes `acc += v` and `acc *= v` per thread; nothing else is safe
         return all(not _reduces_outer_loop(r)
                    or (_accumulator_depth(r) == 0 and lowering.privatized)

@@ -117,5 +117,6 @@ def _read_before(plan: Plan, unit: LoopNest, position, body, out: Node, reader: 
     reader_unit = plan.unit_of[reader.id]
     if reader_unit is not unit:
         return position[id(reader_unit)] < position[id(unit)]
-    at_element = aligned and reads_in_place(reader) and without_ones(read.shape) == unit.domain
+    at_element = aligned and reads_in_place(reader, read) and \
+        without_ones(read.shape) == unit.domain
     return at_element and body[reader.id] <= body[out.id]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
 from compiler.errors import TraceError, UnsupportedError
 from compiler.ops.registry import ShapeError
 from compiler.ops.shapes import normalize_axes
@@ -12,13 +14,14 @@ from compiler.tracer import Tracer, calling, current_builder, user_loc
 
 UFUNCS: dict = {}  # ufunc -> what it does on traced arrays
 FUNCTIONS: dict = {}  # NumPy function -> what it does on traced arrays
+UFUNC_METHODS: dict = {}  # ufunc method ("at") -> what it does: handler(ufunc, *inputs)
 
 
 def implements(*functions) -> Callable:
     """Register the decorated function as what NumPy's `functions` do on traced arrays."""
     def register(handler: Callable) -> Callable:
         for function in functions:
-            assert function not in FUNCTIONS, f"np.{function.__name__} bound twice"
+            assert function not in FUNCTIONS, f"{numpy_name(function)} bound twice"
             FUNCTIONS[function] = handler
         return handler
 
@@ -30,7 +33,7 @@ def implements_ufunc(*ufuncs) -> Callable:
     traced arrays."""
     def register(handler: Callable) -> Callable:
         for ufunc in ufuncs:
-            assert ufunc not in UFUNCS, f"np.{ufunc.__name__} bound twice"
+            assert ufunc not in UFUNCS, f"{numpy_name(ufunc)} bound twice"
             UFUNCS[ufunc] = handler
         return handler
 
@@ -39,22 +42,27 @@ def implements_ufunc(*ufuncs) -> Callable:
 
 def apply_ufunc(ufunc, method, inputs, kwargs):
     if method != "__call__":
-        raise UnsupportedError(f"np.{ufunc.__name__}.{method} is not supported; use the "
+        handler = UFUNC_METHODS.get(method)
+        if handler is not None:
+            return handler(ufunc, *inputs, **kwargs)
+        raise UnsupportedError(f"{numpy_name(ufunc)}.{method} is not supported; use the "
                                "matching NumPy function (np.sum, np.max, ...)", user_loc())
     handler = UFUNCS.get(ufunc)
     if handler is None:
-        raise UnsupportedError(f"np.{ufunc.__name__} is not supported by gradfuse", user_loc())
-    out = kwargs.pop("out", None)
-    if out is not None and out != (None,) * len(out):
-        raise UnsupportedError(f"np.{ufunc.__name__}(out=...) is not supported: traced arrays "
-                               "are immutable", user_loc())
+        raise UnsupportedError(f"{numpy_name(ufunc)} is not supported by gradfuse", user_loc())
+    outs = [o for o in kwargs.pop("out", None) or () if o is not None]
     dtype = kwargs.pop("dtype", None)
     if kwargs:
-        raise UnsupportedError(f"np.{ufunc.__name__}() argument(s) {sorted(kwargs)} are not "
+        raise UnsupportedError(f"{numpy_name(ufunc)}() argument(s) {sorted(kwargs)} are not "
                                "supported", user_loc())
-    with calling(f"np.{ufunc.__name__}"):
+    with calling(numpy_name(ufunc)):
         result = handler(*inputs)
-        return result.astype(dtype) if dtype is not None else result
+        result = result.astype(dtype) if dtype is not None else result
+        if outs:  # `y += x` on a NumPy or traced y, np.add(a, b, out=y)
+            from compiler.numpy_api.assignment import store_out
+
+            return store_out(ufunc, outs, result)
+        return result
 
 
 def apply_function(func, args, kwargs):
@@ -65,11 +73,26 @@ def apply_function(func, args, kwargs):
         return handler(*args, **kwargs)
 
 
-def numpy_name(func) -> str:
-    """How the user wrote a NumPy function: `np.mean`, `np.linalg.norm`."""
-    module = getattr(func, "__module__", None) or "numpy"
-    prefix = "np" + module[len("numpy"):] if module.startswith("numpy") else module
-    return f"{prefix}.{getattr(func, '__name__', repr(func))}"
+def numpy_name(function) -> str:
+    """How a user spells a NumPy function or ufunc: np.sort, np.linalg.norm, np.fft.fft."""
+    name = getattr(function, "__name__", None)
+    if name is None:
+        return repr(function)
+    module = getattr(function, "__module__", None) or "numpy"
+    if isinstance(function, np.ufunc):
+        module = "numpy" if getattr(np, name, None) is function else module
+    parts = module.split(".")
+    if parts[0] != "numpy":
+        return f"{module}.{name}"
+    # The shortest public path that reaches it (np.ma.core.masked_where is np.ma.masked_where).
+    public = [p for p in parts[1:] if not p.startswith("_")]
+    for length in range(len(public) + 1):
+        owner = np
+        for part in public[:length]:
+            owner = getattr(owner, part, None)
+        if owner is not None and getattr(owner, name, None) is function:
+            return ".".join(["np", *public[:length], name])
+    return ".".join(["np", *public, name])
 
 
 def axes_of(x, axis):

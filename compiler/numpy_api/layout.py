@@ -128,9 +128,12 @@ def stack(arrays, axis=0, out=None, **kw):
 
 def like(fill):
     def make(a, dtype=None, order="K", subok=True, shape=None):
+        from compiler.numpy_api.assignment import writable  # a new array: it may be assigned into
+
         a = traced(a)
         dtype = np.dtype(dtype) if dtype is not None else a.dtype
-        return broadcast_to(np.asarray(fill, dtype=dtype), a.shape if shape is None else shape)
+        return writable(broadcast_to(np.asarray(fill, dtype=dtype),
+                                     a.shape if shape is None else shape))
 
     return make
 

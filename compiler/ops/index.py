@@ -1,4 +1,6 @@
-"""Integer-array indexing: gathers (`take`, `take_along_axis`) and their scatter-add adjoints."""
+"""Integer-array indexing: gathers (`take`, `take_along_axis`), their scatter-add adjoints, and
+`last_write`, which says which of several writes to one place comes last (assignment at
+integer-array indices, compiler/numpy_api/assignment.py)."""
 
 from __future__ import annotations
 
@@ -86,9 +88,11 @@ def _take_along_infer(x: TensorType, idx: TensorType, *, axis: int) -> TensorTyp
     return TensorType(x.dtype, shape)
 
 
-def _along_index(idx, axis: int, shape) -> tuple:
-    """Full fancy index addressing x[..., idx, ...] along `axis` for an `idx` of `shape`."""
-    grids = list(np.ogrid[tuple(slice(n) for n in shape)])
+def _along_index(idx, axis: int, shape, target) -> tuple:
+    """Full fancy index addressing x[..., idx, ...] along `axis` for an `idx` of `shape`, in an
+    x of shape `target` whose size-1 axes were broadcast (every element lands on index 0)."""
+    grids = [np.zeros_like(grid) if d == 1 else grid
+             for grid, d in zip(np.ogrid[tuple(slice(n) for n in shape)], target)]
     grids[axis] = np.broadcast_to(idx, shape)
     return tuple(grids)
 
@@ -96,7 +100,7 @@ def _along_index(idx, axis: int, shape) -> tuple:
 def _take_along_grad_impl(g, idx, *, axis, shape):
     g = np.asarray(g)
     out = np.zeros(shape, dtype=g.dtype)
-    np.add.at(out, _along_index(idx, axis, g.shape), g)
+    np.add.at(out, _along_index(idx, axis, g.shape, shape), g)
     return out
 
 
@@ -132,4 +136,32 @@ register(OpDef(
     lambda g, out, gx, idx, *, axis, shape: (bind("take_along_axis", g, idx, axis=axis), None),
     doc="scatter-add adjoint of take_along_axis",
     lowering=Scatter(_along_target, adds=True, indices=_scatter_indices),
+))
+
+
+# --- the last of several writes to one place -------------------------------------------------
+# `y[idx] = v` at traced indices: where idx repeats, NumPy keeps the value written last. The
+# assignment is composed of a gather of v at the last writer of each place, which this op
+# finds: it writes the ordinals 1, 2, ... of the writes in order, serially, so the last wins.
+def _last_write_infer(ordinals: TensorType, positions: TensorType, *, size: int) -> TensorType:
+    _check_indices(positions)
+    if ordinals.ndim != 1 or positions.shape != ordinals.shape:
+        raise ShapeError("last_write needs ordinals and positions of one shape (m,), got "
+                         f"{ordinals.shape} and {positions.shape}")
+    return TensorType(ordinals.dtype, (size,))
+
+
+def _last_write_impl(ordinals, positions, *, size):
+    out = np.zeros(size, dtype=np.asarray(ordinals).dtype)
+    np.maximum.at(out, np.asarray(positions), ordinals)  # ordinals count up: the largest is last
+    return out
+
+
+register(OpDef(
+    "last_write", "index", _last_write_infer, _last_write_impl, None,
+    doc="for each of `size` places, the ordinal (counting up from 1) of the last of `positions` "
+        "that names it, 0 where none does; no derivative (integers)",
+    lowering=Scatter(lambda reader, node, at: (
+        reader.gathered(node.inputs[1], at, node.attrs["size"]),), ordered=True,
+        indices=lambda node: (node.inputs[1], node.attrs["size"])),
 ))

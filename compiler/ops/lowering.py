@@ -43,6 +43,11 @@ class Lowering:
     def role(self, node) -> str:
         return self.ROLE
 
+    def reads_at_element(self, node, operand) -> bool:
+        """Whether `node` reads its input `operand` at its own element (then a member of its
+        nest is read as a scalar local): `reads_in_place`, unless the lowering says more."""
+        return self.reads_in_place
+
     def needs_array(self, node, operand, is_array) -> bool:
         """Whether `node` must read its input `operand` (a view) from an array of its own;
         `is_array(x)` tells whether another node will have an array."""
@@ -135,16 +140,23 @@ class Reduction(Lowering):
 class Scatter(Lowering):
     """Writes each element of its first input into zeros of its own shape, at
     `target(reader, node, index)`; `adds` when several elements may land on one place
-    (`+=`, which races under prange)."""
+    (`+=`, which races under prange); `ordered` when they may, and the last one in the order
+    of the first input's elements must win (`=`, one thread in order)."""
 
     target: Callable[[Any, Any, Index], Index]
     adds: bool = False
+    ordered: bool = False
     indices: Callable[[Any], tuple] | None = None
     ROLE = "sink"
     reads_in_place = True
 
     def checked_indices(self, node):
         return self.indices(node) if self.indices is not None else None
+
+    def reads_at_element(self, node, operand) -> bool:
+        # The value is read at its element; the other inputs (indices) where `target` says,
+        # through the kernel's reader, so they are arrays, not the nest's locals.
+        return operand is node.inputs[0]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,562 @@
+"""Indexing as people write it: advanced indices in every combination, one-hot, assignment into
+copies, np.add.at, np.array of traced values, and the errors for what cannot be traced.
+
+Values are checked against NumPy, gradients against central differences (float64) and
+against PyTorch, which shares NumPy's indexing semantics (advanced indices, in-place
+assignment into a clone, index_put with accumulation). The op table's cases
+(tests/op_cases.py) check the same ops through numba chunk by chunk; the compiled functions
+here are module-level and built once.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from gradcheck import central_differences
+
+from compiler import TraceError, UnsupportedError, compile_grad, scan
+from runtime import functional as F
+
+torch = pytest.importorskip("torch")
+
+HERE = os.path.basename(__file__)
+RNG = np.random.default_rng(14)
+
+
+def line_of(marker: str) -> int:
+    with open(__file__) as f:
+        for number, line in enumerate(f, 1):
+            if line.rstrip().endswith(f"# {marker}") and "line_of" not in line:
+                return number
+    raise AssertionError(marker)
+
+
+def interpreted(fn, **kw):
+    return compile_grad(fn, backend="interpreter", **kw)
+
+
+def fd_check(fn, args, wrt=0):
+    """The gradient of scalar `fn` w.r.t. args[wrt] against central differences."""
+    grad = interpreted(fn, wrt=wrt).grad(*args)
+    np.testing.assert_allclose(grad, central_differences(fn, list(args), wrt, 1e-6),
+                               rtol=1e-6, atol=1e-8)
+    return grad
+
+
+def torch_grad(fn, x, *rest):
+    """fn's value and its gradient w.r.t. x, by PyTorch."""
+    xt = torch.tensor(x, requires_grad=True)
+    value = fn(xt, *[torch.tensor(r) for r in rest])
+    value.backward()
+    return value.item(), xt.grad.numpy()
+
+
+# --- reading: advanced indices, against NumPy -------------------------------------------------
+X4D = np.arange(2 * 3 * 4 * 5, dtype=np.float64).reshape(2, 3, 4, 5)
+I = np.array([[0, 1], [1, 0]])
+J = np.array([2, -1])
+K = np.array([[3], [0]])
+KEYS = {
+    "pair": (I, J),
+    "int_slice_array": (0, slice(None), J),  # separated by a slice: gathered axes go first
+    "slice_then_pair": (slice(None), I, J),
+    "array_slice_array": (I, slice(None), J),
+    "array_slice_array_int": (I, slice(1, 3), J, 0),
+    "ellipsis_array": (Ellipsis, J),
+    "newaxes_around": (None, I, None, J),  # a new axis separates them too
+    "newaxis_between": (I, None, J),
+    "broadcast_three": (I, J, K),
+    "int_beside_array": (1, J),
+    "array_beside_int": (np.array([1, -2]), 1),
+    "array_ellipsis_array": (I, Ellipsis, K),
+    "lists": ([1, 0], [2, 0], [3, 1]),
+    "reversed_slices": (slice(None, None, -1), J, slice(1, None, 2), K),
+    "0d_arrays": (np.array(1), J),
+    "mask": (np.array([True, False]),),
+    "mask_with_int": (slice(None), np.array([True, False, True]), 1),
+    "mask_2d_with_array": (np.ones((2, 3), bool), np.array([1, 2, 0, 3, 3, 0])),
+}
+
+
+def _reader(key, traced_positions):
+    def read(x, *indices):
+        it = iter(indices)
+        return x[tuple(next(it) if p in traced_positions else k for p, k in enumerate(key))]
+    return read
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["constant", "traced"])
+@pytest.mark.parametrize("name", KEYS)
+def test_advanced_keys_match_numpy(name, traced):
+    key = KEYS[name]
+    positions = [p for p, k in enumerate(key) if traced and isinstance(k, (np.ndarray, list))
+                 and np.asarray(k).dtype != bool]
+    indices = [np.asarray(key[p]) for p in positions]
+    got = interpreted(_reader(key, positions))(X4D, *indices)
+    expected = X4D[key]
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_advanced_gradients_match_finite_differences():
+    x = RNG.normal(size=(3, 4, 5))
+    i, j = np.array([[2, 0], [0, 1]]), np.array([4, -1])
+
+    def f(x, i, j):
+        return (np.sum(x[i, :, j] ** 2) + np.sum(np.sin(x[1, i, j])) + np.sum(x[:, i[0], j] * 3.0)
+                + np.sum(x[i, 2]))
+
+    fd_check(f, [x, i, j])
+
+
+# --- the cross-entropy idiom and multi-index gathers, compiled, against PyTorch --------------
+def cross_entropy(logits, labels):
+    n = logits.shape[0]
+    logp = F.log_softmax(logits, axis=1)
+    return -np.mean(logp[np.arange(n), labels])
+
+
+def gathers(x, i, j):
+    # x[i, j] with index arrays, a slice between (gathered axes first), ints beside them
+    return (np.sum(x[i, j] ** 2) + np.sum(x[i, :, j] * np.arange(4.0)) + np.sum(x[0, j])
+            + np.sum(np.tanh(x[i[::-1], 1:3, j])))
+
+
+def torch_gathers(x, i, j):
+    return ((x[i, j] ** 2).sum() + (x[i, :, j] * torch.arange(4.0, dtype=x.dtype)).sum()
+            + x[0, j].sum() + torch.tanh(x[i.flip(0), 1:3, j]).sum())
+
+
+COMPILED_CROSS_ENTROPY = compile_grad(cross_entropy)
+COMPILED_GATHERS = compile_grad(gathers)
+
+
+def test_cross_entropy_idiom_matches_pytorch_compiled():
+    logits, labels = RNG.normal(size=(6, 5)), RNG.integers(0, 5, 6)
+    value, grad = COMPILED_CROSS_ENTROPY.value_and_grad(logits, labels)
+    expected, expected_grad = torch_grad(
+        lambda z, y: torch.nn.functional.cross_entropy(z, y), logits, labels)
+    np.testing.assert_allclose(value, expected, rtol=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(value, F.cross_entropy(logits, labels), rtol=1e-12)
+
+
+def test_multi_index_gathers_match_pytorch_compiled():
+    x = RNG.normal(size=(3, 4, 5))
+    i, j = np.array([2, 0, 2, 1]), np.array([3, -1, 0, -4])  # j indexes axes of 4 and 5
+    value, grad = COMPILED_GATHERS.value_and_grad(x, i, j)
+    expected, expected_grad = torch_grad(torch_gathers, x, i, j)
+    np.testing.assert_allclose(value, expected, rtol=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-12, atol=1e-14)
+    fd_check(gathers, [x, i, j])
+
+
+def test_traced_indices_out_of_range_stop_the_kernel():
+    x = RNG.normal(size=(3, 4, 5))
+    with pytest.raises(IndexError):  # (the kernel of the test above)
+        COMPILED_GATHERS.value_and_grad(x, np.array([0, 1, 3, 1]), np.array([0, 1, 2, 3]))
+    with pytest.raises(IndexError):  # -6 < -5
+        COMPILED_GATHERS.value_and_grad(x, np.array([0, 1, 2, 1]), np.array([0, 1, -6, 3]))
+
+
+# --- one-hot and identity matrices --------------------------------------------------------------
+def test_one_hot_by_comparison_and_by_an_eye_passed_in():
+    def loss(logits, labels, eye):
+        one_hot = (labels[:, None] == np.arange(5)).astype(logits.dtype)
+        taken = eye[labels]  # a traced eye takes traced labels
+        return -np.mean(np.sum((one_hot + taken) * F.log_softmax(logits, axis=1), axis=1))
+
+    logits, labels = RNG.normal(size=(4, 5)), np.array([0, 3, 3, 4])
+    value = interpreted(loss)(logits, labels, np.eye(5))
+    np.testing.assert_allclose(value, 2 * F.cross_entropy(logits, labels), rtol=1e-12)
+    fd_check(loss, [logits, labels, np.eye(5)])
+
+
+def test_eye_and_identity_are_constants():
+    def f(a, w):
+        ridge = a.T @ a + 1e-3 * np.eye(3) + np.identity(3, dtype=a.dtype) * w[0]
+        picked = np.eye(4)[[1, 3]] @ a  # a constant index of a constant
+        return np.sum(ridge @ w) + np.sum(picked * picked) + np.trace(np.eye(2)) * w[1]
+
+    a, w = RNG.normal(size=(4, 3)), RNG.normal(size=3)
+    ridge = a.T @ a + 1e-3 * np.eye(3) + np.identity(3) * w[0]
+    expected = np.sum(ridge @ w) + np.sum((a[[1, 3]]) ** 2) + 2 * w[1]
+    np.testing.assert_allclose(interpreted(f)(a, w), expected, rtol=1e-12)
+    fd_check(f, [a, w])
+    fd_check(f, [a, w], wrt=1)
+
+
+def test_indexing_a_numpy_array_by_a_traced_index_says_what_to_write():
+    # NumPy indexes its own array without asking the index (ndarray.__getitem__, np.take's
+    # dispatch looks at `a` only): the index must give numbers now, which a traced one cannot.
+    def one_hot(labels, w):
+        return np.sum(np.eye(3)[labels] * w)  # EYE
+
+    def take(labels, w):
+        return np.sum(np.take(np.eye(3), labels, axis=0) * w)  # TAKE
+
+    for f, marker in [(one_hot, "EYE"), (take, "TAKE")]:
+        with pytest.raises(UnsupportedError, match=r"pass the array in as an argument.*"
+                           r"\(labels\[:, None\] == np\.arange\(C\)\)\.astype\(float\)") as err:
+            interpreted(f, wrt=1)(np.array([0, 2]), np.ones(3))
+        assert f"{HERE}:{line_of(marker)}" in str(err.value)
+
+
+# --- out-of-range constant indices: at trace time, at the user's line -------------------------
+@pytest.mark.parametrize("read", [
+    lambda x: x[np.array([0, 3])],
+    lambda x: x[:, [1, -5]],
+    lambda x: x[np.array([0, 1]), np.array([2, 4])],
+    lambda x: np.take(x, [7], axis=1),
+    lambda x: np.take_along_axis(x, np.array([[0], [4], [1]]), axis=1),
+    lambda x: x[3],
+], ids=["rows", "negative", "pair", "take", "take_along_axis", "int"])
+def test_constant_indices_out_of_range_are_reported_at_trace_time(read):
+    def f(x):
+        return np.sum(read(x))
+
+    for backend in ("interpreter", "numba"):  # numba compiles nothing: tracing fails first
+        with pytest.raises(TraceError, match=r"index -?\d+ is out of bounds for axis \d with "
+                                             r"size \d") as err:
+            compile_grad(f, backend=backend)(np.ones((3, 4)))
+        assert err.value.loc.filename.endswith(HERE)  # the lambda's line, in this file
+
+
+def test_constant_indices_into_a_batch_axis_are_checked_by_the_kernel():
+    f = compile_grad(lambda w, x: np.sum(x[np.array([0, 2])] * w))  # x's rows: symbolic N
+    np.testing.assert_allclose(f(np.ones(2), np.ones((3, 2))), 4.0)
+    with pytest.raises(IndexError):
+        f(np.ones(2), np.ones((2, 2)))
+
+
+# --- assignment into copies ---------------------------------------------------------------------
+def assignments(x, v, idx):
+    y = x.copy()
+    y[1:3] = v[0]  # a region: y's old values there get no gradient
+    y[0] += 1.0
+    y[:, 0] = y[:, 1] * 2.0  # later reads see the updates
+    z = np.zeros_like(x)
+    z[idx, 1] = v[1, :3]  # traced indices
+    z[x > 0.5] = -1.0  # a traced mask and a scalar
+    z *= y
+    return np.sum(y * y) + np.sum(z * v[2, 0])
+
+
+def torch_assignments(x, v, idx):
+    y = x.clone()
+    y[1:3] = v[0]
+    y[0] += 1.0
+    y[:, 0] = y[:, 1] * 2.0
+    z = torch.zeros_like(x)
+    z[idx, 1] = v[1, :3]
+    z[x > 0.5] = -1.0
+    z *= y
+    return (y * y).sum() + (z * v[2, 0]).sum()
+
+
+COMPILED_ASSIGNMENTS = compile_grad(assignments, wrt=(0, 1))
+
+
+def test_assignment_into_copies_matches_pytorch_compiled():
+    x, v = RNG.normal(size=(4, 3)), RNG.normal(size=(3, 3))
+    idx = np.array([3, 0, 2])  # no repeats: PyTorch leaves the winner of a repeat undefined
+    value, (gx, gv) = COMPILED_ASSIGNMENTS.value_and_grad(x, v, idx)
+    xt = torch.tensor(x, requires_grad=True)
+    vt = torch.tensor(v, requires_grad=True)
+    expected = torch_assignments(xt, vt, torch.tensor(idx))
+    expected.backward()
+    np.testing.assert_allclose(value, expected.item(), rtol=1e-12)
+    np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(gv, vt.grad.numpy(), rtol=1e-12, atol=1e-14)
+    fd_check(assignments, [x, v, idx])
+    fd_check(assignments, [x, v, idx], wrt=1)
+
+
+def test_filling_rows_in_a_loop_reads_back_rows_not_copies():
+    # y[t] reads what y[t] = ... wrote (compiler/passes.py: a slice through where/pad_slice),
+    # so the adjoint of each step is row-sized: no chain of whole-array copies in backward.
+    def fill(x, a):
+        y = np.zeros_like(x)
+        y[0] = x[0]
+        for t in range(1, x.shape[0]):
+            y[t] = np.tanh(y[t - 1] * a + x[t])
+        return np.sum(y * y)
+
+    x, a = RNG.normal(size=(8, 3)), RNG.normal(size=3)
+    f = interpreted(fill, wrt=(0, 1))
+    value, (gx, ga) = f.value_and_grad(x, a)
+    rows = [x[0]]
+    for t in range(1, 8):
+        rows.append(np.tanh(rows[-1] * a + x[t]))
+    np.testing.assert_allclose(value, np.sum(np.square(rows)), rtol=1e-12)
+    fd_check(fill, [x, a])
+    fd_check(fill, [x, a], wrt=1)
+    graph = f.specialize(x, a).graph_of("value_and_grad")
+    assert not [n for n in graph.nodes() if n.op == "where" and n.grad_of is not None]
+    assert len([n for n in graph.nodes() if n.op == "where"]) == 8  # y itself, row by row
+
+
+def test_repeated_indices_keep_the_last_write_like_numpy():
+    def f(x, v, idx):
+        y = x.copy()
+        y[idx] = v  # idx repeats: NumPy keeps the value written last
+        y[np.array([1, 1, 0]), np.array([2, 2, 2])] = v[:3, 0]
+        return y
+
+    x, v = RNG.normal(size=(4, 3)), RNG.normal(size=(5, 3))
+    idx = np.array([2, 0, 2, 3, 0])
+    expected = x.copy()
+    expected[idx] = v
+    expected[np.array([1, 1, 0]), np.array([2, 2, 2])] = v[:3, 0]
+    np.testing.assert_array_equal(interpreted(f)(x, v, idx), expected)
+    np.testing.assert_array_equal(compile_grad(f)(x, v, idx), expected)
+
+    def g(x, v, idx):
+        return np.sum(f(x, v, idx) ** 2)
+
+    gv = fd_check(g, [x, v, idx], wrt=1)
+    # v[0] and v[1] are overwritten by the later writes to rows 2 and 0 (v[1, 0] is then
+    # written at (1, 2) last); v[4, 2] is overwritten by v[2, 0] at (0, 2)
+    assert np.all(gv[0] == 0.0) and np.all(gv[1, 1:] == 0.0) and gv[4, 2] == 0.0
+    assert gv[1, 0] != 0.0 and gv[2, 0] != 0.0
+    fd_check(g, [x, v, idx])
+
+
+def test_assignment_along_an_axis_keeps_a_batch_of_indices_symbolic():
+    def f(x, v, idx):
+        y = x.copy()
+        y[:, idx] = v  # v (3, 1) broadcast to (3, len(idx)); idx repeats
+        y[0] *= 2.0
+        return y
+
+    compiled = compile_grad(f)
+    x, v = RNG.normal(size=(3, 4)), RNG.normal(size=(3, 1))
+    for idx in (np.array([1, 3, 1, -4, 0]), np.array([2, 2])):
+        expected = x.copy()
+        expected[:, idx] = v
+        expected[0] *= 2.0
+        np.testing.assert_array_equal(compiled(x, v, idx), expected)
+        np.testing.assert_array_equal(interpreted(f)(x, v, idx), expected)
+    spec = compiled.specialize(x, v, np.array([1, 2, 3]))
+    assert not all(isinstance(d, int) for d in spec.graph.inputs[2].shape)  # idx: (N,)
+    fd_check(lambda x, v, idx: np.sum(np.sin(f(x, v, idx))), [x, v, np.array([1, 3, 1])],
+             wrt=1)
+
+
+def add_at(a, v, idx):
+    acc = np.zeros_like(a)
+    np.add.at(acc, idx, v)  # idx repeats: the values add up
+    np.add.at(acc, (np.array([0, 0]), slice(None)), 1.0)
+    np.subtract.at(acc, (idx, 1), v[:, 0])
+    return np.sum(np.sin(acc) * a)
+
+
+COMPILED_ADD_AT = compile_grad(add_at, wrt=(0, 1))
+
+
+def test_add_at_matches_pytorch_compiled():
+    a, v = RNG.normal(size=(4, 3)), RNG.normal(size=(5, 3))
+    idx = np.array([1, 3, 1, 1, 0])
+    value, (ga, gv) = COMPILED_ADD_AT.value_and_grad(a, v, idx)
+    at, vt = torch.tensor(a, requires_grad=True), torch.tensor(v, requires_grad=True)
+    acc = torch.zeros_like(at)
+    acc = acc.index_put((torch.tensor(idx),), vt, accumulate=True)
+    acc = acc.index_put((torch.tensor([0, 0]),), torch.ones(3, dtype=at.dtype), accumulate=True)
+    acc = acc.index_put((torch.tensor(idx), torch.tensor(1)), -vt[:, 0], accumulate=True)
+    expected = (torch.sin(acc) * at).sum()
+    expected.backward()
+    np.testing.assert_allclose(value, expected.item(), rtol=1e-12)
+    np.testing.assert_allclose(ga, at.grad.numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(gv, vt.grad.numpy(), rtol=1e-12, atol=1e-14)
+    reference = np.zeros_like(a)
+    np.add.at(reference, idx, v)
+    reference[0] += 2.0
+    np.subtract.at(reference, (idx, 1), v[:, 0])
+    np.testing.assert_allclose(value, np.sum(np.sin(reference) * a), rtol=1e-12)
+
+
+def test_add_at_on_a_plain_traced_array_says_to_copy_first():
+    def f(x, idx):
+        np.add.at(x, idx, 1.0)  # ADD_AT
+        return np.sum(x)
+
+    with pytest.raises(UnsupportedError, match=r"changes `a` in place.*a = a\.copy\(\)") as err:
+        interpreted(f)(np.ones(3), np.array([0, 0]))
+    assert f"{HERE}:{line_of('ADD_AT')}" in str(err.value)
+
+    def g(x, idx):
+        counts = np.zeros(3)
+        np.add.at(counts, idx, x)
+        return np.sum(counts)
+
+    with pytest.raises(UnsupportedError, match=r"a NumPy array.*np\.zeros_like"):
+        interpreted(g)(np.ones(2), np.array([0, 0]))
+
+
+def test_in_place_operators_and_out_on_copies():
+    def f(x, w):
+        y = np.zeros_like(x, shape=(2, 3))
+        y += x[:2]
+        y *= w
+        np.multiply(y, 2.0, out=y)
+        y[1] -= 1.0
+        e = np.empty_like(x)
+        e[...] = 3.0
+        return np.sum(y * y) + np.sum(e * x)
+
+    x, w = RNG.normal(size=(3, 3)), RNG.normal(size=3)
+    y = 2 * x[:2] * w
+    y[1] -= 1.0
+    np.testing.assert_allclose(interpreted(f)(x, w), np.sum(y * y) + 3 * np.sum(x), rtol=1e-12)
+    fd_check(f, [x, w])
+    fd_check(f, [x, w], wrt=1)
+
+
+def test_the_caller_arrays_are_not_modified():
+    x, v, idx = RNG.normal(size=(4, 3)), RNG.normal(size=(5, 3)), np.array([1, 3, 1, 1, 0])
+    before = [x.copy(), v.copy(), idx.copy()]
+    COMPILED_ASSIGNMENTS.value_and_grad(x, v[:3], idx[:3])  # kernels of the tests above
+    COMPILED_ADD_AT.value_and_grad(x, v, idx)
+    for array, copy in zip((x, v, idx), before):
+        np.testing.assert_array_equal(array, copy)
+
+
+def test_assigning_into_a_plain_traced_array_says_to_copy_first():
+    def f(x):
+        h = np.tanh(x)
+        h[0] = 1.0  # PLAIN
+        return np.sum(h)
+
+    with pytest.raises(UnsupportedError, match=r"item assignment.*x = x\.copy\(\)") as err:
+        interpreted(f)(np.ones(3))
+    assert f"{HERE}:{line_of('PLAIN')}" in str(err.value)
+
+
+def test_chained_assignment_through_a_view_says_to_index_once():
+    def f(x):
+        y = x.copy()
+        y[0][1] = 5.0  # CHAINED
+        return np.sum(y)
+
+    with pytest.raises(UnsupportedError, match=r"y\[i, j\] = v. rather than .y\[i\]\[j\] = v") \
+            as err:
+        interpreted(f)(np.ones((2, 3)))
+    assert f"{HERE}:{line_of('CHAINED')}" in str(err.value)
+
+
+def test_a_view_read_after_an_assignment_that_changed_it_is_an_error():
+    def stale(x):
+        y = x.copy()
+        row = y[1]  # VIEW
+        y[1, 2] = 0.0  # WRITE
+        return np.sum(row)  # STALE
+
+    with pytest.raises(TraceError, match="a NumPy view would show the new values") as err:
+        interpreted(stale)(np.ones((3, 3)))
+    message = str(err.value)
+    assert f"{HERE}:{line_of('STALE')}" in message
+    assert f"{HERE}:{line_of('VIEW')}" in message and f"{HERE}:{line_of('WRITE')}" in message
+
+    def transposed(x):
+        y = x.copy()
+        t = y.T
+        y += 1.0
+        return np.sum(t)
+
+    with pytest.raises(TraceError, match="a NumPy view would show the new values"):
+        interpreted(transposed)(np.ones((3, 3)))
+
+    def untouched(x):  # the assignment changes none of the view's elements: NumPy agrees
+        y = x.copy()
+        row, col = y[1], y[:, 0]
+        y[2, 1:] = 5.0
+        y[0, 2] = 7.0
+        return np.sum(row * row) + np.sum(col)
+
+    x = RNG.normal(size=(3, 3))
+    np.testing.assert_allclose(interpreted(untouched)(x), untouched(x), rtol=1e-12)
+
+
+def test_a_copy_made_inside_a_scan_body_is_assigned_there():
+    def f(x):
+        def step(c, row):
+            y = c.copy()  # c: the carry
+            y[0] = row[1]
+            y[1:] += y[0] * 0.5
+            return y, np.sum(y)
+
+        last, sums = scan(step, x[0] * 1.0, x)
+        return np.sum(last * last) + np.sum(sums)
+
+    def reference(x):
+        c, total = x[0] * 1.0, 0.0
+        for row in x:
+            c = c.copy()
+            c[0] = row[1]
+            c[1:] += c[0] * 0.5
+            total += np.sum(c)
+        return np.sum(c * c) + total
+
+    x = RNG.normal(size=(4, 3))
+    np.testing.assert_allclose(interpreted(f)(x), reference(x), rtol=1e-12)
+    fd_check(f, [x])
+
+
+def test_a_copy_made_outside_a_scan_body_is_not_assigned_inside():
+    def f(x):
+        y = x.copy()
+
+        def step(c, t):
+            y[0] = c
+            return c * 2.0, c
+
+        scan(step, x[0], x)
+        return np.sum(y)
+
+    with pytest.raises(TraceError, match="make the copy inside the body"):
+        interpreted(f)(np.ones((3, 2)))
+
+
+# --- np.array / np.asarray / np.stack of traced values --------------------------------------
+def arrays_of_scalars(x):
+    a, b = x[0], np.sum(x)
+    v = np.array([a, b, 1.0])  # traced scalars and a number
+    m = np.array([[a, 2.0], [b, a * b]])
+    s = np.stack([a, b * 2.0, 3.0])
+    rows = np.array([x[:2], x[1:3] * 2.0])  # small traced arrays: (2, 2)
+    pair_sum = np.sum([x[:2], x[2:]], axis=0)  # NumPy takes the list as an array
+    return (np.sum(v * x[:3]) + np.sum(m @ v[:2]) + np.sum(np.exp(np.asarray(a)))
+            + np.sum(s * s) + np.sum(rows @ x[:2]) + np.sum(x * [a, 1.0, b, 0.5])
+            + np.sum(pair_sum * x[1:3]) + np.mean(np.stack([a, b])))
+
+
+def test_np_array_of_traced_scalars_and_numbers():
+    x = RNG.normal(size=4)
+    np.testing.assert_allclose(interpreted(arrays_of_scalars)(x), arrays_of_scalars(x),
+                               rtol=1e-12)
+    np.testing.assert_allclose(compile_grad(arrays_of_scalars)(x), arrays_of_scalars(x),
+                               rtol=1e-12)
+    fd_check(arrays_of_scalars, [x])
+
+
+def test_np_array_result_dtype_and_return():
+    def f(x):
+        return np.array([x[0], 2, x[1] * 3.0])
+
+    x = np.array([1.5, 2.5], dtype=np.float32)
+    got = interpreted(f)(x)
+    expected = np.array([np.float32(1.5), 2, np.float32(7.5)])  # NumPy: float64
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_np_array_with_dtype_or_of_a_large_array_explains():
+    for f in (lambda x: np.sum(np.array([x[0], x[1]], dtype=np.float32)),
+              lambda x: np.mean([x[0], x[1]]) * 1.0):  # NumPy's mean casts the sum itself
+        with pytest.raises(UnsupportedError, match=r"make one traced array first, "
+                                                   r"np\.stack\(\[\.\.\.\]\)"):
+            interpreted(f)(np.ones(2, dtype=np.float32))
+    with pytest.raises(UnsupportedError, match=r"it is an array already \(drop np\.asarray\)"):
+        interpreted(lambda x: np.sum(np.asarray(x)))(np.ones((20, 20)))

@@ -283,9 +283,16 @@ class Tracer:
 
     def __float__(self):
         raise UnsupportedError("float() of a traced array needs its value, which is unknown "
-                               "while tracing", user_loc())
+                               "while tracing (math functions call float(): use NumPy's, "
+                               "np.exp for math.exp)", user_loc())
 
     __int__ = __float__
+
+    # math.floor/ceil/trunc and round() ask the value itself (compiler/numpy_api/pymath.py)
+    def __floor__(self): return np.floor(self)  # noqa: E704
+    def __ceil__(self): return np.ceil(self)  # noqa: E704
+    def __trunc__(self): return np.trunc(self)  # noqa: E704
+    def __round__(self, ndigits=None): return np.round(self, ndigits or 0)  # noqa: E704
 
     def __len__(self) -> int:
         if not self.node.shape:
@@ -462,7 +469,7 @@ def trace(fn: Callable, input_types: list[TensorType], input_names: list[str],
     frames = builder.user_frames = UserFrames(sys._getframe())
     try:
         with building(builder):
-            result = fn(*args, **kwargs)
+            result = npx.pymath.with_traced_math(fn)(*args, **kwargs)  # math.exp(x) works
             out_leaves, out_tree = pytree.flatten(result)
             outputs = [builder.lift(leaf, []) for leaf in out_leaves]
     finally:

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
 from compiler.errors import TraceError, UnsupportedError
 from compiler.ops.registry import ShapeError
 from compiler.ops.shapes import normalize_axes
 from compiler.tracer import Tracer, current_builder, user_loc
 
 UFUNCS: dict = {}  # ufunc -> what it does on traced arrays
+# (ufunc, method) -> what the ufunc's method does on traced arrays: np.add.reduce (sum),
+# np.multiply.accumulate (cumprod), ... (compiler/numpy_api/ufunc_methods.py)
+UFUNC_METHODS: dict = {}
+# ufunc name -> what it does: ufuncs of other libraries, found by name (scipy.special.erf)
+FOREIGN_UFUNCS: dict = {}
 FUNCTIONS: dict = {}  # NumPy function -> what it does on traced arrays
 
 
@@ -39,9 +46,17 @@ def implements_ufunc(*ufuncs) -> Callable:
 
 def apply_ufunc(ufunc, method, inputs, kwargs):
     if method != "__call__":
-        raise UnsupportedError(f"np.{ufunc.__name__}.{method} is not supported; use the "
-                               "matching NumPy function (np.sum, np.max, ...)", user_loc())
+        method_handler = UFUNC_METHODS.get((ufunc, method))
+        if method_handler is None:
+            supported = sorted(f"np.{u.__name__}.{m}" for u, m in UFUNC_METHODS if m == method)
+            also = f" (supported: {', '.join(supported)})" if supported else ""
+            raise UnsupportedError(f"np.{ufunc.__name__}.{method} is not supported{also}; use "
+                                   "the matching NumPy function (np.sum, np.max, ...)",
+                                   user_loc())
+        return method_handler(*inputs, **kwargs)
     handler = UFUNCS.get(ufunc)
+    if handler is None and getattr(np, ufunc.__name__, None) is not ufunc:
+        handler = FOREIGN_UFUNCS.get(ufunc.__name__)
     if handler is None:
         raise UnsupportedError(f"np.{ufunc.__name__} is not supported by gradfuse", user_loc())
     out = kwargs.pop("out", None)

@@ -1,0 +1,120 @@
+"""Python's `math` module on traced values: `math.exp(x)`, `math.erf(x)` ... in a traced function.
+
+`math.exp(x)` converts its argument with `float()`, which a traced value cannot answer (its
+value is unknown while tracing), and no hook of Python's lets `math.exp` return anything but
+a float. So the function being traced runs with a copy of its module's globals in which the
+`math` module, and math functions imported by name (`from math import exp`), are replaced by
+`TRACED_MATH`, whose functions build the NumPy operation on traced values and call `math`'s
+own on everything else. Functions of the same module that it calls (helpers, the step
+function of a scan) see the same copy, and functions it defines inside itself inherit it.
+
+What this does not reach: `math` imported inside a function body, and functions of other
+modules; there `float()` of a traced value raises an error that says to use NumPy (`np.exp`).
+A `math` function gradfuse does not support raises an error naming it. `math.floor`,
+`math.ceil`, `math.trunc` and `round()` work anywhere: they call the traced value's own
+`__floor__`, `__ceil__`, `__trunc__`, `__round__` (compiler/tracer.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import types
+
+import numpy as np
+
+from compiler.errors import UnsupportedError
+from compiler.numpy_api.elementwise import erf as _erf
+from compiler.tracer import Tracer, user_loc
+
+
+def _log(x, base=None):
+    return np.log(x) if base is None else np.log(x) / np.log(base)
+
+
+def _hypot(*coordinates):
+    return functools.reduce(np.hypot, coordinates) if coordinates else 0.0
+
+
+# math's name -> what it does when an argument is traced (NumPy on traced values).
+_TRACED = {
+    "exp": np.exp, "expm1": np.expm1, "exp2": np.exp2, "log": _log, "log1p": np.log1p,
+    "log2": np.log2, "log10": np.log10, "sqrt": np.sqrt, "pow": np.power, "fabs": np.abs,
+    "sin": np.sin, "cos": np.cos, "tan": np.tan, "asin": np.arcsin, "acos": np.arccos,
+    "atan": np.arctan, "atan2": np.arctan2, "hypot": _hypot, "sinh": np.sinh,
+    "cosh": np.cosh, "tanh": np.tanh, "erf": _erf,
+    "erfc": lambda x: 1 - _erf(x), "floor": np.floor, "ceil": np.ceil, "trunc": np.trunc,
+    "isnan": np.isnan, "isinf": np.isinf, "isfinite": np.isfinite,
+    "degrees": lambda x: x * (180 / math.pi), "radians": lambda x: x * (math.pi / 180),
+}
+
+
+def _traced_function(name: str, original):
+    supported = _TRACED.get(name)
+
+    @functools.wraps(original)
+    def function(*args, **kwargs):
+        if not any(isinstance(a, Tracer) for a in (*args, *kwargs.values())):
+            return original(*args, **kwargs)
+        if supported is None:
+            raise UnsupportedError(
+                f"math.{name} is not supported on traced values; gradfuse supports "
+                f"math.{', math.'.join(sorted(_TRACED))} (or write it with NumPy functions)",
+                user_loc())
+        return supported(*args, **kwargs)
+
+    return function
+
+
+def _traced_math_module() -> types.ModuleType:
+    module = types.ModuleType("math", "Python's math module, answering traced values too "
+                                      "(compiler/numpy_api/pymath.py)")
+    for name in dir(math):
+        if name.startswith("_"):
+            continue
+        value = getattr(math, name)
+        setattr(module, name, _traced_function(name, value) if callable(value) else value)
+    return module
+
+
+TRACED_MATH = _traced_math_module()
+
+
+def _math_replacement(value):
+    """What a global of the user's module becomes: `math` -> TRACED_MATH, math.exp -> its
+    counterpart; None for anything else."""
+    if value is math:
+        return TRACED_MATH
+    if isinstance(value, types.BuiltinFunctionType) and getattr(value, "__module__", "") == "math":
+        return getattr(TRACED_MATH, value.__name__, None)
+    return None
+
+
+def with_traced_math(fn):
+    """`fn` running with TRACED_MATH for `math` in its module's globals (a copy of them), or
+    `fn` itself when its module does not use `math`."""
+    if isinstance(fn, types.MethodType):
+        rebound = with_traced_math(fn.__func__)
+        return fn if rebound is fn.__func__ else types.MethodType(rebound, fn.__self__)
+    if not isinstance(fn, types.FunctionType):
+        return fn
+    module_globals = fn.__globals__
+    replacements = {name: new for name, value in module_globals.items()
+                    if (new := _math_replacement(value)) is not None}
+    if not replacements:
+        return fn
+    copied = dict(module_globals)
+    copied.update(replacements)
+    for name, value in module_globals.items():  # the module's own functions see the copy too
+        if isinstance(value, types.FunctionType) and value.__globals__ is module_globals:
+            copied[name] = _with_globals(value, copied)
+    return _with_globals(fn, copied)
+
+
+def _with_globals(fn: types.FunctionType, new_globals: dict) -> types.FunctionType:
+    copy = types.FunctionType(fn.__code__, new_globals, fn.__name__, fn.__defaults__,
+                              fn.__closure__)
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    copy.__qualname__ = fn.__qualname__
+    copy.__dict__.update(fn.__dict__)
+    return copy

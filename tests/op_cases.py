@@ -10,6 +10,7 @@ exercised, forward and backward.
 from __future__ import annotations
 
 from collections.abc import Callable
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,6 +178,46 @@ case("zeros_ones_like", lambda x: x * np.ones_like(x) + np.zeros_like(x) + np.fu
 # --- running sums ------------------------------------------------------------------------------
 case("cumsum_axis1", lambda x: np.cumsum(x, axis=1), X34)
 case("cumsum_flat_method", lambda x: x.cumsum() * np.arange(1.0, 25.0), X234)
+
+# --- issue 14: elementwise ---------------------------------------------------------------------
+case("arcsin_arccos", lambda x: np.arcsin(x) * np.arccos(x * 0.5), A((3, 4), "unit"))
+case("arctan2", np.arctan2, X34, A((3, 4), "away"))
+case("arctan2_broadcast", lambda y, x: np.arctan2(y, x), A((3, 1), "away"), X4)
+case("hypot", np.hypot, X34, A((4,), "away"))
+_erf = np.frompyfunc(math.erf, 1, 1)  # NumPy's own erf ufunc (objects); traced: the erf op
+case("erf_gelu", lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2.0)).astype(x.dtype)), X34)
+case("sinc", lambda x: np.sinc(x) * x, X34)
+case("rounding", lambda x: (np.floor(x * 3) + np.ceil(x * 3) + np.trunc(x * 3) + np.rint(x * 3)
+                            + np.round(x * 3) + np.around(x, 1) + np.round(x * 30, -1)
+                            + np.fix(x * 3) + math.floor(x[0, 0] * 3) + round(x[1, 1] * 3)) * x,
+     X34, finite_differences=False)
+case("heaviside", lambda x, y: np.heaviside(x, y) * y + np.heaviside(x, 0.5) * x,
+     A((3, 4), "away"), X4)
+case("isnan_isinf_isfinite", lambda x: np.where(np.isnan(x) | np.isinf(1 / x), 0.0, x)
+     * np.isfinite(x), X34)
+
+# --- issue 14: reductions and scans ------------------------------------------------------------
+case("cumprod_axis1", lambda x: np.cumprod(x, axis=1), X34)
+case("cumprod_zeros", lambda x: np.cumprod(x * np.array([1.0, 0.0, 1.0, 0.0]), axis=1)
+     + np.cumprod(x * np.array([[1.0], [0.0], [1.0]]), axis=0), X34)
+case("cumprod_flat_method", lambda x: x.cumprod() * np.arange(1.0, 13.0), X34)
+case("sort", lambda x: np.sort(x, axis=0) * np.arange(1.0, 5.0), X34, distinct=True)
+case("sort_flat", lambda x: np.sort(x, axis=None) * np.arange(1.0, 25.0), X234, distinct=True)
+case("argsort", lambda x: np.argsort(x, axis=1) * x + x.argsort(axis=0), X34, distinct=True)
+case("argmax_argmin", lambda x: np.argmax(x, axis=1) * x[:, 0] + np.argmin(x, axis=0).sum()
+     + np.argmax(x) + (x.argmin(axis=-1, keepdims=True) * x).sum(axis=1), X34, distinct=True)
+case("any_all", lambda x: np.any(x > 1, axis=0) * x + np.all(x > -1, axis=1, keepdims=True) * x
+     + np.any(x) + x.all(), X34)
+case("sum_where", lambda x: np.sum(x, axis=1, where=x > 0) + np.prod(x, where=x < 1)
+     + np.sum(x, initial=2.0), A((3, 4), "away"))
+case("mean_where", lambda x: np.mean(x, axis=0, where=np.array([True, False, True])[:, None]),
+     X34)
+case("ufunc_reduce", lambda x: np.logaddexp.reduce(x, axis=1) + np.add.reduce(x, axis=1)
+     + np.multiply.reduce(x, axis=1) + np.maximum.reduce(x, axis=1)
+     + np.minimum.reduce(x, axis=1, keepdims=True).ravel()
+     + np.logaddexp.reduce(x, axis=None) + np.add.reduce(x * x).sum(), X34, distinct=True)
+case("ufunc_accumulate", lambda x: np.add.accumulate(x) * np.multiply.accumulate(x, axis=1), X34)
+case("diff", lambda x: np.diff(x) + np.diff(x, n=2, axis=0, prepend=1.0, append=x[:1]).sum(), X34)
 
 # --- loops -------------------------------------------------------------------------------------
 case("scan", lambda w, xs: scan(lambda h, x: (np.tanh(h * w + x), h * x), xs[0] * 0.5, xs)[1],

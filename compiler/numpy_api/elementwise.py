@@ -184,5 +184,5 @@ def erf(x):
 
 
 # Ufuncs of other libraries, found by name: scipy.special.erf when SciPy is installed (gradfuse
-# does not import SciPy itself).
-FOREIGN_UFUNCS["erf"] = erf
+# does not import SciPy itself), and np.frompyfunc(math.erf, 1, 1), an erf of NumPy's own.
+FOREIGN_UFUNCS["erf"] = FOREIGN_UFUNCS["erf (vectorized)"] = erf

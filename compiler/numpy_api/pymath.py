@@ -5,11 +5,13 @@ value is unknown while tracing), and no hook of Python's lets `math.exp` return 
 a float. So the function being traced runs with a copy of its module's globals in which the
 `math` module, and math functions imported by name (`from math import exp`), are replaced by
 `TRACED_MATH`, whose functions build the NumPy operation on traced values and call `math`'s
-own on everything else. Functions of the same module that it calls (helpers, the step
-function of a scan) see the same copy, and functions it defines inside itself inherit it.
+own on everything else. The user's functions it reaches see such copies too: those of its
+module (helpers, a scan's step), those imported from other modules by name
+(`from layers import gelu`), those in its closure; functions it defines inherit its globals.
 
-What this does not reach: `math` imported inside a function body, and functions of other
-modules; there `float()` of a traced value raises an error that says to use NumPy (`np.exp`).
+What this does not reach: `math` imported inside a function body, and functions reached
+through a module (`layers.gelu(x)`) or an object; there `float()` of a traced value raises
+an error that says to use NumPy (`np.exp`).
 A `math` function gradfuse does not support raises an error naming it. `math.floor`,
 `math.ceil`, `math.trunc` and `round()` work anywhere: they call the traced value's own
 `__floor__`, `__ceil__`, `__trunc__`, `__round__` (compiler/tracer.py).
@@ -25,7 +27,7 @@ import numpy as np
 
 from compiler.errors import UnsupportedError
 from compiler.numpy_api.elementwise import erf as _erf
-from compiler.tracer import Tracer, user_loc
+from compiler.tracer import Tracer, _origin, user_loc
 
 
 def _log(x, base=None):
@@ -91,29 +93,68 @@ def _math_replacement(value):
 
 
 def with_traced_math(fn):
-    """`fn` running with TRACED_MATH for `math` in its module's globals (a copy of them), or
-    `fn` itself when its module does not use `math`."""
+    """`fn` running with TRACED_MATH for `math` (in a copy of its module's globals), or `fn`
+    itself when neither it nor the user's functions it reaches use `math`."""
     if isinstance(fn, types.MethodType):
         rebound = with_traced_math(fn.__func__)
         return fn if rebound is fn.__func__ else types.MethodType(rebound, fn.__self__)
     if not isinstance(fn, types.FunctionType):
         return fn
-    module_globals = fn.__globals__
-    replacements = {name: new for name, value in module_globals.items()
-                    if (new := _math_replacement(value)) is not None}
-    if not replacements:
-        return fn
-    copied = dict(module_globals)
-    copied.update(replacements)
-    for name, value in module_globals.items():  # the module's own functions see the copy too
-        if isinstance(value, types.FunctionType) and value.__globals__ is module_globals:
-            copied[name] = _with_globals(value, copied)
-    return _with_globals(fn, copied)
+    return _Rebinder().function(fn)
 
 
-def _with_globals(fn: types.FunctionType, new_globals: dict) -> types.FunctionType:
-    copy = types.FunctionType(fn.__code__, new_globals, fn.__name__, fn.__defaults__,
-                              fn.__closure__)
+class _Rebinder:
+    """Copies of the user's functions that see TRACED_MATH: every function reachable from the
+    traced one through module globals (its own module's, and those of functions imported from
+    other modules by name) and closure cells. One copy of each module's globals per trace."""
+
+    def __init__(self) -> None:
+        self.modules: dict[int, dict | None] = {}  # id(module globals) -> copy (None: as is)
+
+    def function(self, fn: types.FunctionType) -> types.FunctionType:
+        if _origin(fn.__code__.co_filename) != "user":
+            return fn
+        module_globals = self.module(fn.__globals__)
+        closure = self.closure(fn.__closure__)
+        if module_globals is None and closure is fn.__closure__:
+            return fn
+        return _with_globals(fn, module_globals or fn.__globals__, closure)
+
+    def module(self, module_globals: dict) -> dict | None:
+        key = id(module_globals)
+        if key in self.modules:
+            return self.modules[key]
+        copied = self.modules[key] = dict(module_globals)  # before recursing: cycles end here
+        changed = False
+        for name, value in module_globals.items():
+            new = _math_replacement(value)
+            if new is None and isinstance(value, types.FunctionType):
+                new = self.function(value)
+                new = None if new is value else new
+            if new is not None:
+                copied[name] = new
+                changed = True
+        if not changed:
+            self.modules[key] = None
+        return copied if changed else None
+
+    def closure(self, cells):
+        if not cells:
+            return cells
+        new_cells = []
+        for cell in cells:
+            try:
+                value = cell.cell_contents
+            except ValueError:  # a cell not filled yet
+                new_cells.append(cell)
+                continue
+            new = self.function(value) if isinstance(value, types.FunctionType) else value
+            new_cells.append(cell if new is value else types.CellType(new))
+        return cells if all(a is b for a, b in zip(cells, new_cells)) else tuple(new_cells)
+
+
+def _with_globals(fn: types.FunctionType, new_globals: dict, closure) -> types.FunctionType:
+    copy = types.FunctionType(fn.__code__, new_globals, fn.__name__, fn.__defaults__, closure)
     copy.__kwdefaults__ = fn.__kwdefaults__
     copy.__qualname__ = fn.__qualname__
     copy.__dict__.update(fn.__dict__)

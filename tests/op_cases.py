@@ -9,11 +9,12 @@ exercised, forward and backward.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from compiler import scan
 from runtime import functional as F
@@ -218,6 +219,36 @@ case("ufunc_reduce", lambda x: np.logaddexp.reduce(x, axis=1) + np.add.reduce(x,
      + np.logaddexp.reduce(x, axis=None) + np.add.reduce(x * x).sum(), X34, distinct=True)
 case("ufunc_accumulate", lambda x: np.add.accumulate(x) * np.multiply.accumulate(x, axis=1), X34)
 case("diff", lambda x: np.diff(x) + np.diff(x, n=2, axis=0, prepend=1.0, append=x[:1]).sum(), X34)
+
+# --- issue 14: layout --------------------------------------------------------------------------
+case("tril_triu", lambda x: np.tril(x) + np.triu(x, 1) * 2.0 + np.tril(x, -1) * 3.0, X34)
+case("tril_batched_vector", lambda x, v: np.triu(x, -1) + np.tril(v)[:3], X234, X4)
+case("diag", lambda x, v: np.diag(x, 1) + np.diag(v)[1][:3] + np.diag(v, -1)[:3, :3].sum(axis=0),
+     X34, X4)
+case("diagonal_trace", lambda x: np.diagonal(x, 1, 0, 2) * np.trace(x, -1, 1, 2), X234)
+case("pad_constant", lambda x: np.pad(x, 1) + np.pad(x, ((1, 1), (2, 1)), constant_values=5.0)[
+     :, 1:] + np.pad(x, ((0, 2), (0, 3)), constant_values=((1, 2), (3, 4)))[:, :6]
+     + np.pad(x, 1, constant_values=x[0, 0]), X34)
+case("pad_modes", lambda x: np.pad(x, 2, mode="edge")[:, :5]
+     * np.pad(x, (2, 3), mode="reflect")[:7, :5]
+     + np.pad(x, ((2, 2), (1, 0)), mode="symmetric")[:, :5]
+     + np.pad(x, ((2, 2), (1, 0)), mode="wrap"), X34)
+case("roll", lambda x: np.roll(x, 1) * np.roll(x, (1, -2), axis=(0, 1)) + np.roll(x, 5, axis=1),
+     X34)
+case("tile_repeat", lambda x: np.tile(x, 2).sum(axis=1) + np.tile(x, (2, 1, 2)).sum(axis=(0, 2))
+     + np.repeat(x, 2)[:3] + np.repeat(x, [1, 2, 0, 1], axis=1).sum(axis=1), X34)
+case("stacks", lambda x, y: np.vstack([x, y]).sum(axis=0) + np.hstack([x, y])[1, :4]
+     + np.column_stack([x[0], y[:, 0][:3].sum() * x[1]]).sum(axis=1)
+     + np.dstack([x, y])[:, 0, :].sum() + np.atleast_2d(y[0])[0] * np.hstack((x[0], y[:, 1]))[:4],
+     X34, A((3, 4)))
+case("split", lambda x: sum(p.sum(axis=1) * (k + 1.0) for k, p in enumerate(np.split(x, 2, axis=1)))
+     + sum(p.sum(axis=0)[:1] for p in np.array_split(x, 3, axis=1))
+     + np.array_split(x, [1, 2])[2][0] .sum() + np.hsplit(x, [3])[1][:, 0], X34)
+case("sliding_window_1d", lambda x, k: np.sum(sliding_window_view(x, 3, axis=1) * k, axis=-1),
+     A((3, 6)), X3)
+case("sliding_window_2d", lambda x, k: np.sum(sliding_window_view(x, (2, 3), axis=(1, 2)) * k,
+                                              axis=(-2, -1)), A((2, 4, 5)), A((2, 3)))
+case("sliding_window_all_axes", lambda x: sliding_window_view(x, (2, 2)).sum(axis=-1), X34)
 
 # --- loops -------------------------------------------------------------------------------------
 case("scan", lambda w, xs: scan(lambda h, x: (np.tanh(h * w + x), h * x), xs[0] * 0.5, xs)[1],

@@ -394,6 +394,10 @@ class Tracer:
     def clip(self, a_min=None, a_max=None): return npx.clip(self, a_min, a_max)  # noqa: E704
     def dot(self, other): return npx.dot(self, other)  # noqa: E704
 
+    def sort(self, axis=-1, kind=None, order=None):
+        raise UnsupportedError("x.sort() sorts in place, and traced arrays are immutable; "
+                               "write x = np.sort(x, axis)", user_loc())
+
     def astype(self, dtype, copy=True):
         return npx.astype(self, dtype)
 

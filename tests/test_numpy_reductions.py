@@ -134,3 +134,8 @@ def test_unsupported_ufunc_methods_are_named():
     with pytest.raises(UnsupportedError, match=r"maximum\.reduce\(where=\.\.\.\)"):
         compile_grad(lambda x: np.maximum.reduce(x, where=x > 0),
                      backend="interpreter")(np.ones(3))
+
+
+def test_in_place_sort_method_is_refused():
+    with pytest.raises(UnsupportedError, match=r"x\.sort\(\) sorts in place.*np\.sort"):
+        compile_grad(lambda x: x.sort(), backend="interpreter")(np.ones(3))

@@ -116,12 +116,17 @@ UFUNCS.update({
 })
 
 
+def _exact(x, numpy_function):
+    """An integer (or boolean) x rounded: x itself, in the dtype NumPy gives (NumPy 2 keeps an
+    integer's dtype in floor/ceil/trunc/round; rint makes it float)."""
+    dtype = numpy_function(np.ones((), x.dtype)).dtype
+    return x if dtype == x.dtype else astype(x, dtype)
+
+
 def _rounding(op):
     def rounded(x):
         x = traced(x)
-        if x.dtype.kind in "iub":  # integers are their own floor (NumPy 2 keeps their dtype)
-            return x if op != "rint" else astype(x, np.float64)
-        return unary(op, x)
+        return _exact(x, getattr(np, op)) if x.dtype.kind in "iub" else unary(op, x)
 
     return rounded
 
@@ -145,7 +150,7 @@ def round_(a, decimals=0, out=None):
         if decimals < 0:
             raise UnsupportedError("np.round of integers to negative decimals is not "
                                    "supported; round a float copy (x.astype(float))", user_loc())
-        return a
+        return _exact(a, np.round)
     if decimals == 0:
         return unary("rint", a)
     if decimals > 0:

@@ -8,7 +8,7 @@ import numpy as np
 from compiler.errors import TraceError, UnsupportedError
 from compiler.numpy_api.dispatch import axes_of, implements, no_out, traced
 from compiler.numpy_api.elementwise import astype
-from compiler.numpy_api.layout import concatenate, reshape
+from compiler.numpy_api.layout import broadcast_to, concatenate, reshape
 from compiler.ops import bind
 from compiler.tracer import Tracer, user_loc
 
@@ -71,7 +71,7 @@ def mean(a, axis=None, dtype=None, out=None, keepdims=False, where=None):
                  axes=axes, keepdims=bool(keepdims))
     if where is None or where is True:
         return total / _count(a, axes, dtype)
-    chosen = np.broadcast_to(where, a.shape)
+    chosen = broadcast_to(traced(where), a.shape)  # a batch axis stays symbolic
     return total / bind("sum", astype(chosen, dtype), axes=axes, keepdims=bool(keepdims))
 
 

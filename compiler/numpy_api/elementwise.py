@@ -1,4 +1,4 @@
-"""Elementwise NumPy: ufuncs and operators, `where`, `clip`, casts."""
+"""Elementwise NumPy: ufuncs and operators, `where`, `clip`, casts, rounding, `sinc`, `erf`."""
 
 from __future__ import annotations
 

@@ -176,3 +176,11 @@ def test_math_out_of_reach_says_to_use_numpy():
     exec("import math\ndef exp_sum(x):\n    return math.exp(x.sum())\n", helpers.__dict__)
     with pytest.raises(UnsupportedError, match=r"np\.exp for math\.exp"):
         compile_grad(lambda x: helpers.exp_sum(x), backend="interpreter")(np.ones(2))
+
+
+def test_math_reaches_through_closures_that_hold_themselves():
+    def factorial(n):  # its closure holds factorial itself
+        return 1 if n <= 1 else n * factorial(n - 1)
+
+    f = compile_grad(lambda x: math.exp(np.sum(x)) * factorial(3), backend="interpreter")
+    assert f(np.array([0.5, 0.25])) == pytest.approx(6 * math.exp(0.75))

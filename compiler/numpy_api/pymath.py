@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import sysconfig
 import types
 
 import numpy as np
@@ -110,15 +112,20 @@ class _Rebinder:
 
     def __init__(self) -> None:
         self.modules: dict[int, dict | None] = {}  # id(module globals) -> copy (None: as is)
+        self.functions: dict[int, types.FunctionType] = {}  # id(function) -> its copy
 
     def function(self, fn: types.FunctionType) -> types.FunctionType:
-        if _origin(fn.__code__.co_filename) != "user":
+        key = id(fn)
+        if key in self.functions:
+            return self.functions[key]
+        self.functions[key] = fn  # while its closure is walked: a function that holds itself
+        if not _users_code(fn.__code__.co_filename):
             return fn
         module_globals = self.module(fn.__globals__)
         closure = self.closure(fn.__closure__)
-        if module_globals is None and closure is fn.__closure__:
-            return fn
-        return _with_globals(fn, module_globals or fn.__globals__, closure)
+        if module_globals is not None or closure is not fn.__closure__:
+            self.functions[key] = _with_globals(fn, module_globals or fn.__globals__, closure)
+        return self.functions[key]
 
     def module(self, module_globals: dict) -> dict | None:
         key = id(module_globals)
@@ -151,6 +158,20 @@ class _Rebinder:
             new = self.function(value) if isinstance(value, types.FunctionType) else value
             new_cells.append(cell if new is value else types.CellType(new))
         return cells if all(a is b for a, b in zip(cells, new_cells)) else tuple(new_cells)
+
+
+@functools.cache
+def _library_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    return tuple(os.path.realpath(paths[k]) + os.sep for k in ("stdlib", "purelib", "platlib"))
+
+
+@functools.cache
+def _users_code(filename: str) -> bool:
+    """Code the user wrote: not gradfuse's, NumPy's, the standard library's or an installed
+    package's (whose functions are not the user's to rebind)."""
+    return _origin(filename) == "user" and \
+        not os.path.realpath(filename).startswith(_library_dirs())
 
 
 def _with_globals(fn: types.FunctionType, new_globals: dict, closure) -> types.FunctionType:

@@ -139,3 +139,20 @@ def test_unsupported_ufunc_methods_are_named():
 def test_in_place_sort_method_is_refused():
     with pytest.raises(UnsupportedError, match=r"x\.sort\(\) sorts in place.*np\.sort"):
         compile_grad(lambda x: x.sort(), backend="interpreter")(np.ones(3))
+
+
+def test_second_derivatives_of_cumprod_with_a_zero_and_of_sort():
+    from gradcheck import central_differences
+
+    for fn, x in [(lambda x: np.sum(np.cumprod(x) ** 2), np.array([0.5, -1.2, 0.0, 0.8, 1.1])),
+                  (lambda x: np.sum(np.sort(x) ** 3 * np.arange(4.0)),
+                   np.array([0.3, -1.0, 2.0, 0.7]))]:
+        g = compile_grad(fn, backend="interpreter")
+
+        def weighted_gradient(x, g=g):
+            return np.sum(g.grad(x) * np.arange(1.0, x.size + 1))
+
+        hessian_product = compile_grad(weighted_gradient, backend="interpreter").grad(x)
+        np.testing.assert_allclose(hessian_product,
+                                   central_differences(weighted_gradient, [x], 0),
+                                   rtol=1e-6, atol=1e-8)

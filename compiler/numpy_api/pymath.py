@@ -102,62 +102,93 @@ def with_traced_math(fn):
         return fn if rebound is fn.__func__ else types.MethodType(rebound, fn.__self__)
     if not isinstance(fn, types.FunctionType):
         return fn
-    return _Rebinder().function(fn)
+    return _Rebinding(fn).of(fn)
 
 
-class _Rebinder:
-    """Copies of the user's functions that see TRACED_MATH: every function reachable from the
-    traced one through module globals (its own module's, and those of functions imported from
-    other modules by name) and closure cells. One copy of each module's globals per trace."""
+class _Rebinding:
+    """Copies of the user's functions that see TRACED_MATH, for one trace.
 
-    def __init__(self) -> None:
-        self.modules: dict[int, dict | None] = {}  # id(module globals) -> copy (None: as is)
-        self.functions: dict[int, types.FunctionType] = {}  # id(function) -> its copy
+    The functions reachable from the traced one (through the globals of their modules, which
+    hold the module's own functions and those imported from other modules by name, and
+    through closure cells; only the user's own code) are found first. A module is copied when
+    it names `math` or a math function, or holds a function that is copied; a function is
+    copied when its module is, or its closure holds a copied function. Cycles (recursion,
+    modules importing each other) are why the copies are made only once that is known.
+    """
 
-    def function(self, fn: types.FunctionType) -> types.FunctionType:
-        key = id(fn)
-        if key in self.functions:
-            return self.functions[key]
-        self.functions[key] = fn  # while its closure is walked: a function that holds itself
-        if not _users_code(fn.__code__.co_filename):
-            return fn
-        module_globals = self.module(fn.__globals__)
-        closure = self.closure(fn.__closure__)
-        if module_globals is not None or closure is not fn.__closure__:
-            self.functions[key] = _with_globals(fn, module_globals or fn.__globals__, closure)
-        return self.functions[key]
+    def __init__(self, root: types.FunctionType) -> None:
+        self.functions: dict[int, types.FunctionType] = {}  # reachable user functions
+        self.modules: dict[int, dict] = {}  # their modules' globals
+        self._walk(root)
+        changed_modules = {key for key, g in self.modules.items()
+                           if any(_math_replacement(v) is not None for v in g.values())}
+        changed_functions: set[int] = set()
+        while True:  # to a fixed point
+            more = {key for key, f in self.functions.items() if key not in changed_functions
+                    and (id(f.__globals__) in changed_modules
+                         or any(id(v) in changed_functions for v in _cell_values(f)))}
+            more_modules = {key for key, g in self.modules.items() if key not in changed_modules
+                            and any(id(v) in more for v in g.values())}
+            if not more and not more_modules:
+                break
+            changed_functions |= more
+            changed_modules |= more_modules
+        self.copies = self._copy(changed_functions, changed_modules)
 
-    def module(self, module_globals: dict) -> dict | None:
-        key = id(module_globals)
-        if key in self.modules:
-            return self.modules[key]
-        copied = self.modules[key] = dict(module_globals)  # before recursing: cycles end here
-        changed = False
-        for name, value in module_globals.items():
-            new = _math_replacement(value)
-            if new is None and isinstance(value, types.FunctionType):
-                new = self.function(value)
-                new = None if new is value else new
-            if new is not None:
-                copied[name] = new
-                changed = True
-        if not changed:
-            self.modules[key] = None
-        return copied if changed else None
+    def of(self, fn: types.FunctionType) -> types.FunctionType:
+        return self.copies.get(id(fn), fn)
 
-    def closure(self, cells):
-        if not cells:
-            return cells
-        new_cells = []
-        for cell in cells:
-            try:
-                value = cell.cell_contents
-            except ValueError:  # a cell not filled yet
-                new_cells.append(cell)
+    def _walk(self, root: types.FunctionType) -> None:
+        pending = [root]
+        while pending:
+            fn = pending.pop()
+            if id(fn) in self.functions or not _users_code(fn.__code__.co_filename):
                 continue
-            new = self.function(value) if isinstance(value, types.FunctionType) else value
-            new_cells.append(cell if new is value else types.CellType(new))
-        return cells if all(a is b for a, b in zip(cells, new_cells)) else tuple(new_cells)
+            self.functions[id(fn)] = fn
+            pending.extend(v for v in _cell_values(fn) if isinstance(v, types.FunctionType))
+            if id(fn.__globals__) not in self.modules:
+                self.modules[id(fn.__globals__)] = fn.__globals__
+                pending.extend(v for v in fn.__globals__.values()
+                               if isinstance(v, types.FunctionType))
+
+    def _copy(self, functions: set[int], modules: set[int]) -> dict:
+        new_globals = {key: dict(self.modules[key]) for key in modules}
+        copies, new_cells = {}, []
+        for key in functions:
+            fn = self.functions[key]
+            cells = tuple(types.CellType() if _held(cell, functions) else cell
+                          for cell in fn.__closure__ or ())
+            new_cells += [(new, old) for new, old in zip(cells, fn.__closure__ or ())
+                          if new is not old]
+            copies[key] = _with_globals(fn, new_globals.get(id(fn.__globals__), fn.__globals__),
+                                        cells or fn.__closure__)
+        for new, old in new_cells:  # cells filled once every copy exists: cycles close
+            new.cell_contents = copies[id(old.cell_contents)]
+        for g in new_globals.values():
+            for name, value in g.items():
+                replacement = _math_replacement(value)
+                if replacement is not None:
+                    g[name] = replacement
+                elif id(value) in copies and value is self.functions.get(id(value)):
+                    g[name] = copies[id(value)]
+        return copies
+
+
+def _cell_values(fn: types.FunctionType) -> list:
+    values = []
+    for cell in fn.__closure__ or ():
+        try:
+            values.append(cell.cell_contents)
+        except ValueError:  # a cell not filled yet
+            pass
+    return values
+
+
+def _held(cell, functions: set[int]) -> bool:
+    try:
+        return id(cell.cell_contents) in functions
+    except ValueError:
+        return False
 
 
 @functools.cache

@@ -324,6 +324,12 @@ class Tracer:
     def __int__(self):
         return npx.conversion.needs_value(self, int)
 
+    # math.floor/ceil/trunc and round() ask the value itself (compiler/numpy_api/pymath.py)
+    def __floor__(self): return np.floor(self)  # noqa: E704
+    def __ceil__(self): return np.ceil(self)  # noqa: E704
+    def __trunc__(self): return np.trunc(self)  # noqa: E704
+    def __round__(self, ndigits=None): return np.round(self, ndigits or 0)  # noqa: E704
+
     def __len__(self) -> int:
         if not self.node.shape:
             raise TraceError("len() of a scalar", user_loc())
@@ -423,6 +429,10 @@ class Tracer:
     def clip(self, a_min=None, a_max=None): return npx.clip(self, a_min, a_max)  # noqa: E704
     def dot(self, other): return npx.dot(self, other)  # noqa: E704
 
+    def sort(self, axis=-1, kind=None, order=None):
+        raise UnsupportedError("x.sort() sorts in place, and traced arrays are immutable; "
+                               "write x = np.sort(x, axis)", user_loc())
+
     def astype(self, dtype, copy=True):
         return npx.astype(self, dtype)
 
@@ -500,7 +510,7 @@ def trace(fn: Callable, input_types: list[TensorType], input_names: list[str],
     frames = builder.user_frames = UserFrames(sys._getframe())
     try:
         with building(builder):
-            result = fn(*args, **kwargs)
+            result = npx.pymath.with_traced_math(fn)(*args, **kwargs)  # math.exp(x) works
             if builder.deferred_error is not None:
                 raise builder.deferred_error
             out_leaves, out_tree = pytree.flatten(result)

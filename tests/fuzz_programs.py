@@ -27,7 +27,8 @@ from compiler.ops import bind
 
 # Operand domains: op -> {operand position: "pos" (> 0) | "small" (|x| < 1)}.
 DOMAINS = {"log": {0: "pos"}, "log1p": {0: "pos"}, "sqrt": {0: "pos"}, "div": {1: "pos"},
-           "pow": {0: "pos"}, "tan": {0: "small"}, "arctanh": {0: "small"}}
+           "pow": {0: "pos"}, "tan": {0: "small"}, "arctanh": {0: "small"},
+           "arcsin": {0: "small"}, "arccos": {0: "small"}}
 # Elementwise ops whose values blow up fast: their operand goes through tanh first.
 GROWING = {"exp", "expm1", "sinh", "cosh", "pow"}
 

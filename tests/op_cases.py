@@ -9,10 +9,12 @@ exercised, forward and backward.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from compiler import scan
 from runtime import functional as F
@@ -224,6 +226,76 @@ case("add_at", _add_at, X34, A((2, 5)), A((5,), "int:3"))
 # --- running sums ------------------------------------------------------------------------------
 case("cumsum_axis1", lambda x: np.cumsum(x, axis=1), X34)
 case("cumsum_flat_method", lambda x: x.cumsum() * np.arange(1.0, 25.0), X234)
+
+# --- issue 14: elementwise ---------------------------------------------------------------------
+case("arcsin_arccos", lambda x: np.arcsin(x) * np.arccos(x * 0.5), A((3, 4), "unit"))
+case("arctan2", np.arctan2, X34, A((3, 4), "away"))
+case("arctan2_broadcast", lambda y, x: np.arctan2(y, x), A((3, 1), "away"), X4)
+case("hypot", np.hypot, X34, A((4,), "away"))
+_erf = np.frompyfunc(math.erf, 1, 1)  # NumPy's own erf ufunc (objects); traced: the erf op
+case("erf_gelu", lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2.0)).astype(x.dtype)), X34)
+case("sinc", lambda x: np.sinc(x) * x, X34)
+case("rounding", lambda x: (np.floor(x * 3) + np.ceil(x * 3) + np.trunc(x * 3) + np.rint(x * 3)
+                            + np.round(x * 3) + np.around(x, 1) + np.round(x * 30, -1)
+                            + np.fix(x * 3) + math.floor(x[0, 0] * 3) + round(x[1, 1] * 3)) * x,
+     X34, finite_differences=False)
+case("heaviside", lambda x, y: np.heaviside(x, y) * y + np.heaviside(x, 0.5) * x,
+     A((3, 4), "away"), X4)
+case("isnan_isinf_isfinite", lambda x: np.where(np.isnan(x) | np.isinf(1 / x), 0.0, x)
+     * np.isfinite(x), X34)
+
+# --- issue 14: reductions and scans ------------------------------------------------------------
+case("cumprod_axis1", lambda x: np.cumprod(x, axis=1), X34)
+case("cumprod_zeros", lambda x: np.cumprod(x * np.array([1.0, 0.0, 1.0, 0.0]), axis=1)
+     + np.cumprod(x * np.array([[1.0], [0.0], [1.0]]), axis=0), X34)
+case("cumprod_flat_method", lambda x: x.cumprod() * np.arange(1.0, 13.0), X34)
+case("sort", lambda x: np.sort(x, axis=0) * np.arange(1.0, 5.0), X34, distinct=True)
+case("sort_flat", lambda x: np.sort(x, axis=None) * np.arange(1.0, 25.0), X234, distinct=True)
+case("argsort", lambda x: np.argsort(x, axis=1) * x + x.argsort(axis=0), X34, distinct=True)
+case("argmax_argmin", lambda x: np.argmax(x, axis=1) * x[:, 0] + np.argmin(x, axis=0).sum()
+     + np.argmax(x) + (x.argmin(axis=-1, keepdims=True) * x).sum(axis=1), X34, distinct=True)
+case("any_all", lambda x: np.any(x > 1, axis=0) * x + np.all(x > -1, axis=1, keepdims=True) * x
+     + np.any(x) + x.all(), X34)
+case("sum_where", lambda x: np.sum(x, axis=1, where=x > 0) + np.prod(x, where=x < 1)
+     + np.sum(x, initial=2.0), A((3, 4), "away"))
+case("mean_where", lambda x: np.mean(x, axis=0, where=np.array([True, False, True])[:, None]),
+     X34)
+case("ufunc_reduce", lambda x: np.logaddexp.reduce(x, axis=1) + np.add.reduce(x, axis=1)
+     + np.multiply.reduce(x, axis=1) + np.maximum.reduce(x, axis=1)
+     + np.minimum.reduce(x, axis=1, keepdims=True).ravel()
+     + np.logaddexp.reduce(x, axis=None) + np.add.reduce(x * x).sum(), X34, distinct=True)
+case("ufunc_accumulate", lambda x: np.add.accumulate(x) * np.multiply.accumulate(x, axis=1), X34)
+case("diff", lambda x: np.diff(x) + np.diff(x, n=2, axis=0, prepend=1.0, append=x[:1]).sum(), X34)
+
+# --- issue 14: layout --------------------------------------------------------------------------
+case("tril_triu", lambda x: np.tril(x) + np.triu(x, 1) * 2.0 + np.tril(x, -1) * 3.0, X34)
+case("tril_batched_vector", lambda x, v: np.triu(x, -1) + np.tril(v)[:3], X234, X4)
+case("diag", lambda x, v: np.diag(x, 1) + np.diag(v)[1][:3] + np.diag(v, -1)[:3, :3].sum(axis=0),
+     X34, X4)
+case("diagonal_trace", lambda x: np.diagonal(x, 1, 0, 2) * np.trace(x, -1, 1, 2), X234)
+case("pad_constant", lambda x: np.pad(x, 1) + np.pad(x, ((1, 1), (2, 1)), constant_values=5.0)[
+     :, 1:] + np.pad(x, ((0, 2), (0, 3)), constant_values=((1, 2), (3, 4)))[:, :6]
+     + np.pad(x, 1, constant_values=x[0, 0]), X34)
+case("pad_modes", lambda x: np.pad(x, 2, mode="edge")[:, :5]
+     * np.pad(x, (2, 3), mode="reflect")[:7, :5]
+     + np.pad(x, ((2, 2), (1, 0)), mode="symmetric")[:, :5]
+     + np.pad(x, ((2, 2), (1, 0)), mode="wrap"), X34)
+case("roll", lambda x: np.roll(x, 1) * np.roll(x, (1, -2), axis=(0, 1)) + np.roll(x, 5, axis=1),
+     X34)
+case("tile_repeat", lambda x: np.tile(x, 2).sum(axis=1) + np.tile(x, (2, 1, 2)).sum(axis=(0, 2))
+     + np.repeat(x, 2)[:3] + np.repeat(x, [1, 2, 0, 1], axis=1).sum(axis=1), X34)
+case("stacks", lambda x, y: np.vstack([x, y]).sum(axis=0) + np.hstack([x, y])[1, :4]
+     + np.column_stack([x[0], y[:, 0][:3].sum() * x[1]]).sum(axis=1)
+     + np.dstack([x, y])[:, 0, :].sum() + np.atleast_2d(y[0])[0] * np.hstack((x[0], y[:, 1]))[:4],
+     X34, A((3, 4)))
+case("split", lambda x: sum(p.sum(axis=1) * (k + 1.0) for k, p in enumerate(np.split(x, 2, axis=1)))
+     + sum(p.sum(axis=0)[:1] for p in np.array_split(x, 3, axis=1))
+     + np.array_split(x, [1, 2])[2][0] .sum() + np.hsplit(x, [3])[1][:, 0], X34)
+case("sliding_window_1d", lambda x, k: np.sum(sliding_window_view(x, 3, axis=1) * k, axis=-1),
+     A((3, 6)), X3)
+case("sliding_window_2d", lambda x, k: np.sum(sliding_window_view(x, (2, 3), axis=(1, 2)) * k,
+                                              axis=(-2, -1)), A((2, 4, 5)), A((2, 3)))
+case("sliding_window_all_axes", lambda x: sliding_window_view(x, (2, 2)).sum(axis=-1), X34)
 
 # --- loops -------------------------------------------------------------------------------------
 case("scan", lambda w, xs: scan(lambda h, x: (np.tanh(h * w + x), h * x), xs[0] * 0.5, xs)[1],

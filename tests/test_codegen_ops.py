@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from numpy.lib.stride_tricks import sliding_window_view
 
 from compiler import compile_grad, ops, scan
 from compiler.ops import bind
@@ -56,6 +57,9 @@ def reduction_program(W, X):
         F.logsumexp(T, axis=2).sum(axis=0), F.softmax(T, axis=1).max(axis=(0, 2)),
         F.log_softmax(T, axis=-1).min(axis=(0, 2)), np.max(T) + np.min(T) + np.prod(W),
         np.cumsum(T, axis=2).sum(axis=(0, 1)), np.cumsum(T * T, axis=0).mean(axis=0)[:, 1],
+        np.cumprod(1.0 + 0.1 * T, axis=2).sum(axis=(0, 1)),
+        np.cumprod(0.5 + 0.1 * T, axis=0).mean(axis=0)[:, 1],  # along the batch: symbolic
+        np.sort(T, axis=2)[:, :, -1].sum(axis=0) + np.argmax(T, axis=1).sum(axis=0)[:3],
     ]
     return sum(np.sum(t * (k + 1.0)) for k, t in enumerate(terms))
 
@@ -82,10 +86,12 @@ def layout_program(W, V, E, b, X, ids, picks):
     Y[ids] = emb * 0.5 + H[:, :3]
     Y[1:3, ::2] += b[:2]
     np.add.at(Y, ids, G[:, :3])  # repeated ids add up
-    return (np.sum(emb * emb) + np.sum(picked) + np.sum(const_cols[:, :2] * sl)
-            + np.sum(batched) + np.sum(cat * cat) + np.sum(moved[::2] ** 2) + np.sum(vec)
-            + np.sum(outer * big[:, :1]) + np.sum(wide_sq) * 1e-3 + np.sum(pairs ** 2)
-            + np.sum(Y * Y))
+    windows = np.sum(sliding_window_view(G, 3, axis=1) * b[:3], axis=-1)  # (N,3), fused
+    return (np.sum(windows * windows) + np.sum(emb * emb) + np.sum(picked)
+            + np.sum(const_cols[:, :2] * sl) + np.sum(batched) + np.sum(cat * cat)
+            + np.sum(moved[::2] ** 2) + np.sum(vec)
+            + np.sum(outer * big[:, :1]) + np.sum(wide_sq) * 1e-3
+            + np.sum(pairs ** 2) + np.sum(Y * Y))
 
 
 def loop_program(W, c, X):

@@ -29,7 +29,7 @@ SETTINGS = dict(derandomize=True, database=None, deadline=None,
 # program: test_regression_seeds_still_draw_their_programs says so, instead of the
 # regression silently going away.
 REGRESSIONS = {
-    348: "v0: f64[]\nv1 = reshape(v0, shape=(1,))\nv2 = abs(v1)",
+    143963: "v0: f64[]\nv1 = reshape(v0, shape=(1,))\nv2 = abs(v1)",
     1621: "v0: f64[]\nv1 = reshape(v0, shape=(1,))\nv2 = max(v1, axes=(0,), keepdims=False)",
 }
 
@@ -61,7 +61,7 @@ def test_interpreted_gradients_of_random_programs_match_finite_differences(seed)
 
 @settings(max_examples=14, **SETTINGS)
 @given(seed=SEEDS, dtype=st.sampled_from([np.float32, np.float64]))
-@example(seed=348, dtype=np.float64)
+@example(seed=143963, dtype=np.float64)
 @example(seed=1621, dtype=np.float64)
 def test_compiled_random_programs_match_the_interpreter(seed, dtype):
     prog = program(seed, dtype)

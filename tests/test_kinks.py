@@ -41,6 +41,20 @@ def grad(fn, x):
         ("prod with two zeros", lambda x: np.prod(x), [0.0, 0.0, 3.0], [0.0, 0.0, 0.0]),
         ("softplus'(0) = 1/2", F.softplus, [0.0], [0.5]),
         ("sigmoid saturates without NaN", F.sigmoid, [-1000.0, 1000.0], [0.0, 0.0]),
+        ("floor, ceil, trunc, round, rint: 0, at the jumps too",
+         lambda x: np.floor(x) + np.ceil(x) + np.trunc(x) + np.round(x) + np.rint(x),
+         [-1.5, 0.0, 1.0, 2.5], [0.0, 0.0, 0.0, 0.0]),
+        ("heaviside' = 0", lambda x: np.heaviside(x, 0.5), [-1.0, 0.0, 2.0], [0.0, 0.0, 0.0]),
+        ("sort: the cotangent goes back through the stable permutation",
+         lambda x: np.sort(x) * np.array([1.0, 2.0, 3.0, 4.0]), [2.0, 1.0, 2.0, 1.0],
+         [3.0, 1.0, 4.0, 2.0]),
+        ("cumprod with zeros: the products of the others, no 0/0", np.cumprod,
+         [2.0, 0.0, 3.0, 0.0, 5.0], [1.0, 8.0, 0.0, 0.0, 0.0]),
+        ("hypot at the origin: 0", lambda x: np.hypot(x, 0.0), [0.0, -2.0], [0.0, -1.0]),
+        ("arctan2 at the origin: 0", lambda y: np.arctan2(y, np.array([0.0, 1.0])), [0.0, 1.0],
+         [0.0, 0.5]),
+        ("arcsin'(1) = inf", np.arcsin, [1.0, 0.0], [np.inf, 1.0]),
+        ("sinc'(0) = 0", np.sinc, [0.0, 0.5], [0.0, -4 / np.pi]),
     ],
 )
 def test_kink_table(name, fn, x, expected):
@@ -55,6 +69,9 @@ def test_kinks_match_pytorch():
         (F.relu, torch.relu),
         (lambda v: np.maximum(v, 0.0), lambda t: torch.maximum(t, torch.zeros_like(t))),
         (lambda v: np.clip(v, -1.0, 0.0), lambda t: torch.clamp(t, -1.0, 0.0)),
+        (lambda v: np.floor(v) + np.round(v), lambda t: torch.floor(t) + torch.round(t)),
+        (lambda v: np.cumprod(v * v), lambda t: torch.cumprod(t * t, 0)),
+        (np.sinc, torch.sinc),
     ]
     for ours, theirs in cases:
         t = torch.tensor(x, requires_grad=True)

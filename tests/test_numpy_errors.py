@@ -63,8 +63,11 @@ def test_an_unsupported_function_is_named_at_the_users_line():
         with pytest.raises(UnsupportedError, match=rf"{spelled} is not supported") as err:
             interpreted(f)(*args)
         assert f"{HERE}:{line_of(marker)}" in str(err.value)
-    with pytest.raises(UnsupportedError, match=r"np\.multiply\.reduce is not supported"):
-        interpreted(lambda x: np.multiply.reduce(x))(np.ones(3))
+    with pytest.raises(UnsupportedError, match=r"np\.subtract\.reduce is not supported"):
+        interpreted(lambda x: np.subtract.reduce(x))(np.ones(3))
+    with pytest.raises(UnsupportedError, match=r"np\.multiply\.at is not supported "
+                                               r"\(supported: np\.add\.at, np\.subtract\.at\)"):
+        interpreted(lambda x: np.multiply.at(x.copy(), [0], 2.0))(np.ones(3))
 
 
 # --- in-place updates into NumPy arrays: what to write instead ----------------------------------

@@ -90,6 +90,7 @@ class HelperSet:
         self._blas = False
         self._stack: set[str] = set()
         self.uses_vector_math = False
+        self.uses_math = False  # an elementwise template calls Python's math module
 
     def vector_math(self, name: str) -> str:
         """The call for NumPy's `name` (np.exp ...) through compiler.codegen.vecmath."""
@@ -128,7 +129,8 @@ class HelperSet:
         return name
 
     def imports(self) -> list[str]:
-        lines = ["import numba", "import numpy as np"]
+        lines = ["import math"] if self.uses_math else []
+        lines += ["import numba", "import numpy as np"]
         if self._blas:
             lines.append("from compiler.codegen import blas")
         if self.uses_vector_math:

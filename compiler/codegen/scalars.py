@@ -101,4 +101,6 @@ def _route_helpers(expr: str, node: Node, helpers: prelude.HelperSet) -> str:
     expr = re.sub(r"(?<![\w.])(max|min)\(", lambda m: BUILTIN_HELPERS[m.group(1)] + "(", expr)
     expr = re.sub(r"(?<![\w.])(_[a-z]\w*)\(",
                   lambda m: helpers.use(m.group(1), node.dtype) + "(", expr)
+    if re.search(r"(?<![\w.])math\.", expr):  # a template may call Python's math (math.erf)
+        helpers.uses_math = True
     return _UFUNC_CALL.sub(lambda m: helpers.vector_math(m.group(1)) + "(", expr)

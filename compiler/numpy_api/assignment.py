@@ -30,6 +30,7 @@ which copy, and at which of the copy's versions.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -394,7 +395,8 @@ def ufunc_at(ufunc, a, indices, b=None) -> None:
     a.rebind(new, _written(a, indices))
 
 
-UFUNC_METHODS["at"] = ufunc_at
+UFUNC_METHODS[np.add, "at"] = functools.partial(ufunc_at, np.add)
+UFUNC_METHODS[np.subtract, "at"] = functools.partial(ufunc_at, np.subtract)
 
 
 def store_out(ufunc, outs: list, result):

@@ -162,7 +162,8 @@ def needs_value(x: Tracer, kind: type):
         raise UnsupportedError(problem, user_loc())
     raise UnsupportedError(f"{kind.__name__}() of a traced array needs its value, which is "
                            "unknown while tracing; keep it an array (np.float64(x) is "
-                           "x.astype(np.float64))", user_loc())
+                           "x.astype(np.float64); math functions call float(): use NumPy's, "
+                           "np.exp for math.exp)", user_loc())
 
 
 def _needs_numbers() -> str | None:

@@ -13,8 +13,12 @@ from compiler.ops.shapes import normalize_axes
 from compiler.tracer import Tracer, calling, current_builder, user_loc
 
 UFUNCS: dict = {}  # ufunc -> what it does on traced arrays
+# (ufunc, method) -> what the ufunc's method does on traced arrays: np.add.reduce (sum),
+# np.multiply.accumulate (cumprod), ... (compiler/numpy_api/ufunc_methods.py)
+UFUNC_METHODS: dict = {}
+# ufunc name -> what it does: ufuncs of other libraries, found by name (scipy.special.erf)
+FOREIGN_UFUNCS: dict = {}
 FUNCTIONS: dict = {}  # NumPy function -> what it does on traced arrays
-UFUNC_METHODS: dict = {}  # ufunc method ("at") -> what it does: handler(ufunc, *inputs)
 
 
 def implements(*functions) -> Callable:
@@ -42,12 +46,17 @@ def implements_ufunc(*ufuncs) -> Callable:
 
 def apply_ufunc(ufunc, method, inputs, kwargs):
     if method != "__call__":
-        handler = UFUNC_METHODS.get(method)
-        if handler is not None:
-            return handler(ufunc, *inputs, **kwargs)
-        raise UnsupportedError(f"{numpy_name(ufunc)}.{method} is not supported; use the "
-                               "matching NumPy function (np.sum, np.max, ...)", user_loc())
+        method_handler = UFUNC_METHODS.get((ufunc, method))
+        if method_handler is None:
+            supported = sorted(f"np.{u.__name__}.{m}" for u, m in UFUNC_METHODS if m == method)
+            also = f" (supported: {', '.join(supported)})" if supported else ""
+            raise UnsupportedError(f"np.{ufunc.__name__}.{method} is not supported{also}; use "
+                                   "the matching NumPy function (np.sum, np.max, ...)",
+                                   user_loc())
+        return method_handler(*inputs, **kwargs)
     handler = UFUNCS.get(ufunc)
+    if handler is None and getattr(np, ufunc.__name__, None) is not ufunc:
+        handler = FOREIGN_UFUNCS.get(ufunc.__name__)
     if handler is None:
         raise UnsupportedError(f"{numpy_name(ufunc)} is not supported by gradfuse", user_loc())
     outs = [o for o in kwargs.pop("out", None) or () if o is not None]

@@ -1,4 +1,4 @@
-"""Elementwise NumPy: ufuncs and operators, `where`, `clip`, casts."""
+"""Elementwise NumPy: ufuncs and operators, `where`, `clip`, casts, rounding, `sinc`, `erf`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from compiler.errors import UnsupportedError
-from compiler.numpy_api.dispatch import UFUNCS, implements, no_out
+from compiler.numpy_api.dispatch import FOREIGN_UFUNCS, UFUNCS, implements, no_out, traced
 from compiler.ops import bind
 from compiler.tracer import Tracer, user_loc
 
@@ -102,5 +102,92 @@ UFUNCS.update({
     np.log10: lambda x: np.log(x) * (1 / math.log(10.0)),
 })
 for _name in ("sign", "exp", "expm1", "log", "log1p", "sqrt", "sin", "cos", "tan", "tanh",
-              "arctan", "sinh", "cosh"):
+              "arctan", "sinh", "cosh", "arcsin", "arccos"):
     UFUNCS[getattr(np, _name)] = (lambda op: lambda x: unary(op, x))(_name)
+
+
+# --- more ufuncs: inverse trigonometry, rounding, classification ------------------------------
+UFUNCS.update({
+    np.arctan2: lambda y, x: binary("arctan2", y, x),
+    np.hypot: lambda x, y: binary("hypot", x, y),
+    np.isnan: lambda x: x != x,  # only NaN differs from itself (kernels never assume no NaN)
+    np.isinf: lambda x: np.abs(x) == np.inf,
+    np.isfinite: lambda x: (x - x) == 0,  # inf - inf and NaN - NaN are NaN
+})
+
+
+def _exact(x, numpy_function):
+    """An integer (or boolean) x rounded: x itself, in the dtype NumPy gives (NumPy 2 keeps an
+    integer's dtype in floor/ceil/trunc/round; rint makes it float)."""
+    dtype = numpy_function(np.ones((), x.dtype)).dtype
+    return x if dtype == x.dtype else astype(x, dtype)
+
+
+def _rounding(op):
+    def rounded(x):
+        x = traced(x)
+        return _exact(x, getattr(np, op)) if x.dtype.kind in "iub" else unary(op, x)
+
+    return rounded
+
+
+for _name in ("floor", "ceil", "trunc", "rint"):
+    UFUNCS[getattr(np, _name)] = _rounding(_name)
+
+
+@implements(np.fix)
+def fix(x, out=None):
+    no_out("fix", out)
+    return np.trunc(x)
+
+
+@implements(np.round, np.around)
+def round_(a, decimals=0, out=None):
+    """NumPy's algorithm: half to even (rint) after scaling by 10**decimals, then scaled back."""
+    no_out("round", out)
+    a = traced(a)
+    if a.dtype.kind in "iub":
+        if decimals < 0:
+            raise UnsupportedError("np.round of integers to negative decimals is not "
+                                   "supported; round a float copy (x.astype(float))", user_loc())
+        return _exact(a, np.round)
+    if decimals == 0:
+        return unary("rint", a)
+    if decimals > 0:
+        scale = 10.0**decimals  # a Python float: weak, so float32 stays float32
+        return unary("rint", a * scale) / scale
+    scale = 10.0**-decimals
+    return unary("rint", a / scale) * scale
+
+
+@implements(np.sinc)
+def sinc(x):
+    """sin(pi x) / (pi x), 1 at 0 (where its derivative, 0, comes out exactly)."""
+    x = traced(x)
+    if x.dtype.kind != "f":
+        x = astype(x, np.float64)
+    at_zero = x == 0
+    y = math.pi * np.where(at_zero, 1.0, x)
+    return np.where(at_zero, 1.0, np.sin(y) / y)
+
+
+def _heaviside(x1, x2):
+    # 0 below 0, x2 at 0, 1 above, NaN at NaN; no gradient to x1 (it is a step).
+    dtype = np.heaviside(*(np.ones((), v.dtype) if isinstance(v, Tracer) else v
+                           for v in (x1, x2))).dtype
+    step = np.where(x1 > 0, 1.0, np.where(x1 < 0, 0.0, np.where(x1 == 0, x2, np.nan)))
+    return step if step.dtype == dtype else astype(step, dtype)
+
+
+UFUNCS[np.heaviside] = _heaviside
+
+
+def erf(x):
+    """The error function (for GELU): NumPy has none; math.erf and scipy.special.erf bind here."""
+    x = traced(x)
+    return unary("erf", x if x.dtype.kind == "f" else astype(x, np.float64))
+
+
+# Ufuncs of other libraries, found by name: scipy.special.erf when SciPy is installed (gradfuse
+# does not import SciPy itself), and np.frompyfunc(math.erf, 1, 1), an erf of NumPy's own.
+FOREIGN_UFUNCS["erf"] = FOREIGN_UFUNCS["erf (vectorized)"] = erf

@@ -1,13 +1,16 @@
-"""Reductions: sum, prod, max, min, the composites mean, var and std, and running sums."""
+"""Reductions: sum, prod, max, min, the composites mean, var and std, any and all, argmax and
+argmin; running sums and products, sorting, and differences along an axis."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from compiler.errors import TraceError, UnsupportedError
 from compiler.numpy_api.dispatch import axes_of, implements, no_out, traced
 from compiler.numpy_api.elementwise import astype
-from compiler.numpy_api.layout import reshape
+from compiler.numpy_api.layout import broadcast_to, concatenate, reshape
 from compiler.ops import bind
+from compiler.tracer import Tracer, user_loc
 
 
 def _reduce(op, x, axis, keepdims):
@@ -15,17 +18,26 @@ def _reduce(op, x, axis, keepdims):
     return bind(op, x, axes=axes_of(x, axis), keepdims=bool(keepdims))
 
 
+def _masked(a, where, fill):
+    """`a` with the entries `where` leaves out replaced by `fill` (NumPy's where= of reductions)."""
+    if where is None or where is True:
+        return a
+    return np.where(where, a, fill)
+
+
 @implements(np.sum)
-def sum(a, axis=None, dtype=None, out=None, keepdims=False, **kw):  # noqa: A001
-    no_out("sum", out, **kw)
-    result = _reduce("sum", a, axis, keepdims)
+def sum(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):  # noqa: A001
+    no_out("sum", out)
+    result = _reduce("sum", _masked(a, where, 0), axis, keepdims)
+    result = result if initial is None else result + initial
     return astype(result, dtype) if dtype is not None else result
 
 
 @implements(np.prod)
-def prod(a, axis=None, dtype=None, out=None, keepdims=False, **kw):
-    no_out("prod", out, **kw)
-    result = _reduce("prod", a, axis, keepdims)
+def prod(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):
+    no_out("prod", out)
+    result = _reduce("prod", _masked(a, where, 1), axis, keepdims)
+    result = result if initial is None else result * initial
     return astype(result, dtype) if dtype is not None else result
 
 
@@ -50,14 +62,17 @@ def _float_dtype(x):
 
 
 @implements(np.mean)
-def mean(a, axis=None, dtype=None, out=None, keepdims=False, **kw):
-    no_out("mean", out, **kw)
+def mean(a, axis=None, dtype=None, out=None, keepdims=False, where=None):
+    no_out("mean", out)
     a = traced(a)
     axes = axes_of(a, axis)
     dtype = np.dtype(dtype) if dtype is not None else _float_dtype(a)
-    total = bind("sum", astype(a, dtype) if a.dtype != dtype else a, axes=axes,
-                 keepdims=bool(keepdims))
-    return total / _count(a, axes, dtype)
+    total = bind("sum", _masked(astype(a, dtype) if a.dtype != dtype else a, where, 0),
+                 axes=axes, keepdims=bool(keepdims))
+    if where is None or where is True:
+        return total / _count(a, axes, dtype)
+    chosen = broadcast_to(traced(where), a.shape)  # a batch axis stays symbolic
+    return total / bind("sum", astype(chosen, dtype), axes=axes, keepdims=bool(keepdims))
 
 
 @implements(np.var)
@@ -83,3 +98,109 @@ def cumsum(a, axis=None, dtype=None, out=None):
         a, axis = reshape(a, (-1,)), 0
     result = bind("cumsum", a, axis=axes_of(a, axis)[0])
     return astype(result, dtype) if dtype is not None else result
+
+
+@implements(np.cumprod)
+def cumprod(a, axis=None, dtype=None, out=None):
+    no_out("cumprod", out)
+    a = traced(a)
+    if axis is None or a.ndim == 0:
+        a, axis = reshape(a, (-1,)), 0
+    result = bind("cumprod", a, axis=axes_of(a, axis)[0])
+    return astype(result, dtype) if dtype is not None else result
+
+
+def _along(a, axis):
+    """`a` and one axis of it: flattened for axis=None, as NumPy's sort and arg functions do."""
+    a = traced(a)
+    if axis is None or a.ndim == 0:
+        return reshape(a, (-1,)), 0
+    return a, axes_of(a, axis)[0]
+
+
+@implements(np.argsort)
+def argsort(a, axis=-1, kind=None, order=None, *, stable=None):
+    """The stable order (ties keep their order, NaNs last), whatever `kind` asks for."""
+    if order is not None:
+        raise UnsupportedError("np.argsort(order=...) sorts structured arrays, which gradfuse "
+                               "does not trace", user_loc())
+    a, axis = _along(a, axis)
+    return bind("argsort", a, axis=axis)
+
+
+@implements(np.sort)
+def sort(a, axis=-1, kind=None, order=None, *, stable=None):
+    """The values gathered in their sorted order: the gradient goes back through the
+    permutation (ties by NumPy's stable order)."""
+    a, axis = _along(a, axis)
+    return np.take_along_axis(a, argsort(a, axis=axis), axis=axis)
+
+
+def _arg_extreme(extreme):
+    def arg(a, axis=None, out=None, *, keepdims=False):
+        no_out(f"arg{extreme.__name__[1:]}", out)
+        a = traced(a)
+        shape = a.type.shape
+        flat, axis_ = _along(a, axis)
+        top = extreme(flat, axis=axis_, keepdims=True)
+        # The first position that holds the extreme; a NaN is the extreme (max and min propagate
+        # it), and NumPy answers the first NaN.
+        hit = (flat == top) | (flat != flat)
+        n = flat.shape[axis_].__index__()
+        positions = np.arange(n).reshape([n if i == axis_ else 1 for i in range(flat.ndim)])
+        first = bind("min", np.where(hit, positions, n), axes=(axis_,), keepdims=bool(keepdims))
+        if keepdims and axis is None:
+            return reshape(first, (1,) * len(shape))
+        return first
+
+    return arg
+
+
+argmax = implements(np.argmax)(_arg_extreme(amax))
+argmin = implements(np.argmin)(_arg_extreme(amin))
+
+
+def _truth(reduction):
+    def truth(a, axis=None, out=None, keepdims=False, *, where=None):
+        no_out(f"np.{reduction}", out)
+        a = traced(a)
+        truths = a if a.dtype == np.bool_ else a != 0
+        if where is not None and where is not True:
+            truths = np.where(where, truths, reduction == "all")
+        return bind("max" if reduction == "any" else "min", truths, axes=axes_of(a, axis),
+                    keepdims=bool(keepdims))
+
+    return truth
+
+
+any_ = implements(np.any)(_truth("any"))
+all_ = implements(np.all)(_truth("all"))
+
+
+@implements(np.diff)
+def diff(a, n=1, axis=-1, prepend=None, append=None):
+    """n-th differences along `axis`: slices subtracted, n times."""
+    a = traced(a)
+    if a.ndim == 0:
+        raise TraceError("diff requires input that is at least one dimensional", user_loc())
+    if n < 0:
+        raise TraceError(f"order must be non-negative but got {n}", user_loc())
+    axis = axes_of(a, axis)[0]
+    parts = []
+    for extra in (prepend, append):
+        if extra is None:
+            parts.append(None)
+            continue
+        if not isinstance(extra, Tracer) and np.ndim(extra) == 0 or \
+                isinstance(extra, Tracer) and extra.ndim == 0:
+            shape = list(a.shape)
+            shape[axis] = 1
+            extra = np.broadcast_to(extra, tuple(shape))
+        parts.append(extra)
+    pieces = [p for p in (parts[0], a, parts[1]) if p is not None]
+    if len(pieces) > 1:
+        a = concatenate(pieces, axis=axis)
+    for _ in range(n):
+        a = a[(slice(None),) * axis + (slice(1, None),)] - \
+            a[(slice(None),) * axis + (slice(None, -1),)]
+    return a

@@ -1,9 +1,11 @@
-"""Running sums along an axis (`cumsum`): each element the sum of those before it and itself.
+"""Running sums and products along an axis (`cumsum`, `cumprod`): each element the sum (product)
+of those before it and itself.
 
 The reference accumulates floats in float64 and rounds each result once, as the reductions
 do; generated code runs one accumulator along the axis per position of the other axes. The
-VJP is the running sum of the cotangent taken from the other end: element i of x is in
-results i, i+1, ..., n-1, so its cotangent is g[i] + g[i+1] + ... + g[n-1].
+VJP of cumsum is the running sum of the cotangent taken from the other end: element i of x is
+in results i, i+1, ..., n-1, so its cotangent is g[i] + g[i+1] + ... + g[n-1]. cumprod's is
+written without dividing by x, so that zeros get their true gradient (see `_cumprod_vjp`).
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ def _infer(x: TensorType, *, axis: int) -> TensorType:
     return TensorType(dtype, x.shape)
 
 
-def _impl(x, *, axis: int):
-    x = np.asarray(x)
-    if np.issubdtype(x.dtype, np.floating):
-        return np.cumsum(x, axis=axis, dtype=np.float64).astype(x.dtype)
-    return np.cumsum(x, axis=axis)
+def _accumulating(np_running):
+    def impl(x, *, axis: int):
+        x = np.asarray(x)
+        if np.issubdtype(x.dtype, np.floating):
+            return np_running(x, axis=axis, dtype=np.float64).astype(x.dtype)
+        return np_running(x, axis=axis)
+
+    return impl
 
 
 def _reversed(g, axis: int):
@@ -37,41 +42,71 @@ def _reversed(g, axis: int):
 
 
 def _vjp(g, out, x, *, axis: int):
+    return (_sum_from_end(g, axis),)
+
+
+def _sum_from_end(g, axis: int):
+    """g[i] + g[i+1] + ... + g[n-1] along `axis`."""
     if isinstance(g.type.shape[axis], int):
-        return (_reversed(bind("cumsum", _reversed(g, axis), axis=axis), axis),)
+        return _reversed(bind("cumsum", _reversed(g, axis), axis=axis), axis)
     # A symbolic axis (a batch) cannot be reversed by a slice: the sum of g from the end is
     # the total less the running sum before each element.
     total = bind("sum", g, axes=(axis,), keepdims=True)
-    return (total - bind("cumsum", g, axis=axis) + g,)
+    return total - bind("cumsum", g, axis=axis) + g
 
 
-def _emit(k, node) -> None:
-    """One accumulator per position of the other axes, run along `axis`:
+def _cumprod_vjp(g, out, x, *, axis: int):
+    # out[i] = x[0] * ... * x[i], so d out[i] / d x[k] (k <= i) is the product of the others.
+    # Before the first zero z that is out[i] / x[k] (later results are 0, as are their
+    # derivatives: they hold x[z]); at z it is the running product with x[z] taken as 1; after
+    # z every such product holds x[z], so it is 0. Dividing out / x at every k instead would
+    # give 0/0 at the zeros.
+    zeros_so_far = bind("cumsum", x == 0, axis=axis)
+    before = zeros_so_far == 0
+    first_zero = (x == 0) & (zeros_so_far == 1)
+    head = _sum_from_end(g * out, axis) / np.where(before, x, 1)
+    skipped = bind("cumprod", np.where(first_zero, 1, x), axis=axis)
+    at_zero = _sum_from_end(g * skipped, axis)
+    return (np.where(before, head, np.where(first_zero, at_zero, 0)),)
 
-        for i0 in range(...):              # the other axes
-            acc = 0.0
-            for i1 in range(n):            # the running axis
-                acc += x[i0, i1]
-                out[i0, i1] = acc
-    """
-    from compiler.codegen.reading import subscript
-    from compiler.codegen.scalars import Operand, literal
 
-    x, axis = node.inputs[0], node.attrs["axis"]
-    acc_dtype = np.dtype(np.float64) if x.type.is_float else node.dtype
-    k.alloc(node)
-    acc = k.namer.fresh(f"{k.name_of(node)}_acc")
-    others = x.shape[:axis] + x.shape[axis + 1:]
-    with k.loops(others) as outer:
-        k.line(f"{acc} = {literal(0, acc_dtype)}")
-        with k.loops((x.shape[axis],)) as (step,):
-            at = outer[:axis] + (step,) + outer[axis:]
-            k.line(f"{acc} += {k.reader.operand(x, at).as_dtype(acc_dtype)}", k.comment(node))
-            k.line(f"{subscript(k.names[node.id], at)} = "
-                   f"{Operand(acc, acc_dtype).as_dtype(node.dtype)}")
+def _running(update: str, identity: int):
+    def emit(k, node) -> None:
+        """One accumulator per position of the other axes, run along `axis`:
+
+            for i0 in range(...):              # the other axes
+                acc = 0.0
+                for i1 in range(n):            # the running axis
+                    acc += x[i0, i1]
+                    out[i0, i1] = acc
+        """
+        from compiler.codegen.reading import subscript
+        from compiler.codegen.scalars import Operand, literal
+
+        x, axis = node.inputs[0], node.attrs["axis"]
+        acc_dtype = np.dtype(np.float64) if x.type.is_float else node.dtype
+        k.alloc(node)
+        acc = k.namer.fresh(f"{k.name_of(node)}_acc")
+        others = x.shape[:axis] + x.shape[axis + 1:]
+        with k.loops(others) as outer:
+            k.line(f"{acc} = {literal(identity, acc_dtype)}")
+            with k.loops((x.shape[axis],)) as (step,):
+                at = outer[:axis] + (step,) + outer[axis:]
+                value = k.reader.operand(x, at).as_dtype(acc_dtype)
+                k.line(f"{acc} {update} {value}", k.comment(node))
+                k.line(f"{subscript(k.names[node.id], at)} = "
+                       f"{Operand(acc, acc_dtype).as_dtype(node.dtype)}")
+
+    return emit
 
 
 register(OpDef(
-    "cumsum", "cumulative", _infer, _impl, _vjp, lowering=Call(_emit),
+    "cumsum", "cumulative", _infer, _accumulating(np.cumsum), _vjp,
+    lowering=Call(_running("+=", 0)),
     doc="running sums along `axis`; its VJP is the running sum from the other end",
+))
+register(OpDef(
+    "cumprod", "cumulative", _infer, _accumulating(np.cumprod), _cumprod_vjp,
+    lowering=Call(_running("*=", 1)),
+    doc="running products along `axis`; its VJP needs no division, so zeros are exact",
 ))

@@ -13,6 +13,8 @@ cotangent to an exact zero, so `where(x > 0, sqrt(x), 0)` has gradient 0 at 0.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from compiler.ir import TensorType
@@ -61,6 +63,28 @@ elementwise("tanh", np.tanh, lambda g, out, x: (g * (1 - out * out),), "_tanh({0
 elementwise("arctan", np.arctan, lambda g, out, x: (g / (x * x + 1),), "np.arctan({0})")
 elementwise("sinh", np.sinh, lambda g, out, x: (g * np.cosh(x),), "np.sinh({0})")
 elementwise("cosh", np.cosh, lambda g, out, x: (g * np.sinh(x),), "np.cosh({0})")
+# arcsin' and arccos' are infinite at +-1: a zero cotangent stays 0 there.
+elementwise("arcsin", np.arcsin, lambda g, out, x: (safe(g, g / np.sqrt(1 - x * x)),),
+            "np.arcsin({0})")
+elementwise("arccos", np.arccos, lambda g, out, x: (safe(g, -g / np.sqrt(1 - x * x)),),
+            "np.arccos({0})")
+
+
+def _erf(x):
+    """NumPy has no erf: math.erf per element, in the dtype a ufunc would give."""
+    x = np.asarray(x)
+    dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float64)
+    return np.vectorize(math.erf, otypes=[np.float64])(x).astype(dtype)[()]
+
+
+elementwise("erf", _erf, lambda g, out, x: (g * (2 / math.sqrt(math.pi)) * np.exp(-x * x),),
+            "math.erf({0})", "the error function (np has none; math.erf and scipy.special.erf)")
+
+
+# Rounding: piecewise constant, so the gradient is 0 (at the jumps too, as PyTorch and JAX).
+for _name in ("floor", "ceil", "trunc", "rint"):
+    elementwise(_name, getattr(np, _name), None, f"np.{_name}({{0}})",
+                "no gradient: piecewise constant")
 
 # --- arithmetic ---------------------------------------------------------------
 elementwise("add", np.add, lambda g, out, x, y: (g, g), "{0} + {1}")
@@ -85,6 +109,23 @@ def _pow_vjp(g, out, x, y):
 
 
 elementwise("pow", np.power, _pow_vjp, "{0} ** {1}")
+
+
+def _arctan2_vjp(g, out, y, x):
+    # d atan2(y, x) = (x dy - y dx) / (x^2 + y^2); at the origin (0/0) the gradient is 0.
+    r2 = x * x + y * y
+    scale = safe(r2, g / np.where(r2 == 0, 1, r2))
+    return scale * x, -scale * y
+
+
+def _hypot_vjp(g, out, x, y):
+    # d hypot = (x dx + y dy) / hypot; at the origin (a cone's tip) the gradient is 0.
+    scale = safe(out, g / np.where(out == 0, 1, out))
+    return scale * x, scale * y
+
+
+elementwise("arctan2", np.arctan2, _arctan2_vjp, "np.arctan2({0}, {1})")
+elementwise("hypot", np.hypot, _hypot_vjp, "np.hypot({0}, {1})")
 
 
 def _tie_vjp(wins):

@@ -1,0 +1,186 @@
+"""Elementwise functions of issue 14 as users write them, against PyTorch and NumPy: inverse
+trigonometry, arctan2, hypot, sinc, erf and GELU, rounding (gradient 0), heaviside, NaN and
+inf tests, and Python's math module on traced values (compiler/numpy_api/pymath.py)."""
+
+from __future__ import annotations
+
+import math
+import types
+from math import erf as math_erf
+
+import numpy as np
+import pytest
+from gradcheck import central_differences
+from op_cases import Arg
+from torch_idioms import Family, Idiom
+
+from compiler import compile_grad
+from compiler.errors import UnsupportedError
+
+torch = pytest.importorskip("torch")
+
+A = Arg
+erf = np.frompyfunc(math.erf, 1, 1)  # NumPy's own erf ufunc (objects); traced, the erf op
+
+
+def _erf(x):
+    return erf(x).astype(x.dtype)
+
+
+IDIOMS = [
+    Idiom("arcsin_arccos", lambda x: np.arcsin(x) + 2 * np.arccos(x),
+          lambda x: torch.asin(x) + 2 * torch.acos(x), (A((3, 4), "unit"),)),
+    Idiom("arctan_arctan2", lambda y, x: np.arctan2(y, x) + np.arctan(y),
+          lambda y, x: torch.atan2(y, x) + torch.atan(y), (A((3, 4)), A((4,), "away"))),
+    Idiom("hypot", np.hypot, torch.hypot, (A((3, 4)), A((3, 1), "away"))),
+    Idiom("sinc", np.sinc, torch.sinc, (A((3, 4)),)),
+    Idiom("erf", _erf, torch.erf, (A((3, 4)),)),
+    Idiom("gelu", lambda x: 0.5 * x * (1 + _erf(x / np.sqrt(2.0))),
+          torch.nn.functional.gelu, (A((3, 4)),)),
+    Idiom("rounding", lambda x: (np.floor(x * 3) + np.ceil(x * 3) + np.trunc(x * 3)
+                                 + np.rint(x * 3) + np.round(x * 3) + np.round(x, 1)) * x,
+          lambda x: (torch.floor(x * 3) + torch.ceil(x * 3) + torch.trunc(x * 3)
+                     + torch.round(x * 3) * 2 + torch.round(x, decimals=1)) * x,
+          (A((3, 4)),)),
+]
+
+FAMILY = None
+
+
+def family() -> Family:
+    global FAMILY
+    if FAMILY is None:
+        FAMILY = Family(IDIOMS, seed=14)
+    return FAMILY
+
+
+def test_idioms_agree_with_pytorch_under_numpy():
+    family().check_numpy_values()
+
+
+@pytest.mark.parametrize("backend", ["interpreter", "numba"])
+def test_values_and_gradients_match_pytorch(backend):
+    family().check(backend)
+
+
+# --- values NumPy decides: rounding, heaviside, NaN and inf --------------------------------------
+def exact_results(x, y):
+    return (np.round(x, 2), np.round(x, -1), np.around(x), np.rint(x), np.fix(x),
+            np.heaviside(x, 0.5), np.heaviside(y, x), np.isnan(x), np.isinf(x), np.isfinite(x),
+            np.floor(y), np.round(np.arange(5) * 7, 1))
+
+
+EXACT = compile_grad(exact_results)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rounding_and_classification_match_numpy_exactly(dtype):
+    rng = np.random.default_rng(3)
+    x = (rng.uniform(-60, 60, 40) * 8).round() / 8  # many halves: ties round to even
+    x[:6] = [np.nan, np.inf, -np.inf, 0.0, -0.5, 2.5]
+    y = np.where(np.arange(40) % 3 == 0, 0.0, x[::-1])
+    x, y = x.astype(dtype), y.astype(dtype)
+    with np.errstate(invalid="ignore"):
+        expected = exact_results(x, y)
+    for k, (got, want) in enumerate(zip(EXACT(x, y), expected)):
+        assert np.asarray(got).dtype == want.dtype, k
+        if k == 0:  # x / 100 is x * 0.01 in compiled code (fastmath's arcp): within an ulp
+            np.testing.assert_array_max_ulp(got, want, maxulp=1)
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=f"result {k}")
+
+
+def test_heaviside_passes_its_gradient_to_the_value_at_zero_only():
+    x = np.array([-1.0, 0.0, 2.0, 0.0])
+    f = compile_grad(lambda x, h: np.sum(np.heaviside(x, h) * np.arange(1.0, 5.0)), wrt=(0, 1),
+                     backend="interpreter")
+    gx, gh = f.grad(x, 0.5)
+    np.testing.assert_array_equal(gx, np.zeros(4))  # a step: 0, at 0 too
+    assert gh == 2.0 + 4.0  # the value at 0 is h, at positions 2 and 4
+
+
+def test_scipy_special_erf_is_the_erf_op():
+    special = pytest.importorskip("scipy.special")
+    x = np.linspace(-2, 2, 9)
+    f = compile_grad(lambda x: np.sum(special.erf(x) ** 2))
+    value, grad = f.value_and_grad(x)
+    np.testing.assert_allclose(value, np.sum(special.erf(x) ** 2), rtol=1e-14)
+    expected = 2 * special.erf(x) * 2 / np.sqrt(np.pi) * np.exp(-x * x)
+    np.testing.assert_allclose(grad, expected, rtol=1e-13)
+
+
+# --- Python's math module on traced values -----------------------------------------------------
+def _scaled(scale):
+    def scaled_tanh(v):
+        return math.tanh(v) * scale
+    return scaled_tanh
+
+
+scaled_tanh = _scaled(2.0)  # a closure of this module: it sees the traced math too
+
+
+def math_helper(v):
+    return math.erf(v) + math_erf(v * 0.5)  # `from math import erf` works too
+
+
+def math_program(s, v):
+    """math.* on a traced 0-d value s and (beyond what math itself allows) an array v."""
+    scalar = (math.exp(s) + math.log(s) * math.sqrt(s) + math.sin(s) + math.cos(s)
+              + math.log(s, 2) + math.log10(s) + math.atan2(s, 2.0) + math.pow(s, 3)
+              + math.hypot(s, 1.0) + math.asin(s / 4) + math.acos(s / 4) + math.atan(s)
+              + math.fabs(-s) + math.expm1(s) + math.log1p(s) + math.erfc(s) + scaled_tanh(s)
+              + math.floor(s * 3) + math.ceil(s) + round(s * 2) + math.degrees(s))
+    return scalar + np.sum(math_helper(v) * math.cosh(v))
+
+
+def math_reference(s, v):
+    """The same with floats, element by element."""
+    s = float(s)
+    scalar = (math.exp(s) + math.log(s) * math.sqrt(s) + math.sin(s) + math.cos(s)
+              + math.log(s, 2) + math.log10(s) + math.atan2(s, 2.0) + math.pow(s, 3)
+              + math.hypot(s, 1.0) + math.asin(s / 4) + math.acos(s / 4) + math.atan(s)
+              + abs(s) + math.expm1(s) + math.log1p(s) + math.erfc(s) + 2 * math.tanh(s)
+              + math.floor(s * 3) + math.ceil(s) + round(s * 2) + math.degrees(s))
+    return scalar + sum((math.erf(e) + math.erf(e * 0.5)) * math.cosh(e) for e in v)
+
+
+MATH = {backend: compile_grad(math_program, wrt=(0, 1), backend=backend)
+        for backend in ("interpreter", "numba")}
+
+
+@pytest.mark.parametrize("backend", ["interpreter", "numba"])
+def test_math_functions_answer_traced_values(backend):
+    s, v = np.float64(1.3), np.array([-0.7, 0.2, 1.1])
+    value, (gs, gv) = MATH[backend].value_and_grad(s, v)
+    np.testing.assert_allclose(value, math_reference(s, v), rtol=1e-13)
+    np.testing.assert_allclose(gs, central_differences(math_reference, [s, v], 0), rtol=1e-6)
+    np.testing.assert_allclose(gv, central_differences(math_reference, [s, v], 1), rtol=1e-6)
+
+
+def test_math_reaches_closures_of_the_traced_function():
+    def inner(x):
+        return math.exp(x) * 2
+
+    f = compile_grad(lambda x: inner(np.sum(x)), backend="interpreter")
+    assert f.grad(np.array([0.5, 0.25]))[0] == pytest.approx(2 * math.exp(0.75))
+
+
+def test_unsupported_math_function_is_named():
+    with pytest.raises(UnsupportedError, match=r"math\.gamma is not supported on traced values"):
+        compile_grad(lambda x: math.gamma(np.sum(x)), backend="interpreter")(np.ones(2))
+
+
+def test_math_out_of_reach_says_to_use_numpy():
+    # A function reached through another module's attribute keeps the real math module.
+    helpers = types.ModuleType("helpers")
+    exec("import math\ndef exp_sum(x):\n    return math.exp(x.sum())\n", helpers.__dict__)
+    with pytest.raises(UnsupportedError, match=r"np\.exp for math\.exp"):
+        compile_grad(lambda x: helpers.exp_sum(x), backend="interpreter")(np.ones(2))
+
+
+def test_math_reaches_through_closures_that_hold_themselves():
+    def factorial(n):  # its closure holds factorial itself
+        return 1 if n <= 1 else n * factorial(n - 1)
+
+    f = compile_grad(lambda x: math.exp(np.sum(x)) * factorial(3), backend="interpreter")
+    assert f(np.array([0.5, 0.25])) == pytest.approx(6 * math.exp(0.75))

@@ -1,0 +1,158 @@
+"""Reductions and scans of issue 14 as users write them, against PyTorch and NumPy: cumprod
+(zeros included), sort, argsort, argmax/argmin, any/all, where= of sum/mean/prod, ufunc
+reduce and accumulate, diff. Values and gradients through the interpreter and numba (one
+fused kernel for the family); integer results against NumPy exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from op_cases import Arg
+from torch_idioms import Family, Idiom
+
+from compiler import compile_grad
+from compiler.errors import UnsupportedError
+
+torch = pytest.importorskip("torch")
+
+A = Arg
+MASK = np.array([[True, False, True, True], [False, False, True, False], [True, True, True, True]])
+
+
+def _t(array):
+    return torch.tensor(array)
+
+
+IDIOMS = [
+    Idiom("cumprod", lambda x: np.cumprod(x, axis=1), lambda x: torch.cumprod(x, 1), (A((3, 4)),)),
+    Idiom("cumprod_zeros", lambda x: np.cumprod(x, axis=1), lambda x: torch.cumprod(x, 1),
+          (A((3, 5)),), zeros=((0, (0, 1)), (0, (1, 0)), (0, (1, 3)), (0, (2, 4)))),
+    Idiom("cumprod_two_zeros_axis0", lambda x: np.cumprod(x, axis=0), lambda x: torch.cumprod(x, 0),
+          (A((4, 2)),), zeros=((0, (1, 0)), (0, (2, 0)), (0, (3, 1)))),
+    Idiom("cumprod_flat", lambda x: np.cumprod(x), lambda x: torch.cumprod(x.flatten(), 0),
+          (A((2, 3)),)),
+    Idiom("multiply_accumulate", lambda x: np.multiply.accumulate(x, axis=1) + np.add.accumulate(x),
+          lambda x: torch.cumprod(x, 1) + torch.cumsum(x, 0), (A((3, 4)),)),
+    Idiom("sort", lambda x: np.sort(x, axis=0), lambda x: torch.sort(x, 0).values, (A((3, 4)),),
+          distinct=True),
+    Idiom("sort_last_flat", lambda x: np.sort(x) + np.sort(x, axis=None)[:4],
+          lambda x: torch.sort(x, -1).values + torch.sort(x.flatten()).values[:4], (A((3, 4)),),
+          distinct=True),
+    Idiom("argsort_gather", lambda x: np.take_along_axis(x, np.argsort(x, axis=1)[:, ::-1], 1),
+          lambda x: torch.sort(x, 1, descending=True).values, (A((3, 4)),), distinct=True),
+    Idiom("argmax_argmin", lambda x: np.argmax(x, axis=1) * x[:, 0] + np.argmin(x, axis=1),
+          lambda x: torch.argmax(x, 1) * x[:, 0] + torch.argmin(x, 1), (A((3, 4)),),
+          distinct=True),
+    Idiom("any_all", lambda x: np.any(x > 1, axis=0) * x + np.all(x > -1, axis=1, keepdims=True),
+          lambda x: torch.any(x > 1, 0) * x + torch.all(x > -1, 1, keepdim=True), (A((3, 4)),)),
+    Idiom("logaddexp_reduce", lambda x: np.logaddexp.reduce(x, axis=1),
+          lambda x: torch.logsumexp(x, 1), (A((3, 4)),)),
+    Idiom("logaddexp_reduce_all", lambda x: np.logaddexp.reduce(x * 30.0, axis=None),
+          lambda x: torch.logsumexp((x * 30.0).flatten(), 0), (A((2, 3)),)),
+    Idiom("add_multiply_max_reduce",
+          lambda x: np.add.reduce(x) + np.multiply.reduce(x, axis=0) + np.maximum.reduce(x),
+          lambda x: x.sum(0) + x.prod(0) + x.amax(0), (A((3, 4)),), distinct=True),
+    Idiom("sum_where", lambda x: np.sum(x, axis=1, where=MASK) + np.prod(x, axis=1, where=MASK),
+          lambda x: torch.where(_t(MASK), x, 0).sum(1) + torch.where(_t(MASK), x, 1).prod(1),
+          (A((3, 4)),)),
+    Idiom("mean_where", lambda x: np.mean(x, axis=0, where=MASK[1:]),
+          lambda x: torch.where(_t(MASK[1:]), x, 0).sum(0) / _t(MASK[1:]).sum(0),
+          (A((2, 4)),)),
+    Idiom("diff", lambda x: np.diff(x, n=2, axis=1), lambda x: torch.diff(x, n=2, dim=1),
+          (A((3, 5)),)),
+    Idiom("diff_prepend", lambda x, p: np.diff(x, axis=0, prepend=p, append=1.5),
+          lambda x, p: torch.diff(x, dim=0, prepend=p, append=torch.full((1, 4), 1.5,
+                                                                          dtype=x.dtype)),
+          (A((3, 4)), A((2, 4)))),
+]
+
+FAMILY = None
+
+
+def family() -> Family:
+    global FAMILY
+    if FAMILY is None:
+        FAMILY = Family(IDIOMS, seed=14)
+    return FAMILY
+
+
+def test_idioms_agree_with_pytorch_under_numpy():
+    family().check_numpy_values()
+
+
+@pytest.mark.parametrize("backend", ["interpreter", "numba"])
+def test_values_and_gradients_match_pytorch(backend):
+    family().check(backend)
+
+
+# --- integer results: exactly NumPy's ---------------------------------------------------------
+def integer_results(x, t):
+    return (np.argmax(x), np.argmax(x, axis=0), np.argmin(x, axis=1, keepdims=True),
+            np.argmax(t, axis=1), np.argmin(t, axis=0), np.argsort(t, axis=1),
+            np.argsort(t, axis=0, kind="stable"), np.argsort(t, axis=None, kind="stable"),
+            np.argsort(x, axis=1, kind="stable"), np.any(x > 2, axis=1),
+            np.all(t > 0, axis=0), np.any(t), np.all(x, axis=(0, 1), keepdims=True),
+            np.isnan(x).any(axis=1))
+
+
+INTEGER_RESULTS = compile_grad(integer_results)
+
+
+def test_integer_results_match_numpy_through_numba():
+    x = np.array([[1.0, 3.0, 3.0, 0.0], [2.0, np.nan, 1.0, np.nan], [-1.0, -1.0, 4.0, 4.0]])
+    ties = np.array([[2.0, 1.0, 2.0, 1.0, 0.5], [0.0, 0.0, 0.0, 0.0, 0.0],
+                     [3.0, -1.0, 3.0, -1.0, 3.0]])
+    got = INTEGER_RESULTS(x, ties)
+    for k, (g, expected) in enumerate(zip(got, integer_results(x, ties))):
+        assert np.asarray(g).dtype == np.asarray(expected).dtype, k
+        np.testing.assert_array_equal(g, expected, err_msg=f"result {k}")
+    # gradfuse always sorts stably (ties keep their order, NaNs go last), whatever kind= says
+    np.testing.assert_array_equal(got[5], np.argsort(ties, axis=1, kind="stable"))
+
+
+def test_sort_gradient_follows_the_stable_permutation():
+    x = np.array([2.0, 1.0, 2.0, 1.0])
+    weights = np.array([1.0, 2.0, 3.0, 4.0])
+    f = compile_grad(lambda x: np.sum(np.sort(x) * weights), backend="interpreter")
+    # sorted order is x[1], x[3], x[0], x[2]: each gets its place's weight
+    np.testing.assert_array_equal(f.grad(x), [3.0, 1.0, 4.0, 2.0])
+
+
+def test_cumprod_gradient_at_zeros_closed_form():
+    x = np.array([2.0, 0.0, 3.0, 0.0, 5.0])
+    f = compile_grad(lambda x: np.sum(np.cumprod(x)), backend="interpreter")
+    # d/dx1 sum(cumprod) = 2 + 2*3 (the products through x1 that have no other zero)
+    np.testing.assert_array_equal(f.grad(x), [1.0, 8.0, 0.0, 0.0, 0.0])
+
+
+def test_unsupported_ufunc_methods_are_named():
+    with pytest.raises(UnsupportedError, match=r"np\.subtract\.reduce is not supported.*"
+                                               r"np\.logaddexp\.reduce"):
+        compile_grad(lambda x: np.subtract.reduce(x), backend="interpreter")(np.ones(3))
+    with pytest.raises(UnsupportedError, match=r"np\.maximum\.accumulate is not supported"):
+        compile_grad(lambda x: np.maximum.accumulate(x), backend="interpreter")(np.ones(3))
+    with pytest.raises(UnsupportedError, match=r"maximum\.reduce\(where=\.\.\.\)"):
+        compile_grad(lambda x: np.maximum.reduce(x, where=x > 0),
+                     backend="interpreter")(np.ones(3))
+
+
+def test_in_place_sort_method_is_refused():
+    with pytest.raises(UnsupportedError, match=r"x\.sort\(\) sorts in place.*np\.sort"):
+        compile_grad(lambda x: x.sort(), backend="interpreter")(np.ones(3))
+
+
+def test_second_derivatives_of_cumprod_with_a_zero_and_of_sort():
+    from gradcheck import central_differences
+
+    for fn, x in [(lambda x: np.sum(np.cumprod(x) ** 2), np.array([0.5, -1.2, 0.0, 0.8, 1.1])),
+                  (lambda x: np.sum(np.sort(x) ** 3 * np.arange(4.0)),
+                   np.array([0.3, -1.0, 2.0, 0.7]))]:
+        g = compile_grad(fn, backend="interpreter")
+
+        def weighted_gradient(x, g=g):
+            return np.sum(g.grad(x) * np.arange(1.0, x.size + 1))
+
+        hessian_product = compile_grad(weighted_gradient, backend="interpreter").grad(x)
+        np.testing.assert_allclose(hessian_product,
+                                   central_differences(weighted_gradient, [x], 0),
+                                   rtol=1e-6, atol=1e-8)

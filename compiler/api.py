@@ -32,7 +32,7 @@ from compiler.autodiff import split, vjp_graph
 from compiler.checks import CheckedKernel, with_checks
 from compiler.custom import inline_calls
 from compiler.errors import ArgumentError, TraceError
-from compiler.fastpath import REFUSED, FastCall, TensorCall
+from compiler.fastpath import REFUSED, CallPattern, FastCall, TensorCall
 from compiler.ir import Graph, rebuild
 from compiler.passes import optimize
 from compiler.roll import roll
@@ -261,14 +261,14 @@ class CompiledFunction:
         Tensors, and `backward()` on them reaches every Tensor that requires grad."""
         anomaly = _anomaly.enabled  # fast paths hold the kernels without anomaly mode's checks
         tensor_call = self._tensor_call
-        if tensor_call is not None and not kwargs and not anomaly and current_builder() is None:
-            value = tensor_call.run(args)
+        if tensor_call is not None and not anomaly and current_builder() is None:
+            value = tensor_call.run(args, kwargs)
             if value is not REFUSED:
                 self._last = tensor_call.spec
                 return value
         fast = self._fast.get("forward")
-        if fast is not None and not kwargs and not anomaly:
-            value = fast.run(args)
+        if fast is not None and not anomaly:
+            value = fast.run(args, kwargs)
             if value is not REFUSED:
                 self._last = fast.spec
                 return value
@@ -279,10 +279,11 @@ class CompiledFunction:
         if not any(t is not None for t in tensors):
             spec = self._specialize(call, self._wrt_leaf_indices(call, strict=False))
             kernel, value = self._kernel(spec, "forward"), _value_packer(spec)
-            if FastCall.eligible(args, kwargs, kernel) and not anomaly:
-                self._fast["forward"] = FastCall(spec, kernel, value)
+            if FastCall.eligible(call, args, kwargs, kernel) and not anomaly:
+                self._fast["forward"] = FastCall(spec, kernel, value,
+                                                 CallPattern(call, len(args), tuple(kwargs)))
             return value(kernel.call(*call.leaves))
-        return self._call_recorded(call, tensors, positional=not kwargs)
+        return self._call_recorded(call, tensors, args, kwargs)
 
     def value_and_grad(self, *args, **kwargs):
         """(value, gradient) with the gradient shaped like the `wrt` argument(s).
@@ -291,8 +292,8 @@ class CompiledFunction:
         `((value, aux), gradient)`, as JAX does."""
         anomaly = _anomaly.enabled
         fast = self._fast.get("value_and_grad")
-        if fast is not None and not kwargs and not anomaly:
-            value_and_grads = fast.run(args)
+        if fast is not None and not anomaly:
+            value_and_grads = fast.run(args, kwargs)
             if value_and_grads is not REFUSED:
                 self._last = fast.spec
                 return value_and_grads
@@ -302,8 +303,10 @@ class CompiledFunction:
         spec = self._specialize(call, self._wrt_leaf_indices(call, strict=True))
         self._require_scalar(spec.graph, spec.n_differentiated)
         kernel = self._kernel(spec, "value_and_grad")
-        if FastCall.eligible(args, kwargs, kernel) and not anomaly:
-            self._fast["value_and_grad"] = FastCall(spec, kernel, self._value_and_grad_packer(spec))
+        if FastCall.eligible(call, args, kwargs, kernel) and not anomaly:
+            self._fast["value_and_grad"] = FastCall(
+                spec, kernel, self._value_and_grad_packer(spec, call),
+                CallPattern(call, len(args), tuple(kwargs)))
         results = [_plain(r) for r in kernel(call.leaves)]
         n_out = len(spec.graph.outputs)
         value = pytree.unflatten(spec.out_tree, results[:n_out])
@@ -340,7 +343,8 @@ class CompiledFunction:
         return self._specialize(call, self._wrt_leaf_indices(call, strict=False))
 
     # --- calls with runtime tensors ------------------------------------------------------
-    def _call_recorded(self, call: CallArguments, tensors: list[Tensor | None], positional: bool):
+    def _call_recorded(self, call: CallArguments, tensors: list[Tensor | None], args: tuple,
+                       kwargs: dict):
         """Run forward and hand the runtime a backward callable over the saved residuals;
         remember how, for the next call with arguments like these (`TensorCall`)."""
         needs = [i for i, t in enumerate(tensors) if t is not None and t.requires_grad]
@@ -352,10 +356,10 @@ class CompiledFunction:
         positions = tuple(i for i, t in enumerate(tensors) if t is not None)
         checked = self.check_finite or _anomaly.enabled
         recorded = spec.recorded_kernels(self.__name__, positions, checked)
-        if positional and TensorCall.eligible(spec.kernel_for("forward_save", checked),
-                                              call.raw) and not _anomaly.enabled:
-            self._tensor_call = TensorCall(spec, call.treedef, call.raw, recorded.forward,
-                                           recorded.link)
+        if TensorCall.eligible(call, args, kwargs, spec.kernel_for("forward_save", checked)) \
+                and not _anomaly.enabled:
+            self._tensor_call = TensorCall(spec, CallPattern(call, len(args), tuple(kwargs)),
+                                           call.raw, recorded.forward, recorded.link)
         return recorded.link(call.leaves, recorded.forward(*call.leaves), call.raw)
 
     # --- internals ---------------------------------------------------------------------
@@ -457,16 +461,33 @@ class CompiledFunction:
         return (pytree.unflatten(out_tree, results[:n_out]),
                 self._unflatten_grads(call, results[n_out:]))
 
-    def _value_and_grad_packer(self, spec: Specialization) -> Callable[[tuple], Any]:
-        """(value, gradients) from a value_and_grad kernel's results, for plain array
-        arguments (one gradient leaf per `wrt` item)."""
+    def _value_and_grad_packer(self, spec: Specialization, call: CallArguments
+                               ) -> Callable[[tuple], Any]:
+        """(value, gradients) from a value_and_grad kernel's results, for calls made like
+        `call`: gradients rebuilt in the structure of each `wrt` argument."""
         n_out, several = len(spec.graph.outputs), isinstance(self.wrt, tuple)
-        if spec.out_tree.kind == "leaf" and spec.graph.outputs[0].shape == () and not several:
+        trees = [call.treedef.children[call.slot(item)] for item in self._wrt_items()]
+        if spec.out_tree.kind == "leaf" and spec.graph.outputs[0].shape == () and not several \
+                and trees[0].kind == "leaf":
             return lambda results: (results[0][()], results[1])  # the common case, fast
         value = _value_packer(spec)
+        if not several and trees[0].kind != "leaf":  # a dict of parameters, say
+            rebuild = pytree.unflattener(trees[0])
+            return lambda results: (value(results[:n_out]), rebuild(results[n_out:]))
+        if all(tree.kind == "leaf" for tree in trees):  # one array per `wrt` item
+            def pack_arrays(results: tuple):
+                grads = results[n_out:]
+                return value(results[:n_out]), tuple(grads) if several else grads[0]
+
+            return pack_arrays
+        rebuilds = [pytree.unflattener(tree) for tree in trees]
+        counts = [tree.num_leaves for tree in trees]
 
         def pack(results: tuple):
-            grads = results[n_out:]
+            grads, k = [], n_out
+            for rebuild, count in zip(rebuilds, counts):
+                grads.append(rebuild(results[k:k + count]))
+                k += count
             return value(results[:n_out]), tuple(grads) if several else grads[0]
 
         return pack

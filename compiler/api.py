@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import operator
 import os
 import threading
 from collections.abc import Callable
@@ -35,15 +34,16 @@ from compiler.errors import ArgumentError, TraceError
 from compiler.fastpath import REFUSED, CallPattern, FastCall, TensorCall
 from compiler.ir import Graph, rebuild
 from compiler.passes import optimize
+from compiler.recording import RecordedKernels, backward_into_graph, compile_backward_into
 from compiler.roll import roll
 from compiler.specialize import Signature, positions_of, signature_of
 from compiler.timings import CompileReport, PhaseTimes, kernel_report
 from compiler.tracer import Concretize, current_builder, trace
 from compiler.verify import verify
-from runtime import Tensor, is_grad_enabled, record
+from runtime import Tensor, is_grad_enabled
 from runtime.anomaly_mode import _anomaly
 
-KINDS = ("forward", "value_and_grad", "forward_save", "backward")
+KINDS = ("forward", "value_and_grad", "forward_save", "backward", "backward_into")
 
 
 @dataclass
@@ -66,6 +66,7 @@ class Specialization:
     # Compile time (compiler/timings.py): "trace", and per kind the work on its graphs. The
     # split made for forward_save or backward counts for the one asked for first.
     times: dict[str, PhaseTimes] = field(default_factory=dict)
+    into_plan: list | None = None  # where backward_into stores each gradient
 
     def times_of(self, what: str) -> PhaseTimes:
         return self.times.setdefault(what, PhaseTimes())
@@ -122,6 +123,20 @@ class Specialization:
                 kernel = self.kernels[key]
         return kernel
 
+    def into_kernel(self) -> tuple[backends.Kernel, list]:
+        """The backward kernel that stores gradients into arrays it is given, and where each
+        gradient goes (compiler/recording.py); numba backend only."""
+        kernel = self.kernels.get("backward_into")
+        if kernel is None:
+            with self.lock:
+                if "backward_into" not in self.kernels:
+                    with self.times_of("backward_into").phase("passes"):
+                        into = backward_into_graph(self.graph_of("backward"))
+                    kernel, self.into_plan = compile_backward_into(into)
+                    self.kernels["backward_into"] = kernel
+                kernel = self.kernels["backward_into"]
+        return kernel, self.into_plan
+
     def kernel_for(self, kind: str, checked: bool) -> backends.Kernel:
         return self.checked_kernel(kind) if checked else self.kernel(kind)
 
@@ -158,77 +173,6 @@ def _checked(graph: Graph) -> Graph:
 def _lowered(graph: Graph) -> Graph:
     """A graph ready for a backend: custom calls inlined, simplified, verified."""
     return _checked(optimize(inline_calls(graph)))
-
-
-class RecordedKernels:
-    """forward_save and backward of one specialization, linked into the runtime's graph.
-
-    `forward(*arrays)` runs forward_save; `link(arrays, results, leaves)` hands `record` the
-    outputs and a backward callable over the residuals, and returns the user's Tensors.
-    """
-
-    def __init__(self, name: str, spec: Specialization, tensor_positions: tuple[int, ...],
-                 checked: bool = False):
-        self.name = name
-        self.forward = spec.kernel_for("forward_save", checked).call
-        # building it sets spec.residual_sources
-        self._backward = spec.kernel_for("backward", checked).call
-        self._checked = checked
-        self._spec = spec
-        n_inputs = len(spec.graph_of("forward_save").inputs)
-        # Residuals index the inputs, then forward_save's results. Inputs that backward needs
-        # are the caller's own arrays; a plain array among them is copied (`link`), because
-        # nothing tells backward that the caller refilled it (a batch buffer, say), while a
-        # Tensor's version counter does.
-        self._residuals = _picker([i if where == "input" else n_inputs + i
-                                   for where, i in spec.residual_sources])
-        self._plain_inputs = [(k, i) for k, (where, i) in enumerate(spec.residual_sources)
-                              if where == "input" and i not in tensor_positions]
-        self._n_outputs = len(spec.graph.outputs)
-        self._n_differentiated = spec.n_differentiated
-        self._needs = _picker(spec.wrt_leaves)  # the Tensors that require grad: differentiated
-        # Tensors that need no gradient but whose arrays backward reads: their versions count.
-        self._saved = _picker([i for where, i in spec.residual_sources if where == "input"
-                               and i in tensor_positions and i not in spec.wrt_leaves])
-        self._single = spec.out_tree.kind == "leaf"
-        self._out_tree = spec.out_tree
-
-    def link(self, arrays: list, results: tuple, leaves: list) -> Any:
-        residuals = self._residuals([*arrays, *results])
-        if self._plain_inputs:
-            residuals = self._kept(residuals, arrays, leaves)
-        backward_kernel, checked, spec = self._backward, self._checked, self._spec
-
-        def backward(cotangents: list[np.ndarray]) -> tuple[np.ndarray, ...]:
-            if _anomaly.enabled and not checked:  # backward() under detect_anomaly()
-                return spec.checked_kernel("backward").call(*residuals, *cotangents)
-            return backward_kernel(*residuals, *cotangents)
-
-        n_diff = self._n_differentiated
-        tensors = record(results[:n_diff], self._needs(leaves), backward, self.name,
-                         self._saved(leaves))
-        if n_diff < self._n_outputs:  # aux: not differentiated
-            tensors += [Tensor(o) for o in results[n_diff:self._n_outputs]]
-        return tensors[0] if self._single else pytree.unflatten(self._out_tree, tensors)
-
-    def _kept(self, residuals: tuple, arrays: list, leaves: list) -> tuple:
-        """`residuals` with a copy of each of the caller's own plain arrays among them (an
-        array made from a scalar or a non-contiguous argument is ours already)."""
-        kept = list(residuals)
-        for k, i in self._plain_inputs:
-            if arrays[i] is leaves[i]:
-                kept[k] = kept[k].copy()
-        return tuple(kept)
-
-
-def _picker(indices: list[int]) -> Callable[[list], tuple]:
-    """seq -> (seq[i] for i in indices) as a tuple; itemgetter, which runs in C, when it can."""
-    if len(indices) >= 2:
-        return operator.itemgetter(*indices)
-    if indices:
-        only = indices[0]
-        return lambda seq: (seq[only],)
-    return lambda seq: ()
 
 
 class CompiledFunction:
@@ -321,12 +265,19 @@ class CompiledFunction:
     def source(self, kind: str = "backward") -> str:
         """Generated source of a kernel of the last specialization called: "forward",
         "backward", "value_and_grad" or "forward_save" (the kernel with finite checks when
-        that is what runs: check_finite=True, or anomaly mode)."""
-        return self._kernel(self._require_last(kind), kind).source
+        that is what runs: check_finite=True, or anomaly mode), or "backward_into" (the
+        backward that `backward()` on Parameters runs: it stores gradients into `.grad`)."""
+        spec = self._require_last(kind)
+        if kind == "backward_into":
+            return spec.into_kernel()[0].source
+        return self._kernel(spec, kind).source
 
     def ir(self, kind: str = "forward") -> str:
         """The IR of a graph of the last specialization called, as text."""
-        return str(self._require_last(kind).graph_of(kind))
+        spec = self._require_last(kind)
+        if kind == "backward_into":
+            return str(backward_into_graph(spec.graph_of("backward"))[0])
+        return str(spec.graph_of(kind))
 
     def compile_report(self) -> CompileReport:
         """Where the compile time of the last specialization called went: tracing, then per

@@ -39,6 +39,7 @@ Grad mode (`no_grad` and the rest) lives in `grad_mode` and is importable from h
 
 from __future__ import annotations
 
+import operator
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -48,37 +49,51 @@ import numpy as np
 from .grad_mode import _mode, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .tensor import Hook, Tensor
 
-__all__ = ["Edge", "Node", "backward", "enable_grad", "is_grad_enabled", "no_grad", "record",
-           "set_grad_enabled"]
+__all__ = ["CallSite", "Edge", "Node", "backward", "enable_grad", "is_grad_enabled", "no_grad",
+           "record", "set_grad_enabled"]
 
 BackwardFn = Callable[[list[np.ndarray]], Sequence["np.ndarray | None"]]
-# (what a Tensor is to a node, the Tensor, its version at forward time). Weak: the graph must
-# not keep an input alive, and a Tensor nobody holds cannot be updated. What it is stays an
-# input position (an int) or a phrase until an error message needs the words.
-SavedVersion = tuple["str | int", "weakref.ref[Tensor]", int]
+# backward_into(cotangents, accumulate, reuse) -> the arrays now holding each input's total
+# gradient, or None if it cannot run now; see `_backward_one_node`.
+BackwardInto = Callable[[list[np.ndarray], list, list], "list[np.ndarray] | None"]
 
 # -- the graph ---------------------------------------------------------------------
 
 
 class Node:
-    """One recorded call (PyTorch's grad_fn): its backward callable and its input edges."""
+    """One recorded call (PyTorch's grad_fn): its backward callable and its input edges.
+
+    The edges, and which Tensors' versions it checks, come from its `CallSite` (shared by
+    the calls of one compiled function with the same Tensors); the node itself holds the
+    versions stamped at forward time. A `trusted` node's backward returns one gradient per
+    input of the input's shape and dtype (the compiler proved it), so `apply` checks none.
+    `backward_into`, where a node has it, stores the gradients straight into arrays that
+    become the leaves' `.grad` (see `_backward_one_node`).
+    """
+
+    __slots__ = ("name", "_backward", "site", "edges", "_producers", "versions", "output_meta",
+                 "trusted", "backward_into", "_tensor_hooks", "_retained", "__weakref__")
 
     def __init__(
         self,
         name: str,
         backward: BackwardFn,
-        edges: list[Edge | None],
-        outputs: list[np.ndarray],
-        saved_versions: Sequence[SavedVersion] = (),
+        site: CallSite,
+        versions: list[int],
+        output_meta: list[tuple[tuple[int, ...], np.dtype]],
+        trusted: bool = False,
+        backward_into: BackwardInto | None = None,
     ) -> None:
         self.name = name
         self._backward: BackwardFn | None = backward
-        self.edges = edges  # one per input position; None where no gradient flows
-        # Computed once: every backward pass walks the graph through these.
-        self._producers = [e.node for e in edges if e is not None and e.node is not None]
-        self._saved_versions = saved_versions  # checked before each backward pass
+        self.site = site
+        self.edges = site.edges  # one per input position; None where no gradient flows
+        self._producers = site.producers  # every backward pass walks the graph through these
+        self.versions = versions  # of site.tensors at forward time, checked before backward
         # Shape and dtype of each output, for the zero cotangents of unused outputs.
-        self.output_meta = [(out.shape, out.dtype) for out in outputs]
+        self.output_meta = output_meta
+        self.trusted = trusted
+        self.backward_into = backward_into
         # Made on first use: most nodes never get a hook or a retained output.
         self._tensor_hooks: list[dict[int, Hook]] | None = None
         self._retained: dict[int, weakref.ref[Tensor]] | None = None
@@ -90,6 +105,7 @@ class Node:
     def release(self) -> None:
         """Drop the backward callable and, with it, the residuals it holds."""
         self._backward = None
+        self.backward_into = None
 
     @property
     def tensor_hooks(self) -> list[dict[int, Hook]]:
@@ -110,7 +126,7 @@ class Node:
 
     def check_versions(self) -> None:
         """Raise if an input Tensor was updated in place since the forward call."""
-        for label, ref, version in self._saved_versions:
+        for label, ref, version in zip(self.site.labels, self.site.refs, self.versions):
             tensor = ref()
             if tensor is not None and tensor._version != version:
                 raise RuntimeError(_modified_message(self, label, tensor, version))
@@ -124,6 +140,8 @@ class Node:
         if self._backward is None:
             raise RuntimeError(_freed_message(self))
         grads = list(self._backward(cotangents))
+        if self.trusted:
+            return grads
         if len(grads) != len(self.edges):
             raise RuntimeError(
                 f"function {self.name} returned {len(grads)} gradients, "
@@ -191,6 +209,80 @@ def _modified_message(node: Node, label: str | int, tensor: Tensor, version: int
     )
 
 
+class CallSite:
+    """The part of a recorded call that repeats: which Tensors it takes where, its edges, and
+    whose versions it checks.
+
+    A compiled function called again and again on the same Parameters records the same
+    edges every time; its call site builds them once, and `record` then only stamps the
+    Tensors' current versions into a new Node. `fits(tensors)` says whether a call's
+    Tensors are the site's (the same objects, requiring grad as before). Tensors are held
+    weakly: the site must not keep an input alive (edges to leaves do, as a node's do).
+    A site with an input produced by another node (not a leaf) is built for one call only
+    (`reusable` is False), so that it never keeps that node and its residuals alive.
+    """
+
+    __slots__ = ("name", "edges", "producers", "refs", "labels", "positions", "needs_grad",
+                 "reusable", "_requires_grad", "leaves_once")
+
+    def __init__(self, name: str, inputs: Sequence[Tensor | None],
+                 saved: Sequence[Tensor] = ()) -> None:
+        self.name = name
+        edges: list[Edge | None] = []
+        labels: list[str | int] = []  # what each checked Tensor is to the node, for errors
+        tensors: list[Tensor] = []
+        for i, t in enumerate(inputs):
+            if t is None:
+                edges.append(None)
+                continue
+            tensors.append(t)
+            labels.append(i)
+            edges.append(Edge.to(t) if t._requires_grad else None)
+        self.positions = tuple(labels)  # the input positions that hold Tensors
+        tensors += saved
+        labels += [SAVED_INPUT] * len(saved)
+        self.edges = edges
+        self.producers = [e.node for e in edges if e is not None and e.node is not None]
+        self.refs = tuple(weakref.ref(t) for t in tensors)
+        self.labels = tuple(labels)
+        self._requires_grad = tuple(t._requires_grad for t in tensors)
+        self.needs_grad = any(e is not None for e in edges)
+        self.reusable = not self.producers
+        # Whether every edge goes to a leaf of its own (the backward_into path needs that).
+        leaves = [e.leaf for e in edges if e is not None]
+        self.leaves_once = self.reusable and len({id(t) for t in leaves}) == len(leaves)
+
+    def fits(self, tensors: Sequence[Tensor]) -> bool:
+        """Whether a call with these Tensors (those of `inputs`, in order, then `saved`) can
+        be recorded at this site: they are the site's own, requiring grad as they did."""
+        return len(tensors) == len(self.refs) \
+            and all(map(operator.is_, map(operator.call, self.refs), tensors)) \
+            and tuple(map(_requires_grad_of, tensors)) == self._requires_grad
+
+    def record(self, tensors: Sequence[Tensor], outputs: Sequence[np.ndarray],
+               backward: BackwardFn, *, trusted: bool = False,
+               backward_into: BackwardInto | None = None,
+               output_meta: list | None = None) -> list[Tensor]:
+        """Wrap `outputs` as Tensors linked to `backward`, for a call whose Tensors fit the
+        site. A `trusted` caller passes arrays, and a backward that returns one gradient per
+        input of the input's shape and dtype; `output_meta`, when the caller knows it, is
+        each output's (shape, dtype)."""
+        if not trusted:
+            outputs = [out if type(out) is np.ndarray else np.asarray(out) for out in outputs]
+        if not (_mode.enabled and self.needs_grad):
+            return [Tensor(out) for out in outputs]
+        node = Node(self.name, backward, self, list(map(_version_of, tensors)),
+                    output_meta or [(out.shape, out.dtype) for out in outputs],
+                    trusted, backward_into)
+        from_node = Tensor._from_node
+        return [from_node(out, node, k) if out.dtype.kind == "f" else Tensor(out)
+                for k, out in enumerate(outputs)]
+
+
+_version_of = operator.attrgetter("_version")
+_requires_grad_of = operator.attrgetter("_requires_grad")
+
+
 def record(
     outputs: Sequence[np.ndarray],
     inputs: list[Tensor | None],
@@ -208,33 +300,13 @@ def record(
     require grad, integer and bool outputs never do. The node remembers the
     `_version` of each input Tensor and of the `saved` Tensors (others whose arrays
     `backward` reads, such as inputs that need no gradient), and backward raises if
-    one has changed since.
+    one has changed since. (A caller that records the same Tensors again and again keeps
+    a `CallSite` and records at it.)
     """
-    arrays = [out if type(out) is np.ndarray else np.asarray(out) for out in outputs]
     if not _mode.enabled:
-        return [Tensor(out) for out in arrays]
-    # One pass over the inputs: record makes one node per compiled call, so this is hot.
-    edges: list[Edge | None] = []
-    versions: list[SavedVersion] = []
-    needs_grad = False
-    for i, t in enumerate(inputs):
-        if t is None:
-            edges.append(None)
-            continue
-        versions.append((i, weakref.ref(t), t._version))
-        if t._requires_grad:
-            needs_grad = True
-            edges.append(Edge.to(t))
-        else:
-            edges.append(None)
-    if not needs_grad:
-        return [Tensor(out) for out in arrays]
-    versions += [(SAVED_INPUT, weakref.ref(t), t._version) for t in saved]
-    node = Node(name, backward, edges, arrays, versions)
-    return [
-        Tensor._from_node(out, node, k) if out.dtype.kind == "f" else Tensor(out)
-        for k, out in enumerate(arrays)
-    ]
+        return [Tensor(out if type(out) is np.ndarray else np.asarray(out)) for out in outputs]
+    tensors = [t for t in inputs if t is not None] + list(saved)
+    return CallSite(name, inputs, saved).record(tensors, outputs, backward)
 
 
 SAVED_INPUT = "an input saved for backward"  # how the version error names a `saved` Tensor
@@ -316,6 +388,10 @@ def _backward_one_node(root: Tensor, seed: np.ndarray, retain_graph: bool) -> No
             cotangents = [None] * len(node.output_meta)
             cotangents[output_nr] = seed
             cotangents = _complete(node, cotangents)
+        if node.backward_into is not None and _stored_into_leaves(node, cotangents):
+            if not retain_graph:
+                node.release()
+            return
         grads = node.apply(cotangents)
         if not retain_graph:
             node.release()
@@ -331,6 +407,38 @@ def _backward_one_node(root: Tensor, seed: np.ndarray, retain_graph: bool) -> No
         _accumulate_into_leaves(leaf_grads)
     finally:
         _mode.enabled = previous
+
+
+def _stored_into_leaves(node: Node, cotangents: list[np.ndarray]) -> bool:
+    """Step 4 done by the node's kernel: `backward_into` stores each input's gradient into the
+    array that becomes its leaf's `.grad` (adding it to the leaf's `.grad` where there is
+    one), so no gradient is returned, checked or copied. Returns False, having done nothing,
+    unless that gives what the usual path gives: every edge goes to a leaf of its own that
+    still requires grad and has no hooks, and whose `.grad`, if any, has never been handed
+    out (nobody can see it change, and the kernel cannot be reading it through an alias)."""
+    if not node.site.leaves_once:
+        return False
+    leaves, accumulate, reuse = [], [], []
+    for edge in node.edges:
+        leaf = edge.leaf if edge is not None else None
+        if leaf is None:
+            accumulate.append(None)
+            reuse.append(None)
+            continue
+        if leaf._hooks or not leaf._requires_grad or \
+                (leaf._grad is not None and leaf._grad_exposed):
+            return False
+        leaves.append(leaf)
+        accumulate.append(leaf._grad)
+        reuse.append(leaf._spare_grad)
+    stored = node.backward_into(cotangents, accumulate, reuse)
+    if stored is None:  # the node cannot now (anomaly mode's checked kernels): the usual path
+        return False
+    for leaf, grad in zip(leaves, (g for g, e in zip(stored, node.edges) if e is not None)):
+        leaf._grad = grad
+        leaf._grad_exposed = False
+        leaf._spare_grad = None
+    return True
 
 
 def _check_runnable(node: Node) -> None:
@@ -453,7 +561,9 @@ def _accumulate(leaf: Tensor, grad: np.ndarray) -> None:
     if leaf._grad is None:
         # A fresh array: never alias the seed or an array a backward callable returned.
         leaf._grad = grad.astype(dtype)  # astype copies unless told not to
+        leaf._grad_exposed = False
     elif leaf._grad.flags.writeable and leaf._grad.dtype == dtype:
         np.add(leaf._grad, grad, out=leaf._grad)  # in place, so optimizers see stable arrays
     else:
         leaf._grad = leaf._grad + grad
+        leaf._grad_exposed = False

@@ -60,23 +60,33 @@ class Tensor:
     # np.float64(2) * t): the result would silently drop out of the graph.
     __array_ufunc__ = None
 
+    # Defaults every Tensor starts with, as class attributes: a compiled call makes a Tensor
+    # per result, and setting eight attributes per Tensor cost a microsecond per call.
+    grad_fn: Node | None = None  # the graph node that produced this tensor; None on leaves
+    output_nr = 0  # which output of grad_fn this tensor is
+    _requires_grad = False
+    _grad: np.ndarray | None = None
+    _hooks: dict[int, Hook] | None = None  # a leaf's hooks (a non-leaf's live on its grad_fn)
+    _retains_grad = False
+    # In-place updates of `data` by the library so far; see the module docstring.
+    _version = 0
+    # Whether the array in `_grad` may be referenced outside the runtime: the user read
+    # `.grad` or assigned it. While it is not, the backward engine may store a gradient into
+    # it inside a kernel, or replace it, and nobody can tell. `_spare_grad` is a former
+    # `.grad` that was never handed out, kept by zero_grad() for the next backward to fill.
+    _grad_exposed = True
+    _spare_grad: np.ndarray | None = None
+
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
         self.data: np.ndarray = np.asarray(data)
-        self.grad_fn: Node | None = None
-        self.output_nr = 0  # which output of grad_fn this tensor is
-        self._requires_grad = False
-        self._grad: np.ndarray | None = None
-        self._hooks: dict[int, Hook] = {}  # hooks of a leaf; a non-leaf's live on its grad_fn
-        self._retains_grad = False
-        # In-place updates of `data` by the library so far; see the module docstring.
-        self._version = 0
         if requires_grad:  # the setter checks the dtype; False needs no check
             self.requires_grad = requires_grad
 
     @classmethod
     def _from_node(cls, data: np.ndarray, node: Node, output_nr: int) -> Tensor:
         """A result of a recorded call: output `output_nr` of `node` (used by `record`)."""
-        tensor = cls(data)
+        tensor = cls.__new__(cls)
+        tensor.data = data
         tensor._requires_grad = True
         tensor.grad_fn = node
         tensor.output_nr = output_nr
@@ -107,6 +117,7 @@ class Tensor:
     @property
     def grad(self) -> np.ndarray | None:
         """Accumulated gradient: filled on leaves, and on results that called retain_grad()."""
+        self._grad_exposed = True  # the caller may keep the array: backward must not reuse it
         return self._grad
 
     @grad.setter
@@ -118,6 +129,7 @@ class Tensor:
                     f"assigned grad has shape {value.shape}, but the tensor has shape {self.shape}"
                 )
         self._grad = value
+        self._grad_exposed = True  # the caller's array
 
     @property
     def retains_grad(self) -> bool:
@@ -143,7 +155,12 @@ class Tensor:
             raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
         # A non-leaf's hooks are kept by its graph node, so they keep working
         # after the Python object of the intermediate result is gone.
-        hooks = self._hooks if self.is_leaf else self.grad_fn.tensor_hooks[self.output_nr]
+        if self.is_leaf:
+            if self._hooks is None:
+                self._hooks = {}
+            hooks = self._hooks
+        else:
+            hooks = self.grad_fn.tensor_hooks[self.output_nr]
         return RemovableHandle(hooks, hook)
 
     def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
@@ -238,9 +255,20 @@ class Parameter(Tensor):
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget the accumulated gradient (or fill it with zeros, in place)."""
         if set_to_none or self._grad is None:
-            self._grad = None
+            forget_grad(self)
         else:
             self._grad[...] = 0
+
+
+def forget_grad(tensor: Tensor) -> None:
+    """`tensor.grad = None`, keeping an array nobody outside the runtime has seen as the spare
+    that the next backward may store into (so a training loop's gradients keep their arrays,
+    and what caches them, such as a compiled optimizer's table, stays valid)."""
+    grad = tensor._grad
+    if grad is not None:
+        if not tensor._grad_exposed:
+            tensor._spare_grad = grad
+        tensor._grad = None
 
 
 # Last, because autograd builds on Tensor; a module-level name, because an import inside

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -87,18 +88,20 @@ class RecordedKernels:
         differentiated = spec.graph.outputs[:spec.n_differentiated]
         self._output_meta = [(tuple(o.shape), o.dtype) for o in differentiated] \
             if all(isinstance(d, int) for o in differentiated for d in o.shape) else None
-        self._site: CallSite | None = None  # the last call's, while its Tensors come back
+        # The last call's site, weakly: its nodes keep it (the last loss of a training loop
+        # does), while the compiled function must not keep the caller's Parameters alive.
+        self._site = _dead
 
     def link(self, arrays: list, results: tuple, leaves: list) -> Any:
         residuals = self._residuals([*arrays, *results])
         if self._plain_inputs:
             residuals = self._kept(residuals, arrays, leaves)
         inputs = self._tensors(leaves)
-        site = self._site
+        site = self._site()
         if site is None or not site.fits(inputs):
             site = CallSite(self.name, inputs[:self._n_needs], inputs[self._n_needs:])
             if site.reusable:
-                self._site = site
+                self._site = weakref.ref(site)
         n_diff = self._n_differentiated
         into = functools.partial(self.backward_into, residuals) if self._into_possible \
             else None
@@ -135,6 +138,10 @@ class RecordedKernels:
             if arrays[i] is leaves[i]:
                 kept[k] = kept[k].copy()
         return tuple(kept)
+
+
+def _dead() -> None:
+    return None
 
 
 def _picker(indices: list[int]) -> Callable[[list], tuple]:

@@ -223,7 +223,7 @@ class CallSite:
     """
 
     __slots__ = ("name", "edges", "producers", "refs", "labels", "positions", "needs_grad",
-                 "reusable", "_requires_grad", "leaves_once")
+                 "reusable", "_requires_grad", "leaves_once", "__weakref__")
 
     def __init__(self, name: str, inputs: Sequence[Tensor | None],
                  saved: Sequence[Tensor] = ()) -> None:

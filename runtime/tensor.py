@@ -2,9 +2,11 @@
 
 A `Tensor` wraps a NumPy array (`.data`) and carries PyTorch's autograd fields:
 `requires_grad`, `grad`, `grad_fn` (the graph node that produced it, None on
-leaves) and its hooks. It has no arithmetic of its own: compiled functions
-compute on the arrays and call `runtime.autograd.record` to link the results
-into the graph. A `Parameter` is a leaf Tensor that owns a copy of its data.
+leaves) and its hooks. Compiled functions compute on the arrays and call
+`runtime.autograd.record` to link the results into the graph; outside them, a
+Tensor has the arithmetic PyTorch users write around their calls (`+ - * / **`,
+comparisons, `.sum()`, `.mean()`: runtime/arithmetic.py), recorded the same way.
+A `Parameter` is a leaf Tensor that owns a copy of its data.
 
 Every Tensor also has PyTorch's version counter, `_version`: a plain int that
 each in-place update of `.data` made by the library adds one to (optimizer
@@ -204,6 +206,96 @@ class Tensor:
     def __float__(self) -> float:
         return float(self.item())
 
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        """The truth of a one-element Tensor (`if loss < best:`); ambiguous otherwise."""
+        if self.data.size != 1:
+            what = "no values" if self.data.size == 0 else "more than one value"
+            raise RuntimeError(f"Boolean value of Tensor with {what} is ambiguous")
+        return bool(self.data.item())
+
+    def __format__(self, spec: str) -> str:
+        """`f"{loss:.4f}"` formats a 0-d Tensor's value, as PyTorch does."""
+        if self.data.ndim == 0:
+            return format(self.data.item(), spec)
+        return object.__format__(self, spec)
+
+    # -- arithmetic outside compiled functions (runtime/arithmetic.py) ----------------
+
+    def __add__(self, other: Any) -> Tensor:
+        return _arithmetic.binary("add", self, other)
+
+    def __radd__(self, other: Any) -> Tensor:  # sum([l1, l2]) starts with 0 + l1
+        return _arithmetic.binary("add", other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return _arithmetic.binary("sub", self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return _arithmetic.binary("sub", other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return _arithmetic.binary("mul", self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return _arithmetic.binary("mul", other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return _arithmetic.binary("div", self, other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return _arithmetic.binary("div", other, self)
+
+    def __pow__(self, other: Any) -> Tensor:
+        return _arithmetic.binary("pow", self, other)
+
+    def __rpow__(self, other: Any) -> Tensor:
+        return _arithmetic.binary("pow", other, self)
+
+    def __neg__(self) -> Tensor:
+        return _arithmetic.neg(self)
+
+    def __pos__(self) -> Tensor:
+        return self
+
+    def __abs__(self) -> Tensor:
+        return _arithmetic.absolute(self)
+
+    def __lt__(self, other: Any) -> Tensor:
+        return _arithmetic.compare("lt", self, other)
+
+    def __le__(self, other: Any) -> Tensor:
+        return _arithmetic.compare("le", self, other)
+
+    def __gt__(self, other: Any) -> Tensor:
+        return _arithmetic.compare("gt", self, other)
+
+    def __ge__(self, other: Any) -> Tensor:
+        return _arithmetic.compare("ge", self, other)
+
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return _arithmetic.compare("eq", self, other)
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return _arithmetic.compare("ne", self, other)
+
+    # Elementwise ==, as in PyTorch; hashing stays by identity, so Tensors remain dict keys
+    # (optimizer state) and set members.
+    __hash__ = object.__hash__
+
+    def sum(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> Tensor:
+        """The sum over `dim` (all axes by default), recorded for backward."""
+        return _arithmetic.reduce("sum", self, dim, keepdim)
+
+    def mean(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> Tensor:
+        """The mean over `dim` (all axes by default), recorded for backward."""
+        return _arithmetic.reduce("mean", self, dim, keepdim)
+
+    def abs(self) -> Tensor:
+        return _arithmetic.absolute(self)
+
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         if copy:
             return np.array(self.data, dtype=dtype, copy=True)
@@ -273,4 +365,5 @@ def forget_grad(tensor: Tensor) -> None:
 
 # Last, because autograd builds on Tensor; a module-level name, because an import inside
 # Tensor.backward costs more than a microsecond on every call.
+from . import arithmetic as _arithmetic  # noqa: E402
 from . import autograd as _autograd  # noqa: E402

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler import pytree
 from compiler.api import CompiledFunction
 from compiler.arguments import as_array
 from compiler.training.step import TrainStep
@@ -72,12 +73,14 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
     Steps run inside compiled code in chunks of about `chunk_steps` (default: whole
     epochs, at least 256 steps); between chunks `fit` updates the progress bar
     (tqdm; on by default when stderr is a terminal), calls `callback(epoch, history)`
-    and stops early when `stop(history)` is true. Returns the `History`.
+    with the 0-based index of the last epoch done (as Keras does), and stops early when
+    `stop(history)` is true. Returns the `History`. Another `fit` with the same loss,
+    parameters, optimizer and clipping reuses this one's compiled step.
     """
     data = tuple(as_array(np.asarray(d), f"data[{i}]") for i, d in enumerate(data))
     n = _check_arguments(data, epochs, batch_size)
     batch_size = n if batch_size is None else min(batch_size, n)
-    step = step or TrainStep(loss_fn, params, optimizer, max_norm=max_norm)
+    step = step or reused_step(loss_fn, params, optimizer, max_norm)
     per_epoch = -(-n // batch_size)
     losses = np.full(epochs * per_epoch, np.nan)
     chunk_epochs = max(1, -(-(chunk_steps or 256) // per_epoch))
@@ -97,7 +100,7 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
                 bar.set_postfix(loss=f"{history.epoch_losses[-1]:.4g}")
             done = last
             if callback is not None:
-                callback(done, history)
+                callback(done - 1, history)
             if stop is not None and done < epochs and stop(history):
                 history.stopped_early = True
                 break
@@ -106,6 +109,27 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
             bar.close()
     history.losses = losses[: done * per_epoch]
     return history
+
+
+def reused_step(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
+                max_norm: float | None) -> TrainStep:
+    """The TrainStep an earlier `fit` made for this loss, these Parameters (the same objects,
+    in the same tree), this optimizer (each Parameter in the same group, with the same
+    structural flags) and clipping on or off, with its kernels compiled; else a new one,
+    kept in the optimizer's compiler cache (`Optimizer._compiled`) for the next `fit`."""
+    leaves, tree = pytree.flatten(params)
+    groups = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    placed = tuple((id(g), tuple((k, v) for k, v in optimizer.rule_options(g).items()
+                                 if isinstance(v, bool)))
+                   for g in (groups.get(id(leaf)) for leaf in leaves) if g is not None)
+    key = ("fit", loss_fn, tree, tuple(map(id, leaves)), placed, max_norm is None)
+    step = optimizer._compiled.get(key)  # its TrainStep holds the leaves: ids stay theirs
+    if step is None:
+        step = optimizer._compiled[key] = TrainStep(loss_fn, params, optimizer,
+                                                    max_norm=max_norm)
+    elif max_norm is not None:
+        step.max_norm = max_norm  # a new threshold is a kernel argument, not a new kernel
+    return step
 
 
 def _check_arguments(data: tuple, epochs: Any, batch_size: Any) -> int:

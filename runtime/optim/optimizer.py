@@ -50,7 +50,9 @@ class Optimizer:
         self.defaults = defaults
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[Tensor, dict[str, np.ndarray]] = {}
-        self._compiled: dict[int, CompiledUpdate] = {}  # per group index, when registered
+        # The compiler's caches for this optimizer (never read otherwise): its compiled group
+        # updates by group index, and the train steps that `fit` reuses.
+        self._compiled: dict[Any, Any] = {}
         if isinstance(params, Tensor):
             raise TypeError(
                 "params argument given to the optimizer should be an iterable of "

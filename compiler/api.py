@@ -310,8 +310,8 @@ class CompiledFunction:
         if TensorCall.eligible(call, args, kwargs, spec.kernel_for("forward_save", checked)) \
                 and not _anomaly.enabled:
             self._tensor_call = TensorCall(spec, CallPattern(call, len(args), tuple(kwargs)),
-                                           call.raw, recorded.forward, recorded.link)
-        return recorded.link(call.leaves, recorded.forward(*call.leaves), call.raw)
+                                           call.raw, recorded.call)
+        return recorded.call(call.leaves, call.raw)
 
     # --- internals ---------------------------------------------------------------------
     def _kernel(self, spec: Specialization, kind: str) -> backends.Kernel:

@@ -35,10 +35,20 @@ import numpy as np
 from compiler import pytree
 from compiler.arguments import CallArguments
 from compiler.errors import KernelShapeError
-from runtime import Tensor, is_grad_enabled
+from runtime import Tensor
+from runtime.grad_mode import _mode
 
 REFUSED = object()  # what `run` returns when the arguments do not fit the kernel
 _SCALARS = (bool, int, float)
+_requires_grad_of = operator.attrgetter("_requires_grad")
+_data_of = operator.attrgetter("data")
+
+
+def _getter(positions: list[int]):
+    """seq -> the items at `positions`, as a tuple."""
+    if len(positions) >= 2:
+        return operator.itemgetter(*positions)
+    return lambda seq: tuple(seq[i] for i in positions)
 
 
 def _plain_leaf(leaf: Any) -> bool:
@@ -71,7 +81,7 @@ class CallPattern:
         return len(set(names)) == len(names) == n_positional + len(keywords) \
             and set(names[n_positional:]) == set(keywords)
 
-    def leaves(self, args: tuple, kwargs: dict) -> list | None:
+    def leaves(self, args: tuple, kwargs: dict | None) -> list | None:
         """The leaves as passed (Tensors stay Tensors, scalars stay scalars), or None."""
         if kwargs:
             if tuple(kwargs) != self.keywords:
@@ -109,7 +119,7 @@ class FastCall:
     def run(self, args: tuple, kwargs: dict | None = None) -> Any:
         # One C-level comparison (0.1 us) for the count and the classes: numba would refuse a
         # Parameter too, but only after 100 us of looking for a type to give it.
-        leaves = self.pattern.leaves(args, kwargs or {})
+        leaves = self.pattern.leaves(args, kwargs)
         if leaves is None:
             return REFUSED
         for i in self.pattern.scalars:
@@ -126,18 +136,21 @@ class TensorCall:
     call it was made from was, with Tensors where it had them, whose arrays fit its forward
     kernel; else REFUSED.
 
-    `forward(*arrays)` is the numba forward kernel, which raises TypeError or
-    KernelShapeError on arrays that do not fit it; `link(arrays, results, leaves)` turns its
-    results into the Tensors the user gets, recorded for backward."""
+    `record(arrays, leaves)` runs the numba forward kernel, which raises TypeError or
+    KernelShapeError on arrays that do not fit it, and turns its results into the Tensors
+    the user gets, recorded for backward (compiler/recording.py)."""
 
-    def __init__(self, spec, pattern: CallPattern, raw_leaves: list, forward, link) -> None:
+    def __init__(self, spec, pattern: CallPattern, raw_leaves: list, record) -> None:
         self.spec = spec
         self.pattern = pattern
-        self._tensors = [i for i, leaf in enumerate(raw_leaves) if isinstance(leaf, Tensor)]
+        positions = [i for i, leaf in enumerate(raw_leaves) if isinstance(leaf, Tensor)]
+        self._tensors = positions
+        # The Tensors' arrays first when the Tensors lead (a dict of Parameters, then data).
+        self._leading = positions == list(range(len(positions)))
+        self._tensors_of = _getter(positions)
         # Whether each Tensor requires grad decides what backward differentiates.
-        self._requires_grad = [raw_leaves[i].requires_grad for i in self._tensors]
-        self._forward = forward
-        self._link = link
+        self._requires_grad = tuple(raw_leaves[i].requires_grad for i in positions)
+        self._record = record
 
     @staticmethod
     def eligible(call: CallArguments, args: tuple, kwargs: dict, kernel) -> bool:
@@ -146,21 +159,23 @@ class TensorCall:
             and all(isinstance(leaf, Tensor) or _plain_leaf(leaf) for leaf in call.raw)
 
     def run(self, args: tuple, kwargs: dict | None = None) -> Any:
-        if not is_grad_enabled():  # under no_grad nothing is recorded: another kernel
+        if not _mode.enabled:  # under no_grad nothing is recorded: another kernel
             return REFUSED
-        leaves = self.pattern.leaves(args, kwargs or {})
+        leaves = self.pattern.leaves(args, kwargs)
         if leaves is None:
             return REFUSED
-        arrays = list(leaves)
-        for i, requires_grad in zip(self._tensors, self._requires_grad):
-            tensor = leaves[i]
-            if tensor._requires_grad is not requires_grad:
-                return REFUSED
-            arrays[i] = tensor.data
+        tensors = self._tensors_of(leaves)
+        if tuple(map(_requires_grad_of, tensors)) != self._requires_grad:
+            return REFUSED
+        if self._leading:
+            arrays = [*map(_data_of, tensors), *leaves[len(tensors):]]
+        else:
+            arrays = list(leaves)
+            for i, tensor in zip(self._tensors, tensors):
+                arrays[i] = tensor.data
         for i in self.pattern.scalars:
             arrays[i] = np.asarray(leaves[i])
         try:
-            results = self._forward(*arrays)
+            return self._record(arrays, leaves)
         except (TypeError, KernelShapeError):
             return REFUSED
-        return self._link(arrays, results, leaves)

@@ -10,7 +10,7 @@ Tensors whose versions are checked) and recording a call only stamps versions.
 array it is given (compiler/codegen/writes.py), adding it to what the array
 holds where the runtime says so (a `.grad` that gradients accumulate in): the
 runtime's `_backward_one_node` hands it the leaves' `.grad` arrays, or the
-arrays they held before `zero_grad()` (`Tensor._spare_grad`), and makes the
+arrays they held before `zero_grad()` (`Tensor._own_grad`), and makes the
 arrays it returns the new `.grad`s. So a training loop's step boxes no
 gradient, copies none, and its gradients keep their arrays from step to step.
 Gradients that the kernel makes as rows of one stack (the per-layer weights of
@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import functools
 import operator
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from compiler.codegen import generate
 from compiler.errors import KernelShapeError
 from compiler.ir import Graph, Node, TensorType
 from compiler.packing import pack, result_rows
+from compiler.residuals import BufferedForward
 from compiler.timings import KernelBuild
 from compiler.verify import verify
 from runtime import Tensor
@@ -52,20 +53,26 @@ BOOL = np.dtype(bool)
 class RecordedKernels:
     """forward_save and backward of one specialization, linked into the runtime's graph.
 
-    `forward(*arrays)` runs forward_save; `link(arrays, results, leaves)` hands the runtime
-    the outputs and a backward over the residuals, and returns the user's Tensors.
+    `call(arrays, leaves)` runs forward_save on the leaves' arrays and hands the runtime the
+    outputs and a backward over the residuals, returning the user's Tensors; TypeError or
+    KernelShapeError from the kernel, for arrays it does not take, come before anything is
+    recorded. With the numba backend (and no finite checks) the residuals go into arrays
+    kept per call site (compiler/residuals.py).
     """
 
     def __init__(self, name: str, spec: Specialization, tensor_positions: tuple[int, ...],
                  checked: bool = False):
         self.name = name
-        self.forward = spec.kernel_for("forward_save", checked).call
-        spec.graph_of("backward")  # sets spec.residual_sources
+        spec.graph_of("forward_save")  # the split: sets spec.residual_sources
         self._checked = checked
         self._spec = spec
         self._backward: Callable | None = None  # built on first use: backward_into is usual
         self._into: GradientsInto | None = None
         self._into_possible = spec.backend.name == "numba" and not checked
+        self._buffered = BufferedForward.build(spec, tensor_positions) \
+            if self._into_possible else None
+        if self._buffered is None:
+            self._forward = spec.kernel_for("forward_save", checked).call
         n_inputs = len(spec.graph_of("forward_save").inputs)
         # Residuals index the inputs, then forward_save's results. Inputs that backward needs
         # are the caller's own arrays; a plain array among them is copied (`link`), because
@@ -88,20 +95,23 @@ class RecordedKernels:
         differentiated = spec.graph.outputs[:spec.n_differentiated]
         self._output_meta = [(tuple(o.shape), o.dtype) for o in differentiated] \
             if all(isinstance(d, int) for o in differentiated for d in o.shape) else None
-        # The last call's site, weakly: its nodes keep it (the last loss of a training loop
-        # does), while the compiled function must not keep the caller's Parameters alive.
-        self._site = _dead
+        # The last call's site (it holds the caller's Tensors weakly).
+        self._site: CallSite | None = None
 
-    def link(self, arrays: list, results: tuple, leaves: list) -> Any:
-        residuals = self._residuals([*arrays, *results])
-        if self._plain_inputs:
-            residuals = self._kept(residuals, arrays, leaves)
+    def call(self, arrays: list, leaves: list) -> Any:
+        if self._buffered is not None:
+            results, residuals = self._buffered.run(arrays)
+        else:
+            results = self._forward(*arrays)
+            residuals = self._residuals([*arrays, *results])
+            if self._plain_inputs:
+                residuals = self._kept(residuals, arrays, leaves)
         inputs = self._tensors(leaves)
-        site = self._site()
+        site = self._site
         if site is None or not site.fits(inputs):
             site = CallSite(self.name, inputs[:self._n_needs], inputs[self._n_needs:])
             if site.reusable:
-                self._site = weakref.ref(site)
+                self._site = site
         n_diff = self._n_differentiated
         into = functools.partial(self.backward_into, residuals) if self._into_possible \
             else None
@@ -140,10 +150,6 @@ class RecordedKernels:
         return tuple(kept)
 
 
-def _dead() -> None:
-    return None
-
-
 def _picker(indices: list[int]) -> Callable[[list], tuple]:
     """seq -> (seq[i] for i in indices) as a tuple; itemgetter, which runs in C, when it can."""
     if len(indices) >= 2:
@@ -168,10 +174,11 @@ class Into:
 
 def backward_into_graph(backward: Graph) -> tuple[Graph, dict[int, int], list[Into]]:
     """`backward` made to store its gradients into arrays: per gradient (or per stack of
-    gradients, compiler/packing.py) two more inputs, the array and whether to add to what it
-    holds, and an output `where(add, array + gradient, gradient)` written into the array
-    (compiler/codegen/writes.py). Returns the graph, its writes (output -> input) and where
-    each gradient goes."""
+    gradients, compiler/packing.py) an input for the array and an output
+    `where(add, array + gradient, gradient)` written into it (compiler/codegen/writes.py).
+    Whether to add comes in one bool vector, an element per single gradient (the first input
+    after the cotangents), and in a vector per stack, an element per row (after the stack's
+    array). Returns the graph, its writes (output -> input) and where each gradient goes."""
     inputs = list(backward.inputs)
 
     def add_input(t: TensorType, name: str) -> Node:
@@ -185,28 +192,36 @@ def backward_into_graph(backward: Graph) -> tuple[Graph, dict[int, int], list[In
         if g.id in rows:
             stack, m = rows[g.id]
             by_stack.setdefault(stack.id, {})[m] = k
-    outputs, writes, plan, stored = [], {}, [], set()
+    entries, done = [], set()  # (positions, the value stored, its stack or None)
     for k, g in enumerate(backward.outputs):
-        if k in stored:
+        if k in done:
             continue
-        stack, m = rows.get(g.id, (None, None))
+        stack, _ = rows.get(g.id, (None, None))
         found = by_stack.get(stack.id) if stack is not None else None
         if found is not None and sorted(found) == list(range(stack.shape[0])):
-            positions = tuple(found[m] for m in range(stack.shape[0]))
-            value, flag_type = stack, TensorType(BOOL, (stack.shape[0],))
+            entries.append((tuple(found[m] for m in range(stack.shape[0])), stack, True))
         else:
-            positions, value, flag_type = (k,), g, TensorType(BOOL, ())
-        name = value.name or f"grad{k}"
+            entries.append(((k,), g, False))
+        done.update(entries[-1][0])
+    n_single = sum(1 for _, _, stacked in entries if not stacked)
+    adds = add_input(TensorType(BOOL, (n_single,)), "add") if n_single else None
+    outputs, writes, plan, single = [], {}, [], 0
+    for positions, value, stacked in entries:
+        name = value.name or f"grad{positions[0]}"
         array = add_input(value.type, f"{name}_into")
-        flag = add_input(flag_type, f"{name}_add")
-        if flag_type.shape:  # one flag per row, against the rows' axes
-            shape = (stack.shape[0],) + (1,) * (len(stack.shape) - 1)
-            flag = Node("reshape", (flag,), {"shape": shape}, TensorType(BOOL, shape))
+        if stacked:  # a flag per row, broadcast against the rows' axes
+            shape = (value.shape[0],) + (1,) * (len(value.shape) - 1)
+            row_flags = add_input(TensorType(BOOL, (value.shape[0],)), f"{name}_add")
+            flag = Node("reshape", (row_flags,), {"shape": shape}, TensorType(BOOL, shape))
+        else:
+            flag = Node("slice", (adds,), {"index": ((single, single + 1, 1),)},
+                        TensorType(BOOL, (1,)))
+            flag = Node("reshape", (flag,), {"shape": ()}, TensorType(BOOL, ()))
+            single += 1
         total = Node("add", (array, value), {}, value.type)
         writes[len(outputs)] = array.attrs["index"]
         outputs.append(Node("where", (flag, total, value), {}, value.type, f"{name}_total"))
-        plan.append(Into(positions, tuple(value.shape), value.dtype, bool(flag_type.shape)))
-        stored.update(positions)
+        plan.append(Into(positions, tuple(value.shape), value.dtype, stacked))
     graph = Graph(inputs, outputs, f"{backward.name}_into")
     verify(graph)
     return graph, writes, plan
@@ -224,12 +239,16 @@ def compile_backward_into(into: tuple[Graph, dict[int, int], list[Into]]):
     return NumbaKernel(packed, generated, packing=packing, build=build), plan
 
 
+_NOTHING = object()
+
+
 class GradientsInto:
     """Runs a backward_into kernel, choosing the arrays the gradients go to.
 
-    An array is reused when it is one this call site handed out before: the leaf's
-    `.grad` still (added to), or its spare (overwritten); other `.grad`s a leaf holds are
-    added to where they are single arrays; anything else gets a fresh array (or stack).
+    Each gradient goes into the leaf's `.grad` where it has one (`accumulate`: added to),
+    else into the array it held before zero_grad() (`reuse`, overwritten) when that is the
+    one this call site handed out, else into a fresh array. A stack's rows are reused only
+    all together, as the rows of the stack handed out last.
     """
 
     def __init__(self, kernel, plan: list[Into]) -> None:
@@ -237,44 +256,79 @@ class GradientsInto:
         self._call = kernel.call
         self._plan = plan
         self._n = sum(len(into.positions) for into in plan)
-        # Per entry of the plan: the array (or stack) handed out last, and its rows.
-        self._handed: list[tuple[np.ndarray, list[np.ndarray]] | None] = [None] * len(plan)
+        self._singles = [into.positions[0] for into in plan if not into.stacked]
+        self._single = {into.positions[0]: into for into in plan if not into.stacked}
+        self._stacked = [e for e, into in enumerate(plan) if into.stacked]
+        # The flags of the single gradients when none, or all, are added to.
+        self._store_all = np.zeros(len(self._singles), BOOL)
+        self._add_all = np.ones(len(self._singles), BOOL)
+        # What was handed out last: per single gradient its array, per stack (stack, rows);
+        # before the first call, nothing any leaf can hold (not even None).
+        self._arrays: list = [_NOTHING] * self._n
+        self._stacks: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
 
     def __call__(self, residuals: tuple, cotangents: list, accumulate: list,
                  reuse: list) -> list[np.ndarray] | None:
-        args, stored = [], [None] * self._n
-        handed = list(self._handed)
+        handed = self._arrays
+        if not self._stacked:  # the usual steps of a training loop, checked at C speed
+            if all(map(operator.is_, accumulate, repeat(None))) \
+                    and all(map(operator.is_, reuse, handed)):
+                return self._run(residuals, cotangents, self._store_all, handed)
+            if all(map(operator.is_, accumulate, handed)):
+                return self._run(residuals, cotangents, self._add_all, handed)
+        return self._general(residuals, cotangents, accumulate, reuse)
+
+    def _run(self, residuals: tuple, cotangents: list, adds: np.ndarray,
+             arrays: list[np.ndarray]) -> list[np.ndarray] | None:
+        try:
+            self._call(*residuals, *cotangents, adds, *arrays)
+        except (TypeError, KernelShapeError):
+            return None
+        return arrays
+
+    def _general(self, residuals: tuple, cotangents: list, accumulate: list,
+                 reuse: list) -> list[np.ndarray] | None:
+        stored = list(accumulate)
+        handed = self._arrays
+        adds = []
+        for k in self._singles:
+            if stored[k] is not None:
+                adds.append(True)
+                continue
+            adds.append(False)
+            spare = reuse[k]
+            if spare is None or spare is not handed[k]:
+                into = self._single[k]
+                spare = np.empty(into.shape, into.dtype)
+            stored[k] = spare
+        args = []
+        if self._singles:
+            args.append(self._store_all if not any(adds) else self._add_all if all(adds)
+                        else np.array(adds))
+        stacks = {}
         for e, into in enumerate(self._plan):
-            if into.stacked:
-                found = self._stack(e, into, accumulate, reuse)
-                if found is None:
-                    return None
-                array, rows, flags = found
-                for k, row in zip(into.positions, rows):
-                    stored[k] = row
-                handed[e] = (array, rows)
-            else:
-                k = into.positions[0]
-                array, flags = accumulate[k], ADD
-                if array is None:
-                    last = self._handed[e]
-                    array, flags = reuse[k], STORE
-                    if last is None or array is not last[0]:
-                        array = np.empty(into.shape, into.dtype)
-                stored[k] = array
-                handed[e] = (array, [array])
-            args += (array, flags)
+            if not into.stacked:
+                args.append(stored[into.positions[0]])
+                continue
+            found = self._stack(e, into, accumulate, reuse)
+            if found is None:
+                return None
+            stack, rows, flags = stacks[e] = found
+            for k, row in zip(into.positions, rows):
+                stored[k] = row
+            args += (stack, flags)
         try:
             self._call(*residuals, *cotangents, *args)
         except (TypeError, KernelShapeError):  # an array the kernel does not take: usual path
             return None
-        self._handed = handed
+        self._arrays = stored
+        self._stacks.update((e, found[:2]) for e, found in stacks.items())
         return stored
 
     def _stack(self, e: int, into: Into, accumulate: list, reuse: list):
         """(stack, its rows, the add flags) for a stacked entry, or None if the leaves hold
         other arrays than rows of the stack handed out last (the usual path runs then)."""
-        last = self._handed[e]
+        last = self._stacks.get(e)
         added = [accumulate[k] is not None for k in into.positions]
         if last is not None:
             stack, rows = last

@@ -42,6 +42,7 @@ from __future__ import annotations
 import operator
 import weakref
 from collections.abc import Callable, Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -71,15 +72,16 @@ class Node:
     become the leaves' `.grad` (see `_backward_one_node`).
     """
 
-    __slots__ = ("name", "_backward", "site", "edges", "_producers", "versions", "output_meta",
-                 "trusted", "backward_into", "_tensor_hooks", "_retained", "__weakref__")
+    __slots__ = ("name", "_backward", "site", "edges", "_producers", "tensors", "versions",
+                 "output_meta", "trusted", "backward_into", "_tensor_hooks", "_retained",
+                 "__weakref__")
 
     def __init__(
         self,
         name: str,
         backward: BackwardFn,
         site: CallSite,
-        versions: list[int],
+        tensors: Sequence[Tensor],
         output_meta: list[tuple[tuple[int, ...], np.dtype]],
         trusted: bool = False,
         backward_into: BackwardInto | None = None,
@@ -89,7 +91,10 @@ class Node:
         self.site = site
         self.edges = site.edges  # one per input position; None where no gradient flows
         self._producers = site.producers  # every backward pass walks the graph through these
-        self.versions = versions  # of site.tensors at forward time, checked before backward
+        # The input Tensors (as in the site: inputs, then saved ones), held while the graph
+        # lives as PyTorch's graph holds them, and their versions at forward time.
+        self.tensors = tensors
+        self.versions = list(map(_version_of, tensors))
         # Shape and dtype of each output, for the zero cotangents of unused outputs.
         self.output_meta = output_meta
         self.trusted = trusted
@@ -126,9 +131,10 @@ class Node:
 
     def check_versions(self) -> None:
         """Raise if an input Tensor was updated in place since the forward call."""
-        for label, ref, version in zip(self.site.labels, self.site.refs, self.versions):
-            tensor = ref()
-            if tensor is not None and tensor._version != version:
+        if list(map(_version_of, self.tensors)) == self.versions:
+            return
+        for label, tensor, version in zip(self.site.labels, self.tensors, self.versions):
+            if tensor._version != version:
                 raise RuntimeError(_modified_message(self, label, tensor, version))
 
     def producers(self) -> list[Node]:
@@ -167,19 +173,27 @@ class Node:
 
 
 class Edge:
-    """Where one input's gradient goes: output `output_nr` of `node`, or the leaf itself."""
+    """Where one input's gradient goes: output `output_nr` of `node`, or the leaf itself.
 
-    # A plain class with slots, not a frozen dataclass: record makes one per input per call,
-    # and a frozen dataclass's __init__ costs several times as much. Nothing mutates an Edge.
-    __slots__ = ("node", "output_nr", "leaf", "shape", "dtype")
+    The leaf is held weakly: edges live in call sites (`CallSite`), which a compiled function
+    keeps from call to call and which must not keep the caller's Parameters alive; each
+    node holds its input Tensors itself, so a leaf is alive for as long as a graph needs it.
+    """
+
+    # A plain class with slots, not a frozen dataclass; nothing mutates an Edge.
+    __slots__ = ("node", "output_nr", "_leaf", "shape", "dtype")
 
     def __init__(self, node: Node | None, output_nr: int, leaf: Tensor | None,
                  shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.node = node
         self.output_nr = output_nr
-        self.leaf = leaf
+        self._leaf = None if leaf is None else weakref.ref(leaf)
         self.shape = shape
         self.dtype = dtype
+
+    @property
+    def leaf(self) -> Tensor | None:
+        return None if self._leaf is None else self._leaf()
 
     @staticmethod
     def to(tensor: Tensor) -> Edge:
@@ -216,14 +230,14 @@ class CallSite:
     A compiled function called again and again on the same Parameters records the same
     edges every time; its call site builds them once, and `record` then only stamps the
     Tensors' current versions into a new Node. `fits(tensors)` says whether a call's
-    Tensors are the site's (the same objects, requiring grad as before). Tensors are held
-    weakly: the site must not keep an input alive (edges to leaves do, as a node's do).
-    A site with an input produced by another node (not a leaf) is built for one call only
-    (`reusable` is False), so that it never keeps that node and its residuals alive.
+    Tensors are the site's (the same objects, requiring grad as before). The site holds
+    Tensors weakly (its edges too): it must not keep the caller's Parameters alive between
+    calls. A site with an input produced by another node (not a leaf) is built for one call
+    only (`reusable` is False), so that it never keeps that node and its residuals alive.
     """
 
     __slots__ = ("name", "edges", "producers", "refs", "labels", "positions", "needs_grad",
-                 "reusable", "_requires_grad", "leaves_once", "__weakref__")
+                 "reusable", "_requires_grad", "into_ready", "__weakref__")
 
     def __init__(self, name: str, inputs: Sequence[Tensor | None],
                  saved: Sequence[Tensor] = ()) -> None:
@@ -248,9 +262,11 @@ class CallSite:
         self._requires_grad = tuple(t._requires_grad for t in tensors)
         self.needs_grad = any(e is not None for e in edges)
         self.reusable = not self.producers
-        # Whether every edge goes to a leaf of its own (the backward_into path needs that).
-        leaves = [e.leaf for e in edges if e is not None]
-        self.leaves_once = self.reusable and len({id(t) for t in leaves}) == len(leaves)
+        # Whether every input is a leaf of its own with an edge (the backward_into path needs
+        # that): then a node's first Tensors are its edges' leaves, in order.
+        self.into_ready = self.reusable and len(tensors) >= len(edges) > 0 \
+            and all(e is not None for e in edges) \
+            and len({id(t) for t in tensors[:len(edges)]}) == len(edges)
 
     def fits(self, tensors: Sequence[Tensor]) -> bool:
         """Whether a call with these Tensors (those of `inputs`, in order, then `saved`) can
@@ -271,7 +287,7 @@ class CallSite:
             outputs = [out if type(out) is np.ndarray else np.asarray(out) for out in outputs]
         if not (_mode.enabled and self.needs_grad):
             return [Tensor(out) for out in outputs]
-        node = Node(self.name, backward, self, list(map(_version_of, tensors)),
+        node = Node(self.name, backward, self, tensors,
                     output_meta or [(out.shape, out.dtype) for out in outputs],
                     trusted, backward_into)
         from_node = Tensor._from_node
@@ -414,31 +430,30 @@ def _stored_into_leaves(node: Node, cotangents: list[np.ndarray]) -> bool:
     array that becomes its leaf's `.grad` (adding it to the leaf's `.grad` where there is
     one), so no gradient is returned, checked or copied. Returns False, having done nothing,
     unless that gives what the usual path gives: every edge goes to a leaf of its own that
-    still requires grad and has no hooks, and whose `.grad`, if any, has never been handed
-    out (nobody can see it change, and the kernel cannot be reading it through an alias)."""
-    if not node.site.leaves_once:
+    still requires grad and has no hooks, and whose `.grad`, if any, is its `_own_grad`
+    (nobody can see it change, and the kernel cannot be reading it through an alias)."""
+    site = node.site
+    if not site.into_ready:
         return False
-    leaves, accumulate, reuse = [], [], []
-    for edge in node.edges:
-        leaf = edge.leaf if edge is not None else None
-        if leaf is None:
-            accumulate.append(None)
-            reuse.append(None)
-            continue
-        if leaf._hooks or not leaf._requires_grad or \
-                (leaf._grad is not None and leaf._grad_exposed):
-            return False
-        leaves.append(leaf)
-        accumulate.append(leaf._grad)
-        reuse.append(leaf._spare_grad)
-    stored = node.backward_into(cotangents, accumulate, reuse)
+    leaves = node.tensors[:len(node.edges)]  # the site's inputs: one leaf per edge, in order
+    if any(map(_hooks_of, leaves)) or not all(map(_requires_grad_of, leaves)):
+        return False
+    grads, owns = list(map(_grad_of, leaves)), list(map(_own_grad_of, leaves))
+    if not all(map(operator.is_, grads, repeat(None))) \
+            and not all(map(operator.is_, grads, owns)) \
+            and any(g is not None and g is not own for g, own in zip(grads, owns)):
+        return False  # a `.grad` handed out: the usual path adds to it, in place
+    stored = node.backward_into(cotangents, grads, owns)
     if stored is None:  # the node cannot now (anomaly mode's checked kernels): the usual path
         return False
-    for leaf, grad in zip(leaves, (g for g, e in zip(stored, node.edges) if e is not None)):
-        leaf._grad = grad
-        leaf._grad_exposed = False
-        leaf._spare_grad = None
+    for leaf, grad in zip(leaves, stored):
+        leaf._grad = leaf._own_grad = grad
     return True
+
+
+_hooks_of = operator.attrgetter("_hooks")
+_grad_of = operator.attrgetter("_grad")
+_own_grad_of = operator.attrgetter("_own_grad")
 
 
 def _check_runnable(node: Node) -> None:
@@ -560,10 +575,8 @@ def _accumulate(leaf: Tensor, grad: np.ndarray) -> None:
     dtype = leaf.data.dtype
     if leaf._grad is None:
         # A fresh array: never alias the seed or an array a backward callable returned.
-        leaf._grad = grad.astype(dtype)  # astype copies unless told not to
-        leaf._grad_exposed = False
+        leaf._grad = leaf._own_grad = grad.astype(dtype)  # astype copies unless told not to
     elif leaf._grad.flags.writeable and leaf._grad.dtype == dtype:
         np.add(leaf._grad, grad, out=leaf._grad)  # in place, so optimizers see stable arrays
     else:
-        leaf._grad = leaf._grad + grad
-        leaf._grad_exposed = False
+        leaf._grad = leaf._own_grad = leaf._grad + grad

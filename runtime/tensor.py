@@ -72,12 +72,11 @@ class Tensor:
     _retains_grad = False
     # In-place updates of `data` by the library so far; see the module docstring.
     _version = 0
-    # Whether the array in `_grad` may be referenced outside the runtime: the user read
-    # `.grad` or assigned it. While it is not, the backward engine may store a gradient into
-    # it inside a kernel, or replace it, and nobody can tell. `_spare_grad` is a former
-    # `.grad` that was never handed out, kept by zero_grad() for the next backward to fill.
-    _grad_exposed = True
-    _spare_grad: np.ndarray | None = None
+    # The gradient array the runtime made for this Tensor and has never handed out (reading
+    # `.grad` hands it out). Nobody else can see it, so the backward engine may store into it
+    # inside a kernel: added to while it is `_grad`, refilled once zero_grad() has set `_grad`
+    # to None. A training loop's gradients keep their arrays that way, from step to step.
+    _own_grad: np.ndarray | None = None
 
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
         self.data: np.ndarray = np.asarray(data)
@@ -119,7 +118,8 @@ class Tensor:
     @property
     def grad(self) -> np.ndarray | None:
         """Accumulated gradient: filled on leaves, and on results that called retain_grad()."""
-        self._grad_exposed = True  # the caller may keep the array: backward must not reuse it
+        if self._own_grad is not None and self._own_grad is self._grad:
+            self._own_grad = None  # handed out: the caller may keep it, or read it later
         return self._grad
 
     @grad.setter
@@ -131,7 +131,6 @@ class Tensor:
                     f"assigned grad has shape {value.shape}, but the tensor has shape {self.shape}"
                 )
         self._grad = value
-        self._grad_exposed = True  # the caller's array
 
     @property
     def retains_grad(self) -> bool:
@@ -167,6 +166,11 @@ class Tensor:
 
     def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf), weighted by `gradient`, into every leaf's `.grad`."""
+        node = self.grad_fn
+        if gradient is None and node is not None and not node._producers:
+            # a loss of one compiled call on leaves: the common case, without the lists
+            _autograd._backward_one_node(self, _autograd._seed(self, None, 0), retain_graph)
+            return
         _autograd.backward([self], [gradient], retain_graph=retain_graph)
 
     def detach(self) -> Tensor:
@@ -347,20 +351,9 @@ class Parameter(Tensor):
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget the accumulated gradient (or fill it with zeros, in place)."""
         if set_to_none or self._grad is None:
-            forget_grad(self)
+            self._grad = None
         else:
             self._grad[...] = 0
-
-
-def forget_grad(tensor: Tensor) -> None:
-    """`tensor.grad = None`, keeping an array nobody outside the runtime has seen as the spare
-    that the next backward may store into (so a training loop's gradients keep their arrays,
-    and what caches them, such as a compiled optimizer's table, stays valid)."""
-    grad = tensor._grad
-    if grad is not None:
-        if not tensor._grad_exposed:
-            tensor._spare_grad = grad
-        tensor._grad = None
 
 
 # Last, because autograd builds on Tensor; a module-level name, because an import inside

@@ -60,7 +60,7 @@ def clip_grad_norm_(
     float('inf') for the largest absolute entry). As in PyTorch the scale is
     max_norm / (norm + 1e-6), capped at 1, so a clipped norm lands just below max_norm.
     """
-    # `_grad`, not `.grad`: these arrays stay inside the runtime (see Tensor._grad_exposed)
+    # `_grad`, not `.grad`: these arrays stay inside the runtime (see Tensor._own_grad)
     grads = [p._grad for p in _named(params).values() if p._grad is not None]
     if not grads:
         return 0.0

@@ -67,7 +67,7 @@ def test_backward_stores_the_gradients_into_arrays_that_stay_from_step_to_step()
         opt.zero_grad()
         mlp(params, X, Y).backward()
         assert_grads(params, expected_grads(params))
-        assert not any(p._grad_exposed for p in params.values())
+        assert all(p._grad is p._own_grad for p in params.values())  # never handed out
         if arrays is not None:  # zero_grad() set them aside and backward filled them again
             assert all(p._grad is arrays[k] for k, p in params.items())
         arrays = {k: p._grad for k, p in params.items()}
@@ -356,3 +356,26 @@ def test_a_train_step_keeps_the_optimizer_state_of_a_rolled_net_current(name, op
         for p in layer.values():
             count = opt.state[p]["step"]
             assert isinstance(count, np.ndarray) and count.shape == () and count == 3.0
+
+
+def test_graphs_alive_at_once_keep_their_own_residuals():
+    """Residual arrays are reused only once no graph holds them: two forwards before their
+    backwards, and a batch refilled in place in between, give each its own gradients."""
+    params = make_params()
+    x, y = X.copy(), Y.copy()
+    first = mlp(params, x, y)
+    expected = expected_grads(params, X, Y)
+    x[...], y[...] = X[::-1], Y[::-1]  # the caller refills its batch arrays
+    second = mlp(params, x, y)
+    second_expected = expected_grads(params, X[::-1], Y[::-1])
+    first.backward()
+    assert_grads(params, expected)
+    for p in params.values():
+        p.grad = None
+    second.backward()
+    assert_grads(params, second_expected)
+    for _ in range(3):  # and a loop reuses one set of residual arrays, step after step
+        for p in params.values():
+            p.grad = None
+        mlp(params, X, Y).backward()
+        assert_grads(params, expected)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..autograd import enable_grad
-from ..tensor import Tensor, forget_grad
+from ..tensor import Tensor
 from . import foreach
 
 ParamsArg = Iterable[Tensor] | Mapping[str, Tensor] | Iterable[dict[str, Any]]
@@ -114,7 +114,7 @@ class Optimizer:
         for group in self.param_groups:
             for p in group["params"]:
                 if set_to_none or p._grad is None:
-                    forget_grad(p)  # `p.grad = None`, keeping an unseen array to fill again
+                    p._grad = None  # what the grad setter does with None, without the call
                 else:
                     p._grad[...] = 0
 

@@ -65,9 +65,17 @@ class ResidualPool:
                 if isinstance(d, Sym) and all(d != s for s, _, _ in self._syms):
                     self._syms.append((d, i, axis))
         self._free: dict[tuple, list[tuple[np.ndarray, ...]]] = {}
+        if not self._syms:
+            self._key = lambda arrays: ()
+        elif len(self._syms) == 1:  # a batch size: the usual case
+            (_, i, axis), = self._syms
+            self._key = lambda arrays: (arrays[i].shape[axis],)
+        else:
+            self._key = lambda arrays: tuple([arrays[i].shape[axis]
+                                              for _, i, axis in self._syms])
 
     def claim(self, arrays: list) -> tuple[tuple, tuple[np.ndarray, ...]]:
-        key = tuple([arrays[i].shape[axis] for _, i, axis in self._syms])
+        key = self._key(arrays)
         free = self._free.get(key)
         busy = []
         while free:

@@ -19,6 +19,7 @@ not counted: code that does that must bump `p._version` itself to be caught.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -339,14 +340,13 @@ class Parameter(Tensor):
             array = array.astype(array.dtype.newbyteorder("="))
         super().__init__(array, requires_grad=requires_grad)
 
-    @property
-    def data(self) -> np.ndarray:
-        return self._data
-
-    @data.setter
-    def data(self, value: np.ndarray) -> None:
+    def _set_data(self, value: np.ndarray) -> None:
         self._data = value
         Parameter.data_replacements += 1
+
+    # Read through a C-level getter: every compiled call reads each Parameter's array.
+    data = property(operator.attrgetter("_data"), _set_data,
+                    doc="The Parameter's array; binding another one is counted.")
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget the accumulated gradient (or fill it with zeros, in place)."""

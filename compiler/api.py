@@ -424,6 +424,8 @@ class CompiledFunction:
         value = _value_packer(spec)
         if not several and trees[0].kind != "leaf":  # a dict of parameters, say
             rebuild = pytree.unflattener(trees[0])
+            if spec.out_tree.kind == "leaf" and spec.graph.outputs[0].shape == ():
+                return lambda results: (results[0][()], rebuild(results[1:]))
             return lambda results: (value(results[:n_out]), rebuild(results[n_out:]))
         if all(tree.kind == "leaf" for tree in trees):  # one array per `wrt` item
             def pack_arrays(results: tuple):

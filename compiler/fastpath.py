@@ -70,6 +70,8 @@ class CallPattern:
         self._n_slots = len(order)
         self._reorder = None if order == list(range(len(order))) else operator.itemgetter(*order)
         self._flatten = pytree.flattener(call.treedef)
+        # Positional arrays only (W2's call): the arguments are the leaves.
+        self._flat = not keywords and all(c.kind == "leaf" for c in call.treedef.children)
         # Scalars go to kernels as 0-d arrays, as in the general path.
         self.scalars = [i for i, leaf in enumerate(call.raw)
                         if not isinstance(leaf, Tensor | np.ndarray)]
@@ -81,8 +83,10 @@ class CallPattern:
         return len(set(names)) == len(names) == n_positional + len(keywords) \
             and set(names[n_positional:]) == set(keywords)
 
-    def leaves(self, args: tuple, kwargs: dict | None) -> list | None:
+    def leaves(self, args: tuple, kwargs: dict | None) -> list | tuple | None:
         """The leaves as passed (Tensors stay Tensors, scalars stay scalars), or None."""
+        if self._flat:
+            return None if kwargs or tuple(map(type, args)) != self.types else args
         if kwargs:
             if tuple(kwargs) != self.keywords:
                 return None
@@ -122,8 +126,10 @@ class FastCall:
         leaves = self.pattern.leaves(args, kwargs)
         if leaves is None:
             return REFUSED
-        for i in self.pattern.scalars:
-            leaves[i] = np.asarray(leaves[i])
+        if self.pattern.scalars:
+            leaves = list(leaves)
+            for i in self.pattern.scalars:
+                leaves[i] = np.asarray(leaves[i])
         try:
             results = self._call(*leaves)
         except (TypeError, KernelShapeError):

@@ -130,6 +130,11 @@ def _collector(treedef: TreeDef) -> Flatten:
     if len(set(treedef.children)) == 1:  # a list of layers alike: one collector for all
         children = [children[0]] * n
 
+    # Children that are dicts of leaves (a model's parameters) are checked here, without a
+    # call: (keys, None) in place of a collector.
+    children = [(c.keys, None) if c.kind == "dict" and all(g.kind == "leaf" for g in c.children)
+                else collect for c, collect in zip(treedef.children, children)]
+
     def nested(tree, leaves):
         if type(tree) is not container or len(tree) != n:
             return False
@@ -140,6 +145,10 @@ def _collector(treedef: TreeDef) -> Flatten:
         for collect, subtree in zip(children, tree):
             if collect is None:
                 leaves.append(subtree)
+            elif type(collect) is tuple:
+                if type(subtree) is not dict or tuple(subtree) != collect[0]:
+                    return False
+                leaves.extend(subtree.values())
             elif not collect(subtree, leaves):
                 return False
         return True

@@ -33,6 +33,7 @@ from compiler.custom import inline_calls
 from compiler.errors import ArgumentError, TraceError
 from compiler.fastpath import REFUSED, CallPattern, FastCall, TensorCall
 from compiler.ir import Graph, rebuild
+from compiler.ops.registry import TRACES
 from compiler.passes import optimize
 from compiler.recording import RecordedKernels, backward_into_graph, compile_backward_into
 from compiler.roll import roll
@@ -205,7 +206,7 @@ class CompiledFunction:
         Tensors, and `backward()` on them reaches every Tensor that requires grad."""
         anomaly = _anomaly.enabled  # fast paths hold the kernels without anomaly mode's checks
         tensor_call = self._tensor_call
-        if tensor_call is not None and not anomaly and current_builder() is None:
+        if tensor_call is not None and not anomaly and not TRACES.builders:  # not tracing
             value = tensor_call.run(args, kwargs)
             if value is not REFUSED:
                 self._last = tensor_call.spec

@@ -69,7 +69,7 @@ class CallPattern:
                                              for name in call.names[n_positional:]]
         self._n_slots = len(order)
         self._reorder = None if order == list(range(len(order))) else operator.itemgetter(*order)
-        self._flatten = pytree.flattener(call.treedef)
+        self._collect = pytree.collector(call.treedef)
         # Positional arrays only (W2's call): the arguments are the leaves.
         self._flat = not keywords and all(c.kind == "leaf" for c in call.treedef.children)
         # Scalars go to kernels as 0-d arrays, as in the general path.
@@ -97,8 +97,8 @@ class CallPattern:
             if len(args) != self._n_slots:
                 return None
             args = self._reorder(args)
-        leaves = self._flatten(args)
-        if leaves is None or tuple(map(type, leaves)) != self.types:
+        leaves: list = []
+        if not self._collect(args, leaves) or tuple(map(type, leaves)) != self.types:
             return None
         return leaves
 

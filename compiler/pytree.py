@@ -93,13 +93,19 @@ def flattener(treedef: TreeDef) -> Callable[[Any], list | None]:
     type check, a length or key comparison (keys by identity first: a repeated call passes
     the same key strings) and one `extend`, so flattening costs well under a microsecond per
     leaf."""
-    collect = _collector(treedef)
+    collect = collector(treedef)
 
     def flatten(tree: Any) -> list | None:
         leaves: list = []
         return leaves if collect(tree, leaves) else None
 
     return flatten
+
+
+def collector(treedef: TreeDef) -> Flatten:
+    """`collect(tree, leaves)`: append the leaves of a tree of `treedef`'s structure to
+    `leaves` and return True, or return False (what `flattener` wraps)."""
+    return _collector(treedef)
 
 
 def _collector(treedef: TreeDef) -> Flatten:

@@ -113,8 +113,9 @@ class RecordedKernels:
             if site.reusable:
                 self._site = site
         n_diff = self._n_differentiated
-        into = functools.partial(self.backward_into, residuals) if self._into_possible \
-            else None
+        into = None
+        if self._into_possible:  # straight to the kernel's runner once it exists
+            into = functools.partial(self._into or self.backward_into, residuals)
         tensors = site.record(inputs, results[:n_diff],
                               functools.partial(self.backward, residuals), trusted=True,
                               backward_into=into, output_meta=self._output_meta)
@@ -134,8 +135,6 @@ class RecordedKernels:
                       reuse: list) -> list[np.ndarray] | None:
         """The gradients stored into arrays (see the module doc), or None where the usual
         path must run (anomaly mode checks every op)."""
-        if _anomaly.enabled:
-            return None
         if self._into is None:
             self._into = GradientsInto(*self._spec.into_kernel())
         return self._into(residuals, cotangents, accumulate, reuse)
@@ -269,22 +268,25 @@ class GradientsInto:
 
     def __call__(self, residuals: tuple, cotangents: list, accumulate: list,
                  reuse: list) -> list[np.ndarray] | None:
+        """The arrays holding the gradients, or None where the usual path must run: anomaly
+        mode (it checks every op), or arrays the kernel does not take."""
+        if _anomaly.enabled:
+            return None
         handed = self._arrays
+        adds = None
         if not self._stacked:  # the usual steps of a training loop, checked at C speed
             if all(map(operator.is_, accumulate, repeat(None))) \
                     and all(map(operator.is_, reuse, handed)):
-                return self._run(residuals, cotangents, self._store_all, handed)
-            if all(map(operator.is_, accumulate, handed)):
-                return self._run(residuals, cotangents, self._add_all, handed)
-        return self._general(residuals, cotangents, accumulate, reuse)
-
-    def _run(self, residuals: tuple, cotangents: list, adds: np.ndarray,
-             arrays: list[np.ndarray]) -> list[np.ndarray] | None:
+                adds = self._store_all
+            elif all(map(operator.is_, accumulate, handed)):
+                adds = self._add_all
+        if adds is None:
+            return self._general(residuals, cotangents, accumulate, reuse)
         try:
-            self._call(*residuals, *cotangents, adds, *arrays)
+            self._call(*residuals, *cotangents, adds, *handed)
         except (TypeError, KernelShapeError):
             return None
-        return arrays
+        return handed
 
     def _general(self, residuals: tuple, cotangents: list, accumulate: list,
                  reuse: list) -> list[np.ndarray] | None:

@@ -39,15 +39,11 @@ SETS_PER_SIZE = 4  # more graphs alive at once than this get arrays that are not
 SIZES = 4  # batch sizes kept
 
 
-def _references(array: np.ndarray) -> int:
-    return sys.getrefcount(array)
-
-
 def _references_when_free() -> int:
-    """What `_references` counts, mapped over a set, for an array held by that set only:
+    """What `sys.getrefcount`, mapped over a set, counts for an array held by that set only:
     measured the way `claim` counts, not assumed, so that it follows the interpreter."""
     held = (np.empty(0),)
-    return next(map(_references, held))
+    return next(map(sys.getrefcount, held))
 
 
 _FREE = _references_when_free()
@@ -83,7 +79,7 @@ class ResidualPool:
                 found = free.pop()  # atomic: no other thread can take this set now
             except IndexError:
                 break
-            if all(map(_FREE.__eq__, map(_references, found))):
+            if all(map(_FREE.__eq__, map(sys.getrefcount, found))):
                 free += busy
                 return key, found
             busy.append(found)  # a graph still holds it
@@ -127,6 +123,7 @@ class BufferedForward:
         self._pool = pool
         self._outputs = outputs
         self._residuals = residuals
+        self._scalar: np.dtype | None = None
 
     @staticmethod
     def build(spec: Specialization, tensor_positions: tuple[int, ...]) -> BufferedForward | None:
@@ -158,18 +155,26 @@ class BufferedForward:
         slot = {source: b for b, source in enumerate(buffered)}
         picks = [n_in + slot[(where, i)] if (where, i) in slot else i
                  for where, i in spec.residual_sources]
-        return BufferedForward(kernel, ResidualPool([v.type for v in values], forward),
-                               _output_maker(spec.graph.outputs), _pick(picks), packing)
+        buffered_forward = BufferedForward(kernel, ResidualPool([v.type for v in values], forward),
+                                           _output_maker(spec.graph.outputs), _pick(picks),
+                                           packing)
+        outputs = spec.graph.outputs
+        if len(outputs) == 1 and outputs[0].shape == ():
+            buffered_forward._scalar = outputs[0].dtype
+        return buffered_forward
 
     def run(self, arrays: list) -> tuple[tuple, tuple]:
-        key, buffers = self._pool.claim(arrays)
+        pool = self._pool
+        key, buffers = pool.claim(arrays)
         try:
             returned = self._call(*arrays, *buffers)
         except BaseException:
-            self._pool.give_back(key, buffers)
+            pool.give_back(key, buffers)
             raise
         residuals = self._residuals([*arrays, *buffers])
-        self._pool.give_back(key, buffers)  # in use while `residuals` refers to its arrays
+        pool.give_back(key, buffers)  # in use while `residuals` refers to its arrays
+        if self._scalar is not None:  # one 0-d output, returned as a number: the usual loss
+            return (np.array(returned, self._scalar),), residuals
         return self._outputs(returned), residuals
 
 

@@ -394,7 +394,8 @@ def _backward_one_node(root: Tensor, seed: np.ndarray, retain_graph: bool) -> No
     """`_backward_graph` for its most common graph, one node whose inputs are all leaves (one
     compiled call on Parameters): the same checks, hooks and order, without the walk."""
     node, output_nr = root.grad_fn, root.output_nr
-    _check_runnable(node)
+    if node._backward is None or list(map(_version_of, node.tensors)) != node.versions:
+        _check_runnable(node)  # raises, with the message
     previous = _mode.enabled
     _mode.enabled = False  # hooks and backward callables run under no_grad
     try:

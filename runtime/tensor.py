@@ -168,9 +168,10 @@ class Tensor:
     def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf), weighted by `gradient`, into every leaf's `.grad`."""
         node = self.grad_fn
-        if gradient is None and node is not None and not node._producers:
+        if gradient is None and node is not None and not node._producers \
+                and self.data.ndim == 0:
             # a loss of one compiled call on leaves: the common case, without the lists
-            _autograd._backward_one_node(self, _autograd._seed(self, None, 0), retain_graph)
+            _autograd._backward_one_node(self, np.array(1, self.data.dtype), retain_graph)
             return
         _autograd.backward([self], [gradient], retain_graph=retain_graph)
 

@@ -44,9 +44,6 @@ from runtime.autograd import CallSite
 if TYPE_CHECKING:
     from compiler.api import Specialization
 
-# The flags of the backward_into kernel: add to the array (True) or overwrite it (False). They
-# are arguments, never written: one pair serves every call.
-ADD, STORE = np.array(True), np.array(False)
 BOOL = np.dtype(bool)
 
 
@@ -74,10 +71,10 @@ class RecordedKernels:
         if self._buffered is None:
             self._forward = spec.kernel_for("forward_save", checked).call
         n_inputs = len(spec.graph_of("forward_save").inputs)
-        # Residuals index the inputs, then forward_save's results. Inputs that backward needs
-        # are the caller's own arrays; a plain array among them is copied (`link`), because
-        # nothing tells backward that the caller refilled it (a batch buffer, say), while a
-        # Tensor's version counter does.
+        # Without buffers (the interpreter, checked kernels): residuals index the inputs, then
+        # forward_save's results. Inputs that backward needs are the caller's own arrays; a
+        # plain array among them is copied (`_kept`), because nothing tells backward that the
+        # caller refilled it (a batch buffer, say), while a Tensor's version counter does.
         self._residuals = _picker([i if where == "input" else n_inputs + i
                                    for where, i in spec.residual_sources])
         self._plain_inputs = [(k, i) for k, (where, i) in enumerate(spec.residual_sources)
@@ -134,7 +131,9 @@ class RecordedKernels:
     def backward_into(self, residuals: tuple, cotangents: list[np.ndarray], accumulate: list,
                       reuse: list) -> list[np.ndarray] | None:
         """The gradients stored into arrays (see the module doc), or None where the usual
-        path must run (anomaly mode checks every op)."""
+        path must run (the first call; later ones go to `GradientsInto` directly)."""
+        if _anomaly.enabled:  # the usual path, with its checked kernel; nothing to build
+            return None
         if self._into is None:
             self._into = GradientsInto(*self._spec.into_kernel())
         return self._into(residuals, cotangents, accumulate, reuse)
@@ -258,7 +257,7 @@ class GradientsInto:
         self._singles = [into.positions[0] for into in plan if not into.stacked]
         self._single = {into.positions[0]: into for into in plan if not into.stacked}
         self._stacked = [e for e, into in enumerate(plan) if into.stacked]
-        # The flags of the single gradients when none, or all, are added to.
+        # The flags of the single gradients when none, or all, are added to (never written).
         self._store_all = np.zeros(len(self._singles), BOOL)
         self._add_all = np.ones(len(self._singles), BOOL)
         # What was handed out last: per single gradient its array, per stack (stack, rows);

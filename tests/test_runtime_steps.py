@@ -379,3 +379,23 @@ def test_graphs_alive_at_once_keep_their_own_residuals():
             p.grad = None
         mlp(params, X, Y).backward()
         assert_grads(params, expected)
+
+
+def test_forward_saves_only_what_backward_cannot_recompute():
+    """relu's output is recomputed from its input (it reads one saved value, twice), and the
+    batch size from backward's own arguments: W1's MLP saves two arrays besides its loss."""
+    from runtime import functional as F
+    from runtime import init
+
+    mlp_mse = compile_grad(lambda params, X, y: F.mse_loss(init.mlp(params, X), y))
+    rng = np.random.default_rng(0)
+    params = init.mlp_params([10, 5, 1], rng)
+    x, y = rng.normal(size=(20, 10)), rng.normal(size=(20, 1))
+    mlp_mse(params, x, y).backward()
+    spec = mlp_mse._last
+    saved = [str(o.type) for o in spec.graph_of("forward_save").outputs[1:]]
+    assert saved == ["f64[N,1]", "f64[N,5]"]  # pred - y, and the pre-activation
+    assert ("input", 4) in spec.residual_sources  # X, for W0's gradient
+    grads = mlp_mse.value_and_grad({k: p.data for k, p in params.items()}, x, y)[1]
+    for key, p in params.items():
+        np.testing.assert_allclose(p.grad, grads[key], rtol=1e-12)

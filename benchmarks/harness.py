@@ -198,7 +198,7 @@ def calibrate(call: Callable, setup: Callable, min_time: float, max_number: int)
 
 
 def time_rows(impls: list[Impl], config: Config, max_number: int = 2000,
-              alternate: bool = False, pair: tuple[str, str] = (GRADFUSE, NUMBA)
+              alternate: bool = False, pair: tuple[str, ...] = (GRADFUSE, NUMBA)
               ) -> dict[str, Timing]:
     """Time each row: a pause, an untimed warm-up batch, then the timed batches.
 
@@ -212,8 +212,8 @@ def time_rows(impls: list[Impl], config: Config, max_number: int = 2000,
     are, alternate instead: a ratio of two rows timed seconds apart on this shared
     machine moved by up to 1.6x between runs, timed in alternation it holds. (In W4
     the two call different OpenBLAS copies, and alternating them made gradfuse's
-    step 3x slower.) `pair` names the two rows that alternate, where a goal is
-    another ratio (W9: the runtime's step and the fused train step). Rows with `read`
+    step 3x slower.) `pair` names the rows that alternate, where a goal is another
+    ratio (W9: the runtime's step and the fused train step). Rows with `read`
     already ran once (the agreement check), so their JIT compilation is done; the
     others get a first call here.
     """
@@ -308,7 +308,7 @@ def run_case(result: WorkloadResult, label: str, unit: str, impls: list[Impl],
              reference: Outcome, config: Config,
              tolerances: dict[str, Tolerance] | None = None,
              max_number: int = 2000, alternate: bool = False,
-             pair: tuple[str, str] = (GRADFUSE, NUMBA)) -> Case:
+             pair: tuple[str, ...] = (GRADFUSE, NUMBA)) -> Case:
     """Check every implementation against `reference`, then time them (`alternate`: see
     time_rows); appends the Case."""
     where = f"{result.id} {label}"

@@ -223,7 +223,7 @@ def run(config: Config) -> WorkloadResult:
              w1.step_reference(), config, w1.step_tolerances(), max_number=2000,
              alternate=True, pair=(GRADFUSE, TRAIN_STEP))
     run_case(result, W1_CALLS, "µs", build_rows(config, w1_call_rows(w1), result.notes),
-             call_reference(w1), config, alternate=True, pair=(GRADFUSE, POSITIONAL))
+             call_reference(w1), config, alternate=True, pair=(GRADFUSE, KEYWORDS, POSITIONAL))
     layers = QUICK_LAYERS if config.quick else LAYERS
     deep = deep_problem(layers)
     labels = [label.replace(f"L={LAYERS}", f"L={layers}") for label in

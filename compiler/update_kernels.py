@@ -244,9 +244,8 @@ class GroupUpdate:
         """Whether the group's arrays are still those of the tables: C-level comparisons
         only (a settled step of a W1-sized group costs about a microsecond in Python)."""
         settled = self._settled
-        # A parameter put in another's place would come with other gradient and state
-        # arrays: comparing those (and the data) covers the parameters themselves.
         if len(params) != len(settled.params) \
+                or not all(map(operator.is_, params, settled.params)) \
                 or not all(map(operator.is_, map(_grad_of, params), settled.grads)) \
                 or Parameter.data_replacements != settled.replacements \
                 or self.optimizer.state is not settled.state:

@@ -397,3 +397,16 @@ def test_forward_saves_only_what_backward_cannot_recompute():
     grads = mlp_mse.value_and_grad({k: p.data for k, p in params.items()}, x, y)[1]
     for key, p in params.items():
         np.testing.assert_allclose(p.grad, grads[key], rtol=1e-12)
+
+
+def test_a_parameter_put_in_anothers_place_is_updated_itself():
+    new = Parameter(np.zeros(SHAPES[0]))  # made before the tables: no array replaced since
+    params, opt = run_steps(lambda ps: optim.SGD(ps, lr=0.1), np.float64)
+    assert opt._compiled[0]._tables
+    old = params[0]
+    new.grad = old._grad  # even with the very same gradient array
+    opt.param_groups[0]["params"][0] = new
+    before = old.data.copy()
+    opt.step()
+    np.testing.assert_array_equal(old.data, before)
+    np.testing.assert_allclose(new.data, -0.1 * old._grad)

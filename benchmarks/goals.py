@@ -1,7 +1,8 @@
 """The goals of BENCHMARKS.md, each a rule over one run's results: met, MISSED, or n/a.
 
 Every goal is a ratio between figures of the same run, except W6's and W7's, which
-BENCHMARKS.md states in seconds and bytes. A W7 row stopped at its time or memory
+BENCHMARKS.md states in seconds and bytes, and two of W9's from its issue (the W1 runtime
+step in µs, the optimizer's µs per parameter). A W7 row stopped at its time or memory
 limit misses every goal it is judged by; a row that is not available is n/a.
 """
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 from benchmarks import w1_mlp_step, w2_mae, w4_mlp_large, w5_logreg_loop, w10_data_parallel
 from benchmarks import w7_compile_scaling as w7
+from benchmarks import w9_runtime_step as w9
 from benchmarks.harness import (
     GRADFUSE,
     JAX,
@@ -61,6 +63,26 @@ def within(workload: str, case: str, unit: str, of: str, factor: float) -> Calla
         mine, theirs = (_seconds(results, workload, case, n) for n in (GRADFUSE, of))
         return mine <= factor * theirs, (f"gradfuse {_format(mine, unit)} vs {of} "
                                          f"{_format(theirs, unit)}: {mine / theirs:.2f}x")
+    return rule
+
+
+def row_within(workload: str, case: str, unit: str, row: str, of: str, factor: float
+               ) -> Callable:
+    """Row `row`'s time <= factor x the time of row `of`."""
+    def rule(results: Results) -> tuple[bool, str]:
+        mine, theirs = (_seconds(results, workload, case, n) for n in (row, of))
+        return mine <= factor * theirs, (f"{row} {_format(mine, unit)} vs {of} "
+                                         f"{_format(theirs, unit)}: {mine / theirs:.2f}x")
+    return rule
+
+
+def time_at_most(workload: str, case: str, unit: str, limit: float, per: int = 1) -> Callable:
+    """gradfuse's time (divided by `per`, e.g. per parameter) <= `limit` in `unit`."""
+    def rule(results: Results) -> tuple[bool, str]:
+        mine = _seconds(results, workload, case, GRADFUSE) / per
+        each = f" per parameter ({per} parameters)" if per > 1 else ""
+        return mine * UNITS[unit] <= limit, (f"gradfuse {_format(mine, unit)}{each} "
+                                             f"(limit {format_number(limit)} {unit})")
     return rule
 
 
@@ -252,6 +274,21 @@ GOALS: list[tuple[str, str, Callable]] = [
      first_result_at_most(w7.case_label("euler", 1000), w7.GRADFUSE_SCAN, 2.0)),
     ("W7", "peak memory while compiling <= 1 GB", peak_memory(1024.0)),
     ("W7", "steady time not slower than JAX jit", steady_not_slower_than_jax),
+    ("W9", "W1 runtime step <= 3x the fused train_step",
+     within("W9", w9.W1_STEP, "µs", w9.TRAIN_STEP, 3.0)),
+    ("W9", "W1 runtime step >= 12x faster than PyTorch eager",
+     faster_than("W9", w9.W1_STEP, "µs", (TORCH,), 12)),
+    ("W9", "W1 runtime step <= 8 µs", time_at_most("W9", w9.W1_STEP, "µs", 8.0)),
+    ("W9", "deep net L=100 runtime step <= 0.5x PyTorch eager",
+     within("W9", w9.DEEP_STEP, "ms", TORCH, 0.5)),
+    ("W9", "optimizer step <= 0.3 µs per parameter (L=100: 200 parameters)",
+     time_at_most("W9", w9.OPTIMIZER, "µs", 0.3, per=2 * w9.LAYERS)),
+    ("W9", "value_and_grad(params dict) <= 1.5x flat positional arrays",
+     within("W9", w9.W1_CALLS, "µs", w9.POSITIONAL, 1.5)),
+    ("W9", "value_and_grad with keywords <= 1.5x flat positional arrays",
+     row_within("W9", w9.W1_CALLS, "µs", w9.KEYWORDS, w9.POSITIONAL, 1.5)),
+    ("W9", "deep net L=100 value_and_grad(list of dicts) <= 1.5x positional arrays",
+     within("W9", w9.DEEP_CALLS, "ms", w9.POSITIONAL, 1.5)),
     ("W10", "2 ranks >= 1.7x the throughput of 1 rank (one thread each)",
      w10_data_parallel.throughput),
     ("W10", "all-reduce <= 10% of a step", w10_data_parallel.allreduce_share),

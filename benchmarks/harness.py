@@ -198,7 +198,8 @@ def calibrate(call: Callable, setup: Callable, min_time: float, max_number: int)
 
 
 def time_rows(impls: list[Impl], config: Config, max_number: int = 2000,
-              alternate: bool = False) -> dict[str, Timing]:
+              alternate: bool = False, pair: tuple[str, ...] = (GRADFUSE, NUMBA)
+              ) -> dict[str, Timing]:
     """Time each row: a pause, an untimed warm-up batch, then the timed batches.
 
     Rows of different libraries run one after the other, not interleaved: OpenMP,
@@ -211,11 +212,12 @@ def time_rows(impls: list[Impl], config: Config, max_number: int = 2000,
     are, alternate instead: a ratio of two rows timed seconds apart on this shared
     machine moved by up to 1.6x between runs, timed in alternation it holds. (In W4
     the two call different OpenBLAS copies, and alternating them made gradfuse's
-    step 3x slower.) Rows with `read` already ran once
-    (the agreement check), so their JIT compilation is done; the others get a first
-    call here.
+    step 3x slower.) `pair` names the rows that alternate, where a goal is another
+    ratio (W9: the runtime's step and the fused train step). Rows with `read`
+    already ran once (the agreement check), so their JIT compilation is done; the
+    others get a first call here.
     """
-    paired = [impl for impl in impls if alternate and impl.name in (GRADFUSE, NUMBA)]
+    paired = [impl for impl in impls if alternate and impl.name in pair]
     timings = {}
     for impl in impls:
         if impl in paired:
@@ -305,7 +307,8 @@ class WorkloadResult:
 def run_case(result: WorkloadResult, label: str, unit: str, impls: list[Impl],
              reference: Outcome, config: Config,
              tolerances: dict[str, Tolerance] | None = None,
-             max_number: int = 2000, alternate: bool = False) -> Case:
+             max_number: int = 2000, alternate: bool = False,
+             pair: tuple[str, ...] = (GRADFUSE, NUMBA)) -> Case:
     """Check every implementation against `reference`, then time them (`alternate`: see
     time_rows); appends the Case."""
     where = f"{result.id} {label}"
@@ -325,7 +328,7 @@ def run_case(result: WorkloadResult, label: str, unit: str, impls: list[Impl],
                                 f"{str(err).splitlines()[0] if str(err) else ''}")
             continue
         checked.append(impl)
-    case = Case(label, unit, time_rows(checked, config, max_number, alternate),
+    case = Case(label, unit, time_rows(checked, config, max_number, alternate, pair),
                 unchecked=[impl.name for impl in checked if impl.read is None])
     result.cases.append(case)
     return case

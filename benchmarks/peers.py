@@ -179,6 +179,19 @@ def torch_mlp(params: dict[str, np.ndarray]):
     return nn.Sequential(*layers), mapping
 
 
+def torch_tanh_net(params: dict[str, np.ndarray]):
+    """nn.Sequential(Linear, Tanh, ...) shaped like W9's {"W0", "b0", ...} (W7's deep net), in
+    the parameters' dtype."""
+    nn = load_torch().nn
+    layers, mapping = [], {}
+    for i in range(sum(1 for k in params if k.startswith("W"))):
+        n_in, n_out = params[f"W{i}"].shape
+        linear = nn.Linear(n_in, n_out, dtype=torch.from_numpy(params[f"W{i}"]).dtype)
+        mapping[f"W{i}"], mapping[f"b{i}"] = (linear.weight, True), (linear.bias, False)
+        layers += [linear, nn.Tanh()]
+    return nn.Sequential(*layers), mapping
+
+
 def torch_logistic(params: dict[str, np.ndarray]):
     """nn.Linear(features, 1) whose output is flattened to one logit per row."""
     nn = load_torch().nn

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import operator
 import os
 import threading
 from collections.abc import Callable
@@ -32,19 +31,21 @@ from compiler.autodiff import split, vjp_graph
 from compiler.checks import CheckedKernel, with_checks
 from compiler.custom import inline_calls
 from compiler.errors import ArgumentError, TraceError
-from compiler.fastpath import REFUSED, FastCall, TensorCall
+from compiler.fastpath import REFUSED, CallPattern, FastCall, TensorCall
 from compiler.ir import Graph, rebuild
 from compiler.names import name_values
+from compiler.ops.registry import TRACES
 from compiler.passes import optimize
+from compiler.recording import RecordedKernels, backward_into_graph, compile_backward_into
 from compiler.roll import roll
 from compiler.specialize import Signature, positions_of, signature_of
 from compiler.timings import CompileReport, PhaseTimes, kernel_report
 from compiler.tracer import Concretize, current_builder, trace
 from compiler.verify import verify
-from runtime import Tensor, is_grad_enabled, record
+from runtime import Tensor, is_grad_enabled
 from runtime.anomaly_mode import _anomaly
 
-KINDS = ("forward", "value_and_grad", "forward_save", "backward")
+KINDS = ("forward", "value_and_grad", "forward_save", "backward", "backward_into")
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Specialization:
     # Compile time (compiler/timings.py): "trace", and per kind the work on its graphs. The
     # split made for forward_save or backward counts for the one asked for first.
     times: dict[str, PhaseTimes] = field(default_factory=dict)
+    into_plan: list | None = None  # where backward_into stores each gradient
 
     def times_of(self, what: str) -> PhaseTimes:
         return self.times.setdefault(what, PhaseTimes())
@@ -124,6 +126,20 @@ class Specialization:
                 kernel = self.kernels[key]
         return kernel
 
+    def into_kernel(self) -> tuple[backends.Kernel, list]:
+        """The backward kernel that stores gradients into arrays it is given, and where each
+        gradient goes (compiler/recording.py); numba backend only."""
+        kernel = self.kernels.get("backward_into")
+        if kernel is None:
+            with self.lock:
+                if "backward_into" not in self.kernels:
+                    with self.times_of("backward_into").phase("passes"):
+                        into = backward_into_graph(self.graph_of("backward"))
+                    kernel, self.into_plan = compile_backward_into(into)
+                    self.kernels["backward_into"] = kernel
+                kernel = self.kernels["backward_into"]
+        return kernel, self.into_plan
+
     def kernel_for(self, kind: str, checked: bool) -> backends.Kernel:
         return self.checked_kernel(kind) if checked else self.kernel(kind)
 
@@ -165,77 +181,6 @@ def _lowered(graph: Graph) -> Graph:
     return graph
 
 
-class RecordedKernels:
-    """forward_save and backward of one specialization, linked into the runtime's graph.
-
-    `forward(*arrays)` runs forward_save; `link(arrays, results, leaves)` hands `record` the
-    outputs and a backward callable over the residuals, and returns the user's Tensors.
-    """
-
-    def __init__(self, name: str, spec: Specialization, tensor_positions: tuple[int, ...],
-                 checked: bool = False):
-        self.name = name
-        self.forward = spec.kernel_for("forward_save", checked).call
-        # building it sets spec.residual_sources
-        self._backward = spec.kernel_for("backward", checked).call
-        self._checked = checked
-        self._spec = spec
-        n_inputs = len(spec.graph_of("forward_save").inputs)
-        # Residuals index the inputs, then forward_save's results. Inputs that backward needs
-        # are the caller's own arrays; a plain array among them is copied (`link`), because
-        # nothing tells backward that the caller refilled it (a batch buffer, say), while a
-        # Tensor's version counter does.
-        self._residuals = _picker([i if where == "input" else n_inputs + i
-                                   for where, i in spec.residual_sources])
-        self._plain_inputs = [(k, i) for k, (where, i) in enumerate(spec.residual_sources)
-                              if where == "input" and i not in tensor_positions]
-        self._n_outputs = len(spec.graph.outputs)
-        self._n_differentiated = spec.n_differentiated
-        self._needs = _picker(spec.wrt_leaves)  # the Tensors that require grad: differentiated
-        # Tensors that need no gradient but whose arrays backward reads: their versions count.
-        self._saved = _picker([i for where, i in spec.residual_sources if where == "input"
-                               and i in tensor_positions and i not in spec.wrt_leaves])
-        self._single = spec.out_tree.kind == "leaf"
-        self._out_tree = spec.out_tree
-
-    def link(self, arrays: list, results: tuple, leaves: list) -> Any:
-        residuals = self._residuals([*arrays, *results])
-        if self._plain_inputs:
-            residuals = self._kept(residuals, arrays, leaves)
-        backward_kernel, checked, spec = self._backward, self._checked, self._spec
-
-        def backward(cotangents: list[np.ndarray]) -> tuple[np.ndarray, ...]:
-            if _anomaly.enabled and not checked:  # backward() under detect_anomaly()
-                return spec.checked_kernel("backward").call(*residuals, *cotangents)
-            return backward_kernel(*residuals, *cotangents)
-
-        n_diff = self._n_differentiated
-        tensors = record(results[:n_diff], self._needs(leaves), backward, self.name,
-                         self._saved(leaves))
-        if n_diff < self._n_outputs:  # aux: not differentiated
-            tensors += [Tensor(o) for o in results[n_diff:self._n_outputs]]
-        return tensors[0] if self._single else pytree.unflatten(self._out_tree, tensors)
-
-    def _kept(self, residuals: tuple, arrays: list, leaves: list) -> tuple:
-        """`residuals` with a copy of each of the caller's own plain arrays among them (an
-        array made from a scalar or a non-contiguous argument is ours already)."""
-        kept = list(residuals)
-        for k, i in self._plain_inputs:
-            if arrays[i] is leaves[i]:
-                kept[k] = kept[k].copy()
-        return tuple(kept)
-
-
-def _picker(indices: list[int]) -> Callable[[list], tuple]:
-    """seq -> (seq[i] for i in indices) as a tuple; itemgetter, which runs in C, when it can."""
-    if len(indices) >= 2:
-        return operator.itemgetter(*indices)
-    if indices:
-        only = indices[0]
-        return lambda seq: (seq[only],)
-    return lambda seq: ()
-
-
 class CompiledFunction:
     """A NumPy function compiled to forward and backward kernels; see `compile_grad`."""
 
@@ -275,14 +220,14 @@ class CompiledFunction:
         Tensors, and `backward()` on them reaches every Tensor that requires grad."""
         anomaly = _anomaly.enabled  # fast paths hold the kernels without anomaly mode's checks
         tensor_call = self._tensor_call
-        if tensor_call is not None and not kwargs and not anomaly and current_builder() is None:
-            value = tensor_call.run(args)
+        if tensor_call is not None and not anomaly and not TRACES.builders:  # not tracing
+            value = tensor_call.run(args, kwargs)
             if value is not REFUSED:
                 self._last = tensor_call.spec
                 return value
         fast = self._fast.get("forward")
-        if fast is not None and not kwargs and not anomaly:
-            value = fast.run(args)
+        if fast is not None and not anomaly:
+            value = fast.run(args, kwargs)
             if value is not REFUSED:
                 self._last = fast.spec
                 return value
@@ -293,10 +238,11 @@ class CompiledFunction:
         if not any(t is not None for t in tensors):
             spec = self._specialize(call, self._wrt_leaf_indices(call, strict=False))
             kernel, value = self._kernel(spec, "forward"), _value_packer(spec)
-            if FastCall.eligible(args, kwargs, kernel) and not anomaly:
-                self._fast["forward"] = FastCall(spec, kernel, value)
+            if FastCall.eligible(call, args, kwargs, kernel) and not anomaly:
+                self._fast["forward"] = FastCall(spec, kernel, value,
+                                                 CallPattern(call, len(args), tuple(kwargs)))
             return value(kernel.call(*call.leaves))
-        return self._call_recorded(call, tensors, positional=not kwargs)
+        return self._call_recorded(call, tensors, args, kwargs)
 
     def value_and_grad(self, *args, **kwargs):
         """(value, gradient) with the gradient shaped like the `wrt` argument(s).
@@ -305,8 +251,8 @@ class CompiledFunction:
         `((value, aux), gradient)`, as JAX does."""
         anomaly = _anomaly.enabled
         fast = self._fast.get("value_and_grad")
-        if fast is not None and not kwargs and not anomaly:
-            value_and_grads = fast.run(args)
+        if fast is not None and not anomaly:
+            value_and_grads = fast.run(args, kwargs)
             if value_and_grads is not REFUSED:
                 self._last = fast.spec
                 return value_and_grads
@@ -316,8 +262,10 @@ class CompiledFunction:
         spec = self._specialize(call, self._wrt_leaf_indices(call, strict=True))
         self._require_scalar(spec.graph, spec.n_differentiated)
         kernel = self._kernel(spec, "value_and_grad")
-        if FastCall.eligible(args, kwargs, kernel) and not anomaly:
-            self._fast["value_and_grad"] = FastCall(spec, kernel, self._value_and_grad_packer(spec))
+        if FastCall.eligible(call, args, kwargs, kernel) and not anomaly:
+            self._fast["value_and_grad"] = FastCall(
+                spec, kernel, self._value_and_grad_packer(spec, call),
+                CallPattern(call, len(args), tuple(kwargs)))
         results = [_plain(r) for r in kernel(call.leaves)]
         n_out = len(spec.graph.outputs)
         value = pytree.unflatten(spec.out_tree, results[:n_out])
@@ -332,12 +280,19 @@ class CompiledFunction:
     def source(self, kind: str = "backward") -> str:
         """Generated source of a kernel of the last specialization called: "forward",
         "backward", "value_and_grad" or "forward_save" (the kernel with finite checks when
-        that is what runs: check_finite=True, or anomaly mode)."""
-        return self._kernel(self._require_last(kind), kind).source
+        that is what runs: check_finite=True, or anomaly mode), or "backward_into" (the
+        backward that `backward()` on Parameters runs: it stores gradients into `.grad`)."""
+        spec = self._require_last(kind)
+        if kind == "backward_into":
+            return spec.into_kernel()[0].source
+        return self._kernel(spec, kind).source
 
     def ir(self, kind: str = "forward") -> str:
         """The IR of a graph of the last specialization called, as text."""
-        return str(self._require_last(kind).graph_of(kind))
+        spec = self._require_last(kind)
+        if kind == "backward_into":
+            return str(backward_into_graph(spec.graph_of("backward"))[0])
+        return str(spec.graph_of(kind))
 
     def compile_report(self) -> CompileReport:
         """Where the compile time of the last specialization called went: tracing, then per
@@ -354,7 +309,8 @@ class CompiledFunction:
         return self._specialize(call, self._wrt_leaf_indices(call, strict=False))
 
     # --- calls with runtime tensors ------------------------------------------------------
-    def _call_recorded(self, call: CallArguments, tensors: list[Tensor | None], positional: bool):
+    def _call_recorded(self, call: CallArguments, tensors: list[Tensor | None], args: tuple,
+                       kwargs: dict):
         """Run forward and hand the runtime a backward callable over the saved residuals;
         remember how, for the next call with arguments like these (`TensorCall`)."""
         needs = [i for i, t in enumerate(tensors) if t is not None and t.requires_grad]
@@ -366,11 +322,11 @@ class CompiledFunction:
         positions = tuple(i for i, t in enumerate(tensors) if t is not None)
         checked = self.check_finite or _anomaly.enabled
         recorded = spec.recorded_kernels(self.__name__, positions, checked)
-        if positional and TensorCall.eligible(spec.kernel_for("forward_save", checked),
-                                              call.raw) and not _anomaly.enabled:
-            self._tensor_call = TensorCall(spec, call.treedef, call.raw, recorded.forward,
-                                           recorded.link)
-        return recorded.link(call.leaves, recorded.forward(*call.leaves), call.raw)
+        if TensorCall.eligible(call, args, kwargs, spec.kernel_for("forward_save", checked)) \
+                and not _anomaly.enabled:
+            self._tensor_call = TensorCall(spec, CallPattern(call, len(args), tuple(kwargs)),
+                                           call.raw, recorded.call)
+        return recorded.call(call.leaves, call.raw)
 
     # --- internals ---------------------------------------------------------------------
     def _kernel(self, spec: Specialization, kind: str) -> backends.Kernel:
@@ -472,16 +428,35 @@ class CompiledFunction:
         return (pytree.unflatten(out_tree, results[:n_out]),
                 self._unflatten_grads(call, results[n_out:]))
 
-    def _value_and_grad_packer(self, spec: Specialization) -> Callable[[tuple], Any]:
-        """(value, gradients) from a value_and_grad kernel's results, for plain array
-        arguments (one gradient leaf per `wrt` item)."""
+    def _value_and_grad_packer(self, spec: Specialization, call: CallArguments
+                               ) -> Callable[[tuple], Any]:
+        """(value, gradients) from a value_and_grad kernel's results, for calls made like
+        `call`: gradients rebuilt in the structure of each `wrt` argument."""
         n_out, several = len(spec.graph.outputs), isinstance(self.wrt, tuple)
-        if spec.out_tree.kind == "leaf" and spec.graph.outputs[0].shape == () and not several:
+        trees = [call.treedef.children[call.slot(item)] for item in self._wrt_items()]
+        if spec.out_tree.kind == "leaf" and spec.graph.outputs[0].shape == () and not several \
+                and trees[0].kind == "leaf":
             return lambda results: (results[0][()], results[1])  # the common case, fast
         value = _value_packer(spec)
+        if not several and trees[0].kind != "leaf":  # a dict of parameters, say
+            rebuild = pytree.unflattener(trees[0])
+            if spec.out_tree.kind == "leaf" and spec.graph.outputs[0].shape == ():
+                return lambda results: (results[0][()], rebuild(results[1:]))
+            return lambda results: (value(results[:n_out]), rebuild(results[n_out:]))
+        if all(tree.kind == "leaf" for tree in trees):  # one array per `wrt` item
+            def pack_arrays(results: tuple):
+                grads = results[n_out:]
+                return value(results[:n_out]), tuple(grads) if several else grads[0]
+
+            return pack_arrays
+        rebuilds = [pytree.unflattener(tree) for tree in trees]
+        counts = [tree.num_leaves for tree in trees]
 
         def pack(results: tuple):
-            grads = results[n_out:]
+            grads, k = [], n_out
+            for rebuild, count in zip(rebuilds, counts):
+                grads.append(rebuild(results[k:k + count]))
+                k += count
             return value(results[:n_out]), tuple(grads) if several else grads[0]
 
         return pack

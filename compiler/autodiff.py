@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler import ops
-from compiler.ir import Graph, Node, TensorType, TupleType, rebuild, toposort
+from compiler.ir import Graph, Node, Sym, TensorType, TupleType, rebuild, toposort
 from compiler.names import is_generated
 from compiler.ops.reduce import sum_to_shape
 from compiler.reverse_loop import with_residuals
@@ -158,15 +158,53 @@ def vjp_graph(graph: Graph, wrt: list[int], seed: str = "input",
     return Graph(inputs, list(graph.outputs) + grads, name=f"{graph.name}_vjp")
 
 
-def _recomputable(node: Node) -> bool:
-    """Cheap to redo in backward from what is saved anyway: views, and elementwise ops of one value.
+VIEWS = ("transpose", "reshape", "broadcast_to")
 
-    Saving `relu`'s two masks would cost two arrays where saving its input costs one.
+
+class _Sources:
+    """Which saved values recomputing a forward value in backward would read.
+
+    A view is recomputed from what it views; an elementwise op is recomputed when
+    everything it reads comes down to one saved value, counting each value once: relu's
+    `where(x > 0, x, 0)` reads `x` twice (through the mask and directly), so saving `x`
+    is enough, where saving the result and its mask would cost two arrays. Anything else
+    (a matmul, a reduction) is saved itself.
     """
-    if node.op in ("transpose", "reshape", "broadcast_to"):
-        return True
-    opdef = ops.get(node.op)
-    return opdef.kind == "elementwise" and sum(x.op != "const" for x in node.inputs) <= 1
+
+    def __init__(self) -> None:
+        self._memo: dict[int, frozenset[int]] = {}
+
+    def of(self, node: Node) -> frozenset[int]:
+        """The ids of the saved values `node` would be recomputed from (itself if none)."""
+        found = self._memo.get(node.id)
+        if found is None:
+            found = frozenset() if node.op == "const" else \
+                self._through_inputs(node) if self.recomputable(node) else frozenset((node.id,))
+            self._memo[node.id] = found
+        return found
+
+    def recomputable(self, node: Node) -> bool:
+        if node.op in VIEWS:
+            return True
+        if node.op in ("input", "const") or ops.get(node.op).kind != "elementwise":
+            return False
+        return len(self._through_inputs(node)) <= 1
+
+    def _through_inputs(self, node: Node) -> frozenset[int]:
+        return frozenset().union(*(self.of(x) for x in node.inputs))
+
+
+def _shape_syms(types) -> set[Sym]:
+    return {d for t in types for d in t.shape if isinstance(d, Sym)}
+
+
+def _size_from_shape(node: Node) -> Node:
+    """`size(x)` of a symbolic shape, measured on a broadcast zero of x's shape instead of x:
+    backward reads the dims from its own arguments' shapes and need not save the number."""
+    x = node.inputs[0]
+    zero = Node("const", (), {"value": np.zeros((), x.dtype)}, TensorType(x.dtype, ()))
+    shaped = Node("broadcast_to", (zero,), {"shape": x.type.shape}, x.type)
+    return Node("size", (shaped,), node.attrs, node.type, node.name, node.loc, node.grad_of)
 
 
 @dataclass
@@ -188,8 +226,9 @@ def split(joint: Graph, n_primal: int, n_outputs: int) -> Split:
 
     Backward nodes are those that depend on a cotangent input; forward values
     they use become residuals: extra outputs of the forward graph and inputs
-    of the backward graph. Constants are shared, and cheap forward values are
-    recomputed in backward from residuals rather than saved (`_recomputable`).
+    of the backward graph. Constants are shared, cheap forward values are
+    recomputed in backward from residuals rather than saved (`_Sources`), and so are
+    sizes of symbolic shapes whose dims backward's arguments carry.
     """
     seeds = joint.inputs[n_primal:]
     grads = joint.outputs[n_outputs:]
@@ -200,14 +239,18 @@ def split(joint: Graph, n_primal: int, n_outputs: int) -> Split:
             backward_ids.add(node.id)
 
     residuals: list[Node] = []
+    sizes: list[Node] = []  # sizes of symbolic shapes: recomputed if backward knows the dims
     visited: set[int] = set()
+    sources = _Sources()
 
     def provide(x: Node) -> None:
         """Make forward value `x` available to backward: share, recompute or save it."""
         if x.id in backward_ids or x.id in visited or x.op == "const":
             return
         visited.add(x.id)
-        if _recomputable(x):
+        if x.op == "size":
+            sizes.append(x)
+        elif sources.recomputable(x):
             for y in x.inputs:
                 provide(y)
         else:
@@ -219,6 +262,14 @@ def split(joint: Graph, n_primal: int, n_outputs: int) -> Split:
                 provide(x)
     for g in grads:  # a gradient that does not depend on the seed is computed forward
         provide(g)
+    known = _shape_syms([r.type for r in residuals] + [s.type for s in seeds])
+    replace: dict[int, Node] = {}
+    for size in sizes:
+        measured = {size.inputs[0].type.shape[a] for a in size.attrs["axes"]}
+        if {d for d in measured if isinstance(d, Sym)} <= known:
+            replace[size.id] = _size_from_shape(size)
+        else:
+            residuals.append(size)
 
     input_index = {x.id: i for i, x in enumerate(joint.inputs[:n_primal])}
     computed = [r for r in residuals if r.id not in input_index]
@@ -239,7 +290,7 @@ def split(joint: Graph, n_primal: int, n_outputs: int) -> Split:
         Node("input", (), {"index": len(residuals) + k, "type": s.type}, s.type, name=s.name)
         for k, s in enumerate(seeds)
     ]
-    replace = {r.id: ri for r, ri in zip(residuals, residual_inputs)}
+    replace.update({r.id: ri for r, ri in zip(residuals, residual_inputs)})
     replace.update({s.id: si for s, si in zip(seeds, seed_inputs)})
     backward_outputs = rebuild(grads, replace)
     backward = Graph(residual_inputs + seed_inputs, backward_outputs,

@@ -2,13 +2,17 @@
 
 Small kernels run in microseconds, so the general path (binding the signature,
 flattening nested arguments, computing the shape pattern) would dominate them.
-A `FastCall` remembers the specialization of a call whose arguments were all
-arrays passed positionally, and a later call with as many arguments runs that
-kernel at once. A `TensorCall` does the same for calls with runtime Tensors
-(Parameters in a dict, say) that were recorded for backward: a later call
-whose arguments have the same tree, with a Tensor of the same class, requiring
-grad or not as before, wherever there was one, runs the forward kernel and
-records it without the general path.
+A `CallPattern` remembers how a call was made: how many positional arguments,
+which keywords in which order, the tree of each argument (dicts, lists, tuples)
+and the class of every leaf. A later call made the same way is flattened by a
+function built for that tree (compiler/pytree.py `flattener`) and checked with
+one C-level comparison of the leaves' classes.
+
+A `FastCall` runs the kernel of a call whose leaves were plain arrays (or
+Python and NumPy scalars). A `TensorCall` does the same for calls with runtime
+Tensors (Parameters in a dict, say) that were recorded for backward: a later
+call with a Tensor of the same class, requiring grad or not as before, wherever
+there was one, runs the forward kernel and records it without the general path.
 
 Nothing else is checked in Python: numba's dispatcher refuses arrays of another
 dtype, rank or layout (the kernel compiles for one signature only), and the
@@ -22,96 +26,162 @@ backend's) get a fast path.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from compiler import pytree
+from compiler.arguments import CallArguments
 from compiler.errors import KernelShapeError
-from runtime import Tensor, is_grad_enabled
+from runtime import Tensor
+from runtime.grad_mode import _mode
 
 REFUSED = object()  # what `run` returns when the arguments do not fit the kernel
+_SCALARS = (bool, int, float)
+_requires_grad_of = operator.attrgetter("_requires_grad")
+_data_of = operator.attrgetter("data")
+
+
+def _getter(positions: list[int]):
+    """seq -> the items at `positions`, as a tuple."""
+    if len(positions) >= 2:
+        return operator.itemgetter(*positions)
+    return lambda seq: tuple(seq[i] for i in positions)
+
+
+def _plain_leaf(leaf: Any) -> bool:
+    """Whether a fast path can pass this leaf the way the general path does: arrays as they
+    are (numba refuses other layouts than the kernel's), scalars through np.asarray."""
+    return type(leaf) is np.ndarray or type(leaf) in _SCALARS or isinstance(leaf, np.generic)
+
+
+class CallPattern:
+    """How one call was made; `leaves(args, kwargs)` flattens a call made the same way (the
+    leaves in the order the general path gives them), else returns None."""
+
+    def __init__(self, call: CallArguments, n_positional: int, keywords: tuple[str, ...]):
+        self.keywords = keywords
+        self.types = tuple(map(type, call.raw))
+        # Positional arguments fill the first slots; each keyword goes to its slot.
+        order = list(range(n_positional)) + [n_positional + keywords.index(name)
+                                             for name in call.names[n_positional:]]
+        self._n_slots = len(order)
+        self._reorder = None if order == list(range(len(order))) else operator.itemgetter(*order)
+        self._collect = pytree.collector(call.treedef)
+        # Positional arrays only (W2's call): the arguments are the leaves.
+        self._flat = not keywords and all(c.kind == "leaf" for c in call.treedef.children)
+        # Scalars go to kernels as 0-d arrays, as in the general path.
+        self.scalars = [i for i, leaf in enumerate(call.raw)
+                        if not isinstance(leaf, Tensor | np.ndarray)]
+
+    @staticmethod
+    def possible(call: CallArguments, n_positional: int, keywords: tuple[str, ...]) -> bool:
+        """Whether calls like this one can be recognized (each slot named once)."""
+        names = call.names
+        return len(set(names)) == len(names) == n_positional + len(keywords) \
+            and set(names[n_positional:]) == set(keywords)
+
+    def leaves(self, args: tuple, kwargs: dict | None) -> list | tuple | None:
+        """The leaves as passed (Tensors stay Tensors, scalars stay scalars), or None."""
+        if self._flat:
+            return None if kwargs or tuple(map(type, args)) != self.types else args
+        if kwargs:
+            if tuple(kwargs) != self.keywords:
+                return None
+            args = args + tuple(kwargs.values())
+        elif self.keywords:
+            return None
+        if self._reorder is not None:  # a permutation of two or more slots
+            if len(args) != self._n_slots:
+                return None
+            args = self._reorder(args)
+        leaves: list = []
+        if not self._collect(args, leaves) or tuple(map(type, leaves)) != self.types:
+            return None
+        return leaves
 
 
 class FastCall:
-    """`run(args)`: `pack(kernel results)` for arguments that fit the kernel, else REFUSED."""
+    """`run(args, kwargs)`: `pack(kernel results)` for arguments that fit the kernel, else
+    REFUSED."""
 
-    def __init__(self, spec, kernel, pack: Callable[[tuple], Any]) -> None:
+    def __init__(self, spec, kernel, pack: Callable[[tuple], Any], pattern: CallPattern) -> None:
         self.spec = spec
         self.kernel = kernel
         self.pack = pack
-        self._types = (np.ndarray,) * len(spec.signature.types)
+        self.pattern = pattern
         self._call = kernel.call
 
     @staticmethod
-    def eligible(args: tuple, kwargs: dict, kernel) -> bool:
-        return getattr(kernel, "checks_arguments", False) and not kwargs \
-            and all(type(a) is np.ndarray for a in args)
+    def eligible(call: CallArguments, args: tuple, kwargs: dict, kernel) -> bool:
+        return getattr(kernel, "checks_arguments", False) \
+            and CallPattern.possible(call, len(args), tuple(kwargs)) \
+            and all(map(_plain_leaf, call.raw))
 
-    def run(self, args: tuple) -> Any:
+    def run(self, args: tuple, kwargs: dict | None = None) -> Any:
         # One C-level comparison (0.1 us) for the count and the classes: numba would refuse a
         # Parameter too, but only after 100 us of looking for a type to give it.
-        if tuple(map(type, args)) != self._types:
+        leaves = self.pattern.leaves(args, kwargs)
+        if leaves is None:
             return REFUSED
+        if self.pattern.scalars:
+            leaves = list(leaves)
+            for i in self.pattern.scalars:
+                leaves[i] = np.asarray(leaves[i])
         try:
-            results = self._call(*args)
+            results = self._call(*leaves)
         except (TypeError, KernelShapeError):
             return REFUSED
         return self.pack(results)
 
 
-def _tensor_call_leaf(leaf: Any) -> bool:
-    """Whether a TensorCall can pass this leaf to a kernel the way the general path does."""
-    return isinstance(leaf, Tensor) or type(leaf) is np.ndarray \
-        or type(leaf) in (bool, int, float) or isinstance(leaf, np.generic)
-
-
 class TensorCall:
-    """`run(args)`: the result of a recorded call for arguments with the tree and Tensor
-    pattern of the call it was made from whose arrays fit its forward kernel, else REFUSED.
+    """`run(args, kwargs)`: the result of a recorded call for arguments made the way the
+    call it was made from was, with Tensors where it had them, whose arrays fit its forward
+    kernel; else REFUSED.
 
-    `forward(*arrays)` is the numba forward kernel, which raises TypeError or
-    KernelShapeError on arrays that do not fit it; `link(arrays, results, leaves)` turns its
-    results into the Tensors the user gets, recorded for backward."""
+    `record(arrays, leaves)` runs the numba forward kernel, which raises TypeError or
+    KernelShapeError on arrays that do not fit it, and turns its results into the Tensors
+    the user gets, recorded for backward (compiler/recording.py)."""
 
-    def __init__(self, spec, treedef: pytree.TreeDef, raw_leaves: list, forward, link) -> None:
+    def __init__(self, spec, pattern: CallPattern, raw_leaves: list, record) -> None:
         self.spec = spec
-        self.treedef = treedef
-        # Each leaf must have the exact class it had: Tensors pass their .data, plain arrays
-        # go as they are (numba refuses other layouts than the kernel's), and scalars through
-        # np.asarray, as in the general path.
-        self._types = tuple(map(type, raw_leaves))
-        self._tensors = [i for i, leaf in enumerate(raw_leaves) if isinstance(leaf, Tensor)]
-        self._scalars = [i for i, leaf in enumerate(raw_leaves)
-                         if not isinstance(leaf, Tensor | np.ndarray)]
+        self.pattern = pattern
+        positions = [i for i, leaf in enumerate(raw_leaves) if isinstance(leaf, Tensor)]
+        self._tensors = positions
+        # The Tensors' arrays first when the Tensors lead (a dict of Parameters, then data).
+        self._leading = positions == list(range(len(positions)))
+        self._tensors_of = _getter(positions)
         # Whether each Tensor requires grad decides what backward differentiates.
-        self._requires_grad = [raw_leaves[i].requires_grad for i in self._tensors]
-        self._forward = forward
-        self._link = link
+        self._requires_grad = tuple(raw_leaves[i].requires_grad for i in positions)
+        self._record = record
 
     @staticmethod
-    def eligible(kernel, raw_leaves: list) -> bool:
-        """For a call with positional arguments only (keywords take the general path)."""
+    def eligible(call: CallArguments, args: tuple, kwargs: dict, kernel) -> bool:
         return getattr(kernel, "checks_arguments", False) \
-            and all(map(_tensor_call_leaf, raw_leaves))
+            and CallPattern.possible(call, len(args), tuple(kwargs)) \
+            and all(isinstance(leaf, Tensor) or _plain_leaf(leaf) for leaf in call.raw)
 
-    def run(self, args: tuple) -> Any:
-        if not is_grad_enabled():  # under no_grad nothing is recorded: another kernel
+    def run(self, args: tuple, kwargs: dict | None = None) -> Any:
+        if not _mode.enabled:  # under no_grad nothing is recorded: another kernel
             return REFUSED
-        leaves = pytree.leaves_if_shaped(self.treedef, args)
-        if leaves is None or tuple(map(type, leaves)) != self._types:
+        leaves = self.pattern.leaves(args, kwargs)
+        if leaves is None:
             return REFUSED
-        arrays = list(leaves)
-        for i, requires_grad in zip(self._tensors, self._requires_grad):
-            tensor = leaves[i]
-            if tensor._requires_grad is not requires_grad:
-                return REFUSED
-            arrays[i] = tensor.data
-        for i in self._scalars:
+        tensors = self._tensors_of(leaves)
+        if tuple(map(_requires_grad_of, tensors)) != self._requires_grad:
+            return REFUSED
+        if self._leading:
+            arrays = [*map(_data_of, tensors), *leaves[len(tensors):]]
+        else:
+            arrays = list(leaves)
+            for i, tensor in zip(self._tensors, tensors):
+                arrays[i] = tensor.data
+        for i in self.pattern.scalars:
             arrays[i] = np.asarray(leaves[i])
         try:
-            results = self._forward(*arrays)
+            return self._record(arrays, leaves)
         except (TypeError, KernelShapeError):
             return REFUSED
-        return self._link(arrays, results, leaves)

@@ -64,7 +64,7 @@ def pack(graph: Graph, writes: dict[int, int] | None = None
     stack of inputs when each row goes into the input of that row; results stored into other
     inputs stay unpacked. Returns `graph`, None and `writes` when nothing packs."""
     writes = dict(writes or {})
-    rows = _result_rows(graph)
+    rows = result_rows(graph)
     groups = []
     for stack, members in _input_groups(graph):
         written = [k for k, i in writes.items() if i in members]
@@ -157,7 +157,7 @@ def _input_groups(graph: Graph) -> list[tuple[Node, tuple[int, ...]]]:
     return groups
 
 
-def _result_rows(graph: Graph) -> dict[int, tuple[Node, int]]:
+def result_rows(graph: Graph) -> dict[int, tuple[Node, int]]:
     """result node id -> (stack, m) for results that are row m of a stack that gives two or
     more results."""
     found: dict[int, tuple[Node, int]] = {}

@@ -5,12 +5,15 @@ gives each leaf its full path (`("enc", "W")`), which is what identifies it; `pa
 gives each leaf a readable name that no other leaf of the tree has
 (`params["W1"]` -> `W1`, but `enc_W` and `dec_W` where two layers share the key `W`)
 for generated code; `leaves_if_shaped` flattens a tree only if it has a given
-structure (fast paths).
+structure, and `flattener` / `unflattener` make functions that flatten and rebuild trees of
+one known structure in a few C-level steps per container (the fast paths of repeated calls).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 
@@ -78,6 +81,111 @@ def _shaped(treedef: TreeDef, tree: Any, leaves: list[Any]) -> bool:
         elif not _shaped(child, subtree, leaves):
             return False
     return True
+
+
+# --- one known structure, many calls ---------------------------------------------------------
+Flatten = Callable[[Any, list], bool]  # (tree, leaves so far) -> whether tree had the structure
+
+
+def flattener(treedef: TreeDef) -> Callable[[Any], list | None]:
+    """A function giving the leaves of a tree with exactly `treedef`'s structure (as
+    `leaves_if_shaped`), else None. It is built once per structure: each container costs a
+    type check, a length or key comparison (keys by identity first: a repeated call passes
+    the same key strings) and one `extend`, so flattening costs well under a microsecond per
+    leaf."""
+    collect = collector(treedef)
+
+    def flatten(tree: Any) -> list | None:
+        leaves: list = []
+        return leaves if collect(tree, leaves) else None
+
+    return flatten
+
+
+def collector(treedef: TreeDef) -> Flatten:
+    """`collect(tree, leaves)`: append the leaves of a tree of `treedef`'s structure to
+    `leaves` and return True, or return False (what `flattener` wraps)."""
+    return _collector(treedef)
+
+
+def _collector(treedef: TreeDef) -> Flatten:
+    kind = treedef.kind
+    if kind == "leaf":
+        return lambda tree, leaves: leaves.append(tree) or True
+    if kind == "none":
+        return lambda tree, leaves: tree is None
+    container = _CONTAINER_TYPES[kind]
+    n, keys = len(treedef.children), treedef.keys
+    if all(c.kind == "leaf" for c in treedef.children):  # the common case: one extend
+        if kind == "dict":
+            def leaf_dict(tree, leaves):
+                if type(tree) is not dict or tuple(tree) != keys:  # key order decides the leaf
+                    return False
+                leaves.extend(tree.values())
+                return True
+            return leaf_dict
+
+        def leaf_sequence(tree, leaves):
+            if type(tree) is not container or len(tree) != n:
+                return False
+            leaves.extend(tree)
+            return True
+        return leaf_sequence
+    # None for a leaf child: appended in the loop, without a call
+    children = [None if c.kind == "leaf" else _collector(c) for c in treedef.children]
+    if len(set(treedef.children)) == 1:  # a list of layers alike: one collector for all
+        children = [children[0]] * n
+
+    # Children that are dicts of leaves (a model's parameters) are checked here, without a
+    # call: (keys, None) in place of a collector.
+    children = [(c.keys, None) if c.kind == "dict" and all(g.kind == "leaf" for g in c.children)
+                else collect for c, collect in zip(treedef.children, children)]
+
+    def nested(tree, leaves):
+        if type(tree) is not container or len(tree) != n:
+            return False
+        if kind == "dict":
+            if tuple(tree) != keys:
+                return False
+            tree = tree.values()
+        for collect, subtree in zip(children, tree):
+            if collect is None:
+                leaves.append(subtree)
+            elif type(collect) is tuple:
+                if type(subtree) is not dict or tuple(subtree) != collect[0]:
+                    return False
+                leaves.extend(subtree.values())
+            elif not collect(subtree, leaves):
+                return False
+        return True
+    return nested
+
+
+def unflattener(treedef: TreeDef) -> Callable[[list], Any]:
+    """A function rebuilding `treedef`'s structure from its leaves (as `unflatten`), built
+    once per structure for the fast paths."""
+    build = _builder(treedef)
+    return lambda leaves: build(iter(leaves))
+
+
+def _builder(treedef: TreeDef) -> Callable[[Iterator], Any]:
+    kind, n, keys = treedef.kind, len(treedef.children), treedef.keys
+    if kind == "leaf":
+        return next
+    if kind == "none":
+        return lambda it: None
+    if all(c.kind == "leaf" for c in treedef.children):
+        if kind == "dict":
+            return lambda it: dict(zip(keys, it))  # zip takes a key first: n leaves exactly
+        if kind == "list":
+            return lambda it: list(islice(it, n))
+        return lambda it: tuple(islice(it, n))
+    children = [_builder(c) for c in treedef.children]
+    if kind == "dict":
+        return lambda it: {key: build(it) for key, build in zip(keys, children)}
+    if kind == "list":
+        return lambda it: [build(it) for build in children]
+    return lambda it: tuple([build(it) for build in children])
 
 
 def unflatten(treedef: TreeDef, leaves: list[Any]) -> Any:

@@ -39,8 +39,10 @@ Grad mode (`no_grad` and the rest) lives in `grad_mode` and is importable from h
 
 from __future__ import annotations
 
+import operator
 import weakref
 from collections.abc import Callable, Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -48,37 +50,55 @@ import numpy as np
 from .grad_mode import _mode, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .tensor import Hook, Tensor
 
-__all__ = ["Edge", "Node", "backward", "enable_grad", "is_grad_enabled", "no_grad", "record",
-           "set_grad_enabled"]
+__all__ = ["CallSite", "Edge", "Node", "backward", "enable_grad", "is_grad_enabled", "no_grad",
+           "record", "set_grad_enabled"]
 
 BackwardFn = Callable[[list[np.ndarray]], Sequence["np.ndarray | None"]]
-# (what a Tensor is to a node, the Tensor, its version at forward time). Weak: the graph must
-# not keep an input alive, and a Tensor nobody holds cannot be updated. What it is stays an
-# input position (an int) or a phrase until an error message needs the words.
-SavedVersion = tuple["str | int", "weakref.ref[Tensor]", int]
+# backward_into(cotangents, accumulate, reuse) -> the arrays now holding each input's total
+# gradient, or None if it cannot run now; see `_backward_one_node`.
+BackwardInto = Callable[[list[np.ndarray], list, list], "list[np.ndarray] | None"]
 
 # -- the graph ---------------------------------------------------------------------
 
 
 class Node:
-    """One recorded call (PyTorch's grad_fn): its backward callable and its input edges."""
+    """One recorded call (PyTorch's grad_fn): its backward callable and its input edges.
+
+    The edges, and which Tensors' versions it checks, come from its `CallSite` (shared by
+    the calls of one compiled function with the same Tensors); the node itself holds the
+    versions stamped at forward time. A `trusted` node's backward returns one gradient per
+    input of the input's shape and dtype (the compiler proved it), so `apply` checks none.
+    `backward_into`, where a node has it, stores the gradients straight into arrays that
+    become the leaves' `.grad` (see `_backward_one_node`).
+    """
+
+    __slots__ = ("name", "_backward", "site", "edges", "_producers", "tensors", "versions",
+                 "output_meta", "trusted", "backward_into", "_tensor_hooks", "_retained",
+                 "__weakref__")
 
     def __init__(
         self,
         name: str,
         backward: BackwardFn,
-        edges: list[Edge | None],
-        outputs: list[np.ndarray],
-        saved_versions: Sequence[SavedVersion] = (),
+        site: CallSite,
+        tensors: Sequence[Tensor],
+        output_meta: list[tuple[tuple[int, ...], np.dtype]],
+        trusted: bool = False,
+        backward_into: BackwardInto | None = None,
     ) -> None:
         self.name = name
         self._backward: BackwardFn | None = backward
-        self.edges = edges  # one per input position; None where no gradient flows
-        # Computed once: every backward pass walks the graph through these.
-        self._producers = [e.node for e in edges if e is not None and e.node is not None]
-        self._saved_versions = saved_versions  # checked before each backward pass
+        self.site = site
+        self.edges = site.edges  # one per input position; None where no gradient flows
+        self._producers = site.producers  # every backward pass walks the graph through these
+        # The input Tensors (as in the site: inputs, then saved ones), held while the graph
+        # lives as PyTorch's graph holds them, and their versions at forward time.
+        self.tensors = tensors
+        self.versions = list(map(_version_of, tensors))
         # Shape and dtype of each output, for the zero cotangents of unused outputs.
-        self.output_meta = [(out.shape, out.dtype) for out in outputs]
+        self.output_meta = output_meta
+        self.trusted = trusted
+        self.backward_into = backward_into
         # Made on first use: most nodes never get a hook or a retained output.
         self._tensor_hooks: list[dict[int, Hook]] | None = None
         self._retained: dict[int, weakref.ref[Tensor]] | None = None
@@ -90,6 +110,7 @@ class Node:
     def release(self) -> None:
         """Drop the backward callable and, with it, the residuals it holds."""
         self._backward = None
+        self.backward_into = None
 
     @property
     def tensor_hooks(self) -> list[dict[int, Hook]]:
@@ -110,9 +131,10 @@ class Node:
 
     def check_versions(self) -> None:
         """Raise if an input Tensor was updated in place since the forward call."""
-        for label, ref, version in self._saved_versions:
-            tensor = ref()
-            if tensor is not None and tensor._version != version:
+        if list(map(_version_of, self.tensors)) == self.versions:
+            return
+        for label, tensor, version in zip(self.site.labels, self.tensors, self.versions):
+            if tensor._version != version:
                 raise RuntimeError(_modified_message(self, label, tensor, version))
 
     def producers(self) -> list[Node]:
@@ -124,6 +146,8 @@ class Node:
         if self._backward is None:
             raise RuntimeError(_freed_message(self))
         grads = list(self._backward(cotangents))
+        if self.trusted:
+            return grads
         if len(grads) != len(self.edges):
             raise RuntimeError(
                 f"function {self.name} returned {len(grads)} gradients, "
@@ -149,19 +173,27 @@ class Node:
 
 
 class Edge:
-    """Where one input's gradient goes: output `output_nr` of `node`, or the leaf itself."""
+    """Where one input's gradient goes: output `output_nr` of `node`, or the leaf itself.
 
-    # A plain class with slots, not a frozen dataclass: record makes one per input per call,
-    # and a frozen dataclass's __init__ costs several times as much. Nothing mutates an Edge.
-    __slots__ = ("node", "output_nr", "leaf", "shape", "dtype")
+    The leaf is held weakly: edges live in call sites (`CallSite`), which a compiled function
+    keeps from call to call and which must not keep the caller's Parameters alive; each
+    node holds its input Tensors itself, so a leaf is alive for as long as a graph needs it.
+    """
+
+    # A plain class with slots, not a frozen dataclass; nothing mutates an Edge.
+    __slots__ = ("node", "output_nr", "_leaf", "shape", "dtype")
 
     def __init__(self, node: Node | None, output_nr: int, leaf: Tensor | None,
                  shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.node = node
         self.output_nr = output_nr
-        self.leaf = leaf
+        self._leaf = None if leaf is None else weakref.ref(leaf)
         self.shape = shape
         self.dtype = dtype
+
+    @property
+    def leaf(self) -> Tensor | None:
+        return None if self._leaf is None else self._leaf()
 
     @staticmethod
     def to(tensor: Tensor) -> Edge:
@@ -191,6 +223,82 @@ def _modified_message(node: Node, label: str | int, tensor: Tensor, version: int
     )
 
 
+class CallSite:
+    """The part of a recorded call that repeats: which Tensors it takes where, its edges, and
+    whose versions it checks.
+
+    A compiled function called again and again on the same Parameters records the same
+    edges every time; its call site builds them once, and `record` then only stamps the
+    Tensors' current versions into a new Node. `fits(tensors)` says whether a call's
+    Tensors are the site's (the same objects, requiring grad as before). The site holds
+    Tensors weakly (its edges too): it must not keep the caller's Parameters alive between
+    calls. A site with an input produced by another node (not a leaf) is built for one call
+    only (`reusable` is False), so that it never keeps that node and its residuals alive.
+    """
+
+    __slots__ = ("name", "edges", "producers", "refs", "labels", "positions", "needs_grad",
+                 "reusable", "_requires_grad", "into_ready", "__weakref__")
+
+    def __init__(self, name: str, inputs: Sequence[Tensor | None],
+                 saved: Sequence[Tensor] = ()) -> None:
+        self.name = name
+        edges: list[Edge | None] = []
+        labels: list[str | int] = []  # what each checked Tensor is to the node, for errors
+        tensors: list[Tensor] = []
+        for i, t in enumerate(inputs):
+            if t is None:
+                edges.append(None)
+                continue
+            tensors.append(t)
+            labels.append(i)
+            edges.append(Edge.to(t) if t._requires_grad else None)
+        self.positions = tuple(labels)  # the input positions that hold Tensors
+        tensors += saved
+        labels += [SAVED_INPUT] * len(saved)
+        self.edges = edges
+        self.producers = [e.node for e in edges if e is not None and e.node is not None]
+        self.refs = tuple(weakref.ref(t) for t in tensors)
+        self.labels = tuple(labels)
+        self._requires_grad = tuple(t._requires_grad for t in tensors)
+        self.needs_grad = any(e is not None for e in edges)
+        self.reusable = not self.producers
+        # Whether every input is a leaf of its own with an edge (the backward_into path needs
+        # that): then a node's first Tensors are its edges' leaves, in order.
+        self.into_ready = self.reusable and len(tensors) >= len(edges) > 0 \
+            and all(e is not None for e in edges) \
+            and len({id(t) for t in tensors[:len(edges)]}) == len(edges)
+
+    def fits(self, tensors: Sequence[Tensor]) -> bool:
+        """Whether a call with these Tensors (those of `inputs`, in order, then `saved`) can
+        be recorded at this site: they are the site's own, requiring grad as they did."""
+        return len(tensors) == len(self.refs) \
+            and all(map(operator.is_, map(operator.call, self.refs), tensors)) \
+            and tuple(map(_requires_grad_of, tensors)) == self._requires_grad
+
+    def record(self, tensors: Sequence[Tensor], outputs: Sequence[np.ndarray],
+               backward: BackwardFn, *, trusted: bool = False,
+               backward_into: BackwardInto | None = None,
+               output_meta: list | None = None) -> list[Tensor]:
+        """Wrap `outputs` as Tensors linked to `backward`, for a call whose Tensors fit the
+        site. A `trusted` caller passes arrays, and a backward that returns one gradient per
+        input of the input's shape and dtype; `output_meta`, when the caller knows it, is
+        each output's (shape, dtype)."""
+        if not trusted:
+            outputs = [out if type(out) is np.ndarray else np.asarray(out) for out in outputs]
+        if not (_mode.enabled and self.needs_grad):
+            return [Tensor(out) for out in outputs]
+        node = Node(self.name, backward, self, tensors,
+                    output_meta or [(out.shape, out.dtype) for out in outputs],
+                    trusted, backward_into)
+        from_node = Tensor._from_node
+        return [from_node(out, node, k) if out.dtype.kind == "f" else Tensor(out)
+                for k, out in enumerate(outputs)]
+
+
+_version_of = operator.attrgetter("_version")
+_requires_grad_of = operator.attrgetter("_requires_grad")
+
+
 def record(
     outputs: Sequence[np.ndarray],
     inputs: list[Tensor | None],
@@ -208,33 +316,13 @@ def record(
     require grad, integer and bool outputs never do. The node remembers the
     `_version` of each input Tensor and of the `saved` Tensors (others whose arrays
     `backward` reads, such as inputs that need no gradient), and backward raises if
-    one has changed since.
+    one has changed since. (A caller that records the same Tensors again and again keeps
+    a `CallSite` and records at it.)
     """
-    arrays = [out if type(out) is np.ndarray else np.asarray(out) for out in outputs]
     if not _mode.enabled:
-        return [Tensor(out) for out in arrays]
-    # One pass over the inputs: record makes one node per compiled call, so this is hot.
-    edges: list[Edge | None] = []
-    versions: list[SavedVersion] = []
-    needs_grad = False
-    for i, t in enumerate(inputs):
-        if t is None:
-            edges.append(None)
-            continue
-        versions.append((i, weakref.ref(t), t._version))
-        if t._requires_grad:
-            needs_grad = True
-            edges.append(Edge.to(t))
-        else:
-            edges.append(None)
-    if not needs_grad:
-        return [Tensor(out) for out in arrays]
-    versions += [(SAVED_INPUT, weakref.ref(t), t._version) for t in saved]
-    node = Node(name, backward, edges, arrays, versions)
-    return [
-        Tensor._from_node(out, node, k) if out.dtype.kind == "f" else Tensor(out)
-        for k, out in enumerate(arrays)
-    ]
+        return [Tensor(out if type(out) is np.ndarray else np.asarray(out)) for out in outputs]
+    tensors = [t for t in inputs if t is not None] + list(saved)
+    return CallSite(name, inputs, saved).record(tensors, outputs, backward)
 
 
 SAVED_INPUT = "an input saved for backward"  # how the version error names a `saved` Tensor
@@ -306,7 +394,8 @@ def _backward_one_node(root: Tensor, seed: np.ndarray, retain_graph: bool) -> No
     """`_backward_graph` for its most common graph, one node whose inputs are all leaves (one
     compiled call on Parameters): the same checks, hooks and order, without the walk."""
     node, output_nr = root.grad_fn, root.output_nr
-    _check_runnable(node)
+    if node._backward is None or list(map(_version_of, node.tensors)) != node.versions:
+        _check_runnable(node)  # raises, with the message
     previous = _mode.enabled
     _mode.enabled = False  # hooks and backward callables run under no_grad
     try:
@@ -316,6 +405,10 @@ def _backward_one_node(root: Tensor, seed: np.ndarray, retain_graph: bool) -> No
             cotangents = [None] * len(node.output_meta)
             cotangents[output_nr] = seed
             cotangents = _complete(node, cotangents)
+        if node.backward_into is not None and _stored_into_leaves(node, cotangents):
+            if not retain_graph:
+                node.release()
+            return
         grads = node.apply(cotangents)
         if not retain_graph:
             node.release()
@@ -331,6 +424,37 @@ def _backward_one_node(root: Tensor, seed: np.ndarray, retain_graph: bool) -> No
         _accumulate_into_leaves(leaf_grads)
     finally:
         _mode.enabled = previous
+
+
+def _stored_into_leaves(node: Node, cotangents: list[np.ndarray]) -> bool:
+    """Step 4 done by the node's kernel: `backward_into` stores each input's gradient into the
+    array that becomes its leaf's `.grad` (adding it to the leaf's `.grad` where there is
+    one), so no gradient is returned, checked or copied. Returns False, having done nothing,
+    unless that gives what the usual path gives: every edge goes to a leaf of its own that
+    still requires grad and has no hooks, and whose `.grad`, if any, is its `_own_grad`
+    (nobody can see it change, and the kernel cannot be reading it through an alias)."""
+    site = node.site
+    if not site.into_ready:
+        return False
+    leaves = node.tensors[:len(node.edges)]  # the site's inputs: one leaf per edge, in order
+    if any(map(_hooks_of, leaves)) or not all(map(_requires_grad_of, leaves)):
+        return False
+    grads, owns = list(map(_grad_of, leaves)), list(map(_own_grad_of, leaves))
+    if not all(map(operator.is_, grads, repeat(None))) \
+            and not all(map(operator.is_, grads, owns)) \
+            and any(g is not None and g is not own for g, own in zip(grads, owns)):
+        return False  # a `.grad` handed out: the usual path adds to it, in place
+    stored = node.backward_into(cotangents, grads, owns)
+    if stored is None:  # the node cannot now (anomaly mode's checked kernels): the usual path
+        return False
+    for leaf, grad in zip(leaves, stored):
+        leaf._grad = leaf._own_grad = grad
+    return True
+
+
+_hooks_of = operator.attrgetter("_hooks")
+_grad_of = operator.attrgetter("_grad")
+_own_grad_of = operator.attrgetter("_own_grad")
 
 
 def _check_runnable(node: Node) -> None:
@@ -452,8 +576,8 @@ def _accumulate(leaf: Tensor, grad: np.ndarray) -> None:
     dtype = leaf.data.dtype
     if leaf._grad is None:
         # A fresh array: never alias the seed or an array a backward callable returned.
-        leaf._grad = grad.astype(dtype)  # astype copies unless told not to
+        leaf._grad = leaf._own_grad = grad.astype(dtype)  # astype copies unless told not to
     elif leaf._grad.flags.writeable and leaf._grad.dtype == dtype:
         np.add(leaf._grad, grad, out=leaf._grad)  # in place, so optimizers see stable arrays
     else:
-        leaf._grad = leaf._grad + grad
+        leaf._grad = leaf._own_grad = leaf._grad + grad

@@ -2,9 +2,11 @@
 
 A `Tensor` wraps a NumPy array (`.data`) and carries PyTorch's autograd fields:
 `requires_grad`, `grad`, `grad_fn` (the graph node that produced it, None on
-leaves) and its hooks. It has no arithmetic of its own: compiled functions
-compute on the arrays and call `runtime.autograd.record` to link the results
-into the graph. A `Parameter` is a leaf Tensor that owns a copy of its data.
+leaves) and its hooks. Compiled functions compute on the arrays and call
+`runtime.autograd.record` to link the results into the graph; outside them, a
+Tensor has the arithmetic PyTorch users write around their calls (`+ - * / **`,
+comparisons, `.sum()`, `.mean()`: runtime/arithmetic.py), recorded the same way.
+A `Parameter` is a leaf Tensor that owns a copy of its data.
 
 Every Tensor also has PyTorch's version counter, `_version`: a plain int that
 each in-place update of `.data` made by the library adds one to (optimizer
@@ -17,6 +19,7 @@ not counted: code that does that must bump `p._version` itself to be caught.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -60,23 +63,32 @@ class Tensor:
     # np.float64(2) * t): the result would silently drop out of the graph.
     __array_ufunc__ = None
 
+    # Defaults every Tensor starts with, as class attributes: a compiled call makes a Tensor
+    # per result, and setting eight attributes per Tensor cost a microsecond per call.
+    grad_fn: Node | None = None  # the graph node that produced this tensor; None on leaves
+    output_nr = 0  # which output of grad_fn this tensor is
+    _requires_grad = False
+    _grad: np.ndarray | None = None
+    _hooks: dict[int, Hook] | None = None  # a leaf's hooks (a non-leaf's live on its grad_fn)
+    _retains_grad = False
+    # In-place updates of `data` by the library so far; see the module docstring.
+    _version = 0
+    # The gradient array the runtime made for this Tensor and has never handed out (reading
+    # `.grad` hands it out). Nobody else can see it, so the backward engine may store into it
+    # inside a kernel: added to while it is `_grad`, refilled once zero_grad() has set `_grad`
+    # to None. A training loop's gradients keep their arrays that way, from step to step.
+    _own_grad: np.ndarray | None = None
+
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
         self.data: np.ndarray = np.asarray(data)
-        self.grad_fn: Node | None = None
-        self.output_nr = 0  # which output of grad_fn this tensor is
-        self._requires_grad = False
-        self._grad: np.ndarray | None = None
-        self._hooks: dict[int, Hook] = {}  # hooks of a leaf; a non-leaf's live on its grad_fn
-        self._retains_grad = False
-        # In-place updates of `data` by the library so far; see the module docstring.
-        self._version = 0
         if requires_grad:  # the setter checks the dtype; False needs no check
             self.requires_grad = requires_grad
 
     @classmethod
     def _from_node(cls, data: np.ndarray, node: Node, output_nr: int) -> Tensor:
         """A result of a recorded call: output `output_nr` of `node` (used by `record`)."""
-        tensor = cls(data)
+        tensor = cls.__new__(cls)
+        tensor.data = data
         tensor._requires_grad = True
         tensor.grad_fn = node
         tensor.output_nr = output_nr
@@ -107,6 +119,8 @@ class Tensor:
     @property
     def grad(self) -> np.ndarray | None:
         """Accumulated gradient: filled on leaves, and on results that called retain_grad()."""
+        if self._own_grad is not None and self._own_grad is self._grad:
+            self._own_grad = None  # handed out: the caller may keep it, or read it later
         return self._grad
 
     @grad.setter
@@ -143,11 +157,22 @@ class Tensor:
             raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
         # A non-leaf's hooks are kept by its graph node, so they keep working
         # after the Python object of the intermediate result is gone.
-        hooks = self._hooks if self.is_leaf else self.grad_fn.tensor_hooks[self.output_nr]
+        if self.is_leaf:
+            if self._hooks is None:
+                self._hooks = {}
+            hooks = self._hooks
+        else:
+            hooks = self.grad_fn.tensor_hooks[self.output_nr]
         return RemovableHandle(hooks, hook)
 
     def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf), weighted by `gradient`, into every leaf's `.grad`."""
+        node = self.grad_fn
+        if gradient is None and node is not None and not node._producers \
+                and self.data.ndim == 0:
+            # a loss of one compiled call on leaves: the common case, without the lists
+            _autograd._backward_one_node(self, np.array(1, self.data.dtype), retain_graph)
+            return
         _autograd.backward([self], [gradient], retain_graph=retain_graph)
 
     def detach(self) -> Tensor:
@@ -186,6 +211,96 @@ class Tensor:
 
     def __float__(self) -> float:
         return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __bool__(self) -> bool:
+        """The truth of a one-element Tensor (`if loss < best:`); ambiguous otherwise."""
+        if self.data.size != 1:
+            what = "no values" if self.data.size == 0 else "more than one value"
+            raise RuntimeError(f"Boolean value of Tensor with {what} is ambiguous")
+        return bool(self.data.item())
+
+    def __format__(self, spec: str) -> str:
+        """`f"{loss:.4f}"` formats a 0-d Tensor's value, as PyTorch does."""
+        if self.data.ndim == 0:
+            return format(self.data.item(), spec)
+        return object.__format__(self, spec)
+
+    # -- arithmetic outside compiled functions (runtime/arithmetic.py) ----------------
+
+    def __add__(self, other: Any) -> Tensor:
+        return _arithmetic.binary("add", self, other)
+
+    def __radd__(self, other: Any) -> Tensor:  # sum([l1, l2]) starts with 0 + l1
+        return _arithmetic.binary("add", other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return _arithmetic.binary("sub", self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return _arithmetic.binary("sub", other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return _arithmetic.binary("mul", self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return _arithmetic.binary("mul", other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return _arithmetic.binary("div", self, other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return _arithmetic.binary("div", other, self)
+
+    def __pow__(self, other: Any) -> Tensor:
+        return _arithmetic.binary("pow", self, other)
+
+    def __rpow__(self, other: Any) -> Tensor:
+        return _arithmetic.binary("pow", other, self)
+
+    def __neg__(self) -> Tensor:
+        return _arithmetic.neg(self)
+
+    def __pos__(self) -> Tensor:
+        return self
+
+    def __abs__(self) -> Tensor:
+        return _arithmetic.absolute(self)
+
+    def __lt__(self, other: Any) -> Tensor:
+        return _arithmetic.compare("lt", self, other)
+
+    def __le__(self, other: Any) -> Tensor:
+        return _arithmetic.compare("le", self, other)
+
+    def __gt__(self, other: Any) -> Tensor:
+        return _arithmetic.compare("gt", self, other)
+
+    def __ge__(self, other: Any) -> Tensor:
+        return _arithmetic.compare("ge", self, other)
+
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return _arithmetic.compare("eq", self, other)
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return _arithmetic.compare("ne", self, other)
+
+    # Elementwise ==, as in PyTorch; hashing stays by identity, so Tensors remain dict keys
+    # (optimizer state) and set members.
+    __hash__ = object.__hash__
+
+    def sum(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> Tensor:
+        """The sum over `dim` (all axes by default), recorded for backward."""
+        return _arithmetic.reduce("sum", self, dim, keepdim)
+
+    def mean(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> Tensor:
+        """The mean over `dim` (all axes by default), recorded for backward."""
+        return _arithmetic.reduce("mean", self, dim, keepdim)
+
+    def abs(self) -> Tensor:
+        return _arithmetic.absolute(self)
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         if copy:
@@ -226,14 +341,13 @@ class Parameter(Tensor):
             array = array.astype(array.dtype.newbyteorder("="))
         super().__init__(array, requires_grad=requires_grad)
 
-    @property
-    def data(self) -> np.ndarray:
-        return self._data
-
-    @data.setter
-    def data(self, value: np.ndarray) -> None:
+    def _set_data(self, value: np.ndarray) -> None:
         self._data = value
         Parameter.data_replacements += 1
+
+    # Read through a C-level getter: every compiled call reads each Parameter's array.
+    data = property(operator.attrgetter("_data"), _set_data,
+                    doc="The Parameter's array; binding another one is counted.")
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget the accumulated gradient (or fill it with zeros, in place)."""
@@ -245,4 +359,5 @@ class Parameter(Tensor):
 
 # Last, because autograd builds on Tensor; a module-level name, because an import inside
 # Tensor.backward costs more than a microsecond on every call.
+from . import arithmetic as _arithmetic  # noqa: E402
 from . import autograd as _autograd  # noqa: E402

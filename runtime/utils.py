@@ -60,7 +60,8 @@ def clip_grad_norm_(
     float('inf') for the largest absolute entry). As in PyTorch the scale is
     max_norm / (norm + 1e-6), capped at 1, so a clipped norm lands just below max_norm.
     """
-    grads = [p.grad for p in _named(params).values() if p.grad is not None]
+    # `_grad`, not `.grad`: these arrays stay inside the runtime (see Tensor._own_grad)
+    grads = [p._grad for p in _named(params).values() if p._grad is not None]
     if not grads:
         return 0.0
     norm_type = float(norm_type)
@@ -81,8 +82,8 @@ def clip_grad_norm_(
 def clip_grad_value_(params: Params, clip_value: float) -> None:
     """Clip every gradient entry into [-clip_value, clip_value], in place."""
     for p in _named(params).values():
-        if p.grad is not None:
-            np.clip(p.grad, -clip_value, clip_value, out=p.grad)
+        if p._grad is not None:
+            np.clip(p._grad, -clip_value, clip_value, out=p._grad)
 
 
 def grad_norms(
@@ -94,7 +95,7 @@ def grad_norms(
     """
     named = _named(params)
     norms = {
-        name: None if p.grad is None else _vector_norm(p.grad, float(norm_type))
+        name: None if p._grad is None else _vector_norm(p._grad, float(norm_type))
         for name, p in named.items()
     }
     return norms if isinstance(params, Mapping) else list(norms.values())

@@ -41,7 +41,7 @@ def two_epochs(history) -> bool:
 # name -> (optimizer, its options, fit's options, GRADFUSE_MPI_ALLREDUCE)
 SCENARIOS = {
     # 37 rows in batches of 8: the last batch (5 rows) splits 2 + 3; an epoch per chunk, so
-    # the callback runs after epochs 1 and 2, where `stop` ends the run
+    # the callback runs after epochs 0 and 1 (0-based), where `stop` ends the run
     "sgd": (optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
             dict(epochs=3, batch_size=8, seed=3, chunk_steps=5, stop=two_epochs), "shared"),
     # batches of 9, in order: the last batch has 1 row, so rank 0 has none of it

@@ -307,3 +307,52 @@ def test_w7_goals_judge_timeouts_as_missed_and_missing_scan_as_na():
     assert slow["<= 20 ms per additional identical layer (L=20 -> L=100)"][1].startswith(
         "> 1400 ms per layer")  # (120 - 8) / 80
     assert slow["peak memory while compiling <= 1 GB"][0] == "MISSED"
+
+
+# --- W9: the runtime's PyTorch-style loop ----------------------------------------------------
+
+
+def test_w9_rows_agree_with_their_references():
+    """Every W9 row, at a small size, passes the check that runs before it is timed."""
+    from benchmarks import w1_mlp_step
+    from benchmarks import w9_runtime_step as w9
+
+    w1, deep = w1_mlp_step.problem(), w9.deep_problem(3)
+    cases = [(w9.w1_step_rows(w1), w1.step_reference(), w1.step_tolerances()),
+             (w9.w1_call_rows(w1), w9.call_reference(w1), None),
+             (w9.deep_step_rows(deep), deep.step_reference(), deep.step_tolerances()),
+             (w9.optimizer_rows(deep), w9.optimizer_reference(deep), None),
+             (w9.deep_call_rows(deep), w9.call_reference(deep), None)]
+    for rows, expected, tolerances in cases:
+        impls = harness.build_rows(CONFIG, rows, [])
+        assert any(impl.name == GRADFUSE for impl in impls)
+        for impl in impls:
+            impl.setup()
+            check_agreement("W9", impl.name, impl.read(impl.call()), expected, tolerances)
+
+
+def test_w9_goals_are_judged_from_the_figures():
+    from benchmarks import w9_runtime_step as w9
+
+    def case(label, unit, times):
+        found = Case(label, unit)
+        for name, seconds in times.items():
+            found.times[name] = Timing(seconds, seconds, 1, 1)
+        return found
+
+    result = WorkloadResult("W9", "test", [
+        case(w9.W1_STEP, "µs", {GRADFUSE: 6e-6, w9.TRAIN_STEP: 2.5e-6, "torch eager": 100e-6}),
+        case(w9.DEEP_STEP, "ms", {GRADFUSE: 2e-3, "torch eager": 3e-3}),
+        case(w9.OPTIMIZER, "µs", {GRADFUSE: 50e-6}),
+        case(w9.W1_CALLS, "µs", {GRADFUSE: 5e-6, w9.KEYWORDS: 7e-6, w9.POSITIONAL: 4e-6}),
+    ])
+    statuses = verdicts({"W9": result})
+    assert statuses["W1 runtime step <= 3x the fused train_step"] == "met"
+    assert statuses["W1 runtime step >= 12x faster than PyTorch eager"] == "met"
+    assert statuses["W1 runtime step <= 8 µs"] == "met"
+    assert statuses["deep net L=100 runtime step <= 0.5x PyTorch eager"] == "MISSED"
+    assert statuses["optimizer step <= 0.3 µs per parameter (L=100: 200 parameters)"] == "met"
+    assert statuses["value_and_grad(params dict) <= 1.5x flat positional arrays"] == "met"
+    assert statuses["value_and_grad with keywords <= 1.5x flat positional arrays"] == "MISSED"
+    assert statuses["deep net L=100 value_and_grad(list of dicts) <= 1.5x positional "
+                    "arrays"] == "n/a"

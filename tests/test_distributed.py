@@ -134,7 +134,7 @@ def test_callbacks_and_checkpoints_happen_on_rank_0_only(two_ranks):
     rate it halves reaches rank 1, or the parameters would differ), so the checkpoint it
     writes exists once, holding the final parameters; `stop`'s answer reaches rank 1."""
     _, results, out = two_ranks
-    assert results[0]["sgd/callback_epochs"].tolist() == [1, 2]
+    assert results[0]["sgd/callback_epochs"].tolist() == [0, 1]  # 0-based, as Keras
     assert results[1]["sgd/callback_epochs"].tolist() == []
     assert results[0]["sgd/stopped_early"] and results[1]["sgd/stopped_early"]
     assert not list(out.glob("*-checkpoint-rank1.npz"))

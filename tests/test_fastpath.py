@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compiler import compile_grad
+from compiler import compile_grad, pytree
 from compiler.errors import TraceError
 from compiler.fastpath import REFUSED
 from runtime import Parameter
@@ -50,3 +50,108 @@ def test_refused_calls_take_the_general_path_and_its_answers(fast):
     value, grad = square_norm.value_and_grad(W.astype(np.float32), x32)
     assert value.dtype == np.float32 and value == np.float32(5 * 1.5**2)
     np.testing.assert_allclose(grad, np.full(3, 2 * 1.5 * 0.5 * 5, np.float32))
+
+
+# -- trees and keywords: flattened by a function built for the call's structure ------------
+
+
+def mlp(params, x, y):
+    return np.mean((np.tanh(x @ params["W"] + params["b"]) @ params["v"] - y) ** 2)
+
+
+def mlp_reference(params, x, y):
+    h = np.tanh(x @ params["W"] + params["b"])
+    r = h @ params["v"] - y
+    dh = np.outer(2 * r / r.size, params["v"]) * (1 - h**2)
+    return np.mean(r**2), {"W": x.T @ dh, "b": dh.sum(axis=0), "v": h.T @ (2 * r / r.size)}
+
+
+class CountingGeneral:
+    """A compiled function whose general path counts its calls (fast calls do not bind)."""
+
+    def __init__(self, fn, **options):
+        self.f = compile_grad(fn, **options)
+        self.general = 0
+        arguments = self.f._arguments
+
+        def counted(args, kwargs):
+            self.general += 1
+            return arguments(args, kwargs)
+
+        self.f._arguments = counted
+
+
+RNG = np.random.default_rng(3)
+PARAMS = {"W": RNG.normal(size=(3, 2)), "b": RNG.normal(size=2), "v": RNG.normal(size=2)}
+XS, YS = RNG.normal(size=(5, 3)), RNG.normal(size=5)
+
+
+def assert_value_and_grads(result, params, x, y):
+    value, grads = result
+    expected, expected_grads = mlp_reference(params, x, y)
+    np.testing.assert_allclose(value, expected, rtol=1e-12)
+    assert list(grads) == list(params)  # the structure (and key order) of the argument
+    for key, g in expected_grads.items():
+        np.testing.assert_allclose(grads[key], g, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("call", [
+    lambda f, p, x, y: f(p, x, y),
+    lambda f, p, x, y: f(p, x, y=y),
+    lambda f, p, x, y: f(p, y=y, x=x),  # keywords in another order than the signature's
+    lambda f, p, x, y: f(params=p, x=x, y=y),
+], ids=["positional", "keyword", "reordered-keywords", "all-keywords"])
+def test_dict_and_keyword_calls_are_fast_and_give_the_general_paths_values(call):
+    counting = CountingGeneral(mlp)
+    for n in (5, 4, 5):  # a new batch size stays on the fast path
+        x, y = XS[:n], YS[:n]
+        assert_value_and_grads(call(counting.f.value_and_grad, PARAMS, x, y), PARAMS, x, y)
+    assert counting.general == 1
+    value = call(counting.f, PARAMS, XS, YS)
+    call(counting.f, PARAMS, XS, YS)
+    assert counting.general == 2
+    np.testing.assert_allclose(value, mlp_reference(PARAMS, XS, YS)[0], rtol=1e-12)
+
+
+def test_a_call_made_another_way_takes_the_general_path():
+    counting = CountingGeneral(mlp)
+    counting.f.value_and_grad(PARAMS, XS, y=YS)
+    swapped = {"b": PARAMS["b"], "W": PARAMS["W"], "v": PARAMS["v"]}
+    assert_value_and_grads(counting.f.value_and_grad(swapped, XS, y=YS), swapped, XS, YS)
+    assert_value_and_grads(counting.f.value_and_grad(PARAMS, XS, YS), PARAMS, XS, YS)
+    assert_value_and_grads(counting.f.value_and_grad(PARAMS, y=YS, x=XS), PARAMS, XS, YS)
+    assert counting.general == 4
+    with pytest.raises(Exception, match="argument"):
+        counting.f.value_and_grad(PARAMS, XS, z=YS)
+
+
+def test_var_positional_and_var_keyword_arguments_are_fast():
+    def total(w, *xs, **named):
+        return np.sum(w * sum(xs)) + sum(np.sum(v * w) for v in named.values())
+
+    counting = CountingGeneral(total)
+    w, a, b, c = np.ones(2), np.array([1.0, 2.0]), np.array([3.0, 4.0]), np.array([5.0, 7.0])
+    for _ in range(2):
+        value, grad = counting.f.value_and_grad(w, a, b, scale=c)
+        assert value == 10.0 + 12.0 and np.array_equal(grad, a + b + c)
+    assert counting.general == 1
+
+
+@pytest.mark.parametrize("tree, other, same", [
+    ({"a": 1, "b": (2, [3])}, {"a": 4, "b": (5, [6])}, True),
+    ({"a": 1, "b": 2}, {"b": 2, "a": 1}, False),  # key order decides which leaf is which
+    ({"a": 1}, {"a": 1, "b": 2}, False),
+    ((1, 2), [1, 2], False),
+    ([1, 2], [1, 2, 3], False),
+    ((1, None), (1, None), True),
+    ((1, None), (1, 2), False),
+    ([{"W": 1, "b": 2}, {"W": 3, "b": 4}], [{"W": 5, "b": 6}, {"W": 7, "b": 8}], True),
+    ([{"W": 1, "b": 2}, {"W": 3, "b": 4}], [{"W": 5, "b": 6}, {"b": 7, "W": 8}], False),
+])
+def test_flattener_and_unflattener_of_one_structure(tree, other, same):
+    leaves, treedef = pytree.flatten(tree)
+    flatten, rebuild = pytree.flattener(treedef), pytree.unflattener(treedef)
+    assert flatten(tree) == leaves and rebuild(leaves) == tree
+    result = flatten(other)
+    assert (result == pytree.flatten(other)[0] and rebuild(result) == other) if same \
+        else result is None

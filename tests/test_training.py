@@ -114,8 +114,42 @@ def test_fit_stops_early_and_reports_progress():
     history = fit(mlp_loss, params, opt, (X, Y), epochs=50, batch_size=10, shuffle=False,
                   progress=False, chunk_steps=5, callback=lambda epoch, h: seen.append(epoch),
                   stop=lambda h: len(h.epoch_losses) >= 3)
-    assert history.stopped_early and seen == [1, 2, 3]
+    assert history.stopped_early and seen == [0, 1, 2]  # 0-based epoch indices, as Keras
     assert history.losses.shape == (15,) and np.all(np.isfinite(history.losses))
+
+
+def test_a_second_fit_reuses_the_compiled_step_and_carries_on():
+    expected, opt_expected = fresh("SGD", dict(lr=0.05, momentum=0.9))
+    fit(mlp_loss, expected, opt_expected, (X, Y), epochs=3, batch_size=20, shuffle=False,
+        progress=False)
+    params, opt = fresh("SGD", dict(lr=0.05, momentum=0.9))
+    fit(mlp_loss, params, opt, (X, Y), epochs=1, batch_size=20, shuffle=False, progress=False)
+    [(key, step)] = opt._compiled.items()
+    kernels = step._last or next(iter(step._kernels_by_data.values()))
+    fit_kernel = kernels.fit
+    history = fit(mlp_loss, params, opt, (X, Y), epochs=2, batch_size=20, shuffle=False,
+                  progress=False)
+    assert list(opt._compiled.values()) == [step]  # the same step, with the same kernels
+    assert step._kernels_by_data[next(iter(step._kernels_by_data))].fit is fit_kernel
+    assert history.losses.shape == (6,)
+    assert_same_params(params, expected)  # momentum carried over: as one fit of 3 epochs
+
+
+def test_fit_reuses_a_step_only_for_the_same_loss_parameters_optimizer_and_clipping():
+    params, opt = fresh("SGD", dict(lr=0.05))
+    run = dict(epochs=1, batch_size=25, progress=False)
+    fit(mlp_loss, params, opt, (X, Y), **run)
+    fit(mlp_loss, params, opt, (X, Y), max_norm=1.0, **run)  # clipping on: another kernel
+    fit(mlp_loss, params, opt, (X, Y), max_norm=0.5, **run)  # another threshold: the same
+    assert len(opt._compiled) == 2
+    clipped = [s for s in opt._compiled.values() if s.max_norm is not None]
+    assert [s.max_norm for s in clipped] == [0.5]
+    other = {k: Parameter(p.data) for k, p in params.items()}
+    opt.add_param_group({"params": list(other.values())})
+    fit(mlp_loss, other, opt, (X, Y), **run)  # other Parameters: another step
+    opt.param_groups[0]["maximize"] = True
+    fit(mlp_loss, params, opt, (X, Y), **run)  # another structural flag: another step
+    assert len(opt._compiled) == 4
 
 
 def test_fit_draws_a_loss_curve(tmp_path):

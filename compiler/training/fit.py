@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler import pytree
 from compiler.api import CompiledFunction
 from compiler.arguments import as_array
 from compiler.training.step import TrainStep
@@ -72,7 +73,9 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
     Steps run inside compiled code in chunks of about `chunk_steps` (default: whole
     epochs, at least 256 steps); between chunks `fit` updates the progress bar
     (tqdm; on by default when stderr is a terminal), calls `callback(epoch, history)`
-    and stops early when `stop(history)` is true. Returns the `History`.
+    with the 0-based index of the last epoch done (as Keras does), and stops early when
+    `stop(history)` is true. Returns the `History`. Another `fit` with the same loss,
+    parameters, optimizer and clipping reuses this one's compiled step.
 
     With an MPI communicator `comm` (every rank passing the same arguments), each batch is
     split among the ranks and the gradients averaged over the whole batch: the result is
@@ -83,7 +86,7 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
     data = tuple(as_array(np.asarray(d), f"data[{i}]") for i, d in enumerate(data))
     n = _check_arguments(data, epochs, batch_size)
     batch_size = n if batch_size is None else min(batch_size, n)
-    step = step or TrainStep(loss_fn, params, optimizer, max_norm=max_norm, comm=comm)
+    step = step or reused_step(loss_fn, params, optimizer, max_norm, comm)
     team = _team(step, comm, dict(data=[(d.shape, d.dtype.str) for d in data], epochs=epochs,
                                   batch_size=batch_size, shuffle=shuffle, seed=seed,
                                   chunk_steps=chunk_steps, callback=callback is not None,
@@ -108,7 +111,7 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
             done = last
             if callback is not None:
                 if team.root:
-                    callback(done, history)
+                    callback(done - 1, history)
                 team.sync_from_root()  # the callback may have changed lr, or loaded weights
             if stop is not None and done < epochs and team.agree(team.root and stop(history)):
                 history.stopped_early = True
@@ -121,6 +124,27 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
             bar.close()
     history.losses = losses[: done * per_epoch]
     return history
+
+
+def reused_step(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
+                max_norm: float | None, comm: Any = None) -> TrainStep:
+    """The TrainStep an earlier `fit` made for this loss, these Parameters (the same objects,
+    in the same tree), this optimizer (each Parameter in the same group, with the same
+    structural flags) and clipping on or off, with its kernels compiled; else a new one,
+    kept in the optimizer's compiler cache (`Optimizer._compiled`) for the next `fit`."""
+    leaves, tree = pytree.flatten(params)
+    groups = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    placed = tuple((id(g), tuple((k, v) for k, v in optimizer.rule_options(g).items()
+                                 if isinstance(v, bool)))
+                   for g in (groups.get(id(leaf)) for leaf in leaves) if g is not None)
+    key = ("fit", loss_fn, tree, tuple(map(id, leaves)), placed, max_norm is None, id(comm))
+    step = optimizer._compiled.get(key)  # its TrainStep holds the leaves: ids stay theirs
+    if step is None:
+        step = optimizer._compiled[key] = TrainStep(loss_fn, params, optimizer,
+                                                    max_norm=max_norm, comm=comm)
+    elif max_norm is not None:
+        step.max_norm = max_norm  # a new threshold is a kernel argument, not a new kernel
+    return step
 
 
 def _check_arguments(data: tuple, epochs: Any, batch_size: Any) -> int:

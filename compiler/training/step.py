@@ -299,9 +299,9 @@ class TrainStep:
             for m, i in enumerate(which):
                 owner, key = owners[i]
                 if key is None:
-                    owner.data = stack[m]
+                    owner.data = stack[m, ...]
                 else:
-                    owner[key] = stack[m]
+                    owner[key] = stack[m, ...]  # a view, also of a 0-d entry (the step count)
             arguments.append(stack)
         return tuple(arguments)
 

@@ -23,6 +23,19 @@ from . import foreach
 
 ParamsArg = Iterable[Tensor] | Mapping[str, Tensor] | Iterable[dict[str, Any]]
 
+# The compiled update: `factory(optimizer, group_index)` makes a callable that updates a group
+# in one kernel and returns the parameters it left to the NumPy rules. The compiler registers
+# it (compiler/update_kernels.py); the runtime never imports the compiler, and without it the
+# rules run as they always did.
+CompiledUpdate = Callable[[dict[str, Any]], list[Tensor]]
+_compiled_update: Callable[[Any, int], CompiledUpdate] | None = None
+
+
+def set_compiled_update(factory: Callable[[Any, int], CompiledUpdate] | None) -> None:
+    """Register (or, with None, remove) the factory of compiled group updates."""
+    global _compiled_update
+    _compiled_update = factory
+
 
 class Optimizer:
     """Base of all optimizers, with PyTorch's param_groups / state / state_dict layout."""
@@ -37,6 +50,9 @@ class Optimizer:
         self.defaults = defaults
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[Tensor, dict[str, np.ndarray]] = {}
+        # The compiler's caches for this optimizer (never read otherwise): its compiled group
+        # updates by group index, and the train steps that `fit` reuses.
+        self._compiled: dict[Any, Any] = {}
         if isinstance(params, Tensor):
             raise TypeError(
                 "params argument given to the optimizer should be an iterable of "
@@ -109,10 +125,19 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        compiled = _compiled_update
+        for index, group in enumerate(self.param_groups):
+            params = group["params"]
+            if compiled is not None:
+                update = self._compiled.get(index)
+                if update is None:
+                    update = self._compiled[index] = compiled(self, index)
+                params = update(group)  # what the kernel left to the rules below
+                if not params:
+                    continue
             options = self.rule_options(group)
             shared = []  # parameters that may share calls of the rule (see foreach)
-            for p in group["params"]:
+            for p in params:
                 grad = p._grad
                 if grad is None:
                     continue

@@ -1,0 +1,331 @@
+"""`optimizer.step()` as one compiled kernel per parameter group (runtime.optim's hook).
+
+The runtime offers a hook (`runtime.optim.optimizer.set_compiled_update`) and,
+without it, runs each optimizer's NumPy rule (`runtime.optim.rules`) as ever.
+The compiler registers `GroupUpdate` there: per parameter group, the rule is
+traced once (as a train step traces it) into a kernel that updates one
+parameter and its state in place, and a loop around it runs that kernel on
+every row of a table of addresses (compiler/tables.py): each row a parameter's
+data, gradient and state arrays. One call updates the whole group, whatever its
+number of parameters, for the cost of checking that the arrays are still those
+of the table (a few C-level comparisons per parameter) and bumping the version
+counters.
+
+A table is built when a group's arrays (parameters, gradients, state) stayed
+the same for two steps in a row: a training loop's gradients keep their arrays
+from step to step (the backward engine refills the `.grad` arrays that
+`zero_grad()` set aside), while code that assigns fresh gradient arrays every
+step would pay for a new table every step, so the NumPy rules serve it, as
+they serve anything the kernel cannot take (another dtype than the
+parameter's, arrays that are not C-contiguous or not writable), and every
+step until the group has settled.
+
+An elementwise rule (`optimizer.elementwise`) runs on each parameter
+flattened, so one kernel, with a symbolic length, serves every parameter of a
+dtype; another rule runs on each parameter's own shape, one kernel per shape.
+The kernels are compiled without fast-math, so every parameter gets the same
+IEEE arithmetic whichever way it is updated, and an update does not depend on
+which other parameters share its group.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import chain, compress
+from typing import Any
+
+import numpy as np
+
+from compiler.codegen import GeneratedModule, generate
+from compiler.codegen.emit import FASTMATH
+from compiler.tables import address_of
+from compiler.timings import KernelBuild
+from runtime import Parameter, Tensor
+from runtime.optim import Optimizer
+from runtime.optim.optimizer import set_compiled_update
+
+_grad_of = operator.attrgetter("_grad")
+_data_of = operator.attrgetter("data")
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# --- the kernels ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RuleKey:
+    """What a compiled update depends on (its hyper-parameter values are arguments)."""
+
+    rule: Callable
+    numeric: tuple[str, ...]  # the rule's run-time options, in the order of `hypers`
+    flags: tuple[tuple[str, bool], ...]  # its structural options
+    # State entries in order: (name, whether it is one number per parameter, its dtype).
+    state: tuple[tuple[str, bool, np.dtype], ...]
+    dtype: np.dtype
+    shape: tuple[int, ...] | None  # None: flattened (an elementwise rule)
+
+
+class UpdateKernel:
+    """`run(addresses, sizes, hypers)`: the rule on every row of a table; see the module doc.
+
+    Columns of `addresses`: the parameter's data, its gradient, then its state entries in
+    `key.state` order; `sizes` holds each parameter's number of elements."""
+
+    def __init__(self, key: RuleKey) -> None:
+        from compiler.api import CompiledFunction
+        from compiler.jit import NumbaKernel
+
+        self.key = key
+        name = getattr(key.rule, "__name__", "update")
+        names, flags = key.numeric, dict(key.flags)
+        entries = [entry for entry, _, _ in key.state]
+
+        def update(param, grad, state, hypers):
+            options = {option: hypers[i].astype(param.dtype) for i, option in enumerate(names)}
+            new_param, new_state = key.rule(param, grad, dict(zip(entries, state)), **options,
+                                            **flags)
+            return new_param, [new_state[entry] for entry in entries]
+
+        update.__name__ = name if name.isidentifier() else "update"
+        # Static shapes for a rule on whole parameters (wrt = everything), a symbolic length
+        # for a flattened one (wrt = the hyper-parameters only).
+        compiled = CompiledFunction(update, wrt=(0, 1, 2, 3) if key.shape else (3,))
+        shape = key.shape if key.shape is not None else (2,)
+        state = [np.zeros(() if scalar else shape, dtype) for _, scalar, dtype in key.state]
+        spec = compiled.specialize(np.zeros(shape, key.dtype), np.zeros(shape, key.dtype),
+                                   state, np.zeros(len(names)))
+        graph = spec.graph_of("forward")
+        writes = {0: 0, **{1 + k: 2 + k for k in range(len(entries))}}
+        build = KernelBuild()
+        with build.times.phase("codegen"):
+            generated = generate(graph, "optimizer update", writes, bare_scalars=True)
+        if generated.constants:
+            raise NotImplementedError("an update rule with constant arrays")
+        # IEEE arithmetic (see the module doc), and the loop over the table's rows.
+        source = generated.source.replace(f"fastmath={FASTMATH}", "fastmath=False")
+        table_name = f"{generated.function_name}_table"
+        source += _table_loop(table_name, generated.function_name, key)
+        kernel = NumbaKernel(graph, GeneratedModule(source, generated.function_name, ()),
+                             eager=False, build=build)
+        self.source = source
+        self.run = kernel.entry(table_name, (np.zeros((1, 2 + len(entries)), np.int64),
+                                             np.zeros(1, np.int64), np.zeros(len(names))))
+
+
+def _table_loop(name: str, kernel: str, key: RuleKey) -> str:
+    dtype = f"np.{key.dtype.name}"
+    shape = "(n,)" if key.shape is None else repr(tuple(key.shape))
+    reads = [f"        param = array_at(addresses[row, 0], {shape}, {dtype})",
+             f"        grad = array_at(addresses[row, 1], {shape}, {dtype})"]
+    for k, (_, scalar, entry_dtype) in enumerate(key.state):
+        where = f"addresses[row, {2 + k}]"
+        reads.append(f"        state{k} = scalar_array_at({where}, np.{entry_dtype.name})"
+                     if scalar else f"        state{k} = array_at({where}, {shape}, {dtype})")
+    arguments = ", ".join(["param", "grad", *(f"state{k}" for k in range(len(key.state))),
+                           "hypers"])
+    return (
+        "\n\nfrom compiler.tables import array_at, scalar_array_at  # noqa: E402\n\n\n"
+        "@numba.njit(cache=True, error_model=\"numpy\")\n"
+        f"def {name}(addresses, sizes, hypers):\n"
+        f'    """{kernel} on every row of a table of parameters given by address."""\n'
+        "    for row in range(addresses.shape[0]):\n"
+        "        n = sizes[row]\n"
+        + "\n".join(reads) + "\n"
+        f"        {kernel}({arguments})\n")
+
+
+_kernels: dict[RuleKey, UpdateKernel] = {}
+_kernels_lock = threading.Lock()
+
+
+def update_kernel(key: RuleKey) -> UpdateKernel:
+    """The kernel for `key`, compiled once per process (numba's cache keeps it across)."""
+    kernel = _kernels.get(key)
+    if kernel is None:
+        with _kernels_lock:
+            if key not in _kernels:
+                _kernels[key] = UpdateKernel(key)
+            kernel = _kernels[key]
+    return kernel
+
+
+# --- one parameter group ---------------------------------------------------------------------
+@dataclass
+class _Table:
+    """One kernel's rows: the parameters it updates and the arrays it reads and writes."""
+
+    kernel: UpdateKernel
+    params: list[Tensor]
+    addresses: np.ndarray
+    sizes: np.ndarray
+
+
+@dataclass
+class _Arrays:
+    """What a group's arrays were at a step, by identity: each is gathered and compared with
+    C-level operations (a few per parameter), which is all a settled step costs in Python."""
+
+    params: list[Tensor]
+    grads: list
+    data: list | None  # None when every parameter is a Parameter: then its counter says
+    replacements: int
+    state: dict
+    dicts: list  # the state dicts of the parameters with gradients
+    entries: list  # their arrays
+
+    def same(self, other: _Arrays) -> bool:
+        return _same(self.params, other.params) and _same(self.grads, other.grads) \
+            and self.replacements == other.replacements \
+            and (self.data is None or _same(self.data, other.data)) \
+            and self.state is other.state and _same(self.dicts, other.dicts) \
+            and _same(self.entries, other.entries)
+
+
+def _same(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(map(operator.is_, a, b))
+
+
+def _arrays(optimizer: Optimizer, params: list[Tensor]) -> _Arrays:
+    grads = list(map(_grad_of, params))
+    data = None if all(map(_is_parameter, params)) else list(map(_data_of, params))
+    state = optimizer.state
+    dicts = list(map(state.get, compress(params, map(_not_none, grads))))
+    entries = list(chain.from_iterable(map(_values, filter(None, dicts))))
+    return _Arrays(params, grads, data, Parameter.data_replacements, state, dicts, entries)
+
+
+def _is_parameter(p: Any) -> bool:
+    return type(p) is Parameter
+
+
+_not_none = functools.partial(operator.is_not, None)
+_values = operator.methodcaller("values")
+
+
+class GroupUpdate:
+    """`update(group)`: one step of the optimizer on the group, compiled where it can be;
+    returns the parameters left for the NumPy rules (empty when the kernels did it all)."""
+
+    def __init__(self, optimizer: Optimizer, index: int) -> None:
+        self.optimizer = optimizer
+        self.index = index
+        self._last: _Arrays | None = None  # the arrays of the last step, until tables exist
+        self._settled: _Arrays | None = None  # the arrays the tables were made for
+        self._n_entries = 0
+        self._tables: list[_Table] = []
+        self._rest: list[Tensor] = []  # parameters with a gradient that no kernel takes
+        self._keys: tuple = ()  # the group's settings (but its params) when tables were made
+        self._values: tuple = ()
+        self._hypers = np.zeros(0)
+        self._options: dict[str, Any] = {}
+
+    def __call__(self, group: dict) -> list[Tensor]:
+        params = group["params"]
+        if self._settled is None or not (self._unchanged(params)
+                                         and self._same_settings(group)):
+            self._settled = self._tables = None
+            arrays = _arrays(self.optimizer, list(params))
+            last, self._last = self._last, arrays
+            if last is None or not arrays.same(last):  # new arrays: the rules (tables later)
+                return list(compress(arrays.params, map(_not_none, arrays.grads)))
+            self._settings_of(group)
+            self._plan(arrays)
+            self._settled, self._n_entries = arrays, sum(map(len, filter(None, arrays.dicts)))
+        for table in self._tables:
+            table.kernel.run(table.addresses, table.sizes, self._hypers)
+            for p in table.params:
+                p._version += 1  # as the rules do: an earlier graph must refuse backward
+        return self._rest
+
+    def _unchanged(self, params: list[Tensor]) -> bool:
+        """Whether the group's arrays are still those of the tables: C-level comparisons
+        only (a settled step of a W1-sized group costs about a microsecond in Python)."""
+        settled = self._settled
+        if len(params) != len(settled.params) \
+                or not all(map(operator.is_, params, settled.params)) \
+                or not all(map(operator.is_, map(_grad_of, params), settled.grads)) \
+                or Parameter.data_replacements != settled.replacements \
+                or self.optimizer.state is not settled.state:
+            return False
+        if settled.data is not None and not all(map(operator.is_, map(_data_of, params),
+                                                    settled.data)):
+            return False
+        if not settled.entries:
+            return all(map(operator.is_, map(settled.state.get, self._with_grads),
+                           settled.dicts))
+        dicts = list(map(settled.state.get, self._with_grads))
+        return all(map(operator.is_, dicts, settled.dicts)) \
+            and sum(map(len, dicts)) == self._n_entries \
+            and all(map(operator.is_, chain.from_iterable(map(_values, dicts)),
+                        settled.entries))
+
+    def _same_settings(self, group: dict) -> bool:
+        return len(group) == len(self._keys) + 1 \
+            and tuple(map(group.get, self._keys)) == self._values
+
+    def _settings_of(self, group: dict) -> None:
+        """The group's hyper-parameters as the kernels take them (a scheduler's new lr, say,
+        is a new vector, never a new kernel), and its flags, which choose the kernels."""
+        self._keys = tuple(k for k in group if k != "params")
+        self._values = tuple(map(group.get, self._keys))
+        self._options = self.optimizer.rule_options(group)
+        self._hypers = np.array([v for v in self._options.values() if not isinstance(v, bool)],
+                                np.float64)
+
+    def _plan(self, arrays: _Arrays) -> None:
+        """Sort the parameters with gradients into tables, one per kernel; the rest go to
+        the NumPy rules."""
+        optimizer = self.optimizer
+        options = self._options
+        numeric = tuple(k for k, v in options.items() if not isinstance(v, bool))
+        flags = tuple((k, v) for k, v in options.items() if isinstance(v, bool))
+        rows: dict[RuleKey, list[tuple[Tensor, list[np.ndarray]]]] = {}
+        self._rest = []
+        for p, grad in zip(arrays.params, arrays.grads):
+            if grad is None:
+                continue
+            state = optimizer.state.get(p)
+            data = p.data
+            if state is None or not _takes(data, grad, state):
+                self._rest.append(p)
+                continue
+            key = RuleKey(type(optimizer).rule, numeric, flags,
+                          tuple((k, v.ndim == 0, v.dtype) for k, v in state.items()),
+                          data.dtype, None if optimizer.elementwise else data.shape)
+            rows.setdefault(key, []).append((p, [data, grad, *state.values()]))
+        self._with_grads = list(compress(arrays.params, map(_not_none, arrays.grads)))
+        self._tables = []
+        for key, found in rows.items():
+            try:
+                kernel = update_kernel(key)
+            except NotImplementedError:
+                self._rest += [p for p, _ in found]
+                continue
+            addresses = np.array([[address_of(a) for a in row] for _, row in found], np.int64)
+            sizes = np.array([row[0].size for _, row in found], np.int64)
+            self._tables.append(_Table(kernel, [p for p, _ in found], addresses, sizes))
+
+
+def _takes(data: np.ndarray, grad: Any, state: dict) -> bool:
+    """Whether a kernel can update this parameter in place through its table row: arrays of
+    the parameter's float dtype and shape (a state entry may be one float number: the step
+    count), C-contiguous and writable. 0-d parameters go to the rules (their state entries
+    could not be told from per-parameter numbers)."""
+    if type(data) is not np.ndarray or data.dtype not in _FLOATS or data.ndim == 0:
+        return False
+    arrays = [data, grad, *state.values()]
+    return all(type(a) is np.ndarray and a.flags.c_contiguous and a.flags.writeable
+               for a in arrays) \
+        and grad.dtype == data.dtype and grad.shape == data.shape \
+        and all(v.ndim == 0 and v.dtype in _FLOATS
+                or v.shape == data.shape and v.dtype == data.dtype for v in state.values())
+
+
+def register_compiled_update() -> None:
+    """Give runtime.optim the compiled update (unless the default backend is the interpreter,
+    which compiles nothing: then the NumPy rules keep running)."""
+    if os.environ.get("GRADFUSE_BACKEND", "numba") == "numba":
+        set_compiled_update(GroupUpdate)

@@ -1,0 +1,412 @@
+"""The PyTorch-style loop at compiled speed: call sites recorded once, backward() storing into
+.grad (backward_into), optimizer steps as one kernel per group. Each gives what the usual path
+gives, with PyTorch's semantics: accumulation, handed-out gradients, hooks, versions and
+retain_graph."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+from compiler import compile_grad
+from compiler import update_kernels as kernels
+from compiler.training import train_step
+from runtime import Parameter, autograd, optim
+from runtime.optim.optimizer import set_compiled_update
+
+
+def mlp_loss(params, x, y):
+    return np.mean((np.tanh(x @ params["W"] + params["b"]) @ params["v"] - y) ** 2)
+
+
+mlp = compile_grad(mlp_loss)
+RNG = np.random.default_rng(0)
+X, Y = RNG.normal(size=(8, 3)), RNG.normal(size=8)
+
+
+def make_params(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"W": Parameter(rng.normal(size=(3, 4))), "b": Parameter(rng.normal(size=4)),
+            "v": Parameter(rng.normal(size=4))}
+
+
+def expected_grads(params, x=X, y=Y):
+    return mlp.value_and_grad({k: p.data for k, p in params.items()}, x, y)[1]
+
+
+def assert_grads(params, grads, factor=1.0):
+    for key, p in params.items():
+        np.testing.assert_allclose(p._grad, factor * grads[key], rtol=1e-12, atol=1e-14)
+
+
+@pytest.fixture
+def usual_path(monkeypatch):
+    """backward() without backward_into, as before it existed."""
+    monkeypatch.setattr(autograd, "_stored_into_leaves", lambda node, cotangents: False)
+
+
+@pytest.fixture
+def numpy_rules():
+    """optimizer.step() with the NumPy rules only, as without the compiler."""
+    set_compiled_update(None)
+    yield
+    kernels.register_compiled_update()
+
+
+# -- backward into .grad ------------------------------------------------------------------
+
+
+def test_backward_stores_the_gradients_into_arrays_that_stay_from_step_to_step():
+    params = make_params()
+    opt = optim.SGD(params, lr=0.0)  # the values stay: every step has the same gradients
+    arrays = None
+    for _ in range(3):
+        opt.zero_grad()
+        mlp(params, X, Y).backward()
+        assert_grads(params, expected_grads(params))
+        assert all(p._grad is p._own_grad for p in params.values())  # never handed out
+        if arrays is not None:  # zero_grad() set them aside and backward filled them again
+            assert all(p._grad is arrays[k] for k, p in params.items())
+        arrays = {k: p._grad for k, p in params.items()}
+        opt.step()
+
+
+def test_gradients_accumulate_and_one_handed_out_is_added_to_in_place():
+    params = make_params()
+    mlp(params, X, Y).backward()
+    mlp(params, X, Y).backward()  # added inside the kernel: nobody has seen the array
+    grads = expected_grads(params)
+    assert_grads(params, grads, 2.0)
+    held = params["W"].grad  # handed out: from now on the usual path adds to it, in place
+    mlp(params, X, Y).backward()
+    assert params["W"].grad is held
+    np.testing.assert_allclose(held, 3 * grads["W"], rtol=1e-12)
+
+
+def test_a_gradient_handed_out_keeps_its_values_after_zero_grad():
+    params = make_params()
+    opt = optim.SGD(params, lr=0.0)
+    mlp(params, X, Y).backward()
+    held = params["b"].grad.copy(), params["b"].grad
+    opt.zero_grad()
+    mlp(params, X[:4], Y[:4]).backward()
+    assert params["b"].grad is not held[1]  # a fresh array, as PyTorch allocates one
+    np.testing.assert_array_equal(held[1], held[0])
+    assert_grads(params, expected_grads(params, X[:4], Y[:4]))
+
+
+def test_the_same_gradients_as_the_usual_path(usual_path):
+    params = make_params()
+    for _ in range(2):
+        mlp(params, X, Y).backward()
+    assert_grads(params, expected_grads(params), 2.0)
+
+
+def test_hooks_and_a_parameter_passed_twice_take_the_usual_path():
+    params = make_params()
+    params["v"].register_hook(lambda g: 2 * g)
+    mlp(params, X, Y).backward()
+    grads = expected_grads(params)
+    np.testing.assert_allclose(params["v"].grad, 2 * grads["v"], rtol=1e-12)
+    np.testing.assert_allclose(params["W"].grad, grads["W"], rtol=1e-12)
+
+    twice = compile_grad(lambda a, b: np.sum(a * b))
+    p = Parameter(np.array([1.0, 2.0]))
+    twice(p, p).backward()
+    np.testing.assert_array_equal(p.grad, [2.0, 4.0])
+
+
+def test_versions_and_retain_graph_hold_at_a_reused_call_site():
+    params = make_params()
+    opt = optim.SGD(params, lr=0.1)
+    mlp(params, X, Y).backward()
+    loss = mlp(params, X, Y)
+    loss.backward(retain_graph=True)
+    loss.backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        loss.backward()
+    loss = mlp(params, X, Y)
+    opt.step()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_a_call_site_keeps_no_parameter_alive():
+    params = make_params()
+    probe = weakref.ref(params["W"])
+    mlp(params, X, Y).backward()
+    del params
+    gc.collect()
+    assert probe() is None
+
+
+@compile_grad
+def deep(params, x, y):
+    h = x
+    for layer in params:
+        h = np.tanh(h @ layer["W"] + layer["b"])
+    return np.mean((h - y) ** 2)
+
+
+def deep_params(layers=30, width=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"W": Parameter(rng.normal(size=(width, width)) / 2),
+             "b": Parameter(0.1 * rng.normal(size=width))} for _ in range(layers)]
+
+
+def test_gradients_of_a_rolled_loop_go_to_rows_of_one_stack():
+    params = deep_params()
+    x, y = RNG.normal(size=(5, 4)), RNG.normal(size=(5, 4))
+    opt = optim.SGD([p for layer in params for p in layer.values()], lr=0.0)
+    plain = [{k: p.data for k, p in layer.items()} for layer in params]
+    _, grads = deep.value_and_grad(plain, x, y)
+    for _ in range(2):
+        opt.zero_grad()
+        deep(params, x, y).backward()
+        for layer, expected in zip(params, grads):
+            for key, p in layer.items():
+                np.testing.assert_allclose(p._grad, expected[key], rtol=1e-10, atol=1e-14)
+    stacks = {id(layer["W"]._grad.base) for layer in params}
+    assert len(stacks) == 1 and None not in {layer["W"]._grad.base is None for layer in params}
+
+
+# -- optimizer.step(): one kernel per group ------------------------------------------------
+
+CONFIGS = [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.1)),
+    ("Adam", dict(lr=0.05, amsgrad=True, weight_decay=0.05)),
+    ("AdamW", dict(lr=0.05, weight_decay=0.3)),
+    ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.1)),
+    ("Adagrad", dict(lr=0.1, lr_decay=0.05, weight_decay=0.1)),
+]
+SHAPES = [(3, 4), (4,), (2, 1, 3), (5,)]
+
+
+def run_steps(make, dtype, steps=8, fresh_grads=False, skip=None):
+    """Steps with seeded gradients written into the same arrays (as backward() does), or
+    into fresh ones; `skip(k, i)`: parameter i has no gradient at step k."""
+    rng = np.random.default_rng(3)
+    params = [Parameter(rng.normal(size=s).astype(dtype)) for s in SHAPES]
+    opt = make(params)
+    for k in range(steps):
+        for i, p in enumerate(params):
+            g = (p.data - 1.0 + 0.3 * rng.normal(size=p.shape)).astype(dtype)
+            if skip is not None and skip(k, i):
+                p.grad = None
+            elif fresh_grads or p._grad is None:
+                p.grad = g
+            else:
+                p._grad[...] = g
+        opt.step()
+    return params, opt
+
+
+def config_id(config):
+    return config[0] + "".join(f"-{k}={v}" for k, v in config[1].items())
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_compiled_steps_match_the_numpy_rules(config, dtype, request):
+    name, options = config
+    make = lambda ps: getattr(optim, name)(ps, **options)  # noqa: E731
+    params, opt = run_steps(make, dtype)
+    assert opt._compiled[0]._tables  # the kernel ran the settled steps
+    request.getfixturevalue("numpy_rules")
+    expected, expected_opt = run_steps(make, dtype)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    for p, q in zip(params, expected, strict=True):
+        assert p.dtype == dtype and p._version == q._version == 8
+        np.testing.assert_allclose(p.data, q.data, rtol=rtol, atol=rtol)
+        for key, value in opt.state[p].items():
+            np.testing.assert_allclose(value, expected_opt.state[q][key], rtol=rtol, atol=rtol)
+
+
+def test_fresh_gradient_arrays_every_step_keep_the_numpy_rules():
+    make = lambda ps: optim.Adam(ps, lr=0.05)  # noqa: E731
+    params, opt = run_steps(make, np.float32, fresh_grads=True)
+    assert not opt._compiled[0]._tables
+    set_compiled_update(None)
+    try:
+        expected, _ = run_steps(make, np.float32, fresh_grads=True)
+    finally:
+        kernels.register_compiled_update()
+    for p, q in zip(params, expected, strict=True):
+        np.testing.assert_array_equal(p.data, q.data)
+
+
+def test_parameters_without_gradients_and_arrays_no_kernel_takes():
+    def make(ps):
+        ps[0].data = np.asfortranarray(ps[0].data)  # not C-contiguous: the rules update it
+        return optim.SGD(ps, lr=0.1, momentum=0.9)
+
+    skip = lambda k, i: i == 1 and k % 3 == 0  # noqa: E731 -- parameter 1 lags behind
+    params, opt = run_steps(make, np.float64, steps=9, skip=skip)
+    set_compiled_update(None)
+    try:
+        expected, _ = run_steps(make, np.float64, steps=9, skip=skip)
+    finally:
+        kernels.register_compiled_update()
+    for p, q in zip(params, expected, strict=True):
+        np.testing.assert_allclose(p.data, q.data, rtol=1e-12)
+        assert p._version == q._version
+    assert params[0].data.flags.f_contiguous
+
+
+def test_a_new_learning_rate_or_state_is_no_new_kernel():
+    params, opt = run_steps(lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), np.float64)
+    compiled = dict(kernels._kernels)
+    scheduler = optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    state = opt.state_dict()
+    before = [p.data.copy() for p in params]
+    for p in params:
+        p._grad[...] = 1.0
+    scheduler.step()
+    opt.step()
+    opt.step()
+    assert kernels._kernels == compiled
+    for p, b, s in zip(params, before, state["state"].values(), strict=True):
+        buffer = 0.9 * (0.9 * s["momentum_buffer"] + 1.0) + 1.0  # two steps of ones at lr 0.05
+        np.testing.assert_allclose(p.data, b - 0.05 * (0.9 * s["momentum_buffer"] + 1.0)
+                                   - 0.05 * buffer, rtol=1e-12)
+    opt.load_state_dict(state)  # another state table: the next steps use its arrays
+    opt.step()
+    opt.step()
+    for p, s in zip(params, state["state"].values(), strict=True):
+        np.testing.assert_allclose(opt.state[p]["momentum_buffer"],
+                                   0.9 * (0.9 * s["momentum_buffer"] + 1.0) + 1.0, rtol=1e-12)
+
+
+def test_a_rule_that_is_not_elementwise_runs_on_each_parameter_shape():
+    def unit_step(param, grad, state, *, lr):
+        """Moves by lr along each row's gradient direction: a reduction along an axis."""
+        norms = np.sqrt(np.sum(grad * grad, axis=-1, keepdims=True))
+        return param - lr * grad / norms, {}
+
+    class RowStep(optim.Optimizer):
+        rule = staticmethod(unit_step)
+
+        def __init__(self, params, lr):
+            super().__init__(params, {"lr": lr})
+
+        def rule_options(self, group):
+            return {"lr": group["lr"]}
+
+        def init_state(self, param, group):
+            return {}
+
+    a, b = Parameter(np.zeros((2, 2))), Parameter(np.zeros(3))
+    opt = RowStep([a, b], lr=1.0)
+    a.grad, b.grad = np.array([[3.0, 4.0], [0.0, 2.0]]), np.array([0.0, 0.0, 2.0])
+    for _ in range(3):
+        opt.step()
+    assert opt._compiled[0]._tables
+    np.testing.assert_allclose(a.data, 3 * np.array([[-0.6, -0.8], [0.0, -1.0]]))
+    np.testing.assert_allclose(b.data, [0.0, 0.0, -3.0])
+
+
+def test_runtime_steps_and_train_steps_take_turns_on_the_same_parameters():
+    """train_step keeps a rolled net's Parameters as rows of its stacks; the compiled
+    optimizer step follows them there."""
+    x, y = RNG.normal(size=(5, 4)), RNG.normal(size=(5, 4))
+
+    def steps(params, opt, fused):
+        step = train_step(deep, params, opt) if fused else None
+        for k in range(6):
+            if fused and k % 2:
+                step(x, y)
+                continue
+            opt.zero_grad()
+            deep(params, x, y).backward()
+            opt.step()
+        return params
+
+    def fresh():
+        params = deep_params()
+        return params, optim.SGD([p for layer in params for p in layer.values()], lr=0.05,
+                                 momentum=0.9)
+
+    mixed = steps(*fresh(), fused=True)
+    set_compiled_update(None)
+    try:
+        expected = steps(*fresh(), fused=False)
+    finally:
+        kernels.register_compiled_update()
+    for layer, reference in zip(mixed, expected, strict=True):
+        for key in layer:
+            np.testing.assert_allclose(layer[key].data, reference[key].data, rtol=1e-10)
+
+
+def test_a_train_step_keeps_the_optimizer_state_of_a_rolled_net_current():
+    """The step counts of stacked state are rows of the step's stack too (a row of a 1-D
+    stack taken as `stack[m]` was a copy: the state showed the count of the first step)."""
+    params = deep_params()
+    opt = optim.SGD([p for layer in params for p in layer.values()], lr=0.05, momentum=0.9)
+    step = train_step(deep, params, opt)
+    x, y = RNG.normal(size=(5, 4)), RNG.normal(size=(5, 4))
+    for _ in range(3):
+        step(x, y)
+    for layer in params:
+        for p in layer.values():
+            count = opt.state[p]["step"]
+            assert isinstance(count, np.ndarray) and count.shape == () and count == 3.0
+
+
+def test_graphs_alive_at_once_keep_their_own_residuals():
+    """Residual arrays are reused only once no graph holds them: two forwards before their
+    backwards, and a batch refilled in place in between, give each its own gradients."""
+    params = make_params()
+    x, y = X.copy(), Y.copy()
+    first = mlp(params, x, y)
+    expected = expected_grads(params, X, Y)
+    x[...], y[...] = X[::-1], Y[::-1]  # the caller refills its batch arrays
+    second = mlp(params, x, y)
+    second_expected = expected_grads(params, X[::-1], Y[::-1])
+    first.backward()
+    assert_grads(params, expected)
+    for p in params.values():
+        p.grad = None
+    second.backward()
+    assert_grads(params, second_expected)
+    for _ in range(3):  # and a loop reuses one set of residual arrays, step after step
+        for p in params.values():
+            p.grad = None
+        mlp(params, X, Y).backward()
+        assert_grads(params, expected)
+
+
+def test_forward_saves_only_what_backward_cannot_recompute():
+    """relu's output is recomputed from its input (it reads one saved value, twice), and the
+    batch size from backward's own arguments: W1's MLP saves two arrays besides its loss."""
+    from runtime import functional as F
+    from runtime import init
+
+    mlp_mse = compile_grad(lambda params, X, y: F.mse_loss(init.mlp(params, X), y))
+    rng = np.random.default_rng(0)
+    params = init.mlp_params([10, 5, 1], rng)
+    x, y = rng.normal(size=(20, 10)), rng.normal(size=(20, 1))
+    mlp_mse(params, x, y).backward()
+    spec = mlp_mse._last
+    saved = [str(o.type) for o in spec.graph_of("forward_save").outputs[1:]]
+    assert saved == ["f64[N,1]", "f64[N,5]"]  # pred - y, and the pre-activation
+    assert ("input", 4) in spec.residual_sources  # X, for W0's gradient
+    grads = mlp_mse.value_and_grad({k: p.data for k, p in params.items()}, x, y)[1]
+    for key, p in params.items():
+        np.testing.assert_allclose(p.grad, grads[key], rtol=1e-12)
+
+
+def test_a_parameter_put_in_anothers_place_is_updated_itself():
+    new = Parameter(np.zeros(SHAPES[0]))  # made before the tables: no array replaced since
+    params, opt = run_steps(lambda ps: optim.SGD(ps, lr=0.1), np.float64)
+    assert opt._compiled[0]._tables
+    old = params[0]
+    new.grad = old._grad  # even with the very same gradient array
+    opt.param_groups[0]["params"][0] = new
+    before = old.data.copy()
+    opt.step()
+    np.testing.assert_array_equal(old.data, before)
+    np.testing.assert_allclose(new.data, -0.1 * old._grad)

@@ -1,0 +1,192 @@
+"""Tensor arithmetic outside compiled functions (runtime/arithmetic.py), against PyTorch: values,
+dtypes and gradients, alone and combining the results of compiled calls."""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+import pytest
+
+from compiler import compile_grad
+from runtime import Parameter, Tensor, no_grad
+from runtime.arithmetic import result_dtype
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    """A Python float is float64 in gradfuse; PyTorch agrees once that is its default."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+RNG = np.random.default_rng(0)
+
+
+def array(shape, dtype=np.float64, low=0.5, high=2.0):
+    return RNG.uniform(low, high, size=shape).astype(dtype)
+
+
+def ours_and_theirs(value, requires_grad=True):
+    """(our operand, PyTorch's): Tensors for arrays, the number itself for numbers."""
+    if isinstance(value, np.ndarray):
+        ours = Parameter(value) if requires_grad else Tensor(value.copy())
+        theirs = torch.tensor(value, requires_grad=requires_grad)
+        return ours, theirs
+    return value, value
+
+
+OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+       "**": operator.pow}
+OPERANDS = [  # (left, right): arrays become Tensors requiring grad
+    (array((3, 4)), array((3, 4))),
+    (array((3, 4)), array((4,))),  # broadcast along the leading axis
+    (array((3, 1)), array((1, 4))),  # both broadcast
+    (array(()), array((2, 3))),  # a 0-d Tensor (a loss) and a dimensioned one
+    (array((2, 3)), 0.5),
+    (1.5, array((2, 3))),
+    (array((2, 3), np.float32), 0.25),  # a Python float keeps float32
+    (array((2, 3), np.float32), array((), np.float64)),  # the dimensioned Tensor's dtype wins
+    (array((), np.float32), array((), np.float64)),  # two 0-d Tensors: promoted
+    (array((2, 3), np.float32), array((2, 3), np.float64)),
+]
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("left, right", OPERANDS, ids=range(len(OPERANDS)))
+def test_binary_ops_match_pytorch_in_values_dtypes_and_gradients(op, left, right):
+    (a, ta), (b, tb) = ours_and_theirs(left), ours_and_theirs(right)
+    out, expected = OPS[op](a, b), OPS[op](ta, tb)
+    assert out.dtype == np.dtype(str(expected.dtype).removeprefix("torch."))
+    rtol = 1e-6 if out.dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out.data, expected.detach().numpy(), rtol=rtol)
+    weights = RNG.normal(size=out.shape)
+    (out * weights).sum().backward()
+    (expected * torch.tensor(weights)).sum().backward()
+    for ours, theirs in ((a, ta), (b, tb)):
+        if isinstance(ours, Tensor):
+            assert ours.grad.dtype == ours.dtype and ours.grad.shape == ours.shape
+            np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=rtol * 10,
+                                       atol=rtol)
+
+
+@pytest.mark.parametrize("dim, keepdim", [(None, False), (0, False), (1, True), ((0, 2), False),
+                                          (-1, True)])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_sum_and_mean_match_pytorch(reduction, dim, keepdim):
+    x = array((2, 3, 4))
+    ours, theirs = Parameter(x), torch.tensor(x, requires_grad=True)
+    kwargs = {} if dim is None else {"dim": dim, "keepdim": keepdim}
+    out, expected = getattr(ours, reduction)(**kwargs), getattr(theirs, reduction)(**kwargs)
+    np.testing.assert_allclose(out.data, expected.detach().numpy(), rtol=1e-12)
+    weights = RNG.normal(size=out.shape)
+    (out * weights).sum().backward()
+    (expected * torch.tensor(weights)).sum().backward()
+    np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=1e-12)
+
+
+def test_unary_ops_and_comparisons_match_pytorch():
+    x = RNG.normal(size=(3, 4))
+    ours, theirs = Parameter(x), torch.tensor(x, requires_grad=True)
+    out = (-ours + abs(ours)).sum()
+    expected = (-theirs + theirs.abs()).sum()
+    out.backward()
+    expected.backward()
+    np.testing.assert_allclose(out.item(), expected.item(), rtol=1e-12)
+    np.testing.assert_allclose(ours.grad, theirs.grad.numpy())
+    for name in ("lt", "le", "gt", "ge", "eq", "ne"):
+        compare = getattr(operator, name)
+        result = compare(ours, 0.0)
+        assert result.dtype == bool and not result.requires_grad
+        np.testing.assert_array_equal(result.data, compare(theirs, 0.0).numpy())
+
+
+def test_losses_log_like_pytorch_numbers():
+    loss, best = Parameter(0.25), 0.5
+    assert bool(loss < best) and f"{loss:.3f}" == "0.250" and int(Tensor(3.7)) == 3
+    assert (loss < best).item() is True
+    with pytest.raises(RuntimeError, match="more than one value is ambiguous"):
+        bool(Tensor(np.ones(2)) > 0)
+    with pytest.raises(TypeError):
+        f"{Tensor(np.ones(2)):.3f}"  # noqa: B018 -- as PyTorch: only 0-d Tensors format
+
+
+def test_tensors_stay_dict_keys_and_set_members_by_identity():
+    a, b = Parameter(np.ones(2)), Parameter(np.ones(2))
+    table = {a: 1, b: 2}
+    assert table[a] == 1 and table[b] == 2 and len({a, b, a}) == 2
+
+
+@pytest.mark.parametrize("operands", [
+    (np.array([1, 2], np.int32), 0.5),  # an integer Tensor and a Python float: the default
+    (np.array([1, 2], np.int32), 3),  # an integer Tensor keeps its dtype
+    (np.array([True, False]), 2),  # bool and int: int64
+    (np.array([1, 2], np.int64), np.array(1.5, np.float32)),  # a 0-d float of higher category
+    (np.array([1, 2], np.uint8), np.array([1, 2], np.int8)),
+])
+def test_result_dtypes_follow_pytorchs_promotion(operands):
+    ours = [Tensor(x) if isinstance(x, np.ndarray) else x for x in operands]
+    theirs = [torch.tensor(x) if isinstance(x, np.ndarray) else x for x in operands]
+    expected = (theirs[0] + theirs[1]).dtype
+    assert result_dtype(*ours) == np.dtype(str(expected).removeprefix("torch."))
+    assert (Tensor(np.array([1, 2])) / 2).dtype == np.float64  # true division: floats
+
+
+def test_pow_at_zero_follows_pytorchs_gradient_conventions():
+    x = np.array([0.0, 1.0, 2.0])
+    ours, theirs = Parameter(x), torch.tensor(x, requires_grad=True)
+    e, te = Parameter(np.array([0.0, 2.0, 0.5])), torch.tensor([0.0, 2.0, 0.5],
+                                                                requires_grad=True)
+    (ours ** e).sum().backward()
+    (theirs ** te).sum().backward()
+    np.testing.assert_allclose(ours.grad, theirs.grad.numpy())
+    np.testing.assert_allclose(e.grad, te.grad.numpy())
+
+
+def test_no_grad_records_nothing():
+    x = Parameter(np.ones(3))
+    with no_grad():
+        y = x * 2 + 1
+    assert not y.requires_grad and y.grad_fn is None
+    z = Tensor(np.ones(3)) * 2  # no operand requires grad: nothing to record either
+    assert z.grad_fn is None
+
+
+# -- combining compiled calls -------------------------------------------------------------
+
+
+@compile_grad
+def mse(params, x, y):
+    return np.mean((np.tanh(x @ params["W"]) @ params["v"] - y) ** 2)
+
+
+def torch_mse(params, x, y):
+    return ((torch.tanh(torch.tensor(x) @ params["W"]) @ params["v"] - torch.tensor(y)) ** 2
+            ).mean()
+
+
+def test_losses_of_compiled_calls_combine_and_backpropagate_like_pytorch():
+    W, v = RNG.normal(size=(3, 2)), RNG.normal(size=2)
+    batches = [(RNG.normal(size=(5, 3)), RNG.normal(size=5)) for _ in range(3)]
+    params = {"W": Parameter(W), "v": Parameter(v)}
+    theirs = {"W": torch.tensor(W, requires_grad=True), "v": torch.tensor(v, requires_grad=True)}
+    for build, torch_build in [
+        (lambda f: f(params, *batches[0]) + 0.5 * f(params, *batches[1]),
+         lambda f: f(theirs, *batches[0]) + 0.5 * f(theirs, *batches[1])),
+        (lambda f: sum([f(params, *b) for b in batches]) / len(batches),
+         lambda f: sum([f(theirs, *b) for b in batches]) / len(batches)),
+        (lambda f: (f(params, *batches[2]) - 1.0) ** 2,
+         lambda f: (f(theirs, *batches[2]) - 1.0) ** 2),
+    ]:
+        for p in (*params.values(), *theirs.values()):
+            p.grad = None
+        loss, expected = build(mse), torch_build(torch_mse)
+        loss.backward()
+        expected.backward()
+        np.testing.assert_allclose(loss.item(), expected.item(), rtol=1e-12)
+        for key in params:
+            np.testing.assert_allclose(params[key].grad, theirs[key].grad.numpy(), rtol=1e-10)

@@ -9,13 +9,14 @@ generation and numba see a loop.
 
 Finding the repeats. The trace's nodes, in the order they were made (the order the
 user's code ran), are compared with the nodes `p` places later, for a few candidate
-periods `p` (the most common distances between nodes of the same op, type and source
-line). Node i *matches* node i + p when both have the same op, attributes and type, and
-each input of the later one is the input of the earlier one (a value both share), a
-graph input or constant of the same type (each layer's weight), or the node `p` places
-after the earlier one's input (the same value one iteration on). A stretch of matching
-nodes is cut into iterations of `p` nodes, beginning up to one iteration earlier where
-the first iteration reads the loop's initial values instead of a previous iteration's.
+periods `p`: the most common distances from a node to the next node of the same op, type
+and source line that matches it (see `_periods`). Node i *matches* node i + p when both
+have the same op, attributes and type, and each input of the later one is the input of
+the earlier one (a value both share), a graph input or constant of the same type (each
+layer's weight), or the node `p` places after the earlier one's input (the same value one
+iteration on). A stretch of matching nodes is cut into iterations of `p` nodes, beginning
+up to one iteration earlier where the first iteration reads the loop's initial values
+instead of a previous iteration's.
 
 Rolling a run of iterations. Each input of the first iteration's nodes gets a role, from
 what the same input is in every iteration: a node of the same iteration (an edge of the
@@ -51,6 +52,7 @@ from compiler.ops.control import Loop, stacked
 ROLL_MIN_NODES = 24
 ROLL_MIN_STEPS = 3
 MAX_PERIODS = 6  # candidate periods tried per graph, the most frequent first
+NEXT_OF_KIND = 8  # nodes of one op, type and line after a node where its next iteration is sought
 VIEWS = frozenset({"slice", "reshape", "transpose", "broadcast_to"})
 
 # The role of an input of the first iteration's node: ("edge", offset) a node of the same
@@ -154,15 +156,23 @@ class _Roller:
         return chosen
 
     def _periods(self) -> list[int]:
-        """The most common distances between successive nodes of one op, type and line."""
-        last: dict[tuple, int] = {}
-        distances: Counter[int] = Counter()
-        for i, node in enumerate(self.sequence):
+        """The most common distances from a node to the next node of its op, type and line
+        that matches it one iteration on. Not simply the next of its kind: a line may run the
+        same op several times (an optimizer's update does), and a loop's iteration may hold
+        differently shaped pieces (a weight's update, then a bias's)."""
+        later: dict[tuple, list[int]] = {}
+        for i in reversed(range(len(self.sequence))):
+            node = self.sequence[i]
             where = (node.loc.filename, node.loc.lineno) if node.loc else None
-            key = (node.op, str(node.type), where)
-            if key in last:
-                distances[i - last[key]] += 1
-            last[key] = i
+            later.setdefault((node.op, str(node.type), where), []).append(i)
+        distances: Counter[int] = Counter()
+        for positions in later.values():
+            positions.reverse()
+            for k, i in enumerate(positions):
+                for j in positions[k + 1:k + 1 + NEXT_OF_KIND]:
+                    if self._matches(i, j - i):
+                        distances[j - i] += 1
+                        break
         return [p for p, count in distances.most_common(MAX_PERIODS)
                 if count * p >= ROLL_MIN_NODES]
 

@@ -223,3 +223,33 @@ def test_a_train_step_on_a_deep_net_updates_stacked_parameters_in_place(unrolled
     assert params["W3"].data.base is params["W7"].data.base is not None
     source = step.source("step")
     assert "for t in range(12):" in source and source.count("\n") < 400
+
+
+def test_an_adam_step_on_a_deep_net_rolls_its_updates_too(unrolled):
+    """Adam's update of a weight, then of a bias, is one iteration of a loop over the layers
+    (the same ops recur within an update, so an iteration is not the distance between two
+    of them: 30 layers of Adam updates once compiled for minutes)."""
+    layers, lr, beta1, beta2, eps = 12, 0.01, 0.9, 0.999, 1e-8
+    arrays = {}
+    for k in range(layers):
+        arrays[f"W{k}"] = rng.normal(size=(WIDTH, WIDTH)) / np.sqrt(WIDTH)
+        arrays[f"b{k}"] = rng.normal(size=WIDTH) * 0.1
+    params = {k: Parameter(v.copy()) for k, v in arrays.items()}
+    step = train_step(flat_deep_net, params, optim.Adam(params, lr=lr))
+    reference = unrolled(flat_deep_net)
+    m = {k: np.zeros_like(v) for k, v in arrays.items()}
+    v = {k: np.zeros_like(a) for k, a in arrays.items()}
+    for t in range(1, 4):
+        loss = step(X, Y)
+        ref_loss, grads = reference(arrays, X, Y)
+        assert np.isclose(loss, ref_loss, rtol=1e-12)
+        for k in arrays:  # Kingma & Ba, as PyTorch's Adam computes it
+            m[k] = beta1 * m[k] + (1 - beta1) * grads[k]
+            v[k] = beta2 * v[k] + (1 - beta2) * grads[k] ** 2
+            denom = np.sqrt(v[k]) / np.sqrt(1 - beta2 ** t) + eps
+            arrays[k] = arrays[k] - lr / (1 - beta1 ** t) * m[k] / denom
+    for k in arrays:
+        np.testing.assert_allclose(params[k].data, arrays[k], rtol=1e-10, atol=1e-13)
+    assert params["W3"].data.base is params["W7"].data.base is not None
+    source = step.source("step")
+    assert source.count("for t in range(12):") >= 2 and source.count("\n") < 500

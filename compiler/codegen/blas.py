@@ -91,16 +91,15 @@ ABI, _INT_BITS = _bind_symbols()
 
 
 def _operand_ok(x, dtype) -> bool:
-    return isinstance(x, types.Array) and x.dtype == dtype and x.ndim in (1, 2) \
-        and x.layout in ("C", "F")
+    return isinstance(x, types.Array) and x.dtype == dtype and x.ndim in (1, 2)
 
 
 @intrinsic
 def matmul(typingctx, a, b, out):
     """out[...] = a @ b, for 1-D/2-D float arrays (see the module docstring)."""
     dtype = getattr(out, "dtype", None)
-    if dtype not in SYMBOLS or not all(_operand_ok(x, dtype) for x in (a, b)) \
-            or out.layout != "C" or not (a.ndim == 2 or b.ndim == 2):
+    if dtype not in SYMBOLS or not all(_operand_ok(x, dtype) for x in (a, b, out)) \
+            or not (a.ndim == 2 or b.ndim == 2) or out.ndim != a.ndim + b.ndim - 2:
         return None
 
     def codegen(context, builder, sig, args):
@@ -110,18 +109,60 @@ def matmul(typingctx, a, b, out):
     return signature(types.none, a, b, out), codegen
 
 
+class _Matrix:
+    """A 1-D or 2-D operand as BLAS sees a row-major matrix: rows, columns, and the strides
+    (in elements) that say whether it is stored by rows ("N") or by columns ("T").
+
+    A 1-D `a` is one row, a 1-D `b` (and the result of `matrix @ vector`) one column. The
+    stride of an axis of length 1 is never used, so it is taken as whatever makes the
+    matrix valid: C-contiguous, transposed and strided views (`x[i, :, j, :]`, numba's
+    layout "A") all need no copy as long as one axis has unit stride.
+    """
+
+    def __init__(self, context, builder, array_type, value, as_row: bool) -> None:
+        self.builder = builder
+        array = context.make_array(array_type)(context, builder, value)
+        self.data = array.data
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(
+            context.get_data_type(array_type.dtype)))
+        shape = cgutils.unpack_tuple(builder, array.shape)
+        strides = [builder.sdiv(s, itemsize) for s in cgutils.unpack_tuple(builder, array.strides)]
+        one = context.get_constant(types.intp, 1)
+        if array_type.ndim == 2:
+            self.rows, self.cols = shape
+            row_stride, col_stride = strides
+        elif as_row:
+            self.rows, self.cols = one, shape[0]
+            row_stride, col_stride = shape[0], strides[0]
+        else:
+            self.rows, self.cols = shape[0], one
+            row_stride, col_stride = strides[0], one
+        is_one = lambda x: builder.icmp_signed("==", x, one)  # noqa: E731
+        # A length-1 axis's stride is free: 1 for the columns, the row length for the rows.
+        col_stride = builder.select(is_one(self.cols), one, col_stride)
+        row_stride = builder.select(is_one(self.rows), builder.select(
+            is_one(col_stride), _at_least_one(builder, self.cols, one), one), row_stride)
+        self.by_rows = is_one(col_stride)  # gemm's "N": row-major with leading dim row_stride
+        by_columns = is_one(row_stride)  # gemm's "T": column-major with leading dim col_stride
+        self.valid = builder.or_(self.by_rows, by_columns)
+        self.leading = builder.select(self.by_rows, row_stride, col_stride)
+
+
+def _at_least_one(builder, x, one):
+    return builder.select(builder.icmp_signed("<", x, one), one, x)
+
+
 def _gemm(context, builder, arg_types, args) -> None:
     a_type, b_type, out_type = arg_types
-    a, b, out = (context.make_array(t)(context, builder, v) for t, v in zip(arg_types, args))
-    a_shape = cgutils.unpack_tuple(builder, a.shape)
-    b_shape = cgutils.unpack_tuple(builder, b.shape)
-    one = context.get_constant(types.intp, 1)
-    m, k = (a_shape if a_type.ndim == 2 else [one, a_shape[0]])
-    n = b_shape[1] if b_type.ndim == 2 else one
-    # Leading dimensions of the row-major operands as they lie in memory.
-    a_transposed, b_transposed = a_type.layout == "F", b_type.layout == "F"
-    ld_a = m if a_transposed else k
-    ld_b = k if b_transposed else n
+    a = _Matrix(context, builder, a_type, args[0], as_row=True)
+    b = _Matrix(context, builder, b_type, args[1], as_row=False)
+    out = _Matrix(context, builder, out_type, args[2], as_row=a_type.ndim == 1)
+    m, k, n = a.rows, a.cols, b.cols
+
+    def check(valid):  # empty arrays have zero strides: only filled operands are checked
+        with builder.if_then(builder.not_(valid), likely=False):
+            context.call_conv.return_user_exc(builder, ValueError, (
+                "blas.matmul: an operand has no unit stride (a bug in gradfuse)",))
 
     value = context.get_value_type(out_type.dtype)
     integer = ir.IntType(_INT_BITS)
@@ -132,6 +173,8 @@ def _gemm(context, builder, arg_types, args) -> None:
         pointer(value), pointer(value), pointer(integer), pointer(value), pointer(integer),
         pointer(value), pointer(value), pointer(integer)])
     gemm = cgutils.get_or_insert_function(builder.module, gemm_type, SYMBOLS[out_type.dtype])
+    one = context.get_constant(types.intp, 1)
+    zero = context.get_constant(types.intp, 0)
 
     def local(ir_type, constant):
         slot = cgutils.alloca_once(builder, ir_type)
@@ -141,19 +184,26 @@ def _gemm(context, builder, arg_types, args) -> None:
     def dim(x):  # BLAS's integers, by pointer; leading dimensions of at least 1
         return local(integer, x if _INT_BITS == 64 else builder.trunc(x, integer))
 
-    def ld(x):
-        return dim(builder.select(builder.icmp_signed("<", x, one), one, x))
+    def transpose_flag(matrix):  # row-major "by rows" is column-major untransposed
+        return local(char, builder.select(matrix.by_rows, ir.Constant(char, ord("N")),
+                                          ir.Constant(char, ord("T"))))
 
-    transposes = [local(char, ir.Constant(char, ord("T" if t else "N")))
-                  for t in (b_transposed, a_transposed)]
     size = builder.mul(m, n)
-    with builder.if_then(builder.icmp_signed(">", size, context.get_constant(types.intp, 0))):
-        with builder.if_else(builder.icmp_signed("==", k, context.get_constant(types.intp, 0))
-                             ) as (empty, full):
+    with builder.if_then(builder.icmp_signed(">", size, zero)):
+        check(out.by_rows)
+        with builder.if_else(builder.icmp_signed("==", k, zero)) as (empty, full):
             with empty:  # a sum of no products: gemm might leave `out` as it was
-                cgutils.memset(builder, out.data, builder.mul(size, out.itemsize), 0)
+                row_bytes = builder.mul(n, context.get_constant(
+                    types.intp, context.get_abi_sizeof(value)))
+                with cgutils.for_range(builder, m) as loop:
+                    row = builder.gep(out.data, [builder.mul(loop.index, out.leading)])
+                    cgutils.memset(builder, row, row_bytes, 0)
             with full:
+                check(builder.and_(a.valid, b.valid))
                 alpha = local(value, ir.Constant(value, 1.0))
                 beta = local(value, ir.Constant(value, 0.0))
-                builder.call(gemm, [transposes[0], transposes[1], dim(n), dim(m), dim(k), alpha,
-                                    b.data, ld(ld_b), a.data, ld(ld_a), beta, out.data, ld(n)])
+                # Row-major out = a @ b is column-major out^T = b^T @ a^T.
+                builder.call(gemm, [transpose_flag(b), transpose_flag(a), dim(n), dim(m), dim(k),
+                                    alpha, b.data, dim(_at_least_one(builder, b.leading, one)),
+                                    a.data, dim(_at_least_one(builder, a.leading, one)), beta,
+                                    out.data, dim(_at_least_one(builder, out.leading, one))])

@@ -35,9 +35,9 @@ def _is(node: Node, value) -> bool:
     return v is not None and not isinstance(v, bool) and v == value
 
 
-def _new(op: str, inputs: tuple[Node, ...], attrs: dict, like: Node) -> Node:
+def _new(op: str, inputs: tuple[Node, ...], attrs: dict, like: Node, **name) -> Node:
     out_type = ops.get(op).infer(*(x.type for x in inputs), **attrs)
-    return Node(op, inputs, attrs, out_type, like.name, like.loc, like.grad_of)
+    return Node(op, inputs, attrs, out_type, name.get("name", like.name), like.loc, like.grad_of)
 
 
 # Each rule maps a node to a replacement or None; a replacement of a different
@@ -65,6 +65,9 @@ def _rules() -> dict[str, list[Callable[[Node], Node | None]]]:
             lambda n: n.inputs[0] if _is(n.inputs[1], 1) else None,  # x ** 1 -> x
             lambda n: (_new("mul", (n.inputs[0], n.inputs[0]), {}, n)  # x ** 2 -> x * x
                        if _is(n.inputs[1], 2) else None),
+            lambda n: (_new("mul", (_new("mul", (n.inputs[0], n.inputs[0]), {}, n, name=None),
+                                    n.inputs[0]), {}, n)  # x ** 3 -> x * x * x (pow is slow)
+                       if _is(n.inputs[1], 3) else None),
         ],
         "neg": [lambda n: n.inputs[0].inputs[0] if n.inputs[0].op == "neg" else None],  # --x
         "reshape": [

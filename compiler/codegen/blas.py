@@ -43,8 +43,9 @@ from numba.extending import intrinsic
 SYMBOLS = {types.float32: "gradfuse_sgemm", types.float64: "gradfuse_dgemm"}
 
 
-def _numpy_openblas() -> tuple[dict[str, int], int] | None:
-    """Addresses of sgemm/dgemm in the OpenBLAS bundled with NumPy, and its integer width."""
+def _numpy_openblas(names: tuple[str, ...]) -> tuple[dict[str, int], int] | None:
+    """Addresses of BLAS/LAPACK functions `names` in the OpenBLAS bundled with NumPy, and its
+    integer width."""
     here = os.path.dirname(np.__file__)
     patterns = [os.path.join(here, os.pardir, "numpy.libs", "libscipy_openblas*"),
                 os.path.join(here, ".dylibs", "libscipy_openblas*")]
@@ -56,35 +57,45 @@ def _numpy_openblas() -> tuple[dict[str, int], int] | None:
         for suffix, bits in (("_64_", 64), ("_", 32)):
             try:
                 found = {name: ctypes.cast(getattr(library, f"scipy_{name}{suffix}"),
-                                           ctypes.c_void_p).value for name in ("sgemm", "dgemm")}
+                                           ctypes.c_void_p).value for name in names}
             except AttributeError:
                 continue
             return found, bits
     return None
 
 
-def _scipy_blas() -> tuple[dict[str, int], int] | None:
+def _scipy(module: str, names: tuple[str, ...]) -> tuple[dict[str, int], int] | None:
     try:
         from numba.extending import get_cython_function_address
 
-        return {name: get_cython_function_address("scipy.linalg.cython_blas", name)
-                for name in ("sgemm", "dgemm")}, 32
-    except ImportError:
+        return {name: get_cython_function_address(module, name) for name in names}, 32
+    except (ImportError, ValueError):
         return None
 
 
-def _bind_symbols() -> tuple[str, int]:
-    for source, find in (("numpy-openblas", _numpy_openblas), ("scipy", _scipy_blas)):
+def bind_symbols(symbols: dict[str, str], scipy_module: str, what: str) -> tuple[str, int]:
+    """Bind each of `symbols` (our symbol -> the BLAS/LAPACK function it names, `sgemm`) to
+    that function in NumPy's OpenBLAS, else in SciPy's `scipy_module`; returns the ABI
+    ("numpy-openblas-int64") and the integer width."""
+    names = tuple(sorted(set(symbols.values())))
+    for source, find in (("numpy-openblas", lambda: _numpy_openblas(names)),
+                         ("scipy", lambda: _scipy(scipy_module, names))):
         found = find()
         if found is not None:
             addresses, bits = found
-            for dtype, symbol in SYMBOLS.items():
-                llvm.add_symbol(symbol, addresses["sgemm" if dtype == types.float32 else "dgemm"])
+            for symbol, name in symbols.items():
+                llvm.add_symbol(symbol, addresses[name])
             return f"{source}-int{bits}", bits
     raise ImportError(
-        "gradfuse found no BLAS for matrix products: neither the OpenBLAS that NumPy's wheels "
+        f"gradfuse found no {what}: neither the OpenBLAS that NumPy's wheels "
         f"bundle (NumPy {np.__version__} at {os.path.dirname(np.__file__)}, Python "
         f"{sys.version.split()[0]}) nor SciPy's; install NumPy from PyPI, or SciPy")
+
+
+def _bind_symbols() -> tuple[str, int]:
+    return bind_symbols({symbol: "sgemm" if dtype == types.float32 else "dgemm"
+                         for dtype, symbol in SYMBOLS.items()},
+                        "scipy.linalg.cython_blas", "BLAS for matrix products")
 
 
 ABI, _INT_BITS = _bind_symbols()

@@ -148,7 +148,9 @@ def _evaluate(terms: list, output: Labels, dims: dict) -> object:
         needed = set(output).union(*(labels for _, labels in terms[2:]))
         a, a_labels = _sum_out(a, a_labels, needed | set(b_labels))
         b, b_labels = _sum_out(b, b_labels, needed | set(a_labels))
-        terms = [_product(a, a_labels, b, b_labels, needed)] + terms[2:]
+        last = len(terms) == 2
+        terms = [_product(a, a_labels, b, b_labels, needed, output if last else None)] \
+            + terms[2:]
     x, labels = _sum_out(*terms[0], set(output))
     if labels != output:
         x = bind("transpose", x, perm=tuple(labels.index(c) for c in output))
@@ -203,13 +205,49 @@ def _transposed(x, labels: Labels, order: Labels):
     return bind("transpose", x, perm=tuple(labels.index(c) for c in order))
 
 
-def _product(a, a_labels: Labels, b, b_labels: Labels, needed: set):
-    """a * b, summed over the labels they share and no one else needs."""
+def _product(a, a_labels: Labels, b, b_labels: Labels, needed: set, output: Labels | None):
+    """a * b, summed over the labels they share and no one else needs; the last product
+    comes out in the `output`'s order where it can (see `_in_order`)."""
     shared = [c for c in a_labels if c in b_labels]
-    batch = tuple(c for c in shared if c in needed)
     summed = tuple(c for c in shared if c not in needed)
-    a_own = tuple(c for c in a_labels if c not in shared)
-    b_own = tuple(c for c in b_labels if c not in shared)
-    a = _transposed(a, a_labels, batch + a_own + summed)
-    b = _transposed(b, b_labels, batch + summed + b_own)
-    return product(a, b, len(batch), len(summed)), batch + a_own + b_own
+    order = _in_order(a_labels, b_labels, shared, output) if output is not None else None
+    if order is None:
+        batch = tuple(c for c in shared if c in needed)
+        order = batch, tuple(c for c in a_labels if c not in shared), \
+            tuple(c for c in b_labels if c not in shared), False
+    batch, first_own, second_own, swapped = order
+    (x, x_labels), (y, y_labels) = ((b, b_labels), (a, a_labels)) if swapped else \
+        ((a, a_labels), (b, b_labels))
+    x = _arranged(x, x_labels, batch + first_own + summed)
+    y = _arranged(y, y_labels, batch + summed + second_own)
+    return product(x, y, len(batch), len(summed)), batch + first_own + second_own
+
+
+def _in_order(a_labels: Labels, b_labels: Labels, shared: list, output: Labels):
+    """(batch, first operand's own labels, second's own, whether b goes first) such that the
+    product's axes (batch, first's, second's) are the output's, if any: the output's longest
+    tail that is one operand's labels then the other's, the rest batch axes (a label of one
+    operand among them broadcasts against the other: 'nchw,oc->nohw' loops over n)."""
+    if set(output) != (set(a_labels) | set(b_labels)) - (set(shared) - set(output)):
+        return None
+    for p in range(len(output) + 1):
+        head, tail = output[:p], output[p:]
+        if any(c in shared for c in tail):
+            continue
+        for first, second, swapped in ((a_labels, b_labels, False), (b_labels, a_labels, True)):
+            k = 0
+            while k < len(tail) and tail[k] in first:
+                k += 1
+            if all(c in second for c in tail[k:]):
+                return head, tail[:k], tail[k:], swapped
+    return None
+
+
+def _arranged(x, labels: Labels, order: Labels):
+    """x with its axes in `order`; labels it lacks become axes of length 1 (broadcast)."""
+    own = tuple(c for c in order if c in labels)
+    x = _transposed(x, labels, own)
+    if len(own) != len(order):
+        shape = dict(zip(own, x.type.shape))
+        x = bind("reshape", x, shape=tuple(shape.get(c, 1) for c in order))
+    return x

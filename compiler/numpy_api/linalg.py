@@ -8,8 +8,6 @@ norms are composites of sums and maxima; the square-matrix functions are ops on 
 
 from __future__ import annotations
 
-from collections import namedtuple
-
 import numpy as np
 
 from compiler.errors import TraceError, UnsupportedError
@@ -200,7 +198,12 @@ def det(a):
     return bind("det", traced(a))
 
 
-SlogdetResult = namedtuple("SlogdetResult", ["sign", "logabsdet"])
+class SlogdetResult(tuple):
+    """(sign, logabsdet) as NumPy gives them: unpacked, or as attributes. A plain tuple
+    subclass, not a namedtuple, so that a function may return it (as a tuple)."""
+
+    sign = property(lambda self: self[0])
+    logabsdet = property(lambda self: self[1])
 
 
 @implements(np.linalg.slogdet)
@@ -212,7 +215,7 @@ def slogdet(a):
         index = tuple((0, d, 1) for d in batch) + ((k, k + 1, 1),)
         return bind("reshape", bind("slice", pair, index=index), shape=batch)
 
-    return SlogdetResult(part(0), part(1))
+    return SlogdetResult((part(0), part(1)))
 
 
 @implements(np.linalg.cholesky)

@@ -34,6 +34,7 @@ Role = tuple[str, int]  # ("batch", j): the result's batch axis j; ("m" | "k" | 
 # Products of fewer multiply-adds than this, with no symbolic dimension, are loops in the
 # consumer's nest rather than BLAS calls (the measurements are in compiler/ops/linalg.py).
 LOOP_MAX_FLOPS = 8192
+LOOP_MAX_INNER = 4  # products that sum at most this many terms per element are loops
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,12 @@ class Gemm:
     b: tuple[Role, ...]
 
     def worth_blas(self) -> bool:
-        """BLAS for products with a symbolic or large matrix; loops for small ones and for
-        those without a contraction or with neither rows nor columns (dot products)."""
-        if _static_product(self.k) == 1 or _static_product(self.m + self.n) == 1:
+        """BLAS for products with a symbolic or large matrix; loops for small ones, for those
+        that sum a handful of products per element (the loop reads its operands where they
+        lie, where BLAS would need them copied: a convolution's 3 channels) and for those
+        with neither rows nor columns (dot products)."""
+        inner = _static_product(self.k)
+        if inner is not None and inner <= LOOP_MAX_INNER or _static_product(self.m + self.n) == 1:
             return False
         dims = self.m + self.k + self.n
         if any(isinstance(d, Sym) for d in dims):

@@ -65,24 +65,11 @@ def _matmul_vjp(g, out, a, b):
 
 def _operand_grad(x, y, operand, batch):
     """x @ y summed to `operand`'s shape over the batch axes that `operand` was broadcast
-    along (`batch` is the product's). Those sums are folded into one contraction
-    (`contract`), so that the gradient of W in `(B, T, C) @ W` is one product over B*T rows,
-    not B products and a sum."""
+    along (`batch` is the product's)."""
     own = (1,) * (len(batch) - (operand.type.ndim - 2)) + operand.type.shape[:-2]
-    folded = tuple(j for j, (d, e) in enumerate(zip(own, batch)) if d == 1 and e != 1)
-    if not folded:
+    if not any(d == 1 and e != 1 for d, e in zip(own, batch)):
         return sum_to_shape(bind("matmul", x, y), operand.type.shape)
-    x, y = (bind("broadcast_to", v, shape=batch + v.type.shape[-2:])
-            if v.type.shape[:-2] != batch else v for v in (x, y))
-    kept = tuple(j for j in range(len(batch)) if j not in folded)
-    n = len(batch)
-    # x (batch, P, Q) and y (batch, Q, R), summed over the folded batch axes and Q:
-    # x as (kept, P, folded, Q) and y as (kept, folded, Q, R), contracted over (folded, Q).
-    x = bind("transpose", x, perm=kept + (n,) + folded + (n + 1,))
-    y = bind("transpose", y, perm=kept + folded + (n, n + 1))
-    summed = bind("contract", x, y, batch=len(kept), k=len(folded) + 1)
-    # (kept, P, R): the operand's shape up to size-1 axes
-    return bind("reshape", summed, shape=operand.type.shape)
+    return summed_product(x, y, 1, batch, own, operand.type.shape)
 
 
 # --- generated code -----------------------------------------------------------------------
@@ -187,13 +174,14 @@ register(OpDef("matmul", "matmul", _matmul_infer, np.matmul, _matmul_vjp,
 
 # --- contract: the product that einsum and matmul's gradients reduce to ------------------------
 # contract(a, b, batch=nb, k=nk): a has axes (batch..., m..., k...) and b (batch..., k...,
-# n...); the result (batch..., m..., n...) sums a * b over the k axes. Its operands are
-# always laid out so (the NumPy bindings transpose them first, which costs nothing when BLAS
-# reads the transpose in place), so its lowering needs no axis bookkeeping beyond that.
+# n...); the result (batch..., m..., n...) sums a * b over the k axes. A batch axis of length
+# 1 in one operand broadcasts (einsum's 'nchw,oc->nohw' is W (1, o, c) times x (n, c, h, w)).
+# Its operands are always laid out so (the NumPy bindings transpose them first, which costs
+# nothing when BLAS reads the transpose in place), so its lowering needs no axis bookkeeping.
 def _contract_parts(a_shape, b_shape, batch: int, k: int):
-    """(batch, m, k, n) dims of contract's operands."""
-    return (a_shape[:batch], a_shape[batch:len(a_shape) - k], a_shape[len(a_shape) - k:],
-            b_shape[batch + k:])
+    """(batch, m, k, n) dims of contract's operands and result (batch broadcast)."""
+    return (broadcast_shapes(a_shape[:batch], b_shape[:batch]),
+            a_shape[batch:len(a_shape) - k], a_shape[len(a_shape) - k:], b_shape[batch + k:])
 
 
 def _contract_infer(a: TensorType, b: TensorType, *, batch: int, k: int) -> TensorType:
@@ -203,11 +191,10 @@ def _contract_infer(a: TensorType, b: TensorType, *, batch: int, k: int) -> Tens
                          f"{fmt_shape(b.shape)}")
     if a.dtype == np.bool_ or b.dtype == np.bool_:
         raise ShapeError("products of boolean arrays are not supported")
-    message = (f"shapes {fmt_shape(a.shape)} and {fmt_shape(b.shape)} do not match in their "
-               f"batch or summed axes")
     batch_dims, m, summed, n = _contract_parts(a.shape, b.shape, batch, k)
-    for d, e in zip(batch_dims + summed, b.shape[:batch] + b.shape[batch:batch + k]):
-        same_dim(d, e, message)
+    for d, e in zip(summed, b.shape[batch:batch + k]):
+        same_dim(d, e, f"shapes {fmt_shape(a.shape)} and {fmt_shape(b.shape)} do not match "
+                       "in their summed axes")
     return TensorType(np.result_type(a.dtype, b.dtype), batch_dims + m + n)
 
 
@@ -215,8 +202,8 @@ def _contract_impl(a, b, *, batch: int, k: int):
     a, b = np.asarray(a), np.asarray(b)
     batch_dims, m, summed, n = _contract_parts(a.shape, b.shape, batch, k)
     rows, inner, cols = math.prod(m), math.prod(summed), math.prod(n)
-    product = np.matmul(a.reshape(batch_dims + (rows, inner)),
-                        b.reshape(batch_dims + (inner, cols)))
+    product = np.matmul(a.reshape(a.shape[:batch] + (rows, inner)),
+                        b.reshape(b.shape[:batch] + (inner, cols)))
     return product.reshape(batch_dims + m + n)
 
 
@@ -230,16 +217,45 @@ def product(x, y, batch: int, k: int):
     return x * y
 
 
+def summed_product(x, y, nq: int, batch, own, shape):
+    """contract(x, y) over its last `nq` axes of x, summed over the batch axes where `own`
+    (the operand's batch dims) is 1 and `batch` (the product's) is not, reshaped to `shape`.
+
+    The broadcast batch axes are folded into the contraction: the gradient of W in
+    `(B, T, C) @ W` is one product over B*T rows, not B products and a sum."""
+    n = len(batch)
+    folded = tuple(j for j, (d, e) in enumerate(zip(own, batch)) if d == 1 and e != 1)
+    kept = tuple(j for j in range(n) if j not in folded)
+    x, y = (bind("broadcast_to", v, shape=batch + v.type.shape[n:])
+            if v.type.shape[:n] != batch else v for v in (x, y))
+    np_, nr = x.type.ndim - n - nq, y.type.ndim - n - nq
+    p_axes = tuple(range(n, n + np_))
+    q_axes = tuple(range(n + np_, n + np_ + nq))
+    # x as (kept, P, folded, Q) and y as (kept, folded, Q, R), contracted over (folded, Q)
+    x = bind("transpose", x, perm=kept + p_axes + folded + q_axes)
+    y = bind("transpose", y, perm=kept + folded + tuple(range(n, n + nq + nr)))
+    summed = product(x, y, len(kept), len(folded) + nq)
+    return bind("reshape", summed, shape=shape)  # (kept, P, R): the shape, up to size-1 axes
+
+
 def _contract_vjp(g, out, a, b, *, batch: int, k: int):
     nm, nn = a.type.ndim - batch - k, b.type.ndim - batch - k
     lead = tuple(range(batch))
+    full = g.type.shape[:batch]
     # ga[batch, m, k] = sum over n of g[batch, m, n] * b[batch, k, n]
     b_t = bind("transpose", b, perm=lead + tuple(range(batch + k, batch + k + nn))
                + tuple(range(batch, batch + k)))
     # gb[batch, k, n] = sum over m of a[batch, m, k] * g[batch, m, n]
     a_t = bind("transpose", a, perm=lead + tuple(range(batch + nm, batch + nm + k))
                + tuple(range(batch, batch + nm)))
-    return product(g, b_t, batch, nn), product(a_t, g, batch, nm)
+    grads = []
+    for x, y, nq, operand in ((g, b_t, nn, a), (a_t, g, nm, b)):
+        own = operand.type.shape[:batch]
+        if any(d == 1 and e != 1 for d, e in zip(own, full)):  # a broadcast operand
+            grads.append(summed_product(x, y, nq, full, own, operand.type.shape))
+        else:
+            grads.append(product(x, y, batch, nq))
+    return tuple(grads)
 
 
 def contract_gemm(node) -> gemm.Gemm:
@@ -259,7 +275,7 @@ def _contract_uses_blas(node) -> bool:
 def _write_contract_loop(nests, node, index, acc: str) -> None:
     """acc = the element at `index`: loops over the summed axes."""
     from compiler.codegen.names import contraction_index
-    from compiler.codegen.reading import dim_text
+    from compiler.codegen.reading import broadcast_index, dim_text
     from compiler.codegen.scalars import literal
 
     k = nests.k
@@ -268,8 +284,10 @@ def _write_contract_loop(nests, node, index, acc: str) -> None:
     nm = a.type.ndim - nb - nk
     summed = a.shape[a.type.ndim - nk:]
     at = tuple("0" if d == 1 else contraction_index(j) for j, d in enumerate(summed))
-    product = (f"{k.reader.operand(a, index[:nb + nm] + at).as_dtype(node.dtype)} * "
-               f"{k.reader.operand(b, index[:nb] + at + index[nb + nm:]).as_dtype(node.dtype)}")
+    a_at = broadcast_index(a.shape[:nb], index[:nb]) + index[nb:nb + nm] + at
+    b_at = broadcast_index(b.shape[:nb], index[:nb]) + at + index[nb + nm:]
+    product = (f"{k.reader.operand(a, a_at).as_dtype(node.dtype)} * "
+               f"{k.reader.operand(b, b_at).as_dtype(node.dtype)}")
     loops = [(i, d) for i, d in zip(at, summed) if d != 1]
     if not loops:
         k.line(f"{acc} = {product}", k.comment(node))

@@ -9,11 +9,14 @@ instructions (W1's cold first call went from 2.8-3.5 s to 1.3-1.5 s). The result
 into an array the kernel allocated, so it can also be any other C-contiguous
 array of the right shape.
 
-Operands are 1-D or 2-D, of one float dtype, and either C-contiguous or the
-transpose of a C-contiguous matrix (numba's layout "F"): in row-major terms
-`out = a @ b` is, in BLAS's column-major terms, `out^T = b^T @ a^T`, and a
-transposed operand is the other BLAS transpose flag. A 1-D `a` is one row, a
-1-D `b` one column.
+Operands are 1-D or 2-D, of one float dtype, with one axis of unit stride: C-contiguous,
+the transpose of a C-contiguous matrix (numba's layout "F"), or a strided slice such as
+`q[i, :, h, :]` of a batch (layout "A": the strides are read at run time, and a slice
+with no unit stride raises ValueError; compiler/ops/gemm.py never passes one). In
+row-major terms `out = a @ b` is, in BLAS's column-major terms, `out^T = b^T @ a^T`: a
+matrix stored by columns is the other BLAS transpose flag, and the distance between its
+rows (or columns) is the leading dimension. A 1-D `a` is one row, a 1-D `b` one column.
+The result's rows must be contiguous (a slice of a C-contiguous array).
 
 Which BLAS: the OpenBLAS that NumPy's wheels bundle (`numpy.libs/libscipy_openblas64_*`,
 ILP64: 64-bit integer arguments), so gradfuse needs nothing but NumPy and numba;

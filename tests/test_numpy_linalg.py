@@ -62,6 +62,7 @@ def test_einsum_interleaved_form_and_dtype():
 
 @pytest.mark.parametrize("subscripts, shapes, message", [
     ("ij,jk", [(2, 3), (4, 2)], "label 'j' has lengths 3 and 4"),
+    ("...i,...i", [(2, 3), (4, 3)], "the '...' dimensions have lengths 2 and 4"),
     ("ij->k", [(2, 3)], "output subscript 'k' appears in no operand"),
     ("ijk", [(2, 3)], "operand 0 has 2 dimensions but subscripts 'ijk'"),
     ("...i->i", [(2, 3)], "no '...'"),

@@ -136,8 +136,8 @@ def _label_dims(arrays, inputs) -> dict[str, object]:
                 for sym in (known, d):  # a batch size met a number: specialize, then compare
                     if isinstance(sym, Sym):
                         raise Concretize(sym)
-                _fail(f"label {c.lstrip('.')!r} has lengths {known} and {d}: operands could "
-                      "not be broadcast together")
+                what = "the '...' dimensions have" if c.startswith("...") else f"label {c!r} has"
+                _fail(f"{what} lengths {known} and {d}: operands could not be broadcast together")
     return dims
 
 

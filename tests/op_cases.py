@@ -173,6 +173,9 @@ case("det", lambda a: np.linalg.det(a + _EYE3), A((2, 3, 3)))
 case("slogdet", lambda a: np.linalg.slogdet(a - _EYE3).logabsdet * np.linalg.slogdet(a).sign,
      A((3, 3), "unit"))
 case("cholesky", lambda x: np.linalg.cholesky(x @ x.T + _EYE3), A((3, 3)))
+case("svdvals_norms", lambda x: np.linalg.svdvals(x).sum(axis=0) + np.linalg.norm(x[0], 2)
+     + np.linalg.norm(x, "nuc", axis=(2, 1)).sum() + np.linalg.matrix_norm(x, ord=-2).sum(),
+     A((2, 4, 3)))
 
 # --- layout ---------------------------------------------------------------------------------
 case("transpose", lambda x: x.T * np.arange(3.0), X34)

@@ -112,7 +112,8 @@ def linalg_program(W, A, X):
     logdet = np.linalg.slogdet(S + 4.0 * np.eye(3)).logabsdet
     terms = [np.sum(att ** 2), np.sum(sq) * 1e-3, np.sum(taps * taps), np.sum(sol * sol),
              np.sum(L * np.linalg.inv(M)), np.linalg.det(M), np.sum(logdet),
-             np.sum(np.linalg.norm(H, axis=-1)), np.sum(np.linalg.norm(S, 1, axis=(1, 2)))]
+             np.sum(np.linalg.norm(H, axis=-1)), np.sum(np.linalg.norm(S, 1, axis=(1, 2))),
+             np.sum(np.linalg.norm(S + 3.0 * np.eye(3), 2, axis=(1, 2)))]
     return sum(t * (k + 1.0) for k, t in enumerate(terms))
 
 

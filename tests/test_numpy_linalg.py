@@ -98,7 +98,8 @@ def idioms(xp, A, B, v, X):
         xp.linalg.norm(A, -xp.inf), xp.linalg.norm(X, 3, axis=-1),
         xp.linalg.solve(M, B), xp.linalg.solve(M, v), xp.linalg.inv(M), xp.linalg.det(M),
         xp.linalg.slogdet(M)[1], xp.linalg.cholesky(M), xp.linalg.det(X + eye),
-        xp.linalg.inv(X + eye),
+        xp.linalg.inv(X + eye), xp.linalg.norm(B, 2), xp.linalg.norm(X, "nuc", axis=(1, 2)),
+        xp.linalg.norm(B.T, -2),
     ]
 
 
@@ -116,7 +117,8 @@ def torch_idioms(torch, A, B, v, X):
         linalg.matrix_norm(A, 1), linalg.matrix_norm(A, float("-inf")),
         linalg.vector_norm(X, 3, dim=-1), linalg.solve(M, B), linalg.solve(M, v),
         linalg.inv(M), linalg.det(M), linalg.slogdet(M)[1], linalg.cholesky(M),
-        linalg.det(X + eye), linalg.inv(X + eye),
+        linalg.det(X + eye), linalg.inv(X + eye), linalg.matrix_norm(B, 2),
+        linalg.matrix_norm(X, "nuc"), linalg.matrix_norm(B.T, -2),
     ]
 
 
@@ -183,8 +185,8 @@ def test_idiom_gradients_match_jax(fused):
 
 def test_float32_stays_float32_through_lapack():
     inputs = _inputs(np.float32)
-    f = compile_grad(lambda *a: idioms(np, *a)[16:24])  # solve ... inv, batched
-    for got, expected in zip(f(*inputs), idioms(np, *inputs)[16:24]):
+    f = compile_grad(lambda *a: idioms(np, *a)[16:])  # solve ... inv, batched, and the SVD's
+    for got, expected in zip(f(*inputs), idioms(np, *inputs)[16:]):
         assert np.asarray(got).dtype == np.float32
         np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)
 
@@ -219,9 +221,12 @@ def test_singular_matrices_raise_numpys_error(backend):
     assert tuple(map(float, det(SINGULAR))) == (0.0, 0.0, -np.inf)
 
 
-def test_matrix_norms_that_need_singular_values_say_so():
-    with pytest.raises(UnsupportedError, match="singular values"):
-        compile_grad(lambda a: np.linalg.norm(a, 2), backend="interpreter")(np.eye(3))
+def test_second_derivatives_of_singular_values_are_refused():
+    f = compile_grad(lambda a: np.linalg.norm(a, 2), backend="interpreter")
+    assert np.isclose(f(np.diag([3.0, 1.0])), 3.0)
+    np.testing.assert_allclose(f.grad(np.diag([3.0, 1.0])), [[1.0, 0.0], [0.0, 0.0]], atol=1e-15)
+    with pytest.raises(UnsupportedError, match="second derivatives of singular values"):
+        compile_grad(lambda a: np.sum(f.grad(a) ** 2), backend="interpreter").grad(np.eye(2))
 
 
 # --- batched products on BLAS: the generated code -------------------------------------------------

@@ -1,9 +1,10 @@
-"""Square-matrix functions on LAPACK, for generated kernels: solve, inv, det, slogdet, cholesky.
+"""Matrix functions on LAPACK, for generated kernels: solve, inv, det, slogdet, cholesky, svd.
 
 Kernels call `lapack.solve(a, b, out)` and its siblings (compiler/ops/solvers.py) on one
 matrix at a time, looping over batch axes themselves. Each is a small numba function over
-three LAPACK routines, `getrf` (LU with partial pivoting), `getrs` (solves with its
-factors) and `potrf` (Cholesky), found where compiler/codegen/blas.py finds gemm: in the
+four LAPACK routines, `getrf` (LU with partial pivoting), `getrs` (solves with its
+factors), `potrf` (Cholesky) and `gesdd` (singular values, and vectors), found where
+compiler/codegen/blas.py finds gemm: in the
 OpenBLAS that NumPy's wheels bundle (which exports LAPACK too, `scipy_dgetrf_64_`), else
 in SciPy's `cython_lapack`. Kernels name them by symbols of their own (`gradfuse_dgetrf`),
 bound when this module is imported; `ABI` is part of every kernel's cache key.
@@ -11,8 +12,9 @@ bound when this module is imported; `ABI` is part of every kernel's cache key.
 LAPACK is column-major: a C-contiguous (n, n) array is, to it, the transpose of the
 matrix. So getrf factors A^T; `getrs` with "T" then solves A x = b, and with "N" against
 the identity it gives (A^T)^-1, whose memory read row by row is A^-1; and potrf("U") of
-A^T reads the lower triangle of A (all NumPy reads) and leaves L = U^T there. Failures
-raise NumPy's `LinAlgError` with NumPy's messages.
+A^T reads the lower triangle of A (all NumPy reads) and leaves L = U^T there; gesdd of
+A^T = U' S V'^T gives A = V' S U'^T, so LAPACK's V'^T, read row by row, is A's U and its U'
+is A's V^T. Failures raise NumPy's `LinAlgError` with NumPy's messages.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from numba.extending import intrinsic
 
 from compiler.codegen.blas import bind_symbols
 
-_ROUTINES = ("getrf", "getrs", "potrf")
+_ROUTINES = ("getrf", "getrs", "potrf", "gesdd")
 _PREFIX = {types.float32: "s", types.float64: "d"}
 SYMBOLS = {(dtype, routine): f"gradfuse_{prefix}{routine}"
            for dtype, prefix in _PREFIX.items() for routine in _ROUTINES}
@@ -165,6 +167,47 @@ def _potrf(typingctx, a):
     return signature(types.int64, a), codegen
 
 
+def _vector(x, dtype=None) -> bool:
+    return isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C" \
+        and (dtype is None or x.dtype == dtype)
+
+
+@intrinsic
+def _gesdd(typingctx, vectors, a, s, u, vt, work, lwork, iwork):
+    """Singular values of the column-major matrix in `a` (destroyed) into `s`, and with
+    `vectors` (a literal bool: jobz "S", else "N") LAPACK's U and V^T into the C arrays `u`
+    (k x m', its U column-major) and `vt` (n' x k, its V^T). `lwork` -1 asks for the size of
+    `work` in work[0]. Returns info."""
+    if not (_square_float(a) and _vector(s, a.dtype) and _square_float(u) and _square_float(vt)
+            and _vector(work, a.dtype) and isinstance(lwork, types.Integer)
+            and _pivots_ok(iwork) and isinstance(vectors, types.BooleanLiteral)):
+        return None
+    letter = "S" if vectors.literal_value else "N"
+
+    def codegen(context, builder, sig, args):
+        n, m = _shape(context, builder, a, args[1])  # LAPACK's m x n matrix is our n x m
+        one = ir.Constant(m.type, 1)
+        at_least_one = lambda x: builder.select(builder.icmp_signed("<", x, one), one, x)  # noqa: E731
+        k = builder.select(builder.icmp_signed("<", m, n), m, n)
+        call = _Call(context, builder)
+        call.char(letter)
+        call.int(m)
+        call.int(n)
+        call.data(a, args[1])
+        call.int(at_least_one(m))
+        call.data(s, args[2])
+        call.data(u, args[3])
+        call.int(at_least_one(m))
+        call.data(vt, args[4])
+        call.int(at_least_one(k))
+        call.data(work, args[5])
+        call.int(context.cast(builder, args[6], lwork, types.intp))
+        call.data(iwork, args[7])
+        return call.call(SYMBOLS[a.dtype, "gesdd"], call.info())
+
+    return signature(types.int64, vectors, a, s, u, vt, work, lwork, iwork), codegen
+
+
 # --- what kernels call: one matrix each ------------------------------------------------------
 @numba.njit
 def _factored(a):
@@ -245,3 +288,38 @@ def cholesky(a, out):
     if _potrf(factor) > 0:
         raise np.linalg.LinAlgError("Matrix is not positive definite")
     out[...] = factor
+
+
+@numba.njit
+def _singular(vectors, a, s, u, vt):
+    """gesdd of `a` with its workspace, for `svd` and `svdvals`."""
+    work_matrix = np.ascontiguousarray(a).copy()
+    iwork = np.empty(max(1, 8 * min(a.shape)), PIVOTS)
+    size = np.empty(1, work_matrix.dtype)
+    _gesdd(vectors, work_matrix, s, u, vt, size, -1, iwork)
+    work = np.empty(max(1, int(size[0])), work_matrix.dtype)
+    if _gesdd(vectors, work_matrix, s, u, vt, work, work.size, iwork) > 0:
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+
+@numba.njit
+def svdvals(a, out):
+    """out = the singular values of a (m, n), largest first."""
+    s = np.empty(min(a.shape), a.dtype)
+    unused = np.empty((1, 1), a.dtype)
+    _singular(False, a, s, unused, unused)
+    out[...] = s
+
+
+@numba.njit
+def svd(a, out):
+    """out = U (m, k) and V^T (k, n) of a = U diag(s) V^T, k = min(m, n), flattened one after
+    the other (LAPACK's V^T, read row by row, is U; its U is V^T)."""
+    m, n = a.shape
+    k = min(m, n)
+    s = np.empty(k, a.dtype)
+    u = np.empty((m, k), a.dtype)
+    vt = np.empty((k, n), a.dtype)
+    _singular(True, a, s, vt, u)
+    out[:m * k] = u.ravel()
+    out[m * k:] = vt.ravel()

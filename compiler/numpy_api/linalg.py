@@ -1,16 +1,16 @@
 """Linear algebra: `@`, np.matmul, np.dot, np.tensordot, np.inner, np.outer, np.vdot, and
-np.linalg's norm, solve, inv, det, slogdet and cholesky (np.einsum: numpy_api/einsum.py).
+np.linalg's norms, svdvals, solve, inv, det, slogdet and cholesky (np.einsum: einsum.py).
 
 Products are `matmul` or `contract` (BLAS where they are large: compiler/ops/gemm.py);
-norms are composites of sums and maxima; the square-matrix functions are ops on LAPACK
-(compiler/ops/solvers.py).
+norms are composites of sums, maxima and singular values; the matrix functions are ops on
+LAPACK (compiler/ops/solvers.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from compiler.errors import TraceError, UnsupportedError
+from compiler.errors import TraceError
 from compiler.numpy_api.dispatch import axes_of, implements, no_out, traced
 from compiler.numpy_api.elementwise import astype
 from compiler.numpy_api.layout import reshape
@@ -116,10 +116,11 @@ def _vector_norm(x, ord, axis: tuple[int, ...], keepdims: bool):
 def _matrix_norm(x, ord, row: int, col: int, keepdims: bool):
     if ord in (None, "fro"):
         result = _sqrt(np.sum(x * x, axis=(row, col), keepdims=True))
-    elif ord in (2, -2, "nuc"):
-        raise UnsupportedError(f"np.linalg.norm(ord={ord!r}) of matrices needs singular values, "
-                               "which gradfuse does not compute; use ord='fro', 1, -1, np.inf or "
-                               "-np.inf", user_loc())
+    elif ord in (2, -2, "nuc"):  # the largest, smallest, sum of the singular values
+        others = tuple(a for a in range(x.ndim) if a not in (row, col))
+        values = svdvals(_permuted(x, others + (row, col)))
+        result = {2: np.max, -2: np.min, "nuc": np.sum}[ord](values, axis=-1)
+        result = np.expand_dims(result, (row, col) if row < col else (col, row))
     elif ord in (1, -1):  # the largest (smallest) sum of |x| down a column
         sums = np.sum(np.abs(x), axis=row, keepdims=True)
         result = (np.max if ord == 1 else np.min)(sums, axis=col, keepdims=True)
@@ -136,8 +137,9 @@ def _matrix_norm(x, ord, row: int, col: int, keepdims: bool):
 
 @implements(np.linalg.norm)
 def norm(x, ord=None, axis=None, keepdims=False):
-    """Vector norms (ord None/2, 1, inf, -inf, 0, any p) and matrix norms ('fro', 1, -1, inf,
-    -inf); gradients at kinks as README's table: 0 at the zero vector, ties of max shared."""
+    """Vector norms (ord None/2, 1, inf, -inf, 0, any p) and matrix norms ('fro', 'nuc', 1, -1,
+    2, -2, inf, -inf); gradients at kinks as README's table: 0 at the zero vector, ties of max
+    shared."""
     x = traced(x)
     if not np.issubdtype(x.dtype, np.floating):
         x = astype(x, np.float64)
@@ -160,6 +162,28 @@ def norm(x, ord=None, axis=None, keepdims=False):
                              "array", user_loc())
         return _matrix_norm(x, ord, row, col, keepdims)
     raise TraceError("np.linalg.norm: improper number of dimensions to norm", user_loc())
+
+
+@implements(np.linalg.vector_norm)
+def vector_norm(x, /, *, axis=None, keepdims=False, ord=2):
+    """NumPy 2's vector norm: over `axis` (an int or a tuple), all entries by default."""
+    x = traced(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = astype(x, np.float64)
+    return _vector_norm(x, ord, axes_of(x, axis), keepdims)
+
+
+@implements(np.linalg.matrix_norm)
+def matrix_norm(x, /, *, keepdims=False, ord="fro"):
+    return norm(x, ord, (-2, -1), keepdims)
+
+
+@implements(np.linalg.svdvals)
+def svdvals(x, /):
+    x = traced(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = astype(x, np.float64)
+    return bind("svdvals", x)
 
 
 # --- square matrices (LAPACK) ---------------------------------------------------------------------

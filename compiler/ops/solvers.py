@@ -1,5 +1,5 @@
-"""Square-matrix functions on LAPACK: solve, inv, det, slogdet and cholesky, batched over leading
-axes, with the standard matrix-calculus VJPs.
+"""Matrix functions on LAPACK: solve, inv, det, slogdet, cholesky and singular values, batched over
+leading axes, with the standard matrix-calculus VJPs.
 
 Each op takes arrays whose last two axes are the matrices (equal batch axes: the NumPy
 bindings broadcast them first) and computes in the inputs' float dtype (integers as
@@ -13,6 +13,9 @@ The VJPs, with X = solve(A, B), Ai = inv(A), L = cholesky(A) and g the cotangent
     cholesky: gA = sym(L^-T Phi(L^T g) L^-1), Phi: the lower triangle with half its diagonal,
               sym(S) = (S + S^T) / 2: symmetric, as in PyTorch and JAX (NumPy reads only
               A's lower triangle; a symmetric perturbation changes both)
+    svdvals:  gA = U diag(g) V^T, with U and V^T from `svd_factors` (one decomposition, so
+              their signs agree); where singular values repeat or vanish this is one of the
+              subgradients. Second derivatives of singular values are refused.
 """
 
 from __future__ import annotations
@@ -170,3 +173,69 @@ register(OpDef("cholesky", "linalg", _cholesky_infer,
                lambda a: np.linalg.cholesky(a).astype(_float(np.asarray(a).dtype)),
                _cholesky_vjp, lowering=_lapack_call("cholesky"),
                doc="the lower-triangular L with a = L @ L^T, from a's lower triangle"))
+
+
+# --- singular values -----------------------------------------------------------------------------
+def _svd_infer(a: TensorType, what: str) -> tuple[TensorType, int, int, int]:
+    if a.ndim < 2:
+        raise ShapeError(f"{what}: {a.ndim}-dimensional array given. Array must be at least "
+                         "two-dimensional")
+    m, n = a.shape[-2:]
+    if not (isinstance(m, int) and isinstance(n, int)):
+        raise ShapeError(f"{what}: the matrices' shape must be known when tracing, got "
+                         f"{fmt_shape(a.shape)}")
+    if a.dtype == np.bool_:
+        raise ShapeError(f"{what} of a boolean array is not supported")
+    return a, m, n, min(m, n)
+
+
+def _svdvals_infer(a: TensorType) -> TensorType:
+    _, m, n, k = _svd_infer(a, "svdvals")
+    return TensorType(_float(a.dtype), a.shape[:-2] + (k,))
+
+
+def _svdvals_vjp(g, out, a):
+    m, n = a.type.shape[-2:]
+    k = min(m, n)
+    factors = bind("svd_factors", a)
+    batch = a.type.shape[:-2]
+
+    def part(start, stop, shape):
+        index = tuple((0, d, 1) for d in batch) + ((start, stop, 1),)
+        return bind("reshape", bind("slice", factors, index=index), shape=batch + shape)
+
+    u, vt = part(0, m * k, (m, k)), part(m * k, m * k + k * n, (k, n))
+    scaled = u * bind("reshape", g, shape=batch + (1, k))  # U diag(g)
+    return (scaled @ vt,)
+
+
+register(OpDef("svdvals", "linalg", _svdvals_infer,
+               lambda a: np.linalg.svd(a, compute_uv=False).astype(_float(np.asarray(a).dtype)),
+               _svdvals_vjp, lowering=_lapack_call("svdvals"),
+               doc="the singular values of each matrix, largest first (gesdd)"))
+
+
+def _svd_factors_infer(a: TensorType) -> TensorType:
+    _, m, n, k = _svd_infer(a, "svd")
+    return TensorType(_float(a.dtype), a.shape[:-2] + (m * k + k * n,))
+
+
+def _svd_factors_impl(a):
+    a = np.asarray(a)
+    u, _, vt = np.linalg.svd(a, full_matrices=False)
+    batch = a.shape[:-2]
+    flat = np.concatenate([u.reshape(batch + (-1,)), vt.reshape(batch + (-1,))], axis=-1)
+    return flat.astype(_float(a.dtype))
+
+
+def _svd_factors_vjp(g, out, a):
+    from compiler.errors import UnsupportedError
+
+    raise UnsupportedError("second derivatives of singular values (np.linalg.norm with ord 2, "
+                           "-2 or 'nuc', np.linalg.svdvals) are not supported")
+
+
+register(OpDef("svd_factors", "linalg", _svd_factors_infer, _svd_factors_impl,
+               _svd_factors_vjp, lowering=_lapack_call("svd"),
+               doc="U (m, k) and V^T (k, n) of the reduced SVD, flattened one after the other: "
+                   "what the gradient of the singular values needs"))

@@ -307,3 +307,32 @@ def test_gemm_refuses_a_slice_without_a_unit_stride():
     a = RNG.normal(size=(4, 6))[::2, ::2]
     with pytest.raises(ValueError, match="no unit stride"):
         _product(a, RNG.normal(size=(3, 2)), np.empty((2, 2)))
+
+
+# --- a convolution of shifted slices: loops that vectorize ----------------------------------------
+def convolution(W, b, images):
+    n, _, height, width = images.shape
+    out = b[:, None, None]
+    for di in range(3):
+        for dj in range(3):
+            patch = images[:, :, di:di + height - 2, dj:dj + width - 2]
+            out = out + np.einsum("nchw,oc->nohw", patch, W[:, :, di, dj])
+    return np.sum(np.tanh(out) ** 2)
+
+
+def test_a_convolution_is_one_nest_whose_short_rows_vectorize():
+    W, b = RNG.normal(size=(4, 3, 3, 3)) * 0.3, RNG.normal(size=4)
+    images = RNG.normal(size=(2, 3, 16, 16))
+    f = compile_grad(convolution, wrt=(0, 1))
+    value, grads = f.value_and_grad(W, b, images)
+    ref_value, ref_grads = compile_grad(convolution, wrt=(0, 1), backend="interpreter"
+                                        ).value_and_grad(W, b, images)
+    assert np.isclose(value, ref_value, rtol=1e-12)
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12)
+    source = f.source("value_and_grad")
+    # the taps are 3-term loops inside the nest (no copies of the slices), over rows of 14
+    # columns whose bound LLVM does not unroll, so that it vectorizes them
+    assert "for i3 in range(vm.extent(14)):" in source and source.count("for k0 in range(3):") >= 9
+    # b's gradient sums each (n, o) plane in a scalar before it touches its accumulator array
+    assert "_part += " in source

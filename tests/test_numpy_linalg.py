@@ -76,6 +76,27 @@ def test_einsum_errors_name_the_user_line(subscripts, shapes, message):
     assert "test_numpy_linalg.py" in str(caught.value)
 
 
+def test_matrix_power_and_multi_dot():
+    A = RNG.normal(size=(3, 3)) + 3 * np.eye(3)
+    for n in (0, 1, 3, 5, -2):
+        f = compile_grad(lambda a, n=n: np.sum(np.linalg.matrix_power(a, n)), backend="interpreter")
+        assert np.isclose(f(A), np.sum(np.linalg.matrix_power(A, n)))
+        if n:
+            np.testing.assert_allclose(f.grad(A), central_differences(f.fn, [A], 0, 1e-6),
+                                       rtol=1e-6, atol=1e-7)
+    g = compile_grad(lambda a, b, c: np.linalg.multi_dot([a, b, c]), backend="interpreter")
+    arrays = [RNG.normal(size=s) for s in ((3, 5), (5, 4), (4, 2))]
+    np.testing.assert_allclose(g(*arrays), np.linalg.multi_dot(arrays), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name, arity", [("svd", 1), ("eigh", 1), ("qr", 1), ("lstsq", 2),
+                                         ("pinv", 1)])
+def test_unsupported_decompositions_say_what_to_use(name, arity):
+    with pytest.raises(UnsupportedError, match=f"np.linalg.{name} is not supported by gradfuse; "):
+        compile_grad(lambda a: getattr(np.linalg, name)(*[a] * arity),
+                     backend="interpreter")(np.eye(3))
+
+
 def test_einsum_of_booleans_says_to_cast():
     with pytest.raises(UnsupportedError, match="cast them"):
         compile_grad(lambda x: np.einsum("i->", x > 0), backend="interpreter")(np.ones(3))

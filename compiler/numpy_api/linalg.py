@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.errors import TraceError
+from compiler.errors import TraceError, UnsupportedError
 from compiler.numpy_api.dispatch import axes_of, implements, no_out, traced
 from compiler.numpy_api.elementwise import astype
 from compiler.numpy_api.layout import reshape
@@ -249,3 +249,65 @@ def cholesky(a, /, *, upper=False):
         n = L.ndim
         return bind("transpose", L, perm=tuple(range(n - 2)) + (n - 1, n - 2))
     return L
+
+
+# --- products of several matrices, powers ------------------------------------------------------
+@implements(np.linalg.multi_dot)
+def multi_dot(arrays, *, out=None):
+    """Left to right: each product goes to BLAS when it is large."""
+    no_out("np.linalg.multi_dot", out)
+    arrays = [traced(a) for a in arrays]
+    if len(arrays) < 2:
+        raise TraceError("np.linalg.multi_dot needs at least two arrays", user_loc())
+    result = arrays[0]
+    for a in arrays[1:]:
+        result = dot(result, a)
+    return result
+
+
+@implements(np.linalg.matrix_power)
+def matrix_power(a, n):
+    """a @ a @ ... (n times, by repeated squaring); negative n inverts first."""
+    a = traced(a)
+    if not isinstance(n, (int, np.integer)):
+        raise TraceError("np.linalg.matrix_power: the exponent must be an int", user_loc())
+    if n == 0:
+        eye = np.eye(a.type.shape[-1], dtype=a.dtype)
+        return bind("broadcast_to", traced(eye), shape=a.type.shape)
+    if n < 0:
+        a, n = inv(a), -n
+    result, power = None, a
+    while n:
+        if n & 1:
+            result = power if result is None else result @ power
+        n >>= 1
+        if n:
+            power = power @ power
+    return result
+
+
+def _refuse(name: str, instead: str):
+    def refuse(*args, **kwargs):
+        raise UnsupportedError(f"np.linalg.{name} is not supported by gradfuse; {instead}",
+                               user_loc())
+
+    return refuse
+
+
+for _function, _instead in [
+    ("svd", "np.linalg.svdvals gives the singular values (with their gradient)"),
+    ("eig", "eigendecompositions are not; np.linalg.svdvals gives singular values"),
+    ("eigh", "eigendecompositions are not; np.linalg.svdvals gives singular values (for a "
+             "positive semidefinite matrix, its eigenvalues)"),
+    ("eigvals", "eigendecompositions are not; np.linalg.svdvals gives singular values"),
+    ("eigvalsh", "np.linalg.svdvals gives the singular values (for a positive semidefinite "
+                 "matrix, its eigenvalues)"),
+    ("qr", "np.linalg.cholesky of a.T @ a gives R.T"),
+    ("pinv", "use np.linalg.solve(a.T @ a, a.T) for a matrix of full column rank"),
+    ("lstsq", "use np.linalg.solve(a.T @ a, a.T @ b) for a matrix of full column rank"),
+    ("matrix_rank", "the rank has no gradient: compute it outside the traced function"),
+    ("tensorsolve", "reshape to matrices and use np.linalg.solve"),
+    ("tensorinv", "reshape to a matrix and use np.linalg.inv"),
+]:
+    implements(getattr(np.linalg, _function))(_refuse(_function, _instead))
+del _function, _instead

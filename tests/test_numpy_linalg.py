@@ -357,3 +357,18 @@ def test_a_convolution_is_one_nest_whose_short_rows_vectorize():
     assert "for i3 in range(vm.extent(14)):" in source and source.count("for k0 in range(3):") >= 9
     # b's gradient sums each (n, o) plane in a scalar before it touches its accumulator array
     assert "_part += " in source
+
+
+def test_the_gradients_of_adjacent_slices_join_into_one_concatenation():
+    """q, k, v = qkv[:, :C], qkv[:, C:2C], qkv[:, 2C:]: the gradient of qkv is one
+    concatenation, not a zero-filled array per slice and their sum; and x ** 3 is x * x * x."""
+    def split(x):
+        q, k, v = x[:, :4], x[:, 4:8], x[:, 8:]
+        return np.sum(np.tanh(q) * k ** 3 + v * 2.0)
+
+    f = compile_grad(split, backend="interpreter")
+    x = RNG.normal(size=(3, 12))
+    np.testing.assert_allclose(f.grad(x), central_differences(split, [x], 0, 1e-6), rtol=1e-7)
+    ir = f.ir("value_and_grad")
+    assert "concatenate(q_grad, k_grad, v_grad, axis=1)" in ir
+    assert "pad_slice" not in ir and "pow" not in ir

@@ -75,14 +75,13 @@ def _operand_grad(x, y, operand, batch):
 # --- generated code -----------------------------------------------------------------------
 # Matrix products call BLAS (compiler/codegen/blas.py, through compiler/ops/gemm.py) when
 # any of their matrices' dimensions is symbolic or they are larger than
-# gemm.LOOP_MAX_FLOPS multiply-adds per matrix; smaller ones (and every product with a
-# contraction of length 1, an outer product) are an explicit loop inside the consumer's
+# gemm.LOOP_MAX_FLOPS multiply-adds per matrix; smaller ones (and every product that sums
+# at most gemm.LOOP_MAX_INNER terms per element) are an explicit loop inside the consumer's
 # nest, with no array and no call. Measured on 2-D float32 products (N,K)@(K,M), numba loops
 # vs np.dot through OpenBLAS: at N=20 the loops win (K=M=16: 2.0 vs 3.0 us), but at N=256
 # BLAS already wins for K=10, M=5 (4.3 vs 7.1 us) and at N=4096 by 3x, and loops fall off a
 # cliff past K=M=32 (K=M=64: 840 vs 27 us). A batch size is unknown when the kernel is
 # generated, so symbolic dims always mean BLAS.
-MATMUL_LOOP_MAX_FLOPS = gemm.LOOP_MAX_FLOPS
 
 
 def matmul_gemm(node) -> gemm.Gemm:

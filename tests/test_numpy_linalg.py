@@ -7,6 +7,10 @@ file compiles a handful of numba kernels (module-scoped)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -373,3 +377,43 @@ def test_the_gradients_of_adjacent_slices_join_into_one_concatenation():
     ir = f.ir("value_and_grad")
     assert "concatenate(q_grad, k_grad, v_grad, axis=1)" in ir
     assert "pad_slice" not in ir and "pow" not in ir
+
+
+NO_LAPACK = """
+import ctypes
+import sys
+sys.modules["scipy"] = None
+library = ctypes.CDLL
+
+
+class WithoutLapack:  # NumPy's OpenBLAS as if it exported BLAS only
+    def __init__(self, *args, **kwargs):
+        self.found = library(*args, **kwargs)
+
+    def __getattr__(self, name):
+        if any(routine in name for routine in ("getrf", "getrs", "potrf", "gesdd")):
+            raise AttributeError(name)
+        return getattr(self.found, name)
+
+
+ctypes.CDLL = WithoutLapack
+import numpy as np
+from compiler import compile_grad
+from compiler.codegen import lapack
+from compiler.errors import UnsupportedError
+print(lapack.ABI, compile_grad(lambda a: np.sum(a @ a))(np.eye(2)))
+print(compile_grad(lambda a: np.sum(np.linalg.inv(a)), backend="interpreter")(2 * np.eye(2)))
+try:
+    compile_grad(lambda a: np.sum(np.linalg.inv(a)))(2 * np.eye(2))
+except UnsupportedError as error:
+    print(str(error).splitlines()[0])
+"""
+
+
+def test_without_lapack_only_the_kernels_that_need_it_refuse(tmp_path):
+    done = subprocess.run([sys.executable, "-c", NO_LAPACK], capture_output=True, text=True,
+                          env={**os.environ, "GRADFUSE_CACHE_DIR": str(tmp_path)}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    products, interpreted, refused = done.stdout.splitlines()
+    assert products == "none 2.0" and interpreted == "1.0"
+    assert "inv needs LAPACK in a compiled kernel, and gradfuse found no LAPACK" in refused

@@ -33,9 +33,13 @@ _ROUTINES = ("getrf", "getrs", "potrf", "gesdd")
 _PREFIX = {types.float32: "s", types.float64: "d"}
 SYMBOLS = {(dtype, routine): f"gradfuse_{prefix}{routine}"
            for dtype, prefix in _PREFIX.items() for routine in _ROUTINES}
-ABI, _INT_BITS = bind_symbols({symbol: f"{_PREFIX[dtype]}{routine}"
-                               for (dtype, routine), symbol in SYMBOLS.items()},
-                              "scipy.linalg.cython_lapack", "LAPACK for linear algebra")
+try:
+    ABI, _INT_BITS = bind_symbols({symbol: f"{_PREFIX[dtype]}{routine}"
+                                   for (dtype, routine), symbol in SYMBOLS.items()},
+                                  "scipy.linalg.cython_lapack", "LAPACK for linear algebra")
+    MISSING: str | None = None
+except ImportError as error:  # kernels that need LAPACK say so; everything else works
+    ABI, _INT_BITS, MISSING = "none", 64, str(error)
 PIVOTS = np.int64 if _INT_BITS == 64 else np.int32  # getrf's pivot indices
 
 

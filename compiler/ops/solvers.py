@@ -51,9 +51,15 @@ def transpose_last(x):
 def _matrices(k, node, call: str, scalar: bool) -> None:
     """One `lapack.<call>(a[i], ..., out[i])` per matrix of the batch axes; `scalar`: the
     call returns one value per matrix instead (det)."""
+    from compiler.codegen import lapack
     from compiler.codegen.reading import subscript
     from compiler.codegen.scalars import Operand
+    from compiler.errors import UnsupportedError
 
+    if lapack.MISSING is not None:
+        raise UnsupportedError(f"{node.op} needs LAPACK in a compiled kernel, and "
+                               f"{lapack.MISSING} (backend='interpreter' runs it with NumPy)",
+                               node.loc)
     if node.shape != ():
         k.alloc(node)
     function = k.helpers.lapack(call)

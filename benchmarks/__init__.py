@@ -1,4 +1,4 @@
-"""gradfuse's benchmarks: workloads W1-W6 and W10 of BENCHMARKS.md, against hand-written numba
+"""gradfuse's benchmarks: workloads W1-W8 and W10 of BENCHMARKS.md, against hand-written numba
 and peers.
 
 Run it with `python -m benchmarks` (see run.py for the options). The thread caps

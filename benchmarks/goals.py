@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from benchmarks import w1_mlp_step, w2_mae, w4_mlp_large, w5_logreg_loop, w10_data_parallel
+from benchmarks import (
+    w1_mlp_step,
+    w2_mae,
+    w4_mlp_large,
+    w5_logreg_loop,
+    w8_transformer_cnn,
+    w10_data_parallel,
+)
 from benchmarks import w7_compile_scaling as w7
 from benchmarks import w9_runtime_step as w9
 from benchmarks.harness import (
@@ -274,6 +281,12 @@ GOALS: list[tuple[str, str, Callable]] = [
      first_result_at_most(w7.case_label("euler", 1000), w7.GRADFUSE_SCAN, 2.0)),
     ("W7", "peak memory while compiling <= 1 GB", peak_memory(1024.0)),
     ("W7", "steady time not slower than JAX jit", steady_not_slower_than_jax),
+    ("W8", "transformer block at least as fast as PyTorch eager",
+     faster_than("W8", w8_transformer_cnn.TRANSFORMER, "ms", (TORCH,))),
+    ("W8", "transformer block within 1.5x of JAX jit",
+     within("W8", w8_transformer_cnn.TRANSFORMER, "ms", JAX, 1.5)),
+    ("W8", "small CNN faster than PyTorch eager and JAX jit",
+     faster_than("W8", w8_transformer_cnn.CNN, "ms", (TORCH, JAX))),
     ("W9", "W1 runtime step <= 3x the fused train_step",
      within("W9", w9.W1_STEP, "µs", w9.TRAIN_STEP, 3.0)),
     ("W9", "W1 runtime step >= 12x faster than PyTorch eager",

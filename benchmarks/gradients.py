@@ -79,3 +79,43 @@ class Function:
                               peer=True),
         }
         return build_rows(config, rows, notes)
+
+
+@dataclass
+class ParamsFunction:
+    """A loss of a dict of parameters and data in every implementation (W8): `gradfuse` is
+    a CompiledFunction of (params, *data), differentiated w.r.t. params; `numpy` returns
+    (loss, grads dict); `torch` and `jax` are the plain function, differentiated by them."""
+
+    gradfuse: Callable
+    numpy: Callable
+    torch: Callable
+    jax: Callable
+
+    @staticmethod
+    def outcome(loss, grads: dict) -> Outcome:
+        return {"loss": np.asarray(loss), **{f"grad {k}": np.asarray(g) for k, g in grads.items()}}
+
+    def reference(self, params: dict, data: tuple) -> Outcome:
+        as64 = {k: v.astype(np.float64) for k, v in params.items()}
+        data64 = tuple(d.astype(np.float64) if d.dtype.kind == "f" else d for d in data)
+        return self.outcome(*self.numpy(as64, *data64))
+
+    def rows(self, params: dict, data: tuple, config: Config, notes: list[str]) -> list[Impl]:
+        def from_pair(result):
+            return self.outcome(*result)
+
+        def torch_row(compiled: bool) -> Impl:
+            call = peers.torch_params_value_and_grad(self.torch, params, data, compiled)
+            return Impl(TORCH_COMPILE if compiled else TORCH, call, from_pair, peer=True)
+
+        rows = {
+            GRADFUSE: lambda: Impl(GRADFUSE, lambda: self.gradfuse.value_and_grad(params, *data),
+                                   from_pair),
+            NUMPY: lambda: Impl(NUMPY, lambda: self.numpy(params, *data), from_pair),
+            TORCH: lambda: torch_row(compiled=False),
+            TORCH_COMPILE: lambda: torch_row(compiled=True),
+            JAX: lambda: Impl(JAX, peers.jax_params_value_and_grad(self.jax, params, data),
+                              from_pair, peer=True),
+        }
+        return build_rows(config, rows, notes)

@@ -275,3 +275,95 @@ def jax_mlp_cross_entropy(params, X, labels):
 def jax_logistic(params, X, y):
     logits = X @ params["w"] + params["b"]
     return jnp.mean(jnp.maximum(logits, 0) - logits * y + jnp.log1p(jnp.exp(-jnp.abs(logits))))
+
+
+# --- value and gradient of a function of a params dict (W8) ----------------------------------
+def torch_params_value_and_grad(fn: Callable, params: dict[str, np.ndarray], data: tuple,
+                                compiled: bool) -> Callable[[], tuple]:
+    """call() -> (loss, {name: grad}): fn(params, *data), differentiated w.r.t. params."""
+    load_torch()
+    tensors = {k: torch.from_numpy(v.copy()).requires_grad_(True) for k, v in params.items()}
+    inputs = [torch.from_numpy(d.copy()) for d in data]
+    loss_fn = torch_compile(fn) if compiled else fn
+
+    def call():
+        for t in tensors.values():
+            t.grad = None
+        loss = loss_fn(tensors, *inputs)
+        loss.backward()
+        return loss.detach(), {k: t.grad for k, t in tensors.items()}
+
+    return call
+
+
+def jax_params_value_and_grad(fn: Callable, params: dict[str, np.ndarray],
+                              data: tuple) -> Callable[[], tuple]:
+    load_jax()
+    arrays = {k: jnp.asarray(v) for k, v in params.items()}
+    inputs = [jnp.asarray(d) for d in data]
+    compiled = jax.jit(jax.value_and_grad(fn))
+
+    def call():
+        return jax.block_until_ready(compiled(arrays, *inputs))
+
+    return call
+
+
+def torch_transformer(heads: int) -> Callable:
+    """W8a in PyTorch: F.layer_norm, masked softmax, F.gelu(approximate="tanh")."""
+    def block(p, x, target):
+        F = torch.nn.functional
+        B, T, C = x.shape
+        D = C // heads
+        h = F.layer_norm(x, (C,), p["ln1_g"], p["ln1_b"], 1e-5)
+        q, k, v = (h @ p["W_qkv"] + p["b_qkv"]).split(C, dim=-1)
+        q, k, v = (z.reshape(B, T, heads, D).transpose(1, 2) for z in (q, k, v))
+        mask = torch.ones(T, T, dtype=torch.bool).tril()
+        att = ((q @ k.transpose(-2, -1)) * D ** -0.5).masked_fill(~mask, float("-inf"))
+        y = (att.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, T, C)
+        x = x + y @ p["W_o"] + p["b_o"]
+        h = F.layer_norm(x, (C,), p["ln2_g"], p["ln2_b"], 1e-5)
+        x = x + F.gelu(h @ p["W_1"] + p["b_1"], approximate="tanh") @ p["W_2"] + p["b_2"]
+        return F.mse_loss(x, target)
+
+    return block
+
+
+def jax_transformer(heads: int) -> Callable:
+    def layer_norm(x, gain, bias):
+        centered = x - x.mean(axis=-1, keepdims=True)
+        return centered * jax.lax.rsqrt((centered ** 2).mean(axis=-1, keepdims=True) + 1e-5) \
+            * gain + bias
+
+    def block(p, x, target):
+        B, T, C = x.shape
+        D = C // heads
+        qkv = layer_norm(x, p["ln1_g"], p["ln1_b"]) @ p["W_qkv"] + p["b_qkv"]
+        q, k, v = (z.reshape(B, T, heads, D).transpose(0, 2, 1, 3)
+                   for z in jnp.split(qkv, 3, axis=-1))
+        att = jnp.where(jnp.tri(T, dtype=bool), (q @ k.transpose(0, 1, 3, 2)) * D ** -0.5,
+                        -jnp.inf)
+        y = (jax.nn.softmax(att, axis=-1) @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
+        x = x + y @ p["W_o"] + p["b_o"]
+        h = layer_norm(x, p["ln2_g"], p["ln2_b"])
+        x = x + jax.nn.gelu(h @ p["W_1"] + p["b_1"], approximate=True) @ p["W_2"] + p["b_2"]
+        return jnp.mean((x - target) ** 2)
+
+    return block
+
+
+def torch_cnn(p, images, labels):
+    """W8b in PyTorch: F.conv2d, ReLU, F.max_pool2d, a linear layer, F.cross_entropy."""
+    F = torch.nn.functional
+    h = F.max_pool2d(F.relu(F.conv2d(images, p["conv_W"], p["conv_b"])), 2)
+    return F.cross_entropy(h.flatten(1) @ p["fc_W"] + p["fc_b"], labels)
+
+
+def jax_cnn(p, images, labels):
+    conv = jax.lax.conv_general_dilated(images, p["conv_W"], (1, 1), "VALID",
+                                        dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    h = jax.nn.relu(conv + p["conv_b"][:, None, None])
+    n, o, height, width = h.shape
+    pooled = h.reshape(n, o, height // 2, 2, width // 2, 2).max(axis=(3, 5))
+    log_probs = jax.nn.log_softmax(pooled.reshape(n, -1) @ p["fc_W"] + p["fc_b"], axis=-1)
+    return -jnp.mean(jnp.take_along_axis(log_probs, labels[:, None], axis=-1))

@@ -1,6 +1,6 @@
 """`python -m benchmarks`: run the workloads, print the tables and the goals, write results.json.
 
-    python -m benchmarks                      # W1-W6 and W9 (a few minutes)
+    python -m benchmarks                      # W1-W6, W8, W9 and W10 (several minutes)
     python -m benchmarks W1 W3 --quick        # some workloads, shorter timing, smaller sizes
     python -m benchmarks W7                   # compile scaling: a process per configuration,
                                               # each stopped at 120 s (today ~20 minutes)
@@ -30,12 +30,12 @@ from pathlib import Path
 from benchmarks import threads
 from benchmarks.harness import JAX, NUMPY, TORCH, TORCH_COMPILE, Config, WorkloadResult
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W9", "W10")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10")
 # W7 compiles programs in a fresh process each, beside JAX's: asked for by name.
-DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W9", "W10")
+DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W8", "W9", "W10")
 MODULES = {"W1": "w1_mlp_step", "W2": "w2_mae", "W3": "w3_elementwise", "W4": "w4_mlp_large",
            "W5": "w5_logreg_loop", "W6": "w6_first_call", "W7": "w7_compile_scaling",
-           "W9": "w9_runtime_step", "W10": "w10_data_parallel"}
+           "W8": "w8_transformer_cnn", "W9": "w9_runtime_step", "W10": "w10_data_parallel"}
 PEER_NAMES = {"numpy": NUMPY, "torch": TORCH, "torch.compile": TORCH_COMPILE, "jax": JAX}
 HERE = Path(__file__).resolve().parent
 MARKERS = ("<!-- results:begin (written by python -m benchmarks --markdown) -->",

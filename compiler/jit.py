@@ -39,7 +39,7 @@ import numpy as np
 
 from compiler import cachefiles
 from compiler.cachefiles import cache_dir
-from compiler.codegen import CODEGEN_VERSION, GeneratedModule, blas, generate
+from compiler.codegen import CODEGEN_VERSION, GeneratedModule, blas, generate, lapack
 from compiler.errors import InternalError
 from compiler.ir import Graph
 from compiler.packing import Packing, pack
@@ -114,7 +114,8 @@ def module_key(source: str) -> str:
     """The name of `source`'s cache file: a hash of the text and of everything else its
     machine code depends on, including the source of the gradfuse modules it imports."""
     salt = (f"numba {numba.__version__}\ncodegen {CODEGEN_VERSION}\nveclib {vector_library()}\n"
-            f"blas {blas.ABI}\nimports {cachefiles.imported_sources(source)}\n")
+            f"blas {blas.ABI}\nlapack {lapack.ABI}\n"
+            f"imports {cachefiles.imported_sources(source)}\n")
     return hashlib.sha256((salt + source).encode()).hexdigest()[:16]
 
 

@@ -35,9 +35,9 @@ def _is(node: Node, value) -> bool:
     return v is not None and not isinstance(v, bool) and v == value
 
 
-def _new(op: str, inputs: tuple[Node, ...], attrs: dict, like: Node) -> Node:
+def _new(op: str, inputs: tuple[Node, ...], attrs: dict, like: Node, **name) -> Node:
     out_type = ops.get(op).infer(*(x.type for x in inputs), **attrs)
-    return Node(op, inputs, attrs, out_type, like.name, like.loc, like.grad_of)
+    return Node(op, inputs, attrs, out_type, name.get("name", like.name), like.loc, like.grad_of)
 
 
 # Each rule maps a node to a replacement or None; a replacement of a different
@@ -50,6 +50,7 @@ def _rules() -> dict[str, list[Callable[[Node], Node | None]]]:
         "add": [
             lambda n: n.inputs[0] if _is(n.inputs[1], 0) else None,  # x + 0 -> x
             lambda n: n.inputs[1] if _is(n.inputs[0], 0) else None,  # 0 + x -> x
+            _joined_pads,  # pad(x, [0:64]) + pad(y, [64:128]) -> pad(concatenate(x, y), [0:128])
         ],
         "sub": [
             lambda n: n.inputs[0] if _is(n.inputs[1], 0) else None,  # x - 0 -> x
@@ -65,6 +66,9 @@ def _rules() -> dict[str, list[Callable[[Node], Node | None]]]:
             lambda n: n.inputs[0] if _is(n.inputs[1], 1) else None,  # x ** 1 -> x
             lambda n: (_new("mul", (n.inputs[0], n.inputs[0]), {}, n)  # x ** 2 -> x * x
                        if _is(n.inputs[1], 2) else None),
+            lambda n: (_new("mul", (_new("mul", (n.inputs[0], n.inputs[0]), {}, n, name=None),
+                                    n.inputs[0]), {}, n)  # x ** 3 -> x * x * x (pow is slow)
+                       if _is(n.inputs[1], 3) else None),
         ],
         "neg": [lambda n: n.inputs[0].inputs[0] if n.inputs[0].op == "neg" else None],  # --x
         "reshape": [
@@ -90,8 +94,43 @@ def _rules() -> dict[str, list[Callable[[Node], Node | None]]]:
             s == (0, d, 1) for s, d in zip(n.attrs["index"], n.inputs[0].type.shape)) else None,
                   _slice_through],
         # concatenate(x[i:j], x[j:k], ...) along one axis -> x[i:k]: rows of a stack stacked back
-        "concatenate": [_joined_slices],
+        "concatenate": [_joined_slices, _flattened_concatenate],
+        "pad_slice": [lambda n: n.inputs[0] if all(  # a pad that covers the whole shape
+            s == (0, d, 1) for s, d in zip(n.attrs["index"], n.attrs["shape"])) else None],
     }
+
+
+def _joined_pads(node: Node) -> Node | None:
+    """The gradients of adjacent slices (q, k, v = qkv[..., :C], ...) summed: one concatenation
+    padded once, instead of a zero-filled array per slice and their sum."""
+    a, b = node.inputs
+    if a.op != "pad_slice" or b.op != "pad_slice" or a.attrs["shape"] != b.attrs["shape"]:
+        return None
+    first, second = a.attrs["index"], b.attrs["index"]
+    differ = [k for k, (x, y) in enumerate(zip(first, second)) if x != y]
+    if len(differ) != 1 or first[differ[0]][2] != 1 or second[differ[0]][2] != 1:
+        return None
+    axis = differ[0]
+    if first[axis][1] == second[axis][0]:
+        parts, span = (a, b), (first[axis][0], second[axis][1], 1)
+    elif second[axis][1] == first[axis][0]:
+        parts, span = (b, a), (second[axis][0], first[axis][1], 1)
+    else:
+        return None
+    joined = _new("concatenate", tuple(p.inputs[0] for p in parts), {"axis": axis}, node,
+                  name=None)
+    index = first[:axis] + (span,) + first[axis + 1:]
+    return _new("pad_slice", (joined,), {"shape": a.attrs["shape"], "index": index}, node)
+
+
+def _flattened_concatenate(node: Node) -> Node | None:
+    """concatenate(concatenate(x, y), z) along one axis -> concatenate(x, y, z): one copy."""
+    axis = node.attrs["axis"]
+    if not any(x.op == "concatenate" and x.attrs["axis"] == axis for x in node.inputs):
+        return None
+    parts = tuple(p for x in node.inputs for p in (
+        x.inputs if x.op == "concatenate" and x.attrs["axis"] == axis else (x,)))
+    return _new("concatenate", parts, {"axis": axis}, node)
 
 
 def _joined_slices(node: Node) -> Node | None:

@@ -189,8 +189,8 @@ class _Roller:
             if x is y or (_is_leaf(x) and _is_leaf(y) and x.type == y.type):
                 continue
             px, py = self.position.get(x.id), self.position.get(y.id)
-            if px is not None and py is not None and (py - px == p or py < i and px < i
-                                                      and x.type == y.type):
+            if px is not None and py is not None and (py - px == p or py < i and px < i) \
+                    and x.type == y.type:
                 continue  # the same value one iteration on, or values made before both
             if start is not None and py is not None and start <= py < start + p \
                     and (px is None or px < start) and x.type == y.type:
@@ -245,7 +245,8 @@ class _Roller:
             return ("hoisted" if source in roles.hoisted else "edge"), source
         later = relative[1:]
         if relative[0] is None and all(r == later[0] for r in later) and later[0][0] == -1 \
-                and later[0][1] not in roles.hoisted:
+                and later[0][1] not in roles.hoisted \
+                and values[0].type == self.sequence[run.start + later[0][1]].type:
             source, init = later[0][1], values[0]
             for k, (known_source, known_init) in enumerate(roles.carries):
                 if known_source == source and _same_value(known_init, init):

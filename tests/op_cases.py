@@ -149,6 +149,36 @@ case("matmul_batched_bcast", lambda a, b: a @ b, X234, A((4, 5)))
 case("dot", np.dot, X34, A((4, 2)))
 case("dot_method", lambda a, b: a.dot(b), X4, X4)
 
+# --- linear algebra: einsum's products, norms, LAPACK -------------------------------------------
+_EYE3 = 3 * np.eye(3)  # added to keep matrices well away from singular
+case("einsum_matmul", lambda a, b: np.einsum("ij,jk->ik", a, b), X34, A((4, 2)))
+case("einsum_batched", lambda a, b: np.einsum("bij,bkj->bik", a, b), X234, A((2, 5, 4)))
+case("einsum_trace_diag", lambda x, y: np.einsum("ii,ij->j", x, y).sum() + np.einsum("ii->i", x),
+     A((3, 3)), X34)
+case("einsum_ellipsis_implicit", lambda a, b: np.einsum("...j,jk", a, b), X234, A((4, 2)))
+case("einsum_conv_taps", lambda x, w: np.einsum("nchw,oc->nohw", x, w), A((2, 3, 2, 2)),
+     A((4, 3)))
+case("einsum_three", lambda a, b, c: np.einsum("i,ij,jk->k", a, b, c), X3, X34, A((4, 2)))
+case("tensordot_inner_outer", lambda a, b: np.tensordot(a, b, axes=([0, 2], [2, 0]))
+     + np.inner(a[0], b[:, 0].T).sum() + np.outer(a[0, 0], b[0, 0]).sum(), X234, A((4, 5, 2)))
+case("vdot_dot3d", lambda a, b: np.vdot(a, a) + np.dot(a, b), X234, A((3, 4, 2)))
+case("norm_vector", lambda x: np.linalg.norm(x) + np.linalg.norm(x, 1, axis=0)
+     + np.linalg.norm(x, np.inf, axis=1)[:, None] + np.linalg.norm(x, 3, axis=-1, keepdims=True),
+     A((3, 4), "away"), distinct=True)
+case("norm_matrix", lambda x: np.linalg.norm(x, "fro", axis=(1, 2)) + np.linalg.norm(
+     x, 1, axis=(2, 1)) + np.linalg.norm(x, -np.inf, axis=(0, 2), keepdims=True).ravel()[:2],
+     A((2, 3, 4), "away"), distinct=True)
+case("solve", lambda a, b: np.linalg.solve(a + _EYE3, b), A((3, 3)), A((3, 2)))
+case("solve_batched_vector", lambda a, b: np.linalg.solve(a + _EYE3, b), A((2, 3, 3)), X3)
+case("inv", lambda a: np.linalg.inv(a + _EYE3), A((2, 3, 3)))
+case("det", lambda a: np.linalg.det(a + _EYE3), A((2, 3, 3)))
+case("slogdet", lambda a: np.linalg.slogdet(a - _EYE3).logabsdet * np.linalg.slogdet(a).sign,
+     A((3, 3), "unit"))
+case("cholesky", lambda x: np.linalg.cholesky(x @ x.T + _EYE3), A((3, 3)))
+case("svdvals_norms", lambda x: np.linalg.svdvals(x).sum(axis=0) + np.linalg.norm(x[0], 2)
+     + np.linalg.norm(x, "nuc", axis=(2, 1)).sum() + np.linalg.matrix_norm(x, ord=-2).sum(),
+     A((2, 4, 3)))
+
 # --- layout ---------------------------------------------------------------------------------
 case("transpose", lambda x: x.T * np.arange(3.0), X34)
 case("transpose_axes", lambda x: np.transpose(x, (2, 0, 1)), X234)

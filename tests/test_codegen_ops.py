@@ -106,6 +106,29 @@ def loop_program(W, c, X):
     return np.sum(h) + total
 
 
+def linalg_program(W, A, X):
+    """Batched products on BLAS (one gemm over N*T rows, a loop of gemms over strided and
+    transposed slices, a contraction over the batch for W's gradient), einsum's products as
+    loops, norms, and the LAPACK ops, batched."""
+    H = np.tanh(X @ W)  # (N,6,24)@(24,24): one gemm over N*6 rows
+    Q = H.reshape(H.shape[0], 6, 2, 12).transpose(0, 2, 1, 3)  # (N,2,6,12), a transposed view
+    att = Q @ np.swapaxes(Q, -1, -2) * 0.1  # small per matrix: loops
+    big = np.tanh(H[:, :, None, :] * W[:, :2].T[None, None]).reshape(H.shape[0], 12, 24)
+    wide = np.tanh(np.concatenate([big, big], axis=1))  # (N,24,24)
+    sq = wide @ np.swapaxes(wide, 1, 2)  # (N,24,24)@(N,24,24): a loop of gemms
+    taps = np.einsum("ntc,oc->not", H[:, :, :3], A)  # a product of 3 terms: a loop
+    S = np.einsum("nti,ntj->nij", H[:, :, :3], H[:, :, :3])  # (N,3,3): batched contraction
+    M = A @ A.T + 3.0 * np.eye(3)
+    L = np.linalg.cholesky(M)
+    sol = np.linalg.solve(M, S)  # M broadcast over the batch
+    logdet = np.linalg.slogdet(S + 4.0 * np.eye(3)).logabsdet
+    terms = [np.sum(att ** 2), np.sum(sq) * 1e-3, np.sum(taps * taps), np.sum(sol * sol),
+             np.sum(L * np.linalg.inv(M)), np.linalg.det(M), np.sum(logdet),
+             np.sum(np.linalg.norm(H, axis=-1)), np.sum(np.linalg.norm(S, 1, axis=(1, 2))),
+             np.sum(np.linalg.norm(S + 3.0 * np.eye(3), 2, axis=(1, 2)))]
+    return sum(t * (k + 1.0) for k, t in enumerate(terms))
+
+
 def registry_program(w, X):
     """Every elementwise op in the table, through `bind`: a new op is tested without new code."""
     u = 0.2 + 0.7 * np.tanh(X * w) ** 2  # (N,4), in [0.2, 0.9): inside every op's domain
@@ -147,6 +170,9 @@ PROGRAMS = {
     "loops": Program(loop_program, (0, 1), lambda n, dt, rng: [
         rng.uniform(-1, 1, (3, 3)).astype(dt), rng.uniform(-1, 1, 3).astype(dt),
         rng.uniform(-1, 1, (n, 4)).astype(dt)]),
+    "linalg": Program(linalg_program, (0, 1), lambda n, dt, rng: [
+        rng.uniform(-0.4, 0.4, (24, 24)).astype(dt), rng.uniform(-1, 1, (3, 3)).astype(dt),
+        rng.uniform(-1, 1, (n, 6, 24)).astype(dt)]),
     "layout": Program(layout_program, (0, 1, 2, 3), lambda n, dt, rng: [
         rng.uniform(-1, 1, (4, 3)).astype(dt), rng.uniform(-1, 1, (3, 5)).astype(dt),
         rng.uniform(-1, 1, (10, 3)).astype(dt), rng.uniform(-1, 1, 5).astype(dt),

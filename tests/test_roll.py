@@ -192,6 +192,28 @@ def test_nested_python_loops_become_nested_scans(unrolled):
     assert_trees_close(grads, ref_grads, rtol=1e-12, atol=1e-15)
 
 
+def shifted_sums(W, b, images):
+    """A sum that starts from a smaller, broadcast value: the first step's input is a
+    (4, 1, 1) array where every later step reads the (N, 4, 6, 6) sum, so the first step is
+    not an iteration of the loop (it once became one, and its scan failed to type-check)."""
+    total = b[:, None, None]
+    for di in range(4):
+        for dj in range(4):
+            patch = images[:, :, di:di + 6, dj:dj + 6]
+            total = total + np.sum(patch[:, None] * W[None, :, :, di, dj, None, None], axis=2)
+    return np.sum(total * total)
+
+
+def test_a_carry_whose_first_value_has_another_shape_starts_the_loop_one_step_later(unrolled):
+    W, b, images = rng.normal(size=(4, 2, 4, 4)), rng.normal(size=4), rng.normal(size=(2, 2, 9, 9))
+    f = compile_grad(shifted_sums, backend="interpreter")
+    value, grad = f.value_and_grad(W, b, images)
+    assert "15 steps" in scans(f.ir("forward"))[0]
+    ref_value, ref_grad = unrolled(shifted_sums)(W, b, images)
+    assert np.isclose(value, ref_value, rtol=1e-14)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-12)
+
+
 # --- training ---------------------------------------------------------------------------------
 def flat_deep_net(params, X, y):
     h = X

@@ -17,6 +17,10 @@ to start the threads, so only nests of at least `PARALLEL_MIN_ELEMENTS`
 elements, all static, qualify (measured below); symbolic extents (a batch
 size) stay serial, because a training step on a batch of 20 cannot afford it.
 Kernels that call BLAS stay serial throughout (see `parallel_loop`).
+
+A short static innermost loop whose elements are independent takes its bound through
+`vm.extent(...)`, which LLVM cannot see through: it vectorizes the loop instead of
+unrolling it into scalar code (see `VECTORIZE_MIN`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,13 @@ INDENT = "    "
 # repaid from about 10,000 elements; W3's fused loop (3 transcendentals per element)
 # went from 0.46 to 0.25 ms at 1e5 elements and from 4.6 to 2.5 ms at 1e6.
 PARALLEL_MIN_ELEMENTS = 1 << 15
+
+# A static innermost loop of VECTORIZE_MIN to VECTORIZE_MAX elements that no reduction runs
+# along takes its bound at run time (`vm.extent(14)`), so that LLVM vectorizes it instead of
+# unrolling it (see NestWriter._vectorizable). Loops of fewer than 12 fill one AVX2 vector of
+# float32 at most, and gained nothing measurable (W4's rows of 10); from about 64 elements
+# LLVM no longer unrolls small bodies completely, and vectorizes them as they are.
+VECTORIZE_MIN, VECTORIZE_MAX = 12, 64
 
 
 def comment_of(node: Node) -> str | None:
@@ -80,6 +91,10 @@ class _Reduction:
     acc: str
     acc_dtype: np.dtype
     out_index: Index  # where the result goes, in terms of the nest's index
+    # An array accumulator whose innermost loops are all reduced sums them in a scalar first,
+    # opened at this depth and added into the array when they end (None: no such loops).
+    partial: int | None = None
+    partial_acc: str = ""
 
 
 class NestWriter:
@@ -146,6 +161,9 @@ class NestWriter:
         opening = [r for r in reductions.values() if r.start == depth]
         for r in opening:
             self.k.line(f"{r.acc} = {_initial(r)}")
+        partials = [r for r in reductions.values() if r.partial == depth]
+        for r in partials:
+            self.k.line(f"{r.partial_acc} = {_initial(r)}")
         if depth == len(nest.domain):
             for node in nest.body:
                 if node.id in reductions:
@@ -157,12 +175,35 @@ class NestWriter:
         else:
             loop = "numba.prange" if parallel else "range"
             self.parallel |= parallel
-            self.k.line(f"for {loop_index(depth)} in {loop}({dim_text(nest.domain[depth])}):")
+            extent = dim_text(nest.domain[depth])
+            if self._vectorizable(nest, depth, reductions):
+                extent = f"{self.k.helpers.vector_math('extent')}({extent})"
+            self.k.line(f"for {loop_index(depth)} in {loop}({extent}):")
             self.k.depth += 1
             self._loops(nest, depth + 1, reductions)
             self.k.depth -= 1
+        for r in partials:  # the inner loops' sum into the array
+            update = lowering_of(r.node).update(subscript(r.acc, r.out_index), r.partial_acc,
+                                                self.k.helpers, r.acc_dtype)
+            self.k.line(update, comment_of(r.node))
         for r in opening:
             self._finish(r)
+
+    @staticmethod
+    def _vectorizable(nest: LoopNest, depth: int, reductions: dict[int, _Reduction]) -> bool:
+        """Whether the nest's loop at `depth` is a short innermost loop of independent elements
+        that LLVM should vectorize rather than unroll: its bound goes through `vm.extent`
+        (compiler/codegen/vecmath.py). Measured: W8's 3x3 convolution, whose innermost loop
+        runs over 14 columns, went from 235 to 124 us; W2's sums of 10 columns got slower, so
+        nests that reduce into arrays, and loops that a reduction runs along, keep theirs."""
+        extent = nest.domain[depth]
+        if depth != len(nest.domain) - 1 or not isinstance(extent, int) \
+                or not VECTORIZE_MIN <= extent <= VECTORIZE_MAX:
+            return False
+        # an accumulator array of a few columns lives in registers only when LLVM unrolls the
+        # loop over them (compiler/codegen/stack.py): W2's gradient is such a column sum
+        return not any(_reduces_axis(r.node, depth) or r.start is None
+                       for r in reductions.values())
 
     def _operand(self, nest: LoopNest, consumer: Node, x: Node, index: Index) -> Operand:
         """Input `x` of `consumer`, read at the element `index` of the consumer's shape."""
@@ -212,7 +253,9 @@ class NestWriter:
         # a heap accumulator of the result's dtype is the result itself
         acc = name if acc_dtype == r.dtype and not on_stack else self.k.namer.fresh(f"{name}_acc")
         self._array_accumulator(r, acc, acc_dtype, on_stack)
-        return _Reduction(r, None, acc, acc_dtype, out_index)
+        partial = _inner_reduced_depth(r)
+        partial_acc = self.k.namer.fresh(f"{name}_part") if partial is not None else ""
+        return _Reduction(r, None, acc, acc_dtype, out_index, partial, partial_acc)
 
     def _array_accumulator(self, r: Node, acc: str, dtype: np.dtype, on_stack: bool) -> None:
         identity = lowering_of(r).identity(dtype)
@@ -231,7 +274,8 @@ class NestWriter:
     def _accumulate(self, nest: LoopNest, r: _Reduction) -> None:
         x = r.node.inputs[0]
         value = self._operand(nest, r.node, x, element_index(x.shape)).text
-        target = r.acc if r.start is not None else subscript(r.acc, r.out_index)
+        target = r.acc if r.start is not None else \
+            r.partial_acc if r.partial is not None else subscript(r.acc, r.out_index)
         update = lowering_of(r.node).update(target, value, self.k.helpers, r.acc_dtype)
         self.k.line(update, comment_of(r.node))
 
@@ -260,6 +304,25 @@ def _accumulator_depth(r: Node) -> int | None:
     reduced = [a in axes for a, d in enumerate(r.inputs[0].shape) if d != 1]  # per loop depth
     start = reduced.index(True) if True in reduced else len(reduced)
     return start if all(reduced[start:]) else None
+
+
+def _inner_reduced_depth(r: Node) -> int | None:
+    """For a reduction into an array: the depth from which every loop of its nest is reduced
+    (the conv bias gradient's sum over (N, 8, 14, 14) along axes 0, 2, 3: depth 2), where
+    a scalar can sum them before the array is updated once; None if the innermost loop is
+    kept. A load and a store per element become one per row: 68 to 23 us on W8's CNN."""
+    axes = r.attrs["axes"]
+    reduced = [a in axes for a, d in enumerate(r.inputs[0].shape) if d != 1]
+    depth = len(reduced)
+    while depth > 0 and reduced[depth - 1]:
+        depth -= 1
+    return depth if 0 < depth < len(reduced) else None
+
+
+def _reduces_axis(r: Node, depth: int) -> bool:
+    """Whether reduction `r` sums (or ...) over its nest's loop at `depth`."""
+    loops = [a for a, d in enumerate(r.inputs[0].shape) if d != 1]
+    return depth < len(loops) and loops[depth] in r.attrs["axes"]
 
 
 def _reduces_outer_loop(r: Node) -> bool:

@@ -88,6 +88,7 @@ class HelperSet:
         self._used: dict[str, str] = {}  # generated name -> source
         self._errors: set[str] = set()
         self._blas = False
+        self._lapack = False
         self._stack: set[str] = set()
         self.uses_vector_math = False
         self.uses_math = False  # an elementwise template calls Python's math module
@@ -123,6 +124,11 @@ class HelperSet:
         self._blas = True
         return "blas.matmul"
 
+    def lapack(self, name: str) -> str:
+        """The name to call for compiler.codegen.lapack's `name` (`solve`, `inv`, ...)."""
+        self._lapack = True
+        return f"lapack.{name}"
+
     def use_error(self, name: str) -> str:
         """The name of exception class `name` of compiler.errors, imported by the module."""
         self._errors.add(name)
@@ -133,6 +139,8 @@ class HelperSet:
         lines += ["import numba", "import numpy as np"]
         if self._blas:
             lines.append("from compiler.codegen import blas")
+        if self._lapack:
+            lines.append("from compiler.codegen import lapack")
         if self.uses_vector_math:
             lines.append(VECTOR_MATH_IMPORT)
         if self._stack:

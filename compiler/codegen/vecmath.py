@@ -130,3 +130,20 @@ tan = _vector_math("tan")
 arctan = _vector_math("arctan")
 sinh = _vector_math("sinh")
 cosh = _vector_math("cosh")
+
+
+@intrinsic
+def extent(typingctx, n):
+    """`n` as a value LLVM cannot see through (an empty inline asm), for the bound of a short
+    innermost loop: LLVM unrolls a loop of a known small trip count completely, and then
+    cannot vectorize the straight-line code it made (numba's arrays may alias); a loop whose
+    trip count it does not know, it vectorizes, checking aliasing at run time."""
+    if not isinstance(n, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        (value,) = args
+        return builder.asm(ir.FunctionType(value.type, [value.type]), "", "=r,0", [value],
+                           side_effect=False, name="extent")
+
+    return signature(n, n), codegen

@@ -1,26 +1,313 @@
-"""Matrix products: `@`, np.matmul and np.dot."""
+"""Linear algebra: `@`, np.matmul, np.dot, np.tensordot, np.inner, np.outer, np.vdot, and
+np.linalg's norms, svdvals, solve, inv, det, slogdet and cholesky (np.einsum: einsum.py).
+
+Products are `matmul` or `contract` (BLAS where they are large: compiler/ops/gemm.py);
+norms are composites of sums, maxima and singular values; the matrix functions are ops on
+LAPACK (compiler/ops/solvers.py).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from compiler.errors import UnsupportedError
-from compiler.numpy_api.dispatch import implements, no_out, traced
+from compiler.errors import TraceError, UnsupportedError
+from compiler.numpy_api.dispatch import axes_of, implements, no_out, traced
+from compiler.numpy_api.elementwise import astype
+from compiler.numpy_api.layout import reshape
 from compiler.ops import bind
-from compiler.tracer import user_loc
+from compiler.ops.linalg import product
+from compiler.ops.registry import DimConflict, ShapeError
+from compiler.ops.shapes import broadcast_shapes
+from compiler.tracer import Concretize, user_loc
 
 
 def matmul(a, b):
     return bind("matmul", a, b)
 
 
+# --- products ----------------------------------------------------------------------------------
 @implements(np.dot)
 def dot(a, b, out=None):
-    no_out("dot", out)
+    no_out("np.dot", out)
     a, b = traced(a), traced(b)
     if a.ndim == 0 or b.ndim == 0:
         return a * b
-    if a.ndim > 2 or b.ndim > 2:
-        raise UnsupportedError("np.dot of arrays with more than two dimensions is not "
-                               "supported; use np.matmul (@) for batched products", user_loc())
-    return bind("matmul", a, b)
+    if a.ndim <= 2 and b.ndim <= 2:
+        return bind("matmul", a, b)
+    # dot(a, b)[i, j, k, m] = sum(a[i, j, :] * b[k, :, m]): the last axis of a with the
+    # second-to-last of b
+    return tensordot(a, b, axes=([-1], [max(b.ndim - 2, 0)]))
+
+
+@implements(np.tensordot)
+def tensordot(a, b, axes=2):
+    a, b = traced(a), traced(b)
+    if isinstance(axes, (int, np.integer)):
+        a_axes, b_axes = tuple(range(a.ndim - axes, a.ndim)), tuple(range(axes))
+    else:
+        a_axes, b_axes = ((x,) if isinstance(x, (int, np.integer)) else tuple(x) for x in axes)
+    if len(a_axes) != len(b_axes):
+        raise TraceError("np.tensordot: shape-mismatch for sum (the axes lists differ in "
+                         "length)", user_loc())
+    a_axes = tuple(int(x) % max(a.ndim, 1) for x in a_axes)
+    b_axes = tuple(int(x) % max(b.ndim, 1) for x in b_axes)
+    a_free = tuple(i for i in range(a.ndim) if i not in a_axes)
+    b_free = tuple(i for i in range(b.ndim) if i not in b_axes)
+    a = _permuted(a, a_free + a_axes)
+    b = _permuted(b, b_axes + b_free)
+    return product(a, b, 0, len(a_axes))
+
+
+def _permuted(x, perm):
+    return x if perm == tuple(range(x.ndim)) else bind("transpose", x, perm=perm)
+
+
+@implements(np.inner)
+def inner(a, b):
+    a, b = traced(a), traced(b)
+    if a.ndim == 0 or b.ndim == 0:
+        return a * b
+    return tensordot(a, b, axes=([-1], [-1]))
+
+
+@implements(np.outer)
+def outer(a, b, out=None):
+    no_out("np.outer", out)
+    a, b = reshape(a, (-1, 1)), reshape(b, (1, -1))
+    return a * b
+
+
+@implements(np.vdot)
+def vdot(a, b):
+    a, b = reshape(a, (-1,)), reshape(b, (-1,))
+    return product(a, b, 0, 1)
+
+
+# --- norms -------------------------------------------------------------------------------------
+def _sqrt(x):
+    """sqrt whose gradient at 0 is 0, not inf * 0: a norm's gradient at the zero vector is 0
+    (the subgradient PyTorch gives), not NaN."""
+    positive = x > 0
+    return np.where(positive, np.sqrt(np.where(positive, x, 1)), 0)
+
+
+def _root(x, p):
+    positive = x > 0
+    return np.where(positive, np.where(positive, x, 1) ** (1.0 / p), 0)
+
+
+def _vector_norm(x, ord, axis: tuple[int, ...], keepdims: bool):
+    kept = {"axis": axis, "keepdims": keepdims}
+    if ord is None or ord == 2:
+        return _sqrt(np.sum(x * x, **kept))
+    if isinstance(ord, str):
+        raise TraceError(f"np.linalg.norm: invalid norm order {ord!r} for vectors", user_loc())
+    if ord == np.inf:
+        return np.max(np.abs(x), **kept)
+    if ord == -np.inf:
+        return np.min(np.abs(x), **kept)
+    if ord == 0:
+        return np.sum((x != 0).astype(x.dtype), **kept)
+    if ord == 1:
+        return np.sum(np.abs(x), **kept)
+    return _root(np.sum(np.abs(x) ** ord, **kept), ord)
+
+
+def _matrix_norm(x, ord, row: int, col: int, keepdims: bool):
+    if ord in (None, "fro"):
+        result = _sqrt(np.sum(x * x, axis=(row, col), keepdims=True))
+    elif ord in (2, -2, "nuc"):  # the largest, smallest, sum of the singular values
+        others = tuple(a for a in range(x.ndim) if a not in (row, col))
+        values = svdvals(_permuted(x, others + (row, col)))
+        result = {2: np.max, -2: np.min, "nuc": np.sum}[ord](values, axis=-1)
+        result = np.expand_dims(result, (row, col) if row < col else (col, row))
+    elif ord in (1, -1):  # the largest (smallest) sum of |x| down a column
+        sums = np.sum(np.abs(x), axis=row, keepdims=True)
+        result = (np.max if ord == 1 else np.min)(sums, axis=col, keepdims=True)
+    elif ord in (np.inf, -np.inf):  # ... along a row
+        sums = np.sum(np.abs(x), axis=col, keepdims=True)
+        result = (np.max if ord == np.inf else np.min)(sums, axis=row, keepdims=True)
+    else:
+        raise TraceError(f"np.linalg.norm: invalid norm order {ord!r} for matrices",
+                         user_loc())
+    if keepdims:
+        return result
+    return reshape(result, tuple(d for i, d in enumerate(result.shape) if i not in (row, col)))
+
+
+@implements(np.linalg.norm)
+def norm(x, ord=None, axis=None, keepdims=False):
+    """Vector norms (ord None/2, 1, inf, -inf, 0, any p) and matrix norms ('fro', 'nuc', 1, -1,
+    2, -2, inf, -inf); gradients at kinks as README's table: 0 at the zero vector, ties of max
+    shared."""
+    x = traced(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = astype(x, np.float64)
+    if axis is None:
+        if ord is None:  # the 2-norm of all the entries
+            return _vector_norm(x, None, tuple(range(x.ndim)), keepdims)
+        if x.ndim not in (1, 2):
+            raise TraceError("np.linalg.norm: improper number of dimensions to norm (give "
+                             "axis= for arrays of more than 2)", user_loc())
+        axis = tuple(range(x.ndim))
+    elif isinstance(axis, (int, np.integer)):
+        axis = (int(axis),)
+    axis = tuple(axis)
+    if len(axis) == 1:
+        return _vector_norm(x, ord, axes_of(x, axis), keepdims)
+    if len(axis) == 2:
+        row, col = (int(a) % max(x.ndim, 1) for a in axis)
+        if row == col or not all(-x.ndim <= a < x.ndim for a in axis):
+            raise TraceError(f"np.linalg.norm: invalid axes {axis} for a {x.ndim}-dimensional "
+                             "array", user_loc())
+        return _matrix_norm(x, ord, row, col, keepdims)
+    raise TraceError("np.linalg.norm: improper number of dimensions to norm", user_loc())
+
+
+@implements(np.linalg.vector_norm)
+def vector_norm(x, /, *, axis=None, keepdims=False, ord=2):
+    """NumPy 2's vector norm: over `axis` (an int or a tuple), all entries by default."""
+    x = traced(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = astype(x, np.float64)
+    return _vector_norm(x, ord, axes_of(x, axis), keepdims)
+
+
+@implements(np.linalg.matrix_norm)
+def matrix_norm(x, /, *, keepdims=False, ord="fro"):
+    return norm(x, ord, (-2, -1), keepdims)
+
+
+@implements(np.linalg.svdvals)
+def svdvals(x, /):
+    x = traced(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = astype(x, np.float64)
+    return bind("svdvals", x)
+
+
+# --- square matrices (LAPACK) ---------------------------------------------------------------------
+def _batched(*arrays):
+    """The arrays broadcast to one batch shape over their last two axes."""
+    try:
+        batch = broadcast_shapes(*(a.type.shape[:-2] for a in arrays))
+    except ShapeError:
+        raise TraceError("np.linalg: the batch axes of " + " and ".join(
+            str(a.shape) for a in arrays) + " cannot be broadcast together", user_loc()) from None
+    except DimConflict as conflict:
+        raise Concretize(conflict.sym) from None
+    return [a if a.type.shape[:-2] == batch else
+            bind("broadcast_to", a, shape=batch + a.type.shape[-2:]) for a in arrays]
+
+
+@implements(np.linalg.solve)
+def solve(a, b):
+    """x with a @ x = b; as NumPy 2, b is a vector only when it is 1-D."""
+    a, b = traced(a), traced(b)
+    vector = b.ndim == 1
+    if vector:
+        b = reshape(b, (b.shape[0], 1))
+    a, b = _batched(a, b)
+    x = bind("solve", a, b)
+    return reshape(x, x.type.shape[:-1]) if vector else x
+
+
+@implements(np.linalg.inv)
+def inv(a):
+    return bind("inv", traced(a))
+
+
+@implements(np.linalg.det)
+def det(a):
+    return bind("det", traced(a))
+
+
+class SlogdetResult(tuple):
+    """(sign, logabsdet) as NumPy gives them: unpacked, or as attributes. A plain tuple
+    subclass, not a namedtuple, so that a function may return it (as a tuple)."""
+
+    sign = property(lambda self: self[0])
+    logabsdet = property(lambda self: self[1])
+
+
+@implements(np.linalg.slogdet)
+def slogdet(a):
+    pair = bind("slogdet", traced(a))
+    batch = pair.type.shape[:-1]
+
+    def part(k):
+        index = tuple((0, d, 1) for d in batch) + ((k, k + 1, 1),)
+        return bind("reshape", bind("slice", pair, index=index), shape=batch)
+
+    return SlogdetResult((part(0), part(1)))
+
+
+@implements(np.linalg.cholesky)
+def cholesky(a, /, *, upper=False):
+    L = bind("cholesky", traced(a))
+    if upper:
+        n = L.ndim
+        return bind("transpose", L, perm=tuple(range(n - 2)) + (n - 1, n - 2))
+    return L
+
+
+# --- products of several matrices, powers ------------------------------------------------------
+@implements(np.linalg.multi_dot)
+def multi_dot(arrays, *, out=None):
+    """Left to right: each product goes to BLAS when it is large."""
+    no_out("np.linalg.multi_dot", out)
+    arrays = [traced(a) for a in arrays]
+    if len(arrays) < 2:
+        raise TraceError("np.linalg.multi_dot needs at least two arrays", user_loc())
+    result = arrays[0]
+    for a in arrays[1:]:
+        result = dot(result, a)
+    return result
+
+
+@implements(np.linalg.matrix_power)
+def matrix_power(a, n):
+    """a @ a @ ... (n times, by repeated squaring); negative n inverts first."""
+    a = traced(a)
+    if not isinstance(n, (int, np.integer)):
+        raise TraceError("np.linalg.matrix_power: the exponent must be an int", user_loc())
+    if n == 0:
+        eye = np.eye(a.type.shape[-1], dtype=a.dtype)
+        return bind("broadcast_to", traced(eye), shape=a.type.shape)
+    if n < 0:
+        a, n = inv(a), -n
+    result, power = None, a
+    while n:
+        if n & 1:
+            result = power if result is None else result @ power
+        n >>= 1
+        if n:
+            power = power @ power
+    return result
+
+
+def _refuse(name: str, instead: str):
+    def refuse(*args, **kwargs):
+        raise UnsupportedError(f"np.linalg.{name} is not supported by gradfuse; {instead}",
+                               user_loc())
+
+    return refuse
+
+
+for _function, _instead in [
+    ("svd", "np.linalg.svdvals gives the singular values (with their gradient)"),
+    ("eig", "eigendecompositions are not; np.linalg.svdvals gives singular values"),
+    ("eigh", "eigendecompositions are not; np.linalg.svdvals gives singular values (for a "
+             "positive semidefinite matrix, its eigenvalues)"),
+    ("eigvals", "eigendecompositions are not; np.linalg.svdvals gives singular values"),
+    ("eigvalsh", "np.linalg.svdvals gives the singular values (for a positive semidefinite "
+                 "matrix, its eigenvalues)"),
+    ("qr", "np.linalg.cholesky of a.T @ a gives R.T"),
+    ("pinv", "use np.linalg.solve(a.T @ a, a.T) for a matrix of full column rank"),
+    ("lstsq", "use np.linalg.solve(a.T @ a, a.T @ b) for a matrix of full column rank"),
+    ("matrix_rank", "the rank has no gradient: compute it outside the traced function"),
+    ("tensorsolve", "reshape to matrices and use np.linalg.solve"),
+    ("tensorinv", "reshape to a matrix and use np.linalg.inv"),
+]:
+    implements(getattr(np.linalg, _function))(_refuse(_function, _instead))
+del _function, _instead

@@ -48,6 +48,12 @@ def _read_unit_reshape(reader, view, index):
     return reader.read(x, tuple("0" if d == 1 else next(kept) for d in x.shape))
 
 
+def _unit_reshape_axes(node) -> tuple[int | None, ...]:
+    """For each axis of a size-1 reshape, the input axis it is (None: an added size-1 axis)."""
+    kept = iter(a for a, d in enumerate(node.inputs[0].shape) if d != 1)
+    return tuple(None if d == 1 else next(kept) for d in node.shape)
+
+
 def _emit_reshape(k, node) -> None:
     """x.reshape(shape): new strides over the same C-contiguous array, no copy."""
     from compiler.codegen.reading import shape_text
@@ -62,7 +68,8 @@ register(OpDef(
     lambda g, out, x, *, shape: (bind("reshape", g, shape=x.type.shape),),
     lowering=Choice(is_unit_reshape,
                     View(_read_unit_reshape, unit=True, keeps_all=True,
-                         materialize=Call(_emit_reshape, aliases_input=True)),
+                         materialize=Call(_emit_reshape, aliases_input=True),
+                         axes=_unit_reshape_axes),
                     Call(_emit_reshape, array_inputs=True, aliases_input=True)),
 ))
 
@@ -84,7 +91,7 @@ register(OpDef(
     "transpose", "layout", _transpose_infer,
     lambda x, *, perm: np.transpose(x, perm),
     lambda g, out, x, *, perm: (bind("transpose", g, perm=tuple(np.argsort(perm).tolist())),),
-    lowering=View(_read_transpose, keeps_all=True),
+    lowering=View(_read_transpose, keeps_all=True, axes=lambda node: node.attrs["perm"]),
 ))
 
 

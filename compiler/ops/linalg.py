@@ -1,4 +1,5 @@
-"""Matrix products with NumPy's `matmul` semantics: 1-D, 2-D and batched (broadcast) operands."""
+"""Matrix products: `matmul` (NumPy's semantics: 1-D, 2-D and batched, broadcast operands) and
+`contract` (batched tensor products, which einsum and matmul's gradients reduce to)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import math
 
 import numpy as np
 
-from compiler.ir import Sym, TensorType
+from compiler.ir import TensorType
+from compiler.ops import gemm
 from compiler.ops.lowering import Call, Choice, Member
 from compiler.ops.reduce import sum_to_shape
 from compiler.ops.registry import OpDef, ShapeError, bind, register
@@ -52,8 +54,8 @@ def _matmul_vjp(g, out, a, b):
         g2 = bind("reshape", g2, shape=g2.type.shape[:-1] + (1,) + g2.type.shape[-1:])
     if b.type.ndim == 1:  # the column axis that matmul removed
         g2 = bind("reshape", g2, shape=g2.type.shape + (1,))
-    ga = sum_to_shape(bind("matmul", g2, _swap_last(b2)), a2.type.shape)
-    gb = sum_to_shape(bind("matmul", _swap_last(a2), g2), b2.type.shape)
+    ga = _operand_grad(g2, _swap_last(b2), a2, batch=g2.type.shape[:-2])
+    gb = _operand_grad(_swap_last(a2), g2, b2, batch=g2.type.shape[:-2])
     if a.type.ndim == 1:
         ga = bind("reshape", ga, shape=a.type.shape)
     if b.type.ndim == 1:
@@ -61,50 +63,76 @@ def _matmul_vjp(g, out, a, b):
     return ga, gb
 
 
+def _operand_grad(x, y, operand, batch):
+    """x @ y summed to `operand`'s shape over the batch axes that `operand` was broadcast
+    along (`batch` is the product's)."""
+    own = (1,) * (len(batch) - (operand.type.ndim - 2)) + operand.type.shape[:-2]
+    if not any(d == 1 and e != 1 for d, e in zip(own, batch)):
+        return sum_to_shape(bind("matmul", x, y), operand.type.shape)
+    return summed_product(x, y, 1, batch, own, operand.type.shape)
+
+
 # --- generated code -----------------------------------------------------------------------
-# Matrix products call BLAS (compiler/codegen/blas.py) when any of their dimensions
-# is symbolic or they are larger than this many multiply-adds; smaller ones (and every product
-# with a contraction of length 1, an outer product) are an explicit loop inside
-# the consumer's nest, with no array and no call. Measured on 2-D float32
-# products (N,K)@(K,M), numba loops vs np.dot through OpenBLAS: at N=20 the
-# loops win (K=M=16: 2.0 vs 3.0 us), but at N=256 BLAS already wins for K=10,
-# M=5 (4.3 vs 7.1 us) and at N=4096 by 3x, and loops fall off a cliff past
-# K=M=32 (K=M=64: 840 vs 27 us). A batch size is unknown when the kernel is
+# Matrix products call BLAS (compiler/codegen/blas.py, through compiler/ops/gemm.py) when
+# any of their matrices' dimensions is symbolic or they are larger than
+# gemm.LOOP_MAX_FLOPS multiply-adds per matrix; smaller ones (and every product that sums
+# at most gemm.LOOP_MAX_INNER terms per element) are an explicit loop inside the consumer's
+# nest, with no array and no call. Measured on 2-D float32 products (N,K)@(K,M), numba loops
+# vs np.dot through OpenBLAS: at N=20 the loops win (K=M=16: 2.0 vs 3.0 us), but at N=256
+# BLAS already wins for K=10, M=5 (4.3 vs 7.1 us) and at N=4096 by 3x, and loops fall off a
+# cliff past K=M=32 (K=M=64: 840 vs 27 us). A batch size is unknown when the kernel is
 # generated, so symbolic dims always mean BLAS.
-MATMUL_LOOP_MAX_FLOPS = 8192
+
+
+def matmul_gemm(node) -> gemm.Gemm:
+    """matmul's axes as a product: the batch axes are looped over, except that the batch
+    axes of `a` times a matrix `b` are rows of one product: (B, T, C) @ (C, D) is one gemm
+    of (B*T, C) @ (C, D)."""
+    a, b = node.inputs
+    m = a.shape[-2:-1] if a.type.ndim > 1 else ()
+    n = b.shape[-1:] if b.type.ndim > 1 else ()
+    k = a.shape[-1:]
+    n_batch = len(node.shape) - len(m) - len(n)
+    batch = node.shape[:n_batch]
+    a_batch, b_batch = max(a.type.ndim - 2, 0), max(b.type.ndim - 2, 0)
+    b_roles = gemm.roles(b_batch, "k", 1, "n", len(n), range(n_batch - b_batch, n_batch))
+    if a_batch and not b_batch:
+        return gemm.Gemm((), batch + m, k, n, gemm.roles(0, "m", a_batch + 1, "k", 1), b_roles)
+    a_roles = gemm.roles(a_batch, "m", len(m), "k", 1, range(n_batch - a_batch, n_batch))
+    return gemm.Gemm(batch, m, k, n, a_roles, b_roles)
 
 
 def uses_blas(node) -> bool:
-    """BLAS for 1-D/2-D float products that are symbolic or large; explicit loops otherwise."""
+    """BLAS for float products (of any batch) that are symbolic or large; loops otherwise."""
     a, b = node.inputs
     if not (a.dtype == b.dtype == node.dtype and node.type.is_float):
         return False
-    if a.type.ndim > 2 or b.type.ndim > 2 or (a.type.ndim == 1 and b.type.ndim == 1):
-        return False
-    k = a.shape[-1]
-    if k == 1:
-        return False
-    dims = (k,) + node.shape
-    if any(isinstance(d, Sym) for d in dims):
-        return True
-    return math.prod(dims) > MATMUL_LOOP_MAX_FLOPS
+    return matmul_gemm(node).worth_blas()
 
 
-def _blas_operand_ok(node, operand, is_array) -> bool:
-    """BLAS takes arrays and their 2-D transposes (F-contiguous views) as they are."""
-    return operand.op == "transpose" and len(operand.shape) == 2 and is_array(operand.inputs[0])
+def _matrices(node, product: gemm.Gemm, is_array):
+    a, b = node.inputs
+    return (gemm.matrix(a, product.a, ("m", "k"), is_array),
+            gemm.matrix(b, product.b, ("k", "n"), is_array))
 
 
-def _blas_operand(k, x) -> str:
-    if x.id in k.plan.views:  # a 2-D transpose: BLAS takes the F-ordered view
-        return f"{_blas_operand(k, x.inputs[0])}.T"
-    return k.names[x.id]
+def _operand_ok(product_of):
+    """BLAS reads an operand in place when it is an array, or a view that relabels an
+    array's axes into a layout gemm takes (compiler/ops/gemm.py)."""
+    def ok(node, operand, is_array) -> bool:
+        matrices = _matrices(node, product_of(node), is_array)
+        return all(m is not None for x, m in zip(node.inputs, matrices) if x is operand)
+
+    return ok
 
 
-def _emit_blas(k, node) -> None:
-    a, b = (_blas_operand(k, x) for x in node.inputs)
-    k.alloc(node)
-    k.line(f"{k.helpers.blas_matmul()}({a}, {b}, {k.name_of(node)})", k.comment(node))
+def _emitter(product_of):
+    def emit(k, node) -> None:
+        product = product_of(node)
+        a, b = _matrices(node, product, lambda x: x.id not in k.plan.views)
+        gemm.emit(k, node, product, a, b)
+
+    return emit
 
 
 def _write_contraction(nests, node, index, acc: str) -> None:
@@ -133,9 +161,143 @@ def _write_contraction(nests, node, index, acc: str) -> None:
     k.line(f"    {acc} += {product}", k.comment(node))
 
 
+def _blas_call(product_of) -> Call:
+    return Call(_emitter(product_of), operand_ok=_operand_ok(product_of), calls_blas=True,
+                fills_result=True)
+
+
 register(OpDef("matmul", "matmul", _matmul_infer, np.matmul, _matmul_vjp,
                doc="a @ b; generated code calls BLAS for large products",
-               lowering=Choice(uses_blas,
-                               Call(_emit_blas, operand_ok=_blas_operand_ok, calls_blas=True,
-                                    fills_result=True),
-                               Member(_write_contraction))))
+               lowering=Choice(uses_blas, _blas_call(matmul_gemm), Member(_write_contraction))))
+
+
+# --- contract: the product that einsum and matmul's gradients reduce to ------------------------
+# contract(a, b, batch=nb, k=nk): a has axes (batch..., m..., k...) and b (batch..., k...,
+# n...); the result (batch..., m..., n...) sums a * b over the k axes. A batch axis of length
+# 1 in one operand broadcasts (einsum's 'nchw,oc->nohw' is W (1, o, c) times x (n, c, h, w)).
+# Its operands are always laid out so (the NumPy bindings transpose them first, which costs
+# nothing when BLAS reads the transpose in place), so its lowering needs no axis bookkeeping.
+def _contract_parts(a_shape, b_shape, batch: int, k: int):
+    """(batch, m, k, n) dims of contract's operands and result (batch broadcast)."""
+    return (broadcast_shapes(a_shape[:batch], b_shape[:batch]),
+            a_shape[batch:len(a_shape) - k], a_shape[len(a_shape) - k:], b_shape[batch + k:])
+
+
+def _contract_infer(a: TensorType, b: TensorType, *, batch: int, k: int) -> TensorType:
+    if a.ndim < batch + k or b.ndim < batch + k:
+        raise ShapeError(f"contract over {batch} batch and {k} summed axes needs operands of "
+                         f"at least {batch + k} dimensions, got {fmt_shape(a.shape)} and "
+                         f"{fmt_shape(b.shape)}")
+    if a.dtype == np.bool_ or b.dtype == np.bool_:
+        raise ShapeError("products of boolean arrays are not supported")
+    batch_dims, m, summed, n = _contract_parts(a.shape, b.shape, batch, k)
+    for d, e in zip(summed, b.shape[batch:batch + k]):
+        same_dim(d, e, f"shapes {fmt_shape(a.shape)} and {fmt_shape(b.shape)} do not match "
+                       "in their summed axes")
+    return TensorType(np.result_type(a.dtype, b.dtype), batch_dims + m + n)
+
+
+def _contract_impl(a, b, *, batch: int, k: int):
+    a, b = np.asarray(a), np.asarray(b)
+    batch_dims, m, summed, n = _contract_parts(a.shape, b.shape, batch, k)
+    rows, inner, cols = math.prod(m), math.prod(summed), math.prod(n)
+    product = np.matmul(a.reshape(a.shape[:batch] + (rows, inner)),
+                        b.reshape(b.shape[:batch] + (inner, cols)))
+    return product.reshape(batch_dims + m + n)
+
+
+def product(x, y, batch: int, k: int):
+    """contract(x, y), or for k == 0 (no axis summed) the broadcast product it would be."""
+    if k:
+        return bind("contract", x, y, batch=batch, k=k)
+    nx, ny = x.type.ndim - batch, y.type.ndim - batch
+    x = bind("reshape", x, shape=x.type.shape + (1,) * ny)
+    y = bind("reshape", y, shape=y.type.shape[:batch] + (1,) * nx + y.type.shape[batch:])
+    return x * y
+
+
+def summed_product(x, y, nq: int, batch, own, shape):
+    """contract(x, y) over its last `nq` axes of x, summed over the batch axes where `own`
+    (the operand's batch dims) is 1 and `batch` (the product's) is not, reshaped to `shape`.
+
+    The broadcast batch axes are folded into the contraction: the gradient of W in
+    `(B, T, C) @ W` is one product over B*T rows, not B products and a sum."""
+    n = len(batch)
+    folded = tuple(j for j, (d, e) in enumerate(zip(own, batch)) if d == 1 and e != 1)
+    kept = tuple(j for j in range(n) if j not in folded)
+    x, y = (bind("broadcast_to", v, shape=batch + v.type.shape[n:])
+            if v.type.shape[:n] != batch else v for v in (x, y))
+    np_, nr = x.type.ndim - n - nq, y.type.ndim - n - nq
+    p_axes = tuple(range(n, n + np_))
+    q_axes = tuple(range(n + np_, n + np_ + nq))
+    # x as (kept, P, folded, Q) and y as (kept, folded, Q, R), contracted over (folded, Q)
+    x = bind("transpose", x, perm=kept + p_axes + folded + q_axes)
+    y = bind("transpose", y, perm=kept + folded + tuple(range(n, n + nq + nr)))
+    summed = product(x, y, len(kept), len(folded) + nq)
+    return bind("reshape", summed, shape=shape)  # (kept, P, R): the shape, up to size-1 axes
+
+
+def _contract_vjp(g, out, a, b, *, batch: int, k: int):
+    nm, nn = a.type.ndim - batch - k, b.type.ndim - batch - k
+    lead = tuple(range(batch))
+    full = g.type.shape[:batch]
+    # ga[batch, m, k] = sum over n of g[batch, m, n] * b[batch, k, n]
+    b_t = bind("transpose", b, perm=lead + tuple(range(batch + k, batch + k + nn))
+               + tuple(range(batch, batch + k)))
+    # gb[batch, k, n] = sum over m of a[batch, m, k] * g[batch, m, n]
+    a_t = bind("transpose", a, perm=lead + tuple(range(batch + nm, batch + nm + k))
+               + tuple(range(batch, batch + nm)))
+    grads = []
+    for x, y, nq, operand in ((g, b_t, nn, a), (a_t, g, nm, b)):
+        own = operand.type.shape[:batch]
+        if any(d == 1 and e != 1 for d, e in zip(own, full)):  # a broadcast operand
+            grads.append(summed_product(x, y, nq, full, own, operand.type.shape))
+        else:
+            grads.append(product(x, y, batch, nq))
+    return tuple(grads)
+
+
+def contract_gemm(node) -> gemm.Gemm:
+    a, b = node.inputs
+    nb, nk = node.attrs["batch"], node.attrs["k"]
+    batch, m, k, n = _contract_parts(a.shape, b.shape, nb, nk)
+    return gemm.Gemm(batch, m, k, n, gemm.roles(nb, "m", len(m), "k", nk),
+                     gemm.roles(nb, "k", nk, "n", len(n)))
+
+
+def _contract_uses_blas(node) -> bool:
+    a, b = node.inputs
+    return a.dtype == b.dtype == node.dtype and node.type.is_float \
+        and contract_gemm(node).worth_blas()
+
+
+def _write_contract_loop(nests, node, index, acc: str) -> None:
+    """acc = the element at `index`: loops over the summed axes."""
+    from compiler.names import contraction_index
+    from compiler.codegen.reading import broadcast_index, dim_text
+    from compiler.codegen.scalars import literal
+
+    k = nests.k
+    a, b = node.inputs
+    nb, nk = node.attrs["batch"], node.attrs["k"]
+    nm = a.type.ndim - nb - nk
+    summed = a.shape[a.type.ndim - nk:]
+    at = tuple("0" if d == 1 else contraction_index(j) for j, d in enumerate(summed))
+    a_at = broadcast_index(a.shape[:nb], index[:nb]) + index[nb:nb + nm] + at
+    b_at = broadcast_index(b.shape[:nb], index[:nb]) + at + index[nb + nm:]
+    product = (f"{k.reader.operand(a, a_at).as_dtype(node.dtype)} * "
+               f"{k.reader.operand(b, b_at).as_dtype(node.dtype)}")
+    loops = [(i, d) for i, d in zip(at, summed) if d != 1]
+    if not loops:
+        k.line(f"{acc} = {product}", k.comment(node))
+        return
+    k.line(f"{acc} = {literal(0, node.dtype)}")
+    for depth, (i, d) in enumerate(loops):
+        k.line(f"{'    ' * depth}for {i} in range({dim_text(d)}):")
+    k.line(f"{'    ' * len(loops)}{acc} += {product}", k.comment(node))
+
+
+register(OpDef("contract", "matmul", _contract_infer, _contract_impl, _contract_vjp,
+               doc="a (batch, m, k) times b (batch, k, n) summed over k: einsum's products",
+               lowering=Choice(_contract_uses_blas, _blas_call(contract_gemm),
+                               Member(_write_contract_loop))))

@@ -106,6 +106,10 @@ class View(Lowering):
     # When the view must be an array of its own (a result) and its input is one: a call that
     # makes it without copying (a size-1 reshape: `x.reshape(...)`).
     materialize: Call | None = None
+    # A view that only relabels its input's axes (transposes, size-1 reshapes): for each of
+    # its axes, the input axis it is, None for a size-1 axis it adds (input axes it leaves
+    # out have size 1). Calls that take strided arrays (BLAS) read such a view in place.
+    axes: Callable[[Any], tuple[int | None, ...]] | None = None
     ROLE = "view"
 
     def checked_indices(self, node):

@@ -20,7 +20,7 @@ from compiler.ops.lowering import Elementwise, Lowering
 
 # "call" ops (custom_vjp functions) are inlined before code generation.
 KINDS = ("source", "meta", "elementwise", "reduce", "cumulative", "layout", "index", "matmul",
-         "call", "control")
+         "linalg", "call", "control")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,419 @@
+"""Linear algebra as NumPy users write it: einsum, norms, solve/inv/det/slogdet/cholesky, batched
+products on BLAS. Values against NumPy, gradients against PyTorch and JAX (where installed) through
+numba, generated code that calls BLAS the way the design says, and the errors users get.
+
+The idioms compared with PyTorch and JAX are fused into one function per library, so the whole
+file compiles a handful of numba kernels (module-scoped)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numba
+import numpy as np
+import pytest
+from gradcheck import central_differences
+
+from compiler import compile_grad
+from compiler.codegen import blas
+from compiler.errors import TraceError, UnsupportedError
+
+RNG = np.random.default_rng(14)
+
+
+# --- einsum reads subscripts as NumPy does -------------------------------------------------------
+EINSUMS = [
+    ("ij,jk->ik", (3, 4), (4, 5)), ("ij,jk", (3, 4), (4, 5)), ("ii->i", (4, 4)), ("ii", (4, 4)),
+    ("ij->", (3, 4)), ("ji", (3, 4)), ("i,i", (4,), (4,)), ("i,j->ij", (3,), (4,)),
+    ("bij,bjk->bik", (2, 3, 4), (2, 4, 5)), ("...ij,...jk->...ik", (2, 3, 4), (4, 5)),
+    ("iij->ij", (3, 3, 2)), ("ij,ij->ij", (3, 1), (3, 4)), ("ijk,kj->i", (2, 3, 4), (4, 3)),
+    ("bhtd,bhsd->bhts", (2, 3, 4, 5), (2, 3, 6, 5)), ("nchw,oc->nohw", (2, 3, 4, 4), (5, 3)),
+    ("i,ij,jk->k", (3,), (3, 4), (4, 2)), ("Ba,ab", (2, 3), (3, 2)), ("...,...", (2, 3), (3,)),
+    ("ijk->kji", (2, 3, 4)), ("iji->j", (3, 2, 3)), ("a b c , c d -> a d b", (2, 3, 4), (4, 5)),
+    ("abc,cd,de->abe", (2, 3, 4), (4, 5), (5, 2)), ("i...,i...->...", (2, 3), (2, 1)),
+]
+
+
+@pytest.mark.parametrize("subscripts, shapes", [(e[0], e[1:]) for e in EINSUMS],
+                         ids=[e[0] for e in EINSUMS])
+def test_einsum_values_and_gradients(subscripts, shapes):
+    xs = [RNG.normal(size=s) for s in shapes]
+    expected = np.einsum(subscripts, *xs)
+    f = compile_grad(lambda *a: np.einsum(subscripts, *a), backend="interpreter")
+    np.testing.assert_allclose(f(*xs), expected, rtol=1e-12, atol=1e-12)
+    weights = RNG.normal(size=np.shape(expected))
+
+    def objective(*a):
+        return np.sum(np.einsum(subscripts, *a) * weights)
+
+    wrt = tuple(range(len(xs)))
+    grads = compile_grad(objective, wrt=wrt, backend="interpreter").grad(*xs)
+    for i, g in zip(wrt, grads):
+        np.testing.assert_allclose(g, central_differences(objective, xs, i, 1e-6), rtol=1e-6,
+                                   atol=1e-8)
+
+
+def test_einsum_interleaved_form_and_dtype():
+    x, y = RNG.normal(size=(2, 3)), RNG.normal(size=(3, 4))
+    f = compile_grad(lambda x, y: np.einsum(x, [0, 1], y, [1, Ellipsis], [0, Ellipsis]),
+                     backend="interpreter")
+    np.testing.assert_allclose(f(x, y), x @ y)
+    g = compile_grad(lambda x: np.einsum("ij->i", x, dtype=np.float32), backend="interpreter")
+    assert g(x).dtype == np.float32
+
+
+@pytest.mark.parametrize("subscripts, shapes, message", [
+    ("ij,jk", [(2, 3), (4, 2)], "label 'j' has lengths 3 and 4"),
+    ("...i,...i", [(2, 3), (4, 3)], "the '...' dimensions have lengths 2 and 4"),
+    ("ij->k", [(2, 3)], "output subscript 'k' appears in no operand"),
+    ("ijk", [(2, 3)], "operand 0 has 2 dimensions but subscripts 'ijk'"),
+    ("...i->i", [(2, 3)], "no '...'"),
+    ("i,j", [(2,)], "2 subscript terms for 1 operands"),
+    ("i2", [(2, 3)], "invalid subscript term"),
+])
+def test_einsum_errors_name_the_user_line(subscripts, shapes, message):
+    arrays = [np.ones(s) for s in shapes]
+    with pytest.raises(TraceError, match=message) as caught:
+        compile_grad(lambda *a: np.einsum(subscripts, *a), backend="interpreter")(*arrays)
+    assert "test_numpy_linalg.py" in str(caught.value)
+
+
+def test_matrix_power_and_multi_dot():
+    A = RNG.normal(size=(3, 3)) + 3 * np.eye(3)
+    for n in (0, 1, 3, 5, -2):
+        f = compile_grad(lambda a, n=n: np.sum(np.linalg.matrix_power(a, n)), backend="interpreter")
+        assert np.isclose(f(A), np.sum(np.linalg.matrix_power(A, n)))
+        if n:
+            np.testing.assert_allclose(f.grad(A), central_differences(f.fn, [A], 0, 1e-6),
+                                       rtol=1e-6, atol=1e-7)
+    g = compile_grad(lambda a, b, c: np.linalg.multi_dot([a, b, c]), backend="interpreter")
+    arrays = [RNG.normal(size=s) for s in ((3, 5), (5, 4), (4, 2))]
+    np.testing.assert_allclose(g(*arrays), np.linalg.multi_dot(arrays), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name, arity", [("svd", 1), ("eigh", 1), ("qr", 1), ("lstsq", 2),
+                                         ("pinv", 1)])
+def test_unsupported_decompositions_say_what_to_use(name, arity):
+    with pytest.raises(UnsupportedError, match=f"np.linalg.{name} is not supported by gradfuse; "):
+        compile_grad(lambda a: getattr(np.linalg, name)(*[a] * arity),
+                     backend="interpreter")(np.eye(3))
+
+
+def test_einsum_of_booleans_says_to_cast():
+    with pytest.raises(UnsupportedError, match="cast them"):
+        compile_grad(lambda x: np.einsum("i->", x > 0), backend="interpreter")(np.ones(3))
+
+
+# --- the idioms against PyTorch and JAX, through numba --------------------------------------------
+SPD_SHIFT = 3.0
+
+
+def idioms(xp, A, B, v, X):
+    """Each idiom's value, from the NumPy-like namespace `xp` (numpy or jax.numpy)."""
+    eye = SPD_SHIFT * xp.eye(4, dtype=A.dtype)
+    M = A @ A.T + eye  # symmetric positive definite
+    return [
+        xp.einsum("ij,jk->ik", A, B), xp.einsum("bij,bjk->bik", X, X), xp.einsum("ii->i", A),
+        xp.einsum("nchw,oc->nohw", X[:, None], A[:1, :1]), xp.outer(v, v), xp.inner(A, A),
+        xp.vdot(A, B[:, :4]), xp.tensordot(X, A, axes=([2], [0])),
+        xp.linalg.norm(v), xp.linalg.norm(A, axis=1), xp.linalg.norm(A, 1, axis=0),
+        xp.linalg.norm(v, xp.inf), xp.linalg.norm(A, "fro"), xp.linalg.norm(A, 1),
+        xp.linalg.norm(A, -xp.inf), xp.linalg.norm(X, 3, axis=-1),
+        xp.linalg.solve(M, B), xp.linalg.solve(M, v), xp.linalg.inv(M), xp.linalg.det(M),
+        xp.linalg.slogdet(M)[1], xp.linalg.cholesky(M), xp.linalg.det(X + eye),
+        xp.linalg.inv(X + eye), xp.linalg.norm(B, 2), xp.linalg.norm(X, "nuc", axis=(1, 2)),
+        xp.linalg.norm(B.T, -2),
+    ]
+
+
+def torch_idioms(torch, A, B, v, X):
+    linalg = torch.linalg
+    M = A @ A.T + SPD_SHIFT * torch.eye(4, dtype=A.dtype)
+    eye = SPD_SHIFT * torch.eye(4, dtype=A.dtype)
+    return [
+        torch.einsum("ij,jk->ik", A, B), torch.einsum("bij,bjk->bik", X, X),
+        torch.einsum("ii->i", A), torch.einsum("nchw,oc->nohw", X[:, None], A[:1, :1]),
+        torch.outer(v, v), torch.inner(A, A), torch.vdot(A.reshape(-1), B[:, :4].reshape(-1)),
+        torch.tensordot(X, A, dims=([2], [0])), linalg.vector_norm(v),
+        linalg.vector_norm(A, dim=1), linalg.vector_norm(A, 1, dim=0),
+        linalg.vector_norm(v, float("inf")), linalg.matrix_norm(A, "fro"),
+        linalg.matrix_norm(A, 1), linalg.matrix_norm(A, float("-inf")),
+        linalg.vector_norm(X, 3, dim=-1), linalg.solve(M, B), linalg.solve(M, v),
+        linalg.inv(M), linalg.det(M), linalg.slogdet(M)[1], linalg.cholesky(M),
+        linalg.det(X + eye), linalg.inv(X + eye), linalg.matrix_norm(B, 2),
+        linalg.matrix_norm(X, "nuc"), linalg.matrix_norm(B.T, -2),
+    ]
+
+
+def _inputs(dtype=np.float64):
+    return [RNG.normal(size=(4, 4)).astype(dtype), RNG.normal(size=(4, 5)).astype(dtype),
+            RNG.normal(size=4).astype(dtype), RNG.normal(size=(3, 4, 4)).astype(dtype)]
+
+
+INPUTS = _inputs()
+WEIGHTS = [RNG.uniform(0.5, 1.5, np.shape(r)) for r in idioms(np, *INPUTS)]
+
+
+def fused_idioms(A, B, v, X):
+    return sum(np.sum(r * w) for r, w in zip(idioms(np, A, B, v, X), WEIGHTS))
+
+
+@pytest.fixture(scope="module")
+def fused():
+    return compile_grad(fused_idioms, wrt=(0, 1, 2, 3))
+
+
+def test_idiom_values_match_numpy_through_numba():
+    values = compile_grad(lambda *a: tuple(idioms(np, *a)))(*INPUTS)
+    for k, (got, expected) in enumerate(zip(values, idioms(np, *INPUTS))):
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12, err_msg=f"idiom {k}")
+
+
+def test_idiom_gradients_match_finite_differences(fused):
+    value, grads = fused.value_and_grad(*INPUTS)
+    assert np.isclose(value, fused_idioms(*INPUTS), rtol=1e-12)
+    for i, g in enumerate(grads):
+        np.testing.assert_allclose(g, central_differences(fused_idioms, INPUTS, i, 1e-6),
+                                   rtol=1e-6, atol=1e-6, err_msg=f"input {i}")
+
+
+def test_idiom_gradients_match_pytorch(fused):
+    torch = pytest.importorskip("torch")
+    tensors = [torch.tensor(x, requires_grad=True) for x in INPUTS]
+    total = sum((r * torch.tensor(w)).sum()
+                for r, w in zip(torch_idioms(torch, *tensors), WEIGHTS))
+    total.backward()
+    _, grads = fused.value_and_grad(*INPUTS)
+    for i, (g, t) in enumerate(zip(grads, tensors)):
+        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-9, atol=1e-10, err_msg=f"input {i}")
+
+
+def test_idiom_gradients_match_jax(fused):
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+
+    def total(*args):
+        return sum(jnp.sum(r * w) for r, w in zip(idioms(jnp, *args), WEIGHTS))
+
+    x64 = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)  # float64, for this test only
+    try:
+        expected = jax.grad(total, argnums=(0, 1, 2, 3))(*INPUTS)
+    finally:
+        jax.config.update("jax_enable_x64", x64)
+    _, grads = fused.value_and_grad(*INPUTS)
+    for i, (g, e) in enumerate(zip(grads, expected)):
+        np.testing.assert_allclose(g, np.asarray(e), rtol=1e-9, atol=1e-10, err_msg=f"input {i}")
+
+
+def test_float32_stays_float32_through_lapack():
+    inputs = _inputs(np.float32)
+    f = compile_grad(lambda *a: idioms(np, *a)[16:])  # solve ... inv, batched, and the SVD's
+    for got, expected in zip(f(*inputs), idioms(np, *inputs)[16:]):
+        assert np.asarray(got).dtype == np.float32
+        np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)
+
+
+# --- kinks and singular matrices ---------------------------------------------------------------
+def test_the_norm_of_the_zero_vector_has_gradient_zero():
+    f = compile_grad(lambda x: np.linalg.norm(x) + np.linalg.norm(x, 3) + np.linalg.norm(x, 1),
+                     backend="interpreter")
+    assert np.array_equal(f.grad(np.zeros(3)), np.zeros(3))
+    torch = pytest.importorskip("torch")
+    x = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    (torch.linalg.vector_norm(x) + torch.linalg.vector_norm(x, 1)).backward()
+    assert np.array_equal(x.grad.numpy(), np.zeros(3))  # PyTorch's choice too
+
+
+def test_ties_of_the_inf_norm_share_the_gradient():
+    f = compile_grad(lambda x: np.linalg.norm(x, np.inf), backend="interpreter")
+    np.testing.assert_array_equal(f.grad(np.array([2.0, -2.0, 1.0])), [0.5, -0.5, 0.0])
+
+
+SINGULAR = np.ones((3, 3))
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_singular_matrices_raise_numpys_error(backend):
+    for fn, message in [(lambda a: np.linalg.inv(a), "Singular matrix"),
+                        (lambda a: np.linalg.solve(a, np.ones(3)), "Singular matrix"),
+                        (lambda a: np.linalg.cholesky(a - 2 * np.eye(3)), "not positive definite")]:
+        with pytest.raises(np.linalg.LinAlgError, match=message):
+            compile_grad(fn, backend=backend)(SINGULAR)
+    det = compile_grad(lambda a: (np.linalg.det(a), *np.linalg.slogdet(a)), backend=backend)
+    assert tuple(map(float, det(SINGULAR))) == (0.0, 0.0, -np.inf)
+
+
+def test_second_derivatives_of_singular_values_are_refused():
+    f = compile_grad(lambda a: np.linalg.norm(a, 2), backend="interpreter")
+    assert np.isclose(f(np.diag([3.0, 1.0])), 3.0)
+    np.testing.assert_allclose(f.grad(np.diag([3.0, 1.0])), [[1.0, 0.0], [0.0, 0.0]], atol=1e-15)
+    with pytest.raises(UnsupportedError, match="second derivatives of singular values"):
+        compile_grad(lambda a: np.sum(f.grad(a) ** 2), backend="interpreter").grad(np.eye(2))
+
+
+# --- batched products on BLAS: the generated code -------------------------------------------------
+def attention(W, x):
+    n, t, c = x.shape
+    h = np.tanh(x @ W)  # (N, T, C) @ (C, C): one gemm over N*T rows
+    q = h.reshape(n, t, 2, c // 2).transpose(0, 2, 1, 3)  # (N, 2, T, C/2): a transposed view
+    scores = q @ q.transpose(0, 1, 3, 2)  # a gemm per (n, head), read in place
+    return np.sum(np.tanh(scores @ q))
+
+
+@pytest.fixture(scope="module")
+def attention_kernel():
+    f = compile_grad(attention)
+    W, x = RNG.normal(size=(64, 64)) * 0.1, RNG.normal(size=(3, 32, 64))
+    value, grad = f.value_and_grad(W, x)
+    reference = compile_grad(attention, backend="interpreter").value_and_grad(W, x)
+    return f.source("value_and_grad"), (value, grad), reference, (W, x)
+
+
+def test_batched_products_match_the_interpreter(attention_kernel):
+    _, (value, grad), (ref_value, ref_grad), _ = attention_kernel
+    assert np.isclose(value, ref_value, rtol=1e-12)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_a_matrix_times_a_batch_is_one_gemm_over_its_rows(attention_kernel):
+    source = attention_kernel[0]
+    assert "blas.matmul(x.reshape((N * 32, 64)), W, " in source
+    # W's gradient sums over the batch inside one gemm, not a gemm per batch element
+    assert "blas.matmul(x.reshape((N * 32, 64)).T, " in source
+
+
+def test_batched_products_read_transposed_views_in_place(attention_kernel):
+    source = attention_kernel[0]
+    lines = [line.strip() for line in source.splitlines() if "blas.matmul(" in line]
+    strided = [line for line in lines if ", :, i1]" in line]
+    assert strided and any("].T" in line for line in strided), lines
+    assert "for i1 in range(2):" in source  # a loop of gemms over the heads
+
+
+def test_a_new_batch_size_reuses_the_batched_kernel(attention_kernel):
+    W = attention_kernel[3][0]
+    f = compile_grad(attention)
+    for n in (1, 5):
+        x = RNG.normal(size=(n, 32, 64))
+        np.testing.assert_allclose(f.grad(W, x), compile_grad(
+            attention, backend="interpreter").grad(W, x), rtol=1e-10, atol=1e-12)
+
+
+# --- the gemm intrinsic on strided slices ---------------------------------------------------------
+@numba.njit
+def _per_head(q, k, out):
+    for i in range(q.shape[0]):
+        for j in range(q.shape[2]):
+            blas.matmul(q[i, :, j, :], k[i, :, j, :].T, out[i, j])
+
+
+@numba.njit
+def _product(a, b, out):
+    blas.matmul(a, b, out)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_takes_strided_and_transposed_slices(dtype):
+    q, k = (RNG.normal(size=(2, 5, 3, 4)).astype(dtype) for _ in range(2))
+    out = np.full((2, 3, 5, 5), np.nan, dtype)
+    _per_head(q, k, out)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, np.einsum("itjd,isjd->ijts", q, k), rtol=tol, atol=tol)
+    a, b = RNG.normal(size=(6, 4)).astype(dtype), RNG.normal(size=(6, 3)).astype(dtype)
+    column = np.empty(3, dtype)
+    _product(a[::2, 1], b[::2], column)  # a strided vector as a row
+    np.testing.assert_allclose(column, a[::2, 1] @ b[::2], rtol=tol, atol=tol)
+
+
+def test_gemm_refuses_a_slice_without_a_unit_stride():
+    a = RNG.normal(size=(4, 6))[::2, ::2]
+    with pytest.raises(ValueError, match="no unit stride"):
+        _product(a, RNG.normal(size=(3, 2)), np.empty((2, 2)))
+
+
+# --- a convolution of shifted slices: loops that vectorize ----------------------------------------
+def convolution(W, b, images):
+    n, _, height, width = images.shape
+    out = b[:, None, None]
+    for di in range(3):
+        for dj in range(3):
+            patch = images[:, :, di:di + height - 2, dj:dj + width - 2]
+            out = out + np.einsum("nchw,oc->nohw", patch, W[:, :, di, dj])
+    return np.sum(np.tanh(out) ** 2)
+
+
+def test_a_convolution_is_one_nest_whose_short_rows_vectorize():
+    W, b = RNG.normal(size=(4, 3, 3, 3)) * 0.3, RNG.normal(size=4)
+    images = RNG.normal(size=(2, 3, 16, 16))
+    f = compile_grad(convolution, wrt=(0, 1))
+    value, grads = f.value_and_grad(W, b, images)
+    ref_value, ref_grads = compile_grad(convolution, wrt=(0, 1), backend="interpreter"
+                                        ).value_and_grad(W, b, images)
+    assert np.isclose(value, ref_value, rtol=1e-12)
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12)
+    source = f.source("value_and_grad")
+    # the taps are 3-term loops inside the nest (no copies of the slices), over rows of 14
+    # columns whose bound LLVM does not unroll, so that it vectorizes them
+    assert "for i3 in range(vm.extent(14)):" in source and source.count("for k0 in range(3):") >= 9
+    # b's gradient sums each (n, o) plane in a scalar before it touches its accumulator array
+    assert "_part += " in source
+
+
+def test_the_gradients_of_adjacent_slices_join_into_one_concatenation():
+    """q, k, v = qkv[:, :C], qkv[:, C:2C], qkv[:, 2C:]: the gradient of qkv is one
+    concatenation, not a zero-filled array per slice and their sum; and x ** 3 is x * x * x."""
+    def split(x):
+        q, k, v = x[:, :4], x[:, 4:8], x[:, 8:]
+        return np.sum(np.tanh(q) * k ** 3 + v * 2.0)
+
+    f = compile_grad(split, backend="interpreter")
+    x = RNG.normal(size=(3, 12))
+    np.testing.assert_allclose(f.grad(x), central_differences(split, [x], 0, 1e-6), rtol=1e-7,
+                               atol=1e-8)
+    ir = f.ir("value_and_grad")
+    assert "concatenate(q_grad, k_grad, v_grad, axis=1)" in ir
+    assert "pad_slice" not in ir and "pow" not in ir
+
+
+NO_LAPACK = """
+import ctypes
+import sys
+sys.modules["scipy"] = None
+library = ctypes.CDLL
+
+
+class WithoutLapack:  # NumPy's OpenBLAS as if it exported BLAS only
+    def __init__(self, *args, **kwargs):
+        self.found = library(*args, **kwargs)
+
+    def __getattr__(self, name):
+        if any(routine in name for routine in ("getrf", "getrs", "potrf", "gesdd")):
+            raise AttributeError(name)
+        return getattr(self.found, name)
+
+
+ctypes.CDLL = WithoutLapack
+import numpy as np
+from compiler import compile_grad
+from compiler.codegen import lapack
+from compiler.errors import UnsupportedError
+print(lapack.ABI, compile_grad(lambda a: np.sum(a @ a))(np.eye(2)))
+print(compile_grad(lambda a: np.sum(np.linalg.inv(a)), backend="interpreter")(2 * np.eye(2)))
+try:
+    compile_grad(lambda a: np.sum(np.linalg.inv(a)))(2 * np.eye(2))
+except UnsupportedError as error:
+    print(str(error).splitlines()[0])
+"""
+
+
+def test_without_lapack_only_the_kernels_that_need_it_refuse(tmp_path):
+    done = subprocess.run([sys.executable, "-c", NO_LAPACK], capture_output=True, text=True,
+                          env={**os.environ, "GRADFUSE_CACHE_DIR": str(tmp_path)}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    products, interpreted, refused = done.stdout.splitlines()
+    assert products == "none 2.0" and interpreted == "1.0"
+    assert "inv needs LAPACK in a compiled kernel, and gradfuse found no LAPACK" in refused

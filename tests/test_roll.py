@@ -244,7 +244,9 @@ def test_a_train_step_on_a_deep_net_updates_stacked_parameters_in_place(unrolled
     # the weights live in one stack, which the kernel updates in place
     assert params["W3"].data.base is params["W7"].data.base is not None
     source = step.source("step")
-    assert "for t in range(12):" in source and source.count("\n") < 400
+    # one loop over the layers in each of the module's two kernels (the step, and fit's loop
+    # over minibatches), each with the layer written once: unrolled, 12 layers are ~1,500 lines
+    assert source.count("for t in range(12):") == 2 and source.count("\n") < 600
 
 
 def test_an_adam_step_on_a_deep_net_rolls_its_updates_too(unrolled):
@@ -274,4 +276,6 @@ def test_an_adam_step_on_a_deep_net_rolls_its_updates_too(unrolled):
         np.testing.assert_allclose(params[k].data, arrays[k], rtol=1e-10, atol=1e-13)
     assert params["W3"].data.base is params["W7"].data.base is not None
     source = step.source("step")
-    assert source.count("for t in range(12):") >= 2 and source.count("\n") < 500
+    # the layers' loops are written once in each kernel of the module (the step, and fit's
+    # loop over minibatches); unrolled, every one of the 12 layers would be written out
+    assert source.count("for t in range(12):") >= 2 and source.count("\n") < 700

@@ -4,6 +4,8 @@ nested loops, consts the step closes over, runtime backward, a train step, and e
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from gradcheck import central_differences
@@ -75,8 +77,10 @@ def test_generated_code_keeps_the_loop_a_loop():
     source = GRU.source("value_and_grad")
     assert source.count("for t in range(") == 1 and "for t_2 in range(" in source
     assert "- 1, -1, -1)" in source  # the reverse scan runs last to first
-    assert "def step_body(" in source and "def step_grad_body(" in source
-    assert "step_body(Wz, Uz, Wn, Un, b, " in source
+    # each body is written into its loop, reading the step's slice of xs by a name of its own
+    assert "_body(" not in source
+    assert "    for t in range(N):\n        x = xs[t]\n" in source
+    assert re.search(r"for t_2 in range\(N - 1, -1, -1\):\n(        \w+ = \w+\[t_2\]\n)+", source)
 
 
 # --- a simulation with fori_loop: scalar and vector carries ---------------------------------
@@ -162,6 +166,36 @@ def test_reverse_and_nested_scans_with_a_closed_over_array():
                                rtol=1e-7, atol=1e-10)
     interpreted = compile_grad(nested, backend="interpreter").value_and_grad(w, xs)
     np.testing.assert_allclose(interpreted[1], grad, rtol=1e-12)
+
+
+def wide_decay(w, xs):
+    """A step over 2**15 values: its loop nest runs in parallel (numba.prange)."""
+    h, sums = scan(lambda h, x: (np.sin(h * w + x), np.sum(h)), np.zeros(xs.shape[1]), xs)
+    return np.sum(h) + np.sum(sums)
+
+
+def wide_decay_python(w, xs):
+    h, total = np.zeros(xs.shape[1]), 0.0
+    for x in xs:
+        total += np.sum(h)
+        h = np.sin(h * w + x)
+    return np.sum(h) + total
+
+
+def test_a_body_with_a_parallel_loop_is_a_function_of_its_own_and_matches():
+    w, xs = rng.normal(size=1 << 15), rng.normal(size=(3, 1 << 15))
+    compiled = compile_grad(wide_decay)
+    value, grad = compiled.value_and_grad(w, xs)
+    # a prange inside the caller's loop would make the whole kernel parallel: called instead
+    source = compiled.source("value_and_grad")
+    assert "def step_body(" in source and "numba.prange(" in source
+    assert np.isclose(value, wide_decay_python(w, xs), rtol=1e-12)
+    some = rng.choice(w.size, 5, replace=False)
+    for i in some:
+        e = np.zeros_like(w)
+        e[i] = 1e-6
+        numeric = (wide_decay_python(w + e, xs) - wide_decay_python(w - e, xs)) / 2e-6
+        assert np.isclose(grad[i], numeric, rtol=1e-6, atol=1e-9)
 
 
 def running_sum(x):

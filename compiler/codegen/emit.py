@@ -23,20 +23,13 @@ from compiler.codegen.scalars import dtype_name
 from compiler.codegen.scans import BodyFunctions
 from compiler.codegen.writes import aliases_input, input_memory, stored_in_place
 from compiler.ir import Node, Sym, constant_value, walk
-from compiler.names import Namer, function_name, loop_index
+from compiler.names import Namer, function_name, is_generated, loop_index
 from compiler.ops.lowering import View, lowering_of
 
 FASTMATH = '{"reassoc", "contract", "arcp", "nsz"}'  # never nnan/ninf: NaN and inf are data
 DECORATOR = f"@numba.njit(cache=True, error_model=\"numpy\", fastmath={FASTMATH})"
 # Only kernels with a numba.prange loop compile with parallel=True: it costs compile time.
 PARALLEL_DECORATOR = DECORATOR.replace("cache=True,", "cache=True, parallel=True,")
-# A scan's body is inlined into its loop by numba: compiled as a function of its own it is
-# compiled twice (alone, then again within its caller's module), 10% more compile time for
-# a GRU step here; its source stays a function, to be read and tested alone.
-BODY_DECORATOR = f"@numba.njit(inline=\"always\", error_model=\"numpy\", fastmath={FASTMATH})"
-# CPython passes more than 30 arguments as a tuple (CALL_FUNCTION_EX), which numba's inliner
-# refuses; such a body stays a function of its own.
-INLINE_MAX_ARGUMENTS = 30
 
 
 class KernelWriter:
@@ -53,7 +46,9 @@ class KernelWriter:
     def __init__(self, plan: Plan, writes: Mapping[int, int] | None = None,
                  loop: MinibatchLoop | None = None, helpers: HelperSet | None = None,
                  bare_scalars: bool = False, bodies: BodyFunctions | None = None,
-                 is_body: bool = False, syms: tuple[Sym, ...] = ()) -> None:
+                 is_body: bool = False, syms: tuple[Sym, ...] = (),
+                 inlined_in: KernelWriter | None = None,
+                 bound: Mapping[int, str] | None = None) -> None:
         self.plan = plan
         self.graph = plan.graph
         self.writes = dict(writes or {})
@@ -61,9 +56,16 @@ class KernelWriter:
         self.bare_scalars = bare_scalars
         # A scan's body (compiler/codegen/scans.py) takes 0-d values as scalars, trusts its
         # caller with shapes, and takes the symbolic dims `syms` as ints.
-        self.is_body = is_body
+        self.is_body = is_body or inlined_in is not None
+        self.inlined = inlined_in is not None
         self.sym_params = syms
-        self.namer = Namer()
+        # A body written into its caller's loop (compiler/codegen/scans.py) takes its names
+        # from the caller's namer, so that none clashes with the caller's; its inputs are the
+        # caller's names `bound` (input position -> name), and the dims the caller has read.
+        self.namer = inlined_in.namer if inlined_in is not None else Namer()
+        self.bound = dict(bound or {})
+        self.syms_in_scope: frozenset[Sym] = frozenset() if inlined_in is None else \
+            inlined_in.syms_in_scope | inlined_in._syms.keys() | set(inlined_in.sym_params)
         self.helpers = helpers or HelperSet()
         self.bodies = bodies or BodyFunctions(self.helpers)
         self.names: dict[int, str] = {}
@@ -76,6 +78,10 @@ class KernelWriter:
         self.escaping = self._escaping()
         self.stack_temporaries = not any(self.nests.parallel_loop(u) for u in plan.units
                                          if isinstance(u, LoopNest))
+        if inlined_in is not None:
+            self.depth = inlined_in.depth
+            self._open_indices = inlined_in._open_indices
+            self.stack_temporaries = self.stack_temporaries and inlined_in.stack_temporaries
         self._stack_left = stack.TEMPORARIES_MAX_BYTES
         # A value may share the function's name (`loss = ...` in `def loss`): the
         # kernel never calls itself, so the local shadows nothing it uses.
@@ -90,8 +96,10 @@ class KernelWriter:
             self.namer.reserve(sym.name)
         # Values named beforehand (compiler/names.py) keep their names: the IR printer and the
         # other kernels of the function call them the same.
+        bound_ids = {self.graph.inputs[j].id for j in self.bound}
         self._claimed = {n.id: n.name for n in [*self.graph.inputs, *plan.nodes]
-                         if n.name is not None and self.namer.claim(n.name)}
+                         if n.name is not None and n.id not in bound_ids
+                         and self.namer.claim(n.name)}
         self.arrays = self._name_arguments()
         self.in_place, self.preallocated = self._place_written_outputs()
 
@@ -99,9 +107,9 @@ class KernelWriter:
         """Name the inputs and constant arrays; returns the names of the arrays the kernel is
         called with. A 0-d input is read into a scalar of its own name, unless the kernel
         writes into it: then the array keeps the name and the scalar gets another."""
-        for node in self.graph.inputs:
-            self.names[node.id] = self._claimed.get(node.id) or \
-                self.namer.fresh(node.name or f"arg{node.attrs['index']}")
+        for j, node in enumerate(self.graph.inputs):
+            self.names[node.id] = self.bound.get(j) or self._claimed.get(node.id) or \
+                self._fresh(node.name or f"arg{node.attrs['index']}")
         for k, node in enumerate(self.constants, start=1):
             self.names[node.id] = self._claimed.get(node.id) or \
                 self.namer.fresh(node.name or f"c{k}")
@@ -128,6 +136,24 @@ class KernelWriter:
         if self.loop is not None:
             params = self.loop.open(self, params)
         self._prologue()
+        self._units()
+        self._finish()
+        decorator = PARALLEL_DECORATOR if self.nests.parallel else DECORATOR
+        head = [decorator, f"def {self.function_name}({', '.join(params)}):"]
+        return "\n".join(head + self.lines) + "\n"
+
+    def write_inlined(self) -> list[str]:
+        """The statements of a scan's body written into its caller's loop (`inlined_in`), in
+        `lines`; returns the expressions of the outputs that are not stored into inputs."""
+        assert not self.constants, "a scan body's constant arrays are hoisted into its caller"
+        self._prologue()
+        self._units()
+        results = self._results([k for k in range(len(self.graph.outputs))
+                                 if k not in self.writes])
+        self._store_written()
+        return results
+
+    def _units(self) -> None:
         heading = None
         for unit in self.plan.units:
             lead = unit.node if isinstance(unit, Call) else unit.body[0]
@@ -139,12 +165,6 @@ class KernelWriter:
                 self._call(unit.node)
             else:
                 self.nests.write(unit)
-        self._finish()
-        decorator = PARALLEL_DECORATOR if self.nests.parallel else DECORATOR
-        if self.is_body and not self.nests.parallel and len(params) <= INLINE_MAX_ARGUMENTS:
-            decorator = BODY_DECORATOR
-        head = [decorator, f"def {self.function_name}({', '.join(params)}):"]
-        return "\n".join(head + self.lines) + "\n"
 
     def _sym_sources(self) -> dict[Sym, tuple[Node, int]]:
         sources: dict[Sym, tuple[Node, int]] = {}
@@ -156,7 +176,8 @@ class KernelWriter:
 
     def _prologue(self) -> None:
         for sym, (node, axis) in self._syms.items():
-            self.line(f"{sym.name} = {self.arrays[node.id]}.shape[{axis}]")
+            if sym not in self.syms_in_scope:
+                self.line(f"{sym.name} = {self.arrays[node.id]}.shape[{axis}]")
         if not self.is_body:  # a body's caller passes what its own checks allowed
             self._check_shapes()
         checked = set()
@@ -311,8 +332,15 @@ class KernelWriter:
 
     def name_of(self, node: Node) -> str:
         if node.id not in self.names:
-            self.names[node.id] = self._claimed.get(node.id) or self.namer.fresh(node.name)
+            self.names[node.id] = self._claimed.get(node.id) or self._fresh(node.name)
         return self.names[node.id]
+
+    def _fresh(self, name: str | None) -> str:
+        """A new name for a value named `name` beforehand, whose name is taken: in a body
+        written into its caller's loop, a made-up `t3` is the caller's next `tN`."""
+        if self.inlined and name is not None and is_generated(name):
+            name = None
+        return self.namer.fresh(name)
 
     def alloc(self, node: Node, fill: str = "empty", dtype=None, name: str | None = None) -> None:
         if node.id in self.preallocated and name is None:

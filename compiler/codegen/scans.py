@@ -1,23 +1,27 @@
-"""Scans in generated code: each body is a function of the module, called in a `for` loop.
+"""Scans in generated code: a `for` loop with the body written into it.
 
 A scan (compiler/ops/control.py) becomes
 
     h = h0.copy()
-    ys = np.empty((20, 16, 32), np.float64)
+    t12 = np.empty((20, 16, 32), np.float64)
     for t in range(20):
-        gru_step_body(Wz, Uz, h, xs[t], ys[t])
+        x = xs[t]
+        h_out = t12[t]
+        ...  # the body's statements (fused loop nests, BLAS calls), reading Wz, h and x
 
-where `gru_step` is the body, written like any kernel (fused loop nests, BLAS calls)
-by its own `KernelWriter`, and compiled by numba once, however many steps run. It
-takes the consts, the carries and the step's slices of `xs` (0-d ones as scalars),
-stores its new array carries into the carries' arrays (the loop's own copies) and its
-array outputs into the slices of their stacks that it is handed, and returns its new
-scalar carries and scalar outputs. A body used twice (the same loop in two kernels of
-a module, or two scans of one body) is written once.
+The body is written like any kernel, by a `KernelWriter` that takes its names from the
+caller's: its consts and carries are the caller's arrays, each step's slices of `xs` and of
+the stacks it writes get names of their own, it stores its new array carries into the
+carries' arrays (the loop's own copies) and its array outputs into its slices, and its
+new scalar carries and scalar outputs are assigned at the end of the step. numba
+type-infers and compiles the loop once, however many steps run.
+
+A body with a parallel loop nest is instead a function of the module (`BodyFunctions`),
+called in the loop, so that the caller keeps compiling without `parallel=True`.
 
 Constant arrays in a body are hoisted out as consts of its scan first
 (`hoist_constants`), so every array a body reads is an argument of its caller.
-Symbolic dims that a body cannot read off its arguments' shapes are passed as ints.
+Symbolic dims that a body cannot read off its arguments' shapes are the caller's.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from compiler import ops
+from compiler.codegen.fusion import Plan, plan
 from compiler.codegen.reading import dim_text, shape_text
 from compiler.codegen.scalars import dtype_name
 from compiler.ir import Graph, Node, Sym, TensorType, TupleType, constant_value, rebuild, walk
@@ -72,55 +77,82 @@ def _hoisted(node: Node) -> Node:
                 node.grad_of)
 
 
-# --- the body functions of a module -------------------------------------------------------
+# --- a body as the caller sees it ------------------------------------------------------
 @dataclass(frozen=True)
-class BodyFunction:
-    """A body's function: its name, which carries it updates in place and which outputs it
-    writes into the stack slices it is handed (the others it returns), and which symbolic
-    dims it takes as trailing ints."""
+class BodySignature:
+    """A body's graph as written, with a slot input for each array output that it writes into
+    the slice of its stack it is handed: which carries it updates in place and which outputs
+    it writes (the others it returns), and the symbolic dims its caller must supply."""
 
-    name: str
+    graph: Graph
+    writes: dict[int, int]  # output index -> input index
     updated: tuple[int, ...]  # array carries, stored into the carry's own array
     written: tuple[int, ...]  # indices of array ys, written into slices of their stacks
     syms: tuple[Sym, ...]
 
 
+def signature(loop: Loop) -> BodySignature:
+    body = loop.body
+    nc, nk = loop.n_consts, loop.n_carries
+    updated = tuple(k for k in range(nk) if body.outputs[k].shape != ())
+    written = tuple(j for j, y in enumerate(body.outputs[nk:]) if y.shape != ())
+    slots = [Node("input", (), {"index": len(body.inputs) + k, "type": y.type}, y.type,
+                  name=f"{y.name or 'y'}_out")
+             for k, y in enumerate(body.outputs[nk + j] for j in written)]
+    graph = Graph(body.inputs + slots, body.outputs, f"{loop.name}_body")
+    # New array carries go into the carry's own array (in the loop nest that computes them
+    # when nothing reads the old values after, else copied at the end): a step allocates
+    # nothing for its carries.
+    writes = {k: nc + k for k in updated}
+    writes.update({nk + j: len(body.inputs) + k for k, j in enumerate(written)})
+    syms = tuple(sorted(_syms_of(body) - _syms_of_inputs(body), key=lambda s: s.name))
+    return BodySignature(graph, writes, updated, written, syms)
+
+
+# --- bodies with a parallel loop: functions of the module -------------------------------
 class BodyFunctions:
-    """The body functions of one generated module, written once each, in order of first use."""
+    """The body functions of one generated module, written once each, in order of first use.
+
+    A body is written into its loop, unless one of its loop nests runs in parallel: a
+    `prange` inside the caller's loop would make the whole caller compile with
+    `parallel=True` (and lose its stack temporaries), so such a body is a function of its own.
+    """
 
     def __init__(self, helpers: HelperSet) -> None:
         self.helpers = helpers
         self.sources: list[str] = []
-        self._by_loop: dict[int, BodyFunction] = {}
+        self._plans: dict[int, tuple[BodySignature, Plan]] = {}
+        self._by_loop: dict[int, str] = {}
         self._by_text: dict[str, str] = {}
         self._names: set[str] = set()
 
-    def function(self, loop: Loop) -> BodyFunction:
+    def planned(self, loop: Loop) -> tuple[BodySignature, Plan]:
+        found = self._plans.get(id(loop))
+        if found is None:
+            sig = signature(loop)
+            found = self._plans[id(loop)] = (sig, plan(sig.graph))
+        return found
+
+    def runs_parallel(self, loop: Loop) -> bool:
+        from compiler.codegen.emit import KernelWriter
+
+        sig, body_plan = self.planned(loop)
+        return not KernelWriter(body_plan, sig.writes, helpers=self.helpers,
+                                is_body=True, syms=sig.syms).stack_temporaries
+
+    def function(self, loop: Loop) -> str:
+        """The name of the function of `loop`'s body, written on first use."""
         found = self._by_loop.get(id(loop))
         if found is None:
             found = self._by_loop[id(loop)] = self._write(loop)
         return found
 
-    def _write(self, loop: Loop) -> BodyFunction:
+    def _write(self, loop: Loop) -> str:
         from compiler.codegen.emit import KernelWriter
-        from compiler.codegen.fusion import plan
 
-        body = loop.body
-        nc, nk = loop.n_consts, loop.n_carries
-        updated = tuple(k for k in range(nk) if body.outputs[k].shape != ())
-        written = tuple(j for j, y in enumerate(body.outputs[nk:]) if y.shape != ())
-        slots = [Node("input", (), {"index": len(body.inputs) + k, "type": y.type}, y.type,
-                      name=f"{y.name or 'y'}_out")
-                 for k, y in enumerate(body.outputs[nk + j] for j in written)]
-        graph = Graph(body.inputs + slots, body.outputs, f"{loop.name}_body")
-        # New array carries go into the carry's own array (in the loop nest that computes
-        # them when nothing reads the old values after, else copied at the end): a step
-        # allocates nothing for its carries.
-        writes = {k: nc + k for k in updated}
-        writes.update({nk + j: len(body.inputs) + k for k, j in enumerate(written)})
-        syms = tuple(sorted(_syms_of(body) - _syms_of_inputs(body), key=lambda s: s.name))
-        writer = KernelWriter(plan(graph), writes, helpers=self.helpers, bare_scalars=True,
-                              bodies=self, is_body=True, syms=syms)
+        sig, body_plan = self.planned(loop)
+        writer = KernelWriter(body_plan, sig.writes, helpers=self.helpers, bare_scalars=True,
+                              bodies=self, is_body=True, syms=sig.syms)
         text = writer.write()
         known = self._by_text.get(text)
         if known is None:
@@ -133,7 +165,7 @@ class BodyFunctions:
             self._by_text[text] = name
             self.sources.append(text)
             known = name
-        return BodyFunction(known, updated, written, syms)
+        return known
 
 
 def _syms_of(graph: Graph) -> set[Sym]:
@@ -158,7 +190,7 @@ def write_scan(k: KernelWriter, node: Node) -> None:
     from compiler.codegen.nests import comment_of
 
     loop: Loop = node.attrs["loop"]
-    function = k.bodies.function(loop)
+    sig, _ = k.bodies.planned(loop)
     nc, nk = loop.n_consts, loop.n_carries
     body = loop.body
     results = _result_names(k, node)
@@ -174,26 +206,64 @@ def write_scan(k: KernelWriter, node: Node) -> None:
     for y, out in zip(ys, body.outputs[nk:]):
         t = TensorType(out.dtype, (loop.length,) + out.shape)
         k.line(f"{y} = np.empty({shape_text(t.shape)}, {dtype_name(t.dtype)})")
+    inline = not k.bodies.runs_parallel(loop)
+    if inline:  # the body reads each constant scalar from a name of its own
+        consts = [c if c.isidentifier() else _bound(k, c, x.name)
+                  for c, x in zip(consts, body.inputs)]
     step = k.namer.fresh("t")
     length = dim_text(loop.length)
     steps = f"range({length} - 1, -1, -1)" if loop.reverse else f"range({length})"
     k.line(f"for {step} in {steps}:")
     xs = [f"{_argument(k, x)}[{step}]" for x in node.inputs[nc + nk:]]
-    slots = [f"{ys[j]}[{step}]" for j in function.written]
-    arguments = consts + carries + xs + slots + [s.name for s in function.syms]
-    call = f"{function.name}({', '.join(arguments)})"
-    returned_ys = [j for j in range(loop.n_ys) if j not in function.written]
-    targets = [c for i, c in enumerate(carries) if i not in function.updated] + \
+    slots = [f"{ys[j]}[{step}]" for j in sig.written]
+    returned_ys = [j for j in range(loop.n_ys) if j not in sig.written]
+    targets = [c for i, c in enumerate(carries) if i not in sig.updated] + \
         [k.namer.fresh(f"{ys[j]}_step") for j in returned_ys]
-    n_scalar_carries = nk - len(function.updated)
+    n_scalar_carries = nk - len(sig.updated)
     k.depth += 1
-    if not targets:
-        k.line(call, comment_of(node))
+    if inline:
+        values = _inlined_body(k, loop, consts + carries, xs + slots)
     else:
-        k.line(f"{', '.join(targets)} = {call}", comment_of(node))
+        arguments = consts + carries + xs + slots + [s.name for s in sig.syms]
+        values = [f"{k.bodies.function(loop)}({', '.join(arguments)})"]
+    if targets:
+        k.line(f"{', '.join(targets)} = {', '.join(values)}", comment_of(node))
+    elif not inline:
+        k.line(values[0], comment_of(node))
     for j, value in zip(returned_ys, targets[n_scalar_carries:]):
         k.line(f"{ys[j]}[{step}] = {value}")
     k.depth -= 1
+
+
+def _inlined_body(k: KernelWriter, loop: Loop, names: list[str], slices: list[str]
+                  ) -> list[str]:
+    """Write `loop`'s body into `k`'s loop: its consts and carries are the caller's `names`,
+    each step's slices of xs and of the stacks it writes are bound to names of their own.
+    Returns the expressions of what the body returns (scalar carries, scalar outputs).
+
+    Written into the loop rather than called, a body is type-inferred and lowered by numba
+    once, in its caller (a function, even with `inline="always"`, is compiled alone first):
+    a GRU step's first call took 8-11% less time. It reads as the rest of the kernel does."""
+    from compiler.codegen.emit import KernelWriter
+
+    sig, body_plan = k.bodies.planned(loop)
+    inputs = sig.graph.inputs
+    bound = dict(enumerate(names))
+    for j, text in enumerate(slices, start=len(names)):
+        bound[j] = _bound(k, text, inputs[j].name)
+    writer = KernelWriter(body_plan, sig.writes, helpers=k.helpers, bare_scalars=True,
+                          bodies=k.bodies, syms=sig.syms, inlined_in=k, bound=bound)
+    values = writer.write_inlined()
+    k.lines.extend(writer.lines)
+    k.nests.parallel |= writer.nests.parallel
+    return values
+
+
+def _bound(k: KernelWriter, expression: str, hint: str | None) -> str:
+    """A new name in `k` for the value of `expression`."""
+    name = k.namer.fresh(hint)
+    k.line(f"{name} = {expression}")
+    return name
 
 
 def _result_names(k: KernelWriter, node: Node) -> list[str]:

@@ -41,7 +41,7 @@ class Loop:
     length: Dim
     reverse: bool = False
     grad: LoopGrad | None = None
-    name: str = "loop"  # for generated code: the body function is `<name>_body`
+    name: str = "loop"  # for generated code: the loop's comment (`<name>_body` as a function)
 
     @property
     def n_xs(self) -> int:

@@ -273,9 +273,9 @@ def _contract_uses_blas(node) -> bool:
 
 def _write_contract_loop(nests, node, index, acc: str) -> None:
     """acc = the element at `index`: loops over the summed axes."""
-    from compiler.names import contraction_index
     from compiler.codegen.reading import broadcast_index, dim_text
     from compiler.codegen.scalars import literal
+    from compiler.names import contraction_index
 
     k = nests.k
     a, b = node.inputs

@@ -208,6 +208,32 @@ def test_data_of_another_shape_gets_the_users_error_and_leaves_params_alone():
         np.testing.assert_array_equal(p.data, before[k])
 
 
+@compile_grad
+def sized_loss(params, X, y):
+    """A loss that reads the batch size as a number (an array of that many rows): its kernels
+    are specialized to each batch size."""
+    offsets = np.zeros((X.shape[0], 1)) + 0.25
+    return F.mse_loss(init.mlp(params, X) + offsets, y)
+
+
+def test_a_loss_that_reads_the_batch_size_trains_on_batches_of_any_size():
+    params, opt = fresh("SGD", dict(lr=0.05))
+    reference, ref_opt = fresh("SGD", dict(lr=0.05))
+    # 50 rows in batches of 16: three of 16, then one of 2, step by step (no minibatch loop)
+    history = fit(sized_loss, params, opt, (X, Y), epochs=2, batch_size=16, shuffle=False,
+                  progress=False)
+    expected = []
+    for _ in range(2):
+        for start in range(0, 50, 16):
+            ref_opt.zero_grad()
+            loss = sized_loss(reference, X[start:start + 16], Y[start:start + 16])
+            loss.backward()
+            ref_opt.step()
+            expected.append(loss.item())
+    np.testing.assert_allclose(history.losses, expected, rtol=1e-12)
+    assert_same_params(params, reference)
+
+
 def weighted_loss(params, X, y):
     weights = np.linspace(0.5, 1.5, 6)  # a constant array: a trailing kernel argument
     return F.mse_loss(init.mlp(params, X * weights), y)

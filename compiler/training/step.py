@@ -247,10 +247,13 @@ class TrainStep:
         return loss
 
     def _kernels(self, data: tuple) -> _Kernels:
-        """The in-place kernels for data of this kind (dtypes and trailing shapes: they serve
-        every batch size), rebuilt if a Parameter's array was replaced (e.g. by loading)."""
+        """The in-place kernels for data of this kind, rebuilt if a Parameter's array was
+        replaced (e.g. by loading). Kernels with a symbolic batch axis serve every batch size
+        (keyed by dtypes and trailing shapes); a loss that reads the batch size as a number
+        has kernels for each batch size (keyed by the whole shapes too)."""
         key = tuple([(d.dtype.num, d.shape[1:]) for d in data])
-        kernels = self._kernels_by_data.get(key)
+        sized = (key, tuple(d.shape[0] for d in data))
+        kernels = self._kernels_by_data.get(key) or self._kernels_by_data.get(sized)
         if kernels is not None and kernels.current(self.optimizer):
             return kernels
         params, states = self._arguments()
@@ -272,7 +275,7 @@ class TrainStep:
         kernels = _Kernels(kernel, [s.param for s in self._slots], self.optimizer.state, arrays,
                            self._hypers, fits_batches=bool(loops), arguments=arguments,
                            packing=packing, spec=spec)
-        self._kernels_by_data[key] = kernels
+        self._kernels_by_data[key if batch_axis_symbolic else sized] = kernels
         return kernels
 
     def _step_arrays(self) -> tuple[np.ndarray, ...]:

@@ -34,7 +34,15 @@ def parameters(params: Params) -> list[Tensor]:
 
 
 def _add_named(named: dict[str, Tensor], prefix: str, tree: Any) -> None:
-    items = tree.items() if isinstance(tree, Mapping) else enumerate(tree)
+    if isinstance(tree, Mapping):
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)) or (isinstance(tree, Iterable)
+                                             and not isinstance(tree, (str, bytes, np.ndarray))):
+        items = enumerate(tree)
+    else:
+        where = f"at {prefix[:-1]!r}" if prefix else "given"
+        raise TypeError(f"parameters must be Tensors, or dicts and lists of them; the value "
+                        f"{where} is a {type(tree).__name__}")
     for key, value in items:
         name = f"{prefix}{key}"
         if isinstance(value, Tensor):
@@ -121,6 +129,7 @@ def save(path: str | os.PathLike, params: Params, optimizer: Optimizer | None = 
     to `path`, flushed to disk, and renamed over `path`, so a crash or `kill -9` at any
     moment leaves either the previous checkpoint or the new one, never a torn file.
     """
+    _check_path_first("save", path, params)
     named = _named(params)
     arrays = {_PARAM + name: p.data for name, p in named.items()}
     if optimizer is not None:
@@ -133,6 +142,12 @@ def save(path: str | os.PathLike, params: Params, optimizer: Optimizer | None = 
         arrays[_NAMES] = np.array(json.dumps([name_of.get(id(p))
                                               for p in optimizer.parameters()]))
     _replace_atomically(path, lambda f: np.savez(f, **arrays))
+
+
+def _check_path_first(what: str, path: Any, params: Any) -> None:
+    if not isinstance(path, (str, os.PathLike)) and isinstance(params, (str, os.PathLike)):
+        raise TypeError(f"{what}(path, params, optimizer=None) takes the path first "
+                        f"(torch.save takes the object first)")
 
 
 def _replace_atomically(path: str | os.PathLike, write: Any) -> None:
@@ -184,6 +199,7 @@ def load(
     the optimizer's parameters now, and must fit it (keys and shapes, see
     `Optimizer.load_state_dict`). Nothing is written unless all checks pass.
     """
+    _check_path_first("load", path, params)
     named = _named(params)
     with np.load(path, allow_pickle=False) as npz:
         saved = {key[len(_PARAM) :]: npz[key] for key in npz.files if key.startswith(_PARAM)}

@@ -183,3 +183,16 @@ def test_save_a_list_and_load_errors(tmp_path):
     with pytest.raises(KeyError, match="no optimizer state"):
         utils.load(path, [c, d], optim.SGD([c, d]))
     assert math.isfinite(d.item())
+
+
+def test_save_with_torch_habits_gets_errors_that_say_what_to_pass(tmp_path):
+    path = tmp_path / "params.npz"
+    params = {"enc": {"W": Parameter(np.ones((2, 2)))}}
+    opt = optim.Adam(utils.parameters(params))
+    with pytest.raises(TypeError, match=r"takes the path first"):
+        utils.save(params, path)  # torch.save(obj, path)'s order
+    with pytest.raises(TypeError, match=r"at 'opt/param_groups/0/lr' is a float"):
+        utils.save(path, {"params": params, "opt": opt.state_dict()})
+    with pytest.raises(TypeError, match=r"at 'enc/W' is a ndarray"):
+        utils.save(path, {"enc": {"W": np.ones(2)}})
+    assert not path.exists()

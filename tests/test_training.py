@@ -118,6 +118,15 @@ def test_fit_stops_early_and_reports_progress():
     assert history.losses.shape == (15,) and np.all(np.isfinite(history.losses))
 
 
+def test_a_callback_sees_every_epoch_by_default():
+    params, opt = fresh("SGD", dict(lr=0.05))
+    seen = []
+    history = fit(mlp_loss, params, opt, (X, Y), epochs=6, batch_size=25, progress=False,
+                  callback=lambda epoch, h: seen.append((epoch, len(h.epoch_losses))))
+    assert seen == [(k, k + 1) for k in range(6)]  # 12 steps: one chunk but for the callback
+    assert history.losses.shape == (12,)
+
+
 def test_a_second_fit_reuses_the_compiled_step_and_carries_on():
     expected, opt_expected = fresh("SGD", dict(lr=0.05, momentum=0.9))
     fit(mlp_loss, expected, opt_expected, (X, Y), epochs=3, batch_size=20, shuffle=False,

@@ -70,8 +70,9 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
 
     Each epoch visits the rows in a fresh order drawn from `seed` (or in order, with
     `shuffle=False`) in batches of `batch_size`, the last one holding what is left.
-    Steps run inside compiled code in chunks of about `chunk_steps` (default: whole
-    epochs, at least 256 steps); between chunks `fit` updates the progress bar
+    Steps run inside compiled code in chunks of about `chunk_steps` whole epochs (default:
+    one epoch when there is a `callback` or `stop`, else at least 256 steps); between
+    chunks `fit` updates the progress bar
     (tqdm; on by default when stderr is a terminal), calls `callback(epoch, history)`
     with the 0-based index of the last epoch done (as Keras does), and stops early when
     `stop(history)` is true. Returns the `History`. Another `fit` with the same loss,
@@ -93,7 +94,10 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
                                   stop=stop is not None))
     per_epoch = -(-n // batch_size)
     losses = np.full(epochs * per_epoch, np.nan)
-    chunk_epochs = max(1, -(-(chunk_steps or 256) // per_epoch))
+    if chunk_steps is None and (callback is not None or stop is not None):
+        chunk_epochs = 1  # as in Keras, a callback sees every epoch
+    else:
+        chunk_epochs = max(1, -(-(chunk_steps or 256) // per_epoch))
     rng = np.random.default_rng(seed)
     bar = _progress_bar(progress if team.root else False, epochs)
     history = History(losses, np.zeros(0), per_epoch)

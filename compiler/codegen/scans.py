@@ -217,21 +217,24 @@ def write_scan(k: KernelWriter, node: Node) -> None:
     xs = [f"{_argument(k, x)}[{step}]" for x in node.inputs[nc + nk:]]
     slots = [f"{ys[j]}[{step}]" for j in sig.written]
     returned_ys = [j for j in range(loop.n_ys) if j not in sig.written]
-    targets = [c for i, c in enumerate(carries) if i not in sig.updated] + \
-        [k.namer.fresh(f"{ys[j]}_step") for j in returned_ys]
-    n_scalar_carries = nk - len(sig.updated)
+    scalar_carries = [c for i, c in enumerate(carries) if i not in sig.updated]
     k.depth += 1
     if inline:
         values = _inlined_body(k, loop, consts + carries, xs + slots)
+        # storing a step's scalar outputs changes no scalar, so the new carries may follow
+        for j, value in zip(returned_ys, values[len(scalar_carries):]):
+            k.line(f"{ys[j]}[{step}] = {value}", comment_of(node))
+        changed = [(c, v) for c, v in zip(scalar_carries, values) if c != v]
+        if changed:  # together: a new carry may read another's old value
+            k.line(f"{', '.join(c for c, _ in changed)} = {', '.join(v for _, v in changed)}",
+                   comment_of(node))
     else:
         arguments = consts + carries + xs + slots + [s.name for s in sig.syms]
-        values = [f"{k.bodies.function(loop)}({', '.join(arguments)})"]
-    if targets:
-        k.line(f"{', '.join(targets)} = {', '.join(values)}", comment_of(node))
-    elif not inline:
-        k.line(values[0], comment_of(node))
-    for j, value in zip(returned_ys, targets[n_scalar_carries:]):
-        k.line(f"{ys[j]}[{step}] = {value}")
+        call = f"{k.bodies.function(loop)}({', '.join(arguments)})"
+        targets = scalar_carries + [k.namer.fresh(f"{ys[j]}_step") for j in returned_ys]
+        k.line(f"{', '.join(targets)} = {call}" if targets else call, comment_of(node))
+        for j, value in zip(returned_ys, targets[len(scalar_carries):]):
+            k.line(f"{ys[j]}[{step}] = {value}")
     k.depth -= 1
 
 

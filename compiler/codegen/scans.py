@@ -134,10 +134,13 @@ class BodyFunctions:
         return found
 
     def runs_parallel(self, loop: Loop) -> bool:
+        """Whether a loop nest of `loop`'s body runs in parallel (asked of a writer that is
+        not used to write: it has helpers of its own)."""
         from compiler.codegen.emit import KernelWriter
+        from compiler.codegen.prelude import HelperSet
 
         sig, body_plan = self.planned(loop)
-        return not KernelWriter(body_plan, sig.writes, helpers=self.helpers,
+        return not KernelWriter(body_plan, sig.writes, helpers=HelperSet(),
                                 is_body=True, syms=sig.syms).stack_temporaries
 
     def function(self, loop: Loop) -> str:

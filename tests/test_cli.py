@@ -39,6 +39,12 @@ def broken(w, x):
 def fine(w, x):
     h = np.tanh(x @ w)
     return np.mean(h ** 2)
+
+
+def xent(W, X, labels):
+    logits = X @ W
+    logp = logits - np.log(np.sum(np.exp(logits), axis=1, keepdims=True))
+    return -np.mean(logp[np.arange(X.shape[0]), labels])
 '''
 
 
@@ -207,6 +213,21 @@ def test_check_fails_for_a_wrong_gradient(python_models):
     assert result.returncode == 1
     assert "FAILED" in result.stdout
     assert result.stdout.splitlines()[-1].startswith("gradient check FAILED for w")
+
+
+def test_check_takes_integer_labels_and_says_so_when_they_are_not(python_models):
+    shapes = ("--shape", "W=5,3", "--shape", "X=N,5", "--dim", "N=7")
+    result = gradfuse("check", f"{python_models}:xent", *shapes, "--shape", "labels=N:int64")
+    assert result.returncode == 0, result.stderr
+    assert "labels: i64[7]" in result.stdout and result.stdout.splitlines()[-1] == \
+        "all gradients match"
+    result = gradfuse("check", f"{python_models}:xent", *shapes, "--shape", "labels=N",
+                      "--wrt", "W")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "models.py:29: indices must be integers, got float64" in result.stderr
+    assert "as in --shape labels=N:int64" in result.stderr
+    result = gradfuse("check", f"{python_models}:xent", *shapes, "--shape", "labels=N:int8")
+    assert result.returncode == 2 and "the dtype after ':' is one of" in result.stderr
 
 
 def test_time_reports_forward_and_value_and_grad():

@@ -26,6 +26,7 @@ from compiler.api import KINDS
 from compiler.cli import dot, gradcheck, timing
 from compiler.cli.targets import (
     DEFAULT_DIM,
+    DTYPES,
     UsageError,
     choose_wrt,
     describe_inputs,
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (GradfuseError, dot.GraphvizMissing) as err:
         print(f"gradfuse {args.command}: {err}", file=sys.stderr)
+        if "indices must be integers" in str(err):  # the inputs are ours, not the user's
+            print(f"gradfuse {args.command}: arguments without a dtype are made float; give "
+                  "an index argument its dtype, as in --shape labels=N:int64", file=sys.stderr)
         return 1
 
 
@@ -85,7 +89,8 @@ def _common_options() -> argparse.ArgumentParser:
     inputs.add_argument("--shape", metavar="NAME=D1,D2,...", action="append", default=[],
                         help="the shape of an argument, needed for Python functions and "
                              "unannotated DSL parameters; dims are sizes or names such as N, "
-                             "and NAME= is a scalar (repeatable)")
+                             "NAME= is a scalar, and a dtype may follow: labels=N:int64 "
+                             f"({', '.join(DTYPES)}; integers are 0 or 1) (repeatable)")
     inputs.add_argument("--dtype", choices=["float32", "float64"], default="float64",
                         help="the dtype of arguments without a DSL annotation "
                              "(default: float64)")
@@ -234,9 +239,12 @@ def backward_alone(compiled, arguments: dict):
 
 # --- shared steps ------------------------------------------------------------------------
 def _prepare(args, float_dtype: np.dtype | None = None):
-    shapes = dict(parse_shape(text) for text in args.shape)
+    parsed = [parse_shape(text) for text in args.shape]
+    shapes = {name: dims for name, dims, _ in parsed}
+    dtypes = {name: dtype for name, _, dtype in parsed if dtype is not None}
     sizes = dict(parse_dim(text) for text in args.dim)
-    target = load_target(args.file, args.function, shapes, np.dtype(args.dtype), float_dtype)
+    target = load_target(args.file, args.function, shapes, np.dtype(args.dtype), float_dtype,
+                         dtypes)
     return target, make_inputs(target, sizes, args.seed), choose_wrt(target, args.wrt)
 
 

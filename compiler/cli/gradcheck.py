@@ -32,6 +32,9 @@ class InputError:
 def check_gradients(fn: Callable, inputs: dict[str, np.ndarray], wrt: list[str], backend: str,
                     eps: float, samples: int, seed: int) -> list[InputError]:
     rng = np.random.default_rng(seed)
+    # traced first: what the function cannot do with these inputs is reported at the user's
+    # line, before NumPy runs it for the finite differences
+    compile_grad(fn, wrt=tuple(wrt), backend="interpreter").specialize(**inputs)
     objective = scalar_objective(fn, inputs, rng)
     compiled = compile_grad(objective, wrt=tuple(wrt), backend=backend)
     _, grads = compiled.value_and_grad(**inputs)

@@ -1,10 +1,10 @@
 """What a command works on: a DSL file or `path/to/file.py:function`, and inputs to call it with.
 
 Input shapes come from the DSL annotations, or from `--shape name=20,10` options
-(which may use dimension names too); a symbolic dimension takes its size from
-`--dim N=32`, else `DEFAULT_DIM`. Inputs are random: floats standard normal,
-integers 0 or 1 (valid class labels and indices for any axis of size 2 or more),
-booleans fair coin flips.
+(which may use dimension names too, and end with a dtype: `labels=N:int64`); a symbolic
+dimension takes its size from `--dim N=32`, else `DEFAULT_DIM`. Inputs are random: floats
+standard normal, integers 0 or 1 (valid class labels and indices for any axis of size 2 or
+more), booleans fair coin flips.
 """
 
 from __future__ import annotations
@@ -57,11 +57,22 @@ class Target:
         return static or [s.name for s in floats]
 
 
-def parse_shape(text: str) -> tuple[str, tuple[int | str, ...]]:
-    """`name=20,N` -> ("name", (20, "N")); `name=` or `name=()` is a scalar."""
+DTYPES = ("float64", "float32", "int64", "int32", "bool")
+
+
+def parse_shape(text: str) -> tuple[str, tuple[int | str, ...], np.dtype | None]:
+    """`name=20,N` -> ("name", (20, "N"), None); `name=` or `name=()` is a scalar;
+    `labels=N:int64` also gives the argument's dtype."""
     name, sep, dims_text = text.partition("=")
     if not sep or not name.isidentifier():
         raise UsageError(f"--shape {text!r}: expected NAME=D1,D2,... (such as X=N,10)")
+    dims_text, colon, dtype_text = dims_text.partition(":")
+    dtype = None
+    if colon:
+        if dtype_text.strip() not in DTYPES:
+            raise UsageError(f"--shape {text!r}: the dtype after ':' is one of "
+                             f"{', '.join(DTYPES)}")
+        dtype = np.dtype(dtype_text.strip())
     dims_text = dims_text.strip().strip("()")
     dims: list[int | str] = []
     for item in filter(None, (d.strip() for d in dims_text.split(","))):
@@ -71,7 +82,7 @@ def parse_shape(text: str) -> tuple[str, tuple[int | str, ...]]:
             dims.append(item)
         else:
             raise UsageError(f"--shape {text!r}: {item!r} is neither a size nor a dimension name")
-    return name, tuple(dims)
+    return name, tuple(dims), dtype
 
 
 def parse_dim(text: str) -> tuple[str, int]:
@@ -82,9 +93,12 @@ def parse_dim(text: str) -> tuple[str, int]:
 
 
 def load_target(spec: str, function: str | None, shapes: dict[str, tuple], dtype: np.dtype,
-                float_dtype: np.dtype | None = None) -> Target:
-    """The function named by `spec` and the inputs it takes. `float_dtype` overrides the
-    dtype of every float input (the gradient check runs in float64)."""
+                float_dtype: np.dtype | None = None,
+                dtypes: dict[str, np.dtype] | None = None) -> Target:
+    """The function named by `spec` and the inputs it takes. `dtypes` gives arguments their
+    own dtype (`--shape labels=N:int64`); `float_dtype` overrides the dtype of every float
+    input (the gradient check runs in float64)."""
+    dtypes = dtypes or {}
     path, _, attribute = spec.rpartition(":") if _is_python_spec(spec) else (spec, "", "")
     if not os.path.isfile(path):
         raise UsageError(f"no such file: {path}")
@@ -106,7 +120,7 @@ def load_target(spec: str, function: str | None, shapes: dict[str, tuple], dtype
         if dims is None:
             raise UsageError(f"no shape for argument '{name}' of {fn.__name__}: give "
                              f"--shape {name}=D1,D2,... (dims may be names such as N)")
-        chosen = annotated_dtype if annotated_dtype is not None else dtype
+        chosen = dtypes.get(name, annotated_dtype if annotated_dtype is not None else dtype)
         if float_dtype is not None and chosen.kind == "f":
             chosen = float_dtype
         inputs.append(InputSpec(name, np.dtype(chosen), tuple(dims)))

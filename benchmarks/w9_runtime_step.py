@@ -14,6 +14,8 @@ gradients, against the float64 NumPy reference.
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -241,3 +243,79 @@ def run(config: Config) -> WorkloadResult:
              call_reference(deep), config, tight, alternate=True, pair=(GRADFUSE, POSITIONAL))
     result.info["parameters of the deep net"] = 2 * layers
     return result
+
+
+# --- the W1 runtime step's parts in CPU time (`python -m benchmarks.w9_runtime_step`) ---------
+def _best_cpu(run: Callable[[int], None], number: int, batches: int) -> float:
+    """µs of CPU per call (time.thread_time: other processes' time is not counted), the best
+    of `batches` batches of `number` calls."""
+    best = float("inf")
+    for _ in range(batches):
+        start = time.thread_time()
+        run(number)
+        best = min(best, time.thread_time() - start)
+    return best * 1e6 / number
+
+
+def w1_cpu_breakdown(number: int = 2000, batches: int = 7) -> dict[str, float]:
+    """The W1 runtime step and its parts, µs of CPU per step, beside the fused train_step and
+    PyTorch eager. Every step does the same work (lr 0: nothing drifts). The parts are
+    differences of loops that stop after them (zero_grad + forward; + backward; + step), so no
+    timer runs inside a step."""
+    problem = dataclasses.replace(w1_mlp_step.problem(), lr=0.0)
+    loss_fn = w1_mlp_step.mlp_mse
+    params, _, opt = steps._gradfuse_params(problem)
+    X, y = problem.batch
+
+    def forward(n: int) -> None:
+        for _ in range(n):
+            opt.zero_grad()
+            loss = loss_fn(params, X, y)
+        loss.item()
+
+    def backward(n: int) -> None:
+        for _ in range(n):
+            opt.zero_grad()
+            loss = loss_fn(params, X, y)
+            loss.backward()
+
+    def step(n: int) -> None:
+        for _ in range(n):
+            opt.zero_grad()
+            loss = loss_fn(params, X, y)
+            loss.backward()
+            opt.step()
+
+    fused = steps.gradfuse_step(problem, loss_fn).call
+    eager = steps.torch_step(problem, peers.torch_mlp, peers.torch_mse, False).call
+
+    def repeat(call: Callable[[], object]) -> Callable[[int], None]:
+        def run(n: int) -> None:
+            for _ in range(n):
+                call()
+        return run
+
+    loops = {"step": step, "zero_grad + forward": forward, "+ backward": backward,
+             "train_step": repeat(fused), "torch eager": repeat(eager)}
+    for loop in loops.values():  # warm: kernels compiled, pools and tables settled
+        loop(50)
+    times = {name: float("inf") for name in loops}
+    for _ in range(batches):  # interleaved, so that a busy moment hits every loop alike
+        for name, loop in loops.items():
+            calls = number if name != "torch eager" else max(number // 10, 1)
+            times[name] = min(times[name], _best_cpu(loop, calls, 1))
+    return {
+        "W1 runtime step": times["step"],
+        "zero_grad + forward": times["zero_grad + forward"],
+        "backward": times["+ backward"] - times["zero_grad + forward"],
+        "opt.step": times["step"] - times["+ backward"],
+        "train_step": times["train_step"],
+        "torch eager": times["torch eager"],
+        "step / train_step": times["step"] / times["train_step"],
+        "torch eager / step": times["torch eager"] / times["step"],
+    }
+
+
+if __name__ == "__main__":
+    for label, value in w1_cpu_breakdown().items():
+        print(f"{label:>22}: {value:8.2f}{'x' if '/' in label else ' µs'}")

@@ -109,56 +109,70 @@ def collector(treedef: TreeDef) -> Flatten:
 
 
 def _collector(treedef: TreeDef) -> Flatten:
+    """The collector as one generated function: each container's checks and its leaves'
+    appends written out (a loop for a long run of alike children, such as a list of
+    layers), so a call runs no Python function but this one."""
+    lines: list[str] = []
+    constants: dict[str, Any] = {}
+    _emit_collect(treedef, "tree", lines, constants, "    ")
+    source = "def collect(tree, leaves):\n" + "\n".join(lines) + "\n    return True\n"
+    namespace = dict(constants)
+    exec(compile(source, f"<collector of {_describe(treedef)}>", "exec"), namespace)  # noqa: S102
+    collect = namespace["collect"]
+    collect.source = source  # for people reading a profile
+    return collect
+
+
+def _describe(treedef: TreeDef) -> str:
+    return f"{treedef.kind} of {treedef.num_leaves} leaves"
+
+
+def _fresh(prefix: str, lines: list[str]) -> str:
+    """A name no other container of the function uses (numbered by the lines so far)."""
+    return f"{prefix}{len(lines)}"
+
+
+LOOP_AFTER = 4  # alike children beyond this many are collected by a loop, not written out
+
+
+def _emit_collect(treedef: TreeDef, expr: str, lines: list[str], constants: dict,
+                  indent: str) -> None:
+    """Statements that check `expr` against `treedef` (`return False` where it differs) and
+    append its leaves to `leaves`."""
     kind = treedef.kind
     if kind == "leaf":
-        return lambda tree, leaves: leaves.append(tree) or True
+        lines.append(f"{indent}leaves.append({expr})")
+        return
     if kind == "none":
-        return lambda tree, leaves: tree is None
-    container = _CONTAINER_TYPES[kind]
-    n, keys = len(treedef.children), treedef.keys
-    if all(c.kind == "leaf" for c in treedef.children):  # the common case: one extend
-        if kind == "dict":
-            def leaf_dict(tree, leaves):
-                if type(tree) is not dict or tuple(tree) != keys:  # key order decides the leaf
-                    return False
-                leaves.extend(tree.values())
-                return True
-            return leaf_dict
-
-        def leaf_sequence(tree, leaves):
-            if type(tree) is not container or len(tree) != n:
-                return False
-            leaves.extend(tree)
-            return True
-        return leaf_sequence
-    # None for a leaf child: appended in the loop, without a call
-    children = [None if c.kind == "leaf" else _collector(c) for c in treedef.children]
-    if len(set(treedef.children)) == 1:  # a list of layers alike: one collector for all
-        children = [children[0]] * n
-
-    # Children that are dicts of leaves (a model's parameters) are checked here, without a
-    # call: (keys, None) in place of a collector.
-    children = [(c.keys, None) if c.kind == "dict" and all(g.kind == "leaf" for g in c.children)
-                else collect for c, collect in zip(treedef.children, children)]
-
-    def nested(tree, leaves):
-        if type(tree) is not container or len(tree) != n:
-            return False
-        if kind == "dict":
-            if tuple(tree) != keys:
-                return False
-            tree = tree.values()
-        for collect, subtree in zip(children, tree):
-            if collect is None:
-                leaves.append(subtree)
-            elif type(collect) is tuple:
-                if type(subtree) is not dict or tuple(subtree) != collect[0]:
-                    return False
-                leaves.extend(subtree.values())
-            elif not collect(subtree, leaves):
-                return False
-        return True
-    return nested
+        lines.append(f"{indent}if {expr} is not None:\n{indent}    return False")
+        return
+    n, children = len(treedef.children), treedef.children
+    if kind == "dict":
+        keys = f"KEYS{len(constants)}"
+        constants[keys] = treedef.keys
+        # Key order decides which leaf is which; equal tuples are equal lengths. A repeated
+        # call passes the same key strings, which compare by identity first.
+        lines.append(f"{indent}if type({expr}) is not dict or tuple({expr}) != {keys}:\n"
+                     f"{indent}    return False")
+        values = f"{expr}.values()"
+    else:
+        container = kind  # "list" or "tuple", the builtin's name
+        lines.append(f"{indent}if type({expr}) is not {container} or len({expr}) != {n}:\n"
+                     f"{indent}    return False")
+        values = expr
+    if all(c.kind == "leaf" for c in children):
+        lines.append(f"{indent}leaves.extend({values})")
+        return
+    if n > LOOP_AFTER and len(set(children)) == 1:  # a list of layers alike: one loop
+        item = _fresh("item", lines)
+        lines.append(f"{indent}for {item} in {values}:")
+        _emit_collect(children[0], item, lines, constants, indent + "    ")
+        return
+    first = _fresh("c", lines)
+    names = [f"{first}_{k}" for k in range(n)]
+    lines.append(f"{indent}{', '.join(names)}, = {values}")
+    for child, name in zip(children, names):
+        _emit_collect(child, name, lines, constants, indent)
 
 
 def unflattener(treedef: TreeDef) -> Callable[[list], Any]:

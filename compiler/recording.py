@@ -105,20 +105,31 @@ class RecordedKernels:
                 residuals = self._kept(residuals, arrays, leaves)
         inputs = self._tensors(leaves)
         site = self._site
-        if site is None or not site.fits(inputs):
+        # The site's Tensors by identity are all there is to check: which of them require
+        # grad is this specialization's (it was chosen by that), so it cannot differ.
+        if site is None or not all(map(operator.is_, map(operator.call, site.refs), inputs)):
             site = CallSite(self.name, inputs[:self._n_needs], inputs[self._n_needs:])
             if site.reusable:
                 self._site = site
+        # One partial serves as the node's backward and its backward_into (see `either`).
+        backward = functools.partial(self._into or self.either, residuals)
+        into = backward if self._into_possible else None
         n_diff = self._n_differentiated
-        into = None
-        if self._into_possible:  # straight to the kernel's runner once it exists
-            into = functools.partial(self._into or self.backward_into, residuals)
-        tensors = site.record(inputs, results[:n_diff],
-                              functools.partial(self.backward, residuals), trusted=True,
+        if self._single and n_diff == 1:  # a loss: one output, differentiated
+            return site.record_one(inputs, results[0], backward, into, self._output_meta)
+        tensors = site.record(inputs, results[:n_diff], backward, trusted=True,
                               backward_into=into, output_meta=self._output_meta)
         if n_diff < self._n_outputs:  # aux: not differentiated
             tensors += [Tensor(o) for o in results[n_diff:self._n_outputs]]
         return tensors[0] if self._single else pytree.unflatten(self._out_tree, tensors)
+
+    def either(self, residuals: tuple, cotangents: list[np.ndarray], accumulate: Any = None,
+               reuse: list | None = None) -> Any:
+        """The node's backward (`accumulate` left out) and its backward_into in one callable,
+        so that a call makes one partial, not two; `GradientsInto` takes over once built."""
+        if accumulate is None:
+            return self.backward(residuals, cotangents)
+        return self.backward_into(residuals, cotangents, accumulate, reuse)
 
     def backward(self, residuals: tuple, cotangents: list[np.ndarray]) -> tuple:
         """The gradients, as fresh arrays (the usual path of the runtime's backward)."""
@@ -135,7 +146,7 @@ class RecordedKernels:
         if _anomaly.enabled:  # the usual path, with its checked kernel; nothing to build
             return None
         if self._into is None:
-            self._into = GradientsInto(*self._spec.into_kernel())
+            self._into = GradientsInto(*self._spec.into_kernel(), self.backward)
         return self._into(residuals, cotangents, accumulate, reuse)
 
     def _kept(self, residuals: tuple, arrays: list, leaves: list) -> tuple:
@@ -249,8 +260,9 @@ class GradientsInto:
     all together, as the rows of the stack handed out last.
     """
 
-    def __init__(self, kernel, plan: list[Into]) -> None:
+    def __init__(self, kernel, plan: list[Into], usual: Callable) -> None:
         self.kernel = kernel
+        self._usual = usual  # the usual backward, for calls without `accumulate` (`either`)
         self._call = kernel.call
         self._plan = plan
         self._n = sum(len(into.positions) for into in plan)
@@ -265,10 +277,13 @@ class GradientsInto:
         self._arrays: list = [_NOTHING] * self._n
         self._stacks: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
 
-    def __call__(self, residuals: tuple, cotangents: list, accumulate: list,
-                 reuse: list) -> list[np.ndarray] | None:
+    def __call__(self, residuals: tuple, cotangents: list, accumulate: list | None = None,
+                 reuse: list | None = None) -> Any:
         """The arrays holding the gradients, or None where the usual path must run: anomaly
-        mode (it checks every op), or arrays the kernel does not take."""
+        mode (it checks every op), or arrays the kernel does not take. Without `accumulate`,
+        the usual backward's gradients (`RecordedKernels.either`)."""
+        if accumulate is None:
+            return self._usual(residuals, cotangents)
         if _anomaly.enabled:
             return None
         handed = self._arrays

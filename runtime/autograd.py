@@ -237,7 +237,8 @@ class CallSite:
     """
 
     __slots__ = ("name", "edges", "producers", "refs", "labels", "positions", "needs_grad",
-                 "reusable", "_requires_grad", "into_ready", "__weakref__")
+                 "reusable", "_requires_grad", "into_ready", "only_leaves", "no_grads",
+                 "__weakref__")
 
     def __init__(self, name: str, inputs: Sequence[Tensor | None],
                  saved: Sequence[Tensor] = ()) -> None:
@@ -267,6 +268,8 @@ class CallSite:
         self.into_ready = self.reusable and len(tensors) >= len(edges) > 0 \
             and all(e is not None for e in edges) \
             and len({id(t) for t in tensors[:len(edges)]}) == len(edges)
+        self.only_leaves = len(tensors) == len(edges)  # no saved Tensors after the leaves
+        self.no_grads = [None] * len(edges)  # the leaves' `.grad`s after zero_grad()
 
     def fits(self, tensors: Sequence[Tensor]) -> bool:
         """Whether a call with these Tensors (those of `inputs`, in order, then `saved`) can
@@ -293,6 +296,25 @@ class CallSite:
         from_node = Tensor._from_node
         return [from_node(out, node, k) if out.dtype.kind == "f" else Tensor(out)
                 for k, out in enumerate(outputs)]
+
+    def record_one(self, tensors: Sequence[Tensor], output: np.ndarray, backward: BackwardFn,
+                   backward_into: BackwardInto | None, output_meta: list | None) -> Tensor:
+        """`record(..., trusted=True)` of one output array, returning its Tensor: what a
+        compiled loss records on every step of a training loop, in fewer steps."""
+        if not (_mode.enabled and self.needs_grad):
+            return Tensor(output)
+        node = Node(self.name, backward, self, tensors,
+                    output_meta or [(output.shape, output.dtype)], True, backward_into)
+        if output.dtype.kind != "f":
+            return Tensor(output)
+        tensor = _new_tensor(Tensor)  # Tensor._from_node(output, node, 0), without the call
+        tensor.data = output
+        tensor._requires_grad = True
+        tensor.grad_fn = node
+        return tensor
+
+
+_new_tensor = Tensor.__new__
 
 
 _version_of = operator.attrgetter("_version")
@@ -390,12 +412,32 @@ def _backward_graph(tensors: list[Tensor], seeds: list[np.ndarray], retain_graph
         _mode.enabled = previous
 
 
-def _backward_one_node(root: Tensor, seed: np.ndarray, retain_graph: bool) -> None:
+def _backward_one_node(root: Tensor, seed: np.ndarray | None, retain_graph: bool) -> None:
     """`_backward_graph` for its most common graph, one node whose inputs are all leaves (one
-    compiled call on Parameters): the same checks, hooks and order, without the walk."""
+    compiled call on Parameters): the same checks, hooks and order, without the walk. A seed
+    of None is ones (a 0-d root's implicit gradient)."""
     node, output_nr = root.grad_fn, root.output_nr
     if node._backward is None or list(map(_version_of, node.tensors)) != node.versions:
         _check_runnable(node)  # raises, with the message
+    if node.backward_into is not None and node._tensor_hooks is None \
+            and node._retained is None and len(node.output_meta) == 1:
+        # A training loop's backward(): no hook to run (so nothing to run under no_grad),
+        # no cotangent to complete, the kernel storing into `.grad`. The shared seed is
+        # safe: only the kernel reads it, and nothing writes it.
+        unit = seed
+        if unit is None:
+            unit = _UNIT_SEEDS.get(root.data.dtype)
+            if unit is None:
+                unit = _unit_seed(root.data.dtype)
+        if _stored_into_leaves(node, [unit]):
+            if not retain_graph:
+                node._backward = node.backward_into = None  # node.release()
+            return
+        tried_into = True
+    else:
+        tried_into = False
+    if seed is None:  # a fresh one: the usual path hands it to hooks
+        seed = np.array(1, root.data.dtype)
     previous = _mode.enabled
     _mode.enabled = False  # hooks and backward callables run under no_grad
     try:
@@ -405,7 +447,8 @@ def _backward_one_node(root: Tensor, seed: np.ndarray, retain_graph: bool) -> No
             cotangents = [None] * len(node.output_meta)
             cotangents[output_nr] = seed
             cotangents = _complete(node, cotangents)
-        if node.backward_into is not None and _stored_into_leaves(node, cotangents):
+        if node.backward_into is not None and not tried_into \
+                and _stored_into_leaves(node, cotangents):
             if not retain_graph:
                 node.release()
             return
@@ -426,6 +469,15 @@ def _backward_one_node(root: Tensor, seed: np.ndarray, retain_graph: bool) -> No
         _mode.enabled = previous
 
 
+# One 0-d array of ones per dtype: the seed of the backward_into path, which only its kernel
+# reads (a fresh one would cost an allocation per backward()).
+_UNIT_SEEDS: dict[np.dtype, np.ndarray] = {}
+
+
+def _unit_seed(dtype: np.dtype) -> np.ndarray:
+    return _UNIT_SEEDS.setdefault(dtype, np.array(1, dtype))
+
+
 def _stored_into_leaves(node: Node, cotangents: list[np.ndarray]) -> bool:
     """Step 4 done by the node's kernel: `backward_into` stores each input's gradient into the
     array that becomes its leaf's `.grad` (adding it to the leaf's `.grad` where there is
@@ -436,11 +488,12 @@ def _stored_into_leaves(node: Node, cotangents: list[np.ndarray]) -> bool:
     site = node.site
     if not site.into_ready:
         return False
-    leaves = node.tensors[:len(node.edges)]  # the site's inputs: one leaf per edge, in order
+    # the site's inputs: one leaf per edge, in order
+    leaves = node.tensors if site.only_leaves else node.tensors[:len(node.edges)]
     if any(map(_hooks_of, leaves)) or not all(map(_requires_grad_of, leaves)):
         return False
     grads, owns = list(map(_grad_of, leaves)), list(map(_own_grad_of, leaves))
-    if not all(map(operator.is_, grads, repeat(None))) \
+    if not all(map(operator.is_, grads, site.no_grads)) \
             and not all(map(operator.is_, grads, owns)) \
             and any(g is not None and g is not own for g, own in zip(grads, owns)):
         return False  # a `.grad` handed out: the usual path adds to it, in place

@@ -171,7 +171,7 @@ class Tensor:
         if gradient is None and node is not None and not node._producers \
                 and self.data.ndim == 0:
             # a loss of one compiled call on leaves: the common case, without the lists
-            _autograd._backward_one_node(self, np.array(1, self.data.dtype), retain_graph)
+            _autograd._backward_one_node(self, None, retain_graph)  # None: ones
             return
         _autograd.backward([self], [gradient], retain_graph=retain_graph)
 

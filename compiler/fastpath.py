@@ -69,9 +69,12 @@ class CallPattern:
                                              for name in call.names[n_positional:]]
         self._n_slots = len(order)
         self._reorder = None if order == list(range(len(order))) else operator.itemgetter(*order)
-        self._collect = pytree.collector(call.treedef)
+        self.treedef = call.treedef
+        self._collect = self.collect = pytree.collector(call.treedef)
         # Positional arrays only (W2's call): the arguments are the leaves.
         self._flat = not keywords and all(c.kind == "leaf" for c in call.treedef.children)
+        # Positional arguments in their slots: `leaves` is `collect` and the classes' check.
+        self.positional = not keywords and self._reorder is None and not self._flat
         # Scalars go to kernels as 0-d arrays, as in the general path.
         self.scalars = [i for i, leaf in enumerate(call.raw)
                         if not isinstance(leaf, Tensor | np.ndarray)]
@@ -157,6 +160,41 @@ class TensorCall:
         # Whether each Tensor requires grad decides what backward differentiates.
         self._requires_grad = tuple(raw_leaves[i].requires_grad for i in positions)
         self._record = record
+        if pattern.positional and self._leading and not pattern.scalars:
+            self.run = self._written_out()  # the usual call, one Python function
+
+    def _written_out(self) -> Callable:
+        """`run` for positional arguments as one generated function: the tree's checks and
+        leaves written out (compiler/pytree.py), then the classes, the Tensors' flags and
+        their arrays, as `run` does them (which serves calls with keywords)."""
+        pattern = self.pattern
+        body, constants = pytree.collector_body(pattern.treedef, "args", "return REFUSED")
+        n = len(self._tensors)
+        source = "\n".join([
+            "def run(args, kwargs=None):",
+            "    if kwargs or not _mode.enabled:",
+            "        return general(args, kwargs)",
+            "    leaves = []",
+            *body,
+            "    if tuple(map(type, leaves)) != TYPES:",
+            "        return REFUSED",
+            f"    tensors = leaves[:{n}]",
+            "    if tuple(map(requires_grad_of, tensors)) != REQUIRES_GRAD:",
+            "        return REFUSED",
+            f"    arrays = [*map(data_of, tensors), *leaves[{n}:]]",
+            "    try:",
+            "        return record(arrays, leaves)",
+            "    except (TypeError, KernelShapeError):",
+            "        return REFUSED",
+            ""])
+        namespace = {**constants, "general": self._run, "_mode": _mode, "REFUSED": REFUSED,
+                     "TYPES": pattern.types, "REQUIRES_GRAD": self._requires_grad,
+                     "requires_grad_of": _requires_grad_of, "data_of": _data_of,
+                     "record": self._record, "KernelShapeError": KernelShapeError}
+        exec(compile(source, "<TensorCall.run, written out>", "exec"), namespace)  # noqa: S102
+        run = namespace["run"]
+        run.source = source  # for people reading a profile
+        return run
 
     @staticmethod
     def eligible(call: CallArguments, args: tuple, kwargs: dict, kernel) -> bool:
@@ -165,11 +203,20 @@ class TensorCall:
             and all(isinstance(leaf, Tensor) or _plain_leaf(leaf) for leaf in call.raw)
 
     def run(self, args: tuple, kwargs: dict | None = None) -> Any:
+        return self._run(args, kwargs)
+
+    def _run(self, args: tuple, kwargs: dict | None = None) -> Any:
         if not _mode.enabled:  # under no_grad nothing is recorded: another kernel
             return REFUSED
-        leaves = self.pattern.leaves(args, kwargs)
-        if leaves is None:
-            return REFUSED
+        pattern = self.pattern
+        if kwargs or not pattern.positional:
+            leaves = pattern.leaves(args, kwargs)
+            if leaves is None:
+                return REFUSED
+        else:  # pattern.leaves for positional arguments, without the call
+            leaves = []
+            if not pattern.collect(args, leaves) or tuple(map(type, leaves)) != pattern.types:
+                return REFUSED
         tensors = self._tensors_of(leaves)
         if tuple(map(_requires_grad_of, tensors)) != self._requires_grad:
             return REFUSED

@@ -112,15 +112,23 @@ def _collector(treedef: TreeDef) -> Flatten:
     """The collector as one generated function: each container's checks and its leaves'
     appends written out (a loop for a long run of alike children, such as a list of
     layers), so a call runs no Python function but this one."""
-    lines: list[str] = []
-    constants: dict[str, Any] = {}
-    _emit_collect(treedef, "tree", lines, constants, "    ")
+    lines, constants = collector_body(treedef, "tree", "return False")
     source = "def collect(tree, leaves):\n" + "\n".join(lines) + "\n    return True\n"
     namespace = dict(constants)
     exec(compile(source, f"<collector of {_describe(treedef)}>", "exec"), namespace)  # noqa: S102
     collect = namespace["collect"]
     collect.source = source  # for people reading a profile
     return collect
+
+
+def collector_body(treedef: TreeDef, tree: str, fail: str) -> tuple[list[str], dict]:
+    """The statements of a collector (at one indent) that check `tree`, a variable, against
+    `treedef`, running `fail` where it differs, and append its leaves to `leaves`; and the
+    constants they read (dict keys), for a generated function to hold."""
+    lines: list[str] = []
+    constants: dict[str, Any] = {}
+    _emit_collect(treedef, tree, lines, constants, "    ", fail)
+    return lines, constants
 
 
 def _describe(treedef: TreeDef) -> str:
@@ -136,15 +144,15 @@ LOOP_AFTER = 4  # alike children beyond this many are collected by a loop, not w
 
 
 def _emit_collect(treedef: TreeDef, expr: str, lines: list[str], constants: dict,
-                  indent: str) -> None:
-    """Statements that check `expr` against `treedef` (`return False` where it differs) and
-    append its leaves to `leaves`."""
+                  indent: str, fail: str) -> None:
+    """Statements that check `expr` against `treedef` (`fail` where it differs) and append
+    its leaves to `leaves`."""
     kind = treedef.kind
     if kind == "leaf":
         lines.append(f"{indent}leaves.append({expr})")
         return
     if kind == "none":
-        lines.append(f"{indent}if {expr} is not None:\n{indent}    return False")
+        lines.append(f"{indent}if {expr} is not None:\n{indent}    {fail}")
         return
     n, children = len(treedef.children), treedef.children
     if kind == "dict":
@@ -153,12 +161,12 @@ def _emit_collect(treedef: TreeDef, expr: str, lines: list[str], constants: dict
         # Key order decides which leaf is which; equal tuples are equal lengths. A repeated
         # call passes the same key strings, which compare by identity first.
         lines.append(f"{indent}if type({expr}) is not dict or tuple({expr}) != {keys}:\n"
-                     f"{indent}    return False")
+                     f"{indent}    {fail}")
         values = f"{expr}.values()"
     else:
         container = kind  # "list" or "tuple", the builtin's name
         lines.append(f"{indent}if type({expr}) is not {container} or len({expr}) != {n}:\n"
-                     f"{indent}    return False")
+                     f"{indent}    {fail}")
         values = expr
     if all(c.kind == "leaf" for c in children):
         lines.append(f"{indent}leaves.extend({values})")
@@ -166,13 +174,13 @@ def _emit_collect(treedef: TreeDef, expr: str, lines: list[str], constants: dict
     if n > LOOP_AFTER and len(set(children)) == 1:  # a list of layers alike: one loop
         item = _fresh("item", lines)
         lines.append(f"{indent}for {item} in {values}:")
-        _emit_collect(children[0], item, lines, constants, indent + "    ")
+        _emit_collect(children[0], item, lines, constants, indent + "    ", fail)
         return
     first = _fresh("c", lines)
     names = [f"{first}_{k}" for k in range(n)]
     lines.append(f"{indent}{', '.join(names)}, = {values}")
     for child, name in zip(children, names):
-        _emit_collect(child, name, lines, constants, indent)
+        _emit_collect(child, name, lines, constants, indent, fail)
 
 
 def unflattener(treedef: TreeDef) -> Callable[[list], Any]:

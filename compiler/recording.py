@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import repeat
@@ -34,17 +35,20 @@ from compiler.codegen import generate
 from compiler.errors import KernelShapeError
 from compiler.ir import Graph, Node, TensorType
 from compiler.packing import pack, result_rows
-from compiler.residuals import BufferedForward
+from compiler.residuals import FREE_REFCOUNT, SETS_PER_SIZE, BufferedForward
 from compiler.timings import KernelBuild
 from compiler.verify import verify
 from runtime import Tensor
 from runtime.anomaly_mode import _anomaly
 from runtime.autograd import CallSite
+from runtime.autograd import Node as GraphNode
+from runtime.grad_mode import _mode
 
 if TYPE_CHECKING:
     from compiler.api import Specialization
 
 BOOL = np.dtype(bool)
+_new_tensor = Tensor.__new__
 
 
 class RecordedKernels:
@@ -94,6 +98,14 @@ class RecordedKernels:
             if all(isinstance(d, int) for o in differentiated for d in o.shape) else None
         # The last call's site (it holds the caller's Tensors weakly).
         self._site: CallSite | None = None
+        # A loss (one 0-d output, differentiated) whose residuals are pooled by one batch
+        # size: a training loop's call, which `call` runs in one function.
+        buffered = self._buffered
+        self._loss = buffered is not None and buffered._scalar is not None \
+            and buffered._pool.sym_at is not None and self._single \
+            and self._n_differentiated == 1 == self._n_outputs and self._output_meta is not None
+        if self._loss:  # callers hold `call`: the loss's own, one Python call less per step
+            self.call = self._call_loss
 
     def call(self, arrays: list, leaves: list) -> Any:
         if self._buffered is not None:
@@ -122,6 +134,50 @@ class RecordedKernels:
         if n_diff < self._n_outputs:  # aux: not differentiated
             tensors += [Tensor(o) for o in results[n_diff:self._n_outputs]]
         return tensors[0] if self._single else pytree.unflatten(self._out_tree, tensors)
+
+    def _call_loss(self, arrays: list, leaves: list) -> Tensor:
+        """`call` for a loss, with BufferedForward.run and CallSite.record_one written out:
+        every step of a training loop runs this, and a Python call costs about what a few
+        of the comparisons below cost."""
+        buffered = self._buffered
+        pool = buffered._pool
+        i, axis = pool.sym_at
+        key = (arrays[i].shape[axis],)
+        free = pool.free.get(key)
+        try:
+            buffers = free.pop()  # atomic: no other thread can take this set now
+        except (AttributeError, IndexError):  # no list for this size yet, or an empty one
+            buffers = pool.claim_at(key)
+        else:
+            if not all(map(FREE_REFCOUNT.__eq__, map(sys.getrefcount, buffers))):
+                free.append(buffers)  # a graph still holds it: the pool looks further
+                buffers = pool.claim_at(key)
+        try:
+            returned = buffered._call(*arrays, *buffers)
+        except BaseException:
+            pool.give_back(key, buffers)
+            raise
+        residuals = buffered._residuals([*arrays, *buffers])
+        if free is not None and len(free) < SETS_PER_SIZE:  # in use while `residuals` is
+            free.append(buffers)
+        else:
+            pool.give_back(key, buffers)
+        output = np.array(returned, buffered._scalar)
+        inputs = self._tensors(leaves)
+        site = self._site
+        if site is None or not all(map(operator.is_, map(operator.call, site.refs), inputs)):
+            site = CallSite(self.name, inputs[:self._n_needs], inputs[self._n_needs:])
+            if site.reusable:
+                self._site = site
+        if not (_mode.enabled and site.needs_grad) or output.dtype.kind != "f":
+            return Tensor(output)  # what record_one gives: nothing to backpropagate
+        backward = functools.partial(self._into or self.either, residuals)
+        tensor = _new_tensor(Tensor)  # what site.record_one makes
+        tensor.data = output
+        tensor._requires_grad = True
+        tensor.grad_fn = GraphNode(self.name, backward, site, inputs, self._output_meta, True,
+                                   backward)
+        return tensor
 
     def either(self, residuals: tuple, cotangents: list[np.ndarray], accumulate: Any = None,
                reuse: list | None = None) -> Any:

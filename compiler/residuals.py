@@ -46,7 +46,7 @@ def _references_when_free() -> int:
     return next(map(sys.getrefcount, held))
 
 
-_FREE = _references_when_free()
+FREE_REFCOUNT = _references_when_free()
 
 
 class ResidualPool:
@@ -86,7 +86,7 @@ class ResidualPool:
                 found = free.pop()  # atomic: no other thread can take this set now
             except IndexError:
                 break
-            if all(map(_FREE.__eq__, map(sys.getrefcount, found))):
+            if all(map(FREE_REFCOUNT.__eq__, map(sys.getrefcount, found))):
                 free += busy
                 return found
             busy.append(found)  # a graph still holds it
@@ -182,7 +182,7 @@ class BufferedForward:
         except (AttributeError, IndexError):  # no list for this size yet, or an empty one
             buffers = pool.claim_at(key)
         else:
-            if not all(map(_FREE.__eq__, map(sys.getrefcount, buffers))):
+            if not all(map(FREE_REFCOUNT.__eq__, map(sys.getrefcount, buffers))):
                 free.append(buffers)  # a graph still holds it: the pool looks further
                 buffers = pool.claim_at(key)
         try:

@@ -162,6 +162,8 @@ class _Table:
     addresses: np.ndarray
     sizes: np.ndarray
 
+    def __post_init__(self) -> None:
+        self.run = self.kernel.run  # read once per step
 
 @dataclass
 class _Arrays:
@@ -175,6 +177,7 @@ class _Arrays:
     state: dict
     dicts: list  # the state dicts of the parameters with gradients
     entries: list  # their arrays
+    identities: list | None = None  # params, grads, dicts: what a settled step compares
 
     def same(self, other: _Arrays) -> bool:
         return _same(self.params, other.params) and _same(self.grads, other.grads) \
@@ -219,13 +222,30 @@ class GroupUpdate:
         self._rest: list[Tensor] = []  # parameters with a gradient that no kernel takes
         self._keys: tuple = ()  # the group's settings (but its params) when tables were made
         self._values: tuple = ()
+        self._n_settings = 0
         self._hypers = np.zeros(0)
         self._options: dict[str, Any] = {}
 
     def __call__(self, group: dict) -> list[Tensor]:
         params = group["params"]
-        if self._settled is None or not (self._unchanged(params)
-                                         and self._same_settings(group)):
+        settled = self._settled
+        try:
+            # A settled step: the group's arrays still those of the tables, its settings too.
+            # C-level comparisons only, as few as can say it: a step costs little more than
+            # its kernel. (A setting deleted raises KeyError.)
+            unchanged = settled is not None and len(params) == len(settled.params) \
+                and Parameter.data_replacements == settled.replacements \
+                and self.optimizer.state is settled.state \
+                and all(map(operator.is_, chain(params, map(_grad_of, params),
+                                                map(settled.state.get, self._with_grads)),
+                            settled.identities)) \
+                and (settled.data is None
+                     or all(map(operator.is_, map(_data_of, params), settled.data))) \
+                and (not settled.entries or self._same_entries(settled)) \
+                and len(group) == self._n_settings and self._settings(group) == self._values
+        except KeyError:
+            unchanged = False
+        if not unchanged:
             self._settled = self._tables = None
             arrays = _arrays(self.optimizer, list(params))
             last, self._last = self._last, arrays
@@ -234,43 +254,29 @@ class GroupUpdate:
             self._settings_of(group)
             self._plan(arrays)
             self._settled, self._n_entries = arrays, sum(map(len, filter(None, arrays.dicts)))
+            arrays.identities = [*arrays.params, *arrays.grads, *arrays.dicts]
+        hypers = self._hypers
         for table in self._tables:
-            table.kernel.run(table.addresses, table.sizes, self._hypers)
+            table.run(table.addresses, table.sizes, hypers)
             for p in table.params:
                 p._version += 1  # as the rules do: an earlier graph must refuse backward
         return self._rest
 
-    def _unchanged(self, params: list[Tensor]) -> bool:
-        """Whether the group's arrays are still those of the tables: C-level comparisons
-        only (a settled step of a W1-sized group costs about a microsecond in Python)."""
-        settled = self._settled
-        if len(params) != len(settled.params) \
-                or not all(map(operator.is_, params, settled.params)) \
-                or not all(map(operator.is_, map(_grad_of, params), settled.grads)) \
-                or Parameter.data_replacements != settled.replacements \
-                or self.optimizer.state is not settled.state:
-            return False
-        if settled.data is not None and not all(map(operator.is_, map(_data_of, params),
-                                                    settled.data)):
-            return False
-        if not settled.entries:
-            return all(map(operator.is_, map(settled.state.get, self._with_grads),
-                           settled.dicts))
-        dicts = list(map(settled.state.get, self._with_grads))
-        return all(map(operator.is_, dicts, settled.dicts)) \
-            and sum(map(len, dicts)) == self._n_entries \
+    def _same_entries(self, settled: _Arrays) -> bool:
+        """Whether the state dicts (the tables' own) still hold the tables' arrays."""
+        dicts = settled.dicts
+        return sum(map(len, dicts)) == self._n_entries \
             and all(map(operator.is_, chain.from_iterable(map(_values, dicts)),
                         settled.entries))
-
-    def _same_settings(self, group: dict) -> bool:
-        return len(group) == len(self._keys) + 1 \
-            and tuple(map(group.get, self._keys)) == self._values
 
     def _settings_of(self, group: dict) -> None:
         """The group's hyper-parameters as the kernels take them (a scheduler's new lr, say,
         is a new vector, never a new kernel), and its flags, which choose the kernels."""
         self._keys = tuple(k for k in group if k != "params")
         self._values = tuple(map(group.get, self._keys))
+        self._n_settings = len(group)
+        self._settings = operator.itemgetter(*self._keys) if len(self._keys) > 1 \
+            else lambda group: tuple(map(group.__getitem__, self._keys))
         self._options = self.optimizer.rule_options(group)
         self._hypers = np.array([v for v in self._options.values() if not isinstance(v, bool)],
                                 np.float64)

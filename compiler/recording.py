@@ -20,12 +20,12 @@ become the `.grad`s.
 
 from __future__ import annotations
 
-import functools
 import operator
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import repeat
+from types import MethodType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -106,6 +106,13 @@ class RecordedKernels:
             and self._n_differentiated == 1 == self._n_outputs and self._output_meta is not None
         if self._loss:  # callers hold `call`: the loss's own, one Python call less per step
             self.call = self._call_loss
+            self._pool = buffered._pool  # and what it reads, read once
+            self._size_at, self._size_axis = buffered._pool.sym_at
+            self._forward_into = buffered._call
+            self._buffered_residuals = buffered._residuals
+            self._loss_dtype = buffered._scalar
+            self._last_size, self._last_free = -1, None
+            self._free_counts = [FREE_REFCOUNT] * len(buffered._pool._types)
 
     def call(self, arrays: list, leaves: list) -> Any:
         if self._buffered is not None:
@@ -119,12 +126,10 @@ class RecordedKernels:
         site = self._site
         # The site's Tensors by identity are all there is to check: which of them require
         # grad is this specialization's (it was chosen by that), so it cannot differ.
-        if site is None or not all(map(operator.is_, map(operator.call, site.refs), inputs)):
-            site = CallSite(self.name, inputs[:self._n_needs], inputs[self._n_needs:])
-            if site.reusable:
-                self._site = site
-        # One partial serves as the node's backward and its backward_into (see `either`).
-        backward = functools.partial(self._into or self.either, residuals)
+        if site is None or not (site.alive and tuple(map(id, inputs)) == site.ids):
+            site = self._new_site(inputs)
+        # One callable serves as the node's backward and its backward_into (see `either`).
+        backward = MethodType(self._into or self.either, residuals)
         into = backward if self._into_possible else None
         n_diff = self._n_differentiated
         if self._single and n_diff == 1:  # a loss: one output, differentiated
@@ -139,45 +144,56 @@ class RecordedKernels:
         """`call` for a loss, with BufferedForward.run and CallSite.record_one written out:
         every step of a training loop runs this, and a Python call costs about what a few
         of the comparisons below cost."""
-        buffered = self._buffered
-        pool = buffered._pool
-        i, axis = pool.sym_at
-        key = (arrays[i].shape[axis],)
-        free = pool.free.get(key)
+        pool = self._pool
+        size = arrays[self._size_at].shape[self._size_axis]
+        if size == self._last_size:  # the list of the last call's batch size (kept by the pool)
+            free = self._last_free
+        else:
+            free = pool.free.get((size,))
+            if free is not None:
+                self._last_size, self._last_free = size, free
+        key = (size,)
         try:
             buffers = free.pop()  # atomic: no other thread can take this set now
         except (AttributeError, IndexError):  # no list for this size yet, or an empty one
             buffers = pool.claim_at(key)
         else:
-            if not all(map(FREE_REFCOUNT.__eq__, map(sys.getrefcount, buffers))):
+            if list(map(sys.getrefcount, buffers)) != self._free_counts:
                 free.append(buffers)  # a graph still holds it: the pool looks further
                 buffers = pool.claim_at(key)
         try:
-            returned = buffered._call(*arrays, *buffers)
+            returned = self._forward_into(*arrays, *buffers)
         except BaseException:
             pool.give_back(key, buffers)
             raise
-        residuals = buffered._residuals([*arrays, *buffers])
+        residuals = self._buffered_residuals([*arrays, *buffers])
         if free is not None and len(free) < SETS_PER_SIZE:  # in use while `residuals` is
             free.append(buffers)
         else:
             pool.give_back(key, buffers)
-        output = np.array(returned, buffered._scalar)
+        output = np.array(returned, self._loss_dtype)
         inputs = self._tensors(leaves)
         site = self._site
-        if site is None or not all(map(operator.is_, map(operator.call, site.refs), inputs)):
-            site = CallSite(self.name, inputs[:self._n_needs], inputs[self._n_needs:])
-            if site.reusable:
-                self._site = site
+        if site is None or not (site.alive and tuple(map(id, inputs)) == site.ids):
+            site = self._new_site(inputs)
         if not (_mode.enabled and site.needs_grad) or output.dtype.kind != "f":
             return Tensor(output)  # what record_one gives: nothing to backpropagate
-        backward = functools.partial(self._into or self.either, residuals)
+        # The backward bound to its residuals; a method object is the cheapest such binding
+        # (a partial costs twice as much to make and to call).
+        backward = MethodType(self._into or self.either, residuals)
         tensor = _new_tensor(Tensor)  # what site.record_one makes
         tensor.data = output
         tensor._requires_grad = True
         tensor.grad_fn = GraphNode(self.name, backward, site, inputs, self._output_meta, True,
                                    backward)
         return tensor
+
+    def _new_site(self, inputs: tuple) -> CallSite:
+        site = CallSite(self.name, inputs[:self._n_needs], inputs[self._n_needs:])
+        if site.reusable:  # kept for the next calls, which check it by the Tensors' ids
+            site.watch()
+            self._site = site
+        return site
 
     def either(self, residuals: tuple, cotangents: list[np.ndarray], accumulate: Any = None,
                reuse: list | None = None) -> Any:
@@ -345,13 +361,13 @@ class GradientsInto:
         handed = self._arrays
         adds = None
         if not self._stacked:  # the usual steps of a training loop, checked at C speed
-            if all(map(operator.is_, accumulate, repeat(None))) \
-                    and all(map(operator.is_, reuse, handed)):
-                adds = self._store_all
+            if not accumulate or all(map(operator.is_, accumulate, repeat(None))):
+                if all(map(operator.is_, reuse, handed)):
+                    adds = self._store_all
             elif all(map(operator.is_, accumulate, handed)):
                 adds = self._add_all
         if adds is None:
-            return self._general(residuals, cotangents, accumulate, reuse)
+            return self._general(residuals, cotangents, accumulate or [None] * self._n, reuse)
         try:
             self._call(*residuals, *cotangents, adds, *handed)
         except (TypeError, KernelShapeError):

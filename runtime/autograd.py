@@ -54,7 +54,8 @@ __all__ = ["CallSite", "Edge", "Node", "backward", "enable_grad", "is_grad_enabl
 
 BackwardFn = Callable[[list[np.ndarray]], Sequence["np.ndarray | None"]]
 # backward_into(cotangents, accumulate, reuse) -> the arrays now holding each input's total
-# gradient, or None if it cannot run now; see `_backward_one_node`.
+# gradient, or None if it cannot run now; see `_stored_into_leaves`. `accumulate` is each
+# leaf's `.grad` (None where it has none), or empty when no leaf has one.
 BackwardInto = Callable[[list[np.ndarray], list, list], "list[np.ndarray] | None"]
 
 # -- the graph ---------------------------------------------------------------------
@@ -237,7 +238,7 @@ class CallSite:
 
     __slots__ = ("name", "edges", "producers", "refs", "labels", "positions", "needs_grad",
                  "reusable", "_requires_grad", "into_ready", "only_leaves", "no_grads",
-                 "__weakref__")
+                 "leaves_checked", "ids", "alive", "__weakref__")
 
     def __init__(self, name: str, inputs: Sequence[Tensor | None],
                  saved: Sequence[Tensor] = ()) -> None:
@@ -269,6 +270,30 @@ class CallSite:
             and len({id(t) for t in tensors[:len(edges)]}) == len(edges)
         self.only_leaves = len(tensors) == len(edges)  # no saved Tensors after the leaves
         self.no_grads = [None] * len(edges)  # the leaves' `.grad`s after zero_grad()
+        # Tensor._leaf_changes when the leaves were last found requiring grad and hookless
+        self.leaves_checked = -1
+        # See `watch`: until it is called, `alive` says nothing.
+        self.ids: tuple[int, ...] = ()
+        self.alive = False
+
+    def watch(self) -> None:
+        """Keep `alive` True while every Tensor of the site lives, for a caller that calls
+        again and again: then `alive and tuple(map(id, tensors)) == site.ids` says that
+        `tensors` are the site's (two live objects never share an id), without calling the
+        weak references. The callbacks hold the site weakly: no cycle keeps it."""
+        site = weakref.ref(self)
+
+        def died(_: weakref.ref) -> None:
+            watched = site()
+            if watched is not None:
+                watched.alive = False
+
+        tensors = list(map(operator.call, self.refs))
+        if any(t is None for t in tensors):
+            return
+        self.refs = tuple(weakref.ref(t, died) for t in tensors)
+        self.ids = tuple(map(id, tensors))
+        self.alive = True
 
     def fits(self, tensors: Sequence[Tensor]) -> bool:
         """Whether a call with these Tensors (those of `inputs`, in order, then `saved`) can
@@ -489,11 +514,15 @@ def _stored_into_leaves(node: Node, cotangents: list[np.ndarray]) -> bool:
         return False
     # the site's inputs: one leaf per edge, in order
     leaves = node.tensors if site.only_leaves else node.tensors[:len(node.edges)]
-    if any(map(_hooks_of, leaves)) or not all(map(_requires_grad_of, leaves)):
-        return False
+    if site.leaves_checked != Tensor._leaf_changes:  # else they still require grad, hookless
+        changes = Tensor._leaf_changes
+        if any(map(_hooks_of, leaves)) or not all(map(_requires_grad_of, leaves)):
+            return False
+        site.leaves_checked = changes
     grads, owns = list(map(_grad_of, leaves)), list(map(_own_grad_of, leaves))
-    if not all(map(operator.is_, grads, site.no_grads)) \
-            and not all(map(operator.is_, grads, owns)) \
+    if all(map(operator.is_, grads, site.no_grads)):
+        grads = ()  # no leaf has a `.grad` (zero_grad() ran): backward_into's usual case
+    elif not all(map(operator.is_, grads, owns)) \
             and any(g is not None and g is not own for g, own in zip(grads, owns)):
         return False  # a `.grad` handed out: the usual path adds to it, in place
     stored = node.backward_into(cotangents, grads, owns)

@@ -78,6 +78,10 @@ class Tensor:
     # inside a kernel: added to while it is `_grad`, refilled once zero_grad() has set `_grad`
     # to None. A training loop's gradients keep their arrays that way, from step to step.
     _own_grad: np.ndarray | None = None
+    # How many times any Tensor's requires_grad was set or a leaf got a hook (class-wide): a
+    # call site that found its leaves requiring grad and without hooks need not look again
+    # while this stays the same (runtime/autograd.py `_stored_into_leaves`).
+    _leaf_changes = 0
 
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
         self.data: np.ndarray = np.asarray(data)
@@ -110,6 +114,7 @@ class Tensor:
         if value:
             check_can_require_grad(self.data.dtype)
         self._requires_grad = bool(value)
+        Tensor._leaf_changes += 1
 
     @property
     def is_leaf(self) -> bool:
@@ -161,6 +166,7 @@ class Tensor:
             if self._hooks is None:
                 self._hooks = {}
             hooks = self._hooks
+            Tensor._leaf_changes += 1
         else:
             hooks = self.grad_fn.tensor_hooks[self.output_nr]
         return RemovableHandle(hooks, hook)

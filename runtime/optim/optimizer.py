@@ -127,7 +127,6 @@ class Optimizer:
                 loss = closure()
         compiled = _compiled_update
         for index, group in enumerate(self.param_groups):
-            params = group["params"]
             if compiled is not None:
                 update = self._compiled.get(index)
                 if update is None:
@@ -135,6 +134,8 @@ class Optimizer:
                 params = update(group)  # what the kernel left to the rules below
                 if not params:
                     continue
+            else:
+                params = group["params"]
             options = self.rule_options(group)
             shared = []  # parameters that may share calls of the rule (see foreach)
             for p in params:

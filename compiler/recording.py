@@ -42,7 +42,6 @@ from runtime import Tensor
 from runtime.anomaly_mode import _anomaly
 from runtime.autograd import CallSite
 from runtime.autograd import Node as GraphNode
-from runtime.grad_mode import _mode
 
 if TYPE_CHECKING:
     from compiler.api import Specialization
@@ -176,7 +175,8 @@ class RecordedKernels:
         site = self._site
         if site is None or not (site.alive and tuple(map(id, inputs)) == site.ids):
             site = self._new_site(inputs)
-        if not (_mode.enabled and site.needs_grad) or output.dtype.kind != "f":
+        # Grad mode is on: both callers (TensorCall.run and the general path) have checked.
+        if not site.needs_grad or output.dtype.kind != "f":
             return Tensor(output)  # what record_one gives: nothing to backpropagate
         # The backward bound to its residuals; a method object is the cheapest such binding
         # (a partial costs twice as much to make and to call).
@@ -184,7 +184,7 @@ class RecordedKernels:
         tensor = _new_tensor(Tensor)  # what site.record_one makes
         tensor.data = output
         tensor._requires_grad = True
-        tensor.grad_fn = GraphNode(self.name, backward, site, inputs, self._output_meta, True,
+        tensor.grad_fn = GraphNode(backward, site, inputs, self._output_meta, True,
                                    backward)
         return tensor
 

@@ -72,13 +72,13 @@ class Node:
     become the leaves' `.grad` (see `_backward_one_node`).
     """
 
-    __slots__ = ("name", "_backward", "site", "edges", "_producers", "tensors", "versions",
-                 "output_meta", "trusted", "backward_into", "_tensor_hooks", "_retained",
-                 "__weakref__")
+    # What every call at a site shares (its name, edges and producers) is read from the site:
+    # a node stores only what is its own, as a training loop makes one per step.
+    __slots__ = ("_backward", "site", "tensors", "versions", "output_meta", "trusted",
+                 "backward_into", "_tensor_hooks", "_retained", "__weakref__")
 
     def __init__(
         self,
-        name: str,
         backward: BackwardFn,
         site: CallSite,
         tensors: Sequence[Tensor],
@@ -86,11 +86,8 @@ class Node:
         trusted: bool = False,
         backward_into: BackwardInto | None = None,
     ) -> None:
-        self.name = name
         self._backward: BackwardFn | None = backward
         self.site = site
-        self.edges = site.edges  # one per input position; None where no gradient flows
-        self._producers = site.producers  # every backward pass walks the graph through these
         # The input Tensors (as in the site: inputs, then saved ones), held while the graph
         # lives as PyTorch's graph holds them, and their versions at forward time.
         self.tensors = tensors
@@ -102,6 +99,20 @@ class Node:
         # Made on first use: most nodes never get a hook or a retained output.
         self._tensor_hooks: list[dict[int, Hook]] | None = None
         self._retained: dict[int, weakref.ref[Tensor]] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.site.name
+
+    @property
+    def edges(self) -> list[Edge | None]:
+        """One per input position; None where no gradient flows."""
+        return self.site.edges
+
+    @property
+    def _producers(self) -> list[Node]:
+        """The nodes whose outputs are inputs here: every backward pass walks through these."""
+        return self.site.producers
 
     @property
     def released(self) -> bool:
@@ -314,7 +325,7 @@ class CallSite:
             outputs = [out if type(out) is np.ndarray else np.asarray(out) for out in outputs]
         if not (_mode.enabled and self.needs_grad):
             return [Tensor(out) for out in outputs]
-        node = Node(self.name, backward, self, tensors,
+        node = Node(backward, self, tensors,
                     output_meta or [(out.shape, out.dtype) for out in outputs],
                     trusted, backward_into)
         from_node = Tensor._from_node
@@ -327,7 +338,7 @@ class CallSite:
         compiled loss records on every step of a training loop, in fewer steps."""
         if not (_mode.enabled and self.needs_grad):
             return Tensor(output)
-        node = Node(self.name, backward, self, tensors,
+        node = Node(backward, self, tensors,
                     output_meta or [(output.shape, output.dtype)], True, backward_into)
         if output.dtype.kind != "f":
             return Tensor(output)

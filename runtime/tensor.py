@@ -174,7 +174,7 @@ class Tensor:
     def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf), weighted by `gradient`, into every leaf's `.grad`."""
         node = self.grad_fn
-        if gradient is None and node is not None and not node._producers \
+        if gradient is None and node is not None and not node.site.producers \
                 and self.data.ndim == 0:
             # a loss of one compiled call on leaves: the common case, without the lists
             _autograd._backward_one_node(self, None, retain_graph)  # None: ones

@@ -39,6 +39,7 @@ from runtime import Tensor
 from runtime.grad_mode import _mode
 
 REFUSED = object()  # what `run` returns when the arguments do not fit the kernel
+UNPACKED_LEAVES = 16  # a call with up to this many leaves gets each in a variable of its own
 _SCALARS = (bool, int, float)
 _requires_grad_of = operator.attrgetter("_requires_grad")
 _data_of = operator.attrgetter("data")
@@ -160,8 +161,45 @@ class TensorCall:
         # Whether each Tensor requires grad decides what backward differentiates.
         self._requires_grad = tuple(raw_leaves[i].requires_grad for i in positions)
         self._record = record
-        if pattern.positional and self._leading and not pattern.scalars:
-            self.run = self._written_out()  # the usual call, one Python function
+        if pattern.positional and pattern.treedef.num_leaves <= UNPACKED_LEAVES:
+            self.run = self._unpacked()  # the usual call, one Python function
+        elif pattern.positional and self._leading and not pattern.scalars:
+            self.run = self._written_out()
+
+    def _unpacked(self) -> Callable:
+        """`run` for positional arguments of a small tree as one generated function: the
+        tree's checks, each leaf in a variable, its class and (for a Tensor) its flag
+        compared one by one, the arrays listed; what `run` does (it serves calls with
+        keywords), without a container or a map."""
+        pattern = self.pattern
+        body, constants, leaves = pytree.unpacking_body(pattern.treedef, "args",
+                                                        "return REFUSED")
+        classes = " or ".join(f"type({v}) is not TYPE{k}" for k, v in enumerate(leaves))
+        flags = " or ".join(f"{leaves[i]}._requires_grad is not {flag}"
+                            for i, flag in zip(self._tensors, self._requires_grad))
+        arrays = [f"{v}.data" if k in self._tensors else
+                  f"asarray({v})" if k in pattern.scalars else v for k, v in enumerate(leaves)]
+        source = "\n".join([
+            "def run(args, kwargs=None):",
+            "    if kwargs or not _mode.enabled:",
+            "        return general(args, kwargs)",
+            *body,
+            f"    if {classes}:",
+            "        return REFUSED",
+            *([f"    if {flags}:", "        return REFUSED"] if flags else []),
+            "    try:",
+            f"        return record([{', '.join(arrays)}], [{', '.join(leaves)}])",
+            "    except (TypeError, KernelShapeError):",
+            "        return REFUSED",
+            ""])
+        namespace = {**constants, **{f"TYPE{k}": t for k, t in enumerate(pattern.types)},
+                     "general": self._run, "_mode": _mode, "REFUSED": REFUSED,
+                     "asarray": np.asarray, "record": self._record,
+                     "KernelShapeError": KernelShapeError}
+        exec(compile(source, "<TensorCall.run, unpacked>", "exec"), namespace)  # noqa: S102
+        run = namespace["run"]
+        run.source = source  # for people reading a profile
+        return run
 
     def _written_out(self) -> Callable:
         """`run` for positional arguments as one generated function: the tree's checks and

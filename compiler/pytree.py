@@ -131,6 +131,46 @@ def collector_body(treedef: TreeDef, tree: str, fail: str) -> tuple[list[str], d
     return lines, constants
 
 
+def unpacking_body(treedef: TreeDef, tree: str, fail: str) -> tuple[list[str], dict, list[str]]:
+    """Like `collector_body`, for a small tree: statements that check `tree` and unpack each
+    leaf into a variable of its own (no list, no loop), the constants they read, and the
+    leaves' variable names in order."""
+    lines: list[str] = []
+    constants: dict[str, Any] = {}
+    names: list[str] = []
+    _emit_unpack(treedef, tree, lines, constants, fail, names, [0])
+    return lines, constants, names
+
+
+def _emit_unpack(treedef: TreeDef, expr: str, lines: list[str], constants: dict, fail: str,
+                 names: list[str], counter: list[int]) -> None:
+    kind = treedef.kind
+    if kind == "leaf":
+        names.append(expr)
+        return
+    if kind == "none":
+        lines.append(f"    if {expr} is not None:\n        {fail}")
+        return
+    n = len(treedef.children)
+    if kind == "dict":
+        keys = f"KEYS{len(constants)}"
+        constants[keys] = treedef.keys
+        lines.append(f"    if type({expr}) is not dict or tuple({expr}) != {keys}:\n"
+                     f"        {fail}")
+        values = f"{expr}.values()"
+    else:
+        lines.append(f"    if type({expr}) is not {kind} or len({expr}) != {n}:\n"
+                     f"        {fail}")
+        values = expr
+    if n == 0:
+        return
+    variables = [f"v{counter[0] + k}" for k in range(n)]
+    counter[0] += n
+    lines.append(f"    {', '.join(variables)}, = {values}")
+    for child, variable in zip(treedef.children, variables):
+        _emit_unpack(child, variable, lines, constants, fail, names, counter)
+
+
 def _describe(treedef: TreeDef) -> str:
     return f"{treedef.kind} of {treedef.num_leaves} leaves"
 

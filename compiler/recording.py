@@ -110,6 +110,7 @@ class RecordedKernels:
             self._forward_into = buffered._call
             self._buffered_residuals = buffered._residuals
             self._loss_dtype = buffered._scalar
+            self._loss_is_float = buffered._scalar.kind == "f"
             self._last_size, self._last_free = -1, None
             self._free_counts = [FREE_REFCOUNT] * len(buffered._pool._types)
 
@@ -176,7 +177,7 @@ class RecordedKernels:
         if site is None or not (site.alive and tuple(map(id, inputs)) == site.ids):
             site = self._new_site(inputs)
         # Grad mode is on: both callers (TensorCall.run and the general path) have checked.
-        if not site.needs_grad or output.dtype.kind != "f":
+        if not (site.needs_grad and self._loss_is_float):
             return Tensor(output)  # what record_one gives: nothing to backpropagate
         # The backward bound to its residuals; a method object is the cheapest such binding
         # (a partial costs twice as much to make and to call).

@@ -530,12 +530,14 @@ def _stored_into_leaves(node: Node, cotangents: list[np.ndarray]) -> bool:
         if any(map(_hooks_of, leaves)) or not all(map(_requires_grad_of, leaves)):
             return False
         site.leaves_checked = changes
-    grads, owns = list(map(_grad_of, leaves)), list(map(_own_grad_of, leaves))
-    if all(map(operator.is_, grads, site.no_grads)):
+    owns = list(map(_own_grad_of, leaves))
+    if all(map(operator.is_, map(_grad_of, leaves), site.no_grads)):
         grads = ()  # no leaf has a `.grad` (zero_grad() ran): backward_into's usual case
-    elif not all(map(operator.is_, grads, owns)) \
-            and any(g is not None and g is not own for g, own in zip(grads, owns)):
-        return False  # a `.grad` handed out: the usual path adds to it, in place
+    else:
+        grads = list(map(_grad_of, leaves))
+        if not all(map(operator.is_, grads, owns)) \
+                and any(g is not None and g is not own for g, own in zip(grads, owns)):
+            return False  # a `.grad` handed out: the usual path adds to it, in place
     stored = node.backward_into(cotangents, grads, owns)
     if stored is None:  # the node cannot now (anomaly mode's checked kernels): the usual path
         return False

@@ -146,11 +146,11 @@ class TensorCall:
     call it was made from was, with Tensors where it had them, whose arrays fit its forward
     kernel; else REFUSED.
 
-    `record(arrays, leaves)` runs the numba forward kernel, which raises TypeError or
+    `recorded.call(arrays, leaves)` runs the numba forward kernel, which raises TypeError or
     KernelShapeError on arrays that do not fit it, and turns its results into the Tensors
-    the user gets, recorded for backward (compiler/recording.py)."""
+    the user gets, recorded for backward (compiler/recording.py `RecordedKernels`)."""
 
-    def __init__(self, spec, pattern: CallPattern, raw_leaves: list, record) -> None:
+    def __init__(self, spec, pattern: CallPattern, raw_leaves: list, recorded) -> None:
         self.spec = spec
         self.pattern = pattern
         positions = [i for i, leaf in enumerate(raw_leaves) if isinstance(leaf, Tensor)]
@@ -160,7 +160,8 @@ class TensorCall:
         self._tensors_of = _getter(positions)
         # Whether each Tensor requires grad decides what backward differentiates.
         self._requires_grad = tuple(raw_leaves[i].requires_grad for i in positions)
-        self._record = record
+        self._recorded = recorded
+        self._record = recorded.call
         if pattern.positional and pattern.treedef.num_leaves <= UNPACKED_LEAVES:
             self.run = self._unpacked()  # the usual call, one Python function
         elif pattern.positional and self._leading and not pattern.scalars:
@@ -179,6 +180,13 @@ class TensorCall:
                             for i, flag in zip(self._tensors, self._requires_grad))
         arrays = [f"{v}.data" if k in self._tensors else
                   f"asarray({v})" if k in pattern.scalars else v for k, v in enumerate(leaves)]
+        if getattr(self._recorded, "records_loss", False):  # its statements follow ours
+            names = [a if a == v else f"a{k}" for k, (a, v) in enumerate(zip(arrays, leaves))]
+            call, recording = self._recorded.loss_body(names, leaves, "        ")
+            call = [f"        {n} = {a}" for n, a in zip(names, arrays) if n != a] + call
+        else:
+            call = [f"        return record([{', '.join(arrays)}], [{', '.join(leaves)}])"]
+            recording = {"record": self._record}
         source = "\n".join([
             "def run(args, kwargs=None):",
             "    if kwargs or not _mode.enabled:",
@@ -188,14 +196,14 @@ class TensorCall:
             "        return REFUSED",
             *([f"    if {flags}:", "        return REFUSED"] if flags else []),
             "    try:",
-            f"        return record([{', '.join(arrays)}], [{', '.join(leaves)}])",
+            *call,
             "    except (TypeError, KernelShapeError):",
             "        return REFUSED",
             ""])
-        namespace = {**constants, **{f"TYPE{k}": t for k, t in enumerate(pattern.types)},
+        namespace = {**recording, **constants,
+                     **{f"TYPE{k}": t for k, t in enumerate(pattern.types)},
                      "general": self._run, "_mode": _mode, "REFUSED": REFUSED,
-                     "asarray": np.asarray, "record": self._record,
-                     "KernelShapeError": KernelShapeError}
+                     "asarray": np.asarray, "KernelShapeError": KernelShapeError}
         exec(compile(source, "<TensorCall.run, unpacked>", "exec"), namespace)  # noqa: S102
         run = namespace["run"]
         run.source = source  # for people reading a profile

@@ -89,7 +89,8 @@ class RecordedKernels:
         saved = [i for where, i in spec.residual_sources if where == "input"
                  and i in tensor_positions and i not in spec.wrt_leaves]
         self._n_needs = len(spec.wrt_leaves)
-        self._tensors = _picker(list(spec.wrt_leaves) + saved)
+        self._tensor_indices = list(spec.wrt_leaves) + saved
+        self._tensors = _picker(self._tensor_indices)
         self._single = spec.out_tree.kind == "leaf"
         self._out_tree = spec.out_tree
         differentiated = spec.graph.outputs[:spec.n_differentiated]
@@ -103,16 +104,11 @@ class RecordedKernels:
         self._loss = buffered is not None and buffered._scalar is not None \
             and buffered._pool.sym_at is not None and self._single \
             and self._n_differentiated == 1 == self._n_outputs and self._output_meta is not None
-        if self._loss:  # callers hold `call`: the loss's own, one Python call less per step
-            self.call = self._call_loss
-            self._pool = buffered._pool  # and what it reads, read once
-            self._size_at, self._size_axis = buffered._pool.sym_at
-            self._forward_into = buffered._call
-            self._buffered_residuals = buffered._residuals
-            self._loss_dtype = buffered._scalar
-            self._loss_is_float = buffered._scalar.kind == "f"
-            self._last_size, self._last_free = -1, None
-            self._free_counts = [FREE_REFCOUNT] * len(buffered._pool._types)
+        self.records_loss = self._loss  # `loss_body` can be asked for
+        if self._loss:  # callers hold `call`: the loss's own, generated (see `loss_body`)
+            self._pool = buffered._pool
+            self._last_size, self._last_free = -1, None  # the pool's list for that size
+            self.call = self._call_loss = self._generated_call_loss()
 
     def call(self, arrays: list, leaves: list) -> Any:
         if self._buffered is not None:
@@ -140,54 +136,99 @@ class RecordedKernels:
             tensors += [Tensor(o) for o in results[n_diff:self._n_outputs]]
         return tensors[0] if self._single else pytree.unflatten(self._out_tree, tensors)
 
-    def _call_loss(self, arrays: list, leaves: list) -> Tensor:
-        """`call` for a loss, with BufferedForward.run and CallSite.record_one written out:
-        every step of a training loop runs this, and a Python call costs about what a few
-        of the comparisons below cost."""
-        pool = self._pool
-        size = arrays[self._size_at].shape[self._size_axis]
-        if size == self._last_size:  # the list of the last call's batch size (kept by the pool)
-            free = self._last_free
-        else:
-            free = pool.free.get((size,))
-            if free is not None:
-                self._last_size, self._last_free = size, free
-        key = (size,)
-        try:
-            buffers = free.pop()  # atomic: no other thread can take this set now
-        except (AttributeError, IndexError):  # no list for this size yet, or an empty one
-            buffers = pool.claim_at(key)
-        else:
-            if list(map(sys.getrefcount, buffers)) != self._free_counts:
-                free.append(buffers)  # a graph still holds it: the pool looks further
-                buffers = pool.claim_at(key)
-        try:
-            returned = self._forward_into(*arrays, *buffers)
-        except BaseException:
-            pool.give_back(key, buffers)
-            raise
-        residuals = self._buffered_residuals([*arrays, *buffers])
-        if free is not None and len(free) < SETS_PER_SIZE:  # in use while `residuals` is
-            free.append(buffers)
-        else:
-            pool.give_back(key, buffers)
-        output = np.array(returned, self._loss_dtype)
-        inputs = self._tensors(leaves)
-        site = self._site
-        if site is None or not (site.alive and tuple(map(id, inputs)) == site.ids):
-            site = self._new_site(inputs)
-        # Grad mode is on: both callers (TensorCall.run and the general path) have checked.
-        if not (site.needs_grad and self._loss_is_float):
-            return Tensor(output)  # what record_one gives: nothing to backpropagate
-        # The backward bound to its residuals; a method object is the cheapest such binding
-        # (a partial costs twice as much to make and to call).
-        backward = MethodType(self._into or self.either, residuals)
-        tensor = _new_tensor(Tensor)  # what site.record_one makes
-        tensor.data = output
-        tensor._requires_grad = True
-        tensor.grad_fn = GraphNode(backward, site, inputs, self._output_meta, True,
-                                   backward)
-        return tensor
+    # --- a loss: the hot path of a training loop's forward --------------------------------
+    def loss_body(self, arrays: list[str], leaves: list[str],
+                  indent: str = "    ") -> tuple[list[str], dict[str, Any]]:
+        """What `call` does for a loss, as statements of a generated function whose variables
+        `arrays` and `leaves` hold the call's arrays and leaves (names), ending in `return`;
+        and the names those statements read. `BufferedForward.run` and
+        `CallSite.record_one`, written out: every step of a training loop runs them, and a
+        Python call or a list costs about what one of the comparisons below costs. A
+        caller that has the leaves in variables of its own (compiler/fastpath.py) puts these
+        statements after its checks: the whole call is then one function."""
+        buffered = self._buffered
+        pool = buffered._pool
+        at, axis = pool.sym_at
+        n_buffers = len(pool._types)
+        names = [*arrays, *(f"buffer{b}" for b in range(n_buffers))]
+        residuals = "".join(f"{names[i]}, " for i in buffered.residual_indices)
+        inputs = "".join(f"{leaves[i]}, " for i in self._tensor_indices)
+        ids = "".join(f"id({leaves[i]}), " for i in self._tensor_indices)
+        lines = [
+            f"size = {arrays[at]}.shape[{axis}]",
+            "if size == recorded._last_size:  # the pool's list for the last batch size",
+            "    free = recorded._last_free",
+            "else:",
+            "    free = recorded._free_list(size)",
+            "try:",
+            "    buffers = free.pop()  # atomic: no other thread can take this set now",
+            "except (AttributeError, IndexError):  # no list for this size yet, or it is empty",
+            "    buffers = pool.claim_at((size,))",
+            "else:",
+            "    if list(map(getrefcount, buffers)) != FREE_COUNTS:",
+            "        free.append(buffers)  # a graph still holds it: the pool looks further",
+            "        buffers = pool.claim_at((size,))",
+            f"{''.join(f'buffer{b}, ' for b in range(n_buffers))}= buffers" if n_buffers
+            else "pass  # no residual needs an array",
+            "try:",
+            f"    returned = forward({', '.join(names)})",
+            "except BaseException:",
+            "    pool.give_back((size,), buffers)",
+            "    raise",
+            f"residuals = ({residuals})",
+            "if free is not None and len(free) < SETS_PER_SIZE:  # in use while residuals is",
+            "    free.append(buffers)",
+            "else:",
+            "    pool.give_back((size,), buffers)",
+            "output = array(returned, DTYPE)",
+            f"inputs = ({inputs})",
+            "site = recorded._site",
+            f"if site is None or not (site.alive and ({ids}) == site.ids):",
+            "    site = recorded._new_site(inputs)",
+            # Grad mode is on: every caller has checked (TensorCall.run, the general path).
+            "if not site.needs_grad:" if buffered._scalar.kind == "f" else "if True:",
+            "    return Tensor(output)  # what record_one gives: nothing to backpropagate",
+            # The backward bound to its residuals, serving as backward_into too (`either`);
+            # a method object is the cheapest such binding (a partial costs twice as much).
+            "backward = MethodType(recorded._into or recorded.either, residuals)",
+            "tensor = new_tensor(Tensor)",
+            "tensor.data = output",
+            "tensor._requires_grad = True",
+            "tensor.grad_fn = GraphNode(backward, site, inputs, OUTPUT_META, True, backward)",
+            "return tensor",
+        ]
+        namespace = {
+            "recorded": self, "pool": pool, "forward": buffered._call,
+            "getrefcount": sys.getrefcount, "FREE_COUNTS": [FREE_REFCOUNT] * n_buffers,
+            "SETS_PER_SIZE": SETS_PER_SIZE, "array": np.array, "DTYPE": buffered._scalar,
+            "Tensor": Tensor, "new_tensor": _new_tensor, "MethodType": MethodType,
+            "GraphNode": GraphNode, "OUTPUT_META": self._output_meta,
+        }
+        return [indent + line.replace("\n", "\n" + indent) for line in lines], namespace
+
+    def _generated_call_loss(self) -> Callable[[list, list], Tensor]:
+        """`call(arrays, leaves)` for a loss: `loss_body` over the lists' items."""
+        n_arrays = len(self._spec.graph_of("forward_save").inputs)
+        arrays = [f"array{k}" for k in range(n_arrays)]
+        leaves = {i: f"leaf{i}" for i in self._tensor_indices}
+        body, namespace = self.loss_body(arrays, [leaves.get(i, "") for i in
+                                                  range(max(leaves, default=-1) + 1)])
+        source = "\n".join([
+            "def call_loss(arrays, leaves):",
+            f"    {''.join(f'{a}, ' for a in arrays)}= arrays" if arrays else "",
+            *(f"    {name} = leaves[{i}]" for i, name in leaves.items()),
+            *body, ""])
+        exec(compile(source, f"<{self.name}: a loss recorded>", "exec"), namespace)  # noqa: S102
+        call_loss = namespace["call_loss"]
+        call_loss.source = source  # for people reading a profile
+        return call_loss
+
+    def _free_list(self, size: int) -> list | None:
+        """The pool's list of sets for a batch size, remembered for the next call."""
+        free = self._pool.free.get((size,))
+        if free is not None:
+            self._last_size, self._last_free = size, free
+        return free
 
     def _new_site(self, inputs: tuple) -> CallSite:
         site = CallSite(self.name, inputs[:self._n_needs], inputs[self._n_needs:])

@@ -130,6 +130,8 @@ class BufferedForward:
         self._pool = pool
         self._outputs = outputs
         self._residuals = residuals
+        # What `residuals` picks from [*arguments, *buffers], in backward's order.
+        self.residual_indices: list[int] = []
         self._scalar: np.dtype | None = None
 
     @staticmethod
@@ -165,6 +167,7 @@ class BufferedForward:
         buffered_forward = BufferedForward(kernel, ResidualPool([v.type for v in values], forward),
                                            _output_maker(spec.graph.outputs), _pick(picks),
                                            packing)
+        buffered_forward.residual_indices = picks
         outputs = spec.graph.outputs
         if len(outputs) == 1 and outputs[0].shape == ():
             buffered_forward._scalar = outputs[0].dtype

@@ -52,6 +52,7 @@ from runtime.optim.optimizer import set_compiled_update
 _grad_of = operator.attrgetter("_grad")
 _data_of = operator.attrgetter("data")
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+WRITTEN_OUT_PARAMETERS = 64  # a group of up to this many gets its settled step written out
 
 
 # --- the kernels ---------------------------------------------------------------------------
@@ -223,10 +224,16 @@ class GroupUpdate:
         self._keys: tuple = ()  # the group's settings (but its params) when tables were made
         self._values: tuple = ()
         self._n_settings = 0
+        self._settled_step: Callable[[dict], list | None] | None = None  # see `_written_out`
         self._hypers = np.zeros(0)
         self._options: dict[str, Any] = {}
 
     def __call__(self, group: dict) -> list[Tensor]:
+        settled_step = self._settled_step
+        if settled_step is not None:
+            rest = settled_step(group)
+            if rest is not None:
+                return rest
         params = group["params"]
         settled = self._settled
         try:
@@ -245,8 +252,12 @@ class GroupUpdate:
                 and len(group) == self._n_settings and self._settings(group) == self._values
         except KeyError:
             unchanged = False
-        if not unchanged:
-            self._settled = self._tables = None
+        if unchanged:  # the second settled step writes the next ones out (`_written_out`)
+            if self._settled_step is None and len(params) <= WRITTEN_OUT_PARAMETERS \
+                    and all(type(key) is str for key in self._keys):  # keys as literals
+                self._settled_step = self._written_out()
+        else:
+            self._settled = self._tables = self._settled_step = None
             arrays = _arrays(self.optimizer, list(params))
             last, self._last = self._last, arrays
             if last is None or not arrays.same(last):  # new arrays: the rules (tables later)
@@ -261,6 +272,62 @@ class GroupUpdate:
             for p in table.params:
                 p._version += 1  # as the rules do: an earlier graph must refuse backward
         return self._rest
+
+    def _written_out(self) -> Callable[[dict], list | None]:
+        """A settled step as one generated function: the checks of `__call__` one parameter
+        at a time (its identity, its gradient's, its state dict's), the settings as one
+        tuple, the kernels and the version counters; it returns None, having done nothing,
+        where anything differs (then `__call__` looks again)."""
+        settled = self._settled
+        params = settled.params
+        names = [f"p{k}" for k in range(len(params))]
+        index = {id(p): k for k, p in enumerate(params)}
+        with_grads = [names[index[id(p)]] for p in self._with_grads]
+        namespace: dict[str, Any] = {
+            "Parameter": Parameter, "optimizer": self.optimizer, "STATE": settled.state,
+            "get": settled.state.get, "REPLACEMENTS": settled.replacements,
+            "N_SETTINGS": self._n_settings, "VALUES": self._values, "HYPERS": self._hypers,
+            "REST": self._rest, "same_entries": self._same_entries, "settled": settled,
+            **{f"P{k}": p for k, p in enumerate(params)},
+            **{f"G{k}": g for k, g in enumerate(settled.grads)},
+            **{f"D{k}": d for k, d in enumerate(settled.dicts)},
+        }
+        checks = [" or ".join(f"{n} is not P{k}" for k, n in enumerate(names)),
+                  " or ".join(f"{n}._grad is not G{k}" for k, n in enumerate(names)),
+                  "Parameter.data_replacements != REPLACEMENTS or optimizer.state is not STATE"]
+        if with_grads:
+            checks.append(" or ".join(f"get({n}) is not D{k}" for k, n in enumerate(with_grads)))
+        if settled.data is not None:
+            namespace.update({f"A{k}": a for k, a in enumerate(settled.data)})
+            checks.append(" or ".join(f"{n}.data is not A{k}" for k, n in enumerate(names)))
+        if settled.entries:
+            checks.append("not same_entries(settled)")
+        settings = "".join(f"group[{key!r}], " for key in self._keys)
+        lines = ["def settled_step(group):",
+                 "    params = group['params']",
+                 f"    if len(params) != {len(params)}:",
+                 "        return None",
+                 f"    {''.join(f'{n}, ' for n in names)}= params" if names else "    pass",
+                 *(f"    if {check}:\n        return None" for check in checks if check),
+                 "    if len(group) != N_SETTINGS:",
+                 "        return None",
+                 "    try:",
+                 f"        if ({settings}) != VALUES:",
+                 "            return None",
+                 "    except KeyError:  # a setting deleted",
+                 "        return None"]
+        for t, table in enumerate(self._tables):
+            namespace.update({f"run{t}": table.run, f"ADDRESSES{t}": table.addresses,
+                              f"SIZES{t}": table.sizes})
+            lines.append(f"    run{t}(ADDRESSES{t}, SIZES{t}, HYPERS)")
+            # as the rules do: an earlier graph must refuse backward
+            lines += [f"    {names[index[id(p)]]}._version += 1" for p in table.params]
+        lines.append("    return REST\n")
+        source = "\n".join(lines)
+        exec(compile(source, "<a settled optimizer step>", "exec"), namespace)  # noqa: S102
+        step = namespace["settled_step"]
+        step.source = source  # for people reading a profile
+        return step
 
     def _same_entries(self, settled: _Arrays) -> bool:
         """Whether the state dicts (the tables' own) still hold the tables' arrays."""

@@ -365,6 +365,46 @@ def test_a_new_learning_rate_or_state_is_no_new_kernel():
                                    0.9 * (0.9 * s["momentum_buffer"] + 1.0) + 1.0, rtol=1e-12)
 
 
+def test_whatever_changes_between_settled_steps_is_seen(numpy_rules):
+    """A settled step is written out as checks of each parameter, gradient and state dict
+    and of the settings; each change below, made between such steps, gives what the NumPy
+    rules give (the fixture's rules run after the compiled steps, on the same changes)."""
+    def changes(compiled):
+        if compiled:
+            kernels.register_compiled_update()
+        else:
+            set_compiled_update(None)
+        params, opt = run_steps(lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), np.float64)
+        if compiled:
+            assert opt._compiled[0]._settled_step is not None
+        group = opt.param_groups[0]
+
+        def settle():  # steps on the same arrays: the step is written out again
+            for _ in range(3):
+                for p in group["params"]:
+                    p._grad[...] = 1.0
+                opt.step()
+
+        params[1].grad = np.full(params[1].shape, 2.0)  # a new array
+        settle()
+        opt.state[params[2]] = {"step": np.array(5.0),
+                                "momentum_buffer": np.full(params[2].shape, -1.0)}
+        settle()
+        group["momentum"] = 0.5
+        settle()
+        group["params"][3] = replaced = Parameter(np.ones(SHAPES[3]))
+        replaced.grad = np.full(SHAPES[3], 3.0)
+        settle()
+        return [p.data.copy() for p in [*params, replaced]], \
+            [p._version for p in [*params, replaced]]
+
+    data, versions = changes(compiled=True)
+    expected, expected_versions = changes(compiled=False)
+    assert versions == expected_versions
+    for a, b in zip(data, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
 def test_a_rule_that_is_not_elementwise_runs_on_each_parameter_shape():
     def unit_step(param, grad, state, *, lr):
         """Moves by lr along each row's gradient direction: a reduction along an axis."""

@@ -447,32 +447,27 @@ def _backward_graph(tensors: list[Tensor], seeds: list[np.ndarray], retain_graph
         _mode.enabled = previous
 
 
-def _backward_one_node(root: Tensor, seed: np.ndarray | None, retain_graph: bool) -> None:
+def _backward_one_node(root: Tensor, seed: np.ndarray, retain_graph: bool) -> None:
     """`_backward_graph` for its most common graph, one node whose inputs are all leaves (one
-    compiled call on Parameters): the same checks, hooks and order, without the walk. A seed
-    of None is ones (a 0-d root's implicit gradient)."""
+    compiled call on Parameters): the same checks, hooks and order, without the walk. The
+    seed may be `unit_seed`'s shared array (a 0-d root's implicit gradient)."""
     node, output_nr = root.grad_fn, root.output_nr
     if node._backward is None or list(map(_version_of, node.tensors)) != node.versions:
         _check_runnable(node)  # raises, with the message
     if node.backward_into is not None and node._tensor_hooks is None \
             and node._retained is None and len(node.output_meta) == 1:
         # A training loop's backward(): no hook to run (so nothing to run under no_grad),
-        # no cotangent to complete, the kernel storing into `.grad`. The shared seed is
-        # safe: only the kernel reads it, and nothing writes it.
-        unit = seed
-        if unit is None:
-            unit = _UNIT_SEEDS.get(root.data.dtype)
-            if unit is None:
-                unit = _unit_seed(root.data.dtype)
-        if _stored_into_leaves(node, [unit]):
+        # no cotangent to complete, the kernel storing into `.grad`. A shared seed is safe
+        # there: only the kernel reads it, and nothing writes it.
+        if _stored_into_leaves(node, [seed]):
             if not retain_graph:
                 node._backward = node.backward_into = None  # node.release()
             return
         tried_into = True
     else:
         tried_into = False
-    if seed is None:  # a fresh one: the usual path hands it to hooks
-        seed = np.array(1, root.data.dtype)
+    if seed is _UNIT_SEEDS.get(seed.dtype):  # a fresh one: the usual path hands it to hooks
+        seed = np.array(1, seed.dtype)
     previous = _mode.enabled
     _mode.enabled = False  # hooks and backward callables run under no_grad
     try:
@@ -509,8 +504,10 @@ def _backward_one_node(root: Tensor, seed: np.ndarray | None, retain_graph: bool
 _UNIT_SEEDS: dict[np.dtype, np.ndarray] = {}
 
 
-def _unit_seed(dtype: np.dtype) -> np.ndarray:
-    return _UNIT_SEEDS.setdefault(dtype, np.array(1, dtype))
+def unit_seed(dtype: np.dtype) -> np.ndarray:
+    """The shared 0-d one of `dtype` that `Tensor.backward` seeds `_backward_one_node` with."""
+    seed = _UNIT_SEEDS.get(dtype)
+    return _UNIT_SEEDS.setdefault(dtype, np.array(1, dtype)) if seed is None else seed
 
 
 def _stored_into_leaves(node: Node, cotangents: list[np.ndarray]) -> bool:

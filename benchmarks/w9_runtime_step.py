@@ -316,6 +316,57 @@ def w1_cpu_breakdown(number: int = 2000, batches: int = 7) -> dict[str, float]:
     }
 
 
+def calls_cpu(number: int = 2000, batches: int = 7) -> dict[str, float]:
+    """The rest of W9 in µs of CPU per call, interleaved as in `w1_cpu_breakdown`: W1's
+    value_and_grad with a dict, keywords and positional arrays, and the 100-layer net's
+    runtime step (lr 0), its opt.step() with gradients in place, and value_and_grad with a
+    list of per-layer dicts."""
+    w1 = w1_mlp_step.problem()
+    rows = w1_call_rows(w1)
+    deep = dataclasses.replace(deep_problem(LAYERS), lr=0.0)
+    X, y = deep.batch
+    layers, _, opt = _runtime(deep)
+
+    def deep_step() -> None:
+        opt.zero_grad()
+        deep_net(layers, X, y).backward()
+        opt.step()
+
+    deep_step()
+    optimizer = optimizer_rows(deep)[GRADFUSE]().call
+    deep_calls = deep_call_rows(deep)
+    calls = {"W1 value_and_grad(params dict, X, y)": rows[GRADFUSE]().call,
+             "W1 value_and_grad(params, X=X, y=y)": rows[KEYWORDS]().call,
+             "W1 value_and_grad(6 positional arrays)": rows[POSITIONAL]().call,
+             "L=100 runtime step": deep_step,
+             "L=100 opt.step, 200 parameters": optimizer,
+             "L=100 value_and_grad(list of 100 dicts)": deep_calls[GRADFUSE]().call,
+             "L=100 value_and_grad(positional arrays)": deep_calls[POSITIONAL]().call}
+    deep_ones = {"L=100 runtime step", "L=100 value_and_grad(list of 100 dicts)",
+                 "L=100 value_and_grad(positional arrays)"}
+
+    def repeat(call: Callable[[], object]) -> Callable[[int], None]:
+        def run(n: int) -> None:
+            for _ in range(n):
+                call()
+        return run
+
+    for call in calls.values():
+        call()
+    times = {name: float("inf") for name in calls}
+    for _ in range(batches):
+        for name, call in calls.items():
+            n = max(number // 100, 3) if name in deep_ones else number
+            times[name] = min(times[name], _best_cpu(repeat(call), n, 1))
+    times["L=100 opt.step per parameter"] = times["L=100 opt.step, 200 parameters"] / 200
+    return times
+
+
 if __name__ == "__main__":
+    import sys
+
     for label, value in w1_cpu_breakdown().items():
-        print(f"{label:>22}: {value:8.2f}{'x' if '/' in label else ' µs'}")
+        print(f"{label:>40}: {value:8.2f}{'x' if '/' in label else ' µs'}")
+    if "--all" in sys.argv:
+        for label, value in calls_cpu().items():
+            print(f"{label:>40}: {value:8.2f} µs")

@@ -155,7 +155,8 @@ class RecordedKernels:
         inputs = "".join(f"{leaves[i]}, " for i in self._tensor_indices)
         ids = "".join(f"id({leaves[i]}), " for i in self._tensor_indices)
         lines = [
-            f"size = {arrays[at]}.shape[{axis}]",
+            # len() reads the first axis without making the shape's tuple
+            f"size = len({arrays[at]})" if axis == 0 else f"size = {arrays[at]}.shape[{axis}]",
             "if size == recorded._last_size:  # the pool's list for the last batch size",
             "    free = recorded._last_free",
             "else:",

@@ -177,8 +177,10 @@ class Tensor:
         if gradient is None and node is not None and not node.site.producers \
                 and self.data.ndim == 0:
             # a loss of one compiled call on leaves: the common case, without the lists
-            _autograd._backward_one_node(self, _autograd.unit_seed(self.data.dtype),
-                                         retain_graph)
+            seed = _autograd._UNIT_SEEDS.get(self.data.dtype)  # unit_seed, without the call
+            if seed is None:
+                seed = _autograd.unit_seed(self.data.dtype)
+            _autograd._backward_one_node(self, seed, retain_graph)
             return
         _autograd.backward([self], [gradient], retain_graph=retain_graph)
 

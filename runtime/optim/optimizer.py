@@ -112,10 +112,12 @@ class Optimizer:
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear every parameter's `.grad` (to None, or to zeros in place)."""
         for group in self.param_groups:
-            for p in group["params"]:
-                if set_to_none or p._grad is None:
+            if set_to_none:
+                for p in group["params"]:
                     p._grad = None  # what the grad setter does with None, without the call
-                else:
+                continue
+            for p in group["params"]:
+                if p._grad is not None:
                     p._grad[...] = 0
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

@@ -180,10 +180,14 @@ class TensorCall:
                             for i, flag in zip(self._tensors, self._requires_grad))
         arrays = [f"{v}.data" if k in self._tensors else
                   f"asarray({v})" if k in pattern.scalars else v for k, v in enumerate(leaves)]
-        if getattr(self._recorded, "records_loss", False):  # its statements follow ours
+        checks = [f"    if {classes}:", "        return REFUSED",
+                  *([f"    if {flags}:", "        return REFUSED"] if flags else [])]
+        recorded = self._recorded
+        if getattr(recorded, "records_loss", False):  # its statements follow ours
             names = [a if a == v else f"a{k}" for k, (a, v) in enumerate(zip(arrays, leaves))]
-            call, recording = self._recorded.loss_body(names, leaves, "        ")
+            call, recording = recorded.loss_body(names, leaves, "        ", site_found=True)
             call = [f"        {n} = {a}" for n, a in zip(names, arrays) if n != a] + call
+            checks = self._checks_at_site(leaves, checks)
         else:
             call = [f"        return record([{', '.join(arrays)}], [{', '.join(leaves)}])"]
             recording = {"record": self._record}
@@ -192,9 +196,7 @@ class TensorCall:
             "    if kwargs or not _mode.enabled:",
             "        return general(args, kwargs)",
             *body,
-            f"    if {classes}:",
-            "        return REFUSED",
-            *([f"    if {flags}:", "        return REFUSED"] if flags else []),
+            *checks,
             "    try:",
             *call,
             "    except (TypeError, KernelShapeError):",
@@ -203,11 +205,45 @@ class TensorCall:
         namespace = {**recording, **constants,
                      **{f"TYPE{k}": t for k, t in enumerate(pattern.types)},
                      "general": self._run, "_mode": _mode, "REFUSED": REFUSED,
-                     "asarray": np.asarray, "KernelShapeError": KernelShapeError}
+                     "asarray": np.asarray, "KernelShapeError": KernelShapeError,
+                     "TensorClass": Tensor}
         exec(compile(source, "<TensorCall.run, unpacked>", "exec"), namespace)  # noqa: S102
         run = namespace["run"]
         run.source = source  # for people reading a profile
         return run
+
+    def _checks_at_site(self, leaves: list[str], checks: list[str]) -> list[str]:
+        """`checks` (every leaf's class, every Tensor's flag) run only where the call's
+        Tensors are not its site's own, or a flag or hook of some Tensor changed since they
+        were last checked (Tensor._leaf_changes, which every requires_grad assignment
+        moves): the same objects with unchanged flags pass them again. Leaves the site does
+        not hold (plain arrays, Tensors backward does not read) are checked every call.
+        Sets `site` for the statements of `loss_body` that follow."""
+        recorded = self._recorded
+        held = set(recorded._tensor_indices)
+        pattern = self.pattern
+        others = " or ".join(f"type({v}) is not TYPE{k}" for k, v in enumerate(leaves)
+                             if k not in held)
+        other_flags = " or ".join(f"{leaves[i]}._requires_grad is not {flag}"
+                                  for i, flag in zip(self._tensors, self._requires_grad)
+                                  if i not in held)
+        at_site = recorded.site_check(leaves)
+        assert pattern.types  # a call with Tensors has leaves
+        return [
+            "    site = recorded._site",
+            f"    if {at_site} and recorded.site_flags_seen == TensorClass._leaf_changes:",
+            *([f"        if {others}:", "            return REFUSED"] if others else []),
+            *([f"        if {other_flags}:", "            return REFUSED"]
+              if other_flags else []),
+            *(["        pass"] if not (others or other_flags) else []),
+            "    else:",
+            "        changes = TensorClass._leaf_changes",
+            *("    " + line for line in checks),
+            f"        if {at_site}:",
+            "            recorded.site_flags_seen = changes",
+            "        else:",
+            "            site = None",
+        ]
 
     def _written_out(self) -> Callable:
         """`run` for positional arguments as one generated function: the tree's checks and

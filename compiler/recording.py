@@ -98,6 +98,7 @@ class RecordedKernels:
             if all(isinstance(d, int) for o in differentiated for d in o.shape) else None
         # The last call's site (it holds the caller's Tensors weakly).
         self._site: CallSite | None = None
+        self.site_flags_seen = -1  # see `_new_site`
         # A loss (one 0-d output, differentiated) whose residuals are pooled by one batch
         # size: a training loop's call, which `call` runs in one function.
         buffered = self._buffered
@@ -137,15 +138,17 @@ class RecordedKernels:
         return tensors[0] if self._single else pytree.unflatten(self._out_tree, tensors)
 
     # --- a loss: the hot path of a training loop's forward --------------------------------
-    def loss_body(self, arrays: list[str], leaves: list[str],
-                  indent: str = "    ") -> tuple[list[str], dict[str, Any]]:
+    def loss_body(self, arrays: list[str], leaves: list[str], indent: str = "    ",
+                  site_found: bool = False) -> tuple[list[str], dict[str, Any]]:
         """What `call` does for a loss, as statements of a generated function whose variables
         `arrays` and `leaves` hold the call's arrays and leaves (names), ending in `return`;
         and the names those statements read. `BufferedForward.run` and
         `CallSite.record_one`, written out: every step of a training loop runs them, and a
         Python call or a list costs about what one of the comparisons below costs. A
         caller that has the leaves in variables of its own (compiler/fastpath.py) puts these
-        statements after its checks: the whole call is then one function."""
+        statements after its checks: the whole call is then one function. With
+        `site_found`, that caller has set `site` to the call site if the call's Tensors are
+        its own (`site_check`), else to None."""
         buffered = self._buffered
         pool = buffered._pool
         at, axis = pool.sym_at
@@ -153,7 +156,6 @@ class RecordedKernels:
         names = [*arrays, *(f"buffer{b}" for b in range(n_buffers))]
         residuals = "".join(f"{names[i]}, " for i in buffered.residual_indices)
         inputs = "".join(f"{leaves[i]}, " for i in self._tensor_indices)
-        ids = "".join(f"id({leaves[i]}), " for i in self._tensor_indices)
         lines = [
             # len() reads the first axis without making the shape's tuple
             f"size = len({arrays[at]})" if axis == 0 else f"size = {arrays[at]}.shape[{axis}]",
@@ -183,8 +185,11 @@ class RecordedKernels:
             "    pool.give_back((size,), buffers)",
             "output = array(returned, DTYPE)",
             f"inputs = ({inputs})",
-            "site = recorded._site",
-            f"if site is None or not (site.alive and ({ids}) == site.ids):",
+            *([] if site_found else [
+                "site = recorded._site",
+                f"if not ({self.site_check(leaves)}):",
+                "    site = None"]),
+            "if site is None:",
             "    site = recorded._new_site(inputs)",
             # Grad mode is on: every caller has checked (TensorCall.run, the general path).
             "if not site.needs_grad:" if buffered._scalar.kind == "f" else "if True:",
@@ -206,6 +211,13 @@ class RecordedKernels:
             "GraphNode": GraphNode, "OUTPUT_META": self._output_meta,
         }
         return [indent + line.replace("\n", "\n" + indent) for line in lines], namespace
+
+    def site_check(self, leaves: list[str]) -> str:
+        """An expression, over the variables `leaves`, saying whether the call's Tensors are
+        those of `self._site` (bound to `site`, None if there is none): their ids while the
+        site watches that they all live."""
+        ids = "".join(f"id({leaves[i]}), " for i in self._tensor_indices)
+        return f"site is not None and site.alive and ({ids}) == site.ids"
 
     def _generated_call_loss(self) -> Callable[[list, list], Tensor]:
         """`call(arrays, leaves)` for a loss: `loss_body` over the lists' items."""
@@ -236,6 +248,9 @@ class RecordedKernels:
         if site.reusable:  # kept for the next calls, which check it by the Tensors' ids
             site.watch()
             self._site = site
+            # Tensor._leaf_changes when a caller last found the site's Tensors with the flags
+            # its pattern wants (compiler/fastpath.py); none yet.
+            self.site_flags_seen = -1
         return site
 
     def either(self, residuals: tuple, cotangents: list[np.ndarray], accumulate: Any = None,

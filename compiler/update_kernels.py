@@ -52,7 +52,7 @@ from runtime.optim.optimizer import set_compiled_update
 _grad_of = operator.attrgetter("_grad")
 _data_of = operator.attrgetter("data")
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-WRITTEN_OUT_PARAMETERS = 64  # a group of up to this many gets its settled step written out
+WRITTEN_OUT_PARAMETERS = 256  # a group of up to this many gets its settled step written out
 
 
 # --- the kernels ---------------------------------------------------------------------------

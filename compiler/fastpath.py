@@ -13,6 +13,11 @@ Python and NumPy scalars). A `TensorCall` does the same for calls with runtime
 Tensors (Parameters in a dict, say) that were recorded for backward: a later
 call with a Tensor of the same class, requiring grad or not as before, wherever
 there was one, runs the forward kernel and records it without the general path.
+Its `run` is generated per call tree (`print(f._tensor_call.run.source)`): each
+leaf unpacked into a variable and checked by itself, and for a loss the whole
+recording written in after the checks (compiler/recording.py `loss_body`), so a
+training loop's forward is one Python function; the call site's own Tensors, with
+no flag changed since they were checked, are recognized by their ids.
 
 Nothing else is checked in Python: numba's dispatcher refuses arrays of another
 dtype, rank or layout (the kernel compiles for one signature only), and the

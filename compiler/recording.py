@@ -5,6 +5,9 @@ backward that stores gradients straight into `.grad`.
 into the runtime's graph. A call site repeats: the same Parameters come back
 call after call, so it keeps a `runtime.autograd.CallSite` (the edges and the
 Tensors whose versions are checked) and recording a call only stamps versions.
+For a loss (one 0-d output) the whole call, from claiming the residual arrays to
+the Node and the Tensor, is generated Python (`loss_body`), which the fast path of
+repeated calls writes into its own function (compiler/fastpath.py).
 
 `backward_into` is the backward kernel made to store each gradient into an
 array it is given (compiler/codegen/writes.py), adding it to what the array

@@ -50,9 +50,10 @@ FREE_REFCOUNT = _references_when_free()
 
 
 class ResidualPool:
-    """Sets of residual arrays, per batch size: `claim(arrays)` a free set (or a new one),
-    `give_back(key, set)` after the call. `BufferedForward.run` does the same inline for
-    the usual case: one symbolic dim (`sym_at`), a free set on top of its list."""
+    """Sets of residual arrays, per batch size: `claim_at(key)` a free set (or a new one),
+    `give_back(key, set)` after the call. Callers take the usual case inline
+    (`BufferedForward.run`, compiler/recording.py `loss_body`): one symbolic dim (`sym_at`),
+    a free set on top of its list (`free`)."""
 
     def __init__(self, types: list, graph: Graph) -> None:
         self._types = types
@@ -74,11 +75,8 @@ class ResidualPool:
             self._key = lambda arrays: tuple([arrays[i].shape[axis]
                                               for _, i, axis in self._syms])
 
-    def claim(self, arrays: list) -> tuple[tuple, tuple[np.ndarray, ...]]:
-        key = self._key(arrays)
-        return key, self.claim_at(key)
-
     def claim_at(self, key: tuple) -> tuple[np.ndarray, ...]:
+        """A free set of the batch size `key`, or a new one."""
         free = self.free.get(key)
         busy = []
         while free:

@@ -11,6 +11,11 @@ number of parameters, for the cost of checking that the arrays are still those
 of the table (a few C-level comparisons per parameter) and bumping the version
 counters.
 
+Once a group's step has run on its tables twice, the step is written out as one
+generated function (`GroupUpdate._written_out`): each parameter, gradient and
+state dict compared by identity, the settings as one tuple, the kernels and the
+version counters unrolled; anything that differs sends the step back here.
+
 A table is built when a group's arrays (parameters, gradients, state) stayed
 the same for two steps in a row: a training loop's gradients keep their arrays
 from step to step (the backward engine refills the `.grad` arrays that

@@ -245,6 +245,7 @@ class CallSite:
     Tensors weakly (its edges too): it must not keep the caller's Parameters alive between
     calls. A site with an input produced by another node (not a leaf) is built for one call
     only (`reusable` is False), so that it never keeps that node and its residuals alive.
+    A caller that keeps a site may `watch` it, and then recognize its Tensors by their ids.
     """
 
     __slots__ = ("name", "edges", "producers", "refs", "labels", "positions", "needs_grad",

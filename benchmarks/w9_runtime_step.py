@@ -14,6 +14,8 @@ gradients, against the float64 NumPy reference.
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -241,3 +243,130 @@ def run(config: Config) -> WorkloadResult:
              call_reference(deep), config, tight, alternate=True, pair=(GRADFUSE, POSITIONAL))
     result.info["parameters of the deep net"] = 2 * layers
     return result
+
+
+# --- the W1 runtime step's parts in CPU time (`python -m benchmarks.w9_runtime_step`) ---------
+def _best_cpu(run: Callable[[int], None], number: int, batches: int) -> float:
+    """µs of CPU per call (time.thread_time: other processes' time is not counted), the best
+    of `batches` batches of `number` calls."""
+    best = float("inf")
+    for _ in range(batches):
+        start = time.thread_time()
+        run(number)
+        best = min(best, time.thread_time() - start)
+    return best * 1e6 / number
+
+
+def w1_cpu_breakdown(number: int = 2000, batches: int = 7) -> dict[str, float]:
+    """The W1 runtime step and its parts, µs of CPU per step, beside the fused train_step and
+    PyTorch eager. Every step does the same work (lr 0: nothing drifts). The parts are
+    differences of loops that stop after them (zero_grad + forward; + backward; + step), so no
+    timer runs inside a step."""
+    problem = dataclasses.replace(w1_mlp_step.problem(), lr=0.0)
+    loss_fn = w1_mlp_step.mlp_mse
+    params, _, opt = steps._gradfuse_params(problem)
+    X, y = problem.batch
+
+    def forward(n: int) -> None:
+        for _ in range(n):
+            opt.zero_grad()
+            loss = loss_fn(params, X, y)
+        loss.item()
+
+    def backward(n: int) -> None:
+        for _ in range(n):
+            opt.zero_grad()
+            loss = loss_fn(params, X, y)
+            loss.backward()
+
+    def step(n: int) -> None:
+        for _ in range(n):
+            opt.zero_grad()
+            loss = loss_fn(params, X, y)
+            loss.backward()
+            opt.step()
+
+    fused = steps.gradfuse_step(problem, loss_fn).call
+    eager = steps.torch_step(problem, peers.torch_mlp, peers.torch_mse, False).call
+
+    def repeat(call: Callable[[], object]) -> Callable[[int], None]:
+        def run(n: int) -> None:
+            for _ in range(n):
+                call()
+        return run
+
+    loops = {"step": step, "zero_grad + forward": forward, "+ backward": backward,
+             "train_step": repeat(fused), "torch eager": repeat(eager)}
+    for loop in loops.values():  # warm: kernels compiled, pools and tables settled
+        loop(50)
+    times = {name: float("inf") for name in loops}
+    for _ in range(batches):  # interleaved, so that a busy moment hits every loop alike
+        for name, loop in loops.items():
+            calls = number if name != "torch eager" else max(number // 10, 1)
+            times[name] = min(times[name], _best_cpu(loop, calls, 1))
+    return {
+        "W1 runtime step": times["step"],
+        "zero_grad + forward": times["zero_grad + forward"],
+        "backward": times["+ backward"] - times["zero_grad + forward"],
+        "opt.step": times["step"] - times["+ backward"],
+        "train_step": times["train_step"],
+        "torch eager": times["torch eager"],
+        "step / train_step": times["step"] / times["train_step"],
+        "torch eager / step": times["torch eager"] / times["step"],
+    }
+
+
+def calls_cpu(number: int = 2000, batches: int = 7) -> dict[str, float]:
+    """The rest of W9 in µs of CPU per call, interleaved as in `w1_cpu_breakdown`: W1's
+    value_and_grad with a dict, keywords and positional arrays, and the 100-layer net's
+    runtime step (lr 0), its opt.step() with gradients in place, and value_and_grad with a
+    list of per-layer dicts."""
+    w1 = w1_mlp_step.problem()
+    rows = w1_call_rows(w1)
+    deep = dataclasses.replace(deep_problem(LAYERS), lr=0.0)
+    X, y = deep.batch
+    layers, _, opt = _runtime(deep)
+
+    def deep_step() -> None:
+        opt.zero_grad()
+        deep_net(layers, X, y).backward()
+        opt.step()
+
+    deep_step()
+    optimizer = optimizer_rows(deep)[GRADFUSE]().call
+    deep_calls = deep_call_rows(deep)
+    calls = {"W1 value_and_grad(params dict, X, y)": rows[GRADFUSE]().call,
+             "W1 value_and_grad(params, X=X, y=y)": rows[KEYWORDS]().call,
+             "W1 value_and_grad(6 positional arrays)": rows[POSITIONAL]().call,
+             "L=100 runtime step": deep_step,
+             "L=100 opt.step, 200 parameters": optimizer,
+             "L=100 value_and_grad(list of 100 dicts)": deep_calls[GRADFUSE]().call,
+             "L=100 value_and_grad(positional arrays)": deep_calls[POSITIONAL]().call}
+    deep_ones = {"L=100 runtime step", "L=100 value_and_grad(list of 100 dicts)",
+                 "L=100 value_and_grad(positional arrays)"}
+
+    def repeat(call: Callable[[], object]) -> Callable[[int], None]:
+        def run(n: int) -> None:
+            for _ in range(n):
+                call()
+        return run
+
+    for call in calls.values():
+        call()
+    times = {name: float("inf") for name in calls}
+    for _ in range(batches):
+        for name, call in calls.items():
+            n = max(number // 100, 3) if name in deep_ones else number
+            times[name] = min(times[name], _best_cpu(repeat(call), n, 1))
+    times["L=100 opt.step per parameter"] = times["L=100 opt.step, 200 parameters"] / 200
+    return times
+
+
+if __name__ == "__main__":
+    import sys
+
+    for label, value in w1_cpu_breakdown().items():
+        print(f"{label:>40}: {value:8.2f}{'x' if '/' in label else ' µs'}")
+    if "--all" in sys.argv:
+        for label, value in calls_cpu().items():
+            print(f"{label:>40}: {value:8.2f} µs")

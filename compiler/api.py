@@ -325,7 +325,7 @@ class CompiledFunction:
         if TensorCall.eligible(call, args, kwargs, spec.kernel_for("forward_save", checked)) \
                 and not _anomaly.enabled:
             self._tensor_call = TensorCall(spec, CallPattern(call, len(args), tuple(kwargs)),
-                                           call.raw, recorded.call)
+                                           call.raw, recorded)
         return recorded.call(call.leaves, call.raw)
 
     # --- internals ---------------------------------------------------------------------

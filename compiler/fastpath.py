@@ -13,6 +13,11 @@ Python and NumPy scalars). A `TensorCall` does the same for calls with runtime
 Tensors (Parameters in a dict, say) that were recorded for backward: a later
 call with a Tensor of the same class, requiring grad or not as before, wherever
 there was one, runs the forward kernel and records it without the general path.
+Its `run` is generated per call tree (`print(f._tensor_call.run.source)`): each
+leaf unpacked into a variable and checked by itself, and for a loss the whole
+recording written in after the checks (compiler/recording.py `loss_body`), so a
+training loop's forward is one Python function; the call site's own Tensors, with
+no flag changed since they were checked, are recognized by their ids.
 
 Nothing else is checked in Python: numba's dispatcher refuses arrays of another
 dtype, rank or layout (the kernel compiles for one signature only), and the
@@ -39,6 +44,7 @@ from runtime import Tensor
 from runtime.grad_mode import _mode
 
 REFUSED = object()  # what `run` returns when the arguments do not fit the kernel
+UNPACKED_LEAVES = 16  # a call with up to this many leaves gets each in a variable of its own
 _SCALARS = (bool, int, float)
 _requires_grad_of = operator.attrgetter("_requires_grad")
 _data_of = operator.attrgetter("data")
@@ -69,9 +75,12 @@ class CallPattern:
                                              for name in call.names[n_positional:]]
         self._n_slots = len(order)
         self._reorder = None if order == list(range(len(order))) else operator.itemgetter(*order)
-        self._collect = pytree.collector(call.treedef)
+        self.treedef = call.treedef
+        self._collect = self.collect = pytree.collector(call.treedef)
         # Positional arrays only (W2's call): the arguments are the leaves.
         self._flat = not keywords and all(c.kind == "leaf" for c in call.treedef.children)
+        # Positional arguments in their slots: `leaves` is `collect` and the classes' check.
+        self.positional = not keywords and self._reorder is None and not self._flat
         # Scalars go to kernels as 0-d arrays, as in the general path.
         self.scalars = [i for i, leaf in enumerate(call.raw)
                         if not isinstance(leaf, Tensor | np.ndarray)]
@@ -142,11 +151,11 @@ class TensorCall:
     call it was made from was, with Tensors where it had them, whose arrays fit its forward
     kernel; else REFUSED.
 
-    `record(arrays, leaves)` runs the numba forward kernel, which raises TypeError or
+    `recorded.call(arrays, leaves)` runs the numba forward kernel, which raises TypeError or
     KernelShapeError on arrays that do not fit it, and turns its results into the Tensors
-    the user gets, recorded for backward (compiler/recording.py)."""
+    the user gets, recorded for backward (compiler/recording.py `RecordedKernels`)."""
 
-    def __init__(self, spec, pattern: CallPattern, raw_leaves: list, record) -> None:
+    def __init__(self, spec, pattern: CallPattern, raw_leaves: list, recorded) -> None:
         self.spec = spec
         self.pattern = pattern
         positions = [i for i, leaf in enumerate(raw_leaves) if isinstance(leaf, Tensor)]
@@ -156,7 +165,123 @@ class TensorCall:
         self._tensors_of = _getter(positions)
         # Whether each Tensor requires grad decides what backward differentiates.
         self._requires_grad = tuple(raw_leaves[i].requires_grad for i in positions)
-        self._record = record
+        self._recorded = recorded
+        self._record = recorded.call
+        if pattern.positional and pattern.treedef.num_leaves <= UNPACKED_LEAVES:
+            self.run = self._unpacked()  # the usual call, one Python function
+        elif pattern.positional and self._leading and not pattern.scalars:
+            self.run = self._written_out()
+
+    def _unpacked(self) -> Callable:
+        """`run` for positional arguments of a small tree as one generated function: the
+        tree's checks, each leaf in a variable, its class and (for a Tensor) its flag
+        compared one by one, the arrays listed; what `run` does (it serves calls with
+        keywords), without a container or a map."""
+        pattern = self.pattern
+        body, constants, leaves = pytree.unpacking_body(pattern.treedef, "args",
+                                                        "return REFUSED")
+        classes = " or ".join(f"type({v}) is not TYPE{k}" for k, v in enumerate(leaves))
+        flags = " or ".join(f"{leaves[i]}._requires_grad is not {flag}"
+                            for i, flag in zip(self._tensors, self._requires_grad))
+        arrays = [f"{v}.data" if k in self._tensors else
+                  f"asarray({v})" if k in pattern.scalars else v for k, v in enumerate(leaves)]
+        checks = [f"    if {classes}:", "        return REFUSED",
+                  *([f"    if {flags}:", "        return REFUSED"] if flags else [])]
+        recorded = self._recorded
+        if getattr(recorded, "records_loss", False):  # its statements follow ours
+            names = [a if a == v else f"a{k}" for k, (a, v) in enumerate(zip(arrays, leaves))]
+            call, recording = recorded.loss_body(names, leaves, "        ", site_found=True)
+            call = [f"        {n} = {a}" for n, a in zip(names, arrays) if n != a] + call
+            checks = self._checks_at_site(leaves, checks)
+        else:
+            call = [f"        return record([{', '.join(arrays)}], [{', '.join(leaves)}])"]
+            recording = {"record": self._record}
+        source = "\n".join([
+            "def run(args, kwargs=None):",
+            "    if kwargs or not _mode.enabled:",
+            "        return general(args, kwargs)",
+            *body,
+            *checks,
+            "    try:",
+            *call,
+            "    except (TypeError, KernelShapeError):",
+            "        return REFUSED",
+            ""])
+        namespace = {**recording, **constants,
+                     **{f"TYPE{k}": t for k, t in enumerate(pattern.types)},
+                     "general": self._run, "_mode": _mode, "REFUSED": REFUSED,
+                     "asarray": np.asarray, "KernelShapeError": KernelShapeError,
+                     "TensorClass": Tensor}
+        exec(compile(source, "<TensorCall.run, unpacked>", "exec"), namespace)  # noqa: S102
+        run = namespace["run"]
+        run.source = source  # for people reading a profile
+        return run
+
+    def _checks_at_site(self, leaves: list[str], checks: list[str]) -> list[str]:
+        """`checks` (every leaf's class, every Tensor's flag) run only where the call's
+        Tensors are not its site's own, or a flag or hook of some Tensor changed since they
+        were last checked (Tensor._leaf_changes, which every requires_grad assignment
+        moves): the same objects with unchanged flags pass them again. Leaves the site does
+        not hold (plain arrays, Tensors backward does not read) are checked every call.
+        Sets `site` for the statements of `loss_body` that follow."""
+        recorded = self._recorded
+        held = set(recorded._tensor_indices)
+        pattern = self.pattern
+        others = " or ".join(f"type({v}) is not TYPE{k}" for k, v in enumerate(leaves)
+                             if k not in held)
+        other_flags = " or ".join(f"{leaves[i]}._requires_grad is not {flag}"
+                                  for i, flag in zip(self._tensors, self._requires_grad)
+                                  if i not in held)
+        at_site = recorded.site_check(leaves)
+        assert pattern.types  # a call with Tensors has leaves
+        return [
+            "    site = recorded._site",
+            f"    if {at_site} and recorded.site_flags_seen == TensorClass._leaf_changes:",
+            *([f"        if {others}:", "            return REFUSED"] if others else []),
+            *([f"        if {other_flags}:", "            return REFUSED"]
+              if other_flags else []),
+            *(["        pass"] if not (others or other_flags) else []),
+            "    else:",
+            "        changes = TensorClass._leaf_changes",
+            *("    " + line for line in checks),
+            f"        if {at_site}:",
+            "            recorded.site_flags_seen = changes",
+            "        else:",
+            "            site = None",
+        ]
+
+    def _written_out(self) -> Callable:
+        """`run` for positional arguments as one generated function: the tree's checks and
+        leaves written out (compiler/pytree.py), then the classes, the Tensors' flags and
+        their arrays, as `run` does them (which serves calls with keywords)."""
+        pattern = self.pattern
+        body, constants = pytree.collector_body(pattern.treedef, "args", "return REFUSED")
+        n = len(self._tensors)
+        source = "\n".join([
+            "def run(args, kwargs=None):",
+            "    if kwargs or not _mode.enabled:",
+            "        return general(args, kwargs)",
+            "    leaves = []",
+            *body,
+            "    if tuple(map(type, leaves)) != TYPES:",
+            "        return REFUSED",
+            f"    tensors = leaves[:{n}]",
+            "    if tuple(map(requires_grad_of, tensors)) != REQUIRES_GRAD:",
+            "        return REFUSED",
+            f"    arrays = [*map(data_of, tensors), *leaves[{n}:]]",
+            "    try:",
+            "        return record(arrays, leaves)",
+            "    except (TypeError, KernelShapeError):",
+            "        return REFUSED",
+            ""])
+        namespace = {**constants, "general": self._run, "_mode": _mode, "REFUSED": REFUSED,
+                     "TYPES": pattern.types, "REQUIRES_GRAD": self._requires_grad,
+                     "requires_grad_of": _requires_grad_of, "data_of": _data_of,
+                     "record": self._record, "KernelShapeError": KernelShapeError}
+        exec(compile(source, "<TensorCall.run, written out>", "exec"), namespace)  # noqa: S102
+        run = namespace["run"]
+        run.source = source  # for people reading a profile
+        return run
 
     @staticmethod
     def eligible(call: CallArguments, args: tuple, kwargs: dict, kernel) -> bool:
@@ -165,11 +290,20 @@ class TensorCall:
             and all(isinstance(leaf, Tensor) or _plain_leaf(leaf) for leaf in call.raw)
 
     def run(self, args: tuple, kwargs: dict | None = None) -> Any:
+        return self._run(args, kwargs)
+
+    def _run(self, args: tuple, kwargs: dict | None = None) -> Any:
         if not _mode.enabled:  # under no_grad nothing is recorded: another kernel
             return REFUSED
-        leaves = self.pattern.leaves(args, kwargs)
-        if leaves is None:
-            return REFUSED
+        pattern = self.pattern
+        if kwargs or not pattern.positional:
+            leaves = pattern.leaves(args, kwargs)
+            if leaves is None:
+                return REFUSED
+        else:  # pattern.leaves for positional arguments, without the call
+            leaves = []
+            if not pattern.collect(args, leaves) or tuple(map(type, leaves)) != pattern.types:
+                return REFUSED
         tensors = self._tensors_of(leaves)
         if tuple(map(_requires_grad_of, tensors)) != self._requires_grad:
             return REFUSED

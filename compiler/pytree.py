@@ -109,56 +109,118 @@ def collector(treedef: TreeDef) -> Flatten:
 
 
 def _collector(treedef: TreeDef) -> Flatten:
+    """The collector as one generated function: each container's checks and its leaves'
+    appends written out (a loop for a long run of alike children, such as a list of
+    layers), so a call runs no Python function but this one."""
+    lines, constants = collector_body(treedef, "tree", "return False")
+    source = "def collect(tree, leaves):\n" + "\n".join(lines) + "\n    return True\n"
+    namespace = dict(constants)
+    exec(compile(source, f"<collector of {_describe(treedef)}>", "exec"), namespace)  # noqa: S102
+    collect = namespace["collect"]
+    collect.source = source  # for people reading a profile
+    return collect
+
+
+def collector_body(treedef: TreeDef, tree: str, fail: str) -> tuple[list[str], dict]:
+    """The statements of a collector (at one indent) that check `tree`, a variable, against
+    `treedef`, running `fail` where it differs, and append its leaves to `leaves`; and the
+    constants they read (dict keys), for a generated function to hold."""
+    lines: list[str] = []
+    constants: dict[str, Any] = {}
+    _emit_collect(treedef, tree, lines, constants, "    ", fail)
+    return lines, constants
+
+
+def unpacking_body(treedef: TreeDef, tree: str, fail: str) -> tuple[list[str], dict, list[str]]:
+    """Like `collector_body`, for a small tree: statements that check `tree` and unpack each
+    leaf into a variable of its own (no list, no loop), the constants they read, and the
+    leaves' variable names in order."""
+    lines: list[str] = []
+    constants: dict[str, Any] = {}
+    names: list[str] = []
+    _emit_unpack(treedef, tree, lines, constants, fail, names, [0])
+    return lines, constants, names
+
+
+def _emit_unpack(treedef: TreeDef, expr: str, lines: list[str], constants: dict, fail: str,
+                 names: list[str], counter: list[int]) -> None:
     kind = treedef.kind
     if kind == "leaf":
-        return lambda tree, leaves: leaves.append(tree) or True
+        names.append(expr)
+        return
     if kind == "none":
-        return lambda tree, leaves: tree is None
-    container = _CONTAINER_TYPES[kind]
-    n, keys = len(treedef.children), treedef.keys
-    if all(c.kind == "leaf" for c in treedef.children):  # the common case: one extend
-        if kind == "dict":
-            def leaf_dict(tree, leaves):
-                if type(tree) is not dict or tuple(tree) != keys:  # key order decides the leaf
-                    return False
-                leaves.extend(tree.values())
-                return True
-            return leaf_dict
+        lines.append(f"    if {expr} is not None:\n        {fail}")
+        return
+    n = len(treedef.children)
+    if kind == "dict":
+        keys = f"KEYS{len(constants)}"
+        constants[keys] = treedef.keys
+        lines.append(f"    if type({expr}) is not dict or tuple({expr}) != {keys}:\n"
+                     f"        {fail}")
+        values = f"{expr}.values()"
+    else:
+        lines.append(f"    if type({expr}) is not {kind} or len({expr}) != {n}:\n"
+                     f"        {fail}")
+        values = expr
+    if n == 0:
+        return
+    variables = [f"v{counter[0] + k}" for k in range(n)]
+    counter[0] += n
+    lines.append(f"    {', '.join(variables)}, = {values}")
+    for child, variable in zip(treedef.children, variables):
+        _emit_unpack(child, variable, lines, constants, fail, names, counter)
 
-        def leaf_sequence(tree, leaves):
-            if type(tree) is not container or len(tree) != n:
-                return False
-            leaves.extend(tree)
-            return True
-        return leaf_sequence
-    # None for a leaf child: appended in the loop, without a call
-    children = [None if c.kind == "leaf" else _collector(c) for c in treedef.children]
-    if len(set(treedef.children)) == 1:  # a list of layers alike: one collector for all
-        children = [children[0]] * n
 
-    # Children that are dicts of leaves (a model's parameters) are checked here, without a
-    # call: (keys, None) in place of a collector.
-    children = [(c.keys, None) if c.kind == "dict" and all(g.kind == "leaf" for g in c.children)
-                else collect for c, collect in zip(treedef.children, children)]
+def _describe(treedef: TreeDef) -> str:
+    return f"{treedef.kind} of {treedef.num_leaves} leaves"
 
-    def nested(tree, leaves):
-        if type(tree) is not container or len(tree) != n:
-            return False
-        if kind == "dict":
-            if tuple(tree) != keys:
-                return False
-            tree = tree.values()
-        for collect, subtree in zip(children, tree):
-            if collect is None:
-                leaves.append(subtree)
-            elif type(collect) is tuple:
-                if type(subtree) is not dict or tuple(subtree) != collect[0]:
-                    return False
-                leaves.extend(subtree.values())
-            elif not collect(subtree, leaves):
-                return False
-        return True
-    return nested
+
+def _fresh(prefix: str, lines: list[str]) -> str:
+    """A name no other container of the function uses (numbered by the lines so far)."""
+    return f"{prefix}{len(lines)}"
+
+
+LOOP_AFTER = 4  # alike children beyond this many are collected by a loop, not written out
+
+
+def _emit_collect(treedef: TreeDef, expr: str, lines: list[str], constants: dict,
+                  indent: str, fail: str) -> None:
+    """Statements that check `expr` against `treedef` (`fail` where it differs) and append
+    its leaves to `leaves`."""
+    kind = treedef.kind
+    if kind == "leaf":
+        lines.append(f"{indent}leaves.append({expr})")
+        return
+    if kind == "none":
+        lines.append(f"{indent}if {expr} is not None:\n{indent}    {fail}")
+        return
+    n, children = len(treedef.children), treedef.children
+    if kind == "dict":
+        keys = f"KEYS{len(constants)}"
+        constants[keys] = treedef.keys
+        # Key order decides which leaf is which; equal tuples are equal lengths. A repeated
+        # call passes the same key strings, which compare by identity first.
+        lines.append(f"{indent}if type({expr}) is not dict or tuple({expr}) != {keys}:\n"
+                     f"{indent}    {fail}")
+        values = f"{expr}.values()"
+    else:
+        container = kind  # "list" or "tuple", the builtin's name
+        lines.append(f"{indent}if type({expr}) is not {container} or len({expr}) != {n}:\n"
+                     f"{indent}    {fail}")
+        values = expr
+    if all(c.kind == "leaf" for c in children):
+        lines.append(f"{indent}leaves.extend({values})")
+        return
+    if n > LOOP_AFTER and len(set(children)) == 1:  # a list of layers alike: one loop
+        item = _fresh("item", lines)
+        lines.append(f"{indent}for {item} in {values}:")
+        _emit_collect(children[0], item, lines, constants, indent + "    ", fail)
+        return
+    first = _fresh("c", lines)
+    names = [f"{first}_{k}" for k in range(n)]
+    lines.append(f"{indent}{', '.join(names)}, = {values}")
+    for child, name in zip(children, names):
+        _emit_collect(child, name, lines, constants, indent, fail)
 
 
 def unflattener(treedef: TreeDef) -> Callable[[list], Any]:

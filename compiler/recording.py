@@ -5,6 +5,9 @@ backward that stores gradients straight into `.grad`.
 into the runtime's graph. A call site repeats: the same Parameters come back
 call after call, so it keeps a `runtime.autograd.CallSite` (the edges and the
 Tensors whose versions are checked) and recording a call only stamps versions.
+For a loss (one 0-d output) the whole call, from claiming the residual arrays to
+the Node and the Tensor, is generated Python (`loss_body`), which the fast path of
+repeated calls writes into its own function (compiler/fastpath.py).
 
 `backward_into` is the backward kernel made to store each gradient into an
 array it is given (compiler/codegen/writes.py), adding it to what the array
@@ -20,11 +23,12 @@ become the `.grad`s.
 
 from __future__ import annotations
 
-import functools
 import operator
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import repeat
+from types import MethodType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,17 +38,19 @@ from compiler.codegen import generate
 from compiler.errors import KernelShapeError
 from compiler.ir import Graph, Node, TensorType
 from compiler.packing import pack, result_rows
-from compiler.residuals import BufferedForward
+from compiler.residuals import FREE_REFCOUNT, SETS_PER_SIZE, BufferedForward
 from compiler.timings import KernelBuild
 from compiler.verify import verify
 from runtime import Tensor
 from runtime.anomaly_mode import _anomaly
 from runtime.autograd import CallSite
+from runtime.autograd import Node as GraphNode
 
 if TYPE_CHECKING:
     from compiler.api import Specialization
 
 BOOL = np.dtype(bool)
+_new_tensor = Tensor.__new__
 
 
 class RecordedKernels:
@@ -86,7 +92,8 @@ class RecordedKernels:
         saved = [i for where, i in spec.residual_sources if where == "input"
                  and i in tensor_positions and i not in spec.wrt_leaves]
         self._n_needs = len(spec.wrt_leaves)
-        self._tensors = _picker(list(spec.wrt_leaves) + saved)
+        self._tensor_indices = list(spec.wrt_leaves) + saved
+        self._tensors = _picker(self._tensor_indices)
         self._single = spec.out_tree.kind == "leaf"
         self._out_tree = spec.out_tree
         differentiated = spec.graph.outputs[:spec.n_differentiated]
@@ -94,6 +101,18 @@ class RecordedKernels:
             if all(isinstance(d, int) for o in differentiated for d in o.shape) else None
         # The last call's site (it holds the caller's Tensors weakly).
         self._site: CallSite | None = None
+        self.site_flags_seen = -1  # see `_new_site`
+        # A loss (one 0-d output, differentiated) whose residuals are pooled by one batch
+        # size: a training loop's call, which `call` runs in one function.
+        buffered = self._buffered
+        self._loss = buffered is not None and buffered._scalar is not None \
+            and buffered._pool.sym_at is not None and self._single \
+            and self._n_differentiated == 1 == self._n_outputs and self._output_meta is not None
+        self.records_loss = self._loss  # `loss_body` can be asked for
+        if self._loss:  # callers hold `call`: the loss's own, generated (see `loss_body`)
+            self._pool = buffered._pool
+            self._last_size, self._last_free = -1, None  # the pool's list for that size
+            self.call = self._call_loss = self._generated_call_loss()
 
     def call(self, arrays: list, leaves: list) -> Any:
         if self._buffered is not None:
@@ -105,20 +124,145 @@ class RecordedKernels:
                 residuals = self._kept(residuals, arrays, leaves)
         inputs = self._tensors(leaves)
         site = self._site
-        if site is None or not site.fits(inputs):
-            site = CallSite(self.name, inputs[:self._n_needs], inputs[self._n_needs:])
-            if site.reusable:
-                self._site = site
+        # The site's Tensors by identity are all there is to check: which of them require
+        # grad is this specialization's (it was chosen by that), so it cannot differ.
+        if site is None or not (site.alive and tuple(map(id, inputs)) == site.ids):
+            site = self._new_site(inputs)
+        # One callable serves as the node's backward and its backward_into (see `either`).
+        backward = MethodType(self._into or self.either, residuals)
+        into = backward if self._into_possible else None
         n_diff = self._n_differentiated
-        into = None
-        if self._into_possible:  # straight to the kernel's runner once it exists
-            into = functools.partial(self._into or self.backward_into, residuals)
-        tensors = site.record(inputs, results[:n_diff],
-                              functools.partial(self.backward, residuals), trusted=True,
+        if self._single and n_diff == 1:  # a loss: one output, differentiated
+            return site.record_one(inputs, results[0], backward, into, self._output_meta)
+        tensors = site.record(inputs, results[:n_diff], backward, trusted=True,
                               backward_into=into, output_meta=self._output_meta)
         if n_diff < self._n_outputs:  # aux: not differentiated
             tensors += [Tensor(o) for o in results[n_diff:self._n_outputs]]
         return tensors[0] if self._single else pytree.unflatten(self._out_tree, tensors)
+
+    # --- a loss: the hot path of a training loop's forward --------------------------------
+    def loss_body(self, arrays: list[str], leaves: list[str], indent: str = "    ",
+                  site_found: bool = False) -> tuple[list[str], dict[str, Any]]:
+        """What `call` does for a loss, as statements of a generated function whose variables
+        `arrays` and `leaves` hold the call's arrays and leaves (names), ending in `return`;
+        and the names those statements read. `BufferedForward.run` and
+        `CallSite.record_one`, written out: every step of a training loop runs them, and a
+        Python call or a list costs about what one of the comparisons below costs. A
+        caller that has the leaves in variables of its own (compiler/fastpath.py) puts these
+        statements after its checks: the whole call is then one function. With
+        `site_found`, that caller has set `site` to the call site if the call's Tensors are
+        its own (`site_check`), else to None."""
+        buffered = self._buffered
+        pool = buffered._pool
+        at, axis = pool.sym_at
+        n_buffers = len(pool._types)
+        names = [*arrays, *(f"buffer{b}" for b in range(n_buffers))]
+        residuals = "".join(f"{names[i]}, " for i in buffered.residual_indices)
+        inputs = "".join(f"{leaves[i]}, " for i in self._tensor_indices)
+        lines = [
+            # len() reads the first axis without making the shape's tuple
+            f"size = len({arrays[at]})" if axis == 0 else f"size = {arrays[at]}.shape[{axis}]",
+            "if size == recorded._last_size:  # the pool's list for the last batch size",
+            "    free = recorded._last_free",
+            "else:",
+            "    free = recorded._free_list(size)",
+            "try:",
+            "    buffers = free.pop()  # atomic: no other thread can take this set now",
+            "except (AttributeError, IndexError):  # no list for this size yet, or it is empty",
+            "    buffers = pool.claim_at((size,))",
+            "else:",
+            "    if list(map(getrefcount, buffers)) != FREE_COUNTS:",
+            "        free.append(buffers)  # a graph still holds it: the pool looks further",
+            "        buffers = pool.claim_at((size,))",
+            f"{''.join(f'buffer{b}, ' for b in range(n_buffers))}= buffers" if n_buffers
+            else "pass  # no residual needs an array",
+            "try:",
+            f"    returned = forward({', '.join(names)})",
+            "except BaseException:",
+            "    pool.give_back((size,), buffers)",
+            "    raise",
+            f"residuals = ({residuals})",
+            "if free is not None and len(free) < SETS_PER_SIZE:  # in use while residuals is",
+            "    free.append(buffers)",
+            "else:",
+            "    pool.give_back((size,), buffers)",
+            "output = array(returned, DTYPE)",
+            f"inputs = ({inputs})",
+            *([] if site_found else [
+                "site = recorded._site",
+                f"if not ({self.site_check(leaves)}):",
+                "    site = None"]),
+            "if site is None:",
+            "    site = recorded._new_site(inputs)",
+            # Grad mode is on: every caller has checked (TensorCall.run, the general path).
+            "if not site.needs_grad:" if buffered._scalar.kind == "f" else "if True:",
+            "    return Tensor(output)  # what record_one gives: nothing to backpropagate",
+            # The backward bound to its residuals, serving as backward_into too (`either`);
+            # a method object is the cheapest such binding (a partial costs twice as much).
+            "backward = MethodType(recorded._into or recorded.either, residuals)",
+            "tensor = new_tensor(Tensor)",
+            "tensor.data = output",
+            "tensor._requires_grad = True",
+            "tensor.grad_fn = GraphNode(backward, site, inputs, OUTPUT_META, True, backward)",
+            "return tensor",
+        ]
+        namespace = {
+            "recorded": self, "pool": pool, "forward": buffered._call,
+            "getrefcount": sys.getrefcount, "FREE_COUNTS": [FREE_REFCOUNT] * n_buffers,
+            "SETS_PER_SIZE": SETS_PER_SIZE, "array": np.array, "DTYPE": buffered._scalar,
+            "Tensor": Tensor, "new_tensor": _new_tensor, "MethodType": MethodType,
+            "GraphNode": GraphNode, "OUTPUT_META": self._output_meta,
+        }
+        return [indent + line.replace("\n", "\n" + indent) for line in lines], namespace
+
+    def site_check(self, leaves: list[str]) -> str:
+        """An expression, over the variables `leaves`, saying whether the call's Tensors are
+        those of `self._site` (bound to `site`, None if there is none): their ids while the
+        site watches that they all live."""
+        ids = "".join(f"id({leaves[i]}), " for i in self._tensor_indices)
+        return f"site is not None and site.alive and ({ids}) == site.ids"
+
+    def _generated_call_loss(self) -> Callable[[list, list], Tensor]:
+        """`call(arrays, leaves)` for a loss: `loss_body` over the lists' items."""
+        n_arrays = len(self._spec.graph_of("forward_save").inputs)
+        arrays = [f"array{k}" for k in range(n_arrays)]
+        leaves = {i: f"leaf{i}" for i in self._tensor_indices}
+        body, namespace = self.loss_body(arrays, [leaves.get(i, "") for i in
+                                                  range(max(leaves, default=-1) + 1)])
+        source = "\n".join([
+            "def call_loss(arrays, leaves):",
+            f"    {''.join(f'{a}, ' for a in arrays)}= arrays" if arrays else "",
+            *(f"    {name} = leaves[{i}]" for i, name in leaves.items()),
+            *body, ""])
+        exec(compile(source, f"<{self.name}: a loss recorded>", "exec"), namespace)  # noqa: S102
+        call_loss = namespace["call_loss"]
+        call_loss.source = source  # for people reading a profile
+        return call_loss
+
+    def _free_list(self, size: int) -> list | None:
+        """The pool's list of sets for a batch size, remembered for the next call."""
+        free = self._pool.free.get((size,))
+        if free is not None:
+            self._last_size, self._last_free = size, free
+        return free
+
+    def _new_site(self, inputs: tuple) -> CallSite:
+        site = CallSite(self.name, inputs[:self._n_needs], inputs[self._n_needs:])
+        if site.reusable:  # kept for the next calls, which check it by the Tensors' ids
+            site.watch()
+            self._site = site
+            # Tensor._leaf_changes when a caller last found the site's Tensors with the flags
+            # its pattern wants (compiler/fastpath.py); none yet.
+            self.site_flags_seen = -1
+        return site
+
+    def either(self, residuals: tuple, cotangents: list[np.ndarray], accumulate: Any = None,
+               reuse: list | None = None) -> Any:
+        """The node's backward (`accumulate` left out) and its backward_into in one callable,
+        so that a call makes one partial, not two; `GradientsInto` takes over once built."""
+        if accumulate is None:
+            return self.backward(residuals, cotangents)
+        return self.backward_into(residuals, cotangents, accumulate, reuse)
 
     def backward(self, residuals: tuple, cotangents: list[np.ndarray]) -> tuple:
         """The gradients, as fresh arrays (the usual path of the runtime's backward)."""
@@ -135,7 +279,7 @@ class RecordedKernels:
         if _anomaly.enabled:  # the usual path, with its checked kernel; nothing to build
             return None
         if self._into is None:
-            self._into = GradientsInto(*self._spec.into_kernel())
+            self._into = GradientsInto(*self._spec.into_kernel(), self.backward)
         return self._into(residuals, cotangents, accumulate, reuse)
 
     def _kept(self, residuals: tuple, arrays: list, leaves: list) -> tuple:
@@ -249,8 +393,9 @@ class GradientsInto:
     all together, as the rows of the stack handed out last.
     """
 
-    def __init__(self, kernel, plan: list[Into]) -> None:
+    def __init__(self, kernel, plan: list[Into], usual: Callable) -> None:
         self.kernel = kernel
+        self._usual = usual  # the usual backward, for calls without `accumulate` (`either`)
         self._call = kernel.call
         self._plan = plan
         self._n = sum(len(into.positions) for into in plan)
@@ -265,22 +410,25 @@ class GradientsInto:
         self._arrays: list = [_NOTHING] * self._n
         self._stacks: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
 
-    def __call__(self, residuals: tuple, cotangents: list, accumulate: list,
-                 reuse: list) -> list[np.ndarray] | None:
+    def __call__(self, residuals: tuple, cotangents: list, accumulate: list | None = None,
+                 reuse: list | None = None) -> Any:
         """The arrays holding the gradients, or None where the usual path must run: anomaly
-        mode (it checks every op), or arrays the kernel does not take."""
+        mode (it checks every op), or arrays the kernel does not take. Without `accumulate`,
+        the usual backward's gradients (`RecordedKernels.either`)."""
+        if accumulate is None:
+            return self._usual(residuals, cotangents)
         if _anomaly.enabled:
             return None
         handed = self._arrays
         adds = None
         if not self._stacked:  # the usual steps of a training loop, checked at C speed
-            if all(map(operator.is_, accumulate, repeat(None))) \
-                    and all(map(operator.is_, reuse, handed)):
-                adds = self._store_all
+            if not accumulate or all(map(operator.is_, accumulate, repeat(None))):
+                if all(map(operator.is_, reuse, handed)):
+                    adds = self._store_all
             elif all(map(operator.is_, accumulate, handed)):
                 adds = self._add_all
         if adds is None:
-            return self._general(residuals, cotangents, accumulate, reuse)
+            return self._general(residuals, cotangents, accumulate or [None] * self._n, reuse)
         try:
             self._call(*residuals, *cotangents, adds, *handed)
         except (TypeError, KernelShapeError):

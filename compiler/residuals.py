@@ -46,12 +46,14 @@ def _references_when_free() -> int:
     return next(map(sys.getrefcount, held))
 
 
-_FREE = _references_when_free()
+FREE_REFCOUNT = _references_when_free()
 
 
 class ResidualPool:
-    """Sets of residual arrays, per batch size: `claim(arrays)` a free set (or a new one),
-    `give_back(key, set)` after the call."""
+    """Sets of residual arrays, per batch size: `claim_at(key)` a free set (or a new one),
+    `give_back(key, set)` after the call. Callers take the usual case inline
+    (`BufferedForward.run`, compiler/recording.py `loss_body`): one symbolic dim (`sym_at`),
+    a free set on top of its list (`free`)."""
 
     def __init__(self, types: list, graph: Graph) -> None:
         self._types = types
@@ -60,39 +62,42 @@ class ResidualPool:
             for axis, d in enumerate(node.shape):
                 if isinstance(d, Sym) and all(d != s for s, _, _ in self._syms):
                     self._syms.append((d, i, axis))
-        self._free: dict[tuple, list[tuple[np.ndarray, ...]]] = {}
+        self.free: dict[tuple, list[tuple[np.ndarray, ...]]] = {}
+        # Where the one symbolic dim is read from (the usual batch size), else None.
+        self.sym_at: tuple[int, int] | None = None
         if not self._syms:
             self._key = lambda arrays: ()
         elif len(self._syms) == 1:  # a batch size: the usual case
             (_, i, axis), = self._syms
+            self.sym_at = (i, axis)
             self._key = lambda arrays: (arrays[i].shape[axis],)
         else:
             self._key = lambda arrays: tuple([arrays[i].shape[axis]
                                               for _, i, axis in self._syms])
 
-    def claim(self, arrays: list) -> tuple[tuple, tuple[np.ndarray, ...]]:
-        key = self._key(arrays)
-        free = self._free.get(key)
+    def claim_at(self, key: tuple) -> tuple[np.ndarray, ...]:
+        """A free set of the batch size `key`, or a new one."""
+        free = self.free.get(key)
         busy = []
         while free:
             try:
                 found = free.pop()  # atomic: no other thread can take this set now
             except IndexError:
                 break
-            if all(map(_FREE.__eq__, map(sys.getrefcount, found))):
+            if all(map(FREE_REFCOUNT.__eq__, map(sys.getrefcount, found))):
                 free += busy
-                return key, found
+                return found
             busy.append(found)  # a graph still holds it
         if busy:
             free += busy
-        return key, self._new(key)
+        return self._new(key)
 
     def give_back(self, key: tuple, found: tuple[np.ndarray, ...]) -> None:
-        free = self._free.get(key)
+        free = self.free.get(key)
         if free is None:
-            if len(self._free) >= SIZES:
+            if len(self.free) >= SIZES:
                 return  # a batch size too many: its arrays go with its graph
-            free = self._free.setdefault(key, [])
+            free = self.free.setdefault(key, [])
         if len(free) < SETS_PER_SIZE:
             free.append(found)
 
@@ -123,6 +128,8 @@ class BufferedForward:
         self._pool = pool
         self._outputs = outputs
         self._residuals = residuals
+        # What `residuals` picks from [*arguments, *buffers], in backward's order.
+        self.residual_indices: list[int] = []
         self._scalar: np.dtype | None = None
 
     @staticmethod
@@ -158,6 +165,7 @@ class BufferedForward:
         buffered_forward = BufferedForward(kernel, ResidualPool([v.type for v in values], forward),
                                            _output_maker(spec.graph.outputs), _pick(picks),
                                            packing)
+        buffered_forward.residual_indices = picks
         outputs = spec.graph.outputs
         if len(outputs) == 1 and outputs[0].shape == ():
             buffered_forward._scalar = outputs[0].dtype
@@ -165,14 +173,29 @@ class BufferedForward:
 
     def run(self, arrays: list) -> tuple[tuple, tuple]:
         pool = self._pool
-        key, buffers = pool.claim(arrays)
+        # The pool's usual case inline (a training loop's every call): the set on top of the
+        # batch size's list, free when only the pool refers to its arrays.
+        at = pool.sym_at
+        key = (arrays[at[0]].shape[at[1]],) if at is not None else pool._key(arrays)
+        free = pool.free.get(key)
+        try:
+            buffers = free.pop()  # atomic: no other thread can take this set now
+        except (AttributeError, IndexError):  # no list for this size yet, or an empty one
+            buffers = pool.claim_at(key)
+        else:
+            if not all(map(FREE_REFCOUNT.__eq__, map(sys.getrefcount, buffers))):
+                free.append(buffers)  # a graph still holds it: the pool looks further
+                buffers = pool.claim_at(key)
         try:
             returned = self._call(*arrays, *buffers)
         except BaseException:
             pool.give_back(key, buffers)
             raise
         residuals = self._residuals([*arrays, *buffers])
-        pool.give_back(key, buffers)  # in use while `residuals` refers to its arrays
+        if free is not None and len(free) < SETS_PER_SIZE:  # in use while `residuals` is
+            free.append(buffers)
+        else:
+            pool.give_back(key, buffers)
         if self._scalar is not None:  # one 0-d output, returned as a number: the usual loss
             return (np.array(returned, self._scalar),), residuals
         return self._outputs(returned), residuals

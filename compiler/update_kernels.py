@@ -11,6 +11,11 @@ number of parameters, for the cost of checking that the arrays are still those
 of the table (a few C-level comparisons per parameter) and bumping the version
 counters.
 
+Once a group's step has run on its tables twice, the step is written out as one
+generated function (`GroupUpdate._written_out`): each parameter, gradient and
+state dict compared by identity, the settings as one tuple, the kernels and the
+version counters unrolled; anything that differs sends the step back here.
+
 A table is built when a group's arrays (parameters, gradients, state) stayed
 the same for two steps in a row: a training loop's gradients keep their arrays
 from step to step (the backward engine refills the `.grad` arrays that
@@ -52,6 +57,7 @@ from runtime.optim.optimizer import set_compiled_update
 _grad_of = operator.attrgetter("_grad")
 _data_of = operator.attrgetter("data")
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+WRITTEN_OUT_PARAMETERS = 256  # a group of up to this many gets its settled step written out
 
 
 # --- the kernels ---------------------------------------------------------------------------
@@ -162,6 +168,8 @@ class _Table:
     addresses: np.ndarray
     sizes: np.ndarray
 
+    def __post_init__(self) -> None:
+        self.run = self.kernel.run  # read once per step
 
 @dataclass
 class _Arrays:
@@ -175,6 +183,7 @@ class _Arrays:
     state: dict
     dicts: list  # the state dicts of the parameters with gradients
     entries: list  # their arrays
+    identities: list | None = None  # params, grads, dicts: what a settled step compares
 
     def same(self, other: _Arrays) -> bool:
         return _same(self.params, other.params) and _same(self.grads, other.grads) \
@@ -219,14 +228,41 @@ class GroupUpdate:
         self._rest: list[Tensor] = []  # parameters with a gradient that no kernel takes
         self._keys: tuple = ()  # the group's settings (but its params) when tables were made
         self._values: tuple = ()
+        self._n_settings = 0
+        self._settled_step: Callable[[dict], list | None] | None = None  # see `_written_out`
         self._hypers = np.zeros(0)
         self._options: dict[str, Any] = {}
 
     def __call__(self, group: dict) -> list[Tensor]:
+        settled_step = self._settled_step
+        if settled_step is not None:
+            rest = settled_step(group)
+            if rest is not None:
+                return rest
         params = group["params"]
-        if self._settled is None or not (self._unchanged(params)
-                                         and self._same_settings(group)):
-            self._settled = self._tables = None
+        settled = self._settled
+        try:
+            # A settled step: the group's arrays still those of the tables, its settings too.
+            # C-level comparisons only, as few as can say it: a step costs little more than
+            # its kernel. (A setting deleted raises KeyError.)
+            unchanged = settled is not None and len(params) == len(settled.params) \
+                and Parameter.data_replacements == settled.replacements \
+                and self.optimizer.state is settled.state \
+                and all(map(operator.is_, chain(params, map(_grad_of, params),
+                                                map(settled.state.get, self._with_grads)),
+                            settled.identities)) \
+                and (settled.data is None
+                     or all(map(operator.is_, map(_data_of, params), settled.data))) \
+                and (not settled.entries or self._same_entries(settled)) \
+                and len(group) == self._n_settings and self._settings(group) == self._values
+        except KeyError:
+            unchanged = False
+        if unchanged:  # the second settled step writes the next ones out (`_written_out`)
+            if self._settled_step is None and len(params) <= WRITTEN_OUT_PARAMETERS \
+                    and all(type(key) is str for key in self._keys):  # keys as literals
+                self._settled_step = self._written_out()
+        else:
+            self._settled = self._tables = self._settled_step = None
             arrays = _arrays(self.optimizer, list(params))
             last, self._last = self._last, arrays
             if last is None or not arrays.same(last):  # new arrays: the rules (tables later)
@@ -234,43 +270,85 @@ class GroupUpdate:
             self._settings_of(group)
             self._plan(arrays)
             self._settled, self._n_entries = arrays, sum(map(len, filter(None, arrays.dicts)))
+            arrays.identities = [*arrays.params, *arrays.grads, *arrays.dicts]
+        hypers = self._hypers
         for table in self._tables:
-            table.kernel.run(table.addresses, table.sizes, self._hypers)
+            table.run(table.addresses, table.sizes, hypers)
             for p in table.params:
                 p._version += 1  # as the rules do: an earlier graph must refuse backward
         return self._rest
 
-    def _unchanged(self, params: list[Tensor]) -> bool:
-        """Whether the group's arrays are still those of the tables: C-level comparisons
-        only (a settled step of a W1-sized group costs about a microsecond in Python)."""
+    def _written_out(self) -> Callable[[dict], list | None]:
+        """A settled step as one generated function: the checks of `__call__` one parameter
+        at a time (its identity, its gradient's, its state dict's), the settings as one
+        tuple, the kernels and the version counters; it returns None, having done nothing,
+        where anything differs (then `__call__` looks again)."""
         settled = self._settled
-        if len(params) != len(settled.params) \
-                or not all(map(operator.is_, params, settled.params)) \
-                or not all(map(operator.is_, map(_grad_of, params), settled.grads)) \
-                or Parameter.data_replacements != settled.replacements \
-                or self.optimizer.state is not settled.state:
-            return False
-        if settled.data is not None and not all(map(operator.is_, map(_data_of, params),
-                                                    settled.data)):
-            return False
-        if not settled.entries:
-            return all(map(operator.is_, map(settled.state.get, self._with_grads),
-                           settled.dicts))
-        dicts = list(map(settled.state.get, self._with_grads))
-        return all(map(operator.is_, dicts, settled.dicts)) \
-            and sum(map(len, dicts)) == self._n_entries \
+        params = settled.params
+        names = [f"p{k}" for k in range(len(params))]
+        index = {id(p): k for k, p in enumerate(params)}
+        with_grads = [names[index[id(p)]] for p in self._with_grads]
+        namespace: dict[str, Any] = {
+            "Parameter": Parameter, "optimizer": self.optimizer, "STATE": settled.state,
+            "get": settled.state.get, "REPLACEMENTS": settled.replacements,
+            "N_SETTINGS": self._n_settings, "VALUES": self._values, "HYPERS": self._hypers,
+            "REST": self._rest, "same_entries": self._same_entries, "settled": settled,
+            **{f"P{k}": p for k, p in enumerate(params)},
+            **{f"G{k}": g for k, g in enumerate(settled.grads)},
+            **{f"D{k}": d for k, d in enumerate(settled.dicts)},
+        }
+        checks = [" or ".join(f"{n} is not P{k}" for k, n in enumerate(names)),
+                  " or ".join(f"{n}._grad is not G{k}" for k, n in enumerate(names)),
+                  "Parameter.data_replacements != REPLACEMENTS or optimizer.state is not STATE"]
+        if with_grads:
+            checks.append(" or ".join(f"get({n}) is not D{k}" for k, n in enumerate(with_grads)))
+        if settled.data is not None:
+            namespace.update({f"A{k}": a for k, a in enumerate(settled.data)})
+            checks.append(" or ".join(f"{n}.data is not A{k}" for k, n in enumerate(names)))
+        if settled.entries:
+            checks.append("not same_entries(settled)")
+        settings = "".join(f"group[{key!r}], " for key in self._keys)
+        lines = ["def settled_step(group):",
+                 "    params = group['params']",
+                 f"    if len(params) != {len(params)}:",
+                 "        return None",
+                 f"    {''.join(f'{n}, ' for n in names)}= params" if names else "    pass",
+                 *(f"    if {check}:\n        return None" for check in checks if check),
+                 "    if len(group) != N_SETTINGS:",
+                 "        return None",
+                 "    try:",
+                 f"        if ({settings}) != VALUES:",
+                 "            return None",
+                 "    except KeyError:  # a setting deleted",
+                 "        return None"]
+        for t, table in enumerate(self._tables):
+            namespace.update({f"run{t}": table.run, f"ADDRESSES{t}": table.addresses,
+                              f"SIZES{t}": table.sizes})
+            lines.append(f"    run{t}(ADDRESSES{t}, SIZES{t}, HYPERS)")
+            # as the rules do: an earlier graph must refuse backward
+            lines += [f"    {names[index[id(p)]]}._version += 1" for p in table.params]
+        lines.append("    return REST\n")
+        source = "\n".join(lines)
+        exec(compile(source, "<a settled optimizer step>", "exec"), namespace)  # noqa: S102
+        step = namespace["settled_step"]
+        step.source = source  # for people reading a profile
+        return step
+
+    def _same_entries(self, settled: _Arrays) -> bool:
+        """Whether the state dicts (the tables' own) still hold the tables' arrays."""
+        dicts = settled.dicts
+        return sum(map(len, dicts)) == self._n_entries \
             and all(map(operator.is_, chain.from_iterable(map(_values, dicts)),
                         settled.entries))
-
-    def _same_settings(self, group: dict) -> bool:
-        return len(group) == len(self._keys) + 1 \
-            and tuple(map(group.get, self._keys)) == self._values
 
     def _settings_of(self, group: dict) -> None:
         """The group's hyper-parameters as the kernels take them (a scheduler's new lr, say,
         is a new vector, never a new kernel), and its flags, which choose the kernels."""
         self._keys = tuple(k for k in group if k != "params")
         self._values = tuple(map(group.get, self._keys))
+        self._n_settings = len(group)
+        self._settings = operator.itemgetter(*self._keys) if len(self._keys) > 1 \
+            else lambda group: tuple(map(group.__getitem__, self._keys))
         self._options = self.optimizer.rule_options(group)
         self._hypers = np.array([v for v in self._options.values() if not isinstance(v, bool)],
                                 np.float64)

@@ -42,7 +42,6 @@ from __future__ import annotations
 import operator
 import weakref
 from collections.abc import Callable, Sequence
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -55,7 +54,8 @@ __all__ = ["CallSite", "Edge", "Node", "backward", "enable_grad", "is_grad_enabl
 
 BackwardFn = Callable[[list[np.ndarray]], Sequence["np.ndarray | None"]]
 # backward_into(cotangents, accumulate, reuse) -> the arrays now holding each input's total
-# gradient, or None if it cannot run now; see `_backward_one_node`.
+# gradient, or None if it cannot run now; see `_stored_into_leaves`. `accumulate` is each
+# leaf's `.grad` (None where it has none), or empty when no leaf has one.
 BackwardInto = Callable[[list[np.ndarray], list, list], "list[np.ndarray] | None"]
 
 # -- the graph ---------------------------------------------------------------------
@@ -72,13 +72,13 @@ class Node:
     become the leaves' `.grad` (see `_backward_one_node`).
     """
 
-    __slots__ = ("name", "_backward", "site", "edges", "_producers", "tensors", "versions",
-                 "output_meta", "trusted", "backward_into", "_tensor_hooks", "_retained",
-                 "__weakref__")
+    # What every call at a site shares (its name, edges and producers) is read from the site:
+    # a node stores only what is its own, as a training loop makes one per step.
+    __slots__ = ("_backward", "site", "tensors", "versions", "output_meta", "trusted",
+                 "backward_into", "_tensor_hooks", "_retained", "__weakref__")
 
     def __init__(
         self,
-        name: str,
         backward: BackwardFn,
         site: CallSite,
         tensors: Sequence[Tensor],
@@ -86,11 +86,8 @@ class Node:
         trusted: bool = False,
         backward_into: BackwardInto | None = None,
     ) -> None:
-        self.name = name
         self._backward: BackwardFn | None = backward
         self.site = site
-        self.edges = site.edges  # one per input position; None where no gradient flows
-        self._producers = site.producers  # every backward pass walks the graph through these
         # The input Tensors (as in the site: inputs, then saved ones), held while the graph
         # lives as PyTorch's graph holds them, and their versions at forward time.
         self.tensors = tensors
@@ -102,6 +99,20 @@ class Node:
         # Made on first use: most nodes never get a hook or a retained output.
         self._tensor_hooks: list[dict[int, Hook]] | None = None
         self._retained: dict[int, weakref.ref[Tensor]] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.site.name
+
+    @property
+    def edges(self) -> list[Edge | None]:
+        """One per input position; None where no gradient flows."""
+        return self.site.edges
+
+    @property
+    def _producers(self) -> list[Node]:
+        """The nodes whose outputs are inputs here: every backward pass walks through these."""
+        return self.site.producers
 
     @property
     def released(self) -> bool:
@@ -234,10 +245,12 @@ class CallSite:
     Tensors weakly (its edges too): it must not keep the caller's Parameters alive between
     calls. A site with an input produced by another node (not a leaf) is built for one call
     only (`reusable` is False), so that it never keeps that node and its residuals alive.
+    A caller that keeps a site may `watch` it, and then recognize its Tensors by their ids.
     """
 
     __slots__ = ("name", "edges", "producers", "refs", "labels", "positions", "needs_grad",
-                 "reusable", "_requires_grad", "into_ready", "__weakref__")
+                 "reusable", "_requires_grad", "into_ready", "only_leaves", "no_grads",
+                 "leaves_checked", "ids", "alive", "__weakref__")
 
     def __init__(self, name: str, inputs: Sequence[Tensor | None],
                  saved: Sequence[Tensor] = ()) -> None:
@@ -267,6 +280,32 @@ class CallSite:
         self.into_ready = self.reusable and len(tensors) >= len(edges) > 0 \
             and all(e is not None for e in edges) \
             and len({id(t) for t in tensors[:len(edges)]}) == len(edges)
+        self.only_leaves = len(tensors) == len(edges)  # no saved Tensors after the leaves
+        self.no_grads = [None] * len(edges)  # the leaves' `.grad`s after zero_grad()
+        # Tensor._leaf_changes when the leaves were last found requiring grad and hookless
+        self.leaves_checked = -1
+        # See `watch`: until it is called, `alive` says nothing.
+        self.ids: tuple[int, ...] = ()
+        self.alive = False
+
+    def watch(self) -> None:
+        """Keep `alive` True while every Tensor of the site lives, for a caller that calls
+        again and again: then `alive and tuple(map(id, tensors)) == site.ids` says that
+        `tensors` are the site's (two live objects never share an id), without calling the
+        weak references. The callbacks hold the site weakly: no cycle keeps it."""
+        site = weakref.ref(self)
+
+        def died(_: weakref.ref) -> None:
+            watched = site()
+            if watched is not None:
+                watched.alive = False
+
+        tensors = list(map(operator.call, self.refs))
+        if any(t is None for t in tensors):
+            return
+        self.refs = tuple(weakref.ref(t, died) for t in tensors)
+        self.ids = tuple(map(id, tensors))
+        self.alive = True
 
     def fits(self, tensors: Sequence[Tensor]) -> bool:
         """Whether a call with these Tensors (those of `inputs`, in order, then `saved`) can
@@ -287,12 +326,31 @@ class CallSite:
             outputs = [out if type(out) is np.ndarray else np.asarray(out) for out in outputs]
         if not (_mode.enabled and self.needs_grad):
             return [Tensor(out) for out in outputs]
-        node = Node(self.name, backward, self, tensors,
+        node = Node(backward, self, tensors,
                     output_meta or [(out.shape, out.dtype) for out in outputs],
                     trusted, backward_into)
         from_node = Tensor._from_node
         return [from_node(out, node, k) if out.dtype.kind == "f" else Tensor(out)
                 for k, out in enumerate(outputs)]
+
+    def record_one(self, tensors: Sequence[Tensor], output: np.ndarray, backward: BackwardFn,
+                   backward_into: BackwardInto | None, output_meta: list | None) -> Tensor:
+        """`record(..., trusted=True)` of one output array, returning its Tensor: what a
+        compiled loss records on every step of a training loop, in fewer steps."""
+        if not (_mode.enabled and self.needs_grad):
+            return Tensor(output)
+        node = Node(backward, self, tensors,
+                    output_meta or [(output.shape, output.dtype)], True, backward_into)
+        if output.dtype.kind != "f":
+            return Tensor(output)
+        tensor = _new_tensor(Tensor)  # Tensor._from_node(output, node, 0), without the call
+        tensor.data = output
+        tensor._requires_grad = True
+        tensor.grad_fn = node
+        return tensor
+
+
+_new_tensor = Tensor.__new__
 
 
 _version_of = operator.attrgetter("_version")
@@ -392,10 +450,25 @@ def _backward_graph(tensors: list[Tensor], seeds: list[np.ndarray], retain_graph
 
 def _backward_one_node(root: Tensor, seed: np.ndarray, retain_graph: bool) -> None:
     """`_backward_graph` for its most common graph, one node whose inputs are all leaves (one
-    compiled call on Parameters): the same checks, hooks and order, without the walk."""
+    compiled call on Parameters): the same checks, hooks and order, without the walk. The
+    seed may be `unit_seed`'s shared array (a 0-d root's implicit gradient)."""
     node, output_nr = root.grad_fn, root.output_nr
     if node._backward is None or list(map(_version_of, node.tensors)) != node.versions:
         _check_runnable(node)  # raises, with the message
+    if node.backward_into is not None and node._tensor_hooks is None \
+            and node._retained is None and len(node.output_meta) == 1:
+        # A training loop's backward(): no hook to run (so nothing to run under no_grad),
+        # no cotangent to complete, the kernel storing into `.grad`. A shared seed is safe
+        # there: only the kernel reads it, and nothing writes it.
+        if _stored_into_leaves(node, [seed]):
+            if not retain_graph:
+                node._backward = node.backward_into = None  # node.release()
+            return
+        tried_into = True
+    else:
+        tried_into = False
+    if seed is _UNIT_SEEDS.get(seed.dtype):  # a fresh one: the usual path hands it to hooks
+        seed = np.array(1, seed.dtype)
     previous = _mode.enabled
     _mode.enabled = False  # hooks and backward callables run under no_grad
     try:
@@ -405,7 +478,8 @@ def _backward_one_node(root: Tensor, seed: np.ndarray, retain_graph: bool) -> No
             cotangents = [None] * len(node.output_meta)
             cotangents[output_nr] = seed
             cotangents = _complete(node, cotangents)
-        if node.backward_into is not None and _stored_into_leaves(node, cotangents):
+        if node.backward_into is not None and not tried_into \
+                and _stored_into_leaves(node, cotangents):
             if not retain_graph:
                 node.release()
             return
@@ -426,6 +500,17 @@ def _backward_one_node(root: Tensor, seed: np.ndarray, retain_graph: bool) -> No
         _mode.enabled = previous
 
 
+# One 0-d array of ones per dtype: the seed of the backward_into path, which only its kernel
+# reads (a fresh one would cost an allocation per backward()).
+_UNIT_SEEDS: dict[np.dtype, np.ndarray] = {}
+
+
+def unit_seed(dtype: np.dtype) -> np.ndarray:
+    """The shared 0-d one of `dtype` that `Tensor.backward` seeds `_backward_one_node` with."""
+    seed = _UNIT_SEEDS.get(dtype)
+    return _UNIT_SEEDS.setdefault(dtype, np.array(1, dtype)) if seed is None else seed
+
+
 def _stored_into_leaves(node: Node, cotangents: list[np.ndarray]) -> bool:
     """Step 4 done by the node's kernel: `backward_into` stores each input's gradient into the
     array that becomes its leaf's `.grad` (adding it to the leaf's `.grad` where there is
@@ -436,14 +521,21 @@ def _stored_into_leaves(node: Node, cotangents: list[np.ndarray]) -> bool:
     site = node.site
     if not site.into_ready:
         return False
-    leaves = node.tensors[:len(node.edges)]  # the site's inputs: one leaf per edge, in order
-    if any(map(_hooks_of, leaves)) or not all(map(_requires_grad_of, leaves)):
-        return False
-    grads, owns = list(map(_grad_of, leaves)), list(map(_own_grad_of, leaves))
-    if not all(map(operator.is_, grads, repeat(None))) \
-            and not all(map(operator.is_, grads, owns)) \
-            and any(g is not None and g is not own for g, own in zip(grads, owns)):
-        return False  # a `.grad` handed out: the usual path adds to it, in place
+    # the site's inputs: one leaf per edge, in order
+    leaves = node.tensors if site.only_leaves else node.tensors[:len(node.edges)]
+    if site.leaves_checked != Tensor._leaf_changes:  # else they still require grad, hookless
+        changes = Tensor._leaf_changes
+        if any(map(_hooks_of, leaves)) or not all(map(_requires_grad_of, leaves)):
+            return False
+        site.leaves_checked = changes
+    owns = list(map(_own_grad_of, leaves))
+    if all(map(operator.is_, map(_grad_of, leaves), site.no_grads)):
+        grads = ()  # no leaf has a `.grad` (zero_grad() ran): backward_into's usual case
+    else:
+        grads = list(map(_grad_of, leaves))
+        if not all(map(operator.is_, grads, owns)) \
+                and any(g is not None and g is not own for g, own in zip(grads, owns)):
+            return False  # a `.grad` handed out: the usual path adds to it, in place
     stored = node.backward_into(cotangents, grads, owns)
     if stored is None:  # the node cannot now (anomaly mode's checked kernels): the usual path
         return False

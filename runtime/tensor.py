@@ -78,6 +78,10 @@ class Tensor:
     # inside a kernel: added to while it is `_grad`, refilled once zero_grad() has set `_grad`
     # to None. A training loop's gradients keep their arrays that way, from step to step.
     _own_grad: np.ndarray | None = None
+    # How many times any Tensor's requires_grad was set or a leaf got a hook (class-wide): a
+    # call site that found its leaves requiring grad and without hooks need not look again
+    # while this stays the same (runtime/autograd.py `_stored_into_leaves`).
+    _leaf_changes = 0
 
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
         self.data: np.ndarray = np.asarray(data)
@@ -110,6 +114,7 @@ class Tensor:
         if value:
             check_can_require_grad(self.data.dtype)
         self._requires_grad = bool(value)
+        Tensor._leaf_changes += 1
 
     @property
     def is_leaf(self) -> bool:
@@ -161,6 +166,7 @@ class Tensor:
             if self._hooks is None:
                 self._hooks = {}
             hooks = self._hooks
+            Tensor._leaf_changes += 1
         else:
             hooks = self.grad_fn.tensor_hooks[self.output_nr]
         return RemovableHandle(hooks, hook)
@@ -168,10 +174,13 @@ class Tensor:
     def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf), weighted by `gradient`, into every leaf's `.grad`."""
         node = self.grad_fn
-        if gradient is None and node is not None and not node._producers \
+        if gradient is None and node is not None and not node.site.producers \
                 and self.data.ndim == 0:
             # a loss of one compiled call on leaves: the common case, without the lists
-            _autograd._backward_one_node(self, np.array(1, self.data.dtype), retain_graph)
+            seed = _autograd._UNIT_SEEDS.get(self.data.dtype)  # unit_seed, without the call
+            if seed is None:
+                seed = _autograd.unit_seed(self.data.dtype)
+            _autograd._backward_one_node(self, seed, retain_graph)
             return
         _autograd.backward([self], [gradient], retain_graph=retain_graph)
 
@@ -203,11 +212,10 @@ class Tensor:
 
     def item(self) -> float | int | bool:
         """The value of a one-element tensor as a Python number."""
-        if self.data.size != 1:
-            raise RuntimeError(
-                f"a Tensor with {self.data.size} elements cannot be converted to Scalar"
-            )
-        return self.data.item()
+        data = self.data
+        if data.size != 1:
+            raise RuntimeError(f"a Tensor with {data.size} elements cannot be converted to Scalar")
+        return data.item()
 
     def __float__(self) -> float:
         return float(self.item())

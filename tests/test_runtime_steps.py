@@ -13,8 +13,9 @@ import pytest
 
 from compiler import compile_grad
 from compiler import update_kernels as kernels
+from compiler.fastpath import REFUSED
 from compiler.training import train_step
-from runtime import Parameter, autograd, optim
+from runtime import Parameter, Tensor, autograd, optim
 from runtime.optim.optimizer import set_compiled_update
 
 
@@ -141,6 +142,89 @@ def test_a_call_site_keeps_no_parameter_alive():
     del params
     gc.collect()
     assert probe() is None
+
+
+def test_a_flag_or_a_hook_changed_after_the_leaves_were_checked_is_seen():
+    """A settled loop stops looking at its leaves' flags and hooks while no Tensor's flag or
+    hook changes (Tensor._leaf_changes); one changed between forward and backward sends
+    backward down the usual path, which honours it."""
+    params = make_params()
+    opt = optim.SGD(params, lr=0.0)
+    for _ in range(3):
+        opt.zero_grad()
+        mlp(params, X, Y).backward()
+    grads = expected_grads(params)
+    opt.zero_grad()
+    loss = mlp(params, X, Y)
+    params["b"].requires_grad = False  # after forward: the node still has b's edge
+    loss.backward()
+    assert params["b"].grad is None  # the usual path does not accumulate into it
+    np.testing.assert_allclose(params["W"].grad, grads["W"], rtol=1e-12)
+    params["b"].requires_grad = True
+    opt.zero_grad()
+    mlp(params, X, Y).backward()  # the leaves checked again, and settled
+    seen = []
+    for _ in range(2):
+        opt.zero_grad()
+        loss = mlp(params, X, Y)
+        if not seen:
+            params["v"].register_hook(lambda g: seen.append(g.copy()) or 3 * g)
+        loss.backward()
+        np.testing.assert_allclose(params["v"].grad, 3 * grads["v"], rtol=1e-12)
+        np.testing.assert_allclose(params["b"].grad, grads["b"], rtol=1e-12)
+    assert len(seen) == 2
+    np.testing.assert_allclose(seen[0], grads["v"], rtol=1e-12)
+
+
+scaled_norm = compile_grad(lambda w, x: np.sum((x * w) ** 2))
+
+
+def test_a_new_parameter_in_place_of_a_dead_one_is_a_new_leaf():
+    """A call site is recognized by its Tensors' ids only while they all live (weak
+    references with callbacks watch them): a Parameter made after the old one died, which
+    often reuses its memory and so its id, is a new leaf, whose hooks and gradient are its
+    own (the usual path, which a hook sends backward down, reads the site's edges)."""
+    x = np.array([1.0, 2.0, 3.0])
+    reused = 0
+    for seed in range(10):
+        w = Parameter(np.full(3, 1.0 + seed))
+        for _ in range(2):
+            w.grad = None
+            scaled_norm(w, x).backward()
+        data, old = np.full(3, 2.0 + seed), id(w)
+        del w  # and at once a new one, which takes the freed memory more often than not
+        w = Parameter(data)
+        reused += id(w) == old
+        seen: list[np.ndarray] = []
+        w.register_hook(seen.append)
+        scaled_norm(w, x).backward()
+        expected = 2 * x * x * w.data
+        np.testing.assert_allclose(w.grad, expected, rtol=1e-12)
+        np.testing.assert_allclose(seen[0], expected, rtol=1e-12)
+        del w
+    if not reused:
+        pytest.skip("no Parameter took a dead one's id here: nothing was tested")
+
+
+def test_a_call_of_a_few_leaves_checks_each_ones_class_and_flag():
+    """The written-out fast path of a small call refuses what the general path must see: a
+    plain array for a Parameter, a Parameter for the data, a Tensor not requiring grad."""
+    f = compile_grad(mlp_loss)
+    params = make_params()
+    f(params, X, Y).backward()
+    run = f._tensor_call.run
+    assert run((params, X, Y)) is not REFUSED
+    assert run(({**params, "W": params["W"].data}, X, Y)) is REFUSED
+    assert run((params, Parameter(X), Y)) is REFUSED
+    assert run(({**params, "b": Tensor(params["b"].data)}, X, Y)) is REFUSED
+    assert run((params, X)) is REFUSED
+    frozen = {**params, "v": Parameter(params["v"].data, requires_grad=False)}
+    assert run((frozen, X, Y)) is REFUSED
+    loss = f(frozen, X, Y)
+    loss.backward()
+    assert frozen["v"].grad is None
+    np.testing.assert_allclose(loss.item(), mlp.fn({k: p.data for k, p in params.items()},
+                                                   X, Y), rtol=1e-12)
 
 
 @compile_grad
@@ -279,6 +363,46 @@ def test_a_new_learning_rate_or_state_is_no_new_kernel():
     for p, s in zip(params, state["state"].values(), strict=True):
         np.testing.assert_allclose(opt.state[p]["momentum_buffer"],
                                    0.9 * (0.9 * s["momentum_buffer"] + 1.0) + 1.0, rtol=1e-12)
+
+
+def test_whatever_changes_between_settled_steps_is_seen(numpy_rules):
+    """A settled step is written out as checks of each parameter, gradient and state dict
+    and of the settings; each change below, made between such steps, gives what the NumPy
+    rules give (the fixture's rules run after the compiled steps, on the same changes)."""
+    def changes(compiled):
+        if compiled:
+            kernels.register_compiled_update()
+        else:
+            set_compiled_update(None)
+        params, opt = run_steps(lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), np.float64)
+        if compiled:
+            assert opt._compiled[0]._settled_step is not None
+        group = opt.param_groups[0]
+
+        def settle():  # steps on the same arrays: the step is written out again
+            for _ in range(3):
+                for p in group["params"]:
+                    p._grad[...] = 1.0
+                opt.step()
+
+        params[1].grad = np.full(params[1].shape, 2.0)  # a new array
+        settle()
+        opt.state[params[2]] = {"step": np.array(5.0),
+                                "momentum_buffer": np.full(params[2].shape, -1.0)}
+        settle()
+        group["momentum"] = 0.5
+        settle()
+        group["params"][3] = replaced = Parameter(np.ones(SHAPES[3]))
+        replaced.grad = np.full(SHAPES[3], 3.0)
+        settle()
+        return [p.data.copy() for p in [*params, replaced]], \
+            [p._version for p in [*params, replaced]]
+
+    data, versions = changes(compiled=True)
+    expected, expected_versions = changes(compiled=False)
+    assert versions == expected_versions
+    for a, b in zip(data, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
 def test_a_rule_that_is_not_elementwise_runs_on_each_parameter_shape():

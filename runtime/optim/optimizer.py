@@ -112,10 +112,12 @@ class Optimizer:
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear every parameter's `.grad` (to None, or to zeros in place)."""
         for group in self.param_groups:
-            for p in group["params"]:
-                if set_to_none or p._grad is None:
+            if set_to_none:
+                for p in group["params"]:
                     p._grad = None  # what the grad setter does with None, without the call
-                else:
+                continue
+            for p in group["params"]:
+                if p._grad is not None:
                     p._grad[...] = 0
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -127,7 +129,6 @@ class Optimizer:
                 loss = closure()
         compiled = _compiled_update
         for index, group in enumerate(self.param_groups):
-            params = group["params"]
             if compiled is not None:
                 update = self._compiled.get(index)
                 if update is None:
@@ -135,6 +136,8 @@ class Optimizer:
                 params = update(group)  # what the kernel left to the rules below
                 if not params:
                     continue
+            else:
+                params = group["params"]
             options = self.rule_options(group)
             shared = []  # parameters that may share calls of the rule (see foreach)
             for p in params:

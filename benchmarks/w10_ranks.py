@@ -19,7 +19,7 @@ from mpi4py import MPI  # noqa: E402
 
 from benchmarks import steps, w4_mlp_large  # noqa: E402
 from benchmarks.harness import Config, Impl, Timing, check_agreement, time_rows  # noqa: E402
-from compiler.training import train_step  # noqa: E402
+from compiler.training import distributed, train_step  # noqa: E402
 from compiler.training.distributed import ALLREDUCE_VARIABLE  # noqa: E402
 from runtime import Parameter, optim  # noqa: E402
 
@@ -92,6 +92,18 @@ def reduce_row(name: str, reduce, comm) -> tuple[str, Timing]:
     return _per_reduce(Impl(name, reduce, None, comm.Barrier, number=REDUCES_PER_BATCH), 1)
 
 
+def update_row(name: str, impl: Impl, comm) -> tuple[str, Timing]:
+    """The step's update kernel alone, on the buffers of its last step (it updates the
+    parameters each call; the next row's setup puts them back)."""
+    parallel = impl.subject.parallel
+    update, arguments = parallel._update_kernel(), parallel._update_calls[0]
+    return reduce_row(name, lambda: update.step(*arguments), comm)
+
+
+# The 2-rank step rows: (GRADFUSE_MPI_ALLREDUCE, SUM_IN_UPDATE_MAX_RANKS); the default first.
+TWO_RANK_ROWS = (("shared", distributed.SUM_IN_UPDATE_MAX_RANKS), ("shared", 1), ("mpi", 1))
+
+
 def main(out: str) -> None:
     comm = MPI.COMM_WORLD
     rank, ranks = comm.Get_rank(), comm.Get_size()
@@ -108,11 +120,14 @@ def main(out: str) -> None:
                     lambda: one.subject(*share(problem.batch, 0, 2)), None, one.setup,
                     number=STEPS_PER_BATCH)
         steps_rows.update(time_rows([one, half], CONFIG))
-    for allreduce in ("shared", "mpi") if ranks > 1 else ("mpi",):
+    impls = {}
+    for allreduce, sum_in_update in TWO_RANK_ROWS if ranks > 1 else (("mpi", 1),):
         os.environ[ALLREDUCE_VARIABLE] = allreduce
+        distributed.SUM_IN_UPDATE_MAX_RANKS = sum_in_update
         impl = step_row("", problem, comm, mine, comm)
         parallel = impl.subject.parallel
         impl.name = f"gradfuse comm, {ranks} rank{'s' * (ranks > 1)}, {parallel.reducer.name}"
+        impls[impl.name] = impl
         checked(impl, problem, reference)
         parallel.reduce_seconds, parallel.steps = 0.0, 0
         timing = time_rows([impl], CONFIG)[impl.name]
@@ -120,11 +135,22 @@ def main(out: str) -> None:
         in_step = parallel.reduce_seconds / parallel.steps
         extra[impl.name] = {"all-reduce ms": in_step * 1e3,
                             "all-reduce share %": 100 * in_step / timing.median}
-        if ranks > 1:
+        if ranks > 1 and not getattr(parallel.reducer, "in_update", False):
             name, t = reduce_row(f"{parallel.reducer.name}, float32", parallel.reducer.reduce,
                                  comm)
             reduces[name] = t
         length = parallel.layout.length
+    distributed.SUM_IN_UPDATE_MAX_RANKS = TWO_RANK_ROWS[0][1]
+    if ranks > 1:  # summed in the update: the barrier, and what adding rows adds to the update
+        fused, columns = list(impls.values())[:2]
+        _, summing = update_row("", fused, comm)
+        _, summed = update_row("", columns, comm)
+        name = f"{fused.subject.parallel.reducer.name}, float32 (update's extra time)"
+        reduces[name] = Timing(summing.median - summed.median, summing.best - summed.best,
+                               summing.number, summing.repeats)
+        found = extra[fused.name]
+        found["all-reduce ms"] += reduces[name].median * 1e3
+        found["all-reduce share %"] = found["all-reduce ms"] / steps_rows[fused.name].median / 10
     if ranks > 1:
         buffer = np.ones(length)
         name, t = reduce_row("MPI_Allreduce in place, float64",

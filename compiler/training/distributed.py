@@ -278,7 +278,8 @@ class DataParallel:
         self._weighted_loss = _traced(step, self._weighted, "weighted", wrt=0)
         self._grads_fn = _traced(step, self._grads_function, "grads", wrt=(0, 1, 2))
         self._update_fn = _traced(step, self._update_function, "update", wrt=(0, 1, 2, 3, 4))
-        self._grads_by_data: dict[tuple, _Kernels] = {}
+        self._grads_by_data: dict[tuple, tuple[_Kernels, list[tuple]]] = {}
+        self._update_calls: list[tuple] = []  # the update kernel's arguments by buffer set
         self._last_grads: _Kernels | None = None
         self._update: _Kernels | None = None
         self.reduce_seconds = 0.0
@@ -380,9 +381,8 @@ class DataParallel:
         else:
             self._weight[0] = rows
             if compiled:
-                grads = self._grads_kernel(data)
-                loss = grads.step(*grads.arguments[:len(step._slots)],
-                                  *self._segment_grads[written], self._weight, *data)
+                grads, calls = self._grads_kernel(data)
+                loss = grads.step(*calls[written], *data)
             else:
                 loss = self._general_grads(data, self._segment_grads[written])
             segment[layout.loss] = loss
@@ -391,23 +391,25 @@ class DataParallel:
         ready = reducer.reduce()
         self.reduce_seconds += time.perf_counter() - start
         self.steps += 1
-        if not any(row[layout.count] for row in reducer.sources[ready]):
+        if not any([row[layout.count] for row in reducer.sources[ready]]):
             raise ValueError("train_step with comm: no rank had any rows in this step")
         if not compiled:
             return self._general_update(ready)
         update = self._update_kernel()
-        result = update.step(*update.arguments, *self._source_arguments[ready])
+        result = update.step(*self._update_calls[ready])
         _updated(update.params)
         return step._kept(update, result) if step.keep_grads else result
 
-    def _grads_kernel(self, data: tuple) -> _Kernels:
+    def _grads_kernel(self, data: tuple) -> tuple[_Kernels, list[tuple]]:
         """The gradient kernel for data of this kind (dtypes and trailing shapes; the batch
         size too when the loss needs it as a number), rebuilt if a Parameter's array was
-        replaced. It stores the gradients times the row count into this rank's buffer."""
+        replaced, and its arguments before the data for each buffer set (built once: a
+        step's Python runs on caches that the kernels have just filled). It stores the
+        gradients times the row count into this rank's buffer of the set."""
         key = tuple([(d.dtype.num, d.shape[1:]) for d in data])
-        kernels = self._grads_by_data.get(key) or self._grads_by_data.get((key, len(data[0])))
-        if kernels is not None and kernels.current(self.train_step.optimizer):
-            return kernels
+        found = self._grads_by_data.get(key) or self._grads_by_data.get((key, len(data[0])))
+        if found is not None and found[0].current(self.train_step.optimizer):
+            return found
         step = self.train_step
         params, _ = step._arguments()
         n = len(params)
@@ -422,13 +424,14 @@ class DataParallel:
                            arguments=arrays + (self._weight,))
         kernels.step = kernels.compile(module.dispatcher.__name__, data)
         symbolic = all(isinstance(i.shape[0], Sym) for i in graph.inputs[2 * n + 1:])
-        self._grads_by_data[key if symbolic else (key, len(data[0]))] = kernels
+        calls = [arrays[:n] + tuple(views) + (self._weight,) for views in self._segment_grads]
+        self._grads_by_data[key if symbolic else (key, len(data[0]))] = kernels, calls
         self._last_grads = kernels
-        return kernels
+        return kernels, calls
 
     def _update_kernel(self) -> _Kernels:
         """The kernel that adds up the rows, divides by the row count and updates in
-        place."""
+        place (`_update_calls` holds its arguments for each buffer set)."""
         step = self.train_step
         kernels = self._update
         if kernels is not None and kernels.current(step.optimizer):
@@ -445,6 +448,7 @@ class DataParallel:
                            step._hypers, fits_batches=False, arguments=arrays + (step._hypers,))
         kernels.step = kernels.compile(module.dispatcher.__name__, self._source_arguments[0])
         self._update = kernels
+        self._update_calls = [kernels.arguments + a for a in self._source_arguments]
         return kernels
 
     def _general_grads(self, data: tuple, segment_grads: list[np.ndarray]) -> Any:

@@ -11,9 +11,9 @@ all-reduce inside the step (waiting for the slower rank included) and alone, and
 choice of design, MPI_Allreduce and numba-mpi's allreduce inside an njit loop on a buffer
 of the same length. When the update kernel sums, the all-reduce's time in the step is the
 barrier's (waiting included) plus what adding the second rank's row costs the update
-kernel: the update timed alone, minus the same update of one row of sums. Every step row is checked against the float64
-reference of the whole batch before it is timed. Skipped with a note when mpi4py or
-mpiexec is missing (`pip install "gradfuse[mpi]"`).
+kernel: the update timed alone, minus the same update of one row of sums. Every step row
+is checked against the float64 reference of the whole batch before it is timed. Skipped
+with a note when mpi4py or mpiexec is missing (`pip install "gradfuse[mpi]"`).
 
 The 1-rank and 2-rank launches alternate for `ROUNDS` rounds and each figure is the median
 over the rounds: on a shared machine, two launches a minute apart can see different loads,

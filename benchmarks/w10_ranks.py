@@ -12,7 +12,9 @@ threads.cap_threads(1)
 
 import json  # noqa: E402  (after the thread caps)
 import os  # noqa: E402
+import statistics  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
@@ -92,12 +94,31 @@ def reduce_row(name: str, reduce, comm) -> tuple[str, Timing]:
     return _per_reduce(Impl(name, reduce, None, comm.Barrier, number=REDUCES_PER_BATCH), 1)
 
 
-def update_row(name: str, impl: Impl, comm) -> tuple[str, Timing]:
-    """The step's update kernel alone, on the buffers of its last step (it updates the
-    parameters each call; the next row's setup puts them back)."""
-    parallel = impl.subject.parallel
-    update, arguments = parallel._update_kernel(), parallel._update_calls[0]
-    return reduce_row(name, lambda: update.step(*arguments), comm)
+def summing_cost(summing: Impl, summed: Impl, comm) -> Timing:
+    """What adding up the ranks' rows adds to the update kernel: the update kernel of
+    `summing` (which reads every rank's row) less that of `summed` (one row of sums), each
+    alone on the buffers of its last step, on both ranks at once, in alternating batches;
+    the median of the paired differences, and the difference of the best batches. (Both
+    update the parameters each call; the next row's setup puts them back.)"""
+    calls = []
+    for impl in (summing, summed):
+        parallel = impl.subject.parallel
+        update, arguments = parallel._update_kernel(), parallel._update_calls[0]
+        calls.append(lambda update=update, arguments=arguments: update.step(*arguments))
+
+    def batch(call) -> float:
+        comm.Barrier()
+        start = time.perf_counter()
+        for _ in range(REDUCES_PER_BATCH):
+            call()
+        return (time.perf_counter() - start) / REDUCES_PER_BATCH
+
+    for call in calls:  # untimed: caches
+        batch(call)
+    pairs = [[batch(call) for call in calls] for _ in range(CONFIG.repeats)]
+    return Timing(statistics.median(a - b for a, b in pairs),
+                  min(a for a, _ in pairs) - min(b for _, b in pairs), REDUCES_PER_BATCH,
+                  len(pairs))
 
 
 # The 2-rank step rows: (GRADFUSE_MPI_ALLREDUCE, SUM_IN_UPDATE_MAX_RANKS); the default first.
@@ -143,11 +164,8 @@ def main(out: str) -> None:
     distributed.SUM_IN_UPDATE_MAX_RANKS = TWO_RANK_ROWS[0][1]
     if ranks > 1:  # summed in the update: the barrier, and what adding rows adds to the update
         fused, columns = list(impls.values())[:2]
-        _, summing = update_row("", fused, comm)
-        _, summed = update_row("", columns, comm)
         name = f"{fused.subject.parallel.reducer.name}, float32 (update's extra time)"
-        reduces[name] = Timing(summing.median - summed.median, summing.best - summed.best,
-                               summing.number, summing.repeats)
+        reduces[name] = summing_cost(fused, columns, comm)
         found = extra[fused.name]
         found["all-reduce ms"] += reduces[name].median * 1e3
         found["all-reduce share %"] = found["all-reduce ms"] / steps_rows[fused.name].median / 10

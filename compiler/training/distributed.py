@@ -251,7 +251,8 @@ class DataParallel:
 
     Made by `train_step(..., comm=comm)` on every rank (it broadcasts the parameters and the
     optimizer's state from rank 0). `step(data)` takes this rank's rows and returns the loss
-    over all ranks' rows; `reduce_seconds` adds up the time spent in the all-reduce.
+    over all ranks' rows; `reduce_seconds` adds up the time spent in the all-reduce (when the
+    update kernel sums the rows, in its barrier).
     """
 
     def __init__(self, step: TrainStep, comm: Any) -> None:

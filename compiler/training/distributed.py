@@ -20,9 +20,9 @@ says why it is not inside one compiled loop):
 
 Every rank reads the same reduced buffer (or adds up the same buffers in the same order)
 and runs the same kernel on the same values, so parameters stay bit-identical across
-ranks. The loss is assumed to be a mean over the
-batch's rows (as `F.mse_loss`, `F.cross_entropy`); terms that do not depend on the rows
-(weight decay written into the loss) are averaged back to themselves by the weights.
+ranks. The loss is assumed to be a mean over the batch's rows (as `F.mse_loss`,
+`F.cross_entropy`); terms that do not depend on the rows (weight decay written into the
+loss) are averaged back to themselves by the weights.
 """
 
 from __future__ import annotations

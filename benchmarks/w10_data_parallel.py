@@ -4,12 +4,16 @@ Each figure comes from `mpiexec -n P python -m benchmarks.w10_ranks` (benchmarks
 whose rank 0 writes its timings as JSON. One rank measures the baseline (the fused
 `train_step` of one process on the whole batch of 256, and on half of it: the time two
 ranks would take if the all-reduce were free) and `train_step(comm=...)` on one rank;
-two ranks measure the distributed step (each rank 128 rows) with either all-reduce, the
-time of the all-reduce inside the step (waiting for the slower rank included) and alone,
-and, for the choice of design, MPI_Allreduce and numba-mpi's allreduce inside an njit
-loop on a buffer of the same length. Every step row is checked against the float64
-reference of the whole batch before it is timed. Skipped with a note when mpi4py or
-mpiexec is missing (`pip install "gradfuse[mpi]"`).
+two ranks measure the distributed step (each rank 128 rows) with each all-reduce (shared
+memory summed in the update kernel, the default; shared memory summed by columns, the
+default before, still used for more ranks or machines; MPI_Allreduce), the time of the
+all-reduce inside the step (waiting for the slower rank included) and alone, and, for the
+choice of design, MPI_Allreduce and numba-mpi's allreduce inside an njit loop on a buffer
+of the same length. When the update kernel sums, the all-reduce's time in the step is the
+barrier's (waiting included) plus what adding the second rank's row costs the update
+kernel: the update timed alone, minus the same update of one row of sums. Every step row
+is checked against the float64 reference of the whole batch before it is timed. Skipped
+with a note when mpi4py or mpiexec is missing (`pip install "gradfuse[mpi]"`).
 
 The 1-rank and 2-rank launches alternate for `ROUNDS` rounds and each figure is the median
 over the rounds: on a shared machine, two launches a minute apart can see different loads,
@@ -35,8 +39,8 @@ TITLE = "W4's SGD step data-parallel over MPI, one thread per rank"
 STEP = "W4 step, one thread per rank"
 REDUCE = "all-reduce of W4's gradients (669,706 values), 2 ranks"
 ONE_PROCESS = "gradfuse"  # the fused train_step of one process: the baseline of the goals
-TWO_RANKS = "gradfuse comm, 2 ranks, shared memory"  # the default on one machine
-SHARED_ALONE = "shared memory, float32"
+TWO_RANKS = "gradfuse comm, 2 ranks, shared memory, summed in the update"  # the default
+SHARED_ALONE = "shared memory, summed in the update, float32 (update's extra time)"
 TIMEOUT = 900
 ROUNDS = 3  # in quick mode, 1
 HERE = Path(__file__).resolve().parent

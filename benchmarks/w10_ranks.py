@@ -12,14 +12,16 @@ threads.cap_threads(1)
 
 import json  # noqa: E402  (after the thread caps)
 import os  # noqa: E402
+import statistics  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
 
 from benchmarks import steps, w4_mlp_large  # noqa: E402
 from benchmarks.harness import Config, Impl, Timing, check_agreement, time_rows  # noqa: E402
-from compiler.training import train_step  # noqa: E402
+from compiler.training import distributed, train_step  # noqa: E402
 from compiler.training.distributed import ALLREDUCE_VARIABLE  # noqa: E402
 from runtime import Parameter, optim  # noqa: E402
 
@@ -92,6 +94,37 @@ def reduce_row(name: str, reduce, comm) -> tuple[str, Timing]:
     return _per_reduce(Impl(name, reduce, None, comm.Barrier, number=REDUCES_PER_BATCH), 1)
 
 
+def summing_cost(summing: Impl, summed: Impl, comm) -> Timing:
+    """What adding up the ranks' rows adds to the update kernel: the update kernel of
+    `summing` (which reads every rank's row) less that of `summed` (one row of sums), each
+    alone on the buffers of its last step, on both ranks at once, in alternating batches;
+    the median of the paired differences, and the difference of the best batches. (Both
+    update the parameters each call; the next row's setup puts them back.)"""
+    calls = []
+    for impl in (summing, summed):
+        parallel = impl.subject.parallel
+        update, arguments = parallel._update_kernel(), parallel._update_calls[0]
+        calls.append(lambda update=update, arguments=arguments: update.step(*arguments))
+
+    def batch(call) -> float:
+        comm.Barrier()
+        start = time.perf_counter()
+        for _ in range(REDUCES_PER_BATCH):
+            call()
+        return (time.perf_counter() - start) / REDUCES_PER_BATCH
+
+    for call in calls:  # untimed: caches
+        batch(call)
+    pairs = [[batch(call) for call in calls] for _ in range(CONFIG.repeats)]
+    return Timing(statistics.median(a - b for a, b in pairs),
+                  min(a for a, _ in pairs) - min(b for _, b in pairs), REDUCES_PER_BATCH,
+                  len(pairs))
+
+
+# The 2-rank step rows: (GRADFUSE_MPI_ALLREDUCE, SUM_IN_UPDATE_MAX_RANKS); the default first.
+TWO_RANK_ROWS = (("shared", distributed.SUM_IN_UPDATE_MAX_RANKS), ("shared", 1), ("mpi", 1))
+
+
 def main(out: str) -> None:
     comm = MPI.COMM_WORLD
     rank, ranks = comm.Get_rank(), comm.Get_size()
@@ -108,11 +141,14 @@ def main(out: str) -> None:
                     lambda: one.subject(*share(problem.batch, 0, 2)), None, one.setup,
                     number=STEPS_PER_BATCH)
         steps_rows.update(time_rows([one, half], CONFIG))
-    for allreduce in ("shared", "mpi") if ranks > 1 else ("mpi",):
+    impls = {}
+    for allreduce, sum_in_update in TWO_RANK_ROWS if ranks > 1 else (("mpi", 1),):
         os.environ[ALLREDUCE_VARIABLE] = allreduce
+        distributed.SUM_IN_UPDATE_MAX_RANKS = sum_in_update
         impl = step_row("", problem, comm, mine, comm)
         parallel = impl.subject.parallel
         impl.name = f"gradfuse comm, {ranks} rank{'s' * (ranks > 1)}, {parallel.reducer.name}"
+        impls[impl.name] = impl
         checked(impl, problem, reference)
         parallel.reduce_seconds, parallel.steps = 0.0, 0
         timing = time_rows([impl], CONFIG)[impl.name]
@@ -120,11 +156,19 @@ def main(out: str) -> None:
         in_step = parallel.reduce_seconds / parallel.steps
         extra[impl.name] = {"all-reduce ms": in_step * 1e3,
                             "all-reduce share %": 100 * in_step / timing.median}
-        if ranks > 1:
+        if ranks > 1 and not getattr(parallel.reducer, "in_update", False):
             name, t = reduce_row(f"{parallel.reducer.name}, float32", parallel.reducer.reduce,
                                  comm)
             reduces[name] = t
         length = parallel.layout.length
+    distributed.SUM_IN_UPDATE_MAX_RANKS = TWO_RANK_ROWS[0][1]
+    if ranks > 1:  # summed in the update: the barrier, and what adding rows adds to the update
+        fused, columns = list(impls.values())[:2]
+        name = f"{fused.subject.parallel.reducer.name}, float32 (update's extra time)"
+        reduces[name] = summing_cost(fused, columns, comm)
+        found = extra[fused.name]
+        found["all-reduce ms"] += reduces[name].median * 1e3
+        found["all-reduce share %"] = found["all-reduce ms"] / steps_rows[fused.name].median / 10
     if ranks > 1:
         buffer = np.ones(length)
         name, t = reduce_row("MPI_Allreduce in place, float64",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -47,6 +48,9 @@ SCENARIOS = {
     # batches of 9, in order: the last batch has 1 row, so rank 0 has none of it
     "adam": (optim.Adam, dict(lr=0.01, weight_decay=0.01),
              dict(epochs=2, batch_size=9, shuffle=False, max_norm=0.5), "mpi"),
+    # the same through shared memory (two ranks of one machine: summed in the update kernel)
+    "adam-shared": (optim.Adam, dict(lr=0.01, weight_decay=0.01, amsgrad=True),
+                    dict(epochs=2, batch_size=9, shuffle=False, max_norm=0.5), "shared"),
 }
 SHARDS = ((0, 3), (3, 8))  # train_step: rank r passes rows SHARDS[r]; one process all 8
 STEPS = 4
@@ -80,24 +84,43 @@ def run_fit(name: str, comm=None, compiled=None):
     return params, history, seen, f"{reducer.name} over {getattr(reducer, 'machines', 1)}"
 
 
-def run_steps(comm=None, backend="numba"):
+def run_steps(comm=None, backend="numba", stagger=False):
     """(parameters, losses, kept gradients) after STEPS train_steps with SGD on 8 rows: with
-    comm, rank r passes only rows SHARDS[r]."""
+    comm, rank r passes only rows SHARDS[r]. With `stagger`, one rank (rank 0 on even steps,
+    rank 1 on odd ones) waits 50 ms between the all-reduce and the update, so the other runs
+    ahead into the next step's gradients while it has not read this step's yet."""
     X, y, params = problem()
     rows = slice(*SHARDS[comm.Get_rank()]) if comm is not None else slice(0, SHARDS[-1][1])
     step = train_step(compile_grad(loss_fn, backend=backend), params,
                       optim.SGD(params, lr=0.1), keep_grads=True, comm=comm)
+    if stagger:
+        _stagger(step.parallel.reducer, comm.Get_rank())
     losses, identical = [], []
-    for _ in range(STEPS):
+    after_each_step = []  # compared across ranks at the end: a collective here would let
+    for _ in range(STEPS):  # no rank run ahead of the other
         losses.append(step(X[rows], y[rows]))
-        if comm is not None:  # the same bits on every rank, after every step
-            mine = b"".join(p.data.tobytes() for p in params.values())
-            identical.append(len(set(comm.allgather(mine))) == 1)
+        after_each_step.append(b"".join(p.data.tobytes() for p in params.values()))
+    if comm is not None:  # the same bits on every rank, after every step
+        identical = [len(set(found)) == 1 for found in zip(*comm.allgather(after_each_step))]
     grads = {k: p.grad for k, p in params.items()}
     if comm is not None and backend == "numba":  # both kernels of the step, by name
         source = step.source("step")
         identical.append("def loss_fn_grads(" in source and "def loss_fn_update(" in source)
     return params, np.array(losses), grads, identical
+
+
+def _stagger(reducer, rank: int) -> None:
+    """Make `reducer.reduce` wait 50 ms after the barrier on rank (step % 2)."""
+    reduce, steps = reducer.reduce, []
+
+    def late_reduce():
+        ready = reduce()
+        if len(steps) % 2 == rank:
+            time.sleep(0.05)
+        steps.append(ready)
+        return ready
+
+    reducer.reduce = late_reduce
 
 
 def main() -> None:
@@ -122,8 +145,9 @@ def main() -> None:
     if only:
         np.savez(f"{OUT}/rank{rank}.npz", **results)
         return
-    for backend in ("numba", "interpreter"):
-        params, losses, grads, identical = run_steps(comm, backend)
+    for backend in ("numba", "interpreter", "staggered"):
+        params, losses, grads, identical = run_steps(
+            comm, "numba" if backend == "staggered" else backend, stagger=backend == "staggered")
         results.update({f"steps-{backend}/{k}": p.data for k, p in params.items()})
         results.update({f"steps-{backend}/grad/{k}": g for k, g in grads.items()})
         results[f"steps-{backend}/losses"] = losses

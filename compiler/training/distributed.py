@@ -12,15 +12,17 @@ says why it is not inside one compiled loop):
    stores each gradient, times the rank's row count, straight into its place in the
    rank's flat buffer; the rank adds its weighted loss and its row count at the end;
 2. the buffers of all ranks are summed (`SharedMemoryAllreduce` between ranks on one
-   machine, MPI_Allreduce between machines);
+   machine, MPI_Allreduce between machines) -- or, between two ranks of one machine, only
+   made readable to all: the update kernel adds up every rank's buffer as it reads them;
 3. the update kernel divides the sums by the total row count -- so unequal shares give
    exactly the mean over the whole batch, as one process would -- then clips and applies
    the optimizer's rule in place, like the fused step.
 
-Every rank reads the same reduced buffer and runs the same kernel on the same values, so
-parameters stay bit-identical across ranks. The loss is assumed to be a mean over the
-batch's rows (as `F.mse_loss`, `F.cross_entropy`); terms that do not depend on the rows
-(weight decay written into the loss) are averaged back to themselves by the weights.
+Every rank reads the same reduced buffer (or adds up the same buffers in the same order)
+and runs the same kernel on the same values, so parameters stay bit-identical across
+ranks. The loss is assumed to be a mean over the batch's rows (as `F.mse_loss`,
+`F.cross_entropy`); terms that do not depend on the rows (weight decay written into the
+loss) are averaged back to themselves by the weights.
 """
 
 from __future__ import annotations
@@ -101,6 +103,17 @@ class GradientLayout:
 
 
 # --- summing the buffers of all ranks -----------------------------------------------------------
+# Every all-reduce below offers the same three things to DataParallel:
+#   segments[s]  the row this rank's gradient kernel writes into, for buffer set s;
+#   sources[s]   the rows whose sum, in this order, is the sum over all ranks, for set s (the
+#                update kernel adds them up: one row when the all-reduce summed already);
+#   reduce()     makes set `current` readable as sources[current], returns that set's index
+#                and moves `current` on to the set the next step writes.
+# Two sets let a rank write the next step's gradients while a slower rank still reads this
+# step's (SharedMemoryAllreduce summing in the update); the others have one set.
+SUM_IN_UPDATE_MAX_RANKS = 2  # ranks of one machine up to which the update kernel sums the rows
+
+
 class MpiAllreduce:
     """The sum through MPI_Allreduce, in place in one private buffer per rank."""
 
@@ -108,54 +121,75 @@ class MpiAllreduce:
 
     def __init__(self, comm: Any, length: int, dtype: np.dtype) -> None:
         self.comm = comm
-        self.segment = self.result = np.zeros(length, dtype)
+        buffer = np.zeros(length, dtype)
+        self.segments, self.sources, self.current = [buffer], [[buffer]], 0
         self._in_place = mpi().IN_PLACE
 
-    def reduce(self) -> None:
-        self.comm.Allreduce(self._in_place, self.segment)
+    def reduce(self) -> int:
+        self.comm.Allreduce(self._in_place, self.segments[0])
+        return 0
 
     def close(self) -> None:
         pass
 
 
 class SharedMemoryAllreduce:
-    """The sum through memory that the ranks of one machine share (an MPI-3 shared window):
-    each rank writes its buffer into its row of the window; after a barrier, each rank adds
-    up its own slice of the columns for all ranks into the shared result; after another, all
-    read the result where it is. Across machines, one rank per machine then all-reduces the
-    result through MPI (after a third barrier).
+    """The sum through memory that the ranks of one machine share (an MPI-3 shared window).
 
     MPI_Allreduce on one machine copies the data into MPI's shared buffers and out again:
     W4's 2.7 MB of float32 gradients took 0.40 ms between two ranks here, this sum 0.15 ms
-    (W10, docs/distributed.md). Each element is summed by one rank, in rank order, and every
-    rank reads that one sum: identical bits on every rank by construction.
-    """
+    (W10, docs/distributed.md). Each rank writes its buffer into its row of the window, and
+    after a barrier the rows are added up in rank order, in one of two ways:
 
-    name = "shared memory"
+    - **in the update** (one machine of at most SUM_IN_UPDATE_MAX_RANKS ranks, the default
+      there): every rank's update kernel reads all rows and adds them as it updates. One
+      barrier per step and no pass of its own: two sets of rows alternate between steps, so
+      a rank that finishes first writes the next step's gradients into the other set while
+      the slower rank still reads this one (it cannot get two steps ahead: it would have to
+      pass the next step's barrier, which waits for the slower rank's update to end).
+    - **by columns** (more ranks, or several machines): each rank adds up its own slice of
+      the columns of all rows into a shared result row; after another barrier all read the
+      result. Across machines, one rank per machine then all-reduces the result through
+      MPI (after a third barrier). Each rank reads two rows' worth and writes 1/P of one,
+      where summing in the update reads P rows.
+
+    Either way every element is one sum in rank order, computed by the same machine code on
+    every rank or read by every rank from one place: identical bits on every rank.
+    """
 
     def __init__(self, comm: Any, length: int, dtype: np.dtype) -> None:
         MPI = mpi()
         self.node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
         ranks, rank = self.node.Get_size(), self.node.Get_rank()
+        self.machines = comm.allreduce(1 if rank == 0 else 0)
+        self.in_update = self.machines == 1 and 1 < ranks <= SUM_IN_UPDATE_MAX_RANKS
+        self.name = "shared memory, summed in the update" if self.in_update else "shared memory"
         itemsize = np.dtype(dtype).itemsize
-        # One block owned by the node's first rank: one row per rank, then the result row (a
-        # machine with one rank has nothing to add up: its row is the result).
-        n_rows = ranks + 1 if ranks > 1 else 1
+        # One block owned by the node's first rank: two sets of a row per rank (in the
+        # update), or a row per rank and the result row (a machine with one rank has nothing
+        # to add up: its row is the result).
+        n_rows = 2 * ranks if self.in_update else ranks + 1 if ranks > 1 else 1
         nbytes = n_rows * length * itemsize if rank == 0 else 0
         self.window = MPI.Win.Allocate_shared(nbytes, itemsize, comm=self.node)
         memory, _ = self.window.Shared_query(0)
         rows = np.frombuffer(memory, dtype, count=n_rows * length).reshape(n_rows, length)
         self.window.Lock_all(MPI.MODE_NOCHECK)  # a passive epoch for the whole run: Sync works
-        self.segments, self.result, self.segment = rows[:ranks], rows[-1], rows[rank]
-        self.segment[...] = 0
+        if self.in_update:
+            sets = [rows[:ranks], rows[ranks:]]
+            self.segments = [rows_of_set[rank] for rows_of_set in sets]
+            self.sources = [list(rows_of_set) for rows_of_set in sets]
+        else:
+            self.rows, self.result = rows[:ranks], rows[-1]
+            self.segments, self.sources = [rows[rank]], [[self.result]]
+        self.current = 0
+        for segment in self.segments:
+            segment[...] = 0
         cuts = [min(length, -(-length * r // ranks // ALIGN) * ALIGN) for r in range(ranks + 1)]
         self.columns = slice(cuts[rank], cuts[rank + 1])
-        machines = comm.allreduce(1 if rank == 0 else 0)
-        self.machines = machines
         self.across = None  # on each machine's first rank, when there are several machines
         leaders = comm.Split(0 if rank == 0 else MPI.UNDEFINED, comm.Get_rank())
         if leaders != MPI.COMM_NULL:
-            if machines > 1:
+            if self.machines > 1:
                 self.across = leaders
             else:
                 leaders.Free()
@@ -169,19 +203,23 @@ class SharedMemoryAllreduce:
         self.node.Barrier()
         self.window.Sync()
 
-    def reduce(self) -> None:
+    def reduce(self) -> int:
         self._synced()
-        columns, segments = self.columns, self.segments
-        if len(segments) > 1:
+        if self.in_update:
+            done, self.current = self.current, 1 - self.current
+            return done
+        columns, rows = self.columns, self.rows
+        if len(rows) > 1:
             out = self.result[columns]
-            np.add(segments[0, columns], segments[1, columns], out=out)
-            for row in segments[2:]:
+            np.add(rows[0, columns], rows[1, columns], out=out)
+            for row in rows[2:]:
                 np.add(out, row[columns], out=out)
             self._synced()
         if self.machines > 1:
             if self.across is not None:
                 self.across.Allreduce(self.in_place, self.result)
             self._synced()
+        return 0
 
     def close(self) -> None:
         """Free the window and the communicators (collective over all ranks)."""
@@ -213,7 +251,8 @@ class DataParallel:
 
     Made by `train_step(..., comm=comm)` on every rank (it broadcasts the parameters and the
     optimizer's state from rank 0). `step(data)` takes this rank's rows and returns the loss
-    over all ranks' rows; `reduce_seconds` adds up the time spent in the all-reduce.
+    over all ranks' rows; `reduce_seconds` adds up the time spent in the all-reduce (when the
+    update kernel sums the rows, in its barrier).
     """
 
     def __init__(self, step: TrainStep, comm: Any) -> None:
@@ -225,14 +264,23 @@ class DataParallel:
         self.layout = GradientLayout.of(list(params.values()))
         self.sync_from_root()
         self.reducer = reducer(comm, self.layout.length, self.layout.dtype)
-        self._segment_grads = self.layout.views(self.reducer.segment)
-        self._summed_grads = self.layout.views(self.reducer.result)
-        self._totals = self.reducer.result[self.layout.loss:self.layout.count + 1]
+        layout = self.layout
+        # per buffer set: the views the gradient kernel writes; the update kernel's arguments
+        # (each source row's gradients, then each row's loss and count); the rows' counts
+        self._segment_grads = [layout.views(s) for s in self.reducer.segments]
+        self._source_rows = [[layout.views(row) for row in rows] for rows in
+                             self.reducer.sources]
+        self._source_totals = [[row[layout.loss:layout.count + 1] for row in rows]
+                               for rows in self.reducer.sources]
+        self._source_arguments = [tuple(v for views in rows for v in views) + tuple(totals)
+                                  for rows, totals in zip(self._source_rows,
+                                                          self._source_totals)]
         self._weight = np.zeros(1)
         self._weighted_loss = _traced(step, self._weighted, "weighted", wrt=0)
         self._grads_fn = _traced(step, self._grads_function, "grads", wrt=(0, 1, 2))
         self._update_fn = _traced(step, self._update_function, "update", wrt=(0, 1, 2, 3, 4))
-        self._grads_by_data: dict[tuple, _Kernels] = {}
+        self._grads_by_data: dict[tuple, tuple[_Kernels, list[tuple]]] = {}
+        self._update_calls: list[tuple] = []  # the update kernel's arguments by buffer set
         self._last_grads: _Kernels | None = None
         self._update: _Kernels | None = None
         self.reduce_seconds = 0.0
@@ -295,13 +343,19 @@ class DataParallel:
         loss = self.train_step.loss_fn(params, *data)
         return loss * weight[0].astype(loss.dtype)
 
-    def _update_function(self, params: dict, states: list, hypers, sums: list, totals):
-        """The optimizer step on the summed gradients divided by the total row count."""
+    def _update_function(self, params: dict, states: list, hypers, rows: list, totals: list):
+        """The optimizer step on the sum of the rows' gradients (each row a list of them, in
+        rank order, or one row that holds the sums already) divided by the total row count;
+        `totals` holds each row's weighted loss and row count."""
         step = self.train_step
         params = [params[s.name] for s in step._slots]
-        per_row = 1.0 / totals[1]  # one division, then a product per element
+        sums, loss, count = rows[0], totals[0][0], totals[0][1]
+        for row, total in zip(rows[1:], totals[1:]):  # rank order: the same bits everywhere
+            sums = [a + b for a, b in zip(sums, row)]
+            loss, count = loss + total[0], count + total[1]
+        per_row = 1.0 / count  # one division, then a product per element
         grads = [g * per_row.astype(g.dtype) for g in sums]
-        return step._update(params, states, hypers, totals[0] * per_row, grads)
+        return step._update(params, states, hypers, loss * per_row, grads)
 
     # --- running --------------------------------------------------------------------------
     def step(self, data: tuple) -> Any:
@@ -318,7 +372,9 @@ class DataParallel:
         if any(d.shape[0] != rows for d in data):
             raise ValueError("train_step with comm: the data arrays must share their first "
                              f"axis (this rank's rows), got {[d.shape for d in data]}")
-        step, layout, segment = self.train_step, self.layout, self.reducer.segment
+        step, layout, reducer = self.train_step, self.layout, self.reducer
+        written = reducer.current
+        segment = reducer.segments[written]
         compiled = step.loss_fn.backend.name == "numba"
         step._pack_hypers()
         if rows == 0:  # this rank has nothing of this batch: it adds zeros
@@ -326,60 +382,64 @@ class DataParallel:
         else:
             self._weight[0] = rows
             if compiled:
-                grads = self._grads_kernel(data)
-                loss = grads.step(*grads.arguments, *data)
+                grads, calls = self._grads_kernel(data)
+                loss = grads.step(*calls[written], *data)
             else:
-                loss = self._general_grads(data)
+                loss = self._general_grads(data, self._segment_grads[written])
             segment[layout.loss] = loss
             segment[layout.count] = rows
         start = time.perf_counter()
-        self.reducer.reduce()
+        ready = reducer.reduce()
         self.reduce_seconds += time.perf_counter() - start
         self.steps += 1
-        if self._totals[1] == 0:
+        if not any([row[layout.count] for row in reducer.sources[ready]]):
             raise ValueError("train_step with comm: no rank had any rows in this step")
         if not compiled:
-            return self._general_update()
+            return self._general_update(ready)
         update = self._update_kernel()
-        result = update.step(*update.arguments, *self._summed_grads, self._totals)
+        result = update.step(*self._update_calls[ready])
         _updated(update.params)
         return step._kept(update, result) if step.keep_grads else result
 
-    def _grads_kernel(self, data: tuple) -> _Kernels:
+    def _grads_kernel(self, data: tuple) -> tuple[_Kernels, list[tuple]]:
         """The gradient kernel for data of this kind (dtypes and trailing shapes; the batch
         size too when the loss needs it as a number), rebuilt if a Parameter's array was
-        replaced. It stores the gradients times the row count into this rank's buffer."""
+        replaced, and its arguments before the data for each buffer set (built once: a
+        step's Python runs on caches that the kernels have just filled). It stores the
+        gradients times the row count into this rank's buffer of the set."""
         key = tuple([(d.dtype.num, d.shape[1:]) for d in data])
-        kernels = self._grads_by_data.get(key) or self._grads_by_data.get((key, len(data[0])))
-        if kernels is not None and kernels.current(self.train_step.optimizer):
-            return kernels
+        found = self._grads_by_data.get(key) or self._grads_by_data.get((key, len(data[0])))
+        if found is not None and found[0].current(self.train_step.optimizer):
+            return found
         step = self.train_step
         params, _ = step._arguments()
         n = len(params)
-        spec = self._grads_fn.specialize(params, self._segment_grads, self._weight, *data)
+        spec = self._grads_fn.specialize(params, self._segment_grads[0], self._weight, *data)
         graph = spec.graph_of("forward")
         writes = {1 + k: n + k for k in range(n)}  # gradient k into this rank's view k
         module = NumbaKernel(graph, generate(graph, "distributed gradient", writes,
                                              bare_scalars=True), eager=False)
-        arrays = tuple(params.values()) + tuple(self._segment_grads)
+        arrays = tuple(params.values()) + tuple(self._segment_grads[0])
         kernels = _Kernels(module, [s.param for s in step._slots], step.optimizer.state,
                            arrays, self._weight, fits_batches=False,
                            arguments=arrays + (self._weight,))
         kernels.step = kernels.compile(module.dispatcher.__name__, data)
         symbolic = all(isinstance(i.shape[0], Sym) for i in graph.inputs[2 * n + 1:])
-        self._grads_by_data[key if symbolic else (key, len(data[0]))] = kernels
+        calls = [arrays[:n] + tuple(views) + (self._weight,) for views in self._segment_grads]
+        self._grads_by_data[key if symbolic else (key, len(data[0]))] = kernels, calls
         self._last_grads = kernels
-        return kernels
+        return kernels, calls
 
     def _update_kernel(self) -> _Kernels:
-        """The kernel that divides the sums by the row count and updates in place."""
+        """The kernel that adds up the rows, divides by the row count and updates in
+        place (`_update_calls` holds its arguments for each buffer set)."""
         step = self.train_step
         kernels = self._update
         if kernels is not None and kernels.current(step.optimizer):
             return kernels
         params, states = step._arguments()
-        spec = self._update_fn.specialize(params, states, step._hypers, self._summed_grads,
-                                          self._totals)
+        spec = self._update_fn.specialize(params, states, step._hypers, self._source_rows[0],
+                                          self._source_totals[0])
         graph = spec.graph_of("forward")
         arrays = tuple(params.values()) + tuple(pytree.flatten(states)[0])
         writes = {1 + k: k for k in range(len(arrays))}  # new parameters and state in place
@@ -387,23 +447,24 @@ class DataParallel:
                                              bare_scalars=True), eager=False)
         kernels = _Kernels(module, [s.param for s in step._slots], step.optimizer.state, arrays,
                            step._hypers, fits_batches=False, arguments=arrays + (step._hypers,))
-        kernels.step = kernels.compile(module.dispatcher.__name__,
-                                       (*self._summed_grads, self._totals))
+        kernels.step = kernels.compile(module.dispatcher.__name__, self._source_arguments[0])
         self._update = kernels
+        self._update_calls = [kernels.arguments + a for a in self._source_arguments]
         return kernels
 
-    def _general_grads(self, data: tuple) -> Any:
+    def _general_grads(self, data: tuple, segment_grads: list[np.ndarray]) -> Any:
         """The gradient half through the general path (the interpreter backend)."""
         params, _ = self.train_step._arguments()
-        loss, grads = self._grads_fn(params, self._segment_grads, self._weight, *data)
-        for view, g in zip(self._segment_grads, grads):
+        loss, grads = self._grads_fn(params, segment_grads, self._weight, *data)
+        for view, g in zip(segment_grads, grads):
             view[...] = g
         return loss
 
-    def _general_update(self) -> Any:
+    def _general_update(self, ready: int) -> Any:
         params, states = self.train_step._arguments()
         loss, new_params, new_states, grads = self._update_fn(
-            params, states, self.train_step._hypers, self._summed_grads, self._totals)
+            params, states, self.train_step._hypers, self._source_rows[ready],
+            self._source_totals[ready])
         step = self.train_step
         for slot, new_p, new_state in zip(step._slots, new_params, new_states):
             slot.param.data[...] = new_p

@@ -183,8 +183,14 @@ def test_a_ctrl_c_while_a_python_step_writes_back_waits_for_the_whole_step():
         return state(slot)
 
     step._state = state_then_ctrl_c
-    with pytest.raises(KeyboardInterrupt):
-        step(X, Y3)
+    # Python's own Ctrl-C handler, as in a terminal: a process started in the background by a
+    # non-interactive shell (as CI may be) inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            step(X, Y3)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert_params(params, expected)
     assert all(p._version == 1 for p in flat(params))
 

@@ -25,6 +25,11 @@ def product_of_transposes(a, b, out):
     blas.matmul(a.T, b.T, out)
 
 
+@numba.njit
+def product_added(a, b, out):
+    blas.matmul_add(a.T, b, out)
+
+
 RNG = np.random.default_rng(0)
 
 
@@ -65,6 +70,19 @@ def test_an_empty_contraction_gives_zeros_and_empty_results_are_fine():
     product(np.ones((4, 0)), np.ones((0, 3)), out)
     np.testing.assert_array_equal(out, np.zeros((4, 3)))
     product(np.ones((0, 5)), np.ones((5, 3)), np.empty((0, 3)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_product_added_into_its_target(dtype):
+    a, b = RNG.normal(size=(5, 7)).astype(dtype), RNG.normal(size=(5, 3)).astype(dtype)
+    start = RNG.normal(size=(7, 3)).astype(dtype)
+    out = start.copy()
+    product_added(a, b, out)
+    k = a.shape[0]
+    bound = (k + 1) * np.finfo(dtype).eps * (np.abs(a.T) @ np.abs(b) + np.abs(start))
+    assert np.all(np.abs(out - (start + a.T @ b)) <= bound)
+    product_added(np.ones((0, 7), dtype), np.ones((0, 3), dtype), out)  # adds nothing
+    assert np.all(np.abs(out - (start + a.T @ b)) <= bound)
 
 
 def test_a_gradient_over_an_empty_batch_is_zero():

@@ -267,5 +267,7 @@ def test_the_programs_compile_every_op_with_numba():
             seen |= {n.op for n in spec.graph_of(kind).nodes()}
     inlined = {name for name, opdef in ops.REGISTRY.items()
                if isinstance(opdef.lowering, Inlined)}
-    missing = set(ops.REGISTRY) - seen - inlined
+    # made by code generation, never traced: tests/test_codegen_writes.py, test_scan.py
+    made_by_codegen = {"matmul_add"}
+    missing = set(ops.REGISTRY) - seen - inlined - made_by_codegen
     assert not missing, f"ops no program exercises: {sorted(missing)}"

@@ -10,6 +10,8 @@ from compiler import compile_grad
 from compiler.codegen import generate
 from compiler.jit import NumbaKernel
 
+RNG = np.random.default_rng(5)
+
 
 def compiled_with_writes(fn, args, writes, wrt=0):
     graph = compile_grad(fn, wrt=wrt, backend="interpreter").specialize(*args).graph_of("forward")
@@ -110,3 +112,28 @@ def test_a_product_stored_into_its_own_operand_is_copied_at_the_end():
     assert "matmul(A, B, A)" not in source and "np.empty((30, 30)" in source
     kernel([A, B])
     np.testing.assert_allclose(A, expected, rtol=1e-13)
+
+
+def accumulate(G, h, g):
+    return G + h.T @ g
+
+
+def test_a_product_added_into_its_accumulator_is_one_blas_call_in_place():
+    G, h, g = np.arange(1024.0).reshape(32, 32), RNG.normal(size=(16, 32)), \
+        RNG.normal(size=(16, 32))
+    expected = G + h.T @ g
+    kernel, source = compiled_with_writes(accumulate, (G, h, g), {0: 0})
+    assert "blas.matmul_add(h.T, g, G)" in source and "np.empty" not in source
+    assert kernel([G, h, g]) == []
+    np.testing.assert_allclose(G, expected, rtol=1e-13)
+
+
+def test_an_accumulator_that_is_also_returned_is_added_into_a_copy():
+    G, h, g = np.ones((32, 32)), RNG.normal(size=(16, 32)), RNG.normal(size=(16, 32))
+    expected = G + h.T @ g
+    kernel, source = compiled_with_writes(lambda G, h, g: (accumulate(G, h, g), G), (G, h, g),
+                                          {0: 0})
+    assert "blas.matmul_add(h.T, g, " in source and "blas.matmul_add(h.T, g, G)" not in source
+    (old,) = kernel([G, h, g])
+    np.testing.assert_array_equal(old, np.ones((32, 32)))
+    np.testing.assert_allclose(G, expected, rtol=1e-13)

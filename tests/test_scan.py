@@ -168,6 +168,25 @@ def test_reverse_and_nested_scans_with_a_closed_over_array():
     np.testing.assert_allclose(interpreted[1], grad, rtol=1e-12)
 
 
+def elman(U, W, xs, target):
+    h, _ = scan(lambda h, x: (np.tanh(h @ U + x @ W), None), np.zeros((16, 32)), xs)
+    return np.mean((h - target) ** 2)
+
+
+def test_a_weight_gradient_accumulates_through_blas_in_the_reverse_loop():
+    U, W = rng.normal(size=(32, 32)) * 0.2, rng.normal(size=(8, 32)) * 0.3
+    xs, target = rng.normal(size=(5, 16, 8)), rng.normal(size=(16, 32))
+    compiled = compile_grad(elman, wrt=(0, 1))
+    value, (U_grad, W_grad) = compiled.value_and_grad(U, W, xs, target)
+    # U's gradient, a 32x32 product per step, is added into its carry by gemm (beta = 1)
+    assert "blas.matmul_add(" in compiled.source("value_and_grad")
+    expected = compile_grad(elman, wrt=(0, 1), backend="interpreter").value_and_grad(
+        U, W, xs, target)
+    assert np.isclose(value, expected[0], rtol=1e-12)
+    np.testing.assert_allclose(U_grad, expected[1][0], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(W_grad, expected[1][1], rtol=1e-10, atol=1e-14)
+
+
 def wide_decay(w, xs):
     """A step over 2**15 values: its loop nest runs in parallel (numba.prange)."""
     h, sums = scan(lambda h, x: (np.sin(h * w + x), np.sum(h)), np.zeros(xs.shape[1]), xs)

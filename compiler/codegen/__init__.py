@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compiler.codegen.accumulate import accumulated_products
 from compiler.codegen.emit import KernelWriter
 from compiler.codegen.fusion import plan
 from compiler.codegen.loops import MinibatchLoop
@@ -42,7 +43,7 @@ def generate(graph: Graph, kind: str, writes: Mapping[int, int] | None = None,
     """The module of `graph`'s kernel; with `writes`, outputs stored into input arrays
     (output index -> input index); with `loops`, also the body in minibatch loops;
     `bare_scalars`: see KernelWriter."""
-    fused = plan(hoist_constants(graph))
+    fused = plan(accumulated_products(hoist_constants(graph), writes or {}))
     helpers = HelperSet()
     bodies = BodyFunctions(helpers)
     writers = [KernelWriter(fused, writes, helpers=helpers, bare_scalars=bare_scalars,

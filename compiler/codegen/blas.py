@@ -123,6 +123,22 @@ def matmul(typingctx, a, b, out):
     return signature(types.none, a, b, out), codegen
 
 
+@intrinsic
+def matmul_add(typingctx, a, b, out):
+    """out[...] += a @ b (gemm's beta = 1), for 2-D float arrays: a gradient that a loop
+    accumulates takes each step's product with no temporary and no pass of its own."""
+    dtype = getattr(out, "dtype", None)
+    if dtype not in SYMBOLS or not all(_operand_ok(x, dtype) for x in (a, b, out)) \
+            or not a.ndim == b.ndim == out.ndim == 2:
+        return None
+
+    def codegen(context, builder, sig, args):
+        _gemm(context, builder, sig.args, args, accumulate=True)
+        return context.get_dummy_value()
+
+    return signature(types.none, a, b, out), codegen
+
+
 class _Matrix:
     """A 1-D or 2-D operand as BLAS sees a row-major matrix: rows, columns, and the strides
     (in elements) that say whether it is stored by rows ("N") or by columns ("T").
@@ -166,7 +182,7 @@ def _at_least_one(builder, x, one):
     return builder.select(builder.icmp_signed("<", x, one), one, x)
 
 
-def _gemm(context, builder, arg_types, args) -> None:
+def _gemm(context, builder, arg_types, args, accumulate: bool = False) -> None:
     a_type, b_type, out_type = arg_types
     a = _Matrix(context, builder, a_type, args[0], as_row=True)
     b = _Matrix(context, builder, b_type, args[1], as_row=False)
@@ -207,15 +223,16 @@ def _gemm(context, builder, arg_types, args) -> None:
         check(out.by_rows)
         with builder.if_else(builder.icmp_signed("==", k, zero)) as (empty, full):
             with empty:  # a sum of no products: gemm might leave `out` as it was
-                row_bytes = builder.mul(n, context.get_constant(
-                    types.intp, context.get_abi_sizeof(value)))
-                with cgutils.for_range(builder, m) as loop:
-                    row = builder.gep(out.data, [builder.mul(loop.index, out.leading)])
-                    cgutils.memset(builder, row, row_bytes, 0)
+                if not accumulate:  # (which adding nothing to it should)
+                    row_bytes = builder.mul(n, context.get_constant(
+                        types.intp, context.get_abi_sizeof(value)))
+                    with cgutils.for_range(builder, m) as loop:
+                        row = builder.gep(out.data, [builder.mul(loop.index, out.leading)])
+                        cgutils.memset(builder, row, row_bytes, 0)
             with full:
                 check(builder.and_(a.valid, b.valid))
                 alpha = local(value, ir.Constant(value, 1.0))
-                beta = local(value, ir.Constant(value, 0.0))
+                beta = local(value, ir.Constant(value, 1.0 if accumulate else 0.0))
                 # Row-major out = a @ b is column-major out^T = b^T @ a^T.
                 builder.call(gemm, [transpose_flag(b), transpose_flag(a), dim(n), dim(m), dim(k),
                                     alpha, b.data, dim(_at_least_one(builder, b.leading, one)),

@@ -124,6 +124,11 @@ class HelperSet:
         self._blas = True
         return "blas.matmul"
 
+    def blas_matmul_add(self) -> str:
+        """The name to call for a BLAS matrix product added into an array."""
+        self._blas = True
+        return "blas.matmul_add"
+
     def lapack(self, name: str) -> str:
         """The name to call for compiler.codegen.lapack's `name` (`solve`, `inv`, ...)."""
         self._lapack = True

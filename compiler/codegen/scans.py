@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from compiler import ops
+from compiler.codegen.accumulate import accumulated_products
 from compiler.codegen.fusion import Plan, plan
 from compiler.codegen.reading import dim_text, shape_text
 from compiler.codegen.scalars import dtype_name
@@ -130,7 +131,8 @@ class BodyFunctions:
         found = self._plans.get(id(loop))
         if found is None:
             sig = signature(loop)
-            found = self._plans[id(loop)] = (sig, plan(sig.graph))
+            body = accumulated_products(sig.graph, sig.writes)
+            found = self._plans[id(loop)] = (sig, plan(body))
         return found
 
     def runs_parallel(self, loop: Loop) -> bool:

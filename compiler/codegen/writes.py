@@ -16,7 +16,9 @@ and the input is not itself a result, nor seen by one through a view (results ar
 copied at the end, after the store). A call that fills its whole result (a BLAS
 product) that is itself the output stores it straight into the input's array
 when every read of the input happens in a unit emitted before it (its own
-operands included: BLAS may not read and write one array). Otherwise the output
+operands included: BLAS may not read and write one array); a product added into
+the input (`matmul_add`, compiler/codegen/accumulate.py) may also read it as the
+accumulator it adds into. Otherwise the output
 gets its own array and is copied into the input after everything else is
 computed.
 """
@@ -59,6 +61,13 @@ def stored_in_place(plan: Plan, writes: Mapping[int, int]) -> set[int]:
                    for reader, _, _ in _reads(plan, users, target, True)):
                 in_place.add(k)
             continue
+        if isinstance(unit, Call) and unit.node is out and _accumulates_into(out, target):
+            # the call reads its accumulator where it adds into it; every other read first
+            if all(reader is out and read is target
+                   or position[id(plan.unit_of[reader.id])] < position[id(unit)]
+                   for reader, read, _ in _reads(plan, users, target, True)):
+                in_place.add(k)
+            continue
         if not isinstance(unit, LoopNest) or out.id not in unit.member_ids:
             continue
         body = {n.id: p for p, n in enumerate(unit.body)}
@@ -87,6 +96,14 @@ def _fills_result(node: Node) -> bool:
     nothing from it): it may write into the input array that the result goes to."""
     call = lowering_of(node).as_call()
     return call is not None and call.fills_result
+
+
+def _accumulates_into(node: Node, target: Node) -> bool:
+    """Whether `node` is a call that adds into its first input, `target`, which none of its
+    other operands is (BLAS may not read and write one array)."""
+    call = lowering_of(node).as_call()
+    return call is not None and call.accumulates and node.inputs[0] is target \
+        and all(x is not target for x in node.inputs[1:])
 
 
 def aliases_input(plan: Plan, node: Node) -> bool:

@@ -171,6 +171,56 @@ register(OpDef("matmul", "matmul", _matmul_infer, np.matmul, _matmul_vjp,
                lowering=Choice(uses_blas, _blas_call(matmul_gemm), Member(_write_contraction))))
 
 
+# --- matmul_add: a product added into the accumulator it is stored in -----------------------
+# Never traced: code generation makes `acc + a @ b` one (compiler/codegen/accumulate.py) when
+# the sum is stored into `acc` itself, as a scan's backward accumulates a weight's gradient
+# step after step; BLAS adds the product into the array (gemm's beta = 1), with no temporary
+# for the product and no loop adding it.
+def _matmul_add_infer(acc: TensorType, a: TensorType, b: TensorType) -> TensorType:
+    product = _matmul_infer(a, b)
+    if product != acc:
+        raise ShapeError(f"matmul_add: the product {product} does not fit the accumulator {acc}")
+    return acc
+
+
+def _product_of(node):
+    """The matmul that a matmul_add adds: a node of its own, for the product's layout."""
+    from compiler.ir import Node
+
+    return Node("matmul", node.inputs[1:], {}, node.type)
+
+
+def _emit_matmul_add(k, node) -> None:
+    from compiler.codegen.reading import subscript
+
+    acc = node.inputs[0]
+    product = _product_of(node)
+    layout = matmul_gemm(product)
+    a, b = _matrices(product, layout, lambda x: x.id not in k.plan.views)
+    k.alloc(node)
+    out = k.name_of(node)
+    if node.id not in k.preallocated or out != k.arrays.get(acc.id):
+        with k.loops(node.shape) as index:  # not stored in place: start from a copy
+            k.line(f"{subscript(out, index)} = {k.reader.read(acc, index)}")
+    a_text, b_text = gemm._operand_text(k, a, ()), gemm._operand_text(k, b, ())
+    k.line(f"{k.helpers.blas_matmul_add()}({a_text}, {b_text}, {out})", k.comment(node))
+
+
+def _matmul_add_operand_ok(node, operand, is_array) -> bool:
+    if operand is node.inputs[0]:
+        return True  # read element by element (or it is the result's own array)
+    product = _product_of(node)
+    matrices = _matrices(product, matmul_gemm(product), is_array)
+    return all(m is not None for x, m in zip(product.inputs, matrices) if x is operand)
+
+
+register(OpDef("matmul_add", "matmul", _matmul_add_infer,
+               lambda acc, a, b: acc + np.matmul(a, b), None,
+               doc="acc + a @ b on BLAS, for a sum stored into acc (made by code generation)",
+               lowering=Call(_emit_matmul_add, operand_ok=_matmul_add_operand_ok,
+                             calls_blas=True, accumulates=True)))
+
+
 # --- contract: the product that einsum and matmul's gradients reduce to ------------------------
 # contract(a, b, batch=nb, k=nk): a has axes (batch..., m..., k...) and b (batch..., k...,
 # n...); the result (batch..., m..., n...) sums a * b over the k axes. A batch axis of length

@@ -179,6 +179,10 @@ class Call(Lowering):
     # It writes every element of the array the writer names for the node, and reads none:
     # where that node is a result stored into an input, the call may write there directly.
     fills_result: bool = False
+    # It reads its first input only at the element it writes, and nothing else of its
+    # result (a product added into an accumulator): where the node is a result stored into
+    # that very input, the call may write there directly.
+    accumulates: bool = False
     ROLE = "call"
 
     def needs_array(self, node, operand, is_array) -> bool:

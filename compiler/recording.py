@@ -3,7 +3,7 @@ backward that stores gradients straight into `.grad`.
 
 `RecordedKernels` links one specialization's forward_save and backward kernels
 into the runtime's graph. A call site repeats: the same Parameters come back
-call after call, so it keeps a `runtime.autograd.CallSite` (the edges and the
+call after call, so it keeps a `runtime.graph.CallSite` (the edges and the
 Tensors whose versions are checked) and recording a call only stamps versions.
 For a loss (one 0-d output) the whole call, from claiming the residual arrays to
 the Node and the Tensor, is generated Python (`loss_body`), which the fast path of
@@ -43,8 +43,8 @@ from compiler.timings import KernelBuild
 from compiler.verify import verify
 from runtime import Tensor
 from runtime.anomaly_mode import _anomaly
-from runtime.autograd import CallSite
-from runtime.autograd import Node as GraphNode
+from runtime.graph import CallSite
+from runtime.graph import Node as GraphNode
 
 if TYPE_CHECKING:
     from compiler.api import Specialization

@@ -3,7 +3,7 @@
 A `Tensor` wraps a NumPy array (`.data`) and carries PyTorch's autograd fields:
 `requires_grad`, `grad`, `grad_fn` (the graph node that produced it, None on
 leaves) and its hooks. Compiled functions compute on the arrays and call
-`runtime.autograd.record` to link the results into the graph; outside them, a
+`runtime.graph.record` to link the results into the graph; outside them, a
 Tensor has the arithmetic PyTorch users write around their calls (`+ - * / **`,
 comparisons, `.sum()`, `.mean()`: runtime/arithmetic.py), recorded the same way.
 A `Parameter` is a leaf Tensor that owns a copy of its data.
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from .autograd import Node
+    from .graph import Node
 
 Hook = Callable[[np.ndarray], "np.ndarray | None"]
 

@@ -27,7 +27,8 @@ from compiler import pytree
 from compiler.errors import TraceError
 from compiler.ir import Dim, Graph, Node, Sym, TensorType
 from compiler.ops.control import Loop
-from compiler.tracer import Builder, Tracer, building, current_builder, user_loc
+from compiler.tracer import Builder, Tracer, building, current_builder
+from compiler.user_code import user_loc
 
 
 def scan(f: Callable, init: Any, xs: Any = None, length: int | None = None,

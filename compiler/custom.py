@@ -26,7 +26,8 @@ from compiler.interpreter import interpret
 from compiler.ir import Graph, TensorType, rebuild, toposort
 from compiler.ops.lowering import Inlined
 from compiler.ops.registry import OpDef, ShapeError, register
-from compiler.tracer import Tracer, current_builder, trace, user_loc
+from compiler.tracer import Tracer, current_builder, trace
+from compiler.user_code import user_loc
 
 
 class CustomCall:

@@ -5,15 +5,12 @@ A `Tracer` stands for one IR node. It implements NumPy's dispatch protocols
 write plain NumPy. A `Builder` turns each call into a node: it lifts constants
 (Python scalars are "weak", as in NumPy 2), runs the op's shape rule, and tags
 the node with the user's file:line. Variable names for generated code are read
-from the user's frames once the trace is over (`UserFrames`); no profile or trace
-hook is installed, so the user's profiler and debugger keep working.
+from the user's frames once the trace is over; both come from compiler/user_code.py.
 """
 
 from __future__ import annotations
 
 import functools
-import linecache
-import os
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -26,28 +23,7 @@ from compiler import ops, pytree
 from compiler.errors import TraceError, UnsupportedError
 from compiler.ir import Graph, Node, SourceLoc, Sym, TensorType, walk
 from compiler.ops.registry import TRACES
-
-
-def _package_dir(module) -> str:
-    return os.path.dirname(os.path.realpath(module.__file__)) + os.sep
-
-
-_COMPILER_DIR = _package_dir(sys.modules["compiler"])
-_RUNTIME_DIR = _package_dir(runtime)
-_OTHER_LIBRARY_DIRS = (_RUNTIME_DIR, _package_dir(np))
-
-
-@functools.cache
-def _origin(filename: str) -> str:
-    """Who wrote the code in `filename`: "compiler", "library" (runtime, NumPy) or "user".
-
-    Paths are compared after `realpath`, because a code object keeps the path its module
-    was imported under (`tests/../compiler/tracer.py` when sys.path holds `tests/..`).
-    """
-    path = os.path.realpath(filename)
-    if path.startswith(_COMPILER_DIR):
-        return "compiler"
-    return "library" if path.startswith(_OTHER_LIBRARY_DIRS) else "user"
+from compiler.user_code import UserFrames, user_loc
 
 
 class Concretize(BaseException):
@@ -59,38 +35,6 @@ class Concretize(BaseException):
     def __init__(self, sym: Sym) -> None:
         super().__init__(sym.name)
         self.sym = sym
-
-
-def user_loc() -> SourceLoc | None:
-    """The innermost frame outside gradfuse and NumPy: the user's line that made a node, with
-    the runtime helper it is inside of, if any (`runtime.functional.softmax`)."""
-    frame = sys._getframe(1)
-    fallback = helper = None
-    while frame is not None:
-        origin = _origin(frame.f_code.co_filename)
-        if origin == "user":
-            return _loc(frame, helper)
-        if origin == "library":
-            fallback = fallback or frame
-            if helper is None and _is_runtime(frame.f_code.co_filename):
-                helper = frame
-        frame = frame.f_back
-    return _loc(fallback) if fallback is not None else None
-
-
-def _loc(frame, helper=None) -> SourceLoc:
-    filename, lineno = frame.f_code.co_filename, frame.f_lineno
-    inside = ""
-    if helper is not None:
-        where = os.path.basename(helper.f_code.co_filename)
-        inside = f"{helper.f_code.co_name} ({where}:{helper.f_lineno})"
-    return SourceLoc(filename, lineno, linecache.getline(filename, lineno).rstrip(),
-                     helper=inside)
-
-
-@functools.cache
-def _is_runtime(filename: str) -> bool:
-    return os.path.realpath(filename).startswith(_RUNTIME_DIR)
 
 
 class SymDim:
@@ -459,44 +403,6 @@ def building(builder: Builder):
         builders.pop()
 
 
-class UserFrames:
-    """The user's frames that a trace runs in, read for the names of their local variables.
-
-    Every node the user's code creates goes through `Builder.emit`; from there, the
-    frames between it and the trace's entry are the user's functions that are running,
-    and `see` keeps them. CPython keeps a finished frame's local variables while its frame
-    object is referenced, so once the trace is over `names` reads each frame's final
-    locals, as they were when it returned. A node keeps the name from the outermost frame
-    that bound it, so `h` in the user's model wins over `x` inside a helper the model called.
-    """
-
-    def __init__(self, entry) -> None:
-        self.entry = entry  # the frame of `trace`: where the user's code starts, outward
-        self.depths: dict[Any, int] = {}  # frame -> calls between it and the entry
-
-    def see(self, frame) -> None:
-        chain = []
-        while frame is not None and frame is not self.entry:
-            chain.append(frame)
-            frame = frame.f_back
-        if frame is None:  # not below this trace's entry (another trace's builder)
-            return
-        for depth, f in enumerate(reversed(chain)):
-            if f not in self.depths and _origin(f.f_code.co_filename) == "user":
-                self.depths[f] = depth
-
-    def names(self) -> dict[int, str]:
-        """node id -> the user's variable name for it."""
-        names: dict[int, str] = {}
-        # Outermost first; among frames as deep, the one seen first (called first) wins.
-        for frame in sorted(self.depths, key=self.depths.__getitem__):
-            for name, value in frame.f_locals.items():
-                if isinstance(value, Tracer) and not name.startswith("_"):
-                    names.setdefault(value.node.id, name)
-        self.depths.clear()  # the frames hold the user's values: let them go
-        return names
-
-
 def trace(fn: Callable, input_types: list[TensorType], input_names: list[str],
           build_args: Callable[[list[Tracer]], tuple[tuple, dict]],
           sym_hints: dict[Sym, int], name: str) -> tuple[Graph, pytree.TreeDef]:
@@ -518,7 +424,7 @@ def trace(fn: Callable, input_types: list[TensorType], input_names: list[str],
     finally:
         builder.user_frames = None
     npx.random_draws.warn_random_draws(list(frames.depths), name)
-    names = frames.names()
+    names = frames.names(Tracer)
     if not outputs:
         raise TraceError(f"{name} returned no arrays", None)
     if len(outputs) == 1 and outputs[0].name is None and outputs[0].op != "input":

@@ -44,7 +44,8 @@ from compiler.numpy_api.indexing import basic_region, expand_key, getitem, is_ba
 from compiler.numpy_api.layout import broadcast_to, full_like, reshape
 from compiler.ops import bind, get
 from compiler.ops.layout import as_slices
-from compiler.tracer import Tracer, current_builder, user_loc
+from compiler.tracer import Tracer, current_builder
+from compiler.user_code import user_loc
 
 # The ops whose result is a NumPy view of their first input (it shows the input's changes).
 VIEW_OPS = frozenset({"slice", "reshape", "transpose", "broadcast_to"})

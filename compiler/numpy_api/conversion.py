@@ -19,7 +19,8 @@ import sys
 import numpy as np
 
 from compiler.errors import TraceError, UnsupportedError
-from compiler.tracer import Tracer, _origin, user_loc
+from compiler.tracer import Tracer
+from compiler.user_code import origin, user_loc
 
 # A traced array converts element by element (each a node); beyond this size it is refused.
 MAX_CONVERTED_ELEMENTS = 256
@@ -184,9 +185,9 @@ def _user_frame():
     """The frame of the user's code that the conversion happens in: the nearest frame
     outside gradfuse, if NumPy's C code (not NumPy's Python code) called it."""
     frame = sys._getframe(2)
-    while frame is not None and _origin(frame.f_code.co_filename) == "compiler":
+    while frame is not None and origin(frame.f_code.co_filename) == "compiler":
         frame = frame.f_back
-    if frame is None or _origin(frame.f_code.co_filename) != "user":
+    if frame is None or origin(frame.f_code.co_filename) != "user":
         return None
     return frame
 

@@ -10,7 +10,8 @@ import numpy as np
 from compiler.errors import TraceError, UnsupportedError
 from compiler.ops.registry import ShapeError
 from compiler.ops.shapes import normalize_axes
-from compiler.tracer import Tracer, calling, current_builder, user_loc
+from compiler.tracer import Tracer, calling, current_builder
+from compiler.user_code import user_loc
 
 UFUNCS: dict = {}  # ufunc -> what it does on traced arrays
 # (ufunc, method) -> what the ufunc's method does on traced arrays: np.add.reduce (sum),

@@ -9,7 +9,8 @@ import numpy as np
 from compiler.errors import UnsupportedError
 from compiler.numpy_api.dispatch import FOREIGN_UFUNCS, UFUNCS, implements, no_out, traced
 from compiler.ops import bind
-from compiler.tracer import Tracer, user_loc
+from compiler.tracer import Tracer
+from compiler.user_code import user_loc
 
 
 def unary(op, x):

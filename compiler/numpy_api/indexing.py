@@ -21,7 +21,8 @@ from compiler.ir import Sym
 from compiler.numpy_api.dispatch import axes_of, implements, no_out, traced
 from compiler.numpy_api.layout import reshape, transpose
 from compiler.ops import bind
-from compiler.tracer import Tracer, user_loc
+from compiler.tracer import Tracer
+from compiler.user_code import user_loc
 
 
 @implements(np.take)

@@ -13,7 +13,8 @@ from compiler.errors import TraceError
 from compiler.numpy_api.dispatch import axes_of, implements, traced
 from compiler.numpy_api.layout import concatenate, reshape
 from compiler.numpy_api.matrices import static_length
-from compiler.tracer import Tracer, user_loc
+from compiler.tracer import Tracer
+from compiler.user_code import user_loc
 
 
 def _at_least(ndim: int, a):

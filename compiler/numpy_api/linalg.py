@@ -18,7 +18,8 @@ from compiler.ops import bind
 from compiler.ops.linalg import product
 from compiler.ops.registry import DimConflict, ShapeError
 from compiler.ops.shapes import broadcast_shapes
-from compiler.tracer import Concretize, user_loc
+from compiler.tracer import Concretize
+from compiler.user_code import user_loc
 
 
 def matmul(a, b):

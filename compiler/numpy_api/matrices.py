@@ -13,7 +13,7 @@ from compiler.errors import TraceError
 from compiler.numpy_api.dispatch import axes_of, implements, no_out, traced
 from compiler.numpy_api.elementwise import astype
 from compiler.numpy_api.layout import reshape, transpose
-from compiler.tracer import user_loc
+from compiler.user_code import user_loc
 
 
 def static_length(a, axis: int) -> int:

@@ -29,7 +29,8 @@ import numpy as np
 
 from compiler.errors import UnsupportedError
 from compiler.numpy_api.elementwise import erf as _erf
-from compiler.tracer import Tracer, _origin, user_loc
+from compiler.tracer import Tracer
+from compiler.user_code import origin, user_loc
 
 
 def _log(x, base=None):
@@ -201,7 +202,7 @@ def _library_dirs() -> tuple[str, ...]:
 def _users_code(filename: str) -> bool:
     """Code the user wrote: not gradfuse's, NumPy's, the standard library's or an installed
     package's (whose functions are not the user's to rebind)."""
-    return _origin(filename) == "user" and \
+    return origin(filename) == "user" and \
         not os.path.realpath(filename).startswith(_library_dirs())
 
 

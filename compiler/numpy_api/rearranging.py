@@ -18,7 +18,8 @@ from compiler.numpy_api.dispatch import axes_of, implements, traced
 from compiler.numpy_api.layout import reshape
 from compiler.numpy_api.matrices import static_length
 from compiler.ops import bind
-from compiler.tracer import Tracer, user_loc
+from compiler.tracer import Tracer
+from compiler.user_code import user_loc
 
 
 def gather(a, positions, axis: int):

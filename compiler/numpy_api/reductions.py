@@ -10,7 +10,8 @@ from compiler.numpy_api.dispatch import axes_of, implements, no_out, traced
 from compiler.numpy_api.elementwise import astype
 from compiler.numpy_api.layout import broadcast_to, concatenate, reshape
 from compiler.ops import bind
-from compiler.tracer import Tracer, user_loc
+from compiler.tracer import Tracer
+from compiler.user_code import user_loc
 
 
 def _reduce(op, x, axis, keepdims):

@@ -14,7 +14,7 @@ from compiler.errors import UnsupportedError
 from compiler.numpy_api import reductions
 from compiler.numpy_api.dispatch import UFUNC_METHODS, axes_of, no_out, traced
 from compiler.numpy_api.elementwise import astype
-from compiler.tracer import user_loc
+from compiler.user_code import user_loc
 
 _NO_INITIAL = np._NoValue
 

@@ -21,8 +21,9 @@ from mpi4py import MPI  # noqa: E402
 
 from benchmarks import steps, w4_mlp_large  # noqa: E402
 from benchmarks.harness import Config, Impl, Timing, check_agreement, time_rows  # noqa: E402
-from compiler.training import distributed, train_step  # noqa: E402
-from compiler.training.distributed import ALLREDUCE_VARIABLE  # noqa: E402
+from compiler.training import allreduce as sums  # noqa: E402
+from compiler.training import train_step  # noqa: E402
+from compiler.training.allreduce import ALLREDUCE_VARIABLE  # noqa: E402
 from runtime import Parameter, optim  # noqa: E402
 
 STEPS_PER_BATCH = 20
@@ -122,7 +123,7 @@ def summing_cost(summing: Impl, summed: Impl, comm) -> Timing:
 
 
 # The 2-rank step rows: (GRADFUSE_MPI_ALLREDUCE, SUM_IN_UPDATE_MAX_RANKS); the default first.
-TWO_RANK_ROWS = (("shared", distributed.SUM_IN_UPDATE_MAX_RANKS), ("shared", 1), ("mpi", 1))
+TWO_RANK_ROWS = (("shared", sums.SUM_IN_UPDATE_MAX_RANKS), ("shared", 1), ("mpi", 1))
 
 
 def main(out: str) -> None:
@@ -144,7 +145,7 @@ def main(out: str) -> None:
     impls = {}
     for allreduce, sum_in_update in TWO_RANK_ROWS if ranks > 1 else (("mpi", 1),):
         os.environ[ALLREDUCE_VARIABLE] = allreduce
-        distributed.SUM_IN_UPDATE_MAX_RANKS = sum_in_update
+        sums.SUM_IN_UPDATE_MAX_RANKS = sum_in_update
         impl = step_row("", problem, comm, mine, comm)
         parallel = impl.subject.parallel
         impl.name = f"gradfuse comm, {ranks} rank{'s' * (ranks > 1)}, {parallel.reducer.name}"
@@ -161,7 +162,7 @@ def main(out: str) -> None:
                                  comm)
             reduces[name] = t
         length = parallel.layout.length
-    distributed.SUM_IN_UPDATE_MAX_RANKS = TWO_RANK_ROWS[0][1]
+    sums.SUM_IN_UPDATE_MAX_RANKS = TWO_RANK_ROWS[0][1]
     if ranks > 1:  # summed in the update: the barrier, and what adding rows adds to the update
         fused, columns = list(impls.values())[:2]
         name = f"{fused.subject.parallel.reducer.name}, float32 (update's extra time)"

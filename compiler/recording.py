@@ -47,7 +47,7 @@ from runtime.graph import CallSite
 from runtime.graph import Node as GraphNode
 
 if TYPE_CHECKING:
-    from compiler.api import Specialization
+    from compiler.specialization import Specialization
 
 BOOL = np.dtype(bool)
 _new_tensor = Tensor.__new__

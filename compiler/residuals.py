@@ -32,7 +32,7 @@ from compiler.packing import pack
 from compiler.timings import KernelBuild
 
 if TYPE_CHECKING:
-    from compiler.api import Specialization
+    from compiler.specialization import Specialization
 
 MAX_ARGUMENTS = 64  # a kernel with more (per-row residuals of a stack) keeps fresh arrays
 SETS_PER_SIZE = 4  # more graphs alive at once than this get arrays that are not kept

@@ -22,7 +22,6 @@ import time
 import numpy as np
 
 from compiler import compile_grad
-from compiler.api import KINDS
 from compiler.cli import dot, gradcheck, timing
 from compiler.cli.targets import (
     DEFAULT_DIM,
@@ -36,6 +35,7 @@ from compiler.cli.targets import (
     parse_shape,
 )
 from compiler.errors import GradfuseError
+from compiler.specialization import KINDS
 from runtime import Parameter
 
 _DESCRIPTION = __doc__.split("\n\n", 1)[1]

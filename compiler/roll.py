@@ -44,7 +44,8 @@ import numpy as np
 
 from compiler import ops
 from compiler.ir import Graph, Node, TensorType, freeze
-from compiler.ops.control import Loop, stacked
+from compiler.ops.control import Loop
+from compiler.stacking import common_name, row, stack
 
 # A run is rolled when it saves at least this many nodes (all its iterations but the first)
 # over at least ROLL_MIN_STEPS iterations. numba spends 10-20 ms per line of a long kernel
@@ -283,15 +284,15 @@ class _Roller:
 
         scan_inputs = [before(v) for v in roles.consts]
         scan_inputs += [before(init) for _, init in roles.carries]
-        xs = [_stack([before(v) for v in values]) for values in roles.xs]
-        xs += [_stack(hoisted[offset]) for offset in roles.hoisted]
+        xs = [stack([before(v) for v in values]) for values in roles.xs]
+        xs += [stack(hoisted[offset]) for offset in roles.hoisted]
         scan_inputs += xs
 
         body_inputs: list[Node] = []
         for source, init in [(None, v) for v in roles.consts] + roles.carries:
             name = names[source] if source is not None else None
             body_inputs.append(_input(len(body_inputs), init.type, name or init.name))
-        x_names = [_common_name(values) for values in roles.xs] + \
+        x_names = [common_name(values) for values in roles.xs] + \
             [names[o] for o in roles.hoisted]
         for x, name in zip(xs, x_names):
             body_inputs.append(_input(len(body_inputs), TensorType(x.dtype, x.shape[1:]), name))
@@ -331,7 +332,7 @@ class _Roller:
         for k, offset in enumerate(stacked_offsets):
             ys = results[nk + k]
             for m, it in enumerate(iterations):
-                replaced.setdefault(it[offset].id, _row(ys, m, it[offset]))
+                replaced.setdefault(it[offset].id, row(ys, m, it[offset]))
         return replaced
 
     def _stacked(self, run: _Run, offset: int, final: dict[int, int]) -> bool:
@@ -441,80 +442,6 @@ def _equal_constants(values: list[Node]) -> bool:
         v.op == "const" and v.type == first.type
         and np.array_equal(v.attrs["value"], first.attrs["value"], equal_nan=True)
         for v in values)
-
-
-def _stack(values: list[Node]) -> Node:
-    """The values stacked on a new leading axis; slices X[t] of one array stack back into a
-    view of X."""
-    view = _stacked_slices(values)
-    if view is not None:
-        return view
-    t = values[0].type
-    row = TensorType(t.dtype, (1,) + t.shape)
-    rows = tuple(Node("reshape", (v,), {"shape": row.shape}, row, v.name, v.loc)
-                 for v in values)
-    return Node("concatenate", rows, {"axis": 0}, stacked(t, len(values)),
-                _common_name(values), values[0].loc)
-
-
-def _stacked_slices(values: list[Node]) -> Node | None:
-    """X, its axis moved first and sliced, when value m is X[..., i_m, ...] (one element of
-    one axis, that axis dropped) at evenly spaced positions i_m."""
-    found = [_unit_slice(v) for v in values]
-    if any(f is None for f in found) or len({(id(f[0]), f[1]) for f in found}) != 1:
-        return None
-    base, axis, _ = found[0]
-    positions = [f[2] for f in found]
-    step = positions[1] - positions[0]
-    if step == 0 or any(b - a != step for a, b in zip(positions, positions[1:])):
-        return None
-    result = base
-    if axis != 0:
-        perm = (axis,) + tuple(a for a in range(base.type.ndim) if a != axis)
-        result = _node("transpose", result, perm=perm)
-    stop = positions[-1] + 1 if step > 0 else positions[-1] - 1
-    index = ((positions[0], stop, step),) + tuple((0, d, 1) for d in result.type.shape[1:])
-    if index[0] != (0, result.type.shape[0], 1):
-        result = _node("slice", result, index=index)
-    shape = (len(values),) + values[0].type.shape
-    return result if result.type.shape == shape else _node("reshape", result, shape=shape)
-
-
-def _unit_slice(value: Node) -> tuple[Node, int, int] | None:
-    """(X, axis, i) when `value` takes element i of one axis of X: X[i:i+1] (a slice), or
-    X[i] (that slice with the axis dropped)."""
-    sliced = value.inputs[0] if value.op == "reshape" else value
-    if sliced.op != "slice":
-        return None
-    base = sliced.inputs[0]
-    cut = [a for a, spec in enumerate(sliced.attrs["index"])
-           if spec != (0, base.type.shape[a], 1)]
-    if len(cut) != 1 or sliced.type.shape[cut[0]] != 1:
-        return None
-    axis = cut[0]
-    dropped = tuple(d for a, d in enumerate(sliced.type.shape) if a != axis)
-    if value is not sliced and value.type.shape != dropped:
-        return None
-    return base, axis, sliced.attrs["index"][axis][0]
-
-
-def _node(op: str, x: Node, **attrs) -> Node:
-    return Node(op, (x,), attrs, ops.get(op).infer(x.type, **attrs), x.name, x.loc)
-
-
-def _row(stack: Node, m: int, like: Node) -> Node:
-    """stack[m]: row m of the stack's leading axis, that axis dropped."""
-    index = ((m, m + 1, 1),) + tuple((0, d, 1) for d in stack.type.shape[1:])
-    row = _node("slice", stack, index=index)
-    return Node("reshape", (row,), {"shape": like.type.shape}, like.type, like.name, like.loc)
-
-
-def _common_name(values: tuple[Node, ...]) -> str | None:
-    """`W` for values named W_0, W_1, ... (the leaves of a list); else the first one's name."""
-    stems = {v.name.rpartition("_")[0] if v.name and v.name.rpartition("_")[2].isdigit()
-             else None for v in values}
-    stem = stems.pop() if len(stems) == 1 else None
-    return stem or values[0].name
 
 
 def _name(first: list[Node]) -> str:

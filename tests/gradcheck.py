@@ -19,3 +19,14 @@ def central_differences(fn, args, position: int, h: float = 1e-6) -> np.ndarray:
             values.append(float(fn(*moved)))
         grad[i] = (values[0] - values[1]) / (2 * h)
     return grad
+
+
+def check_interpreted_gradient(fn, args, wrt: int = 0) -> np.ndarray:
+    """The gradient of scalar `fn` w.r.t. args[wrt], compiled by the interpreter backend, checked
+    against central differences; returned."""
+    from compiler import compile_grad
+
+    grad = compile_grad(fn, backend="interpreter", wrt=wrt).grad(*args)
+    np.testing.assert_allclose(grad, central_differences(fn, list(args), wrt, 1e-6),
+                               rtol=1e-6, atol=1e-8)
+    return grad

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from source_lines import marked_line
 
 from compiler import ArgumentError, TraceError, UnsupportedError, compile_grad
 
@@ -13,11 +14,7 @@ HERE = os.path.basename(__file__)
 
 
 def line_of(marker: str) -> int:
-    with open(__file__) as f:
-        for number, line in enumerate(f, 1):
-            if line.rstrip().endswith(f"# {marker}") and "line_of" not in line:
-                return number
-    raise AssertionError(marker)
+    return marked_line(__file__, marker)
 
 
 @pytest.fixture(params=["interpreter", "numba"])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from gradcheck import central_differences
 from op_cases import Arg
-from torch_idioms import Family, Idiom
+from torch_idioms import Idiom, lazy_family
 
 from compiler import compile_grad
 from compiler.errors import UnsupportedError
@@ -44,14 +44,7 @@ IDIOMS = [
           (A((3, 4)),)),
 ]
 
-FAMILY = None
-
-
-def family() -> Family:
-    global FAMILY
-    if FAMILY is None:
-        FAMILY = Family(IDIOMS, seed=14)
-    return FAMILY
+family = lazy_family(IDIOMS, seed=14)
 
 
 def test_idioms_agree_with_pytorch_under_numpy():

@@ -11,6 +11,8 @@ import warnings
 import numpy as np
 import pytest
 from gradcheck import central_differences
+from gradcheck import check_interpreted_gradient as fd_check
+from source_lines import marked_line
 
 from compiler import CompiledFunction, TraceError, UnsupportedError, compile_grad
 from compiler.numpy_api.dispatch import numpy_name
@@ -22,21 +24,11 @@ GLOBAL_RNG = np.random.default_rng(0)
 
 
 def line_of(marker: str) -> int:
-    with open(__file__) as f:
-        for number, line in enumerate(f, 1):
-            if line.rstrip().endswith(f"# {marker}") and "line_of" not in line:
-                return number
-    raise AssertionError(marker)
+    return marked_line(__file__, marker)
 
 
 def interpreted(fn, **kw):
     return compile_grad(fn, backend="interpreter", **kw)
-
-
-def fd_check(fn, args, wrt=0):
-    grad = interpreted(fn, wrt=wrt).grad(*args)
-    np.testing.assert_allclose(grad, central_differences(fn, list(args), wrt, 1e-6),
-                               rtol=1e-6, atol=1e-8)
 
 
 # --- unsupported functions by their NumPy path --------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from op_cases import Arg
-from torch_idioms import Family, Idiom
+from torch_idioms import Idiom, lazy_family
 
 from compiler import compile_grad
 from compiler.errors import TraceError, UnsupportedError
@@ -79,14 +79,7 @@ IDIOMS = [
           lambda x, k: F.conv2d(x[:, None], k[None, None])[:, 0], (A((2, 5, 6)), A((3, 3)))),
 ]
 
-FAMILY = None
-
-
-def family() -> Family:
-    global FAMILY
-    if FAMILY is None:
-        FAMILY = Family(IDIOMS, seed=14)
-    return FAMILY
+family = lazy_family(IDIOMS, seed=14)
 
 
 def test_idioms_agree_with_pytorch_under_numpy():

@@ -9,6 +9,7 @@ the same objective, and the numba kernel's with the interpreter's.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -92,3 +93,9 @@ class Family:
             theirs = idiom.theirs(*(torch.tensor(self.inputs[n]) for n in names))
             np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-12, atol=1e-14,
                                        err_msg=idiom.name)
+
+
+def lazy_family(idioms: list[Idiom], seed: int = 0) -> Callable[[], Family]:
+    """A function giving the idioms' `Family`, built (and compiled) on first use only, so that
+    collecting a test module compiles nothing."""
+    return functools.cache(lambda: Family(idioms, seed))

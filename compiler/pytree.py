@@ -152,16 +152,7 @@ def _emit_unpack(treedef: TreeDef, expr: str, lines: list[str], constants: dict,
         lines.append(f"    if {expr} is not None:\n        {fail}")
         return
     n = len(treedef.children)
-    if kind == "dict":
-        keys = f"KEYS{len(constants)}"
-        constants[keys] = treedef.keys
-        lines.append(f"    if type({expr}) is not dict or tuple({expr}) != {keys}:\n"
-                     f"        {fail}")
-        values = f"{expr}.values()"
-    else:
-        lines.append(f"    if type({expr}) is not {kind} or len({expr}) != {n}:\n"
-                     f"        {fail}")
-        values = expr
+    values = _checked_container(treedef, expr, lines, constants, "    ", fail)
     if n == 0:
         return
     variables = [f"v{counter[0] + k}" for k in range(n)]
@@ -169,6 +160,24 @@ def _emit_unpack(treedef: TreeDef, expr: str, lines: list[str], constants: dict,
     lines.append(f"    {', '.join(variables)}, = {values}")
     for child, variable in zip(treedef.children, variables):
         _emit_unpack(child, variable, lines, constants, fail, names, counter)
+
+
+def _checked_container(treedef: TreeDef, expr: str, lines: list[str], constants: dict,
+                       indent: str, fail: str) -> str:
+    """A statement that does `fail` unless `expr` is a dict (list, tuple) like `treedef`'s;
+    returns the expression of its values in order."""
+    if treedef.kind == "dict":
+        keys = f"KEYS{len(constants)}"
+        constants[keys] = treedef.keys
+        # Key order decides which leaf is which; equal tuples are equal lengths. A repeated
+        # call passes the same key strings, which compare by identity first.
+        lines.append(f"{indent}if type({expr}) is not dict or tuple({expr}) != {keys}:\n"
+                     f"{indent}    {fail}")
+        return f"{expr}.values()"
+    container = treedef.kind  # "list" or "tuple", the builtin's name
+    lines.append(f"{indent}if type({expr}) is not {container} or len({expr}) != "
+                 f"{len(treedef.children)}:\n{indent}    {fail}")
+    return expr
 
 
 def _describe(treedef: TreeDef) -> str:
@@ -195,19 +204,7 @@ def _emit_collect(treedef: TreeDef, expr: str, lines: list[str], constants: dict
         lines.append(f"{indent}if {expr} is not None:\n{indent}    {fail}")
         return
     n, children = len(treedef.children), treedef.children
-    if kind == "dict":
-        keys = f"KEYS{len(constants)}"
-        constants[keys] = treedef.keys
-        # Key order decides which leaf is which; equal tuples are equal lengths. A repeated
-        # call passes the same key strings, which compare by identity first.
-        lines.append(f"{indent}if type({expr}) is not dict or tuple({expr}) != {keys}:\n"
-                     f"{indent}    {fail}")
-        values = f"{expr}.values()"
-    else:
-        container = kind  # "list" or "tuple", the builtin's name
-        lines.append(f"{indent}if type({expr}) is not {container} or len({expr}) != {n}:\n"
-                     f"{indent}    {fail}")
-        values = expr
+    values = _checked_container(treedef, expr, lines, constants, indent, fail)
     if all(c.kind == "leaf" for c in children):
         lines.append(f"{indent}leaves.extend({values})")
         return

@@ -38,7 +38,7 @@ from compiler.codegen import generate
 from compiler.errors import KernelShapeError
 from compiler.ir import Graph, Node, TensorType
 from compiler.packing import pack, result_rows
-from compiler.residuals import FREE_REFCOUNT, SETS_PER_SIZE, BufferedForward
+from compiler.residuals import FREE_REFCOUNT, SETS_PER_SIZE, BufferedForward, picker
 from compiler.timings import KernelBuild
 from compiler.verify import verify
 from runtime import Tensor
@@ -81,7 +81,7 @@ class RecordedKernels:
         # forward_save's results. Inputs that backward needs are the caller's own arrays; a
         # plain array among them is copied (`_kept`), because nothing tells backward that the
         # caller refilled it (a batch buffer, say), while a Tensor's version counter does.
-        self._residuals = _picker([i if where == "input" else n_inputs + i
+        self._residuals = picker([i if where == "input" else n_inputs + i
                                    for where, i in spec.residual_sources])
         self._plain_inputs = [(k, i) for k, (where, i) in enumerate(spec.residual_sources)
                               if where == "input" and i not in tensor_positions]
@@ -93,7 +93,7 @@ class RecordedKernels:
                  and i in tensor_positions and i not in spec.wrt_leaves]
         self._n_needs = len(spec.wrt_leaves)
         self._tensor_indices = list(spec.wrt_leaves) + saved
-        self._tensors = _picker(self._tensor_indices)
+        self._tensors = picker(self._tensor_indices)
         self._single = spec.out_tree.kind == "leaf"
         self._out_tree = spec.out_tree
         differentiated = spec.graph.outputs[:spec.n_differentiated]
@@ -290,16 +290,6 @@ class RecordedKernels:
             if arrays[i] is leaves[i]:
                 kept[k] = kept[k].copy()
         return tuple(kept)
-
-
-def _picker(indices: list[int]) -> Callable[[list], tuple]:
-    """seq -> (seq[i] for i in indices) as a tuple; itemgetter, which runs in C, when it can."""
-    if len(indices) >= 2:
-        return operator.itemgetter(*indices)
-    if indices:
-        only = indices[0]
-        return lambda seq: (seq[only],)
-    return lambda seq: ()
 
 
 # --- backward into .grad -------------------------------------------------------------------

@@ -163,7 +163,7 @@ class BufferedForward:
         picks = [n_in + slot[(where, i)] if (where, i) in slot else i
                  for where, i in spec.residual_sources]
         buffered_forward = BufferedForward(kernel, ResidualPool([v.type for v in values], forward),
-                                           _output_maker(spec.graph.outputs), _pick(picks),
+                                           _output_maker(spec.graph.outputs), picker(picks),
                                            packing)
         buffered_forward.residual_indices = picks
         outputs = spec.graph.outputs
@@ -226,7 +226,8 @@ def _output_maker(outputs: list) -> Callable:
     return arrays
 
 
-def _pick(indices: list[int]) -> Callable[[list], tuple]:
+def picker(indices: list[int]) -> Callable[[list], tuple]:
+    """seq -> (seq[i] for i in indices) as a tuple; itemgetter, which runs in C, when it can."""
     if len(indices) >= 2:
         return operator.itemgetter(*indices)
     if indices:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from counting import CountingGeneral
 
 from compiler import compile_grad, pytree
 from compiler.errors import TraceError
@@ -64,21 +65,6 @@ def mlp_reference(params, x, y):
     r = h @ params["v"] - y
     dh = np.outer(2 * r / r.size, params["v"]) * (1 - h**2)
     return np.mean(r**2), {"W": x.T @ dh, "b": dh.sum(axis=0), "v": h.T @ (2 * r / r.size)}
-
-
-class CountingGeneral:
-    """A compiled function whose general path counts its calls (fast calls do not bind)."""
-
-    def __init__(self, fn, **options):
-        self.f = compile_grad(fn, **options)
-        self.general = 0
-        arguments = self.f._arguments
-
-        def counted(args, kwargs):
-            self.general += 1
-            return arguments(args, kwargs)
-
-        self.f._arguments = counted
 
 
 RNG = np.random.default_rng(3)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from counting import CountingGeneral
 
 from compiler import compile_grad, pytree
 from compiler.errors import ArgumentError
@@ -48,19 +49,11 @@ def check(params, x, y, loss, rtol=1e-10):
         np.testing.assert_allclose(params[k].grad, g, rtol=rtol, atol=rtol)
 
 
-class Counting:
+class Counting(CountingGeneral):
     """A compiled mlp_loss whose general path counts its calls (fast calls do not bind)."""
 
     def __init__(self, fn=mlp_loss, **options):
-        self.f = compile_grad(fn, **options)
-        self.general = 0
-        arguments = self.f._arguments
-
-        def counted(args, kwargs):
-            self.general += 1
-            return arguments(args, kwargs)
-
-        self.f._arguments = counted
+        super().__init__(fn, **options)
 
     def step(self, params, *rest, **kwargs):
         for p in params.values():

@@ -3,10 +3,16 @@
 from compiler.api import CompiledFunction, compile_grad
 from compiler.control import fori_loop, scan
 from compiler.custom import custom_vjp
-from compiler.errors import ArgumentError, GradfuseError, TraceError, UnsupportedError
+from compiler.errors import (
+    ArgumentError,
+    GradfuseError,
+    IndexTypeError,
+    TraceError,
+    UnsupportedError,
+)
 from compiler.update_kernels import register_compiled_update
 
 register_compiled_update()  # optimizer.step() runs one kernel per parameter group
 
-__all__ = ["ArgumentError", "CompiledFunction", "GradfuseError", "TraceError",
+__all__ = ["ArgumentError", "CompiledFunction", "GradfuseError", "IndexTypeError", "TraceError",
            "UnsupportedError", "compile_grad", "custom_vjp", "fori_loop", "scan"]

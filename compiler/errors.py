@@ -25,6 +25,10 @@ class UnsupportedError(TraceError, TypeError):
     """A NumPy function or feature that gradfuse cannot trace."""
 
 
+class IndexTypeError(TraceError, TypeError):
+    """Indices that are not integers (or booleans): NumPy's IndexError, at the user's line."""
+
+
 class ArgumentError(GradfuseError, TypeError):
     """The compiled function was called with arguments it cannot accept."""
 

@@ -34,7 +34,7 @@ from compiler.cli.targets import (
     parse_dim,
     parse_shape,
 )
-from compiler.errors import GradfuseError
+from compiler.errors import GradfuseError, IndexTypeError
 from compiler.specialization import KINDS
 from runtime import Parameter
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (GradfuseError, dot.GraphvizMissing) as err:
         print(f"gradfuse {args.command}: {err}", file=sys.stderr)
-        if "indices must be integers" in str(err):  # the inputs are ours, not the user's
+        if isinstance(err, IndexTypeError):  # the inputs are the command line's, not the user's
             print(f"gradfuse {args.command}: arguments without a dtype are made float; give "
                   "an index argument its dtype, as in --shape labels=N:int64", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from compiler.errors import TraceError, UnsupportedError
+from compiler.errors import IndexTypeError, TraceError, UnsupportedError
 from compiler.ir import Sym
 from compiler.numpy_api.dispatch import axes_of, implements, no_out, traced
 from compiler.numpy_api.layout import reshape, transpose
@@ -50,7 +50,7 @@ def index_array(indices, x: Tracer, axis: int):
     constant as int64, checked against a static axis now."""
     if isinstance(indices, Tracer):
         if not np.issubdtype(indices.dtype, np.integer):
-            raise TraceError(f"indices must be integers, got {indices.dtype}", user_loc())
+            raise IndexTypeError(f"indices must be integers, got {indices.dtype}", user_loc())
         return indices
     array = np.asarray(indices)
     if array.dtype == object:  # a list holding traced values: np.array([i, j])
@@ -58,7 +58,7 @@ def index_array(indices, x: Tracer, axis: int):
     if not np.issubdtype(array.dtype, np.integer):
         if array.size == 0:  # np.array([]) is float64: an empty index
             return array.astype(np.int64)
-        raise TraceError(f"indices must be integers, got {array.dtype}", user_loc())
+        raise IndexTypeError(f"indices must be integers, got {array.dtype}", user_loc())
     _check_bounds(array, x.type.shape[axis], axis)
     return array.astype(np.int64)
 

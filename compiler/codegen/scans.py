@@ -123,6 +123,7 @@ class BodyFunctions:
         self.helpers = helpers
         self.sources: list[str] = []
         self._plans: dict[int, tuple[BodySignature, Plan]] = {}
+        self._parallel: dict[int, bool] = {}
         self._by_loop: dict[int, str] = {}
         self._by_text: dict[str, str] = {}
         self._names: set[str] = set()
@@ -141,9 +142,13 @@ class BodyFunctions:
         from compiler.codegen.emit import KernelWriter
         from compiler.codegen.prelude import HelperSet
 
-        sig, body_plan = self.planned(loop)
-        return not KernelWriter(body_plan, sig.writes, helpers=HelperSet(),
-                                is_body=True, syms=sig.syms).stack_temporaries
+        found = self._parallel.get(id(loop))
+        if found is None:
+            sig, body_plan = self.planned(loop)
+            found = self._parallel[id(loop)] = not KernelWriter(
+                body_plan, sig.writes, helpers=HelperSet(), is_body=True,
+                syms=sig.syms).stack_temporaries
+        return found
 
     def function(self, loop: Loop) -> str:
         """The name of the function of `loop`'s body, written on first use."""

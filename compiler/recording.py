@@ -39,6 +39,7 @@ from compiler.errors import KernelShapeError
 from compiler.ir import Graph, Node, TensorType
 from compiler.packing import pack, result_rows
 from compiler.residuals import FREE_REFCOUNT, SETS_PER_SIZE, BufferedForward, picker
+from compiler.settled_backward import settled_backward
 from compiler.timings import KernelBuild
 from compiler.verify import verify
 from runtime import Tensor
@@ -71,6 +72,8 @@ class RecordedKernels:
         self._spec = spec
         self._backward: Callable | None = None  # built on first use: backward_into is usual
         self._into: GradientsInto | None = None
+        # A loss's backward() for its sites, made with `_into` (compiler/settled_backward.py)
+        self._settled_backward: Callable | None = None
         self._into_possible = spec.backend.name == "numba" and not checked
         self._buffered = BufferedForward.build(spec, tensor_positions) \
             if self._into_possible else None
@@ -248,6 +251,8 @@ class RecordedKernels:
 
     def _new_site(self, inputs: tuple) -> CallSite:
         site = CallSite(self.name, inputs[:self._n_needs], inputs[self._n_needs:])
+        if site.into_ready:
+            site.settled_backward = self._settled_backward
         if site.reusable:  # kept for the next calls, which check it by the Tensors' ids
             site.watch()
             self._site = site
@@ -280,6 +285,12 @@ class RecordedKernels:
             return None
         if self._into is None:
             self._into = GradientsInto(*self._spec.into_kernel(), self.backward)
+            if self._loss:  # a training loop's backward(), written for its sites
+                self._settled_backward = settled_backward(
+                    self._into, self._n_needs, len(self._tensor_indices),
+                    self._output_meta[0][1])
+                if self._site is not None and self._site.into_ready:
+                    self._site.settled_backward = self._settled_backward
         return self._into(residuals, cotangents, accumulate, reuse)
 
     def _kept(self, residuals: tuple, arrays: list, leaves: list) -> tuple:
@@ -399,6 +410,12 @@ class GradientsInto:
         # before the first call, nothing any leaf can hold (not even None).
         self._arrays: list = [_NOTHING] * self._n
         self._stacks: dict[int, tuple[np.ndarray, list[np.ndarray]]] = {}
+
+    # What compiler/settled_backward.py writes its function over.
+    has_stacks = property(lambda self: bool(self._stacked))
+    kernel_call = property(lambda self: self._call)
+    store_all = property(lambda self: self._store_all)
+    add_all = property(lambda self: self._add_all)
 
     def __call__(self, residuals: tuple, cotangents: list, accumulate: list | None = None,
                  reuse: list | None = None) -> Any:

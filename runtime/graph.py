@@ -218,7 +218,7 @@ class CallSite:
 
     __slots__ = ("name", "edges", "producers", "refs", "labels", "positions", "needs_grad",
                  "reusable", "_requires_grad", "into_ready", "only_leaves", "no_grads",
-                 "leaves_checked", "ids", "alive", "__weakref__")
+                 "leaves_checked", "ids", "alive", "settled_backward", "__weakref__")
 
     def __init__(self, name: str, inputs: Sequence[Tensor | None],
                  saved: Sequence[Tensor] = ()) -> None:
@@ -252,6 +252,11 @@ class CallSite:
         self.no_grads = [None] * len(edges)  # the leaves' `.grad`s after zero_grad()
         # Tensor._leaf_changes when the leaves were last found requiring grad and hookless
         self.leaves_checked = -1
+        # What the compiler may offer for a site of a 0-d loss: `settled_backward(node,
+        # retain_graph)` does backward() from that loss as `_backward_one_node` would, for a
+        # site whose checks have passed before, and returns False, having done nothing, when
+        # one fails (then the general path runs). See compiler/settled_backward.py.
+        self.settled_backward: Callable[[Node, bool], bool] | None = None
         # See `watch`: until it is called, `alive` says nothing.
         self.ids: tuple[int, ...] = ()
         self.alive = False

@@ -174,6 +174,10 @@ class Tensor:
     def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf), weighted by `gradient`, into every leaf's `.grad`."""
         node = self.grad_fn
+        if gradient is None and node is not None:
+            settled = node.site.settled_backward  # a training loop's loss: one function
+            if settled is not None and settled(node, retain_graph):
+                return
         if gradient is None and node is not None and not node.site.producers \
                 and self.data.ndim == 0:
             # a loss of one compiled call on leaves: the common case, without the lists

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 BOOL = np.dtype(bool)
 _new_tensor = Tensor.__new__
+_new_node = GraphNode.__new__
 
 
 class RecordedKernels:
@@ -162,6 +163,7 @@ class RecordedKernels:
         names = [*arrays, *(f"buffer{b}" for b in range(n_buffers))]
         residuals = "".join(f"{names[i]}, " for i in buffered.residual_indices)
         inputs = "".join(f"{leaves[i]}, " for i in self._tensor_indices)
+        versions = ", ".join(f"{leaves[i]}._version" for i in self._tensor_indices)
         lines = [
             # len() reads the first axis without making the shape's tuple
             f"size = len({arrays[at]})" if axis == 0 else f"size = {arrays[at]}.shape[{axis}]",
@@ -203,10 +205,20 @@ class RecordedKernels:
             # The backward bound to its residuals, serving as backward_into too (`either`);
             # a method object is the cheapest such binding (a partial costs twice as much).
             "backward = MethodType(recorded._into or recorded.either, residuals)",
+            # GraphNode(backward, site, inputs, OUTPUT_META, True, backward), written out:
+            # half the cost of the call (tests/test_tensor_fastpath.py compares the two)
+            "node = new_node(GraphNode)",
+            "node._backward = node.backward_into = backward",
+            "node.site = site",
+            "node.tensors = inputs",
+            f"node.versions = [{versions}]",
+            "node.output_meta = OUTPUT_META",
+            "node.trusted = True",
+            "node._tensor_hooks = node._retained = None",
             "tensor = new_tensor(Tensor)",
             "tensor.data = output",
             "tensor._requires_grad = True",
-            "tensor.grad_fn = GraphNode(backward, site, inputs, OUTPUT_META, True, backward)",
+            "tensor.grad_fn = node",
             "return tensor",
         ]
         namespace = {
@@ -214,7 +226,7 @@ class RecordedKernels:
             "getrefcount": sys.getrefcount, "FREE_COUNTS": [FREE_REFCOUNT] * n_buffers,
             "SETS_PER_SIZE": SETS_PER_SIZE, "array": np.array, "DTYPE": buffered._scalar,
             "Tensor": Tensor, "new_tensor": _new_tensor, "MethodType": MethodType,
-            "GraphNode": GraphNode, "OUTPUT_META": self._output_meta,
+            "GraphNode": GraphNode, "new_node": _new_node, "OUTPUT_META": self._output_meta,
         }
         return [indent + line.replace("\n", "\n" + indent) for line in lines], namespace
 

@@ -370,3 +370,20 @@ def test_leaves_if_shaped(tree, other, same):
     assert pytree.leaves_if_shaped(treedef, tree) == leaves
     result = pytree.leaves_if_shaped(treedef, other)
     assert (result == pytree.flatten(other)[0]) if same else result is None
+
+
+def test_the_recorded_node_is_the_one_its_constructor_makes(counting):
+    """The fast path writes a loss's Node out slot by slot (compiler/recording.py `loss_body`):
+    every slot holds what `Node.__init__` puts there for the same call."""
+    from runtime.graph import Node
+
+    params, (x, y) = make_params(), data()
+    counting.step(params, x, y)
+    node = counting.f(params, x, y).grad_fn
+    assert counting.general == 1  # the second call was the fast path's
+    made = Node(node._backward, node.site, node.tensors, node.output_meta, node.trusted,
+                node.backward_into)
+    for slot in Node.__slots__:
+        if slot != "__weakref__":
+            assert getattr(node, slot) == getattr(made, slot), slot
+    assert node.versions == [p._version for p in params.values()]

@@ -216,7 +216,8 @@ class CompiledFunction:
     def _find_or_trace(self, call: CallArguments, wrt_leaves: list[int]) -> Specialization:
         tracing = PhaseTimes()  # every trace of this call, those a Concretize cut short too
         while True:
-            signature = signature_of(call.leaves, set(wrt_leaves), self._static_positions)
+            signature = signature_of(call.leaves, set(wrt_leaves), self._static_positions,
+                                     self._dim_names(call))
             key = (call.treedef, tuple(call.names), signature, tuple(wrt_leaves))
             spec = self._specs.get(key)
             if spec is not None:
@@ -228,6 +229,18 @@ class CompiledFunction:
                 continue
             self._specs[key] = spec
             return spec
+
+    def _dim_names(self, call: CallArguments) -> dict[int, str]:
+        """By leaf: the name the user gave its leading axis (a DSL annotation), if any."""
+        params = getattr(self.fn, "dsl_params", None)
+        if not params:
+            return {}
+        names = {}
+        for i, leaf_name in enumerate(call.leaf_names()):
+            _, dims = params.get(leaf_name, (None, None))
+            if dims and isinstance(dims[0], str):
+                names[i] = dims[0]
+        return names
 
     def _wrt_items(self) -> tuple:
         return self.wrt if isinstance(self.wrt, tuple) else (self.wrt,)

@@ -10,6 +10,8 @@ traced again (`static_positions` remembers that for later calls).
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,8 +48,13 @@ def symbolic_candidates(leaves: list[np.ndarray], differentiable: set[int],
 
 
 def signature_of(leaves: list[np.ndarray], differentiable: set[int],
-                 static_positions: set[Position]) -> Signature:
+                 static_positions: set[Position],
+                 dim_names: dict[int, str] | None = None) -> Signature:
+    """Each leaf's type, its free leading axis symbolic. `dim_names` gives, by leaf, the name
+    the user gave that axis (a DSL annotation such as `xs: f32[T, 4]`): its symbol keeps it,
+    so the IR and the kernels say `T` where the user wrote `T`."""
     free = set(symbolic_candidates(leaves, differentiable, static_positions))
+    dim_names = dim_names or {}
     symbols: dict[int, Sym] = {}
     types = []
     for i, leaf in enumerate(leaves):
@@ -55,13 +62,24 @@ def signature_of(leaves: list[np.ndarray], differentiable: set[int],
         for axis, n in enumerate(leaf.shape):
             if (i, axis) in free:
                 if n not in symbols:
-                    k = len(symbols)
-                    symbols[n] = Sym(SYMBOL_NAMES[k] if k < len(SYMBOL_NAMES) else f"N{k}")
+                    symbols[n] = Sym(_symbol_name(dim_names.get(i), symbols.values(),
+                                                  set(dim_names.values())))
                 shape.append(symbols[n])
             else:
                 shape.append(n)
         types.append(TensorType(leaf.dtype, tuple(shape)))
     return Signature(tuple(types))
+
+
+def _symbol_name(wanted: str | None, made: Iterable[Sym], reserved: set[str]) -> str:
+    """`wanted` unless a symbol has it already, else the first of N, M, K, ... that no symbol
+    has and no user's name reserves."""
+    taken = {sym.name for sym in made}
+    if wanted is not None and wanted not in taken:
+        return wanted
+    taken |= reserved
+    names = itertools.chain(SYMBOL_NAMES, (f"N{k}" for k in itertools.count()))
+    return next(name for name in names if name not in taken)
 
 
 def positions_of(signature: Signature, sym: Sym) -> set[Position]:

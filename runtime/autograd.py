@@ -159,7 +159,7 @@ def _backward_one_node(root: Tensor, seed: np.ndarray, retain_graph: bool) -> No
             leaf = edge.leaf  # every edge goes to a leaf: the node has no producers
             key = id(leaf)
             if key in leaf_grads:  # the same leaf in two positions: as _add_to_leaf
-                grad = leaf_grads[key][1] + grad
+                grad = _summed(leaf_grads[key][1], grad)
             leaf_grads[key] = (leaf, grad)
         _accumulate_into_leaves(leaf_grads)
     finally:
@@ -278,19 +278,26 @@ def _topological_order(roots: list[Node]) -> list[Node]:
     return post_order[::-1]
 
 
+def _summed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a + b as an array: NumPy adds two 0-d arrays into a scalar, which kernels refuse and
+    `.grad` must not be (clipping and zero_grad write into it)."""
+    total = a + b
+    return total if type(total) is np.ndarray else np.asarray(total)
+
+
 def _add_to_node(
     buffers: dict[Node, list[np.ndarray | None]], node: Node, output_nr: int, grad: np.ndarray
 ) -> None:
     slots = buffers.setdefault(node, [None] * len(node.output_meta))
     # Out of place: `grad` may be an array the user or a backward callable still holds.
-    slots[output_nr] = grad if slots[output_nr] is None else slots[output_nr] + grad
+    slots[output_nr] = grad if slots[output_nr] is None else _summed(slots[output_nr], grad)
 
 
 def _add_to_leaf(buffers: dict[int, tuple[Tensor, np.ndarray]], leaf: Tensor, grad: np.ndarray):
     # Summed before hooks, so a leaf's hooks see its total gradient once per pass.
     key = id(leaf)
     if key in buffers:
-        grad = buffers[key][1] + grad
+        grad = _summed(buffers[key][1], grad)
     buffers[key] = (leaf, grad)
 
 
@@ -308,7 +315,8 @@ def _complete(node: Node, cotangents: list[np.ndarray | None]) -> list[np.ndarra
             grad = _run_hooks(node._tensor_hooks[k], grad)
         retained = node.retained_tensor(k) if node._retained is not None else None
         if retained is not None:  # runs after the hooks, like PyTorch's retains_grad hook
-            retained._grad = grad.copy() if retained._grad is None else retained._grad + grad
+            retained._grad = grad.copy() if retained._grad is None \
+                else _summed(retained._grad, grad)
         complete.append(grad)
     return complete
 
@@ -334,8 +342,8 @@ def _accumulate(leaf: Tensor, grad: np.ndarray) -> None:
     dtype = leaf.data.dtype
     if leaf._grad is None:
         # A fresh array: never alias the seed or an array a backward callable returned.
-        leaf._grad = leaf._own_grad = grad.astype(dtype)  # astype copies unless told not to
+        leaf._grad = leaf._own_grad = np.array(grad, dtype)  # a copy, and 0-d stays an array
     elif leaf._grad.flags.writeable and leaf._grad.dtype == dtype:
         np.add(leaf._grad, grad, out=leaf._grad)  # in place, so optimizers see stable arrays
     else:
-        leaf._grad = leaf._own_grad = leaf._grad + grad
+        leaf._grad = leaf._own_grad = _summed(leaf._grad, grad)

@@ -181,6 +181,9 @@ def test_losses_of_compiled_calls_combine_and_backpropagate_like_pytorch():
          lambda f: sum([f(theirs, *b) for b in batches]) / len(batches)),
         (lambda f: (f(params, *batches[2]) - 1.0) ** 2,
          lambda f: (f(theirs, *batches[2]) - 1.0) ** 2),
+        # one result used twice: its two 0-d cotangents are summed before its backward
+        ((lambda f: (lambda once: once + once * once)(f(params, *batches[0]))),
+         (lambda f: (lambda once: once + once * once)(f(theirs, *batches[0])))),
     ]:
         for p in (*params.values(), *theirs.values()):
             p.grad = None
@@ -190,3 +193,17 @@ def test_losses_of_compiled_calls_combine_and_backpropagate_like_pytorch():
         np.testing.assert_allclose(loss.item(), expected.item(), rtol=1e-12)
         for key in params:
             np.testing.assert_allclose(params[key].grad, theirs[key].grad.numpy(), rtol=1e-10)
+
+
+def test_a_0d_leaf_reached_twice_gets_an_array_gradient_that_clipping_scales():
+    from runtime import utils
+
+    b, tb = Parameter(3.0), torch.tensor(3.0, requires_grad=True)
+    (b * b).backward()
+    (tb * tb).backward()
+    assert type(b.grad) is np.ndarray and b.grad.shape == ()
+    assert utils.clip_grad_norm_([b], 1.0) == pytest.approx(6.0)
+    torch.nn.utils.clip_grad_norm_([tb], 1.0)
+    np.testing.assert_allclose(b.grad, tb.grad.numpy(), rtol=1e-6)
+    b.zero_grad(set_to_none=False)
+    assert b.grad == 0.0

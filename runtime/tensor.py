@@ -303,6 +303,44 @@ class Tensor:
     # (optimizer state) and set members.
     __hash__ = object.__hash__
 
+    # -- in-place updates (runtime/inplace.py): `p -= lr * p.grad` under no_grad ----------
+
+    def __iadd__(self, other: Any) -> Tensor:
+        return _inplace.update("add", self, other)
+
+    def __isub__(self, other: Any) -> Tensor:
+        return _inplace.update("sub", self, other)
+
+    def __imul__(self, other: Any) -> Tensor:
+        return _inplace.update("mul", self, other)
+
+    def __itruediv__(self, other: Any) -> Tensor:
+        return _inplace.update("div", self, other)
+
+    def __ipow__(self, other: Any) -> Tensor:
+        return _inplace.update("pow", self, other)
+
+    def add_(self, other: Any, alpha: Any = 1) -> Tensor:
+        return _inplace.update("add", self, other, alpha)
+
+    def sub_(self, other: Any, alpha: Any = 1) -> Tensor:
+        return _inplace.update("sub", self, other, alpha)
+
+    def mul_(self, other: Any) -> Tensor:
+        return _inplace.update("mul", self, other)
+
+    def div_(self, other: Any) -> Tensor:
+        return _inplace.update("div", self, other)
+
+    def zero_(self) -> Tensor:
+        return _inplace.fill(self, 0, "zero_()")
+
+    def fill_(self, value: Any) -> Tensor:
+        return _inplace.fill(self, value, "fill_()")
+
+    def copy_(self, src: Any) -> Tensor:
+        return _inplace.fill(self, src, "copy_()")
+
     def sum(self, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> Tensor:
         """The sum over `dim` (all axes by default), recorded for backward."""
         return _arithmetic.reduce("sum", self, dim, keepdim)
@@ -373,3 +411,4 @@ class Parameter(Tensor):
 # Tensor.backward costs more than a microsecond on every call.
 from . import arithmetic as _arithmetic  # noqa: E402
 from . import autograd as _autograd  # noqa: E402
+from . import inplace as _inplace  # noqa: E402

@@ -35,6 +35,7 @@ which other parameters share its group.
 
 from __future__ import annotations
 
+import copy
 import functools
 import operator
 import os
@@ -93,7 +94,9 @@ class UpdateKernel:
             options = {option: hypers[i].astype(param.dtype) for i, option in enumerate(names)}
             new_param, new_state = key.rule(param, grad, dict(zip(entries, state)), **options,
                                             **flags)
-            return new_param, [new_state[entry] for entry in entries]
+            # An entry the rule no longer uses (momentum turned off) is written back unchanged.
+            old = dict(zip(entries, state))
+            return new_param, [new_state.get(entry, old[entry]) for entry in entries]
 
         update.__name__ = name if name.isidentifier() else "update"
         # Static shapes for a rule on whole parameters (wrt = everything), a symbolic length
@@ -268,7 +271,7 @@ class GroupUpdate:
             if last is None or not arrays.same(last):  # new arrays: the rules (tables later)
                 return list(compress(arrays.params, map(_not_none, arrays.grads)))
             self._settings_of(group)
-            self._plan(arrays)
+            self._plan(arrays, group)
             self._settled, self._n_entries = arrays, sum(map(len, filter(None, arrays.dicts)))
             arrays.identities = [*arrays.params, *arrays.grads, *arrays.dicts]
         hypers = self._hypers
@@ -345,7 +348,8 @@ class GroupUpdate:
         """The group's hyper-parameters as the kernels take them (a scheduler's new lr, say,
         is a new vector, never a new kernel), and its flags, which choose the kernels."""
         self._keys = tuple(k for k in group if k != "params")
-        self._values = tuple(map(group.get, self._keys))
+        # A copy, so that a setting changed in place (group["betas"][0] = 0.5) differs from it
+        self._values = copy.deepcopy(tuple(map(group.get, self._keys)))
         self._n_settings = len(group)
         self._settings = operator.itemgetter(*self._keys) if len(self._keys) > 1 \
             else lambda group: tuple(map(group.__getitem__, self._keys))
@@ -353,7 +357,7 @@ class GroupUpdate:
         self._hypers = np.array([v for v in self._options.values() if not isinstance(v, bool)],
                                 np.float64)
 
-    def _plan(self, arrays: _Arrays) -> None:
+    def _plan(self, arrays: _Arrays, group: dict) -> None:
         """Sort the parameters with gradients into tables, one per kernel; the rest go to
         the NumPy rules."""
         optimizer = self.optimizer
@@ -366,6 +370,8 @@ class GroupUpdate:
             if grad is None:
                 continue
             state = optimizer.state.get(p)
+            if state is not None:  # with the entries the current flags need (a rule's first
+                state = optimizer.complete_state(p, group, options)  # update makes them all)
             data = p.data
             if state is None or not _takes(data, grad, state):
                 self._rest.append(p)

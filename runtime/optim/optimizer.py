@@ -53,6 +53,7 @@ class Optimizer:
         # The compiler's caches for this optimizer (never read otherwise): its compiled group
         # updates by group index, and the train steps that `fit` reuses.
         self._compiled: dict[Any, Any] = {}
+        self._entries: dict[tuple, Any] = {}  # by the rule's flags: the state's entry names
         if isinstance(params, Tensor):
             raise TypeError(
                 "params argument given to the optimizer should be an iterable of "
@@ -77,6 +78,27 @@ class Optimizer:
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, np.ndarray]:
         """The state of `param` before its first update."""
         raise NotImplementedError
+
+    def complete_state(self, param: Tensor, group: dict[str, Any],
+                       options: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+        """`param`'s state, made on its first update, with the entries that the group's current
+        options need added fresh where missing: an option turned on mid-training (SGD's
+        momentum from 0, say) starts its entries as PyTorch does, from the next gradient.
+        Entries an option no longer uses stay, unread, as in PyTorch. `options`, if given, is
+        `rule_options(group)`."""
+        state = self.state.get(param)
+        if state is None:
+            state = self.state[param] = self.init_state(param, group)
+            return state
+        options = self.rule_options(group) if options is None else options
+        flags = tuple(v for v in options.values() if isinstance(v, bool))
+        needed = self._entries.get(flags)
+        if needed is None or not needed <= state.keys():
+            fresh = self.init_state(param, group)
+            self._entries[flags] = frozenset(fresh)
+            for name, value in fresh.items():
+                state.setdefault(name, value)
+        return state
 
     # -- groups -----------------------------------------------------------------------
 
@@ -144,9 +166,7 @@ class Optimizer:
                 grad = p._grad
                 if grad is None:
                     continue
-                state = self.state.get(p)
-                if state is None:
-                    state = self.state[p] = self.init_state(p, group)
+                state = self.complete_state(p, group, options)
                 if self.elementwise and state:  # stateless rules are too short to share
                     shared.append((p, grad, state))
                 else:

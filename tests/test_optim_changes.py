@@ -1,0 +1,84 @@
+"""An optimizer's options changed mid-training, side by side with PyTorch: flags that choose the
+rule's form (momentum from or to 0, nesterov, maximize, amsgrad) and a setting changed in place
+(`group["betas"][0] = 0.5`), in the runtime's loop (its compiled group step settles first) and
+in train_step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiler import compile_grad
+from runtime import Parameter, optim
+
+torch = pytest.importorskip("torch")
+
+RNG = np.random.default_rng(4)
+W0, V0 = RNG.normal(size=(3, 4)), RNG.normal(size=4)
+X, Y = RNG.normal(size=(8, 3)), RNG.normal(size=8)
+
+
+@compile_grad
+def loss_fn(params, X, y):
+    return np.mean((np.tanh(X @ params["W"]) @ params["v"] - y) ** 2)
+
+
+def torch_loss(params):
+    return ((torch.tanh(torch.tensor(X) @ params["W"]) @ params["v"] - torch.tensor(Y)) ** 2
+            ).mean()
+
+
+def set_betas_in_place(group):
+    if isinstance(group["betas"], tuple):  # the first time: a list of the user's own
+        group["betas"] = list(group["betas"])
+        return
+    group["betas"][0] = 0.5
+
+
+def set_option(name, value):
+    def change(group):
+        group[name] = value
+    return change
+
+
+# Both keep betas as a tuple; a user may set a list of their own and change it in place, which
+# in PyTorch is one new tuple (PyTorch reads the group's betas at every step, as gradfuse must).
+TORCH_CHANGES = {"adam betas in place": set_option("betas", (0.5, 0.999))}
+CHANGES = {
+    "sgd momentum 0 -> 0.9": ("SGD", {"lr": 0.1}, set_option("momentum", 0.9)),
+    "sgd momentum 0.9 -> 0": ("SGD", {"lr": 0.1, "momentum": 0.9}, set_option("momentum", 0.0)),
+    "sgd nesterov on": ("SGD", {"lr": 0.1, "momentum": 0.9}, set_option("nesterov", True)),
+    "sgd maximize on": ("SGD", {"lr": 0.01, "momentum": 0.5}, set_option("maximize", True)),
+    "adam amsgrad off": ("Adam", {"lr": 0.05, "amsgrad": True}, set_option("amsgrad", False)),
+    "adam betas in place": ("Adam", {"lr": 0.05}, set_betas_in_place),
+}
+
+
+def pytorch_run(name, options, change, steps, changed_at):
+    params = {"W": torch.tensor(W0, requires_grad=True), "v": torch.tensor(V0, requires_grad=True)}
+    opt = getattr(torch.optim, name)(params.values(), **options)
+    for step in range(steps):
+        if step == changed_at:
+            change(opt.param_groups[0])
+        opt.zero_grad()
+        torch_loss(params).backward()
+        opt.step()
+    return {k: p.detach().numpy() for k, p in params.items()}
+
+
+@pytest.mark.parametrize("case", sorted(CHANGES))
+def test_the_runtime_loop_follows_the_change(case):
+    name, options, change = CHANGES[case]
+    expected = pytorch_run(name, options, TORCH_CHANGES.get(case, change), 8, 4)
+    params = {"W": Parameter(W0.copy()), "v": Parameter(V0.copy())}
+    opt = getattr(optim, name)(params, **options)
+    for step in range(8):
+        if step == 1 and case in TORCH_CHANGES:
+            change(opt.param_groups[0])  # the list, before the compiled step settles
+        if step == 4:  # by now the group's compiled step has settled
+            change(opt.param_groups[0])
+        opt.zero_grad()
+        loss_fn(params, X, Y).backward()
+        opt.step()
+    for key in params:
+        np.testing.assert_allclose(params[key].data, expected[key], rtol=1e-10, atol=1e-12)

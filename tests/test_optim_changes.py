@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from compiler import compile_grad
+from compiler.training import train_step
 from runtime import Parameter, optim
 
 torch = pytest.importorskip("torch")
@@ -80,5 +81,22 @@ def test_the_runtime_loop_follows_the_change(case):
         opt.zero_grad()
         loss_fn(params, X, Y).backward()
         opt.step()
+    for key in params:
+        np.testing.assert_allclose(params[key].data, expected[key], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", sorted(CHANGES))
+def test_train_step_follows_the_change(case):
+    name, options, change = CHANGES[case]
+    expected = pytorch_run(name, options, TORCH_CHANGES.get(case, change), 6, 3)
+    params = {"W": Parameter(W0.copy()), "v": Parameter(V0.copy())}
+    opt = getattr(optim, name)(params, **options)
+    step = train_step(loss_fn, params, opt)
+    for k in range(6):
+        if k == 1 and case in TORCH_CHANGES:
+            change(opt.param_groups[0])
+        if k == 3:
+            change(opt.param_groups[0])
+        step(X, Y)
     for key in params:
         np.testing.assert_allclose(params[key].data, expected[key], rtol=1e-10, atol=1e-12)

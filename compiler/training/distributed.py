@@ -170,9 +170,9 @@ class DataParallel:
         and the last matrix products of backward write straight into the buffer (no pass
         over the gradients just to scale them)."""
         step = self.train_step
-        params = pytree.unflatten(step._tree, [params[s.name] for s in step._slots])
+        params = pytree.unflatten(step._tree, step._leaf_values(params))
         loss, grads = self._weighted_loss.value_and_grad(params, weight, *data)
-        return loss, pytree.flatten(grads)[0]
+        return loss, step._slot_grads(pytree.flatten(grads)[0])
 
     def _weighted(self, params, weight, *data):
         loss = self.train_step.loss_fn(params, *data)

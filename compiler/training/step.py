@@ -14,6 +14,7 @@ the same body in the minibatch loop that `fit` runs (compiler/codegen/loops.py).
 
 from __future__ import annotations
 
+import copy
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from compiler.jit import NumbaKernel
 from compiler.packing import Packing, pack
 from compiler.timings import CompileReport, KernelBuild, kernel_report
 from compiler.training.interrupts import held_interrupts
-from runtime import Parameter
+from runtime import Parameter, Tensor
 from runtime.anomaly_mode import _anomaly
 from runtime.optim import Optimizer
 
@@ -48,6 +49,11 @@ class _Slot:
     group: dict
     flags: dict[str, bool]
     hyper_index: dict[str, int]  # option name -> position in the packed hyper vector
+    frozen: bool  # requires_grad is False: no gradient, so the optimizer leaves it alone
+
+    def traced_as(self) -> tuple:
+        """What the step's trace depends on for this parameter."""
+        return self.param, id(self.group), tuple(self.flags.items()), self.frozen
 
 
 class TrainStep:
@@ -71,13 +77,8 @@ class TrainStep:
         self.norm_type = float(norm_type)
         self.keep_grads = keep_grads
         leaves, self._tree = pytree.flatten(params)
-        self._slots = self._plan(leaves, pytree.paths(self._tree, "param"))
-        self._hypers = np.zeros(sum(len(s.hyper_index) for s in self._slots) + 1)
-        self._groups_seen: list[dict] | None = None  # param groups at the last _pack_hypers
-        self._kernel = self._traced(self._step_function, "step")
-        self._accumulating: CompiledFunction | None = None
-        self._kernels_by_data: dict[tuple, _Kernels] = {}
-        self._last: _Kernels | None = None  # what the last call ran: the hot path tries it first
+        self._leaves, self._names = leaves, pytree.paths(self._tree, "param")
+        self._replan()
         self.parallel = None if comm is None else _data_parallel(self, comm)
 
     @property
@@ -103,36 +104,65 @@ class TrainStep:
         return compiled
 
     # --- planning ----------------------------------------------------------------------
-    def _plan(self, leaves: list, names: list[str]) -> list[_Slot]:
+    def _plan(self) -> tuple[list[_Slot], list[int]]:
+        """A slot per Parameter (one for a Parameter the tree holds twice: tied weights get
+        the sum of their gradients and one update), and each leaf's slot."""
         groups = {id(p): g for g in self.optimizer.param_groups for p in g["params"]}
-        slots, k = [], 0
-        for name, leaf in zip(names, leaves):
+        slots: list[_Slot] = []
+        slot_of: dict[int, int] = {}
+        leaf_slots, k = [], 0
+        for name, leaf in zip(self._names, self._leaves):
             if not isinstance(leaf, Parameter) or id(leaf) not in groups:
                 raise TypeError("train_step needs every leaf of params to be a Parameter that "
                                 f"the optimizer updates; '{name}' is not")
-            group = groups[id(leaf)]
-            options = self.optimizer.rule_options(group)
-            flags = {n: v for n, v in options.items() if isinstance(v, bool)}
-            numeric = [n for n, v in options.items() if not isinstance(v, bool)]
-            slots.append(_Slot(name, leaf, group, flags, {n: k + i for i, n in enumerate(numeric)}))
-            k += len(numeric)
-        return slots
+            if leaf._hooks:
+                raise RuntimeError(
+                    f"train_step cannot run the hooks registered on '{name}' (its kernel runs "
+                    "no Python): remove them, or train with loss.backward(); opt.step()")
+            if id(leaf) not in slot_of:
+                group = groups[id(leaf)]
+                options = self.optimizer.rule_options(group)
+                flags = {n: v for n, v in options.items() if isinstance(v, bool)}
+                numeric = [n for n, v in options.items() if not isinstance(v, bool)]
+                slot_of[id(leaf)] = len(slots)
+                slots.append(_Slot(name, leaf, group, flags,
+                                   {n: k + i for i, n in enumerate(numeric)},
+                                   frozen=not leaf.requires_grad))
+                k += len(numeric)
+            leaf_slots.append(slot_of[id(leaf)])
+        return slots, leaf_slots
+
+    def _replan(self) -> None:
+        """Plan, and trace and compile afresh when the plan differs from the kernels' (a
+        Parameter frozen or unfrozen, an optimizer flag such as nesterov changed)."""
+        slots, leaf_slots = self._plan()
+        self._leaf_changes = Tensor._leaf_changes
+        old = getattr(self, "_slots", None)
+        if old is not None and [s.traced_as() for s in slots] == [s.traced_as() for s in old]:
+            return
+        if old is not None and self.parallel is not None:
+            raise RuntimeError("a distributed train step cannot change what it traced (a "
+                               "Parameter's requires_grad, an optimizer flag): make a new one")
+        self._slots, self._leaf_slots = slots, leaf_slots
+        self._hypers = np.zeros(sum(len(s.hyper_index) for s in self._slots) + 1)
+        self._groups_seen: list[dict] | None = None  # param groups at the last _pack_hypers
+        self._kernel = self._traced(self._step_function, "step")
+        self._accumulating: CompiledFunction | None = None
+        self._kernels_by_data: dict[tuple, _Kernels] = {}
+        self._last: _Kernels | None = None  # what the last call ran: the hot path tries it first
 
     def _state(self, slot: _Slot) -> dict[str, np.ndarray]:
-        state = self.optimizer.state.get(slot.param)
-        if state is None:
-            state = self.optimizer.init_state(slot.param, slot.group)
-            self.optimizer.state[slot.param] = state
-        return state
+        return self.optimizer.complete_state(slot.param, slot.group)
 
     def _pack_hypers(self) -> np.ndarray:
         """The hyper-parameter vector, rebuilt only when a group's settings changed (a
         scheduler set a new lr, say). On the hot path this is one comparison of the groups
         with copies taken at the last rebuild (0.1 us; their "params" lists are shared, so
-        those compare by identity)."""
+        those compare by identity), and of one counter (requires_grad and hooks)."""
         groups = self.optimizer.param_groups
-        if groups == self._groups_seen:
+        if groups == self._groups_seen and self._leaf_changes == Tensor._leaf_changes:
             return self._hypers
+        self._replan()  # a flag, requires_grad or a hook may have changed what to trace
         options = {}
         for slot in self._slots:
             if id(slot.group) not in options:
@@ -140,36 +170,65 @@ class TrainStep:
             for name, i in slot.hyper_index.items():
                 self._hypers[i] = options[id(slot.group)][name]
         self._hypers[-1] = -1.0 if self.max_norm is None else self.max_norm
-        self._groups_seen = [dict(g) for g in groups]
+        # Copies of the settings (a list changed in place must differ), sharing "params"
+        self._groups_seen = [{k: v if k == "params" else copy.deepcopy(v) for k, v in g.items()}
+                             for g in groups]
         return self._hypers
+
+    def _leaf_values(self, params: dict) -> list:
+        """The tree's leaves from the slots' values (a tied Parameter in each of its places)."""
+        by_slot = [params[s.name] for s in self._slots]
+        return [by_slot[k] for k in self._leaf_slots]
+
+    def _slot_grads(self, leaf_grads: list) -> list:
+        """Per slot, the sum of its leaves' gradients."""
+        summed: list = [None] * len(self._slots)
+        for k, g in zip(self._leaf_slots, leaf_grads, strict=True):
+            summed[k] = g if summed[k] is None else summed[k] + g
+        return summed
 
     # --- the traced steps -----------------------------------------------------------------
     def _step_function(self, params: dict, states: list, hypers, *data):
+        tree = pytree.unflatten(self._tree, self._leaf_values(params))
+        loss, grads = self.loss_fn.value_and_grad(tree, *data)
         params = [params[s.name] for s in self._slots]
-        loss, grads = self.loss_fn.value_and_grad(pytree.unflatten(self._tree, params), *data)
-        return self._update(params, states, hypers, loss, pytree.flatten(grads)[0])
+        return self._update(params, states, hypers, loss,
+                            self._slot_grads(pytree.flatten(grads)[0]))
 
     def _accumulated_step_function(self, params: dict, states: list, hypers, batches):
         """The step on the mean loss of several micro-batches (gradient accumulation)."""
+        tree = pytree.unflatten(self._tree, self._leaf_values(params))
         params = [params[s.name] for s in self._slots]
         total, summed = 0.0, [0.0] * len(params)
         for batch in batches:
-            loss, grads = self.loss_fn.value_and_grad(pytree.unflatten(self._tree, params),
-                                                      *batch)
+            loss, grads = self.loss_fn.value_and_grad(tree, *batch)
             total = total + loss
-            summed = [acc + g for acc, g in zip(summed, pytree.flatten(grads)[0])]
+            summed = [acc + g for acc, g in
+                      zip(summed, self._slot_grads(pytree.flatten(grads)[0]), strict=True)]
         k = len(batches)
         return self._update(params, states, hypers, total / k, [g / k for g in summed])
 
     def _update(self, params: list, states: list, hypers, loss, grads: list):
+        """The optimizer's step on every slot but the frozen ones (PyTorch's optimizers skip a
+        parameter without a gradient, and clipping does not count it)."""
         if self.max_norm is not None:
-            grads = _clip_by_total_norm(grads, hypers[-1], self.norm_type)
+            live = [k for k, slot in enumerate(self._slots) if not slot.frozen]
+            clipped = _clip_by_total_norm([grads[k] for k in live], hypers[-1], self.norm_type) \
+                if live else []
+            grads = list(grads)
+            for k, g in zip(live, clipped):
+                grads[k] = g
         new_params, new_states = [], []
         for slot, p, g, state in zip(self._slots, params, grads, states):
+            if slot.frozen:
+                new_params.append(p)
+                new_states.append(dict(state))
+                continue
             numeric = {name: hypers[i].astype(p.dtype) for name, i in slot.hyper_index.items()}
             new_p, new_state = self.optimizer.rule(p, g, state, **numeric, **slot.flags)
             new_params.append(new_p)
-            new_states.append({key: new_state[key] for key in state})
+            # an entry the rule no longer uses (momentum turned off) stays as it is
+            new_states.append({key: new_state.get(key, state[key]) for key in state})
         return (loss, new_params, new_states, grads if self.keep_grads else [])
 
     # --- calling -------------------------------------------------------------------------
@@ -180,6 +239,7 @@ class TrainStep:
         """One step on `data`; returns the loss (before the update)."""
         if self.parallel is not None:
             return self.parallel.step(data)
+        self._pack_hypers()  # first: a changed flag or requires_grad means other kernels
         kernels = self._last
         if kernels is not None and kernels.replacements == Parameter.data_replacements \
                 and kernels.state is self.optimizer.state and not _anomaly.enabled:
@@ -197,8 +257,7 @@ class TrainStep:
         return self._run_step(kernels, data)
 
     def _run_step(self, kernels: _Kernels, data: tuple) -> Any:
-        """The step kernel on `data`, with the current hyper-parameters; the loss."""
-        self._pack_hypers()
+        """The step kernel on `data`, with the hyper-parameters packed; the loss."""
         try:  # as _run_updating does, inline: this is the hot path of every step
             result = kernels.step(*kernels.arguments, *data)
         except (TypeError, KernelShapeError):
@@ -214,7 +273,8 @@ class TrainStep:
         if kernels.packing is not None:
             result = kernels.packing.unpacked(result)
         for slot, g in zip(self._slots, result[1:]):
-            slot.param.grad = g
+            if not slot.frozen:
+                slot.param.grad = g
         return result[0]
 
     def accumulate(self, micro_batches: Sequence[tuple]) -> Any:
@@ -227,6 +287,7 @@ class TrainStep:
         batches = tuple(tuple(as_array(np.asarray(d), f"micro_batches[{k}][{i}]")
                               for i, d in enumerate(batch))
                         for k, batch in enumerate(micro_batches))
+        self._pack_hypers()  # before choosing the traced step: a change may re-plan
         if self._accumulating is None:
             self._accumulating = self._traced(self._accumulated_step_function, "accumulate")
         return self._run(self._accumulating, (batches,))
@@ -242,7 +303,8 @@ class TrainStep:
                 for key, value in new_state.items():
                     state[key][...] = value
             for slot, g in zip(self._slots, grads):
-                slot.param.grad = np.array(g, copy=True)
+                if not slot.frozen:
+                    slot.param.grad = np.array(g, copy=True)
             _updated([s.param for s in self._slots])
         return loss
 
@@ -322,8 +384,8 @@ class TrainStep:
                    losses: np.ndarray) -> None:
         """One epoch per row of `orders` (a permutation of the rows, or no columns: in order)
         in batches of `batch_size`, inside one compiled call; the losses go to `losses`."""
+        self._pack_hypers()  # before the kernels: a callback may have changed a flag
         kernels = self._fit_kernels(data)  # rebuilt if a callback replaced a Parameter
-        self._pack_hypers()
         _run_updating(kernels.params, kernels.fit, *kernels.arguments, *data, orders, batch_size,
                       losses)
 

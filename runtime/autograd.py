@@ -59,10 +59,17 @@ def backward(
     tensors: Sequence[Tensor],
     grad_tensors: Sequence[Any] | None = None,
     retain_graph: bool = False,
+    inputs: Sequence[Tensor] | None = None,
 ) -> None:
-    """Accumulate into leaf `.grad`s the gradients of `tensors` weighted by `grad_tensors`."""
+    """Accumulate into leaf `.grad`s the gradients of `tensors` weighted by `grad_tensors`;
+    with `inputs`, into the `.grad`s of those Tensors only (leaves or results, as PyTorch)."""
     tensors = list(tensors)
     grad_tensors = [None] * len(tensors) if grad_tensors is None else list(grad_tensors)
+    if inputs is not None:
+        seeds = [_seed(t, g, i) for i, (t, g) in enumerate(zip(tensors, grad_tensors,
+                                                                 strict=True))]
+        _backward_graph(tensors, seeds, retain_graph, _only(inputs))
+        return
     if len(tensors) == 1 == len(grad_tensors):  # `tensor.backward()`
         root = tensors[0]
         seed = _seed(root, grad_tensors[0], 0)
@@ -75,8 +82,26 @@ def backward(
     _backward_graph(tensors, seeds, retain_graph)
 
 
-def _backward_graph(tensors: list[Tensor], seeds: list[np.ndarray], retain_graph: bool) -> None:
-    """The pass over any graph, steps 1-4 of the module docstring."""
+def _only(inputs: Sequence[Tensor]) -> dict[Any, Tensor]:
+    """`backward(inputs=...)`'s Tensors by where their gradient shows up: a leaf by its id, a
+    result by (its node, its output number)."""
+    if isinstance(inputs, Tensor):
+        inputs = [inputs]
+    inputs = list(inputs)
+    if not inputs:
+        raise RuntimeError("`inputs` argument to `backward()` cannot be empty.")
+    only: dict[Any, Tensor] = {}
+    for t in inputs:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"backward(inputs=...) takes Tensors, got {type(t).__name__}")
+        only[id(t) if t.is_leaf else (t.grad_fn, t.output_nr)] = t
+    return only
+
+
+def _backward_graph(tensors: list[Tensor], seeds: list[np.ndarray], retain_graph: bool,
+                    only: dict[Any, Tensor] | None = None) -> None:
+    """The pass over any graph, steps 1-4 of the module docstring; with `only`, the gradients
+    go into those Tensors' `.grad`s alone (`backward(inputs=...)`)."""
     node_cotangents: dict[Node, list[np.ndarray | None]] = {}
     leaf_grads: dict[int, tuple[Tensor, np.ndarray]] = {}
     for root, seed in zip(tensors, seeds, strict=True):
@@ -97,7 +122,10 @@ def _backward_graph(tensors: list[Tensor], seeds: list[np.ndarray], retain_graph
             finished.add(node)
             cotangents = node_cotangents.pop(node, None)
             if cotangents is not None:  # a node nothing flowed into contributes only zeros
-                grads = node.apply(_complete(node, cotangents))
+                cotangents = _complete(node, cotangents)
+                if only is not None:
+                    _store_into_results(node, cotangents, only)
+                grads = node.apply(cotangents)
                 for edge, grad in zip(node.edges, grads, strict=True):
                     if grad is None:
                         continue
@@ -109,9 +137,19 @@ def _backward_graph(tensors: list[Tensor], seeds: list[np.ndarray], retain_graph
                         _add_to_node(node_cotangents, edge.node, edge.output_nr, grad)
             if not retain_graph:
                 node.release()
+        if only is not None:
+            leaf_grads = {key: found for key, found in leaf_grads.items() if key in only}
         _accumulate_into_leaves(leaf_grads)
     finally:
         _mode.enabled = previous
+
+
+def _store_into_results(node: Node, cotangents: list[np.ndarray], only: dict) -> None:
+    """A result named in `backward(inputs=...)` gets its gradient in `.grad`, as PyTorch does."""
+    for k, grad in enumerate(cotangents):
+        result = only.get((node, k))
+        if result is not None:
+            result._grad = grad.copy() if result._grad is None else _summed(result._grad, grad)
 
 
 def _backward_one_node(root: Tensor, seed: np.ndarray, retain_graph: bool) -> None:

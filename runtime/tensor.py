@@ -171,9 +171,14 @@ class Tensor:
             hooks = self.grad_fn.tensor_hooks[self.output_nr]
         return RemovableHandle(hooks, hook)
 
-    def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
-        """Accumulate d(self)/d(leaf), weighted by `gradient`, into every leaf's `.grad`."""
+    def backward(self, gradient: Any = None, retain_graph: bool = False,
+                 inputs: Any = None) -> None:
+        """Accumulate d(self)/d(leaf), weighted by `gradient`, into every leaf's `.grad` (with
+        `inputs`, into those Tensors' `.grad`s only)."""
         node = self.grad_fn
+        if inputs is not None:
+            _autograd.backward([self], [gradient], retain_graph=retain_graph, inputs=inputs)
+            return
         if gradient is None and node is not None:
             settled = node.site.settled_backward  # a training loop's loss: one function
             if settled is not None and settled(node, retain_graph):

@@ -266,6 +266,8 @@ class GroupUpdate:
                 self._settled_step = self._written_out()
         else:
             self._settled = self._tables = self._settled_step = None
+            if self.index == 0:
+                self.optimizer._settled_step = None
             arrays = _arrays(self.optimizer, list(params))
             last, self._last = self._last, arrays
             if last is None or not arrays.same(last):  # new arrays: the rules (tables later)
@@ -332,9 +334,21 @@ class GroupUpdate:
             lines += [f"    {names[index[id(p)]]}._version += 1" for p in table.params]
         lines.append("    return REST\n")
         source = "\n".join(lines)
+        if self.index == 0 and not self._rest:
+            # The optimizer's whole step while it has this one group, which the kernels
+            # update entirely: Optimizer.step() calls it first (`_settled_step`).
+            whole = ["def settled_optimizer_step():",
+                     "    groups = optimizer.param_groups",
+                     "    if len(groups) != 1:",
+                     "        return False",
+                     "    group = groups[0]",
+                     *(line.replace("return None", "return False") for line in lines[1:-1]),
+                     "    return True\n"]
+            source += "\n\n" + "\n".join(whole)
         exec(compile(source, "<a settled optimizer step>", "exec"), namespace)  # noqa: S102
         step = namespace["settled_step"]
         step.source = source  # for people reading a profile
+        self.optimizer._settled_step = namespace.get("settled_optimizer_step")
         return step
 
     def _same_entries(self, settled: _Arrays) -> bool:

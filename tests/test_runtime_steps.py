@@ -375,8 +375,9 @@ def test_whatever_changes_between_settled_steps_is_seen(numpy_rules):
         else:
             set_compiled_update(None)
         params, opt = run_steps(lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), np.float64)
-        if compiled:
+        if compiled:  # written out, as the group's step and the optimizer's whole step
             assert opt._compiled[0]._settled_step is not None
+            assert opt._settled_step is not None
         group = opt.param_groups[0]
 
         def settle():  # steps on the same arrays: the step is written out again
@@ -395,8 +396,11 @@ def test_whatever_changes_between_settled_steps_is_seen(numpy_rules):
         group["params"][3] = replaced = Parameter(np.ones(SHAPES[3]))
         replaced.grad = np.full(SHAPES[3], 3.0)
         settle()
-        return [p.data.copy() for p in [*params, replaced]], \
-            [p._version for p in [*params, replaced]]
+        opt.add_param_group({"params": [added := Parameter(np.ones(2))], "lr": 0.5})
+        added.grad = np.full(2, 4.0)  # the whole step of one group no longer applies
+        settle()
+        everything = [*params, replaced, added]
+        return [p.data.copy() for p in everything], [p._version for p in everything]
 
     data, versions = changes(compiled=True)
     expected, expected_versions = changes(compiled=False)

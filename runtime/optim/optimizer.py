@@ -53,6 +53,9 @@ class Optimizer:
         # The compiler's caches for this optimizer (never read otherwise): its compiled group
         # updates by group index, and the train steps that `fit` reuses.
         self._compiled: dict[Any, Any] = {}
+        # The compiler's whole step for an optimizer of one settled group: `step()` calls it
+        # first; it returns False, having done nothing, unless it did the step.
+        self._settled_step: Callable[[], bool] | None = None
         self._entries: dict[tuple, Any] = {}  # by the rule's flags: the state's entry names
         if isinstance(params, Tensor):
             raise TypeError(
@@ -145,6 +148,10 @@ class Optimizer:
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient, in place (adding one to its `_version`);
         return closure() if one is given."""
+        if closure is None:
+            settled = self._settled_step
+            if settled is not None and settled():
+                return None
         loss = None
         if closure is not None:
             with enable_grad():

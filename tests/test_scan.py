@@ -235,6 +235,42 @@ def test_a_python_scalar_carry_takes_the_type_the_step_makes():
     np.testing.assert_allclose(grad, 2 * x * (1 + np.array([3.0, 2.0, 1.0, 0.0])))
 
 
+def carry_elements(a, xs):
+    """Each step hands out elements of the carry it was given, as it stores the new carry."""
+    c, ys = scan(lambda c, x: (c * a + x, c[0] * c[2]), np.zeros(3), xs)
+    (d, s), (zs, us) = scan(lambda ds, x: ((ds[0] * a + x, ds[1] + ds[0][1]), (ds[1], ds[0][2])),
+                            (c, 0.5), xs, reverse=True)
+    return np.sum(c) + np.sum(ys ** 2) + np.sum(d) + s + np.sum(zs * us)
+
+
+def carry_elements_python(a, xs):
+    c, ys = np.zeros(3), []
+    for x in xs:
+        ys.append(c[0] * c[2])
+        c = c * a + x
+    d, s, zs, us = c, 0.5, [], []
+    for x in xs[::-1]:
+        zs.append(s)
+        us.append(d[2])
+        d, s = d * a + x, s + d[1]
+    return np.sum(c) + np.sum(np.square(ys)) + np.sum(d) + s + np.dot(zs, us)
+
+
+CARRY_ELEMENTS = compile_grad(carry_elements, wrt=(0, 1))
+
+
+def test_an_element_of_the_old_carry_handed_out_is_read_before_the_new_carry_is_stored():
+    # the kernel read `ys[t] = c[0] * c[2]` after storing the new carry into c (silently wrong)
+    a, xs = np.array([0.5, -1.0, 1.5]), rng.normal(size=(5, 3))
+    value, (a_grad, xs_grad) = CARRY_ELEMENTS.value_and_grad(a, xs)
+    assert np.isclose(value, carry_elements_python(a, xs), rtol=1e-12)
+    assert np.isclose(carry_elements(a, xs), value, rtol=1e-12)  # scan outside a trace
+    np.testing.assert_allclose(a_grad, central_differences(carry_elements_python, [a, xs], 0),
+                               rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(xs_grad, central_differences(carry_elements_python, [a, xs], 1),
+                               rtol=1e-6, atol=1e-8)
+
+
 # --- runtime backward and training ----------------------------------------------------------
 def test_runtime_backward_through_a_scan_accumulates_like_the_functional_gradient():
     params = {k: Parameter(v.copy()) for k, v in PARAMS.items()}

@@ -298,6 +298,10 @@ class KernelWriter:
             node = self.graph.outputs[k]
             if node.shape == ():
                 scalar = self.reader.read(node, ())
+                if input_memory(self.plan, node) & targets:  # c[0] of a carry stored below
+                    before = self.namer.fresh(f"{self.names.get(node.id, 'out')}_before")
+                    self.line(f"{before} = {scalar}")
+                    scalar = before
                 results.append(scalar if self.bare_scalars else f"np.asarray({scalar})")
                 continue
             storage = self._storage(node)

@@ -150,6 +150,30 @@ def test_traced_indices_out_of_range_stop_the_kernel():
         COMPILED_GATHERS.value_and_grad(x, np.array([0, 1, 2, 1]), np.array([0, 1, -6, 3]))
 
 
+def shifted_rows(x, i, rows):
+    """Positions the kernel computes: a scalar (i + 1, before the row's loop) and an array."""
+    return np.sum(x[i + 1] * x[0]) + np.sum(x[rows * 2 - 1])
+
+
+COMPILED_SHIFTED = compile_grad(shifted_rows)
+
+
+def test_positions_the_kernel_computes_are_checked_too():
+    # x[i + 1] read past x's end, silently (numba does not check bounds); now as x[i] does
+    x = RNG.normal(size=(4, 3))
+    value, grad = COMPILED_SHIFTED.value_and_grad(x, np.int64(1), np.array([1, 2, 0]))
+    assert np.isclose(value, shifted_rows(x, 1, np.array([1, 2, 0])), rtol=1e-12)
+    fd_check(shifted_rows, [x, np.int64(1), np.array([1, 2, 0])])
+    np.testing.assert_allclose(grad, interpreted(shifted_rows).grad(x, np.int64(1),
+                                                                    np.array([1, 2, 0])))
+    with pytest.raises(IndexError, match="out of bounds"):  # row 4 of 4
+        COMPILED_SHIFTED(x, np.int64(3), np.array([1, 2, 0]))
+    with pytest.raises(IndexError, match="out of bounds"):  # row 5 of 4
+        COMPILED_SHIFTED(x, np.int64(0), np.array([1, 3, 0]))
+    with pytest.raises(IndexError, match="out of bounds"):  # row -5 of 4
+        COMPILED_SHIFTED(x, np.int64(-6), np.array([1, 2, 0]))
+
+
 # --- one-hot and identity matrices --------------------------------------------------------------
 def test_one_hot_by_comparison_and_by_an_eye_passed_in():
     def loss(logits, labels, eye):

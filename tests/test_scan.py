@@ -235,6 +235,112 @@ def test_a_python_scalar_carry_takes_the_type_the_step_makes():
     np.testing.assert_allclose(grad, 2 * x * (1 + np.array([3.0, 2.0, 1.0, 0.0])))
 
 
+def carry_elements(a, xs):
+    """Each step hands out elements of the carry it was given, as it stores the new carry."""
+    c, ys = scan(lambda c, x: (c * a + x, c[0] * c[2]), np.zeros(3), xs)
+    (d, s), (zs, us) = scan(lambda ds, x: ((ds[0] * a + x, ds[1] + ds[0][1]), (ds[1], ds[0][2])),
+                            (c, 0.5), xs, reverse=True)
+    return np.sum(c) + np.sum(ys ** 2) + np.sum(d) + s + np.sum(zs * us)
+
+
+def carry_elements_python(a, xs):
+    c, ys = np.zeros(3), []
+    for x in xs:
+        ys.append(c[0] * c[2])
+        c = c * a + x
+    d, s, zs, us = c, 0.5, [], []
+    for x in xs[::-1]:
+        zs.append(s)
+        us.append(d[2])
+        d, s = d * a + x, s + d[1]
+    return np.sum(c) + np.sum(np.square(ys)) + np.sum(d) + s + np.dot(zs, us)
+
+
+CARRY_ELEMENTS = compile_grad(carry_elements, wrt=(0, 1))
+
+
+def test_an_element_of_the_old_carry_handed_out_is_read_before_the_new_carry_is_stored():
+    # the kernel read `ys[t] = c[0] * c[2]` after storing the new carry into c (silently wrong)
+    a, xs = np.array([0.5, -1.0, 1.5]), rng.normal(size=(5, 3))
+    value, (a_grad, xs_grad) = CARRY_ELEMENTS.value_and_grad(a, xs)
+    assert np.isclose(value, carry_elements_python(a, xs), rtol=1e-12)
+    assert np.isclose(carry_elements(a, xs), value, rtol=1e-12)  # scan outside a trace
+    np.testing.assert_allclose(a_grad, central_differences(carry_elements_python, [a, xs], 0),
+                               rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(xs_grad, central_differences(carry_elements_python, [a, xs], 1),
+                               rtol=1e-6, atol=1e-8)
+
+
+# --- steps that index arrays with the loop index ----------------------------------------------
+ROWS = 6
+
+
+def indexed(a, xs):
+    """fori_loop's i indexes xs as it is, computed, negative, through np.take and with a column;
+    then a reverse scan computes its index from the step's x."""
+    def step(i, c):
+        return (c * a + xs[i] + 0.5 * xs[i + 1] - 0.25 * np.take(xs, -i - 1, axis=0)
+                + xs[i, 1] * xs[-1 - i, 2])
+
+    c = fori_loop(0, ROWS - 1, step, np.zeros(3))
+    d, ys = scan(lambda d, t: (d * a + xs[ROWS - 1 - t], d[1] * xs[t, 0]), c, np.arange(ROWS),
+                 reverse=True)
+    return np.sum(d ** 2) + np.sum(ys)
+
+
+def indexed_python(a, xs):
+    c = np.zeros(3)
+    for i in range(ROWS - 1):
+        c = c * a + xs[i] + 0.5 * xs[i + 1] - 0.25 * xs[-i - 1] + xs[i, 1] * xs[-1 - i, 2]
+    ys = np.zeros(ROWS)
+    for t in reversed(range(ROWS)):
+        ys[t] = c[1] * xs[t, 0]
+        c = c * a + xs[ROWS - 1 - t]
+    return np.sum(c ** 2) + np.sum(ys)
+
+
+def first_rows(a, xs):
+    return np.sum(fori_loop(0, 4, lambda i, c: c * a + xs[i], np.zeros(3)))
+
+
+INDEXED = compile_grad(indexed, wrt=(0, 1))  # xs has a static leading axis
+INDEXED_SYMBOLIC = compile_grad(indexed)  # xs is not differentiated: its rows are symbolic
+FIRST_ROWS = compile_grad(first_rows)
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_a_step_indexes_arrays_with_the_loop_index(backend):
+    a, xs = np.array([0.5, -0.8, 0.3]), rng.normal(size=(ROWS, 3))
+    compiled = INDEXED if backend == "numba" else compile_grad(indexed, wrt=(0, 1),
+                                                                 backend=backend)
+    value, (a_grad, xs_grad) = compiled.value_and_grad(a, xs)
+    assert np.isclose(value, indexed_python(a, xs), rtol=1e-12)
+    assert np.isclose(indexed(a, xs), value, rtol=1e-12)  # fori_loop and scan outside a trace
+    np.testing.assert_allclose(a_grad, central_differences(indexed_python, [a, xs], 0),
+                               rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(xs_grad, central_differences(indexed_python, [a, xs], 1),
+                               rtol=1e-6, atol=1e-8)
+    symbolic = INDEXED_SYMBOLIC if backend == "numba" else compile_grad(indexed, backend=backend)
+    value_s, a_grad_s = symbolic.value_and_grad(a, xs)
+    assert np.isclose(value_s, value, rtol=1e-12)
+    np.testing.assert_allclose(a_grad_s, a_grad, rtol=1e-12)
+    first = FIRST_ROWS if backend == "numba" else compile_grad(first_rows, backend=backend)
+    assert np.isclose(first(a, xs), first_rows(a, xs), rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_a_loop_index_out_of_range_stops_the_kernel(backend):
+    a = np.array([0.5, -0.8, 0.3])
+    symbolic = INDEXED_SYMBOLIC if backend == "numba" else compile_grad(indexed, backend=backend)
+    first = FIRST_ROWS if backend == "numba" else compile_grad(first_rows, backend=backend)
+    with pytest.raises(IndexError, match="out of bounds"):  # xs[i + 1] reaches row 5 of 5
+        symbolic.value_and_grad(a, rng.normal(size=(ROWS - 1, 3)))
+    with pytest.raises(IndexError, match="out of bounds"):  # xs[i] reaches row 3 of 3
+        first(a, np.ones((3, 3)))
+    if backend == "numba":  # the step checks its index once, before its loop over the row
+        assert "_check_scalar_index(x, N)" in FIRST_ROWS.source("forward")
+
+
 # --- runtime backward and training ----------------------------------------------------------
 def test_runtime_backward_through_a_scan_accumulates_like_the_functional_gradient():
     params = {k: Parameter(v.copy()) for k, v in PARAMS.items()}

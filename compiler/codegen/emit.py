@@ -16,6 +16,7 @@ import numpy as np
 
 from compiler.codegen import stack
 from compiler.codegen.fusion import Call, LoopNest, Plan, calls_blas
+from compiler.codegen.index_bounds import in_range
 from compiler.codegen.loops import MinibatchLoop
 from compiler.codegen.nests import INDENT, NestWriter, comment_of, header_of
 from compiler.codegen.prelude import HelperSet
@@ -172,7 +173,29 @@ class KernelWriter:
             if isinstance(unit, Call):
                 self._call(unit.node)
             else:
+                self._check_scalar_positions(unit)
                 self.nests.write(unit)
+
+    def _check_scalar_positions(self, nest: LoopNest) -> None:
+        """Check the computed scalar positions (`xs[i + 1]`) that `nest` gathers at, before it
+        runs: checked inside, each read would raise from within the loop, which numba then
+        cannot run in parallel."""
+        seen, stack = set(), list(nest.body)
+        while stack:
+            node = stack.pop()
+            found = lowering_of(node).checked_indices(node)
+            if found is not None:
+                indices, n = found
+                key = (indices.id, dim_text(n))
+                if indices.shape == () and indices.id not in nest.member_ids and \
+                        key not in self.reader.checked and not in_range(indices, n):
+                    check = self.helpers.use("_check_scalar_index", np.int64)
+                    self.line(f"{check}({self.reader.read(indices, ())}, {key[1]})")
+                    self.reader.checked.add(key)
+            for x in node.inputs:
+                if x.id in self.plan.views and x.id not in seen:
+                    seen.add(x.id)
+                    stack.append(x)
 
     def _sym_sources(self) -> dict[Sym, tuple[Node, int]]:
         sources: dict[Sym, tuple[Node, int]] = {}
@@ -191,10 +214,15 @@ class KernelWriter:
         checked = set()
         for node in self.plan.nodes:
             target = self._checked_indices(node)
-            if target is not None and target not in checked:
-                checked.add(target)
-                check = self.helpers.use("_check_index", np.int64)
-                self.line(f"{check}({target[0]}, {target[1]})")
+            if target is None:
+                continue
+            read, name, n, is_scalar = target
+            self.reader.checked.add((read, n))  # its reads need no check of their own
+            if (name, n) not in checked:
+                checked.add((name, n))
+                check = self.helpers.use("_check_scalar_index" if is_scalar else "_check_index",
+                                         np.int64)
+                self.line(f"{check}({name}, {n})")
         for node in self.graph.inputs:
             if node.shape == () and not self.is_body:  # 0-d arrays: read once, as a scalar
                 self.line(f"{self.names[node.id]} = {self.arrays[node.id]}[()]")
@@ -217,19 +245,24 @@ class KernelWriter:
             self.line(f"{INDENT * 2}{text}")
         self.line(f"{INDENT}raise {error}(\"arrays of other shapes than the kernel's\")")
 
-    def _checked_indices(self, node: Node) -> tuple[str, str] | None:
-        """(indices, axis length) for a gather or scatter whose indices come from the caller,
-        or are a constant array indexing an axis of symbolic length (the binding checked a
-        constant against a static axis when it was traced).
+    def _checked_indices(self, node: Node) -> tuple[int, str, str, bool] | None:
+        """For a gather or scatter whose indices come from the caller, or are a constant array
+        indexing an axis of symbolic length (the binding checked a constant against a static
+        axis when it was traced): the id of the indices node it reads, the name of the value
+        checked, the axis length, and whether that value is a scalar local (a loop body's 0-d
+        inputs are: its caller read them; a kernel's are 0-d arrays until the prologue reads
+        them, after the checks).
 
         Every value of the argument is checked, so only views that keep them all (reshapes,
-        transposes, broadcasts) are looked through. Indices that the kernel computes itself
-        are not checked.
+        transposes, broadcasts) are looked through. Positions that the kernel computes itself
+        are checked where they are read (`Reader.gathered`), unless they are in range by
+        construction (compiler/codegen/index_bounds.py).
         """
         found = lowering_of(node).checked_indices(node)
         if found is None:
             return None
         indices, n = found
+        read = indices.id
         while True:
             lowering = lowering_of(indices)
             if not (isinstance(lowering, View) and lowering.keeps_all):
@@ -239,7 +272,7 @@ class KernelWriter:
         constant = isinstance(n, Sym) and any(c.id == indices.id for c in self.constants)
         if not (argument or constant):
             return None
-        return self.names[indices.id], dim_text(n)
+        return read, self.names[indices.id], dim_text(n), indices.shape == () and self.is_body
 
     def _finish(self) -> None:
         """Store the written outputs, then return the others (or, in a loop, record the loss)."""
@@ -306,6 +339,10 @@ class KernelWriter:
             node = self.graph.outputs[k]
             if node.shape == ():
                 scalar = self.reader.read(node, ())
+                if input_memory(self.plan, node) & targets:  # c[0] of a carry stored below
+                    before = self.namer.fresh(f"{self.names.get(node.id, 'out')}_before")
+                    self.line(f"{before} = {scalar}")
+                    scalar = before
                 results.append(scalar if self.bare_scalars else f"np.asarray({scalar})")
                 continue
             storage = self._storage(node)

@@ -29,6 +29,14 @@ def _wrap(index, n):
     # NumPy's negative indices count from the end.
     return index + n if index < 0 else index
 ''',
+    "_checked_wrap": '''
+def _checked_wrap(index, n):
+    # a position the kernel computed (xs[i + 1]) is checked where it is read: numba reads
+    # out of bounds silently
+    if index < -n or index >= n:
+        raise IndexError("index out of bounds for the gathered axis")
+    return index + n if index < 0 else index
+''',
     "_check_finite": '''
 def _check_finite(x, site):
     # anomaly mode (compiler/checks.py): the first NaN or Inf stops the kernel, naming `site`
@@ -41,6 +49,12 @@ def _check_index(indices, n):
     for index in indices.flat:
         if index < -n or index >= n:
             raise IndexError("index out of bounds for the gathered axis")
+''',
+    "_check_scalar_index": '''
+def _check_scalar_index(index, n):
+    # a scalar: a loop body's 0-d index (fori_loop's i), a position computed before a loop
+    if index < -n or index >= n:
+        raise IndexError("index out of bounds for the gathered axis")
 ''',
 }
 

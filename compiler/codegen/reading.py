@@ -10,11 +10,10 @@ is `W[_wrap(ids[i0], 50), i1]`.
 
 from __future__ import annotations
 
-import numpy as np
-
+from compiler.codegen.index_bounds import in_range, never_negative
 from compiler.codegen.prelude import HelperSet
 from compiler.codegen.scalars import Operand, literal
-from compiler.ir import Dim, Node, Shape, Sym, constant_value
+from compiler.ir import Dim, Node, Shape, Sym
 from compiler.ops.lowering import Source, lowering_of
 
 Index = tuple[str, ...]
@@ -78,6 +77,8 @@ class Reader:
         self.names = names
         self.views = views
         self.helpers = helpers
+        # (indices node id, axis length) pairs the kernel checked before it reads them
+        self.checked: set[tuple[int, str]] = set()
 
     def operand(self, node: Node, index: Index) -> Operand:
         value = _literal_value(node)
@@ -103,10 +104,14 @@ class Reader:
         return lowering_of(view).read(self, view, index)
 
     def gathered(self, indices: Node, index: Index, n: Dim) -> str:
-        """The position read from `indices` at `index`, wrapped like NumPy's negative indices."""
+        """The position read from `indices` at `index`, wrapped like NumPy's negative indices,
+        and checked against `n` unless the kernel checked it first or it is in range by
+        construction (a constant against a static axis was checked when it was traced)."""
         position = self.read(indices, index)
-        known = constant_value(indices)
-        if known is not None and np.all(known >= 0):
+        if (indices.id, dim_text(n)) not in self.checked and not in_range(indices, n):
+            return f"{self.helpers.use('_checked_wrap', indices.dtype)}({position}, " \
+                   f"{dim_text(n)})"
+        if never_negative(indices):
             return position
         return f"{self.helpers.use('_wrap', indices.dtype)}({position}, {dim_text(n)})"
 

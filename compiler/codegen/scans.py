@@ -47,23 +47,36 @@ if TYPE_CHECKING:
 def hoist_constants(graph: Graph) -> Graph:
     """`graph` with every constant array inside a scan body made a const input of its scan
     (scalars stay: they are literals in the code)."""
-    replace = {}
+    # One pass in topological order, each node rebuilt on its inputs' new nodes: a scan that
+    # reads another's results must read the rebuilt scan, not the one whose body still holds
+    # constants (rebuild() with scans replaced beforehand would keep their old inputs).
+    new: dict[int, Node] = {}
     for node in graph.nodes():
+        inputs = tuple(new.get(x.id, x) for x in node.inputs)
         if isinstance(node.attrs.get("loop"), Loop):
-            hoisted = _hoisted(node)
-            if hoisted is not node:
-                replace[node.id] = hoisted
-    if not replace:
+            hoisted = _hoisted(node, inputs)
+        elif any(a is not b for a, b in zip(inputs, node.inputs)):
+            hoisted = Node(node.op, inputs, node.attrs, node.type, node.name, node.loc,
+                           node.grad_of)
+        else:
+            continue
+        if hoisted is not node:
+            new[node.id] = hoisted
+    if not new:
         return graph
-    return Graph(list(graph.inputs), rebuild(graph.outputs, replace), graph.name)
+    return Graph(list(graph.inputs), [new.get(x.id, x) for x in graph.outputs], graph.name)
 
 
-def _hoisted(node: Node) -> Node:
+def _hoisted(node: Node, operands: tuple[Node, ...]) -> Node:
+    """`node`, a scan, on `operands` (its inputs, rebuilt), with its body's constant arrays
+    made consts."""
     loop: Loop = node.attrs["loop"]
     body = hoist_constants(loop.body)
     arrays = [n for n in body.nodes() if constant_value(n) is not None and n.shape != ()]
     if not arrays and body is loop.body:
-        return node
+        if all(a is b for a, b in zip(operands, node.inputs)):
+            return node
+        return Node("scan", operands, node.attrs, node.type, node.name, node.loc, node.grad_of)
     nc = loop.n_consts
     sources = body.inputs[:nc] + arrays + body.inputs[nc:]
     inputs = [Node("input", (), {"index": k, "type": x.type}, x.type, name=x.name)
@@ -72,7 +85,7 @@ def _hoisted(node: Node) -> Node:
     # `grad` is left behind: it numbers the old inputs, and reverse mode is done by now
     new_loop = Loop(Graph(inputs, outputs, body.name), nc + len(arrays), loop.n_carries,
                     loop.length, loop.reverse, name=loop.name)
-    scan_inputs = node.inputs[:nc] + tuple(arrays) + node.inputs[nc:]
+    scan_inputs = tuple(operands[:nc]) + tuple(arrays) + tuple(operands[nc:])
     out_type = ops.get("scan").infer(*(x.type for x in scan_inputs), loop=new_loop)
     return Node("scan", scan_inputs, {"loop": new_loop}, out_type, node.name, node.loc,
                 node.grad_of)

@@ -73,8 +73,11 @@ def clip(x, a_min=None, a_max=None, out=None, **kwargs):
 
 
 def _logaddexp(x, y):
+    # Equal infinities have no difference (inf - inf is NaN): their sum is the infinity
+    # itself, as NumPy gives; a zero difference leaves log(2), and each input gradient 1/2.
     m = np.maximum(x, y)
-    return m + np.log1p(np.exp(-np.abs(x - y)))
+    difference = np.where(x == y, 0, x - y)
+    return m + np.log1p(np.exp(-np.abs(difference)))
 
 
 UFUNCS.update({

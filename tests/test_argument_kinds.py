@@ -115,3 +115,21 @@ def test_a_complex_argument_that_is_not_differentiated_is_refused_not_ignored():
     half = Parameter(np.ones(2, np.float16))  # allowed by the runtime, refused by the compiler
     with pytest.raises(ArgumentError, match="float16"):
         scaled(half, np.ones(2))
+
+
+SQUARES = compile_grad(lambda x: np.sum(x * x))
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix's own
+@pytest.mark.parametrize("make, what", [
+    (lambda a: np.ma.masked_array(a, a > 0), "numpy.ma.MaskedArray, whose operations differ"),
+    (lambda a: np.matrix(a), "numpy.matrix, whose operations differ"),
+])
+def test_ndarray_subclasses_that_compute_otherwise_are_refused(make, what):
+    # A masked array's sum leaves the masked entries out (NumPy: 5.0 here); computing on its
+    # data gave 19.0, and the first call leaked numba's "Unsupported array type".
+    a = np.arange(6.0).reshape(2, 3) - 2
+    for call in (SQUARES, SQUARES.grad):  # the first call, then after a plain warm-up call
+        with pytest.raises(ArgumentError, match=f"argument 'x' is a {what}"):
+            call(make(a))
+        assert SQUARES(a) == np.sum(a * a)

@@ -133,3 +133,20 @@ def test_ndarray_subclasses_that_compute_otherwise_are_refused(make, what):
         with pytest.raises(ArgumentError, match=f"argument 'x' is a {what}"):
             call(make(a))
         assert SQUARES(a) == np.sum(a * a)
+
+
+def test_a_functools_partial_compiles_named_after_its_function():
+    # (the ArgumentError for a non-array argument recommends functools.partial)
+    import functools
+
+    from gradcheck import central_differences
+
+    def scaled_loss(w, X, training):
+        return np.sum((X @ w) ** 2) * (0.5 if training else 1.0)
+
+    loss = compile_grad(functools.partial(scaled_loss, training=True), backend="interpreter")
+    assert loss.__name__ == "scaled_loss"
+    np.testing.assert_allclose(loss(W, X), scaled_loss(W, X, True), rtol=1e-12)
+    np.testing.assert_allclose(
+        loss.grad(W, X), central_differences(lambda w: scaled_loss(w, X, True), [W], 0),
+        rtol=1e-6)

@@ -51,7 +51,21 @@ class SymDim:
     def __index__(self) -> int:
         raise Concretize(self.sym)
 
-    __int__ = __index__
+    # What needs the number itself (comparisons, //, %, float(), -n, abs(n)) makes the dim
+    # static, and the function is traced again for that size.
+    __int__ = __float__ = __index__
+
+    def _concrete(self, *args):
+        raise Concretize(self.sym)
+
+    __lt__ = __le__ = __gt__ = __ge__ = _concrete
+    __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = __divmod__ = __rdivmod__ = _concrete
+    __neg__ = __pos__ = __abs__ = _concrete
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        """np.sqrt(x.shape[0]): the ufunc of the traced size (a NumPy scalar, as for an int)."""
+        inputs = tuple(v.traced() if isinstance(v, SymDim) else v for v in inputs)
+        return getattr(ufunc, method)(*inputs, **kwargs)
 
     def __eq__(self, other) -> bool:
         if isinstance(other, SymDim):

@@ -242,3 +242,19 @@ def test_a_batch_size_used_as_a_number_works_at_every_size(fn):
         np.testing.assert_allclose(f(w, X), fn(w, X), rtol=1e-12)
         np.testing.assert_allclose(f.grad(w, X), central_differences(fn, [w, X], 0),
                                    rtol=1e-6, atol=1e-8)
+
+
+def batch_arithmetic(w, X):
+    n = X.shape[0]
+    return (np.sum(X[: n // 2] @ w) * (n % 3) / max(n, 1) - n + abs(n) + np.sqrt(n)
+            + float(n > 4))
+
+
+BATCH_ARITHMETIC = compile_grad(batch_arithmetic)
+
+
+def test_a_batch_size_used_as_a_number_works_compiled():
+    w = np.array([0.5, -1.0, 2.0])
+    for n in (5, 4):
+        X = np.arange(3.0 * n).reshape(n, 3)
+        np.testing.assert_allclose(BATCH_ARITHMETIC(w, X), batch_arithmetic(w, X), rtol=1e-12)

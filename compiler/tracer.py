@@ -192,6 +192,13 @@ class Builder:
         except ops.ShapeError as err:
             message = self._concrete_message(opdef, nodes, attrs, err)
             raise TraceError(f"{_describe(op)}: {message}", loc) from None
+        if getattr(out_type, "dtype", None) == np.float16:
+            inputs_of = ", ".join(sorted({str(n.dtype) for n in nodes}))
+            raise TraceError(
+                f"{(loc.call if loc is not None and loc.call else None) or _describe(op)} of "
+                f"{inputs_of} values is float16 in NumPy (np.exp, np.sqrt, "
+                "np.round, ... of bool and 8-bit ints), which compiled kernels have no "
+                "arithmetic for; convert the input first, e.g. x.astype(np.float32)", loc)
         node = Node(op, nodes, dict(attrs), out_type, loc=loc, grad_of=self.grad_of)
         result = Tracer(self, node)
         if op in VIEW_OPS and inputs and isinstance(inputs[0], Tracer):

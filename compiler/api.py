@@ -43,15 +43,24 @@ from runtime import Tensor, is_grad_enabled
 from runtime.anomaly_mode import _anomaly
 
 
+def _name_of(fn: Callable) -> str:
+    """The name of what `fn` calls: a partial's function, a callable object's class."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
 class CompiledFunction:
     """A NumPy function compiled to forward and backward kernels; see `compile_grad`."""
 
     def __init__(self, fn: Callable, wrt: int | str | tuple = 0, has_aux: bool = False,
                  backend: str | None = None, check_finite: bool = False) -> None:
         functools.update_wrapper(self, fn)
+        if not hasattr(self, "__name__"):  # functools.partial(loss, ...), a callable object
+            self.__name__ = self.__qualname__ = _name_of(fn)
         self.fn = fn
         # The name of generated functions and of the result variable (`loss = ...`).
-        self._graph_name = fn.__name__ if fn.__name__.isidentifier() else "f"
+        self._graph_name = self.__name__ if self.__name__.isidentifier() else "f"
         self.wrt = wrt
         self.has_aux = has_aux
         # Kernels with a finite check after every op, always (else only in anomaly mode).

@@ -92,6 +92,17 @@ class CallArguments:
         return tuple(args), kwargs
 
 
+# ndarray subclasses whose operations mean something else: computing on their data as a plain
+# array would give another result than NumPy's, silently.
+_OWN_SEMANTICS = {np.ma.MaskedArray: "masked entries are left out",
+                  np.matrix: "* is a matrix product, and results stay 2-D"}
+_OWN_SEMANTICS_TYPES = tuple(_OWN_SEMANTICS)
+
+
+def _semantics_of(array: np.ndarray) -> str:
+    return next(what for cls, what in _OWN_SEMANTICS.items() if isinstance(array, cls))
+
+
 def as_array(leaf: Any, owner: str) -> np.ndarray:
     """A leaf as a writable, C-contiguous array in native byte order of a dtype kernels
     compute with: kernels are compiled for that one kind of array per dtype and rank, and
@@ -114,6 +125,12 @@ def as_array(leaf: Any, owner: str) -> np.ndarray:
         raise ArgumentError(f"argument '{owner}' holds a {type(leaf).__name__}; compiled "
                             "functions take arrays, scalars, and dicts/lists/tuples of them "
                             "(bind other values with a closure or functools.partial)")
+    if type(array) is not np.ndarray and isinstance(array, _OWN_SEMANTICS_TYPES):
+        raise ArgumentError(
+            f"argument '{owner}' is a {type(array).__module__}.{type(array).__name__}, whose "
+            f"operations differ from an ndarray's ({_semantics_of(array)}); compiled "
+            "functions compute as on plain arrays: pass np.asarray(x) (for a masked array, "
+            "x.filled(value), or the data and the mask as two arguments, used with np.where)")
     _check_dtype(array.dtype, owner)
     if not array.dtype.isnative:
         return np.ascontiguousarray(array, array.dtype.newbyteorder("="))

@@ -11,6 +11,7 @@ from the user's frames once the trace is over; both come from compiler/user_code
 from __future__ import annotations
 
 import functools
+import operator
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -24,6 +25,9 @@ from compiler.errors import TraceError, UnsupportedError
 from compiler.ir import Graph, Node, SourceLoc, Sym, TensorType, walk
 from compiler.ops.registry import TRACES
 from compiler.user_code import UserFrames, user_loc
+
+# The ops whose result is a NumPy view of their first input (it shows the input's changes).
+VIEW_OPS = frozenset({"slice", "reshape", "transpose", "broadcast_to"})
 
 
 class Concretize(BaseException):
@@ -47,7 +51,21 @@ class SymDim:
     def __index__(self) -> int:
         raise Concretize(self.sym)
 
-    __int__ = __index__
+    # What needs the number itself (comparisons, //, %, float(), -n, abs(n)) makes the dim
+    # static, and the function is traced again for that size.
+    __int__ = __float__ = __index__
+
+    def _concrete(self, *args):
+        raise Concretize(self.sym)
+
+    __lt__ = __le__ = __gt__ = __ge__ = _concrete
+    __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = __divmod__ = __rdivmod__ = _concrete
+    __neg__ = __pos__ = __abs__ = _concrete
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        """np.sqrt(x.shape[0]): the ufunc of the traced size (a NumPy scalar, as for an int)."""
+        inputs = tuple(v.traced() if isinstance(v, SymDim) else v for v in inputs)
+        return getattr(ufunc, method)(*inputs, **kwargs)
 
     def __eq__(self, other) -> bool:
         if isinstance(other, SymDim):
@@ -96,6 +114,11 @@ class Builder:
         # The views of copies that may be assigned into, once there is a copy
         # (compiler/numpy_api/assignment.py: Views).
         self.copies = None
+        # Which traced value each view (a slice, reshape, transpose, broadcast) was taken of,
+        # and that value's in-place version then; the in-place updates made so far, once
+        # there are any (compiler/numpy_api/in_place.py: InPlaceLog).
+        self.view_sources: dict[int, tuple[Tracer, Tracer, int]] = {}
+        self.in_place = None
         # An error NumPy would swallow (it replaces an error of float() with its own),
         # raised at the next op or when the function returns (compiler/numpy_api/conversion.py).
         self.deferred_error: TraceError | None = None
@@ -120,6 +143,8 @@ class Builder:
         if isinstance(value, Tracer):
             if self.copies is not None:
                 self.copies.check(value)  # a view read after its copy was assigned into
+            if self.in_place is not None:
+                self.in_place.check(value)  # a view read after its base changed in place
             return value.node if value.builder is self else self.capture(value)
         if isinstance(value, runtime.Tensor):
             raise TraceError(
@@ -167,8 +192,19 @@ class Builder:
         except ops.ShapeError as err:
             message = self._concrete_message(opdef, nodes, attrs, err)
             raise TraceError(f"{_describe(op)}: {message}", loc) from None
+        if getattr(out_type, "dtype", None) == np.float16:
+            inputs_of = ", ".join(sorted({str(n.dtype) for n in nodes}))
+            raise TraceError(
+                f"{(loc.call if loc is not None and loc.call else None) or _describe(op)} of "
+                f"{inputs_of} values is float16 in NumPy (np.exp, np.sqrt, "
+                "np.round, ... of bool and 8-bit ints), which compiled kernels have no "
+                "arithmetic for; convert the input first, e.g. x.astype(np.float32)", loc)
         node = Node(op, nodes, dict(attrs), out_type, loc=loc, grad_of=self.grad_of)
         result = Tracer(self, node)
+        if op in VIEW_OPS and inputs and isinstance(inputs[0], Tracer):
+            source = inputs[0]
+            version = 0 if self.in_place is None else self.in_place.version(source)
+            self.view_sources[id(result)] = (result, source, version)
         if self.copies is not None:
             self.copies.derived(op, attrs, inputs, result)
         return result
@@ -320,8 +356,20 @@ class Tracer:
     def __xor__(self, o): return npx.logical("logical_xor", self, o)  # noqa: E704
     def __invert__(self): return npx.logical_not(self)  # noqa: E704
     def __neg__(self): return npx.unary("neg", self)  # noqa: E704
-    def __pos__(self): return self  # noqa: E704
+    def __pos__(self): return Tracer(self.builder, self.node)  # noqa: E704  (a copy in NumPy)
     def __abs__(self): return npx.unary("abs", self)  # noqa: E704
+
+    # `h += v`: NumPy changes the array itself, which its aliases and views see
+    # (compiler/numpy_api/in_place.py); a copy takes it as an assignment.
+    def __iadd__(self, o): return npx.in_place.update(self, operator.add, o)  # noqa: E704
+    def __isub__(self, o): return npx.in_place.update(self, operator.sub, o)  # noqa: E704
+    def __imul__(self, o): return npx.in_place.update(self, operator.mul, o)  # noqa: E704
+    def __itruediv__(self, o): return npx.in_place.update(self, operator.truediv, o)  # noqa: E704
+    def __ipow__(self, o): return npx.in_place.update(self, operator.pow, o)  # noqa: E704
+    def __imatmul__(self, o): return npx.in_place.update(self, operator.matmul, o)  # noqa: E704
+    def __iand__(self, o): return npx.in_place.update(self, operator.and_, o)  # noqa: E704
+    def __ior__(self, o): return npx.in_place.update(self, operator.or_, o)  # noqa: E704
+    def __ixor__(self, o): return npx.in_place.update(self, operator.xor, o)  # noqa: E704
 
     def _unsupported_operator(self, *args):
         raise UnsupportedError("floor division and modulo have no gradient and are not "
@@ -369,7 +417,7 @@ class Tracer:
     def swapaxes(self, a, b): return npx.swapaxes(self, a, b)  # noqa: E704
     def squeeze(self, axis=None): return npx.squeeze(self, axis)  # noqa: E704
     def ravel(self): return npx.reshape(self, (-1,))  # noqa: E704
-    def flatten(self): return npx.reshape(self, (-1,))  # noqa: E704
+    def flatten(self): return npx.dispatch.fresh(npx.reshape(self, (-1,)))  # noqa: E704  (a copy)
     def clip(self, a_min=None, a_max=None): return npx.clip(self, a_min, a_max)  # noqa: E704
     def dot(self, other): return npx.dot(self, other)  # noqa: E704
 

@@ -115,3 +115,38 @@ def test_a_complex_argument_that_is_not_differentiated_is_refused_not_ignored():
     half = Parameter(np.ones(2, np.float16))  # allowed by the runtime, refused by the compiler
     with pytest.raises(ArgumentError, match="float16"):
         scaled(half, np.ones(2))
+
+
+SQUARES = compile_grad(lambda x: np.sum(x * x))
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix's own
+@pytest.mark.parametrize("make, what", [
+    (lambda a: np.ma.masked_array(a, a > 0), "numpy.ma.MaskedArray, whose operations differ"),
+    (lambda a: np.matrix(a), "numpy.matrix, whose operations differ"),
+])
+def test_ndarray_subclasses_that_compute_otherwise_are_refused(make, what):
+    # A masked array's sum leaves the masked entries out (NumPy: 5.0 here); computing on its
+    # data gave 19.0, and the first call leaked numba's "Unsupported array type".
+    a = np.arange(6.0).reshape(2, 3) - 2
+    for call in (SQUARES, SQUARES.grad):  # the first call, then after a plain warm-up call
+        with pytest.raises(ArgumentError, match=f"argument 'x' is a {what}"):
+            call(make(a))
+        assert SQUARES(a) == np.sum(a * a)
+
+
+def test_a_functools_partial_compiles_named_after_its_function():
+    # (the ArgumentError for a non-array argument recommends functools.partial)
+    import functools
+
+    from gradcheck import central_differences
+
+    def scaled_loss(w, X, training):
+        return np.sum((X @ w) ** 2) * (0.5 if training else 1.0)
+
+    loss = compile_grad(functools.partial(scaled_loss, training=True), backend="interpreter")
+    assert loss.__name__ == "scaled_loss"
+    np.testing.assert_allclose(loss(W, X), scaled_loss(W, X, True), rtol=1e-12)
+    np.testing.assert_allclose(
+        loss.grad(W, X), central_differences(lambda w: scaled_loss(w, X, True), [W], 0),
+        rtol=1e-6)

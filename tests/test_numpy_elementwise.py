@@ -177,3 +177,23 @@ def test_math_reaches_through_closures_that_hold_themselves():
 
     f = compile_grad(lambda x: math.exp(np.sum(x)) * factorial(3), backend="interpreter")
     assert f(np.array([0.5, 0.25])) == pytest.approx(6 * math.exp(0.75))
+
+
+LOGADDEXP = compile_grad(lambda x, y: np.logaddexp(x, y) * 1.0)
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_logaddexp_of_equal_infinities_is_that_infinity(backend):
+    x = np.array([-np.inf, np.inf, 0.5, -np.inf, 2.0, -3.0])
+    y = np.array([-np.inf, np.inf, 0.5, 1.0, np.inf, 4.0])
+    f = LOGADDEXP if backend == "numba" else compile_grad(LOGADDEXP.fn, backend=backend)
+    np.testing.assert_allclose(f(x, y), np.logaddexp(x, y), rtol=1e-12)
+    g = compile_grad(lambda x, y: np.sum(np.logaddexp(x, y)), wrt=(0, 1), backend=backend)
+    gx, gy = g.grad(x, y)
+    # exp(x) / (exp(x) + exp(y)): 1/2 at a tie (infinite ones too), 0 and 1 against infinity
+    np.testing.assert_allclose(gx, [0.5, 0.5, 0.5, 0.0, 0.0, 1 / (1 + np.exp(7.0))], rtol=1e-12)
+    np.testing.assert_allclose(gx + gy, np.ones(6), rtol=1e-12)
+    finite = slice(2, 3)
+    fn = lambda x: np.sum(np.logaddexp(x, y[finite]))  # noqa: E731
+    np.testing.assert_allclose(compile_grad(fn, backend="interpreter").grad(x[finite]),
+                               central_differences(fn, [x[finite]], 0), rtol=1e-6)

@@ -250,3 +250,17 @@ def test_instances_without_weak_references_and_instances_that_die():
     del model
     gc.collect()
     assert key not in bound  # the compiled method does not keep its instance alive
+
+
+@pytest.mark.parametrize("function, spelled", [(np.exp, "np.exp"), (np.sqrt, "np.sqrt"),
+                                               (np.round, "np.round")])
+def test_a_float16_result_is_an_error_at_the_users_line(function, spelled):
+    # NumPy gives float16 for these of bool (and 8-bit ints), which numba cannot compile:
+    # it was an InternalError naming a generated file
+    def f(x, b):
+        return np.sum(x * function(b))  # FLOAT16
+
+    with pytest.raises(TraceError, match=rf"{spelled} of bool values is float16 .*"
+                                         r"x\.astype\(np\.float32\)") as err:
+        compile_grad(f)(np.ones(3), np.array([True, False, True]))
+    assert f"{HERE}:{line_of('FLOAT16')}" in str(err.value)

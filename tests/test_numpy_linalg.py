@@ -227,6 +227,23 @@ def test_the_norm_of_the_zero_vector_has_gradient_zero():
     assert np.array_equal(x.grad.numpy(), np.zeros(3))  # PyTorch's choice too
 
 
+NAN_NORMS = [lambda x: np.linalg.norm(x), lambda x: np.linalg.norm(x, 3),
+             lambda x: np.linalg.vector_norm(x), lambda x: np.linalg.norm(x.reshape(1, 3), "fro"),
+             lambda x: np.linalg.norm(x, -2.5)]
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_a_norm_of_nan_is_nan_as_in_numpy(backend):
+    # (the zero vector's gradient is 0 by a where(): it must not turn NaN into 0)
+    fn = lambda x: sum(norm(x) for norm in NAN_NORMS)  # noqa: E731
+    f = compile_grad(fn, backend=backend)
+    assert np.isnan(f(np.array([np.nan, 1.0, 2.0])))
+    x = np.array([0.5, -1.0, 2.0])
+    np.testing.assert_allclose(f(x), fn(x), rtol=1e-12)
+    if backend == "interpreter":
+        np.testing.assert_allclose(f.grad(x), central_differences(fn, [x], 0), rtol=1e-6)
+
+
 def test_ties_of_the_inf_norm_share_the_gradient():
     f = compile_grad(lambda x: np.linalg.norm(x, np.inf), backend="interpreter")
     np.testing.assert_array_equal(f.grad(np.array([2.0, -2.0, 1.0])), [0.5, -0.5, 0.0])

@@ -149,3 +149,24 @@ def test_second_derivatives_of_cumprod_with_a_zero_and_of_sort():
         np.testing.assert_allclose(hessian_product,
                                    central_differences(weighted_gradient, [x], 0),
                                    rtol=1e-6, atol=1e-8)
+
+
+def small_int_products(a, b, c, d):
+    return np.prod(a), np.multiply.reduce(b, axis=0), np.prod(c, axis=1), d.prod()
+
+
+SMALL_INT_PRODUCTS = compile_grad(small_int_products)
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_products_of_small_ints_widen_as_numpys_do(backend):
+    # int32 stayed int32 and overflowed; NumPy multiplies small ints as int64 (unsigned: uint64)
+    a = np.full(4, 50000, dtype=np.int32)
+    b = np.full((3, 2), 3000, dtype=np.int16)
+    c = np.array([[True, True], [True, False]])
+    d = np.full(3, 70000, dtype=np.uint32)
+    f = SMALL_INT_PRODUCTS if backend == "numba" else \
+        compile_grad(small_int_products, backend=backend)
+    for got, expected in zip(f(a, b, c, d), small_int_products(a, b, c, d)):
+        assert np.asarray(got).dtype == np.asarray(expected).dtype
+        np.testing.assert_array_equal(got, expected)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from gradcheck import central_differences
 
 from compiler import compile_grad
 from compiler.ir import Sym
@@ -220,3 +222,39 @@ def test_symbolic_size_on_either_side_of_an_operator():
     result = f(w, x)
     assert result.dtype == np.float32
     assert result == np.float32(3 * 9 - 3 / 3)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda w, X: np.sum(X[: X.shape[0] // 2] @ w),
+    lambda w, X: np.sum(X @ w) * (X.shape[0] % 3),
+    lambda w, X: np.sum(X @ w) if X.shape[0] > 4 else np.sum(w),
+    lambda w, X: np.sum(X @ w) / max(X.shape[0], 1),
+    lambda w, X: np.sum(X @ w) * -X.shape[0] + abs(X.shape[0]),
+    lambda w, X: np.sum(X @ w) / np.sqrt(X.shape[0]) + float(X.shape[0]),
+])
+def test_a_batch_size_used_as_a_number_works_at_every_size(fn):
+    # //, %, comparisons, -n, abs, float and NumPy's ufuncs on x.shape[0] raised a bare
+    # TypeError; they make the dim static (or stay traced), as the README says
+    f = compile_grad(fn, backend="interpreter")
+    w = np.array([0.5, -1.0, 2.0])
+    for n in (5, 3, 4):
+        X = np.arange(3.0 * n).reshape(n, 3)
+        np.testing.assert_allclose(f(w, X), fn(w, X), rtol=1e-12)
+        np.testing.assert_allclose(f.grad(w, X), central_differences(fn, [w, X], 0),
+                                   rtol=1e-6, atol=1e-8)
+
+
+def batch_arithmetic(w, X):
+    n = X.shape[0]
+    return (np.sum(X[: n // 2] @ w) * (n % 3) / max(n, 1) - n + abs(n) + np.sqrt(n)
+            + float(n > 4))
+
+
+BATCH_ARITHMETIC = compile_grad(batch_arithmetic)
+
+
+def test_a_batch_size_used_as_a_number_works_compiled():
+    w = np.array([0.5, -1.0, 2.0])
+    for n in (5, 4):
+        X = np.arange(3.0 * n).reshape(n, 3)
+        np.testing.assert_allclose(BATCH_ARITHMETIC(w, X), batch_arithmetic(w, X), rtol=1e-12)

@@ -44,11 +44,9 @@ from compiler.numpy_api.indexing import basic_region, expand_key, getitem, is_ba
 from compiler.numpy_api.layout import broadcast_to, full_like, reshape
 from compiler.ops import bind, get
 from compiler.ops.layout import as_slices
-from compiler.tracer import Tracer, current_builder
+from compiler.tracer import VIEW_OPS, Tracer, current_builder
 from compiler.user_code import user_loc
 
-# The ops whose result is a NumPy view of their first input (it shows the input's changes).
-VIEW_OPS = frozenset({"slice", "reshape", "transpose", "broadcast_to"})
 # Copies up to this size have their elements' positions followed through views, so that
 # only an assignment that changes what a view shows makes reading the view an error.
 MAX_TRACKED_ELEMENTS = 1 << 16
@@ -70,13 +68,7 @@ class Copy(Tracer):
     def __setitem__(self, key, value) -> None:
         assign(self, key, value)
 
-    def __iadd__(self, other): return self._in_place(self + other)  # noqa: E704
-    def __isub__(self, other): return self._in_place(self - other)  # noqa: E704
-    def __imul__(self, other): return self._in_place(self * other)  # noqa: E704
-    def __itruediv__(self, other): return self._in_place(self / other)  # noqa: E704
-    def __ipow__(self, other): return self._in_place(self ** other)  # noqa: E704
-    def __imatmul__(self, other): return self._in_place(self @ other)  # noqa: E704
-
+    # (`y += v`, the Tracer's in-place operators, come here: compiler/numpy_api/in_place.py)
     def _in_place(self, result: Tracer) -> Copy:
         """`y op= v`: the result, cast to y's dtype, becomes y (it must keep y's shape)."""
         if result.type.shape != self.type.shape:

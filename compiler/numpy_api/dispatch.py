@@ -126,6 +126,12 @@ def no_out(name, out=None, dtype=None, **kwargs):
                                user_loc())
 
 
+def fresh(x: Tracer) -> Tracer:
+    """A new traced array holding x's values, for a function that returns a copy in NumPy
+    (an in-place change of x must not reach it, as it would reach x itself)."""
+    return Tracer(x.builder, x.node)
+
+
 def traced(x) -> Tracer:
     """`x` as a traced value of the current trace (constants are lifted)."""
     if isinstance(x, Tracer):

@@ -7,7 +7,14 @@ import math
 import numpy as np
 
 from compiler.errors import UnsupportedError
-from compiler.numpy_api.dispatch import FOREIGN_UFUNCS, UFUNCS, implements, no_out, traced
+from compiler.numpy_api.dispatch import (
+    FOREIGN_UFUNCS,
+    UFUNCS,
+    fresh,
+    implements,
+    no_out,
+    traced,
+)
 from compiler.ops import bind
 from compiler.tracer import Tracer
 from compiler.user_code import user_loc
@@ -57,6 +64,7 @@ def clip(x, a_min=None, a_max=None, out=None, **kwargs):
     # where() rather than maximum/minimum: PyTorch's clamp passes the gradient at
     # the bounds themselves (lo <= x <= hi), while a maximum tie would halve it.
     no_out("clip", out, **kwargs)
+    x = fresh(traced(x))  # a new array, as NumPy's (even with no bounds)
     if a_min is not None:
         x = np.where(x < a_min, a_min, x)
     if a_max is not None:
@@ -65,8 +73,11 @@ def clip(x, a_min=None, a_max=None, out=None, **kwargs):
 
 
 def _logaddexp(x, y):
+    # Equal infinities have no difference (inf - inf is NaN): their sum is the infinity
+    # itself, as NumPy gives; a zero difference leaves log(2), and each input gradient 1/2.
     m = np.maximum(x, y)
-    return m + np.log1p(np.exp(-np.abs(x - y)))
+    difference = np.where(x == y, 0, x - y)
+    return m + np.log1p(np.exp(-np.abs(difference)))
 
 
 UFUNCS.update({

@@ -77,10 +77,21 @@ def _check_bounds(array: np.ndarray, n, axis: int) -> None:
 def getitem(x: Tracer, key):
     """x[key] with NumPy's rules: basic entries view, integer arrays (and ints beside them)
     gather, broadcasting together; the gathered axes come first when a slice separates them."""
+    entries = key if isinstance(key, tuple) else (key,)
     key = expand_key(x, key)
-    if not any(_is_index_array(k) for k in key):
-        return _basic(x, key)
-    return _advanced(x, key)
+    if any(_is_index_array(k) for k in key):
+        return _advanced(x, key)
+    result = _basic(x, key)
+    if result.ndim == 0 and result is not x and not any(k is Ellipsis for k in entries):
+        _not_a_view(result)  # x[i, j] is a NumPy scalar: a copy, blind to later changes of x
+    return result
+
+
+def _not_a_view(value: Tracer) -> None:
+    builder = value.builder
+    builder.view_sources.pop(id(value), None)
+    if builder.copies is not None:
+        builder.copies.views.pop(id(value), None)
 
 
 def _basic(x: Tracer, key: tuple) -> Tracer:

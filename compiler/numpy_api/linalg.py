@@ -87,14 +87,14 @@ def vdot(a, b):
 # --- norms -------------------------------------------------------------------------------------
 def _sqrt(x):
     """sqrt whose gradient at 0 is 0, not inf * 0: a norm's gradient at the zero vector is 0
-    (the subgradient PyTorch gives), not NaN."""
-    positive = x > 0
-    return np.where(positive, np.sqrt(np.where(positive, x, 1)), 0)
+    (the subgradient PyTorch gives), not NaN. Only 0 is special-cased: a NaN stays NaN."""
+    zero = x == 0
+    return np.where(zero, 0, np.sqrt(np.where(zero, 1, x)))
 
 
 def _root(x, p):
-    positive = x > 0
-    return np.where(positive, np.where(positive, x, 1) ** (1.0 / p), 0)
+    zero = x == 0
+    return np.where(zero, 0, np.where(zero, 1, x) ** (1.0 / p))
 
 
 def _vector_norm(x, ord, axis: tuple[int, ...], keepdims: bool):

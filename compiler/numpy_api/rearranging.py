@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.errors import TraceError, UnsupportedError
-from compiler.numpy_api.dispatch import axes_of, implements, traced
+from compiler.numpy_api.dispatch import axes_of, fresh, implements, traced
 from compiler.numpy_api.layout import reshape
 from compiler.numpy_api.matrices import static_length
 from compiler.ops import bind
@@ -28,7 +28,7 @@ def gather(a, positions, axis: int):
     positions = np.asarray(positions, dtype=np.int64)
     if positions.ndim == 1 and positions.shape[0] == a.shape[axis] and \
             np.array_equal(positions, np.arange(positions.shape[0])):
-        return a
+        return fresh(a)  # NumPy's np.roll, np.pad, np.tile copy
     return bind("take", a, positions, axis=axis)
 
 
@@ -67,11 +67,12 @@ def pad(array, pad_width, mode="constant", **kwargs):
         raise UnsupportedError("np.pad(reflect_type='odd') is not supported", user_loc())
     kwargs.pop("reflect_type", None)
     _no_more(mode, kwargs)
+    padded = fresh(a)
     for axis, (before, after) in enumerate(widths):
         if before or after:
             n = static_length(a, axis)
-            a = gather(a, np.pad(np.arange(n), (before, after), mode=mode), axis)
-    return a
+            padded = gather(padded, np.pad(np.arange(n), (before, after), mode=mode), axis)
+    return padded
 
 
 def _no_more(mode, kwargs) -> None:
@@ -83,7 +84,7 @@ def _no_more(mode, kwargs) -> None:
 def _pad_constant(a, widths, constant_values, kwargs):
     _no_more("constant", kwargs)
     if not widths.any():
-        return a
+        return fresh(a)
     # Unpadded axes keep their length (a batch axis stays symbolic); the border's mask and
     # fill are constants over the padded axes, of size 1 along the others.
     padded_axes = [bool(before or after) for before, after in widths]
@@ -132,6 +133,7 @@ def tile(A, reps):
     if len(reps) > a.ndim:
         a = reshape(a, (1,) * (len(reps) - a.ndim) + a.shape)
     reps = (1,) * (a.ndim - len(reps)) + reps
+    a = fresh(a)
     for axis, r in enumerate(reps):
         if r != 1:
             a = gather(a, np.tile(np.arange(static_length(a, axis)), r), axis)

@@ -22,8 +22,9 @@ def _infer(x: TensorType, *, axes: tuple[int, ...], keepdims: bool) -> TensorTyp
     return TensorType(x.dtype, reduced_shape(x.shape, axes, keepdims))
 
 
-def _sum_infer(x: TensorType, *, axes, keepdims) -> TensorType:
-    # NumPy sums booleans and small ints as the platform integer.
+def _widening_infer(x: TensorType, *, axes, keepdims) -> TensorType:
+    # NumPy sums and multiplies booleans and small ints as the platform integer (int32 would
+    # overflow where NumPy's int64 does not).
     dtype = x.dtype if x.is_float else np.sum(np.ones(1, x.dtype)).dtype
     return TensorType(dtype, reduced_shape(x.shape, axes, keepdims))
 
@@ -109,8 +110,8 @@ SUM = Reduction(lambda dtype: 0, lambda target, value, helpers, dtype: f"{target
 PROD = Reduction(lambda dtype: 1, lambda target, value, helpers, dtype: f"{target} *= {value}",
                  widens=True, privatized=True)
 
-register(OpDef("sum", "reduce", _sum_infer, _accumulating(np.sum), _sum_vjp, lowering=SUM))
-register(OpDef("prod", "reduce", _infer, _accumulating(np.prod), _prod_vjp, lowering=PROD))
+register(OpDef("sum", "reduce", _widening_infer, _accumulating(np.sum), _sum_vjp, lowering=SUM))
+register(OpDef("prod", "reduce", _widening_infer, _accumulating(np.prod), _prod_vjp, lowering=PROD))
 register(OpDef("max", "reduce", _infer,
                lambda x, *, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims),
                _chooser_vjp, lowering=_extreme("max")))

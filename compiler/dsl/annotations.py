@@ -16,7 +16,8 @@ import numpy as np
 from compiler.dsl.errors import SourceText
 from compiler.dsl.parser import FunctionDef, Param
 from compiler.ir import Sym
-from compiler.tracer import SymDim, Tracer, current_builder
+from compiler.symdim import SymDim
+from compiler.tracer import Tracer, current_builder
 
 # Where a dimension was seen: the parameter, the axis, the dim there (an int or a Sym), the value.
 _Sighting = tuple[Param, int, int | Sym, Any]

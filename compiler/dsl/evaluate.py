@@ -35,7 +35,8 @@ from compiler.dsl.loops import ForLoop
 from compiler.dsl.parser import FunctionDef, Program
 from compiler.errors import GradfuseError
 from compiler.ir import Node, TensorType
-from compiler.tracer import SymDim, Tracer, current_builder
+from compiler.symdim import SymDim
+from compiler.tracer import Tracer, current_builder
 
 BINARY: dict[str, Callable] = {
     "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,

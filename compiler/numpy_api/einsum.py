@@ -27,7 +27,7 @@ from compiler.numpy_api.dispatch import implements, no_out, traced
 from compiler.numpy_api.elementwise import astype
 from compiler.ops import bind
 from compiler.ops.linalg import product
-from compiler.tracer import Concretize
+from compiler.symdim import Concretize
 from compiler.user_code import user_loc
 
 Labels = tuple[str, ...]  # one label per axis: a letter, or "...0", "...1" for ellipsis axes

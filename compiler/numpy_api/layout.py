@@ -9,7 +9,7 @@ from compiler.errors import TraceError, UnsupportedError
 from compiler.ir import Sym
 from compiler.numpy_api.dispatch import FUNCTIONS, axes_of, implements, no_out, traced
 from compiler.ops import bind
-from compiler.tracer import SymDim
+from compiler.symdim import SymDim
 from compiler.user_code import user_loc
 
 

@@ -18,7 +18,7 @@ from compiler.ops import bind
 from compiler.ops.linalg import product
 from compiler.ops.registry import DimConflict, ShapeError
 from compiler.ops.shapes import broadcast_shapes
-from compiler.tracer import Concretize
+from compiler.symdim import Concretize
 from compiler.user_code import user_loc
 
 

@@ -42,7 +42,7 @@ from compiler.codegen import generate
 from compiler.ir import Sym
 from compiler.jit import NumbaKernel
 from compiler.training.allreduce import ALIGN, check_comm, reducer
-from compiler.training.step import _Kernels, _updated
+from compiler.training.kernels import Kernels, updated
 
 if TYPE_CHECKING:
     from compiler.training.step import TrainStep
@@ -114,10 +114,10 @@ class DataParallel:
         self._weighted_loss = _traced(step, self._weighted, "weighted", wrt=0)
         self._grads_fn = _traced(step, self._grads_function, "grads", wrt=(0, 1, 2))
         self._update_fn = _traced(step, self._update_function, "update", wrt=(0, 1, 2, 3, 4))
-        self._grads_by_data: dict[tuple, tuple[_Kernels, list[tuple]]] = {}
+        self._grads_by_data: dict[tuple, tuple[Kernels, list[tuple]]] = {}
         self._update_calls: list[tuple] = []  # the update kernel's arguments by buffer set
-        self._last_grads: _Kernels | None = None
-        self._update: _Kernels | None = None
+        self._last_grads: Kernels | None = None
+        self._update: Kernels | None = None
         self.reduce_seconds = 0.0
         self.steps = 0
 
@@ -233,10 +233,10 @@ class DataParallel:
             return self._general_update(ready)
         update = self._update_kernel()
         result = update.step(*self._update_calls[ready])
-        _updated(update.params)
+        updated(update.params)
         return step._kept(update, result) if step.keep_grads else result
 
-    def _grads_kernel(self, data: tuple) -> tuple[_Kernels, list[tuple]]:
+    def _grads_kernel(self, data: tuple) -> tuple[Kernels, list[tuple]]:
         """The gradient kernel for data of this kind (dtypes and trailing shapes; the batch
         size too when the loss needs it as a number), rebuilt if a Parameter's array was
         replaced, and its arguments before the data for each buffer set (built once: a
@@ -255,7 +255,7 @@ class DataParallel:
         module = NumbaKernel(graph, generate(graph, "distributed gradient", writes,
                                              bare_scalars=True), eager=False)
         arrays = tuple(params.values()) + tuple(self._segment_grads[0])
-        kernels = _Kernels(module, [s.param for s in step._slots], step.optimizer.state,
+        kernels = Kernels(module, [s.param for s in step._slots], step.optimizer.state,
                            arrays, self._weight, fits_batches=False,
                            arguments=arrays + (self._weight,))
         kernels.step = kernels.compile(module.dispatcher.__name__, data)
@@ -265,7 +265,7 @@ class DataParallel:
         self._last_grads = kernels
         return kernels, calls
 
-    def _update_kernel(self) -> _Kernels:
+    def _update_kernel(self) -> Kernels:
         """The kernel that adds up the rows, divides by the row count and updates in
         place (`_update_calls` holds its arguments for each buffer set)."""
         step = self.train_step
@@ -280,7 +280,7 @@ class DataParallel:
         writes = {1 + k: k for k in range(len(arrays))}  # new parameters and state in place
         module = NumbaKernel(graph, generate(graph, "distributed update", writes,
                                              bare_scalars=True), eager=False)
-        kernels = _Kernels(module, [s.param for s in step._slots], step.optimizer.state, arrays,
+        kernels = Kernels(module, [s.param for s in step._slots], step.optimizer.state, arrays,
                            step._hypers, fits_batches=False, arguments=arrays + (step._hypers,))
         kernels.step = kernels.compile(module.dispatcher.__name__, self._source_arguments[0])
         self._update = kernels
@@ -308,7 +308,7 @@ class DataParallel:
                 state[key][...] = value
         for slot, g in zip(step._slots, grads):
             slot.param.grad = np.array(g, copy=True)
-        _updated([s.param for s in step._slots])
+        updated([s.param for s in step._slots])
         return loss
 
     def epoch_runner(self, data: tuple, batch_size: int) -> Callable[..., None]:

@@ -7,7 +7,7 @@ parameter. Numeric hyper-parameters (lr, momentum, betas, ...) travel in one
 float64 kernel argument rebuilt from `optimizer.param_groups` when they change,
 so a learning-rate schedule never recompiles; structural flags (nesterov,
 amsgrad, ...) are part of the trace. With the numba backend the step's graph
-becomes a module (`_Kernels`) whose kernels store the new parameters and state
+becomes a module (`Kernels`) whose kernels store the new parameters and state
 straight into their arrays (compiler/codegen/writes.py): the step itself, and
 the same body in the minibatch loop that `fit` runs (compiler/codegen/loops.py).
 """
@@ -30,8 +30,9 @@ from compiler.errors import KernelShapeError
 from compiler.ir import Sym
 from compiler.jit import NumbaKernel
 from compiler.packing import Packing, pack
-from compiler.timings import CompileReport, KernelBuild, kernel_report
+from compiler.timings import CompileReport, KernelBuild
 from compiler.training.interrupts import held_interrupts
+from compiler.training.kernels import Kernels, run_updating, updated
 from runtime import Parameter, Tensor
 from runtime.anomaly_mode import _anomaly
 from runtime.optim import Optimizer
@@ -148,8 +149,8 @@ class TrainStep:
         self._groups_seen: list[dict] | None = None  # param groups at the last _pack_hypers
         self._kernel = self._traced(self._step_function, "step")
         self._accumulating: CompiledFunction | None = None
-        self._kernels_by_data: dict[tuple, _Kernels] = {}
-        self._last: _Kernels | None = None  # what the last call ran: the hot path tries it first
+        self._kernels_by_data: dict[tuple, Kernels] = {}
+        self._last: Kernels | None = None  # what the last call ran: the hot path tries it first
 
     def _state(self, slot: _Slot) -> dict[str, np.ndarray]:
         return self.optimizer.complete_state(slot.param, slot.group)
@@ -256,19 +257,19 @@ class TrainStep:
         self._last = kernels
         return self._run_step(kernels, data)
 
-    def _run_step(self, kernels: _Kernels, data: tuple) -> Any:
+    def _run_step(self, kernels: Kernels, data: tuple) -> Any:
         """The step kernel on `data`, with the hyper-parameters packed; the loss."""
         try:  # as _run_updating does, inline: this is the hot path of every step
             result = kernels.step(*kernels.arguments, *data)
         except (TypeError, KernelShapeError):
             raise
         except BaseException:
-            _updated(kernels.params)
+            updated(kernels.params)
             raise
-        _updated(kernels.params)
+        updated(kernels.params)
         return self._kept(kernels, result) if self.keep_grads else result
 
-    def _kept(self, kernels: _Kernels, result: tuple) -> Any:
+    def _kept(self, kernels: Kernels, result: tuple) -> Any:
         """The loss of a step kernel that also returns the gradients, which go to `.grad`."""
         if kernels.packing is not None:
             result = kernels.packing.unpacked(result)
@@ -305,10 +306,10 @@ class TrainStep:
             for slot, g in zip(self._slots, grads):
                 if not slot.frozen:
                     slot.param.grad = np.array(g, copy=True)
-            _updated([s.param for s in self._slots])
+            updated([s.param for s in self._slots])
         return loss
 
-    def _kernels(self, data: tuple) -> _Kernels:
+    def _kernels(self, data: tuple) -> Kernels:
         """The in-place kernels for data of this kind, rebuilt if a Parameter's array was
         replaced (e.g. by loading). Kernels with a symbolic batch axis serve every batch size
         (keyed by dtypes and trailing shapes); a loss that reads the batch size as a number
@@ -334,7 +335,7 @@ class TrainStep:
         with build.times.phase("codegen"):
             generated = generate(graph, "train step", writes, loops, bare_scalars=True)
         kernel = NumbaKernel(graph, generated, eager=False, build=build)
-        kernels = _Kernels(kernel, [s.param for s in self._slots], self.optimizer.state, arrays,
+        kernels = Kernels(kernel, [s.param for s in self._slots], self.optimizer.state, arrays,
                            self._hypers, fits_batches=bool(loops), arguments=arguments,
                            packing=packing, spec=spec)
         self._kernels_by_data[key if batch_axis_symbolic else sized] = kernels
@@ -386,10 +387,10 @@ class TrainStep:
         in batches of `batch_size`, inside one compiled call; the losses go to `losses`."""
         self._pack_hypers()  # before the kernels: a callback may have changed a flag
         kernels = self._fit_kernels(data)  # rebuilt if a callback replaced a Parameter
-        _run_updating(kernels.params, kernels.fit, *kernels.arguments, *data, orders, batch_size,
+        run_updating(kernels.params, kernels.fit, *kernels.arguments, *data, orders, batch_size,
                       losses)
 
-    def _fit_kernels(self, data: tuple) -> _Kernels | None:
+    def _fit_kernels(self, data: tuple) -> Kernels | None:
         """The kernels whose minibatch loop `fit` runs, or None where there is none (the
         interpreter backend; a loss that needs the batch size as a number)."""
         if self.loss_fn.backend.name != "numba":
@@ -426,90 +427,6 @@ class TrainStep:
                 raise RuntimeError("the step has not run yet: call it (or fit) once first")
             return kernels.kernel.source
         return self._kernel.source(kind)
-
-
-@dataclass
-class _Kernels:
-    """One data kind's module: the step that updates `arrays` in place, and its `fit` loop.
-
-    Both are compiled on first use only (a step compiles in seconds, and most
-    programs call one of them).
-    """
-
-    kernel: NumbaKernel
-    params: list[Parameter]
-    state: dict  # the optimizer's state table (load_state_dict replaces it)
-    arrays: tuple[np.ndarray, ...]  # the parameters' arrays, then optimizer-state arrays
-    hypers: np.ndarray
-    fits_batches: bool  # whether the module has the minibatch loop (a symbolic batch axis)
-    arguments: tuple  # what the kernels take before the data (stacks: compiler/packing.py)
-    packing: Packing | None = None
-    step: Any = None
-    fit: Any = None
-    spec: Any = None  # the traced step function's Specialization (its compile times)
-
-    def __post_init__(self) -> None:
-        self.replacements = Parameter.data_replacements
-
-    def current(self, optimizer: Optimizer) -> bool:
-        """Whether the Parameters and the optimizer still hold the arrays the kernels update."""
-        if self.state is not optimizer.state:
-            return False
-        if self.replacements == Parameter.data_replacements:
-            return True
-        if all(map(operator.is_, self.arrays, map(_data, self.params))):
-            self.replacements = Parameter.data_replacements
-            return True
-        return False
-
-    def compile_report(self, name: str) -> CompileReport:
-        """The trace, then a row per function compiled from the module ("step" is its main
-        function, "fit" the minibatch loop); the module's passes and code generation count
-        for the first one compiled."""
-        build = self.kernel.build
-        shared = [self.spec.times_of("forward"), build.times]
-        rows = {}
-        for function, compiled in build.compiles.items():
-            kind = "step" if function == self.kernel.dispatcher.__name__ else "fit"
-            rows[kind] = kernel_report(kind, shared, build.lines, [compiled])
-            shared = []
-        return CompileReport(name, kernel_report("trace", [self.spec.times_of("trace")]), rows)
-
-    def compile(self, name: str, data: tuple, *extra) -> Any:
-        """Function `name` of the module, compiled for these arguments (`extra`: a loop's own)
-        and the kernel's constant arrays, which it passes last; after that, arrays of another
-        dtype or rank raise TypeError instead of compiling again."""
-        constants = self.kernel._constants
-        entry = self.kernel.entry(name, self.arguments + tuple(data) + extra + tuple(constants))
-        if constants:
-            return lambda *args: entry(*args, *constants)
-        return entry
-
-
-def _run_updating(params: list[Parameter], kernel: Callable, *args) -> Any:
-    """`kernel(*args)`, which updates `params` in place, then their version counters.
-
-    A Ctrl-C during the kernel is raised only as it returns (compiled code does not stop
-    for signals), after every array was written: the counters are bumped then too. A
-    TypeError or KernelShapeError comes before the kernel touches memory (numba's
-    dispatcher, the kernel's shape check): nothing was written, nothing is counted.
-    """
-    try:
-        result = kernel(*args)
-    except (TypeError, KernelShapeError):
-        raise
-    except BaseException:
-        _updated(params)
-        raise
-    _updated(params)
-    return result
-
-
-def _updated(params: list[Parameter]) -> None:
-    """Bump the version counters of Parameters a kernel updated in place, so that a backward
-    through a graph recorded before refuses to read the new values (see runtime.tensor)."""
-    for p in params:
-        p._version += 1
 
 
 def _clip_by_total_norm(grads: list, max_norm, norm_type: float) -> list:

@@ -1,0 +1,105 @@
+"""The in-place kernels of a train step: one data kind's compiled module (`Kernels`), and
+calling a kernel that updates Parameters in place (`run_updating`), which then bumps their
+version counters (`updated`)."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from compiler.errors import KernelShapeError
+from compiler.jit import NumbaKernel
+from compiler.packing import Packing
+from compiler.timings import CompileReport, kernel_report
+from runtime import Parameter
+from runtime.optim import Optimizer
+
+_data = operator.attrgetter("data")
+
+
+@dataclass
+class Kernels:
+    """One data kind's module: the step that updates `arrays` in place, and its `fit` loop.
+
+    Both are compiled on first use only (a step compiles in seconds, and most
+    programs call one of them).
+    """
+
+    kernel: NumbaKernel
+    params: list[Parameter]
+    state: dict  # the optimizer's state table (load_state_dict replaces it)
+    arrays: tuple[np.ndarray, ...]  # the parameters' arrays, then optimizer-state arrays
+    hypers: np.ndarray
+    fits_batches: bool  # whether the module has the minibatch loop (a symbolic batch axis)
+    arguments: tuple  # what the kernels take before the data (stacks: compiler/packing.py)
+    packing: Packing | None = None
+    step: Any = None
+    fit: Any = None
+    spec: Any = None  # the traced step function's Specialization (its compile times)
+
+    def __post_init__(self) -> None:
+        self.replacements = Parameter.data_replacements
+
+    def current(self, optimizer: Optimizer) -> bool:
+        """Whether the Parameters and the optimizer still hold the arrays the kernels update."""
+        if self.state is not optimizer.state:
+            return False
+        if self.replacements == Parameter.data_replacements:
+            return True
+        if all(map(operator.is_, self.arrays, map(_data, self.params))):
+            self.replacements = Parameter.data_replacements
+            return True
+        return False
+
+    def compile_report(self, name: str) -> CompileReport:
+        """The trace, then a row per function compiled from the module ("step" is its main
+        function, "fit" the minibatch loop); the module's passes and code generation count
+        for the first one compiled."""
+        build = self.kernel.build
+        shared = [self.spec.times_of("forward"), build.times]
+        rows = {}
+        for function, compiled in build.compiles.items():
+            kind = "step" if function == self.kernel.dispatcher.__name__ else "fit"
+            rows[kind] = kernel_report(kind, shared, build.lines, [compiled])
+            shared = []
+        return CompileReport(name, kernel_report("trace", [self.spec.times_of("trace")]), rows)
+
+    def compile(self, name: str, data: tuple, *extra) -> Any:
+        """Function `name` of the module, compiled for these arguments (`extra`: a loop's own)
+        and the kernel's constant arrays, which it passes last; after that, arrays of another
+        dtype or rank raise TypeError instead of compiling again."""
+        constants = self.kernel._constants
+        entry = self.kernel.entry(name, self.arguments + tuple(data) + extra + tuple(constants))
+        if constants:
+            return lambda *args: entry(*args, *constants)
+        return entry
+
+
+def run_updating(params: list[Parameter], kernel: Callable, *args) -> Any:
+    """`kernel(*args)`, which updates `params` in place, then their version counters.
+
+    A Ctrl-C during the kernel is raised only as it returns (compiled code does not stop
+    for signals), after every array was written: the counters are bumped then too. A
+    TypeError or KernelShapeError comes before the kernel touches memory (numba's
+    dispatcher, the kernel's shape check): nothing was written, nothing is counted.
+    """
+    try:
+        result = kernel(*args)
+    except (TypeError, KernelShapeError):
+        raise
+    except BaseException:
+        updated(params)
+        raise
+    updated(params)
+    return result
+
+
+def updated(params: list[Parameter]) -> None:
+    """Bump the version counters of Parameters a kernel updated in place, so that a backward
+    through a graph recorded before refuses to read the new values (see runtime.tensor)."""
+    for p in params:
+        p._version += 1

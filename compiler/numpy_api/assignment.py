@@ -71,12 +71,7 @@ class Copy(Tracer):
     # (`y += v`, the Tracer's in-place operators, come here: compiler/numpy_api/in_place.py)
     def _in_place(self, result: Tracer) -> Copy:
         """`y op= v`: the result, cast to y's dtype, becomes y (it must keep y's shape)."""
-        if result.type.shape != self.type.shape:
-            raise TraceError(f"non-broadcastable output operand with shape {self.shape} "
-                             f"doesn't match the broadcast shape {result.shape}", user_loc())
-        if not np.can_cast(result.dtype, self.dtype, "same_kind"):
-            raise TraceError(f"cannot cast the result ({result.dtype}) to the array's dtype "
-                             f"({self.dtype}) in an in-place operation", user_loc())
+        check_in_place_result(self, result)
         self.rebind(_as_dtype(result, self.dtype), None)
         return self
 
@@ -181,6 +176,18 @@ def _overlap(shown: np.ndarray | None, written: np.ndarray | None) -> bool:
 
 
 # --- y[key] = v ----------------------------------------------------------------------------
+
+def check_in_place_result(target: Tracer, result: Tracer) -> None:
+    """NumPy's rules for `out=` and `op=`: the result keeps the array's shape and casts to its
+    dtype (same kind)."""
+    if result.type.shape != target.type.shape:
+        raise TraceError(f"non-broadcastable output operand with shape {target.shape} "
+                         f"doesn't match the broadcast shape {result.shape}", user_loc())
+    if not np.can_cast(result.dtype, target.dtype, "same_kind"):
+        raise TraceError(f"cannot cast the result ({result.dtype}) to the array's dtype "
+                         f"({target.dtype}) in an in-place operation", user_loc())
+
+
 def assign(y: Copy, key, value) -> None:
     """`y[key] = value` on a copy: y becomes the updated value."""
     value = traced(value)

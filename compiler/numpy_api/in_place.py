@@ -25,7 +25,13 @@ import numpy as np
 
 from compiler.errors import TraceError, UnsupportedError
 from compiler.ir import SourceLoc
-from compiler.numpy_api.assignment import Copy, _as_dtype, _value_for, assign
+from compiler.numpy_api.assignment import (
+    Copy,
+    _as_dtype,
+    _value_for,
+    assign,
+    check_in_place_result,
+)
 from compiler.tracer import Tracer, current_builder
 from compiler.user_code import user_loc
 
@@ -84,7 +90,7 @@ def update(target: Tracer, op, other) -> Tracer:
     is_view = link is not None and link[0] is target
     if target.ndim == 0 and not is_view and not of_copy:
         return result  # a NumPy scalar: `s += v` makes a new one
-    _check_result(target, result)
+    check_in_place_result(target, result)
     if builder is not current_builder():
         raise UnsupportedError(
             "an in-place operator inside a loop body on an array of the enclosing function "
@@ -116,16 +122,6 @@ def update(target: Tracer, op, other) -> Tracer:
     target.node = _as_dtype(result, target.dtype).node
     log.bump(target, loc)
     return target
-
-
-def _check_result(target: Tracer, result: Tracer) -> None:
-    """NumPy's rules for `out=`: the result keeps the array's shape and casts to its dtype."""
-    if result.type.shape != target.type.shape:
-        raise TraceError(f"non-broadcastable output operand with shape {target.shape} "
-                         f"doesn't match the broadcast shape {result.shape}", user_loc())
-    if not np.can_cast(result.dtype, target.dtype, "same_kind"):
-        raise TraceError(f"cannot cast the result ({result.dtype}) to the array's dtype "
-                         f"({target.dtype}) in an in-place operation", user_loc())
 
 
 def _viewed(value: Tracer) -> list[Tracer]:

@@ -234,6 +234,20 @@ class Tracer:
     def __int__(self):
         return npx.conversion.needs_value(self, int)
 
+    def item(self, *args):
+        raise UnsupportedError(
+            "x.item() needs the array's value, which is unknown while tracing; keep it an "
+            "array (x[()] or x.reshape(()) for a 0-d one), or return it and call .item() on "
+            "the result", user_loc())
+
+    def __format__(self, spec: str) -> str:
+        if not spec:
+            return repr(self)
+        raise UnsupportedError(
+            f"formatting a traced array (f\"{{x:{spec}}}\") needs its value, which is unknown "
+            "while tracing; return it (with has_aux=True beside a loss) and format the "
+            "result", user_loc())
+
     # math.floor/ceil/trunc and round() ask the value itself (compiler/numpy_api/pymath.py)
     def __floor__(self): return np.floor(self)  # noqa: E704
     def __ceil__(self): return np.ceil(self)  # noqa: E704

@@ -264,3 +264,21 @@ def test_a_float16_result_is_an_error_at_the_users_line(function, spelled):
                                          r"x\.astype\(np\.float32\)") as err:
         compile_grad(f)(np.ones(3), np.array([True, False, True]))
     assert f"{HERE}:{line_of('FLOAT16')}" in str(err.value)
+
+
+def test_item_and_formatting_of_a_traced_value_name_the_line():
+    def logs(x):
+        s = np.sum(x**2)
+        print(f"{s:.3f}")  # formatted
+        return s
+
+    def reads(x):
+        s = np.sum(x**2)
+        return s * s.item()  # item
+
+    for fn, marker, said in [(logs, "formatted", 'formatting a traced array (f"{x:.3f}")'),
+                             (reads, "item", "x.item() needs the array's value")]:
+        with pytest.raises(UnsupportedError, match=r"unknown while tracing") as info:
+            interpreted(fn)(np.ones(3))
+        assert said in str(info.value)
+        assert f"{HERE}:{line_of(marker)}" in str(info.value)

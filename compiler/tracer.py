@@ -315,11 +315,13 @@ class Tracer:
     def __ior__(self, o): return npx.in_place.update(self, operator.or_, o)  # noqa: E704
     def __ixor__(self, o): return npx.in_place.update(self, operator.xor, o)  # noqa: E704
 
-    def _unsupported_operator(self, *args):
-        raise UnsupportedError("floor division and modulo have no gradient and are not "
-                               "supported on traced arrays", user_loc())
+    def __floordiv__(self, o): return npx.binary("floor_divide", self, o)  # noqa: E704
+    def __rfloordiv__(self, o): return npx.binary("floor_divide", o, self)  # noqa: E704
+    def __mod__(self, o): return npx.binary("remainder", self, o)  # noqa: E704
+    def __rmod__(self, o): return npx.binary("remainder", o, self)  # noqa: E704
+    def __ifloordiv__(self, o): return npx.in_place.update(self, operator.floordiv, o)  # noqa: E704,E501
+    def __imod__(self, o): return npx.in_place.update(self, operator.mod, o)  # noqa: E704
 
-    __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = _unsupported_operator
     __hash__ = object.__hash__
 
     # --- methods -------------------------------------------------------------------

@@ -262,6 +262,11 @@ case("arcsin_arccos", lambda x: np.arcsin(x) * np.arccos(x * 0.5), A((3, 4), "un
 case("arctan2", np.arctan2, X34, A((3, 4), "away"))
 case("arctan2_broadcast", lambda y, x: np.arctan2(y, x), A((3, 1), "away"), X4)
 case("hypot", np.hypot, X34, A((4,), "away"))
+# piecewise: differences across a jump would be wrong; tests/test_numpy_elementwise.py checks
+# the gradients against the closed form and central differences away from the jumps
+case("floor_divide_remainder", lambda x, y: (x // y) * x + x % y + np.remainder(x, 0.7) * y
+     + np.mod(1.1, y) + np.floor_divide(x, 0.3), X34, A((3, 4), "away"),
+     finite_differences=False)
 _erf = np.frompyfunc(math.erf, 1, 1)  # NumPy's own erf ufunc (objects); traced: the erf op
 case("erf_gelu", lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2.0)).astype(x.dtype)), X34)
 case("sinc", lambda x: np.sinc(x) * x, X34)

@@ -197,3 +197,45 @@ def test_logaddexp_of_equal_infinities_is_that_infinity(backend):
     fn = lambda x: np.sum(np.logaddexp(x, y[finite]))  # noqa: E731
     np.testing.assert_allclose(compile_grad(fn, backend="interpreter").grad(x[finite]),
                                central_differences(fn, [x[finite]], 0), rtol=1e-6)
+
+
+# --- floor division and modulo ------------------------------------------------------------------
+def floor_and_mod(x, y, idx):
+    pos = (idx + 3) % 5  # index arithmetic on integers
+    return np.sum((x % y) * 2 + x // 0.7 + np.remainder(x, 1.3) * y + np.floor_divide(y, x)
+                  + np.mod(-x, 0.9)) + np.sum(x[pos] * (idx // 2))
+
+
+FLOOR_MOD = {backend: compile_grad(floor_and_mod, wrt=(0, 1), backend=backend)
+             for backend in ("interpreter", "numba")}
+
+
+@pytest.mark.parametrize("backend", sorted(FLOOR_MOD))
+def test_floor_division_and_modulo_give_numpys_values_and_gradients(backend):
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=6) * 3, np.abs(rng.normal(size=6)) + 0.5
+    idx = np.array([0, 1, 2, 7, 9, 4])
+    value, (gx, gy) = FLOOR_MOD[backend].value_and_grad(x, y, idx)
+    np.testing.assert_allclose(value, floor_and_mod(x, y, idx), rtol=1e-13)
+    # d(x % y)/dx = 1, d(x % y)/dy = -(x // y); floor division is piecewise constant
+    expected_gx = 2 + y - 1.0  # np.mod(-x, 0.9): d/dx = -1
+    np.add.at(expected_gx, (idx + 3) % 5, idx // 2)
+    np.testing.assert_allclose(gx, expected_gx, rtol=1e-13)
+    np.testing.assert_allclose(gy, -2 * (x // y) + np.remainder(x, 1.3), rtol=1e-13)
+    fd_x = central_differences(floor_and_mod, (x, y, idx), 0, h=1e-7)
+    fd_y = central_differences(floor_and_mod, (x, y, idx), 1, h=1e-7)
+    np.testing.assert_allclose(gx, fd_x, rtol=1e-6)
+    np.testing.assert_allclose(gy, fd_y, rtol=1e-6, atol=1e-6)
+
+
+def test_integer_floor_division_and_modulo_follow_numpy_signs_and_zero_divisors():
+    @compile_grad
+    def ints(a, b):
+        return np.sum((a // b) * 100 + a % b) + np.sum(a // 3 - (a % -4))
+
+    a = np.array([7, -7, 7, -7, 5, 0], np.int32)
+    b = np.array([3, 3, -3, -3, 0, 2], np.int32)
+    with np.errstate(all="ignore"):  # NumPy: x // 0 and x % 0 give 0 (with a warning)
+        expected = ints.fn(a, b)
+    assert ints(a, b) == expected
+    assert compile_grad(ints.fn, backend="interpreter")(a, b) == expected

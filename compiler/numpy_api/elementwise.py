@@ -122,6 +122,8 @@ for _name in ("sign", "exp", "expm1", "log", "log1p", "sqrt", "sin", "cos", "tan
 UFUNCS.update({
     np.arctan2: lambda y, x: binary("arctan2", y, x),
     np.hypot: lambda x, y: binary("hypot", x, y),
+    np.floor_divide: lambda x, y: binary("floor_divide", x, y),
+    np.remainder: lambda x, y: binary("remainder", x, y),  # np.mod is np.remainder
     np.isnan: lambda x: x != x,  # only NaN differs from itself (kernels never assume no NaN)
     np.isinf: lambda x: np.abs(x) == np.inf,
     np.isfinite: lambda x: (x - x) == 0,  # inf - inf and NaN - NaN are NaN

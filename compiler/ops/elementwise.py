@@ -111,6 +111,18 @@ def _pow_vjp(g, out, x, y):
 elementwise("pow", np.power, _pow_vjp, "{0} ** {1}")
 
 
+def _remainder_vjp(g, out, x, y):
+    # x % y = x - y * floor(x / y): d/dx = 1 and d/dy = -floor(x / y) between the jumps (as JAX)
+    return g, -g * np.floor_divide(x, y)
+
+
+# Python's (and NumPy's) floor division and modulo: the result takes the divisor's sign; an
+# integer division by zero gives 0, as NumPy's does (the kernels' error model is NumPy's).
+elementwise("floor_divide", np.floor_divide, None, "{0} // {1}",
+            "no gradient: piecewise constant")
+elementwise("remainder", np.remainder, _remainder_vjp, "{0} % {1}")
+
+
 def _arctan2_vjp(g, out, y, x):
     # d atan2(y, x) = (x dy - y dx) / (x^2 + y^2); at the origin (0/0) the gradient is 0.
     r2 = x * x + y * y

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gradcheck import central_differences
 from op_cases import Arg
 from torch_idioms import Idiom, lazy_family
 
@@ -170,3 +171,41 @@ def test_products_of_small_ints_widen_as_numpys_do(backend):
     for got, expected in zip(f(a, b, c, d), small_int_products(a, b, c, d)):
         assert np.asarray(got).dtype == np.asarray(expected).dtype
         np.testing.assert_array_equal(got, expected)
+
+
+# --- np.flip, ptp, nansum, average, fmax/fmin: composites of supported ops -------------------
+def flips_and_friends(x, y, w):
+    flips = np.sum(np.flip(x, 1) * y) + np.sum(np.flip(x) * y**2) + np.sum(np.fliplr(x)[0]) \
+        + np.sum(np.flipud(x)[0] * 3)
+    spread = np.sum(np.ptp(x, axis=0) * w[:4].sum()) + np.ptp(y)
+    nan_sums = np.nansum(x * y) + np.sum(np.nansum(x, axis=1, keepdims=True))
+    means = np.average(x) + np.sum(np.average(x, axis=1, weights=w)) \
+        + np.sum(np.average(x, axis=0, weights=y * y + 1))
+    avg, weight_sums = np.average(x, axis=1, weights=w, returned=True)
+    nan_extremes = np.sum(np.fmax(x, y) * 2 + np.fmin(x, y)) + np.sum(avg * weight_sums)
+    return flips + spread + nan_sums + means + nan_extremes
+
+
+FLIPS = {backend: compile_grad(flips_and_friends, wrt=(0, 1, 2), backend=backend)
+         for backend in ("interpreter", "numba")}
+
+
+@pytest.mark.parametrize("backend", sorted(FLIPS))
+def test_flip_ptp_nansum_average_fmax_give_numpys_values_and_gradients(backend):
+    rng = np.random.default_rng(2)
+    args = (rng.normal(size=(4, 5)), rng.normal(size=(4, 5)), rng.uniform(0.5, 2, size=5))
+    value, grads = FLIPS[backend].value_and_grad(*args)
+    np.testing.assert_allclose(value, flips_and_friends(*args), rtol=1e-12)
+    for k, grad in enumerate(grads):
+        np.testing.assert_allclose(grad, central_differences(flips_and_friends, args, k),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_nansum_fmax_fmin_treat_nan_as_numpy_does():
+    x, y = np.arange(12.0).reshape(3, 4) - 5, np.full((3, 4), 0.5)
+    x[1, 2] = y[0, 0] = y[1, 2] = np.nan
+    f = compile_grad(lambda x, y: (np.nansum(x * 2), np.fmax(x, y), np.fmin(x, y)))
+    total, high, low = f(x, y)
+    assert total == np.nansum(x * 2)
+    np.testing.assert_array_equal(high, np.fmax(x, y))  # NaN only where both are
+    np.testing.assert_array_equal(low, np.fmin(x, y))

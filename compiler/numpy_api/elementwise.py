@@ -122,6 +122,9 @@ for _name in ("sign", "exp", "expm1", "log", "log1p", "sqrt", "sin", "cos", "tan
 UFUNCS.update({
     np.arctan2: lambda y, x: binary("arctan2", y, x),
     np.hypot: lambda x, y: binary("hypot", x, y),
+    # NaN-ignoring maximum and minimum: the other operand where one is NaN
+    np.fmax: lambda x, y: np.where(y != y, x, np.where(x != x, y, np.maximum(x, y))),
+    np.fmin: lambda x, y: np.where(y != y, x, np.where(x != x, y, np.minimum(x, y))),
     np.floor_divide: lambda x, y: binary("floor_divide", x, y),
     np.remainder: lambda x, y: binary("remainder", x, y),  # np.mod is np.remainder
     np.isnan: lambda x: x != x,  # only NaN differs from itself (kernels never assume no NaN)

@@ -177,3 +177,22 @@ def sliding_window_view(x, window_shape, axis=None, *, subok=False, writeable=Fa
         x = bind("sliding_window", x, axis=axes_of(x, ax if ax >= 0 else ax + ndim)[0],
                  window=window)
     return x
+
+
+@implements(np.flip)
+def flip(m, axis=None):
+    """The array reversed along `axis` (every axis by default): a view, as in NumPy."""
+    m = traced(m)
+    axes = range(m.ndim) if axis is None else axes_of(m, axis)
+    key = tuple(slice(None, None, -1) if k in set(axes) else slice(None) for k in range(m.ndim))
+    return m[key]
+
+
+@implements(np.fliplr)
+def fliplr(m):
+    return flip(m, 1)
+
+
+@implements(np.flipud)
+def flipud(m):
+    return flip(m, 0)

@@ -205,3 +205,44 @@ def diff(a, n=1, axis=-1, prepend=None, append=None):
         a = a[(slice(None),) * axis + (slice(1, None),)] - \
             a[(slice(None),) * axis + (slice(None, -1),)]
     return a
+
+
+@implements(np.ptp)
+def ptp(a, axis=None, out=None, keepdims=False):
+    """Peak to peak: max - min (a tie's gradient split as max's and min's split it)."""
+    no_out("ptp", out)
+    return np.max(a, axis=axis, keepdims=keepdims) - np.min(a, axis=axis, keepdims=keepdims)
+
+
+@implements(np.nansum)
+def nansum(a, axis=None, dtype=None, out=None, keepdims=False, **kw):
+    """The sum with NaNs counted as 0 (they get no gradient, as in JAX)."""
+    no_out("nansum", out, **kw)
+    a = traced(a)
+    if a.dtype.kind == "f":
+        a = np.where(a != a, 0, a)
+    return np.sum(a, axis=axis, dtype=dtype, keepdims=keepdims)
+
+
+@implements(np.average)
+def average(a, axis=None, weights=None, returned=False, *, keepdims=False):
+    """The mean, or the weighted mean sum(a * w) / sum(w) (weights 1-D along `axis`, or of
+    a's shape, as NumPy allows); with `returned`, also the sum of the weights."""
+    a = traced(a)
+    if weights is None:
+        result = np.mean(a, axis=axis, keepdims=keepdims)
+        total = np.sum(np.ones_like(a), axis=axis, keepdims=keepdims)
+    else:
+        w = weights if isinstance(weights, Tracer) else np.asarray(weights)
+        if np.ndim(w) != a.ndim:
+            if axis is None or np.ndim(w) != 1:
+                raise TraceError("average: weights of another shape than the array need an "
+                                 "axis and one dimension", user_loc())
+            axis_index = axes_of(a, axis)[0]
+            w = np.reshape(w, tuple(-1 if k == axis_index else 1 for k in range(a.ndim)))
+            w = np.broadcast_to(w, a.shape)
+        total = np.sum(w, axis=axis, keepdims=keepdims)
+        result = np.sum(a * w, axis=axis, keepdims=keepdims) / total
+    if returned:
+        return result, np.broadcast_to(total, np.shape(result)) if np.ndim(result) else total
+    return result

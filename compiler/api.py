@@ -29,11 +29,11 @@ from compiler.arguments import CallArguments
 from compiler.autodiff import vjp_graph
 from compiler.errors import ArgumentError, TraceError
 from compiler.fastpath import REFUSED, CallPattern, FastCall, TensorCall
+from compiler.gradients_into import backward_into_graph
 from compiler.ir import Graph, rebuild
 from compiler.names import name_values
 from compiler.ops.registry import TRACES
 from compiler.passes import optimize
-from compiler.recording import backward_into_graph
 from compiler.roll import roll
 from compiler.specialization import KINDS, Specialization, verified
 from compiler.specialize import Signature, positions_of, signature_of

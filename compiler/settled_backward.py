@@ -2,7 +2,7 @@
 
 The runtime's general `backward()` on a loss of one compiled call goes through
 `_backward_one_node` and `_stored_into_leaves` (runtime/autograd.py) to the call's
-`GradientsInto` (compiler/recording.py): a few calls and list-building checks over the
+`GradientsInto` (compiler/gradients_into.py): a few calls and list-building checks over the
 site's Tensors, about a microsecond on W1 beside a kernel of about as much. Once the kernels
 that store into `.grad` exist, the compiler writes those same checks out for the site's
 number of Tensors, with the kernel call, and offers the function to the runtime as the
@@ -31,7 +31,7 @@ from runtime.anomaly_mode import _anomaly
 from runtime.autograd import unit_seed
 
 if TYPE_CHECKING:
-    from compiler.recording import GradientsInto
+    from compiler.gradients_into import GradientsInto
 
 
 def settled_backward(into: GradientsInto, n_leaves: int, n_tensors: int,

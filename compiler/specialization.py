@@ -16,10 +16,11 @@ from compiler import pytree
 from compiler.autodiff import split, vjp_graph
 from compiler.checks import CheckedKernel, with_checks
 from compiler.custom import inline_calls
+from compiler.gradients_into import backward_into_graph, compile_backward_into
 from compiler.ir import Graph
 from compiler.names import name_values
 from compiler.passes import optimize
-from compiler.recording import RecordedKernels, backward_into_graph, compile_backward_into
+from compiler.recording import RecordedKernels
 from compiler.specialize import Signature
 from compiler.timings import CompileReport, PhaseTimes, kernel_report
 from compiler.verify import verify

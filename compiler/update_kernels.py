@@ -53,7 +53,7 @@ from compiler.tables import address_of
 from compiler.timings import KernelBuild
 from runtime import Parameter, Tensor
 from runtime.optim import Optimizer
-from runtime.optim.optimizer import set_compiled_update
+from runtime.optim.optimizer import rule_flags, set_compiled_update
 
 _grad_of = operator.attrgetter("_grad")
 _data_of = operator.attrgetter("data")
@@ -348,7 +348,8 @@ class GroupUpdate:
         exec(compile(source, "<a settled optimizer step>", "exec"), namespace)  # noqa: S102
         step = namespace["settled_step"]
         step.source = source  # for people reading a profile
-        self.optimizer._settled_step = namespace.get("settled_optimizer_step")
+        if self.index == 0:
+            self.optimizer._settled_step = namespace.get("settled_optimizer_step")
         return step
 
     def _same_entries(self, settled: _Arrays) -> bool:
@@ -378,14 +379,16 @@ class GroupUpdate:
         options = self._options
         numeric = tuple(k for k, v in options.items() if not isinstance(v, bool))
         flags = tuple((k, v) for k, v in options.items() if isinstance(v, bool))
+        flag_values = rule_flags(options)
         rows: dict[RuleKey, list[tuple[Tensor, list[np.ndarray]]]] = {}
         self._rest = []
         for p, grad in zip(arrays.params, arrays.grads):
             if grad is None:
                 continue
             state = optimizer.state.get(p)
-            if state is not None:  # with the entries the current flags need (a rule's first
-                state = optimizer.complete_state(p, group, options)  # update makes them all)
+            if state is not None:  # with the entries the current flags need (a parameter's
+                # first update, by the rules, makes them all)
+                state = optimizer.complete_state(p, group, flag_values)
             data = p.data
             if state is None or not _takes(data, grad, state):
                 self._rest.append(p)

@@ -65,21 +65,14 @@ def backward(
     with `inputs`, into the `.grad`s of those Tensors only (leaves or results, as PyTorch)."""
     tensors = list(tensors)
     grad_tensors = [None] * len(tensors) if grad_tensors is None else list(grad_tensors)
-    if inputs is not None:
-        seeds = [_seed(t, g, i) for i, (t, g) in enumerate(zip(tensors, grad_tensors,
-                                                                 strict=True))]
-        _backward_graph(tensors, seeds, retain_graph, _only(inputs))
-        return
-    if len(tensors) == 1 == len(grad_tensors):  # `tensor.backward()`
-        root = tensors[0]
-        seed = _seed(root, grad_tensors[0], 0)
-        if root.grad_fn is not None and not root.grad_fn._producers:
-            _backward_one_node(root, seed, retain_graph)
-        else:
-            _backward_graph(tensors, [seed], retain_graph)
-        return
+    only = None if inputs is None else _only(inputs)
     seeds = [_seed(t, g, i) for i, (t, g) in enumerate(zip(tensors, grad_tensors, strict=True))]
-    _backward_graph(tensors, seeds, retain_graph)
+    root = tensors[0] if len(tensors) == 1 else None  # `tensor.backward()`
+    if only is None and root is not None and root.grad_fn is not None \
+            and not root.grad_fn._producers:
+        _backward_one_node(root, seeds[0], retain_graph)
+        return
+    _backward_graph(tensors, seeds, retain_graph, only)
 
 
 def _only(inputs: Sequence[Tensor]) -> dict[Any, Tensor]:

@@ -19,16 +19,16 @@ from typing import Any
 
 import numpy as np
 
+from .arithmetic import BINARY
 from .grad_mode import _mode
 from .tensor import Tensor
 
-_UFUNCS = {"add": (np.add, "+="), "sub": (np.subtract, "-="), "mul": (np.multiply, "*="),
-           "div": (np.true_divide, "/="), "pow": (np.power, "**=")}
+_SYMBOLS = {"add": "+=", "sub": "-=", "mul": "*=", "div": "/=", "pow": "**="}
 
 
 def update(name: str, x: Tensor, other: Any, alpha: Any = 1) -> Tensor:
     """`x <name>= alpha * other` in place (alpha only for add and sub); returns x."""
-    ufunc, symbol = _UFUNCS[name]
+    ufunc, symbol = BINARY[name][0], _SYMBOLS[name]  # the ufunc of `x <name> other`
     _check_recordable(x, other, symbol)
     operand = other.data if isinstance(other, Tensor) else other
     if alpha != 1:

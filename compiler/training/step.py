@@ -79,8 +79,11 @@ class TrainStep:
         self.keep_grads = keep_grads
         leaves, self._tree = pytree.flatten(params)
         self._leaves, self._names = leaves, pytree.paths(self._tree, "param")
+        self._slots: list[_Slot] | None = None  # planned by _replan
+        self.parallel = None
         self._replan()
-        self.parallel = None if comm is None else _data_parallel(self, comm)
+        if comm is not None:
+            self.parallel = _data_parallel(self, comm)
 
     @property
     def max_norm(self) -> float | None:
@@ -109,6 +112,7 @@ class TrainStep:
         """A slot per Parameter (one for a Parameter the tree holds twice: tied weights get
         the sum of their gradients and one update), and each leaf's slot."""
         groups = {id(p): g for g in self.optimizer.param_groups for p in g["params"]}
+        options_of: dict[int, dict] = {}  # rule_options per group, asked once
         slots: list[_Slot] = []
         slot_of: dict[int, int] = {}
         leaf_slots, k = [], 0
@@ -122,7 +126,9 @@ class TrainStep:
                     "no Python): remove them, or train with loss.backward(); opt.step()")
             if id(leaf) not in slot_of:
                 group = groups[id(leaf)]
-                options = self.optimizer.rule_options(group)
+                options = options_of.get(id(group))
+                if options is None:
+                    options = options_of[id(group)] = self.optimizer.rule_options(group)
                 flags = {n: v for n, v in options.items() if isinstance(v, bool)}
                 numeric = [n for n, v in options.items() if not isinstance(v, bool)]
                 slot_of[id(leaf)] = len(slots)
@@ -138,7 +144,7 @@ class TrainStep:
         Parameter frozen or unfrozen, an optimizer flag such as nesterov changed)."""
         slots, leaf_slots = self._plan()
         self._leaf_changes = Tensor._leaf_changes
-        old = getattr(self, "_slots", None)
+        old = self._slots
         if old is not None and [s.traced_as() for s in slots] == [s.traced_as() for s in old]:
             return
         if old is not None and self.parallel is not None:
@@ -163,11 +169,13 @@ class TrainStep:
         groups = self.optimizer.param_groups
         if groups == self._groups_seen and self._leaf_changes == Tensor._leaf_changes:
             return self._hypers
-        self._replan()  # a flag, requires_grad or a hook may have changed what to trace
-        options = {}
+        options = {id(g): self.optimizer.rule_options(g) for g in groups}
+        if self._leaf_changes != Tensor._leaf_changes or any(
+                id(slot.group) not in options
+                or slot.flags != {n: v for n, v in options[id(slot.group)].items()
+                                  if isinstance(v, bool)} for slot in self._slots):
+            self._replan()  # requires_grad, a hook or a flag may change what to trace
         for slot in self._slots:
-            if id(slot.group) not in options:
-                options[id(slot.group)] = self.optimizer.rule_options(slot.group)
             for name, i in slot.hyper_index.items():
                 self._hypers[i] = options[id(slot.group)][name]
         self._hypers[-1] = -1.0 if self.max_norm is None else self.max_norm

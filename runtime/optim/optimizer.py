@@ -31,6 +31,11 @@ CompiledUpdate = Callable[[dict[str, Any]], list[Tensor]]
 _compiled_update: Callable[[Any, int], CompiledUpdate] | None = None
 
 
+def rule_flags(options: dict[str, Any]) -> tuple[bool, ...]:
+    """The structural options of a rule (its bools), which decide the state's entries."""
+    return tuple(v for v in options.values() if isinstance(v, bool))
+
+
 def set_compiled_update(factory: Callable[[Any, int], CompiledUpdate] | None) -> None:
     """Register (or, with None, remove) the factory of compiled group updates."""
     global _compiled_update
@@ -83,18 +88,18 @@ class Optimizer:
         raise NotImplementedError
 
     def complete_state(self, param: Tensor, group: dict[str, Any],
-                       options: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+                       flags: tuple | None = None) -> dict[str, np.ndarray]:
         """`param`'s state, made on its first update, with the entries that the group's current
         options need added fresh where missing: an option turned on mid-training (SGD's
         momentum from 0, say) starts its entries as PyTorch does, from the next gradient.
-        Entries an option no longer uses stay, unread, as in PyTorch. `options`, if given, is
-        `rule_options(group)`."""
+        Entries an option no longer uses stay, unread, as in PyTorch. `flags`, if given, is
+        `rule_flags(rule_options(group))`, computed once for a group's parameters."""
         state = self.state.get(param)
         if state is None:
             state = self.state[param] = self.init_state(param, group)
             return state
-        options = self.rule_options(group) if options is None else options
-        flags = tuple(v for v in options.values() if isinstance(v, bool))
+        if flags is None:
+            flags = rule_flags(self.rule_options(group))
         needed = self._entries.get(flags)
         if needed is None or not needed <= state.keys():
             fresh = self.init_state(param, group)
@@ -168,12 +173,13 @@ class Optimizer:
             else:
                 params = group["params"]
             options = self.rule_options(group)
+            flags = rule_flags(options)
             shared = []  # parameters that may share calls of the rule (see foreach)
             for p in params:
                 grad = p._grad
                 if grad is None:
                     continue
-                state = self.complete_state(p, group, options)
+                state = self.complete_state(p, group, flags)
                 if self.elementwise and state:  # stateless rules are too short to share
                     shared.append((p, grad, state))
                 else:

@@ -45,6 +45,27 @@ class AnomalyError(GradfuseError, FloatingPointError):
         super().__init__(message)
 
 
+class KernelIndexError(GradfuseError, IndexError):
+    """An index out of bounds, found by a kernel's check before it reads: at which of the
+    user's lines, which index, and the axis it indexes (NumPy's IndexError, in its words).
+
+    A generated module subclasses it with `SITES`, one `(where, statement, axis)` per check
+    in its kernels (compiler/codegen/prelude.py `HelperSet.index_site`); the kernel raises
+    the subclass with `(site, index, size)`, numbers only, and the text is made here.
+    """
+
+    SITES: tuple[tuple[str, str, int | None], ...] = ()
+
+    def __str__(self) -> str:
+        if len(self.args) != 3 or not 0 <= self.args[0] < len(self.SITES):
+            return super().__str__()
+        site, index, size = self.args
+        where, statement, axis = self.SITES[site]
+        on_axis = f"axis {axis} with size {size}" if axis is not None else f"size {size}"
+        shown = f"\n    {statement}" if statement else ""
+        return f"{where}: index {index} is out of bounds for {on_axis}{shown}"
+
+
 class InternalError(RuntimeError):
     """gradfuse produced code that numba rejected: a bug in gradfuse, not the user's code."""
 

@@ -280,9 +280,13 @@ def test_out_of_range_gather_indices_raise_index_error():
     assert gather(table, np.array([0, 3, -4])) == 6.0
     assert gather(table, np.int64(-1)) == 2.0  # a scalar index
     assert pick(table, np.array([1, 0, -2, 1])) == 4.0
-    for bad in (lambda: gather(table, np.array([0, 4, 1])), lambda: gather(table, np.int64(-5)),
-                lambda: pick(table, np.array([0, 2, 0, 0]))):
-        with pytest.raises(IndexError, match="out of bounds"):
+    for bad, message in [
+            (lambda: gather(table, np.array([0, 4, 1])), r"index 4 is out of bounds for axis 0 "
+             r"with size 4\n    return np.sum\(table\[ids\]\)"),
+            (lambda: gather(table, np.int64(-5)), "index -5 is out of bounds for axis 0"),
+            (lambda: pick(table, np.array([0, 2, 0, 0])), "index 2 is out of bounds for axis 1 "
+             r"with size 2\n    return np.sum\(np.take_along_axis")]:
+        with pytest.raises(IndexError, match=r"test_codegen_units.py:\d+: " + message):
             bad()
 
 

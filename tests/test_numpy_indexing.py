@@ -18,6 +18,7 @@ from gradcheck import check_interpreted_gradient as fd_check
 from source_lines import marked_line
 
 from compiler import TraceError, UnsupportedError, compile_grad, scan
+from compiler.errors import KernelIndexError
 from runtime import functional as F
 
 torch = pytest.importorskip("torch")
@@ -166,12 +167,25 @@ def test_positions_the_kernel_computes_are_checked_too():
     fd_check(shifted_rows, [x, np.int64(1), np.array([1, 2, 0])])
     np.testing.assert_allclose(grad, interpreted(shifted_rows).grad(x, np.int64(1),
                                                                     np.array([1, 2, 0])))
-    with pytest.raises(IndexError, match="out of bounds"):  # row 4 of 4
-        COMPILED_SHIFTED(x, np.int64(3), np.array([1, 2, 0]))
-    with pytest.raises(IndexError, match="out of bounds"):  # row 5 of 4
-        COMPILED_SHIFTED(x, np.int64(0), np.array([1, 3, 0]))
-    with pytest.raises(IndexError, match="out of bounds"):  # row -5 of 4
+    # The error is NumPy's, at the user's line, with the statement (KernelIndexError)
+    line = shifted_rows.__code__.co_firstlineno + 2
+    with pytest.raises(KernelIndexError, match=rf"test_numpy_indexing.py:{line}: index 4 is "
+                       r"out of bounds for axis 0 with size 4\n    return np.sum\(x\[i \+ 1\]"):
+        COMPILED_SHIFTED(x, np.int64(3), np.array([1, 2, 0]))  # row 4 of 4
+    with pytest.raises(IndexError, match=rf"{line}: index 5 is out of bounds for axis 0 with "
+                                         "size 4"):
+        COMPILED_SHIFTED(x, np.int64(0), np.array([1, 3, 0]))  # row 5 of 4
+    with pytest.raises(IndexError, match=rf"{line}: index -5 is out of bounds"):  # row -5 of 4
         COMPILED_SHIFTED(x, np.int64(-6), np.array([1, 2, 0]))
+
+
+def test_a_slice_with_traced_bounds_is_refused_saying_what_to_write_instead():
+    def window(x, i):
+        return np.sum(x[i:i + 2])
+
+    with pytest.raises(UnsupportedError, match=r"test_numpy_indexing.py:\d+: a slice whose "
+                       r"bounds are traced values .* np.take\(x, i \+ np.arange\(2\), axis=0\)"):
+        compile_grad(window)(np.arange(5.0), np.int64(1))
 
 
 # --- one-hot and identity matrices --------------------------------------------------------------

@@ -190,7 +190,8 @@ class KernelWriter:
                 if indices.shape == () and indices.id not in nest.member_ids and \
                         key not in self.reader.checked and not in_range(indices, n):
                     check = self.helpers.use("_check_scalar_index", np.int64)
-                    self.line(f"{check}({self.reader.read(indices, ())}, {key[1]})")
+                    site = self.helpers.index_site(node, node.attrs.get("axis", 0))
+                    self.line(f"{check}({self.reader.read(indices, ())}, {key[1]}, {site})")
                     self.reader.checked.add(key)
             for x in node.inputs:
                 if x.id in self.plan.views and x.id not in seen:
@@ -222,7 +223,8 @@ class KernelWriter:
                 checked.add((name, n))
                 check = self.helpers.use("_check_scalar_index" if is_scalar else "_check_index",
                                          np.int64)
-                self.line(f"{check}({name}, {n})")
+                site = self.helpers.index_site(node, node.attrs.get("axis", 0))
+                self.line(f"{check}({name}, {n}, {site})")
         for node in self.graph.inputs:
             if node.shape == () and not self.is_body:  # 0-d arrays: read once, as a scalar
                 self.line(f"{self.names[node.id]} = {self.arrays[node.id]}[()]")

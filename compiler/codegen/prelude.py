@@ -30,11 +30,11 @@ def _wrap(index, n):
     return index + n if index < 0 else index
 ''',
     "_checked_wrap": '''
-def _checked_wrap(index, n):
+def _checked_wrap(index, n, site):
     # a position the kernel computed (xs[i + 1]) is checked where it is read: numba reads
     # out of bounds silently
     if index < -n or index >= n:
-        raise IndexError("index out of bounds for the gathered axis")
+        raise IndexOutOfBounds(site, index, n)
     return index + n if index < 0 else index
 ''',
     "_check_finite": '''
@@ -45,16 +45,16 @@ def _check_finite(x, site):
     return x
 ''',
     "_check_index": '''
-def _check_index(indices, n):
+def _check_index(indices, n, site):
     for index in indices.flat:
         if index < -n or index >= n:
-            raise IndexError("index out of bounds for the gathered axis")
+            raise IndexOutOfBounds(site, index, n)
 ''',
     "_check_scalar_index": '''
-def _check_scalar_index(index, n):
+def _check_scalar_index(index, n, site):
     # a scalar: a loop body's 0-d index (fori_loop's i), a position computed before a loop
     if index < -n or index >= n:
-        raise IndexError("index out of bounds for the gathered axis")
+        raise IndexOutOfBounds(site, index, n)
 ''',
 }
 
@@ -106,6 +106,7 @@ class HelperSet:
         self._stack: set[str] = set()
         self.uses_vector_math = False
         self.uses_math = False  # an elementwise template calls Python's math module
+        self._index_sites: dict[tuple[str, str, int | None], int] = {}
 
     def vector_math(self, name: str) -> str:
         """The call for NumPy's `name` (np.exp ...) through compiler.codegen.vecmath."""
@@ -126,6 +127,15 @@ class HelperSet:
             self._used.setdefault(generated, _per_dtype_source(name, dtype))
             return generated
         raise KeyError(f"generated code calls unknown helper {name!r}")
+
+    def index_site(self, node, axis: int | None) -> int:
+        """The number that a check of `node`'s indices raises with (the module's
+        `IndexOutOfBounds`, compiler.errors.KernelIndexError): the user's line and statement
+        and the axis indexed, recorded for the error's text."""
+        loc = node.loc
+        site = (str(loc), loc.text.strip(), axis) if loc is not None else \
+            (f"{node.op} in a kernel", "", axis)
+        return self._index_sites.setdefault(site, len(self._index_sites))
 
     def stack_array(self, name: str) -> str:
         """The name to call for compiler.codegen.stack's `name` (`zeros`, `full`): an array in
@@ -165,11 +175,18 @@ class HelperSet:
         if self._stack:
             names = ", ".join(f"{name} as _stack_{name}" for name in sorted(self._stack))
             lines.append(f"from compiler.codegen.stack import {names}")
-        if self._errors:
-            lines.append(f"from compiler.errors import {', '.join(sorted(self._errors))}")
+        errors = self._errors | ({"KernelIndexError"} if self._index_sites else set())
+        if errors:
+            lines.append(f"from compiler.errors import {', '.join(sorted(errors))}")
         return lines
 
     def source(self) -> str:
-        """The helpers' definitions, sorted by name so the text is deterministic."""
-        return "\n\n".join(f"{_DECORATOR}{self._used[name].rstrip()}\n"
-                           for name in sorted(self._used))
+        """The helpers' definitions, sorted by name so the text is deterministic, after the
+        module's index error (its sites numbered as the kernels raise them)."""
+        parts = [f"{_DECORATOR}{self._used[name].rstrip()}\n" for name in sorted(self._used)]
+        if self._index_sites:
+            sites = "".join(f"        {site!r},\n" for site in self._index_sites)
+            parts.insert(0, "class IndexOutOfBounds(KernelIndexError):\n"
+                            "    # (the user's line, its statement, the axis) per check\n"
+                            f"    SITES = (\n{sites}    )\n")
+        return "\n\n".join(parts)

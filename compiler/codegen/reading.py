@@ -103,14 +103,16 @@ class Reader:
         """Read view `view` at `index` by reading its input at the mapped index."""
         return lowering_of(view).read(self, view, index)
 
-    def gathered(self, indices: Node, index: Index, n: Dim) -> str:
-        """The position read from `indices` at `index`, wrapped like NumPy's negative indices,
-        and checked against `n` unless the kernel checked it first or it is in range by
-        construction (a constant against a static axis was checked when it was traced)."""
+    def gathered(self, node: Node, indices: Node, index: Index, n: Dim) -> str:
+        """The position that `node` (a gather or scatter) reads from `indices` at `index`,
+        wrapped like NumPy's negative indices, and checked against `n` unless the kernel
+        checked it first or it is in range by construction (a constant against a static axis
+        was checked when it was traced); a failed check names `node`'s line."""
         position = self.read(indices, index)
         if (indices.id, dim_text(n)) not in self.checked and not in_range(indices, n):
+            site = self.helpers.index_site(node, node.attrs.get("axis", 0))
             return f"{self.helpers.use('_checked_wrap', indices.dtype)}({position}, " \
-                   f"{dim_text(n)})"
+                   f"{dim_text(n)}, {site})"
         if never_negative(indices):
             return position
         return f"{self.helpers.use('_wrap', indices.dtype)}({position}, {dim_text(n)})"

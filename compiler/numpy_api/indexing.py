@@ -275,6 +275,12 @@ def _is_index_array(k) -> bool:
 
 
 def _slice_spec(k: slice, d, dim_value):
+    if any(isinstance(bound, Tracer) for bound in (k.start, k.stop, k.step)):
+        raise UnsupportedError(
+            "a slice whose bounds are traced values (x[i:i + 2] with i an argument or a loop "
+            "index) is not supported: the length of the result must be known when tracing. "
+            "Take the positions instead, np.take(x, i + np.arange(2), axis=0), which checks "
+            "them against the axis when the kernel runs", user_loc())
     if isinstance(d, Sym):
         if k.start in (None, 0) and k.stop is None and k.step in (None, 1):
             return (0, d, 1)

@@ -11,6 +11,7 @@ from the user's frames once the trace is over; both come from compiler/user_code
 from __future__ import annotations
 
 import functools
+import linecache
 import operator
 import sys
 from collections.abc import Callable
@@ -99,6 +100,9 @@ class Builder:
             if array is None:
                 raise TraceError(f"cannot use a {type(value).__name__} as an array "
                                  f"in a traced function", user_loc())
+        if array.dtype.kind not in _NUMERIC_KINDS:
+            raise TraceError(f"{_shown(value)} is used as an array here, but kernels compute "
+                             "on real numbers only (bool, int, float)", user_loc())
         return Node("const", (), {"value": array}, TensorType(array.dtype, array.shape))
 
     def emit(self, op: str, inputs: tuple, attrs: dict[str, Any]) -> Tracer:
@@ -397,6 +401,32 @@ def building(builder: Builder):
         builders.pop()
 
 
+_NUMERIC_KINDS = "biuf"  # what kernels compute on: no complex, strings, dates or objects
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"
+
+
+def _check_returned(fn: Callable, name: str, leaves: list) -> None:
+    """Refuse a returned leaf that is no number (a string, say), at `fn`'s definition: the
+    return statement has run, so no line of it is on the stack any more."""
+    for leaf in leaves:
+        if isinstance(leaf, Tracer | SymDim | runtime.Tensor):
+            continue
+        kind = np.asarray(leaf).dtype.kind if isinstance(leaf, bool | int | float | complex
+                                                            | np.ndarray | np.generic) else "O"
+        if kind not in _NUMERIC_KINDS:
+            code = getattr(fn, "__code__", None)
+            loc = SourceLoc(code.co_filename, code.co_firstlineno, linecache.getline(
+                code.co_filename, code.co_firstlineno)) if code else None
+            raise TraceError(
+                f"{name} returns {_shown(leaf)}: a compiled function returns arrays and "
+                "numbers (alone, or in dicts, lists and tuples); return anything else from a "
+                "plain Python function that calls it", loc)
+
+
 def trace(fn: Callable, input_types: list[TensorType], input_names: list[str],
           build_args: Callable[[list[Tracer]], tuple[tuple, dict]],
           sym_hints: dict[Sym, int], name: str) -> tuple[Graph, pytree.TreeDef]:
@@ -414,6 +444,7 @@ def trace(fn: Callable, input_types: list[TensorType], input_names: list[str],
             if builder.deferred_error is not None:
                 raise builder.deferred_error
             out_leaves, out_tree = pytree.flatten(result)
+            _check_returned(fn, name, out_leaves)
             outputs = [builder.lift(leaf, []) for leaf in out_leaves]
     finally:
         builder.user_frames = None

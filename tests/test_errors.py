@@ -115,6 +115,29 @@ def test_non_array_argument_is_refused():
         f(np.ones(3), "fast")
 
 
+def returns_a_note(x):  # marker: returns a note
+    return np.sum(x), "done"
+
+
+def test_returning_a_string_is_refused_at_the_function():
+    # was a NotImplementedError "no literal for dtype <U4" from code generation
+    f = compile_grad(returns_a_note, backend="interpreter")
+    with pytest.raises(TraceError, match=rf"{HERE}:{line_of('marker: returns a note')}: "
+                       r"returns_a_note returns 'done' \(str\): a compiled function returns "
+                       "arrays and numbers"):
+        f(np.ones(3))
+
+
+def test_a_complex_constant_is_refused_at_its_line():
+    def f(x):
+        return np.sum(x) * (1 + 2j)  # marker: complex constant
+
+    with pytest.raises(TraceError, match=rf"{HERE}:{line_of('marker: complex constant')}: "
+                       r"\(1\+2j\) \(complex\) is used as an array here, but kernels compute "
+                       "on real numbers only"):
+        compile_grad(f, backend="interpreter")(np.ones(3))
+
+
 def test_boolean_mask_indexing_explains():
     f = compile_grad(lambda x: np.sum(x[x > 0]), backend="interpreter")
     with pytest.raises(UnsupportedError, match="boolean masks have a data-dependent shape"):

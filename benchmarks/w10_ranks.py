@@ -21,6 +21,7 @@ from mpi4py import MPI  # noqa: E402
 
 from benchmarks import steps, w4_mlp_large  # noqa: E402
 from benchmarks.harness import Config, Impl, Timing, check_agreement, time_rows  # noqa: E402
+from benchmarks.w10_data_parallel import BUSY_BOUND  # noqa: E402
 from compiler.training import allreduce as sums  # noqa: E402
 from compiler.training import train_step  # noqa: E402
 from compiler.training.allreduce import ALLREDUCE_VARIABLE  # noqa: E402
@@ -142,6 +143,18 @@ def main(out: str) -> None:
                     lambda: one.subject(*share(problem.batch, 0, 2)), None, one.setup,
                     number=STEPS_PER_BATCH)
         steps_rows.update(time_rows([one, half], CONFIG))
+    else:  # every rank steps alone on its share at the same time: what two ranks could do
+        # without an all-reduce, each core's memory traffic slowing the other (the 2-rank
+        # bound of this machine, below the bound of one process on half the batch)
+        alone = steps.gradfuse_step(problem, w4_mlp_large.mlp_cross_entropy)
+
+        def setup() -> None:
+            alone.setup()
+            comm.Barrier()
+
+        busy = Impl(BUSY_BOUND, lambda: alone.subject(*mine), None, setup,
+                    number=STEPS_PER_BATCH)
+        steps_rows.update(time_rows([busy], CONFIG))
     impls = {}
     for allreduce, sum_in_update in TWO_RANK_ROWS if ranks > 1 else (("mpi", 1),):
         os.environ[ALLREDUCE_VARIABLE] = allreduce

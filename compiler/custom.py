@@ -17,6 +17,7 @@ any other ops.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import numpy as np
@@ -42,11 +43,19 @@ class CustomCall:
 
 
 class custom_vjp:  # noqa: N801 -- named like jax.custom_vjp, used as a decorator
-    """A NumPy function with its own VJP rule `rule(g, out, *inputs) -> cotangents`."""
+    """A NumPy function with its own VJP rule `rule(g, out, *inputs) -> cotangents`.
+
+    The inputs are every parameter of the function, by position: keyword arguments are
+    placed and defaults filled in (as in JAX), so the rule returns one cotangent per
+    parameter however the function was called."""
 
     def __init__(self, fn: Callable) -> None:
         self.fn = fn
         self.rule: Callable | None = None
+        try:
+            self._signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):
+            self._signature = None
         self.__name__ = getattr(fn, "__name__", "custom_vjp")
         self.__doc__ = fn.__doc__
 
@@ -54,7 +63,8 @@ class custom_vjp:  # noqa: N801 -- named like jax.custom_vjp, used as a decorato
         self.rule = rule
         return rule
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
+        args = self._positional(args, kwargs)
         builder = current_builder()
         if builder is None:  # plain NumPy values: just run it
             return self.fn(*args)
@@ -70,6 +80,24 @@ class custom_vjp:  # noqa: N801 -- named like jax.custom_vjp, used as a decorato
             raise TraceError(f"custom_vjp function {self.__name__} must return one array",
                              user_loc())
         return builder.emit("custom_call", tuple(inputs), {"call": CustomCall(self, graph)})
+
+
+    def _positional(self, args: tuple, kwargs: dict) -> tuple:
+        """Every input of the function by position, keywords placed and defaults filled in
+        (as JAX's custom_vjp does): the node and the rule take them so, one cotangent each."""
+        signature = self._signature
+        if signature is None:  # a callable without one: its inputs are what the call gives
+            return args
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as err:
+            raise TypeError(f"{self.__name__}(): {err}") from None
+        bound.apply_defaults()
+        if bound.kwargs:
+            raise TypeError(f"custom_vjp function {self.__name__} takes its inputs by "
+                            "position (its rule receives them so): it cannot have keyword-only "
+                            "parameters or **kwargs")
+        return bound.args
 
 
 def _infer(*types: TensorType, call: CustomCall) -> TensorType:
@@ -88,9 +116,27 @@ def _vjp(g, out, *inputs, call: CustomCall):
     if not isinstance(cotangents, (tuple, list)) or len(cotangents) != len(inputs):
         raise TraceError(f"the VJP rule of {call} must return a tuple of {len(inputs)} "
                          f"cotangent(s), one per input (None for no gradient)", user_loc())
+    for k, (c, x) in enumerate(zip(cotangents, inputs)):
+        if isinstance(c, Tracer) and not _expands_to(x.shape, c.shape):
+            raise TraceError(f"the VJP rule of {call} returned a cotangent of shape "
+                             f"{_shape(c)} for input {k}, whose shape is {_shape(x)}: each "
+                             "cotangent has its input's shape (or one the input broadcasts "
+                             "to, summed as in PyTorch)", user_loc())
     # A rule may return plain numbers (say 0.0); they become arrays of the input's shape.
     return tuple(c if c is None or isinstance(c, Tracer) else np.zeros_like(x) + c
                  for c, x in zip(cotangents, inputs))
+
+
+def _expands_to(shape: tuple, target: tuple) -> bool:
+    """Whether an input of `shape` broadcasts to a cotangent of `target` (which the reverse
+    pass then sums back to `shape`, as PyTorch does for a Function's gradient)."""
+    if len(shape) > len(target):
+        return False
+    return all(d == t or d == 1 for d, t in zip(shape[::-1], target[::-1]))
+
+
+def _shape(x: Tracer) -> tuple:
+    return tuple(d if isinstance(d, int) else str(d) for d in x.shape)
 
 
 register(OpDef("custom_call", "call", _infer, _impl, _vjp, lowering=Inlined(),

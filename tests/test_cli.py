@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from compiler.cli import main
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = str(ROOT / "examples" / "mlp.gf")  # the DSL file every command is tried on
 SPRINGS = str(ROOT / "examples" / "spring_chain.gf")  # a counted loop (fori_loop)
@@ -98,6 +100,49 @@ def test_bad_usage_exits_with_status_2(args, message):
     result = gradfuse(*args)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    # each ran and failed with a traceback (StatisticsError, ValueError, ZeroDivisionError),
+    # or ran and reported nothing true (a check of no samples, a negative tolerance)
+    (("time", MODEL, "--repeat", "0"), "argument --repeat: expected a positive int, got '0'"),
+    (("check", MODEL, "--samples", "-2"), "argument --samples: expected a positive int"),
+    (("check", MODEL, "--samples", "0"), "argument --samples: expected a positive int"),
+    (("check", MODEL, "--eps", "0"), "argument --eps: expected a positive float, got '0'"),
+    (("check", MODEL, "--tol", "-1"), "argument --tol: expected a positive float, got '-1'"),
+    (("check", MODEL, "--tol", "nan"), "argument --tol: expected a positive float"),
+    # a dimension no argument has was ignored
+    (("ir", MODEL, "--dim", "M=3"), "--dim M=...: no argument of loss has a dimension named M "
+                                    "(its dimensions: N)"),
+])
+def test_bad_numbers_and_unknown_dimensions_are_usage_errors(args, message, capsys):
+    try:
+        status = main(list(args))
+    except SystemExit as exit_:  # argparse's own checks
+        status = exit_.code
+    assert status == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("def f(w:\n    return w\n", "cannot import {path}: '(' was never closed at line 1"),
+    ("import numpy as np\nraise RuntimeError('boom')\n",
+     "cannot import {path} (line 2): RuntimeError: boom"),
+])
+def test_a_python_file_that_fails_to_import_exits_with_status_1(tmp_path, text, message,
+                                                                  capsys):
+    path = tmp_path / "broken_model.py"  # was a traceback of the CLI's own import code
+    path.write_text(text)
+    assert main(["ir", f"{path}:f", "--shape", "w=3"]) == 1
+    err = capsys.readouterr().err
+    assert message.format(path=path) in err and "Traceback" not in err
+
+
+def test_an_output_file_that_cannot_be_written_exits_with_status_1(tmp_path, capsys):
+    missing = tmp_path / "no" / "such" / "dir" / "mlp.dot"
+    assert main(["graph", MODEL, "--backend", "interpreter", "-o", str(missing)]) == 1
+    assert f"gradfuse graph: cannot write {missing}: No such file or directory" in \
+        capsys.readouterr().err
 
 
 def test_a_python_function_needs_shapes(python_models):

@@ -97,3 +97,48 @@ def test_rule_with_wrong_arity_is_reported():
     f = compile_grad(lambda x: np.sum(bad(x, 2.0)), backend="interpreter")
     with pytest.raises(TraceError, match="must return a tuple of 2 cotangent"):
         f.grad(np.ones(2))
+
+
+@custom_vjp
+def shifted(x, shift=0.0, scale=1.0):
+    return (x + shift) * scale
+
+
+@shifted.defvjp
+def shifted_vjp(g, out, x, shift, scale):
+    # shift's and scale's cotangents have x's shape: summed to their scalar shape, as PyTorch
+    # sums a Function's gradient that the input broadcasts to
+    return g * scale, g * scale, g * (x + shift)
+
+
+def shifted_loss(x, s):
+    return np.sum(shifted(x, scale=s) ** 2) + np.sum(shifted(x, s) * x)
+
+
+def test_keyword_arguments_and_defaults_reach_the_function_and_its_rule_by_position():
+    # a keyword argument was a bare TypeError from custom_vjp.__call__, and a default was not
+    # passed to the rule (which got as many inputs as the call gave)
+    x, s = np.linspace(-1.0, 1.0, 6).reshape(2, 3), np.array(1.5)
+    np.testing.assert_allclose(shifted(x, scale=2.0), 2.0 * x)
+    f = compile_grad(shifted_loss, wrt=(0, 1), backend="interpreter")
+    assert f(x, s) == pytest.approx(np.sum((x * s) ** 2) + np.sum((x + s) * x))
+    gx, gs = f.grad(x, s)  # closed forms: d/dx = 2 s^2 x + 2x + s, d/ds = 2 s sum(x^2) + sum(x)
+    np.testing.assert_allclose(gx, 2 * s**2 * x + 2 * x + s, rtol=1e-12)
+    assert gs == pytest.approx(2 * s * np.sum(x**2) + np.sum(x), rel=1e-12)
+    with pytest.raises(TypeError, match=r"shifted\(\): .*'offset'"):
+        shifted(x, offset=1.0)
+
+
+def test_a_cotangent_of_another_shape_is_reported_naming_the_rule():
+    @custom_vjp
+    def total(x):
+        return np.sum(x)
+
+    @total.defvjp
+    def total_vjp(g, out, x):
+        return (g * np.ones(3),)  # x is (4, 3): each row needs its own cotangent
+
+    f = compile_grad(lambda x: total(x) * 2.0, backend="interpreter")
+    with pytest.raises(TraceError, match=r"the VJP rule of total returned a cotangent of shape "
+                                         r"\(3,\) for input 0, whose shape is \(4, 3\)"):
+        f.grad(np.ones((4, 3)))  # was "reshape: cannot reshape an array of shape (3,) ..."

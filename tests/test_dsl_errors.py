@@ -80,6 +80,27 @@ def test_while_suggests_a_counted_loop():
     assert_points_at(err, 4, 9, "break")
 
 
+@pytest.mark.parametrize("line, column, reason", [
+    # each was "unexpected ..." with no word of what to write instead
+    ("y = x.T", 10, "attributes and methods are not part of the DSL: call functions instead "
+                    "(transpose(x), not x.T"),
+    ("y = x.sum()", 10, "attributes and methods are not part of the DSL"),
+    ("y += x", 7, "augmented assignment ('+=') is not part of the DSL: write y = y + ..."),
+    ("y **= 2", 7, "augmented assignment ('**=') is not part of the DSL: write y = y ** ..."),
+    ("y[0] = 1.0", 6, "assigning into an array is not part of the DSL"),
+    ("y = where(x > 0 and x < 1, x, 0.0)", 21, "'and' is not part of the DSL: combine "
+                                               "conditions elementwise with & (and)"),
+    ("y = where(not x, x, 0.0)", 15, "'not' is not part of the DSL"),
+    ("y = where(0 < x < 1, x, 0.0)", 21, "comparisons do not chain in the DSL: write "
+                                         "(a < x) & (x < b)"),
+    ("g = lambda z: z", 9, "'lambda' is not part of the DSL: define the function with def"),
+])
+def test_python_the_dsl_lacks_says_what_to_write(line, column, reason):
+    err = error_of(f"def f(x):\n    y = x\n    {line}\n    return y\n")
+    assert reason in err.reason
+    assert_points_at(err, 3, column, line)
+
+
 def test_bad_indentation():
     err = error_of("def f(x):\n        y = x\n    return y\n")
     assert err.reason == "unindent does not match any outer indentation level"

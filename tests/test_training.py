@@ -127,6 +127,60 @@ def test_a_callback_sees_every_epoch_by_default():
     assert history.losses.shape == (12,)
 
 
+def test_a_callback_sees_the_losses_of_the_steps_done_so_far():
+    # history.losses was the whole run's buffer, NaN past the epoch done: losses[-1] was NaN
+    params, opt = fresh("SGD", dict(lr=0.05))
+    seen = []
+
+    def callback(epoch, history):
+        seen.append((epoch, history.losses.copy(), history.epoch_losses.copy()))
+
+    history = fit(mlp_loss, params, opt, (X, Y), epochs=3, batch_size=20, progress=False,
+                  callback=callback)
+    for epoch, losses, epoch_losses in seen:
+        assert losses.shape == (3 * (epoch + 1),) and np.all(np.isfinite(losses))
+        np.testing.assert_array_equal(losses, history.losses[:losses.size])
+        np.testing.assert_array_equal(epoch_losses, history.epoch_losses[:epoch + 1])
+
+
+def aux_loss(params, X, y):
+    pred = init.mlp(params, X)
+    return F.mse_loss(pred, y), {"mae": np.mean(np.abs(pred - y)), "W0": params["W0"]}
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_a_loss_with_aux_values_trains_and_returns_them(backend):
+    # has_aux=True: the step's outputs were shifted by the aux leaves, so the kernel stored
+    # them into the parameters (an InternalError from numba, or a silently wrong update)
+    loss_fn = compile_grad(aux_loss, has_aux=True, backend=backend)
+    batches = [np.arange(0, 20), np.arange(20, 50)]
+    expected, expected_losses = reference_steps("Adam", dict(lr=0.01), batches)
+    params, opt = fresh("Adam", dict(lr=0.01))
+    step = train_step(loss_fn, params, opt, keep_grads=True)
+    for rows, expected_loss in zip(batches, expected_losses):
+        before = params["W0"].data.copy()
+        (value, aux), grads = compile_grad(aux_loss, has_aux=True, backend="interpreter") \
+            .value_and_grad({k: p.data.copy() for k, p in params.items()}, X[rows], Y[rows])
+        loss, got = step(X[rows], Y[rows])
+        assert loss == pytest.approx(expected_loss, rel=1e-12)
+        assert got["mae"] == pytest.approx(aux["mae"], rel=1e-12)
+        np.testing.assert_array_equal(got["W0"], before)  # the value before the update
+        np.testing.assert_allclose(params["W1"].grad, grads["W1"], rtol=1e-12)
+    assert_same_params(params, expected)
+
+    params, opt = fresh("Adam", dict(lr=0.01))
+    history = fit(loss_fn, params, opt, (X, Y), epochs=1, batch_size=20, shuffle=False,
+                  progress=False)
+    np.testing.assert_allclose(history.losses, reference_steps(
+        "Adam", dict(lr=0.01), [np.arange(0, 20), np.arange(20, 40), np.arange(40, 50)])[1],
+        rtol=1e-12)
+    micro = [(X[:10], Y[:10]), (X[10:], Y[10:])]
+    reference = compile_grad(aux_loss, has_aux=True, backend="interpreter")
+    maes = [reference({k: p.data.copy() for k, p in params.items()}, *b)[1]["mae"] for b in micro]
+    loss, auxes = train_step(loss_fn, params, opt).accumulate(micro)
+    assert [a["mae"] for a in auxes] == pytest.approx(maes, rel=1e-12)
+
+
 def test_a_second_fit_reuses_the_compiled_step_and_carries_on():
     expected, opt_expected = fresh("SGD", dict(lr=0.05, momentum=0.9))
     fit(mlp_loss, expected, opt_expected, (X, Y), epochs=3, batch_size=20, shuffle=False,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from compiler import compile_grad
+from compiler.errors import ArgumentError
 from compiler.training import TrainStep, fit, train_step
 from runtime import Parameter, optim
 
@@ -110,6 +111,8 @@ def test_fit_keeps_apart_a_list_of_layers_with_the_same_keys():
     ((X[:0], Y[:0]), dict(epochs=1), "data has no rows"),
     ((), dict(epochs=1), "data is empty"),
     ((X, Y[:5]), dict(epochs=1), "share their first axis"),
+    (X, dict(epochs=1), "data must be a tuple of arrays .* got a ndarray"),  # X's rows were data
+    ({"X": X, "y": Y}, dict(epochs=1), "data must be a tuple of arrays .* got a dict"),
 ])
 def test_fit_refuses_arguments_that_would_train_on_nothing(data, options, message):
     params = layers()
@@ -206,3 +209,29 @@ def test_leaf_names_are_unique_and_readable():
     _, tree = pytree.flatten({"a": {"b_c": 0, "x": 0}, "a_b": {"c": 0, "x": 0}})
     names = pytree.paths(tree, "p")  # full paths that read alike are numbered
     assert len(set(names)) == 4 and names[:2] == ["b_c", "a_x"]
+
+
+def scaled_loss(W, X, y, scale):
+    return scale * np.mean((X @ W - y) ** 2)
+
+
+def test_a_step_takes_numbers_as_data_and_refuses_containers_by_name():
+    # a number among the data failed with a bare IndexError (its shape[0]); a dict of arrays
+    # was "data[0] holds object values"
+    loss_fn = compile_grad(scaled_loss)
+    W = Parameter(RNG.normal(size=(3, 2)))
+    step = train_step(loss_fn, W, optim.SGD([W], lr=LR))
+    for scale in (2.0, 3):
+        before = W.data.copy()
+        value, grad = compile_grad(scaled_loss, backend="interpreter").value_and_grad(
+            before, X, Y, float(scale))
+        assert step(X, Y, scale) == pytest.approx(value, rel=1e-12)
+        np.testing.assert_allclose(W.data, before - LR * grad, rtol=1e-12)
+    before = W.data.copy()
+    for data, name in [(({"X": X}, Y, 1.0), "data\\[0\\] is a dict"),
+                       ((X, (Y, Y), 1.0), "data\\[1\\] is a tuple")]:
+        with pytest.raises(ArgumentError, match=name):
+            step(*data)
+    with pytest.raises(ArgumentError, match="micro_batches\\[1\\]\\[0\\] is a dict"):
+        step.accumulate([(X, Y, 1.0), ({"X": X}, Y, 1.0)])
+    np.testing.assert_array_equal(W.data, before)

@@ -26,7 +26,9 @@ from compiler.cli import dot, gradcheck, timing
 from compiler.cli.targets import (
     DEFAULT_DIM,
     DTYPES,
+    ProgramError,
     UsageError,
+    check_dims,
     choose_wrt,
     describe_inputs,
     load_target,
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         args.subparser.print_usage(sys.stderr)
         print(f"gradfuse {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except (GradfuseError, dot.GraphvizMissing) as err:
+    except (GradfuseError, dot.GraphvizMissing, ProgramError) as err:
         print(f"gradfuse {args.command}: {err}", file=sys.stderr)
         if isinstance(err, IndexTypeError):  # the inputs are the command line's, not the user's
             print(f"gradfuse {args.command}: arguments without a dtype are made float; give "
@@ -139,8 +141,11 @@ def run_graph(args) -> int:
     if args.output is None:
         sys.stdout.write(data.decode())
     else:
-        with open(args.output, "wb") as f:
-            f.write(data)
+        try:
+            with open(args.output, "wb") as f:
+                f.write(data)
+        except OSError as err:
+            raise ProgramError(f"cannot write {args.output}: {err.strerror}") from None
         print(f"wrote {args.output}")
     return 0
 
@@ -245,6 +250,7 @@ def _prepare(args, float_dtype: np.dtype | None = None):
     sizes = dict(parse_dim(text) for text in args.dim)
     target = load_target(args.file, args.function, shapes, np.dtype(args.dtype), float_dtype,
                          dtypes)
+    check_dims(target, sizes)
     return target, make_inputs(target, sizes, args.seed), choose_wrt(target, args.wrt)
 
 
@@ -274,18 +280,34 @@ def _graph_options(sub: argparse.ArgumentParser) -> None:
                      help="the file to write (default: standard output; PNG needs a file)")
 
 
+def _positive(kind: type):
+    """An argparse type: a number of `kind` above 0 (a check of no samples, a step of 0, a
+    negative tolerance or no timed samples would report nothing true)."""
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    convert.__name__ = f"positive {kind.__name__}"
+    return convert
+
+
 def _check_options(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--tol", type=float, default=1e-6,
+    sub.add_argument("--tol", type=_positive(float), default=1e-6,
                      help="the largest error allowed, |fd - grad| / max(1, |fd|, |grad|) "
                           "(default: 1e-6)")
-    sub.add_argument("--eps", type=float, default=1e-6,
+    sub.add_argument("--eps", type=_positive(float), default=1e-6,
                      help="the finite-difference step (default: 1e-6)")
-    sub.add_argument("--samples", type=int, default=32,
+    sub.add_argument("--samples", type=_positive(int), default=32,
                      help="elements checked per input, chosen at random (default: 32)")
 
 
 def _time_options(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--repeat", type=int, default=20,
+    sub.add_argument("--repeat", type=_positive(int), default=20,
                      help="timed samples per kind, after a warm-up call (default: 20)")
     sub.add_argument("--compile", action="store_true",
                      help="instead, make the first call of each kind and report where the "

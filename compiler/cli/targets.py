@@ -30,6 +30,11 @@ class UsageError(Exception):
     """The command line asks for something impossible: exit status 2."""
 
 
+class ProgramError(Exception):
+    """The program cannot be loaded (a Python file that fails to import), or its output not
+    written: exit status 1, the message without a traceback."""
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """One argument to make: its name, dtype, and dims (ints and dimension names)."""
@@ -143,7 +148,14 @@ def _python_function(path: str, attribute: str) -> Callable:
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(Path(path).resolve().parent))  # so the file's own imports work
     sys.modules[module_name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as err:
+        raise ProgramError(f"cannot import {path}: {err.msg} at line {err.lineno}") from None
+    except Exception as err:  # the module's own code failed: say so, not a traceback of ours
+        line = _failing_line(err, path)
+        raise ProgramError(f"cannot import {path}{line}: {type(err).__name__}: {err}") \
+            from None
     fn = getattr(module, attribute, None)
     if fn is None:
         names = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
@@ -152,6 +164,18 @@ def _python_function(path: str, attribute: str) -> Callable:
     if not callable(fn):
         raise UsageError(f"{path}:{attribute} is not a function")
     return fn
+
+
+def _failing_line(err: BaseException, path: str) -> str:
+    """' (line N)' of the deepest frame of `path` in the error's traceback, or ''."""
+    line = ""
+    tb = err.__traceback__
+    resolved = str(Path(path).resolve())
+    while tb is not None:
+        if str(Path(tb.tb_frame.f_code.co_filename).resolve()) == resolved:
+            line = f" (line {tb.tb_lineno})"
+        tb = tb.tb_next
+    return line
 
 
 def _parameter_names(fn: Callable, shapes: dict[str, tuple]) -> list[str]:
@@ -164,6 +188,16 @@ def _parameter_names(fn: Callable, shapes: dict[str, tuple]) -> list[str]:
         if param.default is param.empty or param.name in shapes:
             names.append(param.name)
     return names
+
+
+def check_dims(target: Target, sizes: dict[str, int]) -> None:
+    """Refuse a `--dim` that no argument's shape names (it would be ignored silently)."""
+    known = {d for spec in target.inputs for d in spec.dims if isinstance(d, str)}
+    for name in sizes:
+        if name not in known:
+            names = ", ".join(sorted(known)) or "none"
+            raise UsageError(f"--dim {name}=...: no argument of {target.name} has a dimension "
+                             f"named {name} (its dimensions: {names}){suggestion(name, known)}")
 
 
 def make_inputs(target: Target, sizes: dict[str, int], seed: int) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ what was expected ("expected ')' or ','" rather than "Expected one of: RPAR, COM
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -108,6 +109,8 @@ _TERMINAL_WORDS = {
 _EXPRESSION_START = {"NAME", "NUMBER", "STRING", "LPAR", "LSQB", "ADD", "INVERT", "ELLIPSIS"}
 _OPERATORS = {"COMPARE", "ADD", "MUL", "POW", "BITOR", "BITXOR", "BITAND"}
 _WHERE = "choose values elementwise with where(condition, a, b)"
+_ATTRIBUTE = ("; attributes and methods are not part of the DSL: call functions instead "
+              "(transpose(x), not x.T; sum(x, axis=1), not x.sum(axis=1))")
 _CONTROL_FLOW = {
     "if": f"'if' statements are not part of the DSL: {_WHERE}",
     "elif": f"'elif' is not part of the DSL: {_WHERE}",
@@ -124,7 +127,8 @@ def syntax_error(source: SourceText, err: UnexpectedInput, terminals: dict) -> D
     """A DslError for lark's parse error; `terminals` maps terminal names to their definitions."""
     if isinstance(err, UnexpectedCharacters):
         char = source.line(err.line)[err.column - 1:err.column] or "?"
-        return source.error(f"unexpected character {char!r}", err.line, err.column)
+        hint = _ATTRIBUTE if char == "." else ""
+        return source.error(f"unexpected character {char!r}{hint}", err.line, err.column)
     if not isinstance(err, UnexpectedToken):
         return source.error(f"syntax error: {err}", getattr(err, "line", None),
                             getattr(err, "column", None))
@@ -158,6 +162,41 @@ def _known_mistake(source: SourceText, token: Token, line: int,
     word = code.split()[0].rstrip(":") if code.split() else ""
     if word in _CONTROL_FLOW:
         return source.error(_CONTROL_FLOW[word], line, len(source.line(line)) - len(code) + 1)
+    return _python_idiom(source, token, line, column)
+
+
+def _python_idiom(source: SourceText, token: Token, line: int,
+                  column: int | None) -> DslError | None:
+    """What to write instead of Python that the DSL does not have, where the parse stopped at
+    it: `y += 1`, `y[0] = v`, `and`/`or`/`not`, a chained comparison."""
+    if column is None:
+        return None
+    text = source.line(line)
+    rest, before = text[column - 1:], text[:column - 1]
+    augmented = re.match(r"(\*\*|//|[-+*/%@&|^])=", rest)
+    target = re.match(r"\s*([A-Za-z_]\w*)\s*$", before)
+    if augmented and target:
+        name, op = target.group(1), augmented.group(1)
+        return source.error(f"augmented assignment ('{op}=') is not part of the DSL: write "
+                            f"{name} = {name} {op} ...", line, column)
+    if token.type == "LSQB" and target and re.match(r"\[[^\]]*\]\s*=[^=]", rest):
+        return source.error("assigning into an array is not part of the DSL: values never "
+                            "change; build the new one with where(condition, new, old) or "
+                            "concatenate(...)", line, column)
+    previous = re.search(r"\b([A-Za-z_]\w*)\s*$", before)
+    word, word_column = (token.value, column) if token.type == "NAME" else (None, column)
+    if previous and previous.group(1) in ("not", "lambda"):
+        word, word_column = previous.group(1), previous.start(1) + 1
+    if word in ("and", "or", "not"):
+        return source.error(f"'{word}' is not part of the DSL: combine conditions "
+                            "elementwise with & (and), | (or) and ~ (not), each comparison in "
+                            "parentheses: (x > 0) & (x < 1)", line, word_column)
+    if word == "lambda":
+        return source.error("'lambda' is not part of the DSL: define the function with def "
+                            "and call it", line, word_column)
+    if token.type == "COMPARE" and re.search(r"[<>]|[=!]=", before):
+        return source.error("comparisons do not chain in the DSL: write (a < x) & (x < b) "
+                            "instead of a < x < b", line, column)
     return None
 
 

@@ -91,6 +91,10 @@ class DataParallel:
     """
 
     def __init__(self, step: TrainStep, comm: Any) -> None:
+        if step.loss_fn.has_aux:
+            raise NotImplementedError(
+                f"{step.loss_fn.__name__} has has_aux=True: distributed training records the "
+                "loss only; compile the loss without aux values for comm=")
         self.comm = check_comm(comm)
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.root = self.rank == ROOT
@@ -234,7 +238,7 @@ class DataParallel:
         update = self._update_kernel()
         result = update.step(*self._update_calls[ready])
         updated(update.params)
-        return step._kept(update, result) if step.keep_grads else result
+        return step._unpacked(update, result) if step.keep_grads else result
 
     def _grads_kernel(self, data: tuple) -> tuple[Kernels, list[tuple]]:
         """The gradient kernel for data of this kind (dtypes and trailing shapes; the batch

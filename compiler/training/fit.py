@@ -14,8 +14,7 @@ import numpy as np
 
 from compiler import pytree
 from compiler.api import CompiledFunction
-from compiler.arguments import as_array
-from compiler.training.step import TrainStep
+from compiler.training.step import TrainStep, data_arrays
 from runtime.optim import Optimizer
 
 
@@ -84,7 +83,10 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
     rank 0 (with the loss over all ranks); parameters, optimizer state and settings are
     sent from rank 0 to the others after each callback. See docs/distributed.md.
     """
-    data = tuple(as_array(np.asarray(d), f"data[{i}]") for i, d in enumerate(data))
+    if not isinstance(data, (tuple, list)):
+        raise ValueError(f"fit: data must be a tuple of arrays sharing their first axis, such as "
+                         f"(X, y) or (X,), got a {type(data).__name__}")
+    data = data_arrays(data, "data")
     n = _check_arguments(data, epochs, batch_size)
     batch_size = n if batch_size is None else min(batch_size, n)
     step = step or reused_step(loss_fn, params, optimizer, max_norm, comm)
@@ -108,7 +110,9 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
             last = min(epochs, done + chunk_epochs)
             run(epoch_orders(n, last - done, shuffle, rng),
                 losses[done * per_epoch:last * per_epoch])
-            history.epoch_losses = losses[: last * per_epoch].reshape(last, per_epoch).mean(1)
+            # the steps done so far (the callback and stop read them; later steps are NaN)
+            history.losses = losses[: last * per_epoch]
+            history.epoch_losses = history.losses.reshape(last, per_epoch).mean(1)
             if bar is not None:
                 bar.update(last - done)
                 bar.set_postfix(loss=f"{history.epoch_losses[-1]:.4g}")
@@ -209,6 +213,7 @@ def _epoch_runner(step: TrainStep, data: tuple, batch_size: int):
         return lambda orders, losses: step.run_epochs(data, orders, batch_size, losses)
 
     n = data[0].shape[0]
+    has_aux = step.loss_fn.has_aux  # the step returns (loss, aux): fit records the loss
 
     def run_stepwise(orders: np.ndarray, losses: np.ndarray) -> None:
         k = 0
@@ -216,9 +221,10 @@ def _epoch_runner(step: TrainStep, data: tuple, batch_size: int):
             for start in range(0, n, batch_size):
                 if order.size:
                     rows = order[start:start + batch_size]
-                    losses[k] = step(*(d[rows] for d in data))
+                    value = step(*(d[rows] for d in data))
                 else:
-                    losses[k] = step(*(d[start:start + batch_size] for d in data))
+                    value = step(*(d[start:start + batch_size] for d in data))
+                losses[k] = value[0] if has_aux else value
                 k += 1
 
     return run_stepwise

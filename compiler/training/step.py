@@ -26,7 +26,7 @@ from compiler import pytree
 from compiler.api import CompiledFunction, compile_grad
 from compiler.arguments import as_array
 from compiler.codegen import MinibatchLoop, generate
-from compiler.errors import KernelShapeError
+from compiler.errors import ArgumentError, KernelShapeError
 from compiler.ir import Sym
 from compiler.jit import NumbaKernel
 from compiler.packing import Packing, pack
@@ -61,7 +61,9 @@ class TrainStep:
     """One optimizer step of `loss_fn(params, *data)` as one kernel call.
 
     `max_norm` clips the gradients' total `norm_type`-norm first, like
-    `clip_grad_norm_`; `keep_grads=True` also stores each gradient in `.grad`. With an MPI
+    `clip_grad_norm_`; `keep_grads=True` also stores each gradient in `.grad`. A loss compiled
+    with `has_aux=True` returns `(loss, aux)`, and so does the step (aux computed before the
+    update; `accumulate` gives a list of each micro-batch's aux). With an MPI
     communicator `comm`, each rank passes its own rows and the gradients are averaged over
     all ranks' rows before the update (compiler/training/distributed.py).
     """
@@ -77,6 +79,8 @@ class TrainStep:
         self._max_norm = max_norm
         self.norm_type = float(norm_type)
         self.keep_grads = keep_grads
+        # a step whose kernel returns more than the loss: gradients for .grad, or aux values
+        self._unpacks = keep_grads or loss_fn.has_aux
         leaves, self._tree = pytree.flatten(params)
         self._leaves, self._names = leaves, pytree.paths(self._tree, "param")
         self._slots: list[_Slot] | None = None  # planned by _replan
@@ -199,23 +203,30 @@ class TrainStep:
     # --- the traced steps -----------------------------------------------------------------
     def _step_function(self, params: dict, states: list, hypers, *data):
         tree = pytree.unflatten(self._tree, self._leaf_values(params))
-        loss, grads = self.loss_fn.value_and_grad(tree, *data)
+        value, grads = self.loss_fn.value_and_grad(tree, *data)
         params = [params[s.name] for s in self._slots]
-        return self._update(params, states, hypers, loss,
-                            self._slot_grads(pytree.flatten(grads)[0]))
+        loss, aux = value if self.loss_fn.has_aux else (value, None)
+        result = self._update(params, states, hypers, loss,
+                              self._slot_grads(pytree.flatten(grads)[0]))
+        # aux comes last, so that the results the kernel stores (params, states) keep their
+        # positions right after the loss
+        return result + (aux,) if self.loss_fn.has_aux else result
 
     def _accumulated_step_function(self, params: dict, states: list, hypers, batches):
         """The step on the mean loss of several micro-batches (gradient accumulation)."""
         tree = pytree.unflatten(self._tree, self._leaf_values(params))
         params = [params[s.name] for s in self._slots]
-        total, summed = 0.0, [0.0] * len(params)
+        total, summed, auxes = 0.0, [0.0] * len(params), []
         for batch in batches:
-            loss, grads = self.loss_fn.value_and_grad(tree, *batch)
+            value, grads = self.loss_fn.value_and_grad(tree, *batch)
+            loss, aux = value if self.loss_fn.has_aux else (value, None)
+            auxes.append(aux)
             total = total + loss
             summed = [acc + g for acc, g in
                       zip(summed, self._slot_grads(pytree.flatten(grads)[0]), strict=True)]
         k = len(batches)
-        return self._update(params, states, hypers, total / k, [g / k for g in summed])
+        result = self._update(params, states, hypers, total / k, [g / k for g in summed])
+        return result + (auxes,) if self.loss_fn.has_aux else result
 
     def _update(self, params: list, states: list, hypers, loss, grads: list):
         """The optimizer's step on every slot but the frozen ones (PyTorch's optimizers skip a
@@ -256,7 +267,7 @@ class TrainStep:
                 return self._run_step(kernels, data)
             except (TypeError, KernelShapeError):
                 pass  # other data than last time: the general path sorts it out
-        data = tuple(as_array(np.asarray(d), f"data[{i}]") for i, d in enumerate(data))
+        data = data_arrays(data, "data")
         if self.loss_fn.backend.name != "numba" or self.checking():
             return self._run(self._kernel, data)
         kernels = self._kernels(data)
@@ -275,16 +286,23 @@ class TrainStep:
             updated(kernels.params)
             raise
         updated(kernels.params)
-        return self._kept(kernels, result) if self.keep_grads else result
+        return self._unpacked(kernels, result) if self._unpacks else result
 
-    def _kept(self, kernels: Kernels, result: tuple) -> Any:
-        """The loss of a step kernel that also returns the gradients, which go to `.grad`."""
+    def _unpacked(self, kernels: Kernels, result: Any) -> Any:
+        """The loss (or `(loss, aux)`) of a step kernel that returns more than the loss: the
+        gradients, which go to `.grad`, then the aux values' leaves."""
         if kernels.packing is not None:
             result = kernels.packing.unpacked(result)
-        for slot, g in zip(self._slots, result[1:]):
+        elif not isinstance(result, tuple):
+            result = (result,)
+        n_grads = len(self._slots) if self.keep_grads else 0
+        for slot, g in zip(self._slots, result[1:1 + n_grads]):
             if not slot.frozen:
                 slot.param.grad = g
-        return result[0]
+        if not self.loss_fn.has_aux:
+            return result[0]
+        aux_tree = kernels.spec.out_tree.children[-1]
+        return result[0], pytree.unflatten(aux_tree, list(result[1 + n_grads:]))
 
     def accumulate(self, micro_batches: Sequence[tuple]) -> Any:
         """One step on the average of the losses of `micro_batches`, each a tuple of data
@@ -293,8 +311,7 @@ class TrainStep:
         if self.parallel is not None:
             raise NotImplementedError("accumulate is not distributed: with comm, each rank "
                                       "passes its micro-batches' union to the step instead")
-        batches = tuple(tuple(as_array(np.asarray(d), f"micro_batches[{k}][{i}]")
-                              for i, d in enumerate(batch))
+        batches = tuple(data_arrays(batch, f"micro_batches[{k}]")
                         for k, batch in enumerate(micro_batches))
         self._pack_hypers()  # before choosing the traced step: a change may re-plan
         if self._accumulating is None:
@@ -304,7 +321,12 @@ class TrainStep:
     def _run(self, kernel: CompiledFunction, data: tuple) -> Any:
         """Call a traced step through the general path and write its results back."""
         params, states = self._arguments()
-        loss, new_params, new_states, grads = kernel(params, states, self._pack_hypers(), *data)
+        loss, new_params, new_states, grads, *aux = kernel(params, states, self._pack_hypers(),
+                                                           *data)
+        if aux:  # before the write-back: an aux leaf may be an input array the step updates
+            leaves, tree = pytree.flatten(aux[0])
+            aux = [pytree.unflatten(tree, [a.copy() if isinstance(a, np.ndarray) else a
+                                           for a in leaves])]
         with held_interrupts():  # all parameters and states take the step, or none does
             for slot, new_p, new_state in zip(self._slots, new_params, new_states):
                 slot.param.data[...] = new_p
@@ -315,7 +337,7 @@ class TrainStep:
                 if not slot.frozen:
                     slot.param.grad = np.array(g, copy=True)
             updated([s.param for s in self._slots])
-        return loss
+        return (loss, aux[0]) if aux else loss
 
     def _kernels(self, data: tuple) -> Kernels:
         """The in-place kernels for data of this kind, rebuilt if a Parameter's array was
@@ -323,7 +345,7 @@ class TrainStep:
         (keyed by dtypes and trailing shapes); a loss that reads the batch size as a number
         has kernels for each batch size (keyed by the whole shapes too)."""
         key = tuple([(d.dtype.num, d.shape[1:]) for d in data])
-        sized = (key, tuple(d.shape[0] for d in data))
+        sized = (key, tuple(d.shape[:1] for d in data))  # a number has no batch axis
         kernels = self._kernels_by_data.get(key) or self._kernels_by_data.get(sized)
         if kernels is not None and kernels.current(self.optimizer):
             return kernels
@@ -336,7 +358,8 @@ class TrainStep:
         arguments = self._stacked_arguments(packing, len(graph.inputs) - len(data))
         arrays = self._step_arrays()
         first_data = len(graph.inputs) - len(data)
-        batch_axis_symbolic = all(isinstance(n.shape[0], Sym) for n in graph.inputs[first_data:])
+        batch_axis_symbolic = all(n.shape and isinstance(n.shape[0], Sym)
+                                  for n in graph.inputs[first_data:])
         loops = (MinibatchLoop(tuple(range(first_data, len(graph.inputs))), loss=0),) \
             if batch_axis_symbolic else ()
         build = KernelBuild()
@@ -435,6 +458,22 @@ class TrainStep:
                 raise RuntimeError("the step has not run yet: call it (or fit) once first")
             return kernels.kernel.source
         return self._kernel.source(kind)
+
+
+def data_arrays(data: Sequence, owner: str) -> tuple[np.ndarray, ...]:
+    """The data arguments of a step as arrays (a number becomes a 0-d array, nested lists of
+    numbers an array); a dict or a tuple of arrays is refused, naming it: the step's kernels
+    take one array per argument."""
+    arrays = []
+    for i, d in enumerate(data):
+        if isinstance(d, dict) or (isinstance(d, (list, tuple))
+                                   and any(isinstance(x, (dict, np.ndarray, Tensor)) for x in d)):
+            raise ArgumentError(
+                f"{owner}[{i}] is a {type(d).__name__}: a train step takes its data as arrays "
+                "and numbers, one per argument of the loss after the parameters; pass the "
+                f"{type(d).__name__}'s arrays as arguments of their own")
+        arrays.append(as_array(np.asarray(d), f"{owner}[{i}]"))
+    return tuple(arrays)
 
 
 def _clip_by_total_norm(grads: list, max_norm, norm_type: float) -> list:

@@ -179,6 +179,16 @@ def test_positions_the_kernel_computes_are_checked_too():
         COMPILED_SHIFTED(x, np.int64(-6), np.array([1, 2, 0]))
 
 
+def test_two_ellipses_are_refused_as_numpy_refuses_them():
+    # were accepted, the second read as nothing
+    assert np.asarray(np.ones((2, 3)))[..., 1].shape == (2,)
+    with pytest.raises(IndexError):
+        np.ones((2, 3))[..., ...]
+    with pytest.raises(TraceError, match=r"test_numpy_indexing.py:\d+: an index can only have "
+                                         r"a single ellipsis \('...'\)"):
+        compile_grad(lambda x: np.sum(x[..., ...]), backend="interpreter")(np.ones((2, 3)))
+
+
 def test_a_slice_with_traced_bounds_is_refused_saying_what_to_write_instead():
     def window(x, i):
         return np.sum(x[i:i + 2])

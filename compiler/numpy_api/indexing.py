@@ -196,6 +196,8 @@ def expand_key(x: Tracer, key) -> tuple:
     added, and constant boolean masks as the integer arrays of their True entries (NumPy's
     meaning of a mask)."""
     key = tuple(_entry(k) for k in (key if isinstance(key, tuple) else (key,)))
+    if builtins.sum(k is Ellipsis for k in key) > 1:
+        raise TraceError("an index can only have a single ellipsis ('...')", user_loc())
     used = builtins.sum(_width(k) for k in key)
     if used > x.ndim:
         raise TraceError(f"too many indices for array: array is {x.ndim}-dimensional, but "

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from compiler import backend as backends
 from compiler import pytree
-from compiler.autodiff import split, vjp_graph
+from compiler.autodiff import connected_inputs, split, vjp_graph
 from compiler.checks import CheckedKernel, with_checks
 from compiler.custom import inline_calls
 from compiler.gradients_into import backward_into_graph, compile_backward_into
@@ -49,6 +49,15 @@ class Specialization:
     # split made for forward_save or backward counts for the one asked for first.
     times: dict[str, PhaseTimes] = field(default_factory=dict)
     into_plan: list | None = None  # where backward_into stores each gradient
+    _connected: list[int] | None = field(default=None, repr=False)
+
+    def connected_wrt(self) -> list[int]:
+        """The entries of `wrt_leaves` that the differentiated outputs depend on (a gradient
+        flows from them); a Tensor not among them is, to PyTorch, not in the graph."""
+        if self._connected is None:
+            self._connected = connected_inputs(self.graph, self.wrt_leaves,
+                                               self.n_differentiated)
+        return self._connected
 
     def times_of(self, what: str) -> PhaseTimes:
         return self.times.setdefault(what, PhaseTimes())

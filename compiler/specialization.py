@@ -59,6 +59,20 @@ class Specialization:
                                                self.n_differentiated)
         return self._connected
 
+    def outputs_of_wrt(self) -> list[frozenset[int]] | None:
+        """Per entry of `wrt_leaves`, the differentiated outputs that depend on it; None when
+        each depends on every one (one output, say). A backward pass that reaches some outputs
+        only gives no gradient to an input that none of them depends on, as PyTorch, whose
+        graph would not reach it."""
+        n = self.n_differentiated
+        if n <= 1:
+            return None
+        by_output = [set(connected_inputs(self.graph, self.wrt_leaves, outputs=[k]))
+                     for k in range(n)]
+        outputs = [frozenset(k for k in range(n) if i in by_output[k])
+                   for i in self.wrt_leaves]
+        return None if all(len(o) == n for o in outputs) else outputs
+
     def times_of(self, what: str) -> PhaseTimes:
         return self.times.setdefault(what, PhaseTimes())
 

@@ -30,6 +30,11 @@ def first_tower(params, x):
     return np.sum(np.tanh(x @ params["a"]))
 
 
+@compile_grad
+def two_towers(params, x):
+    return np.sum(np.tanh(x @ params["a"])), np.sum(params["b"] * x[0]) + np.sum(params["a"])
+
+
 def test_backward_flows_through_two_kernels_with_retain_grad_and_hooks():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(5, 3))
@@ -114,3 +119,27 @@ def test_a_parameter_the_result_does_not_depend_on_gets_no_grad_and_is_not_stepp
     # a result that depends on no Tensor needing grad does not require grad, as in PyTorch
     assert not first_tower({"a": Parameter(params["a"].data, requires_grad=False),
                             "b": params["b"]}, x).requires_grad
+
+
+def test_backward_from_one_of_several_outputs_leaves_the_others_inputs_without_grad():
+    # PyTorch's graph from the second result does not reach "b" through the first one: b
+    # keeps .grad None (it was given zeros), whether the pass is backward(), inputs= or a sum
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 3))
+    params = {"a": Parameter(rng.normal(size=(3, 2))), "b": Parameter(rng.normal(size=3))}
+    t = np.tanh(x @ params["a"].data)
+    for _ in range(3):
+        first, second = two_towers(params, x)
+        first.backward(retain_graph=True)  # one node: its residuals serve both results
+        assert params["b"].grad is None
+        np.testing.assert_allclose(params["a"].grad, x.T @ (1 - t**2))
+        params["a"].zero_grad()
+        second.backward()
+        np.testing.assert_allclose(params["a"].grad, np.ones((3, 2)))
+        np.testing.assert_allclose(params["b"].grad, x[0])
+        params["a"].zero_grad()
+        params["b"].zero_grad()
+    first, second = two_towers(params, x)
+    (first * 2.0).backward(inputs=[params["a"], params["b"]])
+    assert params["b"].grad is None
+    np.testing.assert_allclose(params["a"].grad, 2 * x.T @ (1 - t**2))

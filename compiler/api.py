@@ -186,11 +186,18 @@ class CompiledFunction:
         """Run forward and hand the runtime a backward callable over the saved residuals;
         remember how, for the next call with arguments like these (`TensorCall`)."""
         needs = [i for i, t in enumerate(tensors) if t is not None and t.requires_grad]
-        if not (needs and is_grad_enabled()):  # nothing to save for backward
+        spec = None
+        if needs and is_grad_enabled():
+            spec = self._specialize(call, needs)
+            # As in PyTorch, a Tensor the results do not depend on is not in the graph: no
+            # gradient (not even zeros) reaches its `.grad`, so an optimizer skips it.
+            connected = spec.connected_wrt()
+            if connected != needs:
+                spec = self._specialize(call, connected) if connected else None
+        if spec is None:  # nothing to save for backward
             spec = self._specialize(call, self._wrt_leaf_indices(call, strict=False))
             outputs = self._kernel(spec, "forward")(call.leaves)
             return pytree.unflatten(spec.out_tree, [Tensor(o) for o in outputs])
-        spec = self._specialize(call, needs)
         positions = tuple(i for i, t in enumerate(tensors) if t is not None)
         checked = self.check_finite or _anomaly.enabled
         recorded = spec.recorded_kernels(self.__name__, positions, checked)

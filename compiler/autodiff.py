@@ -44,6 +44,23 @@ def reachable(nodes: list[Node], sources: set[int]) -> set[int]:
     return reached
 
 
+def connected_inputs(graph: Graph, wrt: list[int], n_differentiated: int | None = None,
+                     outputs: list[int] | None = None) -> list[int]:
+    """The entries of `wrt` that the first `n_differentiated` outputs (or those at `outputs`)
+    depend on through values a gradient flows through: those `vjp_graph` gives a cotangent.
+    The others' gradients are exact zeros; to PyTorch they are not in the graph at all, so
+    their `.grad` stays None."""
+    nodes = graph.nodes()
+    needs = reachable(nodes, {graph.inputs[i].id for i in wrt})
+    roots = graph.outputs[:n_differentiated] if outputs is None \
+        else [graph.outputs[k] for k in outputs]
+    reached = {out.id for out in roots if out.id in needs}
+    for node in reversed(nodes):
+        if node.id in reached and node.op not in ("input", "const"):
+            reached.update(x.id for x in node.inputs if x.id in needs)
+    return [i for i in wrt if graph.inputs[i].id in reached]
+
+
 def _prepare_loops(graph: Graph, wrt: list[int]) -> Graph:
     """`graph` with every scan that a gradient flows through made to stack its residuals
     (compiler/reverse_loop.py), so that its VJP can run backward over them."""

@@ -79,6 +79,8 @@ class RecordedKernels:
         self._tensor_indices = list(spec.wrt_leaves) + saved
         self._tensors = picker(self._tensor_indices)
         self._single = spec.out_tree.kind == "leaf"
+        # per differentiated Tensor, the outputs that depend on it (None: all of them)
+        self._edge_outputs = spec.outputs_of_wrt()
         self._out_tree = spec.out_tree
         differentiated = spec.graph.outputs[:spec.n_differentiated]
         self._output_meta = [(tuple(o.shape), o.dtype) for o in differentiated] \
@@ -243,6 +245,7 @@ class RecordedKernels:
 
     def _new_site(self, inputs: tuple) -> CallSite:
         site = CallSite(self.name, inputs[:self._n_needs], inputs[self._n_needs:])
+        site.edge_outputs = self._edge_outputs
         if site.into_ready:
             site.settled_backward = self._settled_backward
         if site.reusable:  # kept for the next calls, which check it by the Tensors' ids

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from compiler import backend as backends
 from compiler import pytree
-from compiler.autodiff import split, vjp_graph
+from compiler.autodiff import connected_inputs, split, vjp_graph
 from compiler.checks import CheckedKernel, with_checks
 from compiler.custom import inline_calls
 from compiler.gradients_into import backward_into_graph, compile_backward_into
@@ -49,6 +49,29 @@ class Specialization:
     # split made for forward_save or backward counts for the one asked for first.
     times: dict[str, PhaseTimes] = field(default_factory=dict)
     into_plan: list | None = None  # where backward_into stores each gradient
+    _connected: list[int] | None = field(default=None, repr=False)
+
+    def connected_wrt(self) -> list[int]:
+        """The entries of `wrt_leaves` that the differentiated outputs depend on (a gradient
+        flows from them); a Tensor not among them is, to PyTorch, not in the graph."""
+        if self._connected is None:
+            self._connected = connected_inputs(self.graph, self.wrt_leaves,
+                                               self.n_differentiated)
+        return self._connected
+
+    def outputs_of_wrt(self) -> list[frozenset[int]] | None:
+        """Per entry of `wrt_leaves`, the differentiated outputs that depend on it; None when
+        each depends on every one (one output, say). A backward pass that reaches some outputs
+        only gives no gradient to an input that none of them depends on, as PyTorch, whose
+        graph would not reach it."""
+        n = self.n_differentiated
+        if n <= 1:
+            return None
+        by_output = [set(connected_inputs(self.graph, self.wrt_leaves, outputs=[k]))
+                     for k in range(n)]
+        outputs = [frozenset(k for k in range(n) if i in by_output[k])
+                   for i in self.wrt_leaves]
+        return None if all(len(o) == n for o in outputs) else outputs
 
     def times_of(self, what: str) -> PhaseTimes:
         return self.times.setdefault(what, PhaseTimes())

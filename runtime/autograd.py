@@ -46,7 +46,16 @@ from typing import Any
 import numpy as np
 
 from .grad_mode import _mode, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
-from .graph import CallSite, Edge, Node, _freed_message, _requires_grad_of, _version_of, record
+from .graph import (
+    CallSite,
+    Edge,
+    Node,
+    _freed_message,
+    _requires_grad_of,
+    _version_of,
+    record,
+    unreached_edges,
+)
 from .tensor import Hook, Tensor
 
 __all__ = ["CallSite", "Edge", "Node", "backward", "enable_grad", "is_grad_enabled", "no_grad",
@@ -115,10 +124,13 @@ def _backward_graph(tensors: list[Tensor], seeds: list[np.ndarray], retain_graph
             finished.add(node)
             cotangents = node_cotangents.pop(node, None)
             if cotangents is not None:  # a node nothing flowed into contributes only zeros
+                unreached = unreached_edges(node, cotangents)
                 cotangents = _complete(node, cotangents)
                 if only is not None:
                     _store_into_results(node, cotangents, only)
                 grads = node.apply(cotangents)
+                for i in unreached:
+                    grads[i] = None
                 for edge, grad in zip(node.edges, grads, strict=True):
                     if grad is None:
                         continue
@@ -171,16 +183,20 @@ def _backward_one_node(root: Tensor, seed: np.ndarray, retain_graph: bool) -> No
     try:
         if len(node.output_meta) == 1 and node._tensor_hooks is None and node._retained is None:
             cotangents = [seed]  # nothing for _complete to do
+            unreached = []
         else:
             cotangents = [None] * len(node.output_meta)
             cotangents[output_nr] = seed
+            unreached = unreached_edges(node, cotangents)
             cotangents = _complete(node, cotangents)
-        if node.backward_into is not None and not tried_into \
+        if node.backward_into is not None and not tried_into and not unreached \
                 and _stored_into_leaves(node, cotangents):
             if not retain_graph:
                 node.release()
             return
         grads = node.apply(cotangents)
+        for i in unreached:
+            grads[i] = None
         if not retain_graph:
             node.release()
         leaf_grads: dict[int, tuple[Tensor, np.ndarray]] = {}

@@ -8,6 +8,7 @@ every recorded call and set around every backward pass.
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -44,12 +45,46 @@ class _GradModeContext:
         _mode.enabled = self._previous
 
     def __call__(self, func: Callable) -> Callable:
+        mode = type(self)
+        if inspect.isgeneratorfunction(func):
+            return _generator_in_mode(func, mode)
+
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with type(self)():
+            with mode():
                 return func(*args, **kwargs)
 
         return wrapper
+
+
+def _generator_in_mode(func: Callable, mode: type) -> Callable:
+    """A decorated generator function, as PyTorch wraps it: each resumption of the generator
+    runs in the mode, and the caller's code between them in its own (a wrapper that only
+    made the generator would leave its whole body in the caller's mode)."""
+
+    @functools.wraps(func)
+    def generator(*args: Any, **kwargs: Any) -> Any:
+        gen = func(*args, **kwargs)
+        try:
+            with mode():
+                response = gen.send(None)
+            while True:
+                try:
+                    request = yield response
+                except GeneratorExit:
+                    with mode():
+                        gen.close()
+                    raise
+                except BaseException as error:  # thrown in by the caller: pass it on
+                    with mode():
+                        response = gen.throw(error)
+                else:
+                    with mode():
+                        response = gen.send(request)
+        except StopIteration as stop:
+            return stop.value
+
+    return generator
 
 
 class no_grad(_GradModeContext):  # PyTorch's lower-case name

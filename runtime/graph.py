@@ -218,7 +218,8 @@ class CallSite:
 
     __slots__ = ("name", "edges", "producers", "refs", "labels", "positions", "needs_grad",
                  "reusable", "_requires_grad", "into_ready", "only_leaves", "no_grads",
-                 "leaves_checked", "ids", "alive", "settled_backward", "__weakref__")
+                 "leaves_checked", "ids", "alive", "settled_backward", "edge_outputs",
+                 "__weakref__")
 
     def __init__(self, name: str, inputs: Sequence[Tensor | None],
                  saved: Sequence[Tensor] = ()) -> None:
@@ -257,6 +258,10 @@ class CallSite:
         # site whose checks have passed before, and returns False, having done nothing, when
         # one fails (then the general path runs). See compiler/settled_backward.py.
         self.settled_backward: Callable[[Node, bool], bool] | None = None
+        # Per edge, the outputs whose values depend on its input (None: every output). A
+        # pass whose cotangents reach none of them gives that input no gradient, as PyTorch,
+        # whose graph of the same computation would not reach it (`unreached_edges`).
+        self.edge_outputs: list[frozenset[int]] | None = None
         # See `watch`: until it is called, `alive` says nothing.
         self.ids: tuple[int, ...] = ()
         self.alive = False
@@ -324,6 +329,15 @@ class CallSite:
 
 
 _new_tensor = Tensor.__new__
+
+
+def unreached_edges(node: Node, cotangents: Sequence[np.ndarray | None]) -> list[int]:
+    """The edges of `node` that the outputs given a cotangent (not None) do not depend on."""
+    by_edge = node.site.edge_outputs
+    if by_edge is None or all(c is not None for c in cotangents):
+        return []
+    given = {k for k, c in enumerate(cotangents) if c is not None}
+    return [i for i, outputs in enumerate(by_edge) if not outputs & given]
 
 
 _version_of = operator.attrgetter("_version")

@@ -116,6 +116,11 @@ class Tensor:
         self._requires_grad = bool(value)
         Tensor._leaf_changes += 1
 
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        """Set `requires_grad` in place and return the Tensor (`w.detach().requires_grad_()`)."""
+        self.requires_grad = requires_grad
+        return self
+
     @property
     def is_leaf(self) -> bool:
         """True unless the tensor is the result of a recorded call that requires grad."""
@@ -194,8 +199,9 @@ class Tensor:
         _autograd.backward([self], [gradient], retain_graph=retain_graph)
 
     def detach(self) -> Tensor:
-        """A new leaf sharing this tensor's data, outside the graph."""
-        return Tensor(self.data)
+        """A new leaf sharing this tensor's data (and, as in PyTorch, its version counter),
+        outside the graph."""
+        return _Detached(self)
 
     # -- array views ----------------------------------------------------------------
 
@@ -372,6 +378,30 @@ class Tensor:
         elif self.requires_grad:
             extras.append("requires_grad=True")
         return f"{type(self).__name__}({', '.join([body, *extras])})"
+
+
+class _Detached(Tensor):
+    """What `detach()` gives: a leaf Tensor over another one's array that shares its version
+    counter, as PyTorch's does. An in-place update through either one changes what the other
+    holds, so a graph that saved either refuses backward afterwards (a version of its own
+    would let backward read the changed array without a word)."""
+
+    def __init__(self, base: Tensor) -> None:
+        while type(base) is _Detached:
+            base = base._base
+        self._base = base
+        self.data = base.data
+
+    @property
+    def _version(self) -> int:  # type: ignore[override]
+        return self._base._version
+
+    @_version.setter
+    def _version(self, value: int) -> None:
+        self._base._version = value
+
+    def __repr__(self) -> str:
+        return "Tensor" + super().__repr__()[len("_Detached"):]
 
 
 class Parameter(Tensor):

@@ -59,7 +59,8 @@ def _vector_norm(values: np.ndarray, norm_type: float) -> float:
 
 
 def clip_grad_norm_(
-    params: Params, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False
+    params: Params, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False,
+    foreach: bool | None = None,
 ) -> float:
     """Scale all gradients together so their joint norm is at most max_norm; return the
     norm before clipping.
@@ -67,6 +68,7 @@ def clip_grad_norm_(
     The joint norm is the norm of the per-parameter norms (`norm_type` may be
     float('inf') for the largest absolute entry). As in PyTorch the scale is
     max_norm / (norm + 1e-6), capped at 1, so a clipped norm lands just below max_norm.
+    PyTorch's `foreach` is accepted and changes nothing (one implementation).
     """
     # `_grad`, not `.grad`: these arrays stay inside the runtime (see Tensor._own_grad)
     grads = [p._grad for p in _named(params).values() if p._grad is not None]
@@ -87,8 +89,9 @@ def clip_grad_norm_(
     return total
 
 
-def clip_grad_value_(params: Params, clip_value: float) -> None:
-    """Clip every gradient entry into [-clip_value, clip_value], in place."""
+def clip_grad_value_(params: Params, clip_value: float, foreach: bool | None = None) -> None:
+    """Clip every gradient entry into [-clip_value, clip_value], in place (`foreach`, as in
+    PyTorch, changes nothing)."""
     for p in _named(params).values():
         if p._grad is not None:
             np.clip(p._grad, -clip_value, clip_value, out=p._grad)

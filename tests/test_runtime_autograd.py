@@ -304,6 +304,24 @@ def test_grad_mode_decorators_and_set_grad_enabled():
     set_grad_enabled(True)
 
 
+def test_a_decorated_generator_runs_its_body_in_the_mode_and_the_caller_in_its_own():
+    # as PyTorch wraps generators (an evaluation loop that yields batches' losses)
+    @no_grad()
+    def evaluate(x):
+        received = yield is_grad_enabled(), power(x, 2).requires_grad
+        yield received, is_grad_enabled()
+        return "done"
+
+    x = Parameter(2.0)
+    gen = evaluate(x)
+    assert next(gen) == (False, False)
+    assert is_grad_enabled()  # the caller, between resumptions
+    assert gen.send("sent") == ("sent", False)
+    with pytest.raises(StopIteration) as stop:
+        next(gen)
+    assert stop.value.value == "done" and is_grad_enabled()
+
+
 def test_grad_mode_is_thread_local():
     seen = []
     with no_grad():

@@ -25,6 +25,16 @@ def split_stats(x):
     return x.sum(), (x * x).mean()
 
 
+@compile_grad
+def first_tower(params, x):
+    return np.sum(np.tanh(x @ params["a"]))
+
+
+@compile_grad
+def two_towers(params, x):
+    return np.sum(np.tanh(x @ params["a"])), np.sum(params["b"] * x[0]) + np.sum(params["a"])
+
+
 def test_backward_flows_through_two_kernels_with_retain_grad_and_hooks():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(5, 3))
@@ -82,3 +92,54 @@ def test_has_aux_returns_undifferentiated_values():
     (grads, aux_value) = f.grad(np.array([1.0, -3.0]))
     np.testing.assert_allclose(grads, [2.0, -6.0])
     assert aux_value == 1.0
+
+
+def test_a_parameter_the_result_does_not_depend_on_gets_no_grad_and_is_not_stepped():
+    # PyTorch: a Parameter outside the graph keeps .grad None, so optimizers skip it (Adam's
+    # moments and weight decay would move it otherwise); it was given zeros, every step
+    from runtime import optim
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 3))
+    params = {"a": Parameter(rng.normal(size=(3, 2))), "b": Parameter(rng.normal(size=3))}
+    b_before = params["b"].data.copy()
+    params["b"].grad = np.ones(3)  # from an earlier loss: Adam gets moments for b
+    opt = optim.Adam(params.values(), lr=0.1, weight_decay=0.1)
+    opt.step()
+    b_before = params["b"].data.copy()
+    for _ in range(6):  # past the calls after which the fast paths take over
+        opt.zero_grad()
+        a = params["a"].data.copy()
+        first_tower(params, x).backward()
+        assert params["b"].grad is None
+        t = np.tanh(x @ a)
+        np.testing.assert_allclose(params["a"].grad, x.T @ (1 - t**2))
+        opt.step()
+    np.testing.assert_array_equal(params["b"].data, b_before)
+    # a result that depends on no Tensor needing grad does not require grad, as in PyTorch
+    assert not first_tower({"a": Parameter(params["a"].data, requires_grad=False),
+                            "b": params["b"]}, x).requires_grad
+
+
+def test_backward_from_one_of_several_outputs_leaves_the_others_inputs_without_grad():
+    # PyTorch's graph from the second result does not reach "b" through the first one: b
+    # keeps .grad None (it was given zeros), whether the pass is backward(), inputs= or a sum
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 3))
+    params = {"a": Parameter(rng.normal(size=(3, 2))), "b": Parameter(rng.normal(size=3))}
+    t = np.tanh(x @ params["a"].data)
+    for _ in range(3):
+        first, second = two_towers(params, x)
+        first.backward(retain_graph=True)  # one node: its residuals serve both results
+        assert params["b"].grad is None
+        np.testing.assert_allclose(params["a"].grad, x.T @ (1 - t**2))
+        params["a"].zero_grad()
+        second.backward()
+        np.testing.assert_allclose(params["a"].grad, np.ones((3, 2)))
+        np.testing.assert_allclose(params["b"].grad, x[0])
+        params["a"].zero_grad()
+        params["b"].zero_grad()
+    first, second = two_towers(params, x)
+    (first * 2.0).backward(inputs=[params["a"], params["b"]])
+    assert params["b"].grad is None
+    np.testing.assert_allclose(params["a"].grad, 2 * x.T @ (1 - t**2))

@@ -62,8 +62,11 @@ CONFIGS = [
     ("Adam", dict(lr=0.05, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1)),
     ("Adam", dict(lr=0.05, amsgrad=True, weight_decay=0.05)),
     ("Adam", dict(lr=0.02, maximize=True)),
+    ("Adam", dict(lr=0.05, weight_decay=0.3, decoupled_weight_decay=True)),  # AdamW's rule
+    ("Adam", dict(lr=0.05, foreach=False)),  # accepted, changes nothing
     ("AdamW", dict()),
     ("AdamW", dict(lr=0.05, weight_decay=0.3, amsgrad=True)),
+    ("AdamW", dict(lr=0.05, weight_decay=0.3, foreach=True)),
     ("RMSprop", dict()),
     ("RMSprop", dict(lr=0.01, alpha=0.9, centered=True)),
     ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.1, eps=1e-6)),
@@ -116,6 +119,19 @@ def test_defaults_match_pytorch(torch):
         theirs = getattr(torch.optim, name)([torch.tensor(1.0, requires_grad=True)]).defaults
         for key, value in ours.items():
             assert theirs[key] == value, (name, key)
+
+
+def test_named_parameters_as_pairs_as_in_pytorch(torch):
+    # PyTorch takes model.named_parameters(); here, a dict's items: a group with names
+    ours, opt = run_ours(lambda ps: optim.Adam([(f"w{i}", p) for i, p in enumerate(ps)],
+                                               lr=0.05))
+    theirs, topt = run_torch(
+        torch, lambda ps: torch.optim.Adam([(f"w{i}", p) for i, p in enumerate(ps)], lr=0.05))
+    assert opt.param_groups[0]["param_names"] == topt.param_groups[0]["param_names"]
+    for p, t in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-10)
+    with pytest.raises(ValueError, match="name appears more than once"):
+        optim.SGD([("w", Parameter(1.0)), ("w", Parameter(2.0))])
 
 
 def test_param_groups_with_their_own_learning_rates(torch):

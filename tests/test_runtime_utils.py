@@ -57,15 +57,15 @@ def test_clip_grad_norm_nonfinite():
         utils.clip_grad_norm_([p], 1.0, error_if_nonfinite=True)
 
 
-@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, float("inf")])
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, float("inf"), 0.5, 0.0])
 def test_clip_grad_norm_matches_pytorch(norm_type):
     torch = pytest.importorskip("torch")
     ours = params_with_grads(scale=4.0)
     theirs = [torch.tensor(p.data, requires_grad=True) for p in ours.values()]
     for t, p in zip(theirs, ours.values(), strict=True):
         t.grad = torch.tensor(p.grad)
-    expected = torch.nn.utils.clip_grad_norm_(theirs, 2.0, norm_type=norm_type)
-    assert utils.clip_grad_norm_(ours, 2.0, norm_type=norm_type) == pytest.approx(
+    expected = torch.nn.utils.clip_grad_norm_(theirs, 2.0, norm_type=norm_type, foreach=True)
+    assert utils.clip_grad_norm_(ours, 2.0, norm_type=norm_type, foreach=True) == pytest.approx(
         expected.item(), rel=1e-12
     )
     for t, p in zip(theirs, ours.values(), strict=True):
@@ -78,8 +78,8 @@ def test_clip_grad_value_matches_pytorch():
     theirs = [torch.tensor(p.data, requires_grad=True) for p in ours.values()]
     for t, p in zip(theirs, ours.values(), strict=True):
         t.grad = torch.tensor(p.grad)
-    torch.nn.utils.clip_grad_value_(theirs, 0.7)
-    utils.clip_grad_value_(ours, 0.7)
+    torch.nn.utils.clip_grad_value_(theirs, 0.7, foreach=False)
+    utils.clip_grad_value_(ours, 0.7, foreach=False)
     for t, p in zip(theirs, ours.values(), strict=True):
         np.testing.assert_array_equal(p.grad, t.grad.numpy())
     assert max(np.abs(p.grad).max() for p in ours.values()) == 0.7

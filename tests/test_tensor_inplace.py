@@ -111,3 +111,30 @@ def test_an_update_between_forward_and_backward_is_caught_by_the_version_counter
         tw -= 1.0
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         tloss.backward()
+
+
+def test_a_detached_tensor_shares_the_version_counter_of_what_it_was_detached_from():
+    # as PyTorch's: an update through the alias is seen by a graph that saved the original
+    # (it had a counter of its own, so backward read the changed array without a word)
+    w = Parameter(np.ones(3))
+    loss = penalty(w)
+    alias = w.detach()
+    assert not alias.requires_grad and alias.is_leaf and alias.data is w.data
+    alias.mul_(2.0)  # no grad needed: allowed in grad mode, and w changes too
+    np.testing.assert_array_equal(w.data, [2.0, 2.0, 2.0])
+    assert w._version == alias._version == alias.detach()._version == 1
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+    tw = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    tloss = (tw**2).sum()
+    tw.detach().mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        tloss.backward()
+    # and the other way: an optimizer's update of w is seen by a graph that saved the alias
+    alias = w.detach().requires_grad_()
+    loss = penalty(alias)
+    with no_grad():
+        w -= 1.0
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+    assert repr(alias) == "Tensor([1., 1., 1.], requires_grad=True)"

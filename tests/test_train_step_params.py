@@ -102,3 +102,20 @@ def test_a_tied_parameter_gets_one_update_from_the_sum_of_its_gradients():
         step(X)
     np.testing.assert_allclose(E.data, tE.detach().numpy(), rtol=1e-10)
     assert float(opt.state[E]["step"]) == 4.0
+
+
+def test_a_parameter_the_loss_does_not_use_is_left_alone():
+    # PyTorch's graph does not reach it: .grad stays None and AdamW skips it (its decoupled
+    # weight decay shrank it every step, from a gradient of zeros)
+    theirs = torch_params()
+    spare_t = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    expected = torch_steps(theirs, torch.optim.AdamW([*theirs.values(), spare_t], lr=0.05), 4,
+                           max_norm=0.5)
+    assert spare_t.grad is None
+    params = {"a": Parameter(A0.copy()), "b": Parameter(B0.copy()), "spare": Parameter(np.ones(2))}
+    step = train_step(loss_fn, params, optim.AdamW(params, lr=0.05), max_norm=0.5)
+    for _ in range(4):
+        step(X, Y)
+    np.testing.assert_array_equal(params["spare"].data, np.ones(2))
+    for key in ("a", "b"):
+        np.testing.assert_allclose(params[key].data, expected[key], rtol=1e-10)

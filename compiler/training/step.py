@@ -30,6 +30,7 @@ from compiler.errors import ArgumentError, KernelShapeError
 from compiler.ir import Sym
 from compiler.jit import NumbaKernel
 from compiler.packing import Packing, pack
+from compiler.passes import const_value
 from compiler.timings import CompileReport, KernelBuild
 from compiler.training.interrupts import held_interrupts
 from compiler.training.kernels import Kernels, run_updating, updated
@@ -230,7 +231,10 @@ class TrainStep:
 
     def _update(self, params: list, states: list, hypers, loss, grads: list):
         """The optimizer's step on every slot but the frozen ones (PyTorch's optimizers skip a
-        parameter without a gradient, and clipping does not count it)."""
+        parameter without a gradient, and clipping does not count it). A parameter the loss
+        does not depend on (its gradient an exact zero constant) is skipped too: PyTorch's
+        graph would not reach it, so its `.grad` stays None after zero_grad()."""
+        unused = [_outside_graph(g) for g in grads]
         if self.max_norm is not None:
             live = [k for k, slot in enumerate(self._slots) if not slot.frozen]
             clipped = _clip_by_total_norm([grads[k] for k in live], hypers[-1], self.norm_type) \
@@ -239,8 +243,8 @@ class TrainStep:
             for k, g in zip(live, clipped):
                 grads[k] = g
         new_params, new_states = [], []
-        for slot, p, g, state in zip(self._slots, params, grads, states):
-            if slot.frozen:
+        for slot, p, g, state, outside in zip(self._slots, params, grads, states, unused):
+            if slot.frozen or outside:
                 new_params.append(p)
                 new_states.append(dict(state))
                 continue
@@ -474,6 +478,13 @@ def data_arrays(data: Sequence, owner: str) -> tuple[np.ndarray, ...]:
                 f"{type(d).__name__}'s arrays as arguments of their own")
         arrays.append(as_array(np.asarray(d), f"{owner}[{i}]"))
     return tuple(arrays)
+
+
+def _outside_graph(grad: Any) -> bool:
+    """Whether a traced gradient is an exact zero constant: the loss does not depend on the
+    parameter at all (compiler/autodiff.py gives such a parameter zeros)."""
+    node = getattr(grad, "node", None)
+    return node is not None and const_value(node) == 0
 
 
 def _clip_by_total_norm(grads: list, max_norm, norm_type: float) -> list:

@@ -21,7 +21,8 @@ from ..autograd import enable_grad
 from ..tensor import Tensor
 from . import foreach
 
-ParamsArg = Iterable[Tensor] | Mapping[str, Tensor] | Iterable[dict[str, Any]]
+ParamsArg = Iterable[Tensor] | Mapping[str, Tensor] | Iterable[dict[str, Any]] \
+    | Iterable[tuple[str, Tensor]]
 
 # The compiled update: `factory(optimizer, group_index)` makes a callable that updates a group
 # in one kernel and returns the parameters it left to the NumPy rules. The compiler registers
@@ -116,6 +117,14 @@ class Optimizer:
         params = group["params"]
         if isinstance(params, Tensor):
             params = [params]
+        if not isinstance(params, Mapping):
+            params = list(params)
+            if params and all(_is_named(item) for item in params):  # named_parameters() pairs
+                named = dict(params)
+                if len(named) != len(params):
+                    raise ValueError("a parameter name appears more than once in one "
+                                     "parameter group")
+                params = named
         if isinstance(params, Mapping):
             group["param_names"] = list(params.keys())
             params = list(params.values())
@@ -265,6 +274,12 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params"]
         return "\n".join([*lines, ")"])
+
+
+def _is_named(item: Any) -> bool:
+    """A (name, Tensor) pair, as PyTorch's `named_parameters()` (or a dict's items) gives."""
+    return isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) \
+        and isinstance(item[1], Tensor)
 
 
 def _check_state(index: int, p: Tensor, saved: dict[str, Any], fresh: dict[str, Any]) -> None:

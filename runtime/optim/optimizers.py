@@ -2,7 +2,8 @@
 
 Each class validates its hyper-parameters like PyTorch, names its update rule
 from `rules`, and maps a parameter group to that rule's options. The math lives
-only in `rules`.
+only in `rules`. PyTorch's `foreach=` is accepted and changes nothing: there is one
+implementation, whose results do not depend on how parameters share calls.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class SGD(Optimizer):
         nesterov: bool = False,
         *,
         maximize: bool = False,
+        foreach: bool | None = None,
     ) -> None:
         _check(lr >= 0.0, f"Invalid learning rate: {lr}")
         _check(momentum >= 0.0, f"Invalid momentum value: {momentum}")
@@ -87,6 +89,8 @@ class Adam(Optimizer):
         amsgrad: bool = False,
         *,
         maximize: bool = False,
+        foreach: bool | None = None,
+        decoupled_weight_decay: bool = False,
     ) -> None:
         _check(lr >= 0.0, f"Invalid learning rate: {lr}")
         _check(eps >= 0.0, f"Invalid epsilon value: {eps}")
@@ -100,6 +104,8 @@ class Adam(Optimizer):
             weight_decay=weight_decay,
             amsgrad=amsgrad,
             maximize=maximize,
+            # AdamW's rule (as PyTorch's keyword makes Adam AdamW); AdamW sets it
+            decoupled_weight_decay=bool(decoupled_weight_decay or self.decoupled_weight_decay),
         )
         super().__init__(params, defaults)
 
@@ -113,7 +119,8 @@ class Adam(Optimizer):
             weight_decay=group["weight_decay"],
             amsgrad=group["amsgrad"],
             maximize=group["maximize"],
-            decoupled_weight_decay=self.decoupled_weight_decay,
+            decoupled_weight_decay=bool(group.get("decoupled_weight_decay",
+                                                  self.decoupled_weight_decay)),
         )
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -135,8 +142,10 @@ class AdamW(Adam):
         amsgrad: bool = False,
         *,
         maximize: bool = False,
+        foreach: bool | None = None,
     ) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         foreach=foreach)
 
 
 class RMSprop(Optimizer):
@@ -156,6 +165,7 @@ class RMSprop(Optimizer):
         centered: bool = False,
         *,
         maximize: bool = False,
+        foreach: bool | None = None,
     ) -> None:
         _check(lr >= 0.0, f"Invalid learning rate: {lr}")
         _check(eps >= 0.0, f"Invalid epsilon value: {eps}")
@@ -207,6 +217,7 @@ class Adagrad(Optimizer):
         eps: float = 1e-10,
         *,
         maximize: bool = False,
+        foreach: bool | None = None,
     ) -> None:
         _check(lr >= 0.0, f"Invalid learning rate: {lr}")
         _check(lr_decay >= 0.0, f"Invalid lr_decay value: {lr_decay}")

@@ -16,8 +16,8 @@ import numpy as np
 
 from compiler import compile_grad
 from compiler.training import fit, train_step
+from runtime import Parameter, init, optim, utils
 from runtime import functional as F
-from runtime import init, optim, utils
 
 ROWS, FEATURES, OUTPUTS = 37, 5, 2
 
@@ -51,7 +51,12 @@ SCENARIOS = {
     # the same through shared memory (two ranks of one machine: summed in the update kernel)
     "adam-shared": (optim.Adam, dict(lr=0.01, weight_decay=0.01, amsgrad=True),
                     dict(epochs=2, batch_size=9, shuffle=False, max_norm=0.5), "shared"),
+    # a Parameter of the dict that the loss never reads ("unused"): no gradient, so AdamW's
+    # decoupled decay must not shrink it (the all-reduced buffer holds zeros for it)
+    "adamw-unused": (optim.AdamW, dict(lr=0.01, weight_decay=0.1),
+                     dict(epochs=1, batch_size=9, shuffle=False), "shared"),
 }
+UNUSED = "unused"  # the key of that Parameter (a scenario named *-unused has it)
 SHARDS = ((0, 3), (3, 8))  # train_step: rank r passes rows SHARDS[r]; one process all 8
 STEPS = 4
 
@@ -63,6 +68,8 @@ def run_fit(name: str, comm=None, compiled=None):
     make_optimizer, options, fit_options, _ = SCENARIOS[name]
     fit_options = dict(fit_options)
     X, y, params = problem()
+    if name.endswith("-unused"):
+        params[UNUSED] = Parameter(np.ones(3))
     optimizer = make_optimizer(params, **options)
     compiled = compiled or compile_grad(loss_fn)
     seen = []

@@ -43,6 +43,7 @@ from compiler.ir import Sym
 from compiler.jit import NumbaKernel
 from compiler.training.allreduce import ALIGN, check_comm, reducer
 from compiler.training.kernels import Kernels, updated
+from compiler.training.step import outside_graph
 
 if TYPE_CHECKING:
     from compiler.training.step import TrainStep
@@ -117,6 +118,7 @@ class DataParallel:
         self._weight = np.zeros(1)
         self._weighted_loss = _traced(step, self._weighted, "weighted", wrt=0)
         self._grads_fn = _traced(step, self._grads_function, "grads", wrt=(0, 1, 2))
+        self._unused: list[bool] | None = None  # per slot, once the gradients are traced
         self._update_fn = _traced(step, self._update_function, "update", wrt=(0, 1, 2, 3, 4))
         self._grads_by_data: dict[tuple, tuple[Kernels, list[tuple]]] = {}
         self._update_calls: list[tuple] = []  # the update kernel's arguments by buffer set
@@ -176,7 +178,11 @@ class DataParallel:
         step = self.train_step
         params = pytree.unflatten(step._tree, step._leaf_values(params))
         loss, grads = self._weighted_loss.value_and_grad(params, weight, *data)
-        return loss, step._slot_grads(pytree.flatten(grads)[0])
+        grads = step._slot_grads(pytree.flatten(grads)[0])
+        # The update reads gradients from the all-reduced buffer, where a parameter the loss
+        # does not depend on has zeros like any other: the trace here says which it is.
+        self._unused = [outside_graph(g) for g in grads]
+        return loss, grads
 
     def _weighted(self, params, weight, *data):
         loss = self.train_step.loss_fn(params, *data)
@@ -194,7 +200,7 @@ class DataParallel:
             loss, count = loss + total[0], count + total[1]
         per_row = 1.0 / count  # one division, then a product per element
         grads = [g * per_row.astype(g.dtype) for g in sums]
-        return step._update(params, states, hypers, loss * per_row, grads)
+        return step._update(params, states, hypers, loss * per_row, grads, self._unused)
 
     # --- running --------------------------------------------------------------------------
     def step(self, data: tuple) -> Any:

@@ -229,12 +229,15 @@ class TrainStep:
         result = self._update(params, states, hypers, total / k, [g / k for g in summed])
         return result + (auxes,) if self.loss_fn.has_aux else result
 
-    def _update(self, params: list, states: list, hypers, loss, grads: list):
+    def _update(self, params: list, states: list, hypers, loss, grads: list,
+                unused: list[bool] | None = None):
         """The optimizer's step on every slot but the frozen ones (PyTorch's optimizers skip a
         parameter without a gradient, and clipping does not count it). A parameter the loss
-        does not depend on (its gradient an exact zero constant) is skipped too: PyTorch's
-        graph would not reach it, so its `.grad` stays None after zero_grad()."""
-        unused = [_outside_graph(g) for g in grads]
+        does not depend on (its gradient an exact zero constant, or `unused` says so) is
+        skipped too: PyTorch's graph would not reach it, so its `.grad` stays None after
+        zero_grad()."""
+        if unused is None:
+            unused = [outside_graph(g) for g in grads]
         if self.max_norm is not None:
             live = [k for k, slot in enumerate(self._slots) if not slot.frozen]
             clipped = _clip_by_total_norm([grads[k] for k in live], hypers[-1], self.norm_type) \
@@ -480,7 +483,7 @@ def data_arrays(data: Sequence, owner: str) -> tuple[np.ndarray, ...]:
     return tuple(arrays)
 
 
-def _outside_graph(grad: Any) -> bool:
+def outside_graph(grad: Any) -> bool:
     """Whether a traced gradient is an exact zero constant: the loss does not depend on the
     parameter at all (compiler/autodiff.py gives such a parameter zeros)."""
     node = getattr(grad, "node", None)

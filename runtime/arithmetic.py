@@ -157,6 +157,58 @@ def absolute(x: Tensor) -> Tensor:
     return autograd.record([out], [x], lambda cts: [cts[0] * np.sign(a)], "abs")[0]
 
 
+# name -> (NumPy's function, the gradient from (cotangent, result, input))
+UNARY: dict[str, tuple[Callable, Callable]] = {
+    "sqrt": (np.sqrt, lambda g, out, a: g / (2 * out)),
+    "exp": (np.exp, lambda g, out, a: g * out),
+    "log": (np.log, lambda g, out, a: g / a),
+    "tanh": (np.tanh, lambda g, out, a: g * (1 - out * out)),
+    "sigmoid": (lambda a: 0.5 * (1 + np.tanh(0.5 * a)), lambda g, out, a: g * out * (1 - out)),
+}
+
+
+def unary(name: str, x: Tensor) -> Tensor:
+    """`x.<name>()` (sqrt, exp, log, tanh, sigmoid), recorded for backward; an integer or
+    bool Tensor gives floats (DEFAULT_FLOAT), as PyTorch gives its default float."""
+    forward, vjp = UNARY[name]
+    a = x.data if x.data.dtype.kind == "f" else x.data.astype(DEFAULT_FLOAT)
+    with np.errstate(all="ignore"):  # inf and nan are values, as in PyTorch
+        out = np.asarray(forward(a)).astype(a.dtype, copy=False)
+    if not _needs_record(x):
+        return Tensor(out)
+
+    def backward(cotangents):
+        with np.errstate(all="ignore"):
+            return [np.asarray(vjp(cotangents[0], out, a)).astype(x.data.dtype, copy=False)]
+
+    return autograd.record([out], [x], backward, name)[0]
+
+
+def _index_key(key: Any) -> Any:
+    """A Tensor key (or Tensors in a tuple key) read as its array."""
+    if isinstance(key, tuple):
+        return tuple(k.data if isinstance(k, Tensor) else k for k in key)
+    return key.data if isinstance(key, Tensor) else key
+
+
+def index(x: Tensor, key: Any) -> Tensor:
+    """`x[key]` as NumPy indexes (slices, integers, None, Ellipsis, integer and boolean
+    arrays), a new Tensor (a copy: in-place updates of it leave `x` alone), recorded for
+    backward: the cotangent is added back at the places read, repeated ones summed."""
+    key = _index_key(key)
+    a = x.data
+    out = np.array(a[key])
+    if not _needs_record(x):
+        return Tensor(out)
+
+    def backward(cotangents):
+        grad = np.zeros_like(a)
+        np.add.at(grad, key, cotangents[0])
+        return [grad]
+
+    return autograd.record([out], [x], backward, "index")[0]
+
+
 def _axes(dim: int | tuple[int, ...] | None, ndim: int) -> tuple[int, ...]:
     if dim is None:
         return tuple(range(ndim))

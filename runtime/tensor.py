@@ -363,6 +363,36 @@ class Tensor:
     def abs(self) -> Tensor:
         return _arithmetic.absolute(self)
 
+    def sqrt(self) -> Tensor:
+        return _arithmetic.unary("sqrt", self)
+
+    def exp(self) -> Tensor:
+        return _arithmetic.unary("exp", self)
+
+    def log(self) -> Tensor:
+        return _arithmetic.unary("log", self)
+
+    def tanh(self) -> Tensor:
+        return _arithmetic.unary("tanh", self)
+
+    def sigmoid(self) -> Tensor:
+        return _arithmetic.unary("sigmoid", self)
+
+    def __getitem__(self, key: Any) -> Tensor:
+        """x[key] as NumPy indexes it: a new Tensor (a copy), recorded for backward."""
+        return _arithmetic.index(self, key)
+
+    def __len__(self) -> int:
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return len(self.data)
+
+    def __iter__(self):
+        """The rows along the first axis (each recorded as x[i]), as PyTorch iterates."""
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(len(self.data)))
+
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         if copy:
             return np.array(self.data, dtype=dtype, copy=True)

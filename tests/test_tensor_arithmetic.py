@@ -207,3 +207,56 @@ def test_a_0d_leaf_reached_twice_gets_an_array_gradient_that_clipping_scales():
     np.testing.assert_allclose(b.grad, tb.grad.numpy(), rtol=1e-6)
     b.zero_grad(set_to_none=False)
     assert b.grad == 0.0
+
+
+@pytest.mark.parametrize("name", ["sqrt", "exp", "log", "tanh", "sigmoid"])
+def test_unary_math_methods_match_pytorch(name):
+    x = array((3, 4))  # positive: sqrt and log are defined
+    ours, theirs = Parameter(x), torch.tensor(x, requires_grad=True)
+    out, expected = getattr(ours, name)(), getattr(theirs, name)()
+    np.testing.assert_allclose(out.data, expected.detach().numpy(), rtol=1e-12)
+    weights = RNG.normal(size=x.shape)
+    (out * weights).sum().backward()
+    (expected * torch.tensor(weights)).sum().backward()
+    np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=1e-12)
+    assert Tensor(np.arange(3)).sqrt().dtype == np.float64  # integers give floats
+
+
+KEYS = [1, -1, (slice(None), 2), (Ellipsis, None, 0), slice(None, None, -1),
+        np.array([0, 2, 0]), (np.array([0, 1]), np.array([3, 3])), np.array([1, 0, 1], bool)]
+
+
+@pytest.mark.parametrize("key", KEYS, ids=range(len(KEYS)))
+def test_indexing_matches_pytorch_with_repeated_indices_summed(key):
+    x = array((3, 4))
+    ours, theirs = Parameter(x), torch.tensor(x, requires_grad=True)
+    torch_key = tuple(torch.tensor(k) if isinstance(k, np.ndarray) else k for k in key) \
+        if isinstance(key, tuple) else torch.tensor(key) if isinstance(key, np.ndarray) else key
+    if isinstance(key, slice) and key.step == -1:  # PyTorch has no negative steps: flip
+        expected = theirs.flip(0)
+    else:
+        expected = theirs[torch_key]
+    out = ours[key]
+    np.testing.assert_array_equal(out.data, expected.detach().numpy())
+    weights = RNG.normal(size=out.shape)
+    (out * weights).sum().backward()
+    (expected * torch.tensor(weights)).sum().backward()
+    np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=1e-12)
+
+
+def test_a_compiled_result_indexed_and_iterated_backpropagates():
+    f = compile_grad(lambda W, x: np.tanh(x @ W), backend="interpreter")
+    W = RNG.normal(size=(3, 2))
+    x = RNG.normal(size=(4, 3))
+    ours, theirs = Parameter(W), torch.tensor(W, requires_grad=True)
+    out = f(ours, x)
+    loss = out[0].sum() + sum(row.sum() for row in out) + out[Tensor(np.array([1, 1]))].sum()
+    t_out = torch.tanh(torch.tensor(x) @ theirs)
+    t_loss = t_out[0].sum() + sum(row.sum() for row in t_out) + t_out[torch.tensor([1, 1])].sum()
+    loss.backward()
+    t_loss.backward()
+    np.testing.assert_allclose(loss.item(), t_loss.item(), rtol=1e-12)
+    np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=1e-12)
+    assert len(out) == 4
+    with pytest.raises(TypeError, match="0-d tensor"):
+        iter(loss)

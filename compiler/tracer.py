@@ -108,7 +108,9 @@ class Builder:
         peers = [x.node.dtype for i, x in enumerate(inputs)
                  if isinstance(x, Tracer) and isinstance(x.node.type, TensorType)
                  and not (op == "where" and i == 0)]
-        nodes = tuple(self.lift(x, peers) for x in inputs)
+        # where's condition is boolean whatever the values are: a Python bool stays one.
+        nodes = tuple(self.lift(x, [] if op == "where" and i == 0 else peers)
+                      for i, x in enumerate(inputs))
         loc = self.loc_override or user_loc()
         if loc is not None and self.call and not loc.call:
             loc = loc.with_call(self.call)
@@ -362,9 +364,14 @@ class Tracer:
 
     def swapaxes(self, a, b): return npx.swapaxes(self, a, b)  # noqa: E704
     def squeeze(self, axis=None): return npx.squeeze(self, axis)  # noqa: E704
-    def ravel(self): return npx.reshape(self, (-1,))  # noqa: E704
-    def flatten(self): return npx.dispatch.fresh(npx.reshape(self, (-1,)))  # noqa: E704  (a copy)
-    def clip(self, a_min=None, a_max=None): return npx.clip(self, a_min, a_max)  # noqa: E704
+    def ravel(self, order="C"): return npx.reshape(self, (-1,), order)  # noqa: E704
+
+    def flatten(self, order="C"):  # a copy
+        return npx.dispatch.fresh(npx.reshape(self, (-1,), order))
+
+    def clip(self, min=None, max=None, out=None, **kwargs):  # ndarray.clip's names
+        return npx.clip(self, min, max, out, **kwargs)
+
     def dot(self, other): return npx.dot(self, other)  # noqa: E704
 
     def sort(self, axis=-1, kind=None, order=None):

@@ -20,7 +20,7 @@ from compiler.codegen.index_bounds import in_range
 from compiler.codegen.loops import MinibatchLoop
 from compiler.codegen.nests import INDENT, NestWriter, comment_of, header_of
 from compiler.codegen.prelude import HelperSet
-from compiler.codegen.reading import Reader, dim_text, index_site, shape_text, subscript
+from compiler.codegen.reading import Reader, dim_text, shape_text, subscript
 from compiler.codegen.scalars import dtype_name
 from compiler.codegen.scans import BodyFunctions
 from compiler.codegen.writes import aliases_input, input_memory, stored_in_place
@@ -190,8 +190,7 @@ class KernelWriter:
                 if indices.shape == () and indices.id not in nest.member_ids and \
                         key not in self.reader.checked and not in_range(indices, n):
                     check = self.helpers.use("_check_scalar_index", np.int64)
-                    site = index_site(node, None, n)
-                    self.line(f"{check}({self.reader.read(indices, ())}, {key[1]}, {site})")
+                    self.line(f"{check}({self.reader.read(indices, ())}, {key[1]})")
                     self.reader.checked.add(key)
             for x in node.inputs:
                 if x.id in self.plan.views and x.id not in seen:
@@ -223,9 +222,7 @@ class KernelWriter:
                 checked.add((name, n))
                 check = self.helpers.use("_check_scalar_index" if is_scalar else "_check_index",
                                          np.int64)
-                # the caller's array by its name; a loop body's index is computed
-                site = index_site(node, None if is_scalar or is_generated(name) else name, n)
-                self.line(f"{check}({name}, {n}, {site})")
+                self.line(f"{check}({name}, {n})")
         for node in self.graph.inputs:
             if node.shape == () and not self.is_body:  # 0-d arrays: read once, as a scalar
                 self.line(f"{self.names[node.id]} = {self.arrays[node.id]}[()]")

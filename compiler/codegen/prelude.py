@@ -30,11 +30,11 @@ def _wrap(index, n):
     return index + n if index < 0 else index
 ''',
     "_checked_wrap": '''
-def _checked_wrap(index, n, site):
+def _checked_wrap(index, n):
     # a position the kernel computed (xs[i + 1]) is checked where it is read: numba reads
-    # out of bounds silently. `site` names the user's line and the index.
+    # out of bounds silently
     if index < -n or index >= n:
-        raise IndexError(site)
+        raise IndexError("index out of bounds for the gathered axis")
     return index + n if index < 0 else index
 ''',
     "_check_finite": '''
@@ -45,17 +45,16 @@ def _check_finite(x, site):
     return x
 ''',
     "_check_index": '''
-def _check_index(indices, n, site):
-    # `site` names the user's line and the index
+def _check_index(indices, n):
     for index in indices.flat:
         if index < -n or index >= n:
-            raise IndexError(site)
+            raise IndexError("index out of bounds for the gathered axis")
 ''',
     "_check_scalar_index": '''
-def _check_scalar_index(index, n, site):
+def _check_scalar_index(index, n):
     # a scalar: a loop body's 0-d index (fori_loop's i), a position computed before a loop
     if index < -n or index >= n:
-        raise IndexError(site)
+        raise IndexError("index out of bounds for the gathered axis")
 ''',
 }
 

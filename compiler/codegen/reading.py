@@ -103,32 +103,17 @@ class Reader:
         """Read view `view` at `index` by reading its input at the mapped index."""
         return lowering_of(view).read(self, view, index)
 
-    def gathered(self, indices: Node, index: Index, n: Dim, by: Node | None = None) -> str:
+    def gathered(self, indices: Node, index: Index, n: Dim) -> str:
         """The position read from `indices` at `index`, wrapped like NumPy's negative indices,
         and checked against `n` unless the kernel checked it first or it is in range by
-        construction (a constant against a static axis was checked when it was traced);
-        `by` is the node that reads it (its line is the error's)."""
+        construction (a constant against a static axis was checked when it was traced)."""
         position = self.read(indices, index)
         if (indices.id, dim_text(n)) not in self.checked and not in_range(indices, n):
-            site = index_site(by if by is not None else indices, None, n)
             return f"{self.helpers.use('_checked_wrap', indices.dtype)}({position}, " \
-                   f"{dim_text(n)}, {site})"
+                   f"{dim_text(n)})"
         if never_negative(indices):
             return position
         return f"{self.helpers.use('_wrap', indices.dtype)}({position}, {dim_text(n)})"
-
-
-def index_site(reader: Node, name: str | None, n: Dim) -> str:
-    """The message, as a Python literal, of the IndexError a kernel raises when an index that
-    `reader` uses falls outside an axis of length `n`: the user's line that indexes, and the
-    argument `name` holding the index (None: a position the kernel computes)."""
-    what = f"an index in '{name}'" if name else "an index computed here"
-    message = f"{what} is out of bounds for an axis of size {dim_text(n)}"
-    loc = reader.loc
-    if loc is not None:
-        text = f": {loc.text.strip()}" if loc.text else ""
-        message = f"{loc}: {message}{text}"
-    return '"' + message.replace("\\", "\\\\").replace('"', '\\"') + '"'  # as repr, in "
 
 
 def _literal_value(node: Node):

@@ -45,17 +45,17 @@ def _scatter_indices(node):
     return node.inputs[1], node.attrs["shape"][node.attrs["axis"]]
 
 
-def _taken_at(reader, indices, axis: int, n, at, by):
+def _taken_at(reader, indices, axis: int, n, at):
     """`at` (an element of take's result) with the axes of `indices` replaced by the position
-    they hold: where that element is in the gathered array (`by` is the node reading it)."""
+    they hold: where that element is in the gathered array."""
     k = indices.type.ndim
-    return at[:axis] + (reader.gathered(indices, at[axis:axis + k], n, by),) + at[axis + k:]
+    return at[:axis] + (reader.gathered(indices, at[axis:axis + k], n),) + at[axis + k:]
 
 
 def _read_take(reader, view, at):
     x, indices = view.inputs
     axis = view.attrs["axis"]
-    return reader.read(x, _taken_at(reader, indices, axis, x.shape[axis], at, view))
+    return reader.read(x, _taken_at(reader, indices, axis, x.shape[axis], at))
 
 
 register(OpDef(
@@ -72,7 +72,7 @@ register(OpDef(
     doc="scatter-add of `g` into zeros of `shape` at `idx` along `axis`: the adjoint of take",
     lowering=Scatter(lambda reader, node, at: _taken_at(
         reader, node.inputs[1], node.attrs["axis"], node.attrs["shape"][node.attrs["axis"]],
-        at, node), adds=True, indices=_scatter_indices),
+        at), adds=True, indices=_scatter_indices),
 ))
 
 
@@ -109,7 +109,7 @@ def _read_take_along(reader, view, at):
 
     x, indices = view.inputs
     axis = view.attrs["axis"]
-    position = reader.gathered(indices, broadcast_index(indices.shape, at), x.shape[axis], view)
+    position = reader.gathered(indices, broadcast_index(indices.shape, at), x.shape[axis])
     mapped = broadcast_index(x.shape, at)
     return reader.read(x, mapped[:axis] + (position,) + mapped[axis + 1:])
 
@@ -119,7 +119,7 @@ def _along_target(reader, node, at):
     from compiler.codegen.reading import broadcast_index
 
     indices, axis, shape = node.inputs[1], node.attrs["axis"], node.attrs["shape"]
-    position = reader.gathered(indices, broadcast_index(indices.shape, at), shape[axis], node)
+    position = reader.gathered(indices, broadcast_index(indices.shape, at), shape[axis])
     return tuple(position if a == axis else ("0" if d == 1 else at[a])
                  for a, d in enumerate(shape))
 
@@ -162,6 +162,6 @@ register(OpDef(
     doc="for each of `size` places, the ordinal (counting up from 1) of the last of `positions` "
         "that names it, 0 where none does; no derivative (integers)",
     lowering=Scatter(lambda reader, node, at: (
-        reader.gathered(node.inputs[1], at, node.attrs["size"], node),), ordered=True,
+        reader.gathered(node.inputs[1], at, node.attrs["size"]),), ordered=True,
         indices=lambda node: (node.inputs[1], node.attrs["size"])),
 ))

@@ -234,7 +234,7 @@ class CompiledFunction:
         tracing = PhaseTimes()  # every trace of this call, those a Concretize cut short too
         while True:
             signature = signature_of(call.leaves, set(wrt_leaves), self._static_positions,
-                                     self._dim_names(call))
+                                     self._dim_names(call), call.raw)
             key = (call.treedef, tuple(call.names), signature, tuple(wrt_leaves))
             spec = self._specs.get(key)
             if spec is not None:
@@ -286,7 +286,7 @@ class CompiledFunction:
         with clock.phase("trace"):
             graph, out_tree = trace(self.fn, list(signature.types), call.leaf_names(),
                                     call.rebuild, signature.sym_sizes(call.leaves),
-                                    name=self._graph_name)
+                                    name=self._graph_name, weak=signature.weak)
         with clock.phase("passes"):
             graph = verified(optimize(roll(graph)))
             name_values(graph)  # once: every kernel of this specialization shares these names

@@ -25,9 +25,11 @@ Position = tuple[int, int]  # (leaf index, axis)
 
 @dataclass(frozen=True)
 class Signature:
-    """What a trace depends on: each leaf's dtype and shape pattern (symbols for free dims)."""
+    """What a trace depends on: each leaf's dtype and shape pattern (symbols for free dims),
+    and which leaves are Python ints and floats (weak scalars: `compiler/tracer.py`)."""
 
     types: tuple[TensorType, ...]
+    weak: frozenset[int] = frozenset()
 
     def sym_sizes(self, leaves: list[np.ndarray]) -> dict[Sym, int]:
         sizes: dict[Sym, int] = {}
@@ -49,10 +51,12 @@ def symbolic_candidates(leaves: list[np.ndarray], differentiable: set[int],
 
 def signature_of(leaves: list[np.ndarray], differentiable: set[int],
                  static_positions: set[Position],
-                 dim_names: dict[int, str] | None = None) -> Signature:
+                 dim_names: dict[int, str] | None = None,
+                 raw: list | None = None) -> Signature:
     """Each leaf's type, its free leading axis symbolic. `dim_names` gives, by leaf, the name
     the user gave that axis (a DSL annotation such as `xs: f32[T, 4]`): its symbol keeps it,
-    so the IR and the kernels say `T` where the user wrote `T`."""
+    so the IR and the kernels say `T` where the user wrote `T`. `raw`, the leaves as passed,
+    tells which are Python ints and floats."""
     free = set(symbolic_candidates(leaves, differentiable, static_positions))
     dim_names = dim_names or {}
     symbols: dict[int, Sym] = {}
@@ -68,7 +72,8 @@ def signature_of(leaves: list[np.ndarray], differentiable: set[int],
             else:
                 shape.append(n)
         types.append(TensorType(leaf.dtype, tuple(shape)))
-    return Signature(tuple(types))
+    weak = frozenset(i for i, leaf in enumerate(raw or ()) if type(leaf) in (int, float))
+    return Signature(tuple(types), weak)
 
 
 def _symbol_name(wanted: str | None, made: Iterable[Sym], reserved: set[str]) -> str:

@@ -54,12 +54,14 @@ class Builder:
         # raised at the next op or when the function returns (compiler/numpy_api/conversion.py).
         self.deferred_error: TraceError | None = None
 
-    def input(self, index: int, type: TensorType, name: str) -> Tracer:
+    def input(self, index: int, type: TensorType, name: str, weak: bool = False) -> Tracer:
+        """The traced value of argument leaf `index`; `weak` for a Python int or float, which
+        takes the dtype of the arrays it meets, as in NumPy 2 (`x32 * lr` is float32)."""
         node = Node("input", (), {"index": index, "type": type}, type, name=name)
         for axis, d in enumerate(type.shape):
             if isinstance(d, Sym):
                 self.sym_sources.setdefault(d, (node, axis))
-        return Tracer(self, node)
+        return Tracer(self, node, weak)
 
     def wrap(self, node: Node) -> Tracer:
         return Tracer(self, node)
@@ -109,10 +111,16 @@ class Builder:
         if self.deferred_error is not None:
             raise self.deferred_error
         opdef = ops.get(op)
+        elementwise = opdef.kind == "elementwise"
         peers = [x.node.dtype for i, x in enumerate(inputs)
                  if isinstance(x, Tracer) and isinstance(x.node.type, TensorType)
-                 and not (op == "where" and i == 0)]
-        nodes = tuple(self.lift(x, peers) for x in inputs)
+                 and not (op == "where" and i == 0) and not (x.weak and elementwise)]
+        if elementwise and peers:
+            inputs = tuple(_adapted(x, peers) if isinstance(x, Tracer) and x.weak else x
+                           for x in inputs)
+        # where's condition is boolean whatever the values are: a Python bool stays one.
+        nodes = tuple(self.lift(x, [] if op == "where" and i == 0 else peers)
+                      for i, x in enumerate(inputs))
         loc = self.loc_override or user_loc()
         if loc is not None and self.call and not loc.call:
             loc = loc.with_call(self.call)
@@ -165,6 +173,18 @@ class Builder:
         raise TraceError(f"{_describe(op)}: shapes {shapes} cannot be broadcast together", loc)
 
 
+def _adapted(weak: Tracer, peers: list[np.dtype]) -> Tracer:
+    """A Python scalar argument as NumPy 2 computes it with arrays of `peers` (NEP 50): a
+    float, or an int among floats, takes their float dtype. An int among ints stays int64
+    (NumPy would compute in the array's narrower int, raising if the value does not fit,
+    which only the value can tell)."""
+    sample = 0.0 if weak.dtype.kind == "f" else 0
+    dtype = np.result_type(*peers, sample)
+    if dtype == weak.dtype or dtype.kind != "f" or weak.dtype.kind not in "fi":
+        return weak
+    return weak.astype(dtype)
+
+
 def _concrete_shape(shape, hints) -> str:
     dims = [str(hints.get(d, d)) if isinstance(d, Sym) else str(d) for d in shape]
     return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
@@ -182,11 +202,14 @@ class Tracer:
     """A traced array: stands for an IR node while the user's function runs."""
 
     __array_priority__ = 1000
-    __slots__ = ("builder", "node")
+    __slots__ = ("builder", "node", "weak")
 
-    def __init__(self, builder: Builder, node: Node) -> None:
+    def __init__(self, builder: Builder, node: Node, weak: bool = False) -> None:
         self.builder = builder
         self.node = node
+        # A Python int or float argument, or what Python's operators make of such values
+        # alone (`lr * 2`): "weak" in NumPy 2, taking the dtype of the arrays it meets.
+        self.weak = weak
 
     # --- array attributes --------------------------------------------------------
     @property
@@ -366,9 +389,14 @@ class Tracer:
 
     def swapaxes(self, a, b): return npx.swapaxes(self, a, b)  # noqa: E704
     def squeeze(self, axis=None): return npx.squeeze(self, axis)  # noqa: E704
-    def ravel(self): return npx.reshape(self, (-1,))  # noqa: E704
-    def flatten(self): return npx.dispatch.fresh(npx.reshape(self, (-1,)))  # noqa: E704  (a copy)
-    def clip(self, a_min=None, a_max=None): return npx.clip(self, a_min, a_max)  # noqa: E704
+    def ravel(self, order="C"): return npx.reshape(self, (-1,), order)  # noqa: E704
+
+    def flatten(self, order="C"):  # a copy
+        return npx.dispatch.fresh(npx.reshape(self, (-1,), order))
+
+    def clip(self, min=None, max=None, out=None, **kwargs):  # ndarray.clip's names
+        return npx.clip(self, min, max, out, **kwargs)
+
     def dot(self, other): return npx.dot(self, other)  # noqa: E704
 
     def sort(self, axis=-1, kind=None, order=None):
@@ -429,13 +457,16 @@ def _check_returned(fn: Callable, name: str, leaves: list) -> None:
 
 def trace(fn: Callable, input_types: list[TensorType], input_names: list[str],
           build_args: Callable[[list[Tracer]], tuple[tuple, dict]],
-          sym_hints: dict[Sym, int], name: str) -> tuple[Graph, pytree.TreeDef]:
+          sym_hints: dict[Sym, int], name: str,
+          weak: frozenset[int] = frozenset()) -> tuple[Graph, pytree.TreeDef]:
     """Trace `fn` on symbolic inputs of `input_types`; return its graph and output structure.
 
-    `build_args` turns the flat list of input tracers into fn's (args, kwargs).
+    `build_args` turns the flat list of input tracers into fn's (args, kwargs); the inputs
+    at `weak` positions are Python scalars (`Builder.input`).
     """
     builder = Builder(sym_hints)
-    inputs = [builder.input(i, t, n) for i, (t, n) in enumerate(zip(input_types, input_names))]
+    inputs = [builder.input(i, t, n, i in weak)
+              for i, (t, n) in enumerate(zip(input_types, input_names))]
     args, kwargs = build_args(inputs)
     frames = builder.user_frames = UserFrames(sys._getframe())
     try:
@@ -503,6 +534,28 @@ _OPERATOR_CALLS = {
     "__or__": "|", "__ror__": "|", "__xor__": "^", "__invert__": "~", "__neg__": "-",
     "__abs__": "abs", "__getitem__": "[]",
 }
+
+
+def weak_operator(method):
+    """Python's arithmetic on Python scalars gives a Python scalar: an operator whose operands
+    are all weak (Python scalar arguments, numbers) makes a weak value. NumPy's functions of
+    them (np.exp(lr)) give NumPy scalars, which are not weak."""
+    @functools.wraps(method)
+    def operator_(*operands):
+        result = method(*operands)
+        if isinstance(result, Tracer) and any(isinstance(v, Tracer) and v.weak
+                                              for v in operands) \
+                and all(v.weak if isinstance(v, Tracer) else type(v) in (bool, int, float)
+                        for v in operands):
+            result.weak = True
+        return result
+    return operator_
+
+
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+              "__truediv__", "__rtruediv__", "__pow__", "__rpow__", "__floordiv__",
+              "__rfloordiv__", "__mod__", "__rmod__", "__neg__", "__pos__", "__abs__"):
+    setattr(Tracer, _name, weak_operator(getattr(Tracer, _name)))
 for _name, _call in _OPERATOR_CALLS.items():
     setattr(Tracer, _name, called(_call)(getattr(Tracer, _name)))
 for _name in ("sum", "mean", "max", "min", "prod", "var", "std", "reshape", "transpose",

@@ -150,3 +150,33 @@ def test_a_functools_partial_compiles_named_after_its_function():
     np.testing.assert_allclose(
         loss.grad(W, X), central_differences(lambda w: scaled_loss(w, X, True), [W], 0),
         rtol=1e-6)
+
+
+# --- Python scalars are weak, as in NumPy 2 (NEP 50) -------------------------------------------
+def scaled(x, s, n):
+    return (x * s, x / n, np.where(x > 0, s * 2.0, x), np.clip(x, -abs(s), s), np.exp(s) * x,
+            np.maximum(x, n - 2), np.sum(x * s) * s)
+
+
+SCALED = compile_grad(scaled, wrt=(0, 1))
+
+
+@pytest.mark.parametrize("backend", ["interpreter", "numba"])
+def test_python_scalars_take_the_arrays_dtype_as_in_numpy(backend):
+    # They were float64 and int64 arrays: `x32 * lr` came back float64, not NumPy's float32.
+    f = SCALED if backend == "numba" else compile_grad(scaled, wrt=(0, 1), backend=backend)
+    x32 = np.linspace(-1.0, 1.0, 7, dtype=np.float32)
+    for s, n in [(0.75, 3), (np.float64(0.75), 3), (0.75, np.int64(3)), (0.75, 3), (-2, 3)]:
+        for k, (got, want) in enumerate(zip(f(x32, s, n), scaled(x32, s, n))):
+            assert np.asarray(got).dtype == np.asarray(want).dtype, (type(s), type(n), k)
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=f"result {k}")
+
+
+def test_a_python_float_is_differentiated_through_the_float32_it_becomes():
+    f = compile_grad(lambda x, s: np.sum(x * s) * s + s ** 2, wrt=(0, 1))
+    x32 = np.linspace(-1.0, 2.0, 5, dtype=np.float32)
+    value, (gx, gs) = f.value_and_grad(x32, 0.75)
+    assert np.asarray(value).dtype == np.float32
+    assert gx.dtype == np.float32
+    np.testing.assert_allclose(gs, 2 * 0.75 * np.sum(x32, dtype=np.float64) + 1.5, rtol=1e-6)
+    np.testing.assert_allclose(gx, np.full(5, 0.75**2), rtol=1e-6)

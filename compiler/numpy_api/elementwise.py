@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from compiler.errors import UnsupportedError
+from compiler.errors import TraceError, UnsupportedError
 from compiler.numpy_api.dispatch import (
     FOREIGN_UFUNCS,
     UFUNCS,
@@ -43,6 +43,12 @@ def logical_not(x):
 
 
 def power(x, y):
+    # NumPy computes a float array to the power of a scalar 0.5 as its sqrt: at -inf that is
+    # NaN, where C's pow (and so the kernel's) gives inf.
+    if (isinstance(x, Tracer) and x.dtype.kind == "f" and not isinstance(y, Tracer)
+            and np.ndim(y) == 0 and np.asarray(y).dtype.kind == "f" and y == 0.5
+            and np.result_type(x.dtype, y) == x.dtype):
+        return np.sqrt(x)
     return bind("pow", x, y)
 
 
@@ -60,10 +66,16 @@ def where(cond, x=None, y=None):
 
 
 @implements(np.clip)
-def clip(x, a_min=None, a_max=None, out=None, **kwargs):
+def clip(x, a_min=None, a_max=None, out=None, *, min=None, max=None, **kwargs):
     # where() rather than maximum/minimum: PyTorch's clamp passes the gradient at
     # the bounds themselves (lo <= x <= hi), while a maximum tie would halve it.
     no_out("clip", out, **kwargs)
+    for name, positional, keyword in (("min", a_min, min), ("max", a_max, max)):
+        if positional is not None and keyword is not None:
+            raise TraceError(f"clip: pass the {name} bound once, as a_{name}= or {name}=, "
+                             "not both", user_loc())
+    a_min = a_min if min is None else min  # NumPy 2.1's names, and ndarray.clip's
+    a_max = a_max if max is None else max
     x = fresh(traced(x))  # a new array, as NumPy's (even with no bounds)
     if a_min is not None:
         x = np.where(x < a_min, a_min, x)

@@ -29,8 +29,13 @@ def _dims(shape) -> tuple:
 
 @implements(np.reshape)
 def reshape(a, newshape=None, order="C", *, shape=None):
+    if order == "F":  # read and written first index fastest: C order of the reversed axes
+        dims = tuple(_dims(shape if shape is not None else newshape))
+        return np.transpose(reshape(np.transpose(traced(a)), dims[::-1]))
     if order != "C":
-        raise UnsupportedError("only C-order reshape is supported", user_loc())
+        raise UnsupportedError(f"reshape(order={order!r}) is not supported (order='A' and 'K' "
+                               "follow the memory layout, which a traced array does not "
+                               "have): use order='C' or 'F'", user_loc())
     a = traced(a)
     dims = list(_dims(shape if shape is not None else newshape))
     if dims.count(-1) > 1:

@@ -66,7 +66,11 @@ def _traced_function(name: str, original):
                 f"math.{name} is not supported on traced values; gradfuse supports "
                 f"math.{', math.'.join(sorted(_TRACED))} (or write it with NumPy functions)",
                 user_loc())
-        return supported(*args, **kwargs)
+        result = supported(*args, **kwargs)
+        traced = [a for a in (*args, *kwargs.values()) if isinstance(a, Tracer)]
+        if isinstance(result, Tracer) and all(a.weak for a in traced):
+            result.weak = True  # math.exp of a Python float is a Python float
+        return result
 
     return function
 

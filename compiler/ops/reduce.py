@@ -52,8 +52,10 @@ def _sum_vjp(g, out, x, *, axes, keepdims):
 
 
 def _chooser_vjp(g, out, x, *, axes, keepdims):
-    # Ties share the gradient evenly, as in JAX and PyTorch's amax/amin.
-    hit = np.where(x == keepdims_of(out, x, axes, keepdims), 1, 0).astype(x.dtype)
+    # Ties share the gradient evenly, as in JAX and PyTorch's amax/amin. A lane whose result
+    # is NaN shares it among its NaNs (as torch.max), not 0/0: a zero cotangent stays 0.
+    top = keepdims_of(out, x, axes, keepdims)
+    hit = np.where((x == top) | ((x != x) & (top != top)), 1, 0).astype(x.dtype)
     count = bind("sum", hit, axes=axes, keepdims=True)
     return (keepdims_of(g, x, axes, keepdims) * hit / count,)
 

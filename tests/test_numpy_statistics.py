@@ -258,3 +258,11 @@ def test_cbrt_values_and_gradient_at_zero():
     # 1 / (3 cbrt(x)^2); inf at 0, as JAX's cbrt (and PyTorch's x ** (1/3))
     np.testing.assert_allclose(f.grad(x)[[0, 3, 4]], [1 / 12, 4 / 3, 1 / 27])
     assert f.grad(x)[2] == np.inf
+
+
+def test_fmax_fmin_take_python_scalars():
+    # np.fmax(x, 2.0) was a TraceError: `2.0 != 2.0` is a Python bool, not a traced condition
+    x = np.array([1.0, np.nan, 3.0])
+    f = compile_grad(lambda x: (np.fmax(x, 2.0), np.fmin(2, x), np.fmax(x, np.nan)),
+                     backend="interpreter")
+    _assert_same(f(x), (np.fmax(x, 2.0), np.fmin(2, x), np.fmax(x, np.nan)))

@@ -16,6 +16,8 @@ from compiler import compile_grad
 from compiler.errors import TraceError, UnsupportedError
 
 BACKENDS = ("interpreter", "numba")
+# NumPy (the reference, and finite differences) warns of all-NaN slices and empty means
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 
 def _with_nans(dtype=np.float64, seed=0):

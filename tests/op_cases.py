@@ -85,6 +85,7 @@ for _name in ("exp", "expm1", "sin", "cos", "tanh", "arctan", "sinh", "cosh"):
 for _name in ("log", "log1p", "sqrt"):
     case(_name, getattr(np, _name), A((3, 4), "pos"))
 case("tan", np.tan, A((3, 4), "unit"))
+case("cbrt", lambda x: np.cbrt(x) * x, A((3, 4), "away"))
 case("square", np.square, X34)
 case("reciprocal", np.reciprocal, A((3, 4), "pos"))
 case("log2_log10_exp2", lambda x: np.log2(x) + np.log10(x) + np.exp2(x), A((4,), "pos"))

@@ -125,7 +125,7 @@ UFUNCS.update({
     np.log2: lambda x: np.log(x) * (1 / math.log(2.0)),
     np.log10: lambda x: np.log(x) * (1 / math.log(10.0)),
 })
-for _name in ("sign", "exp", "expm1", "log", "log1p", "sqrt", "sin", "cos", "tan", "tanh",
+for _name in ("sign", "exp", "expm1", "log", "log1p", "sqrt", "cbrt", "sin", "cos", "tan", "tanh",
               "arctan", "sinh", "cosh", "arcsin", "arccos"):
     UFUNCS[getattr(np, _name)] = (lambda op: lambda x: unary(op, x))(_name)
 
@@ -134,9 +134,10 @@ for _name in ("sign", "exp", "expm1", "log", "log1p", "sqrt", "sin", "cos", "tan
 UFUNCS.update({
     np.arctan2: lambda y, x: binary("arctan2", y, x),
     np.hypot: lambda x, y: binary("hypot", x, y),
-    # NaN-ignoring maximum and minimum: the other operand where one is NaN
-    np.fmax: lambda x, y: np.where(y != y, x, np.where(x != x, y, np.maximum(x, y))),
-    np.fmin: lambda x, y: np.where(y != y, x, np.where(x != x, y, np.minimum(x, y))),
+    # NaN-ignoring maximum and minimum: the other operand where one is NaN (np.isnan, not
+    # y != y, which is a Python bool for a Python float: a condition where() would not take)
+    np.fmax: lambda x, y: np.where(np.isnan(y), x, np.where(np.isnan(x), y, np.maximum(x, y))),
+    np.fmin: lambda x, y: np.where(np.isnan(y), x, np.where(np.isnan(x), y, np.minimum(x, y))),
     np.floor_divide: lambda x, y: binary("floor_divide", x, y),
     np.remainder: lambda x, y: binary("remainder", x, y),  # np.mod is np.remainder
     np.isnan: lambda x: x != x,  # only NaN differs from itself (kernels never assume no NaN)

@@ -28,14 +28,33 @@ from compiler.user_code import user_loc
 @implements(np.take)
 def take(a, indices, axis=None, out=None, mode=None):
     no_out("take", out)
-    if mode not in (None, "raise"):
-        raise UnsupportedError(f"np.take(mode={mode!r}) is not supported: indices out of "
-                               "range are errors (mode='raise')", user_loc())
+    if mode not in (None, "raise", "clip", "wrap"):
+        raise UnsupportedError(f"np.take(mode={mode!r}): mode must be 'raise', 'clip' or "
+                               "'wrap'", user_loc())
     a = traced(a)
     if axis is None:
         a, axis = reshape(a, (-1,)), 0
     axis = axes_of(a, axis)[0]
+    if mode in ("clip", "wrap"):
+        indices = _into_range(indices, a.shape[axis], mode)
     return bind("take", a, index_array(indices, a, axis), axis=axis)
+
+
+def _into_range(indices, n, mode):
+    """np.take's modes: 'clip' moves an index to the nearest end (negative ones to 0, as
+    NumPy's clip does), 'wrap' takes it modulo the axis length."""
+    if not isinstance(indices, Tracer):
+        indices = np.asarray(indices)
+        if indices.dtype == object:  # a list holding traced values
+            indices = traced(indices)
+        elif isinstance(n, int):  # constants into a static axis: done now
+            return np.clip(indices, 0, n - 1) if mode == "clip" else np.mod(indices, n)
+        else:
+            indices = traced(indices)
+    if not np.issubdtype(indices.dtype, np.integer):
+        raise IndexTypeError(f"indices must be integers, got {indices.dtype}", user_loc())
+    last = n - 1  # a symbolic n stays symbolic: a traced size
+    return np.clip(indices, 0, last) if mode == "clip" else np.mod(indices, n)
 
 
 @implements(np.take_along_axis)

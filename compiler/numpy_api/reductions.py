@@ -42,16 +42,43 @@ def prod(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where
     return astype(result, dtype) if dtype is not None else result
 
 
+def _extreme(op, a, axis, keepdims, initial, where):
+    """max or min; `where=` leaves entries out (NumPy then needs `initial`), and `initial`
+    takes part as one more entry (np.maximum's tie rule splits a tie with it)."""
+    a = traced(a)
+    if where is not None and where is not True:
+        if initial is None:
+            ufunc = "maximum" if op == "max" else "minimum"
+            raise TraceError(f"reduction operation '{ufunc}' does not have an identity, so to "
+                             "use a where mask one has to specify 'initial'", user_loc())
+        a = np.where(where, a, _bound(a.dtype, lowest=op == "max"))
+    result = _reduce(op, a, axis, keepdims)
+    if initial is None:
+        return result
+    initial = np.asarray(initial).astype(a.dtype)  # NumPy casts initial to the array's dtype
+    return np.maximum(result, initial) if op == "max" else np.minimum(result, initial)
+
+
+def _bound(dtype, lowest):
+    """The value no entry of `dtype` is below (lowest) or above: a max's or min's identity."""
+    if dtype.kind == "f":
+        return -np.inf if lowest else np.inf
+    if dtype == np.bool_:
+        return not lowest
+    info = np.iinfo(dtype)
+    return info.min if lowest else info.max
+
+
 @implements(np.max, np.amax)
-def amax(a, axis=None, out=None, keepdims=False, **kw):
-    no_out("max", out, **kw)
-    return _reduce("max", a, axis, keepdims)
+def amax(a, axis=None, out=None, keepdims=False, initial=None, where=None):
+    no_out("max", out)
+    return _extreme("max", a, axis, keepdims, initial, where)
 
 
 @implements(np.min, np.amin)
-def amin(a, axis=None, out=None, keepdims=False, **kw):
-    no_out("min", out, **kw)
-    return _reduce("min", a, axis, keepdims)
+def amin(a, axis=None, out=None, keepdims=False, initial=None, where=None):
+    no_out("min", out)
+    return _extreme("min", a, axis, keepdims, initial, where)
 
 
 def _count(x, axes, dtype):
@@ -212,16 +239,6 @@ def ptp(a, axis=None, out=None, keepdims=False):
     """Peak to peak: max - min (a tie's gradient split as max's and min's split it)."""
     no_out("ptp", out)
     return np.max(a, axis=axis, keepdims=keepdims) - np.min(a, axis=axis, keepdims=keepdims)
-
-
-@implements(np.nansum)
-def nansum(a, axis=None, dtype=None, out=None, keepdims=False, **kw):
-    """The sum with NaNs counted as 0 (they get no gradient, as in JAX)."""
-    no_out("nansum", out, **kw)
-    a = traced(a)
-    if a.dtype.kind == "f":
-        a = np.where(a != a, 0, a)
-    return np.sum(a, axis=axis, dtype=dtype, keepdims=keepdims)
 
 
 @implements(np.average)

@@ -56,6 +56,7 @@ elementwise("expm1", np.expm1, lambda g, out, x: (g * (out + 1),), "np.expm1({0}
 elementwise("log", np.log, lambda g, out, x: (safe(g, g / x),), "np.log({0})")
 elementwise("log1p", np.log1p, lambda g, out, x: (safe(g, g / (x + 1)),), "np.log1p({0})")
 elementwise("sqrt", np.sqrt, lambda g, out, x: (safe(g, g / (out * 2)),), "np.sqrt({0})")
+elementwise("cbrt", np.cbrt, lambda g, out, x: (safe(g, g / (out * out * 3)),), "np.cbrt({0})")
 elementwise("sin", np.sin, lambda g, out, x: (g * np.cos(x),), "np.sin({0})")
 elementwise("cos", np.cos, lambda g, out, x: (-g * np.sin(x),), "np.cos({0})")
 elementwise("tan", np.tan, lambda g, out, x: (g * (out * out + 1),), "np.tan({0})")

@@ -52,9 +52,11 @@ def _sum_vjp(g, out, x, *, axes, keepdims):
 
 
 def _chooser_vjp(g, out, x, *, axes, keepdims):
-    # Ties share the gradient evenly, as in JAX and PyTorch's amax/amin.
+    # Ties share the gradient evenly, as in JAX and PyTorch's amax/amin. A lane whose result
+    # is NaN has no hit: its gradient is 0, not 0/0 (a zero cotangent stays 0), at the cost of
+    # one maximum per lane rather than a NaN test per element.
     hit = np.where(x == keepdims_of(out, x, axes, keepdims), 1, 0).astype(x.dtype)
-    count = bind("sum", hit, axes=axes, keepdims=True)
+    count = np.maximum(bind("sum", hit, axes=axes, keepdims=True), 1)
     return (keepdims_of(g, x, axes, keepdims) * hit / count,)
 
 

@@ -443,6 +443,8 @@ def _check_returned(fn: Callable, name: str, leaves: list) -> None:
     for leaf in leaves:
         if isinstance(leaf, Tracer | SymDim | runtime.Tensor):
             continue
+        if isinstance(leaf, np.ndarray) and leaf.dtype == object:
+            continue  # np.array([...]) of traced values: `Builder.lift` reads it
         kind = np.asarray(leaf).dtype.kind if isinstance(leaf, bool | int | float | complex
                                                             | np.ndarray | np.generic) else "O"
         if kind not in _NUMERIC_KINDS:

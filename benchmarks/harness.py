@@ -228,14 +228,22 @@ def time_rows(impls: list[Impl], config: Config, max_number: int = 2000,
     return {impl.name: timings[impl.name] for impl in impls}
 
 
+# Calls made before calibrating a row: the runtime's paths settle over the first few calls
+# (the kernel that stores into .grad is built, or read from the disk cache in about 20 ms,
+# on the second backward(); the optimizer's settled step on a later one). Calibrated on
+# such a call, W9's runtime step once got batches of 4 calls, each starting after `setup`.
+WARM_CALLS = 5
+
+
 def _time_alternately(impls: list[Impl], config: Config, max_number: int) -> dict[str, Timing]:
     """Warm up each of `impls`, then time their batches in turn, round by round."""
     time.sleep(SETTLE)
     numbers = []
     for impl in impls:
-        if impl.read is None:
+        if impl.read is None or not impl.slow:  # warm: no compile or first-use cost calibrated
             impl.setup()
-            impl.call()
+            for _ in range(1 if impl.slow else WARM_CALLS):
+                impl.call()
         number = impl.number
         if number is None:
             number = calibrate(impl.call, impl.setup, config.min_time, max_number)

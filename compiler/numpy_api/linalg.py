@@ -1,5 +1,6 @@
-"""Linear algebra: `@`, np.matmul, np.dot, np.tensordot, np.inner, np.outer, np.vdot, and
-np.linalg's norms, svdvals, solve, inv, det, slogdet and cholesky (np.einsum: einsum.py).
+"""Linear algebra: `@`, np.matmul, np.dot, np.tensordot, np.inner, np.outer, np.vdot, np.cross,
+np.kron, and np.linalg's norms, svdvals, solve, inv, det, slogdet and cholesky (np.einsum:
+einsum.py).
 
 Products are `matmul` or `contract` (BLAS where they are large: compiler/ops/gemm.py);
 norms are composites of sums, maxima and singular values; the matrix functions are ops on
@@ -7,6 +8,8 @@ LAPACK (compiler/ops/solvers.py).
 """
 
 from __future__ import annotations
+
+import operator
 
 import numpy as np
 
@@ -285,6 +288,61 @@ def matrix_power(a, n):
         if n:
             power = power @ power
     return result
+
+
+# --- cross and Kronecker products ---------------------------------------------------------------
+@implements(np.cross)
+def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
+    """The cross product of 3-vectors along `axis` (the last by default), broadcast over the
+    other axes; 2-vectors are taken as 3-vectors with z = 0 (two 2-vectors give z alone, as
+    NumPy)."""
+    if axis is not None:
+        axisa = axisb = axisc = axis
+    a, b = np.moveaxis(traced(a), axisa, -1), np.moveaxis(traced(b), axisb, -1)
+    n, m = operator.index(a.shape[-1]), operator.index(b.shape[-1])  # a symbolic one: static
+    if n not in (2, 3) or m not in (2, 3):
+        raise TraceError(f"incompatible dimensions for cross product (dimension must be 2 or "
+                         f"3), got {n} and {m}", user_loc())
+    if n == m == 2:
+        return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+    a, b = _as_3d(a), _as_3d(b)
+    x = a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1]
+    y = a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2]
+    z = a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+    return np.moveaxis(np.stack([x, y, z], axis=-1), -1, axisc)
+
+
+@implements(np.linalg.cross)
+def linalg_cross(x1, x2, /, *, axis=-1):
+    """np.cross of 3-vectors only (NumPy 2's np.linalg.cross refuses 2-vectors)."""
+    for x in (x1, x2):
+        n = operator.index(traced(x).shape[axis])
+        if n != 3:
+            raise TraceError(f"np.linalg.cross takes 3-vectors only, got vectors of {n}",
+                             user_loc())
+    return cross(x1, x2, axis=axis)
+
+
+def _as_3d(v):
+    """A stack of 2-vectors as 3-vectors with z = 0 (3-vectors as they are)."""
+    if operator.index(v.shape[-1]) == 3:
+        return v
+    return np.concatenate([v, np.zeros_like(v[..., :1])], axis=-1)
+
+
+@implements(np.kron)
+def kron(a, b):
+    """The Kronecker product: every entry of `a` times all of `b`, blocks laid out along each
+    axis (the lower-rank operand gets leading axes of length 1, as NumPy)."""
+    a, b = traced(a), traced(b)
+    ndim = max(a.ndim, b.ndim)
+    # every length as a number (a symbolic axis becomes static): the result's are products
+    shape_a = (1,) * (ndim - a.ndim) + tuple(map(operator.index, a.shape))
+    shape_b = (1,) * (ndim - b.ndim) + tuple(map(operator.index, b.shape))
+    # a's axes interleaved with b's: (a0, b0, a1, b1, ...), then each pair merged
+    spread_a = reshape(a, tuple(d for n in shape_a for d in (n, 1)))
+    spread_b = reshape(b, tuple(d for n in shape_b for d in (1, n)))
+    return reshape(spread_a * spread_b, tuple(p * q for p, q in zip(shape_a, shape_b)))
 
 
 def _refuse(name: str, instead: str):

@@ -8,7 +8,7 @@ GRADFUSE_CACHE_DIR and NUMBA_CACHE_DIR into an empty directory (JAX's persistent
 cache stays off),
 imports its libraries, builds the arguments, then times the first call: for
 gradfuse tracing, autodiff, passes, code generation, numba's compilation and the
-call itself. It reads its peak resident memory (getrusage's ru_maxrss) right
+call itself. It reads its peak resident memory (VmHWM: `_own_peak_mb`) right
 after, checks the loss and gradients against the float64 NumPy reference, takes
 gradfuse's `compile_report()` (generated lines, numba's seconds), then times
 steady calls as the other workloads do (benchmarks/harness.py) and prints JSON.
@@ -135,7 +135,7 @@ def child(configuration: Configuration, quick: bool, cache: str) -> dict:
     impl, expected, tolerance, report = build(configuration, problem)
     first = impl.call()
     first_seconds = time.perf_counter() - begin
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak_mb = _own_peak_mb()
     check_agreement(f"{ID} {configuration.label}", impl.name, impl.read(first), expected,
                     dict.fromkeys(expected, tolerance))
     compiled = report() if report else None
@@ -245,6 +245,15 @@ class Finished:
     unfinished: Unfinished | None
     peak_mb: float
     process_s: float
+
+
+def _own_peak_mb() -> float:
+    """This process's peak resident MiB: VmHWM, which belongs to the process's own memory
+    since exec. getrusage's ru_maxrss is kept across exec on Linux, so a configuration
+    started by a large parent (a pytest worker that compiled many kernels, say) would report
+    the parent's size at fork; it is the fallback where /proc is missing."""
+    peak = _memory_mb(os.getpid())[1]
+    return peak if peak > 0 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _memory_mb(pid: int) -> tuple[float, float]:

@@ -39,7 +39,8 @@ from compiler.specialization import KINDS, Specialization, verified
 from compiler.specialize import Signature, positions_of, signature_of
 from compiler.symdim import Concretize
 from compiler.timings import CompileReport, PhaseTimes
-from compiler.tracer import current_builder, trace
+from compiler.tracer import current_builder
+from compiler.tracing import trace
 from runtime import Tensor, is_grad_enabled
 from runtime.anomaly_mode import _anomaly
 

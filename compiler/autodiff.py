@@ -18,11 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler import ops
+from compiler.builder import Builder
 from compiler.ir import Graph, Node, Sym, TensorType, TupleType, rebuild, toposort
 from compiler.names import is_generated
 from compiler.ops.reduce import sum_to_shape
 from compiler.reverse_loop import with_residuals
-from compiler.tracer import Builder, Tracer, building
+from compiler.tracer import Tracer, building
 
 
 def _differentiable(node: Node) -> bool:

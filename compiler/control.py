@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 
 from compiler import pytree
+from compiler.builder import Builder
 from compiler.errors import TraceError
 from compiler.ir import Dim, Graph, Node, Sym, TensorType
 from compiler.ops.control import Loop
-from compiler.tracer import Builder, Tracer, building, current_builder
+from compiler.tracer import Tracer, building, current_builder
 from compiler.user_code import user_loc
 
 

@@ -27,7 +27,8 @@ from compiler.interpreter import interpret
 from compiler.ir import Graph, TensorType, rebuild, toposort
 from compiler.ops.lowering import Inlined
 from compiler.ops.registry import OpDef, ShapeError, register
-from compiler.tracer import Tracer, current_builder, trace
+from compiler.tracer import Tracer, current_builder
+from compiler.tracing import trace
 from compiler.user_code import user_loc
 
 

@@ -2,200 +2,31 @@
 
 A `Tracer` stands for one IR node. It implements NumPy's dispatch protocols
 (`__array_ufunc__`, `__array_function__`) and the Python operators, so users
-write plain NumPy. A `Builder` turns each call into a node: it lifts constants
-(Python scalars are "weak", as in NumPy 2), runs the op's shape rule, and tags
-the node with the user's file:line. Variable names for generated code are read
-from the user's frames once the trace is over; both come from compiler/user_code.py.
+write plain NumPy; the thread's trace in progress (`current_builder`) turns each call
+into a node (compiler/builder.py). Running a whole trace, from the inputs to the checked
+outputs and their names, is compiler/tracing.py.
 """
 
 from __future__ import annotations
 
 import functools
-import linecache
 import operator
-import sys
-from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-import runtime
-from compiler import ops, pytree
 from compiler.errors import TraceError, UnsupportedError
-from compiler.ir import Graph, Node, SourceLoc, Sym, TensorType, walk
+from compiler.ir import Node, Sym, TensorType
 from compiler.ops.registry import TRACES
-from compiler.symdim import Concretize, SymDim
-from compiler.user_code import UserFrames, user_loc
+from compiler.symdim import SymDim
+from compiler.user_code import user_loc
+
+if TYPE_CHECKING:
+    from compiler.builder import Builder  # it builds Tracers
 
 # The ops whose result is a NumPy view of their first input (it shows the input's changes).
 VIEW_OPS = frozenset({"slice", "reshape", "transpose", "broadcast_to"})
-
-
-class Builder:
-    """Creates nodes for one trace: constant lifting, shape rules, locations, name hints."""
-
-    def __init__(self, sym_hints: dict[Sym, int] | None = None) -> None:
-        self.sym_hints = sym_hints or {}
-        self.sym_sources: dict[Sym, tuple[Node, int]] = {}
-        self.grad_of: Node | None = None  # set while the reverse pass emits a VJP
-        self.loc_override: SourceLoc | None = None
-        self.user_frames: UserFrames | None = None  # set by `trace` while the user's code runs
-        self.call: str = ""  # the NumPy call of the user's that is running (`np.mean`, `@`)
-        # The views of copies that may be assigned into, once there is a copy
-        # (compiler/numpy_api/assignment.py: Views).
-        self.copies = None
-        # Which traced value each view (a slice, reshape, transpose, broadcast) was taken of,
-        # and that value's in-place version then; the in-place updates made so far, once
-        # there are any (compiler/numpy_api/in_place.py: InPlaceLog).
-        self.view_sources: dict[int, tuple[Tracer, Tracer, int]] = {}
-        self.in_place = None
-        # An error NumPy would swallow (it replaces an error of float() with its own),
-        # raised at the next op or when the function returns (compiler/numpy_api/conversion.py).
-        self.deferred_error: TraceError | None = None
-
-    def input(self, index: int, type: TensorType, name: str, weak: bool = False) -> Tracer:
-        """The traced value of argument leaf `index`; `weak` for a Python int or float, which
-        takes the dtype of the arrays it meets, as in NumPy 2 (`x32 * lr` is float32)."""
-        node = Node("input", (), {"index": index, "type": type}, type, name=name)
-        for axis, d in enumerate(type.shape):
-            if isinstance(d, Sym):
-                self.sym_sources.setdefault(d, (node, axis))
-        return Tracer(self, node, weak)
-
-    def wrap(self, node: Node) -> Tracer:
-        return Tracer(self, node)
-
-    def capture(self, value: Tracer) -> Node:
-        """The node for a traced value of another trace (a loop body's builder makes it an
-        input of the body: compiler/scan.py)."""
-        return value.node
-
-    def lift(self, value: Any, peers: list[np.dtype]) -> Node:
-        """A constant node; Python scalars take their dtype from the traced operands (NEP 50)."""
-        if isinstance(value, Tracer):
-            if self.copies is not None:
-                self.copies.check(value)  # a view read after its copy was assigned into
-            if self.in_place is not None:
-                self.in_place.check(value)  # a view read after its base changed in place
-            return value.node if value.builder is self else self.capture(value)
-        if isinstance(value, runtime.Tensor):
-            raise TraceError(
-                "a runtime Tensor (a Parameter) is read here from outside the arguments (a "
-                "closure, a global or an attribute of `self`): it would be baked into the "
-                "kernel as a constant, with no gradient and blind to later updates; pass it "
-                "in as an argument (e.g. in the params dict)", user_loc())
-        if isinstance(value, SymDim):  # a shape entry is a Python int: weak, like 2
-            dtype = np.result_type(*peers, 1) if peers else np.dtype(np.int64)
-            traced = value.traced(dtype)
-            return traced.node if traced.builder is self else self.capture(traced)
-        if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
-            dtype = np.result_type(*peers, value) if peers else np.result_type(value)
-            array = np.asarray(value, dtype=dtype)
-        else:
-            try:
-                array = np.asarray(value)
-            except Exception:
-                array = None
-            if array is not None and array.dtype == object:  # np.array([...]) of traced values
-                return self.lift(npx.conversion.from_objects(array), peers)
-            if array is None:
-                raise TraceError(f"cannot use a {type(value).__name__} as an array "
-                                 f"in a traced function", user_loc())
-        if array.dtype.kind not in _NUMERIC_KINDS:
-            raise TraceError(f"{_shown(value)} is used as an array here, but kernels compute "
-                             "on real numbers only (bool, int, float)", user_loc())
-        return Node("const", (), {"value": array}, TensorType(array.dtype, array.shape))
-
-    def emit(self, op: str, inputs: tuple, attrs: dict[str, Any]) -> Tracer:
-        if self.deferred_error is not None:
-            raise self.deferred_error
-        opdef = ops.get(op)
-        elementwise = opdef.kind == "elementwise"
-        peers = [x.node.dtype for i, x in enumerate(inputs)
-                 if isinstance(x, Tracer) and isinstance(x.node.type, TensorType)
-                 and not (op == "where" and i == 0) and not (x.weak and elementwise)]
-        if elementwise and peers:
-            inputs = tuple(_adapted(x, peers) if isinstance(x, Tracer) and x.weak else x
-                           for x in inputs)
-        # where's condition is boolean whatever the values are: a Python bool stays one.
-        nodes = tuple(self.lift(x, [] if op == "where" and i == 0 else peers)
-                      for i, x in enumerate(inputs))
-        loc = self.loc_override or user_loc()
-        if loc is not None and self.call and not loc.call:
-            loc = loc.with_call(self.call)
-        if self.user_frames is not None:
-            self.user_frames.see(sys._getframe(1))
-        try:
-            out_type = opdef.infer(*(n.type for n in nodes), **attrs)
-        except ops.DimConflict as conflict:
-            self._resolve_conflict(conflict, op, nodes, loc)
-            raise AssertionError("unreachable") from None
-        except ops.ShapeError as err:
-            message = self._concrete_message(opdef, nodes, attrs, err)
-            raise TraceError(f"{_describe(op)}: {message}", loc) from None
-        if getattr(out_type, "dtype", None) == np.float16:
-            inputs_of = ", ".join(sorted({str(n.dtype) for n in nodes}))
-            raise TraceError(
-                f"{(loc.call if loc is not None and loc.call else None) or _describe(op)} of "
-                f"{inputs_of} values is float16 in NumPy (np.exp, np.sqrt, "
-                "np.round, ... of bool and 8-bit ints), which compiled kernels have no "
-                "arithmetic for; convert the input first, e.g. x.astype(np.float32)", loc)
-        node = Node(op, nodes, dict(attrs), out_type, loc=loc, grad_of=self.grad_of)
-        result = Tracer(self, node)
-        if op in VIEW_OPS and inputs and isinstance(inputs[0], Tracer):
-            source = inputs[0]
-            version = 0 if self.in_place is None else self.in_place.version(source)
-            self.view_sources[id(result)] = (result, source, version)
-        if self.copies is not None:
-            self.copies.derived(op, attrs, inputs, result)
-        return result
-
-    def _concrete_message(self, opdef, nodes, attrs, err) -> str:
-        """The shape rule's complaint, restated with the sizes the user passed instead of N."""
-        def concrete(t: TensorType) -> TensorType:
-            return TensorType(t.dtype, tuple(self.sym_hints.get(d, d) for d in t.shape))
-
-        try:
-            opdef.infer(*(concrete(n.type) for n in nodes), **attrs)
-        except ops.ShapeError as concrete_err:
-            return str(concrete_err)
-        except Exception:  # noqa: BLE001 -- fall back to the symbolic message
-            pass
-        return str(err)
-
-    def _resolve_conflict(self, conflict, op, nodes, loc) -> None:
-        """A symbolic dim met a concrete one: specialize it if the sizes agree, else report."""
-        hint = self.sym_hints.get(conflict.sym)
-        if conflict.other is None or hint == conflict.other or hint is None:
-            raise Concretize(conflict.sym)
-        shapes = " and ".join(_concrete_shape(n.type.shape, self.sym_hints) for n in nodes)
-        raise TraceError(f"{_describe(op)}: shapes {shapes} cannot be broadcast together", loc)
-
-
-def _adapted(weak: Tracer, peers: list[np.dtype]) -> Tracer:
-    """A Python scalar argument as NumPy 2 computes it with arrays of `peers` (NEP 50): a
-    float, or an int among floats, takes their float dtype. An int among ints stays int64
-    (NumPy would compute in the array's narrower int, raising if the value does not fit,
-    which only the value can tell)."""
-    sample = 0.0 if weak.dtype.kind == "f" else 0
-    dtype = np.result_type(*peers, sample)
-    if dtype == weak.dtype or dtype.kind != "f" or weak.dtype.kind not in "fi":
-        return weak
-    return weak.astype(dtype)
-
-
-def _concrete_shape(shape, hints) -> str:
-    dims = [str(hints.get(d, d)) if isinstance(d, Sym) else str(d) for d in shape]
-    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
-
-
-_OP_WORDS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**", "matmul": "@"}
-
-
-def _describe(op: str) -> str:
-    word = _OP_WORDS.get(op)
-    return f"{op} ({word})" if word else op
 
 
 class Tracer:
@@ -418,7 +249,7 @@ class Tracer:
         return called(f".{name}()")(functools.partial(handler, self))
 
 
-# --- running a trace ---------------------------------------------------------------------
+# --- the trace in progress, and the user's call each node is part of ---------------------
 @contextmanager
 def building(builder: Builder):
     builders = TRACES.builders
@@ -427,71 +258,6 @@ def building(builder: Builder):
         yield builder
     finally:
         builders.pop()
-
-
-_NUMERIC_KINDS = "biuf"  # what kernels compute on: no complex, strings, dates or objects
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return f"{text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"
-
-
-def _check_returned(fn: Callable, name: str, leaves: list) -> None:
-    """Refuse a returned leaf that is no number (a string, say), at `fn`'s definition: the
-    return statement has run, so no line of it is on the stack any more."""
-    for leaf in leaves:
-        if isinstance(leaf, Tracer | SymDim | runtime.Tensor):
-            continue
-        if isinstance(leaf, np.ndarray) and leaf.dtype == object:
-            continue  # np.array([...]) of traced values: `Builder.lift` reads it
-        kind = np.asarray(leaf).dtype.kind if isinstance(leaf, bool | int | float | complex
-                                                            | np.ndarray | np.generic) else "O"
-        if kind not in _NUMERIC_KINDS:
-            code = getattr(fn, "__code__", None)
-            loc = SourceLoc(code.co_filename, code.co_firstlineno, linecache.getline(
-                code.co_filename, code.co_firstlineno)) if code else None
-            raise TraceError(
-                f"{name} returns {_shown(leaf)}: a compiled function returns arrays and "
-                "numbers (alone, or in dicts, lists and tuples); return anything else from a "
-                "plain Python function that calls it", loc)
-
-
-def trace(fn: Callable, input_types: list[TensorType], input_names: list[str],
-          build_args: Callable[[list[Tracer]], tuple[tuple, dict]],
-          sym_hints: dict[Sym, int], name: str,
-          weak: frozenset[int] = frozenset()) -> tuple[Graph, pytree.TreeDef]:
-    """Trace `fn` on symbolic inputs of `input_types`; return its graph and output structure.
-
-    `build_args` turns the flat list of input tracers into fn's (args, kwargs); the inputs
-    at `weak` positions are Python scalars (`Builder.input`).
-    """
-    builder = Builder(sym_hints)
-    inputs = [builder.input(i, t, n, i in weak)
-              for i, (t, n) in enumerate(zip(input_types, input_names))]
-    args, kwargs = build_args(inputs)
-    frames = builder.user_frames = UserFrames(sys._getframe())
-    try:
-        with building(builder):
-            result = npx.pymath.with_traced_math(fn)(*args, **kwargs)  # math.exp(x) works
-            if builder.deferred_error is not None:
-                raise builder.deferred_error
-            out_leaves, out_tree = pytree.flatten(result)
-            _check_returned(fn, name, out_leaves)
-            outputs = [builder.lift(leaf, []) for leaf in out_leaves]
-    finally:
-        builder.user_frames = None
-    npx.random_draws.warn_random_draws(list(frames.depths), name)
-    names = frames.names(Tracer)
-    if not outputs:
-        raise TraceError(f"{name} returned no arrays", None)
-    if len(outputs) == 1 and outputs[0].name is None and outputs[0].op != "input":
-        outputs[0].name = name  # `loss = ...` reads better than `t7 = ...`
-    graph = Graph([t.node for t in inputs], outputs, name=name)
-    for node in walk(graph):
-        if node.name is None and node.id in names:
-            node.name = names[node.id]
-    return graph, out_tree
 
 
 @contextmanager

@@ -35,24 +35,22 @@ def _filled(a, value, where=None):
     return np.where(_selected(a, where), a, value)
 
 
-@implements(np.nansum)
-def nansum(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):
-    """The sum with NaNs counted as 0."""
-    no_out("nansum", out)
-    a = traced(a)
-    if _can_hold_nan(a):
-        a = _filled(a, 0)
-    return np.sum(a, axis=axis, dtype=dtype, keepdims=keepdims, initial=initial, where=where)
+def _nan_filled(name, plain, identity):
+    def nan_filled(a, axis=None, dtype=None, out=None, keepdims=False, initial=None,
+                   where=None):
+        no_out(name, out)
+        a = traced(a)
+        if _can_hold_nan(a):
+            a = _filled(a, identity)
+        return plain(a, axis=axis, dtype=dtype, keepdims=keepdims, initial=initial, where=where)
+
+    nan_filled.__name__ = nan_filled.__qualname__ = name
+    nan_filled.__doc__ = f"np.{name}: NaNs counted as {identity}, the reduction's identity."
+    return nan_filled
 
 
-@implements(np.nanprod)
-def nanprod(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):
-    """The product with NaNs counted as 1."""
-    no_out("nanprod", out)
-    a = traced(a)
-    if _can_hold_nan(a):
-        a = _filled(a, 1)
-    return np.prod(a, axis=axis, dtype=dtype, keepdims=keepdims, initial=initial, where=where)
+nansum = implements(np.nansum)(_nan_filled("nansum", np.sum, 0))
+nanprod = implements(np.nanprod)(_nan_filled("nanprod", np.prod, 1))
 
 
 def _nan_extreme(name, plain, fmax_or_fmin, empty):

@@ -43,7 +43,7 @@ from compiler.ir import Sym
 from compiler.jit import NumbaKernel
 from compiler.training.allreduce import ALIGN, check_comm, reducer
 from compiler.training.kernels import Kernels, updated
-from compiler.training.step import outside_graph
+from compiler.training.update import outside_graph
 
 if TYPE_CHECKING:
     from compiler.training.step import TrainStep

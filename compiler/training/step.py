@@ -30,16 +30,15 @@ from compiler.errors import ArgumentError, KernelShapeError
 from compiler.ir import Sym
 from compiler.jit import NumbaKernel
 from compiler.packing import Packing, pack
-from compiler.passes import const_value
 from compiler.timings import CompileReport, KernelBuild
 from compiler.training.interrupts import held_interrupts
 from compiler.training.kernels import Kernels, run_updating, updated
+from compiler.training.update import update_slots
 from runtime import Parameter, Tensor
 from runtime.anomaly_mode import _anomaly
 from runtime.optim import Optimizer
 
 _data = operator.attrgetter("data")
-CLIP_EPS = 1e-6  # PyTorch's clip_grad_norm_: scale = max_norm / (total_norm + 1e-6)
 
 
 @dataclass
@@ -231,31 +230,11 @@ class TrainStep:
 
     def _update(self, params: list, states: list, hypers, loss, grads: list,
                 unused: list[bool] | None = None):
-        """The optimizer's step on every slot but the frozen ones (PyTorch's optimizers skip a
-        parameter without a gradient, and clipping does not count it). A parameter the loss
-        does not depend on (its gradient an exact zero constant, or `unused` says so) is
-        skipped too: PyTorch's graph would not reach it, so its `.grad` stays None after
-        zero_grad()."""
-        if unused is None:
-            unused = [outside_graph(g) for g in grads]
-        if self.max_norm is not None:
-            live = [k for k, slot in enumerate(self._slots) if not slot.frozen]
-            clipped = _clip_by_total_norm([grads[k] for k in live], hypers[-1], self.norm_type) \
-                if live else []
-            grads = list(grads)
-            for k, g in zip(live, clipped):
-                grads[k] = g
-        new_params, new_states = [], []
-        for slot, p, g, state, outside in zip(self._slots, params, grads, states, unused):
-            if slot.frozen or outside:
-                new_params.append(p)
-                new_states.append(dict(state))
-                continue
-            numeric = {name: hypers[i].astype(p.dtype) for name, i in slot.hyper_index.items()}
-            new_p, new_state = self.optimizer.rule(p, g, state, **numeric, **slot.flags)
-            new_params.append(new_p)
-            # an entry the rule no longer uses (momentum turned off) stays as it is
-            new_states.append({key: new_state.get(key, state[key]) for key in state})
+        """The optimizer's step on the slots (compiler/training/update.py): (loss, the new
+        parameters and states, the gradients if kept)."""
+        clip = self.norm_type if self.max_norm is not None else None
+        new_params, new_states, grads = update_slots(
+            self._slots, self.optimizer.rule, params, states, hypers, grads, unused, clip)
         return (loss, new_params, new_states, grads if self.keep_grads else [])
 
     # --- calling -------------------------------------------------------------------------
@@ -481,25 +460,6 @@ def data_arrays(data: Sequence, owner: str) -> tuple[np.ndarray, ...]:
                 f"{type(d).__name__}'s arrays as arguments of their own")
         arrays.append(as_array(np.asarray(d), f"{owner}[{i}]"))
     return tuple(arrays)
-
-
-def outside_graph(grad: Any) -> bool:
-    """Whether a traced gradient is an exact zero constant: the loss does not depend on the
-    parameter at all (compiler/autodiff.py gives such a parameter zeros)."""
-    node = getattr(grad, "node", None)
-    return node is not None and const_value(node) == 0
-
-
-def _clip_by_total_norm(grads: list, max_norm, norm_type: float) -> list:
-    """clip_grad_norm_ as traceable NumPy: scale every gradient by max_norm / (norm + 1e-6)."""
-    if norm_type == float("inf"):
-        total = np.max(np.abs(grads[0]))
-        for g in grads[1:]:
-            total = np.maximum(total, np.max(np.abs(g)))
-    else:
-        total = sum(np.sum(np.abs(g) ** norm_type) for g in grads) ** (1.0 / norm_type)
-    scale = np.minimum(max_norm / (total + CLIP_EPS), 1.0)
-    return [g * scale.astype(g.dtype) for g in grads]
 
 
 def _data_parallel(step: TrainStep, comm: Any):

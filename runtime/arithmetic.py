@@ -157,13 +157,19 @@ def absolute(x: Tensor) -> Tensor:
     return autograd.record([out], [x], lambda cts: [cts[0] * np.sign(a)], "abs")[0]
 
 
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-a)) to full relative precision in both tails, as PyTorch computes it."""
+    e = np.exp(-np.abs(a))  # <= 1: never overflows
+    return np.where(a >= 0, 1, e) / (1 + e)
+
+
 # name -> (NumPy's function, the gradient from (cotangent, result, input))
 UNARY: dict[str, tuple[Callable, Callable]] = {
     "sqrt": (np.sqrt, lambda g, out, a: g / (2 * out)),
     "exp": (np.exp, lambda g, out, a: g * out),
     "log": (np.log, lambda g, out, a: g / a),
     "tanh": (np.tanh, lambda g, out, a: g * (1 - out * out)),
-    "sigmoid": (lambda a: 0.5 * (1 + np.tanh(0.5 * a)), lambda g, out, a: g * out * (1 - out)),
+    "sigmoid": (_sigmoid, lambda g, out, a: g * out * (1 - out)),
 }
 
 

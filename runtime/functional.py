@@ -41,10 +41,13 @@ def relu(x: Array) -> Array:
 
 
 def sigmoid(x: Array) -> Array:
-    """1 / (1 + exp(-x)) in the tanh form, which never overflows."""
-    # A where(x >= 0, ...) form built on exp(-|x|) is more accurate far in the
-    # negative tail, but abs'(0) = 0 would make its derivative 0 at x = 0.
-    return 0.5 * (1 + np.tanh(0.5 * x))
+    """1 / (1 + exp(-x)), never overflowing and to full relative precision in both tails."""
+    # e = exp(-|x|) <= 1. The tanh form 0.5 * (1 + tanh(x / 2)) rounds sigmoid(-40) ~ 4e-18
+    # to 0 (then log(sigmoid(x)) is -inf and its gradient NaN, where PyTorch gives -40 and 1).
+    # -|x| is a where, not np.abs: at x = 0 it takes the x >= 0 side's derivative, where
+    # abs'(0) = 0 (the compiler's kink table) would make sigmoid'(0) = 0 instead of 1/4.
+    e = np.exp(np.where(x >= 0, -x, x))
+    return np.where(x >= 0, 1, e) / (1 + e)
 
 
 def softplus(x: Array) -> Array:

@@ -56,6 +56,7 @@ def grad(fn, x):
         ("prod with two zeros", lambda x: np.prod(x), [0.0, 0.0, 3.0], [0.0, 0.0, 0.0]),
         ("softplus'(0) = 1/2", F.softplus, [0.0], [0.5]),
         ("sigmoid saturates without NaN", F.sigmoid, [-1000.0, 1000.0], [0.0, 0.0]),
+        ("sigmoid'(0) = 1/4: no kink where its two forms meet", F.sigmoid, [0.0], [0.25]),
         ("floor, ceil, trunc, round, rint: 0, at the jumps too",
          lambda x: np.floor(x) + np.ceil(x) + np.trunc(x) + np.round(x) + np.rint(x),
          [-1.5, 0.0, 1.0, 2.5], [0.0, 0.0, 0.0, 0.0]),

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from compiler import compile_grad
 from runtime import Parameter, init
 from runtime import functional as F
 
@@ -30,10 +31,22 @@ def test_activations_match_pytorch_including_extremes(name, torch, t):
     ours, theirs = getattr(F, name), getattr(torch.nn.functional, name)
     with np.errstate(over="raise", invalid="raise", divide="raise"):  # never overflow
         out = ours(X)
-    # Absolute accuracy: the tanh form of sigmoid rounds sigmoid(-40) ~ 4e-18 to 0,
-    # the price of a derivative with no kink at 0.
-    np.testing.assert_allclose(out, theirs(t(X)).numpy(), rtol=1e-12, atol=1e-15)
+    # Relative accuracy, in the tails too: sigmoid(-40) ~ 4e-18 is not rounded to 0.
+    np.testing.assert_allclose(out, theirs(t(X)).numpy(), rtol=1e-12, atol=0)
     assert ours(X.astype(np.float32)).dtype == np.float32
+
+
+def test_log_sigmoid_is_finite_far_in_the_negative_tail(torch, t):
+    """log(sigmoid(x)) at x = -40: -40 and a gradient of 1, as in PyTorch (a sigmoid rounded
+    to 0 there gave -inf and a NaN gradient); sigmoid'(0) = 1/4, with no kink."""
+    x = np.array([-700.0, -100.0, -40.0, -30.0, 0.0, 30.0])
+    f = compile_grad(lambda x: np.sum(np.log(F.sigmoid(x))))
+    value, grad = f.value_and_grad(x)
+    xt = t(x).requires_grad_()
+    expected = torch.log(torch.sigmoid(xt)).sum()
+    expected.backward()
+    np.testing.assert_allclose(value, expected.item(), rtol=1e-12)
+    np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=1e-12, atol=1e-13)
 
 
 def test_relu_is_zero_at_zero():

@@ -141,6 +141,11 @@ class Tensor:
                 raise RuntimeError(
                     f"assigned grad has shape {value.shape}, but the tensor has shape {self.shape}"
                 )
+            if value.dtype != self.dtype:  # PyTorch refuses it too: a float32 .grad of a
+                # float64 tensor would accumulate, clip and step in float32 unnoticed
+                raise RuntimeError(
+                    f"assigned grad has dtype {value.dtype}, but the tensor has dtype "
+                    f"{self.dtype}; convert it first (grad.astype(np.{self.dtype}))")
         self._grad = value
 
     @property

@@ -76,7 +76,7 @@ def test_batches_follow_dtypes_and_step_counts():
     assert foreach._batch_key(items[0][0], items[0][1], {}) is None  # stateless
 
 
-def test_grads_of_another_dtype_and_non_contiguous_arrays():
+def test_grads_and_parameters_in_non_contiguous_arrays():
     def make(ps):
         return optim.Adam(ps, lr=0.1)
 
@@ -90,7 +90,7 @@ def test_grads_of_another_dtype_and_non_contiguous_arrays():
         for _ in range(3):
             a.grad = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
             b.grad = np.linspace(0, 1, 12, dtype=np.float32).reshape(4, 3)[:, ::-1]  # strided
-            c.grad = np.linspace(0.1, 0.3, 3)  # float64: c alone is updated in float64
+            c.grad = np.linspace(0.1, 0.3, 3, dtype=np.float32)
             opt.step()
         assert a.data.flags.f_contiguous
         results.append(([a, b, c], opt))

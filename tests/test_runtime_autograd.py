@@ -436,3 +436,20 @@ def test_tensor_accessors():
         y.requires_grad = False
     with pytest.raises(TypeError):
         np.exp(x)  # would silently leave the graph
+
+
+@pytest.mark.parametrize("value, message", [
+    (np.zeros(3, np.float32), r"assigned grad has dtype float32, but the tensor has dtype float64"),
+    (np.zeros(3, np.int64), r"assigned grad has dtype int64, but the tensor has dtype float64"),
+    (np.zeros((3, 1)), r"assigned grad has shape \(3, 1\), but the tensor has shape \(3,\)"),
+])
+def test_assigning_a_grad_of_another_dtype_or_shape_is_refused_as_in_pytorch(value, message):
+    p = Parameter(np.ones(3))
+    p.grad = np.full(3, 2.0)
+    with pytest.raises(RuntimeError, match=message):
+        p.grad = value
+    assert np.array_equal(p.grad, np.full(3, 2.0))  # the old one stays
+    torch = pytest.importorskip("torch")
+    q = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError):
+        q.grad = torch.from_numpy(value)

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 from compiler import ops
-from compiler.ir import Graph, Sym, TupleType
+from compiler.errors import KernelIndexError
+from compiler.ir import Graph, Node, Sym, TupleType
 
 
 def bind_sizes(graph: Graph, args: list[np.ndarray]) -> dict[str, int]:
@@ -45,10 +46,21 @@ def interpret(graph: Graph, args: list[Any], sizes: dict[str, int] | None = None
         if opdef.takes_sizes:
             attrs["sizes"] = sizes
         with np.errstate(all="ignore"):
-            result = opdef.impl(*(values[x.id] for x in node.inputs), **attrs)
+            try:
+                result = opdef.impl(*(values[x.id] for x in node.inputs), **attrs)
+            except IndexError as err:  # NumPy's words; the numba kernels say the same
+                raise _at_users_line(node, err) from None
         if isinstance(node.type, TupleType):
             values[node.id] = tuple(np.asarray(r).astype(t.dtype, copy=False)
                                     for r, t in zip(result, node.type.items))
         else:
             values[node.id] = np.asarray(result).astype(node.dtype, copy=False)
     return [values[n.id] for n in graph.outputs]
+
+
+def _at_users_line(node: Node, err: IndexError) -> KernelIndexError:
+    """NumPy's IndexError from an op, as the numba kernel's check words it: at the user's line,
+    with the statement."""
+    if node.loc is None:
+        return KernelIndexError(f"{node.op}: {err}")
+    return KernelIndexError(f"{node.loc}: {err}\n    {node.loc.text.strip()}")

@@ -177,6 +177,10 @@ def test_positions_the_kernel_computes_are_checked_too():
         COMPILED_SHIFTED(x, np.int64(0), np.array([1, 3, 0]))  # row 5 of 4
     with pytest.raises(IndexError, match=rf"{line}: index -5 is out of bounds"):  # row -5 of 4
         COMPILED_SHIFTED(x, np.int64(-6), np.array([1, 2, 0]))
+    # The interpreter backend says the same (it raised NumPy's IndexError, with no line)
+    with pytest.raises(KernelIndexError, match=rf"test_numpy_indexing.py:{line}: index 4 is "
+                       r"out of bounds for axis 0 with size 4\n    return np.sum\(x\[i \+ 1\]"):
+        interpreted(shifted_rows)(x, np.int64(3), np.array([1, 2, 0]))
 
 
 def test_two_ellipses_are_refused_as_numpy_refuses_them():

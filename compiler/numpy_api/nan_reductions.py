@@ -15,6 +15,7 @@ import numpy as np
 
 from compiler.errors import UnsupportedError
 from compiler.numpy_api.dispatch import implements, no_out, traced
+from compiler.numpy_api.reductions import root_of_variance
 from compiler.user_code import user_loc
 
 
@@ -146,9 +147,10 @@ def nanvar(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=
 @implements(np.nanstd)
 def nanstd(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None,
            mean=None, correction=None):
-    """The square root of np.nanvar."""
-    return np.sqrt(nanvar(a, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims,
-                          where=where, mean=mean, correction=correction))
+    """The square root of np.nanvar (with np.std's gradient where it is 0)."""
+    return root_of_variance(nanvar(a, axis=axis, dtype=dtype, out=out, ddof=ddof,
+                                   keepdims=keepdims, where=where, mean=mean,
+                                   correction=correction))
 
 
 @implements(np.nancumsum)

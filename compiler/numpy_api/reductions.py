@@ -115,7 +115,14 @@ def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
 
 @implements(np.std)
 def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
-    return np.sqrt(var(a, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims, **kw))
+    return root_of_variance(var(a, axis=axis, dtype=dtype, out=out, ddof=ddof,
+                                keepdims=keepdims, **kw))
+
+
+def root_of_variance(variance):
+    """sqrt(variance), whose gradient is 0 where the variance is 0 (a constant lane), as
+    PyTorch's std gives: sqrt' is inf there, times the centered values' zeros, NaN."""
+    return np.where(variance == 0, 0, np.sqrt(variance))
 
 
 @implements(np.cumsum)

@@ -78,6 +78,10 @@ def _install(module: ir.Module) -> None:
             # llvmlite only knows LLVM's enum attributes; this one is a string attribute.
             set.add(wrapper.attributes, f'"vector-function-abi-variant"="{",".join(mappings)}"')
             set.add(wrapper.attributes, "memory(none)")
+            # Kept whole, as the variants are: with a constant argument at its only call,
+            # LLVM's interprocedural passes would drop the argument of an internal function,
+            # and the verifier then rejects the variants that take one.
+            used.append(wrapper)
     if used:  # keep the variants alive until the vectorizer has looked for them
         pointer = ir.IntType(8).as_pointer()
         keep = ir.GlobalVariable(module, ir.ArrayType(pointer, len(used)), "llvm.compiler.used")

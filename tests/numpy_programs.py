@@ -37,6 +37,11 @@ def _axis(rng, ndim: int):
     return axis - ndim if rng.random() < 0.3 else axis
 
 
+def _pick(rng, options: list):
+    """One of `options`, uniformly."""
+    return options[int(rng.integers(len(options)))]
+
+
 def _one_axis(rng, ndim: int) -> int:
     axis = int(rng.integers(ndim))
     return axis - ndim if rng.random() < 0.3 else axis
@@ -57,7 +62,7 @@ def _off_zero(*xs: np.ndarray) -> bool:
 
 # -- entries: each draws a candidate step from the operands' example values --------------
 def elementwise(rng, x) -> Candidate:
-    return [
+    return _pick(rng, [
         ("np.tanh({0})", np.tanh),
         ("np.sin({0})", np.sin),
         ("np.exp(np.tanh({0}))", lambda a: np.exp(np.tanh(a))),
@@ -70,7 +75,7 @@ def elementwise(rng, x) -> Candidate:
         ("F.softplus({0})", lambda a: _functional().softplus(a)),
         ("np.expm1(np.tanh({0}))", lambda a: np.expm1(np.tanh(a))),
         ("np.cbrt({0} ** 2 + 1.0)", lambda a: np.cbrt(a ** 2 + 1.0)),
-    ][int(rng.integers(12))]
+    ])
 
 
 def kinked(rng, x) -> Candidate | None:
@@ -102,8 +107,7 @@ def binary(rng, x, y) -> Candidate | None:
 def reduction(rng, x) -> Candidate | None:
     axis, keepdims = _axis(rng, x.ndim), bool(rng.random() < 0.4)
     kw = f"axis={axis!r}, keepdims={keepdims}"
-    name = ["sum", "mean", "max", "min", "prod", "var", "std", "ptp", "median"][
-        int(rng.integers(9))]
+    name = _pick(rng, ["sum", "mean", "max", "min", "prod", "var", "std", "ptp", "median"])
     if name in ("max", "min", "ptp", "median") and not _apart(x, axis if not isinstance(
             axis, tuple) else None):
         return None
@@ -121,7 +125,7 @@ def scan_like(rng, x) -> Candidate | None:
     if x.ndim == 0:
         return None
     axis = _one_axis(rng, x.ndim)
-    name = ["cumsum", "cumprod", "diff", "sort", "flip"][int(rng.integers(5))]
+    name = _pick(rng, ["cumsum", "cumprod", "diff", "sort", "flip"])
     if name == "sort" and not _apart(x, axis):
         return None
     if name == "cumprod" and x.shape[axis] > 5:
@@ -235,7 +239,7 @@ def softmax_family(rng, x) -> Candidate | None:
     if x.ndim == 0:
         return None
     axis = _one_axis(rng, x.ndim)
-    name = ["softmax", "log_softmax", "logsumexp"][int(rng.integers(3))]
+    name = _pick(rng, ["softmax", "log_softmax", "logsumexp"])
     return (f"F.{name}({{0}}, axis={axis})",
             lambda a: getattr(_functional(), name)(a, axis=axis))
 
@@ -250,7 +254,7 @@ def norms(rng, x) -> Candidate | None:
     if choice == 1 and x.ndim == 2:
         return ("np.linalg.norm({0})", np.linalg.norm)
     if choice == 2:
-        order = [1, 3, 0.5][int(rng.integers(3))]
+        order = _pick(rng, [1, 3, 0.5])
         if not _off_zero(x):
             return None
         return (f"np.linalg.norm({{0}}.reshape(-1), {order})",
@@ -394,7 +398,7 @@ def program(seed: int, steps: int = 4) -> Program:
     attempts = 0
     while len(prog.steps) < steps and attempts < 200:
         attempts += 1
-        arity, draw = ENTRIES[int(rng.integers(len(ENTRIES)))]
+        arity, draw = _pick(rng, ENTRIES)
         # the newest value usually, so that steps build on each other
         operands = tuple(len(values) - 1 if rng.random() < 0.6 else int(rng.integers(len(values)))
                          for _ in range(arity))

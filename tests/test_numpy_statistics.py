@@ -131,6 +131,46 @@ def test_order_statistics_give_numpys_values_and_dtypes(backend, dtype):
         _assert_same(MORE_AXIS_FORMS(x, y), _numpy(more_axis_forms, x, y))
 
 
+def quantile_methods(x):
+    # lanes of 6 numbers (index (n - 1) q = 0.5, 1.5, 2.5, ... for q = 0.1, 0.3, 0.5, ...: the
+    # halves that nearest rounds to even), 5 and 4 (the nan forms), and of NaNs only
+    results = []
+    for method in ("lower", "higher", "nearest", "midpoint"):
+        results += [np.quantile(x, [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0], axis=1, method=method),
+                    np.nanquantile(x, [0.125, 0.5, 0.6, 1.0], axis=1, method=method),
+                    np.percentile(x, 62.5, axis=1, keepdims=True, method=method),
+                    np.nanpercentile(x, np.float32(30.0), axis=1, method=method)]
+    return tuple(results)
+
+
+QUANTILE_METHODS = {"interpreter": compile_grad(quantile_methods, backend="interpreter"),
+                    "numba": compile_grad(quantile_methods)}
+
+
+@pytest.mark.parametrize("backend, dtype", [("interpreter", np.float64), ("numba", np.float32),
+                                            ("interpreter", np.float32)])
+def test_quantile_methods_give_numpys_values_and_dtypes(backend, dtype):
+    x = _with_nans(dtype)
+    _assert_same(QUANTILE_METHODS[backend](x), _numpy(quantile_methods, x),
+                 what=f"{backend} {np.dtype(dtype)}")
+
+
+def test_quantile_methods_send_the_gradient_to_the_statistics_they_pick():
+    x = np.array([4.0, 1.0, 3.0, 2.0, 5.0, 0.0])  # sorted: 0 1 2 3 4 5 at 5 1 3 2 0 4
+    for method, q, expected in [("lower", 0.5, [0, 0, 0, 1, 0, 0]),  # index 2.5 -> 2
+                                ("higher", 0.5, [0, 0, 1, 0, 0, 0]),  # -> 3
+                                ("nearest", 0.5, [0, 0, 0, 1, 0, 0]),  # 2.5 to even: 2
+                                ("nearest", 0.7, [1, 0, 0, 0, 0, 0]),  # 3.5 to even: 4
+                                ("midpoint", 0.5, [0, 0, 0.5, 0.5, 0, 0]),
+                                ("midpoint", 0.2, [0, 1, 0, 0, 0, 0])]:  # index 1: itself
+        for fn in (lambda x, q=q, method=method: np.quantile(x, q, method=method),
+                   lambda x, q=q, method=method: np.nanquantile(x, q, method=method)):
+            grad = compile_grad(fn, backend="interpreter").grad(x)
+            np.testing.assert_array_equal(grad, expected, err_msg=f"{method} {q}")
+            fd = central_differences(fn, [x], 0)
+            np.testing.assert_allclose(grad, fd, atol=1e-8, err_msg=f"{method} {q}")
+
+
 @pytest.mark.parametrize("q, dtype", [(0.3, np.float32), (np.float32(0.3), np.float32),
                                       (np.float64(0.3), np.float64), ([0.3], np.float64),
                                       (1, np.int64), (0.5, np.float64)])
@@ -149,7 +189,8 @@ def test_quantile_result_dtypes_follow_numpys_promotion(q, dtype):
 def test_order_statistics_refuse_what_they_do_not_compute():
     x = np.arange(6.0)
     for fn, message in [
-        (lambda x: np.quantile(x, 0.5, method="nearest"), r"method='nearest'.*'linear'"),
+        (lambda x: np.quantile(x, 0.5, method="inverted_cdf"),
+         r"method='inverted_cdf'.*'linear', 'lower', 'higher', 'nearest', 'midpoint'"),
         (lambda x: np.percentile(x, 50, weights=x), r"weights="),
         (lambda x: np.quantile(x, x[0] / 10), r"q must be a constant"),
     ]:

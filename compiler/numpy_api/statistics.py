@@ -1,10 +1,12 @@
 """Order statistics: np.median, quantile, percentile and their NaN-ignoring forms (nanmedian,
-nanquantile, nanpercentile), NumPy's default method="linear", as composites of np.sort.
+nanquantile, nanpercentile), with NumPy's methods "linear" (the default), "lower", "higher",
+"nearest" and "midpoint", as composites of np.sort.
 
 The reduced axes are moved last and merged into one lane, which is sorted (NaNs last, ties in
 the stable order); the result reads the one or two order statistics it needs and interpolates
 between them with NumPy's own formula, so the gradient goes to those entries (weights 1 - t and
-t, as in PyTorch's quantile and JAX's) and back through the sorting permutation. For the plain
+t, as in PyTorch's quantile and JAX's; all of it to the one entry a discrete method picks, half
+to each for "midpoint") and back through the sorting permutation. For the plain
 functions a lane's length is known when tracing, so the statistics are slices (a symbolic
 reduced axis becomes static: traced once per size, as np.argmax does); a lane holding a NaN
 gives NaN with a zero gradient, as in JAX. The NaN-ignoring ones count each lane's numbers in
@@ -52,15 +54,23 @@ def _nan_to_nan(ordered, result):
     return np.where(np.isnan(ordered[..., -1]), np.nan, result)
 
 
-def _linear_only(name, method, weights, interpolation):
+METHODS = ("linear", "lower", "higher", "nearest", "midpoint")  # PyTorch's too
+# the discrete methods: NumPy's virtual index, rounded to an order statistic
+_PICK = {"lower": np.floor, "higher": np.ceil, "nearest": np.around}
+
+
+def _method(name, method, weights, interpolation) -> str:
+    """The method asked for (`interpolation` is its old name), if gradfuse computes it."""
     if interpolation is not None:
         method = interpolation
-    if method != "linear":
+    if method not in METHODS:
         raise UnsupportedError(f"np.{name}(method={method!r}) is not supported: gradfuse "
-                               "computes NumPy's default method='linear'", user_loc())
+                               f"computes the methods {', '.join(map(repr, METHODS))}",
+                               user_loc())
     if weights is not None:
         raise UnsupportedError(f"np.{name}(weights=...) is not supported (NumPy allows it only "
                                "with method='inverted_cdf')", user_loc())
+    return method
 
 
 def _constant_q(name, q, scale=1):
@@ -93,11 +103,18 @@ def _lerp(low, high, t, dtype=None):
     return np.where(t >= 0.5, high - diff * from_high, low + diff * from_low)
 
 
-def _static_quantile(ordered, n, q, weak):
+def _static_quantile(ordered, n, q, weak, method):
     """The q-quantile of each sorted lane of static length n: slices and NumPy's lerp."""
     virtual = (n - 1) * q  # NumPy's virtual index, in q's dtype
     if np.issubdtype(virtual.dtype, np.integer):  # q of 0s and 1s: the statistic itself
         return ordered[..., int(virtual)]
+    if method in _PICK:
+        return ordered[..., int(_PICK[method](virtual))]
+    if method == "midpoint":  # halfway between the statistics around the index, if two
+        below, above = int(np.floor(virtual)), int(np.ceil(virtual))
+        half = np.asarray(0.5, dtype=virtual.dtype)
+        return ordered[..., below] if below == above else \
+            _lerp(ordered[..., below], ordered[..., above], 0.5 if weak else half[()])
     if virtual >= n - 1:
         below = above = -1
     else:
@@ -108,18 +125,19 @@ def _static_quantile(ordered, n, q, weak):
     return _lerp(ordered[..., below], ordered[..., above], t)
 
 
-def _quantiles(name, a, q, weak, axis, keepdims, ignore_nan):
+def _quantiles(name, a, q, weak, axis, keepdims, ignore_nan, method):
     lanes, axes = _lanes(a, axis)
     ordered = np.sort(lanes, axis=-1)
     if ignore_nan:
         count = np.sum(lanes == lanes, axis=-1, keepdims=True)
-        per_q = [_counted_quantile(ordered, count, value, weak) for value in q.ravel()]
+        per_q = [_counted_quantile(ordered, count, value, weak, method)
+                 for value in q.ravel()]
     else:
         n = operator.index(lanes.shape[-1])
         if n == 0:
             raise TraceError(f"np.{name} of an empty lane: index -1 is out of bounds for axis "
                              "0 with size 0", user_loc())
-        per_q = [_nan_to_nan(ordered, _static_quantile(ordered, n, value, weak))
+        per_q = [_nan_to_nan(ordered, _static_quantile(ordered, n, value, weak, method))
                  for value in q.ravel()]
     if q.ndim == 0:
         return _finish(per_q[0], 0, axes, keepdims)
@@ -129,7 +147,7 @@ def _quantiles(name, a, q, weak, axis, keepdims, ignore_nan):
     return _finish(result, q.ndim, axes, keepdims)
 
 
-def _counted_quantile(ordered, count, q, weak):
+def _counted_quantile(ordered, count, q, weak, method):
     """The q-quantile of the first `count` entries of each sorted lane (its numbers, NaNs
     sorted after them), `count` traced: NumPy's index rules computed by the kernel."""
     last = count - 1
@@ -137,6 +155,14 @@ def _counted_quantile(ordered, count, q, weak):
     if virtual.dtype.kind != "f":  # q of 0s and 1s: the statistic itself
         low = high = np.maximum(virtual, 0)
         t = None
+    elif method in _PICK:
+        low = high = np.maximum(_PICK[method](virtual).astype(np.int64), 0)
+        t = None
+    elif method == "midpoint":
+        floor = np.floor(virtual)
+        low = np.maximum(floor.astype(np.int64), 0)
+        high = np.maximum(np.ceil(virtual).astype(np.int64), 0)
+        t = np.where(floor == virtual, 0, 0.5).astype(virtual.dtype)
     else:
         floor = np.floor(virtual)
         at_end = virtual >= last.astype(virtual.dtype)
@@ -157,11 +183,11 @@ def _counted_quantile(ordered, count, q, weak):
 @implements(np.quantile)
 def quantile(a, q, axis=None, out=None, overwrite_input=False, method="linear", keepdims=False,
              *, weights=None, interpolation=None):
-    """The q-quantiles of `a` along `axis` (q's axes first), NumPy's method='linear'."""
+    """The q-quantiles of `a` along `axis` (q's axes first), by one of METHODS."""
     no_out("quantile", out)
-    _linear_only("quantile", method, weights, interpolation)
+    method = _method("quantile", method, weights, interpolation)
     q, weak = _constant_q("quantile", q)
-    return _quantiles("quantile", a, q, weak, axis, keepdims, ignore_nan=False)
+    return _quantiles("quantile", a, q, weak, axis, keepdims, False, method)
 
 
 @implements(np.percentile)
@@ -169,9 +195,9 @@ def percentile(a, q, axis=None, out=None, overwrite_input=False, method="linear"
                keepdims=False, *, weights=None, interpolation=None):
     """np.quantile of q / 100."""
     no_out("percentile", out)
-    _linear_only("percentile", method, weights, interpolation)
+    method = _method("percentile", method, weights, interpolation)
     q, weak = _constant_q("percentile", q, scale=100)
-    return _quantiles("percentile", a, q, weak, axis, keepdims, ignore_nan=False)
+    return _quantiles("percentile", a, q, weak, axis, keepdims, False, method)
 
 
 @implements(np.median)
@@ -198,9 +224,9 @@ def nanquantile(a, q, axis=None, out=None, overwrite_input=False, method="linear
                 keepdims=False, *, weights=None, interpolation=None):
     """np.quantile of each lane's numbers (NaNs left out); NaN for a lane of NaNs only."""
     no_out("nanquantile", out)
-    _linear_only("nanquantile", method, weights, interpolation)
+    method = _method("nanquantile", method, weights, interpolation)
     q, weak = _constant_q("nanquantile", q)
-    return _quantiles("nanquantile", a, q, weak, axis, keepdims, ignore_nan=_ignoring_nan(a))
+    return _quantiles("nanquantile", a, q, weak, axis, keepdims, _ignoring_nan(a), method)
 
 
 @implements(np.nanpercentile)
@@ -208,10 +234,10 @@ def nanpercentile(a, q, axis=None, out=None, overwrite_input=False, method="line
                   keepdims=False, *, weights=None, interpolation=None):
     """np.nanquantile of q / 100."""
     no_out("nanpercentile", out)
-    _linear_only("nanpercentile", method, weights, interpolation)
+    method = _method("nanpercentile", method, weights, interpolation)
     q, weak = _constant_q("nanpercentile", q, scale=100)
-    return _quantiles("nanpercentile", a, q, weak, axis, keepdims,
-                      ignore_nan=_ignoring_nan(a))
+    return _quantiles("nanpercentile", a, q, weak, axis, keepdims, _ignoring_nan(a),
+                      method)
 
 
 @implements(np.nanmedian)

@@ -215,6 +215,48 @@ def test_fit_reuses_a_step_only_for_the_same_loss_parameters_optimizer_and_clipp
     assert len(opt._compiled) == 4
 
 
+def test_fit_clips_by_the_norm_type_it_is_given():
+    """fit had no norm_type: its clipping was always by the 2-norm."""
+    interpreted = compile_grad(mlp_loss.fn, backend="interpreter")  # no kernel to compile
+    expected, opt_expected = fresh("SGD", dict(lr=0.1))
+    for _ in range(2):
+        opt_expected.zero_grad()
+        interpreted(expected, X, Y).backward()
+        utils.clip_grad_norm_(expected, 0.05, norm_type=1)
+        opt_expected.step()
+    params, opt = fresh("SGD", dict(lr=0.1))
+    run = dict(shuffle=False, progress=False, max_norm=0.05)
+    fit(interpreted, params, opt, (X, Y), epochs=1, norm_type=1, **run)
+    fit(interpreted, params, opt, (X, Y), epochs=1, **run)  # by the 2-norm: another step
+    assert sorted(s.norm_type for s in opt._compiled.values()) == [1.0, 2.0]
+    params, opt = fresh("SGD", dict(lr=0.1))
+    fit(interpreted, params, opt, (X, Y), epochs=2, norm_type=1, **run)
+    assert_same_params(params, expected)
+
+
+def test_fit_refuses_a_step_made_for_other_arguments_or_without_clipping():
+    """fit(..., step=s) trained s's parameters with s's clipping, silently ignoring fit's
+    parameters, optimizer and max_norm when they were others."""
+    params, opt = fresh("SGD", dict(lr=0.1))
+    step = train_step(mlp_loss, params, opt)
+    run = dict(epochs=1, progress=False, step=step)
+    with pytest.raises(ValueError, match="max_norm= needs a step= made with clipping"):
+        fit(mlp_loss, params, opt, (X, Y), max_norm=1e-3, **run)
+    other, other_opt = fresh("SGD", dict(lr=0.1))
+    with pytest.raises(ValueError, match="made for other parameters"):
+        fit(mlp_loss, other, opt, (X, Y), **run)
+    with pytest.raises(ValueError, match="made for another optimizer"):
+        fit(mlp_loss, params, other_opt, (X, Y), **run)
+    with pytest.raises(ValueError, match="made for another loss"):
+        fit(compile_grad(mlp_loss.fn), params, opt, (X, Y), **run)
+    clipping = train_step(mlp_loss, params, opt, max_norm=1.0)
+    with pytest.raises(ValueError, match="norm_type=1 but the step"):
+        fit(None, params, opt, (X, Y), epochs=1, step=clipping, max_norm=0.5, norm_type=1)
+    assert clipping.max_norm == 1.0  # nothing changed by a refused call
+    for key, p in params.items():  # nothing trained
+        np.testing.assert_array_equal(p.data, fresh("SGD", {})[0][key].data)
+
+
 def test_fit_draws_a_loss_curve(tmp_path):
     pytest.importorskip("matplotlib")
     params, opt = fresh("SGD", dict(lr=0.05))

@@ -62,6 +62,7 @@ def epoch_orders(n: int, epochs: int, shuffle: bool, rng: np.random.Generator) -
 def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
         data: Sequence[np.ndarray], *, epochs: int, batch_size: int | None = None,
         shuffle: bool = True, seed: int = 0, max_norm: float | None = None,
+        norm_type: float | None = None,
         progress: bool | None = None, callback: Callable[[int, History], Any] | None = None,
         stop: Callable[[History], bool] | None = None, chunk_steps: int | None = None,
         step: TrainStep | None = None, comm: Any = None) -> History:
@@ -74,8 +75,11 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
     chunks `fit` updates the progress bar
     (tqdm; on by default when stderr is a terminal), calls `callback(epoch, history)`
     with the 0-based index of the last epoch done (as Keras does), and stops early when
-    `stop(history)` is true. Returns the `History`. Another `fit` with the same loss,
-    parameters, optimizer and clipping reuses this one's compiled step.
+    `stop(history)` is true. Returns the `History`. `max_norm` clips the gradients' total
+    `norm_type`-norm (default 2) first, as `clip_grad_norm_` does. Another `fit` with the
+    same loss, parameters, optimizer and clipping reuses this one's compiled step. `step=`
+    runs a `train_step` of the same loss (or None), parameters and optimizer instead, with
+    its clipping (`max_norm` sets its threshold).
 
     With an MPI communicator `comm` (every rank passing the same arguments), each batch is
     split among the ranks and the gradients averaged over the whole batch: the result is
@@ -89,7 +93,11 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
     data = data_arrays(data, "data")
     n = _check_arguments(data, epochs, batch_size)
     batch_size = n if batch_size is None else min(batch_size, n)
-    step = step or reused_step(loss_fn, params, optimizer, max_norm, comm)
+    if step is None:
+        step = reused_step(loss_fn, params, optimizer, max_norm, comm,
+                           2.0 if norm_type is None else norm_type)
+    else:
+        _check_given_step(step, loss_fn, params, optimizer, max_norm, norm_type)
     team = _team(step, comm, dict(data=[(d.shape, d.dtype.str) for d in data], epochs=epochs,
                                   batch_size=batch_size, shuffle=shuffle, seed=seed,
                                   chunk_steps=chunk_steps, callback=callback is not None,
@@ -135,7 +143,7 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
 
 
 def reused_step(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
-                max_norm: float | None, comm: Any = None) -> TrainStep:
+                max_norm: float | None, comm: Any = None, norm_type: float = 2.0) -> TrainStep:
     """The TrainStep an earlier `fit` made for this loss, these Parameters (the same objects,
     in the same tree), this optimizer (each Parameter in the same group, with the same
     structural flags) and clipping on or off, with its kernels compiled; else a new one,
@@ -145,14 +153,43 @@ def reused_step(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Op
     placed = tuple((id(g), tuple((k, v) for k, v in optimizer.rule_options(g).items()
                                  if isinstance(v, bool)))
                    for g in (groups.get(id(leaf)) for leaf in leaves) if g is not None)
-    key = ("fit", loss_fn, tree, tuple(map(id, leaves)), placed, max_norm is None, id(comm))
+    norm_type = float(norm_type)
+    key = ("fit", loss_fn, tree, tuple(map(id, leaves)), placed, max_norm is None,
+           None if max_norm is None else norm_type, id(comm))
     step = optimizer._compiled.get(key)  # its TrainStep holds the leaves: ids stay theirs
     if step is None:
         step = optimizer._compiled[key] = TrainStep(loss_fn, params, optimizer,
-                                                    max_norm=max_norm, comm=comm)
+                                                    max_norm=max_norm, norm_type=norm_type,
+                                                    comm=comm)
     elif max_norm is not None:
         step.max_norm = max_norm  # a new threshold is a kernel argument, not a new kernel
     return step
+
+
+def _check_given_step(step: TrainStep, loss_fn: Callable | CompiledFunction, params: Any,
+                      optimizer: Optimizer, max_norm: float | None,
+                      norm_type: float | None) -> None:
+    """Refuse a `step=` made for another loss, other parameters or another optimizer than
+    fit's arguments (fit would train the step's, leaving the ones passed alone), and give it
+    fit's `max_norm` (a step made without clipping, or for another `norm_type`, cannot take
+    one: it would be ignored)."""
+    if not isinstance(step, TrainStep):
+        raise TypeError(f"fit: step must be a train_step(...), got a {type(step).__name__}")
+    if loss_fn is not None and loss_fn is not step.loss_fn and loss_fn is not step.loss_fn.fn:
+        raise ValueError("fit: the step given as step= was made for another loss function")
+    if optimizer is not step.optimizer:
+        raise ValueError("fit: the step given as step= was made for another optimizer")
+    leaves, tree = pytree.flatten(params)
+    if tree != step._tree or any(a is not b for a, b in zip(leaves, step._leaves)):
+        raise ValueError("fit: the step given as step= was made for other parameters")
+    if norm_type is not None and float(norm_type) != step.norm_type:
+        raise ValueError(f"fit: norm_type={norm_type} but the step given as step= clips by "
+                         f"norm_type={step.norm_type}")
+    if max_norm is not None:
+        if step.max_norm is None:
+            raise ValueError("fit: max_norm= needs a step= made with clipping "
+                             "(train_step(..., max_norm=...)), or no step=")
+        step.max_norm = max_norm
 
 
 def _check_arguments(data: tuple, epochs: Any, batch_size: Any) -> int:

@@ -246,6 +246,26 @@ def test_state_dict_layout_matches_pytorch(torch):
     assert set(mine["param_groups"][0]) <= set(reference["param_groups"][0])
 
 
+@pytest.mark.parametrize("config", [c for c in CONFIGS if "foreach" not in c[1]],
+                         ids=config_id)
+def test_a_pytorch_state_dict_loads_and_training_goes_on_as_in_pytorch(config, torch):
+    """PyTorch's SGD keeps no step count: its momentum state was refused ('has entries
+    ['momentum_buffer'], but this optimizer keeps ['momentum_buffer', 'step']')."""
+    name, kwargs = config
+    make_theirs = lambda ps: getattr(torch.optim, name)(ps, **kwargs)  # noqa: E731
+    straight, _ = run_torch(torch, make_theirs, steps=8)
+    theirs, topt = run_torch(torch, make_theirs, steps=4)
+    ours = [Parameter(t.detach().numpy().copy()) for t in theirs]
+    opt = getattr(optim, name)(ours, **kwargs)
+    opt.load_state_dict(topt.state_dict())  # tensors and PyTorch's own group settings
+    for k in range(4, 8):
+        for p, g in zip(ours, gradient(k, [p.data for p in ours]), strict=True):
+            p.grad = g
+        opt.step()
+    for p, t in zip(ours, straight, strict=True):
+        np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
 def test_load_state_dict_rejects_a_different_layout():
     opt = optim.SGD([Parameter(1.0), Parameter(2.0)], momentum=0.9)
     with pytest.raises(ValueError, match="doesn't match the size"):

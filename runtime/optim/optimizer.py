@@ -88,6 +88,11 @@ class Optimizer:
         """The state of `param` before its first update."""
         raise NotImplementedError
 
+    def adopt_state(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """A loaded state with the entries this optimizer keeps and PyTorch's does not added
+        (a state_dict of torch.optim's loads as it is); the base class adds none."""
+        return saved
+
     def complete_state(self, param: Tensor, group: dict[str, Any],
                        flags: tuple | None = None) -> dict[str, np.ndarray]:
         """`param`'s state, made on its first update, with the entries that the group's current
@@ -254,10 +259,13 @@ class Optimizer:
                 raise ValueError(f"loaded state dict has a state for parameter {i}, which "
                                  "no group of the state dict lists")
             p, group = by_index[int(i)]
+            saved_state = self.adopt_state(dict(saved_state))
             _check_state(int(i), p, saved_state, self.init_state(p, group))
             state[p] = {
-                # Moments follow the parameter's dtype; the step count stays float64.
-                k: np.array(v, dtype=np.float64 if k == "step" else p.dtype, copy=True)
+                # Moments follow the parameter's dtype; the step count stays float64. (asarray
+                # first: a PyTorch tensor's __array__ takes no copy=)
+                k: np.array(np.asarray(v), dtype=np.float64 if k == "step" else p.dtype,
+                            copy=True)
                 for k, v in saved_state.items()
             }
 

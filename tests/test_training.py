@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import pytest
 
@@ -279,6 +281,49 @@ def test_the_step_follows_replaced_arrays_and_loaded_optimizer_state():
     step(X, Y)
     for k, p in params.items():
         np.testing.assert_allclose(p.data, expected[k], rtol=1e-12, err_msg=k)
+
+
+def _reset_first_layer(opt, params):
+    del opt.state[params["W0"]]
+
+
+def _new_moment_array(opt, params):
+    opt.state[params["b0"]]["exp_avg_sq"] = np.zeros_like(params["b0"].data)
+
+
+def _plain_dict(opt, params):
+    opt.state = collections.defaultdict(dict)
+
+
+@pytest.mark.parametrize("reset", [lambda opt, params: opt.state.clear(), _reset_first_layer,
+                                   _new_moment_array, _plain_dict],
+                         ids=["clear", "del", "entry", "defaultdict"])
+def test_the_step_and_fit_follow_an_optimizer_state_reset(reset):
+    """Resetting the optimizer's state (its moments) between steps left train_step and fit
+    updating the arrays their kernels held, silently: Adam went on with the old moments."""
+    batches = [np.arange(0, 25), np.arange(25, 50)] * 2
+    expected, opt_expected = fresh("Adam", dict(lr=0.01))
+    for k, rows in enumerate(batches):
+        if k == 2:
+            reset(opt_expected, expected)
+        opt_expected.zero_grad()
+        mlp_loss(expected, X[rows], Y[rows]).backward()
+        opt_expected.step()
+    params, opt = fresh("Adam", dict(lr=0.01))
+    step = train_step(mlp_loss, params, opt)
+    step(X[:25], Y[:25])
+    step(X[25:], Y[25:])
+    reset(opt, params)
+    step(X[:25], Y[:25])
+    step(X[25:], Y[25:])
+    assert_same_params(params, expected)
+    params, opt = fresh("Adam", dict(lr=0.01))
+    run = dict(epochs=1, batch_size=25, shuffle=False, progress=False)
+    fit(mlp_loss, params, opt, (X, Y), **run)
+    reset(opt, params)
+    fit(mlp_loss, params, opt, (X, Y), **run)
+    assert_same_params(params, expected)
+    assert sorted(opt.state_dict()["state"]) == [0, 1, 2, 3]
 
 
 def test_a_step_bumps_versions_so_an_older_graph_cannot_backpropagate():

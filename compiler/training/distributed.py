@@ -42,7 +42,7 @@ from compiler.codegen import generate
 from compiler.ir import Sym
 from compiler.jit import NumbaKernel
 from compiler.training.allreduce import ALIGN, check_comm, reducer
-from compiler.training.kernels import Kernels, updated
+from compiler.training.kernels import Kernels, held_state, updated
 from compiler.training.update import outside_graph
 
 if TYPE_CHECKING:
@@ -282,6 +282,7 @@ class DataParallel:
         kernels = self._update
         if kernels is not None and kernels.current(step.optimizer):
             return kernels
+        step.optimizer.tracked_state()  # the kernel holds its arrays: its changes are counted
         params, states = step._arguments()
         spec = self._update_fn.specialize(params, states, step._hypers, self._source_rows[0],
                                           self._source_totals[0])
@@ -290,8 +291,10 @@ class DataParallel:
         writes = {1 + k: k for k in range(len(arrays))}  # new parameters and state in place
         module = NumbaKernel(graph, generate(graph, "distributed update", writes,
                                              bare_scalars=True), eager=False)
-        kernels = Kernels(module, [s.param for s in step._slots], step.optimizer.state, arrays,
-                           step._hypers, fits_batches=False, arguments=arrays + (step._hypers,))
+        slot_params = [s.param for s in step._slots]
+        kernels = Kernels(module, slot_params, step.optimizer.state, arrays, step._hypers,
+                          fits_batches=False, arguments=arrays + (step._hypers,),
+                          held=held_state(step.optimizer, slot_params))
         kernels.step = kernels.compile(module.dispatcher.__name__, self._source_arguments[0])
         self._update = kernels
         self._update_calls = [kernels.arguments + a for a in self._source_arguments]

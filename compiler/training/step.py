@@ -32,7 +32,7 @@ from compiler.jit import NumbaKernel
 from compiler.packing import Packing, pack
 from compiler.timings import CompileReport, KernelBuild
 from compiler.training.interrupts import held_interrupts
-from compiler.training.kernels import Kernels, run_updating, updated
+from compiler.training.kernels import Kernels, held_state, run_updating, updated
 from compiler.training.update import update_slots
 from runtime import Parameter, Tensor
 from runtime.anomaly_mode import _anomaly
@@ -248,6 +248,7 @@ class TrainStep:
         self._pack_hypers()  # first: a changed flag or requires_grad means other kernels
         kernels = self._last
         if kernels is not None and kernels.replacements == Parameter.data_replacements \
+                and kernels.state_changes == Optimizer.state_changes \
                 and kernels.state is self.optimizer.state and not _anomaly.enabled:
             try:  # numba checks the arrays' dtypes and ranks, the kernel their shapes
                 return self._run_step(kernels, data)
@@ -335,6 +336,7 @@ class TrainStep:
         kernels = self._kernels_by_data.get(key) or self._kernels_by_data.get(sized)
         if kernels is not None and kernels.current(self.optimizer):
             return kernels
+        self.optimizer.tracked_state()  # the kernels hold its arrays: its changes are counted
         params, states = self._arguments()
         spec = self._kernel.specialize(params, states, self._hypers, *data)
         graph = spec.graph_of("forward")
@@ -352,9 +354,11 @@ class TrainStep:
         with build.times.phase("codegen"):
             generated = generate(graph, "train step", writes, loops, bare_scalars=True)
         kernel = NumbaKernel(graph, generated, eager=False, build=build)
-        kernels = Kernels(kernel, [s.param for s in self._slots], self.optimizer.state, arrays,
-                           self._hypers, fits_batches=bool(loops), arguments=arguments,
-                           packing=packing, spec=spec)
+        slot_params = [s.param for s in self._slots]
+        kernels = Kernels(kernel, slot_params, self.optimizer.state, arrays,
+                          self._hypers, fits_batches=bool(loops), arguments=arguments,
+                          packing=packing, spec=spec,
+                          held=held_state(self.optimizer, slot_params))
         self._kernels_by_data[key if batch_axis_symbolic else sized] = kernels
         return kernels
 

@@ -174,8 +174,9 @@ class TrainStep:
         if groups == self._groups_seen and self._leaf_changes == Tensor._leaf_changes:
             return self._hypers
         options = {id(g): self.optimizer.rule_options(g) for g in groups}
+        group_of = {id(p): g for g in groups for p in g["params"]}
         if self._leaf_changes != Tensor._leaf_changes or any(
-                id(slot.group) not in options
+                group_of.get(id(slot.param)) is not slot.group  # moved to another group
                 or slot.flags != {n: v for n, v in options[id(slot.group)].items()
                                   if isinstance(v, bool)} for slot in self._slots):
             self._replan()  # requires_grad, a hook or a flag may change what to trace

@@ -20,7 +20,10 @@ from runtime.optim import Optimizer
 
 @dataclass
 class History:
-    """What `fit` did: the loss of every step, per-epoch means, and why it stopped."""
+    """What `fit` did: the loss of every step, each epoch's mean loss over its rows (a step's
+    loss weighted by its batch's rows, so that a short last batch counts for its rows, as
+    Keras reports it and as PyTorch's tutorials sum `loss * len(batch)`), and why it
+    stopped."""
 
     losses: np.ndarray
     epoch_losses: np.ndarray
@@ -103,6 +106,8 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
                                   chunk_steps=chunk_steps, callback=callback is not None,
                                   stop=stop is not None))
     per_epoch = -(-n // batch_size)
+    batch_rows = np.full(per_epoch, batch_size)
+    batch_rows[-1] = n - batch_size * (per_epoch - 1)  # the last batch holds what is left
     losses = np.full(epochs * per_epoch, np.nan)
     if chunk_steps is None and (callback is not None or stop is not None):
         chunk_epochs = 1  # as in Keras, a callback sees every epoch
@@ -120,7 +125,8 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
                 losses[done * per_epoch:last * per_epoch])
             # the steps done so far (the callback and stop read them; later steps are NaN)
             history.losses = losses[: last * per_epoch]
-            history.epoch_losses = history.losses.reshape(last, per_epoch).mean(1)
+            history.epoch_losses = epoch_means(history.losses.reshape(last, per_epoch),
+                                               batch_rows)
             if bar is not None:
                 bar.update(last - done)
                 bar.set_postfix(loss=f"{history.epoch_losses[-1]:.4g}")
@@ -140,6 +146,13 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
             bar.close()
     history.losses = losses[: done * per_epoch]
     return history
+
+
+def epoch_means(losses: np.ndarray, batch_rows: np.ndarray) -> np.ndarray:
+    """Each row of `losses` (an epoch's step losses) averaged over the epoch's data rows."""
+    if np.all(batch_rows == batch_rows[0]):
+        return losses.mean(1)
+    return losses @ batch_rows / batch_rows.sum()
 
 
 def reused_step(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,

@@ -262,6 +262,21 @@ def test_fit_refuses_a_step_made_for_other_arguments_or_without_clipping():
         np.testing.assert_array_equal(p.data, fresh("SGD", {})[0][key].data)
 
 
+def test_settings_traced_into_the_step_are_refused_where_they_would_be_ignored():
+    """step.norm_type = 1 and step.keep_grads = True were accepted and ignored by a step already
+    traced; norm_type=0 was a ZeroDivisionError from the trace."""
+    params, opt = fresh("SGD", dict(lr=0.1))
+    for norm_type in (0, -1.0, float("-inf"), float("nan")):
+        with pytest.raises(ValueError, match="norm_type must be positive or inf"):
+            train_step(mlp_loss, params, opt, max_norm=1.0, norm_type=norm_type)
+    step = train_step(mlp_loss, params, opt, max_norm=1.0, norm_type="inf")
+    assert step.norm_type == float("inf") and step.keep_grads is False
+    with pytest.raises(AttributeError, match="norm_type is part of its kernel"):
+        step.norm_type = 1.0
+    with pytest.raises(AttributeError, match="keep_grads is part of its kernel"):
+        step.keep_grads = True
+
+
 def test_fit_draws_a_loss_curve(tmp_path):
     pytest.importorskip("matplotlib")
     params, opt = fresh("SGD", dict(lr=0.05))

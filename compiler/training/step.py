@@ -77,8 +77,10 @@ class TrainStep:
         self.params = params
         self.optimizer = optimizer
         self._max_norm = max_norm
-        self.norm_type = float(norm_type)
-        self.keep_grads = keep_grads
+        if not float(norm_type) > 0:  # a norm of order 0 or below measures no size to clip
+            raise ValueError(f"train_step: norm_type must be positive or inf, got {norm_type!r}")
+        self._norm_type = float(norm_type)
+        self._keep_grads = keep_grads
         # a step whose kernel returns more than the loss: gradients for .grad, or aux values
         self._unpacks = keep_grads or loss_fn.has_aux
         leaves, self._tree = pytree.flatten(params)
@@ -102,6 +104,25 @@ class TrainStep:
                              "make a new one with train_step(..., max_norm=...)")
         self._max_norm = value
         self._groups_seen = None  # rebuild the hyper-parameter vector at the next step
+
+    # The norm type and keep_grads are traced into the kernels: set, they would be ignored.
+    @property
+    def norm_type(self) -> float:
+        return self._norm_type
+
+    @norm_type.setter
+    def norm_type(self, value: float) -> None:
+        raise AttributeError("a train step's norm_type is part of its kernel: make a new one "
+                             "with train_step(..., norm_type=...)")
+
+    @property
+    def keep_grads(self) -> bool:
+        return self._keep_grads
+
+    @keep_grads.setter
+    def keep_grads(self, value: bool) -> None:
+        raise AttributeError("a train step's keep_grads is part of its kernel: make a new one "
+                             "with train_step(..., keep_grads=...)")
 
     def _traced(self, function: Callable, suffix: str) -> CompiledFunction:
         # wrt = params, states and hypers: their shapes stay static; data keeps a symbolic batch

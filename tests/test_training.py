@@ -277,6 +277,31 @@ def test_settings_traced_into_the_step_are_refused_where_they_would_be_ignored()
         step.keep_grads = True
 
 
+def test_fit_resumed_at_an_epoch_goes_on_as_the_uninterrupted_run():
+    """With shuffling, a run resumed from a checkpoint could not take the rows in the orders
+    the uninterrupted run took them (fit had no initial_epoch, as Keras has)."""
+    params, opt = fresh("Adam", dict(lr=0.01))
+    saved = {}
+
+    def checkpoint(epoch, history):
+        if epoch == 1:
+            saved.update(weights={k: p.data.copy() for k, p in params.items()},
+                         state=opt.state_dict())
+
+    run = dict(epochs=4, batch_size=16, seed=5, progress=False)
+    history = fit(mlp_loss, params, opt, (X, Y), callback=checkpoint, **run)
+    resumed = {k: Parameter(w) for k, w in saved["weights"].items()}
+    resumed_opt = optim.Adam(resumed, lr=0.01)
+    resumed_opt.load_state_dict(saved["state"])
+    seen = []
+    rest = fit(mlp_loss, resumed, resumed_opt, (X, Y), initial_epoch=2,
+               callback=lambda epoch, h: seen.append(epoch), **run)
+    assert seen == [2, 3] and rest.epoch_losses.shape == (2,)
+    np.testing.assert_array_equal(rest.losses, history.losses[8:])
+    for key, p in params.items():
+        np.testing.assert_array_equal(resumed[key].data, p.data, err_msg=key)
+
+
 def test_fit_draws_a_loss_curve(tmp_path):
     pytest.importorskip("matplotlib")
     params, opt = fresh("SGD", dict(lr=0.05))

@@ -68,7 +68,7 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
         norm_type: float | None = None,
         progress: bool | None = None, callback: Callable[[int, History], Any] | None = None,
         stop: Callable[[History], bool] | None = None, chunk_steps: int | None = None,
-        step: TrainStep | None = None, comm: Any = None) -> History:
+        step: TrainStep | None = None, comm: Any = None, initial_epoch: int = 0) -> History:
     """Train `params` on `data` (a tuple of arrays sharing their first axis) for `epochs`.
 
     Each epoch visits the rows in a fresh order drawn from `seed` (or in order, with
@@ -78,11 +78,13 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
     chunks `fit` updates the progress bar
     (tqdm; on by default when stderr is a terminal), calls `callback(epoch, history)`
     with the 0-based index of the last epoch done (as Keras does), and stops early when
-    `stop(history)` is true. Returns the `History`. `max_norm` clips the gradients' total
-    `norm_type`-norm (default 2) first, as `clip_grad_norm_` does. Another `fit` with the
-    same loss, parameters, optimizer and clipping reuses this one's compiled step. `step=`
-    runs a `train_step` of the same loss (or None), parameters and optimizer instead, with
-    its clipping (`max_norm` sets its threshold).
+    `stop(history)` is true. Returns the `History` of the epochs run. `initial_epoch` (as in
+    Keras) resumes a run at that epoch: epochs `initial_epoch` to `epochs - 1` run, in the row
+    orders they would have had in one uninterrupted run from `seed`. `max_norm` clips the
+    gradients' total `norm_type`-norm (default 2) first, as `clip_grad_norm_` does. Another
+    `fit` with the same loss, parameters, optimizer and clipping reuses this one's compiled
+    step. `step=` runs a `train_step` of the same loss (or None), parameters and optimizer
+    instead, with its clipping (`max_norm` sets its threshold).
 
     With an MPI communicator `comm` (every rank passing the same arguments), each batch is
     split among the ranks and the gradients averaged over the whole batch: the result is
@@ -95,6 +97,10 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
                          f"(X, y) or (X,), got a {type(data).__name__}")
     data = data_arrays(data, "data")
     n = _check_arguments(data, epochs, batch_size)
+    if not isinstance(initial_epoch, (int, np.integer)) or isinstance(initial_epoch, bool) \
+            or not 0 <= initial_epoch <= epochs:
+        raise ValueError(f"fit: initial_epoch must be an int from 0 to epochs ({epochs}), got "
+                         f"{initial_epoch!r}")
     batch_size = n if batch_size is None else min(batch_size, n)
     if step is None:
         step = reused_step(loss_fn, params, optimizer, max_norm, comm,
@@ -102,31 +108,35 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
     else:
         _check_given_step(step, loss_fn, params, optimizer, max_norm, norm_type)
     team = _team(step, comm, dict(data=[(d.shape, d.dtype.str) for d in data], epochs=epochs,
+                                  initial_epoch=initial_epoch,
                                   batch_size=batch_size, shuffle=shuffle, seed=seed,
                                   chunk_steps=chunk_steps, callback=callback is not None,
                                   stop=stop is not None))
     per_epoch = -(-n // batch_size)
     batch_rows = np.full(per_epoch, batch_size)
     batch_rows[-1] = n - batch_size * (per_epoch - 1)  # the last batch holds what is left
-    losses = np.full(epochs * per_epoch, np.nan)
+    first = int(initial_epoch)
+    losses = np.full((epochs - first) * per_epoch, np.nan)
     if chunk_steps is None and (callback is not None or stop is not None):
         chunk_epochs = 1  # as in Keras, a callback sees every epoch
     else:
         chunk_epochs = max(1, -(-(chunk_steps or 256) // per_epoch))
     rng = np.random.default_rng(seed)
-    bar = _progress_bar(progress if team.root else False, epochs)
+    if first:
+        epoch_orders(n, first, shuffle, rng)  # the orders of the epochs before: drawn, not run
+    bar = _progress_bar(progress if team.root else False, epochs - first)
     history = History(losses, np.zeros(0), per_epoch)
     run = _epoch_runner(step, data, batch_size)
-    done = 0
+    done = first
     try:
         while done < epochs:
             last = min(epochs, done + chunk_epochs)
             run(epoch_orders(n, last - done, shuffle, rng),
-                losses[done * per_epoch:last * per_epoch])
+                losses[(done - first) * per_epoch:(last - first) * per_epoch])
             # the steps done so far (the callback and stop read them; later steps are NaN)
-            history.losses = losses[: last * per_epoch]
-            history.epoch_losses = epoch_means(history.losses.reshape(last, per_epoch),
-                                               batch_rows)
+            history.losses = losses[: (last - first) * per_epoch]
+            history.epoch_losses = epoch_means(
+                history.losses.reshape(last - first, per_epoch), batch_rows)
             if bar is not None:
                 bar.update(last - done)
                 bar.set_postfix(loss=f"{history.epoch_losses[-1]:.4g}")
@@ -144,7 +154,7 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
     finally:
         if bar is not None:
             bar.close()
-    history.losses = losses[: done * per_epoch]
+    history.losses = losses[: (done - first) * per_epoch]
     return history
 
 

@@ -137,7 +137,7 @@ def save(path: str | os.PathLike, params: Params, optimizer: Optimizer | None = 
     arrays = {_PARAM + name: p.data for name, p in named.items()}
     if optimizer is not None:
         state_dict = optimizer.state_dict()
-        arrays[_GROUPS] = np.array(json.dumps(state_dict["param_groups"]))
+        arrays[_GROUPS] = np.array(_settings_json(state_dict["param_groups"]))
         for index, state in state_dict["state"].items():
             for key, value in state.items():
                 arrays[f"{_STATE}{index}/{key}"] = value
@@ -145,6 +145,23 @@ def save(path: str | os.PathLike, params: Params, optimizer: Optimizer | None = 
         arrays[_NAMES] = np.array(json.dumps([name_of.get(id(p))
                                               for p in optimizer.parameters()]))
     _replace_atomically(path, lambda f: np.savez(f, **arrays))
+
+
+def _settings_json(groups: list[dict[str, Any]]) -> str:
+    """The groups' settings as JSON, NumPy numbers (an lr of np.float32, a 0-d array) as the
+    Python numbers they hold; anything else JSON cannot hold is refused, naming it."""
+    def plain(value: Any, where: str) -> Any:
+        if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
+            return value.item()
+        if isinstance(value, (list, tuple)):
+            return [plain(v, where) for v in value]
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        raise TypeError(f"save: the optimizer setting {where} is a {type(value).__name__}; a "
+                        "checkpoint keeps numbers, bools, strings and lists of them")
+
+    return json.dumps([{key: plain(value, f"{key!r} of param_groups[{i}]")
+                        for key, value in group.items()} for i, group in enumerate(groups)])
 
 
 def _check_path_first(what: str, path: Any, params: Any) -> None:

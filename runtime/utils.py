@@ -63,7 +63,8 @@ def clip_grad_norm_(
     foreach: bool | None = None,
 ) -> float:
     """Scale all gradients together so their joint norm is at most max_norm; return the
-    norm before clipping.
+    norm before clipping (an np.float64: a float, whose `.item()` works as on the tensor
+    PyTorch returns).
 
     The joint norm is the norm of the per-parameter norms (`norm_type` may be
     float('inf') for the largest absolute entry). As in PyTorch the scale is
@@ -73,7 +74,7 @@ def clip_grad_norm_(
     # `_grad`, not `.grad`: these arrays stay inside the runtime (see Tensor._own_grad)
     grads = [p._grad for p in _named(params).values() if p._grad is not None]
     if not grads:
-        return 0.0
+        return np.float64(0.0)
     norm_type = float(norm_type)
     total = _vector_norm(np.array([_vector_norm(g, norm_type) for g in grads]), norm_type)
     if error_if_nonfinite and not np.isfinite(total):
@@ -86,7 +87,7 @@ def clip_grad_norm_(
     scale = float(np.minimum(max_norm / (total + 1e-6), 1.0))
     for g in grads:
         g *= g.dtype.type(scale)  # in place, like PyTorch's trailing underscore says
-    return total
+    return np.float64(total)
 
 
 def clip_grad_value_(params: Params, clip_value: float, foreach: bool | None = None) -> None:

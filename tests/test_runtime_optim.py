@@ -79,7 +79,14 @@ CONFIGS = [
 
 def config_id(config):
     name, kwargs = config
-    return name + "".join(f"-{k}={v}" for k, v in kwargs.items())
+    return name + "".join(f"-{k}={_shown(v)}" for k, v in kwargs.items())
+
+
+def _shown(value):
+    """A setting as a test id shows it (a function by its name: its repr holds an address)."""
+    if isinstance(value, list):
+        return "[" + ",".join(str(_shown(v)) for v in value) + "]"
+    return value.__name__ if callable(value) else value
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
@@ -290,8 +297,19 @@ def test_rules_are_pure_and_treat_the_first_momentum_step_at_run_time():
 
 # -- schedulers -----------------------------------------------------------------------
 
+def warmup_then_decay(epoch):
+    return (epoch + 1) / 4 if epoch < 3 else 0.9 ** (epoch - 3)
+
+
+def halving(epoch):
+    return 0.5 ** (epoch // 2)
+
+
 SCHEDULERS = [
     ("StepLR", dict(step_size=3, gamma=0.5)),
+    ("MultiStepLR", dict(milestones=[2, 5, 5, 9], gamma=0.5)),
+    ("LambdaLR", dict(lr_lambda=warmup_then_decay)),
+    ("LambdaLR", dict(lr_lambda=[warmup_then_decay, halving])),  # one per group
     ("ExponentialLR", dict(gamma=0.9)),
     ("CosineAnnealingLR", dict(T_max=5, eta_min=0.001)),
     ("CosineAnnealingLR", dict(T_max=4)),

@@ -1,4 +1,5 @@
-"""Learning-rate schedulers: StepLR, ExponentialLR, CosineAnnealingLR, LinearLR.
+"""Learning-rate schedulers: StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, LinearLR,
+LambdaLR.
 
 They follow PyTorch's `torch.optim.lr_scheduler`: construction records each
 group's `initial_lr` and takes step 0; every `step()` advances `last_epoch` and
@@ -10,6 +11,9 @@ are run-time values of the update rules, so a schedule never recompiles a kernel
 from __future__ import annotations
 
 import math
+import types
+from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .optimizer import Optimizer
@@ -80,6 +84,58 @@ class StepLR(LRScheduler):
         if self.last_epoch == 0 or self.last_epoch % self.step_size != 0:
             return self._group_lrs()
         return [lr * self.gamma for lr in self._group_lrs()]
+
+
+class MultiStepLR(LRScheduler):
+    """Multiply the learning rate by gamma at each milestone epoch (by gamma ** k at a
+    milestone listed k times)."""
+
+    def __init__(self, optimizer: Optimizer, milestones: Iterable[int], gamma: float = 0.1,
+                 last_epoch: int = -1) -> None:
+        self.milestones = Counter(milestones)
+        self.gamma = gamma
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        if self.last_epoch not in self.milestones:
+            return self._group_lrs()
+        return [lr * self.gamma ** self.milestones[self.last_epoch] for lr in self._group_lrs()]
+
+
+class LambdaLR(LRScheduler):
+    """Set each group's learning rate to its initial one times `lr_lambda(epoch)` (one function,
+    or one per group)."""
+
+    def __init__(self, optimizer: Optimizer,
+                 lr_lambda: Callable[[int], float] | list[Callable[[int], float]],
+                 last_epoch: int = -1) -> None:
+        n = len(optimizer.param_groups)
+        if isinstance(lr_lambda, (list, tuple)):
+            if len(lr_lambda) != n:
+                raise ValueError(f"Expected {n} lr_lambdas, but got {len(lr_lambda)}")
+            self.lr_lambdas = list(lr_lambda)
+        else:
+            self.lr_lambdas = [lr_lambda] * n
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        return [base * fn(self.last_epoch)
+                for fn, base in zip(self.lr_lambdas, self.base_lrs, strict=True)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """As PyTorch's: the functions are not saved, a callable object's attributes are."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas")}
+        state["lr_lambdas"] = [None if isinstance(fn, types.FunctionType) else fn.__dict__.copy()
+                               for fn in self.lr_lambdas]
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        saved = state.pop("lr_lambdas")
+        self.__dict__.update(state)
+        for fn, attributes in zip(self.lr_lambdas, saved, strict=True):
+            if attributes is not None:
+                fn.__dict__.update(attributes)
 
 
 class ExponentialLR(LRScheduler):

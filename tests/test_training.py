@@ -96,6 +96,8 @@ def test_gradient_accumulation_equals_the_full_batch_step():
     step = train_step(mlp_loss, accumulated, opt_acc)
     step.accumulate([(X[i:i + 12], Y[i:i + 12]) for i in range(0, 48, 12)])
     assert_same_params(accumulated, full)
+    with pytest.raises(ValueError, match="micro_batches is empty"):  # was a ZeroDivisionError
+        step.accumulate([])
 
 
 def test_learning_rate_changes_never_recompile():

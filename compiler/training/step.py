@@ -322,6 +322,9 @@ class TrainStep:
                                       "passes its micro-batches' union to the step instead")
         batches = tuple(data_arrays(batch, f"micro_batches[{k}]")
                         for k, batch in enumerate(micro_batches))
+        if not batches:  # the mean of no losses
+            raise ValueError("accumulate: micro_batches is empty; pass a list of data tuples, "
+                             "such as [(X1, y1), (X2, y2)]")
         self._pack_hypers()  # before choosing the traced step: a change may re-plan
         if self._accumulating is None:
             self._accumulating = self._traced(self._accumulated_step_function, "accumulate")

@@ -371,6 +371,33 @@ def test_scheduler_state_dict_resumes_the_sequence(config):
     np.testing.assert_allclose(rest, full[7:], rtol=1e-12)
 
 
+PLATEAU = [
+    dict(),
+    dict(patience=2, factor=0.5, cooldown=1),
+    dict(mode="max", threshold_mode="abs", threshold=0.05, patience=1, min_lr=[0.01, 0.2]),
+    dict(patience=0, factor=0.5, min_lr=0.02, eps=1e-3),
+]
+
+
+@pytest.mark.parametrize("options", PLATEAU, ids=[f"plateau{k}" for k in range(len(PLATEAU))])
+def test_reduce_lr_on_plateau_matches_pytorch(options, torch):
+    # a metric that improves, stalls, wobbles within the threshold, and improves again
+    metrics = [1.0, 0.8, 0.8, 0.81, 0.79995, 0.8, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.69,
+               0.69, 0.69, 0.69] + [0.5] * 14
+    sequences = []
+    for module, make in ((optim, lambda n: Parameter(np.zeros(n))),
+                         (torch.optim, lambda n: torch.zeros(n, requires_grad=True))):
+        opt = module.SGD([{"params": [make(2)]}, {"params": [make(3)], "lr": 0.3}], lr=0.1)
+        sched = module.lr_scheduler.ReduceLROnPlateau(opt, **options)
+        lrs = []
+        for metric in metrics:
+            sched.step(np.float64(metric) if module is optim else torch.tensor(metric))
+            lrs.append(sched.get_last_lr() + [sched.num_bad_epochs, sched.cooldown_counter])
+        sequences.append(np.array(lrs))
+    np.testing.assert_allclose(sequences[0], sequences[1], rtol=1e-15, atol=0)
+    assert sequences[0][-1, 0] < 0.1  # it did reduce
+
+
 def test_linear_warmup_reaches_the_base_lr():
     opt = optim.SGD([Parameter(0.0)], lr=1.0)
     sched = lr_scheduler.LinearLR(opt, start_factor=0.25, total_iters=3)

@@ -178,6 +178,18 @@ def test_parameters_without_gradient_are_skipped_and_zero_grad():
     assert a.grad is None
 
 
+def test_data_bound_to_a_number_is_an_array():
+    """p.data = p.data - lr * g on a 0-d Parameter binds a NumPy scalar (0-d arithmetic gives
+    one): it was stored as is, and the next step or compiled call failed far from the line
+    ('numpy.float64' object does not support item assignment; 'holds a Parameter')."""
+    p = Parameter(1.5)
+    p.data = p.data - 0.5
+    assert type(p.data) is np.ndarray and p.data.shape == () and p.dtype == np.float64
+    p.grad = np.array(1.0)
+    optim.SGD([p], lr=0.25).step()
+    assert p.item() == 0.75
+
+
 def test_seed_example_one_sgd_step_moves_by_minus_lr_times_grad():
     x, w, b = Parameter(1.5), Parameter(0.5), Parameter(0.25)
     y = x.item() * w.item() + b.item()

@@ -255,7 +255,8 @@ def test_fit_refuses_a_step_made_for_other_arguments_or_without_clipping():
     with pytest.raises(ValueError, match="made for another optimizer"):
         fit(mlp_loss, params, other_opt, (X, Y), **run)
     with pytest.raises(ValueError, match="made for another loss"):
-        fit(compile_grad(mlp_loss.fn), params, opt, (X, Y), **run)
+        fit(compile_grad(lambda params, X, y: mlp_loss.fn(params, X, y)), params, opt, (X, Y),
+            **run)
     clipping = train_step(mlp_loss, params, opt, max_norm=1.0)
     with pytest.raises(ValueError, match="norm_type=1 but the step"):
         fit(None, params, opt, (X, Y), epochs=1, step=clipping, max_norm=0.5, norm_type=1)

@@ -198,7 +198,7 @@ def _check_given_step(step: TrainStep, loss_fn: Callable | CompiledFunction, par
     one: it would be ignored)."""
     if not isinstance(step, TrainStep):
         raise TypeError(f"fit: step must be a train_step(...), got a {type(step).__name__}")
-    if loss_fn is not None and loss_fn is not step.loss_fn and loss_fn is not step.loss_fn.fn:
+    if loss_fn is not None and getattr(loss_fn, "fn", loss_fn) is not step.loss_fn.fn:
         raise ValueError("fit: the step given as step= was made for another loss function")
     if optimizer is not step.optimizer:
         raise ValueError("fit: the step given as step= was made for another optimizer")

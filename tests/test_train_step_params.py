@@ -74,6 +74,10 @@ def test_fit_leaves_a_frozen_parameter_alone():
         shuffle=False, progress=False)
     np.testing.assert_array_equal(params["a"].data, A0)
     np.testing.assert_allclose(params["b"].data, expected["b"], rtol=1e-10)
+    # PyTorch's habit, an optimizer of the trainable Parameters only: the error says what to do
+    with pytest.raises(TypeError, match="'a' is not \\(a frozen Parameter left "
+                                        "out of the optimizer.*give it to the optimizer too"):
+        fit(loss_fn, params, optim.Adam([params["b"]], lr=0.01), (X, Y), epochs=1)
 
 
 def test_a_hook_is_refused_with_a_clear_error():

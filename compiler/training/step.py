@@ -143,8 +143,13 @@ class TrainStep:
         leaf_slots, k = [], 0
         for name, leaf in zip(self._names, self._leaves):
             if not isinstance(leaf, Parameter) or id(leaf) not in groups:
-                raise TypeError("train_step needs every leaf of params to be a Parameter that "
-                                f"the optimizer updates; '{name}' is not")
+                frozen = isinstance(leaf, Parameter) and not leaf.requires_grad
+                raise TypeError(
+                    "train_step needs every leaf of params to be a Parameter that the optimizer "
+                    f"updates; '{name}' is not" + (
+                        " (a frozen Parameter left out of the optimizer, as PyTorch code does: "
+                        "give it to the optimizer too, which leaves it alone while its "
+                        "requires_grad is False)" if frozen else ""))
             if leaf._hooks:
                 raise RuntimeError(
                     f"train_step cannot run the hooks registered on '{name}' (its kernel runs "

@@ -319,8 +319,8 @@ class DataParallel:
             state = step._state(slot)
             for key, value in new_state.items():
                 state[key][...] = value
-        for slot, g in zip(step._slots, grads):
-            slot.param.grad = np.array(g, copy=True)
+        for k, g in zip(step._kept, grads):
+            step._slots[k].param.grad = np.array(g, copy=True)
         updated([s.param for s in step._slots])
         return loss
 

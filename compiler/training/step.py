@@ -33,7 +33,7 @@ from compiler.packing import Packing, pack
 from compiler.timings import CompileReport, KernelBuild
 from compiler.training.interrupts import held_interrupts
 from compiler.training.kernels import Kernels, held_state, run_updating, updated
-from compiler.training.update import update_slots
+from compiler.training.update import outside_graph, update_slots
 from runtime import Parameter, Tensor
 from runtime.anomaly_mode import _anomaly
 from runtime.optim import Optimizer
@@ -86,6 +86,7 @@ class TrainStep:
         leaves, self._tree = pytree.flatten(params)
         self._leaves, self._names = leaves, pytree.paths(self._tree, "param")
         self._slots: list[_Slot] | None = None  # planned by _replan
+        self._kept: list[int] = []  # the slots whose gradients a step keeps (see _update)
         self.parallel = None
         self._replan()
         if comm is not None:
@@ -244,25 +245,36 @@ class TrainStep:
         tree = pytree.unflatten(self._tree, self._leaf_values(params))
         params = [params[s.name] for s in self._slots]
         total, summed, auxes = 0.0, [0.0] * len(params), []
+        unused = [True] * len(params)  # by every micro-batch's loss (their sum hides it)
         for batch in batches:
             value, grads = self.loss_fn.value_and_grad(tree, *batch)
             loss, aux = value if self.loss_fn.has_aux else (value, None)
             auxes.append(aux)
             total = total + loss
-            summed = [acc + g for acc, g in
-                      zip(summed, self._slot_grads(pytree.flatten(grads)[0]), strict=True)]
+            grads = self._slot_grads(pytree.flatten(grads)[0])
+            unused = [u and outside_graph(g) for u, g in zip(unused, grads, strict=True)]
+            summed = [acc + g for acc, g in zip(summed, grads, strict=True)]
         k = len(batches)
-        result = self._update(params, states, hypers, total / k, [g / k for g in summed])
+        result = self._update(params, states, hypers, total / k, [g / k for g in summed],
+                              unused)
         return result + (auxes,) if self.loss_fn.has_aux else result
 
     def _update(self, params: list, states: list, hypers, loss, grads: list,
                 unused: list[bool] | None = None):
         """The optimizer's step on the slots (compiler/training/update.py): (loss, the new
-        parameters and states, the gradients if kept)."""
+        parameters and states, the gradients kept for `.grad`: those of the slots in
+        `_kept`, which it sets)."""
         clip = self.norm_type if self.max_norm is not None else None
+        if unused is None:
+            unused = [outside_graph(g) for g in grads]
         new_params, new_states, grads = update_slots(
             self._slots, self.optimizer.rule, params, states, hypers, grads, unused, clip)
-        return (loss, new_params, new_states, grads if self.keep_grads else [])
+        # Neither a frozen Parameter nor one the loss does not reach has a gradient: PyTorch
+        # leaves their .grad None
+        self._kept = [k for k, slot in enumerate(self._slots)
+                      if not slot.frozen and not unused[k]]
+        return (loss, new_params, new_states,
+                [grads[k] for k in self._kept] if self.keep_grads else [])
 
     # --- calling -------------------------------------------------------------------------
     def _arguments(self) -> tuple[dict, list]:
@@ -309,10 +321,9 @@ class TrainStep:
             result = kernels.packing.unpacked(result)
         elif not isinstance(result, tuple):
             result = (result,)
-        n_grads = len(self._slots) if self.keep_grads else 0
-        for slot, g in zip(self._slots, result[1:1 + n_grads]):
-            if not slot.frozen:
-                slot.param.grad = g
+        n_grads = len(self._kept) if self.keep_grads else 0
+        for k, g in zip(self._kept, result[1:1 + n_grads]):
+            self._slots[k].param.grad = g
         if not self.loss_fn.has_aux:
             return result[0]
         aux_tree = kernels.spec.out_tree.children[-1]
@@ -350,9 +361,8 @@ class TrainStep:
                 state = self._state(slot)
                 for key, value in new_state.items():
                     state[key][...] = value
-            for slot, g in zip(self._slots, grads):
-                if not slot.frozen:
-                    slot.param.grad = np.array(g, copy=True)
+            for k, g in zip(self._kept, grads):
+                self._slots[k].param.grad = np.array(g, copy=True)
             updated([s.param for s in self._slots])
         return (loss, aux[0]) if aux else loss
 

@@ -152,3 +152,30 @@ def test_accumulation_and_kept_gradients_leave_an_unused_parameter_alone():
     np.testing.assert_array_equal(params["spare"].data, np.ones(2))
     for key in ("a", "b"):
         np.testing.assert_allclose(params[key].data, theirs[key].detach().numpy(), rtol=1e-10)
+
+
+@compile_grad(backend="interpreter")  # the update's plan is traced, whatever the backend
+def loss_with_a_zero_term(p, X, y):
+    return np.mean((np.tanh(X @ p["a"]) @ p["b"] - y) ** 2) + 0.0 * np.sum(p["spare"])
+
+
+def test_a_parameter_the_loss_reaches_with_a_zero_gradient_is_stepped():
+    """0 * p.sum(): PyTorch's graph reaches p, so AdamW steps it with a zero gradient (its decay
+    shrinks it), as the runtime's loop does; train_step took the gradient folded to a zero
+    constant for a Parameter the loss does not use and left it alone."""
+    theirs = torch_params()
+    spare_t = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    topt = torch.optim.AdamW([*theirs.values(), spare_t], lr=0.1, weight_decay=0.5)
+    params = {"a": Parameter(A0.copy()), "b": Parameter(B0.copy()), "spare": Parameter(np.ones(2))}
+    step = train_step(loss_with_a_zero_term, params,
+                      optim.AdamW(params, lr=0.1, weight_decay=0.5), keep_grads=True)
+    for _ in range(3):
+        topt.zero_grad()
+        loss = ((torch.tanh(torch.tensor(X) @ theirs["a"]) @ theirs["b"] - torch.tensor(Y)) ** 2
+                ).mean() + 0.0 * spare_t.sum()
+        loss.backward()
+        topt.step()
+        step(X, Y)
+    np.testing.assert_array_equal(params["spare"].grad, spare_t.grad.numpy())  # zeros
+    np.testing.assert_allclose(params["spare"].data, spare_t.detach().numpy(), rtol=1e-12)
+    assert params["spare"].data[0] < 1.0

@@ -43,7 +43,7 @@ from compiler.ir import Sym
 from compiler.jit import NumbaKernel
 from compiler.training.allreduce import ALIGN, check_comm, reducer
 from compiler.training.kernels import Kernels, held_state, updated
-from compiler.training.update import outside_graph
+from compiler.training.update import unreached
 
 if TYPE_CHECKING:
     from compiler.training.step import TrainStep
@@ -176,12 +176,13 @@ class DataParallel:
         and the last matrix products of backward write straight into the buffer (no pass
         over the gradients just to scale them)."""
         step = self.train_step
+        traced = params
         params = pytree.unflatten(step._tree, step._leaf_values(params))
         loss, grads = self._weighted_loss.value_and_grad(params, weight, *data)
         grads = step._slot_grads(pytree.flatten(grads)[0])
         # The update reads gradients from the all-reduced buffer, where a parameter the loss
         # does not depend on has zeros like any other: the trace here says which it is.
-        self._unused = [outside_graph(g) for g in grads]
+        self._unused = unreached(loss, [traced[s.name] for s in step._slots])
         return loss, grads
 
     def _weighted(self, params, weight, *data):

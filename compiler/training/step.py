@@ -33,7 +33,7 @@ from compiler.packing import Packing, pack
 from compiler.timings import CompileReport, KernelBuild
 from compiler.training.interrupts import held_interrupts
 from compiler.training.kernels import Kernels, held_state, run_updating, updated
-from compiler.training.update import outside_graph, update_slots
+from compiler.training.update import outside_graph, unreached, update_slots
 from runtime import Parameter, Tensor
 from runtime.anomaly_mode import _anomaly
 from runtime.optim import Optimizer
@@ -235,7 +235,8 @@ class TrainStep:
         params = [params[s.name] for s in self._slots]
         loss, aux = value if self.loss_fn.has_aux else (value, None)
         result = self._update(params, states, hypers, loss,
-                              self._slot_grads(pytree.flatten(grads)[0]))
+                              self._slot_grads(pytree.flatten(grads)[0]),
+                              unreached(loss, params))
         # aux comes last, so that the results the kernel stores (params, states) keep their
         # positions right after the loss
         return result + (aux,) if self.loss_fn.has_aux else result
@@ -245,14 +246,14 @@ class TrainStep:
         tree = pytree.unflatten(self._tree, self._leaf_values(params))
         params = [params[s.name] for s in self._slots]
         total, summed, auxes = 0.0, [0.0] * len(params), []
-        unused = [True] * len(params)  # by every micro-batch's loss (their sum hides it)
+        unused = [True] * len(params)  # by every micro-batch's loss
         for batch in batches:
             value, grads = self.loss_fn.value_and_grad(tree, *batch)
             loss, aux = value if self.loss_fn.has_aux else (value, None)
             auxes.append(aux)
             total = total + loss
             grads = self._slot_grads(pytree.flatten(grads)[0])
-            unused = [u and outside_graph(g) for u, g in zip(unused, grads, strict=True)]
+            unused = [u and far for u, far in zip(unused, unreached(loss, params), strict=True)]
             summed = [acc + g for acc, g in zip(summed, grads, strict=True)]
         k = len(batches)
         result = self._update(params, states, hypers, total / k, [g / k for g in summed],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import re
 
 import numpy as np
 import pytest
@@ -303,6 +304,15 @@ def test_fit_resumed_at_an_epoch_goes_on_as_the_uninterrupted_run():
     np.testing.assert_array_equal(rest.losses, history.losses[8:])
     for key, p in params.items():
         np.testing.assert_array_equal(resumed[key].data, p.data, err_msg=key)
+
+
+@pytest.mark.parametrize("wrt", [1, (0, 1), "X"])
+def test_a_loss_compiled_for_other_gradients_is_refused_by_name(wrt):
+    """A loss compiled with wrt=1 gave 'zip() argument 2 is shorter than argument 1'."""
+    params, opt = fresh("SGD", dict(lr=0.1))
+    with pytest.raises(ValueError, match=re.escape(f"mlp_loss was compiled with wrt={wrt!r}: "
+                                                   "compile it with wrt=0")):
+        train_step(compile_grad(mlp_loss.fn, wrt=wrt), params, opt)
 
 
 def test_fit_draws_a_loss_curve(tmp_path):

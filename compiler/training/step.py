@@ -73,6 +73,12 @@ class TrainStep:
                  keep_grads: bool = False, comm: Any = None) -> None:
         if not isinstance(loss_fn, CompiledFunction):
             loss_fn = compile_grad(loss_fn)
+        first = next(iter(loss_fn._signature.parameters), None)
+        if loss_fn.wrt not in (0, first, (0,), (first,)):
+            raise ValueError(
+                f"train_step updates the parameters, the first argument of the loss, with its "
+                f"gradient; {loss_fn.__name__} was compiled with wrt={loss_fn.wrt!r}: compile it "
+                "with wrt=0 (the default)")
         self.loss_fn = loss_fn
         self.params = params
         self.optimizer = optimizer

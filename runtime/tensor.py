@@ -462,6 +462,8 @@ class Parameter(Tensor):
         super().__init__(array, requires_grad=requires_grad)
 
     def _set_data(self, value: np.ndarray) -> None:
+        if not isinstance(value, np.ndarray):  # p.data = p.data - lr * g of a 0-d p: a scalar
+            value = np.asarray(value)
         self._data = value
         Parameter.data_replacements += 1
 

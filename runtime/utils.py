@@ -63,7 +63,8 @@ def clip_grad_norm_(
     foreach: bool | None = None,
 ) -> float:
     """Scale all gradients together so their joint norm is at most max_norm; return the
-    norm before clipping.
+    norm before clipping (an np.float64: a float, whose `.item()` works as on the tensor
+    PyTorch returns).
 
     The joint norm is the norm of the per-parameter norms (`norm_type` may be
     float('inf') for the largest absolute entry). As in PyTorch the scale is
@@ -73,7 +74,7 @@ def clip_grad_norm_(
     # `_grad`, not `.grad`: these arrays stay inside the runtime (see Tensor._own_grad)
     grads = [p._grad for p in _named(params).values() if p._grad is not None]
     if not grads:
-        return 0.0
+        return np.float64(0.0)
     norm_type = float(norm_type)
     total = _vector_norm(np.array([_vector_norm(g, norm_type) for g in grads]), norm_type)
     if error_if_nonfinite and not np.isfinite(total):
@@ -86,7 +87,7 @@ def clip_grad_norm_(
     scale = float(np.minimum(max_norm / (total + 1e-6), 1.0))
     for g in grads:
         g *= g.dtype.type(scale)  # in place, like PyTorch's trailing underscore says
-    return total
+    return np.float64(total)
 
 
 def clip_grad_value_(params: Params, clip_value: float, foreach: bool | None = None) -> None:
@@ -137,7 +138,7 @@ def save(path: str | os.PathLike, params: Params, optimizer: Optimizer | None = 
     arrays = {_PARAM + name: p.data for name, p in named.items()}
     if optimizer is not None:
         state_dict = optimizer.state_dict()
-        arrays[_GROUPS] = np.array(json.dumps(state_dict["param_groups"]))
+        arrays[_GROUPS] = np.array(_settings_json(state_dict["param_groups"]))
         for index, state in state_dict["state"].items():
             for key, value in state.items():
                 arrays[f"{_STATE}{index}/{key}"] = value
@@ -145,6 +146,23 @@ def save(path: str | os.PathLike, params: Params, optimizer: Optimizer | None = 
         arrays[_NAMES] = np.array(json.dumps([name_of.get(id(p))
                                               for p in optimizer.parameters()]))
     _replace_atomically(path, lambda f: np.savez(f, **arrays))
+
+
+def _settings_json(groups: list[dict[str, Any]]) -> str:
+    """The groups' settings as JSON, NumPy numbers (an lr of np.float32, a 0-d array) as the
+    Python numbers they hold; anything else JSON cannot hold is refused, naming it."""
+    def plain(value: Any, where: str) -> Any:
+        if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
+            return value.item()
+        if isinstance(value, (list, tuple)):
+            return [plain(v, where) for v in value]
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        raise TypeError(f"save: the optimizer setting {where} is a {type(value).__name__}; a "
+                        "checkpoint keeps numbers, bools, strings and lists of them")
+
+    return json.dumps([{key: plain(value, f"{key!r} of param_groups[{i}]")
+                        for key, value in group.items()} for i, group in enumerate(groups)])
 
 
 def _check_path_first(what: str, path: Any, params: Any) -> None:

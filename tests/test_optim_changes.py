@@ -105,3 +105,31 @@ def test_train_step_follows_the_change(case):
         step(X, Y)
     for key in params:
         np.testing.assert_allclose(params[key].data, expected[key], rtol=1e-10, atol=1e-12)
+
+
+def _moved_to_a_group_of_its_own(params_of, opt):
+    """v leaves group 0 for a new group with another learning rate."""
+    group = opt.param_groups[0]["params"]
+    del group[[i for i, p in enumerate(group) if p is params_of["v"]][0]]
+    opt.add_param_group({"params": [params_of["v"]], "lr": 0.5})
+
+
+def test_a_parameter_moved_to_another_group_steps_with_that_groups_settings():
+    """train_step kept a moved Parameter's settings from the group it was planned in (v went on
+    with lr 0.05 instead of its new group's 0.5), silently."""
+    theirs = {"W": torch.tensor(W0, requires_grad=True), "v": torch.tensor(V0, requires_grad=True)}
+    topt = torch.optim.SGD(theirs.values(), lr=0.05)
+    params = {"W": Parameter(W0.copy()), "v": Parameter(V0.copy())}
+    opt = optim.SGD(params.values(), lr=0.05)
+    step = train_step(interpreted_loss, params, opt)
+    for k in range(4):
+        if k == 2:
+            _moved_to_a_group_of_its_own(theirs, topt)
+            _moved_to_a_group_of_its_own(params, opt)
+        topt.zero_grad()
+        torch_loss(theirs).backward()
+        topt.step()
+        step(X, Y)
+    for key in params:
+        np.testing.assert_allclose(params[key].data, theirs[key].detach().numpy(), rtol=1e-10,
+                                   atol=1e-12)

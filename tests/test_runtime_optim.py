@@ -79,7 +79,14 @@ CONFIGS = [
 
 def config_id(config):
     name, kwargs = config
-    return name + "".join(f"-{k}={v}" for k, v in kwargs.items())
+    return name + "".join(f"-{k}={_shown(v)}" for k, v in kwargs.items())
+
+
+def _shown(value):
+    """A setting as a test id shows it (a function by its name: its repr holds an address)."""
+    if isinstance(value, list):
+        return "[" + ",".join(str(_shown(v)) for v in value) + "]"
+    return value.__name__ if callable(value) else value
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
@@ -171,6 +178,18 @@ def test_parameters_without_gradient_are_skipped_and_zero_grad():
     assert a.grad is None
 
 
+def test_data_bound_to_a_number_is_an_array():
+    """p.data = p.data - lr * g on a 0-d Parameter binds a NumPy scalar (0-d arithmetic gives
+    one): it was stored as is, and the next step or compiled call failed far from the line
+    ('numpy.float64' object does not support item assignment; 'holds a Parameter')."""
+    p = Parameter(1.5)
+    p.data = p.data - 0.5
+    assert type(p.data) is np.ndarray and p.data.shape == () and p.dtype == np.float64
+    p.grad = np.array(1.0)
+    optim.SGD([p], lr=0.25).step()
+    assert p.item() == 0.75
+
+
 def test_seed_example_one_sgd_step_moves_by_minus_lr_times_grad():
     x, w, b = Parameter(1.5), Parameter(0.5), Parameter(0.25)
     y = x.item() * w.item() + b.item()
@@ -246,6 +265,26 @@ def test_state_dict_layout_matches_pytorch(torch):
     assert set(mine["param_groups"][0]) <= set(reference["param_groups"][0])
 
 
+@pytest.mark.parametrize("config", [c for c in CONFIGS if "foreach" not in c[1]],
+                         ids=config_id)
+def test_a_pytorch_state_dict_loads_and_training_goes_on_as_in_pytorch(config, torch):
+    """PyTorch's SGD keeps no step count: its momentum state was refused ('has entries
+    ['momentum_buffer'], but this optimizer keeps ['momentum_buffer', 'step']')."""
+    name, kwargs = config
+    make_theirs = lambda ps: getattr(torch.optim, name)(ps, **kwargs)  # noqa: E731
+    straight, _ = run_torch(torch, make_theirs, steps=8)
+    theirs, topt = run_torch(torch, make_theirs, steps=4)
+    ours = [Parameter(t.detach().numpy().copy()) for t in theirs]
+    opt = getattr(optim, name)(ours, **kwargs)
+    opt.load_state_dict(topt.state_dict())  # tensors and PyTorch's own group settings
+    for k in range(4, 8):
+        for p, g in zip(ours, gradient(k, [p.data for p in ours]), strict=True):
+            p.grad = g
+        opt.step()
+    for p, t in zip(ours, straight, strict=True):
+        np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
 def test_load_state_dict_rejects_a_different_layout():
     opt = optim.SGD([Parameter(1.0), Parameter(2.0)], momentum=0.9)
     with pytest.raises(ValueError, match="doesn't match the size"):
@@ -270,8 +309,19 @@ def test_rules_are_pure_and_treat_the_first_momentum_step_at_run_time():
 
 # -- schedulers -----------------------------------------------------------------------
 
+def warmup_then_decay(epoch):
+    return (epoch + 1) / 4 if epoch < 3 else 0.9 ** (epoch - 3)
+
+
+def halving(epoch):
+    return 0.5 ** (epoch // 2)
+
+
 SCHEDULERS = [
     ("StepLR", dict(step_size=3, gamma=0.5)),
+    ("MultiStepLR", dict(milestones=[2, 5, 5, 9], gamma=0.5)),
+    ("LambdaLR", dict(lr_lambda=warmup_then_decay)),
+    ("LambdaLR", dict(lr_lambda=[warmup_then_decay, halving])),  # one per group
     ("ExponentialLR", dict(gamma=0.9)),
     ("CosineAnnealingLR", dict(T_max=5, eta_min=0.001)),
     ("CosineAnnealingLR", dict(T_max=4)),
@@ -331,6 +381,33 @@ def test_scheduler_state_dict_resumes_the_sequence(config):
         sched2.step()
         rest.append(sched2.get_last_lr())
     np.testing.assert_allclose(rest, full[7:], rtol=1e-12)
+
+
+PLATEAU = [
+    dict(),
+    dict(patience=2, factor=0.5, cooldown=1),
+    dict(mode="max", threshold_mode="abs", threshold=0.05, patience=1, min_lr=[0.01, 0.2]),
+    dict(patience=0, factor=0.5, min_lr=0.02, eps=1e-3),
+]
+
+
+@pytest.mark.parametrize("options", PLATEAU, ids=[f"plateau{k}" for k in range(len(PLATEAU))])
+def test_reduce_lr_on_plateau_matches_pytorch(options, torch):
+    # a metric that improves, stalls, wobbles within the threshold, and improves again
+    metrics = [1.0, 0.8, 0.8, 0.81, 0.79995, 0.8, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.69,
+               0.69, 0.69, 0.69] + [0.5] * 14
+    sequences = []
+    for module, make in ((optim, lambda n: Parameter(np.zeros(n))),
+                         (torch.optim, lambda n: torch.zeros(n, requires_grad=True))):
+        opt = module.SGD([{"params": [make(2)]}, {"params": [make(3)], "lr": 0.3}], lr=0.1)
+        sched = module.lr_scheduler.ReduceLROnPlateau(opt, **options)
+        lrs = []
+        for metric in metrics:
+            sched.step(np.float64(metric) if module is optim else torch.tensor(metric))
+            lrs.append(sched.get_last_lr() + [sched.num_bad_epochs, sched.cooldown_counter])
+        sequences.append(np.array(lrs))
+    np.testing.assert_allclose(sequences[0], sequences[1], rtol=1e-15, atol=0)
+    assert sequences[0][-1, 0] < 0.1  # it did reduce
 
 
 def test_linear_warmup_reaches_the_base_lr():

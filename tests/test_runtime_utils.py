@@ -65,9 +65,9 @@ def test_clip_grad_norm_matches_pytorch(norm_type):
     for t, p in zip(theirs, ours.values(), strict=True):
         t.grad = torch.tensor(p.grad)
     expected = torch.nn.utils.clip_grad_norm_(theirs, 2.0, norm_type=norm_type, foreach=True)
-    assert utils.clip_grad_norm_(ours, 2.0, norm_type=norm_type, foreach=True) == pytest.approx(
-        expected.item(), rel=1e-12
-    )
+    total = utils.clip_grad_norm_(ours, 2.0, norm_type=norm_type, foreach=True)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-12)  # PyTorch's idiom works
+    assert isinstance(total, float)
     for t, p in zip(theirs, ours.values(), strict=True):
         np.testing.assert_allclose(p.grad, t.grad.numpy(), rtol=1e-12)
 
@@ -162,6 +162,24 @@ def test_save_and_load_round_trip_with_optimizer(tmp_path):
     train(restored, opt2, 3)
     for name, p in params.items():
         np.testing.assert_array_equal(restored[name].data, p.data)
+
+
+def test_settings_held_as_numpy_numbers_save_and_load(tmp_path):
+    """An lr of np.float32 (or a 0-d array, an np.int64) made save a bare TypeError from json
+    ('Object of type float32 is not JSON serializable')."""
+    params = params_with_grads()
+    opt = optim.SGD(params, lr=np.float32(0.01), momentum=np.array(0.9))
+    opt.param_groups[0]["dampening"] = np.int64(0)
+    path = tmp_path / "numbers.npz"
+    utils.save(path, params, opt)
+    opt2 = optim.SGD(params, lr=0.5)
+    utils.load(path, params, opt2)
+    group = opt2.param_groups[0]
+    assert (group["lr"], group["momentum"], group["dampening"]) == (float(np.float32(0.01)), 0.9, 0)
+    opt.param_groups[0]["lr"] = object()
+    with pytest.raises(TypeError, match="setting 'lr' of param_groups\\[0\\] is a object"):
+        utils.save(tmp_path / "other.npz", params, opt)
+    assert not (tmp_path / "other.npz").exists()
 
 
 def test_save_a_list_and_load_errors(tmp_path):

@@ -74,6 +74,10 @@ def test_fit_leaves_a_frozen_parameter_alone():
         shuffle=False, progress=False)
     np.testing.assert_array_equal(params["a"].data, A0)
     np.testing.assert_allclose(params["b"].data, expected["b"], rtol=1e-10)
+    # PyTorch's habit, an optimizer of the trainable Parameters only: the error says what to do
+    with pytest.raises(TypeError, match="'a' is not \\(a frozen Parameter left "
+                                        "out of the optimizer.*give it to the optimizer too"):
+        fit(loss_fn, params, optim.Adam([params["b"]], lr=0.01), (X, Y), epochs=1)
 
 
 def test_a_hook_is_refused_with_a_clear_error():
@@ -119,3 +123,59 @@ def test_a_parameter_the_loss_does_not_use_is_left_alone():
     np.testing.assert_array_equal(params["spare"].data, np.ones(2))
     for key in ("a", "b"):
         np.testing.assert_allclose(params[key].data, expected[key], rtol=1e-10)
+
+
+def test_accumulation_and_kept_gradients_leave_an_unused_parameter_alone():
+    """accumulate() summed the micro-batches' gradients, which hid that the loss does not reach
+    `spare`: AdamW's decay shrank it (to 0.95 after one step); and keep_grads gave it a .grad of
+    zeros where PyTorch leaves None."""
+    theirs = torch_params()
+    spare_t = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    topt = torch.optim.AdamW([*theirs.values(), spare_t], lr=0.05, weight_decay=0.5)
+    params = {"a": Parameter(A0.copy()), "b": Parameter(B0.copy()), "spare": Parameter(np.ones(2))}
+    step = train_step(loss_fn, params, optim.AdamW(params, lr=0.05, weight_decay=0.5),
+                      keep_grads=True)
+    halves = [(X[:3], Y[:3]), (X[3:], Y[3:])]
+    for k in range(3):
+        topt.zero_grad()
+        for rows in (slice(0, 3), slice(3, 6)) if k < 2 else (slice(0, 6),):
+            loss = ((torch.tanh(torch.tensor(X[rows]) @ theirs["a"]) @ theirs["b"]
+                     - torch.tensor(Y[rows])) ** 2).mean()
+            (loss / (2 if k < 2 else 1)).backward()
+        topt.step()
+        if k < 2:
+            step.accumulate(halves)
+        else:
+            step(X, Y)
+        assert spare_t.grad is None and params["spare"].grad is None
+        np.testing.assert_allclose(params["a"].grad, theirs["a"].grad.numpy(), rtol=1e-10)
+    np.testing.assert_array_equal(params["spare"].data, np.ones(2))
+    for key in ("a", "b"):
+        np.testing.assert_allclose(params[key].data, theirs[key].detach().numpy(), rtol=1e-10)
+
+
+@compile_grad(backend="interpreter")  # the update's plan is traced, whatever the backend
+def loss_with_a_zero_term(p, X, y):
+    return np.mean((np.tanh(X @ p["a"]) @ p["b"] - y) ** 2) + 0.0 * np.sum(p["spare"])
+
+
+def test_a_parameter_the_loss_reaches_with_a_zero_gradient_is_stepped():
+    """0 * p.sum(): PyTorch's graph reaches p, so AdamW steps it with a zero gradient (its decay
+    shrinks it), as the runtime's loop does; train_step took the gradient folded to a zero
+    constant for a Parameter the loss does not use and left it alone."""
+    theirs = torch_params()
+    spare_t = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    topt = torch.optim.AdamW([*theirs.values(), spare_t], lr=0.1, weight_decay=0.5)
+    params = {"a": Parameter(A0.copy()), "b": Parameter(B0.copy()), "spare": Parameter(np.ones(2))}
+    step = train_step(loss_with_a_zero_term, params,
+                      optim.AdamW(params, lr=0.1, weight_decay=0.5), keep_grads=True)
+    for _ in range(3):
+        topt.zero_grad()
+        loss = ((torch.tanh(torch.tensor(X) @ theirs["a"]) @ theirs["b"] - torch.tensor(Y)) ** 2
+                ).mean() + 0.0 * spare_t.sum()
+        loss.backward()
+        topt.step()
+        step(X, Y)
+    np.testing.assert_array_equal(params["spare"].grad, spare_t.grad.numpy())  # zeros
+    np.testing.assert_allclose(params["spare"].data, spare_t.detach().numpy(), rtol=1e-12)
+    assert params["spare"].data[0] < 1.0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+import re
+
 import numpy as np
 import pytest
 
@@ -59,7 +62,10 @@ def test_fit_fused_step_and_backward_agree(name, options):
                   progress=False)
     assert_same_params(params, expected_params)
     np.testing.assert_allclose(history.losses, expected_losses, rtol=1e-9)
-    np.testing.assert_allclose(history.epoch_losses, expected_losses.reshape(3, 4).mean(1))
+    # each epoch's mean over its 50 rows: the last step's loss (2 rows) weighs 2 / 50, not 1 / 4
+    rows = np.array([16, 16, 16, 2])
+    np.testing.assert_allclose(history.epoch_losses,
+                               (expected_losses.reshape(3, 4) * rows).sum(1) / 50, rtol=1e-12)
 
     params, opt = fresh(name, options)
     step = train_step(mlp_loss, params, opt)
@@ -91,6 +97,8 @@ def test_gradient_accumulation_equals_the_full_batch_step():
     step = train_step(mlp_loss, accumulated, opt_acc)
     step.accumulate([(X[i:i + 12], Y[i:i + 12]) for i in range(0, 48, 12)])
     assert_same_params(accumulated, full)
+    with pytest.raises(ValueError, match="micro_batches is empty"):  # was a ZeroDivisionError
+        step.accumulate([])
 
 
 def test_learning_rate_changes_never_recompile():
@@ -215,6 +223,98 @@ def test_fit_reuses_a_step_only_for_the_same_loss_parameters_optimizer_and_clipp
     assert len(opt._compiled) == 4
 
 
+def test_fit_clips_by_the_norm_type_it_is_given():
+    """fit had no norm_type: its clipping was always by the 2-norm."""
+    interpreted = compile_grad(mlp_loss.fn, backend="interpreter")  # no kernel to compile
+    expected, opt_expected = fresh("SGD", dict(lr=0.1))
+    for _ in range(2):
+        opt_expected.zero_grad()
+        interpreted(expected, X, Y).backward()
+        utils.clip_grad_norm_(expected, 0.05, norm_type=1)
+        opt_expected.step()
+    params, opt = fresh("SGD", dict(lr=0.1))
+    run = dict(shuffle=False, progress=False, max_norm=0.05)
+    fit(interpreted, params, opt, (X, Y), epochs=1, norm_type=1, **run)
+    fit(interpreted, params, opt, (X, Y), epochs=1, **run)  # by the 2-norm: another step
+    assert sorted(s.norm_type for s in opt._compiled.values()) == [1.0, 2.0]
+    params, opt = fresh("SGD", dict(lr=0.1))
+    fit(interpreted, params, opt, (X, Y), epochs=2, norm_type=1, **run)
+    assert_same_params(params, expected)
+
+
+def test_fit_refuses_a_step_made_for_other_arguments_or_without_clipping():
+    """fit(..., step=s) trained s's parameters with s's clipping, silently ignoring fit's
+    parameters, optimizer and max_norm when they were others."""
+    params, opt = fresh("SGD", dict(lr=0.1))
+    step = train_step(mlp_loss, params, opt)
+    run = dict(epochs=1, progress=False, step=step)
+    with pytest.raises(ValueError, match="max_norm= needs a step= made with clipping"):
+        fit(mlp_loss, params, opt, (X, Y), max_norm=1e-3, **run)
+    other, other_opt = fresh("SGD", dict(lr=0.1))
+    with pytest.raises(ValueError, match="made for other parameters"):
+        fit(mlp_loss, other, opt, (X, Y), **run)
+    with pytest.raises(ValueError, match="made for another optimizer"):
+        fit(mlp_loss, params, other_opt, (X, Y), **run)
+    with pytest.raises(ValueError, match="made for another loss"):
+        fit(compile_grad(lambda params, X, y: mlp_loss.fn(params, X, y)), params, opt, (X, Y),
+            **run)
+    clipping = train_step(mlp_loss, params, opt, max_norm=1.0)
+    with pytest.raises(ValueError, match="norm_type=1 but the step"):
+        fit(None, params, opt, (X, Y), epochs=1, step=clipping, max_norm=0.5, norm_type=1)
+    assert clipping.max_norm == 1.0  # nothing changed by a refused call
+    for key, p in params.items():  # nothing trained
+        np.testing.assert_array_equal(p.data, fresh("SGD", {})[0][key].data)
+
+
+def test_settings_traced_into_the_step_are_refused_where_they_would_be_ignored():
+    """step.norm_type = 1 and step.keep_grads = True were accepted and ignored by a step already
+    traced; norm_type=0 was a ZeroDivisionError from the trace."""
+    params, opt = fresh("SGD", dict(lr=0.1))
+    for norm_type in (0, -1.0, float("-inf"), float("nan")):
+        with pytest.raises(ValueError, match="norm_type must be positive or inf"):
+            train_step(mlp_loss, params, opt, max_norm=1.0, norm_type=norm_type)
+    step = train_step(mlp_loss, params, opt, max_norm=1.0, norm_type="inf")
+    assert step.norm_type == float("inf") and step.keep_grads is False
+    with pytest.raises(AttributeError, match="norm_type is part of its kernel"):
+        step.norm_type = 1.0
+    with pytest.raises(AttributeError, match="keep_grads is part of its kernel"):
+        step.keep_grads = True
+
+
+def test_fit_resumed_at_an_epoch_goes_on_as_the_uninterrupted_run():
+    """With shuffling, a run resumed from a checkpoint could not take the rows in the orders
+    the uninterrupted run took them (fit had no initial_epoch, as Keras has)."""
+    params, opt = fresh("Adam", dict(lr=0.01))
+    saved = {}
+
+    def checkpoint(epoch, history):
+        if epoch == 1:
+            saved.update(weights={k: p.data.copy() for k, p in params.items()},
+                         state=opt.state_dict())
+
+    run = dict(epochs=4, batch_size=16, seed=5, progress=False)
+    history = fit(mlp_loss, params, opt, (X, Y), callback=checkpoint, **run)
+    resumed = {k: Parameter(w) for k, w in saved["weights"].items()}
+    resumed_opt = optim.Adam(resumed, lr=0.01)
+    resumed_opt.load_state_dict(saved["state"])
+    seen = []
+    rest = fit(mlp_loss, resumed, resumed_opt, (X, Y), initial_epoch=2,
+               callback=lambda epoch, h: seen.append(epoch), **run)
+    assert seen == [2, 3] and rest.epoch_losses.shape == (2,)
+    np.testing.assert_array_equal(rest.losses, history.losses[8:])
+    for key, p in params.items():
+        np.testing.assert_array_equal(resumed[key].data, p.data, err_msg=key)
+
+
+@pytest.mark.parametrize("wrt", [1, (0, 1), "X"])
+def test_a_loss_compiled_for_other_gradients_is_refused_by_name(wrt):
+    """A loss compiled with wrt=1 gave 'zip() argument 2 is shorter than argument 1'."""
+    params, opt = fresh("SGD", dict(lr=0.1))
+    with pytest.raises(ValueError, match=re.escape(f"mlp_loss was compiled with wrt={wrt!r}: "
+                                                   "compile it with wrt=0")):
+        train_step(compile_grad(mlp_loss.fn, wrt=wrt), params, opt)
+
+
 def test_fit_draws_a_loss_curve(tmp_path):
     pytest.importorskip("matplotlib")
     params, opt = fresh("SGD", dict(lr=0.05))
@@ -237,6 +337,49 @@ def test_the_step_follows_replaced_arrays_and_loaded_optimizer_state():
     step(X, Y)
     for k, p in params.items():
         np.testing.assert_allclose(p.data, expected[k], rtol=1e-12, err_msg=k)
+
+
+def _reset_first_layer(opt, params):
+    del opt.state[params["W0"]]
+
+
+def _new_moment_array(opt, params):
+    opt.state[params["b0"]]["exp_avg_sq"] = np.zeros_like(params["b0"].data)
+
+
+def _plain_dict(opt, params):
+    opt.state = collections.defaultdict(dict)
+
+
+@pytest.mark.parametrize("reset", [lambda opt, params: opt.state.clear(), _reset_first_layer,
+                                   _new_moment_array, _plain_dict],
+                         ids=["clear", "del", "entry", "defaultdict"])
+def test_the_step_and_fit_follow_an_optimizer_state_reset(reset):
+    """Resetting the optimizer's state (its moments) between steps left train_step and fit
+    updating the arrays their kernels held, silently: Adam went on with the old moments."""
+    batches = [np.arange(0, 25), np.arange(25, 50)] * 2
+    expected, opt_expected = fresh("Adam", dict(lr=0.01))
+    for k, rows in enumerate(batches):
+        if k == 2:
+            reset(opt_expected, expected)
+        opt_expected.zero_grad()
+        mlp_loss(expected, X[rows], Y[rows]).backward()
+        opt_expected.step()
+    params, opt = fresh("Adam", dict(lr=0.01))
+    step = train_step(mlp_loss, params, opt)
+    step(X[:25], Y[:25])
+    step(X[25:], Y[25:])
+    reset(opt, params)
+    step(X[:25], Y[:25])
+    step(X[25:], Y[25:])
+    assert_same_params(params, expected)
+    params, opt = fresh("Adam", dict(lr=0.01))
+    run = dict(epochs=1, batch_size=25, shuffle=False, progress=False)
+    fit(mlp_loss, params, opt, (X, Y), **run)
+    reset(opt, params)
+    fit(mlp_loss, params, opt, (X, Y), **run)
+    assert_same_params(params, expected)
+    assert sorted(opt.state_dict()["state"]) == [0, 1, 2, 3]
 
 
 def test_a_step_bumps_versions_so_an_older_graph_cannot_backpropagate():

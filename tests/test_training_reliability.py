@@ -113,6 +113,8 @@ def test_fit_keeps_apart_a_list_of_layers_with_the_same_keys():
     ((X, Y[:5]), dict(epochs=1), "share their first axis"),
     (X, dict(epochs=1), "data must be a tuple of arrays .* got a ndarray"),  # X's rows were data
     ({"X": X, "y": Y}, dict(epochs=1), "data must be a tuple of arrays .* got a dict"),
+    ((X, Y), dict(epochs=3, initial_epoch=4), "initial_epoch must be an int from 0 to epochs"),
+    ((X, Y), dict(epochs=3, initial_epoch=-1), "initial_epoch must be an int from 0 to epochs"),
 ])
 def test_fit_refuses_arguments_that_would_train_on_nothing(data, options, message):
     params = layers()

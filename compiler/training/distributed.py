@@ -42,8 +42,8 @@ from compiler.codegen import generate
 from compiler.ir import Sym
 from compiler.jit import NumbaKernel
 from compiler.training.allreduce import ALIGN, check_comm, reducer
-from compiler.training.kernels import Kernels, updated
-from compiler.training.update import outside_graph
+from compiler.training.kernels import Kernels, held_state, updated
+from compiler.training.update import unreached
 
 if TYPE_CHECKING:
     from compiler.training.step import TrainStep
@@ -176,12 +176,13 @@ class DataParallel:
         and the last matrix products of backward write straight into the buffer (no pass
         over the gradients just to scale them)."""
         step = self.train_step
+        traced = params
         params = pytree.unflatten(step._tree, step._leaf_values(params))
         loss, grads = self._weighted_loss.value_and_grad(params, weight, *data)
         grads = step._slot_grads(pytree.flatten(grads)[0])
         # The update reads gradients from the all-reduced buffer, where a parameter the loss
         # does not depend on has zeros like any other: the trace here says which it is.
-        self._unused = [outside_graph(g) for g in grads]
+        self._unused = unreached(loss, [traced[s.name] for s in step._slots])
         return loss, grads
 
     def _weighted(self, params, weight, *data):
@@ -282,6 +283,7 @@ class DataParallel:
         kernels = self._update
         if kernels is not None and kernels.current(step.optimizer):
             return kernels
+        step.optimizer.tracked_state()  # the kernel holds its arrays: its changes are counted
         params, states = step._arguments()
         spec = self._update_fn.specialize(params, states, step._hypers, self._source_rows[0],
                                           self._source_totals[0])
@@ -290,8 +292,10 @@ class DataParallel:
         writes = {1 + k: k for k in range(len(arrays))}  # new parameters and state in place
         module = NumbaKernel(graph, generate(graph, "distributed update", writes,
                                              bare_scalars=True), eager=False)
-        kernels = Kernels(module, [s.param for s in step._slots], step.optimizer.state, arrays,
-                           step._hypers, fits_batches=False, arguments=arrays + (step._hypers,))
+        slot_params = [s.param for s in step._slots]
+        kernels = Kernels(module, slot_params, step.optimizer.state, arrays, step._hypers,
+                          fits_batches=False, arguments=arrays + (step._hypers,),
+                          held=held_state(step.optimizer, slot_params))
         kernels.step = kernels.compile(module.dispatcher.__name__, self._source_arguments[0])
         self._update = kernels
         self._update_calls = [kernels.arguments + a for a in self._source_arguments]
@@ -316,8 +320,8 @@ class DataParallel:
             state = step._state(slot)
             for key, value in new_state.items():
                 state[key][...] = value
-        for slot, g in zip(step._slots, grads):
-            slot.param.grad = np.array(g, copy=True)
+        for k, g in zip(step._kept, grads):
+            step._slots[k].param.grad = np.array(g, copy=True)
         updated([s.param for s in step._slots])
         return loss
 

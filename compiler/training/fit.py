@@ -20,7 +20,10 @@ from runtime.optim import Optimizer
 
 @dataclass
 class History:
-    """What `fit` did: the loss of every step, per-epoch means, and why it stopped."""
+    """What `fit` did: the loss of every step, each epoch's mean loss over its rows (a step's
+    loss weighted by its batch's rows, so that a short last batch counts for its rows, as
+    Keras reports it and as PyTorch's tutorials sum `loss * len(batch)`), and why it
+    stopped."""
 
     losses: np.ndarray
     epoch_losses: np.ndarray
@@ -62,9 +65,10 @@ def epoch_orders(n: int, epochs: int, shuffle: bool, rng: np.random.Generator) -
 def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
         data: Sequence[np.ndarray], *, epochs: int, batch_size: int | None = None,
         shuffle: bool = True, seed: int = 0, max_norm: float | None = None,
+        norm_type: float | None = None,
         progress: bool | None = None, callback: Callable[[int, History], Any] | None = None,
         stop: Callable[[History], bool] | None = None, chunk_steps: int | None = None,
-        step: TrainStep | None = None, comm: Any = None) -> History:
+        step: TrainStep | None = None, comm: Any = None, initial_epoch: int = 0) -> History:
     """Train `params` on `data` (a tuple of arrays sharing their first axis) for `epochs`.
 
     Each epoch visits the rows in a fresh order drawn from `seed` (or in order, with
@@ -74,8 +78,13 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
     chunks `fit` updates the progress bar
     (tqdm; on by default when stderr is a terminal), calls `callback(epoch, history)`
     with the 0-based index of the last epoch done (as Keras does), and stops early when
-    `stop(history)` is true. Returns the `History`. Another `fit` with the same loss,
-    parameters, optimizer and clipping reuses this one's compiled step.
+    `stop(history)` is true. Returns the `History` of the epochs run. `initial_epoch` (as in
+    Keras) resumes a run at that epoch: epochs `initial_epoch` to `epochs - 1` run, in the row
+    orders they would have had in one uninterrupted run from `seed`. `max_norm` clips the
+    gradients' total `norm_type`-norm (default 2) first, as `clip_grad_norm_` does. Another
+    `fit` with the same loss, parameters, optimizer and clipping reuses this one's compiled
+    step. `step=` runs a `train_step` of the same loss (or None), parameters and optimizer
+    instead, with its clipping (`max_norm` sets its threshold).
 
     With an MPI communicator `comm` (every rank passing the same arguments), each batch is
     split among the ranks and the gradients averaged over the whole batch: the result is
@@ -88,31 +97,46 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
                          f"(X, y) or (X,), got a {type(data).__name__}")
     data = data_arrays(data, "data")
     n = _check_arguments(data, epochs, batch_size)
+    if not isinstance(initial_epoch, (int, np.integer)) or isinstance(initial_epoch, bool) \
+            or not 0 <= initial_epoch <= epochs:
+        raise ValueError(f"fit: initial_epoch must be an int from 0 to epochs ({epochs}), got "
+                         f"{initial_epoch!r}")
     batch_size = n if batch_size is None else min(batch_size, n)
-    step = step or reused_step(loss_fn, params, optimizer, max_norm, comm)
+    if step is None:
+        step = reused_step(loss_fn, params, optimizer, max_norm, comm,
+                           2.0 if norm_type is None else norm_type)
+    else:
+        _check_given_step(step, loss_fn, params, optimizer, max_norm, norm_type)
     team = _team(step, comm, dict(data=[(d.shape, d.dtype.str) for d in data], epochs=epochs,
+                                  initial_epoch=initial_epoch,
                                   batch_size=batch_size, shuffle=shuffle, seed=seed,
                                   chunk_steps=chunk_steps, callback=callback is not None,
                                   stop=stop is not None))
     per_epoch = -(-n // batch_size)
-    losses = np.full(epochs * per_epoch, np.nan)
+    batch_rows = np.full(per_epoch, batch_size)
+    batch_rows[-1] = n - batch_size * (per_epoch - 1)  # the last batch holds what is left
+    first = int(initial_epoch)
+    losses = np.full((epochs - first) * per_epoch, np.nan)
     if chunk_steps is None and (callback is not None or stop is not None):
         chunk_epochs = 1  # as in Keras, a callback sees every epoch
     else:
         chunk_epochs = max(1, -(-(chunk_steps or 256) // per_epoch))
     rng = np.random.default_rng(seed)
-    bar = _progress_bar(progress if team.root else False, epochs)
+    if first:
+        epoch_orders(n, first, shuffle, rng)  # the orders of the epochs before: drawn, not run
+    bar = _progress_bar(progress if team.root else False, epochs - first)
     history = History(losses, np.zeros(0), per_epoch)
     run = _epoch_runner(step, data, batch_size)
-    done = 0
+    done = first
     try:
         while done < epochs:
             last = min(epochs, done + chunk_epochs)
             run(epoch_orders(n, last - done, shuffle, rng),
-                losses[done * per_epoch:last * per_epoch])
+                losses[(done - first) * per_epoch:(last - first) * per_epoch])
             # the steps done so far (the callback and stop read them; later steps are NaN)
-            history.losses = losses[: last * per_epoch]
-            history.epoch_losses = history.losses.reshape(last, per_epoch).mean(1)
+            history.losses = losses[: (last - first) * per_epoch]
+            history.epoch_losses = epoch_means(
+                history.losses.reshape(last - first, per_epoch), batch_rows)
             if bar is not None:
                 bar.update(last - done)
                 bar.set_postfix(loss=f"{history.epoch_losses[-1]:.4g}")
@@ -130,12 +154,19 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
     finally:
         if bar is not None:
             bar.close()
-    history.losses = losses[: done * per_epoch]
+    history.losses = losses[: (done - first) * per_epoch]
     return history
 
 
+def epoch_means(losses: np.ndarray, batch_rows: np.ndarray) -> np.ndarray:
+    """Each row of `losses` (an epoch's step losses) averaged over the epoch's data rows."""
+    if np.all(batch_rows == batch_rows[0]):
+        return losses.mean(1)
+    return losses @ batch_rows / batch_rows.sum()
+
+
 def reused_step(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
-                max_norm: float | None, comm: Any = None) -> TrainStep:
+                max_norm: float | None, comm: Any = None, norm_type: float = 2.0) -> TrainStep:
     """The TrainStep an earlier `fit` made for this loss, these Parameters (the same objects,
     in the same tree), this optimizer (each Parameter in the same group, with the same
     structural flags) and clipping on or off, with its kernels compiled; else a new one,
@@ -145,14 +176,43 @@ def reused_step(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Op
     placed = tuple((id(g), tuple((k, v) for k, v in optimizer.rule_options(g).items()
                                  if isinstance(v, bool)))
                    for g in (groups.get(id(leaf)) for leaf in leaves) if g is not None)
-    key = ("fit", loss_fn, tree, tuple(map(id, leaves)), placed, max_norm is None, id(comm))
+    norm_type = float(norm_type)
+    key = ("fit", loss_fn, tree, tuple(map(id, leaves)), placed, max_norm is None,
+           None if max_norm is None else norm_type, id(comm))
     step = optimizer._compiled.get(key)  # its TrainStep holds the leaves: ids stay theirs
     if step is None:
         step = optimizer._compiled[key] = TrainStep(loss_fn, params, optimizer,
-                                                    max_norm=max_norm, comm=comm)
+                                                    max_norm=max_norm, norm_type=norm_type,
+                                                    comm=comm)
     elif max_norm is not None:
         step.max_norm = max_norm  # a new threshold is a kernel argument, not a new kernel
     return step
+
+
+def _check_given_step(step: TrainStep, loss_fn: Callable | CompiledFunction, params: Any,
+                      optimizer: Optimizer, max_norm: float | None,
+                      norm_type: float | None) -> None:
+    """Refuse a `step=` made for another loss, other parameters or another optimizer than
+    fit's arguments (fit would train the step's, leaving the ones passed alone), and give it
+    fit's `max_norm` (a step made without clipping, or for another `norm_type`, cannot take
+    one: it would be ignored)."""
+    if not isinstance(step, TrainStep):
+        raise TypeError(f"fit: step must be a train_step(...), got a {type(step).__name__}")
+    if loss_fn is not None and getattr(loss_fn, "fn", loss_fn) is not step.loss_fn.fn:
+        raise ValueError("fit: the step given as step= was made for another loss function")
+    if optimizer is not step.optimizer:
+        raise ValueError("fit: the step given as step= was made for another optimizer")
+    leaves, tree = pytree.flatten(params)
+    if tree != step._tree or any(a is not b for a, b in zip(leaves, step._leaves)):
+        raise ValueError("fit: the step given as step= was made for other parameters")
+    if norm_type is not None and float(norm_type) != step.norm_type:
+        raise ValueError(f"fit: norm_type={norm_type} but the step given as step= clips by "
+                         f"norm_type={step.norm_type}")
+    if max_norm is not None:
+        if step.max_norm is None:
+            raise ValueError("fit: max_norm= needs a step= made with clipping "
+                             "(train_step(..., max_norm=...)), or no step=")
+        step.max_norm = max_norm
 
 
 def _check_arguments(data: tuple, epochs: Any, batch_size: Any) -> int:

@@ -40,20 +40,30 @@ class Kernels:
     step: Any = None
     fit: Any = None
     spec: Any = None  # the traced step function's Specialization (its compile times)
+    # The state entries the kernels update, per Parameter (None: they read no state)
+    held: list[dict[str, np.ndarray]] | None = None
 
     def __post_init__(self) -> None:
         self.replacements = Parameter.data_replacements
+        self.state_changes = Optimizer.state_changes
 
     def current(self, optimizer: Optimizer) -> bool:
-        """Whether the Parameters and the optimizer still hold the arrays the kernels update."""
+        """Whether the Parameters and the optimizer still hold the arrays the kernels update:
+        a state entry replaced, or a Parameter's state deleted (`opt.state.clear()` to reset
+        the moments), must not leave the kernels updating arrays nobody else sees."""
         if self.state is not optimizer.state:
             return False
-        if self.replacements == Parameter.data_replacements:
+        if self.replacements == Parameter.data_replacements \
+                and self.state_changes == Optimizer.state_changes:
             return True
-        if all(map(operator.is_, self.arrays, map(_data, self.params))):
-            self.replacements = Parameter.data_replacements
-            return True
-        return False
+        if not all(map(operator.is_, self.arrays, map(_data, self.params))):
+            return False
+        if self.held is not None and not all(map(_holds, map(self.state.get, self.params),
+                                                 self.held)):
+            return False
+        self.replacements = Parameter.data_replacements
+        self.state_changes = Optimizer.state_changes
+        return True
 
     def compile_report(self, name: str) -> CompileReport:
         """The trace, then a row per function compiled from the module ("step" is its main
@@ -77,6 +87,16 @@ class Kernels:
         if constants:
             return lambda *args: entry(*args, *constants)
         return entry
+
+
+def held_state(optimizer: Optimizer, params: list[Parameter]) -> list[dict[str, np.ndarray]]:
+    """The state entries of `params` as they are now (for `Kernels.held`)."""
+    return [dict(optimizer.state[p]) for p in params]
+
+
+def _holds(state: dict | None, held: dict[str, np.ndarray]) -> bool:
+    return state is not None and len(state) == len(held) \
+        and all(state.get(key) is array for key, array in held.items())
 
 
 def run_updating(params: list[Parameter], kernel: Callable, *args) -> Any:

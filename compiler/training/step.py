@@ -32,8 +32,8 @@ from compiler.jit import NumbaKernel
 from compiler.packing import Packing, pack
 from compiler.timings import CompileReport, KernelBuild
 from compiler.training.interrupts import held_interrupts
-from compiler.training.kernels import Kernels, run_updating, updated
-from compiler.training.update import update_slots
+from compiler.training.kernels import Kernels, held_state, run_updating, updated
+from compiler.training.update import outside_graph, unreached, update_slots
 from runtime import Parameter, Tensor
 from runtime.anomaly_mode import _anomaly
 from runtime.optim import Optimizer
@@ -73,17 +73,26 @@ class TrainStep:
                  keep_grads: bool = False, comm: Any = None) -> None:
         if not isinstance(loss_fn, CompiledFunction):
             loss_fn = compile_grad(loss_fn)
+        first = next(iter(loss_fn._signature.parameters), None)
+        if loss_fn.wrt not in (0, first, (0,), (first,)):
+            raise ValueError(
+                f"train_step updates the parameters, the first argument of the loss, with its "
+                f"gradient; {loss_fn.__name__} was compiled with wrt={loss_fn.wrt!r}: compile it "
+                "with wrt=0 (the default)")
         self.loss_fn = loss_fn
         self.params = params
         self.optimizer = optimizer
         self._max_norm = max_norm
-        self.norm_type = float(norm_type)
-        self.keep_grads = keep_grads
+        if not float(norm_type) > 0:  # a norm of order 0 or below measures no size to clip
+            raise ValueError(f"train_step: norm_type must be positive or inf, got {norm_type!r}")
+        self._norm_type = float(norm_type)
+        self._keep_grads = keep_grads
         # a step whose kernel returns more than the loss: gradients for .grad, or aux values
         self._unpacks = keep_grads or loss_fn.has_aux
         leaves, self._tree = pytree.flatten(params)
         self._leaves, self._names = leaves, pytree.paths(self._tree, "param")
         self._slots: list[_Slot] | None = None  # planned by _replan
+        self._kept: list[int] = []  # the slots whose gradients a step keeps (see _update)
         self.parallel = None
         self._replan()
         if comm is not None:
@@ -102,6 +111,25 @@ class TrainStep:
                              "make a new one with train_step(..., max_norm=...)")
         self._max_norm = value
         self._groups_seen = None  # rebuild the hyper-parameter vector at the next step
+
+    # The norm type and keep_grads are traced into the kernels: set, they would be ignored.
+    @property
+    def norm_type(self) -> float:
+        return self._norm_type
+
+    @norm_type.setter
+    def norm_type(self, value: float) -> None:
+        raise AttributeError("a train step's norm_type is part of its kernel: make a new one "
+                             "with train_step(..., norm_type=...)")
+
+    @property
+    def keep_grads(self) -> bool:
+        return self._keep_grads
+
+    @keep_grads.setter
+    def keep_grads(self, value: bool) -> None:
+        raise AttributeError("a train step's keep_grads is part of its kernel: make a new one "
+                             "with train_step(..., keep_grads=...)")
 
     def _traced(self, function: Callable, suffix: str) -> CompiledFunction:
         # wrt = params, states and hypers: their shapes stay static; data keeps a symbolic batch
@@ -122,8 +150,13 @@ class TrainStep:
         leaf_slots, k = [], 0
         for name, leaf in zip(self._names, self._leaves):
             if not isinstance(leaf, Parameter) or id(leaf) not in groups:
-                raise TypeError("train_step needs every leaf of params to be a Parameter that "
-                                f"the optimizer updates; '{name}' is not")
+                frozen = isinstance(leaf, Parameter) and not leaf.requires_grad
+                raise TypeError(
+                    "train_step needs every leaf of params to be a Parameter that the optimizer "
+                    f"updates; '{name}' is not" + (
+                        " (a frozen Parameter left out of the optimizer, as PyTorch code does: "
+                        "give it to the optimizer too, which leaves it alone while its "
+                        "requires_grad is False)" if frozen else ""))
             if leaf._hooks:
                 raise RuntimeError(
                     f"train_step cannot run the hooks registered on '{name}' (its kernel runs "
@@ -174,8 +207,9 @@ class TrainStep:
         if groups == self._groups_seen and self._leaf_changes == Tensor._leaf_changes:
             return self._hypers
         options = {id(g): self.optimizer.rule_options(g) for g in groups}
+        group_of = {id(p): g for g in groups for p in g["params"]}
         if self._leaf_changes != Tensor._leaf_changes or any(
-                id(slot.group) not in options
+                group_of.get(id(slot.param)) is not slot.group  # moved to another group
                 or slot.flags != {n: v for n, v in options[id(slot.group)].items()
                                   if isinstance(v, bool)} for slot in self._slots):
             self._replan()  # requires_grad, a hook or a flag may change what to trace
@@ -207,7 +241,8 @@ class TrainStep:
         params = [params[s.name] for s in self._slots]
         loss, aux = value if self.loss_fn.has_aux else (value, None)
         result = self._update(params, states, hypers, loss,
-                              self._slot_grads(pytree.flatten(grads)[0]))
+                              self._slot_grads(pytree.flatten(grads)[0]),
+                              unreached(loss, params))
         # aux comes last, so that the results the kernel stores (params, states) keep their
         # positions right after the loss
         return result + (aux,) if self.loss_fn.has_aux else result
@@ -217,25 +252,36 @@ class TrainStep:
         tree = pytree.unflatten(self._tree, self._leaf_values(params))
         params = [params[s.name] for s in self._slots]
         total, summed, auxes = 0.0, [0.0] * len(params), []
+        unused = [True] * len(params)  # by every micro-batch's loss
         for batch in batches:
             value, grads = self.loss_fn.value_and_grad(tree, *batch)
             loss, aux = value if self.loss_fn.has_aux else (value, None)
             auxes.append(aux)
             total = total + loss
-            summed = [acc + g for acc, g in
-                      zip(summed, self._slot_grads(pytree.flatten(grads)[0]), strict=True)]
+            grads = self._slot_grads(pytree.flatten(grads)[0])
+            unused = [u and far for u, far in zip(unused, unreached(loss, params), strict=True)]
+            summed = [acc + g for acc, g in zip(summed, grads, strict=True)]
         k = len(batches)
-        result = self._update(params, states, hypers, total / k, [g / k for g in summed])
+        result = self._update(params, states, hypers, total / k, [g / k for g in summed],
+                              unused)
         return result + (auxes,) if self.loss_fn.has_aux else result
 
     def _update(self, params: list, states: list, hypers, loss, grads: list,
                 unused: list[bool] | None = None):
         """The optimizer's step on the slots (compiler/training/update.py): (loss, the new
-        parameters and states, the gradients if kept)."""
+        parameters and states, the gradients kept for `.grad`: those of the slots in
+        `_kept`, which it sets)."""
         clip = self.norm_type if self.max_norm is not None else None
+        if unused is None:
+            unused = [outside_graph(g) for g in grads]
         new_params, new_states, grads = update_slots(
             self._slots, self.optimizer.rule, params, states, hypers, grads, unused, clip)
-        return (loss, new_params, new_states, grads if self.keep_grads else [])
+        # Neither a frozen Parameter nor one the loss does not reach has a gradient: PyTorch
+        # leaves their .grad None
+        self._kept = [k for k, slot in enumerate(self._slots)
+                      if not slot.frozen and not unused[k]]
+        return (loss, new_params, new_states,
+                [grads[k] for k in self._kept] if self.keep_grads else [])
 
     # --- calling -------------------------------------------------------------------------
     def _arguments(self) -> tuple[dict, list]:
@@ -248,6 +294,7 @@ class TrainStep:
         self._pack_hypers()  # first: a changed flag or requires_grad means other kernels
         kernels = self._last
         if kernels is not None and kernels.replacements == Parameter.data_replacements \
+                and kernels.state_changes == Optimizer.state_changes \
                 and kernels.state is self.optimizer.state and not _anomaly.enabled:
             try:  # numba checks the arrays' dtypes and ranks, the kernel their shapes
                 return self._run_step(kernels, data)
@@ -281,10 +328,9 @@ class TrainStep:
             result = kernels.packing.unpacked(result)
         elif not isinstance(result, tuple):
             result = (result,)
-        n_grads = len(self._slots) if self.keep_grads else 0
-        for slot, g in zip(self._slots, result[1:1 + n_grads]):
-            if not slot.frozen:
-                slot.param.grad = g
+        n_grads = len(self._kept) if self.keep_grads else 0
+        for k, g in zip(self._kept, result[1:1 + n_grads]):
+            self._slots[k].param.grad = g
         if not self.loss_fn.has_aux:
             return result[0]
         aux_tree = kernels.spec.out_tree.children[-1]
@@ -299,6 +345,9 @@ class TrainStep:
                                       "passes its micro-batches' union to the step instead")
         batches = tuple(data_arrays(batch, f"micro_batches[{k}]")
                         for k, batch in enumerate(micro_batches))
+        if not batches:  # the mean of no losses
+            raise ValueError("accumulate: micro_batches is empty; pass a list of data tuples, "
+                             "such as [(X1, y1), (X2, y2)]")
         self._pack_hypers()  # before choosing the traced step: a change may re-plan
         if self._accumulating is None:
             self._accumulating = self._traced(self._accumulated_step_function, "accumulate")
@@ -319,9 +368,8 @@ class TrainStep:
                 state = self._state(slot)
                 for key, value in new_state.items():
                     state[key][...] = value
-            for slot, g in zip(self._slots, grads):
-                if not slot.frozen:
-                    slot.param.grad = np.array(g, copy=True)
+            for k, g in zip(self._kept, grads):
+                self._slots[k].param.grad = np.array(g, copy=True)
             updated([s.param for s in self._slots])
         return (loss, aux[0]) if aux else loss
 
@@ -335,6 +383,7 @@ class TrainStep:
         kernels = self._kernels_by_data.get(key) or self._kernels_by_data.get(sized)
         if kernels is not None and kernels.current(self.optimizer):
             return kernels
+        self.optimizer.tracked_state()  # the kernels hold its arrays: its changes are counted
         params, states = self._arguments()
         spec = self._kernel.specialize(params, states, self._hypers, *data)
         graph = spec.graph_of("forward")
@@ -352,9 +401,11 @@ class TrainStep:
         with build.times.phase("codegen"):
             generated = generate(graph, "train step", writes, loops, bare_scalars=True)
         kernel = NumbaKernel(graph, generated, eager=False, build=build)
-        kernels = Kernels(kernel, [s.param for s in self._slots], self.optimizer.state, arrays,
-                           self._hypers, fits_batches=bool(loops), arguments=arguments,
-                           packing=packing, spec=spec)
+        slot_params = [s.param for s in self._slots]
+        kernels = Kernels(kernel, slot_params, self.optimizer.state, arrays,
+                          self._hypers, fits_batches=bool(loops), arguments=arguments,
+                          packing=packing, spec=spec,
+                          held=held_state(self.optimizer, slot_params))
         self._kernels_by_data[key if batch_axis_symbolic else sized] = kernels
         return kernels
 

@@ -22,6 +22,31 @@ def outside_graph(grad: Any) -> bool:
     return node is not None and const_value(node) == 0
 
 
+def unreached(loss: Any, params: list) -> list[bool]:
+    """For each traced parameter, whether the traced `loss` does not depend on it at all (by
+    the trace's structure, as compiler/autodiff.connected_inputs decides for the runtime):
+    PyTorch's graph would not reach it, so its `.grad` stays None and the optimizer skips it.
+    One the loss reaches is stepped even where its gradient is exactly zero (`0 * p.sum()`
+    folds to a zero constant), as PyTorch steps it with zeros (momentum, weight decay)."""
+    node = getattr(loss, "node", None)
+    if node is None:  # a constant loss depends on nothing
+        return [True] * len(params)
+    wanted = {p.node.id for p in params if getattr(p, "node", None) is not None}
+    seen: set[int] = set()
+    reached: set[int] = set()
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        if node.id in seen:
+            continue
+        seen.add(node.id)
+        if node.id in wanted:
+            reached.add(node.id)
+        elif node.op not in ("input", "const"):
+            stack.extend(node.inputs)
+    return [getattr(p, "node", None) is not None and p.node.id not in reached for p in params]
+
+
 def clip_by_total_norm(grads: list, max_norm, norm_type: float) -> list:
     """clip_grad_norm_ as traceable NumPy: scale every gradient by max_norm / (norm + 1e-6)."""
     if norm_type == float("inf"):

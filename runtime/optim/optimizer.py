@@ -43,8 +43,67 @@ def set_compiled_update(factory: Callable[[Any, int], CompiledUpdate] | None) ->
     _compiled_update = factory
 
 
+class _Counted(dict):
+    """A dict whose changes (not its arrays' values) add one to `Optimizer.state_changes`."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        Optimizer.state_changes += 1
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        Optimizer.state_changes += 1
+        dict.__delitem__(self, key)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def pop(self, *args: Any) -> Any:
+        Optimizer.state_changes += 1
+        return dict.pop(self, *args)
+
+    def popitem(self) -> Any:
+        Optimizer.state_changes += 1
+        return dict.popitem(self)
+
+    def clear(self) -> None:
+        Optimizer.state_changes += 1
+        dict.clear(self)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def __ior__(self, other: Any) -> _Counted:
+        self.update(other)
+        return self
+
+
+class ParamState(_Counted):
+    """One parameter's optimizer state: entry name -> array (a plain dict, counted)."""
+
+
+class OptimizerState(_Counted):
+    """`Optimizer.state`: parameter -> its ParamState (a dict given is stored as one).
+
+    Compiled train steps hold the state's arrays between steps; counting the changes of
+    these dicts lets a step see, with one comparison, that nobody replaced, deleted or
+    cleared them (a user resetting the optimizer with `opt.state.clear()`, say)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self.update(*args, **kwargs)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value if type(value) is ParamState else ParamState(value))
+
+
 class Optimizer:
     """Base of all optimizers, with PyTorch's param_groups / state / state_dict layout."""
+
+    # Changes of every optimizer's state dicts so far (see OptimizerState).
+    state_changes: ClassVar[int] = 0
 
     rule: ClassVar[Callable[..., tuple[Any, dict[str, Any]]]]
     # Whether `rule` is made of elementwise operations only (a 0-d state entry such as the step
@@ -55,7 +114,7 @@ class Optimizer:
     def __init__(self, params: ParamsArg, defaults: dict[str, Any]) -> None:
         self.defaults = defaults
         self.param_groups: list[dict[str, Any]] = []
-        self.state: dict[Tensor, dict[str, np.ndarray]] = {}
+        self.state: dict[Tensor, dict[str, np.ndarray]] = OptimizerState()
         # The compiler's caches for this optimizer (never read otherwise): its compiled group
         # updates by group index, and the train steps that `fit` reuses.
         self._compiled: dict[Any, Any] = {}
@@ -88,6 +147,11 @@ class Optimizer:
         """The state of `param` before its first update."""
         raise NotImplementedError
 
+    def adopt_state(self, saved: dict[str, Any]) -> dict[str, Any]:
+        """A loaded state with the entries this optimizer keeps and PyTorch's does not added
+        (a state_dict of torch.optim's loads as it is); the base class adds none."""
+        return saved
+
     def complete_state(self, param: Tensor, group: dict[str, Any],
                        flags: tuple | None = None) -> dict[str, np.ndarray]:
         """`param`'s state, made on its first update, with the entries that the group's current
@@ -97,8 +161,8 @@ class Optimizer:
         `rule_flags(rule_options(group))`, computed once for a group's parameters."""
         state = self.state.get(param)
         if state is None:
-            state = self.state[param] = self.init_state(param, group)
-            return state
+            self.state[param] = self.init_state(param, group)
+            return self.state[param]  # the ParamState stored
         if flags is None:
             flags = rule_flags(self.rule_options(group))
         needed = self._entries.get(flags)
@@ -142,6 +206,13 @@ class Optimizer:
         for name, default in self.defaults.items():
             group.setdefault(name, default)
         self.param_groups.append(group)
+
+    def tracked_state(self) -> OptimizerState:
+        """`self.state`, made an OptimizerState if someone assigned a plain dict (whose changes
+        nobody counts): what compiled steps hold."""
+        if type(self.state) is not OptimizerState:
+            self.state = OptimizerState(self.state)
+        return self.state
 
     def parameters(self) -> list[Tensor]:
         return [p for group in self.param_groups for p in group["params"]]
@@ -254,17 +325,20 @@ class Optimizer:
                 raise ValueError(f"loaded state dict has a state for parameter {i}, which "
                                  "no group of the state dict lists")
             p, group = by_index[int(i)]
+            saved_state = self.adopt_state(dict(saved_state))
             _check_state(int(i), p, saved_state, self.init_state(p, group))
             state[p] = {
-                # Moments follow the parameter's dtype; the step count stays float64.
-                k: np.array(v, dtype=np.float64 if k == "step" else p.dtype, copy=True)
+                # Moments follow the parameter's dtype; the step count stays float64. (asarray
+                # first: a PyTorch tensor's __array__ takes no copy=)
+                k: np.array(np.asarray(v), dtype=np.float64 if k == "step" else p.dtype,
+                            copy=True)
                 for k, v in saved_state.items()
             }
 
         def load() -> None:
             for group, loaded in zip(self.param_groups, settings, strict=True):
                 group.update(loaded)
-            self.state = state
+            self.state = OptimizerState(state)
 
         return load
 

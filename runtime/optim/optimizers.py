@@ -71,6 +71,13 @@ class SGD(Optimizer):
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, np.ndarray]:
         return rules.sgd_init_state(param.data, use_momentum=group["momentum"] != 0)
 
+    def adopt_state(self, saved: dict[str, Any]) -> dict[str, Any]:
+        # PyTorch's SGD keeps the momentum buffer alone (None before the first step); the rule
+        # counts steps to start the buffer at the first one, so a buffer means steps were taken.
+        if "momentum_buffer" in saved and "step" not in saved:
+            saved["step"] = np.ones((), np.float64)
+        return saved
+
 
 class Adam(Optimizer):
     """Adam with L2 weight decay (added to the gradient) and optional AMSGrad."""

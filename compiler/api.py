@@ -36,8 +36,8 @@ from compiler.ops.registry import TRACES
 from compiler.passes import optimize
 from compiler.roll import roll
 from compiler.specialization import KINDS, Specialization, verified
-from compiler.specialize import Signature, positions_of, signature_of
-from compiler.symdim import Concretize
+from compiler.specialize import Signature, positions_of, scalar_candidates, signature_of
+from compiler.symdim import Concretize, ConcretizeScalars
 from compiler.timings import CompileReport, PhaseTimes
 from compiler.tracer import current_builder
 from compiler.tracing import trace
@@ -74,6 +74,8 @@ class CompiledFunction:
         self._lock = threading.RLock()
         self._specs: dict[tuple, Specialization] = {}
         self._static_positions: set[tuple[int, int]] = set()
+        # Leaves whose Python numbers the code needs as values (`if training:`): static.
+        self._static_scalars: set[int] = set()
         self._last: Specialization | None = None
         self._fast: dict[str, FastCall] = {}  # per kind: the last plain-array call's kernel
         self._tensor_call: TensorCall | None = None  # the last call recorded for backward
@@ -111,7 +113,7 @@ class CompiledFunction:
         if not any(t is not None for t in tensors):
             spec = self._specialize(call, self._wrt_leaf_indices(call, strict=False))
             kernel, value = self._kernel(spec, "forward"), _value_packer(spec)
-            if FastCall.eligible(call, args, kwargs, kernel) and not anomaly:
+            if FastCall.eligible(call, args, kwargs, kernel, spec) and not anomaly:
                 self._fast["forward"] = FastCall(spec, kernel, value,
                                                  CallPattern(call, len(args), tuple(kwargs)))
             return value(kernel.call(*call.leaves))
@@ -135,7 +137,7 @@ class CompiledFunction:
         spec = self._specialize(call, self._wrt_leaf_indices(call, strict=True))
         self._require_scalar(spec.graph, spec.n_differentiated)
         kernel = self._kernel(spec, "value_and_grad")
-        if FastCall.eligible(call, args, kwargs, kernel) and not anomaly:
+        if FastCall.eligible(call, args, kwargs, kernel, spec) and not anomaly:
             self._fast["value_and_grad"] = FastCall(
                 spec, kernel, self._value_and_grad_packer(spec, call),
                 CallPattern(call, len(args), tuple(kwargs)))
@@ -202,8 +204,8 @@ class CompiledFunction:
         positions = tuple(i for i, t in enumerate(tensors) if t is not None)
         checked = self.check_finite or _anomaly.enabled
         recorded = spec.recorded_kernels(self.__name__, positions, checked)
-        if TensorCall.eligible(call, args, kwargs, spec.kernel_for("forward_save", checked)) \
-                and not _anomaly.enabled:
+        if TensorCall.eligible(call, args, kwargs, spec.kernel_for("forward_save", checked),
+                               spec) and not _anomaly.enabled:
             self._tensor_call = TensorCall(spec, CallPattern(call, len(args), tuple(kwargs)),
                                            call.raw, recorded)
         return recorded.call(call.leaves, call.raw)
@@ -235,7 +237,7 @@ class CompiledFunction:
         tracing = PhaseTimes()  # every trace of this call, those a Concretize cut short too
         while True:
             signature = signature_of(call.leaves, set(wrt_leaves), self._static_positions,
-                                     self._dim_names(call), call.raw)
+                                     self._dim_names(call), call.raw, self._static_scalars)
             key = (call.treedef, tuple(call.names), signature, tuple(wrt_leaves))
             spec = self._specs.get(key)
             if spec is not None:
@@ -244,6 +246,9 @@ class CompiledFunction:
                 spec = self._trace(call, signature, wrt_leaves, tracing)
             except Concretize as c:
                 self._static_positions |= positions_of(signature, c.sym)
+                continue
+            except ConcretizeScalars as c:
+                self._static_scalars |= c.leaves
                 continue
             self._specs[key] = spec
             return spec
@@ -287,7 +292,10 @@ class CompiledFunction:
         with clock.phase("trace"):
             graph, out_tree = trace(self.fn, list(signature.types), call.leaf_names(),
                                     call.rebuild, signature.sym_sizes(call.leaves),
-                                    name=self._graph_name, weak=signature.weak)
+                                    name=self._graph_name, weak=signature.weak,
+                                    static=signature.static_values(),
+                                    scalars=scalar_candidates(call.raw, set(wrt_leaves),
+                                                              signature))
         with clock.phase("passes"):
             graph = verified(optimize(roll(graph)))
             name_values(graph)  # once: every kernel of this specialization shares these names

@@ -124,8 +124,10 @@ class FastCall:
         self._call = kernel.call
 
     @staticmethod
-    def eligible(call: CallArguments, args: tuple, kwargs: dict, kernel) -> bool:
-        return getattr(kernel, "checks_arguments", False) \
+    def eligible(call: CallArguments, args: tuple, kwargs: dict, kernel, spec) -> bool:
+        # A specialization with static numbers (`if training:`) holds for their values only,
+        # which nothing here would check: it keeps to the general path.
+        return getattr(kernel, "checks_arguments", False) and not spec.signature.static \
             and CallPattern.possible(call, len(args), tuple(kwargs)) \
             and all(map(_plain_leaf, call.raw))
 
@@ -284,8 +286,8 @@ class TensorCall:
         return run
 
     @staticmethod
-    def eligible(call: CallArguments, args: tuple, kwargs: dict, kernel) -> bool:
-        return getattr(kernel, "checks_arguments", False) \
+    def eligible(call: CallArguments, args: tuple, kwargs: dict, kernel, spec) -> bool:
+        return getattr(kernel, "checks_arguments", False) and not spec.signature.static \
             and CallPattern.possible(call, len(args), tuple(kwargs)) \
             and all(isinstance(leaf, Tensor) or _plain_leaf(leaf) for leaf in call.raw)
 

@@ -5,7 +5,9 @@ kernels; the leading axis of every other array (the batch) is symbolic, so a new
 batch size reuses the same trace and kernels. Leading axes of equal size share
 one symbol (`N`), because the model usually combines them. A symbolic dim that
 the user's code needs as a concrete int is made static and the function is
-traced again (`static_positions` remembers that for later calls).
+traced again (`static_positions` remembers that for later calls). Likewise a Python
+number argument whose value the code needs (`if training:`, `range(n_layers)`) is made
+static: its value is part of the signature, and the function sees the number itself.
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ class Signature:
 
     types: tuple[TensorType, ...]
     weak: frozenset[int] = frozenset()
+    # Python numbers passed to the function as themselves, not traced: (leaf, class, value
+    # as a key: a float by its bits, so -0.0 and 0.0 differ and a NaN equals itself).
+    static: tuple[tuple[int, type, object], ...] = ()
+
+    def static_values(self) -> dict[int, bool | int | float]:
+        """By leaf, the numbers the function is traced with as Python values."""
+        return {i: float.fromhex(key) if cls is float else key for i, cls, key in self.static}
 
     def sym_sizes(self, leaves: list[np.ndarray]) -> dict[Sym, int]:
         sizes: dict[Sym, int] = {}
@@ -52,11 +61,13 @@ def symbolic_candidates(leaves: list[np.ndarray], differentiable: set[int],
 def signature_of(leaves: list[np.ndarray], differentiable: set[int],
                  static_positions: set[Position],
                  dim_names: dict[int, str] | None = None,
-                 raw: list | None = None) -> Signature:
+                 raw: list | None = None,
+                 static_scalars: Iterable[int] = ()) -> Signature:
     """Each leaf's type, its free leading axis symbolic. `dim_names` gives, by leaf, the name
     the user gave that axis (a DSL annotation such as `xs: f32[T, 4]`): its symbol keeps it,
     so the IR and the kernels say `T` where the user wrote `T`. `raw`, the leaves as passed,
-    tells which are Python ints and floats."""
+    tells which are Python ints and floats; those of them at `static_scalars` that are not
+    differentiated are static, their values in the signature."""
     free = set(symbolic_candidates(leaves, differentiable, static_positions))
     dim_names = dim_names or {}
     symbols: dict[int, Sym] = {}
@@ -72,8 +83,23 @@ def signature_of(leaves: list[np.ndarray], differentiable: set[int],
             else:
                 shape.append(n)
         types.append(TensorType(leaf.dtype, tuple(shape)))
-    weak = frozenset(i for i, leaf in enumerate(raw or ()) if type(leaf) in (int, float))
-    return Signature(tuple(types), weak)
+    raw = raw or ()
+    weak = frozenset(i for i, leaf in enumerate(raw) if type(leaf) in (int, float))
+    static = tuple((i, type(raw[i]), raw[i].hex() if type(raw[i]) is float else raw[i])
+                   for i in sorted(static_scalars)
+                   if i < len(raw) and type(raw[i]) in PY_SCALARS and i not in differentiable)
+    return Signature(tuple(types), weak, static)
+
+
+PY_SCALARS = (bool, int, float)
+
+
+def scalar_candidates(raw: list, differentiable: set[int], signature: Signature) -> frozenset[int]:
+    """The leaves that are Python numbers, not differentiated and not static yet: those a
+    trace may make static when the code needs their values."""
+    static = {i for i, _, _ in signature.static}
+    return frozenset(i for i, leaf in enumerate(raw) if type(leaf) in PY_SCALARS
+                     and i not in differentiable and i not in static)
 
 
 def _symbol_name(wanted: str | None, made: Iterable[Sym], reserved: set[str]) -> str:

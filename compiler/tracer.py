@@ -76,6 +76,7 @@ class Tracer:
 
     # --- what tracing cannot do ----------------------------------------------------
     def __bool__(self) -> bool:
+        self.builder.concretize(self)  # `if training:` on a Python bool argument: static
         raise TraceError(
             "the truth value of a traced array is unknown while tracing, so Python's "
             "`if`, `while`, `and`, `or` and `not` cannot branch on it; use "
@@ -87,9 +88,17 @@ class Tracer:
         return npx.conversion.as_objects(self, dtype)
 
     def __float__(self):
+        self.builder.concretize(self)
         return npx.conversion.needs_value(self, float)
 
     def __int__(self):
+        self.builder.concretize(self)
+        return npx.conversion.needs_value(self, int)
+
+    def __index__(self):
+        """`range(n)`, `[0] * n`, a list index: a Python int argument becomes static (the
+        function is traced again with its value); a traced array has no value yet."""
+        self.builder.concretize(self)
         return npx.conversion.needs_value(self, int)
 
     def item(self, *args):

@@ -113,9 +113,9 @@ class CompiledFunction:
         if not any(t is not None for t in tensors):
             spec = self._specialize(call, self._wrt_leaf_indices(call, strict=False))
             kernel, value = self._kernel(spec, "forward"), _value_packer(spec)
-            if FastCall.eligible(call, args, kwargs, kernel, spec) and not anomaly:
-                self._fast["forward"] = FastCall(spec, kernel, value,
-                                                 CallPattern(call, len(args), tuple(kwargs)))
+            if FastCall.eligible(call, args, kwargs, kernel) and not anomaly:
+                pattern = CallPattern(call, len(args), tuple(kwargs), spec.signature.static)
+                self._fast["forward"] = FastCall(spec, kernel, value, pattern)
             return value(kernel.call(*call.leaves))
         return self._call_recorded(call, tensors, args, kwargs)
 
@@ -137,10 +137,10 @@ class CompiledFunction:
         spec = self._specialize(call, self._wrt_leaf_indices(call, strict=True))
         self._require_scalar(spec.graph, spec.n_differentiated)
         kernel = self._kernel(spec, "value_and_grad")
-        if FastCall.eligible(call, args, kwargs, kernel, spec) and not anomaly:
+        if FastCall.eligible(call, args, kwargs, kernel) and not anomaly:
             self._fast["value_and_grad"] = FastCall(
                 spec, kernel, self._value_and_grad_packer(spec, call),
-                CallPattern(call, len(args), tuple(kwargs)))
+                CallPattern(call, len(args), tuple(kwargs), spec.signature.static))
         results = [_plain(r) for r in kernel(call.leaves)]
         n_out = len(spec.graph.outputs)
         value = pytree.unflatten(spec.out_tree, results[:n_out])
@@ -204,10 +204,10 @@ class CompiledFunction:
         positions = tuple(i for i, t in enumerate(tensors) if t is not None)
         checked = self.check_finite or _anomaly.enabled
         recorded = spec.recorded_kernels(self.__name__, positions, checked)
-        if TensorCall.eligible(call, args, kwargs, spec.kernel_for("forward_save", checked),
-                               spec) and not _anomaly.enabled:
-            self._tensor_call = TensorCall(spec, CallPattern(call, len(args), tuple(kwargs)),
-                                           call.raw, recorded)
+        if TensorCall.eligible(call, args, kwargs, spec.kernel_for("forward_save", checked)) \
+                and not _anomaly.enabled:
+            pattern = CallPattern(call, len(args), tuple(kwargs), spec.signature.static)
+            self._tensor_call = TensorCall(spec, pattern, call.raw, recorded)
         return recorded.call(call.leaves, call.raw)
 
     # --- internals ---------------------------------------------------------------------

@@ -18,6 +18,7 @@ import functools
 import inspect
 import os
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from compiler import backend as backends
 from compiler import pytree
 from compiler.arguments import CallArguments
 from compiler.autodiff import vjp_graph
+from compiler.captured import Captured
 from compiler.errors import ArgumentError, TraceError
 from compiler.fastpath import REFUSED, CallPattern, FastCall, TensorCall
 from compiler.gradients_into import backward_into_graph
@@ -79,6 +81,12 @@ class CompiledFunction:
         self._last: Specialization | None = None
         self._fast: dict[str, FastCall] = {}  # per kind: the last plain-array call's kernel
         self._tensor_call: TensorCall | None = None  # the last call recorded for backward
+        # What the function reads from its globals, closure and `self`, as when the traces
+        # were made (compiler/captured.py); `_watch` compares it on every call, if it reads
+        # anything, and a change drops every trace and kernel.
+        self._captured: Captured | None = None
+        self._watch: Callable[[], None] | None = None
+        self._forgotten = 0
 
     # --- public API --------------------------------------------------------------------
     def __get__(self, instance, owner=None):
@@ -93,6 +101,8 @@ class CompiledFunction:
     def __call__(self, *args, **kwargs):
         """The function's value. With runtime Tensors among the arguments, the results are
         Tensors, and `backward()` on them reaches every Tensor that requires grad."""
+        if self._watch is not None:
+            self._watch()
         anomaly = _anomaly.enabled  # fast paths hold the kernels without anomaly mode's checks
         tensor_call = self._tensor_call
         if tensor_call is not None and not anomaly and not TRACES.builders:  # not tracing
@@ -124,6 +134,8 @@ class CompiledFunction:
 
         With `has_aux=True` the function returns `(value, aux)` and this returns
         `((value, aux), gradient)`, as JAX does."""
+        if self._watch is not None:
+            self._watch()
         anomaly = _anomaly.enabled
         fast = self._fast.get("value_and_grad")
         if fast is not None and not anomaly:
@@ -180,6 +192,8 @@ class CompiledFunction:
 
     def specialize(self, *args, **kwargs) -> Specialization:
         """Trace (or find) the specialization that `.grad(*args)` uses, without running it."""
+        if self._watch is not None:
+            self._watch()
         call = self._arguments(args, kwargs)
         return self._specialize(call, self._wrt_leaf_indices(call, strict=False))
 
@@ -229,9 +243,40 @@ class CompiledFunction:
 
     def _specialize(self, call: CallArguments, wrt_leaves: list[int]) -> Specialization:
         with self._lock:
+            if self._captured is None:  # the first trace: what it reads from outside, now
+                self._captured = Captured(self.fn)
+                self._captured.take()
+                if self._captured.reads:
+                    self._watch = self._check_captured
             spec = self._find_or_trace(call, wrt_leaves)
         self._last = spec
         return spec
+
+    def _check_captured(self) -> None:
+        """Drop every trace and kernel if a global, closure variable or attribute of `self`
+        the function reads holds something else than when they were made: they baked the old
+        value in (a rebound learning rate, a replaced mask, another activation function)."""
+        captured = self._captured
+        if captured.unchanged():
+            return
+        if captured.changed() is None:  # equal values, other objects (`lr = 0.1` again)
+            with self._lock:
+                captured.take()
+            return
+        with self._lock:
+            what = captured.changed()
+            if what is None:  # another thread dropped them already
+                return
+            self._specs.clear()
+            self._fast = {}
+            self._tensor_call = None
+            captured.take()
+            self._forgotten += 1
+            if self._forgotten == 8:
+                warnings.warn(
+                    f"{self.__name__} has been traced and compiled again 8 times because what "
+                    f"it reads from outside its arguments changed (last: {what}); pass a value "
+                    "that changes from call to call as an argument", stacklevel=3)
 
     def _find_or_trace(self, call: CallArguments, wrt_leaves: list[int]) -> Specialization:
         tracing = PhaseTimes()  # every trace of this call, those a Concretize cut short too

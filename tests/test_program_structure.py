@@ -5,12 +5,15 @@ differences."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from compiler import compile_grad
 from compiler.errors import TraceError
-from runtime import Parameter
+from compiler.training import train_step
+from runtime import Parameter, optim
 from tests.gradcheck import central_differences
 from tests.source_lines import marked_line
 
@@ -57,7 +60,7 @@ def test_a_python_flag_with_parameters_records_the_branch_taken():
         out.backward()
         np.testing.assert_allclose(out.item(), dropout_like(W, X, training), rtol=1e-12)
         np.testing.assert_allclose(
-            w.grad, central_differences(lambda v: dropout_like(v, X, training), [W], 0),
+            w.grad, central_differences(dropout_like, [W, X, training], 0),
             rtol=1e-6)
 
 
@@ -98,3 +101,105 @@ def test_a_number_that_is_differentiated_or_meets_an_array_cannot_steer_python()
     with pytest.raises(TraceError, match="np.where") as err:
         compile_grad(against_data, backend="interpreter")(W, X, 1.0)
     assert f"{HERE}:{line_of('DATA_BRANCH')}" in str(err.value)
+
+
+# --- what a function reads from outside its arguments, changed between calls ----------------
+SCALE = 1.0
+MASK = np.array([1.0, 1.0, 1.0])
+ACTIVATION = np.tanh
+CONFIG = SimpleNamespace(lam=0.1)
+
+
+def scaled(v):
+    return v * SCALE  # a helper's global
+
+
+def reads_globals(w, X):
+    h = ACTIVATION(X @ (w * MASK))
+    return np.sum(scaled(h) ** 2) + CONFIG.lam * np.sum(w ** 2)
+
+
+def expected_reads_globals(w):
+    return reads_globals(w, X)
+
+
+reading = compile_grad(reads_globals)  # numba: the fast paths must notice too
+
+
+def test_rebinding_what_a_function_reads_traces_it_again():
+    global SCALE, MASK, ACTIVATION
+    changes = [lambda: None, lambda: globals().update(SCALE=3.0),
+               lambda: globals().update(MASK=np.array([1.0, 0.0, 2.0])),
+               lambda: globals().update(ACTIVATION=np.sin),
+               lambda: setattr(CONFIG, "lam", 2.5),
+               lambda: globals().update(SCALE=3.0)]  # an equal value: the kernels stay
+    try:
+        for change in changes:
+            change()
+            for _ in range(2):  # the second call runs where the fast path answers
+                value, grad = reading.value_and_grad(W, X)
+                np.testing.assert_allclose(value, reads_globals(W, X), rtol=1e-12)
+                np.testing.assert_allclose(
+                    grad, central_differences(expected_reads_globals, [W], 0), rtol=1e-6)
+                np.testing.assert_allclose(reading(W, X), reads_globals(W, X), rtol=1e-12)
+    finally:
+        SCALE, MASK, ACTIVATION, CONFIG.lam = 1.0, np.array([1.0, 1.0, 1.0]), np.tanh, 0.1
+
+
+def test_closure_variables_and_compiled_callees_are_watched_too():
+    def make():
+        lam = 0.5
+
+        @compile_grad(backend="interpreter")
+        def inner(w):
+            return np.sum(w ** 2) * lam
+
+        def set_lam(value):
+            nonlocal lam
+            lam = value
+
+        return inner, set_lam
+
+    inner, set_lam = make()
+    outer = compile_grad(lambda w: inner(w) * 2.0, backend="interpreter")
+    assert outer(W) == pytest.approx(np.sum(W ** 2))
+    set_lam(4.0)
+    assert inner(W) == pytest.approx(4.0 * np.sum(W ** 2))
+    assert outer(W) == pytest.approx(8.0 * np.sum(W ** 2))
+    np.testing.assert_allclose(outer.grad(W), 16.0 * W, rtol=1e-12)
+
+
+def test_a_value_changing_every_call_warns_once_to_pass_it_as_an_argument():
+    namespace = {"np": np, "STEP": 0}
+    exec("def counted(w):\n    return np.sum(w) * (STEP % 2 + 1)\n", namespace)
+    counted = compile_grad(namespace["counted"], backend="interpreter")
+    with pytest.warns(UserWarning, match="'STEP'.*pass a value that changes") as record:
+        for step in range(10):
+            namespace["STEP"] = step
+            assert counted(W) == pytest.approx(np.sum(W) * (step % 2 + 1))
+    assert len(record) == 1
+
+
+PENALTY = 0.0
+
+
+def penalized_mse(params, X, y):
+    return np.mean((X @ params["w"] - y) ** 2) + PENALTY * np.sum(params["w"] ** 2)
+
+
+def test_a_train_step_sees_a_global_its_loss_reads_rebound():
+    global PENALTY
+    y = np.arange(4.0)
+    params = {"w": Parameter(np.ones(3))}
+    step = train_step(compile_grad(penalized_mse, backend="interpreter"), params,
+                      optim.SGD(list(params.values()), lr=0.1))
+    try:
+        for penalty in (0.0, 10.0, 10.0, 0.5):
+            PENALTY = penalty
+            before = params["w"].data.copy()
+            loss = step(X, y)
+            assert loss == pytest.approx(penalized_mse({"w": before}, X, y), rel=1e-12)
+            grad = central_differences(lambda w: penalized_mse({"w": w}, X, y), [before], 0)
+            np.testing.assert_allclose(params["w"].data, before - 0.1 * grad, rtol=1e-6)
+    finally:
+        PENALTY = 0.0

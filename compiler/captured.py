@@ -51,16 +51,29 @@ def same(a: Any, b: Any) -> bool:
 
 def _static_attribute(obj: Any, name: str) -> Any:
     """obj.name as stored, without running a property or `__getattr__`: the instance's own
-    dict first, then its class's (a method as its function)."""
-    own = getattr(obj, "__dict__", None)
+    dict (or slot) first, then its class's (a method as its function)."""
+    try:
+        own = object.__getattribute__(obj, "__dict__")
+    except AttributeError:  # __slots__
+        own = None
     if isinstance(own, dict) and name in own:
         return own[name]
     if isinstance(obj, type | types.ModuleType):
         return MISSING
     for klass in type(obj).__mro__:
         if name in klass.__dict__:
-            return klass.__dict__[name]
+            held = klass.__dict__[name]
+            if isinstance(held, types.MemberDescriptorType):  # a slot: its value
+                try:
+                    return held.__get__(obj, type(obj))
+                except AttributeError:  # not set
+                    return MISSING
+            return held
     return MISSING
+
+
+def _class_attribute(klass: type, name: str) -> Any:
+    return next((k.__dict__[name] for k in klass.__mro__ if name in k.__dict__), MISSING)
 
 
 def _cell_contents(cell) -> Any:
@@ -138,6 +151,10 @@ class Captured:
                                                                     types.FunctionType):
                 instance = (lambda obj: lambda: obj)(value.__self__)
                 value = value.__func__
+            elif not isinstance(value, types.FunctionType | type) and isinstance(
+                    _class_attribute(type(value), "__call__"), types.FunctionType):
+                instance = (lambda obj: lambda: obj)(value)  # a callable object: its __call__
+                value = type(value).__call__
             else:
                 break
         if not isinstance(value, types.FunctionType) or _is_library(value.__module__):

@@ -203,3 +203,32 @@ def test_a_train_step_sees_a_global_its_loss_reads_rebound():
             np.testing.assert_allclose(params["w"].data, before - 0.1 * grad, rtol=1e-6)
     finally:
         PENALTY = 0.0
+
+
+class CallableLoss:
+    def __init__(self, scale):
+        self.scale = scale
+
+    def __call__(self, w, X):
+        return np.sum(np.tanh(X @ w)) * self.scale
+
+
+class SlottedModel:
+    __slots__ = ("scale", "__weakref__")
+
+    def __init__(self, scale):
+        self.scale = scale
+
+    @compile_grad(backend="interpreter")
+    def loss(self, w, X):
+        return np.sum(np.tanh(X @ w)) * self.scale
+
+
+def test_attributes_of_a_callable_object_and_of_slots_are_watched():
+    callable_loss, slotted = CallableLoss(1.0), SlottedModel(1.0)
+    compiled = compile_grad(callable_loss, backend="interpreter")
+    base = np.sum(np.tanh(X @ W))
+    assert compiled(W, X) == pytest.approx(base) and slotted.loss(W, X) == pytest.approx(base)
+    callable_loss.scale = slotted.scale = 3.0
+    assert compiled(W, X) == pytest.approx(3.0 * base)
+    assert slotted.loss(W, X) == pytest.approx(3.0 * base)

@@ -5,13 +5,16 @@ differences."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections import namedtuple
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 
 from compiler import compile_grad
-from compiler.errors import TraceError
+from compiler.errors import ArgumentError, TraceError
 from compiler.training import train_step
 from runtime import Parameter, optim
 from tests.gradcheck import central_differences
@@ -232,3 +235,47 @@ def test_attributes_of_a_callable_object_and_of_slots_are_watched():
     callable_loss.scale = slotted.scale = 3.0
     assert compiled(W, X) == pytest.approx(3.0 * base)
     assert slotted.loss(W, X) == pytest.approx(3.0 * base)
+
+
+# --- namedtuples are containers, as in JAX ---------------------------------------------------
+Linear = namedtuple("Linear", "W b")
+
+
+class Model(NamedTuple):
+    layer: Linear
+    scale: float
+
+
+def named_loss(model, X):
+    return np.sum(np.tanh(X @ model.layer.W + model.layer.b) ** 2) * model.scale
+
+
+def test_namedtuples_are_flattened_and_gradients_come_back_as_them():
+    model = Model(Linear(RNG.normal(size=(3, 2)), RNG.normal(size=2)), 0.5)
+    compiled = compile_grad(named_loss)  # numba: the fast path's collector checks the class
+    for _ in range(2):
+        value, grad = compiled.value_and_grad(model, X)
+        assert type(grad) is Model and type(grad.layer) is Linear
+        np.testing.assert_allclose(value, named_loss(model, X), rtol=1e-12)
+        np.testing.assert_allclose(grad.layer.W, central_differences(
+            lambda W: named_loss(Model(Linear(W, model.layer.b), 0.5), X), [model.layer.W], 0),
+            rtol=1e-6)
+        np.testing.assert_allclose(grad.scale, named_loss(model, X) / 0.5, rtol=1e-12)
+    # the same leaves in plain tuples are another structure: gradients as tuples
+    plain = ((model.layer.W, model.layer.b), 0.5)
+    grad = compile_grad(lambda m, X: named_loss(Model(Linear(*m[0]), m[1]), X)).grad(plain, X)
+    assert type(grad) is tuple and type(grad[0]) is tuple
+    params = Linear(Parameter(model.layer.W.copy()), Parameter(model.layer.b.copy()))
+    out = compile_grad(lambda p, X: named_loss(Model(p, 0.5), X))(params, X)
+    out.backward()
+    np.testing.assert_allclose(params.W.grad, grad[0][0], rtol=1e-12)
+
+
+def test_a_dataclass_argument_is_refused_saying_what_to_pass():
+    @dataclasses.dataclass
+    class Params:
+        W: np.ndarray
+
+    with pytest.raises(ArgumentError, match=r"'params' holds a Params.*dataclasses.asdict"):
+        compile_grad(lambda params, X: np.sum(X @ params.W), backend="interpreter")(
+            Params(W), X)

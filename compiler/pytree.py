@@ -1,5 +1,5 @@
 """Nested arguments (dicts, lists, tuples and namedtuples of arrays) flattened to leaves and
-rebuilt.
+rebuilt; a string in them is part of the structure (static), not a leaf.
 
 A `TreeDef` is hashable, so it can be part of a specialization key; `key_paths`
 gives each leaf its full path (`("enc", "W")`), which is what identifies it; `paths`
@@ -20,8 +20,10 @@ from typing import Any
 
 @dataclass(frozen=True)
 class TreeDef:
-    kind: str  # "leaf", "dict", "list", "tuple", "namedtuple", "none"
-    keys: tuple = ()  # dict keys, in insertion order; a namedtuple's fields
+    kind: str  # "leaf", "dict", "list", "tuple", "namedtuple", "none", "str"
+    # dict keys, in insertion order; a namedtuple's fields; a string's value (a string is
+    # part of the structure, not a leaf: `mode="train"` is static, one trace per value)
+    keys: tuple = ()
     children: tuple[TreeDef, ...] = ()
     cls: type | None = None  # a namedtuple's class
 
@@ -52,6 +54,8 @@ def _flatten(tree: Any, leaves: list[Any]) -> TreeDef:
                        tuple(_flatten(x, leaves) for x in tree), type(tree))
     if tree is None:
         return TreeDef("none")
+    if type(tree) is str:
+        return TreeDef("str", (tree,))
     leaves.append(tree)
     return LEAF
 
@@ -74,6 +78,8 @@ def _shaped(treedef: TreeDef, tree: Any, leaves: list[Any]) -> bool:
         return True
     if kind == "none":
         return tree is None
+    if kind == "str":
+        return type(tree) is str and tree == treedef.keys[0]
     if kind == "namedtuple":
         if type(tree) is not treedef.cls:
             return False
@@ -156,8 +162,8 @@ def _emit_unpack(treedef: TreeDef, expr: str, lines: list[str], constants: dict,
     if kind == "leaf":
         names.append(expr)
         return
-    if kind == "none":
-        lines.append(f"    if {expr} is not None:\n        {fail}")
+    if kind in ("none", "str"):
+        lines.append(f"    if {_differs(treedef, expr, constants)}:\n        {fail}")
         return
     n = len(treedef.children)
     values = _checked_container(treedef, expr, lines, constants, "    ", fail)
@@ -193,6 +199,15 @@ def _checked_container(treedef: TreeDef, expr: str, lines: list[str], constants:
     return expr
 
 
+def _differs(treedef: TreeDef, expr: str, constants: dict) -> str:
+    """The condition that `expr` is not the None or the string `treedef` stands for."""
+    if treedef.kind == "none":
+        return f"{expr} is not None"
+    value = f"STR{len(constants)}"
+    constants[value] = treedef.keys[0]
+    return f"type({expr}) is not str or {expr} != {value}"
+
+
 def _describe(treedef: TreeDef) -> str:
     return f"{treedef.kind} of {treedef.num_leaves} leaves"
 
@@ -213,8 +228,8 @@ def _emit_collect(treedef: TreeDef, expr: str, lines: list[str], constants: dict
     if kind == "leaf":
         lines.append(f"{indent}leaves.append({expr})")
         return
-    if kind == "none":
-        lines.append(f"{indent}if {expr} is not None:\n{indent}    {fail}")
+    if kind in ("none", "str"):
+        lines.append(f"{indent}if {_differs(treedef, expr, constants)}:\n{indent}    {fail}")
         return
     n, children = len(treedef.children), treedef.children
     values = _checked_container(treedef, expr, lines, constants, indent, fail)
@@ -246,6 +261,8 @@ def _builder(treedef: TreeDef) -> Callable[[Iterator], Any]:
         return next
     if kind == "none":
         return lambda it: None
+    if kind == "str":
+        return lambda it, value=keys[0]: value
     if kind == "namedtuple":
         cls, children = treedef.cls, [_builder(c) for c in treedef.children]
         return lambda it: cls(*[build(it) for build in children])
@@ -274,12 +291,21 @@ def _unflatten(treedef: TreeDef, it) -> Any:
         return next(it)
     if treedef.kind == "none":
         return None
+    if treedef.kind == "str":
+        return treedef.keys[0]
     children = [_unflatten(c, it) for c in treedef.children]
     if treedef.kind == "dict":
         return dict(zip(treedef.keys, children))
     if treedef.kind == "namedtuple":
         return treedef.cls(*children)
     return children if treedef.kind == "list" else tuple(children)
+
+
+def strings(treedef: TreeDef) -> list[str]:
+    """The strings a tree holds (in its structure: `flatten` makes no leaf of them)."""
+    if treedef.kind == "str":
+        return [treedef.keys[0]]
+    return [text for child in treedef.children for text in strings(child)]
 
 
 def key_paths(treedef: TreeDef) -> list[tuple]:
@@ -292,6 +318,8 @@ def key_paths(treedef: TreeDef) -> list[tuple]:
 def _key_paths(treedef: TreeDef, path: tuple, out: list[tuple]) -> None:
     if treedef.kind == "leaf":
         out.append(path)
+    elif treedef.kind in ("none", "str"):
+        return
     elif treedef.kind in ("dict", "namedtuple"):  # a field is named like a key
         for key, child in zip(treedef.keys, treedef.children):
             _key_paths(child, path + (key,), out)

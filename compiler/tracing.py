@@ -68,7 +68,7 @@ def trace(fn: Callable, input_types: list[TensorType], input_names: list[str],
             if builder.deferred_error is not None:
                 raise builder.deferred_error
             out_leaves, out_tree = pytree.flatten(result)
-            _check_returned(fn, name, out_leaves)
+            _check_returned(fn, name, out_leaves + pytree.strings(out_tree))
             outputs = [builder.lift(leaf, []) for leaf in out_leaves]
     finally:
         builder.user_frames = None

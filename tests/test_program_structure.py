@@ -279,3 +279,26 @@ def test_a_dataclass_argument_is_refused_saying_what_to_pass():
     with pytest.raises(ArgumentError, match=r"'params' holds a Params.*dataclasses.asdict"):
         compile_grad(lambda params, X: np.sum(X @ params.W), backend="interpreter")(
             Params(W), X)
+
+
+# --- strings are static: one trace per value -------------------------------------------------
+def configurable(w, X, activation="tanh", reduction="mean"):
+    h = X @ w
+    h = {"tanh": np.tanh, "relu": lambda v: np.maximum(v, 0.0), "sin": np.sin}[activation](h)
+    return np.mean(h ** 2) if reduction == "mean" else np.sum(h ** 2)
+
+
+def test_string_arguments_steer_the_trace_for_each_value():
+    compiled = compile_grad(configurable)  # numba: its fast paths compare the strings
+    calls = [{}, {"activation": "relu"}, {"activation": "sin", "reduction": "sum"}, {}]
+    for kwargs in calls + calls:
+        check(compiled, configurable, W, X, **kwargs)
+    check(compiled, configurable, W, X, "relu", "sum")  # by position
+    for activation in ("relu", "sin"):
+        w = Parameter(W.copy())
+        compiled(w, X, activation=activation).backward()
+        np.testing.assert_allclose(
+            w.grad, central_differences(configurable, [W, X, activation], 0), rtol=1e-6)
+    grads = compile_grad(lambda p, X: configurable(p["w"], X, p["act"])).grad(
+        {"w": W, "act": "sin"}, X)
+    assert grads["act"] == "sin"  # in a dict: kept in the gradients' structure

@@ -41,6 +41,7 @@ import numpy as np
 from compiler import pytree
 from compiler.arguments import CallArguments
 from compiler.errors import KernelShapeError
+from compiler.specialize import static_key
 from runtime import Tensor
 from runtime.grad_mode import _mode
 
@@ -73,7 +74,7 @@ class CallPattern:
         self.keywords = keywords
         # The Python numbers the kernel was traced with as values (`if training:`): a call
         # is the kernel's only with these values (specialize.py Signature.static).
-        self.static = tuple((i, key) for i, _, key in static)
+        self.static = tuple((i, key) for i, _, key, _ in static)
         self.types = tuple(map(type, call.raw))
         # Positional arguments fill the first slots; each keyword goes to its slot.
         order = list(range(n_positional)) + [n_positional + keywords.index(name)
@@ -119,8 +120,7 @@ class CallPattern:
     def holds_static(self, leaves: list | tuple) -> bool:
         """Whether the static numbers among `leaves` (of the classes this pattern checked)
         have the values the kernel was traced with."""
-        return all((leaves[i].hex() if type(leaves[i]) is float else leaves[i]) == key
-                   for i, key in self.static)
+        return all(static_key(leaves[i]) == key for i, key in self.static)
 
 
 class FastCall:

@@ -32,13 +32,13 @@ class Signature:
 
     types: tuple[TensorType, ...]
     weak: frozenset[int] = frozenset()
-    # Python numbers passed to the function as themselves, not traced: (leaf, class, value
-    # as a key: a float by its bits, so -0.0 and 0.0 differ and a NaN equals itself).
-    static: tuple[tuple[int, type, object], ...] = ()
+    # Numbers passed to the function as themselves, not traced: (leaf, class, `static_key`
+    # of the value, the value).
+    static: tuple[tuple[int, type, object, object], ...] = ()
 
-    def static_values(self) -> dict[int, bool | int | float]:
+    def static_values(self) -> dict[int, object]:
         """By leaf, the numbers the function is traced with as Python values."""
-        return {i: float.fromhex(key) if cls is float else key for i, cls, key in self.static}
+        return {i: value for i, _, _, value in self.static}
 
     def sym_sizes(self, leaves: list[np.ndarray]) -> dict[Sym, int]:
         sizes: dict[Sym, int] = {}
@@ -85,20 +85,30 @@ def signature_of(leaves: list[np.ndarray], differentiable: set[int],
         types.append(TensorType(leaf.dtype, tuple(shape)))
     raw = raw or ()
     weak = frozenset(i for i, leaf in enumerate(raw) if type(leaf) in (int, float))
-    static = tuple((i, type(raw[i]), raw[i].hex() if type(raw[i]) is float else raw[i])
-                   for i in sorted(static_scalars)
-                   if i < len(raw) and type(raw[i]) in PY_SCALARS and i not in differentiable)
+    static = tuple((i, type(raw[i]), static_key(raw[i]), raw[i]) for i in sorted(static_scalars)
+                   if i < len(raw) and is_number(raw[i]) and i not in differentiable)
     return Signature(tuple(types), weak, static)
 
 
-PY_SCALARS = (bool, int, float)
+def is_number(leaf: object) -> bool:
+    """A Python or NumPy bool, int or float: what may be static."""
+    return type(leaf) in (bool, int, float) or isinstance(leaf, np.bool_ | np.integer
+                                                          | np.floating)
+
+
+def static_key(value: object) -> object:
+    """A static number as a key (its class is beside it): a float by its bits, so -0.0 and 0.0
+    differ and a NaN equals itself."""
+    if isinstance(value, float | np.floating):
+        return float(value).hex()
+    return int(value)
 
 
 def scalar_candidates(raw: list, differentiable: set[int], signature: Signature) -> frozenset[int]:
-    """The leaves that are Python numbers, not differentiated and not static yet: those a
+    """The leaves that are numbers (not arrays), not differentiated and not static yet: those a
     trace may make static when the code needs their values."""
-    static = {i for i, _, _ in signature.static}
-    return frozenset(i for i, leaf in enumerate(raw) if type(leaf) in PY_SCALARS
+    static = {i for i, _, _, _ in signature.static}
+    return frozenset(i for i, leaf in enumerate(raw) if is_number(leaf)
                      and i not in differentiable and i not in static)
 
 

@@ -86,8 +86,10 @@ def test_python_ints_and_floats_used_as_numbers_are_static(backend):
     deep = compile_grad(layered, backend=backend)
     for n, k in [(3, 2), (1, 4), (3, 2), (0, 3)]:
         check(deep, layered, W, X, n, k)
+    for n, k in [(np.int64(2), np.int32(3)), (np.int64(1), np.int32(3))]:  # NumPy's too
+        check(deep, layered, W, X, n, k)
     penalized = compile_grad(with_penalty, backend=backend)
-    for lam in [0.0, 0.5, -1.0, 0.5, -0.0]:
+    for lam in [0.0, 0.5, -1.0, 0.5, -0.0, np.float64(0.5), np.float32(0.0)]:
         check(penalized, with_penalty, W, X, lam)
 
 

@@ -38,7 +38,7 @@ from compiler.ops.registry import TRACES
 from compiler.passes import optimize
 from compiler.roll import roll
 from compiler.specialization import KINDS, Specialization, verified
-from compiler.specialize import Signature, positions_of, scalar_candidates, signature_of
+from compiler.specialize import Signature, is_number, positions_of, scalar_candidates, signature_of
 from compiler.symdim import Concretize, ConcretizeScalars
 from compiler.timings import CompileReport, PhaseTimes
 from compiler.tracer import current_builder
@@ -363,8 +363,14 @@ class CompiledFunction:
         call = self._arguments(args, kwargs)
         leaves = [outer.wrap(outer.lift(leaf, [])) for leaf in call.leaves]
         wrt_leaves = self._wrt_leaf_indices(call, strict=True)
+        # Numbers passed as themselves (not traced values of the outer function) stay numbers,
+        # as in a plain call: `range(n)`, `if training:` work (the graph is inlined, so
+        # nothing is reused for other values).
+        static = {i: leaf for i, leaf in enumerate(call.raw)
+                  if is_number(leaf) and i not in wrt_leaves}
         graph, out_tree = trace(self.fn, [t.type for t in leaves], call.leaf_names(),
-                                call.rebuild, outer.sym_hints, name=self._graph_name)
+                                call.rebuild, outer.sym_hints, name=self._graph_name,
+                                static=static)
         n_diff = self._n_differentiated(out_tree)
         self._require_scalar(graph, n_diff)
         joint = optimize(vjp_graph(roll(graph), wrt_leaves, "ones", n_diff))

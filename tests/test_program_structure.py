@@ -304,3 +304,25 @@ def test_string_arguments_steer_the_trace_for_each_value():
     grads = compile_grad(lambda p, X: configurable(p["w"], X, p["act"])).grad(
         {"w": W, "act": "sin"}, X)
     assert grads["act"] == "sin"  # in a dict: kept in the gradients' structure
+
+
+def test_a_gradient_taken_inside_a_trace_gets_its_numbers_and_strings_as_values():
+    def inner(w, X, n, act="tanh"):
+        h = X @ w
+        for _ in range(n):
+            h = np.tanh(h) if act == "tanh" else np.sin(h)
+        return np.sum(h ** 2)
+
+    inner_compiled = compile_grad(inner, backend="interpreter")
+
+    def outer(w, X):  # a second derivative, through range(n) and the string
+        return np.sum(inner_compiled.grad(w, X, 2, act="sin") ** 2)
+
+    def first(v):
+        return central_differences(inner, [v, X, 2, "sin"], 0)
+
+    outer_compiled = compile_grad(outer, backend="interpreter")
+    np.testing.assert_allclose(outer_compiled(W, X), np.sum(first(W) ** 2), rtol=1e-6)
+    second = central_differences(lambda v: np.sum(inner_compiled.grad(v, X, 2, "sin") ** 2),
+                                 [W], 0)
+    np.testing.assert_allclose(outer_compiled.grad(W, X), second, rtol=1e-6)

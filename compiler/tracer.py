@@ -107,6 +107,12 @@ class Tracer:
             "array (x[()] or x.reshape(()) for a 0-d one), or return it and call .item() on "
             "the result", user_loc())
 
+    def tolist(self):
+        raise UnsupportedError(
+            "x.tolist() needs the array's values, which are unknown while tracing; keep it an "
+            "array (list(x) gives its rows as traced arrays, x[i] one of them), or return it "
+            "and call .tolist() on the result", user_loc())
+
     def __format__(self, spec: str) -> str:
         if not spec:
             return repr(self)

@@ -276,8 +276,12 @@ def test_item_and_formatting_of_a_traced_value_name_the_line():
         s = np.sum(x**2)
         return s * s.item()  # item
 
+    def listed(x):
+        return sum(x.tolist())  # tolist
+
     for fn, marker, said in [(logs, "formatted", 'formatting a traced array (f"{x:.3f}")'),
-                             (reads, "item", "x.item() needs the array's value")]:
+                             (reads, "item", "x.item() needs the array's value"),
+                             (listed, "tolist", "x.tolist() needs the array's values")]:
         with pytest.raises(UnsupportedError, match=r"unknown while tracing") as info:
             interpreted(fn)(np.ones(3))
         assert said in str(info.value)

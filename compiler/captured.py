@@ -212,10 +212,7 @@ class Captured:
         self._read(f"'{shown}'", functools.partial(_static_attribute, obj, name),
                    (id(obj), name))
         held = _static_attribute(obj, name)
-        if isinstance(held, types.FunctionType):  # a method: it reads obj's attributes too
-            self._follow(held, (lambda o: lambda: o)(obj))
-        else:
-            self._follow(held, None)
+        self._follow_held(held, (lambda o: lambda: o)(obj))
 
     def _self_attribute(self, instance: Callable[[], Any], name: str, shown: str) -> None:
         """`self.name` in a compiled method: `instance` is a weak reference to self."""
@@ -229,7 +226,14 @@ class Captured:
 
         self._read(f"'{shown}'", get, (id(obj), name))
         held = _static_attribute(obj, name)
-        if isinstance(held, types.FunctionType):  # self.forward(x): its reads of self too
+        self._follow_held(held, instance)
+
+    def _follow_held(self, held: Any, instance: Callable[[], Any]) -> None:
+        """Follow what an attribute holds: a method or a property reads the object's
+        attributes too (`self.forward(x)`, `self.weight` computed from `self._w`)."""
+        if isinstance(held, property):
+            held = held.fget
+        if isinstance(held, types.FunctionType):
             self._follow(held, instance)
         else:
             self._follow(held, None)

@@ -326,3 +326,26 @@ def test_a_gradient_taken_inside_a_trace_gets_its_numbers_and_strings_as_values(
     second = central_differences(lambda v: np.sum(inner_compiled.grad(v, X, 2, "sin") ** 2),
                                  [W], 0)
     np.testing.assert_allclose(outer_compiled.grad(W, X), second, rtol=1e-6)
+
+
+class PropertyModel:
+    def __init__(self, scale):
+        self._scale = scale
+
+    @property
+    def scale(self):
+        return self._scale * 2.0
+
+    def forward(self, w, X):
+        return np.tanh(X @ w) * self.scale
+
+    @compile_grad(backend="interpreter")
+    def loss(self, w, X):
+        return np.sum(self.forward(w, X))
+
+
+def test_attributes_read_through_methods_and_properties_are_watched():
+    model = PropertyModel(1.0)
+    assert model.loss(W, X) == pytest.approx(2.0 * np.sum(np.tanh(X @ W)))
+    model._scale = 5.0
+    assert model.loss(W, X) == pytest.approx(10.0 * np.sum(np.tanh(X @ W)))

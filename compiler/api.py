@@ -270,7 +270,10 @@ class CompiledFunction:
             self._specs.clear()
             self._fast = {}
             self._tensor_call = None
+            # Found again: a function rebound in place of another reads other names.
+            self._captured = captured = Captured(self.fn)
             captured.take()
+            self._watch = self._check_captured if captured.reads else None
             self._forgotten += 1
             if self._forgotten == 8:
                 warnings.warn(

@@ -349,3 +349,34 @@ def test_attributes_read_through_methods_and_properties_are_watched():
     assert model.loss(W, X) == pytest.approx(2.0 * np.sum(np.tanh(X @ W)))
     model._scale = 5.0
     assert model.loss(W, X) == pytest.approx(10.0 * np.sum(np.tanh(X @ W)))
+
+
+OFFSET = 0.0
+
+
+def shifted(v):
+    return v + OFFSET
+
+
+def make_act():
+    return np.tanh
+
+
+ACT = make_act()
+
+
+def reads_act(w, X):
+    return np.sum(ACT(X @ w))
+
+
+def test_a_function_rebound_in_place_of_another_has_its_own_reads_watched():
+    global ACT, OFFSET
+    compiled = compile_grad(reads_act, backend="interpreter")
+    try:
+        assert compiled(W, X) == pytest.approx(np.sum(np.tanh(X @ W)))
+        ACT = shifted  # reads OFFSET, which the first trace never saw
+        assert compiled(W, X) == pytest.approx(np.sum(X @ W))
+        OFFSET = 1.0
+        assert compiled(W, X) == pytest.approx(np.sum(X @ W) + X.shape[0])
+    finally:
+        ACT, OFFSET = np.tanh, 0.0

@@ -184,8 +184,11 @@ class TrainStep:
                 raise RuntimeError(f"the loss of a distributed train step reads {what}, which "
                                    "changed since it was traced: pass it as an argument, or "
                                    "make a new train step")
-            self._captured.take()
-            if what is not None:  # the loss read a value since rebound: trace it again
+            if what is None:  # equal values in other objects
+                self._captured.take()
+            else:  # the loss read a value since rebound: trace it again
+                self._captured = Captured(self.loss_fn)
+                self._captured.take()
                 self._forget_kernels()
         groups = self.optimizer.param_groups
         if groups == self._groups_seen and self._leaf_changes == Tensor._leaf_changes:

@@ -65,7 +65,7 @@ class CompiledFunction:
         self.fn = fn
         # The name of generated functions and of the result variable (`loss = ...`).
         self._graph_name = self.__name__ if self.__name__.isidentifier() else "f"
-        self.wrt = wrt
+        self.wrt = _checked_wrt(wrt, self.__name__)
         self.has_aux = has_aux
         # Kernels with a finite check after every op, always (else only in anomaly mode).
         self.check_finite = check_finite
@@ -432,6 +432,20 @@ class CompiledFunction:
             structured.append(pytree.unflatten(tree, grads[k:k + tree.num_leaves]))
             k += tree.num_leaves
         return tuple(structured) if isinstance(self.wrt, tuple) else structured[0]
+
+
+def _checked_wrt(wrt: Any, name: str) -> int | str | tuple:
+    """`wrt` as given if it is an argument index, a parameter name or a tuple of them; a list
+    as the tuple (JAX's argnums takes either); anything else refused, naming it."""
+    if isinstance(wrt, list):
+        wrt = tuple(wrt)
+    items = wrt if isinstance(wrt, tuple) else (wrt,)
+    for item in items:
+        if not isinstance(item, (int, str)) or isinstance(item, bool):
+            raise ArgumentError(
+                f"compile_grad({name}, wrt={wrt!r}): wrt is an argument's index, a parameter's "
+                "name, or a tuple of them (wrt=0, wrt='params', wrt=(0, 'b'))")
+    return wrt
 
 
 def _value_packer(spec: Specialization) -> Callable[[tuple], Any]:

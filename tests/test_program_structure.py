@@ -380,3 +380,15 @@ def test_a_function_rebound_in_place_of_another_has_its_own_reads_watched():
         assert compiled(W, X) == pytest.approx(np.sum(X @ W) + X.shape[0])
     finally:
         ACT, OFFSET = np.tanh, 0.0
+
+
+def test_wrt_as_a_list_is_a_tuple_and_other_kinds_are_refused():
+    def product(a, b):
+        return np.sum(a * b ** 2)
+
+    ga, gb = compile_grad(product, wrt=[0, "b"], backend="interpreter").grad(W, X[0])
+    np.testing.assert_allclose(ga, X[0] ** 2, rtol=1e-12)
+    np.testing.assert_allclose(gb, 2 * W * X[0], rtol=1e-12)
+    for wrong in (1.0, [0, [1]], True, None):
+        with pytest.raises(ArgumentError, match=r"wrt is an argument's index, a parameter's name"):
+            compile_grad(product, wrt=wrong)

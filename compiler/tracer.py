@@ -290,13 +290,29 @@ def calling(call: str):
         builder.call = ""
 
 
+def static_numbers(args: tuple, kwargs: dict) -> None:
+    """A NumPy function (or method) refused these arguments: if one of them is only a Python
+    number argument of the compiled function (`np.roll(x, shift)`, `x.sum(axis=k)`,
+    `np.pad(x, width)` with `shift`, `k`, `width` passed in as ints), raise
+    `ConcretizeScalars` so the function is traced again with those numbers static, as
+    `if training:` is (`Builder.concretize`); else return, and the error stands."""
+    for value in [*args, *kwargs.values()]:
+        for item in value if isinstance(value, tuple | list) else (value,):
+            if isinstance(item, Tracer):
+                item.builder.concretize(item)
+
+
 def called(call: str):
     """Decorate a Tracer method as the user's call `call` (an operator, `.sum()`)."""
     def decorate(method):
         @functools.wraps(method)
         def tagged(*args, **kwargs):
             with calling(call):
-                return method(*args, **kwargs)
+                try:
+                    return method(*args, **kwargs)
+                except TraceError:
+                    static_numbers(args, kwargs)
+                    raise
         return tagged
     return decorate
 

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from compiler import compile_grad
+from compiler import compile_grad, scan
 from compiler.errors import ArgumentError, TraceError
 from compiler.training import train_step
 from runtime import Parameter, optim
@@ -392,3 +392,45 @@ def test_wrt_as_a_list_is_a_tuple_and_other_kinds_are_refused():
     for wrong in (1.0, [0, [1]], True, None):
         with pytest.raises(ArgumentError, match=r"wrt is an argument's index, a parameter's name"):
             compile_grad(product, wrt=wrong)
+
+
+GRID = np.arange(12.0).reshape(3, 4) / 10 + 0.1
+WEIGHTS = np.arange(12.0).reshape(3, 4)
+NUMBER_PARAMETERS = {  # a NumPy parameter given a Python number argument of the function
+    "np.roll shift": (lambda x, k: np.sum(np.roll(x, k) * WEIGHTS), 2),
+    "np.sum axis": (lambda x, k: np.sum(np.sum(x, axis=k) ** 2), 1),
+    "x.sum axis": (lambda x, k: np.sum(x.sum(axis=k) ** 2), 1),
+    "x.max axis": (lambda x, k: np.sum(x.max(k)), 0),
+    "np.repeat": (lambda x, k: np.sum(np.repeat(x, k, axis=0) ** 2), 2),
+    "x.repeat": (lambda x, k: np.sum(x.repeat(k, axis=1) ** 2), 3),
+    "np.pad width": (lambda x, k: np.sum((np.pad(x, k) + 1.0) ** 2), 1),
+    "np.split sections": (lambda x, k: np.sum(np.split(x, k, axis=1)[1] ** 2), 2),
+    "np.percentile q": (lambda x, k: np.percentile(x, k), 30.0),
+    "np.linalg.matrix_power": (lambda x, k: np.sum(np.linalg.matrix_power(x[:, :3], k)), 3),
+    "np.stack axis": (lambda x, k: np.sum(np.stack([x, 2 * x], axis=k)[0] ** 2), 1),
+    "np.full_like fill": (lambda x, k: np.sum(x * np.full_like(x, k)), 2.5),
+    "x[[k, 0]]": (lambda x, k: np.sum(x[[k, 0]] ** 2), 2),
+}
+
+
+@pytest.mark.parametrize("name", list(NUMBER_PARAMETERS))
+def test_a_number_argument_given_to_a_numpy_parameter_is_static(name):
+    fn, number = NUMBER_PARAMETERS[name]
+    compiled = compile_grad(fn, backend="interpreter")
+    np.testing.assert_allclose(compiled(GRID, number), fn(GRID, number), rtol=1e-12)
+    np.testing.assert_allclose(compiled.grad(GRID, number),
+                               central_differences(fn, [GRID, number], 0), rtol=1e-6, atol=1e-8)
+
+
+def test_scan_reverse_from_a_flag_argument():
+    def rnn(w, xs, reverse):
+        h, _ = scan(lambda h, x: (np.tanh(h * w + x), h), np.zeros(3), xs, reverse=reverse)
+        return np.sum(h)
+
+    compiled = compile_grad(rnn, backend="interpreter")
+    xs = RNG.normal(size=(4, 3))
+    for reverse in (True, False, True):
+        expected = np.zeros(3)
+        for x in (xs[::-1] if reverse else xs):
+            expected = np.tanh(expected * W + x)
+        np.testing.assert_allclose(compiled(W, xs, reverse), np.sum(expected), rtol=1e-12)

@@ -10,7 +10,10 @@ hold (`cfg.lr`, `self.scale`, `model.W`). `take()` notes what they hold when a t
 compared by value, anything else (an array, a function) by identity, so rebinding
 `mask = new_mask` is seen and `mask[...] = 0` is not (an array that changes belongs in the
 arguments). Library modules (NumPy, gradfuse, the standard library) are not followed: their
-values do not change under the user.
+values do not change under the user; nor are the names of functions read from another module
+(`layers.dense`: only monkeypatching rebinds them), though what those functions read is.
+`unchanged` is the check of every call: one expression, nothing for a function that reads only
+modules and their functions.
 """
 
 from __future__ import annotations
@@ -209,9 +212,16 @@ class Captured:
         elif isinstance(obj, type) or (getattr(type(obj), "__module__", "") or "").split(".")[0] \
                 in _LIBRARIES:  # a NumPy Generator, say; an instance of SimpleNamespace is not
             return
-        self._read(f"'{shown}'", functools.partial(_static_attribute, obj, name),
-                   (id(obj), name))
         held = _static_attribute(obj, name)
+        if isinstance(obj, types.ModuleType) and callable(held):
+            self._follow_held(held, None)  # `layers.dense(...)`: its reads, not its name,
+            return  # which only monkeypatching rebinds (a call costs no check for it)
+        own = getattr(obj, "__dict__", None)
+        if type(own) is dict and name in own:  # a module's or an instance's own: read fast
+            get = functools.partial(own.get, name, MISSING)
+        else:
+            get = functools.partial(_static_attribute, obj, name)
+        self._read(f"'{shown}'", get, (id(obj), name))
         self._follow_held(held, (lambda o: lambda: o)(obj))
 
     def _self_attribute(self, instance: Callable[[], Any], name: str, shown: str) -> None:

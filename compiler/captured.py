@@ -111,7 +111,10 @@ class Captured:
         self.reads: list[Read] = []
         self._seen: set[int] = set()  # code objects followed
         self._keys: set[tuple] = set()  # what is read: no read twice
-        self._follow(fn, None)
+        try:
+            self._follow(fn, None)
+        except Exception:  # noqa: BLE001  an object of the user's that resists inspection:
+            pass  # what was found so far is watched, and the function still compiles
         del self._seen, self._keys
         self.values: list[Any] = []
 
@@ -216,7 +219,10 @@ class Captured:
         if isinstance(obj, types.ModuleType) and callable(held):
             self._follow_held(held, None)  # `layers.dense(...)`: its reads, not its name,
             return  # which only monkeypatching rebinds (a call costs no check for it)
-        own = getattr(obj, "__dict__", None)
+        try:
+            own = object.__getattribute__(obj, "__dict__")
+        except AttributeError:
+            own = None
         if type(own) is dict and name in own:  # a module's or an instance's own: read fast
             get = functools.partial(own.get, name, MISSING)
         else:

@@ -59,6 +59,11 @@ class CompiledFunction:
 
     def __init__(self, fn: Callable, wrt: int | str | tuple = 0, has_aux: bool = False,
                  backend: str | None = None, check_finite: bool = False) -> None:
+        # `@compile_grad` above `@staticmethod` / `@classmethod`: the function, bound as such
+        self._binds = "instance"
+        if isinstance(fn, staticmethod | classmethod):
+            self._binds = "nothing" if isinstance(fn, staticmethod) else "class"
+            fn = fn.__func__
         functools.update_wrapper(self, fn)
         if not hasattr(self, "__name__"):  # functools.partial(loss, ...), a callable object
             self.__name__ = self.__qualname__ = _name_of(fn)
@@ -91,8 +96,11 @@ class CompiledFunction:
     # --- public API --------------------------------------------------------------------
     def __get__(self, instance, owner=None):
         """`@compile_grad` on a method: `instance.f` is compiled for that instance, with
-        `self` bound and not traced (compiler/methods.py)."""
-        if instance is None:
+        `self` bound and not traced (compiler/methods.py); over `@classmethod`, the class is
+        bound as `cls`; over `@staticmethod`, nothing is."""
+        if self._binds == "class":
+            instance = owner if owner is not None else type(instance)
+        if instance is None or self._binds == "nothing":
             return self
         from compiler.methods import bind_method
 

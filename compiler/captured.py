@@ -61,7 +61,9 @@ def _static_attribute(obj: Any, name: str) -> Any:
         own = None
     if isinstance(own, dict) and name in own:
         return own[name]
-    if isinstance(obj, type | types.ModuleType):
+    if isinstance(obj, type):  # a class as a namespace (Config.lr) or a classmethod's cls
+        return _class_attribute(obj, name)
+    if isinstance(obj, types.ModuleType):
         return MISSING
     for klass in type(obj).__mro__:
         if name in klass.__dict__:
@@ -212,9 +214,11 @@ class Captured:
         if isinstance(obj, types.ModuleType):
             if _is_library(obj.__name__):
                 return
-        elif isinstance(obj, type) or (getattr(type(obj), "__module__", "") or "").split(".")[0] \
-                in _LIBRARIES:  # a NumPy Generator, say; an instance of SimpleNamespace is not
-            return
+        elif isinstance(obj, type):
+            if _is_library(obj.__module__):
+                return
+        elif (getattr(type(obj), "__module__", "") or "").split(".")[0] in _LIBRARIES:
+            return  # a NumPy Generator, say; an instance of SimpleNamespace is not
         held = _static_attribute(obj, name)
         if isinstance(obj, types.ModuleType) and callable(held):
             self._follow_held(held, None)  # `layers.dense(...)`: its reads, not its name,

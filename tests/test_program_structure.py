@@ -434,3 +434,34 @@ def test_scan_reverse_from_a_flag_argument():
         for x in (xs[::-1] if reverse else xs):
             expected = np.tanh(expected * W + x)
         np.testing.assert_allclose(compiled(W, xs, reverse), np.sum(expected), rtol=1e-12)
+
+
+class Settings:  # a class used as a namespace of settings
+    scale = 1.0
+
+
+class Losses:
+    factor = 2.0
+
+    @compile_grad(backend="interpreter")
+    @staticmethod
+    def plain(w, X):
+        return np.sum(np.tanh(X @ w)) * Settings.scale
+
+    @compile_grad(backend="interpreter")
+    @classmethod
+    def scaled(cls, w, X):
+        return np.sum(np.tanh(X @ w)) * cls.factor
+
+
+def test_compile_grad_over_staticmethod_and_classmethod_binds_as_they_do():
+    base, grad = np.sum(np.tanh(X @ W)), X.T @ (1 - np.tanh(X @ W) ** 2)
+    try:
+        for owner in (Losses, Losses()):
+            assert owner.plain(W, X) == pytest.approx(base)
+            np.testing.assert_allclose(owner.scaled.grad(W, X), 2.0 * grad, rtol=1e-12)
+        Losses.factor, Settings.scale = 3.0, 5.0  # class attributes are watched too
+        assert Losses().scaled(W, X) == pytest.approx(3.0 * base)
+        assert Losses.plain(W, X) == pytest.approx(5.0 * base)
+    finally:
+        Losses.factor, Settings.scale = 2.0, 1.0

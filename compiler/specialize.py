@@ -85,7 +85,11 @@ def signature_of(leaves: list[np.ndarray], differentiable: set[int],
         types.append(TensorType(leaf.dtype, tuple(shape)))
     raw = raw or ()
     weak = frozenset(i for i, leaf in enumerate(raw) if type(leaf) in (int, float))
-    static = tuple((i, type(raw[i]), static_key(raw[i]), raw[i]) for i in sorted(static_scalars)
+    # A bool is a flag: static from the start, so that `flag is True`, `isinstance(flag,
+    # bool)` and `{True: a}[flag]`, which never ask a traced value for its value, see it.
+    flags = {i for i, leaf in enumerate(raw) if isinstance(leaf, bool | np.bool_)}
+    static = tuple((i, type(raw[i]), static_key(raw[i]), raw[i])
+                   for i in sorted(set(static_scalars) | flags)
                    if i < len(raw) and is_number(raw[i]) and i not in differentiable)
     return Signature(tuple(types), weak, static)
 

@@ -465,3 +465,15 @@ def test_compile_grad_over_staticmethod_and_classmethod_binds_as_they_do():
         assert Losses.plain(W, X) == pytest.approx(5.0 * base)
     finally:
         Losses.factor, Settings.scale = 2.0, 1.0
+
+
+def test_a_bool_argument_is_static_even_where_python_never_asks_its_value():
+    def flagged_identity(w, X, training):
+        scale = {True: 2.0, False: 1.0}[training]  # a dict lookup: no __bool__ is called
+        if training is True:  # an identity test: none either
+            scale = scale * 3.0
+        return np.sum(np.tanh(X @ w)) * scale
+
+    compiled = compile_grad(flagged_identity, backend="interpreter")
+    for training in (True, False, np.True_, True):
+        assert compiled(W, X, training) == pytest.approx(flagged_identity(W, X, training))

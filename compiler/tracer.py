@@ -113,7 +113,12 @@ class Tracer:
             "array (list(x) gives its rows as traced arrays, x[i] one of them), or return it "
             "and call .tolist() on the result", user_loc())
 
+    def __str__(self) -> str:
+        self.builder.concretize(self)  # params[f"W{k}"], "layer" + str(k): k an int argument
+        return repr(self)
+
     def __format__(self, spec: str) -> str:
+        self.builder.concretize(self)
         if not spec:
             return repr(self)
         raise UnsupportedError(

@@ -477,3 +477,13 @@ def test_a_bool_argument_is_static_even_where_python_never_asks_its_value():
     compiled = compile_grad(flagged_identity, backend="interpreter")
     for training in (True, False, np.True_, True):
         assert compiled(W, X, training) == pytest.approx(flagged_identity(W, X, training))
+
+
+def test_an_int_argument_formatted_into_a_key_is_static():
+    def pick(params, X, k):
+        return np.sum(X @ params[f"W{k}"]) + np.sum(params["W" + str(k)])
+
+    params = {"W0": W, "W1": 2.0 * W}
+    compiled = compile_grad(pick, backend="interpreter")
+    for k in (1, 0, 1):
+        assert compiled(params, X, k) == pytest.approx(pick(params, X, k))

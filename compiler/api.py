@@ -83,6 +83,7 @@ class CompiledFunction:
         self._static_positions: set[tuple[int, int]] = set()
         # Leaves whose Python numbers the code needs as values (`if training:`): static.
         self._static_scalars: set[int] = set()
+        self._static_values_seen: dict[str, set] = {}  # by argument: the values traced
         self._last: Specialization | None = None
         self._fast: dict[str, FastCall] = {}  # per kind: the last plain-array call's kernel
         self._tensor_call: TensorCall | None = None  # the last call recorded for backward
@@ -307,7 +308,25 @@ class CompiledFunction:
                 self._static_scalars |= c.leaves
                 continue
             self._specs[key] = spec
+            self._count_static_values(call, signature)
             return spec
+
+    def _count_static_values(self, call: CallArguments, signature: Signature) -> None:
+        """Warn, once per argument, when a static number has been traced for 8 values: each
+        value compiles anew (a learning rate that decays, read by an `if`)."""
+        names = call.leaf_names()
+        for i, cls, key, _ in signature.static:
+            if cls is bool or cls is np.bool_:
+                continue
+            seen = self._static_values_seen.setdefault(names[i], set())
+            seen.add((cls, key))
+            if len(seen) == 8:
+                warnings.warn(
+                    f"{self.__name__} has been traced and compiled for 8 values of its argument "
+                    f"'{names[i]}', which the code uses as a Python number (an `if`, a range, "
+                    "an index or a shape): each new value compiles again. If it changes from "
+                    "call to call, compute with it instead (np.where(lam > 0, a, b) in place "
+                    "of an `if`)", stacklevel=4)
 
     def _dim_names(self, call: CallArguments) -> dict[int, str]:
         """By leaf: the name the user gave its leading axis (a DSL annotation), if any."""

@@ -487,3 +487,12 @@ def test_an_int_argument_formatted_into_a_key_is_static():
     compiled = compile_grad(pick, backend="interpreter")
     for k in (1, 0, 1):
         assert compiled(params, X, k) == pytest.approx(pick(params, X, k))
+
+
+def test_a_static_number_that_keeps_changing_warns_once_to_compute_with_it():
+    with pytest.warns(UserWarning, match=r"8 values of its argument 'lam'.*np.where") as record:
+        penalized = compile_grad(with_penalty, backend="interpreter")
+        for step in range(12):
+            lam = 1.0 / (step + 1)
+            assert penalized(W, X, lam) == pytest.approx(with_penalty(W, X, lam))
+    assert len(record) == 1

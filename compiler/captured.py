@@ -155,6 +155,10 @@ class Captured:
                 instance, value = value.__self_ref__, value.__wrapped__  # compiler/methods.py
             elif type(value).__name__ in ("CompiledFunction", "BoundMethod"):
                 value = getattr(value, "compiled", value).fn
+            elif type(value).__name__ == "custom_vjp":  # its function, and its rule's reads
+                if value.rule is not None:
+                    self._follow(value.rule, None)
+                value = value.fn
             elif isinstance(value, types.MethodType) and isinstance(value.__func__,
                                                                     types.FunctionType):
                 instance = (lambda obj: lambda: obj)(value.__self__)

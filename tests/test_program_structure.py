@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from compiler import compile_grad, scan
+from compiler import compile_grad, custom_vjp, scan
 from compiler.errors import ArgumentError, TraceError
 from compiler.training import train_step
 from runtime import Parameter, optim
@@ -496,3 +496,26 @@ def test_a_static_number_that_keeps_changing_warns_once_to_compute_with_it():
             lam = 1.0 / (step + 1)
             assert penalized(W, X, lam) == pytest.approx(with_penalty(W, X, lam))
     assert len(record) == 1
+
+
+GAIN = 1.0
+
+
+@custom_vjp
+def gained(x):
+    return x * GAIN
+
+
+gained.defvjp(lambda g, out, x: (g * GAIN,))
+
+
+def test_a_custom_vjp_and_its_rule_have_their_reads_watched():
+    global GAIN
+    compiled = compile_grad(lambda x: np.sum(gained(x) ** 2), backend="interpreter")
+    try:
+        for gain in (1.0, 3.0):
+            GAIN = gain
+            assert compiled(W) == pytest.approx(np.sum((gain * W) ** 2))
+            np.testing.assert_allclose(compiled.grad(W), 2 * gain ** 2 * W, rtol=1e-12)
+    finally:
+        GAIN = 1.0

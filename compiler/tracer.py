@@ -114,11 +114,13 @@ class Tracer:
             "and call .tolist() on the result", user_loc())
 
     def __str__(self) -> str:
-        self.builder.concretize(self)  # params[f"W{k}"], "layer" + str(k): k an int argument
+        if self.node.dtype.kind in "biu":  # params[f"W{k}"], "W" + str(k): k an int argument
+            self.builder.concretize(self)  # (a float, such as a printed lr, stays traced)
         return repr(self)
 
     def __format__(self, spec: str) -> str:
-        self.builder.concretize(self)
+        if self.node.dtype.kind in "biu" or spec:
+            self.builder.concretize(self)
         if not spec:
             return repr(self)
         raise UnsupportedError(

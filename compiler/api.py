@@ -18,6 +18,7 @@ import functools
 import inspect
 import os
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from compiler import backend as backends
 from compiler import pytree
 from compiler.arguments import CallArguments
 from compiler.autodiff import vjp_graph
+from compiler.captured import Captured
 from compiler.errors import ArgumentError, TraceError
 from compiler.fastpath import REFUSED, CallPattern, FastCall, TensorCall
 from compiler.gradients_into import backward_into_graph
@@ -36,8 +38,8 @@ from compiler.ops.registry import TRACES
 from compiler.passes import optimize
 from compiler.roll import roll
 from compiler.specialization import KINDS, Specialization, verified
-from compiler.specialize import Signature, positions_of, signature_of
-from compiler.symdim import Concretize
+from compiler.specialize import Signature, is_number, positions_of, scalar_candidates, signature_of
+from compiler.symdim import Concretize, ConcretizeScalars
 from compiler.timings import CompileReport, PhaseTimes
 from compiler.tracer import current_builder
 from compiler.tracing import trace
@@ -57,13 +59,18 @@ class CompiledFunction:
 
     def __init__(self, fn: Callable, wrt: int | str | tuple = 0, has_aux: bool = False,
                  backend: str | None = None, check_finite: bool = False) -> None:
+        # `@compile_grad` above `@staticmethod` / `@classmethod`: the function, bound as such
+        self._binds = "instance"
+        if isinstance(fn, staticmethod | classmethod):
+            self._binds = "nothing" if isinstance(fn, staticmethod) else "class"
+            fn = fn.__func__
         functools.update_wrapper(self, fn)
         if not hasattr(self, "__name__"):  # functools.partial(loss, ...), a callable object
             self.__name__ = self.__qualname__ = _name_of(fn)
         self.fn = fn
         # The name of generated functions and of the result variable (`loss = ...`).
         self._graph_name = self.__name__ if self.__name__.isidentifier() else "f"
-        self.wrt = wrt
+        self.wrt = _checked_wrt(wrt, self.__name__)
         self.has_aux = has_aux
         # Kernels with a finite check after every op, always (else only in anomaly mode).
         self.check_finite = check_finite
@@ -74,15 +81,27 @@ class CompiledFunction:
         self._lock = threading.RLock()
         self._specs: dict[tuple, Specialization] = {}
         self._static_positions: set[tuple[int, int]] = set()
+        # Leaves whose Python numbers the code needs as values (`if training:`): static.
+        self._static_scalars: set[int] = set()
+        self._static_values_seen: dict[str, set] = {}  # by argument: the values traced
         self._last: Specialization | None = None
         self._fast: dict[str, FastCall] = {}  # per kind: the last plain-array call's kernel
         self._tensor_call: TensorCall | None = None  # the last call recorded for backward
+        # What the function reads from its globals, closure and `self`, as when the traces
+        # were made (compiler/captured.py); `_watch` compares it on every call, if it reads
+        # anything, and a change drops every trace and kernel.
+        self._captured: Captured | None = None
+        self._watch: Callable[[], None] | None = None
+        self._forgotten = 0
 
     # --- public API --------------------------------------------------------------------
     def __get__(self, instance, owner=None):
         """`@compile_grad` on a method: `instance.f` is compiled for that instance, with
-        `self` bound and not traced (compiler/methods.py)."""
-        if instance is None:
+        `self` bound and not traced (compiler/methods.py); over `@classmethod`, the class is
+        bound as `cls`; over `@staticmethod`, nothing is."""
+        if self._binds == "class":
+            instance = owner if owner is not None else type(instance)
+        if instance is None or self._binds == "nothing":
             return self
         from compiler.methods import bind_method
 
@@ -91,6 +110,8 @@ class CompiledFunction:
     def __call__(self, *args, **kwargs):
         """The function's value. With runtime Tensors among the arguments, the results are
         Tensors, and `backward()` on them reaches every Tensor that requires grad."""
+        if self._watch is not None:
+            self._watch()
         anomaly = _anomaly.enabled  # fast paths hold the kernels without anomaly mode's checks
         tensor_call = self._tensor_call
         if tensor_call is not None and not anomaly and not TRACES.builders:  # not tracing
@@ -112,8 +133,8 @@ class CompiledFunction:
             spec = self._specialize(call, self._wrt_leaf_indices(call, strict=False))
             kernel, value = self._kernel(spec, "forward"), _value_packer(spec)
             if FastCall.eligible(call, args, kwargs, kernel) and not anomaly:
-                self._fast["forward"] = FastCall(spec, kernel, value,
-                                                 CallPattern(call, len(args), tuple(kwargs)))
+                pattern = CallPattern(call, len(args), tuple(kwargs), spec.signature.static)
+                self._fast["forward"] = FastCall(spec, kernel, value, pattern)
             return value(kernel.call(*call.leaves))
         return self._call_recorded(call, tensors, args, kwargs)
 
@@ -122,6 +143,8 @@ class CompiledFunction:
 
         With `has_aux=True` the function returns `(value, aux)` and this returns
         `((value, aux), gradient)`, as JAX does."""
+        if self._watch is not None:
+            self._watch()
         anomaly = _anomaly.enabled
         fast = self._fast.get("value_and_grad")
         if fast is not None and not anomaly:
@@ -138,7 +161,7 @@ class CompiledFunction:
         if FastCall.eligible(call, args, kwargs, kernel) and not anomaly:
             self._fast["value_and_grad"] = FastCall(
                 spec, kernel, self._value_and_grad_packer(spec, call),
-                CallPattern(call, len(args), tuple(kwargs)))
+                CallPattern(call, len(args), tuple(kwargs), spec.signature.static))
         results = [_plain(r) for r in kernel(call.leaves)]
         n_out = len(spec.graph.outputs)
         value = pytree.unflatten(spec.out_tree, results[:n_out])
@@ -178,6 +201,8 @@ class CompiledFunction:
 
     def specialize(self, *args, **kwargs) -> Specialization:
         """Trace (or find) the specialization that `.grad(*args)` uses, without running it."""
+        if self._watch is not None:
+            self._watch()
         call = self._arguments(args, kwargs)
         return self._specialize(call, self._wrt_leaf_indices(call, strict=False))
 
@@ -204,8 +229,8 @@ class CompiledFunction:
         recorded = spec.recorded_kernels(self.__name__, positions, checked)
         if TensorCall.eligible(call, args, kwargs, spec.kernel_for("forward_save", checked)) \
                 and not _anomaly.enabled:
-            self._tensor_call = TensorCall(spec, CallPattern(call, len(args), tuple(kwargs)),
-                                           call.raw, recorded)
+            pattern = CallPattern(call, len(args), tuple(kwargs), spec.signature.static)
+            self._tensor_call = TensorCall(spec, pattern, call.raw, recorded)
         return recorded.call(call.leaves, call.raw)
 
     # --- internals ---------------------------------------------------------------------
@@ -227,15 +252,49 @@ class CompiledFunction:
 
     def _specialize(self, call: CallArguments, wrt_leaves: list[int]) -> Specialization:
         with self._lock:
+            if self._captured is None:  # the first trace: what it reads from outside, now
+                self._captured = Captured(self.fn)
+                self._captured.take()
+                if self._captured.reads:
+                    self._watch = self._check_captured
             spec = self._find_or_trace(call, wrt_leaves)
         self._last = spec
         return spec
+
+    def _check_captured(self) -> None:
+        """Drop every trace and kernel if a global, closure variable or attribute of `self`
+        the function reads holds something else than when they were made: they baked the old
+        value in (a rebound learning rate, a replaced mask, another activation function)."""
+        captured = self._captured
+        if captured.unchanged():
+            return
+        if captured.changed() is None:  # equal values, other objects (`lr = 0.1` again)
+            with self._lock:
+                captured.take()
+            return
+        with self._lock:
+            what = captured.changed()
+            if what is None:  # another thread dropped them already
+                return
+            self._specs.clear()
+            self._fast = {}
+            self._tensor_call = None
+            # Found again: a function rebound in place of another reads other names.
+            self._captured = captured = Captured(self.fn)
+            captured.take()
+            self._watch = self._check_captured if captured.reads else None
+            self._forgotten += 1
+            if self._forgotten == 8:
+                warnings.warn(
+                    f"{self.__name__} has been traced and compiled again 8 times because what "
+                    f"it reads from outside its arguments changed (last: {what}); pass a value "
+                    "that changes from call to call as an argument", stacklevel=3)
 
     def _find_or_trace(self, call: CallArguments, wrt_leaves: list[int]) -> Specialization:
         tracing = PhaseTimes()  # every trace of this call, those a Concretize cut short too
         while True:
             signature = signature_of(call.leaves, set(wrt_leaves), self._static_positions,
-                                     self._dim_names(call), call.raw)
+                                     self._dim_names(call), call.raw, self._static_scalars)
             key = (call.treedef, tuple(call.names), signature, tuple(wrt_leaves))
             spec = self._specs.get(key)
             if spec is not None:
@@ -245,8 +304,29 @@ class CompiledFunction:
             except Concretize as c:
                 self._static_positions |= positions_of(signature, c.sym)
                 continue
+            except ConcretizeScalars as c:
+                self._static_scalars |= c.leaves
+                continue
             self._specs[key] = spec
+            self._count_static_values(call, signature)
             return spec
+
+    def _count_static_values(self, call: CallArguments, signature: Signature) -> None:
+        """Warn, once per argument, when a static number has been traced for 8 values: each
+        value compiles anew (a learning rate that decays, read by an `if`)."""
+        names = call.leaf_names()
+        for i, cls, key, _ in signature.static:
+            if cls is bool or cls is np.bool_:
+                continue
+            seen = self._static_values_seen.setdefault(names[i], set())
+            seen.add((cls, key))
+            if len(seen) == 8:
+                warnings.warn(
+                    f"{self.__name__} has been traced and compiled for 8 values of its argument "
+                    f"'{names[i]}', which the code uses as a Python number (an `if`, a range, "
+                    "an index or a shape): each new value compiles again. If it changes from "
+                    "call to call, compute with it instead (np.where(lam > 0, a, b) in place "
+                    "of an `if`)", stacklevel=4)
 
     def _dim_names(self, call: CallArguments) -> dict[int, str]:
         """By leaf: the name the user gave its leading axis (a DSL annotation), if any."""
@@ -287,7 +367,10 @@ class CompiledFunction:
         with clock.phase("trace"):
             graph, out_tree = trace(self.fn, list(signature.types), call.leaf_names(),
                                     call.rebuild, signature.sym_sizes(call.leaves),
-                                    name=self._graph_name, weak=signature.weak)
+                                    name=self._graph_name, weak=signature.weak,
+                                    static=signature.static_values(),
+                                    scalars=scalar_candidates(call.raw, set(wrt_leaves),
+                                                              signature))
         with clock.phase("passes"):
             graph = verified(optimize(roll(graph)))
             name_values(graph)  # once: every kernel of this specialization shares these names
@@ -310,8 +393,14 @@ class CompiledFunction:
         call = self._arguments(args, kwargs)
         leaves = [outer.wrap(outer.lift(leaf, [])) for leaf in call.leaves]
         wrt_leaves = self._wrt_leaf_indices(call, strict=True)
+        # Numbers passed as themselves (not traced values of the outer function) stay numbers,
+        # as in a plain call: `range(n)`, `if training:` work (the graph is inlined, so
+        # nothing is reused for other values).
+        static = {i: leaf for i, leaf in enumerate(call.raw)
+                  if is_number(leaf) and i not in wrt_leaves}
         graph, out_tree = trace(self.fn, [t.type for t in leaves], call.leaf_names(),
-                                call.rebuild, outer.sym_hints, name=self._graph_name)
+                                call.rebuild, outer.sym_hints, name=self._graph_name,
+                                static=static)
         n_diff = self._n_differentiated(out_tree)
         self._require_scalar(graph, n_diff)
         joint = optimize(vjp_graph(roll(graph), wrt_leaves, "ones", n_diff))
@@ -370,6 +459,20 @@ class CompiledFunction:
             structured.append(pytree.unflatten(tree, grads[k:k + tree.num_leaves]))
             k += tree.num_leaves
         return tuple(structured) if isinstance(self.wrt, tuple) else structured[0]
+
+
+def _checked_wrt(wrt: Any, name: str) -> int | str | tuple:
+    """`wrt` as given if it is an argument index, a parameter name or a tuple of them; a list
+    as the tuple (JAX's argnums takes either); anything else refused, naming it."""
+    if isinstance(wrt, list):
+        wrt = tuple(wrt)
+    items = wrt if isinstance(wrt, tuple) else (wrt,)
+    for item in items:
+        if not isinstance(item, (int, str)) or isinstance(item, bool):
+            raise ArgumentError(
+                f"compile_grad({name}, wrt={wrt!r}): wrt is an argument's index, a parameter's "
+                "name, or a tuple of them (wrt=0, wrt='params', wrt=(0, 'b'))")
+    return wrt
 
 
 def _value_packer(spec: Specialization) -> Callable[[tuple], Any]:

@@ -7,6 +7,7 @@ Each passed argument is a *slot*: a named parameter, or one element of `*args`
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any
 
@@ -122,9 +123,12 @@ def as_array(leaf: Any, owner: str) -> np.ndarray:
     elif isinstance(getattr(leaf, "data", None), np.ndarray):  # runtime tensors
         array = leaf.data
     else:
+        dataclass = " (a dataclass: pass dataclasses.asdict(x), or make it a NamedTuple)" \
+            if dataclasses.is_dataclass(leaf) else ""
         raise ArgumentError(f"argument '{owner}' holds a {type(leaf).__name__}; compiled "
-                            "functions take arrays, scalars, and dicts/lists/tuples of them "
-                            "(bind other values with a closure or functools.partial)")
+                            "functions take arrays, scalars, and dicts/lists/tuples/namedtuples "
+                            f"of them{dataclass} (bind other values with a closure or "
+                            "functools.partial)")
     if type(array) is not np.ndarray and isinstance(array, _OWN_SEMANTICS_TYPES):
         raise ArgumentError(
             f"argument '{owner}' is a {type(array).__module__}.{type(array).__name__}, whose "

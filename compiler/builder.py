@@ -16,7 +16,7 @@ import runtime
 from compiler import ops
 from compiler.errors import TraceError
 from compiler.ir import Node, SourceLoc, Sym, TensorType
-from compiler.symdim import Concretize, SymDim
+from compiler.symdim import Concretize, ConcretizeScalars, SymDim
 from compiler.tracer import VIEW_OPS, Tracer
 from compiler.user_code import UserFrames, user_loc
 
@@ -50,6 +50,9 @@ class Builder:
         # An error NumPy would swallow (it replaces an error of float() with its own),
         # raised at the next op or when the function returns (compiler/numpy_api/conversion.py).
         self.deferred_error: TraceError | None = None
+        # By input node id: the argument leaves that are Python numbers a trace may make
+        # static when the code needs their values (`concretize`).
+        self.scalar_leaves: dict[int, int] = {}
 
     def input(self, index: int, type: TensorType, name: str, weak: bool = False) -> Tracer:
         """The traced value of argument leaf `index`; `weak` for a Python int or float, which
@@ -59,6 +62,27 @@ class Builder:
             if isinstance(d, Sym):
                 self.sym_sources.setdefault(d, (node, axis))
         return Tracer(self, node, weak)
+
+    def concretize(self, value: Tracer) -> None:
+        """Python needs the value of `value` (`if`, `range`, `int()`): if it is computed from
+        Python number arguments alone (`if training:`, `range(n - 1)`), raise
+        `ConcretizeScalars` for them, so the function is traced again with their values; else
+        return, and the caller reports that a traced array has no value yet."""
+        if not self.scalar_leaves or value.builder is not self:
+            return
+        leaves, seen, pending = set(), set(), [value.node]
+        while pending:
+            node = pending.pop()
+            if node.id in seen:
+                continue
+            seen.add(node.id)
+            if node.op == "input":
+                if node.id not in self.scalar_leaves:
+                    return  # an array argument (or a differentiated number): no value
+                leaves.add(self.scalar_leaves[node.id])
+            pending.extend(node.inputs)
+        if leaves:
+            raise ConcretizeScalars(frozenset(leaves))
 
     def wrap(self, node: Node) -> Tracer:
         return Tracer(self, node)

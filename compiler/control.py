@@ -110,6 +110,9 @@ class _BodyBuilder(Builder):
 
 def _trace_scan(builder: Builder, f, init, xs, length, reverse):
     loc = builder.loc_override or user_loc()  # a DSL loop sets the line it is on
+    # Now, at the user's line: a traced flag is an error (or, a Python bool argument, static)
+    # here, not when the loop is printed or compiled.
+    reverse = bool(reverse)
     init_leaves, carry_tree = pytree.flatten(init)
     xs_leaves, xs_tree = pytree.flatten(xs)
     xs_nodes = [builder.lift(v, []) for v in xs_leaves]

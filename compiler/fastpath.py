@@ -6,7 +6,8 @@ A `CallPattern` remembers how a call was made: how many positional arguments,
 which keywords in which order, the tree of each argument (dicts, lists, tuples)
 and the class of every leaf. A later call made the same way is flattened by a
 function built for that tree (compiler/pytree.py `flattener`) and checked with
-one C-level comparison of the leaves' classes.
+one C-level comparison of the leaves' classes; a Python number the kernel was traced
+with as a value (`if training:`) is compared with it too.
 
 A `FastCall` runs the kernel of a call whose leaves were plain arrays (or
 Python and NumPy scalars). A `TensorCall` does the same for calls with runtime
@@ -40,6 +41,7 @@ import numpy as np
 from compiler import pytree
 from compiler.arguments import CallArguments
 from compiler.errors import KernelShapeError
+from compiler.specialize import static_key
 from runtime import Tensor
 from runtime.grad_mode import _mode
 
@@ -67,8 +69,12 @@ class CallPattern:
     """How one call was made; `leaves(args, kwargs)` flattens a call made the same way (the
     leaves in the order the general path gives them), else returns None."""
 
-    def __init__(self, call: CallArguments, n_positional: int, keywords: tuple[str, ...]):
+    def __init__(self, call: CallArguments, n_positional: int, keywords: tuple[str, ...],
+                 static: tuple = ()):
         self.keywords = keywords
+        # The Python numbers the kernel was traced with as values (`if training:`): a call
+        # is the kernel's only with these values (specialize.py Signature.static).
+        self.static = tuple((i, key) for i, _, key, _ in static)
         self.types = tuple(map(type, call.raw))
         # Positional arguments fill the first slots; each keyword goes to its slot.
         order = list(range(n_positional)) + [n_positional + keywords.index(name)
@@ -111,6 +117,11 @@ class CallPattern:
             return None
         return leaves
 
+    def holds_static(self, leaves: list | tuple) -> bool:
+        """Whether the static numbers among `leaves` (of the classes this pattern checked)
+        have the values the kernel was traced with."""
+        return all(static_key(leaves[i]) == key for i, key in self.static)
+
 
 class FastCall:
     """`run(args, kwargs)`: `pack(kernel results)` for arguments that fit the kernel, else
@@ -133,7 +144,7 @@ class FastCall:
         # One C-level comparison (0.1 us) for the count and the classes: numba would refuse a
         # Parameter too, but only after 100 us of looking for a type to give it.
         leaves = self.pattern.leaves(args, kwargs)
-        if leaves is None:
+        if leaves is None or (self.pattern.static and not self.pattern.holds_static(leaves)):
             return REFUSED
         if self.pattern.scalars:
             leaves = list(leaves)
@@ -167,7 +178,9 @@ class TensorCall:
         self._requires_grad = tuple(raw_leaves[i].requires_grad for i in positions)
         self._recorded = recorded
         self._record = recorded.call
-        if pattern.positional and pattern.treedef.num_leaves <= UNPACKED_LEAVES:
+        if pattern.static:  # numbers to compare with the traced ones: `_run` does that
+            pass
+        elif pattern.positional and pattern.treedef.num_leaves <= UNPACKED_LEAVES:
             self.run = self._unpacked()  # the usual call, one Python function
         elif pattern.positional and self._leading and not pattern.scalars:
             self.run = self._written_out()
@@ -304,6 +317,8 @@ class TensorCall:
             leaves = []
             if not pattern.collect(args, leaves) or tuple(map(type, leaves)) != pattern.types:
                 return REFUSED
+        if pattern.static and not pattern.holds_static(leaves):
+            return REFUSED
         tensors = self._tensors_of(leaves)
         if tuple(map(_requires_grad_of, tensors)) != self._requires_grad:
             return REFUSED

@@ -4,10 +4,10 @@
 `self` is not traced and not differentiated: like a closure's variables, what the method
 reads from it (sizes, flags, constant arrays) is read when the function is traced and baked
 into the kernels, so each instance gets its own compiled function (its own traces and
-kernels), and changing an attribute after the first call does not reach the kernels already
-built. Arrays that change or that need gradients are passed in as arguments; a runtime
-`Parameter` read from `self` is an error that says so (compiler/tracer.py). `wrt` counts the
-arguments after `self`.
+kernels); rebinding an attribute after the first call makes it trace again
+(compiler/captured.py watches `self.x`). Arrays that change or that need gradients are
+passed in as arguments; a runtime `Parameter` read from `self` is an error that says so
+(compiler/tracer.py). `wrt` counts the arguments after `self`.
 """
 
 from __future__ import annotations
@@ -76,4 +76,5 @@ def _method_of(fn, instance):
         raise TypeError(f"@compile_grad on {fn.__qualname__}: a method needs `self` as its "
                         "first positional parameter")
     method.__signature__ = signature.replace(parameters=parameters[1:])
+    method.__self_ref__ = instance  # what compiler/captured.py watches `self.x` on
     return method

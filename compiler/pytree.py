@@ -1,4 +1,5 @@
-"""Nested arguments (dicts, lists, tuples of arrays) flattened to leaves and rebuilt.
+"""Nested arguments (dicts, lists, tuples and namedtuples of arrays) flattened to leaves and
+rebuilt; a string in them is part of the structure (static), not a leaf.
 
 A `TreeDef` is hashable, so it can be part of a specialization key; `key_paths`
 gives each leaf its full path (`("enc", "W")`), which is what identifies it; `paths`
@@ -19,9 +20,12 @@ from typing import Any
 
 @dataclass(frozen=True)
 class TreeDef:
-    kind: str  # "leaf", "dict", "list", "tuple", "none"
-    keys: tuple = ()  # dict keys, in insertion order
+    kind: str  # "leaf", "dict", "list", "tuple", "namedtuple", "none", "str"
+    # dict keys, in insertion order; a namedtuple's fields; a string's value (a string is
+    # part of the structure, not a leaf: `mode="train"` is static, one trace per value)
+    keys: tuple = ()
     children: tuple[TreeDef, ...] = ()
+    cls: type | None = None  # a namedtuple's class
 
     @property
     def num_leaves(self) -> int:
@@ -45,8 +49,13 @@ def _flatten(tree: Any, leaves: list[Any]) -> TreeDef:
     if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
         kind = "list" if isinstance(tree, list) else "tuple"
         return TreeDef(kind, (), tuple(_flatten(x, leaves) for x in tree))
+    if isinstance(tree, tuple):  # a namedtuple: its fields in order, rebuilt as its class
+        return TreeDef("namedtuple", tuple(tree._fields),
+                       tuple(_flatten(x, leaves) for x in tree), type(tree))
     if tree is None:
         return TreeDef("none")
+    if type(tree) is str:
+        return TreeDef("str", (tree,))
     leaves.append(tree)
     return LEAF
 
@@ -69,7 +78,12 @@ def _shaped(treedef: TreeDef, tree: Any, leaves: list[Any]) -> bool:
         return True
     if kind == "none":
         return tree is None
-    if type(tree) is not _CONTAINER_TYPES[kind] or len(tree) != len(treedef.children):
+    if kind == "str":
+        return type(tree) is str and tree == treedef.keys[0]
+    if kind == "namedtuple":
+        if type(tree) is not treedef.cls:
+            return False
+    elif type(tree) is not _CONTAINER_TYPES[kind] or len(tree) != len(treedef.children):
         return False
     if kind == "dict":
         if tuple(tree) != treedef.keys:  # key order decides which leaf is which
@@ -148,8 +162,8 @@ def _emit_unpack(treedef: TreeDef, expr: str, lines: list[str], constants: dict,
     if kind == "leaf":
         names.append(expr)
         return
-    if kind == "none":
-        lines.append(f"    if {expr} is not None:\n        {fail}")
+    if kind in ("none", "str"):
+        lines.append(f"    if {_differs(treedef, expr, constants)}:\n        {fail}")
         return
     n = len(treedef.children)
     values = _checked_container(treedef, expr, lines, constants, "    ", fail)
@@ -174,10 +188,24 @@ def _checked_container(treedef: TreeDef, expr: str, lines: list[str], constants:
         lines.append(f"{indent}if type({expr}) is not dict or tuple({expr}) != {keys}:\n"
                      f"{indent}    {fail}")
         return f"{expr}.values()"
+    if treedef.kind == "namedtuple":  # its class fixes its fields
+        cls = f"CLASS{len(constants)}"
+        constants[cls] = treedef.cls
+        lines.append(f"{indent}if type({expr}) is not {cls}:\n{indent}    {fail}")
+        return expr
     container = treedef.kind  # "list" or "tuple", the builtin's name
     lines.append(f"{indent}if type({expr}) is not {container} or len({expr}) != "
                  f"{len(treedef.children)}:\n{indent}    {fail}")
     return expr
+
+
+def _differs(treedef: TreeDef, expr: str, constants: dict) -> str:
+    """The condition that `expr` is not the None or the string `treedef` stands for."""
+    if treedef.kind == "none":
+        return f"{expr} is not None"
+    value = f"STR{len(constants)}"
+    constants[value] = treedef.keys[0]
+    return f"type({expr}) is not str or {expr} != {value}"
 
 
 def _describe(treedef: TreeDef) -> str:
@@ -200,8 +228,8 @@ def _emit_collect(treedef: TreeDef, expr: str, lines: list[str], constants: dict
     if kind == "leaf":
         lines.append(f"{indent}leaves.append({expr})")
         return
-    if kind == "none":
-        lines.append(f"{indent}if {expr} is not None:\n{indent}    {fail}")
+    if kind in ("none", "str"):
+        lines.append(f"{indent}if {_differs(treedef, expr, constants)}:\n{indent}    {fail}")
         return
     n, children = len(treedef.children), treedef.children
     values = _checked_container(treedef, expr, lines, constants, indent, fail)
@@ -233,6 +261,11 @@ def _builder(treedef: TreeDef) -> Callable[[Iterator], Any]:
         return next
     if kind == "none":
         return lambda it: None
+    if kind == "str":
+        return lambda it, value=keys[0]: value
+    if kind == "namedtuple":
+        cls, children = treedef.cls, [_builder(c) for c in treedef.children]
+        return lambda it: cls(*[build(it) for build in children])
     if all(c.kind == "leaf" for c in treedef.children):
         if kind == "dict":
             return lambda it: dict(zip(keys, it))  # zip takes a key first: n leaves exactly
@@ -258,10 +291,21 @@ def _unflatten(treedef: TreeDef, it) -> Any:
         return next(it)
     if treedef.kind == "none":
         return None
+    if treedef.kind == "str":
+        return treedef.keys[0]
     children = [_unflatten(c, it) for c in treedef.children]
     if treedef.kind == "dict":
         return dict(zip(treedef.keys, children))
+    if treedef.kind == "namedtuple":
+        return treedef.cls(*children)
     return children if treedef.kind == "list" else tuple(children)
+
+
+def strings(treedef: TreeDef) -> list[str]:
+    """The strings a tree holds (in its structure: `flatten` makes no leaf of them)."""
+    if treedef.kind == "str":
+        return [treedef.keys[0]]
+    return [text for child in treedef.children for text in strings(child)]
 
 
 def key_paths(treedef: TreeDef) -> list[tuple]:
@@ -274,7 +318,9 @@ def key_paths(treedef: TreeDef) -> list[tuple]:
 def _key_paths(treedef: TreeDef, path: tuple, out: list[tuple]) -> None:
     if treedef.kind == "leaf":
         out.append(path)
-    elif treedef.kind == "dict":
+    elif treedef.kind in ("none", "str"):
+        return
+    elif treedef.kind in ("dict", "namedtuple"):  # a field is named like a key
         for key, child in zip(treedef.keys, treedef.children):
             _key_paths(child, path + (key,), out)
     else:
@@ -319,5 +365,8 @@ def paths(treedef: TreeDef, prefix: str) -> list[str]:
 def _is_dict(treedef: TreeDef, path: tuple) -> bool:
     """Whether the container that `path` leads to is a dict (so its children have keys)."""
     for key in path:
-        treedef = treedef.children[treedef.keys.index(key) if treedef.kind == "dict" else key]
-    return treedef.kind == "dict"
+        treedef = treedef.children[treedef.keys.index(key) if treedef.kind in _KEYED else key]
+    return treedef.kind in _KEYED
+
+
+_KEYED = ("dict", "namedtuple")  # containers whose children have names

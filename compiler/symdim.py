@@ -3,7 +3,8 @@
 
 `compiler/tracer.py` hands out a `SymDim` for each symbolic axis of a traced array: it
 serves as a shape entry, and in arithmetic with traced arrays as the traced size; what needs
-the number itself (an index, a comparison, `//`) raises `Concretize`.
+the number itself (an index, a comparison, `//`) raises `Concretize`. `ConcretizeScalars` is
+the same signal for Python number arguments whose value the code needs (`if training:`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,20 @@ class Concretize(BaseException):
     def __init__(self, sym: Sym) -> None:
         super().__init__(sym.name)
         self.sym = sym
+
+
+class ConcretizeScalars(BaseException):
+    """Python's `if`, `range()`, `int()`, a slice bound or a shape needed the value of Python
+    number arguments (`training=True`, `n_layers=3`, `lam=0.0`): the specializer traces again
+    with those arguments' values baked in (static), once per value, as for a shape.
+
+    `leaves` are the argument leaves the value was computed from (compiler/builder.py
+    `Builder.concretize`). A BaseException, as `Concretize`.
+    """
+
+    def __init__(self, leaves: frozenset[int]) -> None:
+        super().__init__(sorted(leaves))
+        self.leaves = leaves
 
 
 class SymDim:

@@ -76,6 +76,7 @@ class Tracer:
 
     # --- what tracing cannot do ----------------------------------------------------
     def __bool__(self) -> bool:
+        self.builder.concretize(self)  # `if training:` on a Python bool argument: static
         raise TraceError(
             "the truth value of a traced array is unknown while tracing, so Python's "
             "`if`, `while`, `and`, `or` and `not` cannot branch on it; use "
@@ -87,9 +88,17 @@ class Tracer:
         return npx.conversion.as_objects(self, dtype)
 
     def __float__(self):
+        self.builder.concretize(self)
         return npx.conversion.needs_value(self, float)
 
     def __int__(self):
+        self.builder.concretize(self)
+        return npx.conversion.needs_value(self, int)
+
+    def __index__(self):
+        """`range(n)`, `[0] * n`, a list index: a Python int argument becomes static (the
+        function is traced again with its value); a traced array has no value yet."""
+        self.builder.concretize(self)
         return npx.conversion.needs_value(self, int)
 
     def item(self, *args):
@@ -98,7 +107,20 @@ class Tracer:
             "array (x[()] or x.reshape(()) for a 0-d one), or return it and call .item() on "
             "the result", user_loc())
 
+    def tolist(self):
+        raise UnsupportedError(
+            "x.tolist() needs the array's values, which are unknown while tracing; keep it an "
+            "array (list(x) gives its rows as traced arrays, x[i] one of them), or return it "
+            "and call .tolist() on the result", user_loc())
+
+    def __str__(self) -> str:
+        if self.node.dtype.kind in "biu":  # params[f"W{k}"], "W" + str(k): k an int argument
+            self.builder.concretize(self)  # (a float, such as a printed lr, stays traced)
+        return repr(self)
+
     def __format__(self, spec: str) -> str:
+        if self.node.dtype.kind in "biu" or spec:
+            self.builder.concretize(self)
         if not spec:
             return repr(self)
         raise UnsupportedError(
@@ -275,13 +297,29 @@ def calling(call: str):
         builder.call = ""
 
 
+def static_numbers(args: tuple, kwargs: dict) -> None:
+    """A NumPy function (or method) refused these arguments: if one of them is only a Python
+    number argument of the compiled function (`np.roll(x, shift)`, `x.sum(axis=k)`,
+    `np.pad(x, width)` with `shift`, `k`, `width` passed in as ints), raise
+    `ConcretizeScalars` so the function is traced again with those numbers static, as
+    `if training:` is (`Builder.concretize`); else return, and the error stands."""
+    for value in [*args, *kwargs.values()]:
+        for item in value if isinstance(value, tuple | list) else (value,):
+            if isinstance(item, Tracer):
+                item.builder.concretize(item)
+
+
 def called(call: str):
     """Decorate a Tracer method as the user's call `call` (an operator, `.sum()`)."""
     def decorate(method):
         @functools.wraps(method)
         def tagged(*args, **kwargs):
             with calling(call):
-                return method(*args, **kwargs)
+                try:
+                    return method(*args, **kwargs)
+                except TraceError:
+                    static_numbers(args, kwargs)
+                    raise
         return tagged
     return decorate
 

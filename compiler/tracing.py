@@ -46,16 +46,21 @@ def _check_returned(fn: Callable, name: str, leaves: list) -> None:
 def trace(fn: Callable, input_types: list[TensorType], input_names: list[str],
           build_args: Callable[[list[Tracer]], tuple[tuple, dict]],
           sym_hints: dict[Sym, int], name: str,
-          weak: frozenset[int] = frozenset()) -> tuple[Graph, pytree.TreeDef]:
+          weak: frozenset[int] = frozenset(), static: dict[int, object] | None = None,
+          scalars: frozenset[int] = frozenset()) -> tuple[Graph, pytree.TreeDef]:
     """Trace `fn` on symbolic inputs of `input_types`; return its graph and output structure.
 
     `build_args` turns the flat list of input tracers into fn's (args, kwargs); the inputs
-    at `weak` positions are Python scalars (`Builder.input`).
+    at `weak` positions are Python scalars (`Builder.input`). Those in `static` are given to
+    `fn` as these Python values (their inputs stay in the graph, unread); those at `scalars`
+    may be made static by `ConcretizeScalars` (`Builder.concretize`).
     """
     builder = Builder(sym_hints)
     inputs = [builder.input(i, t, n, i in weak)
               for i, (t, n) in enumerate(zip(input_types, input_names))]
-    args, kwargs = build_args(inputs)
+    builder.scalar_leaves = {inputs[i].node.id: i for i in scalars}
+    static = static or {}
+    args, kwargs = build_args([static[i] if i in static else t for i, t in enumerate(inputs)])
     frames = builder.user_frames = UserFrames(sys._getframe())
     try:
         with building(builder):
@@ -63,7 +68,7 @@ def trace(fn: Callable, input_types: list[TensorType], input_names: list[str],
             if builder.deferred_error is not None:
                 raise builder.deferred_error
             out_leaves, out_tree = pytree.flatten(result)
-            _check_returned(fn, name, out_leaves)
+            _check_returned(fn, name, out_leaves + pytree.strings(out_tree))
             outputs = [builder.lift(leaf, []) for leaf in out_leaves]
     finally:
         builder.user_frames = None

@@ -10,7 +10,7 @@ import numpy as np
 from compiler.errors import TraceError, UnsupportedError
 from compiler.ops.registry import ShapeError
 from compiler.ops.shapes import normalize_axes
-from compiler.tracer import Tracer, calling, current_builder
+from compiler.tracer import Tracer, calling, current_builder, static_numbers
 from compiler.user_code import user_loc
 
 UFUNCS: dict = {}  # ufunc -> what it does on traced arrays
@@ -54,7 +54,11 @@ def apply_ufunc(ufunc, method, inputs, kwargs):
             raise UnsupportedError(f"np.{ufunc.__name__}.{method} is not supported{also}; use "
                                    "the matching NumPy function (np.sum, np.max, ...)",
                                    user_loc())
-        return method_handler(*inputs, **kwargs)
+        try:
+            return method_handler(*inputs, **kwargs)
+        except TraceError:
+            static_numbers(inputs, kwargs)
+            raise
     handler = UFUNCS.get(ufunc)
     if handler is None and getattr(np, ufunc.__name__, None) is not ufunc:
         handler = FOREIGN_UFUNCS.get(ufunc.__name__)
@@ -80,7 +84,11 @@ def apply_function(func, args, kwargs):
     if handler is None:
         raise UnsupportedError(f"{numpy_name(func)} is not supported by gradfuse", user_loc())
     with calling(numpy_name(func)):
-        return handler(*args, **kwargs)
+        try:
+            return handler(*args, **kwargs)
+        except TraceError:  # np.roll(x, shift) with shift an int argument: static
+            static_numbers(args, kwargs)
+            raise
 
 
 def numpy_name(function) -> str:

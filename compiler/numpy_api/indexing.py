@@ -297,6 +297,9 @@ def _is_index_array(k) -> bool:
 
 def _slice_spec(k: slice, d, dim_value):
     if any(isinstance(bound, Tracer) for bound in (k.start, k.stop, k.step)):
+        for bound in (k.start, k.stop, k.step):
+            if isinstance(bound, Tracer):  # x[:n] with n a Python int argument: static
+                bound.builder.concretize(bound)
         raise UnsupportedError(
             "a slice whose bounds are traced values (x[i:i + 2] with i an argument or a loop "
             "index) is not supported: the length of the result must be known when tracing. "

@@ -10,6 +10,7 @@ from compiler.ir import Sym
 from compiler.numpy_api.dispatch import FUNCTIONS, axes_of, implements, no_out, traced
 from compiler.ops import bind
 from compiler.symdim import SymDim
+from compiler.tracer import Tracer
 from compiler.user_code import user_loc
 
 
@@ -23,6 +24,8 @@ def _dims(shape) -> tuple:
         elif isinstance(d, (int, np.integer)):
             dims.append(int(d))
         else:
+            if isinstance(d, Tracer):  # x.reshape(k, -1) with k a Python int argument: static
+                d.builder.concretize(d)
             raise TraceError(f"shape entries must be ints, got {type(d).__name__}", user_loc())
     return tuple(dims)
 

@@ -25,6 +25,7 @@ import numpy as np
 from compiler import pytree
 from compiler.api import CompiledFunction, compile_grad
 from compiler.arguments import as_array
+from compiler.captured import Captured
 from compiler.codegen import MinibatchLoop, generate
 from compiler.errors import ArgumentError, KernelShapeError
 from compiler.ir import Sym
@@ -94,6 +95,10 @@ class TrainStep:
         self._slots: list[_Slot] | None = None  # planned by _replan
         self._kept: list[int] = []  # the slots whose gradients a step keeps (see _update)
         self.parallel = None
+        # What the loss reads from its globals, closure and `self` (compiler/captured.py):
+        # rebound, it makes the step trace and compile again (`_pack_hypers` looks).
+        self._captured = Captured(loss_fn)
+        self._captured.take()
         self._replan()
         if comm is not None:
             self.parallel = _data_parallel(self, comm)
@@ -190,6 +195,9 @@ class TrainStep:
         self._slots, self._leaf_slots = slots, leaf_slots
         self._hypers = np.zeros(sum(len(s.hyper_index) for s in self._slots) + 1)
         self._groups_seen: list[dict] | None = None  # param groups at the last _pack_hypers
+        self._forget_kernels()
+
+    def _forget_kernels(self) -> None:
         self._kernel = self._traced(self._step_function, "step")
         self._accumulating: CompiledFunction | None = None
         self._kernels_by_data: dict[tuple, Kernels] = {}
@@ -203,6 +211,18 @@ class TrainStep:
         scheduler set a new lr, say). On the hot path this is one comparison of the groups
         with copies taken at the last rebuild (0.1 us; their "params" lists are shared, so
         those compare by identity), and of one counter (requires_grad and hooks)."""
+        if self._captured.reads and not self._captured.unchanged():
+            what = self._captured.changed()
+            if what is not None and self.parallel is not None:
+                raise RuntimeError(f"the loss of a distributed train step reads {what}, which "
+                                   "changed since it was traced: pass it as an argument, or "
+                                   "make a new train step")
+            if what is None:  # equal values in other objects
+                self._captured.take()
+            else:  # the loss read a value since rebound: trace it again
+                self._captured = Captured(self.loss_fn)
+                self._captured.take()
+                self._forget_kernels()
         groups = self.optimizer.param_groups
         if groups == self._groups_seen and self._leaf_changes == Tensor._leaf_changes:
             return self._hypers

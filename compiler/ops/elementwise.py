@@ -102,7 +102,9 @@ elementwise("div", np.true_divide, _div_vjp, "{0} / {1}")
 
 
 def _pow_vjp(g, out, x, y):
-    gx = safe(g, g * y * x ** (y - 1))
+    # d/dx x**0 is 0 everywhere, x = 0 included (y * x**-1 there is 0 * inf), as JAX: so
+    # polynomial features x[:, None] ** np.arange(d) have the gradient 1 + 2x + ... at 0.
+    gx = np.where(y == 0, 0, safe(g, g * y * x ** (y - 1)))
     # d/dy x**y = x**y log x; defined as 0 where x <= 0 (as JAX does), so a
     # constant base of 0 does not poison the exponent's gradient.
     gy = safe(g, g * out * np.where(x > 0, np.log(np.where(x > 0, x, 1)), 0))

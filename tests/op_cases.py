@@ -147,6 +147,8 @@ case("matmul_mat_vec", lambda a, b: a @ b, X34, X4)
 case("matmul_vec_vec", np.matmul, X4, X4)
 case("matmul_batched", lambda a, b: a @ b, X234, A((2, 4, 5)))
 case("matmul_batched_bcast", lambda a, b: a @ b, X234, A((4, 5)))
+# each operand broadcast along a batch axis of the other, and b with fewer batch axes
+case("matmul_batched_bcast_both", lambda a, b: a @ b, A((2, 1, 3, 4)), A((5, 4, 2)))
 case("dot", np.dot, X34, A((4, 2)))
 case("dot_method", lambda a, b: a.dot(b), X4, X4)
 

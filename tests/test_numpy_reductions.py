@@ -173,6 +173,33 @@ def test_products_of_small_ints_widen_as_numpys_do(backend):
         np.testing.assert_array_equal(got, expected)
 
 
+def reductions_in_dtype(i, x):
+    return (np.sum(i, dtype=np.float64), np.prod(i, dtype=np.float64),
+            np.cumsum(i, dtype=np.float64), np.cumprod(i, dtype=np.float64),
+            np.einsum("i->", i, dtype=np.float64), np.add.accumulate(i, dtype=np.float64),
+            np.sum(x, dtype=np.float64), np.nansum(x, dtype=np.float64),
+            np.cumsum(x, dtype=np.float64))
+
+
+IN_DTYPE = compile_grad(reductions_in_dtype)
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_reductions_accumulate_in_their_dtype_argument(backend):
+    # NumPy sums in dtype=: ints as floats (they overflowed as int64 and were cast after:
+    # np.sum(3 * [2**62], dtype=float) gave -4.6e18), float32 to a float64 total (was rounded
+    # to float32 first)
+    i = np.full(3, 2**62)
+    x = np.array([1e8, 1.0, 3.0], dtype=np.float32)
+    f = IN_DTYPE if backend == "numba" else compile_grad(reductions_in_dtype, backend=backend)
+    for got, expected in zip(f(i, x), reductions_in_dtype(i, x)):
+        assert np.asarray(got).dtype == np.asarray(expected).dtype
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+    grad = compile_grad(lambda x: np.sum(x * x, dtype=np.float64), backend=backend).grad(x)
+    assert grad.dtype == np.float32
+    np.testing.assert_allclose(grad, 2 * x)
+
+
 # --- np.flip, ptp, nansum, average, fmax/fmin: composites of supported ops -------------------
 def flips_and_friends(x, y, w):
     flips = np.sum(np.flip(x, 1) * y) + np.sum(np.flip(x) * y**2) + np.sum(np.fliplr(x)[0]) \

@@ -19,6 +19,14 @@ def _reduce(op, x, axis, keepdims):
     return bind(op, x, axes=axes_of(x, axis), keepdims=bool(keepdims))
 
 
+def in_dtype(a, dtype):
+    """`a` converted to a reduction's `dtype=`, which NumPy accumulates in: np.sum(ints,
+    dtype=np.float64) adds floats (no int64 overflow), np.sum(x32, dtype=np.float64) keeps
+    the float64 total (the result, not only the sum, is float64)."""
+    a = traced(a)
+    return a if dtype is None or a.dtype == np.dtype(dtype) else astype(a, dtype)
+
+
 def _masked(a, where, fill):
     """`a` with the entries `where` leaves out replaced by `fill` (NumPy's where= of reductions)."""
     if where is None or where is True:
@@ -29,6 +37,7 @@ def _masked(a, where, fill):
 @implements(np.sum)
 def sum(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):  # noqa: A001
     no_out("sum", out)
+    a = in_dtype(a, dtype)
     result = _reduce("sum", _masked(a, where, 0), axis, keepdims)
     result = result if initial is None else result + initial
     return astype(result, dtype) if dtype is not None else result
@@ -37,6 +46,7 @@ def sum(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=
 @implements(np.prod)
 def prod(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):
     no_out("prod", out)
+    a = in_dtype(a, dtype)
     result = _reduce("prod", _masked(a, where, 1), axis, keepdims)
     result = result if initial is None else result * initial
     return astype(result, dtype) if dtype is not None else result
@@ -121,7 +131,7 @@ def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
 @implements(np.cumsum)
 def cumsum(a, axis=None, dtype=None, out=None):
     no_out("cumsum", out)
-    a = traced(a)
+    a = in_dtype(a, dtype)
     if axis is None or a.ndim == 0:
         a, axis = reshape(a, (-1,)), 0
     result = bind("cumsum", a, axis=axes_of(a, axis)[0])
@@ -131,7 +141,7 @@ def cumsum(a, axis=None, dtype=None, out=None):
 @implements(np.cumprod)
 def cumprod(a, axis=None, dtype=None, out=None):
     no_out("cumprod", out)
-    a = traced(a)
+    a = in_dtype(a, dtype)
     if axis is None or a.ndim == 0:
         a, axis = reshape(a, (-1,)), 0
     result = bind("cumprod", a, axis=axes_of(a, axis)[0])

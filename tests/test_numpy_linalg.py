@@ -106,6 +106,27 @@ def test_einsum_of_booleans_says_to_cast():
         compile_grad(lambda x: np.einsum("i->", x > 0), backend="interpreter")(np.ones(3))
 
 
+def integer_matrices(scale, a, b):
+    """LAPACK's functions of integer matrices (NumPy converts them to float64), and the
+    singular values of a matrix that is not differentiated (its rows are a batch axis)."""
+    return (scale * np.linalg.svdvals(a), np.linalg.norm(a, 2), np.linalg.inv(a),
+            np.linalg.det(a), np.linalg.slogdet(a)[1], np.linalg.cholesky(a),
+            np.linalg.matrix_power(a, -2), scale * np.linalg.solve(a, b),
+            np.linalg.solve(a, b * 1.5))
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_integer_matrices_are_computed_as_float64(backend):
+    # numba failed to compile the LAPACK call of an int matrix (an InternalError); svdvals of a
+    # non-differentiated argument was a TraceError ('the matrices' shape must be known')
+    a = np.array([[4, 1, 0], [1, 3, 1], [0, 1, 2]])
+    b = np.array([1, 2, 3])
+    values = compile_grad(integer_matrices, backend=backend)(2.0, a, b)
+    for k, (got, expected) in enumerate(zip(values, integer_matrices(2.0, a, b))):
+        assert np.asarray(got).dtype == np.asarray(expected).dtype, k
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14, err_msg=f"value {k}")
+
+
 # --- the idioms against PyTorch and JAX, through numba --------------------------------------------
 SPD_SHIFT = 3.0
 

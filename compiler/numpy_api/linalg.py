@@ -204,10 +204,17 @@ def _batched(*arrays):
             bind("broadcast_to", a, shape=batch + a.type.shape[-2:]) for a in arrays]
 
 
+def _floats(a):
+    """`a` as LAPACK reads it: integers (and bools, which the ops refuse) as float64, as
+    NumPy converts them; float32 and float64 as they are."""
+    a = traced(a)
+    return a if a.dtype.kind == "f" or a.dtype == np.bool_ else astype(a, np.float64)
+
+
 @implements(np.linalg.solve)
 def solve(a, b):
     """x with a @ x = b; as NumPy 2, b is a vector only when it is 1-D."""
-    a, b = traced(a), traced(b)
+    a, b = _floats(a), _floats(b)
     vector = b.ndim == 1
     if vector:
         b = reshape(b, (b.shape[0], 1))
@@ -218,12 +225,12 @@ def solve(a, b):
 
 @implements(np.linalg.inv)
 def inv(a):
-    return bind("inv", traced(a))
+    return bind("inv", _floats(a))
 
 
 @implements(np.linalg.det)
 def det(a):
-    return bind("det", traced(a))
+    return bind("det", _floats(a))
 
 
 class SlogdetResult(tuple):
@@ -236,7 +243,7 @@ class SlogdetResult(tuple):
 
 @implements(np.linalg.slogdet)
 def slogdet(a):
-    pair = bind("slogdet", traced(a))
+    pair = bind("slogdet", _floats(a))
     batch = pair.type.shape[:-1]
 
     def part(k):
@@ -248,7 +255,7 @@ def slogdet(a):
 
 @implements(np.linalg.cholesky)
 def cholesky(a, /, *, upper=False):
-    L = bind("cholesky", traced(a))
+    L = bind("cholesky", _floats(a))
     if upper:
         n = L.ndim
         return bind("transpose", L, perm=tuple(range(n - 2)) + (n - 1, n - 2))

@@ -127,6 +127,25 @@ def test_integer_matrices_are_computed_as_float64(backend):
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14, err_msg=f"value {k}")
 
 
+def batch_of_matrices(w, X):
+    return (np.sum(np.linalg.svdvals(X * w)) + np.sum(np.linalg.inv(X) @ w)
+            + np.sum(np.linalg.det(X * w)) + np.sum(np.linalg.slogdet(X * w)[1])
+            + np.sum(np.linalg.solve(X, w[:, None] * np.ones((3, 2)))))
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_matrix_functions_of_a_batch_any_size_empty_too(backend):
+    # the interpreter's SVD factors could not reshape an empty batch (a bare ValueError)
+    f = compile_grad(batch_of_matrices, backend=backend)
+    w = np.array([1.0, 2.0, 0.5])
+    for n in (3, 0):
+        X = RNG.normal(size=(n, 3, 3)) + 4 * np.eye(3)
+        value, grad = f.value_and_grad(w, X)
+        np.testing.assert_allclose(value, batch_of_matrices(w, X), rtol=1e-12)
+        np.testing.assert_allclose(grad, central_differences(batch_of_matrices, [w, X], 0),
+                                   rtol=1e-6, atol=1e-8)
+
+
 # --- the idioms against PyTorch and JAX, through numba --------------------------------------------
 SPD_SHIFT = 3.0
 

@@ -230,7 +230,9 @@ def _svd_factors_impl(a):
     a = np.asarray(a)
     u, _, vt = np.linalg.svd(a, full_matrices=False)
     batch = a.shape[:-2]
-    flat = np.concatenate([u.reshape(batch + (-1,)), vt.reshape(batch + (-1,))], axis=-1)
+    # explicit sizes: reshape cannot infer a -1 next to an empty batch axis
+    flat = np.concatenate([u.reshape(batch + (u.shape[-2] * u.shape[-1],)),
+                           vt.reshape(batch + (vt.shape[-2] * vt.shape[-1],))], axis=-1)
     return flat.astype(_float(a.dtype))
 
 

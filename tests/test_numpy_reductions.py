@@ -12,9 +12,10 @@ from op_cases import Arg
 from torch_idioms import Idiom, lazy_family
 
 from compiler import compile_grad
-from compiler.errors import UnsupportedError
+from compiler.errors import TraceError, UnsupportedError
 
 torch = pytest.importorskip("torch")
+RNG = np.random.default_rng(31)
 
 A = Arg
 MASK = np.array([[True, False, True, True], [False, False, True, False], [True, True, True, True]])
@@ -198,6 +199,55 @@ def test_reductions_accumulate_in_their_dtype_argument(backend):
     grad = compile_grad(lambda x: np.sum(x * x, dtype=np.float64), backend=backend).grad(x)
     assert grad.dtype == np.float32
     np.testing.assert_allclose(grad, 2 * x)
+
+
+def extremes_over_the_batch(w, X):
+    return np.sum(w * np.max(X, axis=0)) + np.sum(np.ptp(X * w, axis=0))
+
+
+def reductions_with_identities(w, X):
+    return (np.logaddexp.reduce(X, axis=0) * w, np.any(X > 0, axis=0), np.all(X > 0, axis=0),
+            np.max(X, axis=0, initial=-1.0) * w, np.min(X, axis=0, where=X > 0, initial=5.0))
+
+
+EXTREMES = compile_grad(extremes_over_the_batch)
+IDENTITIES = compile_grad(reductions_with_identities)
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_max_over_an_empty_batch_raises_as_numpy_does(backend):
+    # the kernel gave -inf (np.max) and garbage further on for an empty batch, where NumPy
+    # raises; the interpreter raised NumPy's error without the user's line
+    f = EXTREMES if backend == "numba" else compile_grad(extremes_over_the_batch,
+                                                         backend=backend)
+    w = np.array([1.0, 2.0, 3.0])
+    X = RNG.normal(size=(4, 3))
+    np.testing.assert_allclose(f(w, X), extremes_over_the_batch(w, X), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"test_numpy_reductions.py:\d+: zero-size array to "
+                                         "reduction operation maximum which has no identity"):
+        f(w, np.zeros((0, 3)))
+    np.testing.assert_allclose(f(w, X[:2]), extremes_over_the_batch(w, X[:2]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_reductions_with_an_identity_of_an_empty_batch_give_numpys_values(backend):
+    # the interpreter raised 'zero-size array to reduction operation maximum' for these
+    f = IDENTITIES if backend == "numba" else compile_grad(reductions_with_identities,
+                                                           backend=backend)
+    w = np.array([1.0, 2.0, 3.0])
+    for X in (RNG.normal(size=(4, 3)), np.zeros((0, 3))):
+        for got, expected in zip(f(w, X), reductions_with_identities(w, X)):
+            assert np.asarray(got).dtype == np.asarray(expected).dtype
+            np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_extremes_of_a_static_empty_axis_are_errors_at_the_users_line():
+    f = compile_grad(lambda x: np.max(x, axis=0), backend="interpreter")
+    with pytest.raises(TraceError, match="zero-size array to reduction operation maximum"):
+        f(np.zeros((0, 3)))
+    f = compile_grad(lambda x: np.sum(x) + np.argmin(x, axis=0), backend="interpreter")
+    with pytest.raises(TraceError, match="attempt to get argmin of an empty sequence"):
+        f(np.zeros((0, 3)))
 
 
 # --- np.flip, ptp, nansum, average, fmax/fmin: composites of supported ops -------------------

@@ -62,11 +62,27 @@ def _extreme(op, a, axis, keepdims, initial, where):
             raise TraceError(f"reduction operation '{ufunc}' does not have an identity, so to "
                              "use a where mask one has to specify 'initial'", user_loc())
         a = np.where(where, a, _bound(a.dtype, lowest=op == "max"))
-    result = _reduce(op, a, axis, keepdims)
+    if initial is not None:
+        result = _reduce(op, a, axis, keepdims)
+    else:
+        result = _nonempty_extreme(op, a, axis, keepdims)
     if initial is None:
         return result
     initial = np.asarray(initial).astype(a.dtype)  # NumPy casts initial to the array's dtype
     return np.maximum(result, initial) if op == "max" else np.minimum(result, initial)
+
+
+def _nonempty_extreme(op, a, axis, keepdims):
+    """max or min without an initial value, as NumPy: an error where a reduced axis is empty,
+    when traced for a static axis, and by the kernel for a symbolic (batch) one."""
+    axes = axes_of(a, axis)
+    dims = [a.type.shape[k] for k in axes]
+    if 0 in dims:
+        ufunc = "maximum" if op == "max" else "minimum"
+        raise TraceError(f"zero-size array to reduction operation {ufunc} which has no "
+                         "identity", user_loc())
+    nonempty = {"nonempty": True} if any(not isinstance(d, int) for d in dims) else {}
+    return bind(op, a, axes=axes, keepdims=bool(keepdims), **nonempty)
 
 
 def _bound(dtype, lowest):
@@ -180,11 +196,14 @@ def _arg_extreme(extreme):
         a = traced(a)
         shape = a.type.shape
         flat, axis_ = _along(a, axis)
+        n = flat.shape[axis_].__index__()
+        if n == 0:
+            raise TraceError(f"attempt to get arg{extreme.__name__[1:]} of an "
+                             "empty sequence", user_loc())
         top = extreme(flat, axis=axis_, keepdims=True)
         # The first position that holds the extreme; a NaN is the extreme (max and min propagate
         # it), and NumPy answers the first NaN.
         hit = (flat == top) | (flat != flat)
-        n = flat.shape[axis_].__index__()
         positions = np.arange(n).reshape([n if i == axis_ else 1 for i in range(flat.ndim)])
         first = bind("min", np.where(hit, positions, n), axes=(axis_,), keepdims=bool(keepdims))
         if keepdims and axis is None:

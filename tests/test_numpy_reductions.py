@@ -250,6 +250,17 @@ def test_extremes_of_a_static_empty_axis_are_errors_at_the_users_line():
         f(np.zeros((0, 3)))
 
 
+def test_axis_zero_of_a_0d_array_as_numpy_reads_it():
+    # np.sum/np.max let axis 0 of a 0-d array through (the interpreter raised a bare AxisError,
+    # np.max a bare IndexError on both backends); np.mean refuses it (was a bare IndexError)
+    x = np.array(2.5)
+    f = compile_grad(lambda x: np.sum(x, axis=0) * np.max(x, axis=-1) + np.min(x, axis=0),
+                     backend="interpreter")
+    np.testing.assert_allclose(f.value_and_grad(x), (2.5 * 2.5 + 2.5, 2 * 2.5 + 1))
+    with pytest.raises(TraceError, match="axis 0 is out of bounds for array of dimension 0"):
+        compile_grad(lambda x: np.mean(x, axis=0), backend="interpreter")(x)
+
+
 # --- np.flip, ptp, nansum, average, fmax/fmin: composites of supported ops -------------------
 def flips_and_friends(x, y, w):
     flips = np.sum(np.flip(x, 1) * y) + np.sum(np.flip(x) * y**2) + np.sum(np.fliplr(x)[0]) \

@@ -14,9 +14,19 @@ from compiler.tracer import Tracer
 from compiler.user_code import user_loc
 
 
+def _reduced_axes(x, axis):
+    """The axes a sum, prod, max or min reduces: NumPy lets an int axis 0 or -1 of a 0-d
+    array through, reducing nothing (a tuple holding one is an error)."""
+    if x.ndim == 0 and axis is not None:
+        if axis in (0, -1) and not isinstance(axis, tuple) or axis == ():
+            return ()
+        raise TraceError(f"axis {axis} is out of bounds for array of dimension 0", user_loc())
+    return axes_of(x, axis)
+
+
 def _reduce(op, x, axis, keepdims):
     x = traced(x)
-    return bind(op, x, axes=axes_of(x, axis), keepdims=bool(keepdims))
+    return bind(op, x, axes=_reduced_axes(x, axis), keepdims=bool(keepdims))
 
 
 def in_dtype(a, dtype):
@@ -75,7 +85,7 @@ def _extreme(op, a, axis, keepdims, initial, where):
 def _nonempty_extreme(op, a, axis, keepdims):
     """max or min without an initial value, as NumPy: an error where a reduced axis is empty,
     when traced for a static axis, and by the kernel for a symbolic (batch) one."""
-    axes = axes_of(a, axis)
+    axes = _reduced_axes(a, axis)
     dims = [a.type.shape[k] for k in axes]
     if 0 in dims:
         ufunc = "maximum" if op == "max" else "minimum"
@@ -115,11 +125,18 @@ def _float_dtype(x):
     return x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
 
 
+def _counted_axes(a, axis):
+    """The axes a mean or var reduces; unlike sum, NumPy refuses any axis of a 0-d array."""
+    if a.ndim == 0 and axis is not None and axis != ():
+        raise TraceError(f"axis {axis} is out of bounds for array of dimension 0", user_loc())
+    return axes_of(a, axis)
+
+
 @implements(np.mean)
 def mean(a, axis=None, dtype=None, out=None, keepdims=False, where=None):
     no_out("mean", out)
     a = traced(a)
-    axes = axes_of(a, axis)
+    axes = _counted_axes(a, axis)
     dtype = np.dtype(dtype) if dtype is not None else _float_dtype(a)
     total = bind("sum", _masked(astype(a, dtype) if a.dtype != dtype else a, where, 0),
                  axes=axes, keepdims=bool(keepdims))
@@ -133,7 +150,7 @@ def mean(a, axis=None, dtype=None, out=None, keepdims=False, where=None):
 def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
     no_out("var", out, **kw)
     a = traced(a)
-    axes = axes_of(a, axis)
+    axes = _counted_axes(a, axis)
     centered = a - mean(a, axis=axes, dtype=dtype, keepdims=True)
     squares = bind("sum", centered * centered, axes=axes, keepdims=bool(keepdims))
     return squares / (_count(a, axes, squares.dtype) - ddof)

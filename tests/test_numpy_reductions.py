@@ -257,6 +257,7 @@ def test_axis_zero_of_a_0d_array_as_numpy_reads_it():
     f = compile_grad(lambda x: np.sum(x, axis=0) * np.max(x, axis=-1) + np.min(x, axis=0),
                      backend="interpreter")
     np.testing.assert_allclose(f.value_and_grad(x), (2.5 * 2.5 + 2.5, 2 * 2.5 + 1))
+    assert compile_grad(lambda x: np.any(x, axis=0), backend="interpreter")(x)
     with pytest.raises(TraceError, match="axis 0 is out of bounds for array of dimension 0"):
         compile_grad(lambda x: np.mean(x, axis=0), backend="interpreter")(x)
 

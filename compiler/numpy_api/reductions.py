@@ -241,7 +241,7 @@ def _truth(reduction):
         truths = a if a.dtype == np.bool_ else a != 0
         if where is not None and where is not True:
             truths = np.where(where, truths, reduction == "all")
-        return bind("max" if reduction == "any" else "min", truths, axes=axes_of(a, axis),
+        return bind("max" if reduction == "any" else "min", truths, axes=_reduced_axes(a, axis),
                     keepdims=bool(keepdims))
 
     return truth

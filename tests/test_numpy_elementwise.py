@@ -15,7 +15,7 @@ from op_cases import Arg
 from torch_idioms import Idiom, lazy_family
 
 from compiler import compile_grad
-from compiler.errors import UnsupportedError
+from compiler.errors import TraceError, UnsupportedError
 
 torch = pytest.importorskip("torch")
 
@@ -239,3 +239,28 @@ def test_integer_floor_division_and_modulo_follow_numpy_signs_and_zero_divisors(
         expected = ints.fn(a, b)
     assert ints(a, b) == expected
     assert compile_grad(ints.fn, backend="interpreter")(a, b) == expected
+
+
+def integer_reciprocals(i, u, b):
+    return np.reciprocal(i), np.reciprocal(u), np.reciprocal(b)
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_reciprocal_of_integers_is_numpys_integer_division(backend):
+    # np.reciprocal of ints gave 1 / x in float64 (-0.5 where NumPy gives 0, as int64)
+    i = np.array([-3, -2, -1, 0, 1, 2, 3])
+    u = np.array([0, 1, 2], np.uint8)
+    b = np.array([True, False])
+    with np.errstate(all="ignore"):
+        expected = integer_reciprocals(i, u, b)
+    got = compile_grad(integer_reciprocals, backend=backend)(i, u, b)
+    for g, e in zip(got, expected):
+        assert g.dtype == e.dtype
+        np.testing.assert_array_equal(g, e)
+
+
+def test_integers_to_negative_constant_powers_are_refused_as_numpy_does():
+    # numba gave 2 ** -1 == 0 where NumPy raises ValueError
+    for power in (-1, np.array([1, -2])):
+        with pytest.raises(TraceError, match="Integers to negative integer powers"):
+            compile_grad(lambda i, p=power: i**p, backend="interpreter")(np.array([2, 3]))

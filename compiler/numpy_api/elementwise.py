@@ -49,6 +49,10 @@ def power(x, y):
             and np.ndim(y) == 0 and np.asarray(y).dtype.kind == "f" and y == 0.5
             and np.result_type(x.dtype, y) == x.dtype):
         return np.sqrt(x)
+    if (isinstance(x, Tracer) and x.dtype.kind in "iu" and not isinstance(y, Tracer)
+            and np.asarray(y).dtype.kind == "i" and np.any(np.asarray(y) < 0)):
+        raise TraceError("Integers to negative integer powers are not allowed (NumPy's "
+                         "ValueError): make the base a float, x.astype(float) ** y", user_loc())
     return bind("pow", x, y)
 
 
@@ -82,6 +86,21 @@ def clip(x, a_min=None, a_max=None, out=None, *, min=None, max=None, **kwargs):
     if a_max is not None:
         x = np.where(x > a_max, a_max, x)
     return x
+
+
+def _reciprocal(x):
+    """1 / x, in x's dtype as NumPy computes it: of integers, C's truncating division (1 for 1,
+    -1 for -1, 0 for the others, and the dtype's minimum for a signed 0; booleans as int8)."""
+    x = traced(x)
+    if x.dtype.kind == "f":
+        return 1 / x
+    signed = x.dtype.kind == "i"  # (booleans: 0 stays 0)
+    dtype = np.reciprocal(np.ones((), x.dtype)).dtype
+    x = astype(x, dtype) if x.dtype != dtype else x
+    units = np.where((x == 1) | (x == -1) if signed else x == 1, x, 0)
+    if signed:
+        units = np.where(x == 0, np.iinfo(dtype).min, units)
+    return astype(units, dtype) if units.dtype != dtype else units
 
 
 def _logaddexp(x, y):
@@ -119,7 +138,7 @@ UFUNCS.update({
     np.positive: lambda x: x,
     np.absolute: lambda x: unary("abs", x),
     np.square: lambda x: x * x,
-    np.reciprocal: lambda x: 1 / x,
+    np.reciprocal: lambda x: _reciprocal(x),
     np.logaddexp: _logaddexp,
     np.exp2: lambda x: np.exp(x * math.log(2.0)),  # Python floats stay weak: f32 stays f32
     np.log2: lambda x: np.log(x) * (1 / math.log(2.0)),

@@ -264,3 +264,25 @@ def test_integers_to_negative_constant_powers_are_refused_as_numpy_does():
     for power in (-1, np.array([1, -2])):
         with pytest.raises(TraceError, match="Integers to negative integer powers"):
             compile_grad(lambda i, p=power: i**p, backend="interpreter")(np.array([2, 3]))
+
+
+def test_divmod_and_operators_numpy_has():
+    # divmod(x, 3), np.divmod and True ^ mask were bare TypeErrors ('unsupported operand type(s)
+    # for divmod(): Tracer and int'), as were x >> 1 and 1 << x (now errors at the user's line)
+    def quotients(x, i):
+        q, r = divmod(x, 1.5)
+        iq, ir = np.divmod(i, np.array([3, -3, 2]))
+        return q * 10 + r + np.divmod(7.0, x)[1], iq * 10 + ir, True ^ (i > 0)
+
+    x = np.array([4.0, -4.0, 2.5])
+    i = np.array([7, 7, -7])
+    f = compile_grad(quotients, backend="interpreter")
+    for got, expected in zip(f(x, i), quotients(x, i)):
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+    # d/dx of (x // 1.5) * 10 + x % 1.5 + 7 % x is 1 - 7 // x
+    grad = compile_grad(lambda x, i: np.sum(quotients(x, i)[0]), backend="interpreter").grad(x, i)
+    np.testing.assert_allclose(grad, 1 - 7.0 // x)
+    for shift in (lambda x: x >> 1, lambda x: 1 << x):
+        with pytest.raises(UnsupportedError, match=r"test_numpy_elementwise.py:\d+: np.\w+_shift"):
+            compile_grad(shift, backend="interpreter")(i)

@@ -139,6 +139,7 @@ UFUNCS.update({
     np.absolute: lambda x: unary("abs", x),
     np.square: lambda x: x * x,
     np.reciprocal: lambda x: _reciprocal(x),
+    np.divmod: lambda x, y: (binary("floor_divide", x, y), binary("remainder", x, y)),
     np.logaddexp: _logaddexp,
     np.exp2: lambda x: np.exp(x * math.log(2.0)),  # Python floats stay weak: f32 stays f32
     np.log2: lambda x: np.log(x) * (1 / math.log(2.0)),

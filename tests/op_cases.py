@@ -262,6 +262,8 @@ case("cumsum_flat_method", lambda x: x.cumsum() * np.arange(1.0, 25.0), X234)
 
 # --- issue 14: elementwise ---------------------------------------------------------------------
 case("arcsin_arccos", lambda x: np.arcsin(x) * np.arccos(x * 0.5), A((3, 4), "unit"))
+case("inverse_hyperbolic", lambda x: np.arcsinh(x * 3) * np.arctanh(x) + np.arccosh(x * x + 1.5),
+     A((3, 4), "unit"))
 case("arctan2", np.arctan2, X34, A((3, 4), "away"))
 case("arctan2_broadcast", lambda y, x: np.arctan2(y, x), A((3, 1), "away"), X4)
 case("hypot", np.hypot, X34, A((4,), "away"))

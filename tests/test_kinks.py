@@ -71,6 +71,10 @@ def grad(fn, x):
         ("arctan2 at the origin: 0", lambda y: np.arctan2(y, np.array([0.0, 1.0])), [0.0, 1.0],
          [0.0, 0.5]),
         ("arcsin'(1) = inf", np.arcsin, [1.0, 0.0], [np.inf, 1.0]),
+        ("arctanh'(1) = arccosh'(1) = inf", lambda x: np.arctanh(x) + np.arccosh(x + 1.0),
+         [1.0, 0.0], [np.inf, np.inf]),
+        ("where(x < 1, arctanh(x), 0) at 1", lambda x: np.where(x < 1, np.arctanh(x), 0.0),
+         [1.0, 0.5], [0.0, 4 / 3]),
         ("sinc'(0) = 0", np.sinc, [0.0, 0.5], [0.0, -4 / np.pi]),
     ],
 )

@@ -103,12 +103,22 @@ def _reciprocal(x):
     return astype(units, dtype) if units.dtype != dtype else units
 
 
-def _exp2(x):
+def _as_float(x, ufunc):
+    """`x` in the float dtype NumPy's `ufunc` computes an integer or boolean `x` in (float64;
+    float16, which kernels lack, for 8-bit ints: refused at the user's line)."""
     x = traced(x)
-    if x.dtype.kind != "f":  # NumPy's dtype (float64, or the float16 that is refused)
-        dtype = np.exp2(np.ones((), x.dtype)).dtype
-        x = astype(x, dtype) if dtype != np.float16 else unary("exp", x)
-    return bind("pow", 2.0, x)
+    if x.dtype.kind == "f":
+        return x
+    dtype = ufunc(*[np.ones((), x.dtype)] * ufunc.nin).dtype
+    if dtype == np.float16:
+        raise TraceError(f"np.{ufunc.__name__} of {x.dtype} values is float16 in NumPy, which "
+                         "compiled kernels have no arithmetic for; convert the input first, "
+                         "e.g. x.astype(np.float32)", user_loc())
+    return astype(x, dtype)
+
+
+def _exp2(x):
+    return bind("pow", 2.0, _as_float(x, np.exp2))
 
 
 def _logaddexp(x, y):
@@ -152,11 +162,18 @@ UFUNCS.update({
     # 2.0 ** x, C's pow: exp(x * log 2) was off by |x| ulps (95 at x = -305, 35 in float32);
     # the Python float stays weak, so float32 stays float32
     np.exp2: lambda x: _exp2(x),
+    np.logaddexp2: lambda x, y: _logaddexp(_as_float(x, np.logaddexp2) * math.log(2.0),
+                                           _as_float(y, np.logaddexp2) * math.log(2.0))
+    * (1 / math.log(2.0)),
+    np.deg2rad: lambda x: _as_float(x, np.deg2rad) * (math.pi / 180),
+    np.radians: lambda x: _as_float(x, np.radians) * (math.pi / 180),
+    np.rad2deg: lambda x: _as_float(x, np.rad2deg) * (180 / math.pi),
+    np.degrees: lambda x: _as_float(x, np.degrees) * (180 / math.pi),
     np.log2: lambda x: np.log(x) * (1 / math.log(2.0)),
     np.log10: lambda x: np.log(x) * (1 / math.log(10.0)),
 })
 for _name in ("sign", "exp", "expm1", "log", "log1p", "sqrt", "cbrt", "sin", "cos", "tan", "tanh",
-              "arctan", "sinh", "cosh", "arcsin", "arccos"):
+              "arctan", "sinh", "cosh", "arcsin", "arccos", "arcsinh", "arccosh", "arctanh"):
     UFUNCS[getattr(np, _name)] = (lambda op: lambda x: unary(op, x))(_name)
 
 

@@ -146,6 +146,34 @@ def test_matrix_functions_of_a_batch_any_size_empty_too(backend):
                                    rtol=1e-6, atol=1e-8)
 
 
+def lapack_values(a):
+    sign, logdet = np.linalg.slogdet(a)
+    return np.linalg.det(a), sign, logdet, np.linalg.inv(a), np.linalg.solve(a, np.ones(2))
+
+
+LAPACK_VALUES = compile_grad(lapack_values)
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+@pytest.mark.parametrize("a", [[[np.nan, 0.0], [0.0, 1.0]], [[1.0, 2.0], [np.nan, 4.0]],
+                               [[np.inf, 1.0], [1.0, 1.0]], [[1.0, np.inf], [0.0, 1.0]],
+                               [[2.0, 1.0], [1.0, 3.0]]])
+def test_lapack_functions_of_nan_and_inf_give_numpys_values(backend, a):
+    # the kernels factored A^T, NumPy A: det([[nan, 0], [0, 1]]) was 0 (an exact zero pivot
+    # of A^T), inv/solve of [[1, inf], [0, 1]] raised 'Singular matrix', and gesdd's refusal
+    # of a NaN matrix (info -4) left svdvals' output unwritten (garbage, silently)
+    a = np.array(a)
+    with np.errstate(all="ignore"):
+        expected = lapack_values(a)
+    f = LAPACK_VALUES if backend == "numba" else compile_grad(lapack_values, backend=backend)
+    for got, e in zip(f(a), expected):
+        np.testing.assert_allclose(got, e, rtol=1e-12, equal_nan=True)
+    g = compile_grad(np.linalg.svdvals, backend=backend)
+    if np.isnan(a).any():
+        with pytest.raises(np.linalg.LinAlgError, match="SVD did not converge"):
+            g(a)
+
+
 # --- the idioms against PyTorch and JAX, through numba --------------------------------------------
 SPD_SHIFT = 3.0
 

@@ -240,8 +240,8 @@ def round_(a, decimals=0, out=None):
 @implements(np.sinc)
 def sinc(x):
     """sin(pi x) / (pi x), 1 near 0 (where its derivative, 0, comes out exactly). Near is
-    |x| < 1e-9, where sin(pi x) / (pi x) rounds to 1 in float64 and float32 alike; below
-    1e-154 its derivative's (pi x)^2 would underflow to 0 and give NaN."""
+    |x| < 1e-9, where sin(pi x) / (pi x) rounds to 1 in float64 and float32 alike; at
+    subnormal x the derivative's 1 / (pi x) would overflow and give inf - inf = NaN."""
     x = traced(x)
     if x.dtype.kind != "f":
         x = astype(x, np.float64)

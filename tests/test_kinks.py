@@ -54,6 +54,8 @@ def grad(fn, x):
          [0.0, 4.0], [0.0, 0.25]),
         ("x ** 0 has gradient 0 at x = 0 too (polynomial features: 1 + 2x at 0, as JAX)",
          lambda x: x[:, None] ** np.arange(3.0), [0.0, 2.0], [1.0, 5.0]),
+        ("a p < 1 norm at an entry 0: 0 there (was NaN)", lambda x: np.linalg.norm(x, 0.5),
+         [0.0, 1.0, 4.0], [0.0, 3.0, 1.5]),
         ("prod with one zero", lambda x: np.prod(x), [0.0, 2.0, 3.0], [6.0, 0.0, 0.0]),
         ("prod with two zeros", lambda x: np.prod(x), [0.0, 0.0, 3.0], [0.0, 0.0, 0.0]),
         ("softplus'(0) = 1/2", F.softplus, [0.0], [0.5]),
@@ -94,6 +96,8 @@ def test_kinks_match_pytorch():
         (lambda v: np.floor(v) + np.round(v), lambda t: torch.floor(t) + torch.round(t)),
         (lambda v: np.cumprod(v * v), lambda t: torch.cumprod(t * t, 0)),
         (np.sinc, torch.sinc),
+        (lambda v: np.linalg.norm(v, 0.5) + np.linalg.norm(v, -1.5),
+         lambda t: torch.linalg.vector_norm(t, 0.5) + torch.linalg.vector_norm(t, -1.5)),
         (lambda v: v**0.0 + v ** np.array([0.0, 1.0, 2.0]), lambda t: t**0.0 + t ** torch.tensor(
             [0.0, 1.0, 2.0], dtype=torch.float64)),
     ]

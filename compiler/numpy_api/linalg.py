@@ -114,7 +114,12 @@ def _vector_norm(x, ord, axis: tuple[int, ...], keepdims: bool):
         return np.sum((x != 0).astype(x.dtype), **kept)
     if ord == 1:
         return np.sum(np.abs(x), **kept)
-    return _root(np.sum(np.abs(x) ** ord, **kept), ord)
+    # |x|^p at an entry 0 is 0 (inf for p < 0) with gradient 0, the subgradient PyTorch gives:
+    # for p < 1, p |x|^(p-1) sign(x) there was inf * 0 = NaN
+    magnitude = np.abs(x)
+    zero = magnitude == 0
+    powered = np.where(zero, np.inf if ord < 0 else 0.0, np.where(zero, 1, magnitude) ** ord)
+    return _root(np.sum(powered, **kept), ord)
 
 
 def _matrix_norm(x, ord, row: int, col: int, keepdims: bool):

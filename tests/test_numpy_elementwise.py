@@ -297,3 +297,22 @@ def test_exp2_is_accurate_far_from_zero(backend):
     for got, expected in zip(f(x, y), (np.exp2(x), np.exp2(y))):
         assert got.dtype == expected.dtype
         np.testing.assert_allclose(got, expected, rtol=2 * np.finfo(expected.dtype).eps)
+
+
+def out_of_range_ints(u, i):
+    return u < -5, -5 < u, u == 256, i >= -1000, np.clip(i, -1000, 2), np.clip(u, 3, 300)
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_python_ints_out_of_an_int_arrays_range(backend):
+    # NumPy 2 compares and clips with them (a bare OverflowError from lifting the constant),
+    # and refuses arithmetic with them (now at the user's line)
+    u = np.array([0, 1, 200, 255], np.uint8)
+    i = np.array([-3, 0, 2, 7], np.int8)
+    got = compile_grad(out_of_range_ints, backend=backend)(u, i)
+    for g, e in zip(got, out_of_range_ints(u, i)):
+        assert g.dtype == e.dtype
+        np.testing.assert_array_equal(g, e)
+    with pytest.raises(TraceError, match=r"test_numpy_elementwise.py:\d+: Python integer 300 "
+                                         "out of bounds for uint8"):
+        compile_grad(lambda u: u + 300, backend=backend)(u)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import math
 
 import numpy as np
@@ -81,6 +82,11 @@ def clip(x, a_min=None, a_max=None, out=None, *, min=None, max=None, **kwargs):
     a_min = a_min if min is None else min  # NumPy 2.1's names, and ndarray.clip's
     a_max = a_max if max is None else max
     x = fresh(traced(x))  # a new array, as NumPy's (even with no bounds)
+    if x.dtype.kind in "iu":  # NumPy 2 clips ints by Python ints out of their range too
+        info = np.iinfo(x.dtype)
+        a_min, a_max = (b if type(b) is not int else builtins.min(builtins.max(b, info.min),
+                                                                  info.max)
+                        for b in (a_min, a_max))
     if a_min is not None:
         x = np.where(x < a_min, a_min, x)
     if a_max is not None:

@@ -201,6 +201,24 @@ def test_reductions_accumulate_in_their_dtype_argument(backend):
     np.testing.assert_allclose(grad, 2 * x)
 
 
+def initial_and_dtype(k, x):
+    return (np.sum(k, initial=0.5), np.prod(k, axis=0, initial=2),
+            np.sum(x, initial=np.float64(0.5)), np.var(k, dtype=np.float32),
+            np.std(k, axis=1, dtype=np.float32))
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_initial_takes_the_reductions_dtype_and_var_sums_in_its_dtype(backend):
+    # np.sum(ints, initial=0.5) gave 5.5 (float64) where NumPy casts initial to int64 (5); a
+    # float64 initial made a float32 sum float64; np.var(ints, dtype=np.float32) was float64
+    k = np.array([[1, -2, 3], [4, 5, -6]])
+    x = np.array([1.5, 2.25], np.float32)
+    got = compile_grad(initial_and_dtype, backend=backend)(k, x)
+    for g, e in zip(got, initial_and_dtype(k, x)):
+        assert np.asarray(g).dtype == np.asarray(e).dtype
+        np.testing.assert_allclose(g, e, rtol=1e-6)
+
+
 def extremes_over_the_batch(w, X):
     return np.sum(w * np.max(X, axis=0)) + np.sum(np.ptp(X * w, axis=0))
 

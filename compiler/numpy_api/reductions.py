@@ -37,6 +37,14 @@ def in_dtype(a, dtype):
     return a if dtype is None or a.dtype == np.dtype(dtype) else astype(a, dtype)
 
 
+def _as_initial(initial, result):
+    """`initial=` in the reduction's dtype, as NumPy casts it (np.sum(ints, initial=0.5) adds
+    0; a float64 initial leaves a float32 sum float32)."""
+    if isinstance(initial, Tracer):
+        return initial if initial.dtype == result.dtype else astype(initial, result.dtype)
+    return np.asarray(initial).astype(result.dtype)
+
+
 def _masked(a, where, fill):
     """`a` with the entries `where` leaves out replaced by `fill` (NumPy's where= of reductions)."""
     if where is None or where is True:
@@ -49,7 +57,7 @@ def sum(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=
     no_out("sum", out)
     a = in_dtype(a, dtype)
     result = _reduce("sum", _masked(a, where, 0), axis, keepdims)
-    result = result if initial is None else result + initial
+    result = result if initial is None else result + _as_initial(initial, result)
     return astype(result, dtype) if dtype is not None else result
 
 
@@ -58,7 +66,7 @@ def prod(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where
     no_out("prod", out)
     a = in_dtype(a, dtype)
     result = _reduce("prod", _masked(a, where, 1), axis, keepdims)
-    result = result if initial is None else result * initial
+    result = result if initial is None else result * _as_initial(initial, result)
     return astype(result, dtype) if dtype is not None else result
 
 
@@ -152,7 +160,8 @@ def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
     a = traced(a)
     axes = _counted_axes(a, axis)
     centered = a - mean(a, axis=axes, dtype=dtype, keepdims=True)
-    squares = bind("sum", centered * centered, axes=axes, keepdims=bool(keepdims))
+    # NumPy sums the squares in dtype= too (int data minus a float32 mean is float64)
+    squares = bind("sum", in_dtype(centered * centered, dtype), axes=axes, keepdims=bool(keepdims))
     return squares / (_count(a, axes, squares.dtype) - ddof)
 
 

@@ -316,3 +316,14 @@ def test_python_ints_out_of_an_int_arrays_range(backend):
     with pytest.raises(TraceError, match=r"test_numpy_elementwise.py:\d+: Python integer 300 "
                                          "out of bounds for uint8"):
         compile_grad(lambda u: u + 300, backend=backend)(u)
+
+
+def test_diff_and_isfinite_of_booleans_as_numpy():
+    # both subtracted booleans: a TraceError ('numpy boolean subtract ... is not supported')
+    def booleans(b):
+        return np.diff(b), np.diff(b, n=2, axis=0, prepend=True), np.isfinite(b), np.isinf(b)
+
+    b = np.array([[True, False, False, True], [False, False, True, True]])
+    for got, expected in zip(compile_grad(booleans, backend="interpreter")(b), booleans(b)):
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)

@@ -195,7 +195,8 @@ UFUNCS.update({
     np.remainder: lambda x, y: binary("remainder", x, y),  # np.mod is np.remainder
     np.isnan: lambda x: x != x,  # only NaN differs from itself (kernels never assume no NaN)
     np.isinf: lambda x: np.abs(x) == np.inf,
-    np.isfinite: lambda x: (x - x) == 0,  # inf - inf and NaN - NaN are NaN
+    # inf - inf and NaN - NaN are NaN; integers and booleans (which have no `-`) are finite
+    np.isfinite: lambda x: (x - x) == 0 if traced(x).dtype.kind == "f" else x == x,
 })
 
 

@@ -284,8 +284,10 @@ def diff(a, n=1, axis=-1, prepend=None, append=None):
     if len(pieces) > 1:
         a = concatenate(pieces, axis=axis)
     for _ in range(n):
-        a = a[(slice(None),) * axis + (slice(1, None),)] - \
-            a[(slice(None),) * axis + (slice(None, -1),)]
+        later = a[(slice(None),) * axis + (slice(1, None),)]
+        earlier = a[(slice(None),) * axis + (slice(None, -1),)]
+        # booleans differ where they change, as NumPy's diff (not_equal) has them
+        a = later != earlier if a.dtype == np.bool_ else later - earlier
     return a
 
 

@@ -174,6 +174,27 @@ def test_lapack_functions_of_nan_and_inf_give_numpys_values(backend, a):
             g(a)
 
 
+def mask_products(W, labels):
+    onehot = labels[:, None] == np.arange(3)  # booleans, as a comparison gives them
+    return (np.sum(np.sin(onehot @ W)) + np.sum(np.dot(onehot, W) ** 2)
+            + np.sum(np.einsum("nc,cd->nd", onehot, W) * 0.5) + np.sum(W.T @ onehot.T)
+            + np.sum(np.tensordot(onehot, W, 1)) + np.vdot(onehot[0], W[:, 0]))
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_a_boolean_mask_times_numbers_computes_in_their_dtype(backend):
+    # mask @ W (one-hot rows from a comparison) was refused: 'matmul of boolean arrays is not
+    # supported'; NumPy computes it in W's dtype
+    W = RNG.normal(size=(3, 5))
+    labels = np.array([0, 2, 1, 2])
+    value, grad = compile_grad(mask_products, backend=backend).value_and_grad(W, labels)
+    np.testing.assert_allclose(value, mask_products(W, labels), rtol=1e-12)
+    np.testing.assert_allclose(grad, central_differences(mask_products, [W, labels], 0),
+                               rtol=1e-6, atol=1e-8)
+    with pytest.raises(TraceError, match="matmul of boolean arrays"):  # NumPy: logical
+        compile_grad(lambda W: (W > 0) @ (W > 0).T, backend=backend)(W)
+
+
 # --- the idioms against PyTorch and JAX, through numba --------------------------------------------
 SPD_SHIFT = 3.0
 

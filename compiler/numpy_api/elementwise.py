@@ -157,7 +157,6 @@ UFUNCS.update({
     np.bitwise_or: lambda x, y: logical("logical_or", x, y),
     np.bitwise_xor: lambda x, y: logical("logical_xor", x, y),
     np.invert: logical_not,
-    np.matmul: lambda x, y: bind("matmul", x, y),
     np.negative: lambda x: unary("neg", x),
     np.positive: lambda x: x,
     np.absolute: lambda x: unary("abs", x),

@@ -14,7 +14,7 @@ import operator
 import numpy as np
 
 from compiler.errors import TraceError, UnsupportedError
-from compiler.numpy_api.dispatch import axes_of, implements, no_out, traced
+from compiler.numpy_api.dispatch import UFUNCS, axes_of, implements, no_out, traced
 from compiler.numpy_api.elementwise import astype
 from compiler.numpy_api.layout import reshape
 from compiler.ops import bind
@@ -25,15 +25,27 @@ from compiler.symdim import Concretize
 from compiler.user_code import user_loc
 
 
+def numeric_factors(a, b):
+    """a and b, traced; a boolean one beside a number array in the other's dtype, which is
+    what NumPy's product computes in (mask @ W). Two booleans stay (refused by the ops)."""
+    a, b = traced(a), traced(b)
+    if (a.dtype == np.bool_) != (b.dtype == np.bool_):
+        a, b = (astype(x, y.dtype) if x.dtype == np.bool_ else x for x, y in ((a, b), (b, a)))
+    return a, b
+
+
 def matmul(a, b):
-    return bind("matmul", a, b)
+    return bind("matmul", *numeric_factors(a, b))
+
+
+UFUNCS[np.matmul] = matmul
 
 
 # --- products ----------------------------------------------------------------------------------
 @implements(np.dot)
 def dot(a, b, out=None):
     no_out("np.dot", out)
-    a, b = traced(a), traced(b)
+    a, b = numeric_factors(a, b)
     if a.ndim == 0 or b.ndim == 0:
         return a * b
     if a.ndim <= 2 and b.ndim <= 2:
@@ -45,7 +57,7 @@ def dot(a, b, out=None):
 
 @implements(np.tensordot)
 def tensordot(a, b, axes=2):
-    a, b = traced(a), traced(b)
+    a, b = numeric_factors(a, b)
     if isinstance(axes, (int, np.integer)):
         a_axes, b_axes = tuple(range(a.ndim - axes, a.ndim)), tuple(range(axes))
     else:
@@ -68,7 +80,7 @@ def _permuted(x, perm):
 
 @implements(np.inner)
 def inner(a, b):
-    a, b = traced(a), traced(b)
+    a, b = numeric_factors(a, b)
     if a.ndim == 0 or b.ndim == 0:
         return a * b
     return tensordot(a, b, axes=([-1], [-1]))
@@ -83,7 +95,7 @@ def outer(a, b, out=None):
 
 @implements(np.vdot)
 def vdot(a, b):
-    a, b = reshape(a, (-1,)), reshape(b, (-1,))
+    a, b = (reshape(x, (-1,)) for x in numeric_factors(a, b))
     return product(a, b, 0, 1)
 
 

@@ -140,8 +140,15 @@ class Builder:
             inputs = tuple(_adapted(x, peers) if isinstance(x, Tracer) and x.weak else x
                            for x in inputs)
         # where's condition is boolean whatever the values are: a Python bool stays one.
-        nodes = tuple(self.lift(x, [] if op == "where" and i == 0 else peers)
-                      for i, x in enumerate(inputs))
+        try:
+            nodes = tuple(self.lift(x, [] if op == "where" and i == 0 else peers)
+                          for i, x in enumerate(inputs))
+        except OverflowError as err:  # a Python int out of the array's int range (NEP 50)
+            if op not in _COMPARISONS:
+                raise TraceError(str(err), self.loc_override or user_loc()) from None
+            # NumPy compares such an int exactly (u8 < -5 is all False): as an int64, in the
+            # common type of the two
+            nodes = tuple(self.lift(x, []) for x in inputs)
         loc = self.loc_override or user_loc()
         if loc is not None and self.call and not loc.call:
             loc = loc.with_call(self.call)
@@ -192,6 +199,9 @@ class Builder:
             raise Concretize(conflict.sym)
         shapes = " and ".join(_concrete_shape(n.type.shape, self.sym_hints) for n in nodes)
         raise TraceError(f"{_describe(op)}: shapes {shapes} cannot be broadcast together", loc)
+
+
+_COMPARISONS = frozenset({"lt", "le", "gt", "ge", "eq", "ne"})
 
 
 def _adapted(weak: Tracer, peers: list[np.dtype]) -> Tracer:

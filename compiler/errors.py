@@ -66,6 +66,25 @@ class KernelIndexError(GradfuseError, IndexError):
         return f"{where}: index {index} is out of bounds for {on_axis}{shown}"
 
 
+class KernelEmptyReductionError(GradfuseError, ValueError):
+    """A max or min (np.max, np.min, np.ptp, ...) over an axis that is empty when the kernel
+    runs (an empty batch), found before it reduces: NumPy's ValueError, at the user's line.
+
+    As `KernelIndexError`: a generated module subclasses it with `SITES`, one
+    `(where, statement, ufunc)` per check, and the kernel raises it with the site's number.
+    """
+
+    SITES: tuple[tuple[str, str, str], ...] = ()
+
+    def __str__(self) -> str:
+        if len(self.args) != 1 or not 0 <= self.args[0] < len(self.SITES):
+            return super().__str__()
+        where, statement, ufunc = self.SITES[self.args[0]]
+        shown = f"\n    {statement}" if statement else ""
+        return f"{where}: zero-size array to reduction operation {ufunc} which has no " \
+               f"identity{shown}"
+
+
 class InternalError(RuntimeError):
     """gradfuse produced code that numba rejected: a bug in gradfuse, not the user's code."""
 

@@ -178,6 +178,14 @@ class Tracer:
     def __or__(self, o): return npx.logical("logical_or", self, o)  # noqa: E704
     def __ror__(self, o): return npx.logical("logical_or", o, self)  # noqa: E704
     def __xor__(self, o): return npx.logical("logical_xor", self, o)  # noqa: E704
+    def __rxor__(self, o): return npx.logical("logical_xor", o, self)  # noqa: E704
+    # NumPy's ufuncs say what gradfuse supports of these, at the user's line
+    def __lshift__(self, o): return np.left_shift(self, o)  # noqa: E704
+    def __rlshift__(self, o): return np.left_shift(o, self)  # noqa: E704
+    def __rshift__(self, o): return np.right_shift(self, o)  # noqa: E704
+    def __rrshift__(self, o): return np.right_shift(o, self)  # noqa: E704
+    def __divmod__(self, o): return np.divmod(self, o)  # noqa: E704
+    def __rdivmod__(self, o): return np.divmod(o, self)  # noqa: E704
     def __invert__(self): return npx.logical_not(self)  # noqa: E704
     def __neg__(self): return npx.unary("neg", self)  # noqa: E704
     def __pos__(self): return Tracer(self.builder, self.node)  # noqa: E704  (a copy in NumPy)

@@ -147,6 +147,8 @@ case("matmul_mat_vec", lambda a, b: a @ b, X34, X4)
 case("matmul_vec_vec", np.matmul, X4, X4)
 case("matmul_batched", lambda a, b: a @ b, X234, A((2, 4, 5)))
 case("matmul_batched_bcast", lambda a, b: a @ b, X234, A((4, 5)))
+# each operand broadcast along a batch axis of the other, and b with fewer batch axes
+case("matmul_batched_bcast_both", lambda a, b: a @ b, A((2, 1, 3, 4)), A((5, 4, 2)))
 case("dot", np.dot, X34, A((4, 2)))
 case("dot_method", lambda a, b: a.dot(b), X4, X4)
 
@@ -260,6 +262,8 @@ case("cumsum_flat_method", lambda x: x.cumsum() * np.arange(1.0, 25.0), X234)
 
 # --- issue 14: elementwise ---------------------------------------------------------------------
 case("arcsin_arccos", lambda x: np.arcsin(x) * np.arccos(x * 0.5), A((3, 4), "unit"))
+case("inverse_hyperbolic", lambda x: np.arcsinh(x * 3) * np.arctanh(x) + np.arccosh(x * x + 1.5),
+     A((3, 4), "unit"))
 case("arctan2", np.arctan2, X34, A((3, 4), "away"))
 case("arctan2_broadcast", lambda y, x: np.arctan2(y, x), A((3, 1), "away"), X4)
 case("hypot", np.hypot, X34, A((4,), "away"))

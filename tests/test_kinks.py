@@ -52,6 +52,10 @@ def grad(fn, x):
          [0.0, 2.0], [0.0, -0.25]),
         ("where(x > 0, x ** 0.5, 0) at 0", lambda x: np.where(x > 0, x**0.5, 0.0),
          [0.0, 4.0], [0.0, 0.25]),
+        ("x ** 0 has gradient 0 at x = 0 too (polynomial features: 1 + 2x at 0, as JAX)",
+         lambda x: x[:, None] ** np.arange(3.0), [0.0, 2.0], [1.0, 5.0]),
+        ("a p < 1 norm at an entry 0: 0 there (was NaN)", lambda x: np.linalg.norm(x, 0.5),
+         [0.0, 1.0, 4.0], [0.0, 3.0, 1.5]),
         ("prod with one zero", lambda x: np.prod(x), [0.0, 2.0, 3.0], [6.0, 0.0, 0.0]),
         ("prod with two zeros", lambda x: np.prod(x), [0.0, 0.0, 3.0], [0.0, 0.0, 0.0]),
         ("softplus'(0) = 1/2", F.softplus, [0.0], [0.5]),
@@ -74,7 +78,12 @@ def grad(fn, x):
         ("arctan2 at the origin: 0", lambda y: np.arctan2(y, np.array([0.0, 1.0])), [0.0, 1.0],
          [0.0, 0.5]),
         ("arcsin'(1) = inf", np.arcsin, [1.0, 0.0], [np.inf, 1.0]),
-        ("sinc'(0) = 0", np.sinc, [0.0, 0.5], [0.0, -4 / np.pi]),
+        ("arctanh'(1) = arccosh'(1) = inf", lambda x: np.arctanh(x) + np.arccosh(x + 1.0),
+         [1.0, 0.0], [np.inf, np.inf]),
+        ("where(x < 1, arctanh(x), 0) at 1", lambda x: np.where(x < 1, np.arctanh(x), 0.0),
+         [1.0, 0.5], [0.0, 4 / 3]),
+        ("sinc'(0) = 0, near 0 too (no NaN from an overflowing 1 / x)", np.sinc,
+         [0.0, 0.5, 1e-170, -1e-310], [0.0, -4 / np.pi, 0.0, 0.0]),
     ],
 )
 def test_kink_table(name, fn, x, expected):
@@ -92,6 +101,10 @@ def test_kinks_match_pytorch():
         (lambda v: np.floor(v) + np.round(v), lambda t: torch.floor(t) + torch.round(t)),
         (lambda v: np.cumprod(v * v), lambda t: torch.cumprod(t * t, 0)),
         (np.sinc, torch.sinc),
+        (lambda v: np.linalg.norm(v, 0.5) + np.linalg.norm(v, -1.5),
+         lambda t: torch.linalg.vector_norm(t, 0.5) + torch.linalg.vector_norm(t, -1.5)),
+        (lambda v: v**0.0 + v ** np.array([0.0, 1.0, 2.0]), lambda t: t**0.0 + t ** torch.tensor(
+            [0.0, 1.0, 2.0], dtype=torch.float64)),
     ]
     for ours, theirs in cases:
         t = torch.tensor(x, requires_grad=True)

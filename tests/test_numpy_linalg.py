@@ -106,6 +106,95 @@ def test_einsum_of_booleans_says_to_cast():
         compile_grad(lambda x: np.einsum("i->", x > 0), backend="interpreter")(np.ones(3))
 
 
+def integer_matrices(scale, a, b):
+    """LAPACK's functions of integer matrices (NumPy converts them to float64), and the
+    singular values of a matrix that is not differentiated (its rows are a batch axis)."""
+    return (scale * np.linalg.svdvals(a), np.linalg.norm(a, 2), np.linalg.inv(a),
+            np.linalg.det(a), np.linalg.slogdet(a)[1], np.linalg.cholesky(a),
+            np.linalg.matrix_power(a, -2), scale * np.linalg.solve(a, b),
+            np.linalg.solve(a, b * 1.5))
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_integer_matrices_are_computed_as_float64(backend):
+    # numba failed to compile the LAPACK call of an int matrix (an InternalError); svdvals of a
+    # non-differentiated argument was a TraceError ('the matrices' shape must be known')
+    a = np.array([[4, 1, 0], [1, 3, 1], [0, 1, 2]])
+    b = np.array([1, 2, 3])
+    values = compile_grad(integer_matrices, backend=backend)(2.0, a, b)
+    for k, (got, expected) in enumerate(zip(values, integer_matrices(2.0, a, b))):
+        assert np.asarray(got).dtype == np.asarray(expected).dtype, k
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14, err_msg=f"value {k}")
+
+
+def batch_of_matrices(w, X):
+    return (np.sum(np.linalg.svdvals(X * w)) + np.sum(np.linalg.inv(X) @ w)
+            + np.sum(np.linalg.det(X * w)) + np.sum(np.linalg.slogdet(X * w)[1])
+            + np.sum(np.linalg.solve(X, w[:, None] * np.ones((3, 2)))))
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_matrix_functions_of_a_batch_any_size_empty_too(backend):
+    # the interpreter's SVD factors could not reshape an empty batch (a bare ValueError)
+    f = compile_grad(batch_of_matrices, backend=backend)
+    w = np.array([1.0, 2.0, 0.5])
+    for n in (3, 0):
+        X = RNG.normal(size=(n, 3, 3)) + 4 * np.eye(3)
+        value, grad = f.value_and_grad(w, X)
+        np.testing.assert_allclose(value, batch_of_matrices(w, X), rtol=1e-12)
+        np.testing.assert_allclose(grad, central_differences(batch_of_matrices, [w, X], 0),
+                                   rtol=1e-6, atol=1e-8)
+
+
+def lapack_values(a):
+    sign, logdet = np.linalg.slogdet(a)
+    return np.linalg.det(a), sign, logdet, np.linalg.inv(a), np.linalg.solve(a, np.ones(2))
+
+
+LAPACK_VALUES = compile_grad(lapack_values)
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+@pytest.mark.parametrize("a", [[[np.nan, 0.0], [0.0, 1.0]], [[1.0, 2.0], [np.nan, 4.0]],
+                               [[np.inf, 1.0], [1.0, 1.0]], [[1.0, np.inf], [0.0, 1.0]],
+                               [[2.0, 1.0], [1.0, 3.0]]])
+def test_lapack_functions_of_nan_and_inf_give_numpys_values(backend, a):
+    # the kernels factored A^T, NumPy A: det([[nan, 0], [0, 1]]) was 0 (an exact zero pivot
+    # of A^T), inv/solve of [[1, inf], [0, 1]] raised 'Singular matrix', and gesdd's refusal
+    # of a NaN matrix (info -4) left svdvals' output unwritten (garbage, silently)
+    a = np.array(a)
+    with np.errstate(all="ignore"):
+        expected = lapack_values(a)
+    f = LAPACK_VALUES if backend == "numba" else compile_grad(lapack_values, backend=backend)
+    for got, e in zip(f(a), expected):
+        np.testing.assert_allclose(got, e, rtol=1e-12, equal_nan=True)
+    g = compile_grad(np.linalg.svdvals, backend=backend)
+    if np.isnan(a).any():
+        with pytest.raises(np.linalg.LinAlgError, match="SVD did not converge"):
+            g(a)
+
+
+def mask_products(W, labels):
+    onehot = labels[:, None] == np.arange(3)  # booleans, as a comparison gives them
+    return (np.sum(np.sin(onehot @ W)) + np.sum(np.dot(onehot, W) ** 2)
+            + np.sum(np.einsum("nc,cd->nd", onehot, W) * 0.5) + np.sum(W.T @ onehot.T)
+            + np.sum(np.tensordot(onehot, W, 1)) + np.vdot(onehot[0], W[:, 0]))
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_a_boolean_mask_times_numbers_computes_in_their_dtype(backend):
+    # mask @ W (one-hot rows from a comparison) was refused: 'matmul of boolean arrays is not
+    # supported'; NumPy computes it in W's dtype
+    W = RNG.normal(size=(3, 5))
+    labels = np.array([0, 2, 1, 2])
+    value, grad = compile_grad(mask_products, backend=backend).value_and_grad(W, labels)
+    np.testing.assert_allclose(value, mask_products(W, labels), rtol=1e-12)
+    np.testing.assert_allclose(grad, central_differences(mask_products, [W, labels], 0),
+                               rtol=1e-6, atol=1e-8)
+    with pytest.raises(TraceError, match="matmul of boolean arrays"):  # NumPy: logical
+        compile_grad(lambda W: (W > 0) @ (W > 0).T, backend=backend)(W)
+
+
 # --- the idioms against PyTorch and JAX, through numba --------------------------------------------
 SPD_SHIFT = 3.0
 

@@ -12,9 +12,10 @@ from op_cases import Arg
 from torch_idioms import Idiom, lazy_family
 
 from compiler import compile_grad
-from compiler.errors import UnsupportedError
+from compiler.errors import TraceError, UnsupportedError
 
 torch = pytest.importorskip("torch")
+RNG = np.random.default_rng(31)
 
 A = Arg
 MASK = np.array([[True, False, True, True], [False, False, True, False], [True, True, True, True]])
@@ -171,6 +172,112 @@ def test_products_of_small_ints_widen_as_numpys_do(backend):
     for got, expected in zip(f(a, b, c, d), small_int_products(a, b, c, d)):
         assert np.asarray(got).dtype == np.asarray(expected).dtype
         np.testing.assert_array_equal(got, expected)
+
+
+def reductions_in_dtype(i, x):
+    return (np.sum(i, dtype=np.float64), np.prod(i, dtype=np.float64),
+            np.cumsum(i, dtype=np.float64), np.cumprod(i, dtype=np.float64),
+            np.einsum("i->", i, dtype=np.float64), np.add.accumulate(i, dtype=np.float64),
+            np.sum(x, dtype=np.float64), np.nansum(x, dtype=np.float64),
+            np.cumsum(x, dtype=np.float64))
+
+
+IN_DTYPE = compile_grad(reductions_in_dtype)
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_reductions_accumulate_in_their_dtype_argument(backend):
+    # NumPy sums in dtype=: ints as floats (they overflowed as int64 and were cast after:
+    # np.sum(3 * [2**62], dtype=float) gave -4.6e18), float32 to a float64 total (was rounded
+    # to float32 first)
+    i = np.full(3, 2**62)
+    x = np.array([1e8, 1.0, 3.0], dtype=np.float32)
+    f = IN_DTYPE if backend == "numba" else compile_grad(reductions_in_dtype, backend=backend)
+    for got, expected in zip(f(i, x), reductions_in_dtype(i, x)):
+        assert np.asarray(got).dtype == np.asarray(expected).dtype
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+    grad = compile_grad(lambda x: np.sum(x * x, dtype=np.float64), backend=backend).grad(x)
+    assert grad.dtype == np.float32
+    np.testing.assert_allclose(grad, 2 * x)
+
+
+def initial_and_dtype(k, x):
+    return (np.sum(k, initial=0.5), np.prod(k, axis=0, initial=2),
+            np.sum(x, initial=np.float64(0.5)), np.var(k, dtype=np.float32),
+            np.std(k, axis=1, dtype=np.float32))
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_initial_takes_the_reductions_dtype_and_var_sums_in_its_dtype(backend):
+    # np.sum(ints, initial=0.5) gave 5.5 (float64) where NumPy casts initial to int64 (5); a
+    # float64 initial made a float32 sum float64; np.var(ints, dtype=np.float32) was float64
+    k = np.array([[1, -2, 3], [4, 5, -6]])
+    x = np.array([1.5, 2.25], np.float32)
+    got = compile_grad(initial_and_dtype, backend=backend)(k, x)
+    for g, e in zip(got, initial_and_dtype(k, x)):
+        assert np.asarray(g).dtype == np.asarray(e).dtype
+        np.testing.assert_allclose(g, e, rtol=1e-6)
+
+
+def extremes_over_the_batch(w, X):
+    return np.sum(w * np.max(X, axis=0)) + np.sum(np.ptp(X * w, axis=0))
+
+
+def reductions_with_identities(w, X):
+    return (np.logaddexp.reduce(X, axis=0) * w, np.any(X > 0, axis=0), np.all(X > 0, axis=0),
+            np.max(X, axis=0, initial=-1.0) * w, np.min(X, axis=0, where=X > 0, initial=5.0))
+
+
+EXTREMES = compile_grad(extremes_over_the_batch)
+IDENTITIES = compile_grad(reductions_with_identities)
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_max_over_an_empty_batch_raises_as_numpy_does(backend):
+    # the kernel gave -inf (np.max) and garbage further on for an empty batch, where NumPy
+    # raises; the interpreter raised NumPy's error without the user's line
+    f = EXTREMES if backend == "numba" else compile_grad(extremes_over_the_batch,
+                                                         backend=backend)
+    w = np.array([1.0, 2.0, 3.0])
+    X = RNG.normal(size=(4, 3))
+    np.testing.assert_allclose(f(w, X), extremes_over_the_batch(w, X), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"test_numpy_reductions.py:\d+: zero-size array to "
+                                         "reduction operation maximum which has no identity"):
+        f(w, np.zeros((0, 3)))
+    np.testing.assert_allclose(f(w, X[:2]), extremes_over_the_batch(w, X[:2]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_reductions_with_an_identity_of_an_empty_batch_give_numpys_values(backend):
+    # the interpreter raised 'zero-size array to reduction operation maximum' for these
+    f = IDENTITIES if backend == "numba" else compile_grad(reductions_with_identities,
+                                                           backend=backend)
+    w = np.array([1.0, 2.0, 3.0])
+    for X in (RNG.normal(size=(4, 3)), np.zeros((0, 3))):
+        for got, expected in zip(f(w, X), reductions_with_identities(w, X)):
+            assert np.asarray(got).dtype == np.asarray(expected).dtype
+            np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_extremes_of_a_static_empty_axis_are_errors_at_the_users_line():
+    f = compile_grad(lambda x: np.max(x, axis=0), backend="interpreter")
+    with pytest.raises(TraceError, match="zero-size array to reduction operation maximum"):
+        f(np.zeros((0, 3)))
+    f = compile_grad(lambda x: np.sum(x) + np.argmin(x, axis=0), backend="interpreter")
+    with pytest.raises(TraceError, match="attempt to get argmin of an empty sequence"):
+        f(np.zeros((0, 3)))
+
+
+def test_axis_zero_of_a_0d_array_as_numpy_reads_it():
+    # np.sum/np.max let axis 0 of a 0-d array through (the interpreter raised a bare AxisError,
+    # np.max a bare IndexError on both backends); np.mean refuses it (was a bare IndexError)
+    x = np.array(2.5)
+    f = compile_grad(lambda x: np.sum(x, axis=0) * np.max(x, axis=-1) + np.min(x, axis=0),
+                     backend="interpreter")
+    np.testing.assert_allclose(f.value_and_grad(x), (2.5 * 2.5 + 2.5, 2 * 2.5 + 1))
+    assert compile_grad(lambda x: np.any(x, axis=0), backend="interpreter")(x)
+    with pytest.raises(TraceError, match="axis 0 is out of bounds for array of dimension 0"):
+        compile_grad(lambda x: np.mean(x, axis=0), backend="interpreter")(x)
 
 
 # --- np.flip, ptp, nansum, average, fmax/fmin: composites of supported ops -------------------

@@ -10,8 +10,10 @@ in SciPy's `cython_lapack`. Kernels name them by symbols of their own (`gradfuse
 bound when this module is imported; `ABI` is part of every kernel's cache key.
 
 LAPACK is column-major: a C-contiguous (n, n) array is, to it, the transpose of the
-matrix. So getrf factors A^T; `getrs` with "T" then solves A x = b, and with "N" against
-the identity it gives (A^T)^-1, whose memory read row by row is A^-1; and potrf("U") of
+matrix. So getrf is given a C-ordered copy of A^T, which it reads as A (the matrix NumPy
+factors: the same pivots, so the same answers where NaN, inf or rounding would make LU of
+A^T differ); `getrs` with "N" then solves A x = b for a column-major b, and against the
+identity gives A^-1 column-major, its transpose row by row; and potrf("U") of
 A^T reads the lower triangle of A (all NumPy reads) and leaves L = U^T there; gesdd of
 A^T = U' S V'^T gives A = V' S U'^T, so LAPACK's V'^T, read row by row, is A's U and its U'
 is A's V^T. Failures raise NumPy's `LinAlgError` with NumPy's messages.
@@ -215,8 +217,10 @@ def _gesdd(typingctx, vectors, a, s, u, vt, work, lwork, iwork):
 # --- what kernels call: one matrix each ------------------------------------------------------
 @numba.njit
 def _factored(a):
-    """(LU factors of A^T, pivots, info) for a square `a`."""
-    lu = np.ascontiguousarray(a).copy()
+    """(LU factors of A, pivots, info) for a square `a`: LAPACK reads the C-ordered copy of
+    A^T as A, column-major. NumPy factors A too, so pivots agree with its, and so do the
+    answers where rounding, NaN or inf make LU of A and of A^T differ."""
+    lu = np.ascontiguousarray(a.T).copy()
     pivots = np.empty(a.shape[0], PIVOTS)
     info = _getrf(lu, pivots)
     return lu, pivots, info
@@ -233,7 +237,7 @@ def solve(a, b, out):
     for i in range(n):
         for j in range(k):
             columns[j, i] = b[i, j]
-    _getrs(True, lu, pivots, columns)
+    _getrs(False, lu, pivots, columns)
     for i in range(n):
         for j in range(k):
             out[i, j] = columns[j, i]
@@ -249,14 +253,14 @@ def inv(a, out):
     inverse = np.zeros((n, n), lu.dtype)
     for i in range(n):
         inverse[i, i] = 1
-    _getrs(False, lu, pivots, inverse)  # (A^T)^-1 column-major: A^-1 row by row
-    out[...] = inverse
+    _getrs(False, lu, pivots, inverse)  # A^-1 column-major: its transpose row by row
+    out[...] = inverse.T
 
 
 @numba.njit
 def slogdet(a, out):
     """out[0] = the sign of det(a) (0 when singular), out[1] = log|det(a)| (-inf then)."""
-    lu, pivots, _ = _factored(a)
+    lu, pivots, _ = _factored(a)  # det of [[nan, 0], [0, 1]] is NaN, as NumPy's (not 0)
     sign = 1.0
     log_det = 0.0
     for i in range(a.shape[0]):
@@ -302,7 +306,9 @@ def _singular(vectors, a, s, u, vt):
     size = np.empty(1, work_matrix.dtype)
     _gesdd(vectors, work_matrix, s, u, vt, size, -1, iwork)
     work = np.empty(max(1, int(size[0])), work_matrix.dtype)
-    if _gesdd(vectors, work_matrix, s, u, vt, work, work.size, iwork) > 0:
+    # info < 0 too: gesdd refuses a matrix holding NaN as an illegal argument (-4), leaving
+    # s unwritten; NumPy raises this error for it
+    if _gesdd(vectors, work_matrix, s, u, vt, work, work.size, iwork) != 0:
         raise np.linalg.LinAlgError("SVD did not converge")
 
 

@@ -112,6 +112,8 @@ class NestWriter:
         for m in nest.members:
             if m.id in self.k.plan.arrays:
                 self.k.alloc(m)
+        for s in nest.sinks:
+            self._check_not_empty(s)
         parallel = self.parallel_loop(nest)
         reductions = {s.id: self._reduction(s, parallel) for s in nest.sinks
                       if isinstance(lowering_of(s), Reduction)}
@@ -230,6 +232,18 @@ class NestWriter:
             self.k.line(f"{subscript(self.k.names[m.id], index)} = {local}")
 
     # --- sinks ---------------------------------------------------------------------------
+    def _check_not_empty(self, s: Node) -> None:
+        """The user's max or min over an axis empty at run time raises NumPy's ValueError at
+        their line (compiler.errors.KernelEmptyReductionError), before the nest."""
+        lowering = lowering_of(s)
+        dims = lowering.nonempty_dims(s) if isinstance(lowering, Reduction) else []
+        if not dims:
+            return
+        site = self.k.helpers.empty_site(s, lowering.no_identity)
+        test = " or ".join(f"{dim_text(d)} == 0" for d in dict.fromkeys(dims))
+        self.k.line(f"if {test}:")
+        self.k.line(f"{INDENT}raise EmptyReduction({site})", comment_of(s))
+
     def _reduction(self, r: Node, parallel: bool) -> _Reduction:
         """Where a reduction accumulates: a scalar opened at the loop depth from which all
         remaining loops are reduced (row sums, full sums), else an array of the result's shape,

@@ -107,6 +107,7 @@ class HelperSet:
         self.uses_vector_math = False
         self.uses_math = False  # an elementwise template calls Python's math module
         self._index_sites: dict[tuple[str, str, int | None], int] = {}
+        self._empty_sites: dict[tuple[str, str, str], int] = {}
 
     def vector_math(self, name: str) -> str:
         """The call for NumPy's `name` (np.exp ...) through compiler.codegen.vecmath."""
@@ -136,6 +137,14 @@ class HelperSet:
         site = (str(loc), loc.text.strip(), axis) if loc is not None else \
             (f"{node.op} in a kernel", "", axis)
         return self._index_sites.setdefault(site, len(self._index_sites))
+
+    def empty_site(self, node, ufunc: str) -> int:
+        """The number that a check that `node` (a max or min) reduces no empty axis raises
+        with (the module's `EmptyReduction`, compiler.errors.KernelEmptyReductionError)."""
+        loc = node.loc
+        site = (str(loc), loc.text.strip(), ufunc) if loc is not None else \
+            (f"{node.op} in a kernel", "", ufunc)
+        return self._empty_sites.setdefault(site, len(self._empty_sites))
 
     def stack_array(self, name: str) -> str:
         """The name to call for compiler.codegen.stack's `name` (`zeros`, `full`): an array in
@@ -175,18 +184,25 @@ class HelperSet:
         if self._stack:
             names = ", ".join(f"{name} as _stack_{name}" for name in sorted(self._stack))
             lines.append(f"from compiler.codegen.stack import {names}")
-        errors = self._errors | ({"KernelIndexError"} if self._index_sites else set())
+        errors = self._errors | ({"KernelIndexError"} if self._index_sites else set()) \
+            | ({"KernelEmptyReductionError"} if self._empty_sites else set())
         if errors:
             lines.append(f"from compiler.errors import {', '.join(sorted(errors))}")
         return lines
 
     def source(self) -> str:
         """The helpers' definitions, sorted by name so the text is deterministic, after the
-        module's index error (its sites numbered as the kernels raise them)."""
+        module's index and empty-reduction errors (their sites numbered as the kernels raise
+        them)."""
         parts = [f"{_DECORATOR}{self._used[name].rstrip()}\n" for name in sorted(self._used)]
         if self._index_sites:
             sites = "".join(f"        {site!r},\n" for site in self._index_sites)
             parts.insert(0, "class IndexOutOfBounds(KernelIndexError):\n"
                             "    # (the user's line, its statement, the axis) per check\n"
+                            f"    SITES = (\n{sites}    )\n")
+        if self._empty_sites:
+            sites = "".join(f"        {site!r},\n" for site in self._empty_sites)
+            parts.insert(0, "class EmptyReduction(KernelEmptyReductionError):\n"
+                            "    # (the user's line, its statement, the ufunc) per check\n"
                             f"    SITES = (\n{sites}    )\n")
         return "\n\n".join(parts)

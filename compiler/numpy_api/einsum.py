@@ -38,6 +38,12 @@ def einsum(*operands, out=None, dtype=None, order="K", casting="safe", optimize=
     no_out("np.einsum", out)
     subscripts, arrays = _subscripts_and_operands(operands)
     arrays = [traced(a) for a in arrays]
+    if dtype is not None:  # NumPy computes in it (np.einsum("i->", ints, dtype=float): no overflow)
+        arrays = [astype(a, dtype) if a.dtype != np.dtype(dtype) else a for a in arrays]
+    numbers = [a.dtype for a in arrays if a.dtype != np.bool_]
+    if numbers:  # a mask beside numbers is computed in their dtype, as NumPy does
+        common = np.result_type(*numbers)
+        arrays = [astype(a, common) if a.dtype == np.bool_ else a for a in arrays]
     if any(a.dtype == np.bool_ for a in arrays):
         raise UnsupportedError("np.einsum of boolean arrays is not supported: cast them to a "
                                "number type first (x.astype(np.float32))", user_loc())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import math
 
 import numpy as np
@@ -49,6 +50,10 @@ def power(x, y):
             and np.ndim(y) == 0 and np.asarray(y).dtype.kind == "f" and y == 0.5
             and np.result_type(x.dtype, y) == x.dtype):
         return np.sqrt(x)
+    if (isinstance(x, Tracer) and x.dtype.kind in "iu" and not isinstance(y, Tracer)
+            and np.asarray(y).dtype.kind == "i" and np.any(np.asarray(y) < 0)):
+        raise TraceError("Integers to negative integer powers are not allowed (NumPy's "
+                         "ValueError): make the base a float, x.astype(float) ** y", user_loc())
     return bind("pow", x, y)
 
 
@@ -77,11 +82,49 @@ def clip(x, a_min=None, a_max=None, out=None, *, min=None, max=None, **kwargs):
     a_min = a_min if min is None else min  # NumPy 2.1's names, and ndarray.clip's
     a_max = a_max if max is None else max
     x = fresh(traced(x))  # a new array, as NumPy's (even with no bounds)
+    if x.dtype.kind in "iu":  # NumPy 2 clips ints by Python ints out of their range too
+        info = np.iinfo(x.dtype)
+        a_min, a_max = (b if type(b) is not int else builtins.min(builtins.max(b, info.min),
+                                                                  info.max)
+                        for b in (a_min, a_max))
     if a_min is not None:
         x = np.where(x < a_min, a_min, x)
     if a_max is not None:
         x = np.where(x > a_max, a_max, x)
     return x
+
+
+def _reciprocal(x):
+    """1 / x, in x's dtype as NumPy computes it: of integers, C's truncating division (1 for 1,
+    -1 for -1, 0 for the others, and the dtype's minimum for a signed 0; booleans as int8)."""
+    x = traced(x)
+    if x.dtype.kind == "f":
+        return 1 / x
+    signed = x.dtype.kind == "i"  # (booleans: 0 stays 0)
+    dtype = np.reciprocal(np.ones((), x.dtype)).dtype
+    x = astype(x, dtype) if x.dtype != dtype else x
+    units = np.where((x == 1) | (x == -1) if signed else x == 1, x, 0)
+    if signed:
+        units = np.where(x == 0, np.iinfo(dtype).min, units)
+    return astype(units, dtype) if units.dtype != dtype else units
+
+
+def _as_float(x, ufunc):
+    """`x` in the float dtype NumPy's `ufunc` computes an integer or boolean `x` in (float64;
+    float16, which kernels lack, for 8-bit ints: refused at the user's line)."""
+    x = traced(x)
+    if x.dtype.kind == "f":
+        return x
+    dtype = ufunc(*[np.ones((), x.dtype)] * ufunc.nin).dtype
+    if dtype == np.float16:
+        raise TraceError(f"np.{ufunc.__name__} of {x.dtype} values is float16 in NumPy, which "
+                         "compiled kernels have no arithmetic for; convert the input first, "
+                         "e.g. x.astype(np.float32)", user_loc())
+    return astype(x, dtype)
+
+
+def _exp2(x):
+    return bind("pow", 2.0, _as_float(x, np.exp2))
 
 
 def _logaddexp(x, y):
@@ -114,19 +157,28 @@ UFUNCS.update({
     np.bitwise_or: lambda x, y: logical("logical_or", x, y),
     np.bitwise_xor: lambda x, y: logical("logical_xor", x, y),
     np.invert: logical_not,
-    np.matmul: lambda x, y: bind("matmul", x, y),
     np.negative: lambda x: unary("neg", x),
     np.positive: lambda x: x,
     np.absolute: lambda x: unary("abs", x),
     np.square: lambda x: x * x,
-    np.reciprocal: lambda x: 1 / x,
+    np.reciprocal: lambda x: _reciprocal(x),
+    np.divmod: lambda x, y: (binary("floor_divide", x, y), binary("remainder", x, y)),
     np.logaddexp: _logaddexp,
-    np.exp2: lambda x: np.exp(x * math.log(2.0)),  # Python floats stay weak: f32 stays f32
+    # 2.0 ** x, C's pow: exp(x * log 2) was off by |x| ulps (95 at x = -305, 35 in float32);
+    # the Python float stays weak, so float32 stays float32
+    np.exp2: lambda x: _exp2(x),
+    np.logaddexp2: lambda x, y: _logaddexp(_as_float(x, np.logaddexp2) * math.log(2.0),
+                                           _as_float(y, np.logaddexp2) * math.log(2.0))
+    * (1 / math.log(2.0)),
+    np.deg2rad: lambda x: _as_float(x, np.deg2rad) * (math.pi / 180),
+    np.radians: lambda x: _as_float(x, np.radians) * (math.pi / 180),
+    np.rad2deg: lambda x: _as_float(x, np.rad2deg) * (180 / math.pi),
+    np.degrees: lambda x: _as_float(x, np.degrees) * (180 / math.pi),
     np.log2: lambda x: np.log(x) * (1 / math.log(2.0)),
     np.log10: lambda x: np.log(x) * (1 / math.log(10.0)),
 })
 for _name in ("sign", "exp", "expm1", "log", "log1p", "sqrt", "cbrt", "sin", "cos", "tan", "tanh",
-              "arctan", "sinh", "cosh", "arcsin", "arccos"):
+              "arctan", "sinh", "cosh", "arcsin", "arccos", "arcsinh", "arccosh", "arctanh"):
     UFUNCS[getattr(np, _name)] = (lambda op: lambda x: unary(op, x))(_name)
 
 
@@ -142,7 +194,8 @@ UFUNCS.update({
     np.remainder: lambda x, y: binary("remainder", x, y),  # np.mod is np.remainder
     np.isnan: lambda x: x != x,  # only NaN differs from itself (kernels never assume no NaN)
     np.isinf: lambda x: np.abs(x) == np.inf,
-    np.isfinite: lambda x: (x - x) == 0,  # inf - inf and NaN - NaN are NaN
+    # inf - inf and NaN - NaN are NaN; integers and booleans (which have no `-`) are finite
+    np.isfinite: lambda x: (x - x) == 0 if traced(x).dtype.kind == "f" else x == x,
 })
 
 
@@ -192,11 +245,13 @@ def round_(a, decimals=0, out=None):
 
 @implements(np.sinc)
 def sinc(x):
-    """sin(pi x) / (pi x), 1 at 0 (where its derivative, 0, comes out exactly)."""
+    """sin(pi x) / (pi x), 1 near 0 (where its derivative, 0, comes out exactly). Near is
+    |x| < 1e-9, where sin(pi x) / (pi x) rounds to 1 in float64 and float32 alike; at
+    subnormal x the derivative's 1 / (pi x) would overflow and give inf - inf = NaN."""
     x = traced(x)
     if x.dtype.kind != "f":
         x = astype(x, np.float64)
-    at_zero = x == 0
+    at_zero = np.abs(x) < 1e-9
     y = math.pi * np.where(at_zero, 1.0, x)
     return np.where(at_zero, 1.0, np.sin(y) / y)
 

@@ -14,7 +14,7 @@ import operator
 import numpy as np
 
 from compiler.errors import TraceError, UnsupportedError
-from compiler.numpy_api.dispatch import axes_of, implements, no_out, traced
+from compiler.numpy_api.dispatch import UFUNCS, axes_of, implements, no_out, traced
 from compiler.numpy_api.elementwise import astype
 from compiler.numpy_api.layout import reshape
 from compiler.ops import bind
@@ -25,15 +25,27 @@ from compiler.symdim import Concretize
 from compiler.user_code import user_loc
 
 
+def numeric_factors(a, b):
+    """a and b, traced; a boolean one beside a number array in the other's dtype, which is
+    what NumPy's product computes in (mask @ W). Two booleans stay (refused by the ops)."""
+    a, b = traced(a), traced(b)
+    if (a.dtype == np.bool_) != (b.dtype == np.bool_):
+        a, b = (astype(x, y.dtype) if x.dtype == np.bool_ else x for x, y in ((a, b), (b, a)))
+    return a, b
+
+
 def matmul(a, b):
-    return bind("matmul", a, b)
+    return bind("matmul", *numeric_factors(a, b))
+
+
+UFUNCS[np.matmul] = matmul
 
 
 # --- products ----------------------------------------------------------------------------------
 @implements(np.dot)
 def dot(a, b, out=None):
     no_out("np.dot", out)
-    a, b = traced(a), traced(b)
+    a, b = numeric_factors(a, b)
     if a.ndim == 0 or b.ndim == 0:
         return a * b
     if a.ndim <= 2 and b.ndim <= 2:
@@ -45,7 +57,7 @@ def dot(a, b, out=None):
 
 @implements(np.tensordot)
 def tensordot(a, b, axes=2):
-    a, b = traced(a), traced(b)
+    a, b = numeric_factors(a, b)
     if isinstance(axes, (int, np.integer)):
         a_axes, b_axes = tuple(range(a.ndim - axes, a.ndim)), tuple(range(axes))
     else:
@@ -68,7 +80,7 @@ def _permuted(x, perm):
 
 @implements(np.inner)
 def inner(a, b):
-    a, b = traced(a), traced(b)
+    a, b = numeric_factors(a, b)
     if a.ndim == 0 or b.ndim == 0:
         return a * b
     return tensordot(a, b, axes=([-1], [-1]))
@@ -83,7 +95,7 @@ def outer(a, b, out=None):
 
 @implements(np.vdot)
 def vdot(a, b):
-    a, b = reshape(a, (-1,)), reshape(b, (-1,))
+    a, b = (reshape(x, (-1,)) for x in numeric_factors(a, b))
     return product(a, b, 0, 1)
 
 
@@ -114,7 +126,12 @@ def _vector_norm(x, ord, axis: tuple[int, ...], keepdims: bool):
         return np.sum((x != 0).astype(x.dtype), **kept)
     if ord == 1:
         return np.sum(np.abs(x), **kept)
-    return _root(np.sum(np.abs(x) ** ord, **kept), ord)
+    # |x|^p at an entry 0 is 0 (inf for p < 0) with gradient 0, the subgradient PyTorch gives:
+    # for p < 1, p |x|^(p-1) sign(x) there was inf * 0 = NaN
+    magnitude = np.abs(x)
+    zero = magnitude == 0
+    powered = np.where(zero, np.inf if ord < 0 else 0.0, np.where(zero, 1, magnitude) ** ord)
+    return _root(np.sum(powered, **kept), ord)
 
 
 def _matrix_norm(x, ord, row: int, col: int, keepdims: bool):
@@ -204,10 +221,17 @@ def _batched(*arrays):
             bind("broadcast_to", a, shape=batch + a.type.shape[-2:]) for a in arrays]
 
 
+def _floats(a):
+    """`a` as LAPACK reads it: integers (and bools, which the ops refuse) as float64, as
+    NumPy converts them; float32 and float64 as they are."""
+    a = traced(a)
+    return a if a.dtype.kind == "f" or a.dtype == np.bool_ else astype(a, np.float64)
+
+
 @implements(np.linalg.solve)
 def solve(a, b):
     """x with a @ x = b; as NumPy 2, b is a vector only when it is 1-D."""
-    a, b = traced(a), traced(b)
+    a, b = _floats(a), _floats(b)
     vector = b.ndim == 1
     if vector:
         b = reshape(b, (b.shape[0], 1))
@@ -218,12 +242,12 @@ def solve(a, b):
 
 @implements(np.linalg.inv)
 def inv(a):
-    return bind("inv", traced(a))
+    return bind("inv", _floats(a))
 
 
 @implements(np.linalg.det)
 def det(a):
-    return bind("det", traced(a))
+    return bind("det", _floats(a))
 
 
 class SlogdetResult(tuple):
@@ -236,7 +260,7 @@ class SlogdetResult(tuple):
 
 @implements(np.linalg.slogdet)
 def slogdet(a):
-    pair = bind("slogdet", traced(a))
+    pair = bind("slogdet", _floats(a))
     batch = pair.type.shape[:-1]
 
     def part(k):
@@ -248,7 +272,7 @@ def slogdet(a):
 
 @implements(np.linalg.cholesky)
 def cholesky(a, /, *, upper=False):
-    L = bind("cholesky", traced(a))
+    L = bind("cholesky", _floats(a))
     if upper:
         n = L.ndim
         return bind("transpose", L, perm=tuple(range(n - 2)) + (n - 1, n - 2))

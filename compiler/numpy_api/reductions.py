@@ -14,9 +14,35 @@ from compiler.tracer import Tracer
 from compiler.user_code import user_loc
 
 
+def _reduced_axes(x, axis):
+    """The axes a sum, prod, max or min reduces: NumPy lets an int axis 0 or -1 of a 0-d
+    array through, reducing nothing (a tuple holding one is an error)."""
+    if x.ndim == 0 and axis is not None:
+        if axis in (0, -1) and not isinstance(axis, tuple) or axis == ():
+            return ()
+        raise TraceError(f"axis {axis} is out of bounds for array of dimension 0", user_loc())
+    return axes_of(x, axis)
+
+
 def _reduce(op, x, axis, keepdims):
     x = traced(x)
-    return bind(op, x, axes=axes_of(x, axis), keepdims=bool(keepdims))
+    return bind(op, x, axes=_reduced_axes(x, axis), keepdims=bool(keepdims))
+
+
+def in_dtype(a, dtype):
+    """`a` converted to a reduction's `dtype=`, which NumPy accumulates in: np.sum(ints,
+    dtype=np.float64) adds floats (no int64 overflow), np.sum(x32, dtype=np.float64) keeps
+    the float64 total (the result, not only the sum, is float64)."""
+    a = traced(a)
+    return a if dtype is None or a.dtype == np.dtype(dtype) else astype(a, dtype)
+
+
+def _as_initial(initial, result):
+    """`initial=` in the reduction's dtype, as NumPy casts it (np.sum(ints, initial=0.5) adds
+    0; a float64 initial leaves a float32 sum float32)."""
+    if isinstance(initial, Tracer):
+        return initial if initial.dtype == result.dtype else astype(initial, result.dtype)
+    return np.asarray(initial).astype(result.dtype)
 
 
 def _masked(a, where, fill):
@@ -29,16 +55,18 @@ def _masked(a, where, fill):
 @implements(np.sum)
 def sum(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):  # noqa: A001
     no_out("sum", out)
+    a = in_dtype(a, dtype)
     result = _reduce("sum", _masked(a, where, 0), axis, keepdims)
-    result = result if initial is None else result + initial
+    result = result if initial is None else result + _as_initial(initial, result)
     return astype(result, dtype) if dtype is not None else result
 
 
 @implements(np.prod)
 def prod(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):
     no_out("prod", out)
+    a = in_dtype(a, dtype)
     result = _reduce("prod", _masked(a, where, 1), axis, keepdims)
-    result = result if initial is None else result * initial
+    result = result if initial is None else result * _as_initial(initial, result)
     return astype(result, dtype) if dtype is not None else result
 
 
@@ -52,11 +80,27 @@ def _extreme(op, a, axis, keepdims, initial, where):
             raise TraceError(f"reduction operation '{ufunc}' does not have an identity, so to "
                              "use a where mask one has to specify 'initial'", user_loc())
         a = np.where(where, a, _bound(a.dtype, lowest=op == "max"))
-    result = _reduce(op, a, axis, keepdims)
+    if initial is not None:
+        result = _reduce(op, a, axis, keepdims)
+    else:
+        result = _nonempty_extreme(op, a, axis, keepdims)
     if initial is None:
         return result
     initial = np.asarray(initial).astype(a.dtype)  # NumPy casts initial to the array's dtype
     return np.maximum(result, initial) if op == "max" else np.minimum(result, initial)
+
+
+def _nonempty_extreme(op, a, axis, keepdims):
+    """max or min without an initial value, as NumPy: an error where a reduced axis is empty,
+    when traced for a static axis, and by the kernel for a symbolic (batch) one."""
+    axes = _reduced_axes(a, axis)
+    dims = [a.type.shape[k] for k in axes]
+    if 0 in dims:
+        ufunc = "maximum" if op == "max" else "minimum"
+        raise TraceError(f"zero-size array to reduction operation {ufunc} which has no "
+                         "identity", user_loc())
+    nonempty = {"nonempty": True} if any(not isinstance(d, int) for d in dims) else {}
+    return bind(op, a, axes=axes, keepdims=bool(keepdims), **nonempty)
 
 
 def _bound(dtype, lowest):
@@ -89,11 +133,18 @@ def _float_dtype(x):
     return x.dtype if np.issubdtype(x.dtype, np.floating) else np.dtype(np.float64)
 
 
+def _counted_axes(a, axis):
+    """The axes a mean or var reduces; unlike sum, NumPy refuses any axis of a 0-d array."""
+    if a.ndim == 0 and axis is not None and axis != ():
+        raise TraceError(f"axis {axis} is out of bounds for array of dimension 0", user_loc())
+    return axes_of(a, axis)
+
+
 @implements(np.mean)
 def mean(a, axis=None, dtype=None, out=None, keepdims=False, where=None):
     no_out("mean", out)
     a = traced(a)
-    axes = axes_of(a, axis)
+    axes = _counted_axes(a, axis)
     dtype = np.dtype(dtype) if dtype is not None else _float_dtype(a)
     total = bind("sum", _masked(astype(a, dtype) if a.dtype != dtype else a, where, 0),
                  axes=axes, keepdims=bool(keepdims))
@@ -107,9 +158,10 @@ def mean(a, axis=None, dtype=None, out=None, keepdims=False, where=None):
 def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
     no_out("var", out, **kw)
     a = traced(a)
-    axes = axes_of(a, axis)
+    axes = _counted_axes(a, axis)
     centered = a - mean(a, axis=axes, dtype=dtype, keepdims=True)
-    squares = bind("sum", centered * centered, axes=axes, keepdims=bool(keepdims))
+    # NumPy sums the squares in dtype= too (int data minus a float32 mean is float64)
+    squares = bind("sum", in_dtype(centered * centered, dtype), axes=axes, keepdims=bool(keepdims))
     return squares / (_count(a, axes, squares.dtype) - ddof)
 
 
@@ -128,7 +180,7 @@ def root_of_variance(variance):
 @implements(np.cumsum)
 def cumsum(a, axis=None, dtype=None, out=None):
     no_out("cumsum", out)
-    a = traced(a)
+    a = in_dtype(a, dtype)
     if axis is None or a.ndim == 0:
         a, axis = reshape(a, (-1,)), 0
     result = bind("cumsum", a, axis=axes_of(a, axis)[0])
@@ -138,7 +190,7 @@ def cumsum(a, axis=None, dtype=None, out=None):
 @implements(np.cumprod)
 def cumprod(a, axis=None, dtype=None, out=None):
     no_out("cumprod", out)
-    a = traced(a)
+    a = in_dtype(a, dtype)
     if axis is None or a.ndim == 0:
         a, axis = reshape(a, (-1,)), 0
     result = bind("cumprod", a, axis=axes_of(a, axis)[0])
@@ -177,11 +229,14 @@ def _arg_extreme(extreme):
         a = traced(a)
         shape = a.type.shape
         flat, axis_ = _along(a, axis)
+        n = flat.shape[axis_].__index__()
+        if n == 0:
+            raise TraceError(f"attempt to get arg{extreme.__name__[1:]} of an "
+                             "empty sequence", user_loc())
         top = extreme(flat, axis=axis_, keepdims=True)
         # The first position that holds the extreme; a NaN is the extreme (max and min propagate
         # it), and NumPy answers the first NaN.
         hit = (flat == top) | (flat != flat)
-        n = flat.shape[axis_].__index__()
         positions = np.arange(n).reshape([n if i == axis_ else 1 for i in range(flat.ndim)])
         first = bind("min", np.where(hit, positions, n), axes=(axis_,), keepdims=bool(keepdims))
         if keepdims and axis is None:
@@ -202,7 +257,7 @@ def _truth(reduction):
         truths = a if a.dtype == np.bool_ else a != 0
         if where is not None and where is not True:
             truths = np.where(where, truths, reduction == "all")
-        return bind("max" if reduction == "any" else "min", truths, axes=axes_of(a, axis),
+        return bind("max" if reduction == "any" else "min", truths, axes=_reduced_axes(a, axis),
                     keepdims=bool(keepdims))
 
     return truth
@@ -236,8 +291,10 @@ def diff(a, n=1, axis=-1, prepend=None, append=None):
     if len(pieces) > 1:
         a = concatenate(pieces, axis=axis)
     for _ in range(n):
-        a = a[(slice(None),) * axis + (slice(1, None),)] - \
-            a[(slice(None),) * axis + (slice(None, -1),)]
+        later = a[(slice(None),) * axis + (slice(1, None),)]
+        earlier = a[(slice(None),) * axis + (slice(None, -1),)]
+        # booleans differ where they change, as NumPy's diff (not_equal) has them
+        a = later != earlier if a.dtype == np.bool_ else later - earlier
     return a
 
 

@@ -21,8 +21,10 @@ _NO_INITIAL = np._NoValue
 
 def _logsumexp(a, axis, keepdims):
     """log(sum(exp(a))) with the max taken out first (no overflow); an all -inf lane gives
-    -inf. The max is a constant shift: its gradient terms cancel, leaving softmax(a)."""
-    top = np.max(a, axis=axis, keepdims=True)
+    -inf, and so does an empty one (as NumPy: -inf is logaddexp's identity, so the max's own
+    -inf there is kept). The max is a constant shift: its gradient terms cancel, leaving
+    softmax(a)."""
+    top = np.max(a, axis=axis, keepdims=True, initial=-np.inf)
     shift = np.where(np.isfinite(top), top, 0.0)
     total = np.sum(np.exp(a - shift), axis=axis, keepdims=keepdims)
     return np.log(total) + (shift if keepdims else np.squeeze(shift, axis=axis))

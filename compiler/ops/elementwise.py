@@ -64,6 +64,14 @@ elementwise("tanh", np.tanh, lambda g, out, x: (g * (1 - out * out),), "_tanh({0
 elementwise("arctan", np.arctan, lambda g, out, x: (g / (x * x + 1),), "np.arctan({0})")
 elementwise("sinh", np.sinh, lambda g, out, x: (g * np.cosh(x),), "np.sinh({0})")
 elementwise("cosh", np.cosh, lambda g, out, x: (g * np.sinh(x),), "np.cosh({0})")
+# Inverse hyperbolic functions; arccosh' is infinite at 1 and arctanh' at +-1 (a zero
+# cotangent stays 0 there), written with (x - 1)(x + 1) rather than x^2 - 1, exact near 1.
+elementwise("arcsinh", np.arcsinh, lambda g, out, x: (g / np.sqrt(x * x + 1),),
+            "np.arcsinh({0})")
+elementwise("arccosh", np.arccosh, lambda g, out, x: (safe(g, g / np.sqrt((x - 1) * (x + 1))),),
+            "np.arccosh({0})")
+elementwise("arctanh", np.arctanh, lambda g, out, x: (safe(g, g / ((1 - x) * (1 + x))),),
+            "np.arctanh({0})")
 # arcsin' and arccos' are infinite at +-1: a zero cotangent stays 0 there.
 elementwise("arcsin", np.arcsin, lambda g, out, x: (safe(g, g / np.sqrt(1 - x * x)),),
             "np.arcsin({0})")
@@ -102,7 +110,9 @@ elementwise("div", np.true_divide, _div_vjp, "{0} / {1}")
 
 
 def _pow_vjp(g, out, x, y):
-    gx = safe(g, g * y * x ** (y - 1))
+    # d/dx x**0 is 0 everywhere, x = 0 included (y * x**-1 there is 0 * inf), as JAX: so
+    # polynomial features x[:, None] ** np.arange(d) have the gradient 1 + 2x + ... at 0.
+    gx = np.where(y == 0, 0, safe(g, g * y * x ** (y - 1)))
     # d/dy x**y = x**y log x; defined as 0 where x <= 0 (as JAX does), so a
     # constant base of 0 does not poison the exponent's gradient.
     gy = safe(g, g * out * np.where(x > 0, np.log(np.where(x > 0, x, 1)), 0))

@@ -69,6 +69,10 @@ def _operand_grad(x, y, operand, batch):
     own = (1,) * (len(batch) - (operand.type.ndim - 2)) + operand.type.shape[:-2]
     if not any(d == 1 and e != 1 for d, e in zip(own, batch)):
         return sum_to_shape(bind("matmul", x, y), operand.type.shape)
+    # summed_product reads both factors with all of the product's batch axes; the other
+    # operand may have fewer ((2, 1, 3, 4) @ (5, 4, 2): b has one batch axis, the product two)
+    x, y = (v if v.type.shape[:-2] == batch else
+            bind("broadcast_to", v, shape=tuple(batch) + v.type.shape[-2:]) for v in (x, y))
     return summed_product(x, y, 1, batch, own, operand.type.shape)
 
 

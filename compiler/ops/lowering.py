@@ -130,8 +130,19 @@ class Reduction(Lowering):
     update: Callable[[str, str, Any, np.dtype], str]
     widens: bool = False
     privatized: bool = False
+    # NumPy's ufunc of a reduction without an identity of its own (max: "maximum"): a node
+    # with the attr `nonempty` raises, as NumPy, where a reduced axis is empty at run time
+    no_identity: str = ""
     ROLE = "sink"
     reads_in_place = True
+
+    def nonempty_dims(self, node) -> list:
+        """The reduced axes' dims that must not be 0 when the kernel runs (symbolic ones:
+        a static 0 was refused when traced)."""
+        if not (self.no_identity and node.attrs.get("nonempty")):
+            return []
+        return [node.inputs[0].shape[a] for a in node.attrs["axes"]
+                if not isinstance(node.inputs[0].shape[a], int)]
 
     def accumulator_dtype(self, node) -> np.dtype:
         x = node.inputs[0]

@@ -18,7 +18,8 @@ from compiler.ops.registry import OpDef, bind, register
 from compiler.ops.shapes import reduced_shape
 
 
-def _infer(x: TensorType, *, axes: tuple[int, ...], keepdims: bool) -> TensorType:
+def _infer(x: TensorType, *, axes: tuple[int, ...], keepdims: bool,
+           nonempty: bool = False) -> TensorType:
     return TensorType(x.dtype, reduced_shape(x.shape, axes, keepdims))
 
 
@@ -51,7 +52,7 @@ def _sum_vjp(g, out, x, *, axes, keepdims):
     return (bind("broadcast_to", keepdims_of(g, x, axes, keepdims), shape=x.type.shape),)
 
 
-def _chooser_vjp(g, out, x, *, axes, keepdims):
+def _chooser_vjp(g, out, x, *, axes, keepdims, nonempty=False):
     # Ties share the gradient evenly, as in JAX and PyTorch's amax/amin. A lane whose result
     # is NaN has no hit: its gradient is 0, not 0/0 (a zero cotangent stays 0), at the cost of
     # one maximum per lane rather than a NaN test per element.
@@ -91,20 +92,35 @@ def sum_to_shape(g, shape):
 # Generated code: an accumulator per output element, updated once per input element. Sums
 # and products accumulate floats in float64 (rounded once), and numba's prange combines
 # per-thread `+=`/`*=` accumulators; max/min keep NaN like np.maximum (a prelude helper).
-def _extreme(op: str):
-    def identity(dtype: np.dtype):
-        if dtype == np.bool_:
-            return op == "min"
-        if dtype.kind == "f":
-            return -np.inf if op == "max" else np.inf
-        info = np.iinfo(dtype)
-        return info.min if op == "max" else info.max
+# An empty lane of max/min is its identity (what any, all, initial= and logaddexp.reduce
+# build on), unless the node is `nonempty` (the user's np.max): then it raises, as NumPy.
+def _extreme_identity(op: str, dtype: np.dtype):
+    if dtype == np.bool_:
+        return op == "min"
+    if dtype.kind == "f":
+        return -np.inf if op == "max" else np.inf
+    info = np.iinfo(dtype)
+    return info.min if op == "max" else info.max
 
+
+def _extreme(op: str):
     def update(target: str, value: str, helpers, dtype: np.dtype) -> str:
         helper = helpers.use("_maximum" if op == "max" else "_minimum", dtype)
         return f"{target} = {helper}({target}, {value})"
 
-    return Reduction(identity, update)
+    return Reduction(lambda dtype: _extreme_identity(op, dtype), update,
+                     no_identity="maximum" if op == "max" else "minimum")
+
+
+def _extreme_impl(op: str):
+    def impl(x, *, axes, keepdims, nonempty=False):
+        x = np.asarray(x)
+        reduce = np.max if op == "max" else np.min
+        if nonempty or x.size:  # NumPy's ValueError for an empty lane of the user's max
+            return reduce(x, axis=axes, keepdims=keepdims)
+        return reduce(x, axis=axes, keepdims=keepdims, initial=_extreme_identity(op, x.dtype))
+
+    return impl
 
 
 SUM = Reduction(lambda dtype: 0, lambda target, value, helpers, dtype: f"{target} += {value}",
@@ -114,12 +130,10 @@ PROD = Reduction(lambda dtype: 1, lambda target, value, helpers, dtype: f"{targe
 
 register(OpDef("sum", "reduce", _widening_infer, _accumulating(np.sum), _sum_vjp, lowering=SUM))
 register(OpDef("prod", "reduce", _widening_infer, _accumulating(np.prod), _prod_vjp, lowering=PROD))
-register(OpDef("max", "reduce", _infer,
-               lambda x, *, axes, keepdims: np.max(x, axis=axes, keepdims=keepdims),
-               _chooser_vjp, lowering=_extreme("max")))
-register(OpDef("min", "reduce", _infer,
-               lambda x, *, axes, keepdims: np.min(x, axis=axes, keepdims=keepdims),
-               _chooser_vjp, lowering=_extreme("min")))
+register(OpDef("max", "reduce", _infer, _extreme_impl("max"), _chooser_vjp,
+               lowering=_extreme("max")))
+register(OpDef("min", "reduce", _infer, _extreme_impl("min"), _chooser_vjp,
+               lowering=_extreme("min")))
 
 
 def _size_infer(x: TensorType, *, axes, dtype) -> TensorType:

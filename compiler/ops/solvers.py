@@ -24,7 +24,7 @@ import numpy as np
 
 from compiler.ir import TensorType
 from compiler.ops.lowering import Call
-from compiler.ops.registry import OpDef, ShapeError, bind, register
+from compiler.ops.registry import DimConflict, OpDef, ShapeError, bind, register
 from compiler.ops.shapes import fmt_shape, same_dim
 
 
@@ -187,9 +187,9 @@ def _svd_infer(a: TensorType, what: str) -> tuple[TensorType, int, int, int]:
         raise ShapeError(f"{what}: {a.ndim}-dimensional array given. Array must be at least "
                          "two-dimensional")
     m, n = a.shape[-2:]
-    if not (isinstance(m, int) and isinstance(n, int)):
-        raise ShapeError(f"{what}: the matrices' shape must be known when tracing, got "
-                         f"{fmt_shape(a.shape)}")
+    for d in (m, n):
+        if not isinstance(d, int):  # the count of singular values needs it: specialize it
+            raise DimConflict(d, None)
     if a.dtype == np.bool_:
         raise ShapeError(f"{what} of a boolean array is not supported")
     return a, m, n, min(m, n)
@@ -230,7 +230,9 @@ def _svd_factors_impl(a):
     a = np.asarray(a)
     u, _, vt = np.linalg.svd(a, full_matrices=False)
     batch = a.shape[:-2]
-    flat = np.concatenate([u.reshape(batch + (-1,)), vt.reshape(batch + (-1,))], axis=-1)
+    # explicit sizes: reshape cannot infer a -1 next to an empty batch axis
+    flat = np.concatenate([u.reshape(batch + (u.shape[-2] * u.shape[-1],)),
+                           vt.reshape(batch + (vt.shape[-2] * vt.shape[-1],))], axis=-1)
     return flat.astype(_float(a.dtype))
 
 

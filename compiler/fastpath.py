@@ -178,11 +178,10 @@ class TensorCall:
         self._requires_grad = tuple(raw_leaves[i].requires_grad for i in positions)
         self._recorded = recorded
         self._record = recorded.call
-        if pattern.static:  # numbers to compare with the traced ones: `_run` does that
-            pass
-        elif pattern.positional and pattern.treedef.num_leaves <= UNPACKED_LEAVES:
+        if pattern.positional and pattern.treedef.num_leaves <= UNPACKED_LEAVES:
             self.run = self._unpacked()  # the usual call, one Python function
-        elif pattern.positional and self._leading and not pattern.scalars:
+        elif pattern.positional and self._leading and not pattern.scalars \
+                and not pattern.static:  # (numbers to compare: `_run` does that)
             self.run = self._written_out()
 
     def _unpacked(self) -> Callable:
@@ -209,6 +208,8 @@ class TensorCall:
         else:
             call = [f"        return record([{', '.join(arrays)}], [{', '.join(leaves)}])"]
             recording = {"record": self._record}
+        statics, static_values = self._static_checks(leaves)
+        checks += [f"    if {statics}:", "        return REFUSED"] if statics else []
         source = "\n".join([
             "def run(args, kwargs=None):",
             "    if kwargs or not _mode.enabled:",
@@ -220,7 +221,7 @@ class TensorCall:
             "    except (TypeError, KernelShapeError):",
             "        return REFUSED",
             ""])
-        namespace = {**recording, **constants,
+        namespace = {**recording, **constants, **static_values,
                      **{f"TYPE{k}": t for k, t in enumerate(pattern.types)},
                      "general": self._run, "_mode": _mode, "REFUSED": REFUSED,
                      "asarray": np.asarray, "KernelShapeError": KernelShapeError,
@@ -229,6 +230,20 @@ class TensorCall:
         run = namespace["run"]
         run.source = source  # for people reading a profile
         return run
+
+    def _static_checks(self, leaves: list[str]) -> tuple[str, dict[str, Any]]:
+        """An expression saying whether a static number among `leaves` (variables holding
+        leaves of the pattern's classes, checked before it) differs from the one the kernel
+        was traced with (`if training:`), and the names it reads: an int or bool compared by
+        value, a float by its bits (CallPattern.holds_static)."""
+        terms, values = [], {"static_key": static_key}
+        for k, (i, key) in enumerate(self.pattern.static):
+            if issubclass(self.pattern.types[i], float | np.floating):
+                terms.append(f"static_key({leaves[i]}) != STATIC{k}")
+            else:  # the same class: equal values are equal keys
+                terms.append(f"{leaves[i]} != STATIC{k}")
+            values[f"STATIC{k}"] = key
+        return " or ".join(terms), values
 
     def _checks_at_site(self, leaves: list[str], checks: list[str]) -> list[str]:
         """`checks` (every leaf's class, every Tensor's flag) run only where the call's

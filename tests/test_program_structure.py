@@ -67,6 +67,29 @@ def test_a_python_flag_with_parameters_records_the_branch_taken():
             rtol=1e-6)
 
 
+def dropout_like_loss(params, X, training):
+    return dropout_like(params["w"], X, training)
+
+
+flagged_loss = compile_grad(dropout_like_loss)
+
+
+def test_a_training_loop_with_a_positional_flag_keeps_the_generated_fast_path():
+    """`loss(params, X, True)` repeated with the same Parameters runs the generated recording
+    (TensorCall's `_unpacked`), which compares the flag with the traced one: another value
+    never gets the kernel of the first (it took the general path, 3 us more per step)."""
+    params = {"w": Parameter(W.copy())}
+    expected = {flag: central_differences(dropout_like, [W, X, flag], 0) for flag in (0, 1)}
+    for flag in (True, True, True, False, False, True, False, 1, 0):
+        params["w"].grad = None
+        out = flagged_loss(params, X, flag)
+        out.backward()
+        np.testing.assert_allclose(out.item(), dropout_like(W, X, flag), rtol=1e-12)
+        np.testing.assert_allclose(params["w"].grad, expected[int(flag)], rtol=1e-6)
+    run = flagged_loss._tensor_call.run
+    assert "STATIC0" in run.source  # the generated function, with the flag's check
+
+
 def layered(w, X, n, k):
     h = X[:k]  # a slice bound from a Python int
     for i in range(n):  # range() of a Python int

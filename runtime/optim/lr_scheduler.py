@@ -19,7 +19,24 @@ from typing import Any
 from .optimizer import Optimizer
 
 
-class LRScheduler:
+class _SchedulerState:
+    """What every scheduler shares: its last learning rates, and its state as a dict."""
+
+    _last_lr: list[float]
+
+    def get_last_lr(self) -> list[float]:
+        """The learning rates set by the latest `step()`, one per group."""
+        return list(self._last_lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every attribute except the optimizer (PyTorch's layout)."""
+        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.__dict__.update(state_dict)
+
+
+class LRScheduler(_SchedulerState):
     """Base class: owns `last_epoch`, `base_lrs` and the optimizer's group["lr"] values."""
 
     def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
@@ -57,17 +74,6 @@ class LRScheduler:
         for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
             group["lr"] = lr
         self._last_lr = self._group_lrs()
-
-    def get_last_lr(self) -> list[float]:
-        """The learning rates set by the latest `step()`, one per group."""
-        return list(self._last_lr)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Every attribute except the optimizer (PyTorch's layout)."""
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.__dict__.update(state_dict)
 
 
 class StepLR(LRScheduler):
@@ -215,7 +221,7 @@ class LinearLR(LRScheduler):
         return [lr * ratio for lr in self._group_lrs()]
 
 
-class ReduceLROnPlateau:
+class ReduceLROnPlateau(_SchedulerState):
     """Multiply the learning rates by `factor` (down to `min_lr`) when the metric passed to
     `step(metric)` has not improved by `threshold` for more than `patience` epochs, then wait
     `cooldown` epochs; PyTorch's rules, including `eps` (a smaller change is not made)."""
@@ -292,14 +298,3 @@ class ReduceLROnPlateau:
             new = max(old * self.factor, min_lr)
             if old - new > self.eps:
                 group["lr"] = new
-
-    def get_last_lr(self) -> list[float]:
-        """The learning rates after the latest `step()`, one per group."""
-        return list(self._last_lr)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Every attribute except the optimizer (PyTorch's layout)."""
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.__dict__.update(state_dict)

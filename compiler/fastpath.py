@@ -84,9 +84,9 @@ class CallPattern:
         self.treedef = call.treedef
         self._collect = self.collect = pytree.collector(call.treedef)
         # Positional arrays only (W2's call): the arguments are the leaves.
-        self._flat = not keywords and all(c.kind == "leaf" for c in call.treedef.children)
+        self.flat = not keywords and all(c.kind == "leaf" for c in call.treedef.children)
         # Positional arguments in their slots: `leaves` is `collect` and the classes' check.
-        self.positional = not keywords and self._reorder is None and not self._flat
+        self.positional = not keywords and self._reorder is None and not self.flat
         # Scalars go to kernels as 0-d arrays, as in the general path.
         self.scalars = [i for i, leaf in enumerate(call.raw)
                         if not isinstance(leaf, Tensor | np.ndarray)]
@@ -100,7 +100,7 @@ class CallPattern:
 
     def leaves(self, args: tuple, kwargs: dict | None) -> list | tuple | None:
         """The leaves as passed (Tensors stay Tensors, scalars stay scalars), or None."""
-        if self._flat:
+        if self.flat:
             return None if kwargs or tuple(map(type, args)) != self.types else args
         if kwargs:
             if tuple(kwargs) != self.keywords:
@@ -178,14 +178,16 @@ class TensorCall:
         self._requires_grad = tuple(raw_leaves[i].requires_grad for i in positions)
         self._recorded = recorded
         self._record = recorded.call
-        if pattern.positional and pattern.treedef.num_leaves <= UNPACKED_LEAVES:
+        if (pattern.positional or pattern.flat) \
+                and pattern.treedef.num_leaves <= UNPACKED_LEAVES:
             self.run = self._unpacked()  # the usual call, one Python function
         elif pattern.positional and self._leading and not pattern.scalars \
                 and not pattern.static:  # (numbers to compare: `_run` does that)
             self.run = self._written_out()
 
     def _unpacked(self) -> Callable:
-        """`run` for positional arguments of a small tree as one generated function: the
+        """`run` for positional arguments (arrays and Tensors, or a small tree of them) as
+        one generated function: the
         tree's checks, each leaf in a variable, its class and (for a Tensor) its flag
         compared one by one, the arrays listed; what `run` does (it serves calls with
         keywords), without a container or a map."""

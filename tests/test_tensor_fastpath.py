@@ -285,6 +285,30 @@ def test_parameters_in_lists_and_tuples_are_fast():
     assert fast.run(([[W, b], scale], x)) is REFUSED  # a list where there was a tuple
 
 
+def test_parameters_passed_one_by_one_get_the_generated_fast_path():
+    """loss(W, b, x): positional Tensors and arrays, no tree. The generated `run` serves it
+    (it took the general `_run`, about 0.9 us more per step), refusing other classes."""
+    @compile_grad
+    def flat(W, b, x):
+        return np.sum(np.tanh(x @ W + b) ** 2)
+
+    rng = np.random.default_rng(5)
+    W, b, x = Parameter(rng.normal(size=(3, 2))), Parameter(np.zeros(2)), rng.normal(size=(4, 3))
+    flat(W, b, x).backward()
+    fast = flat._tensor_call
+    assert "def run(args" in fast.run.source
+    for _ in range(2):
+        W.zero_grad()
+        b.zero_grad()
+        flat(W, b, x).backward()
+    assert flat._tensor_call is fast
+    t = np.tanh(x @ W.data + b.data)
+    np.testing.assert_allclose(W.grad, x.T @ (2 * t * (1 - t**2)), rtol=1e-12)
+    np.testing.assert_allclose(b.grad, np.sum(2 * t * (1 - t**2), axis=0), rtol=1e-12)
+    assert fast.run((W, b.data, x)) is REFUSED  # an array where there was a Parameter
+    assert fast.run((W, b)) is REFUSED
+
+
 def test_chains_of_calls_are_fast_and_backpropagate_through_both():
     layer = compile_grad(lambda w, x: np.tanh(x @ w))
     head = compile_grad(lambda h, v: np.sum(h * v))

@@ -36,6 +36,7 @@ from compiler.ir import Graph, rebuild
 from compiler.names import name_values
 from compiler.ops.registry import TRACES
 from compiler.passes import optimize
+from compiler.results import plain, unflatten_grads, value_and_grad_packer, value_packer, wrt_items
 from compiler.roll import roll
 from compiler.specialization import KINDS, Specialization, verified
 from compiler.specialize import Signature, is_number, positions_of, scalar_candidates, signature_of
@@ -131,7 +132,7 @@ class CompiledFunction:
         tensors = [leaf if isinstance(leaf, Tensor) else None for leaf in call.raw]
         if not any(t is not None for t in tensors):
             spec = self._specialize(call, self._wrt_leaf_indices(call, strict=False))
-            kernel, value = self._kernel(spec, "forward"), _value_packer(spec)
+            kernel, value = self._kernel(spec, "forward"), value_packer(spec)
             if FastCall.eligible(call, args, kwargs, kernel) and not anomaly:
                 pattern = CallPattern(call, len(args), tuple(kwargs), spec.signature.static)
                 self._fast["forward"] = FastCall(spec, kernel, value, pattern)
@@ -160,12 +161,12 @@ class CompiledFunction:
         kernel = self._kernel(spec, "value_and_grad")
         if FastCall.eligible(call, args, kwargs, kernel) and not anomaly:
             self._fast["value_and_grad"] = FastCall(
-                spec, kernel, self._value_and_grad_packer(spec, call),
+                spec, kernel, value_and_grad_packer(spec, call, self.wrt),
                 CallPattern(call, len(args), tuple(kwargs), spec.signature.static))
-        results = [_plain(r) for r in kernel(call.leaves)]
+        results = [plain(r) for r in kernel(call.leaves)]
         n_out = len(spec.graph.outputs)
         value = pytree.unflatten(spec.out_tree, results[:n_out])
-        return value, self._unflatten_grads(call, results[n_out:])
+        return value, unflatten_grads(call, results[n_out:], self.wrt)
 
     def grad(self, *args, **kwargs):
         """The gradient of the (scalar) result with respect to the `wrt` argument(s)
@@ -265,24 +266,16 @@ class CompiledFunction:
         """Drop every trace and kernel if a global, closure variable or attribute of `self`
         the function reads holds something else than when they were made: they baked the old
         value in (a rebound learning rate, a replaced mask, another activation function)."""
-        captured = self._captured
-        if captured.unchanged():
+        if self._captured.unchanged():
             return
-        if captured.changed() is None:  # equal values, other objects (`lr = 0.1` again)
-            with self._lock:
-                captured.take()
-            return
-        with self._lock:
-            what = captured.changed()
-            if what is None:  # another thread dropped them already
+        with self._lock:  # another thread may have renewed them already: then nothing changed
+            self._captured, what = self._captured.renewed()
+            if what is None:
                 return
             self._specs.clear()
             self._fast = {}
             self._tensor_call = None
-            # Found again: a function rebound in place of another reads other names.
-            self._captured = captured = Captured(self.fn)
-            captured.take()
-            self._watch = self._check_captured if captured.reads else None
+            self._watch = self._check_captured if self._captured.reads else None
             self._forgotten += 1
             if self._forgotten == 8:
                 warnings.warn(
@@ -340,14 +333,11 @@ class CompiledFunction:
                 names[i] = dims[0]
         return names
 
-    def _wrt_items(self) -> tuple:
-        return self.wrt if isinstance(self.wrt, tuple) else (self.wrt,)
-
     def _wrt_leaf_indices(self, call: CallArguments, strict: bool) -> list[int]:
         """Leaves of the `wrt` arguments; `strict` refuses non-float ones (for gradients),
         otherwise they are skipped (a plain call only uses this to keep shapes static)."""
         indices = []
-        for item in self._wrt_items():
+        for item in wrt_items(self.wrt):
             if not strict and isinstance(item, int) and item >= len(call.names):
                 continue
             slot = call.slot(item)
@@ -408,40 +398,7 @@ class CompiledFunction:
         results = [outer.wrap(node) for node in spliced]
         n_out = len(graph.outputs)
         return (pytree.unflatten(out_tree, results[:n_out]),
-                self._unflatten_grads(call, results[n_out:]))
-
-    def _value_and_grad_packer(self, spec: Specialization, call: CallArguments
-                               ) -> Callable[[tuple], Any]:
-        """(value, gradients) from a value_and_grad kernel's results, for calls made like
-        `call`: gradients rebuilt in the structure of each `wrt` argument."""
-        n_out, several = len(spec.graph.outputs), isinstance(self.wrt, tuple)
-        trees = [call.treedef.children[call.slot(item)] for item in self._wrt_items()]
-        if spec.out_tree.kind == "leaf" and spec.graph.outputs[0].shape == () and not several \
-                and trees[0].kind == "leaf":
-            return lambda results: (results[0][()], results[1])  # the common case, fast
-        value = _value_packer(spec)
-        if not several and trees[0].kind != "leaf":  # a dict of parameters, say
-            rebuild = pytree.unflattener(trees[0])
-            if spec.out_tree.kind == "leaf" and spec.graph.outputs[0].shape == ():
-                return lambda results: (results[0][()], rebuild(results[1:]))
-            return lambda results: (value(results[:n_out]), rebuild(results[n_out:]))
-        if all(tree.kind == "leaf" for tree in trees):  # one array per `wrt` item
-            def pack_arrays(results: tuple):
-                grads = results[n_out:]
-                return value(results[:n_out]), tuple(grads) if several else grads[0]
-
-            return pack_arrays
-        rebuilds = [pytree.unflattener(tree) for tree in trees]
-        counts = [tree.num_leaves for tree in trees]
-
-        def pack(results: tuple):
-            grads, k = [], n_out
-            for rebuild, count in zip(rebuilds, counts):
-                grads.append(rebuild(results[k:k + count]))
-                k += count
-            return value(results[:n_out]), tuple(grads) if several else grads[0]
-
-        return pack
+                unflatten_grads(call, results[n_out:], self.wrt))
 
     def _require_scalar(self, graph: Graph, n_differentiated: int) -> None:
         outs = graph.outputs[:n_differentiated]
@@ -451,15 +408,6 @@ class CompiledFunction:
                 f"grad needs {self.__name__} to return one scalar, but it returned {shapes}; "
                 "reduce it (e.g. with .sum()), return (value, aux) with has_aux=True, or use "
                 "the runtime's backward(gradient=...)")
-
-    def _unflatten_grads(self, call: CallArguments, grads: list[Any]):
-        structured, k = [], 0
-        for item in self._wrt_items():
-            tree = call.treedef.children[call.slot(item)]
-            structured.append(pytree.unflatten(tree, grads[k:k + tree.num_leaves]))
-            k += tree.num_leaves
-        return tuple(structured) if isinstance(self.wrt, tuple) else structured[0]
-
 
 def _checked_wrt(wrt: Any, name: str) -> int | str | tuple:
     """`wrt` as given if it is an argument index, a parameter name or a tuple of them; a list
@@ -473,19 +421,6 @@ def _checked_wrt(wrt: Any, name: str) -> int | str | tuple:
                 f"compile_grad({name}, wrt={wrt!r}): wrt is an argument's index, a parameter's "
                 "name, or a tuple of them (wrt=0, wrt='params', wrt=(0, 'b'))")
     return wrt
-
-
-def _value_packer(spec: Specialization) -> Callable[[tuple], Any]:
-    """The function's value (its output structure, NumPy scalars for 0-d outputs) from a
-    kernel's results."""
-    if spec.out_tree.kind == "leaf":
-        return lambda results: _plain(results[0])
-    return lambda results: pytree.unflatten(spec.out_tree, [_plain(r) for r in results])
-
-
-def _plain(value: np.ndarray):
-    """0-d results become NumPy scalars, as NumPy's own reductions return them."""
-    return value[()] if isinstance(value, np.ndarray) and value.ndim == 0 else value
 
 
 def compile_grad(fn: Callable | str | os.PathLike | None = None, *, wrt: int | str | tuple = 0,

@@ -110,6 +110,7 @@ class Captured:
     """The reads of a function from outside its arguments (see the module's docstring)."""
 
     def __init__(self, fn: Callable) -> None:
+        self.fn = fn
         self.reads: list[Read] = []
         self._seen: set[int] = set()  # code objects followed
         self._keys: set[tuple] = set()  # what is read: no read twice
@@ -143,6 +144,18 @@ class Captured:
             if now is not value and not same(now, value):
                 return read.what
         return None
+
+    def renewed(self) -> tuple[Captured, str | None]:
+        """For when `unchanged` said no: `(self, None)` if every read still holds an equal
+        value (`lr = 0.1` again; noted anew), else what changed and the reads of the function
+        found afresh (a function rebound in place of another reads other names) and noted."""
+        what = self.changed()
+        if what is None:
+            self.take()
+            return self, None
+        fresh = Captured(self.fn)
+        fresh.take()
+        return fresh, what
 
     # --- finding the reads ---------------------------------------------------------------
     def _follow(self, value: Any, instance: Callable[[], Any] | None) -> None:

@@ -180,24 +180,29 @@ def _counted_quantile(ordered, count, q, weak, method):
     return np.where(count == 0, np.nan, result)[..., 0]
 
 
+def _quantile_call(name, a, q, axis, out, method, keepdims, weights, interpolation, scale=1,
+                   nan=False):
+    """np.`name`'s arguments checked as NumPy checks them, then its quantiles (q divided by
+    `scale`; the NaN-ignoring form with `nan`)."""
+    no_out(name, out)
+    method = _method(name, method, weights, interpolation)
+    q, weak = _constant_q(name, q, scale)
+    return _quantiles(name, a, q, weak, axis, keepdims, nan and _ignoring_nan(a), method)
+
+
 @implements(np.quantile)
 def quantile(a, q, axis=None, out=None, overwrite_input=False, method="linear", keepdims=False,
              *, weights=None, interpolation=None):
     """The q-quantiles of `a` along `axis` (q's axes first), by one of METHODS."""
-    no_out("quantile", out)
-    method = _method("quantile", method, weights, interpolation)
-    q, weak = _constant_q("quantile", q)
-    return _quantiles("quantile", a, q, weak, axis, keepdims, False, method)
+    return _quantile_call("quantile", a, q, axis, out, method, keepdims, weights, interpolation)
 
 
 @implements(np.percentile)
 def percentile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
                keepdims=False, *, weights=None, interpolation=None):
     """np.quantile of q / 100."""
-    no_out("percentile", out)
-    method = _method("percentile", method, weights, interpolation)
-    q, weak = _constant_q("percentile", q, scale=100)
-    return _quantiles("percentile", a, q, weak, axis, keepdims, False, method)
+    return _quantile_call("percentile", a, q, axis, out, method, keepdims, weights,
+                          interpolation, scale=100)
 
 
 @implements(np.median)
@@ -223,21 +228,16 @@ def _ignoring_nan(a) -> bool:
 def nanquantile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
                 keepdims=False, *, weights=None, interpolation=None):
     """np.quantile of each lane's numbers (NaNs left out); NaN for a lane of NaNs only."""
-    no_out("nanquantile", out)
-    method = _method("nanquantile", method, weights, interpolation)
-    q, weak = _constant_q("nanquantile", q)
-    return _quantiles("nanquantile", a, q, weak, axis, keepdims, _ignoring_nan(a), method)
+    return _quantile_call("nanquantile", a, q, axis, out, method, keepdims, weights,
+                          interpolation, nan=True)
 
 
 @implements(np.nanpercentile)
 def nanpercentile(a, q, axis=None, out=None, overwrite_input=False, method="linear",
                   keepdims=False, *, weights=None, interpolation=None):
     """np.nanquantile of q / 100."""
-    no_out("nanpercentile", out)
-    method = _method("nanpercentile", method, weights, interpolation)
-    q, weak = _constant_q("nanpercentile", q, scale=100)
-    return _quantiles("nanpercentile", a, q, weak, axis, keepdims, _ignoring_nan(a),
-                      method)
+    return _quantile_call("nanpercentile", a, q, axis, out, method, keepdims, weights,
+                          interpolation, scale=100, nan=True)
 
 
 @implements(np.nanmedian)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import operator
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,6 +33,7 @@ from compiler.packing import Packing, pack
 from compiler.timings import CompileReport, KernelBuild
 from compiler.training.interrupts import held_interrupts
 from compiler.training.kernels import Kernels, held_state, run_updating, updated
+from compiler.training.slots import Slot, plan_slots, structural_flags
 from compiler.training.update import outside_graph, unreached, update_slots
 from runtime import Parameter, Tensor
 from runtime.anomaly_mode import _anomaly
@@ -42,20 +42,16 @@ from runtime.optim import Optimizer
 _data = operator.attrgetter("data")
 
 
-@dataclass
-class _Slot:
-    """One parameter in the step: its optimizer group, static flags, and hyper positions."""
+def _part_of_the_kernel(name: str) -> property:
+    """A train step's setting that its kernels were traced with: read-only, saying so."""
+    def get(step: TrainStep) -> Any:
+        return getattr(step, "_" + name)
 
-    name: str
-    param: Parameter
-    group: dict
-    flags: dict[str, bool]
-    hyper_index: dict[str, int]  # option name -> position in the packed hyper vector
-    frozen: bool  # requires_grad is False: no gradient, so the optimizer leaves it alone
+    def refuse(step: TrainStep, value: Any) -> None:
+        raise AttributeError(f"a train step's {name} is part of its kernel: make a new one "
+                             f"with train_step(..., {name}=...)")
 
-    def traced_as(self) -> tuple:
-        """What the step's trace depends on for this parameter."""
-        return self.param, id(self.group), tuple(self.flags.items()), self.frozen
+    return property(get, refuse)
 
 
 class TrainStep:
@@ -92,7 +88,7 @@ class TrainStep:
         self._unpacks = keep_grads or loss_fn.has_aux
         leaves, self._tree = pytree.flatten(params)
         self._leaves, self._names = leaves, pytree.paths(self._tree, "param")
-        self._slots: list[_Slot] | None = None  # planned by _replan
+        self._slots: list[Slot] | None = None  # planned by _replan
         self._kept: list[int] = []  # the slots whose gradients a step keeps (see _update)
         self.parallel = None
         # What the loss reads from its globals, closure and `self` (compiler/captured.py):
@@ -118,23 +114,8 @@ class TrainStep:
         self._groups_seen = None  # rebuild the hyper-parameter vector at the next step
 
     # The norm type and keep_grads are traced into the kernels: set, they would be ignored.
-    @property
-    def norm_type(self) -> float:
-        return self._norm_type
-
-    @norm_type.setter
-    def norm_type(self, value: float) -> None:
-        raise AttributeError("a train step's norm_type is part of its kernel: make a new one "
-                             "with train_step(..., norm_type=...)")
-
-    @property
-    def keep_grads(self) -> bool:
-        return self._keep_grads
-
-    @keep_grads.setter
-    def keep_grads(self, value: bool) -> None:
-        raise AttributeError("a train step's keep_grads is part of its kernel: make a new one "
-                             "with train_step(..., keep_grads=...)")
+    norm_type = _part_of_the_kernel("norm_type")
+    keep_grads = _part_of_the_kernel("keep_grads")
 
     def _traced(self, function: Callable, suffix: str) -> CompiledFunction:
         # wrt = params, states and hypers: their shapes stay static; data keeps a symbolic batch
@@ -145,46 +126,10 @@ class TrainStep:
         return compiled
 
     # --- planning ----------------------------------------------------------------------
-    def _plan(self) -> tuple[list[_Slot], list[int]]:
-        """A slot per Parameter (one for a Parameter the tree holds twice: tied weights get
-        the sum of their gradients and one update), and each leaf's slot."""
-        groups = {id(p): g for g in self.optimizer.param_groups for p in g["params"]}
-        options_of: dict[int, dict] = {}  # rule_options per group, asked once
-        slots: list[_Slot] = []
-        slot_of: dict[int, int] = {}
-        leaf_slots, k = [], 0
-        for name, leaf in zip(self._names, self._leaves):
-            if not isinstance(leaf, Parameter) or id(leaf) not in groups:
-                frozen = isinstance(leaf, Parameter) and not leaf.requires_grad
-                raise TypeError(
-                    "train_step needs every leaf of params to be a Parameter that the optimizer "
-                    f"updates; '{name}' is not" + (
-                        " (a frozen Parameter left out of the optimizer, as PyTorch code does: "
-                        "give it to the optimizer too, which leaves it alone while its "
-                        "requires_grad is False)" if frozen else ""))
-            if leaf._hooks:
-                raise RuntimeError(
-                    f"train_step cannot run the hooks registered on '{name}' (its kernel runs "
-                    "no Python): remove them, or train with loss.backward(); opt.step()")
-            if id(leaf) not in slot_of:
-                group = groups[id(leaf)]
-                options = options_of.get(id(group))
-                if options is None:
-                    options = options_of[id(group)] = self.optimizer.rule_options(group)
-                flags = {n: v for n, v in options.items() if isinstance(v, bool)}
-                numeric = [n for n, v in options.items() if not isinstance(v, bool)]
-                slot_of[id(leaf)] = len(slots)
-                slots.append(_Slot(name, leaf, group, flags,
-                                   {n: k + i for i, n in enumerate(numeric)},
-                                   frozen=not leaf.requires_grad))
-                k += len(numeric)
-            leaf_slots.append(slot_of[id(leaf)])
-        return slots, leaf_slots
-
     def _replan(self) -> None:
         """Plan, and trace and compile afresh when the plan differs from the kernels' (a
         Parameter frozen or unfrozen, an optimizer flag such as nesterov changed)."""
-        slots, leaf_slots = self._plan()
+        slots, leaf_slots = plan_slots(self._names, self._leaves, self.optimizer)
         self._leaf_changes = Tensor._leaf_changes
         old = self._slots
         if old is not None and [s.traced_as() for s in slots] == [s.traced_as() for s in old]:
@@ -203,7 +148,7 @@ class TrainStep:
         self._kernels_by_data: dict[tuple, Kernels] = {}
         self._last: Kernels | None = None  # what the last call ran: the hot path tries it first
 
-    def _state(self, slot: _Slot) -> dict[str, np.ndarray]:
+    def _state(self, slot: Slot) -> dict[str, np.ndarray]:
         return self.optimizer.complete_state(slot.param, slot.group)
 
     def _pack_hypers(self) -> np.ndarray:
@@ -212,16 +157,13 @@ class TrainStep:
         with copies taken at the last rebuild (0.1 us; their "params" lists are shared, so
         those compare by identity), and of one counter (requires_grad and hooks)."""
         if self._captured.reads and not self._captured.unchanged():
-            what = self._captured.changed()
+            captured, what = self._captured.renewed()
             if what is not None and self.parallel is not None:
                 raise RuntimeError(f"the loss of a distributed train step reads {what}, which "
                                    "changed since it was traced: pass it as an argument, or "
                                    "make a new train step")
-            if what is None:  # equal values in other objects
-                self._captured.take()
-            else:  # the loss read a value since rebound: trace it again
-                self._captured = Captured(self.loss_fn)
-                self._captured.take()
+            self._captured = captured
+            if what is not None:  # the loss read a value since rebound: trace it again
                 self._forget_kernels()
         groups = self.optimizer.param_groups
         if groups == self._groups_seen and self._leaf_changes == Tensor._leaf_changes:
@@ -230,8 +172,8 @@ class TrainStep:
         group_of = {id(p): g for g in groups for p in g["params"]}
         if self._leaf_changes != Tensor._leaf_changes or any(
                 group_of.get(id(slot.param)) is not slot.group  # moved to another group
-                or slot.flags != {n: v for n, v in options[id(slot.group)].items()
-                                  if isinstance(v, bool)} for slot in self._slots):
+                or slot.flags != structural_flags(options[id(slot.group)])
+                for slot in self._slots):
             self._replan()  # requires_grad, a hook or a flag may change what to trace
         for slot in self._slots:
             for name, i in slot.hyper_index.items():

@@ -133,3 +133,53 @@ def test_a_parameter_moved_to_another_group_steps_with_that_groups_settings():
     for key in params:
         np.testing.assert_allclose(params[key].data, theirs[key].detach().numpy(), rtol=1e-10,
                                    atol=1e-12)
+
+
+def _without_v_in_place(params_of, opt):
+    del opt.param_groups[0]["params"][1]
+
+
+def _without_v_by_a_new_list(params_of, opt):
+    opt.param_groups[0]["params"] = [params_of["W"]]
+
+
+@pytest.mark.parametrize("change", [_without_v_in_place, _without_v_by_a_new_list])
+def test_train_step_refuses_a_parameter_taken_out_of_the_optimizer(change):
+    """A Parameter removed from the optimizer's group after train_step was made went on being
+    updated by the step (PyTorch's step leaves it alone, and so does the runtime's): the step
+    now sees the change and refuses it, as it refuses such a Parameter from the start."""
+    params = {"W": Parameter(W0.copy()), "v": Parameter(V0.copy())}
+    opt = optim.SGD(params.values(), lr=0.05)
+    step = train_step(interpreted_loss, params, opt)
+    step(X, Y)
+    change(params, opt)
+    v = params["v"].data.copy()
+    with pytest.raises(TypeError, match="'v' is not"):
+        step(X, Y)
+    np.testing.assert_array_equal(params["v"].data, v)
+
+
+def test_train_step_follows_a_users_own_list_changed_in_place():
+    """A list bound by the user (group["params"] = mine) counts no changes: the step compares
+    its Parameters at every step instead."""
+    params = {"W": Parameter(W0.copy()), "v": Parameter(V0.copy())}
+    opt = optim.SGD(params.values(), lr=0.05)
+    step = train_step(interpreted_loss, params, opt)
+    mine = list(opt.param_groups[0]["params"])
+    opt.param_groups[0]["params"] = mine
+    step(X, Y)  # the same Parameters: the step goes on
+    mine.pop()
+    with pytest.raises(TypeError, match="'v' is not"):
+        step(X, Y)
+
+
+def test_a_groups_parameter_list_counts_changes_and_compares_by_identity():
+    a, b = Parameter(np.ones(1)), Parameter(np.ones(1))
+    opt = optim.SGD([a], lr=0.1)
+    params = opt.param_groups[0]["params"]
+    assert isinstance(params, list) and params == [a] and params != [b]  # b == a elementwise
+    before = optim.Optimizer.group_changes
+    params.append(b)
+    params[1] = b
+    params.sort(key=id)
+    assert optim.Optimizer.group_changes == before + 3

@@ -38,6 +38,7 @@ from compiler.training.update import outside_graph, unreached, update_slots
 from runtime import Parameter, Tensor
 from runtime.anomaly_mode import _anomaly
 from runtime.optim import Optimizer
+from runtime.optim.optimizer import ParamList
 
 _data = operator.attrgetter("data")
 
@@ -140,6 +141,8 @@ class TrainStep:
         self._slots, self._leaf_slots = slots, leaf_slots
         self._hypers = np.zeros(sum(len(s.hyper_index) for s in self._slots) + 1)
         self._groups_seen: list[dict] | None = None  # param groups at the last _pack_hypers
+        self._group_changes = -1  # Optimizer.group_changes then
+        self._uncounted: list | None = None  # the groups' Parameters' ids then, if needed
         self._forget_kernels()
 
     def _forget_kernels(self) -> None:
@@ -166,7 +169,9 @@ class TrainStep:
             if what is not None:  # the loss read a value since rebound: trace it again
                 self._forget_kernels()
         groups = self.optimizer.param_groups
-        if groups == self._groups_seen and self._leaf_changes == Tensor._leaf_changes:
+        if self._leaf_changes == Tensor._leaf_changes \
+                and self._group_changes == Optimizer.group_changes and groups == self._groups_seen \
+                and (self._uncounted is None or self._uncounted == _ids(groups)):
             return self._hypers
         options = {id(g): self.optimizer.rule_options(g) for g in groups}
         group_of = {id(p): g for g in groups for p in g["params"]}
@@ -179,9 +184,14 @@ class TrainStep:
             for name, i in slot.hyper_index.items():
                 self._hypers[i] = options[id(slot.group)][name]
         self._hypers[-1] = -1.0 if self.max_norm is None else self.max_norm
-        # Copies of the settings (a list changed in place must differ), sharing "params"
+        # Copies of the settings (a list changed in place must differ), sharing "params": an
+        # optimizer's lists count their changes (ParamList); one a user bound in place of
+        # them (group["params"] = [...]) is compared by its Parameters' ids at every step
         self._groups_seen = [{k: v if k == "params" else copy.deepcopy(v) for k, v in g.items()}
                              for g in groups]
+        self._group_changes = Optimizer.group_changes
+        counted = all(type(g["params"]) is ParamList for g in groups)
+        self._uncounted = None if counted else _ids(groups)
         return self._hypers
 
     def _leaf_values(self, params: dict) -> list:
@@ -479,6 +489,11 @@ def _data_parallel(step: TrainStep, comm: Any):
     from compiler.training.distributed import DataParallel  # it imports this module
 
     return DataParallel(step, comm)
+
+
+def _ids(groups: list[dict]) -> list[list[int]]:
+    """The ids of each parameter group's Parameters, in order."""
+    return [list(map(id, g["params"])) for g in groups]
 
 
 def train_step(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,

@@ -12,6 +12,7 @@ same three pieces let the compiler fuse the update into a kernel:
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
@@ -99,11 +100,51 @@ class OptimizerState(_Counted):
         super().__setitem__(key, value if type(value) is ParamState else ParamState(value))
 
 
+class ParamList(list):
+    """A group's "params": a list whose changes add one to `Optimizer.group_changes`, and
+    whose equality is its Parameters' identity (a Parameter's `==` is elementwise).
+
+    Compiled train steps hold the Parameters of the groups they were planned with; counting
+    the changes of these lists lets a step see, with one comparison, that nobody removed,
+    added or replaced a Parameter in place (`del group["params"][1]`), which PyTorch's next
+    `step()` would follow."""
+
+    __hash__ = None  # type: ignore[assignment]  # a list's
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, list):
+            return NotImplemented
+        return len(self) == len(other) and all(map(operator.is_, self, other))
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+
+def _counted(name: str) -> Callable:
+    """list's method `name`, adding one to `Optimizer.group_changes` first."""
+    method = getattr(list, name)
+
+    def counted(self: ParamList, *args: Any, **kwargs: Any) -> Any:
+        Optimizer.group_changes += 1
+        return method(self, *args, **kwargs)
+
+    counted.__name__ = name
+    return counted
+
+
+for _name in ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend",
+              "insert", "pop", "remove", "clear", "sort", "reverse"):
+    setattr(ParamList, _name, _counted(_name))
+
+
 class Optimizer:
     """Base of all optimizers, with PyTorch's param_groups / state / state_dict layout."""
 
-    # Changes of every optimizer's state dicts so far (see OptimizerState).
+    # Changes of every optimizer's state dicts so far (see OptimizerState), and of its
+    # groups' lists of Parameters (see ParamList).
     state_changes: ClassVar[int] = 0
+    group_changes: ClassVar[int] = 0
 
     rule: ClassVar[Callable[..., tuple[Any, dict[str, Any]]]]
     # Whether `rule` is made of elementwise operations only (a 0-d state entry such as the step
@@ -192,7 +233,7 @@ class Optimizer:
         if isinstance(params, Mapping):
             group["param_names"] = list(params.keys())
             params = list(params.values())
-        group["params"] = list(params)
+        group["params"] = ParamList(params)
         for p in group["params"]:
             if not isinstance(p, Tensor):
                 raise TypeError(f"optimizer can only optimize Tensors, got {type(p).__name__}")

@@ -71,7 +71,7 @@ class CompiledFunction:
         self.fn = fn
         # The name of generated functions and of the result variable (`loss = ...`).
         self._graph_name = self.__name__ if self.__name__.isidentifier() else "f"
-        self.wrt = _checked_wrt(wrt, self.__name__)
+        self._wrt = _checked_wrt(wrt, self.__name__)
         self.has_aux = has_aux
         # Kernels with a finite check after every op, always (else only in anomaly mode).
         self.check_finite = check_finite
@@ -96,6 +96,21 @@ class CompiledFunction:
         self._forgotten = 0
 
     # --- public API --------------------------------------------------------------------
+    @property
+    def wrt(self) -> int | str | tuple:
+        """The argument(s) gradients are taken with respect to (`compile_grad(wrt=...)`)."""
+        return self._wrt
+
+    @wrt.setter
+    def wrt(self, value: int | str | tuple) -> None:
+        """A new `wrt` answers the next call: the fast paths, whose packers and kernels were
+        made for the old one, and the methods compiled per instance are dropped."""
+        self._wrt = _checked_wrt(value, self.__name__)
+        with self._lock:
+            self._fast = {}
+            self._tensor_call = None
+            self.__dict__.pop("_bound_methods", None)
+
     def __get__(self, instance, owner=None):
         """`@compile_grad` on a method: `instance.f` is compiled for that instance, with
         `self` bound and not traced (compiler/methods.py); over `@classmethod`, the class is

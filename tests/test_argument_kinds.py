@@ -180,3 +180,22 @@ def test_a_python_float_is_differentiated_through_the_float32_it_becomes():
     assert gx.dtype == np.float32
     np.testing.assert_allclose(gs, 2 * 0.75 * np.sum(x32, dtype=np.float64) + 1.5, rtol=1e-6)
     np.testing.assert_allclose(gx, np.full(5, 0.75**2), rtol=1e-6)
+
+
+def test_wrt_assigned_after_calls_answers_the_next_call():
+    """`f.wrt = 1` after calls kept the fast path's kernel for wrt=0: grad and value_and_grad
+    went on returning the first argument's gradient, silently."""
+    f = compile_grad(lambda a, b: np.sum(a * b ** 2))
+    a, b = np.array([1.0, 2.0]), np.array([3.0, 4.0])
+    for _ in range(2):  # the second call takes the fast path
+        np.testing.assert_allclose(f.grad(a, b), b ** 2)
+        np.testing.assert_allclose(f.value_and_grad(a, b)[1], b ** 2)
+    f.wrt = 1
+    np.testing.assert_allclose(f.grad(a, b), 2 * a * b)
+    np.testing.assert_allclose(f.value_and_grad(a, b)[1], 2 * a * b)
+    f.wrt = (0, 1)
+    da, db = f.grad(a, b)
+    np.testing.assert_allclose(da, b ** 2)
+    np.testing.assert_allclose(db, 2 * a * b)
+    with pytest.raises(TypeError):
+        f.wrt = [[0]]

@@ -55,6 +55,23 @@ def _name_of(fn: Callable) -> str:
     return getattr(fn, "__name__", type(fn).__name__)
 
 
+def _setting(name: str, doc: str, checked: Callable[[Any, CompiledFunction], Any]) -> property:
+    """A compiled function's setting `name` (kept in `_name`): assigning it checks the value and
+    drops the traces and fast paths, which were made for the old value."""
+    private = "_" + name
+
+    def get(self: CompiledFunction) -> Any:
+        return getattr(self, private)
+
+    def assign(self: CompiledFunction, value: Any) -> None:
+        value = checked(value, self)
+        with self._lock:
+            setattr(self, private, value)
+            self._drop_traces()
+
+    return property(get, assign, doc=doc)
+
+
 class CompiledFunction:
     """A NumPy function compiled to forward and backward kernels; see `compile_grad`."""
 
@@ -72,9 +89,9 @@ class CompiledFunction:
         # The name of generated functions and of the result variable (`loss = ...`).
         self._graph_name = self.__name__ if self.__name__.isidentifier() else "f"
         self._wrt = _checked_wrt(wrt, self.__name__)
-        self.has_aux = has_aux
+        self._has_aux = bool(has_aux)
         # Kernels with a finite check after every op, always (else only in anomaly mode).
-        self.check_finite = check_finite
+        self._check_finite = bool(check_finite)
         self.backend = backends.get(backend or os.environ.get("GRADFUSE_BACKEND", "numba"))
         self._signature = inspect.signature(fn)
         # Held while tracing and building kernels, so that concurrent first calls do that
@@ -96,20 +113,13 @@ class CompiledFunction:
         self._forgotten = 0
 
     # --- public API --------------------------------------------------------------------
-    @property
-    def wrt(self) -> int | str | tuple:
-        """The argument(s) gradients are taken with respect to (`compile_grad(wrt=...)`)."""
-        return self._wrt
-
-    @wrt.setter
-    def wrt(self, value: int | str | tuple) -> None:
-        """A new `wrt` answers the next call: the fast paths, whose packers and kernels were
-        made for the old one, and the methods compiled per instance are dropped."""
-        self._wrt = _checked_wrt(value, self.__name__)
-        with self._lock:
-            self._fast = {}
-            self._tensor_call = None
-            self.__dict__.pop("_bound_methods", None)
+    # What the traces and kernels were made for: assigned, it answers the next call.
+    wrt = _setting("wrt", "The argument(s) gradients are taken with respect to.",
+                   lambda value, f: _checked_wrt(value, f.__name__))
+    has_aux = _setting("has_aux", "Whether the function returns (loss, aux).",
+                       lambda value, f: bool(value))
+    check_finite = _setting("check_finite", "Whether kernels check every op for NaN and Inf.",
+                            lambda value, f: bool(value))
 
     def __get__(self, instance, owner=None):
         """`@compile_grad` on a method: `instance.f` is compiled for that instance, with
@@ -277,6 +287,15 @@ class CompiledFunction:
         self._last = spec
         return spec
 
+    def _drop_traces(self) -> None:
+        """Forget every trace, kernel and fast path (held under `_lock`): the next call traces
+        again, finding its kernels in numba's on-disk cache where they are the same."""
+        self._specs.clear()
+        self._fast = {}
+        self._tensor_call = None
+        self._last = None
+        self.__dict__.pop("_bound_methods", None)
+
     def _check_captured(self) -> None:
         """Drop every trace and kernel if a global, closure variable or attribute of `self`
         the function reads holds something else than when they were made: they baked the old
@@ -287,9 +306,7 @@ class CompiledFunction:
             self._captured, what = self._captured.renewed()
             if what is None:
                 return
-            self._specs.clear()
-            self._fast = {}
-            self._tensor_call = None
+            self._drop_traces()
             self._watch = self._check_captured if self._captured.reads else None
             self._forgotten += 1
             if self._forgotten == 8:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from compiler import compile_grad
-from compiler.errors import ArgumentError
+from compiler.errors import AnomalyError, ArgumentError
 from compiler.training import fit, train_step
 from runtime import Parameter, optim
 
@@ -199,3 +199,21 @@ def test_wrt_assigned_after_calls_answers_the_next_call():
     np.testing.assert_allclose(db, 2 * a * b)
     with pytest.raises(TypeError):
         f.wrt = [[0]]
+
+
+def test_has_aux_and_check_finite_assigned_after_calls_answer_the_next_call():
+    """Both were plain attributes the traces had read: has_aux set after a call still refused
+    the (loss, aux) result, and check_finite set after a call checked nothing."""
+    f = compile_grad(lambda a: (np.sum(np.log(a)), a * 2), backend="interpreter")
+    a = np.array([1.0, 2.0])
+    with pytest.raises(ArgumentError, match="has_aux=True"):
+        f.value_and_grad(a)
+    f.has_aux = True
+    (value, aux), grad = f.value_and_grad(a)
+    np.testing.assert_allclose(value, np.log(2.0))
+    np.testing.assert_allclose(aux, 2 * a)
+    np.testing.assert_allclose(grad, 1 / a)
+    assert np.isnan(f.value_and_grad(np.array([-1.0, 2.0]))[0][0])
+    f.check_finite = True
+    with pytest.raises(AnomalyError, match="log produced nan"):
+        f.value_and_grad(np.array([-1.0, 2.0]))

@@ -272,6 +272,10 @@ case("hypot", np.hypot, X34, A((4,), "away"))
 case("floor_divide_remainder", lambda x, y: (x // y) * x + x % y + np.remainder(x, 0.7) * y
      + np.mod(1.1, y) + np.floor_divide(x, 0.3), X34, A((3, 4), "away"),
      finite_differences=False)
+case("fmod", lambda x, y: np.fmod(x, y) * y + np.fmod(x, 0.7) + np.fmod(-1.1, y) * x,
+     X34, A((3, 4), "away"), finite_differences=False)
+case("copysign_signbit", lambda x, y: np.copysign(x, y) * x + np.copysign(2.0, y) * x
+     + np.signbit(y) * x + np.copysign(x, -0.0), A((3, 4), "away"), X4)
 _erf = np.frompyfunc(math.erf, 1, 1)  # NumPy's own erf ufunc (objects); traced: the erf op
 case("erf_gelu", lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2.0)).astype(x.dtype)), X34)
 case("sinc", lambda x: np.sinc(x) * x, X34)

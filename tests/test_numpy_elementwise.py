@@ -241,6 +241,40 @@ def test_integer_floor_division_and_modulo_follow_numpy_signs_and_zero_divisors(
     assert compile_grad(ints.fn, backend="interpreter")(a, b) == expected
 
 
+# --- C's remainder and signs: fmod, copysign, signbit ---------------------------------------------
+def c_remainder_and_signs(x, y, a, b):
+    """The remainder with the dividend's sign (np.fmod), |x| with y's sign, the sign bit (of -0.0
+    too, which no comparison sees); integer fmod by 0 gives 0, as NumPy's does."""
+    return (np.sum(np.fmod(x, y) * 2 + np.fmod(-x, 0.9) + np.copysign(x, y) * y
+                   + np.copysign(1.5, -y) * x + np.signbit(y - 1) * x)
+            + np.sum(np.fmod(a, b) * 10) + np.sum(np.signbit(y * 0.0) * 100))  # -0.0 for y < 0
+
+
+C_REMAINDER = {backend: compile_grad(c_remainder_and_signs, wrt=(0, 1), backend=backend)
+               for backend in ("interpreter", "numba")}
+
+
+@pytest.mark.parametrize("backend", sorted(C_REMAINDER))
+def test_fmod_copysign_and_signbit_give_numpys_values_and_gradients(backend):
+    rng = np.random.default_rng(9)
+    x, y = rng.normal(size=6) * 3, rng.normal(size=6) + 0.25
+    a = np.array([7, -7, 7, -7, 5, 0], np.int64)
+    b = np.array([3, 3, -3, -3, 0, 2], np.int64)
+    with np.errstate(all="ignore"):
+        expected = c_remainder_and_signs(x, y, a, b)
+    value, (gx, gy) = C_REMAINDER[backend].value_and_grad(x, y, a, b)
+    np.testing.assert_allclose(value, expected, rtol=1e-13)
+    # d fmod(x, y)/dx = 1, d/dy = -trunc(x / y); d copysign(x, y)/dx = sign(x) sign(y)
+    signs = np.sign(x) * np.sign(y)
+    np.testing.assert_allclose(gx, 2 - 1 + signs * y + np.copysign(1.5, -y)
+                               + np.signbit(y - 1), rtol=1e-13)
+    np.testing.assert_allclose(gy, -2 * np.trunc(x / y) + np.copysign(x, y), rtol=1e-13)
+    fd_x = central_differences(c_remainder_and_signs, (x, y, a, b), 0, h=1e-7)
+    fd_y = central_differences(c_remainder_and_signs, (x, y, a, b), 1, h=1e-7)
+    np.testing.assert_allclose(gx, fd_x, rtol=1e-6)
+    np.testing.assert_allclose(gy, fd_y, rtol=1e-6, atol=1e-6)
+
+
 def integer_reciprocals(i, u, b):
     return np.reciprocal(i), np.reciprocal(u), np.reciprocal(b)
 

@@ -192,11 +192,23 @@ UFUNCS.update({
     np.fmin: lambda x, y: np.where(np.isnan(y), x, np.where(np.isnan(x), y, np.minimum(x, y))),
     np.floor_divide: lambda x, y: binary("floor_divide", x, y),
     np.remainder: lambda x, y: binary("remainder", x, y),  # np.mod is np.remainder
+    np.fmod: lambda x, y: _fmod(x, y),
+    np.copysign: lambda x, y: binary("copysign", x, y),
+    np.signbit: lambda x: unary("signbit", x),
     np.isnan: lambda x: x != x,  # only NaN differs from itself (kernels never assume no NaN)
     np.isinf: lambda x: np.abs(x) == np.inf,
     # inf - inf and NaN - NaN are NaN; integers and booleans (which have no `-`) are finite
     np.isfinite: lambda x: (x - x) == 0 if traced(x).dtype.kind == "f" else x == x,
 })
+
+
+def _fmod(x, y):
+    """C's remainder, with the dividend's sign (np.fmod); of integers, |x| % |y| signed as x
+    (0 for a divisor 0, as NumPy gives), since numba's integer fmod is wrong for y < 0."""
+    if any(traced(v).dtype.kind not in "iub" for v in (x, y)):
+        return binary("fmod", x, y)  # x and y as given: a Python float stays weak
+    magnitude = np.abs(x) % np.abs(y)
+    return np.where(x < 0, -magnitude, magnitude)
 
 
 def _exact(x, numpy_function):

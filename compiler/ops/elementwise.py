@@ -134,6 +134,25 @@ elementwise("floor_divide", np.floor_divide, None, "{0} // {1}",
 elementwise("remainder", np.remainder, _remainder_vjp, "{0} % {1}")
 
 
+def _fmod_vjp(g, out, x, y):
+    # C's fmod: x - y * trunc(x / y), the sign of x; d/dx = 1 and d/dy = -trunc(x / y) between
+    # the jumps (as PyTorch)
+    return g, -g * np.trunc(x / y)
+
+
+# Floats only: numba's integer np.fmod takes the divisor's sign (fmod(7, -3) is 7 there, 1 in
+# NumPy); the binding writes integers' with `%` (compiler/numpy_api/elementwise.py)
+elementwise("fmod", np.fmod, _fmod_vjp, "np.fmod({0}, {1})")
+
+
+def _copysign_vjp(g, out, x, y):
+    # |x| with y's sign: d/dx = sign(x) sign(out), 0 at x = 0 (as PyTorch); none to y (a step)
+    return g * (np.sign(x) * np.sign(out)), None
+
+
+elementwise("copysign", np.copysign, _copysign_vjp, "np.copysign({0}, {1})")
+
+
 def _arctan2_vjp(g, out, y, x):
     # d atan2(y, x) = (x dy - y dx) / (x^2 + y^2); at the origin (0/0) the gradient is 0.
     r2 = x * x + y * y
@@ -194,6 +213,20 @@ for _name, _impl, _code in [
 ]:
     register(OpDef(_name, "elementwise", _infer(_impl), _impl, None, _code,
                    lowering=Elementwise(_code, _booleans, exact=True)))
+
+
+
+def _signbit_operand(node):
+    """signbit reads its operand as it is (cast to the bool result, every bit would be lost);
+    an integer as a float, which keeps its sign."""
+    x = node.inputs[0]
+    return [np.dtype(np.float64) if x.dtype.kind in "iub" else x.dtype]
+
+
+# The sign bit (of -0.0 and -NaN too, which no comparison sees): no gradient
+register(OpDef("signbit", "elementwise", _infer(np.signbit), np.signbit, None, "np.signbit({0})",
+               "no gradient: a boolean",
+               lowering=Elementwise("np.signbit({0})", _signbit_operand, exact=True)))
 
 
 def _where_infer(cond: TensorType, a: TensorType, b: TensorType) -> TensorType:

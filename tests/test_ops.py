@@ -90,8 +90,8 @@ def test_every_primitive_is_exercised_forward_and_backward():
 
 def test_every_op_defines_all_of_its_parts():
     no_gradient = {"input", "const", "sign", "lt", "le", "gt", "ge", "eq", "ne", "logical_and",
-                   "logical_or", "logical_xor", "logical_not", "size",
-                   "floor", "ceil", "trunc", "rint", "floor_divide", "argsort", "last_write", "signbit",
+                   "logical_or", "logical_xor", "logical_not", "size", "signbit",
+                   "floor", "ceil", "trunc", "rint", "floor_divide", "argsort", "last_write",
                    "matmul_add"}  # made after reverse mode, by code generation
     for name, opdef in ops.REGISTRY.items():
         assert callable(opdef.infer) and callable(opdef.impl), name

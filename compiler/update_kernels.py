@@ -53,7 +53,7 @@ from compiler.tables import address_of
 from compiler.timings import KernelBuild
 from runtime import Parameter, Tensor
 from runtime.optim import Optimizer
-from runtime.optim.optimizer import rule_flags, set_compiled_update
+from runtime.optim.optimizer import ParamList, rule_flags, set_compiled_update
 
 _grad_of = operator.attrgetter("_grad")
 _data_of = operator.attrgetter("data")
@@ -263,7 +263,7 @@ class GroupUpdate:
         if unchanged:  # the second settled step writes the next ones out (`_written_out`)
             if self._settled_step is None and len(params) <= WRITTEN_OUT_PARAMETERS \
                     and all(type(key) is str for key in self._keys):  # keys as literals
-                self._settled_step = self._written_out()
+                self._settled_step = self._written_out(params)
         else:
             self._settled = self._tables = self._settled_step = None
             if self.index == 0:
@@ -283,40 +283,39 @@ class GroupUpdate:
                 p._version += 1  # as the rules do: an earlier graph must refuse backward
         return self._rest
 
-    def _written_out(self) -> Callable[[dict], list | None]:
+    def _written_out(self, params_list: list) -> Callable[[dict], list | None]:
         """A settled step as one generated function: the checks of `__call__` one parameter
-        at a time (its identity, its gradient's, its state dict's), the settings as one
-        tuple, the kernels and the version counters; it returns None, having done nothing,
-        where anything differs (then `__call__` looks again)."""
+        at a time (its gradient's identity), the settings as one tuple, the kernels and the
+        version counters; it returns None, having done nothing, where anything differs (then
+        `__call__` looks again). The parameters and their state dicts are checked by
+        counters: while the group's list is the one seen (`params_list`, a ParamList) and
+        no optimizer's lists or state dicts changed (Optimizer.group_changes, state_changes),
+        they are the tables'; else `_recheck` compares them one by one."""
         settled = self._settled
         params = settled.params
         names = [f"p{k}" for k in range(len(params))]
         index = {id(p): k for k, p in enumerate(params)}
-        with_grads = [names[index[id(p)]] for p in self._with_grads]
         namespace: dict[str, Any] = {
-            "Parameter": Parameter, "optimizer": self.optimizer, "STATE": settled.state,
-            "get": settled.state.get, "REPLACEMENTS": settled.replacements,
+            "Parameter": Parameter, "Optimizer": Optimizer, "optimizer": self.optimizer,
+            "STATE": settled.state, "REPLACEMENTS": settled.replacements,
             "N_SETTINGS": self._n_settings, "VALUES": self._values, "HYPERS": self._hypers,
-            "REST": self._rest, "same_entries": self._same_entries, "settled": settled,
-            **{f"P{k}": p for k, p in enumerate(params)},
+            "REST": self._rest, "recheck": self._recheck,
             **{f"G{k}": g for k, g in enumerate(settled.grads)},
-            **{f"D{k}": d for k, d in enumerate(settled.dicts)},
         }
-        checks = [" or ".join(f"{n} is not P{k}" for k, n in enumerate(names)),
-                  " or ".join(f"{n}._grad is not G{k}" for k, n in enumerate(names)),
+        self._namespace = namespace
+        self._arm(params_list)
+        checks = [" or ".join(f"{n}._grad is not G{k}" for k, n in enumerate(names)),
                   "Parameter.data_replacements != REPLACEMENTS or optimizer.state is not STATE"]
-        if with_grads:
-            checks.append(" or ".join(f"get({n}) is not D{k}" for k, n in enumerate(with_grads)))
         if settled.data is not None:
             namespace.update({f"A{k}": a for k, a in enumerate(settled.data)})
             checks.append(" or ".join(f"{n}.data is not A{k}" for k, n in enumerate(names)))
-        if settled.entries:
-            checks.append("not same_entries(settled)")
         settings = "".join(f"group[{key!r}], " for key in self._keys)
         lines = ["def settled_step(group):",
                  "    params = group['params']",
-                 f"    if len(params) != {len(params)}:",
-                 "        return None",
+                 "    if params is not PARAMS or Optimizer.group_changes != GROUP_CHANGES \\",
+                 "            or Optimizer.state_changes != STATE_CHANGES:",
+                 "        if not recheck(params):",
+                 "            return None",
                  f"    {''.join(f'{n}, ' for n in names)}= params" if names else "    pass",
                  *(f"    if {check}:\n        return None" for check in checks if check),
                  "    if len(group) != N_SETTINGS:",
@@ -351,6 +350,27 @@ class GroupUpdate:
         if self.index == 0:
             self.optimizer._settled_step = namespace.get("settled_optimizer_step")
         return step
+
+    def _recheck(self, params: list) -> bool:
+        """Whether `params` and their state dicts are the settled ones, compared one by one
+        (a counter moved: some list or state dict changed, maybe not this group's); if so,
+        the next steps compare counters again."""
+        settled = self._settled
+        same = settled is not None and _same(params, settled.params) \
+            and self.optimizer.state is settled.state \
+            and all(map(operator.is_, map(settled.state.get, self._with_grads), settled.dicts)) \
+            and (not settled.entries or self._same_entries(settled))
+        if same:
+            self._arm(params)
+        return same
+
+    def _arm(self, params: list) -> None:
+        """Let the written-out step trust the counters while `params` is the group's list: only
+        an optimizer's own list (ParamList) counts its changes; a user's list is compared one
+        by one at every step."""
+        counted = params if type(params) is ParamList else None
+        self._namespace.update(PARAMS=counted, GROUP_CHANGES=Optimizer.group_changes,
+                               STATE_CHANGES=Optimizer.state_changes)
 
     def _same_entries(self, settled: _Arrays) -> bool:
         """Whether the state dicts (the tables' own) still hold the tables' arrays."""

@@ -391,10 +391,16 @@ def test_whatever_changes_between_settled_steps_is_seen(numpy_rules):
         opt.state[params[2]] = {"step": np.array(5.0),
                                 "momentum_buffer": np.full(params[2].shape, -1.0)}
         settle()
+        opt.state[params[0]]["momentum_buffer"] = np.full(params[0].shape, 0.5)  # an entry
+        settle()
         group["momentum"] = 0.5
         settle()
         group["params"][3] = replaced = Parameter(np.ones(SHAPES[3]))
         replaced.grad = np.full(SHAPES[3], 3.0)
+        settle()
+        group["params"] = mine = list(group["params"])  # a list of the user's, uncounted
+        settle()
+        mine[3], mine[0] = mine[0], mine[3]  # the same Parameters in another order
         settle()
         opt.add_param_group({"params": [added := Parameter(np.ones(2))], "lr": 0.5})
         added.grad = np.full(2, 4.0)  # the whole step of one group no longer applies

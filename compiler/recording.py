@@ -267,10 +267,24 @@ class RecordedKernels:
     def backward(self, residuals: tuple, cotangents: list[np.ndarray]) -> tuple:
         """The gradients, as fresh arrays (the usual path of the runtime's backward)."""
         if _anomaly.enabled and not self._checked:  # backward() under detect_anomaly()
-            return self._spec.checked_kernel("backward").call(*residuals, *cotangents)
+            return self._spec.checked_kernel("backward").call(
+                *residuals, *self._kernel_cotangents(cotangents))
         if self._backward is None:
             self._backward = self._spec.kernel_for("backward", self._checked).call
-        return self._backward(*residuals, *cotangents)
+        try:
+            return self._backward(*residuals, *cotangents)
+        except TypeError:  # numba's dispatcher refused a cotangent's layout: retried below
+            pass
+        return self._backward(*residuals, *self._kernel_cotangents(cotangents))
+
+    def _kernel_cotangents(self, cotangents: list[np.ndarray]) -> list[np.ndarray]:
+        """The cotangents as the kernels take them: writable C-contiguous arrays of the outputs'
+        dtypes. The runtime hands on what the user gave (backward(gradient=g.T), a broadcast
+        or read-only array, a hook's Fortran-ordered result), which numba's dispatcher refuses
+        with a bare TypeError; the usual ones pass unchanged."""
+        outputs = self._spec.graph.outputs
+        # np.require keeps a 0-d cotangent 0-d (np.ascontiguousarray makes it 1-d)
+        return [np.require(c, outputs[k].dtype, ("C", "W")) for k, c in enumerate(cotangents)]
 
     def backward_into(self, residuals: tuple, cotangents: list[np.ndarray], accumulate: list,
                       reuse: list) -> list[np.ndarray] | None:

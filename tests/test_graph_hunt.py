@@ -83,3 +83,61 @@ def test_a_hook_returning_another_layout_reaches_the_kernels():
         mse(h, Y).backward()
         torch_mse(ht, Y).backward()
         assert_grads((W, b), (Wt, bt))
+
+
+@compile_grad
+def through_sign_and_a_comparison(p, x):
+    # M reaches the loss through np.sign only (PyTorch: SignBackward, a zero gradient), N
+    # through a comparison only (PyTorch's graph stops there), V as usual
+    return np.sum(np.sign(p["M"]) * x) + np.sum(np.where(p["N"] > 0, x, 0.0)) \
+        + np.sum(p["V"] ** 2)
+
+
+def torch_through_sign_and_a_comparison(p, x):
+    x = torch.as_tensor(x)
+    return torch.sum(torch.sign(p["M"]) * x) + torch.sum(torch.where(p["N"] > 0, x, 0.0)) \
+        + torch.sum(p["V"] ** 2)
+
+
+def sign_and_comparison_leaves():
+    from runtime import optim
+
+    values = {"M": W0, "N": W0[::-1].copy(), "V": B0}
+    ours = {k: Parameter(v.copy()) for k, v in values.items()}
+    theirs = {k: torch.tensor(v, requires_grad=True) for k, v in values.items()}
+    return (ours, optim.AdamW(ours.values(), lr=0.1, weight_decay=0.5),
+            theirs, torch.optim.AdamW(theirs.values(), lr=0.1, weight_decay=0.5))
+
+
+def test_a_parameter_reached_through_a_zero_gradient_op_gets_zeros_and_is_stepped():
+    # M's .grad stayed None (np.sign has no gradient rule, which made M "not in the graph"),
+    # so AdamW skipped it where PyTorch decays it: 0.05 away after one step
+    ours, opt, theirs, torch_opt = sign_and_comparison_leaves()
+    x = W0 * 0.5
+    for _ in range(3):
+        opt.zero_grad()
+        torch_opt.zero_grad()
+        through_sign_and_a_comparison(ours, x).backward()
+        torch_through_sign_and_a_comparison(theirs, x).backward()
+        np.testing.assert_array_equal(ours["M"].grad, np.zeros_like(W0))
+        assert ours["N"].grad is None and theirs["N"].grad is None
+        opt.step()
+        torch_opt.step()
+        for k in ours:
+            np.testing.assert_allclose(ours[k].data, theirs[k].detach().numpy(), rtol=1e-12)
+
+
+def test_train_step_skips_a_parameter_reached_only_through_a_comparison():
+    # train_step stepped N (its zero gradient, AdamW's decay) where PyTorch leaves it alone
+    from compiler.training import train_step
+
+    ours, opt, theirs, torch_opt = sign_and_comparison_leaves()
+    step = train_step(through_sign_and_a_comparison, ours, opt)
+    x = W0 * 0.5
+    for _ in range(3):
+        step(x)
+        torch_opt.zero_grad()
+        torch_through_sign_and_a_comparison(theirs, x).backward()
+        torch_opt.step()
+        for k in ours:
+            np.testing.assert_allclose(ours[k].data, theirs[k].detach().numpy(), rtol=1e-12)

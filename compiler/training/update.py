@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler.autodiff import float_valued
 from compiler.passes import const_value
 
 CLIP_EPS = 1e-6  # PyTorch's clip_grad_norm_: scale = max_norm / (total_norm + 1e-6)
@@ -23,11 +24,13 @@ def outside_graph(grad: Any) -> bool:
 
 
 def unreached(loss: Any, params: list) -> list[bool]:
-    """For each traced parameter, whether the traced `loss` does not depend on it at all (by
-    the trace's structure, as compiler/autodiff.connected_inputs decides for the runtime):
-    PyTorch's graph would not reach it, so its `.grad` stays None and the optimizer skips it.
+    """For each traced parameter, whether the traced `loss` does not depend on it through
+    float values (by the trace's structure, as compiler/autodiff.connected_inputs decides for
+    the runtime): PyTorch's graph would not reach it (it stops at comparisons, argmax and
+    integers: `np.where(p > 0, x, 0)`), so its `.grad` stays None and the optimizer skips it.
     One the loss reaches is stepped even where its gradient is exactly zero (`0 * p.sum()`
-    folds to a zero constant), as PyTorch steps it with zeros (momentum, weight decay)."""
+    folds to a zero constant, np.sign(p)), as PyTorch steps it with zeros (momentum, weight
+    decay)."""
     node = getattr(loss, "node", None)
     if node is None:  # a constant loss depends on nothing
         return [True] * len(params)
@@ -43,7 +46,7 @@ def unreached(loss: Any, params: list) -> list[bool]:
         if node.id in wanted:
             reached.add(node.id)
         elif node.op not in ("input", "const"):
-            stack.extend(node.inputs)
+            stack.extend(x for x in node.inputs if float_valued(x))
     return [getattr(p, "node", None) is not None and p.node.id not in reached for p in params]
 
 

@@ -81,6 +81,11 @@ class RecordedKernels:
         self._single = spec.out_tree.kind == "leaf"
         # per differentiated Tensor, the outputs that depend on it (None: all of them)
         self._edge_outputs = spec.outputs_of_wrt()
+        # Outputs that depend on no differentiated Tensor (np.ones(3), x * 2 of a plain x):
+        # to PyTorch they do not require grad, as the aux ones
+        reached = set().union(*self._edge_outputs) if self._edge_outputs is not None \
+            else range(spec.n_differentiated)
+        self._unreached_outputs = [k for k in range(spec.n_differentiated) if k not in reached]
         self._out_tree = spec.out_tree
         differentiated = spec.graph.outputs[:spec.n_differentiated]
         self._output_meta = [(tuple(o.shape), o.dtype) for o in differentiated] \
@@ -122,6 +127,8 @@ class RecordedKernels:
             return site.record_one(inputs, results[0], backward, into, self._output_meta)
         tensors = site.record(inputs, results[:n_diff], backward, trusted=True,
                               backward_into=into, output_meta=self._output_meta)
+        for k in self._unreached_outputs:
+            tensors[k] = Tensor(results[k])
         if n_diff < self._n_outputs:  # aux: not differentiated
             tensors += [Tensor(o) for o in results[n_diff:self._n_outputs]]
         return tensors[0] if self._single else pytree.unflatten(self._out_tree, tensors)

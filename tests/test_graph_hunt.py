@@ -141,3 +141,26 @@ def test_train_step_skips_a_parameter_reached_only_through_a_comparison():
         torch_opt.step()
         for k in ours:
             np.testing.assert_allclose(ours[k].data, theirs[k].detach().numpy(), rtol=1e-12)
+
+
+@compile_grad
+def with_constant_results(W, x):
+    return np.sum(W**2), x * 2.0, np.ones(3)
+
+
+def test_results_that_depend_on_no_parameter_do_not_require_grad():
+    # they required grad (PyTorch: False), and backward() from one passed silently, giving
+    # no gradient, or said that the graph had been freed
+    x = np.arange(3.0)
+    W, Wt = Parameter(W0.copy()), torch.tensor(W0, requires_grad=True)
+    for _ in range(3):  # the general path, then the fast path
+        total, doubled, ones = with_constant_results(W, x)
+        assert total.requires_grad and not doubled.requires_grad and not ones.requires_grad
+        assert not (torch.as_tensor(x) * 2.0).requires_grad
+        np.testing.assert_array_equal(doubled.data, 2 * x)
+        for result in (doubled, ones):
+            with pytest.raises(RuntimeError, match="does not require grad"):
+                result.sum().backward()
+        (total + doubled.sum()).backward()
+        torch.sum(Wt**2).backward()
+        np.testing.assert_allclose(W.grad, Wt.grad.numpy(), rtol=1e-14)

@@ -12,6 +12,7 @@ import numpy as np
 
 from compiler.autodiff import float_valued
 from compiler.passes import const_value
+from compiler.tracer import weak
 
 CLIP_EPS = 1e-6  # PyTorch's clip_grad_norm_: scale = max_norm / (total_norm + 1e-6)
 
@@ -85,7 +86,8 @@ def update_slots(slots: Sequence, rule: Callable, params: list, states: list, hy
             new_params.append(p)
             new_states.append(dict(state))
             continue
-        numeric = {name: hypers[i].astype(p.dtype) for name, i in slot.hyper_index.items()}
+        # Python floats to the NumPy rules and to PyTorch: weak, not cast to float32 first
+        numeric = {name: weak(hypers[i]) for name, i in slot.hyper_index.items()}
         new_p, new_state = rule(p, g, state, **numeric, **slot.flags)
         new_params.append(new_p)
         # an entry the rule no longer uses (momentum turned off) stays as it is

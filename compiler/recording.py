@@ -102,7 +102,10 @@ class RecordedKernels:
         self.records_loss = self._loss  # `loss_body` can be asked for
         if self._loss:  # callers hold `call`: the loss's own, generated (see `loss_body`)
             self._pool = buffered._pool
-            self._last_size, self._last_free = -1, None  # the pool's list for that size
+            # (batch size, the pool's list for it), one tuple: a thread switch between two
+            # attributes let another thread pair a size with another size's list, whose set
+            # the kernel refused and the list then kept (every later call of that size failed)
+            self._last_free = (-1, None)
             self.call = self._call_loss = self._generated_call_loss()
 
     def call(self, arrays: list, leaves: list) -> Any:
@@ -156,8 +159,9 @@ class RecordedKernels:
         lines = [
             # len() reads the first axis without making the shape's tuple
             f"size = len({arrays[at]})" if axis == 0 else f"size = {arrays[at]}.shape[{axis}]",
-            "if size == recorded._last_size:  # the pool's list for the last batch size",
-            "    free = recorded._last_free",
+            "last = recorded._last_free  # (size, its list): read at once (threads)",
+            "if size == last[0]:  # the pool's list for the last batch size",
+            "    free = last[1]",
             "else:",
             "    free = recorded._free_list(size)",
             "try:",
@@ -247,7 +251,7 @@ class RecordedKernels:
         """The pool's list of sets for a batch size, remembered for the next call."""
         free = self._pool.free.get((size,))
         if free is not None:
-            self._last_size, self._last_free = size, free
+            self._last_free = (size, free)
         return free
 
     def _new_site(self, inputs: tuple) -> CallSite:

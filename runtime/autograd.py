@@ -93,9 +93,13 @@ def _only(inputs: Sequence[Tensor]) -> dict[Any, Tensor]:
     if not inputs:
         raise RuntimeError("`inputs` argument to `backward()` cannot be empty.")
     only: dict[Any, Tensor] = {}
-    for t in inputs:
+    for position, t in enumerate(inputs):
         if not isinstance(t, Tensor):
             raise TypeError(f"backward(inputs=...) takes Tensors, got {type(t).__name__}")
+        if not t._requires_grad:  # PyTorch refuses it too: it could never get a gradient
+            raise RuntimeError(
+                f"backward(inputs=...): inputs[{position}] (shape {t.shape}) does not require "
+                "grad, so no gradient can be accumulated into it")
         only[id(t) if t.is_leaf else (t.grad_fn, t.output_nr)] = t
     return only
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from compiler import compile_grad
-from runtime import Parameter
+from runtime import Parameter, Tensor
 
 torch = pytest.importorskip("torch")
 
@@ -194,3 +194,20 @@ def test_the_compiled_optimizer_step_computes_as_the_numpy_rules_in_float32():
     # compiled step)
     for compiled, rules in zip(adam_steps(True), adam_steps(False), strict=True):
         np.testing.assert_array_equal(compiled, rules)
+
+
+def test_backward_inputs_that_do_not_require_grad_are_refused_as_in_pytorch():
+    # such a Tensor was silently left without a gradient; PyTorch raises
+    W, b, Wt, bt = leaves()
+    x = Tensor(X)
+    loss = mse(layer(W, b, x), Y)
+    torch_loss = torch_mse(torch_layer(Wt, bt, torch.tensor(X)), Y)
+    with pytest.raises(RuntimeError):
+        torch_loss.backward(inputs=[bt, torch.tensor(X)])
+    with pytest.raises(RuntimeError, match=r"inputs\[1\] \(shape \(6, 3\)\) does not require grad"):
+        loss.backward(inputs=[b, x])
+    assert W.grad is None and b.grad is None  # refused before anything ran
+    loss.backward(inputs=[b])
+    torch_loss.backward(inputs=[bt])
+    assert W.grad is None
+    np.testing.assert_allclose(b.grad, bt.grad.numpy(), rtol=1e-12)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from compiler import compile_grad
-from runtime import Parameter, Tensor
+from runtime import Parameter, Tensor, autograd
 
 torch = pytest.importorskip("torch")
 
@@ -211,3 +211,141 @@ def test_backward_inputs_that_do_not_require_grad_are_refused_as_in_pytorch():
     torch_loss.backward(inputs=[bt])
     assert W.grad is None
     np.testing.assert_allclose(b.grad, bt.grad.numpy(), rtol=1e-12)
+
+
+@compile_grad
+def two_results(A, h):
+    z = h @ A
+    return np.sin(z), np.sum(z**2)
+
+
+def torch_two_results(A, h):
+    z = h @ A
+    return torch.sin(z), torch.sum(z**2)
+
+
+def composed_program(rng, ours, theirs, x0):
+    """Random compositions of compiled calls (one of two results, layer, mse) and runtime
+    arithmetic (sums, scaling, indexing, flips, means), with retain_grad and hooks that change
+    gradients, then one of three kinds of backward; the same in PyTorch. Returns the pairs of
+    retained results."""
+    (As, b), (torch_As, torch_b) = ours, theirs
+    values, torch_values = [Tensor(x0)], [torch.tensor(x0)]
+    losses, torch_losses, retained = [], [], []
+    for _ in range(int(rng.integers(2, 9))):
+        kind, i, k = int(rng.integers(6)), int(rng.integers(len(values))), int(rng.integers(2))
+        h, th = values[i], torch_values[i]
+        if kind == 0:
+            out, torch_out = layer(As[k], b, h), torch_layer(torch_As[k], torch_b, th)
+        elif kind == 1:
+            (out, total), (torch_out, torch_total) = two_results(As[k], h), \
+                torch_two_results(torch_As[k], th)
+            losses.append(total)
+            torch_losses.append(torch_total)
+        elif kind == 2:
+            losses.append(mse(h, Y[:3, :1] * np.ones(3)))
+            torch_losses.append(torch_mse(th, Y[:3, :1] * np.ones(3)))
+            continue
+        elif kind == 3:
+            j = int(rng.integers(len(values)))
+            out, torch_out = h * 0.5 + values[j], th * 0.5 + torch_values[j]
+        elif kind == 4:
+            losses.append(h.mean() + h[1, 2])
+            torch_losses.append(th.mean() + th[1, 2])
+            continue
+        else:
+            out, torch_out = h[::-1] * h, th.flip(0) * th
+        values.append(out)
+        torch_values.append(torch_out)
+        if out.requires_grad and rng.random() < 0.3:
+            out.retain_grad()
+            torch_out.retain_grad()
+            retained.append((out, torch_out))
+        if out.requires_grad and rng.random() < 0.2:
+            c = float(rng.normal())
+            out.register_hook(lambda g, c=c: g * c)
+            torch_out.register_hook(lambda g, c=c: g * c)
+    pairs = [(a, t) for a, t in zip(losses, torch_losses, strict=True) if a.requires_grad]
+    if not pairs:
+        return retained
+    mode = int(rng.integers(3))
+    if mode == 0:
+        sum(a for a, _ in pairs).backward()
+        sum(t for _, t in pairs).backward()
+    elif mode == 1:
+        pairs[0][0].backward(retain_graph=True)
+        pairs[0][1].backward(retain_graph=True)
+        (pairs[-1][0] * 2).backward()
+        (pairs[-1][1] * 2).backward()
+    else:
+        weights = [float(w) for w in rng.normal(size=len(pairs))]
+        autograd.backward([a for a, _ in pairs],
+                          [np.array(w) for w in weights])
+        torch.autograd.backward([t for _, t in pairs],
+                                [torch.tensor(w, dtype=torch.float64) for w in weights])
+    return retained
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_compositions_of_compiled_calls_match_pytorch(seed):
+    # 3 rounds of 10 programs on the same Parameters: general paths first, then fast paths
+    rng = np.random.default_rng(seed)
+    values = [RNG.normal(size=(3, 3)) * 0.7 for _ in range(2)], RNG.normal(size=3)
+    x0 = rng.normal(size=(3, 3))
+    ours = [Parameter(a.copy()) for a in values[0]], Parameter(values[1].copy())
+    theirs = [torch.tensor(a, requires_grad=True) for a in values[0]], \
+        torch.tensor(values[1], requires_grad=True)
+    if seed % 2:  # a hook on a Parameter too
+        ours[0][0].register_hook(lambda g: g + 1.0)
+        theirs[0][0].register_hook(lambda g: g + 1.0)
+    for program in range(30):
+        retained = composed_program(np.random.default_rng(100 * seed + program % 10), ours,
+                                    theirs, x0)
+        for p, t in [*zip([*ours[0], ours[1]], [*theirs[0], theirs[1]]), *retained]:
+            if t.grad is None:
+                assert p.grad is None
+            else:
+                np.testing.assert_allclose(p.grad, t.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+@compile_grad
+def dict_loss(p, x, y):
+    return np.mean((np.tanh(x @ p["W"] + p["b"]) - y) ** 2)
+
+
+def test_micro_batches_through_the_fast_and_the_general_paths_accumulate_as_pytorch():
+    # the settled backward (one compiled loss), the general one (two compiled calls), runtime
+    # arithmetic on the losses, .grad read midway (its array handed out), requires_grad
+    # toggled, then AdamW: the trajectory is PyTorch's
+    from runtime import optim
+
+    W, b, Wt, bt = leaves()
+    ours = {"W": W, "b": b}
+    opt = optim.AdamW([W, b], lr=0.05, weight_decay=0.1)
+    torch_opt = torch.optim.AdamW([Wt, bt], lr=0.05, weight_decay=0.1)
+    for step in range(9):
+        opt.zero_grad()
+        torch_opt.zero_grad()
+        b.requires_grad = bt.requires_grad = step % 4 != 2
+        for m in range(3):
+            rows = slice(2 * m, 2 * m + 2)
+            kind = (step + m) % 3
+            if kind == 0:
+                loss = dict_loss(ours, X[rows], Y[rows]) / 3
+            elif kind == 1:
+                loss = mse(layer(W, b, X[rows]), Y[rows]) / 3
+            else:
+                loss = dict_loss(ours, X[rows], Y[rows]) * (1 / 3)
+            loss.backward()
+            torch_mse(torch_layer(Wt, bt, X[rows]), Y[rows]).div(3).backward()
+            if m == 1 and step % 2:
+                np.testing.assert_allclose(W.grad, Wt.grad.numpy(), rtol=1e-12)
+        for p, t in ((W, Wt), (b, bt)):
+            if t.grad is None:
+                assert p.grad is None
+            else:
+                np.testing.assert_allclose(p.grad, t.grad.numpy(), rtol=1e-12, atol=1e-15)
+        opt.step()
+        torch_opt.step()
+        np.testing.assert_allclose(W.data, Wt.detach().numpy(), rtol=1e-12)
+        np.testing.assert_allclose(b.data, bt.detach().numpy(), rtol=1e-12)

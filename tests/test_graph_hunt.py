@@ -349,3 +349,37 @@ def test_micro_batches_through_the_fast_and_the_general_paths_accumulate_as_pyto
         torch_opt.step()
         np.testing.assert_allclose(W.data, Wt.detach().numpy(), rtol=1e-12)
         np.testing.assert_allclose(b.data, bt.detach().numpy(), rtol=1e-12)
+
+
+def test_autograd_grad_returns_gradients_as_torch_autograd_grad_does():
+    # torch.autograd.grad was missing: gradients with respect to Parameters, an input Tensor
+    # (a saliency map) and an intermediate result, with the leaves' hooks, and no .grad touched
+    W, b, Wt, bt = leaves()
+    x, xt = Tensor(X.copy(), requires_grad=True), torch.tensor(X, requires_grad=True)
+    W.grad, Wt.grad = np.ones_like(W0), torch.ones_like(Wt)
+    W.register_hook(lambda g: 2 * g)
+    Wt.register_hook(lambda g: 2 * g)
+    h, ht = layer(W, b, x), torch_layer(Wt, bt, xt)
+    loss, torch_loss = mse(h, Y) + 0.1 * h.sum(), torch_mse(ht, Y) + 0.1 * ht.sum()
+    ours = autograd.grad(loss, [W, x, h], retain_graph=True)
+    theirs = torch.autograd.grad(torch_loss, [Wt, xt, ht], retain_graph=True)
+    for g, t in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(g, t.numpy(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(W.grad, np.ones_like(W0))  # left alone, as PyTorch does
+    assert b.grad is None and x.grad is None and h.grad is None
+    (gb,) = autograd.grad([loss], b)  # freeing the graph this time
+    np.testing.assert_allclose(gb, torch.autograd.grad([torch_loss], bt)[0].numpy(), rtol=1e-12)
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        autograd.grad(loss, b)
+
+    other = Parameter(B0.copy())
+    loss = mse(layer(W, b, X), Y)
+    with pytest.raises(RuntimeError, match="appears to not have been used in the graph"):
+        autograd.grad(loss, [other, b], retain_graph=True)
+    assert autograd.grad(loss, [other, b], allow_unused=True, retain_graph=True)[0] is None
+    np.testing.assert_array_equal(
+        autograd.grad(loss, other, materialize_grads=True, retain_graph=True)[0], np.zeros(2))
+    for call in (lambda: autograd.grad(loss, W, create_graph=True),
+                 lambda: loss.backward(create_graph=True)):  # was a bare TypeError
+        with pytest.raises(RuntimeError, match=r"create_graph=True\): .* f\.grad"):
+            call()

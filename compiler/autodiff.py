@@ -19,6 +19,7 @@ import numpy as np
 
 from compiler import ops
 from compiler.builder import Builder
+from compiler.custom import gradient_free_inputs
 from compiler.ir import Graph, Node, Sym, TensorType, TupleType, rebuild, toposort
 from compiler.names import is_generated
 from compiler.ops.reduce import sum_to_shape
@@ -43,10 +44,21 @@ def reachable(nodes: list[Node], sources: set[int], zero_gradients: bool = False
     for node in nodes:
         if node.op in ("input", "const") or not float_valued(node):
             continue
-        if (zero_gradients or ops.get(node.op).vjp is not None) \
-                and any(x.id in reached for x in node.inputs):
+        if zero_gradients:
+            if any(x.id in reached for x in carrying_inputs(node)):
+                reached.add(node.id)
+        elif ops.get(node.op).vjp is not None and any(x.id in reached for x in node.inputs):
             reached.add(node.id)
     return reached
+
+
+def carrying_inputs(node: Node) -> list[Node]:
+    """The inputs through which PyTorch's graph connects `node` to what it is made from: all,
+    but those a custom_vjp rule gives None (a Function's backward returning None)."""
+    if node.op != "custom_call":
+        return list(node.inputs)
+    free = gradient_free_inputs(node)
+    return [x for k, x in enumerate(node.inputs) if k not in free]
 
 
 def connected_inputs(graph: Graph, wrt: list[int], n_differentiated: int | None = None,
@@ -54,8 +66,8 @@ def connected_inputs(graph: Graph, wrt: list[int], n_differentiated: int | None 
     """The entries of `wrt` that the first `n_differentiated` outputs (or those at `outputs`)
     depend on through float values, as PyTorch's graph does: through ops with a gradient, or
     with a zero one (np.sign(w): a `.grad` of zeros, and an optimizer steps w). The others are
-    not in PyTorch's graph at all (reached only through comparisons, integers, or not at
-    all), so their `.grad` stays None."""
+    not in PyTorch's graph at all (reached only through comparisons, integers, custom_vjp
+    rules returning None for them, or not at all), so their `.grad` stays None."""
     nodes = graph.nodes()
     needs = reachable(nodes, {graph.inputs[i].id for i in wrt}, zero_gradients=True)
     roots = graph.outputs[:n_differentiated] if outputs is None \
@@ -63,7 +75,7 @@ def connected_inputs(graph: Graph, wrt: list[int], n_differentiated: int | None 
     reached = {out.id for out in roots if out.id in needs}
     for node in reversed(nodes):
         if node.id in reached and node.op not in ("input", "const"):
-            reached.update(x.id for x in node.inputs if x.id in needs)
+            reached.update(x.id for x in carrying_inputs(node) if x.id in needs)
     return [i for i in wrt if graph.inputs[i].id in reached]
 
 

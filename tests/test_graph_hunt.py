@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compiler import compile_grad
+from compiler import compile_grad, custom_vjp
 from runtime import Parameter, Tensor, autograd
 
 torch = pytest.importorskip("torch")
@@ -383,3 +383,75 @@ def test_autograd_grad_returns_gradients_as_torch_autograd_grad_does():
                  lambda: loss.backward(create_graph=True)):  # was a bare TypeError
         with pytest.raises(RuntimeError, match=r"create_graph=True\): .* f\.grad"):
             call()
+
+
+@custom_vjp
+def scaled_product(a, b):
+    return a * b
+
+
+@scaled_product.defvjp
+def scaled_product_vjp(g, out, a, b):
+    return g * b * 10.0, None  # no gradient for b, as a Function's backward returning None
+
+
+@compile_grad
+def through_a_custom_rule(p):  # the Parameters alone: no data argument
+    return np.sum(scaled_product(p["a"], p["b"])) + np.sum(p["c"] ** 2)
+
+
+class TorchScaledProduct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(b)
+        return a * b
+
+    @staticmethod
+    def backward(ctx, g):
+        (b,) = ctx.saved_tensors
+        return g * b * 10.0, None
+
+
+def custom_rule_leaves():
+    from runtime import optim
+
+    values = {"a": B0, "b": B0[::-1].copy(), "c": B0 * 2}
+    ours = {k: Parameter(v.copy()) for k, v in values.items()}
+    theirs = {k: torch.tensor(v, requires_grad=True) for k, v in values.items()}
+    return (ours, optim.AdamW(ours.values(), lr=0.1, weight_decay=0.5),
+            theirs, torch.optim.AdamW(theirs.values(), lr=0.1, weight_decay=0.5))
+
+
+def torch_custom_rule_step(theirs, torch_opt):
+    torch_opt.zero_grad()
+    loss = torch.sum(TorchScaledProduct.apply(theirs["a"], theirs["b"])) \
+        + torch.sum(theirs["c"] ** 2)
+    loss.backward()
+    torch_opt.step()
+
+
+def test_a_custom_rule_returning_none_leaves_the_parameter_out_of_the_graph():
+    # b got a .grad of zeros (PyTorch: None), so AdamW decayed it: 0.05 away after one step
+    ours, opt, theirs, torch_opt = custom_rule_leaves()
+    for _ in range(3):
+        opt.zero_grad()
+        through_a_custom_rule(ours).backward()
+        assert ours["b"].grad is None
+        opt.step()
+        torch_custom_rule_step(theirs, torch_opt)
+        for k in ours:
+            np.testing.assert_allclose(ours[k].data, theirs[k].detach().numpy(), rtol=1e-12)
+
+
+def test_train_step_of_a_loss_without_data_and_a_custom_rule_returning_none():
+    # step() of a loss of the Parameters alone failed with a bare IndexError from code
+    # generation (the fit loop of no rows); and it decayed b as the runtime did
+    from compiler.training import train_step
+
+    ours, opt, theirs, torch_opt = custom_rule_leaves()
+    step = train_step(through_a_custom_rule, ours, opt)
+    for _ in range(3):
+        step()
+        torch_custom_rule_step(theirs, torch_opt)
+        for k in ours:
+            np.testing.assert_allclose(ours[k].data, theirs[k].detach().numpy(), rtol=1e-12)

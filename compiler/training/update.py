@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler.autodiff import float_valued
+from compiler.autodiff import carrying_inputs, float_valued
 from compiler.passes import const_value
 from compiler.tracer import weak
 
@@ -28,7 +28,8 @@ def unreached(loss: Any, params: list) -> list[bool]:
     """For each traced parameter, whether the traced `loss` does not depend on it through
     float values (by the trace's structure, as compiler/autodiff.connected_inputs decides for
     the runtime): PyTorch's graph would not reach it (it stops at comparisons, argmax and
-    integers: `np.where(p > 0, x, 0)`), so its `.grad` stays None and the optimizer skips it.
+    integers: `np.where(p > 0, x, 0)`, and at a custom_vjp rule returning None for it), so
+    its `.grad` stays None and the optimizer skips it.
     One the loss reaches is stepped even where its gradient is exactly zero (`0 * p.sum()`
     folds to a zero constant, np.sign(p)), as PyTorch steps it with zeros (momentum, weight
     decay)."""
@@ -47,7 +48,7 @@ def unreached(loss: Any, params: list) -> list[bool]:
         if node.id in wanted:
             reached.add(node.id)
         elif node.op not in ("input", "const"):
-            stack.extend(x for x in node.inputs if float_valued(x))
+            stack.extend(x for x in carrying_inputs(node) if float_valued(x))
     return [getattr(p, "node", None) is not None and p.node.id not in reached for p in params]
 
 

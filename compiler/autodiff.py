@@ -19,6 +19,7 @@ import numpy as np
 
 from compiler import ops
 from compiler.builder import Builder
+from compiler.custom import gradient_free_inputs
 from compiler.ir import Graph, Node, Sym, TensorType, TupleType, rebuild, toposort
 from compiler.names import is_generated
 from compiler.ops.reduce import sum_to_shape
@@ -26,39 +27,55 @@ from compiler.reverse_loop import with_residuals
 from compiler.tracer import Tracer, building
 
 
-def _differentiable(node: Node) -> bool:
+def float_valued(node: Node) -> bool:
+    """Whether a gradient can be carried by the node's value (a float, or a scan with a
+    float result): PyTorch's graph stops at bools and integers."""
     if isinstance(node.type, TupleType):  # a scan: through the results that are floats
         return any(t.is_float for t in node.type.items)
     return node.type.is_float
 
 
-def reachable(nodes: list[Node], sources: set[int]) -> set[int]:
+def reachable(nodes: list[Node], sources: set[int], zero_gradients: bool = False) -> set[int]:
     """Ids of the float nodes through which a gradient can flow from `sources` (`nodes` in
-    topological order)."""
+    topological order). With `zero_gradients`, also those of float ops whose gradient is
+    zero (np.sign, np.floor, np.round, ...): PyTorch's graph holds them (SignBackward), so a
+    Tensor reached only through them is in the graph, with a zero gradient."""
     reached = set(sources)
     for node in nodes:
-        if node.op in ("input", "const") or not _differentiable(node):
+        if node.op in ("input", "const") or not float_valued(node):
             continue
-        opdef = ops.get(node.op)
-        if opdef.vjp is not None and any(x.id in reached for x in node.inputs):
+        if zero_gradients:
+            if any(x.id in reached for x in carrying_inputs(node)):
+                reached.add(node.id)
+        elif ops.get(node.op).vjp is not None and any(x.id in reached for x in node.inputs):
             reached.add(node.id)
     return reached
+
+
+def carrying_inputs(node: Node) -> list[Node]:
+    """The inputs through which PyTorch's graph connects `node` to what it is made from: all,
+    but those a custom_vjp rule gives None (a Function's backward returning None)."""
+    if node.op != "custom_call":
+        return list(node.inputs)
+    free = gradient_free_inputs(node)
+    return [x for k, x in enumerate(node.inputs) if k not in free]
 
 
 def connected_inputs(graph: Graph, wrt: list[int], n_differentiated: int | None = None,
                      outputs: list[int] | None = None) -> list[int]:
     """The entries of `wrt` that the first `n_differentiated` outputs (or those at `outputs`)
-    depend on through values a gradient flows through: those `vjp_graph` gives a cotangent.
-    The others' gradients are exact zeros; to PyTorch they are not in the graph at all, so
-    their `.grad` stays None."""
+    depend on through float values, as PyTorch's graph does: through ops with a gradient, or
+    with a zero one (np.sign(w): a `.grad` of zeros, and an optimizer steps w). The others are
+    not in PyTorch's graph at all (reached only through comparisons, integers, custom_vjp
+    rules returning None for them, or not at all), so their `.grad` stays None."""
     nodes = graph.nodes()
-    needs = reachable(nodes, {graph.inputs[i].id for i in wrt})
+    needs = reachable(nodes, {graph.inputs[i].id for i in wrt}, zero_gradients=True)
     roots = graph.outputs[:n_differentiated] if outputs is None \
         else [graph.outputs[k] for k in outputs]
     reached = {out.id for out in roots if out.id in needs}
     for node in reversed(nodes):
         if node.id in reached and node.op not in ("input", "const"):
-            reached.update(x.id for x in node.inputs if x.id in needs)
+            reached.update(x.id for x in carrying_inputs(node) if x.id in needs)
     return [i for i in wrt if graph.inputs[i].id in reached]
 
 
@@ -94,7 +111,7 @@ def vjp_graph(graph: Graph, wrt: list[int], seed: str = "input",
     each of its input's shape and dtype.
     """
     for i in wrt:
-        if not _differentiable(graph.inputs[i]):
+        if not float_valued(graph.inputs[i]):
             raise TypeError(f"input {i} ({graph.inputs[i].type}) is not a float array")
     graph = _prepare_loops(graph, wrt)
     nodes = graph.nodes()

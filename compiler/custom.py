@@ -24,7 +24,7 @@ import numpy as np
 
 from compiler.errors import TraceError
 from compiler.interpreter import interpret
-from compiler.ir import Graph, TensorType, rebuild, toposort
+from compiler.ir import Graph, Node, TensorType, rebuild, toposort
 from compiler.ops.lowering import Inlined
 from compiler.ops.registry import OpDef, ShapeError, register
 from compiler.tracer import Tracer, current_builder
@@ -126,6 +126,35 @@ def _vjp(g, out, *inputs, call: CustomCall):
     # A rule may return plain numbers (say 0.0); they become arrays of the input's shape.
     return tuple(c if c is None or isinstance(c, Tracer) else np.zeros_like(x) + c
                  for c, x in zip(cotangents, inputs))
+
+
+def gradient_free_inputs(node: Node) -> frozenset[int]:
+    """The inputs of a custom_call node to which its rule returns None: like a
+    torch.autograd.Function's backward returning None, the call does not connect them to
+    its output (a Parameter reached only so keeps `.grad` None). The rule is traced once per
+    traced call, on values of the node's types, to see where its Nones are; a rule that
+    cannot be traced so counts as giving every input a gradient."""
+    call = node.attrs["call"]
+    found = getattr(call, "gradient_free", None)
+    if found is None:
+        from compiler.builder import Builder
+        from compiler.tracer import building
+
+        builder = Builder()
+
+        def value(k: int, t: TensorType) -> Tracer:
+            return builder.wrap(Node("input", (), {"index": k, "type": t}, t))
+
+        try:
+            with building(builder):
+                cotangents = _vjp(value(0, node.type), value(1, node.type),
+                                  *(value(2 + k, x.type) for k, x in enumerate(node.inputs)),
+                                  call=call)
+            found = frozenset(k for k, c in enumerate(cotangents) if c is None)
+        except Exception:  # noqa: BLE001 -- the reverse pass reports the rule's errors
+            found = frozenset()
+        call.gradient_free = found
+    return found
 
 
 def _expands_to(shape: tuple, target: tuple) -> bool:

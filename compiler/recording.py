@@ -81,6 +81,11 @@ class RecordedKernels:
         self._single = spec.out_tree.kind == "leaf"
         # per differentiated Tensor, the outputs that depend on it (None: all of them)
         self._edge_outputs = spec.outputs_of_wrt()
+        # Outputs that depend on no differentiated Tensor (np.ones(3), x * 2 of a plain x):
+        # to PyTorch they do not require grad, as the aux ones
+        reached = set().union(*self._edge_outputs) if self._edge_outputs is not None \
+            else range(spec.n_differentiated)
+        self._unreached_outputs = [k for k in range(spec.n_differentiated) if k not in reached]
         self._out_tree = spec.out_tree
         differentiated = spec.graph.outputs[:spec.n_differentiated]
         self._output_meta = [(tuple(o.shape), o.dtype) for o in differentiated] \
@@ -97,7 +102,10 @@ class RecordedKernels:
         self.records_loss = self._loss  # `loss_body` can be asked for
         if self._loss:  # callers hold `call`: the loss's own, generated (see `loss_body`)
             self._pool = buffered._pool
-            self._last_size, self._last_free = -1, None  # the pool's list for that size
+            # (batch size, the pool's list for it), one tuple: a thread switch between two
+            # attributes let another thread pair a size with another size's list, whose set
+            # the kernel refused and the list then kept (every later call of that size failed)
+            self._last_free = (-1, None)
             self.call = self._call_loss = self._generated_call_loss()
 
     def call(self, arrays: list, leaves: list) -> Any:
@@ -122,6 +130,8 @@ class RecordedKernels:
             return site.record_one(inputs, results[0], backward, into, self._output_meta)
         tensors = site.record(inputs, results[:n_diff], backward, trusted=True,
                               backward_into=into, output_meta=self._output_meta)
+        for k in self._unreached_outputs:
+            tensors[k] = Tensor(results[k])
         if n_diff < self._n_outputs:  # aux: not differentiated
             tensors += [Tensor(o) for o in results[n_diff:self._n_outputs]]
         return tensors[0] if self._single else pytree.unflatten(self._out_tree, tensors)
@@ -149,8 +159,9 @@ class RecordedKernels:
         lines = [
             # len() reads the first axis without making the shape's tuple
             f"size = len({arrays[at]})" if axis == 0 else f"size = {arrays[at]}.shape[{axis}]",
-            "if size == recorded._last_size:  # the pool's list for the last batch size",
-            "    free = recorded._last_free",
+            "last = recorded._last_free  # (size, its list): read at once (threads)",
+            "if size == last[0]:  # the pool's list for the last batch size",
+            "    free = last[1]",
             "else:",
             "    free = recorded._free_list(size)",
             "try:",
@@ -240,7 +251,7 @@ class RecordedKernels:
         """The pool's list of sets for a batch size, remembered for the next call."""
         free = self._pool.free.get((size,))
         if free is not None:
-            self._last_size, self._last_free = size, free
+            self._last_free = (size, free)
         return free
 
     def _new_site(self, inputs: tuple) -> CallSite:
@@ -267,10 +278,24 @@ class RecordedKernels:
     def backward(self, residuals: tuple, cotangents: list[np.ndarray]) -> tuple:
         """The gradients, as fresh arrays (the usual path of the runtime's backward)."""
         if _anomaly.enabled and not self._checked:  # backward() under detect_anomaly()
-            return self._spec.checked_kernel("backward").call(*residuals, *cotangents)
+            return self._spec.checked_kernel("backward").call(
+                *residuals, *self._kernel_cotangents(cotangents))
         if self._backward is None:
             self._backward = self._spec.kernel_for("backward", self._checked).call
-        return self._backward(*residuals, *cotangents)
+        try:
+            return self._backward(*residuals, *cotangents)
+        except TypeError:  # numba's dispatcher refused a cotangent's layout: retried below
+            pass
+        return self._backward(*residuals, *self._kernel_cotangents(cotangents))
+
+    def _kernel_cotangents(self, cotangents: list[np.ndarray]) -> list[np.ndarray]:
+        """The cotangents as the kernels take them: writable C-contiguous arrays of the outputs'
+        dtypes. The runtime hands on what the user gave (backward(gradient=g.T), a broadcast
+        or read-only array, a hook's Fortran-ordered result), which numba's dispatcher refuses
+        with a bare TypeError; the usual ones pass unchanged."""
+        outputs = self._spec.graph.outputs
+        # np.require keeps a 0-d cotangent 0-d (np.ascontiguousarray makes it 1-d)
+        return [np.require(c, outputs[k].dtype, ("C", "W")) for k, c in enumerate(cotangents)]
 
     def backward_into(self, residuals: tuple, cotangents: list[np.ndarray], accumulate: list,
                       reuse: list) -> list[np.ndarray] | None:

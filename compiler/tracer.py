@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import operator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -348,6 +348,15 @@ _OPERATOR_CALLS = {
     "__or__": "|", "__ror__": "|", "__xor__": "^", "__invert__": "~", "__neg__": "-",
     "__abs__": "abs", "__getitem__": "[]",
 }
+
+
+def weak(value: Any) -> Any:
+    """A traced number that computes as a Python float does (NEP 50's weak scalar): with other
+    such numbers in float64, taking the dtype of the arrays it meets. What an optimizer's
+    settings are to its NumPy rule (`lr` is a Python float), given to a kernel in an array."""
+    if not isinstance(value, Tracer):  # run, not traced: the Python float itself
+        return float(value)
+    return Tracer(value.builder, value.node, True)
 
 
 def weak_operator(method):

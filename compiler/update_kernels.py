@@ -51,6 +51,7 @@ from compiler.codegen import GeneratedModule, generate
 from compiler.codegen.emit import FASTMATH
 from compiler.tables import address_of
 from compiler.timings import KernelBuild
+from compiler.tracer import weak
 from runtime import Parameter, Tensor
 from runtime.optim import Optimizer
 from runtime.optim.optimizer import ParamList, rule_flags, set_compiled_update
@@ -91,7 +92,9 @@ class UpdateKernel:
         entries = [entry for entry, _, _ in key.state]
 
         def update(param, grad, state, hypers):
-            options = {option: hypers[i].astype(param.dtype) for i, option in enumerate(names)}
+            # Python floats to the NumPy rules, and to PyTorch: weak, not cast to float32 first
+            # (1 - beta1 in float32 drifted Adam's float32 steps by ulps from the rules')
+            options = {option: weak(hypers[i]) for i, option in enumerate(names)}
             new_param, new_state = key.rule(param, grad, dict(zip(entries, state)), **options,
                                             **flags)
             # An entry the rule no longer uses (momentum turned off) is written back unchanged.

@@ -1,4 +1,5 @@
-"""The backward engine: `backward()` over the graph that `record` builds (runtime/graph.py).
+"""The backward engine: `backward()` over the graph that `record` builds (runtime/graph.py),
+and `grad()` (torch.autograd.grad), the same pass returning the gradients.
 
 The compiler runs a forward kernel and calls `record(outputs, inputs, backward,
 name)`; that makes one `Node` (PyTorch's grad_fn) holding the kernel's backward
@@ -58,8 +59,8 @@ from .graph import (
 )
 from .tensor import Hook, Tensor
 
-__all__ = ["CallSite", "Edge", "Node", "backward", "enable_grad", "is_grad_enabled", "no_grad",
-           "record", "set_grad_enabled"]
+__all__ = ["CallSite", "Edge", "Node", "backward", "enable_grad", "grad", "is_grad_enabled",
+           "no_grad", "record", "set_grad_enabled"]
 
 # -- the backward pass ---------------------------------------------------------------
 
@@ -69,9 +70,11 @@ def backward(
     grad_tensors: Sequence[Any] | None = None,
     retain_graph: bool = False,
     inputs: Sequence[Tensor] | None = None,
+    create_graph: bool = False,
 ) -> None:
     """Accumulate into leaf `.grad`s the gradients of `tensors` weighted by `grad_tensors`;
     with `inputs`, into the `.grad`s of those Tensors only (leaves or results, as PyTorch)."""
+    _no_create_graph(create_graph, "backward")
     tensors = list(tensors)
     grad_tensors = [None] * len(tensors) if grad_tensors is None else list(grad_tensors)
     only = None if inputs is None else _only(inputs)
@@ -84,6 +87,66 @@ def backward(
     _backward_graph(tensors, seeds, retain_graph, only)
 
 
+def grad(
+    outputs: Tensor | Sequence[Tensor],
+    inputs: Tensor | Sequence[Tensor],
+    grad_outputs: Any = None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+    allow_unused: bool | None = None,
+    materialize_grads: bool = False,
+) -> tuple[np.ndarray | None, ...]:
+    """torch.autograd.grad: the gradients of `outputs` (weighted by `grad_outputs`) with respect
+    to `inputs` (leaves or results), returned as arrays and accumulated into no `.grad`.
+
+    As in PyTorch, the graph is freed unless `retain_graph`, the inputs' hooks run, an input
+    the outputs do not reach is an error unless `allow_unused` (its gradient None, or zeros
+    with `materialize_grads`), and one that does not require grad is an error. Higher-order
+    gradients (`create_graph=True`) are the compiler's: differentiate `f.grad` inside another
+    compiled function."""
+    _no_create_graph(create_graph, "grad")
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    single = isinstance(inputs, Tensor)
+    inputs = [inputs] if single else list(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, Tensor | np.ndarray):
+        grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None \
+            else [grad_outputs]
+    grad_outputs = list(grad_outputs)
+    if len(grad_outputs) != len(outputs):
+        raise RuntimeError(f"grad_outputs has {len(grad_outputs)} entries, but there are "
+                           f"{len(outputs)} outputs")
+    if allow_unused is None:
+        allow_unused = materialize_grads
+    elif materialize_grads and not allow_unused:
+        raise ValueError("materialize_grads=True needs allow_unused=True (or None)")
+    only = _only(inputs)
+    seeds = [_seed(t, g, i) for i, (t, g) in enumerate(zip(outputs, grad_outputs))]
+    captured: dict[Any, np.ndarray] = {}
+    _backward_graph(outputs, seeds, bool(retain_graph), only, captured)
+    grads: list[np.ndarray | None] = []
+    for t in inputs:
+        found = captured.get(id(t) if t.is_leaf else (t.grad_fn, t.output_nr))
+        if found is None:
+            if not allow_unused:
+                raise RuntimeError(
+                    "One of the differentiated Tensors appears to not have been used in the "
+                    "graph. Set allow_unused=True if this is the desired behavior.")
+            if materialize_grads:
+                found = np.zeros(t.shape, t.dtype)
+        else:  # a fresh array: never the seed, a hook's array or a kernel's twice
+            found = np.array(found, t.dtype)
+        grads.append(found)
+    return tuple(grads)
+
+
+def _no_create_graph(create_graph: bool, caller: str) -> None:
+    if create_graph:
+        raise RuntimeError(
+            f"{caller}(create_graph=True): the runtime's backward builds no graph of its own, "
+            "so its gradients cannot be differentiated again; for higher-order gradients call "
+            "f.grad(...) inside another compiled function and differentiate that")
+
+
 def _only(inputs: Sequence[Tensor]) -> dict[Any, Tensor]:
     """`backward(inputs=...)`'s Tensors by where their gradient shows up: a leaf by its id, a
     result by (its node, its output number)."""
@@ -93,17 +156,23 @@ def _only(inputs: Sequence[Tensor]) -> dict[Any, Tensor]:
     if not inputs:
         raise RuntimeError("`inputs` argument to `backward()` cannot be empty.")
     only: dict[Any, Tensor] = {}
-    for t in inputs:
+    for position, t in enumerate(inputs):
         if not isinstance(t, Tensor):
             raise TypeError(f"backward(inputs=...) takes Tensors, got {type(t).__name__}")
+        if not t._requires_grad:  # PyTorch refuses it too: it could never get a gradient
+            raise RuntimeError(
+                f"backward(inputs=...): inputs[{position}] (shape {t.shape}) does not require "
+                "grad, so no gradient can be accumulated into it")
         only[id(t) if t.is_leaf else (t.grad_fn, t.output_nr)] = t
     return only
 
 
 def _backward_graph(tensors: list[Tensor], seeds: list[np.ndarray], retain_graph: bool,
-                    only: dict[Any, Tensor] | None = None) -> None:
+                    only: dict[Any, Tensor] | None = None,
+                    captured: dict[Any, np.ndarray] | None = None) -> None:
     """The pass over any graph, steps 1-4 of the module docstring; with `only`, the gradients
-    go into those Tensors' `.grad`s alone (`backward(inputs=...)`)."""
+    go into those Tensors' `.grad`s alone (`backward(inputs=...)`), or into `captured`, by
+    the keys of `only`, where that is given (`grad`)."""
     node_cotangents: dict[Node, list[np.ndarray | None]] = {}
     leaf_grads: dict[int, tuple[Tensor, np.ndarray]] = {}
     for root, seed in zip(tensors, seeds, strict=True):
@@ -127,7 +196,7 @@ def _backward_graph(tensors: list[Tensor], seeds: list[np.ndarray], retain_graph
                 unreached = unreached_edges(node, cotangents)
                 cotangents = _complete(node, cotangents)
                 if only is not None:
-                    _store_into_results(node, cotangents, only)
+                    _store_into_results(node, cotangents, only, captured)
                 grads = node.apply(cotangents)
                 for i in unreached:
                     grads[i] = None
@@ -144,16 +213,26 @@ def _backward_graph(tensors: list[Tensor], seeds: list[np.ndarray], retain_graph
                 node.release()
         if only is not None:
             leaf_grads = {key: found for key, found in leaf_grads.items() if key in only}
-        _accumulate_into_leaves(leaf_grads)
+        if captured is None:
+            _accumulate_into_leaves(leaf_grads)
+        else:  # the leaves' hooks run, as for accumulation; their .grad stays as it is
+            for key, (leaf, grad) in leaf_grads.items():
+                captured[key] = _run_hooks(leaf._hooks, grad) if leaf._hooks else grad
     finally:
         _mode.enabled = previous
 
 
-def _store_into_results(node: Node, cotangents: list[np.ndarray], only: dict) -> None:
-    """A result named in `backward(inputs=...)` gets its gradient in `.grad`, as PyTorch does."""
+def _store_into_results(node: Node, cotangents: list[np.ndarray], only: dict,
+                        captured: dict | None = None) -> None:
+    """A result named in `backward(inputs=...)` gets its gradient in `.grad`, as PyTorch does
+    (in `captured` instead, for `grad`)."""
     for k, grad in enumerate(cotangents):
         result = only.get((node, k))
-        if result is not None:
+        if result is None:
+            continue
+        if captured is not None:
+            captured[(node, k)] = grad
+        else:
             result._grad = grad.copy() if result._grad is None else _summed(result._grad, grad)
 
 

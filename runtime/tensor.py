@@ -182,12 +182,13 @@ class Tensor:
         return RemovableHandle(hooks, hook)
 
     def backward(self, gradient: Any = None, retain_graph: bool = False,
-                 inputs: Any = None) -> None:
+                 inputs: Any = None, create_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf), weighted by `gradient`, into every leaf's `.grad` (with
         `inputs`, into those Tensors' `.grad`s only)."""
         node = self.grad_fn
-        if inputs is not None:
-            _autograd.backward([self], [gradient], retain_graph=retain_graph, inputs=inputs)
+        if inputs is not None or create_graph:  # (create_graph: refused there, clearly)
+            _autograd.backward([self], [gradient], retain_graph=retain_graph, inputs=inputs,
+                               create_graph=create_graph)
             return
         if gradient is None and node is not None:
             settled = node.site.settled_backward  # a training loop's loss: one function

@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from compiler.autodiff import carrying_inputs, float_valued
 from compiler.passes import const_value
+from compiler.tracer import weak
 
 CLIP_EPS = 1e-6  # PyTorch's clip_grad_norm_: scale = max_norm / (total_norm + 1e-6)
 
@@ -23,11 +25,14 @@ def outside_graph(grad: Any) -> bool:
 
 
 def unreached(loss: Any, params: list) -> list[bool]:
-    """For each traced parameter, whether the traced `loss` does not depend on it at all (by
-    the trace's structure, as compiler/autodiff.connected_inputs decides for the runtime):
-    PyTorch's graph would not reach it, so its `.grad` stays None and the optimizer skips it.
+    """For each traced parameter, whether the traced `loss` does not depend on it through
+    float values (by the trace's structure, as compiler/autodiff.connected_inputs decides for
+    the runtime): PyTorch's graph would not reach it (it stops at comparisons, argmax and
+    integers: `np.where(p > 0, x, 0)`, and at a custom_vjp rule returning None for it), so
+    its `.grad` stays None and the optimizer skips it.
     One the loss reaches is stepped even where its gradient is exactly zero (`0 * p.sum()`
-    folds to a zero constant), as PyTorch steps it with zeros (momentum, weight decay)."""
+    folds to a zero constant, np.sign(p)), as PyTorch steps it with zeros (momentum, weight
+    decay)."""
     node = getattr(loss, "node", None)
     if node is None:  # a constant loss depends on nothing
         return [True] * len(params)
@@ -43,7 +48,7 @@ def unreached(loss: Any, params: list) -> list[bool]:
         if node.id in wanted:
             reached.add(node.id)
         elif node.op not in ("input", "const"):
-            stack.extend(node.inputs)
+            stack.extend(x for x in carrying_inputs(node) if float_valued(x))
     return [getattr(p, "node", None) is not None and p.node.id not in reached for p in params]
 
 
@@ -82,7 +87,8 @@ def update_slots(slots: Sequence, rule: Callable, params: list, states: list, hy
             new_params.append(p)
             new_states.append(dict(state))
             continue
-        numeric = {name: hypers[i].astype(p.dtype) for name, i in slot.hyper_index.items()}
+        # Python floats to the NumPy rules and to PyTorch: weak, not cast to float32 first
+        numeric = {name: weak(hypers[i]) for name, i in slot.hyper_index.items()}
         new_p, new_state = rule(p, g, state, **numeric, **slot.flags)
         new_params.append(new_p)
         # an entry the rule no longer uses (momentum turned off) stays as it is

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from compiler import compile_grad
+from compiler import compile_grad, pytree
 from compiler.cli import dot, gradcheck, timing
 from compiler.cli.targets import (
     DEFAULT_DIM,
@@ -31,6 +31,7 @@ from compiler.cli.targets import (
     check_dims,
     choose_wrt,
     describe_inputs,
+    failing_line,
     load_target,
     make_inputs,
     parse_dim,
@@ -61,6 +62,16 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(err, IndexTypeError):  # the inputs are the command line's, not the user's
             print(f"gradfuse {args.command}: arguments without a dtype are made float; give "
                   "an index argument its dtype, as in --shape labels=N:int64", file=sys.stderr)
+        return 1
+    except Exception as err:  # raised by the user's function on the inputs made for it
+        where = failing_line(err, args.file.rpartition(":")[0])
+        if not where:
+            raise  # not the user's program: a bug of ours, with its traceback
+        print(f"gradfuse {args.command}: {args.file.rpartition(':')[0]}{where}: "
+              f"{type(err).__name__}: {err}", file=sys.stderr)
+        print(f"gradfuse {args.command}: the function was called with random arrays shaped by "
+              "--shape (a dict argument by one --shape per key: params.W=10,5)",
+              file=sys.stderr)
         return 1
 
 
@@ -160,10 +171,11 @@ def run_check(args) -> int:
     target, inputs, wrt = _prepare(args, float_dtype=float64)
     if not wrt:
         raise UsageError(f"{target.name} has no float argument to check")
-    reports = gradcheck.check_gradients(target.function, inputs, wrt, args.backend, args.eps,
-                                        args.samples, args.seed)
-    print(f"gradient check of {target.name} in float64 ({describe_inputs(inputs)}): central "
-          f"differences with eps {args.eps:g}, tolerance {args.tol:g}")
+    leaves = [spec.name for spec in target.inputs if spec.argument in wrt]
+    reports = gradcheck.check_gradients(target.function, inputs, wrt, leaves, args.backend,
+                                        args.eps, args.samples, args.seed)
+    print(f"gradient check of {target.name} in float64 ({describe_inputs(target, inputs)}): "
+          f"central differences with eps {args.eps:g}, tolerance {args.tol:g}")
     width = max(len(r.name) for r in reports)
     failed = [r for r in reports if not r.max_error <= args.tol]
     for r in reports:
@@ -183,14 +195,14 @@ def run_time(args) -> int:
         return run_compile_time(args)
     target, inputs, wrt = _prepare(args)
     compiled = compile_grad(target.function, wrt=tuple(wrt), backend=args.backend)
-    print(f"timing {target.name} ({describe_inputs(inputs)}) with the {args.backend} backend, "
-          f"{args.repeat} samples")
+    print(f"timing {target.name} ({describe_inputs(target, inputs)}) with the {args.backend} "
+          f"backend, {args.repeat} samples")
     calls = {"forward": lambda: compiled(**inputs)}
     if wrt:
         objective = gradcheck.scalar_objective(target.function, inputs,
                                                np.random.default_rng(args.seed))
         with_grad = compile_grad(objective, wrt=tuple(wrt), backend=args.backend)
-        parameters = {name: Parameter(a) if name in wrt else a for name, a in inputs.items()}
+        parameters = _with_parameters(inputs, wrt)
         calls["backward"] = backward_alone(with_grad, parameters)
         calls["value_and_grad"] = lambda: with_grad.value_and_grad(**inputs)
     for kind, call in calls.items():
@@ -211,7 +223,7 @@ def run_compile_time(args) -> int:
         objective = gradcheck.scalar_objective(target.function, inputs,
                                                np.random.default_rng(args.seed))
         compiled = compile_grad(objective, wrt=tuple(wrt), backend=args.backend)
-        parameters = {name: Parameter(a) if name in wrt else a for name, a in inputs.items()}
+        parameters = _with_parameters(inputs, wrt)
         calls["value_and_grad"] = lambda: compiled.value_and_grad(**inputs)
         calls["backward"] = lambda: compiled(**parameters).backward()
     else:
@@ -221,7 +233,7 @@ def run_compile_time(args) -> int:
         start = time.perf_counter()
         call()
         firsts.append(f"{kind} {timing.format_seconds(time.perf_counter() - start)}")
-    print(f"compiling {target.name} ({describe_inputs(inputs)}) with the {args.backend} "
+    print(f"compiling {target.name} ({describe_inputs(target, inputs)}) with the {args.backend} "
           f"backend; first calls: {', '.join(firsts)}")
     print(compiled.compile_report())
     return 0
@@ -243,6 +255,15 @@ def backward_alone(compiled, arguments: dict):
 
 
 # --- shared steps ------------------------------------------------------------------------
+def _with_parameters(inputs: dict, wrt: list[str]) -> dict:
+    """The arguments with each array of the `wrt` ones (every leaf of a tree) a Parameter."""
+    def parameters(tree):
+        leaves, treedef = pytree.flatten(tree)
+        return pytree.unflatten(treedef, [Parameter(a) for a in leaves])
+
+    return {name: parameters(a) if name in wrt else a for name, a in inputs.items()}
+
+
 def _prepare(args, float_dtype: np.dtype | None = None):
     parsed = [parse_shape(text) for text in args.shape]
     shapes = {name: dims for name, dims, _ in parsed}

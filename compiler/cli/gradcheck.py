@@ -15,10 +15,12 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from compiler import compile_grad, pytree
+from compiler.cli.targets import leaf, with_leaf
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,10 @@ class InputError:
     size: int
 
 
-def check_gradients(fn: Callable, inputs: dict[str, np.ndarray], wrt: list[str], backend: str,
-                    eps: float, samples: int, seed: int) -> list[InputError]:
+def check_gradients(fn: Callable, inputs: dict[str, Any], wrt: list[str], leaves: list[str],
+                    backend: str, eps: float, samples: int, seed: int) -> list[InputError]:
+    """One report per name of `leaves`: the arrays of the `wrt` arguments, an argument's own
+    name or a dotted path into its tree (`params.W`)."""
     rng = np.random.default_rng(seed)
     # traced first: what the function cannot do with these inputs is reported at the user's
     # line, before NumPy runs it for the finite differences
@@ -38,9 +42,10 @@ def check_gradients(fn: Callable, inputs: dict[str, np.ndarray], wrt: list[str],
     objective = scalar_objective(fn, inputs, rng)
     compiled = compile_grad(objective, wrt=tuple(wrt), backend=backend)
     _, grads = compiled.value_and_grad(**inputs)
+    grads = dict(zip(wrt, grads))
     reports = []
-    for name, grad in zip(wrt, grads):
-        x = inputs[name]
+    for name in leaves:
+        x, grad = leaf(inputs, name), leaf(grads, name)
         count = min(samples, x.size)
         worst = 0.0
         for flat in rng.choice(x.size, size=count, replace=False):
@@ -69,11 +74,11 @@ def scalar_objective(fn: Callable, inputs: dict[str, np.ndarray],
     return projected
 
 
-def _central_difference(fn: Callable, inputs: dict[str, np.ndarray], name: str, flat: int,
+def _central_difference(fn: Callable, inputs: dict[str, Any], name: str, flat: int,
                         eps: float) -> float:
     values = []
     for step in (eps, -eps):
-        x = inputs[name].copy()
+        x = leaf(inputs, name).copy()
         x.flat[flat] += step
-        values.append(float(np.asarray(fn(**{**inputs, name: x}))))
+        values.append(float(np.asarray(fn(**with_leaf(inputs, name, x)))))
     return (values[0] - values[1]) / (2 * eps)

@@ -2,9 +2,10 @@
 
 Input shapes come from the DSL annotations, or from `--shape name=20,10` options
 (which may use dimension names too, and end with a dtype: `labels=N:int64`); a symbolic
-dimension takes its size from `--dim N=32`, else `DEFAULT_DIM`. Inputs are random: floats
-standard normal, integers 0 or 1 (valid class labels and indices for any axis of size 2 or
-more), booleans fair coin flips.
+dimension takes its size from `--dim N=32`, else `DEFAULT_DIM`. A dotted name gives a leaf of
+a Python function's argument tree (`--shape params.W=10,5`: a dict; `layers.0.W=4,4`: a list
+of dicts). Inputs are random: floats standard normal, integers 0 or 1 (valid class labels
+and indices for any axis of size 2 or more), booleans fair coin flips.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +39,8 @@ class ProgramError(Exception):
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One argument to make: its name, dtype, and dims (ints and dimension names)."""
+    """One array to make: its name (an argument's, or a dotted path to a leaf of an argument's
+    tree: `params.W`), dtype, and dims (ints and dimension names)."""
 
     name: str
     dtype: np.dtype
@@ -46,6 +49,10 @@ class InputSpec:
     @property
     def is_float(self) -> bool:
         return self.dtype.kind == "f"
+
+    @property
+    def argument(self) -> str:
+        return self.name.partition(".")[0]
 
 
 @dataclass(frozen=True)
@@ -56,10 +63,18 @@ class Target:
 
     def default_wrt(self) -> list[str]:
         """Float arguments with fully static shapes (the parameters; symbolic dims mark
-        data), or every float argument when none is static."""
-        floats = [s for s in self.inputs if s.is_float]
-        static = [s.name for s in floats if all(isinstance(d, int) for d in s.dims)]
-        return static or [s.name for s in floats]
+        data), or every float argument when none is static: an argument tree is one when
+        each of its leaves is."""
+        leaves: dict[str, list[InputSpec]] = {}
+        for spec in self.inputs:
+            leaves.setdefault(spec.argument, []).append(spec)
+        floats = [name for name, specs in leaves.items() if all(s.is_float for s in specs)]
+        static = [name for name in floats
+                  if all(isinstance(d, int) for s in leaves[name] for d in s.dims)]
+        return static or floats
+
+    def arguments(self) -> list[str]:
+        return list(dict.fromkeys(spec.argument for spec in self.inputs))
 
 
 DTYPES = ("float64", "float32", "int64", "int32", "bool")
@@ -69,8 +84,11 @@ def parse_shape(text: str) -> tuple[str, tuple[int | str, ...], np.dtype | None]
     """`name=20,N` -> ("name", (20, "N"), None); `name=` or `name=()` is a scalar;
     `labels=N:int64` also gives the argument's dtype."""
     name, sep, dims_text = text.partition("=")
-    if not sep or not name.isidentifier():
-        raise UsageError(f"--shape {text!r}: expected NAME=D1,D2,... (such as X=N,10)")
+    path = name.split(".")
+    if not sep or not path[0].isidentifier() \
+            or not all(p.isidentifier() or p.isdigit() for p in path[1:]):
+        raise UsageError(f"--shape {text!r}: expected NAME=D1,D2,... (such as X=N,10, or "
+                         "params.W=10,5 for a leaf of an argument that is a dict)")
     dims_text, colon, dtype_text = dims_text.partition(":")
     dtype = None
     if colon:
@@ -118,23 +136,32 @@ def load_target(spec: str, function: str | None, shapes: dict[str, tuple], dtype
     else:
         fn = dsl.load(path, function, float_dtype=float_dtype)
         params = fn.dsl_params
-    inputs = []
-    for name, (annotated_dtype, dims) in params.items():
-        if name in shapes:
-            dims = shapes[name]
-        if dims is None:
-            raise UsageError(f"no shape for argument '{name}' of {fn.__name__}: give "
-                             f"--shape {name}=D1,D2,... (dims may be names such as N)")
-        chosen = dtypes.get(name, annotated_dtype if annotated_dtype is not None else dtype)
-        if float_dtype is not None and chosen.kind == "f":
-            chosen = float_dtype
-        inputs.append(InputSpec(name, np.dtype(chosen), tuple(dims)))
-    unknown = set(shapes) - set(params)
+    unknown = {key.partition(".")[0] for key in shapes} - set(params)
     if unknown:
         name = sorted(unknown)[0]
         raise UsageError(f"--shape {name}=...: {fn.__name__} has no argument '{name}'"
                          f"{suggestion(name, params)}")
+    if not attribute and any("." in key for key in shapes):
+        key = next(key for key in shapes if "." in key)
+        raise UsageError(f"--shape {key}=...: a DSL function's arguments are arrays, not trees")
+    inputs = []
+    for name, (annotated_dtype, dims) in params.items():
+        leaves = [key for key in shapes if key.startswith(name + ".")]  # in the user's order
+        if leaves and name in shapes:
+            raise UsageError(f"--shape {name}=... and --shape {leaves[0]}=...: '{name}' is "
+                             "either an array or a tree of them")
+        for key in leaves or [name]:
+            dims = shapes.get(key, dims)
+            if dims is None:
+                raise UsageError(f"no shape for argument '{name}' of {fn.__name__}: give "
+                                 f"--shape {name}=D1,D2,... (dims may be names such as N), or "
+                                 f"one per leaf of a dict: --shape {name}.W=10,5 ...")
+            chosen = dtypes.get(key, annotated_dtype if annotated_dtype is not None else dtype)
+            if float_dtype is not None and chosen.kind == "f":
+                chosen = float_dtype
+            inputs.append(InputSpec(key, np.dtype(chosen), tuple(dims)))
     return Target(fn, fn.__name__, inputs)
+
 
 
 def _is_python_spec(spec: str) -> bool:
@@ -153,7 +180,7 @@ def _python_function(path: str, attribute: str) -> Callable:
     except SyntaxError as err:
         raise ProgramError(f"cannot import {path}: {err.msg} at line {err.lineno}") from None
     except Exception as err:  # the module's own code failed: say so, not a traceback of ours
-        line = _failing_line(err, path)
+        line = failing_line(err, path)
         raise ProgramError(f"cannot import {path}{line}: {type(err).__name__}: {err}") \
             from None
     fn = getattr(module, attribute, None)
@@ -166,8 +193,9 @@ def _python_function(path: str, attribute: str) -> Callable:
     return fn
 
 
-def _failing_line(err: BaseException, path: str) -> str:
-    """' (line N)' of the deepest frame of `path` in the error's traceback, or ''."""
+def failing_line(err: BaseException, path: str) -> str:
+    """' (line N)' of the deepest frame of `path` in the error's traceback, or '' (also for a
+    path that is no file)."""
     line = ""
     tb = err.__traceback__
     resolved = str(Path(path).resolve())
@@ -200,33 +228,84 @@ def check_dims(target: Target, sizes: dict[str, int]) -> None:
                              f"named {name} (its dimensions: {names}){suggestion(name, known)}")
 
 
-def make_inputs(target: Target, sizes: dict[str, int], seed: int) -> dict[str, np.ndarray]:
+def make_inputs(target: Target, sizes: dict[str, int], seed: int) -> dict[str, Any]:
+    """The arguments by name: arrays, and trees of them for dotted names."""
     rng = np.random.default_rng(seed)
-    inputs = {}
+    leaves = {}
     for spec in target.inputs:
         shape = tuple(d if isinstance(d, int) else sizes.get(d, DEFAULT_DIM) for d in spec.dims)
         if spec.is_float:
-            inputs[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+            leaves[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
         elif spec.dtype.kind in "iu":
-            inputs[spec.name] = rng.integers(0, 2, shape).astype(spec.dtype)
+            leaves[spec.name] = rng.integers(0, 2, shape).astype(spec.dtype)
         else:
-            inputs[spec.name] = rng.random(shape) < 0.5
-    return inputs
+            leaves[spec.name] = rng.random(shape) < 0.5
+    return nested(leaves)
+
+
+def nested(leaves: dict[str, Any]) -> dict[str, Any]:
+    """{"params.W": a, "params.b": b, "X": x} -> {"params": {"W": a, "b": b}, "X": x}; a dict
+    whose keys are 0, 1, ... n - 1 is a list."""
+    tree: dict[str, Any] = {}
+    for key, value in leaves.items():
+        *inner, last = key.split(".")
+        node = tree
+        for part in inner:
+            node = node.setdefault(part, {})
+        node[last] = value
+
+    def listed(node: Any) -> Any:
+        if not isinstance(node, dict):
+            return node
+        node = {k: listed(v) for k, v in node.items()}
+        if node and sorted(node) == sorted(map(str, range(len(node)))):
+            return [node[str(i)] for i in range(len(node))]
+        return node
+
+    return {name: listed(value) for name, value in tree.items()}
+
+
+def leaf(inputs: dict[str, Any], name: str) -> Any:
+    """The leaf at a dotted name (`params.W`, `layers.0.W`) of the arguments."""
+    node: Any = inputs
+    for part in name.split("."):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+def with_leaf(inputs: dict[str, Any], name: str, value: Any) -> dict[str, Any]:
+    """The arguments with the leaf at `name` replaced (containers copied along its path)."""
+    def replaced(node: Any, path: list[str]) -> Any:
+        if not path:
+            return value
+        key: Any = int(path[0]) if isinstance(node, list) else path[0]
+        copy = list(node) if isinstance(node, list) else dict(node)
+        copy[key] = replaced(node[key], path[1:])
+        return copy
+
+    return replaced(inputs, name.split("."))
 
 
 def choose_wrt(target: Target, requested: str | None) -> list[str]:
     if requested is None:
         return target.default_wrt()
     names = [n.strip() for n in requested.split(",") if n.strip()]
-    floats = {s.name for s in target.inputs if s.is_float}
+    arguments = target.arguments()
+    floats = set(arguments) - {s.argument for s in target.inputs if not s.is_float}
     for name in names:
         if name not in floats:
-            known = [s.name for s in target.inputs]
-            what = "is not a float argument" if name in known else "is not an argument"
+            if name.partition(".")[0] in floats:
+                raise UsageError(f"--wrt {name}: name the argument, {name.partition('.')[0]} "
+                                 "(gradients come for every leaf of its tree)")
+            what = "is not a float argument" if name in arguments else "is not an argument"
             raise UsageError(f"--wrt {name}: '{name}' {what} of {target.name}"
-                             f"{suggestion(name, floats) if name not in known else ''}")
+                             f"{suggestion(name, floats) if name not in arguments else ''}")
     return names
 
 
-def describe_inputs(inputs: dict[str, np.ndarray]) -> str:
-    return ", ".join(f"{name}: {TensorType(a.dtype, a.shape)}" for name, a in inputs.items())
+def describe_inputs(target: Target, inputs: dict[str, Any]) -> str:
+    def typed(spec: InputSpec) -> str:
+        a = leaf(inputs, spec.name)
+        return f"{spec.name}: {TensorType(a.dtype, a.shape)}"
+
+    return ", ".join(map(typed, target.inputs))

@@ -291,7 +291,13 @@ def matrices(rng, x) -> Candidate | None:
 
 
 def more_elementwise(rng, x, y) -> Candidate | None:
-    choice = int(rng.integers(6))
+    choice = int(rng.integers(8))
+    if choice == 6:  # kinked at x = 0, a step in y's sign
+        ok = _off_zero(x) and _off_zero(y)
+        return ("np.copysign({0}, {1})", np.copysign) if ok else None
+    if choice == 7:  # jumps where x / 0.7 crosses an integer
+        return ("np.fmod({0}, 0.7)", lambda a, b: np.fmod(a, 0.7)) \
+            if _off_zero(np.abs(x) / 0.7 - np.round(np.abs(x) / 0.7)) else None
     if choice == 0:
         return ("np.logaddexp({0}, {1})", np.logaddexp)
     if choice == 1:

@@ -105,8 +105,8 @@ def _semantics_of(array: np.ndarray) -> str:
 
 
 def as_array(leaf: Any, owner: str) -> np.ndarray:
-    """A leaf as a writable, C-contiguous array in native byte order of a dtype kernels
-    compute with: kernels are compiled for that one kind of array per dtype and rank, and
+    """A leaf as a writable, aligned, C-contiguous array in native byte order of a dtype
+    kernels compute with: kernels are compiled for that one kind of array per dtype and rank, and
     the others are copied, as NumPy's ufuncs would convert them.
 
     Read-only arrays (`np.load(mmap_mode="r")`, `np.frombuffer`) are copied too rather than
@@ -138,8 +138,10 @@ def as_array(leaf: Any, owner: str) -> np.ndarray:
     _check_dtype(array.dtype, owner)
     if not array.dtype.isnative:
         return np.ascontiguousarray(array, array.dtype.newbyteorder("="))
-    if not array.flags.writeable:
-        return np.array(array, order="C")  # a copy
+    if not (array.flags.writeable and array.flags.aligned):
+        # a copy: numba types a misaligned array (a field of a packed record, a buffer read at
+        # an odd offset) apart from an aligned one, and kernels take aligned arrays only
+        return np.array(array, order="C")
     return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 

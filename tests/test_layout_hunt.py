@@ -9,8 +9,104 @@ import pytest
 from gradcheck import central_differences
 
 from compiler import compile_grad
+from compiler.training import fit, train_step
+from runtime import Parameter, optim
 
 rng = np.random.default_rng(7)
+
+
+# --- a batch of 1: `x.squeeze()` drops the axis in NumPy ------------------------------------
+def squeezed(w, x):
+    """(x @ w).squeeze() normalized over what is left of axis 0: at a batch of 1, NumPy has
+    dropped the batch axis, so the sum runs over the features."""
+    z = (x * w).squeeze()
+    return np.sum(z / z.sum(axis=0) * np.arange(1.0, 4.0)), z
+
+
+squeezed_c = compile_grad(squeezed, has_aux=True)
+
+
+@pytest.mark.parametrize("rows", [[5, 1, 5, 1], [1, 5, 1]], ids=["batch-first", "one-first"])
+def test_a_batch_of_one_is_not_answered_by_the_kernel_of_other_sizes(rows):
+    """The fast path ran the kernel traced for a symbolic batch at a batch of 1: z came back
+    (1, 3) where NumPy gives (3,), and the sum over axis 0 normalized over the batch
+    (value 6.0 where NumPy's is about 2.2)."""
+    w = rng.uniform(0.5, 1.5, 3)
+    for n in rows:
+        x = rng.uniform(0.5, 1.5, (n, 1, 3))
+        for call in (squeezed_c, squeezed_c.value_and_grad):
+            got = call(w, x)
+            value, aux = got[0] if call is not squeezed_c else got
+            expected, expected_aux = squeezed(w, x)
+            assert np.shape(aux) == expected_aux.shape
+            np.testing.assert_allclose(value, expected, rtol=1e-12)
+            np.testing.assert_allclose(aux, expected_aux, rtol=1e-12)
+        _, grad = squeezed_c.value_and_grad(w, x)
+        np.testing.assert_allclose(grad, central_differences(
+            lambda w_, x=x: squeezed(w_, x)[0], [w], 0), rtol=1e-6, atol=1e-8)
+
+
+def predict(params, x):
+    return (x @ params["w"]).squeeze()
+
+
+predict_c = compile_grad(predict)
+
+
+def regression(params, x, y):
+    p = (x @ params["w"]).squeeze()
+    return np.mean((p - y) ** 2), p
+
+
+regression_c = compile_grad(regression, has_aux=True)
+
+
+def test_runtime_calls_with_a_batch_of_one_keep_numpys_shapes():
+    """The recorded (TensorCall) path: a Parameter's prediction for one row is 0-d, as NumPy's,
+    and backward gives the closed-form gradient at every batch size."""
+    params = {"w": Parameter(rng.standard_normal((3, 1)))}
+    x, y = rng.standard_normal((5, 3)), rng.standard_normal(5)
+    for n in (5, 1, 5, 1):
+        out = predict_c(params, x[:n])
+        assert out.data.shape == predict({"w": params["w"].data}, x[:n]).shape
+        params["w"].zero_grad()
+        loss, _ = regression_c(params, x[:n], y[:n])
+        loss.backward()
+        w = params["w"].data
+        expected = 2 * x[:n].T @ ((x[:n] @ w)[:, 0] - y[:n])[:, None] / n
+        np.testing.assert_allclose(params["w"].grad, expected, rtol=1e-12)
+
+
+def test_train_step_and_fit_give_a_batch_of_one_its_own_kernels():
+    """train_step's kernels for a symbolic batch refused one row (KernelShapeError from the
+    user's step(...)) or, before they did, returned the aux value with the batch axis kept;
+    fit with a last batch of one row runs step by step, each batch as train_step runs it."""
+    w0 = rng.standard_normal((3, 1))
+    x, y = rng.standard_normal((5, 3)), rng.standard_normal(5)
+    params = {"w": Parameter(w0.copy())}
+    step = train_step(regression_c, params, optim.SGD(params, lr=0.1))
+    w = w0.copy()
+    for n in (5, 1, 5, 1):
+        loss, aux = step(x[:n], y[:n])
+        expected_loss, expected_aux = regression({"w": w}, x[:n], y[:n])
+        assert np.shape(aux) == expected_aux.shape
+        np.testing.assert_allclose(loss, expected_loss, rtol=1e-12)
+        w = w - 0.1 * 2 * x[:n].T @ ((x[:n] @ w)[:, 0] - y[:n])[:, None] / n
+        np.testing.assert_allclose(params["w"].data, w, rtol=1e-12)
+
+    def weighted(params, x):  # the last batch's value differs at one row (see `squeezed`)
+        return squeezed(params["w"], x)[0]
+
+    x3 = rng.uniform(0.5, 1.5, (5, 1, 3))
+    params = {"w": Parameter(np.ones(3))}
+    history = fit(compile_grad(weighted), params, optim.SGD(params, lr=0.01), (x3,), epochs=1,
+                  batch_size=2, shuffle=False, progress=False)
+    w = np.ones(3)
+    for start in (0, 2, 4):
+        batch = x3[start:start + 2]
+        np.testing.assert_allclose(history.losses[start // 2], weighted({"w": w}, batch))
+        w = w - 0.01 * central_differences(lambda w_, b=batch: weighted({"w": w_}, b), [w], 0)
+    np.testing.assert_allclose(params["w"].data, w, rtol=1e-7)
 
 
 # --- layouts, alignment, byte order ---------------------------------------------------------

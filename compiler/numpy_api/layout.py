@@ -110,6 +110,9 @@ def squeeze(a, axis=None):
     shape = a.type.shape
     if axis is None:
         axes = {i for i, d in enumerate(shape) if d == 1}
+        for d in shape:  # a batch axis is kept: the kernels refuse a batch of 1, NumPy drops it
+            if isinstance(d, Sym):
+                d.assume_not_one()
     else:
         axes = set(axes_of(a, axis))
         for i in axes:

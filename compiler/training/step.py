@@ -32,7 +32,14 @@ from compiler.jit import NumbaKernel
 from compiler.packing import Packing, pack
 from compiler.timings import CompileReport, KernelBuild
 from compiler.training.interrupts import held_interrupts
-from compiler.training.kernels import Kernels, held_state, run_updating, updated
+from compiler.training.kernels import (
+    Kernels,
+    held_state,
+    one_row,
+    refuses_one_row,
+    run_updating,
+    updated,
+)
 from compiler.training.slots import Slot, plan_slots, structural_flags
 from compiler.training.update import outside_graph, unreached, update_slots
 from runtime import Parameter, Tensor
@@ -342,7 +349,10 @@ class TrainStep:
         has kernels for each batch size (keyed by the whole shapes too)."""
         key = tuple([(d.dtype.num, d.shape[1:]) for d in data])
         sized = (key, tuple(d.shape[:1] for d in data))  # a number has no batch axis
-        kernels = self._kernels_by_data.get(key) or self._kernels_by_data.get(sized)
+        kernels = self._kernels_by_data.get(key)
+        if kernels is not None and kernels.refuses_one_row and one_row(data):
+            kernels = None  # a batch of 1 row, which those kernels refuse, has its own
+        kernels = kernels or self._kernels_by_data.get(sized)
         if kernels is not None and kernels.current(self.optimizer):
             return kernels
         self.optimizer.tracked_state()  # the kernels hold its arrays: its changes are counted
@@ -367,7 +377,8 @@ class TrainStep:
         kernels = Kernels(kernel, slot_params, self.optimizer.state, arrays,
                           self._hypers, fits_batches=bool(loops), arguments=arguments,
                           packing=packing, spec=spec,
-                          held=held_state(self.optimizer, slot_params))
+                          held=held_state(self.optimizer, slot_params),
+                          refuses_one_row=refuses_one_row(graph, first_data))
         self._kernels_by_data[key if batch_axis_symbolic else sized] = kernels
         return kernels
 
@@ -407,9 +418,17 @@ class TrainStep:
         the step before any parameter is written."""
         return self.loss_fn.check_finite or _anomaly.enabled
 
-    def runs_epochs(self, data: tuple) -> bool:
-        """Whether `run_epochs` can run epochs over `data` inside one compiled call."""
-        return not self.checking() and self._fit_kernels(data) is not None
+    def runs_epochs(self, data: tuple, batch_size: int | None = None) -> bool:
+        """Whether `run_epochs` can run epochs over `data` inside one compiled call (in batches
+        of `batch_size`: not where one would have 1 row and the step refuses such a batch)."""
+        if self.checking():
+            return False
+        kernels = self._fit_kernels(data)
+        if kernels is None:
+            return False
+        n = len(data[0]) if data and np.ndim(data[0]) else 0
+        return not (kernels.refuses_one_row and batch_size is not None
+                    and (batch_size == 1 or n % batch_size == 1))
 
     def run_epochs(self, data: tuple, orders: np.ndarray, batch_size: int,
                    losses: np.ndarray) -> None:

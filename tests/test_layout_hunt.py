@@ -166,3 +166,42 @@ def test_arrays_of_any_layout_give_numpys_values_and_stay_unmodified(layout):
         np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-8)
     np.testing.assert_array_equal(x, before[0])
     np.testing.assert_array_equal(y, before[1])
+
+
+# --- sizes 0 and short lanes: NumPy's values ------------------------------------------------
+batch_variance = compile_grad(lambda w, x: np.var(x * w, axis=0, ddof=2))
+batch_inf_norm = compile_grad(lambda w, x: np.linalg.norm(x @ w, np.inf))
+
+
+@pytest.mark.filterwarnings("ignore:Degrees of freedom")
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+def test_more_ddof_than_entries_and_norms_of_nothing_are_numpys(backend):
+    """np.var divides by max(count - ddof, 0): var([1, 2, 3], ddof=4) is inf, where gradfuse
+    gave -2.0 (a negative variance; std NaN), and a batch shorter than ddof when the kernel
+    runs gave -0.0 where NumPy gives NaN. np.linalg.norm(x, inf) of no entries (and the
+    matrix norms 1 and inf of an empty matrix) are 0.0 in NumPy; they raised 'zero-size array
+    to reduction operation maximum'. (The composites are the backends' own: the interpreter
+    sweeps the cases, numba compiles a few.)"""
+    x = np.array([1.0, 2.0, 3.0])
+    ddofs, orders = ((4,), (np.inf,)) if backend == "numba" else ((0, 2, 3, 4, 5), (1, np.inf))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for ddof in ddofs:
+            for fn in (np.var, np.std):
+                got = compile_grad(lambda x, f=fn, d=ddof: f(x, ddof=d), backend=backend)(x)
+                np.testing.assert_equal(got, fn(x, ddof=ddof))
+        w = np.array([1.0, -2.0, 0.5])
+        variance = batch_variance if backend == "numba" else \
+            compile_grad(batch_variance.fn, backend=backend)
+        for n in (5, 0, 2, 0, 5):
+            rows = rng.standard_normal((n, 3))
+            np.testing.assert_allclose(variance(w, rows), np.var(rows * w, axis=0, ddof=2))
+    inf_norm = batch_inf_norm if backend == "numba" else \
+        compile_grad(batch_inf_norm.fn, backend=backend)
+    for n in (4, 0, 3):
+        rows = rng.standard_normal((n, 3))
+        np.testing.assert_allclose(inf_norm(w, rows), np.linalg.norm(rows @ w, np.inf))
+    for order in orders:
+        norm = compile_grad(lambda m, o=order: np.linalg.norm(m, o), backend=backend)
+        for shape in ((0, 3), (3, 0), (0, 0)):
+            np.testing.assert_equal(norm(np.zeros(shape)), 0.0)
+            assert norm.grad(np.zeros(shape)).shape == shape

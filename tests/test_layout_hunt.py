@@ -4,6 +4,8 @@ kernel traced for other batch sizes never answers it), and nothing passed in is 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from gradcheck import central_differences
@@ -205,3 +207,68 @@ def test_more_ddof_than_entries_and_norms_of_nothing_are_numpys(backend):
         for shape in ((0, 3), (3, 0), (0, 0)):
             np.testing.assert_equal(norm(np.zeros(shape)), 0.0)
             assert norm.grad(np.zeros(shape)).shape == shape
+
+
+# --- the kernel cache on disk across processes ----------------------------------------------
+CACHE_SCRIPT = '''
+import json
+import numpy as np
+from compiler import compile_grad
+import helper, other
+
+def loss(w, x):
+    return np.sum(helper.act(x @ w) * helper.SCALE) + np.sum(helper.TABLE * w) + helper.K
+
+w, x = np.array([0.5, -0.3, 0.2]), np.arange(12.0).reshape(4, 3) / 10
+checks = []
+def check(compiled, plain, *args):
+    value, grad = compile_grad(compiled).value_and_grad(*args)
+    h = 1e-6
+    steps = [np.eye(len(args[0]))[i] * h for i in range(len(args[0]))]
+    expected = [(plain(args[0] + s, *args[1:]) - plain(args[0] - s, *args[1:])) / (2 * h)
+                for s in steps]
+    checks.append([float(value), float(plain(*args)), np.abs(grad - expected).max()])
+
+check(loss, loss, w, x)
+check(helper.loss, helper.loss, w, x)   # the same qualname in two modules
+check(other.loss, other.loss, w, x)
+namespace = {"np": np}                   # a notebook cell defining `cell` again
+exec(f"def cell(w, x):\\n    return np.sum((x @ w) * {helper.SCALE})", namespace)
+check(namespace["cell"], namespace["cell"], w, x)
+print(json.dumps(checks))
+'''
+
+HELPER = '''
+import numpy as np
+SCALE = {scale}
+TABLE = np.array({table})
+K = {k}
+def act(z):
+    return {act}
+def loss(w, x):
+    return np.sum(act(x @ w) ** 2) * SCALE
+'''
+
+
+def test_a_kernel_cached_on_disk_never_answers_for_edited_code(tmp_path):
+    """Two processes sharing a cache, the helper module edited between them (a constant, a
+    constant array of the same shape, the body of a function the loss calls): the second
+    process computes with the new code, as do two functions named `loss` in two modules and a
+    function redefined by exec under the same name."""
+    from test_jit_cache import run_in_new_process
+
+    script = tmp_path / "main.py"
+    script.write_text(CACHE_SCRIPT)
+    (tmp_path / "other.py").write_text(
+        "import numpy as np\ndef loss(w, x):\n    return np.sum(np.cos(x @ w))\n")
+    runs = []
+    for scale, table, k, act in ((2.0, [1.0, 2.0, 3.0], 1, "np.tanh(z)"),
+                                 (3.0, [1.0, 2.0, 4.0], 2, "np.sin(z)")):
+        (tmp_path / "helper.py").write_text(HELPER.format(scale=scale, table=table, k=k,
+                                                          act=act))
+        runs.append(run_in_new_process(script, tmp_path / "cache"))
+    for run in runs:
+        for value, expected, grad_error in run:
+            assert math.isclose(value, expected, rel_tol=1e-12)
+            assert grad_error < 1e-6
+    assert all(a[0] != b[0] for a, b in zip(runs[0][:2], runs[1][:2]))  # the edits show

@@ -272,3 +272,18 @@ def test_a_kernel_cached_on_disk_never_answers_for_edited_code(tmp_path):
             assert math.isclose(value, expected, rel_tol=1e-12)
             assert grad_error < 1e-6
     assert all(a[0] != b[0] for a, b in zip(runs[0][:2], runs[1][:2]))  # the edits show
+
+
+def test_batches_of_different_sizes_combined_are_an_error_at_the_users_line_only():
+    """The TraceError came with the shape rule's DimConflict chained to it ('During handling
+    of the above exception, another exception occurred'), a page of gradfuse's internals
+    above the user's message."""
+    import traceback
+
+    from compiler.errors import TraceError
+
+    added = compile_grad(lambda w, x, y: np.sum((x + y) * w))
+    with pytest.raises(TraceError, match=r"shapes \(5, 3\) and \(4, 3\) cannot be broadcast") \
+            as caught:
+        added(np.ones(3), np.ones((5, 3)), np.ones((4, 3)))
+    assert "DimConflict" not in "".join(traceback.format_exception(caught.value))

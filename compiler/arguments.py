@@ -117,6 +117,12 @@ def as_array(leaf: Any, owner: str) -> np.ndarray:
     if isinstance(leaf, np.ndarray):
         array = leaf
     elif isinstance(leaf, (bool, int, float, np.generic)):
+        if type(leaf) is int and not _INT64.min <= leaf <= _INT64.max:
+            # np.asarray makes it uint64 (a strong dtype: x32 * 2**63 became float64) or an
+            # object array; a Python int is weak, computed as int64 (README "Numerics")
+            raise ArgumentError(f"argument '{owner}' is the Python int {leaf}, out of int64's "
+                                "range, which compiled functions compute Python ints in; pass "
+                                f"it as a float ({float(leaf)!r})")
         array = np.asarray(leaf)
     elif type(leaf).__name__ == "Tracer":  # a compiled function called while tracing another
         return leaf
@@ -144,6 +150,8 @@ def as_array(leaf: Any, owner: str) -> np.ndarray:
         return np.array(array, order="C")
     return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
+
+_INT64 = np.iinfo(np.int64)
 
 # dtypes that kernels do not compute with, and what to pass instead
 _REFUSED_FLOATS = {2: "float16 has no arithmetic in compiled kernels; convert it with "

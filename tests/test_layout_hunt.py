@@ -287,3 +287,17 @@ def test_batches_of_different_sizes_combined_are_an_error_at_the_users_line_only
             as caught:
         added(np.ones(3), np.ones((5, 3)), np.ones((4, 3)))
     assert "DimConflict" not in "".join(traceback.format_exception(caught.value))
+
+
+def test_a_python_int_out_of_int64s_range_is_refused_by_name():
+    """2**63 became a uint64 scalar (a strong dtype: x32 * 2**63 gave float64 where NumPy's weak
+    int keeps float32) and 2**64 an object array ('holds object values'), also when a call
+    follows one with a small int (the fast path)."""
+    from compiler.errors import ArgumentError
+
+    scaled = compile_grad(lambda x, n: x * n)
+    x = np.ones(3, np.float32)
+    assert scaled(x, 2**63 - 1).dtype == np.float32
+    for n in (2**63, 2**64, -2**63 - 1):
+        with pytest.raises(ArgumentError, match=rf"'n' is the Python int {n}, out of int64"):
+            scaled(x, n)

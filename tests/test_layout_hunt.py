@@ -301,3 +301,24 @@ def test_a_python_int_out_of_int64s_range_is_refused_by_name():
     for n in (2**63, 2**64, -2**63 - 1):
         with pytest.raises(ArgumentError, match=rf"'n' is the Python int {n}, out of int64"):
             scaled(x, n)
+
+
+@pytest.mark.parametrize("make", [_read_only, lambda a: a.astype(">f8"), _misaligned],
+                         ids=["read-only", "big-endian", "misaligned"])
+def test_train_step_names_a_parameter_array_it_cannot_update_in_place(make):
+    """p.data bound to an array the step cannot write into was a bare numba error (read-only:
+    an InternalError calling it a bug in gradfuse; big-endian: NumbaValueError 'Unsupported
+    array dtype: >f8'; misaligned: TypeError 'No matching definition'), also after steps
+    had run on a good array; the runtime's optimizer updates the same array (or says
+    NumPy's 'read-only')."""
+    from compiler.errors import ArgumentError
+
+    params = {"w": Parameter(np.ones((3, 1)))}
+    step = train_step(regression_c, params, optim.SGD(params, lr=0.1))
+    x, y = rng.standard_normal((4, 3)), rng.standard_normal(4)
+    step(x, y)
+    good = params["w"].data.copy()
+    params["w"].data = make(good)
+    with pytest.raises(ArgumentError, match="Parameter 'w'.* in place"):
+        step(x, y)
+    np.testing.assert_array_equal(params["w"].data, good)

@@ -254,6 +254,8 @@ class TrainStep:
 
     # --- calling -------------------------------------------------------------------------
     def _arguments(self) -> tuple[dict, list]:
+        for slot in self._slots:
+            _check_updatable(slot.name, slot.param.data)
         return {s.name: s.param.data for s in self._slots}, [self._state(s) for s in self._slots]
 
     def __call__(self, *data) -> Any:
@@ -476,6 +478,21 @@ class TrainStep:
                 raise RuntimeError("the step has not run yet: call it (or fit) once first")
             return kernels.kernel.source
         return self._kernel.source(kind)
+
+
+def _check_updatable(name: str, array: np.ndarray) -> None:
+    """Refuse a Parameter array the step cannot update in place, naming it: one bound with
+    `p.data = ...` to a read-only array (np.load with mmap_mode="r"), a byte-swapped or a
+    misaligned one, which numba's kernels do not take (a bare numba error before)."""
+    what = "is read-only" if not array.flags.writeable else \
+        f"is in non-native byte order ({array.dtype.str})" if not array.dtype.isnative else \
+        "is misaligned (a field of a packed record, a buffer at an odd offset)" \
+        if not array.flags.aligned else None
+    if what is not None:
+        raise ArgumentError(
+            f"train_step: the array of Parameter '{name}' {what}; the step writes the new "
+            "values into it in place: bind a writable native copy, "
+            f"p.data = np.array(p.data, dtype=np.{array.dtype.newbyteorder('=').name})")
 
 
 def data_arrays(data: Sequence, owner: str) -> tuple[np.ndarray, ...]:

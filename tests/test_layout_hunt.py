@@ -322,3 +322,25 @@ def test_train_step_names_a_parameter_array_it_cannot_update_in_place(make):
     with pytest.raises(ArgumentError, match="Parameter 'w'.* in place"):
         step(x, y)
     np.testing.assert_array_equal(params["w"].data, good)
+
+
+def test_np_size_of_a_batch():
+    """np.size was an UnsupportedError; np.size(x, 0) is x.shape[0], symbolic in arithmetic
+    with traced values (one trace for every batch size), np.size(x) is x.size."""
+    def averaged(w, x):
+        return np.sum(x @ w) / np.size(x, 0) + np.size(x, -1) * np.sum(w ** 2)
+
+    def per_entry(w, x):
+        return np.sum(x @ w) / np.size(x)
+
+    per_row = compile_grad(averaged)
+    w = np.array([0.5, -1.0, 2.0])
+    for n in (4, 6, 9):
+        x = rng.standard_normal((n, 3))
+        value, grad = per_row.value_and_grad(w, x)
+        np.testing.assert_allclose(value, averaged(w, x), rtol=1e-12)
+        np.testing.assert_allclose(grad, x.sum(0) / n + 6 * w, rtol=1e-12)
+        value, grad = compile_grad(per_entry, backend="interpreter").value_and_grad(w, x)
+        np.testing.assert_allclose(value, per_entry(w, x), rtol=1e-12)
+        np.testing.assert_allclose(grad, x.sum(0) / (3 * n), rtol=1e-12)
+    assert len(per_row._specs) == 1  # one trace served the three batch sizes

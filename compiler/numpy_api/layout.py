@@ -104,6 +104,14 @@ def expand_dims(a, axis):
     return bind("reshape", a, shape=tuple(1 if i in axes else next(it) for i in range(ndim)))
 
 
+@implements(np.size)
+def size(a, axis=None):
+    """np.size(x) is x.size (a batch axis made static); np.size(x, k) is x.shape[k], which
+    stays symbolic in arithmetic with traced values, as x.shape[k] does."""
+    a = traced(a)
+    return a.size if axis is None else a.shape[axes_of(a, axis)[0]]
+
+
 @implements(np.squeeze)
 def squeeze(a, axis=None):
     a = traced(a)

@@ -344,3 +344,45 @@ def test_np_size_of_a_batch():
         np.testing.assert_allclose(value, per_entry(w, x), rtol=1e-12)
         np.testing.assert_allclose(grad, x.sum(0) / (3 * n), rtol=1e-12)
     assert len(per_row._specs) == 1  # one trace served the three batch sizes
+
+
+# --- code edited in place (IPython's autoreload) --------------------------------------------
+def _act(z, k=1.0):
+    return np.tanh(z) * k
+
+
+def _edited_act(z, k=1.0):
+    return np.sin(z) * k
+
+
+def _act_loss(w, x):
+    return np.sum(_act(x @ w))
+
+
+def _edited_act_loss(w, x):
+    return np.sum(_act(x @ w) ** 2)
+
+
+def test_code_edited_in_place_is_traced_again():
+    """IPython's autoreload edits a module's functions in place (their __code__ and
+    __defaults__), the function objects staying the same: the compiled function kept the
+    kernels traced from the old code, for the function itself and for a helper it calls,
+    in plain calls and train steps."""
+    saved = [(f, f.__code__, f.__defaults__) for f in (_act, _act_loss)]
+    try:
+        compiled = compile_grad(_act_loss)
+        params = {"w": Parameter(np.array([0.5, -0.2, 0.1]))}
+        step = train_step(lambda p, x: _act_loss(p["w"], x), params, optim.SGD(params, lr=0.0))
+        w, x = params["w"].data.copy(), rng.standard_normal((4, 3))
+        for edit in (lambda: None,
+                     lambda: setattr(_act, "__code__", _edited_act.__code__),
+                     lambda: setattr(_act, "__defaults__", (3.0,)),
+                     lambda: setattr(_act_loss, "__code__", _edited_act_loss.__code__)):
+            edit()
+            np.testing.assert_allclose(compiled(w, x), _act_loss(w, x), rtol=1e-12)
+            np.testing.assert_allclose(compiled.grad(w, x), central_differences(
+                lambda w_: _act_loss(w_, x), [w], 0), rtol=1e-6, atol=1e-8)
+            np.testing.assert_allclose(step(x), _act_loss(w, x), rtol=1e-12)
+    finally:
+        for f, code, defaults in saved:
+            f.__code__, f.__defaults__ = code, defaults

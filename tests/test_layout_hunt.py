@@ -386,3 +386,26 @@ def test_code_edited_in_place_is_traced_again():
     finally:
         for f, code, defaults in saved:
             f.__code__, f.__defaults__ = code, defaults
+
+
+# --- narrow integers: NumPy wraps products and sums in their dtype --------------------------
+def narrow_products(w, v, m):
+    return (v @ v, m @ m.T, np.einsum("ij,kj->ik", m, m), np.tensordot(m, m.T, 1),
+            np.dot(v[:1], v[:1]), (v @ v) * w, np.add.reduce(v, dtype=v.dtype) * w)
+
+
+@pytest.mark.parametrize("backend", ["numba", "interpreter"])
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int32])
+def test_products_of_narrow_integers_wrap_as_numpys(backend, dtype):
+    """int8 [100, 100, 100] @ itself is 48 in NumPy (30000 wrapped in int8): the numba kernel
+    summed in a variable numba typed int64, so a fused use read 30000, and a 0-d result
+    failed to compile (InternalError 'Cannot unify array(int8, 0d) and array(int64, 0d)');
+    np.add.reduce(x, dtype=np.int8) summed in int64 on both backends (300, not 44)."""
+    big = np.iinfo(dtype).max // 2 + 7
+    v = np.full(3, big, dtype)
+    m = np.array([[big, 3, big], [1, big, 2]], dtype)
+    w = np.array([1.0, 0.5, 0.25])
+    got = compile_grad(narrow_products, backend=backend)(w, v, m)
+    for g, expected in zip(got, narrow_products(w, v, m)):
+        assert np.asarray(g).dtype == np.asarray(expected).dtype
+        np.testing.assert_array_equal(g, expected)

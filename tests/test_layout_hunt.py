@@ -409,3 +409,18 @@ def test_products_of_narrow_integers_wrap_as_numpys(backend, dtype):
     for g, expected in zip(got, narrow_products(w, v, m)):
         assert np.asarray(g).dtype == np.asarray(expected).dtype
         np.testing.assert_array_equal(g, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint64])
+def test_the_sign_of_unsigned_integers(dtype):
+    """numba's np.sign gives -1 for an unsigned int with its top bit set: np.sign of uint8
+    [200, 3, 255, 0] came back [255, 1, 255, 0] where NumPy's is [1, 1, 1, 0]."""
+    top = np.iinfo(dtype).max
+    u = np.array([top - 55, 3, top, 0], dtype)
+
+    def signs(u):
+        return np.sign(u), np.sign(u) * 3.0
+
+    for got, expected in zip(compile_grad(signs)(u), signs(u)):
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)

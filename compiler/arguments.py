@@ -116,7 +116,7 @@ def as_array(leaf: Any, owner: str) -> np.ndarray:
     """
     if isinstance(leaf, np.ndarray):
         array = leaf
-    elif isinstance(leaf, (bool, int, float, np.generic)):
+    elif isinstance(leaf, (bool, int, float, complex, np.generic)):  # complex: refused below
         if type(leaf) is int and not _INT64.min <= leaf <= _INT64.max:
             # np.asarray makes it uint64 (a strong dtype: x32 * 2**63 became float64) or an
             # object array; a Python int is weak, computed as int64 (README "Numerics")

@@ -424,3 +424,12 @@ def test_the_sign_of_unsigned_integers(dtype):
     for got, expected in zip(compile_grad(signs)(u), signs(u)):
         assert got.dtype == expected.dtype
         np.testing.assert_array_equal(got, expected)
+
+
+def test_a_python_complex_is_refused_as_complex():
+    """A Python complex was refused as 'holds a complex; compiled functions take arrays,
+    scalars, ...', which it is; now as complex128 arrays are, saying what to pass."""
+    from compiler.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match="'s' holds complex128 values.*real and imaginary"):
+        compile_grad(lambda x, s: np.sum(x * s))(np.ones(3), 1 + 2j)

@@ -282,7 +282,7 @@ class CompiledFunction:
                 self._captured = Captured(self.fn)
                 self._captured.take()
                 if self._captured.reads:
-                    self._watch = self._check_captured
+                    self._watch = self._captured.watcher(self._check_captured)
             spec = self._find_or_trace(call, wrt_leaves)
         self._last = spec
         return spec
@@ -304,10 +304,12 @@ class CompiledFunction:
             return
         with self._lock:  # another thread may have renewed them already: then nothing changed
             self._captured, what = self._captured.renewed()
+            # the values noted anew (an equal number rebound, or a change), checked from now
+            self._watch = self._captured.watcher(self._check_captured) \
+                if self._captured.reads else None
             if what is None:
                 return
             self._drop_traces()
-            self._watch = self._check_captured if self._captured.reads else None
             self._forgotten += 1
             if self._forgotten == 8:
                 warnings.warn(

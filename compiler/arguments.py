@@ -105,8 +105,8 @@ def _semantics_of(array: np.ndarray) -> str:
 
 
 def as_array(leaf: Any, owner: str) -> np.ndarray:
-    """A leaf as a writable, C-contiguous array in native byte order of a dtype kernels
-    compute with: kernels are compiled for that one kind of array per dtype and rank, and
+    """A leaf as a writable, aligned, C-contiguous array in native byte order of a dtype
+    kernels compute with: kernels are compiled for that one kind of array per dtype and rank, and
     the others are copied, as NumPy's ufuncs would convert them.
 
     Read-only arrays (`np.load(mmap_mode="r")`, `np.frombuffer`) are copied too rather than
@@ -116,7 +116,13 @@ def as_array(leaf: Any, owner: str) -> np.ndarray:
     """
     if isinstance(leaf, np.ndarray):
         array = leaf
-    elif isinstance(leaf, (bool, int, float, np.generic)):
+    elif isinstance(leaf, (bool, int, float, complex, np.generic)):  # complex: refused below
+        if type(leaf) is int and not _INT64.min <= leaf <= _INT64.max:
+            # np.asarray makes it uint64 (a strong dtype: x32 * 2**63 became float64) or an
+            # object array; a Python int is weak, computed as int64 (README "Numerics")
+            raise ArgumentError(f"argument '{owner}' is the Python int {leaf}, out of int64's "
+                                "range, which compiled functions compute Python ints in; pass "
+                                f"it as a float ({float(leaf)!r})")
         array = np.asarray(leaf)
     elif type(leaf).__name__ == "Tracer":  # a compiled function called while tracing another
         return leaf
@@ -138,10 +144,14 @@ def as_array(leaf: Any, owner: str) -> np.ndarray:
     _check_dtype(array.dtype, owner)
     if not array.dtype.isnative:
         return np.ascontiguousarray(array, array.dtype.newbyteorder("="))
-    if not array.flags.writeable:
-        return np.array(array, order="C")  # a copy
+    if not (array.flags.writeable and array.flags.aligned):
+        # a copy: numba types a misaligned array (a field of a packed record, a buffer read at
+        # an odd offset) apart from an aligned one, and kernels take aligned arrays only
+        return np.array(array, order="C")
     return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
+
+_INT64 = np.iinfo(np.int64)
 
 # dtypes that kernels do not compute with, and what to pass instead
 _REFUSED_FLOATS = {2: "float16 has no arithmetic in compiled kernels; convert it with "

@@ -198,7 +198,9 @@ class Builder:
         if conflict.other is None or hint == conflict.other or hint is None:
             raise Concretize(conflict.sym)
         shapes = " and ".join(_concrete_shape(n.type.shape, self.sym_hints) for n in nodes)
-        raise TraceError(f"{_describe(op)}: shapes {shapes} cannot be broadcast together", loc)
+        # from None: the user's traceback ends at their line, not in the shape rule's DimConflict
+        raise TraceError(f"{_describe(op)}: shapes {shapes} cannot be broadcast together",
+                         loc) from None
 
 
 _COMPARISONS = frozenset({"lt", "le", "gt", "ge", "eq", "ne"})

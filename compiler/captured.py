@@ -12,8 +12,11 @@ compared by value, anything else (an array, a function) by identity, so rebindin
 arguments). Library modules (NumPy, gradfuse, the standard library) are not followed: their
 values do not change under the user; nor are the names of functions read from another module
 (`layers.dense`: only monkeypatching rebinds them), though what those functions read is.
-`unchanged` is the check of every call: one expression, nothing for a function that reads only
-modules and their functions.
+The code and defaults of every function followed are watched too (by identity): IPython's
+autoreload replaces them in the function object when its module is edited.
+`unchanged` is the check of every call: one expression (a function's `__code__` is read as an
+attribute, the rest through a call each); `watcher` makes it, with the call to make on a
+change, the one function a compiled function runs before its fast paths.
 """
 
 from __future__ import annotations
@@ -97,13 +100,17 @@ def _codes(code: types.CodeType) -> Iterator[types.CodeType]:
 
 
 class Read:
-    """One name the function loads: `get()` reads what it holds now."""
+    """One name the function loads: `get()` reads what it holds now; `attribute`, if given,
+    `(obj, name)` such that `obj.name` is what `get()` reads (written so in `unchanged`, an
+    attribute load instead of a call)."""
 
-    __slots__ = ("what", "get")
+    __slots__ = ("what", "get", "attribute")
 
-    def __init__(self, what: str, get: Callable[[], Any]) -> None:
+    def __init__(self, what: str, get: Callable[[], Any],
+                 attribute: tuple[Any, str] | None = None) -> None:
         self.what = what
         self.get = get
+        self.attribute = attribute
 
 
 class Captured:
@@ -124,12 +131,26 @@ class Captured:
     def take(self) -> None:
         """Note what every read holds now (a trace is being made), and write `unchanged`."""
         self.values = [read.get() for read in self.reads]
-        terms = " and ".join(f"g{k}() is v{k}" for k in range(len(self.reads))) or "True"
-        namespace = {f"{kind}{k}": item for k, (read, value) in
-                     enumerate(zip(self.reads, self.values))
-                     for kind, item in (("g", read.get), ("v", value))}
-        exec(f"def unchanged():\n    return {terms}\n", namespace)  # noqa: S102
+        terms, namespace = [], {}
+        for k, (read, value) in enumerate(zip(self.reads, self.values)):
+            namespace[f"v{k}"] = value
+            if read.attribute is not None:  # a function's code: f.__code__ is v
+                namespace[f"o{k}"], name = read.attribute
+                terms.append(f"o{k}.{name} is v{k}")
+            else:
+                namespace[f"g{k}"] = read.get
+                terms.append(f"g{k}() is v{k}")
+        self._terms, self._namespace = " and ".join(terms) or "True", namespace
+        exec(f"def unchanged():\n    return {self._terms}\n", namespace)  # noqa: S102
         self.unchanged = namespace["unchanged"]
+
+    def watcher(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        """`unchanged`, and a call of `on_change` when it says no, as one generated function:
+        the check of every call of a compiled function (valid until the next `take`)."""
+        namespace = {**self._namespace, "on_change": on_change}
+        exec(f"def watch():\n    if not ({self._terms}):\n        on_change()\n",  # noqa: S102
+             namespace)
+        return namespace["watch"]
 
     def unchanged(self) -> bool:
         """Whether every read holds the very object noted (a few calls and `is`, written out
@@ -188,6 +209,14 @@ class Captured:
             return
         self._seen.add(id(value.__code__))
         code = value.__code__
+        # Its code and defaults, which IPython's autoreload replaces in the function object
+        # when its module is edited: the trace ran the old ones.
+        for name in ("__code__", "__defaults__", "__kwdefaults__"):
+            if name != "__code__" and not getattr(value, name):
+                continue  # none to change (new ones come with new code)
+            self._read(f"the {name.strip('_')} of {value.__qualname__} (edited in place)",
+                       functools.partial(getattr, value, name), (id(value), name),
+                       (value, name))
         for name, cell in zip(code.co_freevars, value.__closure__ or ()):
             if not isinstance(_cell_contents(cell), types.ModuleType):
                 self._read(f"'{name}' (read from the closure of {value.__qualname__})",
@@ -219,10 +248,11 @@ class Captured:
                         and ins.opname.startswith("LOAD_FAST") and ins.argval == self_name:
                     self._self_attribute(instance, attribute, f"{self_name}.{attribute}")
 
-    def _read(self, what: str, get: Callable[[], Any], key: tuple) -> None:
+    def _read(self, what: str, get: Callable[[], Any], key: tuple,
+              attribute: tuple[Any, str] | None = None) -> None:
         if key not in self._keys:
             self._keys.add(key)
-            self.reads.append(Read(what, get))
+            self.reads.append(Read(what, get, attribute))
 
     def _attribute(self, obj: Any, name: str, shown: str) -> None:
         """`obj.name` read by the user's code: watched unless `obj` is a library's."""

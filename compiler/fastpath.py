@@ -22,9 +22,10 @@ no flag changed since they were checked, are recognized by their ids.
 
 Nothing else is checked in Python: numba's dispatcher refuses arrays of another
 dtype, rank or layout (the kernel compiles for one signature only), and the
-kernel itself checks the shapes before it touches memory. So a Parameter whose
-`.data` was replaced by an array of another dtype or shape is refused too (its
-array is read afresh on every call). Any refusal sends the call down the
+kernel itself checks the shapes before it touches memory (and refuses a batch of 1
+row where its trace took the batch for another size: `x.squeeze()`; compiler/codegen/
+emit.py). So a Parameter whose `.data` was replaced by an array of another dtype or
+shape is refused too (its array is read afresh on every call). Any refusal sends the call down the
 general path, which finds or builds the right kernel or explains what is wrong.
 Only kernels that check their arguments this way (`checks_arguments`: the numba
 backend's) get a fast path.

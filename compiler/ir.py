@@ -22,6 +22,13 @@ class Sym:
     """A symbolic dimension, such as the batch size `N`, known only at run time."""
 
     name: str
+    # Whether the trace took this size for one other than 1 where NumPy's rule differs at 1
+    # (`x.squeeze()` kept the axis): kernels then refuse a size of 1, which has a trace of its
+    # own (compiler/specialize.py). Learned while tracing, so not part of the dim's identity.
+    not_one: bool = field(default=False, compare=False, repr=False)
+
+    def assume_not_one(self) -> None:
+        object.__setattr__(self, "not_one", True)  # frozen for its identity (`name`) only
 
     def __str__(self) -> str:
         return self.name

@@ -231,15 +231,25 @@ class KernelWriter:
 
     def _check_shapes(self) -> None:
         """Refuse arrays of other shapes than the graph's before touching memory (numba's
-        dispatcher checks dtypes and ranks; shapes are the kernel's to check)."""
+        dispatcher checks dtypes and ranks; shapes are the kernel's to check).
+
+        A symbolic dim of size 1 is refused too where the trace took it for another size
+        (`Sym.not_one`: `x.squeeze()` kept the axis, which NumPy drops at 1), so a call with
+        a batch of 1 goes to the general path and a trace of its own (compiler/specialize.py
+        gives a leading axis of size 1 a static signature). A minibatch loop (fit) checks
+        nothing of the kind: fit runs step by step where a batch would have 1 row."""
         inputs = [n for n in self.graph.inputs if n.shape != ()]
         if not inputs:
             return
         closing = "," if len(inputs) == 1 else ""
         got = [f"{self.arrays[n.id]}.shape" for n in inputs]
         expected = [shape_text(n.shape) for n in inputs]
+        ones = [] if self.loop is not None else \
+            [f"{sym.name} == 1 or" for sym in self._syms if sym.not_one]
         pieces = [f"{p}," for p in got[:-1]] + [f"{got[-1]}{closing}) != ("] + \
             [f"{p}," for p in expected[:-1]] + [f"{expected[-1]}{closing}):"]
+        if ones:  # if (N == 1 or (shapes) != (expected)):
+            pieces = [*ones, "(", *pieces[:-1], pieces[-1][:-1] + "):"]
         error = self.helpers.use_error("KernelShapeError")
         first, *rest = _wrapped(["if (", *pieces], 100 - len(INDENT) * (self.depth + 2))
         self.line(first)

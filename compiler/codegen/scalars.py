@@ -83,7 +83,7 @@ def elementwise(node: Node, operands: list[Operand], helpers: prelude.HelperSet)
     lowering = lowering_of(node)
     texts = [op.text if dt is None else op.as_dtype(dt)
              for op, dt in zip(operands, lowering.dtypes(node))]
-    expr = lowering.code.format(*texts, dtype=dtype_name(node.dtype))
+    expr = lowering.template(node).format(*texts, dtype=dtype_name(node.dtype))
     expr = _route_helpers(expr, node, helpers)
     if lowering.exact:
         return expr

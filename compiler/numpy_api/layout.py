@@ -104,12 +104,23 @@ def expand_dims(a, axis):
     return bind("reshape", a, shape=tuple(1 if i in axes else next(it) for i in range(ndim)))
 
 
+@implements(np.size)
+def size(a, axis=None):
+    """np.size(x) is x.size (a batch axis made static); np.size(x, k) is x.shape[k], which
+    stays symbolic in arithmetic with traced values, as x.shape[k] does."""
+    a = traced(a)
+    return a.size if axis is None else a.shape[axes_of(a, axis)[0]]
+
+
 @implements(np.squeeze)
 def squeeze(a, axis=None):
     a = traced(a)
     shape = a.type.shape
     if axis is None:
         axes = {i for i, d in enumerate(shape) if d == 1}
+        for d in shape:  # a batch axis is kept: the kernels refuse a batch of 1, NumPy drops it
+            if isinstance(d, Sym):
+                d.assume_not_one()
     else:
         axes = set(axes_of(a, axis))
         for i in axes:

@@ -118,8 +118,8 @@ def _vector_norm(x, ord, axis: tuple[int, ...], keepdims: bool):
         return _sqrt(np.sum(x * x, **kept))
     if isinstance(ord, str):
         raise TraceError(f"np.linalg.norm: invalid norm order {ord!r} for vectors", user_loc())
-    if ord == np.inf:
-        return np.max(np.abs(x), **kept)
+    if ord == np.inf:  # NumPy's is 0 for no entries (|x| >= 0, so the same max elsewhere)
+        return np.max(np.abs(x), **kept, initial=0.0)
     if ord == -np.inf:
         return np.min(np.abs(x), **kept)
     if ord == 0:
@@ -134,6 +134,13 @@ def _vector_norm(x, ord, axis: tuple[int, ...], keepdims: bool):
     return _root(np.sum(powered, **kept), ord)
 
 
+def _extreme_sum(largest: bool, sums, axis: int):
+    """The largest (NumPy's 0 for none: the sums are >= 0) or smallest of `sums` along `axis`."""
+    if largest:
+        return np.max(sums, axis=axis, keepdims=True, initial=0.0)
+    return np.min(sums, axis=axis, keepdims=True)
+
+
 def _matrix_norm(x, ord, row: int, col: int, keepdims: bool):
     if ord in (None, "fro"):
         result = _sqrt(np.sum(x * x, axis=(row, col), keepdims=True))
@@ -144,10 +151,10 @@ def _matrix_norm(x, ord, row: int, col: int, keepdims: bool):
         result = np.expand_dims(result, (row, col) if row < col else (col, row))
     elif ord in (1, -1):  # the largest (smallest) sum of |x| down a column
         sums = np.sum(np.abs(x), axis=row, keepdims=True)
-        result = (np.max if ord == 1 else np.min)(sums, axis=col, keepdims=True)
+        result = _extreme_sum(ord == 1, sums, col)
     elif ord in (np.inf, -np.inf):  # ... along a row
         sums = np.sum(np.abs(x), axis=col, keepdims=True)
-        result = (np.max if ord == np.inf else np.min)(sums, axis=row, keepdims=True)
+        result = _extreme_sum(ord == np.inf, sums, row)
     else:
         raise TraceError(f"np.linalg.norm: invalid norm order {ord!r} for matrices",
                          user_loc())

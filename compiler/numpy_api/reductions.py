@@ -162,7 +162,9 @@ def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
     centered = a - mean(a, axis=axes, dtype=dtype, keepdims=True)
     # NumPy sums the squares in dtype= too (int data minus a float32 mean is float64)
     squares = bind("sum", in_dtype(centered * centered, dtype), axes=axes, keepdims=bool(keepdims))
-    return squares / (_count(a, axes, squares.dtype) - ddof)
+    # NumPy divides by max(count - ddof, 0): more ddof than entries is inf (NaN for a constant
+    # lane), not a negative variance; a batch axis may be short only when the kernel runs
+    return squares / np.maximum(_count(a, axes, squares.dtype) - ddof, 0)
 
 
 @implements(np.std)

@@ -43,7 +43,10 @@ def _reducer(name, reduce, identity=None):
                 raise UnsupportedError(f"np.{name}.reduce(where=...) is not supported (it "
                                        "needs initial=); use np.where first", user_loc())
             a = np.where(where, a, identity)
-        result = reduce(a, axis=axes, keepdims=keepdims)
+        # sum and prod take dtype= to sum in (an int8 sum wraps in int8, where their default
+        # would sum small ints in int64)
+        in_dtype = {"dtype": dtype} if dtype is not None and name in ("add", "multiply") else {}
+        result = reduce(a, axis=axes, keepdims=keepdims, **in_dtype)
         if initial is not _NO_INITIAL and initial is not None:
             result = getattr(np, name)(result, initial)
         return result

@@ -50,7 +50,13 @@ def safe(g, expr):
 # --- unary math: d/dx written as the VJP g * f'(x) -------------------------------
 elementwise("neg", np.negative, lambda g, out, x: (-g,), "-{0}")
 elementwise("abs", np.abs, lambda g, out, x: (g * np.sign(x),), "abs({0})")
-elementwise("sign", np.sign, None, "np.sign({0})", "no gradient: sign' = 0 almost everywhere")
+def _sign_code(node) -> str:
+    # numba's np.sign gives -1 for an unsigned int with its top bit set (uint8 200 -> 255)
+    return "{dtype}({0} != 0)" if node.inputs[0].dtype.kind == "u" else "np.sign({0})"
+
+
+register(OpDef("sign", "elementwise", _infer(np.sign), np.sign, None, "np.sign({0})",
+               "no gradient: sign' = 0 almost everywhere", lowering=Elementwise(_sign_code)))
 elementwise("exp", np.exp, lambda g, out, x: (g * out,), "np.exp({0})")
 elementwise("expm1", np.expm1, lambda g, out, x: (g * (out + 1),), "np.expm1({0})")
 elementwise("log", np.log, lambda g, out, x: (safe(g, g / x),), "np.log({0})")

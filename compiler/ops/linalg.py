@@ -155,14 +155,33 @@ def _write_contraction(nests, node, index, acc: str) -> None:
                if a.type.ndim > 1 else (at,))
     b_index = (broadcast_index(b.shape[:-2], index[:batch]) + (at, index[-1])
                if b.type.ndim > 1 else (at,))
-    product = (f"{k.reader.operand(a, a_index).as_dtype(node.dtype)} * "
-               f"{k.reader.operand(b, b_index).as_dtype(node.dtype)}")
+    wide = summed_in(node.dtype)
+    product = (f"{k.reader.operand(a, a_index).as_dtype(wide)} * "
+               f"{k.reader.operand(b, b_index).as_dtype(wide)}")
     if length == 1:
-        k.line(f"{acc} = {product}", k.comment(node))
+        k.line(f"{acc} = {narrowed(product, wide, node.dtype)}", k.comment(node))
         return
-    k.line(f"{acc} = {literal(0, node.dtype)}")
+    k.line(f"{acc} = {literal(0, wide)}")
     k.line(f"for {i_k} in range({dim_text(length)}):")
     k.line(f"    {acc} += {product}", k.comment(node))
+    if wide != node.dtype:
+        k.line(f"{acc} = {narrowed(acc, wide, node.dtype)}")
+
+
+def summed_in(dtype: np.dtype) -> np.dtype:
+    """The dtype a product's loop multiplies and sums in: int64 for a narrower integer, whose
+    products numba computes in int64 anyway (an accumulator of the narrow type changed type
+    in the loop: numba refused a 0-d result, and a fused use read the sum unwrapped, int8
+    [100, 100, 100] @ itself giving 30000 where NumPy wraps to 48); cast back after."""
+    return np.dtype(np.int64) if dtype.kind in "iu" and dtype.itemsize < 8 else np.dtype(dtype)
+
+
+def narrowed(text: str, wide: np.dtype, dtype: np.dtype) -> str:
+    """`text` (of dtype `wide`) in `dtype`: a truncating cast, which wraps as NumPy's sum in a
+    narrow integer does (sums modulo 2**64 agree modulo 2**bits)."""
+    from compiler.codegen.scalars import dtype_name
+
+    return text if wide == dtype else f"{dtype_name(dtype)}({text})"
 
 
 def _blas_call(product_of) -> Call:
@@ -339,16 +358,19 @@ def _write_contract_loop(nests, node, index, acc: str) -> None:
     at = tuple("0" if d == 1 else contraction_index(j) for j, d in enumerate(summed))
     a_at = broadcast_index(a.shape[:nb], index[:nb]) + index[nb:nb + nm] + at
     b_at = broadcast_index(b.shape[:nb], index[:nb]) + at + index[nb + nm:]
-    product = (f"{k.reader.operand(a, a_at).as_dtype(node.dtype)} * "
-               f"{k.reader.operand(b, b_at).as_dtype(node.dtype)}")
+    wide = summed_in(node.dtype)
+    product = (f"{k.reader.operand(a, a_at).as_dtype(wide)} * "
+               f"{k.reader.operand(b, b_at).as_dtype(wide)}")
     loops = [(i, d) for i, d in zip(at, summed) if d != 1]
     if not loops:
-        k.line(f"{acc} = {product}", k.comment(node))
+        k.line(f"{acc} = {narrowed(product, wide, node.dtype)}", k.comment(node))
         return
-    k.line(f"{acc} = {literal(0, node.dtype)}")
+    k.line(f"{acc} = {literal(0, wide)}")
     for depth, (i, d) in enumerate(loops):
         k.line(f"{'    ' * depth}for {i} in range({dim_text(d)}):")
     k.line(f"{'    ' * len(loops)}{acc} += {product}", k.comment(node))
+    if wide != node.dtype:
+        k.line(f"{acc} = {narrowed(acc, wide, node.dtype)}")
 
 
 register(OpDef("contract", "matmul", _contract_infer, _contract_impl, _contract_vjp,

@@ -81,11 +81,14 @@ class Elementwise(Lowering):
     is; by default the result's dtype, as NumPy computes). Results that numba would widen
     (bools and small ints) are cast back, unless `exact` says the template keeps the type."""
 
-    code: str
+    code: str | Callable[[Any], str]  # or the template for a node (by its inputs' dtypes)
     operand_dtypes: Callable[[Any], list] | None = None
     exact: bool = False
     ROLE = "member"
     reads_in_place = True
+
+    def template(self, node) -> str:
+        return self.code(node) if callable(self.code) else self.code
 
     def dtypes(self, node) -> list:
         if self.operand_dtypes is not None:

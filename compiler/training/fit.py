@@ -269,7 +269,7 @@ def _epoch_runner(step: TrainStep, data: tuple, batch_size: int):
     one compiled call when the step has a minibatch loop (numba, a symbolic batch axis)."""
     if step.parallel is not None:
         return step.parallel.epoch_runner(data, batch_size)
-    if step.runs_epochs(data):
+    if step.runs_epochs(data, batch_size):
         return lambda orders, losses: step.run_epochs(data, orders, batch_size, losses)
 
     n = data[0].shape[0]

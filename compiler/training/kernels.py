@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from compiler.errors import KernelShapeError
+from compiler.ir import Graph, Sym
 from compiler.jit import NumbaKernel
 from compiler.packing import Packing
 from compiler.timings import CompileReport, kernel_report
@@ -42,6 +43,8 @@ class Kernels:
     spec: Any = None  # the traced step function's Specialization (its compile times)
     # The state entries the kernels update, per Parameter (None: they read no state)
     held: list[dict[str, np.ndarray]] | None = None
+    # Whether the step refuses a batch of 1 row (`refuses_one_row`): it has kernels of its own
+    refuses_one_row: bool = False
 
     def __post_init__(self) -> None:
         self.replacements = Parameter.data_replacements
@@ -97,6 +100,20 @@ def held_state(optimizer: Optimizer, params: list[Parameter]) -> list[dict[str, 
 def _holds(state: dict | None, held: dict[str, np.ndarray]) -> bool:
     return state is not None and len(state) == len(held) \
         and all(state.get(key) is array for key, array in held.items())
+
+
+def one_row(data: tuple) -> bool:
+    """Whether an array of `data` has a leading axis of size 1."""
+    return any(np.ndim(d) and np.shape(d)[0] == 1 for d in data)
+
+
+def refuses_one_row(graph: Graph, first_data: int) -> bool:
+    """Whether kernels of `graph` refuse data (its inputs from `first_data` on) with a leading
+    axis of 1: the trace took a symbolic batch for another size (`x.squeeze()` kept it;
+    compiler/codegen/emit.py `_check_shapes`). Such data has kernels of its own, traced with
+    the axis static, as CompiledFunction gives it (compiler/specialize.py)."""
+    return any(node.shape and isinstance(node.shape[0], Sym) and node.shape[0].not_one
+               for node in graph.inputs[first_data:])
 
 
 def run_updating(params: list[Parameter], kernel: Callable, *args) -> Any:

@@ -32,7 +32,14 @@ from compiler.jit import NumbaKernel
 from compiler.packing import Packing, pack
 from compiler.timings import CompileReport, KernelBuild
 from compiler.training.interrupts import held_interrupts
-from compiler.training.kernels import Kernels, held_state, run_updating, updated
+from compiler.training.kernels import (
+    Kernels,
+    held_state,
+    one_row,
+    refuses_one_row,
+    run_updating,
+    updated,
+)
 from compiler.training.slots import Slot, plan_slots, structural_flags
 from compiler.training.update import outside_graph, unreached, update_slots
 from runtime import Parameter, Tensor
@@ -257,6 +264,8 @@ class TrainStep:
 
     # --- calling -------------------------------------------------------------------------
     def _arguments(self) -> tuple[dict, list]:
+        for slot in self._slots:
+            _check_updatable(slot.name, slot.param.data)
         return {s.name: s.param.data for s in self._slots}, [self._state(s) for s in self._slots]
 
     def __call__(self, *data) -> Any:
@@ -352,7 +361,10 @@ class TrainStep:
         has kernels for each batch size (keyed by the whole shapes too)."""
         key = tuple([(d.dtype.num, d.shape[1:]) for d in data])
         sized = (key, tuple(d.shape[:1] for d in data))  # a number has no batch axis
-        kernels = self._kernels_by_data.get(key) or self._kernels_by_data.get(sized)
+        kernels = self._kernels_by_data.get(key)
+        if kernels is not None and kernels.refuses_one_row and one_row(data):
+            kernels = None  # a batch of 1 row, which those kernels refuse, has its own
+        kernels = kernels or self._kernels_by_data.get(sized)
         if kernels is not None and kernels.current(self.optimizer):
             return kernels
         self.optimizer.tracked_state()  # the kernels hold its arrays: its changes are counted
@@ -378,7 +390,8 @@ class TrainStep:
         kernels = Kernels(kernel, slot_params, self.optimizer.state, arrays,
                           self._hypers, fits_batches=bool(loops), arguments=arguments,
                           packing=packing, spec=spec,
-                          held=held_state(self.optimizer, slot_params))
+                          held=held_state(self.optimizer, slot_params),
+                          refuses_one_row=refuses_one_row(graph, first_data))
         self._kernels_by_data[key if batch_axis_symbolic else sized] = kernels
         return kernels
 
@@ -418,9 +431,17 @@ class TrainStep:
         the step before any parameter is written."""
         return self.loss_fn.check_finite or _anomaly.enabled
 
-    def runs_epochs(self, data: tuple) -> bool:
-        """Whether `run_epochs` can run epochs over `data` inside one compiled call."""
-        return not self.checking() and self._fit_kernels(data) is not None
+    def runs_epochs(self, data: tuple, batch_size: int | None = None) -> bool:
+        """Whether `run_epochs` can run epochs over `data` inside one compiled call (in batches
+        of `batch_size`: not where one would have 1 row and the step refuses such a batch)."""
+        if self.checking():
+            return False
+        kernels = self._fit_kernels(data)
+        if kernels is None:
+            return False
+        n = len(data[0]) if data and np.ndim(data[0]) else 0
+        return not (kernels.refuses_one_row and batch_size is not None
+                    and (batch_size == 1 or n % batch_size == 1))
 
     def run_epochs(self, data: tuple, orders: np.ndarray, batch_size: int,
                    losses: np.ndarray) -> None:
@@ -468,6 +489,21 @@ class TrainStep:
                 raise RuntimeError("the step has not run yet: call it (or fit) once first")
             return kernels.kernel.source
         return self._kernel.source(kind)
+
+
+def _check_updatable(name: str, array: np.ndarray) -> None:
+    """Refuse a Parameter array the step cannot update in place, naming it: one bound with
+    `p.data = ...` to a read-only array (np.load with mmap_mode="r"), a byte-swapped or a
+    misaligned one, which numba's kernels do not take (a bare numba error before)."""
+    what = "is read-only" if not array.flags.writeable else \
+        f"is in non-native byte order ({array.dtype.str})" if not array.dtype.isnative else \
+        "is misaligned (a field of a packed record, a buffer at an odd offset)" \
+        if not array.flags.aligned else None
+    if what is not None:
+        raise ArgumentError(
+            f"train_step: the array of Parameter '{name}' {what}; the step writes the new "
+            "values into it in place: bind a writable native copy, "
+            f"p.data = np.array(p.data, dtype=np.{array.dtype.newbyteorder('=').name})")
 
 
 def data_arrays(data: Sequence, owner: str) -> tuple[np.ndarray, ...]:

@@ -335,8 +335,11 @@ def test_a_loop_index_out_of_range_stops_the_kernel(backend):
     first = FIRST_ROWS if backend == "numba" else compile_grad(first_rows, backend=backend)
     with pytest.raises(IndexError, match="out of bounds"):  # xs[i + 1] reaches row 5 of 5
         symbolic.value_and_grad(a, rng.normal(size=(ROWS - 1, 3)))
-    with pytest.raises(IndexError, match="out of bounds"):  # xs[i] reaches row 3 of 3
+    with pytest.raises(IndexError, match="out of bounds") as error:  # xs[i]: row 3 of 3
         first(a, np.ones((3, 3)))
+    # the step's line, once (the interpreter named the scan's line before it)
+    line = first_rows.__code__.co_firstlineno + 1
+    assert str(error.value).startswith(f"test_scan.py:{line}: index 3 is out of bounds")
     if backend == "numba":  # the step checks its index once, before its loop over the row
         assert "_check_scalar_index(x, N, 0)" in FIRST_ROWS.source("forward")
 

@@ -403,3 +403,17 @@ def test_xs_of_different_lengths_are_an_error():
 
     with pytest.raises(TraceError, match="share their leading axis"):
         compile_grad(f).grad(np.ones(3), np.ones(4))
+
+
+@pytest.mark.parametrize("length, words", [(2.5, "must be an int"), (-1, "must be a non-negative int"),
+                                           (True, "must be a non-negative int")])
+def test_a_length_that_is_no_count_of_steps_is_an_error_at_the_users_line(length, words):
+    def f(w):
+        return scan(lambda h, _: (h * w, h), np.ones(2), None, length=length)[0].sum()
+
+    # 2.5 ran 2 steps (int() of it), -1 failed with NumPy's bare 'all elements of broadcast
+    # shape must be non-negative'
+    with pytest.raises(TraceError, match=rf"test_scan.py:\d+: scan's length= {words}"):
+        compile_grad(f, backend="interpreter").grad(np.ones(2))
+    with pytest.raises(TraceError, match=words):  # the plain Python loop says the same
+        f(np.ones(2))

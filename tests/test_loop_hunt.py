@@ -1,0 +1,77 @@
+"""Loops as users write them, found wrong by a bug hunt: custom_vjp functions in loops (a
+scan's step, a Python loop over layers), a train step of the parameters alone; values and
+gradients against the unrolled program and central differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gradcheck import central_differences
+
+from compiler import compile_grad, custom_vjp, scan
+from compiler.training import train_step
+from runtime import Parameter, optim
+
+rng = np.random.default_rng(14)
+D = 4
+W = rng.normal(size=(D, D)) / 2
+XS = rng.normal(size=(6, D))
+
+
+@custom_vjp
+def softclip(x):
+    return np.tanh(x) * 2.0
+
+
+@softclip.defvjp
+def softclip_vjp(g, out, x):
+    return (g * 2.0 * (1.0 - np.tanh(x) ** 2),)
+
+
+@custom_vjp
+def softclip_halved(x):  # softclip's forward, and a rule that is not its derivative
+    return np.tanh(x) * 2.0
+
+
+@softclip_halved.defvjp
+def softclip_halved_vjp(g, out, x):
+    return (g * (1.0 - np.tanh(x) ** 2),)
+
+
+@pytest.fixture
+def unrolled(monkeypatch):
+    """value_and_grad of a function traced with the roller off (interpreted): the reference."""
+    def compile_unrolled(fn):
+        compiled = compile_grad(fn, backend="interpreter")
+
+        def value_and_grad(*args):
+            with monkeypatch.context() as patch:
+                patch.setenv("GRADFUSE_ROLL", "0")
+                return compiled.value_and_grad(*args)
+        return value_and_grad
+    return compile_unrolled
+
+
+# --- custom_vjp inside loops ------------------------------------------------------------------
+def softclip_rnn(w):
+    def step(h, x):
+        h = softclip(h @ w + x) * 0.5
+        return h, h
+
+    _, hs = scan(step, np.ones(D), XS)
+    return np.sum(hs ** 2)
+
+
+SOFTCLIP_RNN = compile_grad(softclip_rnn)
+
+
+def test_a_custom_vjp_function_in_a_scan_step_compiles_with_numba():
+    # the step's custom call reached code generation ('custom_call reached code generation;
+    # it should be inlined', an AssertionError): only the top level's calls were inlined
+    value, grad = SOFTCLIP_RNN.value_and_grad(W)
+    assert np.isclose(value, softclip_rnn(W), rtol=1e-12)
+    np.testing.assert_allclose(grad, central_differences(softclip_rnn, [W], 0),
+                               rtol=1e-6, atol=1e-8)
+    p = Parameter(W.copy())  # the runtime's backward: forward_save and backward kernels
+    SOFTCLIP_RNN(p).backward()
+    np.testing.assert_allclose(p.grad, grad, rtol=1e-12)

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from compiler import ops
+from compiler.custom import CustomCall
 from compiler.ir import Graph, Node, TensorType, freeze
 from compiler.ops.control import Loop
 from compiler.stacking import common_name, row, stack
@@ -406,9 +407,17 @@ def _input(index: int, t: TensorType, name: str | None) -> Node:
 
 
 def _key(node: Node) -> tuple:
-    """A node's op and attributes, comparable across iterations (a scan by its body's shape)."""
-    return node.op, tuple(sorted((k, _loop_key(v) if isinstance(v, Loop) else freeze(v))
-                                 for k, v in node.attrs.items()))
+    """A node's op and attributes, comparable across iterations (a scan by its body's shape, a
+    custom_vjp call by its function and forward graph)."""
+    return node.op, tuple(sorted((k, _attribute_key(v)) for k, v in node.attrs.items()))
+
+
+def _attribute_key(value) -> object:
+    if isinstance(value, Loop):
+        return _loop_key(value)
+    if isinstance(value, CustomCall):  # one per call: equal when the same function traced alike
+        return "custom_call", id(value.function), fingerprint(value.forward)
+    return freeze(value)
 
 
 def _loop_key(loop: Loop) -> tuple:

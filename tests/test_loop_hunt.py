@@ -75,3 +75,46 @@ def test_a_custom_vjp_function_in_a_scan_step_compiles_with_numba():
     p = Parameter(W.copy())  # the runtime's backward: forward_save and backward kernels
     SOFTCLIP_RNN(p).backward()
     np.testing.assert_allclose(p.grad, grad, rtol=1e-12)
+
+
+LAYERS = 30
+
+
+def custom_net(ws, halved_at=-1):
+    h = np.ones((2, D))
+    for k in range(LAYERS):
+        act = softclip_halved if k == halved_at else softclip
+        h = act(h @ ws[k] * 0.5) + 0.1 * h
+    return np.sum(h ** 2)
+
+
+def test_a_python_loop_calling_a_custom_vjp_function_rolls(unrolled):
+    # each call was its own attribute, so no two layers matched: 40 such layers compiled in
+    # 42 s unrolled (1.8 s rolled)
+    ws = rng.normal(size=(LAYERS, D, D)) / 2
+    f = compile_grad(custom_net, backend="interpreter")
+    value, grads = f.value_and_grad(ws)
+    assert f.ir("forward").count("= scan(") == 1
+    ref_value, ref_grads = unrolled(custom_net)(ws)
+    assert np.isclose(value, ref_value, rtol=1e-14)
+    np.testing.assert_allclose(grads, ref_grads, rtol=1e-12, atol=1e-15)
+
+    def with_layer_7(w7):
+        return custom_net(np.concatenate([ws[:7], w7[None], ws[8:]]))
+
+    np.testing.assert_allclose(grads[7], central_differences(with_layer_7, [ws[7]], 0),
+                               rtol=1e-6, atol=1e-9)
+
+
+def test_layers_calling_another_custom_vjp_function_are_not_merged(unrolled):
+    # layer 15's function computes what softclip does, with its own rule: the rolled runs stop
+    # there, and its rule (half the derivative) is the one its gradient follows
+    ws = rng.normal(size=(LAYERS, D, D)) / 2
+    f = compile_grad(custom_net, backend="interpreter")
+    value, grads = f.value_and_grad(ws, 15)
+    assert f.ir("forward").count("= scan(") == 2
+    ref_value, ref_grads = unrolled(custom_net)(ws, 15)
+    assert np.isclose(value, ref_value, rtol=1e-14)
+    np.testing.assert_allclose(grads, ref_grads, rtol=1e-12, atol=1e-15)
+    assert not np.allclose(grads[15], compile_grad(custom_net, backend="interpreter")
+                           .grad(ws)[15], rtol=0.1)

@@ -118,3 +118,23 @@ def test_layers_calling_another_custom_vjp_function_are_not_merged(unrolled):
     np.testing.assert_allclose(grads, ref_grads, rtol=1e-12, atol=1e-15)
     assert not np.allclose(grads[15], compile_grad(custom_net, backend="interpreter")
                            .grad(ws)[15], rtol=0.1)
+
+
+# --- a train step of the parameters alone --------------------------------------------------------
+def rosenbrock(p):
+    x = p["x"]
+    return np.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def test_a_train_step_of_a_loss_that_takes_no_data_steps():
+    # a loss of the parameters alone built a minibatch loop over no data arrays: a bare
+    # IndexError from code generation ('list index out of range')
+    x0 = np.array([-1.2, 1.0, 0.5])
+    params = {"x": Parameter(x0.copy())}
+    step = train_step(rosenbrock, params, optim.SGD(list(params.values()), lr=1e-4))
+    x = x0.copy()
+    for _ in range(3):
+        loss = step()
+        assert np.isclose(loss, rosenbrock({"x": x}), rtol=1e-12)
+        x = x - 1e-4 * central_differences(lambda v: rosenbrock({"x": v}), [x], 0)
+    np.testing.assert_allclose(params["x"].data, x, rtol=1e-8)

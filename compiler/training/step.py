@@ -355,8 +355,9 @@ class TrainStep:
         arguments = self._stacked_arguments(packing, len(graph.inputs) - len(data))
         arrays = self._step_arrays()
         first_data = len(graph.inputs) - len(data)
-        batch_axis_symbolic = all(n.shape and isinstance(n.shape[0], Sym)
-                                  for n in graph.inputs[first_data:])
+        # no data (a loss of the parameters alone) has no batches to loop over
+        batch_axis_symbolic = bool(data) and all(n.shape and isinstance(n.shape[0], Sym)
+                                                 for n in graph.inputs[first_data:])
         loops = (MinibatchLoop(tuple(range(first_data, len(graph.inputs))), loss=0),) \
             if batch_axis_symbolic else ()
         build = KernelBuild()

@@ -58,7 +58,8 @@ NEXT_OF_KIND = 8  # nodes of one op, type and line after a node where its next i
 VIEWS = frozenset({"slice", "reshape", "transpose", "broadcast_to"})
 
 # The role of an input of the first iteration's node: ("edge", offset) a node of the same
-# iteration; ("carry", k); ("const", k); ("xs", k); ("hoisted", offset) a view computed
+# iteration; ("carry", k); ("const", k); ("literal", k) a constant of the program, the same in
+# every iteration, written into the body; ("xs", k); ("hoisted", offset) a view computed
 # outside the loop, one per iteration.
 Role = tuple[str, int]
 
@@ -96,6 +97,7 @@ class _Roles:
 
     inputs: dict[tuple[int, int], Role] = field(default_factory=dict)  # (offset, j) -> role
     consts: list[Node] = field(default_factory=list)
+    literals: list[Node] = field(default_factory=list)  # constants the body holds itself
     carries: list[tuple[int, Node]] = field(default_factory=list)  # (offset it becomes, init)
     xs: list[tuple[Node, ...]] = field(default_factory=list)  # one value per iteration
     hoisted: list[int] = field(default_factory=list)  # offsets computed outside the loop
@@ -239,6 +241,8 @@ class _Roller:
         relative = [self._offset_in(run, m, v) for m, v in enumerate(values)]
         if all(r is None for r in relative):  # made before the run
             if all(v is values[0] for v in values) or _equal_constants(values):
+                if values[0].op == "const":  # x ** 2 stays a square, x / 4.0 a product in it
+                    return "literal", _index(roles.literals, values[0], _same_value)
                 return "const", _index(roles.consts, values[0], _same_value)
             return "xs", _index(roles.xs, tuple(values))
         if relative[0] is not None and all(r == relative[0] for r in relative) \
@@ -299,6 +303,7 @@ class _Roller:
             body_inputs.append(_input(len(body_inputs), TensorType(x.dtype, x.shape[1:]), name))
         nc, nk, n_xs = len(roles.consts), len(roles.carries), len(roles.xs)
         where = {"const": 0, "carry": nc, "xs": nc + nk}
+        literals = [Node("const", (), v.attrs, v.type, v.name, v.loc) for v in roles.literals]
         copies: dict[int, Node] = {}
         for offset, node in enumerate(first):
             if offset in roles.hoisted:
@@ -310,6 +315,8 @@ class _Roller:
                     inputs.append(copies[first[k].id])
                 elif kind == "hoisted":
                     inputs.append(body_inputs[nc + nk + n_xs + roles.hoisted.index(k)])
+                elif kind == "literal":
+                    inputs.append(literals[k])
                 else:
                     inputs.append(body_inputs[where[kind] + k])
             copies[node.id] = Node(node.op, tuple(inputs), node.attrs, node.type,

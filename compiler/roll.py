@@ -155,9 +155,41 @@ class _Roller:
                 i = end
         chosen: list[_Run] = []
         for run in sorted(found, key=lambda r: (-r.saved, r.period, r.start)):
-            if all(run.end <= other.start or other.end <= run.start for other in chosen):
-                chosen.append(run)
+            chosen += self._clear_of(run, chosen)
         return chosen
+
+    def _clear_of(self, run: _Run, chosen: list[_Run]) -> list[_Run]:
+        """`run`, or where it overlaps runs already chosen, the runs of its whole iterations
+        (realigned) in the stretches they leave free, those still worth rolling. Two loops one
+        after the other often overlap by a node: a sum over the weights' gradients, then over
+        the biases', matches the biases' run one node early (an add like theirs)."""
+        overlapping = [o for o in chosen if not (run.end <= o.start or o.end <= run.start)]
+        if not overlapping:
+            return [run]
+        edges = sorted([run.start, run.end] + [max(run.start, min(run.end, e))
+                                               for o in overlapping for e in (o.start, o.end)])
+        parts = []
+        for a, b in zip(edges[::2], edges[1::2]):  # the stretches no chosen run covers
+            if any(a < o.end and o.start < b for o in overlapping):
+                continue
+            part = self._best_within(a, b, run.period)
+            if part is not None:
+                parts.append(part)
+        return parts
+
+    def _best_within(self, a: int, b: int, p: int) -> _Run | None:
+        """The run of period p with the most iterations inside [a, b), a stretch of a run
+        found whole (its nodes match those p later), if one is worth rolling."""
+        best = None
+        for start in range(a, min(a + p, b)):
+            steps = (b - start) // p
+            if steps < max(2, ROLL_MIN_STEPS) or (best is not None and steps <= best.steps):
+                continue
+            work = sum(n.op not in VIEWS for n in self.sequence[start:start + p])
+            run = _Run(start, p, steps, work)
+            if run.saved >= ROLL_MIN_NODES and self._roles(run) is not None:
+                best = run
+        return best
 
     def _periods(self) -> list[int]:
         """The most common distances from a node to the next node of its op, type and line

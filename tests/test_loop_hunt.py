@@ -162,3 +162,23 @@ def test_a_rolled_body_holds_the_programs_constants(unrolled):
     ref_value, ref_grad = unrolled(squares_net)(ws)
     assert np.isclose(value, ref_value, rtol=1e-14)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-12, atol=1e-15)
+
+
+def total_norm(weights, biases):
+    """clip_grad_norm_'s total, as train_step's clipping computes it: one sum over both lists."""
+    return sum(np.sum(np.abs(g) ** 2.0) for g in weights + biases) ** 0.5
+
+
+def test_a_loop_right_after_another_rolls_too():
+    # the biases' run matched one node early (the weights' last add is an add like theirs),
+    # overlapped the weights' run and was dropped: its 20 iterations stayed unrolled, and a
+    # train step with clipping grew by ~10 lines a layer
+    weights = [rng.normal(size=(D, D)) for _ in range(20)]
+    biases = [rng.normal(size=D) for _ in range(20)]
+    f = compile_grad(total_norm, wrt=(0, 1), backend="interpreter")
+    value, (w_grads, b_grads) = f.value_and_grad(weights, biases)
+    loops = [line for line in f.ir("forward").splitlines() if "= scan(" in line]
+    assert len(loops) == 2 and "20 steps" in loops[0] and "19 steps" in loops[1]
+    assert np.isclose(value, total_norm(weights, biases), rtol=1e-14)
+    for g, x in zip(w_grads + b_grads, weights + biases):
+        np.testing.assert_allclose(g, x / value, rtol=1e-13)

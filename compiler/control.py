@@ -28,6 +28,7 @@ from compiler.builder import Builder
 from compiler.errors import TraceError
 from compiler.ir import Dim, Graph, Node, Sym, TensorType
 from compiler.ops.control import Loop
+from compiler.symdim import Concretize
 from compiler.tracer import Tracer, building, current_builder
 from compiler.user_code import user_loc
 
@@ -216,7 +217,9 @@ def _length(shapes: list[tuple], length: int | None, loc=None) -> Dim:
             raise TraceError("scan needs xs to loop over, or length= to say how many steps",
                              loc)
         return length
-    if length is not None and not isinstance(leading[0], Sym) and length != leading[0]:
+    if length is not None and isinstance(leading[0], Sym):
+        raise Concretize(leading[0])  # traced again with the size known, to compare it
+    if length is not None and length != leading[0]:
         raise TraceError(f"scan's length={length} does not match its xs' leading axis of "
                          f"{leading[0]}", loc)
     return leading[0]

@@ -405,7 +405,8 @@ def test_xs_of_different_lengths_are_an_error():
         compile_grad(f).grad(np.ones(3), np.ones(4))
 
 
-@pytest.mark.parametrize("length, words", [(2.5, "must be an int"), (-1, "must be a non-negative int"),
+@pytest.mark.parametrize("length, words", [(2.5, "must be an int"),
+                                           (-1, "must be a non-negative int"),
                                            (True, "must be a non-negative int")])
 def test_a_length_that_is_no_count_of_steps_is_an_error_at_the_users_line(length, words):
     def f(w):
@@ -417,3 +418,19 @@ def test_a_length_that_is_no_count_of_steps_is_an_error_at_the_users_line(length
         compile_grad(f, backend="interpreter").grad(np.ones(2))
     with pytest.raises(TraceError, match=words):  # the plain Python loop says the same
         f(np.ones(2))
+
+
+def test_a_length_that_does_not_match_xs_of_a_batch_size_is_an_error():
+    def f(w, xs):  # xs is not differentiated: its rows are a symbolic size
+        h, ys = scan(lambda h, x: (h * w + x, h), np.ones(2), xs, length=5)
+        return np.sum(h) + np.sum(ys)
+
+    compiled = compile_grad(f, backend="interpreter")
+    # it ran over all 7 rows, as if length= were not given (the plain loop raises)
+    with pytest.raises(TraceError, match="length=5 does not match its xs' leading axis of 7"):
+        compiled.value_and_grad(np.ones(2), np.ones((7, 2)))
+    xs = rng.normal(size=(5, 2))
+    value, grad = compiled.value_and_grad(np.full(2, 0.5), xs)
+    assert np.isclose(value, f(np.full(2, 0.5), xs), rtol=1e-14)
+    np.testing.assert_allclose(grad, central_differences(lambda w: f(w, xs), [np.full(2, 0.5)],
+                                                         0), rtol=1e-7)

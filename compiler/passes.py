@@ -166,18 +166,32 @@ def _slice_through(node: Node) -> Node | None:
             return _uniform(np.zeros(1, x.dtype), node)
         return None
     if x.op == "where":
-        mask = _constant_array(x.inputs[0])
-        if mask is None:
-            return None
-        inside = np.broadcast_to(mask, x.type.shape)[_slices(region)]
-        if inside.all():  # where(c, a, b)[R] -> a[R] where c holds everywhere in R
-            return _sliced(x.inputs[1], x.type.shape, node)
-        if not inside.any():
-            return _sliced(x.inputs[2], x.type.shape, node)
-        return None
+        # where(c, a, b)[R] -> a[R] where c holds everywhere in R, b[R] where nowhere; at
+        # once through a chain of them (y filled row by row in a loop of 100 steps is 100
+        # of them deep, more than _rewrite's steps)
+        branch = _branch_at(x, region)
+        while branch is not None and branch.op == "where" and branch.type == x.type:
+            deeper = _branch_at(branch, region)
+            if deeper is None:
+                break
+            branch = deeper
+        return None if branch is None else _sliced(branch, x.type.shape, node)
     if x.op in ("add", "sub") and all(y.type.shape == x.type.shape for y in x.inputs) and any(
             _region_known(y) for y in x.inputs):  # (a + b)[R] -> a[R] + b[R]
         return _new(x.op, tuple(_sliced(y, x.type.shape, node) for y in x.inputs), {}, node)
+    return None
+
+
+def _branch_at(x: Node, region) -> Node | None:
+    """The branch of `where` node x that all of `region` reads, if its mask is a constant."""
+    mask = _constant_array(x.inputs[0])
+    if mask is None:
+        return None
+    inside = np.broadcast_to(mask, x.type.shape)[_slices(region)]
+    if inside.all():
+        return x.inputs[1]
+    if not inside.any():
+        return x.inputs[2]
     return None
 
 

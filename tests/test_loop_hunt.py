@@ -182,3 +182,24 @@ def test_a_loop_right_after_another_rolls_too():
     assert np.isclose(value, total_norm(weights, biases), rtol=1e-14)
     for g, x in zip(w_grads + b_grads, weights + biases):
         np.testing.assert_allclose(g, x / value, rtol=1e-13)
+
+
+# --- an array filled row by row in a loop --------------------------------------------------
+def rows_filled(wh, xs):
+    h = np.zeros_like(xs[0])
+    out = np.zeros_like(xs)
+    for t in range(xs.shape[0]):
+        h = np.tanh(xs[t] + h @ wh)
+        out[t] = h
+    return np.sum(out ** 2) + np.sum(out[0] * out[-1])
+
+
+def test_a_hundred_rows_assigned_in_a_loop_simplify():
+    # reading a row back walked down the chain of assignments one rewrite at a time: past 100
+    # rows, 'AssertionError: rewrites of <Node add ...> did not reach a fixed point'
+    wh = rng.normal(size=(D, D)) / 2
+    xs = rng.normal(size=(120, 2, D))
+    value, grad = compile_grad(rows_filled, backend="interpreter").value_and_grad(wh, xs)
+    assert np.isclose(value, rows_filled(wh, xs), rtol=1e-13)
+    np.testing.assert_allclose(grad, central_differences(rows_filled, [wh, xs], 0),
+                               rtol=1e-6, atol=1e-8)

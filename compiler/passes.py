@@ -184,7 +184,7 @@ def _slice_through(node: Node) -> Node | None:
 
 def _branch_at(x: Node, region) -> Node | None:
     """The branch of `where` node x that all of `region` reads, if its mask is a constant."""
-    mask = _constant_array(x.inputs[0])
+    mask = constant_array(x.inputs[0])
     if mask is None:
         return None
     inside = np.broadcast_to(mask, x.type.shape)[_slices(region)]
@@ -197,7 +197,7 @@ def _branch_at(x: Node, region) -> Node | None:
 
 def _region_known(x: Node) -> bool:
     """Whether a slice of `x` may reduce to one of its inputs (the rules above)."""
-    return x.op == "pad_slice" or (x.op == "where" and _constant_array(x.inputs[0]) is not None)
+    return x.op == "pad_slice" or (x.op == "where" and constant_array(x.inputs[0]) is not None)
 
 
 def _sliced(x: Node, shape, like: Node) -> Node:
@@ -210,10 +210,10 @@ def _sliced(x: Node, shape, like: Node) -> Node:
     return _new("slice", (x,), {"index": like.attrs["index"]}, like)
 
 
-def _constant_array(node: Node):
+def constant_array(node: Node):
     """The array a constant holds, through broadcasts and reshapes of it; else None."""
     if node.op in ("broadcast_to", "reshape"):
-        value = _constant_array(node.inputs[0])
+        value = constant_array(node.inputs[0])
         return None if value is None else ops.get(node.op).impl(value, **node.attrs)
     return node.attrs["value"] if node.op == "const" else None
 

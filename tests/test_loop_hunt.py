@@ -1,6 +1,7 @@
-"""Loops as users write them, found wrong by a bug hunt: custom_vjp functions in loops (a
-scan's step, a Python loop over layers), a train step of the parameters alone; values and
-gradients against the unrolled program and central differences."""
+"""Loops as users write them, found wrong or slow to compile by a bug hunt: custom_vjp
+functions in loops (a scan's step, a Python loop over layers), a train step of the parameters
+alone, what a rolled body holds, a loop right after another, arrays filled row by row in a
+loop; values and gradients against the unrolled program and central differences."""
 
 from __future__ import annotations
 

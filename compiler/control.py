@@ -28,6 +28,7 @@ from compiler.builder import Builder
 from compiler.errors import TraceError
 from compiler.ir import Dim, Graph, Node, Sym, TensorType
 from compiler.ops.control import Loop
+from compiler.symdim import Concretize
 from compiler.tracer import Tracer, building, current_builder
 from compiler.user_code import user_loc
 
@@ -206,6 +207,8 @@ def _pair(result, f, loc=None):
 
 
 def _length(shapes: list[tuple], length: int | None, loc=None) -> Dim:
+    if length is not None:
+        length = _step_count(length, loc)
     leading = list(dict.fromkeys(s[0] for s in shapes if len(s) > 0))
     if len(leading) > 1:
         raise TraceError(f"scan's xs must share their leading axis; got lengths {leading}", loc)
@@ -213,11 +216,26 @@ def _length(shapes: list[tuple], length: int | None, loc=None) -> Dim:
         if length is None:
             raise TraceError("scan needs xs to loop over, or length= to say how many steps",
                              loc)
-        return int(length)
-    if length is not None and not isinstance(leading[0], Sym) and int(length) != leading[0]:
+        return length
+    if length is not None and isinstance(leading[0], Sym):
+        raise Concretize(leading[0])  # traced again with the size known, to compare it
+    if length is not None and length != leading[0]:
         raise TraceError(f"scan's length={length} does not match its xs' leading axis of "
                          f"{leading[0]}", loc)
     return leading[0]
+
+
+def _step_count(length, loc) -> int:
+    """scan's length= as an int of steps; a float (T / 2) or a negative count is an error, as in
+    JAX, rather than a count truncated or a loop of no steps."""
+    try:
+        count = operator.index(length)
+    except TypeError:
+        raise TraceError(f"scan's length= must be an int (known when tracing); got {length!r}",
+                         loc) from None
+    if count < 0 or isinstance(length, (bool, np.bool_)):
+        raise TraceError(f"scan's length= must be a non-negative int; got {length!r}", loc)
+    return count
 
 
 def _describe(tree: pytree.TreeDef) -> str:

@@ -24,7 +24,8 @@ import numpy as np
 
 from compiler.errors import TraceError
 from compiler.interpreter import interpret
-from compiler.ir import Graph, Node, TensorType, rebuild, toposort
+from compiler.ir import Graph, Node, TensorType, rebuild
+from compiler.ops.control import Loop
 from compiler.ops.lowering import Inlined
 from compiler.ops.registry import OpDef, ShapeError, register
 from compiler.tracer import Tracer, current_builder
@@ -173,19 +174,33 @@ register(OpDef("custom_call", "call", _infer, _impl, _vjp, lowering=Inlined(),
                doc="a custom_vjp function; inlined before code generation"))
 
 
-def inline_calls(graph: Graph) -> Graph:
-    """Replace every custom_call node by the nodes of its forward graph.
-
-    Calls nested in a replaced subgraph (a custom function calling another, or
-    a call feeding one) are reached on the next round.
-    """
-    while True:
-        calls = [n for n in toposort(graph.outputs, graph.inputs) if n.op == "custom_call"]
-        if not calls:
-            return graph
-        replace = {}
-        for node in calls:
-            forward = node.attrs["call"].forward
-            mapping = {i.id: x for i, x in zip(forward.inputs, node.inputs)}
-            (replace[node.id],) = rebuild(forward.outputs, mapping)
-        graph = Graph(list(graph.inputs), rebuild(graph.outputs, replace), graph.name)
+def inline_calls(graph: Graph, loops: dict[int, Loop] | None = None) -> Graph:
+    """Replace every custom_call node by the nodes of its forward graph (calls in that graph
+    too), reading the values that replace its inputs, in one pass; and in loop bodies, each
+    loop once (`loops`: a loop's id -> the loop with its calls inlined). `graph` itself if it
+    has no calls."""
+    loops = {} if loops is None else loops
+    memo: dict[int, Node] = {}
+    for node in graph.nodes():
+        inputs = tuple(memo.get(x.id, x) for x in node.inputs)
+        if node.op == "custom_call":
+            forward = inline_calls(node.attrs["call"].forward, loops)
+            mapping = {i.id: x for i, x in zip(forward.inputs, inputs)}
+            (memo[node.id],) = rebuild(forward.outputs, mapping)
+            continue
+        attrs = node.attrs
+        loop = attrs.get("loop")
+        if node.op == "scan" and isinstance(loop, Loop):
+            if id(loop) not in loops:
+                body = inline_calls(loop.body, loops)
+                loops[id(loop)] = loop if body is loop.body else Loop(
+                    body, loop.n_consts, loop.n_carries, loop.length, loop.reverse, loop.grad,
+                    loop.name)
+            attrs = {**attrs, "loop": loops[id(loop)]} if loops[id(loop)] is not loop \
+                else attrs
+        if attrs is not node.attrs or any(a is not b for a, b in zip(inputs, node.inputs)):
+            memo[node.id] = Node(node.op, inputs, attrs, node.type, node.name, node.loc,
+                                 node.grad_of)
+    if not memo:
+        return graph
+    return Graph(list(graph.inputs), [memo.get(o.id, o) for o in graph.outputs], graph.name)

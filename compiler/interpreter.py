@@ -60,7 +60,9 @@ def interpret(graph: Graph, args: list[Any], sizes: dict[str, int] | None = None
 
 def _at_users_line(node: Node, err: IndexError) -> KernelIndexError:
     """NumPy's IndexError from an op, as the numba kernel's check words it: at the user's line,
-    with the statement."""
+    with the statement. One raised inside a loop's body already names the body's line."""
+    if isinstance(err, KernelIndexError):
+        return err
     if node.loc is None:
         return KernelIndexError(f"{node.op}: {err}")
     return KernelIndexError(f"{node.loc}: {err}\n    {node.loc.text.strip()}")

@@ -166,24 +166,38 @@ def _slice_through(node: Node) -> Node | None:
             return _uniform(np.zeros(1, x.dtype), node)
         return None
     if x.op == "where":
-        mask = _constant_array(x.inputs[0])
-        if mask is None:
-            return None
-        inside = np.broadcast_to(mask, x.type.shape)[_slices(region)]
-        if inside.all():  # where(c, a, b)[R] -> a[R] where c holds everywhere in R
-            return _sliced(x.inputs[1], x.type.shape, node)
-        if not inside.any():
-            return _sliced(x.inputs[2], x.type.shape, node)
-        return None
+        # where(c, a, b)[R] -> a[R] where c holds everywhere in R, b[R] where nowhere; at
+        # once through a chain of them (y filled row by row in a loop of 100 steps is 100
+        # of them deep, more than _rewrite's steps)
+        branch = _branch_at(x, region)
+        while branch is not None and branch.op == "where" and branch.type == x.type:
+            deeper = _branch_at(branch, region)
+            if deeper is None:
+                break
+            branch = deeper
+        return None if branch is None else _sliced(branch, x.type.shape, node)
     if x.op in ("add", "sub") and all(y.type.shape == x.type.shape for y in x.inputs) and any(
             _region_known(y) for y in x.inputs):  # (a + b)[R] -> a[R] + b[R]
         return _new(x.op, tuple(_sliced(y, x.type.shape, node) for y in x.inputs), {}, node)
     return None
 
 
+def _branch_at(x: Node, region) -> Node | None:
+    """The branch of `where` node x that all of `region` reads, if its mask is a constant."""
+    mask = constant_array(x.inputs[0])
+    if mask is None:
+        return None
+    inside = np.broadcast_to(mask, x.type.shape)[_slices(region)]
+    if inside.all():
+        return x.inputs[1]
+    if not inside.any():
+        return x.inputs[2]
+    return None
+
+
 def _region_known(x: Node) -> bool:
     """Whether a slice of `x` may reduce to one of its inputs (the rules above)."""
-    return x.op == "pad_slice" or (x.op == "where" and _constant_array(x.inputs[0]) is not None)
+    return x.op == "pad_slice" or (x.op == "where" and constant_array(x.inputs[0]) is not None)
 
 
 def _sliced(x: Node, shape, like: Node) -> Node:
@@ -196,10 +210,10 @@ def _sliced(x: Node, shape, like: Node) -> Node:
     return _new("slice", (x,), {"index": like.attrs["index"]}, like)
 
 
-def _constant_array(node: Node):
+def constant_array(node: Node):
     """The array a constant holds, through broadcasts and reshapes of it; else None."""
     if node.op in ("broadcast_to", "reshape"):
-        value = _constant_array(node.inputs[0])
+        value = constant_array(node.inputs[0])
         return None if value is None else ops.get(node.op).impl(value, **node.attrs)
     return node.attrs["value"] if node.op == "const" else None
 

@@ -27,6 +27,9 @@ which stack back into `X` itself). A view whose attributes differ between iterat
 (the slice `X[t]`) must read values made before the run: it is computed outside the
 loop, as an xs input. Values of an iteration that later code reads become stacked
 outputs of the scan, but the last iteration's carries, which are its final carries.
+An assignment whose region differs between iterations (`out[t] = h` into a copy, each
+iteration writing its row into the array the previous one wrote) is taken out of the
+loop: the rows are stacked, and one `where` after the scan writes them all (`_Filled`).
 
 Runs that save fewer than `ROLL_MIN_NODES` nodes that compute (views generate no code)
 stay unrolled: they compile quickly, and fusion across iterations is worth more there.
@@ -43,9 +46,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from compiler import ops
-from compiler.ir import Graph, Node, TensorType, freeze
+from compiler.custom import CustomCall
+from compiler.ir import Graph, Node, TensorType, freeze, is_static
 from compiler.ops.control import Loop
-from compiler.stacking import common_name, row, stack
+from compiler.ops.layout import as_slices
+from compiler.passes import constant_array
+from compiler.stacking import common_name, row, stack, written_rows
 
 # A run is rolled when it saves at least this many nodes (all its iterations but the first)
 # over at least ROLL_MIN_STEPS iterations. numba spends 10-20 ms per line of a long kernel
@@ -57,7 +63,8 @@ NEXT_OF_KIND = 8  # nodes of one op, type and line after a node where its next i
 VIEWS = frozenset({"slice", "reshape", "transpose", "broadcast_to"})
 
 # The role of an input of the first iteration's node: ("edge", offset) a node of the same
-# iteration; ("carry", k); ("const", k); ("xs", k); ("hoisted", offset) a view computed
+# iteration; ("carry", k); ("const", k); ("literal", k) a constant of the program, the same in
+# every iteration, written into the body; ("xs", k); ("hoisted", offset) a view computed
 # outside the loop, one per iteration.
 Role = tuple[str, int]
 
@@ -95,9 +102,26 @@ class _Roles:
 
     inputs: dict[tuple[int, int], Role] = field(default_factory=dict)  # (offset, j) -> role
     consts: list[Node] = field(default_factory=list)
+    literals: list[Node] = field(default_factory=list)  # constants the body holds itself
     carries: list[tuple[int, Node]] = field(default_factory=list)  # (offset it becomes, init)
     xs: list[tuple[Node, ...]] = field(default_factory=list)  # one value per iteration
     hoisted: list[int] = field(default_factory=list)  # offsets computed outside the loop
+    filled: list[_Filled] = field(default_factory=list)  # arrays filled row by row
+    sunk: set[int] = field(default_factory=set)  # their offsets, computed after the loop
+
+
+@dataclass(frozen=True)
+class _Filled:
+    """An array the loop fills row by row (`out[t] = h` on a copy): in each iteration
+    `where(mask, pad_slice(v, row t), out)` (compiler/numpy_api/assignment.py), reading the
+    previous iteration's. The loop stacks the v's; one where after it writes them all."""
+
+    pad: int  # offsets in an iteration: the pad_slice, the where, v
+    where: int
+    value: int
+    axis: int  # the axis the rows are taken along
+    positions: tuple[int, ...]  # each iteration's row
+    mask: np.ndarray  # every row written (the masks' union)
 
 
 class _Roller:
@@ -152,9 +176,41 @@ class _Roller:
                 i = end
         chosen: list[_Run] = []
         for run in sorted(found, key=lambda r: (-r.saved, r.period, r.start)):
-            if all(run.end <= other.start or other.end <= run.start for other in chosen):
-                chosen.append(run)
+            chosen += self._clear_of(run, chosen)
         return chosen
+
+    def _clear_of(self, run: _Run, chosen: list[_Run]) -> list[_Run]:
+        """`run`, or where it overlaps runs already chosen, the runs of its whole iterations
+        (realigned) in the stretches they leave free, those still worth rolling. Two loops one
+        after the other often overlap by a node: a sum over the weights' gradients, then over
+        the biases', matches the biases' run one node early (an add like theirs)."""
+        overlapping = [o for o in chosen if not (run.end <= o.start or o.end <= run.start)]
+        if not overlapping:
+            return [run]
+        edges = sorted([run.start, run.end] + [max(run.start, min(run.end, e))
+                                               for o in overlapping for e in (o.start, o.end)])
+        parts = []
+        for a, b in zip(edges[::2], edges[1::2]):  # the stretches no chosen run covers
+            if any(a < o.end and o.start < b for o in overlapping):
+                continue
+            part = self._best_within(a, b, run.period)
+            if part is not None:
+                parts.append(part)
+        return parts
+
+    def _best_within(self, a: int, b: int, p: int) -> _Run | None:
+        """The run of period p with the most iterations inside [a, b), a stretch of a run
+        found whole (its nodes match those p later), if one is worth rolling."""
+        best = None
+        for start in range(a, min(a + p, b)):
+            steps = (b - start) // p
+            if steps < max(2, ROLL_MIN_STEPS) or (best is not None and steps <= best.steps):
+                continue
+            work = sum(n.op not in VIEWS for n in self.sequence[start:start + p])
+            run = _Run(start, p, steps, work)
+            if run.saved >= ROLL_MIN_NODES and self._roles(run) is not None:
+                best = run
+        return best
 
     def _periods(self) -> list[int]:
         """The most common distances from a node to the next node of its op, type and line
@@ -184,7 +240,8 @@ class _Roller:
         a, b = self.sequence[i], self.sequence[i + p]
         if a.op != b.op or a.type != b.type or len(a.inputs) != len(b.inputs):
             return False
-        if self.keys[i] != self.keys[i + p]:  # e.g. X[t]: computed outside, from shared values
+        if self.keys[i] != self.keys[i + p] and a.op != "pad_slice":  # out[t] = v: see _Filled
+            # e.g. X[t]: computed outside, from shared values
             return a.op in VIEWS and all(x is y for x, y in zip(a.inputs, b.inputs))
         for x, y in zip(a.inputs, b.inputs):
             if x is y or (_is_leaf(x) and _is_leaf(y) and x.type == y.type):
@@ -219,9 +276,21 @@ class _Roller:
         """Every input's role (see `Role`), or None if some input fits none."""
         iterations = self._iterations(run)
         roles = _Roles()
-        roles.hoisted = [offset for offset in range(run.period)
-                         if len({_key(it[offset]) for it in iterations}) > 1]
+        differing = [offset for offset in range(run.period)
+                     if len({_key(it[offset]) for it in iterations}) > 1]
+        for offset in differing:
+            if iterations[0][offset].op == "pad_slice":
+                filled = self._filled(run, offset)
+                if filled is None:
+                    return None
+                roles.filled.append(filled)
+                roles.sunk |= {filled.pad, filled.where}
+        roles.hoisted = [offset for offset in differing if offset not in roles.sunk]
+        if any(f.value in roles.hoisted for f in roles.filled):  # a row the loop does not make
+            return None
         for offset, node in enumerate(iterations[0]):
+            if offset in roles.sunk:  # computed after the loop, from the stacked rows
+                continue
             for j in range(len(node.inputs)):
                 values = [it[offset].inputs[j] for it in iterations]
                 if offset in roles.hoisted:  # computed outside: from values made before the run
@@ -238,15 +307,19 @@ class _Roller:
         relative = [self._offset_in(run, m, v) for m, v in enumerate(values)]
         if all(r is None for r in relative):  # made before the run
             if all(v is values[0] for v in values) or _equal_constants(values):
+                if values[0].op == "const":  # x ** 2 stays a square, x / 4.0 a product in it
+                    return "literal", _index(roles.literals, values[0], _same_value)
                 return "const", _index(roles.consts, values[0], _same_value)
             return "xs", _index(roles.xs, tuple(values))
         if relative[0] is not None and all(r == relative[0] for r in relative) \
                 and relative[0][0] == 0:
             source = relative[0][1]
+            if source in roles.sunk:
+                return None
             return ("hoisted" if source in roles.hoisted else "edge"), source
         later = relative[1:]
         if relative[0] is None and all(r == later[0] for r in later) and later[0][0] == -1 \
-                and later[0][1] not in roles.hoisted \
+                and later[0][1] not in roles.hoisted and later[0][1] not in roles.sunk \
                 and values[0].type == self.sequence[run.start + later[0][1]].type:
             source, init = later[0][1], values[0]
             for k, (known_source, known_init) in enumerate(roles.carries):
@@ -255,6 +328,55 @@ class _Roller:
             roles.carries.append((source, init))
             return "carry", len(roles.carries) - 1
         return None
+
+    def _filled(self, run: _Run, pad: int) -> _Filled | None:
+        """The array filled row by row whose pad_slice is at offset `pad`, if the iterations
+        write one row each (unit slices of one axis at evenly spaced positions, the where's
+        mask exactly that row) into the array the previous one wrote, which nothing else
+        reads, and the last one's array is read only after the loop; else None."""
+        iterations = self._iterations(run)
+        users = self.users[iterations[0][pad].id]
+        where = self._offset_in(run, 0, users[0]) if len(users) == 1 else None
+        if where is None or where[0] != 0:
+            return None
+        where = where[1]
+        value, axis, positions, masks = None, None, [], []
+        for m, it in enumerate(iterations):
+            p, w = it[pad], it[where]
+            shape, index = p.attrs["shape"], p.attrs["index"]
+            if w.op != "where" or w.inputs[1] is not p or self.users[p.id] != [w] \
+                    or p.id in self.output_ids or not is_static(shape) \
+                    or w.type != p.type or (w.id in self.output_ids and m < run.steps - 1):
+                return None
+            source = self._offset_in(run, m, p.inputs[0])
+            previous = self._offset_in(run, m, w.inputs[2])
+            if source is None or source[0] != 0 or source[1] in (pad, where) \
+                    or (value is not None and source[1] != value) \
+                    or previous != (None if m == 0 else (-1, where)):
+                return None
+            value = source[1]
+            later = self.users[w.id]
+            if m < run.steps - 1 and later != [iterations[m + 1][where]]:
+                return None
+            if m == run.steps - 1 and any(self.position[u.id] < run.end for u in later):
+                return None
+            cut = [a for a, (spec, d) in enumerate(zip(index, shape)) if spec != (0, d, 1)]
+            if len(cut) != 1 or (axis is not None and cut[0] != axis) \
+                    or index[cut[0]][1] != index[cut[0]][0] + 1 or index[cut[0]][2] != 1:
+                return None
+            axis = cut[0]
+            positions.append(index[axis][0])
+            mask = constant_array(w.inputs[0])
+            row = np.zeros(shape, dtype=bool)
+            row[as_slices(index)] = True
+            if mask is None or mask.dtype != bool or mask.ndim != len(shape) \
+                    or not np.array_equal(np.broadcast_to(mask, shape), row):
+                return None
+            masks.append(mask)
+        step = positions[1] - positions[0]
+        if step == 0 or any(b - a != step for a, b in zip(positions, positions[1:])):
+            return None
+        return _Filled(pad, where, value, axis, tuple(positions), np.logical_or.reduce(masks))
 
     def _offset_in(self, run: _Run, m: int, value: Node) -> tuple[int, int] | None:
         """(its iteration relative to iteration m, its offset) if the run made `value`."""
@@ -298,9 +420,10 @@ class _Roller:
             body_inputs.append(_input(len(body_inputs), TensorType(x.dtype, x.shape[1:]), name))
         nc, nk, n_xs = len(roles.consts), len(roles.carries), len(roles.xs)
         where = {"const": 0, "carry": nc, "xs": nc + nk}
+        literals = [Node("const", (), v.attrs, v.type, v.name, v.loc) for v in roles.literals]
         copies: dict[int, Node] = {}
         for offset, node in enumerate(first):
-            if offset in roles.hoisted:
+            if offset in roles.hoisted or offset in roles.sunk:
                 continue
             inputs = []
             for j in range(len(node.inputs)):
@@ -309,14 +432,18 @@ class _Roller:
                     inputs.append(copies[first[k].id])
                 elif kind == "hoisted":
                     inputs.append(body_inputs[nc + nk + n_xs + roles.hoisted.index(k)])
+                elif kind == "literal":
+                    inputs.append(literals[k])
                 else:
                     inputs.append(body_inputs[where[kind] + k])
             copies[node.id] = Node(node.op, tuple(inputs), node.attrs, node.type,
                                    names[offset], node.loc, node.grad_of)
 
         final = {source: k for k, (source, _) in enumerate(roles.carries)}
+        filled_rows = {f.value for f in roles.filled}
         stacked_offsets = [offset for offset in range(run.period)
-                           if offset not in roles.hoisted and self._stacked(run, offset, final)]
+                           if offset not in roles.hoisted and offset not in roles.sunk
+                           and (offset in filled_rows or self._stacked(run, offset, final))]
         outputs = [copies[first[source].id] for source, _ in roles.carries]
         outputs += [copies[first[offset].id] for offset in stacked_offsets]
         body = Graph(body_inputs, outputs, name=_name(first))
@@ -333,6 +460,11 @@ class _Roller:
             ys = results[nk + k]
             for m, it in enumerate(iterations):
                 replaced.setdefault(it[offset].id, row(ys, m, it[offset]))
+        for f in roles.filled:  # the last iteration's array: every row written at once
+            ys = results[nk + stacked_offsets.index(f.value)]
+            initial = before(first[f.where].inputs[2])
+            replaced[last[f.where].id] = written_rows(ys, initial, f.axis, f.positions, f.mask,
+                                                      last[f.where])
         return replaced
 
     def _stacked(self, run: _Run, offset: int, final: dict[int, int]) -> bool:
@@ -406,9 +538,17 @@ def _input(index: int, t: TensorType, name: str | None) -> Node:
 
 
 def _key(node: Node) -> tuple:
-    """A node's op and attributes, comparable across iterations (a scan by its body's shape)."""
-    return node.op, tuple(sorted((k, _loop_key(v) if isinstance(v, Loop) else freeze(v))
-                                 for k, v in node.attrs.items()))
+    """A node's op and attributes, comparable across iterations (a scan by its body's shape, a
+    custom_vjp call by its function and forward graph)."""
+    return node.op, tuple(sorted((k, _attribute_key(v)) for k, v in node.attrs.items()))
+
+
+def _attribute_key(value) -> object:
+    if isinstance(value, Loop):
+        return _loop_key(value)
+    if isinstance(value, CustomCall):  # one per call: equal when the same function traced alike
+        return "custom_call", id(value.function), fingerprint(value.forward)
+    return freeze(value)
 
 
 def _loop_key(loop: Loop) -> tuple:

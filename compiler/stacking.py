@@ -3,10 +3,13 @@
 The roller (compiler/roll.py) turns a run of identical steps into a scan: what differs
 between the steps becomes the scan's xs, stacked on a new leading axis, and a value the
 steps compute is read back as a row of the scan's stacked ys. Slices X[t] of one array at
-evenly spaced positions stack back into a view of X rather than a copy.
+evenly spaced positions stack back into a view of X rather than a copy; rows a loop writes
+into an array one per step (`out[t] = h`) are written from the stack at once.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from compiler import ops
 from compiler.ir import Node, TensorType
@@ -77,6 +80,31 @@ def row(stack: Node, m: int, like: Node) -> Node:
     index = ((m, m + 1, 1),) + tuple((0, d, 1) for d in stack.type.shape[1:])
     row = _node("slice", stack, index=index)
     return Node("reshape", (row,), {"shape": like.type.shape}, like.type, like.name, like.loc)
+
+
+def written_rows(ys: Node, initial: Node, axis: int, positions: tuple[int, ...],
+                 mask: np.ndarray, like: Node) -> Node:
+    """`initial` with row positions[m] along `axis` replaced by ys[m] (each of them that row,
+    its axis kept as 1): what a loop's `out[t] = v` leaves in `out`, as one where whose
+    `mask` is every row written (compiler/numpy_api/assignment.py writes one so)."""
+    steps, shape = len(positions), initial.type.shape
+    rows = ys
+    if positions[-1] < positions[0]:  # written last to first: the stack reversed
+        rows = _node("slice", rows, index=((steps - 1, -1, -1),) +
+                     tuple((0, d, 1) for d in rows.type.shape[1:]))
+    kept = tuple(d for a, d in enumerate(rows.type.shape[1:]) if a != axis)
+    rows = _node("reshape", rows, shape=(steps,) + kept)
+    if axis != 0:  # the steps' axis moved to where the rows were taken along
+        rows = _node("transpose", rows,
+                     perm=tuple(range(1, axis + 1)) + (0,) + tuple(range(axis + 1, len(shape))))
+    low, step = min(positions), abs(positions[1] - positions[0])
+    index = tuple((low, low + (steps - 1) * step + 1, step) if a == axis else (0, d, 1)
+                  for a, d in enumerate(shape))
+    padded = Node("pad_slice", (rows,), {"shape": shape, "index": index},
+                  ops.get("pad_slice").infer(rows.type, shape=shape, index=index), like.name,
+                  like.loc)
+    where = Node("const", (), {"value": mask}, TensorType(mask.dtype, mask.shape))
+    return Node("where", (where, padded, initial), {}, like.type, like.name, like.loc)
 
 
 def common_name(values: tuple[Node, ...]) -> str | None:

@@ -335,8 +335,11 @@ def test_a_loop_index_out_of_range_stops_the_kernel(backend):
     first = FIRST_ROWS if backend == "numba" else compile_grad(first_rows, backend=backend)
     with pytest.raises(IndexError, match="out of bounds"):  # xs[i + 1] reaches row 5 of 5
         symbolic.value_and_grad(a, rng.normal(size=(ROWS - 1, 3)))
-    with pytest.raises(IndexError, match="out of bounds"):  # xs[i] reaches row 3 of 3
+    with pytest.raises(IndexError, match="out of bounds") as error:  # xs[i]: row 3 of 3
         first(a, np.ones((3, 3)))
+    # the step's line, once (the interpreter named the scan's line before it)
+    line = first_rows.__code__.co_firstlineno + 1
+    assert str(error.value).startswith(f"test_scan.py:{line}: index 3 is out of bounds")
     if backend == "numba":  # the step checks its index once, before its loop over the row
         assert "_check_scalar_index(x, N, 0)" in FIRST_ROWS.source("forward")
 
@@ -400,3 +403,34 @@ def test_xs_of_different_lengths_are_an_error():
 
     with pytest.raises(TraceError, match="share their leading axis"):
         compile_grad(f).grad(np.ones(3), np.ones(4))
+
+
+@pytest.mark.parametrize("length, words", [(2.5, "must be an int"),
+                                           (-1, "must be a non-negative int"),
+                                           (True, "must be a non-negative int")])
+def test_a_length_that_is_no_count_of_steps_is_an_error_at_the_users_line(length, words):
+    def f(w):
+        return scan(lambda h, _: (h * w, h), np.ones(2), None, length=length)[0].sum()
+
+    # 2.5 ran 2 steps (int() of it), -1 failed with NumPy's bare 'all elements of broadcast
+    # shape must be non-negative'
+    with pytest.raises(TraceError, match=rf"test_scan.py:\d+: scan's length= {words}"):
+        compile_grad(f, backend="interpreter").grad(np.ones(2))
+    with pytest.raises(TraceError, match=words):  # the plain Python loop says the same
+        f(np.ones(2))
+
+
+def test_a_length_that_does_not_match_xs_of_a_batch_size_is_an_error():
+    def f(w, xs):  # xs is not differentiated: its rows are a symbolic size
+        h, ys = scan(lambda h, x: (h * w + x, h), np.ones(2), xs, length=5)
+        return np.sum(h) + np.sum(ys)
+
+    compiled = compile_grad(f, backend="interpreter")
+    # it ran over all 7 rows, as if length= were not given (the plain loop raises)
+    with pytest.raises(TraceError, match="length=5 does not match its xs' leading axis of 7"):
+        compiled.value_and_grad(np.ones(2), np.ones((7, 2)))
+    xs = rng.normal(size=(5, 2))
+    value, grad = compiled.value_and_grad(np.full(2, 0.5), xs)
+    assert np.isclose(value, f(np.full(2, 0.5), xs), rtol=1e-14)
+    np.testing.assert_allclose(grad, central_differences(lambda w: f(w, xs), [np.full(2, 0.5)],
+                                                         0), rtol=1e-7)

@@ -377,7 +377,7 @@ class TrainStep:
         arguments = self._stacked_arguments(packing, len(graph.inputs) - len(data))
         arrays = self._step_arrays()
         first_data = len(graph.inputs) - len(data)
-        # (a loss of the parameters alone, step() with no data, has no rows to batch)
+        # no data (a loss of the parameters alone) has no batches to loop over
         batch_axis_symbolic = bool(data) and all(n.shape and isinstance(n.shape[0], Sym)
                                                  for n in graph.inputs[first_data:])
         loops = (MinibatchLoop(tuple(range(first_data, len(graph.inputs))), loss=0),) \

@@ -71,6 +71,37 @@ class Tracer:
     def T(self) -> Tracer:
         return npx.transpose(self)
 
+    @property
+    def mT(self) -> Tracer:
+        """The last two axes swapped (NumPy 2's matrix transpose)."""
+        if self.ndim < 2:
+            raise TraceError(f"x.mT of an array of {self.ndim} dimension(s): the matrix "
+                             "transpose needs 2 or more", user_loc())
+        return npx.swapaxes(self, -1, -2)
+
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize
+
+    @property
+    def nbytes(self):
+        return self.size * self.dtype.itemsize
+
+    # Traced arrays are real (complex ones are refused): their real part is themselves, their
+    # imaginary part zeros, their conjugate themselves, as NumPy gives for real arrays.
+    @property
+    def real(self) -> Tracer:
+        return self
+
+    @property
+    def imag(self) -> Tracer:
+        return np.zeros_like(self)
+
+    def conj(self) -> Tracer:
+        return self
+
+    conjugate = conj
+
     def __repr__(self) -> str:
         return f"Tracer({self.node.type}, {self.node.op})"
 

@@ -59,3 +59,21 @@ def test_misspelled_bounds_and_layout_orders_are_refused_at_the_users_line():
     f = compile_grad(lambda x: x.reshape((3, 2), order="A"), backend="interpreter")
     with pytest.raises(UnsupportedError, match=r"reshape\(order='A'\) is not supported"):
         f(x)
+
+
+def array_attributes(x):
+    """ndarray attributes of a real array: mT (NumPy 2), real, imag, conj(), nbytes,
+    itemsize (each was a bare AttributeError on a traced array)."""
+    b = x.reshape(2, 3, 2)
+    return (np.sum((b.mT @ b) * x.real.sum()) + np.sum(x.imag) + x.nbytes / x.itemsize
+            + np.sum(x.conj() ** 2) + np.sum(x.conjugate()))
+
+
+@pytest.mark.parametrize("backend", ["interpreter", "numba"])
+def test_array_attributes_of_real_arrays(backend):
+    x = np.random.default_rng(3).normal(size=(2, 6))
+    value, grad = compile_grad(array_attributes, backend=backend).value_and_grad(x)
+    np.testing.assert_allclose(value, array_attributes(x), rtol=1e-12)
+    np.testing.assert_allclose(grad, central_differences(array_attributes, [x], 0), rtol=1e-6)
+    with pytest.raises(TraceError, match="x.mT of an array of 1 dimension"):
+        compile_grad(lambda v: np.sum(v.mT), backend="interpreter")(np.ones(3))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from gradcheck import central_differences
 
-from compiler import compile_grad
+from compiler import compile_grad, dsl
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,3 +73,34 @@ def test_an_in_place_operator_on_an_index_of_a_large_copy():
     value, grad = compile_grad(loss, backend="interpreter").value_and_grad(w)
     np.testing.assert_allclose(value, loss(w), rtol=1e-12)
     np.testing.assert_allclose(grad, central_differences(loss, (w,), 0), rtol=1e-6)
+
+
+# --- docs/dsl.md -----------------------------------------------------------------------------
+def test_a_python_scalar_fits_a_scalar_annotation_of_its_kind_when_compiled_too():
+    # compiled, a Python float argument is traced as a weak float64 scalar, which the
+    # annotation check took for a float64 array: 'holds float64 values, but ... f32[]'
+    source = ("def loss(x: f32[3], s: f32[], k: i64[], t: f64[]):\n"
+              "    return sum(x * s) * t + k\n")
+    f = compile_grad(source, backend="interpreter")
+    x = np.array([1.0, 2.0, 4.0], np.float32)
+    value, grad = f.value_and_grad(x, 0.5, 3, 2.0)
+    assert value == np.float32(10.0) and value.dtype == np.float32  # weak, as in NumPy
+    np.testing.assert_array_equal(grad, np.full(3, 1.0, np.float32))
+    for args, message in [((x, 0.5, 3.5, 2.0), "argument 'k' of loss() is a Python float"),
+                          ((x, True, 3, 2.0), "argument 's' of loss() is a Python bool"),
+                          ((x, np.float64(0.5), 3, 2.0), "'s' of loss() holds float64 values")]:
+        with pytest.raises(dsl.DslError, match=re.escape(message)):
+            f(*args)
+
+
+def test_a_loop_of_constants_only():
+    # a counted loop whose carry starts as a number and reads no argument (`acc = acc + i`)
+    # failed in constant folding with a bare AttributeError: 'TupleType' has no 'shape'
+    source = ("def loss(x: f64[3]):\n"
+              "    acc = 0.0\n"
+              "    for i in range(4):\n"
+              "        acc = acc + i * 0.5\n"
+              "    return sum(x * x) + acc\n")
+    value, grad = compile_grad(source, backend="interpreter").value_and_grad(np.ones(3))
+    assert value == 3.0 + 3.0
+    np.testing.assert_array_equal(grad, [2.0, 2.0, 2.0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from gradcheck import central_differences
 
 from compiler import compile_grad, dsl
+from runtime import Parameter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,3 +106,20 @@ def test_a_loop_of_constants_only():
     value, grad = compile_grad(source, backend="interpreter").value_and_grad(np.ones(3))
     assert value == 3.0 + 3.0
     np.testing.assert_array_equal(grad, [2.0, 2.0, 2.0])
+
+
+# --- README, the PyTorch table: Tensor arithmetic outside compiled functions --------------------
+def test_a_python_float_beyond_float32_meets_a_float32_tensor_as_in_pytorch():
+    # `t + 1e300` on a float32 Tensor is inf in PyTorch, with no warning; the runtime warned
+    # 'overflow encountered in cast' (an error under -W error)
+    torch = pytest.importorskip("torch")
+    double = compile_grad(lambda p: p * 2.0, backend="interpreter")
+    p = Parameter(np.array([1.0, -2.0], np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours = [double(p) + 1e300, double(p) * 1e300, 1e300 - double(p)]
+    t = torch.tensor([2.0, -4.0])
+    theirs = [t + 1e300, t * 1e300, 1e300 - t]
+    for a, b in zip(ours, theirs):
+        assert a.dtype == np.float32
+        np.testing.assert_array_equal(a.data, b.numpy())

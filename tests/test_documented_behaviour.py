@@ -25,7 +25,8 @@ def test_gradfuse_output_piped_into_a_reader_that_stops_early_is_no_traceback():
                              str(ROOT / "examples" / "mlp.gf")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     proc.stdout.close()  # before the command writes anything: it starts in about a second
-    err = proc.stderr.read().decode()
+    with proc.stderr:
+        err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 1
     assert err == ""
 

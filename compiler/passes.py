@@ -259,6 +259,8 @@ def _fold(node: Node) -> Node | None:
             with np.errstate(all="ignore"):
                 value = np.asarray(ops.get(node.op).impl(*args, **node.attrs), node.dtype)
             return _uniform(value.reshape(1), node)
+    if not isinstance(node.type, TensorType):  # several results (a loop of constants only)
+        return None
     if not all(x.op == "const" for x in node.inputs) or not is_static(node.type.shape):
         return None
     if int(np.prod(node.type.shape)) > FOLD_LIMIT:

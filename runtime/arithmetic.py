@@ -68,7 +68,8 @@ def _number_dtype(x: Any) -> np.dtype:
 
 def _array(x: Any, dtype: np.dtype) -> np.ndarray:
     data = x.data if isinstance(x, Tensor) else x
-    return np.asarray(data).astype(dtype, copy=False)
+    with np.errstate(over="ignore"):  # 1e300 into float32 is inf, silently as in PyTorch
+        return np.asarray(data).astype(dtype, copy=False)
 
 
 def _tensor_or_none(x: Any) -> Tensor | None:

@@ -84,6 +84,30 @@ def grad(fn, x):
          [1.0, 0.5], [0.0, 4 / 3]),
         ("sinc'(0) = 0, near 0 too (no NaN from an overflowing 1 / x)", np.sinc,
          [0.0, 0.5, 1e-170, -1e-310], [0.0, -4 / np.pi, 0.0, 0.0]),
+        ("x ** y w.r.t. y where x <= 0: 0, as JAX", lambda y: np.array([-2.0, 0.0, 2.0]) ** y,
+         [2.0, 2.0, 2.0], [0.0, 0.0, 4 * np.log(2.0)]),
+        ("heaviside(x, h) w.r.t. h: 1 where x == 0",
+         lambda h: np.heaviside(np.array([-1.0, 0.0, 2.0]), h), [0.3, 0.3, 0.3], [0, 1, 0]),
+        ("arccos'(+-1) = -inf", np.arccos, [1.0, -1.0, 0.0], [-np.inf, -np.inf, -1.0]),
+        ("max with initial= and where=: half to a tied entry",
+         lambda x: np.max(x, initial=2.0, where=np.array([True, True, False])),
+         [1.0, 2.0, 5.0], [0.0, 0.5, 0.0]),
+        ("nan-reductions over a lane of NaNs only: 0",
+         lambda x: np.nanmean(x, axis=1) + np.nanmax(x, axis=1) + np.nanstd(x, axis=1),
+         [[np.nan, np.nan], [1.0, 2.0]], [[0.0, 0.0], [0.0, 2.0]]),
+        ("vector norms at 0: 0 for every ord",
+         lambda x: sum(np.linalg.norm(x, o) for o in (2, 1, 3, 0.5, -1, np.inf, -np.inf)),
+         [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]),
+        ("matrix norms 'fro', 1, -1, inf, -inf at 0: 0",
+         lambda x: sum(np.linalg.norm(x, o) for o in ("fro", 1, -1, np.inf, -np.inf)),
+         [[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]),
+        ("norm inf with ties: shared evenly", lambda x: np.linalg.norm(x, np.inf),
+         [3.0, -3.0, 1.0], [0.5, -0.5, 0.0]),
+        ("singular values that repeat: U diag(g) V^T of one SVD", np.linalg.svdvals,
+         [[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]]),
+        ("norms 'nuc' and 2 at 0: U diag(g) V^T, as PyTorch",
+         lambda x: np.linalg.norm(x, "nuc") + np.linalg.norm(x, 2),
+         [[0.0, 0.0], [0.0, 0.0]], [[1.5, 0.0], [0.0, 1.5]]),
     ],
 )
 def test_kink_table(name, fn, x, expected):
@@ -110,3 +134,21 @@ def test_kinks_match_pytorch():
         t = torch.tensor(x, requires_grad=True)
         theirs(t).sum().backward()
         np.testing.assert_allclose(grad(ours, x), t.grad.numpy())
+
+
+def test_the_gradient_of_det_and_slogdet_of_a_singular_matrix_is_a_linalg_error():
+    singular = np.array([[1.0, 2.0], [2.0, 4.0]])
+    for fn in (np.linalg.det, lambda a: np.linalg.slogdet(a)[1]):
+        with pytest.raises(np.linalg.LinAlgError, match="Singular matrix"):
+            grad(fn, singular)
+
+
+def test_cholesky_gradient_is_symmetric():
+    a = np.array([[4.0, 2.0], [1.0, 3.0]])  # NumPy reads the lower triangle only
+    g = grad(lambda a: np.linalg.cholesky(a) * np.array([[1.0, 0.0], [2.0, 3.0]]), a)
+    np.testing.assert_allclose(g, g.T)
+    torch = pytest.importorskip("torch")
+    t = torch.tensor(np.tril(a) + np.tril(a, -1).T, requires_grad=True)
+    (torch.linalg.cholesky(t) * torch.tensor([[1.0, 0.0], [2.0, 3.0]], dtype=torch.float64)
+     ).sum().backward()
+    np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-12)

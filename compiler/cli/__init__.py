@@ -52,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with status 2 on bad usage
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # a reader gone early (`gradfuse ir ... | head`) shows here
+        return status
+    except BrokenPipeError:  # the reader has what it wanted: no traceback, as other tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit's flush
+        return 1
     except UsageError as err:
         args.subparser.print_usage(sys.stderr)
         print(f"gradfuse {args.command}: error: {err}", file=sys.stderr)

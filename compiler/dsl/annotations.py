@@ -54,8 +54,8 @@ def check_arguments(source: SourceText, function: FunctionDef, values: list) -> 
 
 def _dtype_and_shape(value: Any) -> tuple[np.dtype | None, tuple]:
     """A Python scalar has no dtype of its own (NumPy 2 treats it as "weak"): None."""
-    if isinstance(value, Tracer):
-        return value.dtype, value.type.shape
+    if isinstance(value, Tracer):  # a Python scalar argument is traced as a weak one
+        return (None if value.weak else value.dtype), value.type.shape
     if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
         return None, ()
     array = np.asarray(value)
@@ -64,10 +64,13 @@ def _dtype_and_shape(value: Any) -> tuple[np.dtype | None, tuple]:
 
 def _dtype_problem(param: Param, dtype: np.dtype | None, value: Any) -> str | None:
     if dtype is None:  # a Python scalar fits any dtype of its kind (or a float, an int)
-        fits = "b" if isinstance(value, bool) else "iuf" if isinstance(value, int) else "f"
+        kind = value.dtype.kind if isinstance(value, Tracer) else \
+            "b" if isinstance(value, bool) else "i" if isinstance(value, int) else "f"
+        fits = {"b": "b", "i": "iuf"}.get(kind, "f")
         if param.dtype.kind in fits:
             return None
-        return f"is a Python {type(value).__name__}, but its annotation says {param.type_text}"
+        name = {"b": "bool", "i": "int"}.get(kind, "float")
+        return f"is a Python {name}, but its annotation says {param.type_text}"
     if dtype == param.dtype:
         return None
     return f"holds {dtype.name} values, but its annotation says {param.type_text}"

@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -67,6 +68,13 @@ class Copy(Tracer):
 
     def __setitem__(self, key, value) -> None:
         assign(self, key, value)
+
+    def __getitem__(self, key):
+        result = getitem(self, key)
+        view = self.builder.copies._view_of(result) if self.builder.copies else None
+        if view is not None and view.positions is None and is_basic(self, key):
+            view.key = key  # `y[:, 1] *= 2` on a symbolic copy: assigned there (in_place.py)
+        return result
 
     # (`y += v`, the Tracer's in-place operators, come here: compiler/numpy_api/in_place.py)
     def _in_place(self, result: Tracer) -> Copy:
@@ -113,6 +121,7 @@ class _View:
     version: int  # the copy's version it shows
     positions: np.ndarray | None  # the copy's flat positions it shows (None: unknown)
     loc: SourceLoc | None
+    key: Any = None  # the basic index it was read with from the copy itself, if unknown
 
 
 class Views:

@@ -5,7 +5,9 @@ change. Traced values are immutable, so:
 
 - a copy (`y = x.copy()`) takes `y op= v` as an assignment (compiler/numpy_api/assignment.py);
 - a view of a copy (`for row in y: row *= 2`) is assigned through: the copy gets the new
-  values where the view shows it, and the copy's other views are followed as for `y[k] = v`;
+  values where the view shows it, and the copy's other views are followed as for `y[k] = v`
+  (a copy too large or symbolic to follow its elements, where the view was read from it
+  with slices and ints: `y[:, 1] *= 2`, `row = y[0]; row += v`);
 - any other computed array takes the new value as its own node, so its Python aliases (the
   same Tracer) see it; a view of it taken earlier (a slice, row, transpose or reshape) would
   show the change in NumPy and holds the old values here, so using it afterwards is an
@@ -140,6 +142,12 @@ def _through_view_of_copy(view: Tracer, result: Tracer) -> None:
     copies = view.builder.copies
     info = copies._view_of(view)
     copy = info.copy
+    if info.positions is None and info.key is not None and info.version == copy.version:
+        value = _value_for(result, copy.dtype, view.type.shape)
+        assign(copy, info.key, value)  # `y[:, 1] *= 2`: the region the view was read from
+        view.node = value.node
+        info.version = copy.version
+        return
     if info.positions is None:
         raise UnsupportedError(
             "an in-place operator on a view of a copy whose elements gradfuse does not follow "

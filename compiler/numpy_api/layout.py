@@ -21,6 +21,8 @@ def _dims(shape) -> tuple:
     for d in shape:
         if isinstance(d, SymDim):
             dims.append(d.sym)
+        elif isinstance(d, Sym):  # a traced array's own shape, as gradfuse passes it
+            dims.append(d)
         elif isinstance(d, (int, np.integer)):
             dims.append(int(d))
         else:

@@ -17,6 +17,7 @@ through it: the compiler registers how (`set_tensor_call`); the runtime never im
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -61,27 +62,70 @@ def _takes_tensors(fn: Callable) -> Callable:
 
     return on_arrays_or_tensors
 
+
 _REDUCTIONS = ("mean", "sum", "none")
 
 
 def _reduce(loss: Array, reduction: str) -> Array:
+    _check_reduction(reduction)
     if reduction == "mean":
         return np.mean(loss)
-    if reduction == "sum":
-        return np.sum(loss)
-    if reduction == "none":
-        return loss
-    raise ValueError(f"{reduction!r} is not a valid value for reduction; use one of {_REDUCTIONS}")
+    return np.sum(loss) if reduction == "sum" else loss
+
+
+def _check_reduction(reduction: Any, allowed: tuple[str, ...] = _REDUCTIONS) -> None:
+    # A string test first: PyTorch's third positional parameter is often `weight`, and an
+    # array compared with "mean" is an array, whose truth value is an error of its own.
+    if not isinstance(reduction, str) or reduction not in allowed:
+        got = repr(reduction) if isinstance(reduction, str) else f"a {type(reduction).__name__}"
+        raise ValueError(f"{got} is not a valid value for reduction; use one of {allowed} "
+                         "(weights and the other options are keywords here)")
+
+
+def _axis(axis: int | None, dim: int | None, default: int | None) -> int | None:
+    """PyTorch's `dim=` or NumPy's `axis=`, not both."""
+    if dim is not None and axis is not None:
+        raise TypeError("pass the axis as axis= or as PyTorch's dim=, not both")
+    return dim if dim is not None else axis if axis is not None else default
+
+
+def _keepdims(keepdims: bool | None, keepdim: bool | None) -> bool:
+    if keepdim is not None and keepdims is not None:
+        raise TypeError("pass keepdims= or PyTorch's keepdim=, not both")
+    return bool(keepdim if keepdim is not None else keepdims)
+
+
+def _no_inplace(name: str, inplace: bool) -> None:
+    if inplace:
+        raise ValueError(f"F.{name}(x, inplace=True) is not supported: arrays here are values; "
+                         f"write x = F.{name}(x)")
 
 
 # -- activations ---------------------------------------------------------------------
 
 
 @_takes_tensors
-def relu(x: Array) -> Array:
+def relu(x: Array, inplace: bool = False) -> Array:
     """max(x, 0), written with np.where so that relu'(0) = 0 (PyTorch's choice)."""
+    _no_inplace("relu", inplace)
     # np.maximum(x, 0) would split the gradient at the tie x == 0.
     return np.where(x > 0, x, 0)
+
+
+@_takes_tensors
+def leaky_relu(x: Array, negative_slope: float = 0.01, inplace: bool = False) -> Array:
+    """x where x > 0, else negative_slope * x (the slope's side at 0, as PyTorch)."""
+    _no_inplace("leaky_relu", inplace)
+    return np.where(x > 0, x, negative_slope * x)
+
+
+@_takes_tensors
+def elu(x: Array, alpha: float = 1.0, inplace: bool = False) -> Array:
+    """x where x > 0, else alpha * (exp(x) - 1) (derivative alpha at 0, as PyTorch)."""
+    _no_inplace("elu", inplace)
+    # expm1 of the negative part only: exp of a large x would be inf, and inf times the
+    # where's zero cotangent a NaN gradient.
+    return np.where(x > 0, x, alpha * np.expm1(np.where(x > 0, 0, x)))
 
 
 @_takes_tensors
@@ -96,11 +140,49 @@ def sigmoid(x: Array) -> Array:
 
 
 @_takes_tensors
-def softplus(x: Array) -> Array:
-    """log(1 + exp(x)), stable for large |x|."""
+def silu(x: Array, inplace: bool = False) -> Array:
+    """x * sigmoid(x) (swish)."""
+    _no_inplace("silu", inplace)
+    return x * sigmoid(x)
+
+
+@_takes_tensors
+def softplus(x: Array, beta: float = 1.0, threshold: float = 20.0) -> Array:
+    """log(1 + exp(beta x)) / beta, stable for large |x|; x itself where beta x > threshold,
+    as PyTorch."""
     # At x = 0 the derivative is still sigmoid(0) = 0.5: maximum splits its tie
     # evenly and abs'(0) = 0 (the compiler's kink table).
-    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+    unscaled = isinstance(beta, int | float) and beta == 1  # no two ops by 1 in kernels
+    z = x if unscaled else beta * x
+    smooth = np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+    return np.where(z > threshold, x, smooth if unscaled else smooth / beta)
+
+
+@_takes_tensors
+def logsigmoid(x: Array) -> Array:
+    """log(sigmoid(x)) = -softplus(-x), finite far in the negative tail."""
+    return -(np.maximum(-x, 0) + np.log1p(np.exp(-np.abs(x))))
+
+
+_ERF = np.frompyfunc(math.erf, 1, 1)  # NumPy has no erf; the compiler binds this one to its own
+
+
+def _erf(z: Array) -> Array:
+    out = _ERF(z)
+    # On arrays frompyfunc gives objects (a Python float for 0-d input); traced, a float.
+    return np.asarray(out, dtype=np.result_type(z)) if isinstance(out, float) else out.astype(
+        z.dtype)
+
+
+@_takes_tensors
+def gelu(x: Array, approximate: str = "none") -> Array:
+    """x * Phi(x), Phi the standard normal CDF; approximate="tanh" is PyTorch's tanh form."""
+    if approximate == "tanh":
+        inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
+        return 0.5 * x * (1 + np.tanh(inner))
+    if approximate != "none":
+        raise ValueError(f"approximate={approximate!r}: use 'none' or 'tanh'")
+    return 0.5 * x * (1 + _erf(x / math.sqrt(2)))
 
 
 def _shift(x: Array, axis: int | None, keepdims: bool) -> Array:
@@ -112,25 +194,50 @@ def _shift(x: Array, axis: int | None, keepdims: bool) -> Array:
 
 
 @_takes_tensors
-def logsumexp(x: Array, axis: int | None = None, keepdims: bool = False) -> Array:
-    """log(sum(exp(x))) along axis, computed after subtracting the max."""
+def logsumexp(x: Array, axis: int | None = None, keepdims: bool | None = None, *,
+              dim: int | None = None, keepdim: bool | None = None) -> Array:
+    """log(sum(exp(x))) along axis (all axes by default), computed after subtracting the max;
+    PyTorch's dim= and keepdim= are taken too."""
+    axis, keepdims = _axis(axis, dim, None), _keepdims(keepdims, keepdim)
     # The max is a constant shift: its gradient terms cancel exactly, so the
     # derivative is softmax(x) whichever element wins a tie.
     total = np.sum(np.exp(x - _shift(x, axis, True)), axis=axis, keepdims=keepdims)
     return np.log(total) + _shift(x, axis, keepdims)
 
 
+def _as_dtype(x: Array, dtype: Any) -> Array:
+    return x if dtype is None else x.astype(dtype)
+
+
 @_takes_tensors
-def softmax(x: Array, axis: int = -1) -> Array:
-    """exp(x) / sum(exp(x)) along axis."""
+def softmax(x: Array, axis: int | None = None, *, dim: int | None = None,
+            dtype: Any = None) -> Array:
+    """exp(x) / sum(exp(x)) along axis (the last by default; PyTorch's dim= too), in `dtype`
+    if given (x is cast first, as PyTorch)."""
+    axis, x = _axis(axis, dim, -1), _as_dtype(x, dtype)
     e = np.exp(x - _shift(x, axis, True))
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
 @_takes_tensors
-def log_softmax(x: Array, axis: int = -1) -> Array:
-    """x - logsumexp(x) along axis: log-probabilities without forming small probabilities."""
+def log_softmax(x: Array, axis: int | None = None, *, dim: int | None = None,
+                dtype: Any = None) -> Array:
+    """x - logsumexp(x) along axis (the last by default; PyTorch's dim= too): log-probabilities
+    without forming small probabilities."""
+    axis, x = _axis(axis, dim, -1), _as_dtype(x, dtype)
     return x - logsumexp(x, axis=axis, keepdims=True)
+
+
+@_takes_tensors
+def one_hot(labels: Array, num_classes: int) -> Array:
+    """int64 rows with a 1 at each label: shape labels.shape + (num_classes,).
+
+    num_classes is required (PyTorch's -1, the largest label plus one, would depend on the
+    values, which a compiled function does not know when it is traced)."""
+    if not isinstance(num_classes, int | np.integer) or num_classes < 0:
+        raise ValueError(f"one_hot needs num_classes, a count of classes (got {num_classes!r}); "
+                         "it cannot be read from the labels' values inside compiled functions")
+    return (np.expand_dims(labels, -1) == np.arange(num_classes)).astype(np.int64)
 
 
 # -- layers --------------------------------------------------------------------------
@@ -159,29 +266,163 @@ def l1_loss(pred: Array, target: Array, reduction: str = "mean") -> Array:
 
 
 @_takes_tensors
-def huber_loss(pred: Array, target: Array, delta: float = 1.0, reduction: str = "mean") -> Array:
+def huber_loss(pred: Array, target: Array, reduction: str = "mean", delta: float = 1.0) -> Array:
     """0.5 d**2 where |d| < delta, else delta * (|d| - delta/2), with d = pred - target."""
+    _check_reduction(reduction)
     d = np.abs(pred - target)
     return _reduce(np.where(d < delta, 0.5 * d**2, delta * (d - 0.5 * delta)), reduction)
 
 
 @_takes_tensors
-def cross_entropy(logits: Array, labels: Array, reduction: str = "mean") -> Array:
+def smooth_l1_loss(pred: Array, target: Array, reduction: str = "mean",
+                   beta: float = 1.0) -> Array:
+    """0.5 d**2 / beta where |d| < beta, else |d| - beta/2, with d = pred - target (the Huber
+    loss divided by beta; beta = 0 is the L1 loss)."""
+    _check_reduction(reduction)
+    d = np.abs(pred - target)
+    # beta may be 0, where the quadratic side is never taken: divide by 1 there, so that
+    # no 0/0 reaches the gradient through the side not taken.
+    # (A number stays a Python number: np.where would make it a float64 array.)
+    divisor = (beta if beta > 0 else 1) if isinstance(beta, int | float) \
+        else np.where(beta > 0, beta, 1).astype(_dtype(d))
+    quadratic = 0.5 * d**2 / divisor
+    return _reduce(np.where(d < beta, quadratic, d - 0.5 * beta), reduction)
+
+
+def _class_weights(weight: Array | None, safe_labels: Array, keep: Array,
+                   dtype: np.dtype) -> Array:
+    """Each row's class weight, 0 for ignored rows."""
+    if weight is None:
+        return keep.astype(dtype)
+    return np.where(keep, np.take(weight, safe_labels), 0)
+
+
+def _picked_loss(log_probs: Array, labels: Array, weight: Array | None, ignore_index: int,
+                 label_smoothing: Any, reduction: str) -> Array:
+    """nll_loss on class indices (the last axis is the class axis), with cross_entropy's label
+    smoothing, reduced as PyTorch: a weighted mean divides by the kept rows' weights."""
+    if tuple(np.shape(labels)) != tuple(np.shape(log_probs)[:-1]):
+        raise ValueError(
+            f"class-index labels have the logits' shape without the class axis, the last one "
+            f"here (PyTorch's is axis 1: move it last, np.moveaxis(logits, 1, -1)): got labels "
+            f"of shape {tuple(np.shape(labels))} for logits of shape "
+            f"{tuple(np.shape(log_probs))}")
+    keep = labels != ignore_index
+    safe = np.where(keep, labels, 0)  # an ignored row reads class 0, then counts for nothing
+    row_weight = _class_weights(weight, safe, keep, _dtype(log_probs))
+    picked = -np.sum(np.take_along_axis(log_probs, np.expand_dims(safe, -1), axis=-1), axis=-1)
+    loss = np.where(keep, picked * row_weight, 0)
+    if label_smoothing is not None:
+        n_classes = log_probs.shape[-1]
+        spread = -np.sum(log_probs if weight is None else log_probs * weight, axis=-1)
+        loss = (1 - label_smoothing) * loss \
+            + label_smoothing / n_classes * np.where(keep, spread, 0)
+    if reduction == "mean":
+        return np.sum(loss) / np.sum(row_weight)
+    return _reduce(loss, reduction)
+
+
+@_takes_tensors
+def nll_loss(log_probs: Array, labels: Array, reduction: str = "mean", *,
+             weight: Array | None = None, ignore_index: int = -100) -> Array:
+    """-log_probs[label], reduced, for log-probabilities (N, C) and integer labels (N,).
+
+    weight (C,) scales each class's terms; a mean then divides by the weights of the rows'
+    classes, as PyTorch. Rows labelled ignore_index count for nothing. The class axis is
+    the last one."""
+    _check_reduction(reduction)
+    _check_labels(labels, "nll_loss")
+    return _picked_loss(log_probs, labels, weight, ignore_index, None, reduction)
+
+
+def _dtype(x: Any) -> np.dtype:
+    return x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype
+
+
+def _check_labels(labels: Any, name: str) -> None:
+    if _dtype(labels).kind not in "iu":
+        raise TypeError(f"{name} takes class indices as integers, got {_dtype(labels)} labels")
+
+
+@_takes_tensors
+def cross_entropy(logits: Array, labels: Array, reduction: str = "mean", *,
+                  weight: Array | None = None, ignore_index: int = -100,
+                  label_smoothing: float = 0.0) -> Array:
     """-log softmax(logits)[label] for logits (N, C) and integer labels (N,), reduced.
 
-    The class axis is the last one; labels have the logits' shape without it.
+    The class axis is the last one; labels have the logits' shape without it. Float labels
+    of the logits' shape are class probabilities (PyTorch's soft targets). As PyTorch:
+    weight (C,) scales each class (a mean of class indices divides by the weights of the
+    rows' classes, of probabilities by the row count), rows labelled ignore_index count for
+    nothing, and label_smoothing mixes the targets with the uniform distribution.
     """
+    _check_reduction(reduction)
     log_probs = log_softmax(logits, axis=-1)
-    picked = np.take_along_axis(log_probs, np.expand_dims(labels, -1), axis=-1)
-    # Summing the length-1 class axis drops it without indexing.
-    return _reduce(-np.sum(picked, axis=-1), reduction)
+    smoothing = None if isinstance(label_smoothing, int | float) and label_smoothing == 0 \
+        else label_smoothing
+    if _dtype(labels).kind == "f":
+        if ignore_index != -100:
+            raise ValueError("ignore_index is for class-index labels, not probabilities")
+        if np.ndim(labels) != np.ndim(logits):
+            raise ValueError("float labels are class probabilities, of the logits' shape; "
+                             "class indices are integers")
+        if smoothing is not None:
+            labels = (1 - smoothing) * labels + smoothing / logits.shape[-1]
+        terms = log_probs * labels if weight is None else log_probs * labels * weight
+        loss = -np.sum(terms, axis=-1)
+        return _reduce(loss, reduction)
+    _check_labels(labels, "cross_entropy")
+    return _picked_loss(log_probs, labels, weight, ignore_index, smoothing, reduction)
 
 
 @_takes_tensors
 def binary_cross_entropy_with_logits(
-    logits: Array, targets: Array, reduction: str = "mean"
+    logits: Array, targets: Array, reduction: str = "mean", *,
+    weight: Array | None = None, pos_weight: Array | None = None,
 ) -> Array:
-    """-[t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))], in the form that never overflows."""
-    # = max(x, 0) - x t + log(1 + exp(-|x|)); no log of a rounded-to-zero probability.
-    loss = np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
+    """-[p t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))], in the form that never overflows;
+    p is pos_weight (per class, broadcast along the last axis; 1 by default), and weight
+    scales each term, as PyTorch."""
+    _check_reduction(reduction)
+    # = (1 - t) x + (1 + (p - 1) t) log(1 + exp(-x)), log(1 + exp(-x)) written as
+    # max(-x, 0) + log1p(exp(-|x|)): no log of a rounded-to-zero probability.
+    if pos_weight is None:  # max(x, 0) - x t + ..., the form W5 was measured with
+        loss = np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
+    else:
+        softplus_neg = np.maximum(-logits, 0) + np.log1p(np.exp(-np.abs(logits)))
+        loss = (1 - targets) * logits + (1 + (pos_weight - 1) * targets) * softplus_neg
+    return _reduce(loss if weight is None else loss * weight, reduction)
+
+
+@_takes_tensors
+def binary_cross_entropy(probs: Array, targets: Array, reduction: str = "mean", *,
+                         weight: Array | None = None) -> Array:
+    """-[t log p + (1 - t) log(1 - p)] with each log clamped at -100, as PyTorch (prefer
+    binary_cross_entropy_with_logits on logits: it loses no precision near 0 and 1)."""
+    _check_reduction(reduction)
+    # The log of a p of exactly 0 or 1 reads 1 instead, so that no infinite derivative
+    # meets the clamp's zero (a NaN); its clamped value is -100 as PyTorch's.
+    log_p = np.where(probs > 0, np.log(np.where(probs > 0, probs, 1)), -100.0)
+    log_q = np.where(probs < 1, np.log1p(-np.where(probs < 1, probs, 0)), -100.0)
+    loss = -(targets * np.maximum(log_p, -100) + (1 - targets) * np.maximum(log_q, -100))
+    return _reduce(loss if weight is None else loss * weight, reduction)
+
+
+@_takes_tensors
+def kl_div(log_probs: Array, targets: Array, reduction: str = "mean",
+           log_target: bool = False) -> Array:
+    """sum of t (log t - log_probs), the divergence of the targets from the model's
+    log-probabilities, as PyTorch: 0 where t = 0; "batchmean" divides the sum by the rows
+    (the true KL divergence; "mean", PyTorch's default, divides by all entries)."""
+    _check_reduction(reduction, (*_REDUCTIONS, "batchmean"))
+    if log_target:
+        loss = np.exp(targets) * (targets - log_probs)
+    else:
+        positive = targets > 0
+        log_t = np.log(np.where(positive, targets, 1))
+        loss = np.where(positive, targets * (log_t - log_probs), 0)
+    if reduction == "batchmean":
+        if np.ndim(loss) == 0:
+            return loss
+        return np.mean(np.sum(loss, axis=tuple(range(1, np.ndim(loss)))))
     return _reduce(loss, reduction)

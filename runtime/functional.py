@@ -290,11 +290,15 @@ def smooth_l1_loss(pred: Array, target: Array, reduction: str = "mean",
 
 
 def _class_weights(weight: Array | None, safe_labels: Array, keep: Array,
-                   dtype: np.dtype) -> Array:
+                   log_probs: Array) -> Array:
     """Each row's class weight, 0 for ignored rows."""
     if weight is None:
-        return keep.astype(dtype)
-    return np.where(keep, np.take(weight, safe_labels), 0)
+        return keep.astype(_dtype(log_probs))
+    # Read along the class axis of a weight broadcast to the logits, not np.take(weight,
+    # labels): a constant weight (an ndarray) cannot be indexed by traced labels.
+    by_class = np.zeros_like(log_probs) + weight
+    return np.where(keep, np.sum(np.take_along_axis(by_class, np.expand_dims(safe_labels, -1),
+                                                    axis=-1), axis=-1), 0)
 
 
 def _picked_loss(log_probs: Array, labels: Array, weight: Array | None, ignore_index: int,
@@ -309,7 +313,7 @@ def _picked_loss(log_probs: Array, labels: Array, weight: Array | None, ignore_i
             f"{tuple(np.shape(log_probs))}")
     keep = labels != ignore_index
     safe = np.where(keep, labels, 0)  # an ignored row reads class 0, then counts for nothing
-    row_weight = _class_weights(weight, safe, keep, _dtype(log_probs))
+    row_weight = _class_weights(weight, safe, keep, log_probs)
     picked = -np.sum(np.take_along_axis(log_probs, np.expand_dims(safe, -1), axis=-1), axis=-1)
     loss = np.where(keep, picked * row_weight, 0)
     if label_smoothing is not None:

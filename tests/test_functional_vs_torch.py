@@ -153,6 +153,10 @@ CASES = [
      lambda x, y: TF.cross_entropy(x, y, reduction="sum"), (LOGITS, LABELS), (0,)),
     ("ce-weight", lambda x, y, w: F.cross_entropy(x, y, weight=w),
      lambda x, y, w: TF.cross_entropy(x, y, weight=w), (LOGITS, LABELS, WEIGHT), (0,)),
+    ("ce-constant-weight",  # a constant weight read at traced labels
+     lambda x, y: F.cross_entropy(x, y, weight=WEIGHT.astype(x.dtype), ignore_index=1),
+     lambda x, y: TF.cross_entropy(x, y, weight=t(WEIGHT), ignore_index=1), (LOGITS, LABELS),
+     (0,)),
     ("ce-ignore", F.cross_entropy, TF.cross_entropy, (LOGITS, PADDED), (0,)),
     ("ce-ignore-none", lambda x, y: F.cross_entropy(x, y, reduction="none"),
      lambda x, y: TF.cross_entropy(x, y, reduction="none"), (LOGITS, PADDED), (0,)),

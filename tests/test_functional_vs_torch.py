@@ -301,3 +301,63 @@ def test_one_hot_matches_pytorch():
 def test_what_is_not_taken_is_a_clear_error(call, error, words):
     with pytest.raises(error, match=words):
         call()
+
+
+# -- initializers against torch.nn.init -------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["kaiming_uniform", "kaiming_normal", "xavier_uniform",
+                                  "xavier_normal", "orthogonal", "trunc_normal"])
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0), (0, 0)])
+def test_initializers_of_empty_weights_are_empty(name, shape):
+    """A weight with no entries (nn.Linear(0, 3)): a bare ZeroDivisionError before; PyTorch's
+    init leaves such a tensor alone."""
+    w = getattr(init, name)(shape, 0)
+    assert w.shape == shape and w.dtype == np.float32
+    W, b = init.linear_params(shape[0], shape[1], 0)
+    assert W.shape == shape and b.shape == (shape[1],)
+
+
+def test_initializers_refuse_integer_dtypes():
+    """int64 samples of U(-0.4, 0.4) are all 0: refused, not truncated."""
+    for name in ["kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal",
+                 "orthogonal", "trunc_normal"]:
+        with pytest.raises(TypeError, match="not a float dtype"):
+            getattr(init, name)((3, 4), 0, dtype=np.int64)
+
+
+def test_calculate_gain_of_convolutions_and_bad_slopes_as_pytorch():
+    for name in ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                 "conv_transpose3d", "linear", "sigmoid", "tanh", "relu", "selu"]:
+        assert init.calculate_gain(name) == pytest.approx(torch.nn.init.calculate_gain(name))
+    assert init.calculate_gain("leaky_relu", 3) == torch.nn.init.calculate_gain("leaky_relu", 3)
+    for bad in [True, "0.1"]:
+        with pytest.raises(ValueError, match="not a valid number"):
+            init.calculate_gain("leaky_relu", bad)
+        with pytest.raises(ValueError, match="not a valid number"):
+            torch.nn.init.calculate_gain("leaky_relu", bad)
+
+
+@pytest.mark.parametrize("mean, std, a, b", [(0.0, 1.0, -2.0, 2.0), (0.0, 0.02, -2.0, 2.0),
+                                             (1.0, 2.0, 0.5, 1.5), (0.0, 1.0, 3.0, 4.0)])
+def test_trunc_normal_has_pytorchs_distribution(mean, std, a, b):
+    """Bounds, mean and spread against torch.nn.init.trunc_normal_ on as many samples (a wide
+    interval, a narrow one, one far in the tail)."""
+    ours = init.trunc_normal((300, 200), 0, mean=mean, std=std, a=a, b=b, dtype=np.float64)
+    torch.manual_seed(0)
+    theirs = torch.nn.init.trunc_normal_(torch.empty(200, 300, dtype=torch.float64),
+                                         mean, std, a, b).numpy()
+    assert ours.shape == (300, 200) and ours.min() >= a and ours.max() <= b
+    assert ours.mean() == pytest.approx(theirs.mean(), abs=0.01 * min(std, b - a))
+    assert ours.std() == pytest.approx(theirs.std(), rel=0.02)
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (3, 6), (5, 5)])
+def test_orthogonal_is_orthogonal_as_pytorchs(shape):
+    w = init.orthogonal(shape, 0, gain=2.0, dtype=np.float64)
+    theirs = torch.nn.init.orthogonal_(torch.empty(shape[::-1], dtype=torch.float64),
+                                       gain=2.0).numpy().T  # nn.Linear's layout, transposed
+    for m in (w, theirs):
+        small = m.T @ m if shape[0] >= shape[1] else m @ m.T
+        np.testing.assert_allclose(small, 4 * np.eye(min(shape)), atol=1e-12)
+    np.testing.assert_array_equal(w, init.orthogonal(shape, 0, gain=2.0, dtype=np.float64))

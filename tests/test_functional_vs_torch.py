@@ -361,3 +361,45 @@ def test_orthogonal_is_orthogonal_as_pytorchs(shape):
         small = m.T @ m if shape[0] >= shape[1] else m @ m.T
         np.testing.assert_allclose(small, 4 * np.eye(min(shape)), atol=1e-12)
     np.testing.assert_array_equal(w, init.orthogonal(shape, 0, gain=2.0, dtype=np.float64))
+
+
+# -- utils ----------------------------------------------------------------------------------
+
+
+def test_parameters_to_vector_is_differentiable_as_pytorchs():
+    """An L2 penalty on the flattened parameters beside a compiled loss, vs PyTorch."""
+    from runtime import utils
+
+    params = init.mlp_params([4, 3, 2], 1, dtype=np.float64)
+    X = rng.normal(size=(5, 4))
+    vec = utils.parameters_to_vector(params)
+    assert vec.shape == (4 * 3 + 3 + 3 * 2 + 2,) and vec.requires_grad
+    loss = MODEL(params, X).sum() + 0.1 * (utils.parameters_to_vector(params) ** 2).sum()
+    loss.backward()
+    tp = {k: t(v.data).requires_grad_() for k, v in params.items()}
+    expected = _torch_mlp(tp, t(X)).sum() \
+        + 0.1 * (torch.nn.utils.parameters_to_vector(tp.values()) ** 2).sum()
+    expected.backward()
+    np.testing.assert_allclose(loss.item(), expected.item(), rtol=1e-12)
+    for k, p in params.items():
+        np.testing.assert_allclose(p.grad, tp[k].grad.numpy(), rtol=1e-12)
+    with no_grad():
+        assert not utils.parameters_to_vector(params).requires_grad
+
+
+def test_vector_to_parameters_copies_in_place_as_pytorchs():
+    from runtime import utils
+
+    params = init.mlp_params([3, 2], 2, dtype=np.float64)
+    arrays = {k: p.data for k, p in params.items()}
+    versions = {k: p._version for k, p in params.items()}
+    vec = np.arange(8.0)
+    utils.vector_to_parameters(vec, params)
+    tp = [torch.zeros(3, 2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)]
+    torch.nn.utils.vector_to_parameters(t(vec), tp)
+    for (k, p), theirs in zip(params.items(), tp):
+        assert p.data is arrays[k] and p._version == versions[k] + 1
+        np.testing.assert_array_equal(p.data, theirs.numpy())
+    np.testing.assert_array_equal(utils.parameters_to_vector(params).data, vec)
+    with pytest.raises(ValueError, match="1-D vector of the parameters' 8 entries"):
+        utils.vector_to_parameters(np.arange(7.0), params)

@@ -91,6 +91,22 @@ def test_tensors_anywhere_in_the_arguments(interpreted_tensor_calls):
     np.testing.assert_allclose(out.item(), expected.item(), rtol=1e-12)
 
 
+def test_mlp_run_eagerly_on_parameters_backpropagates_into_every_layer(interpreted_tensor_calls):
+    """init.mlp(params, X) outside a compiled function: its relu gave an ndarray, so the layers
+    before the last got no gradient, silently. A layer without a bias too (linear's b=None)."""
+    params = init.mlp_params([4, 5, 3], 3, dtype=np.float64)
+    del params["b1"]
+    X = rng.normal(size=(6, 4))
+    loss = (init.mlp(params, X) ** 2).mean()
+    loss.backward()
+    tp = {k: t(v.data).requires_grad_() for k, v in params.items()}
+    expected = ((torch.relu(t(X) @ tp["W0"] + tp["b0"]) @ tp["W1"]) ** 2).mean()
+    expected.backward()
+    np.testing.assert_allclose(loss.item(), expected.item(), rtol=1e-12)
+    for k, p in params.items():
+        np.testing.assert_allclose(p.grad, tp[k].grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
 def test_without_the_compiler_tensors_not_requiring_grad_compute_and_others_are_refused():
     F.set_tensor_call(None)
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -253,15 +254,31 @@ def linear(x: Array, W: Array, b: Array | None = None) -> Array:
 # -- losses --------------------------------------------------------------------------
 
 
+def _same_shape(pred: Array, target: Array, name: str, must: bool = False) -> None:
+    """PyTorch's check of a target's shape: a warning for the regression losses (a (N, 1)
+    prediction against (N,) targets broadcasts to (N, N), silently the wrong loss), an error
+    for the binary cross entropies. A Python number as the target is taken as meant."""
+    if isinstance(target, int | float) or tuple(np.shape(pred)) == tuple(np.shape(target)):
+        return
+    words = (f"{name}: the target's shape {tuple(np.shape(target))} is not the input's "
+             f"{tuple(np.shape(pred))}")
+    if must:
+        raise ValueError(words)
+    warnings.warn(f"{words}; they broadcast, which will likely give the wrong loss",
+                  UserWarning, stacklevel=4)
+
+
 @_takes_tensors
 def mse_loss(pred: Array, target: Array, reduction: str = "mean") -> Array:
     """(pred - target)**2, reduced."""
+    _same_shape(pred, target, "mse_loss")
     return _reduce((pred - target) ** 2, reduction)
 
 
 @_takes_tensors
 def l1_loss(pred: Array, target: Array, reduction: str = "mean") -> Array:
     """|pred - target|, reduced."""
+    _same_shape(pred, target, "l1_loss")
     return _reduce(np.abs(pred - target), reduction)
 
 
@@ -269,6 +286,7 @@ def l1_loss(pred: Array, target: Array, reduction: str = "mean") -> Array:
 def huber_loss(pred: Array, target: Array, reduction: str = "mean", delta: float = 1.0) -> Array:
     """0.5 d**2 where |d| < delta, else delta * (|d| - delta/2), with d = pred - target."""
     _check_reduction(reduction)
+    _same_shape(pred, target, "huber_loss")
     d = np.abs(pred - target)
     return _reduce(np.where(d < delta, 0.5 * d**2, delta * (d - 0.5 * delta)), reduction)
 
@@ -279,6 +297,7 @@ def smooth_l1_loss(pred: Array, target: Array, reduction: str = "mean",
     """0.5 d**2 / beta where |d| < beta, else |d| - beta/2, with d = pred - target (the Huber
     loss divided by beta; beta = 0 is the L1 loss)."""
     _check_reduction(reduction)
+    _same_shape(pred, target, "smooth_l1_loss")
     d = np.abs(pred - target)
     # beta may be 0, where the quadratic side is never taken: divide by 1 there, so that
     # no 0/0 reaches the gradient through the side not taken.
@@ -388,6 +407,7 @@ def binary_cross_entropy_with_logits(
     p is pos_weight (per class, broadcast along the last axis; 1 by default), and weight
     scales each term, as PyTorch."""
     _check_reduction(reduction)
+    _same_shape(logits, targets, "binary_cross_entropy_with_logits", must=True)
     # = (1 - t) x + (1 + (p - 1) t) log(1 + exp(-x)), log(1 + exp(-x)) written as
     # max(-x, 0) + log1p(exp(-|x|)): no log of a rounded-to-zero probability.
     if pos_weight is None:  # max(x, 0) - x t + ..., the form W5 was measured with
@@ -404,6 +424,7 @@ def binary_cross_entropy(probs: Array, targets: Array, reduction: str = "mean", 
     """-[t log p + (1 - t) log(1 - p)] with each log clamped at -100, as PyTorch (prefer
     binary_cross_entropy_with_logits on logits: it loses no precision near 0 and 1)."""
     _check_reduction(reduction)
+    _same_shape(probs, targets, "binary_cross_entropy", must=True)
     # The log of a p of exactly 0 or 1 reads 1 instead, so that no infinite derivative
     # meets the clamp's zero (a NaN); its clamped value is -100 as PyTorch's.
     log_p = np.where(probs > 0, np.log(np.where(probs > 0, probs, 1)), -100.0)

@@ -6,6 +6,8 @@ compiled calls), with the keywords PyTorch users pass, extreme inputs, empty bat
 float32 and float64; the errors for what gradfuse does not take.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -311,9 +313,12 @@ def test_one_hot_matches_pytorch():
     (lambda: F.one_hot(LABELS, -1), ValueError, "num_classes"),
     (lambda: F.softmax(LOGITS, axis=0, dim=1), TypeError, "not both"),
     (lambda: F.kl_div(LOGP, PROBS, reduction="avg"), ValueError, "batchmean"),
+    (lambda: F.binary_cross_entropy_with_logits(Z[:, None], TARGETS), ValueError,
+     r"target's shape \(11,\) is not the input's \(11, 1\)"),
+    (lambda: F.binary_cross_entropy(P, TARGETS[:, None]), ValueError, "not the input's"),
 ], ids=["weight-positional", "reduction", "size_average", "labels-shape", "float-labels",
         "ignore-probs", "nll-float-labels", "inplace", "gelu", "one_hot", "one_hot-1", "dim",
-        "kl_div"])
+        "kl_div", "bce-logits-shapes", "bce-shapes"])
 def test_what_is_not_taken_is_a_clear_error(call, error, words):
     with pytest.raises(error, match=words):
         call()
@@ -419,3 +424,19 @@ def test_vector_to_parameters_copies_in_place_as_pytorchs():
     np.testing.assert_array_equal(utils.parameters_to_vector(params).data, vec)
     with pytest.raises(ValueError, match="1-D vector of the parameters' 8 entries"):
         utils.vector_to_parameters(np.arange(7.0), params)
+
+
+@pytest.mark.parametrize("name", ["mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss"])
+def test_regression_targets_of_another_shape_warn_as_in_pytorch(name):
+    """(N, 1) predictions against (N,) targets broadcast to an (N, N) loss: PyTorch warns; so
+    does gradfuse, eagerly and when tracing, naming the shapes. Same shapes and a number do
+    not."""
+    ours = getattr(F, name)
+    with pytest.warns(UserWarning, match=r"target's shape \(3,\) is not the input's \(3, 1\)"):
+        ours(np.zeros((3, 1)), np.ones(3))
+    with pytest.warns(UserWarning, match="likely give the wrong loss"):
+        interpreted(lambda x, y: ours(x, y)).grad(np.zeros((4, 1)), np.ones(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours(np.zeros((3, 1)), np.ones((3, 1)))
+        ours(np.zeros((3, 1)), 0.5)

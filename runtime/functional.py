@@ -107,10 +107,11 @@ def _no_inplace(name: str, inplace: bool) -> None:
 
 @_takes_tensors
 def relu(x: Array, inplace: bool = False) -> Array:
-    """max(x, 0), written with np.where so that relu'(0) = 0 (PyTorch's choice)."""
+    """max(x, 0), written with np.where so that relu'(0) = 0 (PyTorch's choice); NaN stays NaN."""
     _no_inplace("relu", inplace)
-    # np.maximum(x, 0) would split the gradient at the tie x == 0.
-    return np.where(x > 0, x, 0)
+    # np.maximum(x, 0) would split the gradient at the tie x == 0; where(x > 0, x, 0) would
+    # turn a NaN into 0 (PyTorch's relu keeps it, and anomaly checks then find it).
+    return np.where(x <= 0, 0, x)
 
 
 @_takes_tensors
@@ -226,7 +227,11 @@ def log_softmax(x: Array, axis: int | None = None, *, dim: int | None = None,
     """x - logsumexp(x) along axis (the last by default; PyTorch's dim= too): log-probabilities
     without forming small probabilities."""
     axis, x = _axis(axis, dim, -1), _as_dtype(x, dtype)
-    return x - logsumexp(x, axis=axis, keepdims=True)
+    # (x - m) - log(sum(exp(x - m))), not x - logsumexp(x): adding the max m back before
+    # subtracting it rounds log(sum) away when |m| is large (float32 logits of 3e4 lost
+    # 1e-3; [1e308, 1e308, 0] gave log-probabilities 0, 0 instead of -log 2).
+    shifted = x - _shift(x, axis, True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
 @_takes_tensors

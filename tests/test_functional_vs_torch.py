@@ -440,3 +440,37 @@ def test_regression_targets_of_another_shape_warn_as_in_pytorch(name):
         warnings.simplefilter("error")
         ours(np.zeros((3, 1)), np.ones((3, 1)))
         ours(np.zeros((3, 1)), 0.5)
+
+
+@pytest.mark.parametrize("dtype, logits", [
+    (np.float32, [[3e4, 3e4 + 1, 0.0], [-5e4, -5e4 - 2, -5e4 + 0.5]]),
+    (np.float64, [[1e308, 1e308, 0.0], [1e17, 1e17 + 16, 0.0]]),
+])
+def test_log_softmax_and_cross_entropy_of_large_logits(dtype, logits):
+    """x - logsumexp(x) rounded log(sum) away when |max| was large: float32 logits of 3e4 lost
+    1e-3 and [1e308, 1e308, 0] gave log-probabilities 0, 0 (cross entropy 0, not log 2);
+    now (x - m) - log(sum exp(x - m)), as PyTorch, eagerly and compiled."""
+    x = np.array(logits, dtype)
+    labels = np.array([0, 1])
+    expected = TF.log_softmax(t(x), -1).numpy()
+    expected_ce = TF.cross_entropy(t(x), t(labels), reduction="none").numpy()
+    compiled = interpreted(lambda x, y: F.cross_entropy(x, y, reduction="sum"))
+    np.testing.assert_allclose(F.log_softmax(x), expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(F.cross_entropy(x, labels, reduction="none"), expected_ce,
+                               rtol=1e-6, atol=1e-6)
+    value, grad = compiled.value_and_grad(x, labels)
+    np.testing.assert_allclose(value, expected_ce.sum(), rtol=1e-6)
+    xt = t(x).requires_grad_()
+    TF.cross_entropy(xt, t(labels), reduction="sum").backward()
+    np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_relu_keeps_nan_as_pytorch():
+    """relu(NaN) was 0 (where(x > 0, x, 0)), hiding the NaN from anomaly checks; PyTorch's is
+    NaN, with gradient 1 there; relu'(0) stays 0."""
+    x = np.array([np.nan, 0.0, -1.0, 2.0])
+    xt = t(x).requires_grad_()
+    TF.relu(xt).sum().backward()
+    np.testing.assert_array_equal(F.relu(x), TF.relu(t(x)).numpy())
+    np.testing.assert_array_equal(interpreted(lambda x: np.sum(F.relu(x))).grad(x),
+                                  xt.grad.numpy())

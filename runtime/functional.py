@@ -51,6 +51,9 @@ def _takes_tensors(fn: Callable) -> Callable:
         if not any(isinstance(a, Tensor) for a in (*args, *kwargs.values())):
             return fn(*args, **kwargs)
         if _tensor_call is not None:
+            # Lists are data here (labels [0, 2]), not trees of traced numbers.
+            args = tuple(_listed(a) for a in args)
+            kwargs = {k: _listed(v) for k, v in kwargs.items()}
             return _tensor_call(fn)(*args, **kwargs)
         tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)]
         if is_grad_enabled() and any(t.requires_grad for t in tensors):
@@ -359,8 +362,14 @@ def nll_loss(log_probs: Array, labels: Array, reduction: str = "mean", *,
     classes, as PyTorch. Rows labelled ignore_index count for nothing. The class axis is
     the last one."""
     _check_reduction(reduction)
+    labels = _listed(labels)
     _check_labels(labels, "nll_loss")
     return _picked_loss(log_probs, labels, weight, ignore_index, None, reduction)
+
+
+def _listed(labels: Any) -> Any:
+    """Labels given as a Python list or tuple, as an array (an array or traced value as is)."""
+    return np.asarray(labels) if isinstance(labels, list | tuple) else labels
 
 
 def _dtype(x: Any) -> np.dtype:
@@ -385,6 +394,7 @@ def cross_entropy(logits: Array, labels: Array, reduction: str = "mean", *,
     nothing, and label_smoothing mixes the targets with the uniform distribution.
     """
     _check_reduction(reduction)
+    labels = _listed(labels)
     log_probs = log_softmax(logits, axis=-1)
     smoothing = None if isinstance(label_smoothing, int | float) and label_smoothing == 0 \
         else label_smoothing

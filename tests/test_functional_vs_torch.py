@@ -359,6 +359,7 @@ def test_calculate_gain_of_convolutions_and_bad_slopes_as_pytorch():
             torch.nn.init.calculate_gain("leaky_relu", bad)
 
 
+@pytest.mark.filterwarnings("ignore:mean is more than 2 std")  # PyTorch's, for the tail case
 @pytest.mark.parametrize("mean, std, a, b", [(0.0, 1.0, -2.0, 2.0), (0.0, 0.02, -2.0, 2.0),
                                              (1.0, 2.0, 0.5, 1.5), (0.0, 1.0, 3.0, 4.0)])
 def test_trunc_normal_has_pytorchs_distribution(mean, std, a, b):
@@ -463,6 +464,18 @@ def test_log_softmax_and_cross_entropy_of_large_logits(dtype, logits):
     xt = t(x).requires_grad_()
     TF.cross_entropy(xt, t(labels), reduction="sum").backward()
     np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_labels_as_a_python_list(interpreted_tensor_calls):
+    """F.cross_entropy(logits, [0, 2]): a bare AttributeError ('bool' object has no attribute
+    'astype': the list compared with ignore_index as a whole); PyTorch needs a tensor, NumPy
+    users pass lists."""
+    expected = TF.cross_entropy(t(LOGITS[:2]), t([0, 2])).item()
+    np.testing.assert_allclose(F.cross_entropy(LOGITS[:2], [0, 2]), expected, rtol=1e-12)
+    np.testing.assert_allclose(F.nll_loss(F.log_softmax(LOGITS[:2]), (0, 2)), expected,
+                               rtol=1e-12)
+    np.testing.assert_allclose(F.cross_entropy(Tensor(LOGITS[:2]), [0, 2]).item(), expected,
+                               rtol=1e-12)
 
 
 def test_relu_keeps_nan_as_pytorch():

@@ -10,9 +10,11 @@ from compiler.errors import (
     TraceError,
     UnsupportedError,
 )
+from compiler.functional_calls import register_tensor_calls
 from compiler.update_kernels import register_compiled_update
 
 register_compiled_update()  # optimizer.step() runs one kernel per parameter group
+register_tensor_calls()  # F.relu(tensor) outside compiled functions: a recorded compiled call
 
 __all__ = ["ArgumentError", "CompiledFunction", "GradfuseError", "IndexTypeError", "TraceError",
            "UnsupportedError", "compile_grad", "custom_vjp", "fori_loop", "scan"]

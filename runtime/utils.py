@@ -1,4 +1,5 @@
-"""Gradient clipping, per-parameter gradient norms, and saving/loading to `.npz`."""
+"""Gradient clipping, per-parameter gradient norms, parameters as one vector, and saving/loading
+to `.npz`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from . import autograd
+from .grad_mode import is_grad_enabled
 from .optim import Optimizer
 from .tensor import Tensor
 
@@ -85,8 +88,9 @@ def clip_grad_norm_(
         )
     # np.minimum, not min(): a nan norm must give a nan scale, as in PyTorch.
     scale = float(np.minimum(max_norm / (total + 1e-6), 1.0))
-    for g in grads:
-        g *= g.dtype.type(scale)  # in place, like PyTorch's trailing underscore says
+    with np.errstate(invalid="ignore"):  # an inf gradient times a 0 scale: NaN, silently
+        for g in grads:
+            g *= g.dtype.type(scale)  # in place, like PyTorch's trailing underscore says
     return np.float64(total)
 
 
@@ -96,6 +100,43 @@ def clip_grad_value_(params: Params, clip_value: float, foreach: bool | None = N
     for p in _named(params).values():
         if p._grad is not None:
             np.clip(p._grad, -clip_value, clip_value, out=p._grad)
+
+
+def parameters_to_vector(params: Params) -> Tensor:
+    """The parameters' entries in one 1-D Tensor, in order (torch.nn.utils.parameters_to_vector):
+    differentiable, as PyTorch's, so `(parameters_to_vector(ps) ** 2).sum().backward()` gives
+    each parameter its share of the gradient."""
+    tensors = parameters(params)
+    if not tensors:
+        raise ValueError("parameters_to_vector of no parameters")
+    out = np.concatenate([t.data.ravel() for t in tensors])
+    if not (is_grad_enabled() and any(t.requires_grad for t in tensors)):
+        return Tensor(out)
+    ends = np.cumsum([t.data.size for t in tensors])
+
+    def backward(cotangents):
+        pieces = np.split(np.asarray(cotangents[0]), ends[:-1])
+        return [piece.reshape(t.shape).astype(t.dtype) if t.requires_grad else None
+                for t, piece in zip(tensors, pieces)]
+
+    return autograd.record([out], tensors, backward, "parameters_to_vector")[0]
+
+
+def vector_to_parameters(vec: Tensor | np.ndarray, params: Params) -> None:
+    """Copy the slices of a 1-D `vec` into the parameters, in order, in place (their versions
+    bumped, as by `load`): torch.nn.utils.vector_to_parameters. The length must be the
+    parameters' total size."""
+    data = vec.data if isinstance(vec, Tensor) else np.asarray(vec)
+    tensors = parameters(params)
+    total = sum(t.data.size for t in tensors)
+    if data.ndim != 1 or data.size != total:
+        raise ValueError(f"vector_to_parameters needs a 1-D vector of the parameters' {total} "
+                         f"entries, got shape {data.shape}")
+    start = 0
+    for t in tensors:
+        np.copyto(t.data, data[start:start + t.data.size].reshape(t.shape), casting="same_kind")
+        t._version += 1
+        start += t.data.size
 
 
 def grad_norms(

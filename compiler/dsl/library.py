@@ -36,7 +36,7 @@ def functions() -> dict[str, Callable]:
             table[name] = value
     for name, value in vars(functional).items():
         if (inspect.isfunction(value) and value.__module__ == functional.__name__
-                and not name.startswith("_")):
+                and not name.startswith("_") and value is not functional.set_tensor_call):
             table[name] = value
     return table
 

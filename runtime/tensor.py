@@ -401,9 +401,16 @@ class Tensor:
         return (self[i] for i in range(len(self.data)))
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """`np.asarray(t)`: the array itself, as `t.numpy()` (writes through it are the user's,
+        not counted by `_version`, as PyTorch's through `.numpy()`); `np.array(t)` a copy."""
         if copy:
             return np.array(self.data, dtype=dtype, copy=True)
-        return self.data if dtype is None else self.data.astype(dtype, copy=False)
+        if dtype is None or np.dtype(dtype) == self.data.dtype:
+            return self.data
+        if copy is False:  # NumPy 2's contract: refuse what cannot be had without a copy
+            raise ValueError(f"Unable to avoid copy while creating an array as requested: the "
+                             f"Tensor holds {self.data.dtype}, not {np.dtype(dtype)}")
+        return self.data.astype(dtype)
 
     # -- copies and pickles: as PyTorch's ----------------------------------------------
 

@@ -6,6 +6,8 @@ functions and Parameters sent to worker processes."""
 from __future__ import annotations
 
 import copy
+import io
+import multiprocessing
 import pickle
 import warnings
 
@@ -14,7 +16,9 @@ import pytest
 import torch
 
 from compiler import compile_grad
-from runtime import Parameter, Tensor, no_grad, optim
+from compiler.training import train_step
+from runtime import Parameter, Tensor, no_grad, optim, utils
+from runtime.optim import lr_scheduler
 
 
 # Compiled with numba: a training loop with it settles into the compiled backward and
@@ -228,3 +232,201 @@ def test_a_copied_model_with_a_compiled_method_computes_with_its_own_attributes(
     assert copied["loss"](w, X) == 5.0 * base and bound(w, X) == 2.0 * base
     loaded_model, loaded_loss = pickle.loads(pickle.dumps((model, bound)))
     assert loaded_loss.instance is loaded_model and loaded_loss(w, X) == 2.0 * base
+
+
+# --- train steps -------------------------------------------------------------------------------
+
+@compile_grad
+def regression(p, x, y):
+    return np.mean((np.tanh(x @ p["W"] + p["b"]) - y) ** 2)
+
+
+Y = RNG.normal(size=(5, 2))
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_train_step_updates_the_copied_parameters_only(how):
+    """deepcopy((params, opt, step)) / pickle: a step over the copies (it was a bare 'cannot
+    pickle module' / 'not the same object as ...loss'), which goes on as the original does."""
+    params = fresh_params()
+    opt = optim.AdamW(params, lr=0.05)
+    step = train_step(regression, params, opt, max_norm=0.5)
+    for _ in range(3):
+        step(X, Y)
+    if how == "deepcopy":
+        params2, opt2, step2 = copy.deepcopy((params, opt, step))
+    else:
+        params2, opt2, step2 = pickle.loads(pickle.dumps((params, opt, step)))
+    assert step2.params is params2 and step2.optimizer is opt2 and step2.max_norm == 0.5
+    before = params["W"].data.copy()
+    copied = [float(step2(X, Y)) for _ in range(3)]
+    np.testing.assert_array_equal(params["W"].data, before)
+    assert [float(step(X, Y)) for _ in range(3)] == copied
+    np.testing.assert_array_equal(params2["W"].data, params["W"].data)
+
+
+# --- checkpoints and snapshots -------------------------------------------------------------
+
+def test_a_checkpoint_loaded_into_new_objects_resumes_bit_for_bit(tmp_path):
+    """Mid-training save of Parameters, AdamW (float32) and a StepLR's pickled state dict; a
+    new run made from scratch loads them and ends where the uninterrupted run ends, for the
+    PyTorch-style loop and for a train step."""
+    path = tmp_path / "checkpoint.npz"
+
+    def make():
+        params = {k: Parameter(p.data.astype(np.float32)) for k, p in fresh_params().items()}
+        opt = optim.AdamW(params, lr=0.05, amsgrad=True)
+        return params, opt, lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+
+    def loop(params, opt, scheduler, rounds):
+        for i in rounds:
+            opt.zero_grad()
+            regression(params, X[i % 5:], Y[i % 5:]).backward()
+            opt.step()
+            scheduler.step()
+
+    whole = make()
+    loop(*whole, range(7))
+    params, opt, scheduler = make()
+    loop(params, opt, scheduler, range(3))
+    utils.save(path, params, opt)
+    saved_schedule = pickle.dumps(scheduler.state_dict())
+    params, opt, scheduler = make()
+    utils.load(path, params, opt)
+    scheduler.load_state_dict(pickle.loads(saved_schedule))
+    loop(params, opt, scheduler, range(3, 7))
+    for k in params:
+        np.testing.assert_array_equal(params[k].data, whole[0][k].data)
+
+    params, opt, _ = make()
+    step = train_step(regression, params, opt)
+    whole_losses = [float(step(X[i:], Y[i:])) for i in range(5)]
+    params, opt, _ = make()
+    step = train_step(regression, params, opt)
+    losses = [float(step(X[i:], Y[i:])) for i in range(2)]
+    utils.save(path, params, opt)
+    params, opt, _ = make()
+    utils.load(path, params, opt)
+    step = train_step(regression, params, opt)
+    assert losses + [float(step(X[i:], Y[i:])) for i in range(2, 5)] == whole_losses
+
+
+def test_snapshots_taken_inside_a_training_loop_stay_as_taken():
+    """best = copy.deepcopy(params) in the loop, an EMA of deep copies updated in place, a
+    train step going on: no snapshot moves; restoring the best with copy_ is what the next
+    step reads."""
+    params = fresh_params()
+    opt = optim.Adam(params, lr=0.05)
+    step = train_step(regression, params, opt)
+    ema = copy.deepcopy(params)
+    ema_ref = {k: p.data.copy() for k, p in params.items()}
+    snapshots, best, best_loss = [], None, np.inf
+    for _ in range(6):
+        value = float(step(X, Y))
+        snapshots.append((copy.deepcopy(params), {k: p.data.copy() for k, p in params.items()}))
+        if value < best_loss:
+            best, best_loss = copy.deepcopy(params), value
+        with no_grad():
+            for k, p in params.items():
+                ema[k].mul_(0.9).add_(p, alpha=0.1)
+        ema_ref = {k: 0.9 * ema_ref[k] + 0.1 * params[k].data for k in params}
+    for snapshot, values in snapshots:
+        for k in values:
+            np.testing.assert_array_equal(snapshot[k].data, values[k])
+    for k in params:
+        np.testing.assert_allclose(ema[k].data, ema_ref[k], rtol=1e-15, atol=0)
+    with no_grad():
+        for k, p in params.items():
+            p.copy_(best[k])
+    np.testing.assert_array_equal(params["W"].data, best["W"].data)
+    assert float(regression(params, X, Y)) == float(regression(
+        {k: v.data for k, v in best.items()}, X, Y))
+
+
+def test_utils_load_of_a_torch_save_file_says_what_it_is(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"W": torch.tensor(W0)}, path)
+    with pytest.raises(ValueError, match="not a checkpoint written by runtime.utils.save.*"
+                                         "torch.load"):
+        utils.load(path, {"W": Parameter(W0)})
+
+
+def test_optimizer_state_dicts_cross_to_pytorch_and_back():
+    """torch.optim's state_dict loads into ours (README), and ours into torch.optim with its
+    arrays made tensors (the README's recipe); each run then goes on as the other's."""
+    def gradient(i):
+        return np.random.default_rng(100 + i).normal(size=W0.shape)
+
+    w = Parameter(W0)
+    opt = optim.Adam([w], lr=0.1, amsgrad=True)
+    tw = torch.nn.Parameter(torch.tensor(W0))
+    topt = torch.optim.Adam([tw], lr=0.1, amsgrad=True)
+    for i in range(3):
+        w.grad, tw.grad = gradient(i), torch.tensor(gradient(i))
+        opt.step()
+        topt.step()
+    ours = opt.state_dict()
+    from_ours = torch.optim.Adam([tw2 := torch.nn.Parameter(torch.tensor(w.data))], lr=0.1,
+                                 amsgrad=True)
+    from_ours.load_state_dict({
+        "state": {i: {k: torch.from_numpy(v) for k, v in s.items()}
+                  for i, s in ours["state"].items()},
+        "param_groups": ours["param_groups"]})
+    w2 = Parameter(tw.detach().numpy())
+    from_torch = optim.Adam([w2], lr=0.1, amsgrad=True)
+    from_torch.load_state_dict(topt.state_dict())
+    for i in range(3, 6):
+        w.grad, w2.grad = gradient(i), gradient(i)
+        tw.grad, tw2.grad = torch.tensor(gradient(i)), torch.tensor(gradient(i))
+        for o in (opt, from_torch, topt, from_ours):
+            o.step()
+    for result in (w2.data, tw.detach().numpy(), tw2.detach().numpy()):
+        np.testing.assert_allclose(result, w.data, rtol=0, atol=1e-15)
+
+
+# --- arrays ----------------------------------------------------------------------------------
+
+def test_np_asarray_is_the_array_and_np_array_a_copy_as_numpy_2_asks():
+    p = Parameter(np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert np.asarray(p) is p.data and np.array(p, copy=False) is p.data
+    assert not np.shares_memory(np.array(p), p.data)
+    assert np.asarray(p, dtype=np.float64).dtype == np.float64
+    with pytest.raises(ValueError, match="Unable to avoid copy"):  # it gave a copy
+        np.array(p, dtype=np.float64, copy=False)
+    np.asarray(p)[0, 0] = 10.0  # as through PyTorch's .numpy(): the user's, not counted
+    assert p.data[0, 0] == 10.0 and p._version == 0
+    buffer = io.BytesIO()
+    np.save(buffer, p)
+    buffer.seek(0)
+    loaded = np.load(buffer)
+    assert loaded.dtype == np.float32
+    np.testing.assert_array_equal(loaded, p.data)
+
+
+# --- worker processes ----------------------------------------------------------------------
+
+@compile_grad(backend="interpreter")
+def worker_loss(p, x):
+    return np.sum(np.tanh(x @ p["W"] + p["b"]) ** 2)
+
+
+def train_in_worker(loss_fn, params, opt, rounds):
+    for _ in range(rounds):
+        opt.zero_grad()
+        loss_fn(params, X).backward()
+        opt.step()
+    return params
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_compiled_function_and_parameters_train_in_a_worker_process(method):
+    params = fresh_params()
+    opt = optim.SGD(params, lr=0.05, momentum=0.9)
+    train_in_worker(worker_loss, params, opt, 2)
+    expected = train_in_worker(worker_loss, *copy.deepcopy((params, opt)), 3)
+    before = params["W"].data.copy()
+    with multiprocessing.get_context(method).Pool(1) as pool:
+        trained = pool.apply(train_in_worker, (worker_loss, params, opt, 3))
+    np.testing.assert_array_equal(params["W"].data, before)  # the worker's are copies
+    for k in params:
+        np.testing.assert_array_equal(trained[k].data, expected[k].data)

@@ -14,6 +14,7 @@ kernels lazily, per kind:
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import os
@@ -248,9 +249,12 @@ class CompiledFunction:
         return _recompiled(self.fn, self._binds, self._settings())
 
     def __deepcopy__(self, memo: dict[int, Any]) -> CompiledFunction:
-        """As `copy.copy`: the function itself is not copied, as Python's deepcopy keeps
-        functions."""
-        return memo.setdefault(id(self), self.__copy__())
+        """As `copy.copy`, of the function deep-copied as Python copies it: a function is kept,
+        a bound method (`compile_grad(model.loss)`) is bound to the copy of its instance."""
+        if id(self) not in memo:
+            memo[id(self)] = _recompiled(copy.deepcopy(self.fn, memo), self._binds,
+                                         self._settings())
+        return memo[id(self)]
 
     def __reduce__(self) -> str | tuple:
         """Pickled as Python pickles a function: by its module and name where that is where it

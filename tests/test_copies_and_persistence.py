@@ -39,6 +39,9 @@ class Scaled:
     def loss(self, w, x):
         return self.scale * np.sum((x @ w) ** 2)
 
+    def plain(self, w, x):
+        return self.scale * np.sum((x @ w) ** 2)
+
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(5, 3))
@@ -232,6 +235,11 @@ def test_a_copied_model_with_a_compiled_method_computes_with_its_own_attributes(
     assert copied["loss"](w, X) == 5.0 * base and bound(w, X) == 2.0 * base
     loaded_model, loaded_loss = pickle.loads(pickle.dumps((model, bound)))
     assert loaded_loss.instance is loaded_model and loaded_loss(w, X) == 2.0 * base
+    # compile_grad(model.plain): a Python bound method compiled, deep-copied with its model
+    compiled = compile_grad(model.plain, backend="interpreter")
+    copied_model, copied_compiled = copy.deepcopy((model, compiled))
+    copied_model.scale = 5.0
+    assert copied_compiled(w, X) == 5.0 * base and compiled(w, X) == 2.0 * base
 
 
 # --- train steps -------------------------------------------------------------------------------

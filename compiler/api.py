@@ -14,9 +14,12 @@ kernels lazily, per kind:
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import os
+import pickle
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -231,6 +234,47 @@ class CompiledFunction:
             self._watch()
         call = self._arguments(args, kwargs)
         return self._specialize(call, self._wrt_leaf_indices(call, strict=False))
+
+    # --- copies and pickles -------------------------------------------------------------
+    def _settings(self) -> dict[str, Any]:
+        """What compile_grad was given besides the function, for a copy or an unpickling to
+        compile it again."""
+        return {"wrt": self.wrt, "has_aux": self.has_aux, "backend": self.backend.name,
+                "check_finite": self.check_finite}
+
+    def __copy__(self) -> CompiledFunction:
+        """An independent compiled function of the same function and settings (its traces and
+        kernels its own: assigning `wrt` to one leaves the other alone); kernels come from the
+        on-disk cache."""
+        return _recompiled(self.fn, self._binds, self._settings())
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CompiledFunction:
+        """As `copy.copy`, of the function deep-copied as Python copies it: a function is kept,
+        a bound method (`compile_grad(model.loss)`) is bound to the copy of its instance."""
+        if id(self) not in memo:
+            memo[id(self)] = _recompiled(copy.deepcopy(self.fn, memo), self._binds,
+                                         self._settings())
+        return memo[id(self)]
+
+    def __reduce__(self) -> str | tuple:
+        """Pickled as Python pickles a function: by its module and name where that is where it
+        lives (`@compile_grad` at a module's top level, or on a class there), so another
+        process (multiprocessing's spawn) finds it by importing its module; else as its
+        function (found by name the same way) and settings, compiled again on loading."""
+        if _found_by_name(self) is self:
+            return self.__qualname__
+        fn = self.fn
+        where = getattr(fn, "__qualname__", "")
+        if "<locals>" in where or "<lambda>" in where:
+            raise pickle.PicklingError(
+                f"cannot pickle the compiled function {self.__name__}: its function "
+                f"{where} is defined inside another function (or is a lambda), and pickle "
+                "finds functions by their module and name; define it at a module's top "
+                "level (where multiprocessing's workers can import it)")
+        holder = _found_by_name(fn)
+        if isinstance(holder, CompiledFunction) and holder.fn is fn:
+            fn = holder  # `@compile_grad def loss` compiled again: its name finds the first
+        return _recompiled, (fn, self._binds, self._settings())
 
     # --- calls with runtime tensors ------------------------------------------------------
     def _call_recorded(self, call: CallArguments, tensors: list[Tensor | None], args: tuple,
@@ -455,6 +499,24 @@ def _checked_wrt(wrt: Any, name: str) -> int | str | tuple:
                 f"compile_grad({name}, wrt={wrt!r}): wrt is an argument's index, a parameter's "
                 "name, or a tuple of them (wrt=0, wrt='params', wrt=(0, 'b'))")
     return wrt
+
+
+def _found_by_name(obj: Any) -> Any:
+    """What `obj`'s module and qualified name lead to now (None if nothing), as pickle looks."""
+    found: Any = sys.modules.get(getattr(obj, "__module__", None) or "")
+    for part in getattr(obj, "__qualname__", "<none>").split("."):
+        found = getattr(found, part, None)
+    return found
+
+
+def _recompiled(fn: Callable, binds: str, settings: dict[str, Any]) -> CompiledFunction:
+    """`fn` (or a compiled function's function) compiled again with `settings`, bound as
+    `binds` says: a copy, or a pickled compiled function loaded (its kernels from the disk
+    cache)."""
+    if isinstance(fn, CompiledFunction):
+        fn = fn.fn
+    wrap = {"nothing": staticmethod, "class": classmethod}.get(binds)
+    return CompiledFunction(wrap(fn) if wrap else fn, **settings)
 
 
 def compile_grad(fn: Callable | str | os.PathLike | None = None, *, wrt: int | str | tuple = 0,

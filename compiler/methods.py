@@ -12,6 +12,7 @@ passed in as arguments; a runtime `Parameter` read from `self` is an error that 
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import weakref
@@ -25,11 +26,24 @@ class BoundMethod:
     instance while it is held, like a Python bound method; every attribute of a compiled
     function (`grad`, `value_and_grad`, `source`, ...) is the instance's."""
 
-    __slots__ = ("instance", "compiled")
+    __slots__ = ("instance", "compiled", "method")
 
-    def __init__(self, instance: Any, compiled: CompiledFunction) -> None:
+    def __init__(self, instance: Any, compiled: CompiledFunction,
+                 method: CompiledFunction) -> None:
         self.instance = instance
         self.compiled = compiled
+        self.method = method  # the class's compiled function this one was bound from
+
+    # Copied and pickled as a Python bound method is (not through __getattr__, which would
+    # hand these to the compiled function, bound for good to the old instance).
+    def __copy__(self) -> BoundMethod:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> BoundMethod:
+        return bind_method(self.method, copy.deepcopy(self.instance, memo))
+
+    def __reduce__(self) -> tuple:
+        return getattr, (self.instance, self.method.__name__)
 
     def __call__(self, *args, **kwargs):
         return self.compiled(*args, **kwargs)
@@ -58,7 +72,7 @@ def bind_method(compiled: CompiledFunction, instance: Any) -> BoundMethod:
                                       has_aux=compiled.has_aux, backend=compiled.backend.name,
                                       check_finite=compiled.check_finite)
             entry = bound[key] = (reference, method)
-    return BoundMethod(instance, entry[1])
+    return BoundMethod(instance, entry[1], compiled)
 
 
 def _method_of(fn, instance):

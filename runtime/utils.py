@@ -265,6 +265,12 @@ def load(
     named = _named(params)
     with np.load(path, allow_pickle=False) as npz:
         saved = {key[len(_PARAM) :]: npz[key] for key in npz.files if key.startswith(_PARAM)}
+        if not saved and not any(key.startswith(_STATE) or key == _GROUPS for key in npz.files):
+            raise ValueError(
+                f"{os.fspath(path)} is not a checkpoint written by runtime.utils.save (it holds "
+                f"{npz.files[:3]}{'...' if len(npz.files) > 3 else ''}, no 'param/' arrays); a "
+                "file of torch.save: read it with torch.load and copy each tensor into its "
+                "Parameter (with no_grad(): p.copy_(t.numpy()))")
         missing = [name for name in named if name not in saved]
         unexpected = [name for name in saved if name not in named] if strict else []
         if missing or unexpected:

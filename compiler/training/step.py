@@ -268,6 +268,19 @@ class TrainStep:
             _check_updatable(slot.name, slot.param.data)
         return {s.name: s.param.data for s in self._slots}, [self._state(s) for s in self._slots]
 
+    # --- copies and pickles --------------------------------------------------------------
+    def __reduce__(self) -> tuple:
+        """A copy or a pickle of a train step is a train step of the same loss and options
+        over the copies of its Parameters and optimizer (`deepcopy((params, opt, step))` keeps
+        them together), compiled again on its first step; never one still updating the
+        original's arrays."""
+        if self.parallel is not None:
+            raise TypeError("a distributed train step (comm=) cannot be copied or pickled: make "
+                            "one in each process with train_step(..., comm=...)")
+        options = {"max_norm": self.max_norm, "norm_type": self.norm_type,
+                   "keep_grads": self.keep_grads}
+        return _rebuilt_step, (self.loss_fn, self.params, self.optimizer, options)
+
     def __call__(self, *data) -> Any:
         """One step on `data`; returns the loss (before the update)."""
         if self.parallel is not None:
@@ -531,6 +544,11 @@ def _data_parallel(step: TrainStep, comm: Any):
 def _ids(groups: list[dict]) -> list[list[int]]:
     """The ids of each parameter group's Parameters, in order."""
     return [list(map(id, g["params"])) for g in groups]
+
+
+def _rebuilt_step(loss_fn: CompiledFunction, params: Any, optimizer: Optimizer,
+                  options: dict[str, Any]) -> TrainStep:
+    return TrainStep(loss_fn, params, optimizer, **options)
 
 
 def train_step(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,

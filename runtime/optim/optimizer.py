@@ -383,6 +383,18 @@ class Optimizer:
 
         return load
 
+    # -- copies and pickles ------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What `copy.deepcopy` and `pickle` keep: everything but the compiler's caches,
+        which hold kernels and generated steps bound to this optimizer's own Parameters and
+        arrays (a copy that kept them stepped the original's Parameters, not its own); a
+        copy compiles its own on its first steps."""
+        state = self.__dict__.copy()
+        state["_compiled"] = {}
+        state["_settled_step"] = None
+        return state
+
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
         for i, group in enumerate(self.param_groups):

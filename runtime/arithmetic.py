@@ -63,7 +63,11 @@ def _number_dtype(x: Any) -> np.dtype:
     for kind in (bool, int, float):  # bool first: a bool is an int too
         if isinstance(x, kind):
             return _WRAPPED[kind]
-    raise TypeError(f"unsupported operand type for Tensor arithmetic: {type(x).__name__}")
+    raise _Unsupported(f"unsupported operand type for Tensor arithmetic: {type(x).__name__}")
+
+
+class _Unsupported(TypeError):
+    """An operand Tensor arithmetic does not take (`binary` leaves it to the other one)."""
 
 
 def _array(x: Any, dtype: np.dtype) -> np.ndarray:
@@ -110,9 +114,14 @@ COMPARISONS = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.gr
 
 
 def binary(name: str, x: Any, y: Any) -> Tensor:
-    """`x <name> y` with at least one Tensor operand, recorded for backward."""
+    """`x <name> y` with at least one Tensor operand, recorded for backward; NotImplemented
+    for an operand that is neither a Tensor, an array nor a number, so that Python asks the
+    other operand (a traced value, inside a compiled function, refuses a Tensor clearly)."""
     forward, vjp = BINARY[name]
-    dtype = result_dtype(x, y)
+    try:
+        dtype = result_dtype(x, y)
+    except _Unsupported:
+        return NotImplemented
     if name == "div" and dtype.kind != "f":  # true division of integers gives floats
         dtype = DEFAULT_FLOAT
     a, b = _array(x, dtype), _array(y, dtype)
@@ -133,8 +142,12 @@ def binary(name: str, x: Any, y: Any) -> Tensor:
 
 
 def compare(name: str, x: Any, y: Any) -> Tensor:
-    """`x <op> y` elementwise, a bool Tensor that needs no gradient (as in PyTorch)."""
-    dtype = result_dtype(x, y)
+    """`x <op> y` elementwise, a bool Tensor that needs no gradient (as in PyTorch); as
+    `binary`, NotImplemented for an operand of another kind."""
+    try:
+        dtype = result_dtype(x, y)
+    except _Unsupported:
+        return NotImplemented
     return Tensor(np.asarray(COMPARISONS[name](_array(x, dtype), _array(y, dtype))))
 
 

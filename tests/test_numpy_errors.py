@@ -218,6 +218,30 @@ def test_an_attribute_of_self_changed_after_the_trace_is_seen():
     assert Model(10.0).by_name({"W": W}, X) == model.by_name({"W": W}, X)
 
 
+W_GLOBAL = Parameter(np.array([0.5, -1.0, 2.0]))
+
+
+def test_a_global_parameter_given_to_f_or_put_first_is_refused():
+    """F.relu(W) of a global Parameter W took W's values for constants, silently: no gradient,
+    and a later in-place update (an optimizer step) went unseen. W * x was a bare TypeError
+    ('unsupported operand type for Tensor arithmetic: Tracer')."""
+    from runtime import functional as F
+
+    def through_f(x):
+        return np.sum(F.relu(W_GLOBAL) * x)  # THROUGH_F
+
+    def first(x):
+        return np.sum(W_GLOBAL * x)  # PUT_FIRST
+
+    for fn, marker in ((through_f, "THROUGH_F"), (first, "PUT_FIRST")):
+        with pytest.raises(TraceError, match="baked into the kernel as a constant") as err:
+            interpreted(fn)(np.ones(3))
+        assert f"{HERE}:{line_of(marker)}" in str(err.value)
+    # outside compiled functions, Tensor arithmetic still refuses what it does not take
+    with pytest.raises(TypeError, match="unsupported operand"):
+        W_GLOBAL * object()
+
+
 def test_a_parameter_on_self_is_refused():
     class Holder:
         def __init__(self):

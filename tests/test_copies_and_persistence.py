@@ -426,7 +426,10 @@ def train_in_worker(loss_fn, params, opt, rounds):
     return params
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+# Not "fork": this test's process has imported PyTorch (and maybe JAX, through the file run
+# before it on this pytest worker), whose threads a forked child can deadlock on; forkserver
+# forks from a fresh server process instead.
+@pytest.mark.parametrize("method", ["forkserver", "spawn"])
 def test_a_compiled_function_and_parameters_train_in_a_worker_process(method):
     params = fresh_params()
     opt = optim.SGD(params, lr=0.05, momentum=0.9)
@@ -434,7 +437,8 @@ def test_a_compiled_function_and_parameters_train_in_a_worker_process(method):
     expected = train_in_worker(worker_loss, *copy.deepcopy((params, opt)), 3)
     before = params["W"].data.copy()
     with multiprocessing.get_context(method).Pool(1) as pool:
-        trained = pool.apply(train_in_worker, (worker_loss, params, opt, 3))
+        trained = pool.apply_async(train_in_worker, (worker_loss, params, opt, 3)).get(
+            timeout=120)  # a stuck worker fails the test instead of hanging the suite
     np.testing.assert_array_equal(params["W"].data, before)  # the worker's are copies
     for k in params:
         np.testing.assert_array_equal(trained[k].data, expected[k].data)

@@ -19,7 +19,6 @@ not counted: code that does that must bump `p._version` itself to be caught.
 
 from __future__ import annotations
 
-import copy
 import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -412,35 +411,13 @@ class Tensor:
                              f"Tensor holds {self.data.dtype}, not {np.dtype(dtype)}")
         return self.data.astype(dtype)
 
-    # -- copies and pickles: as PyTorch's ----------------------------------------------
+    # -- copies and pickles: as PyTorch's (runtime/copies.py) --------------------------
 
     def __reduce_ex__(self, protocol: Any) -> tuple:
-        """What `pickle` and `copy.copy` make: a leaf of the same class over the data (shared by
-        `copy.copy`, written out by `pickle`), requiring grad as this one does, with the
-        attributes a user set; as in PyTorch, without `.grad`, hooks or `grad_fn` (the graph
-        is not data, and a hook may be a lambda no pickle holds)."""
-        return (_rebuilt, (_copied_class(self), self.data, self._requires_grad),
-                _own_attributes(self) or None)
+        return _copies.reduced(self)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Tensor:
-        """An independent leaf with a copy of the data (and of `.grad` for a Tensor; a
-        Parameter's is left behind, as PyTorch's Parameter does); a result of a recorded call
-        is refused, as in PyTorch, since its graph cannot be copied."""
-        if self.grad_fn is not None:
-            raise RuntimeError(
-                "Only Tensors created explicitly by the user (graph leaves) support the "
-                "deepcopy protocol: this Tensor is the result of a recorded call; deepcopy "
-                "t.detach() for its values")
-        if id(self) in memo:
-            return memo[id(self)]
-        copied = _rebuilt(_copied_class(self), copy.deepcopy(self.data, memo),
-                          self._requires_grad)
-        memo[id(self)] = copied
-        if self._grad is not None and not isinstance(self, Parameter):
-            copied._grad = copy.deepcopy(self._grad, memo)
-        for name, value in _own_attributes(self).items():
-            copied.__dict__[name] = copy.deepcopy(value, memo)
-        return copied
+        return _copies.deep_copy(self, memo)
 
     def __repr__(self) -> str:
         body = np.array2string(self.data, separator=", ", prefix=type(self).__name__ + "(")
@@ -518,30 +495,9 @@ class Parameter(Tensor):
             self._grad[...] = 0
 
 
-# What a Tensor's __dict__ holds for the runtime (the rest is a user's, copied with it).
-_RUNTIME_FIELDS = frozenset({"data", "_data", "_requires_grad", "grad_fn", "output_nr", "_grad",
-                             "_own_grad", "_hooks", "_retains_grad", "_version", "_base"})
-
-
-def _own_attributes(tensor: Tensor) -> dict[str, Any]:
-    return {k: v for k, v in tensor.__dict__.items() if k not in _RUNTIME_FIELDS}
-
-
-def _copied_class(tensor: Tensor) -> type:
-    """A copy of a detached Tensor is a Tensor of its own (sharing no version counter)."""
-    return Tensor if type(tensor) is _Detached else type(tensor)
-
-
-def _rebuilt(cls: type, data: np.ndarray, requires_grad: bool) -> Tensor:
-    """A leaf of class `cls` over `data` as it is (what a copy or an unpickling makes)."""
-    tensor = cls.__new__(cls)
-    tensor.data = data
-    tensor._requires_grad = requires_grad
-    return tensor
-
-
 # Last, because autograd builds on Tensor; a module-level name, because an import inside
 # Tensor.backward costs more than a microsecond on every call.
 from . import arithmetic as _arithmetic  # noqa: E402
 from . import autograd as _autograd  # noqa: E402
+from . import copies as _copies  # noqa: E402
 from . import inplace as _inplace  # noqa: E402

@@ -48,3 +48,51 @@ def test_hessian_vector_product_through_a_loop(program):
     hessian = jacobian_by_differences(f.grad, X)
     np.testing.assert_allclose(hvp.grad(X, V), hessian @ V, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(hvp(X, V), f.grad(X) @ V, rtol=1e-12)
+
+
+# f(x, y) = sum(y * g(x)); d/dy of grad_x f is g'(x), at y = 0 too. The gradients of log, sqrt,
+# division, pow and arcsin guard a zero cotangent (0 * inf is 0); the guard was where(g == 0,
+# 0, ...), whose derivative with respect to g is 0 at g = 0: a mixed partial (a Hessian's
+# entry at a zero coordinate) came out 0, silently.
+@pytest.mark.parametrize("inner, derivative", [
+    (np.log, lambda x: 1 / x),
+    (np.sqrt, lambda x: 0.5 / np.sqrt(x)),
+    (lambda x: 1 / x, lambda x: -1 / x ** 2),
+    (lambda x: x ** 2.5, lambda x: 2.5 * x ** 1.5),
+    (lambda x: np.arcsin(x / 4), lambda x: 1 / np.sqrt(16 - x ** 2)),
+], ids=["log", "sqrt", "div", "pow", "arcsin"])
+def test_mixed_partial_at_a_zero_cotangent(inner, derivative):
+    f = compile_grad(lambda x, y: np.sum(y * inner(x)), backend="interpreter")
+    mixed = compile_grad(lambda x, y: np.sum(f.grad(x, y)), wrt=1, backend="interpreter")
+    x, y = np.array([0.5, 2.0, 3.0]), np.array([0.0, 1.0, 0.0])
+    np.testing.assert_allclose(mixed.grad(x, y), derivative(x), rtol=1e-12)
+    np.testing.assert_allclose(
+        mixed.grad(x, y), np.diag(jacobian_by_differences(lambda z: f.grad(x, z), y)),
+        rtol=1e-6)
+
+
+def test_hessian_row_at_a_zero_coordinate_and_the_guard_kept():
+    h = compile_grad(lambda x: x[1] * np.log(x[0]), backend="interpreter")
+    row = compile_grad(lambda x: h.grad(x)[0], backend="interpreter")
+    np.testing.assert_allclose(row.grad(np.array([2.0, 0.0])), [0.0, 0.5])
+    # the guard itself: a zero cotangent through sqrt's infinite slope at 0 is still 0
+    s = compile_grad(lambda x: np.sum(np.where(x > 0, np.sqrt(np.abs(x)), 0)),
+                     backend="interpreter")
+    np.testing.assert_array_equal(s.grad(np.array([0.0, 4.0])), [0.0, 0.25])
+
+
+@custom_vjp
+def _straight_through_round(x):
+    return np.round(x)
+
+
+_straight_through_round.defvjp(lambda g, out, x: (g,))
+
+
+def test_second_derivative_through_a_custom_rule_at_a_zero_output():
+    # sum(r(x) * x^2) with r' = 1 by the rule: the gradient is x^2 + 2x r(x), and its
+    # derivative 2x + 2 r(x) + 2x r'(x) (the rule again, as PyTorch's double backward) must
+    # not depend on r(x) being 0 (x = 0.4 lost its 2x term)
+    f = compile_grad(lambda x: np.sum(_straight_through_round(x) * x ** 2), backend="interpreter")
+    second = compile_grad(lambda x: np.sum(f.grad(x) * V), backend="interpreter")
+    np.testing.assert_allclose(second.grad(X), V * (4 * X + 2 * np.round(X)), rtol=1e-12)

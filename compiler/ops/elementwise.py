@@ -166,13 +166,13 @@ elementwise("copysign", np.copysign, _copysign_vjp, "np.copysign({0}, {1})")
 def _arctan2_vjp(g, out, y, x):
     # d atan2(y, x) = (x dy - y dx) / (x^2 + y^2); at the origin (0/0) the gradient is 0.
     r2 = x * x + y * y
-    scale = safe(r2, g / np.where(r2 == 0, 1, r2))
+    scale = np.where(r2 == 0, 0, g / np.where(r2 == 0, 1, r2))
     return scale * x, -scale * y
 
 
 def _hypot_vjp(g, out, x, y):
     # d hypot = (x dx + y dy) / hypot; at the origin (a cone's tip) the gradient is 0.
-    scale = safe(out, g / np.where(out == 0, 1, out))
+    scale = np.where(out == 0, 0, g / np.where(out == 0, 1, out))
     return scale * x, scale * y
 
 

@@ -96,3 +96,28 @@ def test_second_derivative_through_a_custom_rule_at_a_zero_output():
     f = compile_grad(lambda x: np.sum(_straight_through_round(x) * x ** 2), backend="interpreter")
     second = compile_grad(lambda x: np.sum(f.grad(x) * V), backend="interpreter")
     np.testing.assert_allclose(second.grad(X), V * (4 * X + 2 * np.round(X)), rtol=1e-12)
+
+
+# prod's and cumprod's gradients are exact at zeros without dividing by them; the zeros they
+# put in other entries' partials were constants, so the Hessian at a point holding a zero
+# lost every entry through it (H[0, j] of prod at x[0] = 0 came out 0), silently.
+@pytest.mark.parametrize("program", [
+    lambda x: np.prod(x) * 1.5,
+    lambda x: np.sum(np.prod(x.reshape(2, 3), axis=1) ** 2),
+    lambda x: np.sum(np.cumprod(x) * np.arange(1.0, 7.0)),
+    lambda x: np.sum(np.cumprod(x.reshape(2, 3), axis=1) ** 2),
+], ids=["prod", "prod axis", "cumprod", "cumprod axis"])
+@pytest.mark.parametrize("point", [
+    [0.7, -1.3, 0.4, 1.9, 0.6, -0.8],
+    [0.0, -1.3, 0.4, 1.9, 0.6, -0.8],
+    [0.7, -1.3, 0.0, 1.9, 0.0, -0.8],
+    [0.0, -1.3, 0.0, 0.0, 0.6, -0.8],
+    [0.0, 0.0, 0.4, 0.0, 0.0, -0.8],
+], ids=["no zero", "one zero", "two zeros", "three zeros", "zeros in both rows"])
+def test_hessian_of_products_at_zeros(program, point):
+    f = compile_grad(program, backend="interpreter")
+    x = np.array(point)
+    hessian = jacobian_by_differences(f.grad, x)
+    for i in range(x.size):
+        row = compile_grad(lambda x, i=i: f.grad(x)[i], backend="interpreter")
+        np.testing.assert_allclose(row.grad(x), hessian[i], rtol=1e-6, atol=1e-8)

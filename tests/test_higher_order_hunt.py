@@ -121,3 +121,11 @@ def test_hessian_of_products_at_zeros(program, point):
     for i in range(x.size):
         row = compile_grad(lambda x, i=i: f.grad(x)[i], backend="interpreter")
         np.testing.assert_allclose(row.grad(x), hessian[i], rtol=1e-6, atol=1e-8)
+
+
+def test_hessian_vector_product_through_a_scan_compiled_by_numba():
+    reference = compile_grad(_scan_program, backend="interpreter")
+    f = compile_grad(_scan_program, backend="numba")
+    hvp = compile_grad(lambda x, v: np.dot(f.grad(x), v), backend="numba")
+    hessian = jacobian_by_differences(reference.grad, X)
+    np.testing.assert_allclose(hvp.grad(X, V), hessian @ V, rtol=1e-6, atol=1e-7)

@@ -13,6 +13,7 @@ itself be differentiated). Invariants, asserted as it goes:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,9 +90,16 @@ def _prepare_loops(graph: Graph, wrt: list[int]) -> Graph:
     memo: dict[int, Node] = {}
     for node in nodes:
         inputs = tuple(memo.get(x.id, x) for x in node.inputs)
-        if node.op == "scan" and node.id in needs and node.attrs["loop"].grad is None:
-            moved = Node(node.op, inputs, node.attrs, node.type, node.name, node.loc,
-                         node.grad_of)
+        if node.op == "scan" and node.id in needs:
+            loop = node.attrs["loop"]
+            # A scan that reverse mode prepared already (`f.grad` traced inside another
+            # function: a second derivative) is differentiated again as a plain scan whose
+            # results include its residual stacks: the reverse scan built for the first
+            # derivative reads them, so a gradient flows into them too, and its LoopGrad knows
+            # only the cotangents of the first results and the inputs it was asked for.
+            attrs = {**node.attrs, "loop": dataclasses.replace(loop, grad=None)} \
+                if loop.grad is not None else node.attrs
+            moved = Node(node.op, inputs, attrs, node.type, node.name, node.loc, node.grad_of)
             memo[node.id] = with_residuals(moved, [x.id in needs for x in node.inputs])
         elif any(a is not b for a, b in zip(inputs, node.inputs)):
             memo[node.id] = Node(node.op, inputs, node.attrs, node.type, node.name, node.loc,

@@ -72,7 +72,8 @@ def _droppable(nodes: list[Node], outputs: set[int]) -> set[int]:
     """Values whose NaN or Inf can only reach elements that a `where` then drops: those
     used as a branch of a `where`, and those that only feed such values element by element
     (`np.where(x > 0, np.log(x) * 2, 0)`, and the safe derivatives of sqrt, log and /,
-    which compute g / x where g is 0 and pick 0 there)."""
+    which compute g / x where g is 0 and pick 0 there where it is not finite), and the
+    differences x - x that test finiteness (np.isfinite, those derivatives' guards)."""
     users = users_of(nodes)
     dropped: set[int] = set()
     for node in reversed(nodes):  # users first
@@ -85,10 +86,18 @@ def _droppable(nodes: list[Node], outputs: set[int]) -> set[int]:
 def _drops(user: Node, node: Node, dropped: set[int]) -> bool:
     if user.op == "where":
         return user.inputs[0] is not node  # a branch: the condition decides
+    if _finiteness_test(user) or (user.op in ("eq", "ne") and _finiteness_test(node)):
+        return True  # x - x, NaN exactly where x is not finite, compared: np.isfinite, safe()
     kind = ops.get(user.op).kind
     element_wise = (kind == "elementwise" and user.op not in _DECIDING) \
         or user.op in _ELEMENT_PRESERVING
     return element_wise and user.id in dropped
+
+
+def _finiteness_test(node: Node) -> bool:
+    """Whether `node` is x - x, the difference np.isfinite and the guards of the safe
+    derivatives compare with 0 (compiler/ops/elementwise.py): its NaN is what they test."""
+    return node.op == "sub" and node.inputs[0] is node.inputs[1]
 
 
 class CheckedKernel:

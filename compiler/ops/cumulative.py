@@ -60,14 +60,25 @@ def _cumprod_vjp(g, out, x, *, axis: int):
     # Before the first zero z that is out[i] / x[k] (later results are 0, as are their
     # derivatives: they hold x[z]); at z it is the running product with x[z] taken as 1; after
     # z every such product holds x[z], so it is 0. Dividing out / x at every k instead would
-    # give 0/0 at the zeros.
-    zeros_so_far = bind("cumsum", x == 0, axis=axis)
+    # give 0/0 at the zeros. Those zeros are written as x[z]'s value (`first`, 0 with a
+    # derivative of 1 to x[z]), not as constants, so that a second derivative sees them: after
+    # z the partial is x[z] times the running product without it, over x[k]; at the second
+    # zero, x[z] times the running product without both.
+    is_zero = x == 0
+    zeros_so_far = bind("cumsum", is_zero, axis=axis)
     before = zeros_so_far == 0
-    first_zero = (x == 0) & (zeros_so_far == 1)
+    first_zero = is_zero & (zeros_so_far == 1)
+    second_zero = is_zero & (zeros_so_far == 2)
+    first = bind("cumsum", np.where(first_zero, x, 0), axis=axis)
     head = _sum_from_end(g * out, axis) / np.where(before, x, 1)
     skipped = bind("cumprod", np.where(first_zero, 1, x), axis=axis)
     at_zero = _sum_from_end(g * skipped, axis)
-    return (np.where(before, head, np.where(first_zero, at_zero, 0)),)
+    after = first * at_zero / np.where(is_zero, 1, x)
+    skipped_both = bind("cumprod", np.where(first_zero | second_zero, 1, x), axis=axis)
+    at_second = first * _sum_from_end(g * skipped_both, axis)
+    return (np.where(before, head, np.where(
+        first_zero, at_zero, np.where(zeros_so_far == 1, after,
+                                      np.where(second_zero, at_second, 0)))),)
 
 
 def _running(update: str, identity: int):

@@ -8,7 +8,8 @@ samples), so they follow NumPy's promotion rules exactly.
 Kinks and singular points (the table in the README, tested in tests/test_kinks.py):
 `abs'(0) = 0` (sign), `maximum`/`minimum` split a tie's gradient evenly, and ops
 whose derivative is infinite somewhere (sqrt, log, div, pow) map a zero
-cotangent to an exact zero, so `where(x > 0, sqrt(x), 0)` has gradient 0 at 0.
+cotangent to an exact zero where the derivative is not finite, so `where(x > 0, sqrt(x), 0)`
+has gradient 0 at 0.
 """
 
 from __future__ import annotations
@@ -43,8 +44,11 @@ def elementwise(name: str, impl, vjp, code: str, doc: str = "") -> OpDef:
 
 
 def safe(g, expr):
-    """`expr` where the cotangent is non-zero, exactly 0 where it is 0 (0 * inf is 0, not NaN)."""
-    return np.where(g == 0, 0, expr)
+    """`expr`, but exactly 0 where the cotangent is 0 and `expr` is not finite (0 * inf is 0,
+    not NaN). Where `expr` is finite it is left alone, so its derivative with respect to `g`
+    is kept: a second derivative through a zero cotangent (d/dy of the gradient of
+    y * log(x) at y = 0) is 1/x there, not 0."""
+    return np.where((g == 0) & (expr - expr != 0), 0, expr)
 
 
 # --- unary math: d/dx written as the VJP g * f'(x) -------------------------------
@@ -162,13 +166,13 @@ elementwise("copysign", np.copysign, _copysign_vjp, "np.copysign({0}, {1})")
 def _arctan2_vjp(g, out, y, x):
     # d atan2(y, x) = (x dy - y dx) / (x^2 + y^2); at the origin (0/0) the gradient is 0.
     r2 = x * x + y * y
-    scale = safe(r2, g / np.where(r2 == 0, 1, r2))
+    scale = np.where(r2 == 0, 0, g / np.where(r2 == 0, 1, r2))
     return scale * x, -scale * y
 
 
 def _hypot_vjp(g, out, x, y):
     # d hypot = (x dx + y dy) / hypot; at the origin (a cone's tip) the gradient is 0.
-    scale = safe(out, g / np.where(out == 0, 1, out))
+    scale = np.where(out == 0, 0, g / np.where(out == 0, 1, out))
     return scale * x, scale * y
 
 

@@ -63,14 +63,21 @@ def _chooser_vjp(g, out, x, *, axes, keepdims, nonempty=False):
 
 def _prod_vjp(g, out, x, *, axes, keepdims):
     # out / x fails at zeros; instead use the product of the non-zero entries and
-    # the count of zeros: one zero gets that product, any other entry gets 0.
+    # the count of zeros: one zero gets that product, any other entry gets 0. Those zeros are
+    # written as the zero entries' values (`zero_sum`, 0 with a derivative of 1 to each zero
+    # entry), not as constants, so that a second derivative sees them: at one zero the
+    # others' partials are zero_sum * nonzero_prod / x (d/dx_z of them is the product of the
+    # rest), at two zeros each zero's partial is the other zero's value times nonzero_prod.
     is_zero = x == 0
     nonzero_prod = bind("prod", np.where(is_zero, 1, x), axes=axes, keepdims=True)
     zeros = bind("sum", np.where(is_zero, 1, 0).astype(x.dtype), axes=axes, keepdims=True)
+    zero_sum = bind("sum", np.where(is_zero, x, 0), axes=axes, keepdims=True)
+    others = nonzero_prod / np.where(is_zero, 1, x)
     partial = np.where(
         zeros == 0,
-        nonzero_prod / np.where(is_zero, 1, x),
-        np.where(is_zero & (zeros == 1), nonzero_prod, 0),
+        others,
+        np.where(zeros == 1, np.where(is_zero, nonzero_prod, zero_sum * others),
+                 np.where(is_zero & (zeros == 2), (zero_sum - x) * nonzero_prod, 0)),
     )
     return (keepdims_of(g, x, axes, keepdims) * partial,)
 

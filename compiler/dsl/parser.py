@@ -19,7 +19,14 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedInput
 from lark.indenter import DedentError, Indenter
 
-from compiler.dsl.errors import DslError, SourceText, suggestion, syntax_error
+from compiler.dsl.errors import (
+    INCONSISTENT_INDENTATION,
+    DslError,
+    SourceText,
+    mixes_tabs_and_spaces,
+    suggestion,
+    syntax_error,
+)
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 EXTENSION = ".gf"
@@ -146,6 +153,7 @@ def parse(text: str, filename: str = "<dsl>") -> Program:
     """Parse and check a program; raises DslError with the line, column and a caret."""
     from compiler.dsl.resolve import check_program
 
+    text = python_text(text)
     source = SourceText(filename, text)
     # The grammar ends statements with a newline: supply the one a file may lack.
     try:
@@ -155,8 +163,9 @@ def parse(text: str, filename: str = "<dsl>") -> Program:
     except _BadDedent as err:
         line = err.newline.end_line
         column = len(source.line(line)) - len(source.line(line).lstrip()) + 1
-        raise source.error("unindent does not match any outer indentation level", line,
-                           column) from None
+        message = (INCONSISTENT_INDENTATION if mixes_tabs_and_spaces(source, line)
+                   else "unindent does not match any outer indentation level")
+        raise source.error(message, line, column) from None
     program = Program(source, {}, tree)
     for function_tree in tree.children:
         function = _function(source, function_tree)
@@ -166,6 +175,12 @@ def parse(text: str, filename: str = "<dsl>") -> Program:
         program.functions[function.name] = function
     check_program(program)
     return program
+
+
+def python_text(text: str) -> str:
+    """Text as Python reads a source file: a leading byte order mark dropped (editors on
+    Windows write one), and Windows ("\\r\\n") and old Mac ("\\r") line ends made "\\n"."""
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def tree_rules() -> set[str]:
@@ -184,6 +199,8 @@ def _terminals() -> dict:
 
 def _function(source: SourceText, tree: Tree) -> FunctionDef:
     name, parameters, *body = tree.children
+    if keyword.iskeyword(name):
+        raise source.error_at(f"'{name}' is a Python keyword; choose another name", name)
     params = [_param(source, p) for p in parameters.children] if parameters else []
     seen: set[str] = set()
     for param in params:

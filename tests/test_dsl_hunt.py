@@ -5,6 +5,8 @@ Python user makes, each reported at its line and column."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from gradcheck import central_differences
@@ -230,3 +232,19 @@ def test_negative_and_numpy_integer_axes_still_work():
     grad = compile_grad(lambda x: np.sum(np.sum(x, axis=np.int64(1)) ** 2),
                         backend="interpreter").grad(X)
     np.testing.assert_allclose(grad, 2 * np.sum(X, axis=1, keepdims=True) * np.ones_like(X))
+
+
+# --- long programs ----------------------------------------------------------------------------
+def test_a_sum_of_many_terms_is_parsed_checked_evaluated_and_printed():
+    # a + b + c + ... nests as deep as it is long: 250 terms passed Python's recursion limit
+    # in the checker, the evaluator and the pretty-printer (a bare RecursionError)
+    terms = " + ".join(f"x[{i % 3}] * {i}" for i in range(600))
+    program = (f"def helper(x):\n    return {terms}\n\n"
+               f"def f(x: f64[3]):\n    return helper(x) + {terms}\n")
+    weights = np.array([sum(range(k, 600, 3)) for k in range(3)], dtype=float)
+    assert_matches(program, lambda x: 2 * x @ weights, (X[0],))
+    assert_matches(dsl.format_program(dsl.parse_source(program)), lambda x: 2 * x @ weights,
+                   (X[0],))
+    limit = sys.getrecursionlimit()
+    dsl.load(program)(X[0])
+    assert sys.getrecursionlimit() == limit  # raised only while visiting

@@ -11,6 +11,8 @@ import dataclasses
 import functools
 import inspect
 import keyword
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +97,24 @@ class Program:
     functions: dict[str, FunctionDef]
     tree: Tree
 
+    @functools.cached_property
+    def nesting(self) -> int:
+        """How deep the program's trees nest, summed over its functions: the most levels one
+        visit can go down, as a function's call nests the callee's body in it."""
+        return sum(_depth(f.tree) for f in self.functions.values())
+
+    @contextmanager
+    def recursion_room(self):
+        """Python's recursion limit raised for visiting this program: lark's visitors recurse a
+        few frames per level of a tree, and a sum a + b + c + ... nests as deep as it is long
+        (a few hundred terms passed Python's default limit of 1000)."""
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(limit + _FRAMES_PER_LEVEL * self.nesting)
+        try:
+            yield
+        finally:
+            sys.setrecursionlimit(limit)
+
     def function(self, name: str | None = None) -> FunctionDef:
         """The function called `name`, or the last one in the file."""
         if not self.functions:
@@ -117,6 +137,19 @@ class Program:
         functions = {name: dataclasses.replace(f, params=[convert(p) for p in f.params])
                      for name, f in self.functions.items()}
         return Program(self.source, functions, self.tree)
+
+
+_FRAMES_PER_LEVEL = 8  # lark's visit, _visit_tree (or _transform_tree), a rule's method, ...
+
+
+def _depth(tree: Tree) -> int:
+    """The number of levels of a tree, counted without recursion."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in node.children if isinstance(child, Tree))
+    return deepest
 
 
 class _Indentation(Indenter):
@@ -173,7 +206,8 @@ def parse(text: str, filename: str = "<dsl>") -> Program:
             raise source.error_at(f"function '{function.name}' is defined twice",
                                   function.name_token)
         program.functions[function.name] = function
-    check_program(program)
+    with program.recursion_room():
+        check_program(program)
     return program
 
 

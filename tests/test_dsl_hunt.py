@@ -248,3 +248,27 @@ def test_a_sum_of_many_terms_is_parsed_checked_evaluated_and_printed():
     limit = sys.getrecursionlimit()
     dsl.load(program)(X[0])
     assert sys.getrecursionlimit() == limit  # raised only while visiting
+
+
+def test_a_misspelt_keyword_is_named_before_the_argument_it_leaves_missing():
+    program = ("def g(x, scale: f64[]):\n    return sum(x) * scale\n\n"
+               "def f(x: f64[N, 3]):\n    return g(x, scal=2.0)\n")
+    err = error_of(program)  # said: g() missing required argument 'scale'
+    assert_points_at(err, 5, 12, "return g(x, scal=2.0)")
+    assert "g() got an unexpected keyword argument 'scal'; did you mean 'scale'?" in str(err)
+
+
+# --- compiled by numba (one kernel) -------------------------------------------------------------
+def test_unicode_names_reach_numbas_generated_code():
+    program = ("def f(wß: f64[3], xs: f64[T, 3]):\n    α = wß * 2\n    état = 0.0\n"
+               "    for ligne in xs:\n        état = état + sum(tanh(ligne * α))\n"
+               "    return état / T\n")
+
+    def twin(w, xs):
+        return sum(np.sum(np.tanh(row * w * 2)) for row in xs) / len(xs)
+
+    loss = compile_grad(program)
+    value, grad = loss.value_and_grad(X[0], X)
+    np.testing.assert_allclose(value, twin(X[0], X), rtol=1e-12)
+    np.testing.assert_allclose(grad, central_differences(twin, [X[0], X], 0), rtol=1e-6)
+    assert "état = 0.0" in loss.source("value_and_grad")

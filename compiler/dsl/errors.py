@@ -68,7 +68,9 @@ class SourceText:
     lines: list[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "lines", self.text.splitlines())
+        # Lines end at "\n" only, as the parser's line numbers count them: splitlines()
+        # would also split at a form feed or a Unicode line separator in a comment.
+        object.__setattr__(self, "lines", self.text.split("\n"))
 
     def line(self, number: int) -> str:
         return self.lines[number - 1] if 0 < number <= len(self.lines) else ""
@@ -147,6 +149,9 @@ def _known_mistake(source: SourceText, token: Token, line: int,
                    column: int | None) -> DslError | None:
     """A clearer message than "unexpected ..." for common mistakes: an unclosed bracket, a
     function or loop body that is not indented, and Python's other control flow."""
+    if token.type in ("_INDENT", "_DEDENT") and mixes_tabs_and_spaces(source, line):
+        return source.error(INCONSISTENT_INDENTATION, line,
+                            len(source.line(line)) - len(source.line(line).lstrip()) + 1)
     unclosed = _unclosed_bracket(source, line, column)
     if unclosed is not None and (unclosed[0] < line or token.type in ("$END", "_DEDENT")):
         bracket_line, bracket_column, bracket = unclosed
@@ -165,6 +170,25 @@ def _known_mistake(source: SourceText, token: Token, line: int,
     return _python_idiom(source, token, line, column)
 
 
+INCONSISTENT_INDENTATION = ("inconsistent use of tabs and spaces in indentation (a tab counts "
+                            "as 8 columns): indent with spaces only, or tabs only")
+
+
+def mixes_tabs_and_spaces(source: SourceText, line: int) -> bool:
+    """Whether `line` is indented with tabs where the code line before it uses spaces, or the
+    other way round (one of them mixing both counts too): Python's TabError."""
+    def indentation(number: int) -> str:
+        text = source.line(number)
+        return text[:len(text) - len(text.lstrip(" \t"))]
+
+    here = indentation(line)
+    before = next((indentation(n) for n in range(line - 1, 0, -1)
+                   if source.line(n).strip() and not source.line(n).lstrip().startswith("#")),
+                  "")
+    kinds = set(here) | set(before)
+    return kinds == {" ", "\t"}
+
+
 def _python_idiom(source: SourceText, token: Token, line: int,
                   column: int | None) -> DslError | None:
     """What to write instead of Python that the DSL does not have, where the parse stopped at
@@ -174,7 +198,7 @@ def _python_idiom(source: SourceText, token: Token, line: int,
     text = source.line(line)
     rest, before = text[column - 1:], text[:column - 1]
     augmented = re.match(r"(\*\*|//|[-+*/%@&|^])=", rest)
-    target = re.match(r"\s*([A-Za-z_]\w*)\s*$", before)
+    target = re.match(r"\s*([^\W\d]\w*)\s*$", before)
     if augmented and target:
         name, op = target.group(1), augmented.group(1)
         return source.error(f"augmented assignment ('{op}=') is not part of the DSL: write "
@@ -183,7 +207,7 @@ def _python_idiom(source: SourceText, token: Token, line: int,
         return source.error("assigning into an array is not part of the DSL: values never "
                             "change; build the new one with where(condition, new, old) or "
                             "concatenate(...)", line, column)
-    previous = re.search(r"\b([A-Za-z_]\w*)\s*$", before)
+    previous = re.search(r"\b([^\W\d]\w*)\s*$", before)
     word, word_column = (token.value, column) if token.type == "NAME" else (None, column)
     if previous and previous.group(1) in ("not", "lambda"):
         word, word_column = previous.group(1), previous.start(1) + 1
@@ -194,6 +218,12 @@ def _python_idiom(source: SourceText, token: Token, line: int,
     if word == "lambda":
         return source.error("'lambda' is not part of the DSL: define the function with def "
                             "and call it", line, word_column)
+    if word == "if":  # a conditional expression: x if c else y
+        return source.error(f"conditional expressions are not part of the DSL: {_WHERE}", line,
+                            word_column)
+    if token.type == "COMPARE" and token.value in "<>" and before.endswith(token.value):
+        return source.error(f"the shift operator '{token.value * 2}' is not part of the DSL: "
+                            "multiply or floor-divide by a power of two", line, column - 1)
     if token.type == "COMPARE" and re.search(r"[<>]|[=!]=", before):
         return source.error("comparisons do not chain in the DSL: write (a < x) & (x < b) "
                             "instead of a < x < b", line, column)

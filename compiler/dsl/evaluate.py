@@ -85,7 +85,10 @@ def call_function(program: Program, function: FunctionDef, args: tuple, kwargs: 
         for param, value in zip(function.params, values):
             if isinstance(value, Tracer):
                 naming.name(value.node, param.name, depth)
-    return _Evaluator(program, function, env, depth, naming).run()
+    if depth > 0:  # inside the outermost call's room, which counts every function's nesting
+        return _Evaluator(program, function, env, depth, naming).run()
+    with program.recursion_room():
+        return _Evaluator(program, function, env, depth, naming).run()
 
 
 class _Evaluator(Interpreter):

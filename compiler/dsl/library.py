@@ -64,6 +64,11 @@ def argument_problem(name: str, sig: inspect.Signature, n_positional: int,
     except TypeError as err:
         reason = str(err)
     params = list(sig.parameters.values())
+    accepted = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY)]
+    unknown = [k for k in keywords if k not in accepted]
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params):
+        # before a missing argument, as Python does: g(x, scal=2.0) misspells scale=
+        reason = f"got an unexpected keyword argument '{unknown[0]}'"
     if reason.startswith("too many positional"):
         if any(p.kind is p.VAR_POSITIONAL for p in params):
             return f"{name}() {reason}"
@@ -81,9 +86,8 @@ def argument_problem(name: str, sig: inspect.Signature, n_positional: int,
         return f"{name}() missing required argument {missing}"
     if reason.startswith("got an unexpected keyword argument"):
         keyword = reason.rsplit(" ", 1)[1].strip("'")
-        names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY)]
         return f"{name}() got an unexpected keyword argument '{keyword}'" + suggestion(
-            keyword, names)
+            keyword, accepted)
     if reason.startswith("multiple values"):
         return f"{name}() got {reason}"  # Python's wording for a call
     return f"{name}() {reason}"

@@ -11,6 +11,8 @@ import dataclasses
 import functools
 import inspect
 import keyword
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,14 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedInput
 from lark.indenter import DedentError, Indenter
 
-from compiler.dsl.errors import DslError, SourceText, suggestion, syntax_error
+from compiler.dsl.errors import (
+    INCONSISTENT_INDENTATION,
+    DslError,
+    SourceText,
+    mixes_tabs_and_spaces,
+    suggestion,
+    syntax_error,
+)
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 EXTENSION = ".gf"
@@ -88,6 +97,24 @@ class Program:
     functions: dict[str, FunctionDef]
     tree: Tree
 
+    @functools.cached_property
+    def nesting(self) -> int:
+        """How deep the program's trees nest, summed over its functions: the most levels one
+        visit can go down, as a function's call nests the callee's body in it."""
+        return sum(_depth(f.tree) for f in self.functions.values())
+
+    @contextmanager
+    def recursion_room(self):
+        """Python's recursion limit raised for visiting this program: lark's visitors recurse a
+        few frames per level of a tree, and a sum a + b + c + ... nests as deep as it is long
+        (a few hundred terms passed Python's default limit of 1000)."""
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(limit + _FRAMES_PER_LEVEL * self.nesting)
+        try:
+            yield
+        finally:
+            sys.setrecursionlimit(limit)
+
     def function(self, name: str | None = None) -> FunctionDef:
         """The function called `name`, or the last one in the file."""
         if not self.functions:
@@ -110,6 +137,19 @@ class Program:
         functions = {name: dataclasses.replace(f, params=[convert(p) for p in f.params])
                      for name, f in self.functions.items()}
         return Program(self.source, functions, self.tree)
+
+
+_FRAMES_PER_LEVEL = 8  # lark's visit, _visit_tree (or _transform_tree), a rule's method, ...
+
+
+def _depth(tree: Tree) -> int:
+    """The number of levels of a tree, counted without recursion."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in node.children if isinstance(child, Tree))
+    return deepest
 
 
 class _Indentation(Indenter):
@@ -146,6 +186,7 @@ def parse(text: str, filename: str = "<dsl>") -> Program:
     """Parse and check a program; raises DslError with the line, column and a caret."""
     from compiler.dsl.resolve import check_program
 
+    text = python_text(text)
     source = SourceText(filename, text)
     # The grammar ends statements with a newline: supply the one a file may lack.
     try:
@@ -155,8 +196,9 @@ def parse(text: str, filename: str = "<dsl>") -> Program:
     except _BadDedent as err:
         line = err.newline.end_line
         column = len(source.line(line)) - len(source.line(line).lstrip()) + 1
-        raise source.error("unindent does not match any outer indentation level", line,
-                           column) from None
+        message = (INCONSISTENT_INDENTATION if mixes_tabs_and_spaces(source, line)
+                   else "unindent does not match any outer indentation level")
+        raise source.error(message, line, column) from None
     program = Program(source, {}, tree)
     for function_tree in tree.children:
         function = _function(source, function_tree)
@@ -164,8 +206,15 @@ def parse(text: str, filename: str = "<dsl>") -> Program:
             raise source.error_at(f"function '{function.name}' is defined twice",
                                   function.name_token)
         program.functions[function.name] = function
-    check_program(program)
+    with program.recursion_room():
+        check_program(program)
     return program
+
+
+def python_text(text: str) -> str:
+    """Text as Python reads a source file: a leading byte order mark dropped (editors on
+    Windows write one), and Windows ("\\r\\n") and old Mac ("\\r") line ends made "\\n"."""
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def tree_rules() -> set[str]:
@@ -184,6 +233,8 @@ def _terminals() -> dict:
 
 def _function(source: SourceText, tree: Tree) -> FunctionDef:
     name, parameters, *body = tree.children
+    if keyword.iskeyword(name):
+        raise source.error_at(f"'{name}' is a Python keyword; choose another name", name)
     params = [_param(source, p) for p in parameters.children] if parameters else []
     seen: set[str] = set()
     for param in params:

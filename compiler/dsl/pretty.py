@@ -36,7 +36,8 @@ class _Expr:
 
 
 def format_program(program: Program) -> str:
-    return _Printer().transform(program.tree)
+    with program.recursion_room():
+        return _Printer().transform(program.tree)
 
 
 def _block(header: str, statements: list[str]) -> str:

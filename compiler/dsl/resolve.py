@@ -15,6 +15,8 @@ arithmetic on them.
 
 from __future__ import annotations
 
+import keyword
+
 from lark import Token, Tree
 from lark.visitors import Interpreter
 
@@ -80,8 +82,7 @@ class _FunctionChecker(Interpreter):
         self.visit(value)
         static = len(targets.children) == 1 and self._not_static(value) is None
         for token in targets.children:
-            if token in library.RESERVED:
-                raise self.source.error_at(f"cannot assign to {token}", token)
+            _check_assignable(self.source, token)
             self.bind(str(token), static)
 
     def bind(self, name: str, static: bool = False) -> None:
@@ -96,8 +97,7 @@ class _FunctionChecker(Interpreter):
         loop = ForLoop.of(tree)
         self._check_iterable(loop)
         variable = loop.variable
-        if variable in library.RESERVED:
-            raise self.source.error_at(f"cannot assign to {variable}", variable)
+        _check_assignable(self.source, variable)
         if variable in self.bound:
             raise self.source.error_at(
                 f"the loop variable '{variable}' already names a value bound before the loop; "
@@ -244,6 +244,15 @@ class _FunctionChecker(Interpreter):
         if any(name == p.name for p in self.function.params):
             return "is a parameter, whose value is known only when the function runs"
         return "is computed when the function runs"
+
+
+def _check_assignable(source, token: Token) -> None:
+    """A name the program binds: not True/False/None, nor another Python keyword (lambda, if,
+    ...), which no Python twin of the program could bind."""
+    if token in library.RESERVED:
+        raise source.error_at(f"cannot assign to {token}", token)
+    if keyword.iskeyword(token):
+        raise source.error_at(f"'{token}' is a Python keyword; choose another name", token)
 
 
 def _what_the_variable_holds(loop: ForLoop) -> str:

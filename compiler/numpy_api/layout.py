@@ -9,6 +9,8 @@ from compiler.errors import TraceError, UnsupportedError
 from compiler.ir import Sym
 from compiler.numpy_api.dispatch import FUNCTIONS, axes_of, implements, no_out, traced
 from compiler.ops import bind
+from compiler.ops.registry import ShapeError
+from compiler.ops.shapes import normalize_axes
 from compiler.symdim import SymDim
 from compiler.tracer import Tracer
 from compiler.user_code import user_loc
@@ -138,13 +140,23 @@ def concatenate(arrays, axis=0, out=None, **kw):
     arrays = [traced(a) for a in arrays]
     if axis is None:
         arrays, axis = [reshape(a, (-1,)) for a in arrays], 0
-    return bind("concatenate", *arrays, axis=axis % arrays[0].ndim)
+    return bind("concatenate", *arrays, axis=_one_axis(axis, arrays[0].ndim))
+
+
+def _one_axis(axis, ndim: int) -> int:
+    """One axis of an array of `ndim` dimensions, made non-negative; NumPy's AxisError (or its
+    TypeError for a float or an array) as a TraceError at the user's line."""
+    try:
+        (axis,) = normalize_axes((axis,), ndim)
+    except ShapeError as err:
+        raise TraceError(str(err), user_loc()) from None
+    return axis
 
 
 @implements(np.stack)
 def stack(arrays, axis=0, out=None, **kw):
     arrays = [traced(a) for a in arrays]
-    axis = axis % (arrays[0].ndim + 1)
+    axis = _one_axis(axis, arrays[0].ndim + 1)
     return concatenate([expand_dims(a, axis) for a in arrays], axis=axis, out=out, **kw)
 
 

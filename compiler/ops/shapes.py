@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import operator
+
+import numpy as np
+
 from compiler.ir import Dim, Shape, Sym
 from compiler.ops.registry import DimConflict, ShapeError
 
@@ -55,11 +59,13 @@ def normalize_axes(axis, ndim: int) -> tuple[int, ...]:
     """NumPy's `axis=` (None, int or tuple, negatives allowed) as sorted non-negative ints."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
     out = []
     for a in axes:
-        if not isinstance(a, int):
-            raise ShapeError(f"axis must be an int or a tuple of ints, got {a!r}")
+        if isinstance(a, bool) or not isinstance(a, (int, np.integer)):  # np.int64 counts
+            got = "an array" if hasattr(a, "shape") else repr(a)
+            raise ShapeError(f"axis must be an int or a tuple of ints, got {got}")
+        a = operator.index(a)
         if not -ndim <= a < max(ndim, 1):
             raise ShapeError(f"axis {a} is out of bounds for an array of dimension {ndim}")
         out.append(a % max(ndim, 1))

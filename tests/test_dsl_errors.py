@@ -94,6 +94,12 @@ def test_while_suggests_a_counted_loop():
     ("y = where(0 < x < 1, x, 0.0)", 21, "comparisons do not chain in the DSL: write "
                                          "(a < x) & (x < b)"),
     ("g = lambda z: z", 9, "'lambda' is not part of the DSL: define the function with def"),
+    ("y = x << 1", 11, "the shift operator '<<' is not part of the DSL"),
+    ("y = x >> 1", 11, "the shift operator '>>' is not part of the DSL"),
+    ("y = x if True else x", 11, "conditional expressions are not part of the DSL: choose "
+                                 "values elementwise with where"),
+    ("lambda = x", 5, "'lambda' is a Python keyword; choose another name"),
+    ("α += 1", 7, "augmented assignment ('+=') is not part of the DSL: write α = α + ..."),
 ])
 def test_python_the_dsl_lacks_says_what_to_write(line, column, reason):
     err = error_of(f"def f(x):\n    y = x\n    {line}\n    return y\n")

@@ -85,20 +85,6 @@ def test_mixing_tabs_and_spaces_is_reported_as_python_does():
     assert "unindent does not match any outer indentation level" in str(err)
 
 
-@pytest.mark.parametrize("line, column, message", [
-    ("    y = x << 1", 11, "the shift operator '<<' is not part of the DSL"),
-    ("    y = x >> 1", 11, "the shift operator '>>' is not part of the DSL"),
-    ("    y = x if True else x", 11, "conditional expressions are not part of the DSL: "
-                                     "choose values elementwise with where"),
-    ("    lambda = x", 5, "'lambda' is a Python keyword; choose another name"),
-    ("    α = x\n    α += 1", 7, "augmented assignment ('+=') is not part of the DSL: "
-                                "write α = α + ..."),
-])
-def test_python_the_dsl_does_not_have_says_what_to_write(line, column, message):
-    err = error_of(f"def f(x: f64[N, 3]):\n{line}\n    return sum(x)\n")
-    assert err.column == column and message in str(err), str(err)
-
-
 def test_a_keyword_cannot_name_a_loop_variable_or_a_function():
     err = error_of("def f(x: f64[N, 3]):\n    for class in x:\n        x = x\n    return sum(x)\n")
     assert_points_at(err, 2, 9, "for class in x:")

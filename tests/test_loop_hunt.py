@@ -39,20 +39,6 @@ def softclip_halved_vjp(g, out, x):
     return (g * (1.0 - np.tanh(x) ** 2),)
 
 
-@pytest.fixture
-def unrolled(monkeypatch):
-    """value_and_grad of a function traced with the roller off (interpreted): the reference."""
-    def compile_unrolled(fn):
-        compiled = compile_grad(fn, backend="interpreter")
-
-        def value_and_grad(*args):
-            with monkeypatch.context() as patch:
-                patch.setenv("GRADFUSE_ROLL", "0")
-                return compiled.value_and_grad(*args)
-        return value_and_grad
-    return compile_unrolled
-
-
 # --- custom_vjp inside loops ------------------------------------------------------------------
 def softclip_rnn(w):
     def step(h, x):

@@ -4,7 +4,6 @@ unrolled program, and kernels that do not grow with the number of iterations."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from gradcheck import central_differences
 
 from compiler import compile_grad
@@ -30,20 +29,6 @@ def deep_net(params, X, y):
 
 X = rng.normal(size=(5, WIDTH))
 Y = rng.normal(size=(5, WIDTH))
-
-
-@pytest.fixture
-def unrolled(monkeypatch):
-    """value_and_grad of a function traced with the roller off (interpreted): the reference."""
-    def compile_unrolled(fn):
-        compiled = compile_grad(fn, backend="interpreter")
-
-        def value_and_grad(*args):
-            with monkeypatch.context() as patch:
-                patch.setenv("GRADFUSE_ROLL", "0")
-                return compiled.value_and_grad(*args)
-        return value_and_grad
-    return compile_unrolled
 
 
 def scans(graph_text: str) -> list[str]:

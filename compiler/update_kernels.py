@@ -246,20 +246,10 @@ class GroupUpdate:
             if rest is not None:
                 return rest
         params = group["params"]
-        settled = self._settled
         try:
-            # A settled step: the group's arrays still those of the tables, its settings too.
-            # C-level comparisons only, as few as can say it: a step costs little more than
-            # its kernel. (A setting deleted raises KeyError.)
-            unchanged = settled is not None and len(params) == len(settled.params) \
-                and Parameter.data_replacements == settled.replacements \
-                and self.optimizer.state is settled.state \
-                and all(map(operator.is_, chain(params, map(_grad_of, params),
-                                                map(settled.state.get, self._with_grads)),
-                            settled.identities)) \
-                and (settled.data is None
-                     or all(map(operator.is_, map(_data_of, params), settled.data))) \
-                and (not settled.entries or self._same_entries(settled)) \
+            # A settled step: the group's arrays still those of the tables, its settings too
+            # (a setting deleted raises KeyError)
+            unchanged = self._holds_settled(params) \
                 and len(group) == self._n_settings and self._settings(group) == self._values
         except KeyError:
             unchanged = False
@@ -354,15 +344,26 @@ class GroupUpdate:
             self.optimizer._settled_step = namespace.get("settled_optimizer_step")
         return step
 
-    def _recheck(self, params: list) -> bool:
-        """Whether `params` and their state dicts are the settled ones, compared one by one
-        (a counter moved: some list or state dict changed, maybe not this group's); if so,
-        the next steps compare counters again."""
+    def _holds_settled(self, params: list) -> bool:
+        """Whether `params`, their gradients, arrays and state dicts (and the dicts' entries)
+        are still those of the tables: C-level comparisons only, as few as can say it, so that
+        a step costs little more than its kernel."""
         settled = self._settled
-        same = settled is not None and _same(params, settled.params) \
+        return settled is not None and len(params) == len(settled.params) \
+            and Parameter.data_replacements == settled.replacements \
             and self.optimizer.state is settled.state \
-            and all(map(operator.is_, map(settled.state.get, self._with_grads), settled.dicts)) \
+            and all(map(operator.is_, chain(params, map(_grad_of, params),
+                                            map(settled.state.get, self._with_grads)),
+                        settled.identities)) \
+            and (settled.data is None
+                 or all(map(operator.is_, map(_data_of, params), settled.data))) \
             and (not settled.entries or self._same_entries(settled))
+
+    def _recheck(self, params: list) -> bool:
+        """Whether the group still holds the settled arrays, compared one by one (a counter
+        moved: some list or state dict changed, maybe not this group's); if so, the next
+        steps compare counters again."""
+        same = self._holds_settled(params)
         if same:
             self._arm(params)
         return same

@@ -159,14 +159,20 @@ def softplus(x: Array, beta: float = 1.0, threshold: float = 20.0) -> Array:
     # evenly and abs'(0) = 0 (the compiler's kink table).
     unscaled = isinstance(beta, int | float) and beta == 1  # no two ops by 1 in kernels
     z = x if unscaled else beta * x
-    smooth = np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+    smooth = _log1p_exp(z)
     return np.where(z > threshold, x, smooth if unscaled else smooth / beta)
+
+
+def _log1p_exp(z: Array) -> Array:
+    """log(1 + exp(z)) as max(z, 0) + log1p(exp(-|z|)): never overflowing, and no log of a
+    probability rounded to 0."""
+    return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
 
 
 @_takes_tensors
 def logsigmoid(x: Array) -> Array:
-    """log(sigmoid(x)) = -softplus(-x), finite far in the negative tail."""
-    return -(np.maximum(-x, 0) + np.log1p(np.exp(-np.abs(x))))
+    """log(sigmoid(x)) = -log(1 + exp(-x)), finite far in the negative tail."""
+    return -_log1p_exp(-x)
 
 
 _ERF = np.frompyfunc(math.erf, 1, 1)  # NumPy has no erf; the compiler binds this one to its own
@@ -428,8 +434,7 @@ def binary_cross_entropy_with_logits(
     if pos_weight is None:  # max(x, 0) - x t + ..., the form W5 was measured with
         loss = np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
     else:
-        softplus_neg = np.maximum(-logits, 0) + np.log1p(np.exp(-np.abs(logits)))
-        loss = (1 - targets) * logits + (1 + (pos_weight - 1) * targets) * softplus_neg
+        loss = (1 - targets) * logits + (1 + (pos_weight - 1) * targets) * _log1p_exp(-logits)
     return _reduce(loss if weight is None else loss * weight, reduction)
 
 

@@ -54,6 +54,8 @@ def safe(g, expr):
 # --- unary math: d/dx written as the VJP g * f'(x) -------------------------------
 elementwise("neg", np.negative, lambda g, out, x: (-g,), "-{0}")
 elementwise("abs", np.abs, lambda g, out, x: (g * np.sign(x),), "abs({0})")
+
+
 def _sign_code(node) -> str:
     # numba's np.sign gives -1 for an unsigned int with its top bit set (uint8 200 -> 255)
     return "{dtype}({0} != 0)" if node.inputs[0].dtype.kind == "u" else "np.sign({0})"
@@ -163,16 +165,20 @@ def _copysign_vjp(g, out, x, y):
 elementwise("copysign", np.copysign, _copysign_vjp, "np.copysign({0}, {1})")
 
 
+def _over_or_zero(g, d):
+    """g / d, and 0 where d is 0 (the origin of arctan2 and hypot: their gradient's choice)."""
+    return np.where(d == 0, 0, g / np.where(d == 0, 1, d))
+
+
 def _arctan2_vjp(g, out, y, x):
     # d atan2(y, x) = (x dy - y dx) / (x^2 + y^2); at the origin (0/0) the gradient is 0.
-    r2 = x * x + y * y
-    scale = np.where(r2 == 0, 0, g / np.where(r2 == 0, 1, r2))
+    scale = _over_or_zero(g, x * x + y * y)
     return scale * x, -scale * y
 
 
 def _hypot_vjp(g, out, x, y):
     # d hypot = (x dx + y dy) / hypot; at the origin (a cone's tip) the gradient is 0.
-    scale = np.where(out == 0, 0, g / np.where(out == 0, 1, out))
+    scale = _over_or_zero(g, out)
     return scale * x, scale * y
 
 
@@ -223,7 +229,6 @@ for _name, _impl, _code in [
 ]:
     register(OpDef(_name, "elementwise", _infer(_impl), _impl, None, _code,
                    lowering=Elementwise(_code, _booleans, exact=True)))
-
 
 
 def _signbit_operand(node):

@@ -141,8 +141,7 @@ def _emitter(product_of):
 
 def _write_contraction(nests, node, index, acc: str) -> None:
     """acc = the product's element at `index`: a loop over the contracted axis."""
-    from compiler.codegen.reading import broadcast_index, dim_text
-    from compiler.codegen.scalars import literal
+    from compiler.codegen.reading import broadcast_index
     from compiler.names import contraction_index
 
     k = nests.k
@@ -155,15 +154,26 @@ def _write_contraction(nests, node, index, acc: str) -> None:
                if a.type.ndim > 1 else (at,))
     b_index = (broadcast_index(b.shape[:-2], index[:batch]) + (at, index[-1])
                if b.type.ndim > 1 else (at,))
+    _write_summed_product(k, node, acc, (a, a_index), (b, b_index),
+                          [] if length == 1 else [(i_k, length)])
+
+
+def _write_summed_product(k, node, acc: str, a_at: tuple, b_at: tuple, loops: list) -> None:
+    """acc = the sum over `loops` ((index, length) of each summed axis longer than 1) of the
+    products of two operands' elements, `a_at` and `b_at` each (operand, index): multiplied
+    and summed in `summed_in`'s dtype, narrowed to the node's after."""
+    from compiler.codegen.reading import dim_text
+    from compiler.codegen.scalars import literal
+
     wide = summed_in(node.dtype)
-    product = (f"{k.reader.operand(a, a_index).as_dtype(wide)} * "
-               f"{k.reader.operand(b, b_index).as_dtype(wide)}")
-    if length == 1:
+    product = " * ".join(k.reader.operand(x, at).as_dtype(wide) for x, at in (a_at, b_at))
+    if not loops:
         k.line(f"{acc} = {narrowed(product, wide, node.dtype)}", k.comment(node))
         return
     k.line(f"{acc} = {literal(0, wide)}")
-    k.line(f"for {i_k} in range({dim_text(length)}):")
-    k.line(f"    {acc} += {product}", k.comment(node))
+    for depth, (i, d) in enumerate(loops):
+        k.line(f"{'    ' * depth}for {i} in range({dim_text(d)}):")
+    k.line(f"{'    ' * len(loops)}{acc} += {product}", k.comment(node))
     if wide != node.dtype:
         k.line(f"{acc} = {narrowed(acc, wide, node.dtype)}")
 
@@ -346,8 +356,7 @@ def _contract_uses_blas(node) -> bool:
 
 def _write_contract_loop(nests, node, index, acc: str) -> None:
     """acc = the element at `index`: loops over the summed axes."""
-    from compiler.codegen.reading import broadcast_index, dim_text
-    from compiler.codegen.scalars import literal
+    from compiler.codegen.reading import broadcast_index
     from compiler.names import contraction_index
 
     k = nests.k
@@ -358,19 +367,8 @@ def _write_contract_loop(nests, node, index, acc: str) -> None:
     at = tuple("0" if d == 1 else contraction_index(j) for j, d in enumerate(summed))
     a_at = broadcast_index(a.shape[:nb], index[:nb]) + index[nb:nb + nm] + at
     b_at = broadcast_index(b.shape[:nb], index[:nb]) + at + index[nb + nm:]
-    wide = summed_in(node.dtype)
-    product = (f"{k.reader.operand(a, a_at).as_dtype(wide)} * "
-               f"{k.reader.operand(b, b_at).as_dtype(wide)}")
-    loops = [(i, d) for i, d in zip(at, summed) if d != 1]
-    if not loops:
-        k.line(f"{acc} = {narrowed(product, wide, node.dtype)}", k.comment(node))
-        return
-    k.line(f"{acc} = {literal(0, wide)}")
-    for depth, (i, d) in enumerate(loops):
-        k.line(f"{'    ' * depth}for {i} in range({dim_text(d)}):")
-    k.line(f"{'    ' * len(loops)}{acc} += {product}", k.comment(node))
-    if wide != node.dtype:
-        k.line(f"{acc} = {narrowed(acc, wide, node.dtype)}")
+    _write_summed_product(k, node, acc, (a, a_at), (b, b_at),
+                          [(i, d) for i, d in zip(at, summed) if d != 1])
 
 
 register(OpDef("contract", "matmul", _contract_infer, _contract_impl, _contract_vjp,

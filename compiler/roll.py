@@ -38,7 +38,6 @@ stay unrolled: they compile quickly, and fusion across iterations is worth more 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -46,8 +45,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from compiler import ops
-from compiler.custom import CustomCall
-from compiler.ir import Graph, Node, TensorType, freeze, is_static
+from compiler.ir import Graph, Node, TensorType, is_static
+from compiler.likeness import equal_constants, node_key, same_value
 from compiler.ops.control import Loop
 from compiler.ops.layout import as_slices
 from compiler.passes import constant_array
@@ -135,7 +134,7 @@ class _Roller:
             for x in n.inputs:
                 self.users[x.id].append(n)
         self.output_ids = {o.id for o in graph.outputs}
-        self.keys = [_key(n) for n in self.sequence]
+        self.keys = [node_key(n) for n in self.sequence]
 
     def run(self) -> Graph:
         runs = {run.start: run for run in self._runs()}
@@ -277,7 +276,7 @@ class _Roller:
         iterations = self._iterations(run)
         roles = _Roles()
         differing = [offset for offset in range(run.period)
-                     if len({_key(it[offset]) for it in iterations}) > 1]
+                     if len({node_key(it[offset]) for it in iterations}) > 1]
         for offset in differing:
             if iterations[0][offset].op == "pad_slice":
                 filled = self._filled(run, offset)
@@ -306,10 +305,10 @@ class _Roller:
     def _role(self, run: _Run, roles: _Roles, offset: int, values: list[Node]) -> Role | None:
         relative = [self._offset_in(run, m, v) for m, v in enumerate(values)]
         if all(r is None for r in relative):  # made before the run
-            if all(v is values[0] for v in values) or _equal_constants(values):
+            if all(v is values[0] for v in values) or equal_constants(values):
                 if values[0].op == "const":  # x ** 2 stays a square, x / 4.0 a product in it
-                    return "literal", _index(roles.literals, values[0], _same_value)
-                return "const", _index(roles.consts, values[0], _same_value)
+                    return "literal", _index(roles.literals, values[0], same_value)
+                return "const", _index(roles.consts, values[0], same_value)
             return "xs", _index(roles.xs, tuple(values))
         if relative[0] is not None and all(r == relative[0] for r in relative) \
                 and relative[0][0] == 0:
@@ -323,7 +322,7 @@ class _Roller:
                 and values[0].type == self.sequence[run.start + later[0][1]].type:
             source, init = later[0][1], values[0]
             for k, (known_source, known_init) in enumerate(roles.carries):
-                if known_source == source and _same_value(known_init, init):
+                if known_source == source and same_value(known_init, init):
                     return "carry", k
             roles.carries.append((source, init))
             return "carry", len(roles.carries) - 1
@@ -527,61 +526,8 @@ def _index(items: list, item, same=lambda a, b: a is b or a == b) -> int:
     return len(items) - 1
 
 
-def _same_value(a: Node, b: Node) -> bool:
-    """The same node, or constants of one value (a NumPy array the user's code reads in
-    several places is a constant for each)."""
-    return a is b or _equal_constants([a, b])
-
-
 def _input(index: int, t: TensorType, name: str | None) -> Node:
     return Node("input", (), {"index": index, "type": t}, t, name=name)
-
-
-def _key(node: Node) -> tuple:
-    """A node's op and attributes, comparable across iterations (a scan by its body's shape, a
-    custom_vjp call by its function and forward graph)."""
-    return node.op, tuple(sorted((k, _attribute_key(v)) for k, v in node.attrs.items()))
-
-
-def _attribute_key(value) -> object:
-    if isinstance(value, Loop):
-        return _loop_key(value)
-    if isinstance(value, CustomCall):  # one per call: equal when the same function traced alike
-        return "custom_call", id(value.function), fingerprint(value.forward)
-    return freeze(value)
-
-
-def _loop_key(loop: Loop) -> tuple:
-    return ("loop", fingerprint(loop.body), loop.n_consts, loop.n_carries, loop.length,
-            loop.reverse)
-
-
-_fingerprints: dict[int, tuple[Graph, str]] = {}
-
-
-def fingerprint(graph: Graph) -> str:
-    """A hash of a graph's structure (ops, attributes, types, edges), not of its nodes' ids."""
-    cached = _fingerprints.get(id(graph))
-    if cached is not None and cached[0] is graph:
-        return cached[1]
-    nodes = graph.nodes()
-    index = {n.id: i for i, n in enumerate(nodes)}
-    digest = hashlib.sha256()
-    for node in nodes:
-        digest.update(repr((_key(node), str(node.type),
-                            [index[x.id] for x in node.inputs])).encode())
-    digest.update(repr([index[o.id] for o in graph.outputs]).encode())
-    result = digest.hexdigest()
-    _fingerprints[id(graph)] = (graph, result)
-    return result
-
-
-def _equal_constants(values: list[Node]) -> bool:
-    first = values[0]
-    return first.op == "const" and all(
-        v.op == "const" and v.type == first.type
-        and np.array_equal(v.attrs["value"], first.attrs["value"], equal_nan=True)
-        for v in values)
 
 
 def _name(first: list[Node]) -> str:

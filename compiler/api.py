@@ -50,6 +50,9 @@ from compiler.tracing import trace
 from runtime import Tensor, is_grad_enabled
 from runtime.anomaly_mode import _anomaly
 
+# Call patterns whose fast paths a function keeps besides the last one's, per kind.
+EARLIER_PATTERNS = 3
+
 
 def _name_of(fn: Callable) -> str:
     """The name of what `fn` calls: a partial's function, a callable object's class."""
@@ -108,6 +111,9 @@ class CompiledFunction:
         self._last: Specialization | None = None
         self._fast: dict[str, FastCall] = {}  # per kind: the last plain-array call's kernel
         self._tensor_call: TensorCall | None = None  # the last call recorded for backward
+        # Per kind ("forward", "value_and_grad", "tensor"): the fast paths of the few call
+        # patterns before the last, newest first (`_earlier_path`).
+        self._earlier: dict[str, list] = {}
         # What the function reads from its globals, closure and `self`, as when the traces
         # were made (compiler/captured.py); `_watch` compares it on every call, if it reads
         # anything, and a change drops every trace and kernel.
@@ -154,6 +160,13 @@ class CompiledFunction:
             if value is not REFUSED:
                 self._last = fast.spec
                 return value
+        if self._earlier and not anomaly:
+            value = self._earlier_path("tensor", args, kwargs) if not TRACES.builders \
+                else REFUSED
+            if value is REFUSED:
+                value = self._earlier_path("forward", args, kwargs)
+            if value is not REFUSED:
+                return value
         if current_builder() is not None:  # called while tracing another function: inline it
             return self.fn(*args, **kwargs)
         call = self._arguments(args, kwargs)
@@ -163,7 +176,7 @@ class CompiledFunction:
             kernel, value = self._kernel(spec, "forward"), value_packer(spec)
             if FastCall.eligible(call, args, kwargs, kernel) and not anomaly:
                 pattern = CallPattern(call, len(args), tuple(kwargs), spec.signature.static)
-                self._fast["forward"] = FastCall(spec, kernel, value, pattern)
+                self._newest("forward", FastCall(spec, kernel, value, pattern))
             return value(kernel.call(*call.leaves))
         return self._call_recorded(call, tensors, args, kwargs)
 
@@ -181,6 +194,9 @@ class CompiledFunction:
             if value_and_grads is not REFUSED:
                 self._last = fast.spec
                 return value_and_grads
+            value_and_grads = self._earlier_path("value_and_grad", args, kwargs)
+            if value_and_grads is not REFUSED:
+                return value_and_grads
         if current_builder() is not None:
             return self._inline_value_and_grad(args, kwargs)
         call = self._arguments(args, kwargs)
@@ -188,9 +204,9 @@ class CompiledFunction:
         self._require_scalar(spec.graph, spec.n_differentiated)
         kernel = self._kernel(spec, "value_and_grad")
         if FastCall.eligible(call, args, kwargs, kernel) and not anomaly:
-            self._fast["value_and_grad"] = FastCall(
+            self._newest("value_and_grad", FastCall(
                 spec, kernel, value_and_grad_packer(spec, call, self.wrt),
-                CallPattern(call, len(args), tuple(kwargs), spec.signature.static))
+                CallPattern(call, len(args), tuple(kwargs), spec.signature.static)))
         results = [plain(r) for r in kernel(call.leaves)]
         n_out = len(spec.graph.outputs)
         value = pytree.unflatten(spec.out_tree, results[:n_out])
@@ -300,7 +316,7 @@ class CompiledFunction:
         if TensorCall.eligible(call, args, kwargs, spec.kernel_for("forward_save", checked)) \
                 and not _anomaly.enabled:
             pattern = CallPattern(call, len(args), tuple(kwargs), spec.signature.static)
-            self._tensor_call = TensorCall(spec, pattern, call.raw, recorded)
+            self._newest("tensor", TensorCall(spec, pattern, call.raw, recorded))
         return recorded.call(call.leaves, call.raw)
 
     # --- internals ---------------------------------------------------------------------
@@ -320,6 +336,40 @@ class CompiledFunction:
                                "once so that there is a specialization to show")
         return self._last
 
+    def _newest(self, kind: str, path: FastCall | TensorCall) -> None:
+        """Make `path` the fast path tried first for calls of `kind`; the one it replaces
+        becomes the newest of the earlier ones."""
+        replaced = self._tensor_call if kind == "tensor" else self._fast.get(kind)
+        if replaced is not None:
+            earlier = self._earlier.setdefault(kind, [])
+            earlier.insert(0, replaced)
+            del earlier[EARLIER_PATTERNS:]
+        if kind == "tensor":
+            self._tensor_call = path
+        else:
+            self._fast[kind] = path
+
+    def _earlier_path(self, kind: str, args: tuple, kwargs: dict) -> Any:
+        """The value of the call by the fast path of an earlier call pattern of `kind` that
+        takes it (which becomes the one tried first again), else REFUSED. A caller that
+        alternates patterns (a training loop's dict of Parameters, an evaluation's keyword
+        arguments) would otherwise go the general way at every switch, looking up its trace
+        and building a fast path again: about 200 us on W1."""
+        earlier = self._earlier.get(kind)
+        if not earlier:
+            return REFUSED
+        for k, path in enumerate(earlier):
+            value = path.run(args, kwargs)
+            if value is not REFUSED:
+                earlier[k] = self._tensor_call if kind == "tensor" else self._fast[kind]
+                if kind == "tensor":
+                    self._tensor_call = path
+                else:
+                    self._fast[kind] = path
+                self._last = path.spec
+                return value
+        return REFUSED
+
     def _specialize(self, call: CallArguments, wrt_leaves: list[int]) -> Specialization:
         with self._lock:
             if self._captured is None:  # the first trace: what it reads from outside, now
@@ -337,6 +387,7 @@ class CompiledFunction:
         self._specs.clear()
         self._fast = {}
         self._tensor_call = None
+        self._earlier = {}
         self._last = None
         self.__dict__.pop("_bound_methods", None)
 

@@ -11,7 +11,7 @@ from counting import CountingGeneral
 from compiler import compile_grad, pytree
 from compiler.errors import TraceError
 from compiler.fastpath import REFUSED
-from runtime import Parameter
+from runtime import Parameter, no_grad
 
 square_norm = compile_grad(lambda w, x: np.sum((x @ w) ** 2))
 W, X = np.ones(3), np.ones((4, 3))
@@ -109,6 +109,39 @@ def test_a_call_made_another_way_takes_the_general_path():
     assert counting.general == 4
     with pytest.raises(Exception, match="argument"):
         counting.f.value_and_grad(PARAMS, XS, z=YS)
+
+
+def test_calls_that_alternate_patterns_keep_each_patterns_fast_path():
+    # a training loop's dict call, an evaluation's keywords, a call with the arguments
+    # reordered: each pattern goes the general way once, then alternating costs nothing
+    counting = CountingGeneral(mlp)
+    swapped = {"b": PARAMS["b"], "W": PARAMS["W"], "v": PARAMS["v"]}
+    patterns = [(lambda f: f(PARAMS, XS, YS), PARAMS), (lambda f: f(PARAMS, x=XS, y=YS), PARAMS),
+                (lambda f: f(swapped, XS, y=YS), swapped)]
+    for _ in range(3):
+        for call, params in patterns:
+            assert_value_and_grads(call(counting.f.value_and_grad), params, XS, YS)
+            np.testing.assert_allclose(call(counting.f), mlp_reference(PARAMS, XS, YS)[0],
+                                       rtol=1e-12)
+    assert counting.general == 2 * len(patterns)
+
+
+def test_recorded_calls_that_alternate_patterns_keep_each_patterns_fast_path():
+    # Parameters one call, Parameters and keywords the next: both recorded for backward
+    counting = CountingGeneral(mlp)
+    params = {k: Parameter(v) for k, v in PARAMS.items()}
+    expected, expected_grads = mlp_reference(PARAMS, XS, YS)
+    for step in range(1, 4):
+        counting.f(params, XS, YS).backward()
+        counting.f(params, x=XS, y=YS).backward()
+        for key, g in expected_grads.items():
+            np.testing.assert_allclose(params[key].grad, 2 * step * g, rtol=1e-10)
+    assert counting.general == 2
+    # under no_grad nothing is recorded, and the fast paths stay as they were
+    with no_grad():
+        np.testing.assert_allclose(counting.f(params, XS, YS).item(), expected, rtol=1e-12)
+    counting.f(params, XS, YS).backward()
+    np.testing.assert_allclose(params["W"].grad, 7 * expected_grads["W"], rtol=1e-10)
 
 
 def test_var_positional_and_var_keyword_arguments_are_fast():

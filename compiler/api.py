@@ -33,7 +33,7 @@ from compiler.arguments import CallArguments
 from compiler.autodiff import vjp_graph
 from compiler.captured import Captured
 from compiler.errors import ArgumentError, TraceError
-from compiler.fastpath import REFUSED, CallPattern, FastCall, TensorCall
+from compiler.fastpath import REFUSED, CallPattern, FastCall, TensorCall, UntrackedCall
 from compiler.gradients_into import backward_into_graph
 from compiler.ir import Graph, rebuild
 from compiler.names import name_values
@@ -111,8 +111,8 @@ class CompiledFunction:
         self._last: Specialization | None = None
         self._fast: dict[str, FastCall] = {}  # per kind: the last plain-array call's kernel
         self._tensor_call: TensorCall | None = None  # the last call recorded for backward
-        # Per kind ("forward", "value_and_grad", "tensor"): the fast paths of the few call
-        # patterns before the last, newest first (`_earlier_path`).
+        # Per kind ("forward", "value_and_grad", "tensor", "untracked"): the fast paths of
+        # the few call patterns before the last, newest first (`_earlier_path`).
         self._earlier: dict[str, list] = {}
         # What the function reads from its globals, closure and `self`, as when the traces
         # were made (compiler/captured.py); `_watch` compares it on every call, if it reads
@@ -160,13 +160,18 @@ class CompiledFunction:
             if value is not REFUSED:
                 self._last = fast.spec
                 return value
-        if self._earlier and not anomaly:
-            value = self._earlier_path("tensor", args, kwargs) if not TRACES.builders \
-                else REFUSED
-            if value is REFUSED:
-                value = self._earlier_path("forward", args, kwargs)
+        untracked = self._fast.get("untracked")  # Tensors, recording nothing (no_grad)
+        if untracked is not None and not anomaly and not TRACES.builders:
+            value = untracked.run(args, kwargs)
             if value is not REFUSED:
+                self._last = untracked.spec
                 return value
+        if self._earlier and not anomaly:
+            kinds = ("forward",) if TRACES.builders else ("tensor", "forward", "untracked")
+            for kind in kinds:
+                value = self._earlier_path(kind, args, kwargs)
+                if value is not REFUSED:
+                    return value
         if current_builder() is not None:  # called while tracing another function: inline it
             return self.fn(*args, **kwargs)
         call = self._arguments(args, kwargs)
@@ -308,7 +313,11 @@ class CompiledFunction:
                 spec = self._specialize(call, connected) if connected else None
         if spec is None:  # nothing to save for backward
             spec = self._specialize(call, self._wrt_leaf_indices(call, strict=False))
-            outputs = self._kernel(spec, "forward")(call.leaves)
+            kernel = self._kernel(spec, "forward")
+            if UntrackedCall.eligible(call, args, kwargs, kernel) and not _anomaly.enabled:
+                pattern = CallPattern(call, len(args), tuple(kwargs), spec.signature.static)
+                self._newest("untracked", UntrackedCall(spec, kernel, pattern))
+            outputs = kernel(call.leaves)
             return pytree.unflatten(spec.out_tree, [Tensor(o) for o in outputs])
         positions = tuple(i for i, t in enumerate(tensors) if t is not None)
         checked = self.check_finite or _anomaly.enabled

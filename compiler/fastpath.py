@@ -14,7 +14,9 @@ Python and NumPy scalars). A `TensorCall` does the same for calls with runtime
 Tensors (Parameters in a dict, say) that were recorded for backward: a later
 call with a Tensor of the same class, requiring grad or not as before, wherever
 there was one, runs the forward kernel and records it without the general path.
-Its `run` is generated per call tree (`print(f._tensor_call.run.source)`): each
+An `UntrackedCall` serves calls with Tensors that record nothing (under no_grad, as an
+evaluation loop makes them): the forward kernel on their arrays. A TensorCall's `run` is
+generated per call tree (`print(f._tensor_call.run.source)`): each
 leaf unpacked into a variable and checked by itself, and for a loss the whole
 recording written in after the checks (compiler/recording.py `loss_body`), so a
 training loop's forward is one Python function; the call site's own Tensors, with
@@ -151,6 +153,46 @@ class FastCall:
             leaves = list(leaves)
             for i in self.pattern.scalars:
                 leaves[i] = np.asarray(leaves[i])
+        try:
+            results = self._call(*leaves)
+        except (TypeError, KernelShapeError):
+            return REFUSED
+        return self.pack(results)
+
+
+class UntrackedCall(FastCall):
+    """`run(args, kwargs)`: a call with runtime Tensors that records nothing (under no_grad,
+    or no Tensor requires grad: an evaluation loop's), for arguments made the way the call
+    it was made from was: the forward kernel on the Tensors' arrays, its results as Tensors
+    that require no grad, as the general path gives them; else REFUSED."""
+
+    def __init__(self, spec, kernel, pattern: CallPattern) -> None:
+        tree = spec.out_tree
+        if tree.kind == "leaf":
+            pack = lambda results: Tensor(results[0])  # noqa: E731
+        else:
+            pack = lambda results: pytree.unflatten(tree, list(map(Tensor, results)))  # noqa: E731
+        super().__init__(spec, kernel, pack, pattern)
+        self._tensors = [i for i, t in enumerate(pattern.types) if issubclass(t, Tensor)]
+
+    @staticmethod
+    def eligible(call: CallArguments, args: tuple, kwargs: dict, kernel) -> bool:
+        return TensorCall.eligible(call, args, kwargs, kernel)
+
+    def run(self, args: tuple, kwargs: dict | None = None) -> Any:
+        pattern = self.pattern
+        leaves = pattern.leaves(args, kwargs)
+        if leaves is None or (pattern.static and not pattern.holds_static(leaves)):
+            return REFUSED
+        leaves = list(leaves)
+        tracking = _mode.enabled
+        for i in self._tensors:
+            tensor = leaves[i]
+            if tracking and tensor._requires_grad:  # recorded: TensorCall or the general path
+                return REFUSED
+            leaves[i] = tensor.data
+        for i in pattern.scalars:
+            leaves[i] = np.asarray(leaves[i])
         try:
             results = self._call(*leaves)
         except (TypeError, KernelShapeError):

@@ -158,6 +158,41 @@ def test_no_grad_takes_the_general_path_and_records_nothing(counting):
     assert counting.general == 2
 
 
+def test_an_evaluation_loop_under_no_grad_is_fast_and_records_nothing(counting):
+    params, (x, y) = make_params(), data()
+    counting.step(params, x, y)
+    grads = {k: p.grad.copy() for k, p in params.items()}
+    for n in (5, 4, 5):  # validation batches of other sizes stay on the fast path
+        with no_grad():
+            out = counting.f(params, x[:n], y[:n])
+        assert type(out) is Tensor and not out.requires_grad and out.grad_fn is None
+        expected = reference(*(params[k].data for k in "Wbv"), x[:n], y[:n])[0]
+        np.testing.assert_allclose(out.item(), expected, rtol=1e-12)
+    assert counting.general == 2
+    # Tensors that require no grad record nothing with grad mode on either
+    frozen = {k: Tensor(p.data) for k, p in params.items()}
+    for _ in range(2):
+        out = counting.f(frozen, x, y)
+        assert not out.requires_grad and out.grad_fn is None
+    assert counting.general == 3
+    # once a Parameter is among them, the call is recorded, and backward reaches it
+    mixed = {**frozen, "v": params["v"]}
+    counting.f(mixed, x, y).backward()
+    assert counting.general == 4
+    _, expected_grads = reference(*(params[k].data for k in "Wbv"), x, y)
+    np.testing.assert_allclose(params["v"].grad, grads["v"] + expected_grads["v"], rtol=1e-10)
+    for k in "Wb":  # untouched by every call since the step
+        np.testing.assert_array_equal(params[k].grad, grads[k])
+    # a Parameter's array replaced by one of another dtype is refused by numba: general path
+    params["W"].data = params["W"].data.astype(np.float32)
+    with no_grad():
+        out = counting.f(params, x, y)
+    assert counting.general == 5 and out.dtype == np.float64
+    np.testing.assert_allclose(
+        out.item(), reference(*(params[k].data.astype(np.float64) for k in "Wbv"), x, y)[0],
+        rtol=1e-6)
+
+
 def test_keywords_take_the_general_path():
     def scaled_loss(params, x, y, scale=1.0):
         return scale * mlp_loss(params, x, y)

@@ -71,9 +71,10 @@ class _Unsupported(TypeError):
 
 
 def _array(x: Any, dtype: np.dtype) -> np.ndarray:
+    """`x` (a Tensor, array or number) as an array of `dtype`; callers ignore overflow
+    (1e300 into float32 is inf, silently as in PyTorch)."""
     data = x.data if isinstance(x, Tensor) else x
-    with np.errstate(over="ignore"):  # 1e300 into float32 is inf, silently as in PyTorch
-        return np.asarray(data).astype(dtype, copy=False)
+    return np.asarray(data).astype(dtype, copy=False)
 
 
 def _tensor_or_none(x: Any) -> Tensor | None:
@@ -92,22 +93,26 @@ def _sum_to(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 # --- binary ops ---------------------------------------------------------------------------
-Vjp = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple]
+# The gradient with respect to one operand, from (cotangent, result, a, b): each computed
+# only for an operand that requires grad (`loss / 4` needs no gradient for the 4).
+Vjp = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-def _pow_vjp(g, out, a, b):
-    ga = g * np.where(b == 0, 0, b * a ** np.where(b == 0, 1, b - 1))  # d/da; 0 where b is 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gb = g * np.where((a == 0) & (b >= 0), 0, out * np.log(a))  # 0 at a = 0, as PyTorch
-    return ga, gb
+def _pow_base_vjp(g, out, a, b):
+    return g * np.where(b == 0, 0, b * a ** np.where(b == 0, 1, b - 1))  # 0 where b is 0
 
 
-BINARY: dict[str, tuple[Callable, Vjp]] = {
-    "add": (np.add, lambda g, out, a, b: (g, g)),
-    "sub": (np.subtract, lambda g, out, a, b: (g, -g)),
-    "mul": (np.multiply, lambda g, out, a, b: (g * b, g * a)),
-    "div": (np.true_divide, lambda g, out, a, b: (g / b, -g * a / (b * b))),
-    "pow": (np.power, _pow_vjp),
+def _pow_exponent_vjp(g, out, a, b):
+    return g * np.where((a == 0) & (b >= 0), 0, out * np.log(a))  # 0 at a = 0, as PyTorch
+
+
+# name -> (NumPy's function, the gradient for a, the gradient for b)
+BINARY: dict[str, tuple[Callable, Vjp, Vjp]] = {
+    "add": (np.add, lambda g, out, a, b: g, lambda g, out, a, b: g),
+    "sub": (np.subtract, lambda g, out, a, b: g, lambda g, out, a, b: -g),
+    "mul": (np.multiply, lambda g, out, a, b: g * b, lambda g, out, a, b: g * a),
+    "div": (np.true_divide, lambda g, out, a, b: g / b, lambda g, out, a, b: -g * a / (b * b)),
+    "pow": (np.power, _pow_base_vjp, _pow_exponent_vjp),
 }
 COMPARISONS = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
                "eq": np.equal, "ne": np.not_equal}
@@ -117,26 +122,27 @@ def binary(name: str, x: Any, y: Any) -> Tensor:
     """`x <name> y` with at least one Tensor operand, recorded for backward; NotImplemented
     for an operand that is neither a Tensor, an array nor a number, so that Python asks the
     other operand (a traced value, inside a compiled function, refuses a Tensor clearly)."""
-    forward, vjp = BINARY[name]
+    forward, vjp_a, vjp_b = BINARY[name]
     try:
         dtype = result_dtype(x, y)
     except _Unsupported:
         return NotImplemented
     if name == "div" and dtype.kind != "f":  # true division of integers gives floats
         dtype = DEFAULT_FLOAT
-    a, b = _array(x, dtype), _array(y, dtype)
     with np.errstate(all="ignore"):  # inf and nan are values, as in PyTorch
+        a, b = _array(x, dtype), _array(y, dtype)
         out = np.asarray(forward(a, b))
     tx, ty = _tensor_or_none(x), _tensor_or_none(y)
     if not _needs_record(tx, ty):
         return Tensor(out)
-    shapes = [np.shape(a), np.shape(b)]
+    operands = ((tx, vjp_a, np.shape(a)), (ty, vjp_b, np.shape(b)))
 
     def backward(cotangents):
+        g = cotangents[0]
         with np.errstate(all="ignore"):
-            grads = vjp(cotangents[0], out, a, b)
-        return [None if t is None or not t.requires_grad else _sum_to(np.asarray(g), shape)
-                for t, g, shape in zip((tx, ty), grads, shapes)]
+            return [None if t is None or not t.requires_grad
+                    else _sum_to(np.asarray(vjp(g, out, a, b)), shape)
+                    for t, vjp, shape in operands]
 
     return autograd.record([out], [tx, ty], backward, name)[0]
 
@@ -148,7 +154,9 @@ def compare(name: str, x: Any, y: Any) -> Tensor:
         dtype = result_dtype(x, y)
     except _Unsupported:
         return NotImplemented
-    return Tensor(np.asarray(COMPARISONS[name](_array(x, dtype), _array(y, dtype))))
+    with np.errstate(over="ignore"):
+        a, b = _array(x, dtype), _array(y, dtype)
+    return Tensor(np.asarray(COMPARISONS[name](a, b)))
 
 
 def _needs_record(*tensors: Tensor | None) -> bool:

@@ -467,8 +467,15 @@ def _run_hooks(hooks: dict[int, Hook], grad: np.ndarray) -> np.ndarray:
 def _accumulate(leaf: Tensor, grad: np.ndarray) -> None:
     dtype = leaf.data.dtype
     if leaf._grad is None:
-        # A fresh array: never alias the seed or an array a backward callable returned.
-        leaf._grad = leaf._own_grad = np.array(grad, dtype)  # a copy, and 0-d stays an array
+        # A copy: never alias the seed or an array a backward callable returned. Into the
+        # array of the last backward() if nobody was handed it (zero_grad() ran since): a
+        # training loop's `.grad`s keep their arrays, as the compiled optimizer steps want.
+        own = leaf._own_grad
+        if own is not None and own.shape == grad.shape and own.dtype == dtype:
+            np.copyto(own, grad)
+            leaf._grad = own
+        else:
+            leaf._grad = leaf._own_grad = np.array(grad, dtype)  # 0-d stays an array
     elif leaf._grad.flags.writeable and leaf._grad.dtype == dtype:
         np.add(leaf._grad, grad, out=leaf._grad)  # in place, so optimizers see stable arrays
     else:

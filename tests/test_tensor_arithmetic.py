@@ -195,6 +195,44 @@ def test_losses_of_compiled_calls_combine_and_backpropagate_like_pytorch():
             np.testing.assert_allclose(params[key].grad, theirs[key].grad.numpy(), rtol=1e-10)
 
 
+def test_a_training_loop_through_tensor_arithmetic_matches_pytorch_step_by_step():
+    # gradient accumulation's `loss / n` and a penalty from another compiled call: backward
+    # goes through the general pass, which refills the `.grad` arrays zero_grad() left (the
+    # optimizer's compiled step wants stable arrays) but never one the user was handed
+    from runtime import optim
+
+    W, v = RNG.normal(size=(3, 2)), RNG.normal(size=2)
+    params = {"W": Parameter(W.copy()), "v": Parameter(v.copy())}
+    theirs = {"W": torch.tensor(W, requires_grad=True), "v": torch.tensor(v, requires_grad=True)}
+    ours_opt = optim.SGD(list(params.values()), lr=0.1, momentum=0.9)
+    torch_opt = torch.optim.SGD(list(theirs.values()), lr=0.1, momentum=0.9)
+    penalty = compile_grad(lambda p: np.sum(p["W"] ** 2) + np.sum(p["v"] ** 2))
+    held = {}
+    for step, (x, y) in enumerate((RNG.normal(size=(5, 3)), RNG.normal(size=5))
+                                  for _ in range(6)):
+        ours_opt.zero_grad()
+        torch_opt.zero_grad()
+        if step % 2:
+            loss = mse(params, x, y) / 4 + 0.01 * penalty(params)
+            expected = torch_mse(theirs, x, y) / 4 + 0.01 * sum(
+                torch.sum(t ** 2) for t in theirs.values())
+        else:
+            loss, expected = mse(params, x, y) / 4, torch_mse(theirs, x, y) / 4
+        loss.backward()
+        expected.backward()
+        if step == 3:  # handed out: later steps must leave these arrays as they are
+            held = {k: (p.grad, p.grad.copy()) for k, p in params.items()}
+        ours_opt.step()
+        torch_opt.step()
+        np.testing.assert_allclose(loss.item(), expected.item(), rtol=1e-12)
+        for key in params:
+            np.testing.assert_allclose(params[key].data, theirs[key].detach().numpy(),
+                                       rtol=1e-12)
+    for array_, copy in held.values():
+        np.testing.assert_array_equal(array_, copy)
+        assert all(array_ is not p.grad for p in params.values())
+
+
 def test_a_0d_leaf_reached_twice_gets_an_array_gradient_that_clipping_scales():
     from runtime import utils
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
 from collections.abc import Iterable, Mapping
@@ -55,7 +56,13 @@ def _add_named(named: dict[str, Tensor], prefix: str, tree: Any) -> None:
 
 
 def _vector_norm(values: np.ndarray, norm_type: float) -> float:
-    return float(np.linalg.norm(np.ravel(values), ord=norm_type))
+    flat = np.ravel(values)
+    if norm_type == 2.0 and flat.dtype.kind == "f":  # np.linalg.norm's sqrt(x . x), quicker:
+        # a clipped training step runs this per gradient. The square root in double, then
+        # rounded to float32 for a float32 sum, is float32's correctly rounded square root.
+        root = math.sqrt(flat.dot(flat))
+        return root if flat.dtype == np.float64 else float(flat.dtype.type(root))
+    return float(np.linalg.norm(flat, ord=norm_type))
 
 
 # -- gradients -----------------------------------------------------------------------
@@ -75,7 +82,9 @@ def clip_grad_norm_(
     PyTorch's `foreach` is accepted and changes nothing (one implementation).
     """
     # `_grad`, not `.grad`: these arrays stay inside the runtime (see Tensor._own_grad)
-    grads = [p._grad for p in _named(params).values() if p._grad is not None]
+    tensors = params if isinstance(params, list | tuple) \
+        and all(isinstance(p, Tensor) for p in params) else _named(params).values()
+    grads = [p._grad for p in tensors if p._grad is not None]
     if not grads:
         return np.float64(0.0)
     norm_type = float(norm_type)
@@ -86,11 +95,13 @@ def clip_grad_norm_(
             "non-finite, so it cannot be clipped. To disable this error and scale the "
             "gradients by the non-finite norm anyway, set `error_if_nonfinite=False`"
         )
-    # np.minimum, not min(): a nan norm must give a nan scale, as in PyTorch.
-    scale = float(np.minimum(max_norm / (total + 1e-6), 1.0))
-    with np.errstate(invalid="ignore"):  # an inf gradient times a 0 scale: NaN, silently
-        for g in grads:
-            g *= g.dtype.type(scale)  # in place, like PyTorch's trailing underscore says
+    scale = float(max_norm / (total + 1e-6))
+    if not scale < 1.0 and scale == scale:  # capped at 1; a nan norm gives a nan scale
+        scale = 1.0
+    if scale != 1.0:  # (times 1.0 changes no value, not even a nan or an inf)
+        with np.errstate(invalid="ignore"):  # an inf gradient times a 0 scale: NaN, silently
+            for g in grads:
+                g *= g.dtype.type(scale)  # in place, like PyTorch's trailing underscore says
     return np.float64(total)
 
 

@@ -4,9 +4,11 @@ bools and Python numbers; dtype= arguments; the gradients' dtypes are their inpu
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from gradcheck import central_differences
 
 from compiler import compile_grad
+from compiler.errors import TraceError
 
 rng = np.random.default_rng(11)
 
@@ -32,3 +34,30 @@ def test_a_stack_of_float32_and_float64_arguments():
     assert gx.dtype == np.float32 and gy.dtype == np.float64
     np.testing.assert_allclose(gx, central_differences(stacked, [x, y], 0), rtol=1e-6)
     np.testing.assert_allclose(gy, central_differences(stacked, [x, y], 1), rtol=1e-6)
+
+
+# --- a Python int out of an unsigned array's range, where NumPy's loop takes it --------------
+def negative_ints(pixels):
+    return pixels / -2, -255 / (pixels + 1), np.logical_and(pixels, -2), pixels < -5
+
+
+negative_ints_c = compile_grad(negative_ints)
+
+
+def test_a_negative_python_int_with_unsigned_arrays_where_numpy_takes_it():
+    """u8 / -2 (and -255 / u8, np.logical_and(u8, -2)) were TraceErrors 'Python integer -2 out
+    of bounds for uint8': NumPy converts the int to the dtype its loop computes in (float64,
+    bool), not to the array's."""
+    pixels = np.array([0, 1, 2, 7, 100, 254], np.uint8)
+    for got, expected in zip(negative_ints_c(pixels), negative_ints(pixels)):
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_a_python_int_out_of_range_where_numpy_refuses_it_too():
+    """u8 + -2 is NumPy's OverflowError; np.where(c, u8, -1), which NumPy makes uint8 255,
+    is refused rather than given another dtype."""
+    pixels = np.array([0, 1, 255], np.uint8)
+    for fn in (lambda p: p + -2, lambda p: np.where(p > 3, p, -1)):
+        with pytest.raises(TraceError, match="Python integer -[12] out of bounds for uint8"):
+            compile_grad(fn, backend="interpreter")(pixels)

@@ -58,6 +58,51 @@ def test_a_python_int_out_of_range_where_numpy_refuses_it_too():
     """u8 + -2 is NumPy's OverflowError; np.where(c, u8, -1), which NumPy makes uint8 255,
     is refused rather than given another dtype."""
     pixels = np.array([0, 1, 255], np.uint8)
-    for fn in (lambda p: p + -2, lambda p: np.where(p > 3, p, -1)):
+    for fn in (lambda p: p + -2, lambda p: np.where(p > 3, p, -1), lambda p: np.fmod(p, -2)):
         with pytest.raises(TraceError, match="Python integer -[12] out of bounds for uint8"):
             compile_grad(fn, backend="interpreter")(pixels)
+
+
+# --- ufuncs written from others: their operands in NumPy's dtype first ------------------------
+def integer_ufuncs(u8, u32, i8):
+    return (np.logaddexp(u8, u32), np.logaddexp(u32, -2), np.logaddexp(u8 > 3, u32),
+            np.fmod(i8, 3), np.fmod(i8, -3), np.fmod(u8 > 3, True), np.square(i8 > 0),
+            np.vecdot(i8, i8), np.linalg.vecdot(u8 > 3, u32 > 3), np.vecdot(u8, u8))
+
+
+integer_ufuncs_c = compile_grad(integer_ufuncs)
+
+
+def test_ufuncs_of_integers_and_booleans_give_numpys_values_and_dtypes():
+    """np.logaddexp of unsigned ints subtracted them in their dtype: logaddexp(u8, u32) gave
+    510 where NumPy gives 255 (3 - 5 wrapped), silently. np.fmod(int8s, 3) was int64 (np.abs
+    made the 3 an int64), np.square of booleans their logical and (NumPy: int8), np.vecdot of
+    int8s an int64 and of booleans an int64 count (NumPy: int8, and their logical dot)."""
+    u8 = np.array([0, 1, 2, 7, 100, 255], np.uint8)
+    u32 = u8[::-1].astype(np.uint32)
+    i8 = np.array([-3, -1, 0, 2, 5, 100], np.int8)
+    for got, expected in zip(integer_ufuncs_c(u8, u32, i8), integer_ufuncs(u8, u32, i8)):
+        assert np.asarray(got).dtype == expected.dtype
+        np.testing.assert_allclose(got, expected, rtol=1e-15)
+
+
+def logaddexp2_mixed(x, y):
+    return np.sum(np.logaddexp2(x, y) * np.arange(6.0))
+
+
+def test_logaddexp2_of_float32_with_float64_and_a_python_float():
+    """logaddexp2(x32, y64) scaled x32 by log(2) in float32 before the float64 sum (1e-7
+    off), and a Python float argument or literal made logaddexp2(x32, 1.5) float64."""
+    x = np.array([-2.5, -0.5, 0.0, 0.3, 1.0, 3.7], np.float32)
+    y = np.array([1.5, -0.5, 2.0, 0.3, -1.0, 3.0])
+    f = compile_grad(logaddexp2_mixed, wrt=(0, 1), backend="interpreter")
+    value, (gx, gy) = f.value_and_grad(x, y)
+    np.testing.assert_allclose(value, logaddexp2_mixed(x, y), rtol=1e-14)
+    assert gx.dtype == np.float32 and gy.dtype == np.float64
+    np.testing.assert_allclose(gx, central_differences(logaddexp2_mixed, [x, y], 0), rtol=1e-6)
+    np.testing.assert_allclose(gy, central_differences(logaddexp2_mixed, [x, y], 1), rtol=1e-6)
+    with_literal = compile_grad(lambda x: np.logaddexp2(x, 1.5), backend="interpreter")
+    with_argument = compile_grad(np.logaddexp2, backend="interpreter")
+    for got in (with_literal(x), with_argument(x, 1.5)):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, np.logaddexp2(x, 1.5), rtol=1e-6)

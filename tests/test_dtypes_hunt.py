@@ -8,7 +8,7 @@ import pytest
 from gradcheck import central_differences
 
 from compiler import compile_grad
-from compiler.errors import TraceError
+from compiler.errors import TraceError, UnsupportedError
 
 rng = np.random.default_rng(11)
 
@@ -106,3 +106,36 @@ def test_logaddexp2_of_float32_with_float64_and_a_python_float():
     for got in (with_literal(x), with_argument(x, 1.5)):
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, np.logaddexp2(x, 1.5), rtol=1e-6)
+
+
+# --- np.mean / np.var with an int or bool dtype= ----------------------------------------------
+def int_means(a, x):
+    return (np.mean(a, dtype=np.int64), np.mean(a, axis=1, dtype=np.int8),
+            np.mean(a, axis=1, dtype=np.uint8), np.mean(x, axis=0, dtype=np.int32),
+            np.mean(a > 0, dtype=bool), np.nanmean(a, axis=1, dtype=np.int16),
+            np.mean(a, axis=1, dtype=np.int32, where=a != 2), np.mean(x, dtype=np.float32))
+
+
+int_means_c = compile_grad(int_means)
+
+
+def test_a_mean_in_an_int_dtype_truncates_as_numpys():
+    """np.mean(x, dtype=np.int64) was the float64 mean (-0.75 where NumPy's is the int64 0):
+    NumPy sums in the dtype, divides, and casts the quotient back."""
+    a = np.array([[-3, -1, 0, 2, 5, 100], [90, 100, 2, 7, -9, 1]], np.int32)
+    x = np.array([[-2.5, 0.5, 3.7], [1.5, -1.9, 2.2]])
+    for got, expected in zip(int_means_c(a, x), int_means(a, x)):
+        assert np.asarray(got).dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_a_variance_in_an_int_dtype_is_refused():
+    """np.var(ints, dtype=np.int8) was the float64 variance; NumPy's truncates the mean and
+    wraps the squares in int8 (13 where the variance is 1378): refused, naming the dtype."""
+    a = np.array([-3, -1, 0, 2, 5, 100], np.int32)
+    for fn in (lambda a: np.var(a, dtype=np.int8), lambda a: np.std(a, dtype=np.int64),
+               lambda a: np.nanvar(a, dtype=np.int32), lambda a: np.nanstd(a, dtype=bool)):
+        with pytest.raises(UnsupportedError, match=r"with dtype=\w+ is not supported"):
+            compile_grad(fn, backend="interpreter")(a)
+    with pytest.raises(TraceError, match="dtype must be inexact"):
+        compile_grad(lambda x: np.nanmean(x, dtype=np.int64), backend="interpreter")(a * 1.5)

@@ -139,3 +139,29 @@ def test_a_variance_in_an_int_dtype_is_refused():
             compile_grad(fn, backend="interpreter")(a)
     with pytest.raises(TraceError, match="dtype must be inexact"):
         compile_grad(lambda x: np.nanmean(x, dtype=np.int64), backend="interpreter")(a * 1.5)
+
+
+# --- a ufunc's dtype= is the dtype it computes in --------------------------------------------
+def widened(i8, u8, x32):
+    return (np.add(i8, i8, dtype=np.int16), np.multiply(u8, u8, dtype=np.int32),
+            np.subtract(u8[::-1], u8, dtype=np.int16), np.negative(u8, dtype=np.int16),
+            np.add(i8, i8, dtype=np.float32), np.maximum(u8, -3, dtype=np.int16),
+            np.sqrt(u8, dtype=np.float32), np.multiply(x32, x32, dtype=np.float64))
+
+
+widened_c = compile_grad(widened)
+
+
+def test_a_ufuncs_dtype_is_the_dtype_it_computes_in():
+    """np.add(int8s, int8s, dtype=np.int16) added in int8 and cast the wrapped sum (100 + 100
+    gave -56 where NumPy gives 200), silently; np.sqrt(u8, dtype=np.float32) was refused as
+    float16. NumPy casts the inputs to its loop's dtypes first."""
+    i8 = np.array([100, -100, 5], np.int8)
+    u8 = np.array([200, 3, 255], np.uint8)
+    x32 = np.array([1 / 3, 2 / 3, 0.1], np.float32)
+    for got, expected in zip(widened_c(i8, u8, x32), widened(i8, u8, x32)):
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+    with pytest.raises(TraceError, match=r"np.add\(..., dtype=int64\): Cannot cast ufunc 'add' "
+                                         r"input 0 from dtype\('float32'\)"):
+        compile_grad(lambda x: np.add(x, x, dtype=np.int64), backend="interpreter")(x32 * 2.0)

@@ -165,3 +165,24 @@ def test_a_ufuncs_dtype_is_the_dtype_it_computes_in():
     with pytest.raises(TraceError, match=r"np.add\(..., dtype=int64\): Cannot cast ufunc 'add' "
                                          r"input 0 from dtype\('float32'\)"):
         compile_grad(lambda x: np.add(x, x, dtype=np.int64), backend="interpreter")(x32 * 2.0)
+
+
+# --- conversions NumPy makes itself: what to write instead -----------------------------------
+def test_np_asarray_with_a_dtype_and_np_full_with_a_dtype_say_what_to_write():
+    """np.asarray(x, dtype=np.float64) of a traced array said to np.stack a list, of an int
+    dtype that the line indexed a NumPy array; np.full(shape, x, dtype=...) said 'np.copyto
+    is not supported'. Each now names the spelling that works, which does."""
+    x = np.array([[1.5, -2.0], [0.25, 3.0]], np.float32)
+    cases = [(lambda x: np.asarray(x, dtype=np.float64) * 2, r"x\.astype\(np\.float64\)",
+              lambda x: x.astype(np.float64) * 2),
+             (lambda x: np.asarray(x * 3, dtype=np.int32), r"x\.astype\(np\.int32\)",
+              lambda x: (x * 3).astype(np.int32)),
+             (lambda x: np.full((3, 2), x[0, 0], dtype=np.float64),
+              r"np\.full\(shape, x\.astype\(dtype\)\)",
+              lambda x: np.full((3, 2), x[0, 0].astype(np.float64)))]
+    for wrong, advice, right in cases:
+        with pytest.raises(UnsupportedError, match=advice):
+            compile_grad(wrong, backend="interpreter")(x)
+        got, expected = compile_grad(right, backend="interpreter")(x), wrong(x)
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)

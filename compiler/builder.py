@@ -144,11 +144,7 @@ class Builder:
             nodes = tuple(self.lift(x, [] if op == "where" and i == 0 else peers)
                           for i, x in enumerate(inputs))
         except OverflowError as err:  # a Python int out of the array's int range (NEP 50)
-            if op not in _COMPARISONS:
-                raise TraceError(str(err), self.loc_override or user_loc()) from None
-            # NumPy compares such an int exactly (u8 < -5 is all False): as an int64, in the
-            # common type of the two
-            nodes = tuple(self.lift(x, []) for x in inputs)
+            nodes = self._lift_exact(opdef, inputs, attrs, err)
         loc = self.loc_override or user_loc()
         if loc is not None and self.call and not loc.call:
             loc = loc.with_call(self.call)
@@ -179,6 +175,28 @@ class Builder:
             self.copies.derived(op, attrs, inputs, result)
         return result
 
+    def _lift_exact(self, opdef, inputs: tuple, attrs: dict, err: OverflowError) -> tuple:
+        """The nodes of `inputs`, one a Python int out of the array's int range. NumPy converts
+        it to the dtype its loop computes in, which for a comparison, a true division or a
+        logical op is not the array's (u8 < -5 is all False, u8 / -2 is float64): there it is
+        lifted as an int64, when that gives NumPy's dtype; elsewhere (u8 + 300) NumPy's
+        OverflowError is the user's error."""
+        loc = self.loc_override or user_loc()
+        samples = [np.ones((), x.node.dtype) if isinstance(x, Tracer) else x for x in inputs]
+        try:
+            with np.errstate(all="ignore"):
+                expected = np.asarray(opdef.impl(*samples, **attrs)).dtype
+        except Exception:  # noqa: BLE001 -- NumPy refuses the int too: its error stands
+            raise TraceError(str(err), loc) from None
+        nodes = tuple(self.lift(x, []) for x in inputs)
+        try:
+            dtype = opdef.infer(*(n.type for n in nodes), **attrs).dtype
+        except ops.ShapeError:
+            dtype = None
+        if opdef.kind != "elementwise" or dtype != expected:  # where(c, u8, -1) is u8 255
+            raise TraceError(str(err), loc) from None
+        return nodes
+
     def _concrete_message(self, opdef, nodes, attrs, err) -> str:
         """The shape rule's complaint, restated with the sizes the user passed instead of N."""
         def concrete(t: TensorType) -> TensorType:
@@ -201,9 +219,6 @@ class Builder:
         # from None: the user's traceback ends at their line, not in the shape rule's DimConflict
         raise TraceError(f"{_describe(op)}: shapes {shapes} cannot be broadcast together",
                          loc) from None
-
-
-_COMPARISONS = frozenset({"lt", "le", "gt", "ge", "eq", "ne"})
 
 
 def _adapted(weak: Tracer, peers: list[np.dtype]) -> Tracer:

@@ -147,7 +147,9 @@ def _input_groups(graph: Graph) -> list[tuple[Node, tuple[int, ...]]]:
         members = []
         for row in node.inputs:
             source = row.inputs[0] if row.op == "reshape" else None
-            if source is None or source.id not in index or row.shape != (1,) + source.shape:
+            # np.stack([x32, y64]) promotes x32: a stack of the caller's arrays would not
+            if source is None or source.id not in index or row.shape != (1,) + source.shape \
+                    or source.dtype != node.dtype:
                 break
             members.append(index[source.id])
         else:

@@ -36,12 +36,15 @@ def matrix_transpose(x):
 
 @implements_ufunc(np.vecdot)
 def vecdot_ufunc(x1, x2):
-    return np.sum(x1 * x2, axis=-1)
+    return vecdot(x1, x2)
 
 
 @implements(np.linalg.vecdot)
 def vecdot(x1, x2, /, *, axis=-1):
-    return np.sum(x1 * x2, axis=axis)
+    product = _at_least("vecdot", x1, 1) * _at_least("vecdot", x2, 1)
+    # summed in the product's dtype, as NumPy's vecdot: np.sum's default would make int8s and
+    # bools int64 (vecdot of bools is their logical dot product, a bool)
+    return np.sum(product, axis=axis, dtype=product.dtype)
 
 
 @implements(np.linalg.matmul)

@@ -108,6 +108,20 @@ def copy(a, order="K", subok=False):
     return writable(traced(a))
 
 
+@implements(np.copyto)
+def copyto(dst, src, casting="same_kind", where=True):
+    """Refused, saying what to write: NumPy stores into `dst` in place, and np.full(shape, x,
+    dtype=...) fills a NumPy array it made with it, which cannot hold traced values."""
+    if isinstance(dst, Tracer):
+        raise UnsupportedError("np.copyto(dst, src) into a traced array: assign into a copy "
+                               "instead, y = dst.copy(); y[...] = src (np.where(where, src, y) "
+                               "for where=)", user_loc())
+    raise UnsupportedError("np.copyto stores traced values into a NumPy array here (np.full(shape, "
+                           "x, dtype=...) of a traced x fills a NumPy array with it), which can "
+                           "only hold numbers: write np.full(shape, x.astype(dtype)), or "
+                           "np.broadcast_to(x.astype(dtype), shape)", user_loc())
+
+
 @implements(np.empty_like)
 def empty_like(prototype, dtype=None, order="K", subok=True, shape=None, **kwargs):
     return full_like(prototype, 0, dtype, order, subok, shape)  # any values will do: zeros

@@ -53,16 +53,21 @@ class _Element(Tracer):
 def as_objects(x: Tracer, dtype=None) -> np.ndarray:
     """What `x.__array__()` gives: an object array of x's elements (traced scalars)."""
     problem = _needs_numbers()
-    if problem is None and dtype is not None and np.issubdtype(dtype, np.integer):
-        problem = INDEX_AN_ARRAY  # NumPy wants integers: indices (np.take of a NumPy array)
+    cast = None if dtype is None else np.dtype(dtype)
+    if problem is None and cast is not None and np.issubdtype(cast, np.integer):
+        # NumPy wants integers: indices (np.take of a NumPy array), or a conversion
+        problem = (f"{INDEX_AN_ARRAY}; or, where this line converts a traced array to {cast} "
+                   f"(np.asarray(x, dtype=...), np.{cast}(x)), write x.astype(np.{cast})")
     if problem is not None:
         raise UnsupportedError(problem, user_loc())
-    if dtype is not None and np.dtype(dtype) != object:
+    if cast is not None and cast.kind != "O":
         raise UnsupportedError(
-            f"NumPy asks for the numbers of a traced value here, as {np.dtype(dtype)} "
-            "(np.array(..., dtype=...), np.float64(x), or a NumPy function given a list of "
-            "traced values, which it makes its own array of): make one traced array first, "
-            f"np.stack([...]) (then .astype(np.{np.dtype(dtype)}))", user_loc())
+            f"NumPy asks for the numbers of a traced value here, as {cast} (np.asarray(x, "
+            f"dtype=...), np.array(..., dtype=...), np.{cast}(x), or a NumPy function given a "
+            "list of traced values, which it makes its own array of), and a NumPy array cannot "
+            f"hold traced values: a traced array x converts as x.astype(np.{cast}); for a list "
+            f"of them, make one traced array first, np.stack([...]) (then .astype(np.{cast}))",
+            user_loc())
     if x.ndim == 0:
         holder = np.empty((), dtype=object)
         holder[()] = x

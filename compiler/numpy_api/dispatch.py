@@ -70,13 +70,42 @@ def apply_ufunc(ufunc, method, inputs, kwargs):
         raise UnsupportedError(f"{numpy_name(ufunc)}() argument(s) {sorted(kwargs)} are not "
                                "supported", user_loc())
     with calling(numpy_name(ufunc)):
+        if dtype is not None:
+            inputs = _in_loop_dtypes(ufunc, inputs, dtype)
         result = handler(*inputs)
-        result = result.astype(dtype) if dtype is not None else result
+        result = result.astype(dtype) if dtype is not None and ufunc.nout == 1 \
+            and result.dtype != np.dtype(dtype) else result
         if outs:  # `y += x` on a NumPy or traced y, np.add(a, b, out=y)
             from compiler.numpy_api.assignment import store_out
 
             return store_out(ufunc, outs, result)
         return result
+
+
+def _in_loop_dtypes(ufunc, inputs: tuple, dtype) -> tuple:
+    """The ufunc's `inputs` cast to the dtypes of the loop NumPy runs for `dtype=`: it
+    computes in them (np.add(i8, i8, dtype=np.int16) adds int16s, 100 + 100 is 200), so
+    casting the result alone would keep what the inputs' dtype wrapped or rounded. A Python
+    number stays weak; NumPy's refusal (a float loop cast to int) is the user's error."""
+    def described(v):
+        if isinstance(v, Tracer):
+            return type(v.dtype.type(0).item()) if v.weak and v.dtype.kind in "if" else v.dtype
+        return type(v) if type(v) in (int, float) else np.asarray(v).dtype
+
+    signature = (None,) * ufunc.nin + (np.dtype(dtype),) * ufunc.nout
+    try:
+        loop = ufunc.resolve_dtypes(tuple(map(described, inputs)) + (None,) * ufunc.nout,
+                                    signature=signature)
+    except (TypeError, ValueError) as err:
+        raise TraceError(f"{numpy_name(ufunc)}(..., dtype={np.dtype(dtype)}): {err}",
+                         user_loc()) from None
+
+    def cast(v, d):
+        if isinstance(v, Tracer):
+            return v if v.dtype == d and not v.weak else v.astype(d)
+        return v if type(v) in (int, float) else np.asarray(v).astype(d)
+
+    return tuple(cast(v, d) for v, d in zip(inputs, loop))
 
 
 def apply_function(func, args, kwargs):

@@ -123,16 +123,70 @@ def _as_float(x, ufunc):
     return astype(x, dtype)
 
 
+def _numpy_dtype(ufunc, *operands) -> np.dtype:
+    """The dtype NumPy's `ufunc` gives these operands, asked of NumPy with samples: a traced
+    array's dtype, a Python number as itself (weak, NEP 50), as is a Python number argument
+    among floats (among ints it is an int64: see builder._adapted). NumPy's own error (a
+    Python int out of an array's range, float16) is the user's, at their line."""
+    floats = any(traced(v).dtype.kind == "f" for v in operands)
+
+    def sample(v):
+        if not isinstance(v, Tracer):
+            return v
+        if v.weak and (v.dtype.kind == "f" or floats):
+            return v.dtype.type(1).item()
+        return np.ones((), v.dtype)
+
+    try:
+        with np.errstate(all="ignore"):
+            dtype = np.asarray(ufunc(*map(sample, operands))).dtype
+    except (OverflowError, TypeError) as err:
+        raise TraceError(str(err), user_loc()) from None
+    if dtype == np.float16:
+        kinds = ", ".join(sorted({str(traced(v).dtype) for v in operands}))
+        raise TraceError(f"np.{ufunc.__name__} of {kinds} values is float16 in NumPy, which "
+                         "compiled kernels have no arithmetic for; convert the input first, "
+                         "e.g. x.astype(np.float32)", user_loc())
+    return dtype
+
+
+def _in_dtype(x, dtype):
+    """`x` (traced, or a number) cast to `dtype`; a Python number stays weak."""
+    if isinstance(x, Tracer):
+        return x if x.dtype == dtype and not x.weak else astype(x, dtype)
+    return x if type(x) in (bool, int, float) else np.asarray(x, dtype=dtype)
+
+
+def _square(x):
+    """x * x, in NumPy's dtype: of booleans int8 (x * x would be their logical and)."""
+    x = traced(x)
+    if x.dtype == np.bool_:
+        x = astype(x, np.int8)
+    return x * x
+
+
 def _exp2(x):
     return bind("pow", 2.0, _as_float(x, np.exp2))
 
 
-def _logaddexp(x, y):
+def _logaddexp(x, y, ufunc=np.logaddexp):
     # Equal infinities have no difference (inf - inf is NaN): their sum is the infinity
     # itself, as NumPy gives; a zero difference leaves log(2), and each input gradient 1/2.
+    # Integers are cast to the float NumPy computes in first: their difference would wrap
+    # (uint8 3 - 5 is 254), or lose the sign of a bool.
+    dtype = _numpy_dtype(ufunc, x, y)
+    x, y = _in_dtype(x, dtype), _in_dtype(y, dtype)
     m = np.maximum(x, y)
     difference = np.where(x == y, 0, x - y)
     return m + np.log1p(np.exp(-np.abs(difference)))
+
+
+def _logaddexp2(x, y):
+    # In the result's dtype from the start: x32 * log(2) rounded to float32 lost float32's
+    # precision in logaddexp2(x32, y64), and a Python number must stay weak
+    dtype = _numpy_dtype(np.logaddexp2, x, y)
+    x, y = _in_dtype(x, dtype), _in_dtype(y, dtype)
+    return _logaddexp(x * math.log(2.0), y * math.log(2.0)) * (1 / math.log(2.0))
 
 
 UFUNCS.update({
@@ -160,16 +214,14 @@ UFUNCS.update({
     np.negative: lambda x: unary("neg", x),
     np.positive: lambda x: x,
     np.absolute: lambda x: unary("abs", x),
-    np.square: lambda x: x * x,
+    np.square: _square,
     np.reciprocal: lambda x: _reciprocal(x),
     np.divmod: lambda x, y: (binary("floor_divide", x, y), binary("remainder", x, y)),
     np.logaddexp: _logaddexp,
     # 2.0 ** x, C's pow: exp(x * log 2) was off by |x| ulps (95 at x = -305, 35 in float32);
     # the Python float stays weak, so float32 stays float32
     np.exp2: lambda x: _exp2(x),
-    np.logaddexp2: lambda x, y: _logaddexp(_as_float(x, np.logaddexp2) * math.log(2.0),
-                                           _as_float(y, np.logaddexp2) * math.log(2.0))
-    * (1 / math.log(2.0)),
+    np.logaddexp2: lambda x, y: _logaddexp2(x, y),
     np.deg2rad: lambda x: _as_float(x, np.deg2rad) * (math.pi / 180),
     np.radians: lambda x: _as_float(x, np.radians) * (math.pi / 180),
     np.rad2deg: lambda x: _as_float(x, np.rad2deg) * (180 / math.pi),
@@ -207,8 +259,11 @@ def _fmod(x, y):
     (0 for a divisor 0, as NumPy gives), since numba's integer fmod is wrong for y < 0."""
     if any(traced(v).dtype.kind not in "iub" for v in (x, y)):
         return binary("fmod", x, y)  # x and y as given: a Python float stays weak
-    magnitude = np.abs(x) % np.abs(y)
-    return np.where(x < 0, -magnitude, magnitude)
+    # NumPy's dtype, and its error for fmod(u8, -2), before Python's abs (which keeps a Python
+    # int weak, where np.abs(3) is an int64 that made fmod(int8s, 3) int64) hides a sign
+    dtype = _numpy_dtype(np.fmod, x, y)
+    magnitude = abs(x) % abs(y)
+    return _in_dtype(np.where(x < 0, -magnitude, magnitude), dtype)
 
 
 def _exact(x, numpy_function):

@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.errors import UnsupportedError
+from compiler.errors import TraceError, UnsupportedError
 from compiler.numpy_api.dispatch import implements, no_out, traced
-from compiler.numpy_api.reductions import root_of_variance
+from compiler.numpy_api.reductions import float_dtype, root_of_variance
 from compiler.user_code import user_loc
 
 
 def _can_hold_nan(a) -> bool:
     return a.dtype.kind in "fc"
+
+
+def _inexact(name, dtype):
+    """NumPy's TypeError for nanmean/nanvar of floats in an int dtype= (it would hold no NaN)."""
+    if dtype is not None and np.dtype(dtype).kind not in "fc":
+        raise TraceError(f"np.{name}: if a is inexact, then dtype must be inexact (NumPy's "
+                         "TypeError)", user_loc())
 
 
 def _selected(a, where):
@@ -111,6 +118,7 @@ def nanmean(a, axis=None, dtype=None, out=None, keepdims=False, *, where=None):
     a = traced(a)
     if not _can_hold_nan(a):
         return np.mean(a, axis=axis, dtype=dtype, keepdims=keepdims, where=where)
+    _inexact("nanmean", dtype)
     chosen = _selected(a, where)
     total = np.sum(a, axis=axis, dtype=dtype, keepdims=keepdims, where=chosen)
     # NumPy divides the total, in its dtype, by the count
@@ -128,6 +136,7 @@ def nanvar(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=
                                user_loc())
     if correction is not None:
         ddof = correction  # NumPy 2's Array API name for ddof
+    float_dtype("nanvar", dtype)
     a = traced(a)
     if not _can_hold_nan(a):
         return np.var(a, axis=axis, dtype=dtype, ddof=ddof, keepdims=keepdims,
@@ -148,6 +157,7 @@ def nanvar(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=
 def nanstd(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None,
            mean=None, correction=None):
     """The square root of np.nanvar (with np.std's gradient where it is 0)."""
+    float_dtype("nanstd", dtype)
     return root_of_variance(nanvar(a, axis=axis, dtype=dtype, out=out, ddof=ddof,
                                    keepdims=keepdims, where=where, mean=mean,
                                    correction=correction))

@@ -146,17 +146,36 @@ def mean(a, axis=None, dtype=None, out=None, keepdims=False, where=None):
     a = traced(a)
     axes = _counted_axes(a, axis)
     dtype = np.dtype(dtype) if dtype is not None else _float_dtype(a)
+    if dtype.kind != "f":  # NumPy sums in dtype= (wrapping), divides, casts back (truncating)
+        total = sum(a, axis=axes, dtype=dtype, keepdims=keepdims, where=where)
+        quotient = total / _mean_count(a, axes, np.dtype(np.float64), keepdims, where)
+        return astype(quotient, dtype)
     total = bind("sum", _masked(astype(a, dtype) if a.dtype != dtype else a, where, 0),
                  axes=axes, keepdims=bool(keepdims))
+    return total / _mean_count(a, axes, dtype, keepdims, where)
+
+
+def float_dtype(name: str, dtype) -> None:
+    """Refuse an int or bool dtype= of a variance: NumPy computes in it with wrapping,
+    truncated steps (np.var(int8s, dtype=np.int8) is 13 where the variance is 1378)."""
+    if dtype is not None and np.dtype(dtype).kind != "f":
+        raise UnsupportedError(f"np.{name} with dtype={np.dtype(dtype)} is not supported (NumPy "
+                               "truncates the mean and wraps the squares in it); pass a float "
+                               "dtype, or take .astype() of the result", user_loc())
+
+
+def _mean_count(a, axes, dtype, keepdims, where):
+    """How many entries a mean divides by, in `dtype`: those `where=` chooses."""
     if where is None or where is True:
-        return total / _count(a, axes, dtype)
+        return _count(a, axes, dtype)
     chosen = broadcast_to(traced(where), a.shape)  # a batch axis stays symbolic
-    return total / bind("sum", astype(chosen, dtype), axes=axes, keepdims=bool(keepdims))
+    return bind("sum", astype(chosen, dtype), axes=axes, keepdims=bool(keepdims))
 
 
 @implements(np.var)
 def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
     no_out("var", out, **kw)
+    float_dtype("var", dtype)
     a = traced(a)
     axes = _counted_axes(a, axis)
     centered = a - mean(a, axis=axes, dtype=dtype, keepdims=True)
@@ -169,6 +188,7 @@ def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
 
 @implements(np.std)
 def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kw):
+    float_dtype("std", dtype)
     return root_of_variance(var(a, axis=axis, dtype=dtype, out=out, ddof=ddof,
                                 keepdims=keepdims, **kw))
 

@@ -55,6 +55,10 @@ SCENARIOS = {
     # decoupled decay must not shrink it (the all-reduced buffer holds zeros for it)
     "adamw-unused": (optim.AdamW, dict(lr=0.01, weight_decay=0.1),
                      dict(epochs=1, batch_size=9, shuffle=False), "shared"),
+    # batches of 1 row: rank 0 never has any, so it traces no gradient before its update,
+    # which must still skip "unused" as rank 1's does (it decayed it, on rank 0 only)
+    "adamw-rows1-unused": (optim.AdamW, dict(lr=0.01, weight_decay=0.1),
+                           dict(epochs=1, batch_size=1, shuffle=False), "shared"),
 }
 UNUSED = "unused"  # the key of that Parameter (a scenario named *-unused has it)
 SHARDS = ((0, 3), (3, 8))  # train_step: rank r passes rows SHARDS[r]; one process all 8

@@ -225,6 +225,8 @@ class DataParallel:
         step._pack_hypers()
         if rows == 0:  # this rank has nothing of this batch: it adds zeros
             segment[:layout.count + 1] = 0
+            if self._unused is None:
+                self._trace_unused(data)
         else:
             self._weight[0] = rows
             if compiled:
@@ -246,6 +248,15 @@ class DataParallel:
         result = update.step(*self._update_calls[ready])
         updated(update.params)
         return step._unpacked(update, result) if step.keep_grads else result
+
+    def _trace_unused(self, data: tuple) -> None:
+        """Set `_unused` on a rank whose first share is empty (fit's batches of 1 row leave
+        rank 0 none): the update it traces next must skip the Parameters the loss does not
+        read as the other ranks' updates do (else AdamW decays them here only and the ranks
+        part ways). Traced, not run, on stand-in rows of the data's kind."""
+        rows = tuple(np.zeros((2,) + d.shape[1:], d.dtype) for d in data)
+        params, _ = self.train_step._arguments()
+        self._grads_fn.specialize(params, self._segment_grads[0], self._weight, *rows)
 
     def _grads_kernel(self, data: tuple) -> tuple[Kernels, list[tuple]]:
         """The gradient kernel for data of this kind (dtypes and trailing shapes; the batch

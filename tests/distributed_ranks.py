@@ -120,6 +120,25 @@ def run_steps(comm=None, backend="numba", stagger=False):
     return params, np.array(losses), grads, identical
 
 
+def nan_checked(alone) -> dict:
+    """check_finite=True with a NaN in row 5, on a communicator of this rank alone (a failing
+    rank of a larger one would abort the job): the error names the op, and no parameter took
+    the step."""
+    X, y, params = problem()
+    X[5, 0] = np.nan
+    before = {k: p.data.copy() for k, p in params.items()}
+    optimizer = optim.SGD(params, lr=0.1, momentum=0.9)
+    found = {}
+    try:
+        fit(compile_grad(loss_fn, check_finite=True), params, optimizer, (X, y), epochs=1,
+            batch_size=8, shuffle=False, comm=alone)
+    except Exception as err:  # noqa: BLE001 - the test checks which
+        found["errors/nan"] = np.array(f"{type(err).__name__}: {err}")
+    found["errors/nan_untouched"] = np.array(
+        [np.array_equal(before[k], p.data) for k, p in params.items()])
+    return found
+
+
 def _stagger(reducer, rank: int) -> None:
     """Make `reducer.reduce` wait 50 ms after the barrier on rank (step % 2)."""
     reduce, steps = reducer.reduce, []
@@ -172,6 +191,19 @@ def main() -> None:
         fit(compiled, params, optim.SGD(params, lr=0.1), (X, y), epochs=1 + rank, comm=comm)
     except ValueError as err:
         results["errors/fit"] = np.array(str(err))
+    X, y, params = problem()
+    try:  # ranks that disagree on the clipping: it would part their parameters silently
+        fit(compiled, params, optim.SGD(params, lr=0.1), (X, y), epochs=1, max_norm=1.0 + rank,
+            comm=comm)
+    except ValueError as err:
+        results["errors/max_norm"] = np.array(str(err))
+    X, y, _ = problem()
+    params = init.mlp_params([FEATURES, 6 + rank, OUTPUTS], np.random.default_rng(1), np.float64)
+    try:  # the broadcast from rank 0 would wait forever for parameters of other sizes
+        train_step(compiled, params, optim.SGD(params, lr=0.1), comm=comm)
+    except ValueError as err:
+        results["errors/shapes"] = np.array(str(err))
+    results.update(nan_checked(comm.Split(rank)))
     np.savez(f"{OUT}/rank{rank}.npz", **results)
     comm.Barrier()
 

@@ -170,6 +170,23 @@ def test_a_bad_communicator_and_ranks_that_disagree_are_refused(two_ranks):
     assert "intra-communicator" in str(results[0]["errors/comm"])
     for r in range(2):  # every rank raises, so none waits for the others
         assert "these differ: epochs: rank 0 1, rank 1 2" in str(results[r]["errors/fit"])
+        assert "these differ: max_norm: rank 0 1.0, rank 1 2.0" in str(
+            results[r]["errors/max_norm"])
+        assert ("these differ: Parameter 'W0': rank 0 '(5, 6) float64', rank 1 '(5, 7) "
+                "float64'") in str(results[r]["errors/shapes"])
+
+
+@needs_mpi
+def test_check_finite_stops_a_distributed_step_before_it_writes(two_ranks):
+    """compile_grad(..., check_finite=True) with comm: the NaN in the first batch stops the
+    step, naming the op and the user's line, before any parameter is written (the
+    distributed kernels checked nothing: the parameters became NaN without an error)."""
+    _, results, _ = two_ranks
+    for r in range(2):
+        error = str(results[r]["errors/nan"])
+        assert error.startswith("AnomalyError: distributed_ranks.py:26: anomaly mode: matmul "
+                                "produced nan"), error
+        assert results[r]["errors/nan_untouched"].all()
 
 
 def test_comm_without_mpi4py_says_what_to_install(monkeypatch):

@@ -43,12 +43,14 @@ from compiler.ir import Sym
 from compiler.jit import NumbaKernel
 from compiler.training.allreduce import ALIGN, check_comm, reducer
 from compiler.training.kernels import Kernels, held_state, one_row, refuses_one_row, updated
+from compiler.training.slots import structural_flags
 from compiler.training.update import unreached
 
 if TYPE_CHECKING:
     from compiler.training.step import TrainStep
 
 ROOT = 0
+MISSING = "(none)"  # what check_same shows for an argument a rank does not have
 
 
 # --- the flat buffer --------------------------------------------------------------------------
@@ -102,6 +104,17 @@ class DataParallel:
         self.train_step = step
         params, states = step._arguments()
         self.layout = GradientLayout.of(list(params.values()))
+        # Before the broadcasts: ranks whose parameters or optimizer state differ in shape
+        # would wait in them forever, and a Parameter frozen on one rank only (or another
+        # clipping) would make the ranks' updates part ways without an error.
+        optimizer = step.optimizer
+        self.check_same("train_step", {
+            "optimizer": f"{type(optimizer).__name__} with " + ", ".join(
+                str(structural_flags(optimizer.rule_options(g))) for g in optimizer.param_groups),
+            "max_norm": step.max_norm, "norm_type": step.norm_type,
+            **{f"Parameter '{slot.name}'": f"{a.shape} {a.dtype.name}"
+               + (" frozen" if slot.frozen else "")
+               for slot, a in zip(step._slots, params.values())}})
         self.sync_from_root()
         self.reducer = reducer(comm, self.layout.length, self.layout.dtype)
         layout = self.layout
@@ -150,9 +163,11 @@ class DataParallel:
         """Raise the same ValueError on every rank unless all ranks passed equal `arguments`
         (a collective that some ranks skipped would wait forever instead)."""
         gathered = self.comm.allgather(arguments)
-        differ = [k for k in arguments if any(g[k] != gathered[0][k] for g in gathered)]
+        keys = list(dict.fromkeys(k for g in gathered for k in g))  # all ranks' keys, in order
+        differ = [k for k in keys if any(g.get(k, MISSING) != gathered[0].get(k, MISSING)
+                                         for g in gathered)]
         if differ:
-            found = "; ".join(f"{k}: " + ", ".join(f"rank {r} {g[k]!r}"
+            found = "; ".join(f"{k}: " + ", ".join(f"rank {r} {g.get(k, MISSING)!r}"
                                                    for r, g in enumerate(gathered))
                               for k in differ)
             raise ValueError(f"{caller} with comm: every rank must pass the same arguments (the "
@@ -221,7 +236,9 @@ class DataParallel:
         step, layout, reducer = self.train_step, self.layout, self.reducer
         written = reducer.current
         segment = reducer.segments[written]
-        compiled = step.loss_fn.backend.name == "numba"
+        # check_finite (or anomaly mode): the traced halves, whose checks stop at a NaN before
+        # this rank's gradients or any parameter are written, as the fused step's do
+        compiled = step.loss_fn.backend.name == "numba" and not step.checking()
         step._pack_hypers()
         if rows == 0:  # this rank has nothing of this batch: it adds zeros
             segment[:layout.count + 1] = 0
@@ -317,7 +334,7 @@ class DataParallel:
         return kernels
 
     def _general_grads(self, data: tuple, segment_grads: list[np.ndarray]) -> Any:
-        """The gradient half through the general path (the interpreter backend)."""
+        """The gradient half through the general path (the interpreter backend, or checks)."""
         params, _ = self.train_step._arguments()
         loss, grads = self._grads_fn(params, segment_grads, self._weight, *data)
         for view, g in zip(segment_grads, grads):
@@ -382,7 +399,8 @@ def _traced(step: TrainStep, function: Callable, suffix: str,
             wrt: int | tuple) -> CompiledFunction:
     """`function` as a compiled function named after the loss (`loss_grads`), with the
     arguments in `wrt` of static shape."""
-    compiled = CompiledFunction(function, wrt=wrt, backend=step.loss_fn.backend.name)
+    compiled = CompiledFunction(function, wrt=wrt, backend=step.loss_fn.backend.name,
+                                check_finite=step.loss_fn.check_finite)
     compiled.__name__ = f"{step.loss_fn.__name__}_{suffix}"
     compiled._graph_name = f"{step.loss_fn._graph_name}_{suffix}"
     return compiled

@@ -111,7 +111,8 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
                                   initial_epoch=initial_epoch,
                                   batch_size=batch_size, shuffle=shuffle, seed=seed,
                                   chunk_steps=chunk_steps, callback=callback is not None,
-                                  stop=stop is not None))
+                                  stop=stop is not None, max_norm=step.max_norm,
+                                  norm_type=step.norm_type))
     per_epoch = -(-n // batch_size)
     batch_rows = np.full(per_epoch, batch_size)
     batch_rows[-1] = n - batch_size * (per_epoch - 1)  # the last batch holds what is left

@@ -26,6 +26,10 @@ def loss_fn(params, X, y):
     return F.mse_loss(init.mlp(params, X), y)
 
 
+def scaled_loss(params, X, y, scale):
+    return loss_fn(params, X, y) * scale
+
+
 def problem():
     """The same data and initial parameters (float64) in every process that asks."""
     rng = np.random.default_rng(7)
@@ -120,6 +124,20 @@ def run_steps(comm=None, backend="numba", stagger=False):
     return params, np.array(losses), grads, identical
 
 
+def run_scaled_steps(comm=None):
+    """(parameters, losses) after 2 steps of a loss that takes a number besides the rows
+    (`step(X, y, 0.5)`), its X in big-endian byte order, read-only (as np.load can give it):
+    with comm, rank r passes rows SHARDS[r]. The number is not a row (a 0-d array has no
+    first axis), and X is converted as one process converts it (numba refused it)."""
+    X, y, params = problem()
+    X = X.astype(">f8")
+    X.flags.writeable = False
+    rows = slice(*SHARDS[comm.Get_rank()]) if comm is not None else slice(0, SHARDS[-1][1])
+    step = train_step(compile_grad(scaled_loss), params, optim.SGD(params, lr=0.1), comm=comm)
+    losses = [step(X[rows], y[rows], 0.5) for _ in range(2)]
+    return params, np.array(losses)
+
+
 def nan_checked(alone) -> dict:
     """check_finite=True with a NaN in row 5, on a communicator of this rank alone (a failing
     rank of a larger one would abort the job): the error names the op, and no parameter took
@@ -182,6 +200,9 @@ def main() -> None:
         results.update({f"steps-{backend}/grad/{k}": g for k, g in grads.items()})
         results[f"steps-{backend}/losses"] = losses
         results[f"steps-{backend}/identical"] = np.array(identical)
+    params, losses = run_scaled_steps(comm)
+    results.update({f"scaled/{k}": p.data for k, p in params.items()})
+    results["scaled/losses"] = losses
     try:
         train_step(compiled, params, optim.SGD(params, lr=0.1), comm="not a communicator")
     except TypeError as err:

@@ -122,6 +122,18 @@ def test_train_step_on_unequal_shards_equals_the_full_batch(two_ranks, backend):
 
 
 @needs_mpi
+def test_train_step_takes_numbers_and_big_endian_rows_as_one_process_does(two_ranks):
+    """`step(X_mine, y_mine, 0.5)`: the number was taken for a data array of 1 row (a
+    ValueError), and a big-endian X reached numba as it was (its TypeError)."""
+    _, results, _ = two_ranks
+    params, losses = ranks.run_scaled_steps()
+    for r in range(2):
+        _assert_close(results[r]["scaled/losses"], losses)
+        for key, p in params.items():
+            _assert_close(results[r][f"scaled/{key}"], p.data)
+
+
+@needs_mpi
 def test_parameters_are_bit_identical_across_ranks(two_ranks):
     _, results, _ = two_ranks
     first, second = results
@@ -129,7 +141,7 @@ def test_parameters_are_bit_identical_across_ranks(two_ranks):
         shown = backend != "interpreter"  # and step.source("step") showed both kernels
         assert first[f"steps-{backend}/identical"].tolist() == [True] * (ranks.STEPS + shown)
     parameters = [k for k in first if "/W" in k or "/b" in k or k.endswith(ranks.UNUSED)]
-    runs = len(ranks.SCENARIOS) + 3  # each fit scenario, then train_step on three backends
+    runs = len(ranks.SCENARIOS) + 4  # each fit scenario, train_step on three backends, scaled
     unused = sum(name.endswith("-unused") for name in ranks.SCENARIOS)
     assert len(parameters) == runs * 4 + 3 * 4 + unused  # the kept gradients of three
     for key in parameters:

@@ -44,6 +44,7 @@ from compiler.jit import NumbaKernel
 from compiler.training.allreduce import ALIGN, check_comm, reducer
 from compiler.training.kernels import Kernels, held_state, one_row, refuses_one_row, updated
 from compiler.training.slots import structural_flags
+from compiler.training.step import data_arrays
 from compiler.training.update import unreached
 
 if TYPE_CHECKING:
@@ -222,15 +223,16 @@ class DataParallel:
     def step(self, data: tuple) -> Any:
         """One step on this rank's rows `data`; the mean loss over all ranks' rows."""
         try:
-            return self.run(tuple(np.ascontiguousarray(d) for d in data))
+            return self.run(data_arrays(data, "data"))
         except BaseException:
             self.abort()
             raise
 
     def run(self, data: tuple) -> Any:
         """`step` without the conversions and the abort guard (fit's loop has both)."""
-        rows = data[0].shape[0] if data else 0
-        if any(d.shape[0] != rows for d in data):
+        shaped = [d for d in data if d.ndim]  # a number (0-d) is the same for every row
+        rows = shaped[0].shape[0] if shaped else 0
+        if any(d.shape[0] != rows for d in shaped):
             raise ValueError("train_step with comm: the data arrays must share their first "
                              f"axis (this rank's rows), got {[d.shape for d in data]}")
         step, layout, reducer = self.train_step, self.layout, self.reducer
@@ -271,7 +273,7 @@ class DataParallel:
         rank 0 none): the update it traces next must skip the Parameters the loss does not
         read as the other ranks' updates do (else AdamW decays them here only and the ranks
         part ways). Traced, not run, on stand-in rows of the data's kind."""
-        rows = tuple(np.zeros((2,) + d.shape[1:], d.dtype) for d in data)
+        rows = tuple(np.zeros((2,) + d.shape[1:], d.dtype) if d.ndim else d for d in data)
         params, _ = self.train_step._arguments()
         self._grads_fn.specialize(params, self._segment_grads[0], self._weight, *rows)
 
@@ -281,11 +283,12 @@ class DataParallel:
         replaced, and its arguments before the data for each buffer set (built once: a
         step's Python runs on caches that the kernels have just filled). It stores the
         gradients times the row count into this rank's buffer of the set."""
-        key = tuple([(d.dtype.num, d.shape[1:]) for d in data])
+        key = tuple([(d.dtype.num, d.ndim, d.shape[1:]) for d in data])
+        rows = next(len(d) for d in data if d.ndim)
         found = self._grads_by_data.get(key)
         if found is not None and found[0].refuses_one_row and one_row(data):
             found = None  # a rank's single row, which those kernels refuse, has its own
-        found = found or self._grads_by_data.get((key, len(data[0])))
+        found = found or self._grads_by_data.get((key, rows))
         if found is not None and found[0].current(self.train_step.optimizer):
             return found
         step = self.train_step
@@ -302,9 +305,10 @@ class DataParallel:
                            arguments=arrays + (self._weight,),
                            refuses_one_row=refuses_one_row(graph, 2 * n + 1))
         kernels.step = kernels.compile(module.dispatcher.__name__, data)
-        symbolic = all(isinstance(i.shape[0], Sym) for i in graph.inputs[2 * n + 1:])
+        symbolic = all(isinstance(i.shape[0], Sym) for i in graph.inputs[2 * n + 1:]
+                       if i.shape)
         calls = [arrays[:n] + tuple(views) + (self._weight,) for views in self._segment_grads]
-        self._grads_by_data[key if symbolic else (key, len(data[0]))] = kernels, calls
+        self._grads_by_data[key if symbolic else (key, rows)] = kernels, calls
         self._last_grads = kernels
         return kernels, calls
 

@@ -188,6 +188,24 @@ def test_a_bad_communicator_and_ranks_that_disagree_are_refused(two_ranks):
                 "float64'") in str(results[r]["errors/shapes"])
 
 
+
+@needs_mpi
+def test_arguments_one_rank_refuses_raise_on_every_rank(two_ranks):
+    """fit's and train_step's checks of their arguments failing on rank 1 alone: rank 1 raised
+    while rank 0 went on into the first collective and waited there forever."""
+    _, results, _ = two_ranks
+    refused = "fit: batch_size must be a positive int (or None for the whole data), got 0"
+    assert str(results[1]["errors/fit_rank1"]) == refused
+    assert str(results[0]["errors/fit_rank1"]) == (
+        "fit with comm: rank 1 refused its arguments (every rank must pass the same ones): "
+        f"ValueError: {refused}")
+    assert str(results[1]["errors/step_rank1"]).startswith(
+        "NotImplementedError: loss_fn has has_aux=True")
+    assert str(results[0]["errors/step_rank1"]).startswith(
+        "ValueError: train_step with comm: rank 1 refused its arguments (every rank must pass "
+        "the same ones): NotImplementedError: loss_fn has has_aux=True")
+
+
 @needs_mpi
 def test_check_finite_stops_a_distributed_step_before_it_writes(two_ranks):
     """compile_grad(..., check_finite=True) with comm: the NaN in the first batch stops the

@@ -30,7 +30,8 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +85,27 @@ class GradientLayout:
                                                                           self.shapes)]
 
 
+@contextmanager
+def failing_together(comm: Any, caller: str) -> Iterator[None]:
+    """Run the block, then raise on every rank of `comm` if it raised on any: a rank its own
+    error, the others a ValueError naming the rank that failed and its error. For the checks
+    before a collective: a rank that raised would skip it, and the others wait in it forever."""
+    comm = check_comm(comm)
+    error = None
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - every kind is sent to the other ranks
+        error = err
+    found = comm.allgather(None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    failed = [(rank, message) for rank, message in enumerate(found) if message is not None]
+    if failed:
+        rank, message = failed[0]
+        raise ValueError(f"{caller} with comm: rank {rank} refused its arguments (every rank "
+                         f"must pass the same ones): {message}")
+
+
 # --- the distributed step ---------------------------------------------------------------------
 class DataParallel:
     """The distributed side of a `TrainStep`: its kernels, the flat buffer and the all-reduce.
@@ -94,11 +116,16 @@ class DataParallel:
     update kernel sums the rows, in its barrier).
     """
 
-    def __init__(self, step: TrainStep, comm: Any) -> None:
+    @staticmethod
+    def check_supported(step: TrainStep) -> None:
+        """Refuse what a distributed step cannot do, before any collective."""
         if step.loss_fn.has_aux:
             raise NotImplementedError(
                 f"{step.loss_fn.__name__} has has_aux=True: distributed training records the "
                 "loss only; compile the loss without aux values for comm=")
+        GradientLayout.of(list(step._arguments()[0].values()))  # one dtype
+
+    def __init__(self, step: TrainStep, comm: Any) -> None:
         self.comm = check_comm(comm)
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.root = self.rank == ROOT

@@ -26,6 +26,10 @@ def loss_fn(params, X, y):
     return F.mse_loss(init.mlp(params, X), y)
 
 
+def scaled_loss(params, X, y, scale):
+    return loss_fn(params, X, y) * scale
+
+
 def problem():
     """The same data and initial parameters (float64) in every process that asks."""
     rng = np.random.default_rng(7)
@@ -55,6 +59,10 @@ SCENARIOS = {
     # decoupled decay must not shrink it (the all-reduced buffer holds zeros for it)
     "adamw-unused": (optim.AdamW, dict(lr=0.01, weight_decay=0.1),
                      dict(epochs=1, batch_size=9, shuffle=False), "shared"),
+    # batches of 1 row: rank 0 never has any, so it traces no gradient before its update,
+    # which must still skip "unused" as rank 1's does (it decayed it, on rank 0 only)
+    "adamw-rows1-unused": (optim.AdamW, dict(lr=0.01, weight_decay=0.1),
+                           dict(epochs=1, batch_size=1, shuffle=False), "shared"),
 }
 UNUSED = "unused"  # the key of that Parameter (a scenario named *-unused has it)
 SHARDS = ((0, 3), (3, 8))  # train_step: rank r passes rows SHARDS[r]; one process all 8
@@ -116,6 +124,39 @@ def run_steps(comm=None, backend="numba", stagger=False):
     return params, np.array(losses), grads, identical
 
 
+def run_scaled_steps(comm=None):
+    """(parameters, losses) after 2 steps of a loss that takes a number besides the rows
+    (`step(X, y, 0.5)`), its X in big-endian byte order, read-only (as np.load can give it):
+    with comm, rank r passes rows SHARDS[r]. The number is not a row (a 0-d array has no
+    first axis), and X is converted as one process converts it (numba refused it)."""
+    X, y, params = problem()
+    X = X.astype(">f8")
+    X.flags.writeable = False
+    rows = slice(*SHARDS[comm.Get_rank()]) if comm is not None else slice(0, SHARDS[-1][1])
+    step = train_step(compile_grad(scaled_loss), params, optim.SGD(params, lr=0.1), comm=comm)
+    losses = [step(X[rows], y[rows], 0.5) for _ in range(2)]
+    return params, np.array(losses)
+
+
+def nan_checked(alone) -> dict:
+    """check_finite=True with a NaN in row 5, on a communicator of this rank alone (a failing
+    rank of a larger one would abort the job): the error names the op, and no parameter took
+    the step."""
+    X, y, params = problem()
+    X[5, 0] = np.nan
+    before = {k: p.data.copy() for k, p in params.items()}
+    optimizer = optim.SGD(params, lr=0.1, momentum=0.9)
+    found = {}
+    try:
+        fit(compile_grad(loss_fn, check_finite=True), params, optimizer, (X, y), epochs=1,
+            batch_size=8, shuffle=False, comm=alone)
+    except Exception as err:  # noqa: BLE001 - the test checks which
+        found["errors/nan"] = np.array(f"{type(err).__name__}: {err}")
+    found["errors/nan_untouched"] = np.array(
+        [np.array_equal(before[k], p.data) for k, p in params.items()])
+    return found
+
+
 def _stagger(reducer, rank: int) -> None:
     """Make `reducer.reduce` wait 50 ms after the barrier on rank (step % 2)."""
     reduce, steps = reducer.reduce, []
@@ -159,6 +200,9 @@ def main() -> None:
         results.update({f"steps-{backend}/grad/{k}": g for k, g in grads.items()})
         results[f"steps-{backend}/losses"] = losses
         results[f"steps-{backend}/identical"] = np.array(identical)
+    params, losses = run_scaled_steps(comm)
+    results.update({f"scaled/{k}": p.data for k, p in params.items()})
+    results["scaled/losses"] = losses
     try:
         train_step(compiled, params, optim.SGD(params, lr=0.1), comm="not a communicator")
     except TypeError as err:
@@ -168,6 +212,30 @@ def main() -> None:
         fit(compiled, params, optim.SGD(params, lr=0.1), (X, y), epochs=1 + rank, comm=comm)
     except ValueError as err:
         results["errors/fit"] = np.array(str(err))
+    X, y, params = problem()
+    try:  # ranks that disagree on the clipping: it would part their parameters silently
+        fit(compiled, params, optim.SGD(params, lr=0.1), (X, y), epochs=1, max_norm=1.0 + rank,
+            comm=comm)
+    except ValueError as err:
+        results["errors/max_norm"] = np.array(str(err))
+    X, y, _ = problem()
+    params = init.mlp_params([FEATURES, 6 + rank, OUTPUTS], np.random.default_rng(1), np.float64)
+    try:  # the broadcast from rank 0 would wait forever for parameters of other sizes
+        train_step(compiled, params, optim.SGD(params, lr=0.1), comm=comm)
+    except ValueError as err:
+        results["errors/shapes"] = np.array(str(err))
+    X, y, params = problem()
+    try:  # rank 1 alone refuses its arguments: rank 0 waited forever in the first collective
+        fit(compiled, params, optim.SGD(params, lr=0.1), (X, y), epochs=1,
+            batch_size=8 if rank == 0 else 0, comm=comm)
+    except ValueError as err:
+        results["errors/fit_rank1"] = np.array(str(err))
+    try:  # the same inside train_step (a loss with aux values on rank 1 only)
+        train_step(compile_grad(loss_fn, has_aux=rank == 1), params, optim.SGD(params, lr=0.1),
+                   comm=comm)
+    except (ValueError, NotImplementedError) as err:
+        results["errors/step_rank1"] = np.array(f"{type(err).__name__}: {err}")
+    results.update(nan_checked(comm.Split(rank)))
     np.savez(f"{OUT}/rank{rank}.npz", **results)
     comm.Barrier()
 

@@ -122,6 +122,18 @@ def test_train_step_on_unequal_shards_equals_the_full_batch(two_ranks, backend):
 
 
 @needs_mpi
+def test_train_step_takes_numbers_and_big_endian_rows_as_one_process_does(two_ranks):
+    """`step(X_mine, y_mine, 0.5)`: the number was taken for a data array of 1 row (a
+    ValueError), and a big-endian X reached numba as it was (its TypeError)."""
+    _, results, _ = two_ranks
+    params, losses = ranks.run_scaled_steps()
+    for r in range(2):
+        _assert_close(results[r]["scaled/losses"], losses)
+        for key, p in params.items():
+            _assert_close(results[r][f"scaled/{key}"], p.data)
+
+
+@needs_mpi
 def test_parameters_are_bit_identical_across_ranks(two_ranks):
     _, results, _ = two_ranks
     first, second = results
@@ -129,8 +141,9 @@ def test_parameters_are_bit_identical_across_ranks(two_ranks):
         shown = backend != "interpreter"  # and step.source("step") showed both kernels
         assert first[f"steps-{backend}/identical"].tolist() == [True] * (ranks.STEPS + shown)
     parameters = [k for k in first if "/W" in k or "/b" in k or k.endswith(ranks.UNUSED)]
-    runs = len(ranks.SCENARIOS) + 3  # each fit scenario, then train_step on three backends
-    assert len(parameters) == runs * 4 + 3 * 4 + 1  # the kept gradients of three; "unused"
+    runs = len(ranks.SCENARIOS) + 4  # each fit scenario, train_step on three backends, scaled
+    unused = sum(name.endswith("-unused") for name in ranks.SCENARIOS)
+    assert len(parameters) == runs * 4 + 3 * 4 + unused  # the kept gradients of three
     for key in parameters:
         assert first[key].tobytes() == second[key].tobytes(), key
 
@@ -169,6 +182,41 @@ def test_a_bad_communicator_and_ranks_that_disagree_are_refused(two_ranks):
     assert "intra-communicator" in str(results[0]["errors/comm"])
     for r in range(2):  # every rank raises, so none waits for the others
         assert "these differ: epochs: rank 0 1, rank 1 2" in str(results[r]["errors/fit"])
+        assert "these differ: max_norm: rank 0 1.0, rank 1 2.0" in str(
+            results[r]["errors/max_norm"])
+        assert ("these differ: Parameter 'W0': rank 0 '(5, 6) float64', rank 1 '(5, 7) "
+                "float64'") in str(results[r]["errors/shapes"])
+
+
+
+@needs_mpi
+def test_arguments_one_rank_refuses_raise_on_every_rank(two_ranks):
+    """fit's and train_step's checks of their arguments failing on rank 1 alone: rank 1 raised
+    while rank 0 went on into the first collective and waited there forever."""
+    _, results, _ = two_ranks
+    refused = "fit: batch_size must be a positive int (or None for the whole data), got 0"
+    assert str(results[1]["errors/fit_rank1"]) == refused
+    assert str(results[0]["errors/fit_rank1"]) == (
+        "fit with comm: rank 1 refused its arguments (every rank must pass the same ones): "
+        f"ValueError: {refused}")
+    assert str(results[1]["errors/step_rank1"]).startswith(
+        "NotImplementedError: loss_fn has has_aux=True")
+    assert str(results[0]["errors/step_rank1"]).startswith(
+        "ValueError: train_step with comm: rank 1 refused its arguments (every rank must pass "
+        "the same ones): NotImplementedError: loss_fn has has_aux=True")
+
+
+@needs_mpi
+def test_check_finite_stops_a_distributed_step_before_it_writes(two_ranks):
+    """compile_grad(..., check_finite=True) with comm: the NaN in the first batch stops the
+    step, naming the op and the user's line, before any parameter is written (the
+    distributed kernels checked nothing: the parameters became NaN without an error)."""
+    _, results, _ = two_ranks
+    for r in range(2):
+        error = str(results[r]["errors/nan"])
+        assert error.startswith("AnomalyError: distributed_ranks.py:26: anomaly mode: matmul "
+                                "produced nan"), error
+        assert results[r]["errors/nan_untouched"].all()
 
 
 def test_comm_without_mpi4py_says_what_to_install(monkeypatch):

@@ -30,7 +30,8 @@ from __future__ import annotations
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,12 +44,15 @@ from compiler.ir import Sym
 from compiler.jit import NumbaKernel
 from compiler.training.allreduce import ALIGN, check_comm, reducer
 from compiler.training.kernels import Kernels, held_state, one_row, refuses_one_row, updated
+from compiler.training.slots import structural_flags
+from compiler.training.step import data_arrays
 from compiler.training.update import unreached
 
 if TYPE_CHECKING:
     from compiler.training.step import TrainStep
 
 ROOT = 0
+MISSING = "(none)"  # what check_same shows for an argument a rank does not have
 
 
 # --- the flat buffer --------------------------------------------------------------------------
@@ -81,6 +85,27 @@ class GradientLayout:
                                                                           self.shapes)]
 
 
+@contextmanager
+def failing_together(comm: Any, caller: str) -> Iterator[None]:
+    """Run the block, then raise on every rank of `comm` if it raised on any: a rank its own
+    error, the others a ValueError naming the rank that failed and its error. For the checks
+    before a collective: a rank that raised would skip it, and the others wait in it forever."""
+    comm = check_comm(comm)
+    error = None
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - every kind is sent to the other ranks
+        error = err
+    found = comm.allgather(None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    failed = [(rank, message) for rank, message in enumerate(found) if message is not None]
+    if failed:
+        rank, message = failed[0]
+        raise ValueError(f"{caller} with comm: rank {rank} refused its arguments (every rank "
+                         f"must pass the same ones): {message}")
+
+
 # --- the distributed step ---------------------------------------------------------------------
 class DataParallel:
     """The distributed side of a `TrainStep`: its kernels, the flat buffer and the all-reduce.
@@ -91,17 +116,33 @@ class DataParallel:
     update kernel sums the rows, in its barrier).
     """
 
-    def __init__(self, step: TrainStep, comm: Any) -> None:
+    @staticmethod
+    def check_supported(step: TrainStep) -> None:
+        """Refuse what a distributed step cannot do, before any collective."""
         if step.loss_fn.has_aux:
             raise NotImplementedError(
                 f"{step.loss_fn.__name__} has has_aux=True: distributed training records the "
                 "loss only; compile the loss without aux values for comm=")
+        GradientLayout.of(list(step._arguments()[0].values()))  # one dtype
+
+    def __init__(self, step: TrainStep, comm: Any) -> None:
         self.comm = check_comm(comm)
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.root = self.rank == ROOT
         self.train_step = step
         params, states = step._arguments()
         self.layout = GradientLayout.of(list(params.values()))
+        # Before the broadcasts: ranks whose parameters or optimizer state differ in shape
+        # would wait in them forever, and a Parameter frozen on one rank only (or another
+        # clipping) would make the ranks' updates part ways without an error.
+        optimizer = step.optimizer
+        self.check_same("train_step", {
+            "optimizer": f"{type(optimizer).__name__} with " + ", ".join(
+                str(structural_flags(optimizer.rule_options(g))) for g in optimizer.param_groups),
+            "max_norm": step.max_norm, "norm_type": step.norm_type,
+            **{f"Parameter '{slot.name}'": f"{a.shape} {a.dtype.name}"
+               + (" frozen" if slot.frozen else "")
+               for slot, a in zip(step._slots, params.values())}})
         self.sync_from_root()
         self.reducer = reducer(comm, self.layout.length, self.layout.dtype)
         layout = self.layout
@@ -150,9 +191,11 @@ class DataParallel:
         """Raise the same ValueError on every rank unless all ranks passed equal `arguments`
         (a collective that some ranks skipped would wait forever instead)."""
         gathered = self.comm.allgather(arguments)
-        differ = [k for k in arguments if any(g[k] != gathered[0][k] for g in gathered)]
+        keys = list(dict.fromkeys(k for g in gathered for k in g))  # all ranks' keys, in order
+        differ = [k for k in keys if any(g.get(k, MISSING) != gathered[0].get(k, MISSING)
+                                         for g in gathered)]
         if differ:
-            found = "; ".join(f"{k}: " + ", ".join(f"rank {r} {g[k]!r}"
+            found = "; ".join(f"{k}: " + ", ".join(f"rank {r} {g.get(k, MISSING)!r}"
                                                    for r, g in enumerate(gathered))
                               for k in differ)
             raise ValueError(f"{caller} with comm: every rank must pass the same arguments (the "
@@ -207,24 +250,29 @@ class DataParallel:
     def step(self, data: tuple) -> Any:
         """One step on this rank's rows `data`; the mean loss over all ranks' rows."""
         try:
-            return self.run(tuple(np.ascontiguousarray(d) for d in data))
+            return self.run(data_arrays(data, "data"))
         except BaseException:
             self.abort()
             raise
 
     def run(self, data: tuple) -> Any:
         """`step` without the conversions and the abort guard (fit's loop has both)."""
-        rows = data[0].shape[0] if data else 0
-        if any(d.shape[0] != rows for d in data):
+        shaped = [d for d in data if d.ndim]  # a number (0-d) is the same for every row
+        rows = shaped[0].shape[0] if shaped else 0
+        if any(d.shape[0] != rows for d in shaped):
             raise ValueError("train_step with comm: the data arrays must share their first "
                              f"axis (this rank's rows), got {[d.shape for d in data]}")
         step, layout, reducer = self.train_step, self.layout, self.reducer
         written = reducer.current
         segment = reducer.segments[written]
-        compiled = step.loss_fn.backend.name == "numba"
+        # check_finite (or anomaly mode): the traced halves, whose checks stop at a NaN before
+        # this rank's gradients or any parameter are written, as the fused step's do
+        compiled = step.loss_fn.backend.name == "numba" and not step.checking()
         step._pack_hypers()
         if rows == 0:  # this rank has nothing of this batch: it adds zeros
             segment[:layout.count + 1] = 0
+            if self._unused is None:
+                self._trace_unused(data)
         else:
             self._weight[0] = rows
             if compiled:
@@ -247,17 +295,27 @@ class DataParallel:
         updated(update.params)
         return step._unpacked(update, result) if step.keep_grads else result
 
+    def _trace_unused(self, data: tuple) -> None:
+        """Set `_unused` on a rank whose first share is empty (fit's batches of 1 row leave
+        rank 0 none): the update it traces next must skip the Parameters the loss does not
+        read as the other ranks' updates do (else AdamW decays them here only and the ranks
+        part ways). Traced, not run, on stand-in rows of the data's kind."""
+        rows = tuple(np.zeros((2,) + d.shape[1:], d.dtype) if d.ndim else d for d in data)
+        params, _ = self.train_step._arguments()
+        self._grads_fn.specialize(params, self._segment_grads[0], self._weight, *rows)
+
     def _grads_kernel(self, data: tuple) -> tuple[Kernels, list[tuple]]:
         """The gradient kernel for data of this kind (dtypes and trailing shapes; the batch
         size too when the loss needs it as a number), rebuilt if a Parameter's array was
         replaced, and its arguments before the data for each buffer set (built once: a
         step's Python runs on caches that the kernels have just filled). It stores the
         gradients times the row count into this rank's buffer of the set."""
-        key = tuple([(d.dtype.num, d.shape[1:]) for d in data])
+        key = tuple([(d.dtype.num, d.ndim, d.shape[1:]) for d in data])
+        rows = next(len(d) for d in data if d.ndim)
         found = self._grads_by_data.get(key)
         if found is not None and found[0].refuses_one_row and one_row(data):
             found = None  # a rank's single row, which those kernels refuse, has its own
-        found = found or self._grads_by_data.get((key, len(data[0])))
+        found = found or self._grads_by_data.get((key, rows))
         if found is not None and found[0].current(self.train_step.optimizer):
             return found
         step = self.train_step
@@ -274,9 +332,10 @@ class DataParallel:
                            arguments=arrays + (self._weight,),
                            refuses_one_row=refuses_one_row(graph, 2 * n + 1))
         kernels.step = kernels.compile(module.dispatcher.__name__, data)
-        symbolic = all(isinstance(i.shape[0], Sym) for i in graph.inputs[2 * n + 1:])
+        symbolic = all(isinstance(i.shape[0], Sym) for i in graph.inputs[2 * n + 1:]
+                       if i.shape)
         calls = [arrays[:n] + tuple(views) + (self._weight,) for views in self._segment_grads]
-        self._grads_by_data[key if symbolic else (key, len(data[0]))] = kernels, calls
+        self._grads_by_data[key if symbolic else (key, rows)] = kernels, calls
         self._last_grads = kernels
         return kernels, calls
 
@@ -306,7 +365,7 @@ class DataParallel:
         return kernels
 
     def _general_grads(self, data: tuple, segment_grads: list[np.ndarray]) -> Any:
-        """The gradient half through the general path (the interpreter backend)."""
+        """The gradient half through the general path (the interpreter backend, or checks)."""
         params, _ = self.train_step._arguments()
         loss, grads = self._grads_fn(params, segment_grads, self._weight, *data)
         for view, g in zip(segment_grads, grads):
@@ -371,7 +430,8 @@ def _traced(step: TrainStep, function: Callable, suffix: str,
             wrt: int | tuple) -> CompiledFunction:
     """`function` as a compiled function named after the loss (`loss_grads`), with the
     arguments in `wrt` of static shape."""
-    compiled = CompiledFunction(function, wrt=wrt, backend=step.loss_fn.backend.name)
+    compiled = CompiledFunction(function, wrt=wrt, backend=step.loss_fn.backend.name,
+                                check_finite=step.loss_fn.check_finite)
     compiled.__name__ = f"{step.loss_fn.__name__}_{suffix}"
     compiled._graph_name = f"{step.loss_fn._graph_name}_{suffix}"
     return compiled

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -92,26 +93,21 @@ def fit(loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
     rank 0 (with the loss over all ranks); parameters, optimizer state and settings are
     sent from rank 0 to the others after each callback. See docs/distributed.md.
     """
-    if not isinstance(data, (tuple, list)):
-        raise ValueError(f"fit: data must be a tuple of arrays sharing their first axis, such as "
-                         f"(X, y) or (X,), got a {type(data).__name__}")
-    data = data_arrays(data, "data")
-    n = _check_arguments(data, epochs, batch_size)
-    if not isinstance(initial_epoch, (int, np.integer)) or isinstance(initial_epoch, bool) \
-            or not 0 <= initial_epoch <= epochs:
-        raise ValueError(f"fit: initial_epoch must be an int from 0 to epochs ({epochs}), got "
-                         f"{initial_epoch!r}")
+    with _on_every_rank(comm if comm is not None else getattr(step, "parallel", None)):
+        data = _check_arguments(data, epochs, batch_size, initial_epoch)
+        if step is not None:
+            _check_given_step(step, loss_fn, params, optimizer, max_norm, norm_type)
+    n = data[0].shape[0]
     batch_size = n if batch_size is None else min(batch_size, n)
     if step is None:
         step = reused_step(loss_fn, params, optimizer, max_norm, comm,
                            2.0 if norm_type is None else norm_type)
-    else:
-        _check_given_step(step, loss_fn, params, optimizer, max_norm, norm_type)
     team = _team(step, comm, dict(data=[(d.shape, d.dtype.str) for d in data], epochs=epochs,
                                   initial_epoch=initial_epoch,
                                   batch_size=batch_size, shuffle=shuffle, seed=seed,
                                   chunk_steps=chunk_steps, callback=callback is not None,
-                                  stop=stop is not None))
+                                  stop=stop is not None, max_norm=step.max_norm,
+                                  norm_type=step.norm_type))
     per_epoch = -(-n // batch_size)
     batch_rows = np.full(per_epoch, batch_size)
     batch_rows[-1] = n - batch_size * (per_epoch - 1)  # the last batch holds what is left
@@ -215,8 +211,22 @@ def _check_given_step(step: TrainStep, loss_fn: Callable | CompiledFunction, par
         step.max_norm = max_norm
 
 
-def _check_arguments(data: tuple, epochs: Any, batch_size: Any) -> int:
-    """The number of rows, after refusing what would train on nothing or on the wrong rows."""
+def _on_every_rank(comm: Any):
+    """With a communicator (or a DataParallel), a block that raises on every rank if it raises
+    on any (distributed.failing_together); else nothing."""
+    if comm is None:
+        return contextlib.nullcontext()
+    from compiler.training.distributed import DataParallel, failing_together
+
+    return failing_together(comm.comm if isinstance(comm, DataParallel) else comm, "fit")
+
+
+def _check_arguments(data: Any, epochs: Any, batch_size: Any, initial_epoch: Any) -> tuple:
+    """The data as arrays, after refusing what would train on nothing or on the wrong rows."""
+    if not isinstance(data, (tuple, list)):
+        raise ValueError(f"fit: data must be a tuple of arrays sharing their first axis, such as "
+                         f"(X, y) or (X,), got a {type(data).__name__}")
+    data = data_arrays(data, "data")
     if not data:
         raise ValueError("fit: data is empty; pass a tuple of arrays, e.g. (X, y)")
     if any(d.ndim == 0 for d in data):
@@ -234,7 +244,11 @@ def _check_arguments(data: tuple, epochs: Any, batch_size: Any) -> int:
                                    or isinstance(batch_size, bool) or batch_size <= 0):
         raise ValueError(f"fit: batch_size must be a positive int (or None for the whole "
                          f"data), got {batch_size!r}")
-    return n
+    if not isinstance(initial_epoch, (int, np.integer)) or isinstance(initial_epoch, bool) \
+            or not 0 <= initial_epoch <= epochs:
+        raise ValueError(f"fit: initial_epoch must be an int from 0 to epochs ({epochs}), got "
+                         f"{initial_epoch!r}")
+    return data
 
 
 class _OneProcess:

@@ -76,6 +76,21 @@ class TrainStep:
     def __init__(self, loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
                  *, max_norm: float | None = None, norm_type: float = 2.0,
                  keep_grads: bool = False, comm: Any = None) -> None:
+        self.parallel = None
+        if comm is None:
+            self._setup(loss_fn, params, optimizer, max_norm, norm_type, keep_grads)
+            return
+        from compiler.training.distributed import DataParallel, failing_together  # imports this
+
+        # on every rank, or on none: a rank that raised would skip the broadcasts that the
+        # others then wait in forever
+        with failing_together(comm, "train_step"):
+            self._setup(loss_fn, params, optimizer, max_norm, norm_type, keep_grads)
+            DataParallel.check_supported(self)
+        self.parallel = DataParallel(self, comm)
+
+    def _setup(self, loss_fn: Callable | CompiledFunction, params: Any, optimizer: Optimizer,
+               max_norm: float | None, norm_type: float, keep_grads: bool) -> None:
         if not isinstance(loss_fn, CompiledFunction):
             loss_fn = compile_grad(loss_fn)
         first = next(iter(loss_fn._signature.parameters), None)
@@ -98,14 +113,11 @@ class TrainStep:
         self._leaves, self._names = leaves, pytree.paths(self._tree, "param")
         self._slots: list[Slot] | None = None  # planned by _replan
         self._kept: list[int] = []  # the slots whose gradients a step keeps (see _update)
-        self.parallel = None
         # What the loss reads from its globals, closure and `self` (compiler/captured.py):
         # rebound, it makes the step trace and compile again (`_pack_hypers` looks).
         self._captured = Captured(loss_fn)
         self._captured.take()
         self._replan()
-        if comm is not None:
-            self.parallel = _data_parallel(self, comm)
 
     @property
     def max_norm(self) -> float | None:
@@ -533,12 +545,6 @@ def data_arrays(data: Sequence, owner: str) -> tuple[np.ndarray, ...]:
                 f"{type(d).__name__}'s arrays as arguments of their own")
         arrays.append(as_array(np.asarray(d), f"{owner}[{i}]"))
     return tuple(arrays)
-
-
-def _data_parallel(step: TrainStep, comm: Any):
-    from compiler.training.distributed import DataParallel  # it imports this module
-
-    return DataParallel(step, comm)
 
 
 def _ids(groups: list[dict]) -> list[list[int]]:

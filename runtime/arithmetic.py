@@ -80,6 +80,15 @@ def _tensor_or_none(x: Any) -> Tensor | None:
     return x if isinstance(x, Tensor) else None
 
 
+def _kept(operand: np.ndarray, given: Any) -> np.ndarray:
+    """`operand` as backward may read it: a copy where it is the caller's own array. A
+    Tensor's array has a version counter that backward checks; a plain array has none, so
+    refilling it before backward() (a batch buffer, a mask) would change the gradient."""
+    if isinstance(given, np.ndarray) and np.may_share_memory(operand, given):
+        return operand.copy()
+    return operand
+
+
 def _sum_to(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Undo broadcasting: sum `grad` over the axes along which an input of `shape` was
     broadcast to the result's shape."""
@@ -130,6 +139,7 @@ def binary(name: str, x: Any, y: Any) -> Tensor:
     tx, ty = _tensor_or_none(x), _tensor_or_none(y)
     if not _needs_record(tx, ty):
         return Tensor(out)
+    a, b = _kept(a, x), _kept(b, y)
     shapes = [np.shape(a), np.shape(b)]
 
     def backward(cotangents):
@@ -211,6 +221,15 @@ def _index_key(key: Any) -> Any:
     return key.data if isinstance(key, Tensor) else key
 
 
+def _kept_key(key: Any) -> Any:
+    """`key` with each array or list in it copied (a list as the array NumPy reads it as):
+    backward scatters at the places the key names when it runs, and the caller may refill
+    an index array before that; nothing counts writes into it."""
+    if isinstance(key, tuple):
+        return tuple(map(_kept_key, key))
+    return np.array(key) if isinstance(key, np.ndarray | list) else key
+
+
 def index(x: Tensor, key: Any) -> Tensor:
     """`x[key]` as NumPy indexes (slices, integers, None, Ellipsis, integer and boolean
     arrays), a new Tensor (a copy: in-place updates of it leave `x` alone), recorded for
@@ -220,6 +239,7 @@ def index(x: Tensor, key: Any) -> Tensor:
     out = np.array(a[key])
     if not _needs_record(x):
         return Tensor(out)
+    key = _kept_key(key)
 
     def backward(cotangents):
         grad = np.zeros_like(a)

@@ -459,6 +459,7 @@ def test_tensor_accessors():
     np.testing.assert_array_equal(np.asarray(x), [[1.0, 2.0]])
     with pytest.raises(RuntimeError, match="leaf variables"):
         y.requires_grad = False
+    assert y.requires_grad_() is y and y.grad_fn is not None  # True on a result: a no-op
     with pytest.raises(TypeError):
         np.exp(x)  # would silently leave the graph
 

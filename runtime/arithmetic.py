@@ -118,6 +118,10 @@ BINARY: dict[str, tuple[Callable, Vjp]] = {
     "div": (np.true_divide, lambda g, out, a, b: (g / b, -g * a / (b * b))),
     "pow": (np.power, _pow_vjp),
 }
+# The ops whose gradient reads their result: backward reads a copy of it, since the result's
+# Tensor is the user's to update in place (under no_grad), and that bumps no version this
+# node checks (it checks its inputs'); PyTorch raises there, and we compute as at forward.
+READS_RESULT = frozenset({"pow", "sqrt", "exp", "tanh", "sigmoid"})
 COMPARISONS = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
                "eq": np.equal, "ne": np.not_equal}
 
@@ -141,10 +145,11 @@ def binary(name: str, x: Any, y: Any) -> Tensor:
         return Tensor(out)
     a, b = _kept(a, x), _kept(b, y)
     shapes = [np.shape(a), np.shape(b)]
+    result = out.copy() if name in READS_RESULT else out
 
     def backward(cotangents):
         with np.errstate(all="ignore"):
-            grads = vjp(cotangents[0], out, a, b)
+            grads = vjp(cotangents[0], result, a, b)
         return [None if t is None or not t.requires_grad else _sum_to(np.asarray(g), shape)
                 for t, g, shape in zip((tx, ty), grads, shapes)]
 
@@ -206,10 +211,11 @@ def unary(name: str, x: Tensor) -> Tensor:
         out = np.asarray(forward(a)).astype(a.dtype, copy=False)
     if not _needs_record(x):
         return Tensor(out)
+    result = out.copy() if name in READS_RESULT else out
 
     def backward(cotangents):
         with np.errstate(all="ignore"):
-            return [np.asarray(vjp(cotangents[0], out, a)).astype(x.data.dtype, copy=False)]
+            return [np.asarray(vjp(cotangents[0], result, a)).astype(x.data.dtype, copy=False)]
 
     return autograd.record([out], [x], backward, name)[0]
 

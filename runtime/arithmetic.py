@@ -81,6 +81,15 @@ def _tensor_or_none(x: Any) -> Tensor | None:
     return x if isinstance(x, Tensor) else None
 
 
+def _kept(operand: np.ndarray, given: Any) -> np.ndarray:
+    """`operand` as backward may read it: a copy where it is the caller's own array. A
+    Tensor's array has a version counter that backward checks; a plain array has none, so
+    refilling it before backward() (a batch buffer, a mask) would change the gradient."""
+    if isinstance(given, np.ndarray) and np.may_share_memory(operand, given):
+        return operand.copy()
+    return operand
+
+
 def _sum_to(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Undo broadcasting: sum `grad` over the axes along which an input of `shape` was
     broadcast to the result's shape."""
@@ -114,6 +123,10 @@ BINARY: dict[str, tuple[Callable, Vjp, Vjp]] = {
     "div": (np.true_divide, lambda g, out, a, b: g / b, lambda g, out, a, b: -g * a / (b * b)),
     "pow": (np.power, _pow_base_vjp, _pow_exponent_vjp),
 }
+# The ops whose gradient reads their result: backward reads a copy of it, since the result's
+# Tensor is the user's to update in place (under no_grad), and that bumps no version this
+# node checks (it checks its inputs'); PyTorch raises there, and we compute as at forward.
+READS_RESULT = frozenset({"pow", "sqrt", "exp", "tanh", "sigmoid"})
 COMPARISONS = {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
                "eq": np.equal, "ne": np.not_equal}
 
@@ -135,13 +148,15 @@ def binary(name: str, x: Any, y: Any) -> Tensor:
     tx, ty = _tensor_or_none(x), _tensor_or_none(y)
     if not _needs_record(tx, ty):
         return Tensor(out)
+    a, b = _kept(a, x), _kept(b, y)
+    result = out.copy() if name in READS_RESULT else out
     operands = ((tx, vjp_a, np.shape(a)), (ty, vjp_b, np.shape(b)))
 
     def backward(cotangents):
         g = cotangents[0]
         with np.errstate(all="ignore"):
             return [None if t is None or not t.requires_grad
-                    else _sum_to(np.asarray(vjp(g, out, a, b)), shape)
+                    else _sum_to(np.asarray(vjp(g, result, a, b)), shape)
                     for t, vjp, shape in operands]
 
     return autograd.record([out], [tx, ty], backward, name)[0]
@@ -204,10 +219,11 @@ def unary(name: str, x: Tensor) -> Tensor:
         out = np.asarray(forward(a)).astype(a.dtype, copy=False)
     if not _needs_record(x):
         return Tensor(out)
+    result = out.copy() if name in READS_RESULT else out
 
     def backward(cotangents):
         with np.errstate(all="ignore"):
-            return [np.asarray(vjp(cotangents[0], out, a)).astype(x.data.dtype, copy=False)]
+            return [np.asarray(vjp(cotangents[0], result, a)).astype(x.data.dtype, copy=False)]
 
     return autograd.record([out], [x], backward, name)[0]
 
@@ -219,6 +235,15 @@ def _index_key(key: Any) -> Any:
     return key.data if isinstance(key, Tensor) else key
 
 
+def _kept_key(key: Any) -> Any:
+    """`key` with each array or list in it copied (a list as the array NumPy reads it as):
+    backward scatters at the places the key names when it runs, and the caller may refill
+    an index array before that; nothing counts writes into it."""
+    if isinstance(key, tuple):
+        return tuple(map(_kept_key, key))
+    return np.array(key) if isinstance(key, np.ndarray | list) else key
+
+
 def index(x: Tensor, key: Any) -> Tensor:
     """`x[key]` as NumPy indexes (slices, integers, None, Ellipsis, integer and boolean
     arrays), a new Tensor (a copy: in-place updates of it leave `x` alone), recorded for
@@ -228,6 +253,7 @@ def index(x: Tensor, key: Any) -> Tensor:
     out = np.array(a[key])
     if not _needs_record(x):
         return Tensor(out)
+    key = _kept_key(key)
 
     def backward(cotangents):
         grad = np.zeros_like(a)

@@ -66,17 +66,27 @@ __all__ = ["CallSite", "Edge", "Node", "backward", "enable_grad", "grad", "is_gr
 
 
 def backward(
-    tensors: Sequence[Tensor],
-    grad_tensors: Sequence[Any] | None = None,
+    tensors: Tensor | Sequence[Tensor],
+    grad_tensors: Any = None,
     retain_graph: bool = False,
     inputs: Sequence[Tensor] | None = None,
     create_graph: bool = False,
 ) -> None:
-    """Accumulate into leaf `.grad`s the gradients of `tensors` weighted by `grad_tensors`;
+    """Accumulate into leaf `.grad`s the gradients of `tensors` (one Tensor or a sequence)
+    weighted by `grad_tensors` (one gradient per Tensor, or one gradient for one Tensor);
     with `inputs`, into the `.grad`s of those Tensors only (leaves or results, as PyTorch)."""
     _no_create_graph(create_graph, "backward")
-    tensors = list(tensors)
-    grad_tensors = [None] * len(tensors) if grad_tensors is None else list(grad_tensors)
+    # One Tensor, as PyTorch takes it: iterating it would give its rows (or fail on a loss).
+    tensors = [tensors] if isinstance(tensors, Tensor) else list(tensors)
+    if grad_tensors is None:
+        grad_tensors = [None] * len(tensors)
+    elif isinstance(grad_tensors, Tensor | np.ndarray | int | float | np.generic):
+        grad_tensors = [grad_tensors]  # one gradient: a list of one, checked below
+    else:
+        grad_tensors = list(grad_tensors)
+    if len(grad_tensors) != len(tensors):
+        raise RuntimeError(f"grad_tensors has {len(grad_tensors)} entries, but there are "
+                           f"{len(tensors)} tensors")
     only = None if inputs is None else _only(inputs)
     seeds = [_seed(t, g, i) for i, (t, g) in enumerate(zip(tensors, grad_tensors, strict=True))]
     root = tensors[0] if len(tensors) == 1 else None  # `tensor.backward()`

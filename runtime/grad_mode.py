@@ -100,11 +100,19 @@ class enable_grad(_GradModeContext):  # PyTorch's lower-case name
 
 
 class set_grad_enabled:  # PyTorch's lower-case name
-    """Set grad mode now; used as a context manager, restore the previous mode on exit."""
+    """Set grad mode now; used as a context manager, restore the previous mode on exit; used
+    as a decorator (`@set_grad_enabled(False)`), set it only while the function runs."""
 
     def __init__(self, mode: bool) -> None:
         self._previous = _mode.enabled
-        _mode.enabled = bool(mode)
+        self._enabled = bool(mode)
+        _mode.enabled = self._enabled
+
+    def __call__(self, func: Callable) -> Callable:
+        # The decorator's construction set the mode for the code that follows it: undo that,
+        # as PyTorch does, so the mode holds inside `func` alone.
+        _mode.enabled = self._previous
+        return (enable_grad if self._enabled else no_grad)()(func)
 
     def __enter__(self) -> None:
         pass

@@ -107,6 +107,8 @@ class Tensor:
     @requires_grad.setter
     def requires_grad(self, value: bool) -> None:
         if not self.is_leaf:
+            if value:  # a result in the graph requires grad already: PyTorch's no-op
+                return
             raise RuntimeError(
                 "you can only change requires_grad flags of leaf variables; "
                 "use .detach() to get a leaf that shares this tensor's data"

@@ -221,6 +221,20 @@ def test_backward_of_several_roots_and_of_a_leaf():
     assert x.grad == 17.0
 
 
+def test_backward_of_one_tensor_not_in_a_list_as_pytorch():
+    # autograd.backward(loss) failed 'iteration over a 0-d tensor'; a dimensioned root was
+    # taken row by row, and its gradient (a Tensor or array) row by row with it
+    x = Parameter(np.array([1.0, 2.0]))
+    autograd.backward(mean(power(x, 2)))
+    np.testing.assert_array_equal(x.grad, [1.0, 2.0])
+    autograd.backward(power(x, 2), np.array([1.0, 3.0]))
+    np.testing.assert_array_equal(x.grad, [3.0, 14.0])
+    autograd.backward(power(x, 2), Tensor(np.array([1.0, 1.0])))
+    np.testing.assert_array_equal(x.grad, [5.0, 18.0])
+    with pytest.raises(RuntimeError, match="grad_tensors has 1 entries, but there are 2"):
+        autograd.backward([power(x, 2), power(x, 3)], [None])
+
+
 def test_integer_outputs_never_require_grad():
     x = Parameter(np.array([0.5, 2.0]))
     y, idx = record([x.data * 2, np.argmax(x.data)], [x], lambda cts: [2 * cts[0]], "f")
@@ -302,6 +316,17 @@ def test_grad_mode_decorators_and_set_grad_enabled():
     set_grad_enabled(False)
     assert not is_grad_enabled()
     set_grad_enabled(True)
+
+    # As a decorator, as PyTorch's: the mode holds inside the function only (it was 'not
+    # callable', and left grad mode off for the rest of the program)
+    @set_grad_enabled(False)
+    def off(x):
+        return is_grad_enabled(), power(x, 2).requires_grad
+
+    assert is_grad_enabled() and off(x) == (False, False) and is_grad_enabled()
+    with no_grad():
+        on = set_grad_enabled(True)(lambda x: (is_grad_enabled(), power(x, 2).requires_grad))
+        assert not is_grad_enabled() and on(x) == (True, True) and not is_grad_enabled()
 
 
 def test_a_decorated_generator_runs_its_body_in_the_mode_and_the_caller_in_its_own():
@@ -434,6 +459,7 @@ def test_tensor_accessors():
     np.testing.assert_array_equal(np.asarray(x), [[1.0, 2.0]])
     with pytest.raises(RuntimeError, match="leaf variables"):
         y.requires_grad = False
+    assert y.requires_grad_() is y and y.grad_fn is not None  # True on a result: a no-op
     with pytest.raises(TypeError):
         np.exp(x)  # would silently leave the graph
 

@@ -298,3 +298,39 @@ def test_a_compiled_result_indexed_and_iterated_backpropagates():
     assert len(out) == 4
     with pytest.raises(TypeError, match="0-d tensor"):
         iter(loss)
+
+
+def test_plain_arrays_refilled_before_backward_leave_the_gradient_as_at_forward():
+    """Backward read the caller's own operand and index arrays when it ran: a batch buffer
+    or index array refilled between forward and backward() changed the gradient silently
+    (w * x gave x's new values; w[idx] scattered at the new indices)."""
+    x = np.array([1.0, 2.0, 3.0])
+    w = Parameter(np.full(3, 2.0))
+    loss = (w * x).sum() + (x / w).sum()
+    x[:] = 100.0
+    loss.backward()
+    np.testing.assert_array_equal(w.grad, [0.75, 1.5, 2.25])  # x - x / w**2 at forward
+    idx, rows, mask = np.array([0, 0, 1]), [0, 0, 1], np.array([True, False, True, False])
+    v = Parameter(np.ones((2, 4)))
+    out = v[1, idx].sum() + 10 * v[0, rows].sum() + 100 * v[1][mask].sum()
+    idx[:] = 3
+    rows[0] = 3
+    mask[:] = True
+    out.backward()
+    np.testing.assert_array_equal(v.grad, [[20, 10, 0, 0], [102, 1, 100, 0]])
+
+
+@pytest.mark.parametrize("name", ["exp", "sqrt", "tanh", "sigmoid", "pow"])
+def test_a_result_updated_in_place_before_backward_leaves_its_gradient_as_at_forward(name):
+    """exp, sqrt, tanh, sigmoid and ** read their result in backward, the array the user's
+    Tensor holds: h.zero_() under no_grad before h.backward() gave a zero gradient silently
+    (PyTorch raises there; the node checks only its inputs' versions, so it keeps a copy)."""
+    x = array((2, 3))
+    ours, theirs = Parameter(x), torch.tensor(x, requires_grad=True)
+    out = ours ** ours if name == "pow" else getattr(ours, name)()
+    expected = theirs ** theirs if name == "pow" else getattr(theirs, name)()
+    with no_grad():
+        out.zero_()
+    out.backward(np.ones(x.shape))
+    expected.backward(torch.ones(x.shape))
+    np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=1e-12)

@@ -45,3 +45,47 @@ def test_keep_grads_of_a_float32_0d_parameter_keeps_its_dtype():
             np.testing.assert_allclose(p.grad, theirs[name].grad.numpy(), rtol=1e-5, atol=1e-7)
             np.testing.assert_allclose(p.data, theirs[name].detach().numpy(), rtol=1e-5,
                                        atol=1e-7)
+
+
+@pytest.mark.parametrize("name, settings, off", [
+    ("SGD", dict(lr=0.1, momentum=0.9), {"momentum": 0.0}),
+    ("Adam", dict(lr=0.1, amsgrad=True), {"amsgrad": False}),
+    ("RMSprop", dict(lr=0.05, centered=True, momentum=0.5), {"momentum": 0.0, "centered": False}),
+])
+def test_a_state_saved_after_an_option_was_turned_off_loads(name, settings, off):
+    """SGD(momentum=0.9) trained, momentum set to 0, state_dict() loaded into a fresh SGD was
+    refused: 'has entries ['momentum_buffer', 'step'], but this optimizer keeps []' (Adam's
+    max_exp_avg_sq after amsgrad=False, RMSprop's buffers likewise), though the optimizer keeps
+    those entries itself and PyTorch loads them. Now they load, and training goes on as in
+    PyTorch, the option turned back on included (its old entries are read again)."""
+    def run(module, make):
+        p = make(np.linspace(-1.0, 1.0, 4))
+        opt = getattr(module, name)([p], **settings)
+        for k in range(8):
+            if k == 3:
+                opt.param_groups[0].update(off)
+            if k == 5:  # a fresh optimizer on a fresh parameter, from the state_dict
+                saved = opt.state_dict()
+                p = make(p.detach().numpy() if module is torch.optim else p.data)
+                opt = getattr(module, name)([p], **settings)
+                opt.load_state_dict(saved)
+            if k == 6:
+                opt.param_groups[0].update(settings)
+            grad = np.cos(np.arange(4.0) + k) + 0.1 * k
+            p.grad = torch.tensor(grad) if module is torch.optim else grad
+            opt.step()
+        return p
+
+    ours = run(optim, Parameter)
+    theirs = run(torch.optim, lambda v: torch.tensor(v, requires_grad=True))
+    np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-13, atol=1e-15)
+
+
+def test_another_optimizers_state_is_still_refused():
+    adam = optim.Adam([Parameter(np.ones(3))], amsgrad=True)
+    adam.param_groups[0]["params"][0].grad = np.ones(3)
+    adam.step()
+    sgd = optim.SGD([Parameter(np.ones(3))], momentum=0.9)
+    with pytest.raises(ValueError, match=r"entries \['exp_avg', .* keeps \['momentum_buffer'"):
+        sgd.load_state_dict(adam.state_dict())
+    assert sgd.state == {}

@@ -27,6 +27,7 @@ class SGD(Optimizer):
 
     rule = staticmethod(rules.sgd_update)
     elementwise = True
+    every_entry = {"momentum": 1.0}  # the momentum buffer (and its step count)
 
     def __init__(
         self,
@@ -84,6 +85,7 @@ class Adam(Optimizer):
 
     rule = staticmethod(rules.adam_update)
     elementwise = True
+    every_entry = {"amsgrad": True}  # max_exp_avg_sq
     decoupled_weight_decay = False
 
     def __init__(
@@ -160,6 +162,7 @@ class RMSprop(Optimizer):
 
     rule = staticmethod(rules.rmsprop_update)
     elementwise = True
+    every_entry = {"centered": True, "momentum": 1.0}  # grad_avg, momentum_buffer
 
     def __init__(
         self,

@@ -89,3 +89,16 @@ def test_another_optimizers_state_is_still_refused():
     with pytest.raises(ValueError, match=r"entries \['exp_avg', .* keeps \['momentum_buffer'"):
         sgd.load_state_dict(adam.state_dict())
     assert sgd.state == {}
+
+
+def test_a_set_of_parameters_in_a_group_is_refused_as_in_pytorch():
+    """optim.SGD([{"params": {a, b}}]) was accepted: a set's order changes between runs, so a
+    state_dict (matched by position) could load into the wrong same-shaped Parameters. PyTorch
+    refuses it; so does add_param_group now."""
+    a, b = Parameter(np.ones(2)), Parameter(np.zeros(2))
+    with pytest.raises(TypeError, match="ordered collections"):
+        optim.SGD([{"params": {a, b}}], lr=0.1)
+    opt = optim.SGD([a], lr=0.1)
+    with pytest.raises(TypeError, match="ordered collections"):
+        opt.add_param_group({"params": frozenset([b])})
+    assert len(opt.param_groups) == 1

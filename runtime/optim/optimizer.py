@@ -226,6 +226,10 @@ class Optimizer:
         params = group["params"]
         if isinstance(params, Tensor):
             params = [params]
+        if isinstance(params, (set, frozenset)):  # PyTorch's refusal: state_dict goes by position
+            raise TypeError("optimizer parameters need to be organized in ordered collections, "
+                            "but the ordering of tensors in sets will change between runs. "
+                            "Please use a list instead.")
         if not isinstance(params, Mapping):
             params = list(params)
             if params and all(_is_named(item) for item in params):  # named_parameters() pairs

@@ -301,7 +301,7 @@ class Optimizer:
                     continue
             else:
                 params = group["params"]
-            options = self.rule_options(group)
+            options = _python_numbers(self.rule_options(group))
             flags = rule_flags(options)
             shared = []  # parameters that may share calls of the rule (see foreach)
             for p in params:
@@ -411,6 +411,13 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params"]
         return "\n".join([*lines, ")"])
+
+
+def _python_numbers(options: dict[str, Any]) -> dict[str, Any]:
+    """The rule's numeric options as Python floats: a NumPy float64 (an lr from a NumPy
+    schedule) times a float32 array is float64 (NEP 50), a Python float is not, so a float32
+    parameter is stepped in float32 arithmetic, as PyTorch and the compiled kernels step it."""
+    return {k: v if isinstance(v, bool) else float(v) for k, v in options.items()}
 
 
 def _is_named(item: Any) -> bool:

@@ -126,3 +126,38 @@ def test_numpy_scalar_settings_step_float32_parameters_in_float32(name, settings
     as_python = {k: tuple(map(float, v)) if isinstance(v, tuple) else float(v)
                  for k, v in settings.items()}
     np.testing.assert_array_equal(run(settings), run(as_python))
+
+
+@compile_grad
+def quadratic_loss(p, X):
+    return np.mean((X @ p["W"] - 1.0) ** 2)
+
+
+@pytest.mark.parametrize("name, settings", [
+    ("SGD", dict(lr=0.1, momentum=np.float64(0.9))),
+    ("Adam", dict(lr=0.1, amsgrad=np.True_)),
+])
+@pytest.mark.parametrize("compiled", ["loop", "train_step"])
+def test_numpy_typed_settings_in_compiled_steps(name, settings, compiled):
+    """SGD(momentum=np.float64(0.9)) (or amsgrad=np.True_) failed in compiled steps, the
+    runtime loop's settled step and train_step alike, with 'the truth value of a traced array
+    is unknown': `momentum != 0` of an np.float64 is a NumPy bool, which was taken for a
+    run-time value, traced, and branched on. Flags are Python bools now; values vs PyTorch."""
+    rng = np.random.default_rng(2)
+    W0, X = rng.normal(size=(3, 2)), rng.normal(size=(6, 3))
+    params = {"W": Parameter(W0)}
+    opt = getattr(optim, name)(params, **settings)
+    step = train_step(quadratic_loss, params, opt) if compiled == "train_step" else None
+    W = torch.tensor(W0, requires_grad=True)
+    topt = getattr(torch.optim, name)([W], **settings)
+    for _ in range(6):  # the loop's step settles into a kernel from the third
+        if step is not None:
+            step(X)
+        else:
+            opt.zero_grad()
+            quadratic_loss(params, X).backward()
+            opt.step()
+        topt.zero_grad()
+        ((torch.tensor(X) @ W - 1.0) ** 2).mean().backward()
+        topt.step()
+    np.testing.assert_allclose(params["W"].data, W.detach().numpy(), rtol=1e-12, atol=1e-14)

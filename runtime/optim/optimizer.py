@@ -185,7 +185,9 @@ class Optimizer:
     # -- subclass interface -----------------------------------------------------------
 
     def rule_options(self, group: dict[str, Any]) -> dict[str, Any]:
-        """The keyword options of `rule` for this group (run-time values and flags)."""
+        """The keyword options of `rule` for this group: run-time values, and flags as Python
+        bools (what tells them apart: a NumPy bool, or `momentum != 0` of an np.float64,
+        would be taken for a run-time value and traced)."""
         raise NotImplementedError
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, np.ndarray]:

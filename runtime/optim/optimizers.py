@@ -64,9 +64,9 @@ class SGD(Optimizer):
             momentum=group["momentum"],
             dampening=group["dampening"],
             weight_decay=group["weight_decay"],
-            nesterov=group["nesterov"],
-            maximize=group["maximize"],
-            use_momentum=group["momentum"] != 0,
+            nesterov=bool(group["nesterov"]),
+            maximize=bool(group["maximize"]),
+            use_momentum=bool(group["momentum"] != 0),
         )
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -126,8 +126,8 @@ class Adam(Optimizer):
             beta2=beta2,
             eps=group["eps"],
             weight_decay=group["weight_decay"],
-            amsgrad=group["amsgrad"],
-            maximize=group["maximize"],
+            amsgrad=bool(group["amsgrad"]),
+            maximize=bool(group["maximize"]),
             decoupled_weight_decay=bool(group.get("decoupled_weight_decay",
                                                   self.decoupled_weight_decay)),
         )
@@ -200,9 +200,9 @@ class RMSprop(Optimizer):
             eps=group["eps"],
             weight_decay=group["weight_decay"],
             momentum=group["momentum"],
-            centered=group["centered"],
-            maximize=group["maximize"],
-            use_momentum=group["momentum"] > 0,
+            centered=bool(group["centered"]),
+            maximize=bool(group["maximize"]),
+            use_momentum=bool(group["momentum"] > 0),
         )
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -257,7 +257,7 @@ class Adagrad(Optimizer):
             lr_decay=group["lr_decay"],
             weight_decay=group["weight_decay"],
             eps=group["eps"],
-            maximize=group["maximize"],
+            maximize=bool(group["maximize"]),
         )
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -336,7 +336,9 @@ class TrainStep:
             result = (result,)
         n_grads = len(self._kept) if self.keep_grads else 0
         for k, g in zip(self._kept, result[1:1 + n_grads]):
-            self._slots[k].param.grad = g
+            param = self._slots[k].param
+            # numba returns a 0-d gradient as a Python float: back to the Parameter's dtype
+            param.grad = g if isinstance(g, np.ndarray) else np.array(g, dtype=param.dtype)
         if not self.loss_fn.has_aux:
             return result[0]
         aux_tree = kernels.spec.out_tree.children[-1]

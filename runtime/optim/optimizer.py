@@ -151,6 +151,10 @@ class Optimizer:
     # count used as a scalar), so that one call can update several parameters concatenated
     # (`foreach`); a rule with a reduction over a parameter, such as a norm, must say False.
     elementwise: ClassVar[bool] = False
+    # Group settings under which `init_state` makes every entry this optimizer may keep (SGD's
+    # momentum on, say): a state saved after such an option was turned off still holds its
+    # entries, unread, and loads.
+    every_entry: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, params: ParamsArg, defaults: dict[str, Any]) -> None:
         self.defaults = defaults
@@ -181,7 +185,9 @@ class Optimizer:
     # -- subclass interface -----------------------------------------------------------
 
     def rule_options(self, group: dict[str, Any]) -> dict[str, Any]:
-        """The keyword options of `rule` for this group (run-time values and flags)."""
+        """The keyword options of `rule` for this group: run-time values, and flags as Python
+        bools (what tells them apart: a NumPy bool, or `momentum != 0` of an np.float64,
+        would be taken for a run-time value and traced)."""
         raise NotImplementedError
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -222,6 +228,10 @@ class Optimizer:
         params = group["params"]
         if isinstance(params, Tensor):
             params = [params]
+        if isinstance(params, (set, frozenset)):  # PyTorch's refusal: state_dict goes by position
+            raise TypeError("optimizer parameters need to be organized in ordered collections, "
+                            "but the ordering of tensors in sets will change between runs. "
+                            "Please use a list instead.")
         if not isinstance(params, Mapping):
             params = list(params)
             if params and all(_is_named(item) for item in params):  # named_parameters() pairs
@@ -293,7 +303,7 @@ class Optimizer:
                     continue
             else:
                 params = group["params"]
-            options = self.rule_options(group)
+            options = _python_numbers(self.rule_options(group))
             flags = rule_flags(options)
             shared = []  # parameters that may share calls of the rule (see foreach)
             for p in params:
@@ -333,9 +343,10 @@ class Optimizer:
         """Restore hyper-parameters and state saved by `state_dict` (copying the arrays).
 
         As in PyTorch, parameters are matched by position. Each state must fit its
-        parameter: the keys and shapes of a fresh state of that parameter under the loaded
-        settings (a state for another parameter is refused, not used). Nothing changes
-        unless every check passes.
+        parameter: the keys of a fresh state of that parameter under the loaded settings
+        (and those of an option turned off since, kept unread), with their shapes (a state
+        for another parameter is refused, not used). Nothing changes unless every check
+        passes.
         """
         self.prepare_load(state_dict)()
 
@@ -367,7 +378,8 @@ class Optimizer:
                                  "no group of the state dict lists")
             p, group = by_index[int(i)]
             saved_state = self.adopt_state(dict(saved_state))
-            _check_state(int(i), p, saved_state, self.init_state(p, group))
+            _check_state(int(i), p, saved_state, self.init_state(p, group),
+                         self.init_state(p, {**group, **self.every_entry}))
             state[p] = {
                 # Moments follow the parameter's dtype; the step count stays float64. (asarray
                 # first: a PyTorch tensor's __array__ takes no copy=)
@@ -403,23 +415,36 @@ class Optimizer:
         return "\n".join([*lines, ")"])
 
 
+def _python_numbers(options: dict[str, Any]) -> dict[str, Any]:
+    """The rule's numeric options as Python floats: a NumPy float64 (an lr from a NumPy
+    schedule) times a float32 array is float64 (NEP 50), a Python float is not, so a float32
+    parameter is stepped in float32 arithmetic, as PyTorch and the compiled kernels step it."""
+    return {k: v if isinstance(v, bool) else float(v) for k, v in options.items()}
+
+
 def _is_named(item: Any) -> bool:
     """A (name, Tensor) pair, as PyTorch's `named_parameters()` (or a dict's items) gives."""
     return isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) \
         and isinstance(item[1], Tensor)
 
 
-def _check_state(index: int, p: Tensor, saved: dict[str, Any], fresh: dict[str, Any]) -> None:
-    """Refuse a saved state that is not one of `p`'s: other keys, or other shapes."""
-    if set(saved) != set(fresh):
+def _check_state(index: int, p: Tensor, saved: dict[str, Any], fresh: dict[str, Any],
+                 every: dict[str, Any]) -> None:
+    """Refuse a saved state that is not one of `p`'s: without an entry the loaded settings
+    use (`fresh`), with one this optimizer never keeps (`every`: another optimizer's), or of
+    other shapes. Entries of an option turned off since (`every` less `fresh`) stay, unread,
+    as in PyTorch."""
+    if not set(fresh) <= set(saved) <= set(every):
         raise ValueError(
             f"loaded state of parameter {index} has entries {sorted(saved)}, but this "
             f"optimizer keeps {sorted(fresh)} for it"
+            + (f" (and {sorted(set(every) - set(fresh))} under other settings)"
+               if set(every) != set(fresh) else "")
         )
     for key, value in saved.items():
-        if np.shape(value) != np.shape(fresh[key]):
+        if np.shape(value) != np.shape(every[key]):
             raise ValueError(
                 f"loaded state {key!r} of parameter {index} has shape {np.shape(value)}, but "
-                f"the parameter (shape {p.shape}) needs shape {np.shape(fresh[key])}: the "
+                f"the parameter (shape {p.shape}) needs shape {np.shape(every[key])}: the "
                 "state belongs to another parameter"
             )

@@ -27,6 +27,7 @@ class SGD(Optimizer):
 
     rule = staticmethod(rules.sgd_update)
     elementwise = True
+    every_entry = {"momentum": 1.0}  # the momentum buffer (and its step count)
 
     def __init__(
         self,
@@ -63,9 +64,9 @@ class SGD(Optimizer):
             momentum=group["momentum"],
             dampening=group["dampening"],
             weight_decay=group["weight_decay"],
-            nesterov=group["nesterov"],
-            maximize=group["maximize"],
-            use_momentum=group["momentum"] != 0,
+            nesterov=bool(group["nesterov"]),
+            maximize=bool(group["maximize"]),
+            use_momentum=bool(group["momentum"] != 0),
         )
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -84,6 +85,7 @@ class Adam(Optimizer):
 
     rule = staticmethod(rules.adam_update)
     elementwise = True
+    every_entry = {"amsgrad": True}  # max_exp_avg_sq
     decoupled_weight_decay = False
 
     def __init__(
@@ -124,8 +126,8 @@ class Adam(Optimizer):
             beta2=beta2,
             eps=group["eps"],
             weight_decay=group["weight_decay"],
-            amsgrad=group["amsgrad"],
-            maximize=group["maximize"],
+            amsgrad=bool(group["amsgrad"]),
+            maximize=bool(group["maximize"]),
             decoupled_weight_decay=bool(group.get("decoupled_weight_decay",
                                                   self.decoupled_weight_decay)),
         )
@@ -160,6 +162,7 @@ class RMSprop(Optimizer):
 
     rule = staticmethod(rules.rmsprop_update)
     elementwise = True
+    every_entry = {"centered": True, "momentum": 1.0}  # grad_avg, momentum_buffer
 
     def __init__(
         self,
@@ -197,9 +200,9 @@ class RMSprop(Optimizer):
             eps=group["eps"],
             weight_decay=group["weight_decay"],
             momentum=group["momentum"],
-            centered=group["centered"],
-            maximize=group["maximize"],
-            use_momentum=group["momentum"] > 0,
+            centered=bool(group["centered"]),
+            maximize=bool(group["maximize"]),
+            use_momentum=bool(group["momentum"] > 0),
         )
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -254,7 +257,7 @@ class Adagrad(Optimizer):
             lr_decay=group["lr_decay"],
             weight_decay=group["weight_decay"],
             eps=group["eps"],
-            maximize=group["maximize"],
+            maximize=bool(group["maximize"]),
         )
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, np.ndarray]:

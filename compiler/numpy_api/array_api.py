@@ -3,11 +3,12 @@ newer code, each a composite of what gradfuse has.
 
 `np.matrix_transpose` and `np.linalg.matrix_transpose` swap the last two axes;
 `np.vecdot` (a ufunc) and `np.linalg.vecdot` sum the product over one axis (the last by
-default); np.linalg's `matmul`, `outer`, `trace` and `diagonal` are np.matmul, np.outer (of
-1-D arrays only, as NumPy requires), and np.trace and np.diagonal over the LAST two axes (a
-stack of matrices), where the older functions default to the first two. `np.nan_to_num`
-replaces NaN and the infinities by numbers (their gradient is 0 there, 1 elsewhere);
-`np.float_power` is np.power computed in float64.
+default); `np.matvec` and `np.vecmat` (ufuncs) multiply stacks of matrices and vectors;
+np.linalg's `matmul`, `tensordot`, `outer`, `trace` and `diagonal` are np.matmul,
+np.tensordot, np.outer (of 1-D arrays only, as NumPy requires), and np.trace and np.diagonal
+over the LAST two axes (a stack of matrices), where the older functions default to the first
+two. `np.nan_to_num` replaces NaN and the infinities by numbers (their gradient is 0 there, 1
+elsewhere); `np.float_power` is np.power computed in float64.
 """
 
 from __future__ import annotations
@@ -50,6 +51,25 @@ def vecdot(x1, x2, /, *, axis=-1):
 @implements(np.linalg.matmul)
 def linalg_matmul(x1, x2, /):
     return np.matmul(x1, x2)
+
+
+@implements(np.linalg.tensordot)
+def linalg_tensordot(x1, x2, /, *, axes=2):
+    return np.tensordot(x1, x2, axes=axes)
+
+
+@implements_ufunc(np.matvec)
+def matvec(x1, x2):
+    """x1 (..., m, n) times the vectors x2 (..., n): (..., m), batch axes broadcast."""
+    x1, x2 = _at_least("matvec", x1, 2), _at_least("matvec", x2, 1)
+    return np.matmul(x1, x2[..., None])[..., 0]
+
+
+@implements_ufunc(np.vecmat)
+def vecmat(x1, x2):
+    """The vectors x1 (..., n) times x2 (..., n, m): (..., m) (real, so no conjugate)."""
+    x1, x2 = _at_least("vecmat", x1, 1), _at_least("vecmat", x2, 2)
+    return np.matmul(x1[..., None, :], x2)[..., 0, :]
 
 
 @implements(np.linalg.outer)

@@ -20,7 +20,7 @@ from compiler.numpy_api.layout import reshape
 from compiler.ops import bind
 from compiler.ops.linalg import product
 from compiler.ops.registry import DimConflict, ShapeError
-from compiler.ops.shapes import broadcast_shapes
+from compiler.ops.shapes import broadcast_shapes, fmt_shape, same_dim
 from compiler.symdim import Concretize
 from compiler.user_code import user_loc
 
@@ -52,26 +52,69 @@ def dot(a, b, out=None):
         return bind("matmul", a, b)
     # dot(a, b)[i, j, k, m] = sum(a[i, j, :] * b[k, :, m]): the last axis of a with the
     # second-to-last of b
-    return tensordot(a, b, axes=([-1], [max(b.ndim - 2, 0)]))
+    return _summed_over(a, b, (-1,), (max(b.ndim - 2, 0),), "np.dot")
 
 
 @implements(np.tensordot)
 def tensordot(a, b, axes=2):
     a, b = numeric_factors(a, b)
     if isinstance(axes, (int, np.integer)):
+        if axes > min(a.ndim, b.ndim):
+            raise TraceError(f"np.tensordot: axes={axes} sums more axes than the operands "
+                             f"{fmt_shape(a.type.shape)} and {fmt_shape(b.type.shape)} have",
+                             user_loc())
         a_axes, b_axes = tuple(range(a.ndim - axes, a.ndim)), tuple(range(axes))
     else:
         a_axes, b_axes = ((x,) if isinstance(x, (int, np.integer)) else tuple(x) for x in axes)
+    return _summed_over(a, b, a_axes, b_axes, "np.tensordot")
+
+
+def _summed_over(a, b, a_axes, b_axes, name: str):
+    """The product of `a` and `b` summed over the pairs of `a_axes` and `b_axes` (a's free axes,
+    then b's), as np.tensordot; errors name the NumPy function `name` the user called."""
     if len(a_axes) != len(b_axes):
-        raise TraceError("np.tensordot: shape-mismatch for sum (the axes lists differ in "
-                         "length)", user_loc())
-    a_axes = tuple(int(x) % max(a.ndim, 1) for x in a_axes)
-    b_axes = tuple(int(x) % max(b.ndim, 1) for x in b_axes)
+        raise TraceError(f"{name}: shape-mismatch for sum (the axes lists differ in length)",
+                         user_loc())
+    # checked, not wrapped: axes=([2], [0]) of a matrix is NumPy's IndexError, and `2 % 2`
+    # would silently sum over axis 0 instead
+    a_axes = _summed_axes(a, a_axes, "first", name)
+    b_axes = _summed_axes(b, b_axes, "second", name)
+    for i, j in zip(a_axes, b_axes):
+        m, n = a.type.shape[i], b.type.shape[j]
+        _same_length(m, n, f"{name}: shape-mismatch for sum: axis {i} of "
+                     f"{fmt_shape(a.type.shape)} has length {m}, axis {j} of "
+                     f"{fmt_shape(b.type.shape)} has length {n}")
     a_free = tuple(i for i in range(a.ndim) if i not in a_axes)
     b_free = tuple(i for i in range(b.ndim) if i not in b_axes)
     a = _permuted(a, a_free + a_axes)
     b = _permuted(b, b_axes + b_free)
     return product(a, b, 0, len(a_axes))
+
+
+def _same_length(m, n, message: str):
+    """Two lengths that must be equal, else a TraceError with `message` at the user's line; a
+    symbolic one is made a number (traced again) when it is compared with another."""
+    try:
+        same_dim(m, n, message)
+    except ShapeError as err:
+        raise TraceError(str(err), user_loc()) from None
+    except DimConflict as conflict:
+        raise Concretize(conflict.sym) from None
+
+
+def _summed_axes(x, axes, which: str, name: str) -> tuple[int, ...]:
+    """Summed `axes` of `x` as non-negative ints, each in range and named once."""
+    result = []
+    for axis in axes:
+        axis = operator.index(axis)
+        if not -x.ndim <= axis < x.ndim:
+            raise TraceError(f"{name}: axis {axis} is out of bounds for the {which} operand, "
+                             f"of shape {fmt_shape(x.type.shape)}", user_loc())
+        result.append(axis % x.ndim)
+    if len(set(result)) != len(result):
+        raise TraceError(f"{name}: duplicate axes are not allowed (the {which} operand's "
+                         f"{tuple(axes)})", user_loc())
+    return tuple(result)
 
 
 def _permuted(x, perm):
@@ -83,7 +126,7 @@ def inner(a, b):
     a, b = numeric_factors(a, b)
     if a.ndim == 0 or b.ndim == 0:
         return a * b
-    return tensordot(a, b, axes=([-1], [-1]))
+    return _summed_over(a, b, (-1,), (-1,), "np.inner")
 
 
 @implements(np.outer)
@@ -306,6 +349,12 @@ def matrix_power(a, n):
     a = traced(a)
     if not isinstance(n, (int, np.integer)):
         raise TraceError("np.linalg.matrix_power: the exponent must be an int", user_loc())
+    # NumPy's LinAlgErrors, at trace time: a vector would otherwise give a @ a, a number
+    if a.ndim < 2:
+        raise TraceError(f"np.linalg.matrix_power: {a.ndim}-dimensional array given; the "
+                         "array must be at least two-dimensional", user_loc())
+    _same_length(a.type.shape[-2], a.type.shape[-1], "np.linalg.matrix_power: the last 2 "
+                 f"dimensions of the array must be square, got {fmt_shape(a.type.shape)}")
     if n == 0:
         eye = np.eye(a.type.shape[-1], dtype=a.dtype)
         return bind("broadcast_to", traced(eye), shape=a.type.shape)

@@ -1,0 +1,68 @@
+"""Degenerate shapes against NumPy: empty matrices and diagonals past a matrix's corner, the
+batch sizes 0 and 1 a compiled function meets after it was traced for others."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gradcheck import central_differences
+
+from compiler import compile_grad
+
+rng = np.random.default_rng(11)
+
+
+# --- empty diagonals: NumPy gives an empty array (trace 0), not an error ---------------------
+def gram_trace(x):
+    g = x @ x.T
+    return np.trace(g) + np.sum(np.diag(g) * 2.0) + np.sum(x)
+
+
+def off_corner(a):
+    return np.trace(a * 2.0, offset=5) + np.sum(np.diagonal(a, -4) ** 2) + np.sum(a ** 2)
+
+
+def batched_off_corner(a):
+    return np.sum(np.diagonal(a, 4, 1, 2) ** 2) + np.sum(a)
+
+
+def empty_vector_on_diagonal(x):
+    return np.sum(np.diag(x[:, 0], 2) + 1.0) + np.sum(x), np.diag(x[:, 1], -1)
+
+
+gram_trace_c = compile_grad(gram_trace)
+off_corner_c = compile_grad(off_corner)
+batched_off_corner_c = compile_grad(batched_off_corner)
+empty_vector_on_diagonal_c = compile_grad(empty_vector_on_diagonal, has_aux=True)
+
+
+@pytest.mark.parametrize("rows", [4, 0, 3])
+def test_trace_and_diag_of_a_gram_matrix_at_any_batch_size(rows):
+    """np.trace(x @ x.T) at a batch of 0 (a 0x0 matrix) was a TraceError 'the diagonal at
+    offset 0 of a 0x0 matrix is empty'; NumPy's trace is 0 and its diagonal empty."""
+    x = rng.standard_normal((rows, 3))
+    value, grad = gram_trace_c.value_and_grad(x)
+    np.testing.assert_allclose(value, gram_trace(x), rtol=1e-12)
+    np.testing.assert_allclose(grad, 6.0 * x + 1.0, rtol=1e-12)  # d(3 tr(x x^T)) = 6x
+
+
+@pytest.mark.parametrize("fn, compiled, shape", [
+    (off_corner, off_corner_c, (3, 3)), (batched_off_corner, batched_off_corner_c, (2, 3, 3))])
+def test_a_diagonal_past_the_corner_is_empty(fn, compiled, shape):
+    """An offset past the matrix's corner was the same TraceError; NumPy's diagonal is empty."""
+    a = rng.standard_normal(shape)
+    value, grad = compiled.value_and_grad(a)
+    np.testing.assert_allclose(value, fn(a), rtol=1e-12)
+    np.testing.assert_allclose(grad, central_differences(fn, [a], 0), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(compile_grad(fn, backend="interpreter")(a), fn(a), rtol=1e-12)
+
+
+def test_an_empty_vector_on_an_off_diagonal_gives_zeros():
+    """np.diag of an empty vector with k=2 raised 'index -1 is out of bounds' (it gathered the
+    last entry); NumPy's result is the 2x2 zeros, and k=-1 the 1x1."""
+    x = np.zeros((0, 2))
+    (value, aux), grad = empty_vector_on_diagonal_c.value_and_grad(x)
+    expected, expected_aux = empty_vector_on_diagonal(x)
+    assert value == expected == 4.0
+    assert aux.shape == expected_aux.shape == (1, 1) and aux[0, 0] == 0.0
+    assert grad.shape == (0, 2)

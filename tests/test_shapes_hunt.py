@@ -66,3 +66,43 @@ def test_an_empty_vector_on_an_off_diagonal_gives_zeros():
     assert value == expected == 4.0
     assert aux.shape == expected_aux.shape == (1, 1) and aux[0, 0] == 0.0
     assert grad.shape == (0, 2)
+
+
+# --- train_step: which kernels answer data whose batch sizes differ from the trace's ---------
+def squared_error(params, x, y):
+    return np.mean((x @ params["w"] - y) ** 2)
+
+
+squared_error_c = compile_grad(squared_error)
+
+
+def _sgd_step(w, x, y, lr=0.1):
+    """NumPy's step of SGD on squared_error; the loss before it."""
+    r = x @ w - np.broadcast_to(y, np.broadcast_shapes(np.shape(y), (len(x),)))
+    grad = 2.0 * x.T @ r / r.size
+    return np.mean(r ** 2), w - lr * grad
+
+
+def test_a_step_on_targets_of_another_batch_size_or_rank_gets_its_own_kernels():
+    """The step's kernels were kept by dtypes and trailing shapes only: after a step on
+    (x, y) of 5 rows, a step on x of 7 rows with y of 1 (which NumPy broadcasts) ran the
+    kernels traced for one batch size N and failed with KernelShapeError 'arrays of other
+    shapes than the kernel's', as did x of 7 rows with y of 5 where NumPy's broadcasting error
+    is due; a 0-d y after a vector y (both of trailing shape ()) failed with numba's 'No
+    matching definition'."""
+    from compiler.errors import TraceError
+    from compiler.training import train_step
+    from runtime import Parameter, optim
+
+    w = rng.standard_normal(3)
+    params = {"w": Parameter(w.copy())}
+    step = train_step(squared_error_c, params, optim.SGD(params.values(), lr=0.1))
+    for rows, y_shape in [(5, (5,)), (7, (1,)), (7, (7,)), (4, ()), (6, (6,)), (3, ()),
+                          (1, (1,)), (7, (1,))]:
+        x, y = rng.standard_normal((rows, 3)), rng.standard_normal(y_shape)
+        loss, w = _sgd_step(w, x, y)
+        assert step(x, y) == pytest.approx(loss, rel=1e-12)
+        np.testing.assert_allclose(params["w"].data, w, rtol=1e-12)
+    with pytest.raises(TraceError, match=r"shapes \(7,\) and \(5,\) cannot be broadcast"):
+        step(rng.standard_normal((7, 3)), rng.standard_normal(5))
+    np.testing.assert_allclose(params["w"].data, w, rtol=1e-12)  # the refused step wrote nothing

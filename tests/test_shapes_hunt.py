@@ -3,6 +3,8 @@ batch sizes 0 and 1 a compiled function meets after it was traced for others."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from gradcheck import central_differences
@@ -106,3 +108,37 @@ def test_a_step_on_targets_of_another_batch_size_or_rank_gets_its_own_kernels():
     with pytest.raises(TraceError, match=r"shapes \(7,\) and \(5,\) cannot be broadcast"):
         step(rng.standard_normal((7, 3)), rng.standard_normal(5))
     np.testing.assert_allclose(params["w"].data, w, rtol=1e-12)  # the refused step wrote nothing
+
+
+# --- NaN-ignoring order statistics of an empty lane: NaN, as NumPy ---------------------------
+def nan_statistics(w, x):
+    h = x * w
+    return (np.nansum(np.nanmedian(h, axis=0)) + np.nansum(np.nanquantile(h, 0.3, axis=0))
+            + np.nansum(np.nanpercentile(h, 40, axis=0, method="midpoint")) + np.sum(h)), \
+        (np.nanmedian(h, axis=0), np.nanquantile(h, [0.25, 0.9], axis=0, method="nearest"))
+
+
+nan_statistics_c = compile_grad(nan_statistics, has_aux=True)
+
+
+@pytest.mark.parametrize("rows", [[5, 0, 4, 0], [0, 3]], ids=["symbolic-first", "empty-first"])
+def test_nan_order_statistics_of_an_empty_batch_are_nan(rows):
+    """np.nanmedian (nanquantile, nanpercentile) over a batch of 0 rows gathered entry 0 of an
+    empty lane: a trace-time IndexOutOfBounds for a batch of 0 first, and the kernel's run-time
+    IndexOutOfBounds when the kernel traced for other batch sizes ran it; NumPy gives NaN."""
+    w = rng.standard_normal(3)
+    for n in rows:
+        x = rng.standard_normal((n, 3))
+        with warnings.catch_warnings():  # NumPy's 'All-NaN slice' for an empty lane
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected, (median, quantiles) = nan_statistics(w, x)
+        (value, (got_median, got_quantiles)), grad = nan_statistics_c.value_and_grad(w, x)
+        np.testing.assert_allclose(value, expected, rtol=1e-12)
+        np.testing.assert_allclose(got_median, median, rtol=1e-12)
+        if n == 0:  # NumPy's nanquantile of an empty array is nanmean's: q's axis dropped
+            assert np.isnan(got_quantiles).all() and got_quantiles.shape == (2, 3)
+            assert np.all(grad == 0.0)
+        else:
+            np.testing.assert_allclose(got_quantiles, quantiles, rtol=1e-12)
+            np.testing.assert_allclose(grad, central_differences(
+                lambda w_, x=x: nan_statistics(w_, x)[0], [w], 0), rtol=1e-6, atol=1e-8)

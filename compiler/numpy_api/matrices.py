@@ -56,9 +56,9 @@ def diagonal(a, offset=0, axis1=0, axis2=1):
     rows, cols = static_length(a, first), static_length(a, second)
     row0, col0 = max(0, -offset), max(0, offset)
     length = max(0, min(rows - row0, cols - col0))
-    if length == 0:
-        raise TraceError(f"the diagonal at offset {offset} of a {rows}x{cols} matrix is empty",
-                         user_loc())
+    if length == 0:  # NumPy's empty diagonal (of a 0x0 matrix, or an offset past the corner)
+        empty = moved[..., :0, :0]
+        return reshape(empty, empty.shape[:-1])
     block = moved[..., row0:row0 + length, col0:col0 + length]
     picks = np.arange(length).reshape((1,) * (a.ndim - 2) + (length, 1))
     picked = np.take_along_axis(block, picks, axis=-1)  # (..., length, 1): a view
@@ -75,6 +75,8 @@ def diag(v, k=0):
         raise TraceError("Input must be 1- or 2-d.", user_loc())
     n = static_length(v, 0)
     size = n + abs(k)
+    if n == 0:  # nothing to gather from: NumPy's |k| x |k| zeros
+        return np.zeros_like(v, shape=(size, size))
     rows, cols = np.indices((size, size))
     # Row i of the result holds v[i] (k >= 0; column j holds v[j] for k < 0), on the diagonal.
     values = np.take(v, np.minimum(np.arange(size), n - 1))

@@ -40,6 +40,17 @@ def _lanes(a, axis):
     return moved, axes
 
 
+def _nan_padded(lanes):
+    """Lanes that may be empty (of length 0, or a symbolic batch that is 0 at run time) with
+    a NaN after their entries: the NaN-ignoring forms, which gather at indices below the count
+    of numbers or at 0, then read an entry of an empty lane and count none, giving NumPy's
+    NaN (NumPy warns; only np.quantile raises) where the gather went out of bounds."""
+    n = lanes.shape[-1]
+    if isinstance(n, int) and n > 0:
+        return lanes
+    return np.pad(lanes, [(0, 0)] * (lanes.ndim - 1) + [(0, 1)], constant_values=np.nan)
+
+
 def _finish(result, q_ndim, axes, keepdims):
     """`result` (q's axes, then the kept axes) with the reduced axes back as 1s for keepdims."""
     if not keepdims or not axes:
@@ -127,6 +138,8 @@ def _static_quantile(ordered, n, q, weak, method):
 
 def _quantiles(name, a, q, weak, axis, keepdims, ignore_nan, method):
     lanes, axes = _lanes(a, axis)
+    if ignore_nan:
+        lanes = _nan_padded(lanes)
     ordered = np.sort(lanes, axis=-1)
     if ignore_nan:
         count = np.sum(lanes == lanes, axis=-1, keepdims=True)
@@ -247,6 +260,7 @@ def nanmedian(a, axis=None, out=None, overwrite_input=False, keepdims=False):
     if not _ignoring_nan(a):
         return median(a, axis=axis, keepdims=keepdims)
     lanes, axes = _lanes(a, axis)
+    lanes = _nan_padded(lanes)
     ordered = np.sort(lanes, axis=-1)
     count = np.sum(lanes == lanes, axis=-1, keepdims=True)
     upper = count // 2

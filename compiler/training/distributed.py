@@ -43,7 +43,14 @@ from compiler.codegen import generate
 from compiler.ir import Sym
 from compiler.jit import NumbaKernel
 from compiler.training.allreduce import ALIGN, check_comm, reducer
-from compiler.training.kernels import Kernels, held_state, one_row, refuses_one_row, updated
+from compiler.training.kernels import (
+    Kernels,
+    batch_dims,
+    data_kind,
+    held_state,
+    refuses_one_row,
+    updated,
+)
 from compiler.training.slots import structural_flags
 from compiler.training.step import data_arrays
 from compiler.training.update import unreached
@@ -310,12 +317,11 @@ class DataParallel:
         replaced, and its arguments before the data for each buffer set (built once: a
         step's Python runs on caches that the kernels have just filled). It stores the
         gradients times the row count into this rank's buffer of the set."""
-        key = tuple([(d.dtype.num, d.ndim, d.shape[1:]) for d in data])
-        rows = next(len(d) for d in data if d.ndim)
+        key = data_kind(data)
         found = self._grads_by_data.get(key)
-        if found is not None and found[0].refuses_one_row and one_row(data):
-            found = None  # a rank's single row, which those kernels refuse, has its own
-        found = found or self._grads_by_data.get((key, rows))
+        if found is not None and not found[0].takes(data):
+            found = None  # batch sizes those kernels refuse (a rank's single row) have their own
+        found = found or self._grads_by_data.get((key, tuple(d.shape[:1] for d in data)))
         if found is not None and found[0].current(self.train_step.optimizer):
             return found
         step = self.train_step
@@ -330,12 +336,14 @@ class DataParallel:
         kernels = Kernels(module, [s.param for s in step._slots], step.optimizer.state,
                            arrays, self._weight, fits_batches=False,
                            arguments=arrays + (self._weight,),
-                           refuses_one_row=refuses_one_row(graph, 2 * n + 1))
+                           refuses_one_row=refuses_one_row(graph, 2 * n + 1),
+                           batch_dims=batch_dims(graph, 2 * n + 1))
         kernels.step = kernels.compile(module.dispatcher.__name__, data)
         symbolic = all(isinstance(i.shape[0], Sym) for i in graph.inputs[2 * n + 1:]
                        if i.shape)
         calls = [arrays[:n] + tuple(views) + (self._weight,) for views in self._segment_grads]
-        self._grads_by_data[key if symbolic else (key, rows)] = kernels, calls
+        self._grads_by_data[key if symbolic else (key, tuple(d.shape[:1] for d in data))] = \
+            kernels, calls
         self._last_grads = kernels
         return kernels, calls
 

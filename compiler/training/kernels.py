@@ -45,10 +45,25 @@ class Kernels:
     held: list[dict[str, np.ndarray]] | None = None
     # Whether the step refuses a batch of 1 row (`refuses_one_row`): it has kernels of its own
     refuses_one_row: bool = False
+    # The leading dim of each data input of the kernels (None for a number): see `takes`
+    batch_dims: tuple = ()
 
     def __post_init__(self) -> None:
         self.replacements = Parameter.data_replacements
         self.state_changes = Optimizer.state_changes
+
+    def takes(self, data: tuple) -> bool:
+        """Whether kernels traced with symbolic batch axes answer `data`: the arrays whose
+        leading axes share a symbol have one size (x of 7 rows with y of 1 row, which NumPy
+        broadcasts, has kernels of its own, as a CompiledFunction gives it), and a batch of 1
+        row only where the trace did not take the size for another (`refuses_one_row`)."""
+        sizes: dict[Sym, int] = {}
+        for dim, d in zip(self.batch_dims, data):
+            if isinstance(dim, Sym):
+                n = np.shape(d)[0]
+                if sizes.setdefault(dim, n) != n or (n == 1 and dim.not_one):
+                    return False
+        return True
 
     def current(self, optimizer: Optimizer) -> bool:
         """Whether the Parameters and the optimizer still hold the arrays the kernels update:
@@ -102,9 +117,15 @@ def _holds(state: dict | None, held: dict[str, np.ndarray]) -> bool:
         and all(state.get(key) is array for key, array in held.items())
 
 
-def one_row(data: tuple) -> bool:
-    """Whether an array of `data` has a leading axis of size 1."""
-    return any(np.ndim(d) and np.shape(d)[0] == 1 for d in data)
+def data_kind(data: tuple) -> tuple:
+    """What kernels with symbolic batch axes are kept by: each data array's dtype, rank and
+    trailing shape (the rank too: a 0-d number and a vector have the same trailing shape)."""
+    return tuple([(d.dtype.num, d.ndim, d.shape[1:]) for d in data])
+
+
+def batch_dims(graph: Graph, first_data: int) -> tuple:
+    """The leading dim of each data input of `graph` (its inputs from `first_data` on)."""
+    return tuple(node.shape[0] if node.shape else None for node in graph.inputs[first_data:])
 
 
 def refuses_one_row(graph: Graph, first_data: int) -> bool:

@@ -34,8 +34,9 @@ from compiler.timings import CompileReport, KernelBuild
 from compiler.training.interrupts import held_interrupts
 from compiler.training.kernels import (
     Kernels,
+    batch_dims,
+    data_kind,
     held_state,
-    one_row,
     refuses_one_row,
     run_updating,
     updated,
@@ -386,11 +387,11 @@ class TrainStep:
         replaced (e.g. by loading). Kernels with a symbolic batch axis serve every batch size
         (keyed by dtypes and trailing shapes); a loss that reads the batch size as a number
         has kernels for each batch size (keyed by the whole shapes too)."""
-        key = tuple([(d.dtype.num, d.shape[1:]) for d in data])
+        key = data_kind(data)
         sized = (key, tuple(d.shape[:1] for d in data))  # a number has no batch axis
         kernels = self._kernels_by_data.get(key)
-        if kernels is not None and kernels.refuses_one_row and one_row(data):
-            kernels = None  # a batch of 1 row, which those kernels refuse, has its own
+        if kernels is not None and not kernels.takes(data):
+            kernels = None  # batch sizes those kernels refuse (a batch of 1 row) have their own
         kernels = kernels or self._kernels_by_data.get(sized)
         if kernels is not None and kernels.current(self.optimizer):
             return kernels
@@ -418,7 +419,8 @@ class TrainStep:
                           self._hypers, fits_batches=bool(loops), arguments=arguments,
                           packing=packing, spec=spec,
                           held=held_state(self.optimizer, slot_params),
-                          refuses_one_row=refuses_one_row(graph, first_data))
+                          refuses_one_row=refuses_one_row(graph, first_data),
+                          batch_dims=batch_dims(graph, first_data))
         self._kernels_by_data[key if batch_axis_symbolic else sized] = kernels
         return kernels
 

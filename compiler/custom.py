@@ -119,7 +119,9 @@ def _vjp(g, out, *inputs, call: CustomCall):
         raise TraceError(f"the VJP rule of {call} must return a tuple of {len(inputs)} "
                          f"cotangent(s), one per input (None for no gradient)", user_loc())
     for k, (c, x) in enumerate(zip(cotangents, inputs)):
-        if isinstance(c, Tracer) and not _expands_to(x.shape, c.shape):
+        # a constant cotangent (np.ones(4)) too: broadcast against the input, a wrong shape
+        # would otherwise surface as a broadcasting error that does not name the rule
+        if c is not None and not _expands_to(x.shape, _shape_of(c)):
             raise TraceError(f"the VJP rule of {call} returned a cotangent of shape "
                              f"{_shape(c)} for input {k}, whose shape is {_shape(x)}: each "
                              "cotangent has its input's shape (or one the input broadcasts "
@@ -166,8 +168,12 @@ def _expands_to(shape: tuple, target: tuple) -> bool:
     return all(d == t or d == 1 for d, t in zip(shape[::-1], target[::-1]))
 
 
-def _shape(x: Tracer) -> tuple:
-    return tuple(d if isinstance(d, int) else str(d) for d in x.shape)
+def _shape_of(x) -> tuple:
+    return x.shape if isinstance(x, Tracer) else np.shape(x)
+
+
+def _shape(x) -> tuple:
+    return tuple(d if isinstance(d, int) else str(d) for d in _shape_of(x))
 
 
 register(OpDef("custom_call", "call", _infer, _impl, _vjp, lowering=Inlined(),

@@ -142,3 +142,22 @@ def test_a_cotangent_of_another_shape_is_reported_naming_the_rule():
     with pytest.raises(TraceError, match=r"the VJP rule of total returned a cotangent of shape "
                                          r"\(3,\) for input 0, whose shape is \(4, 3\)"):
         f.grad(np.ones((4, 3)))  # was "reshape: cannot reshape an array of shape (3,) ..."
+
+
+def test_a_constant_cotangent_of_another_shape_is_reported_naming_the_rule():
+    @custom_vjp
+    def doubled(x):
+        return 2.0 * x
+
+    @doubled.defvjp
+    def doubled_vjp(g, out, x):
+        return (np.full(4, 2.0),)  # x is (3,)
+
+    f = compile_grad(lambda x: np.sum(doubled(x)), backend="interpreter")
+    with pytest.raises(TraceError, match=r"the VJP rule of doubled returned a cotangent of "
+                                         r"shape \(4,\) for input 0, whose shape is \(3,\)"):
+        f.grad(np.ones(3))  # was "add (+): shapes (3,) and (4,) cannot be broadcast together"
+    # a constant of a shape the input broadcasts to is summed back, as a traced one is
+    doubled.defvjp(lambda g, out, x: (np.full((2, 3), 2.0),))
+    f = compile_grad(lambda x: np.sum(doubled(x)), backend="interpreter")
+    np.testing.assert_array_equal(f.grad(np.ones(3)), np.full(3, 4.0))

@@ -76,7 +76,8 @@ def _scan_eagerly(f, init, xs, length, reverse):
     init_leaves, init_tree = pytree.flatten(init)
     peers = _weak_peers([np.asarray(x).dtype for x in leaves], init_leaves)
     carry = pytree.unflatten(init_tree, [np.asarray(v, np.result_type(*peers, v))
-                                         if _is_weak(v) else v for v in init_leaves])
+                                         if _is_weak(v) and not _is_weak_integer(v) else v
+                                         for v in init_leaves])
     ys = []
     for t in (range(n - 1, -1, -1) if reverse else range(n)):
         x = pytree.unflatten(tree, [leaf[t] for leaf in leaves]) if xs is not None else None
@@ -117,8 +118,9 @@ def _trace_scan(builder: Builder, f, init, xs, length, reverse):
     init_leaves, carry_tree = pytree.flatten(init)
     xs_leaves, xs_tree = pytree.flatten(xs)
     xs_nodes = [builder.lift(v, []) for v in xs_leaves]
-    inits = [builder.lift(v, _weak_peers([x.dtype for x in xs_nodes], init_leaves))
-             for v in init_leaves]
+    peers = _weak_peers([x.dtype for x in xs_nodes], init_leaves)
+    # a Python int or bool (a step counter, a flag) stays one unless the step makes it a float
+    inits = [builder.lift(v, [] if _is_weak_integer(v) else peers) for v in init_leaves]
     for x in xs_nodes:
         if x.type.ndim == 0:
             raise TraceError("scan's xs must have a leading axis to loop over; got a scalar",
@@ -126,11 +128,11 @@ def _trace_scan(builder: Builder, f, init, xs, length, reverse):
     n = _length([x.shape for x in xs_nodes], length, loc)
     weak = [_is_weak(v) for v in init_leaves]
     carry_types = [n_.type for n_ in inits]
-    for _ in range(2):  # again if a Python-scalar carry comes back as another float type
+    for _ in range(3):  # again if a Python-scalar carry comes back as another type
         body, outputs, y_tree, result_types = _trace_body(builder, f, carry_tree, carry_types,
                                                           xs_tree, xs_nodes, loc)
-        retyped = [r if w and r != t and r.shape == t.shape else t
-                   for t, r, w in zip(carry_types, result_types, weak)]
+        retyped = [_retyped(t, r, v, peers) if w else t
+                   for t, r, v, w in zip(carry_types, result_types, init_leaves, weak)]
         if retyped == carry_types:
             break
         carry_types = retyped
@@ -180,6 +182,20 @@ def _trace_body(builder, f, carry_tree, carry_types, xs_tree, xs_nodes, loc):
 
 def _is_weak(value) -> bool:
     return isinstance(value, (bool, int, float)) and not isinstance(value, np.generic)
+
+
+def _is_weak_integer(value) -> bool:
+    return _is_weak(value) and not isinstance(value, float)
+
+
+def _retyped(t: TensorType, r: TensorType, value, peers: list[np.dtype]) -> TensorType:
+    """The type of a Python-scalar carry that came in as `t` and went out as `r`: `r`, but a
+    Python int made a float takes the float type NumPy gives it (0 + float32 is float32)."""
+    if r == t or r.shape != t.shape:
+        return t
+    if peers and not np.issubdtype(t.dtype, np.floating) and np.issubdtype(r.dtype, np.floating):
+        return TensorType(np.result_type(*peers, value), t.shape)
+    return r
 
 
 def _weak_peers(xs_dtypes: list[np.dtype], init_leaves: list) -> list[np.dtype]:

@@ -62,6 +62,9 @@ def fori_loop(lower: int, upper: int, body: Callable, init: Any) -> Any:
     def step(value, i):
         return body(i, value), None
 
+    # the loop and its errors are named after the user's function, not this wrapper
+    step.__name__ = _name_of(body)
+    step.shown_name = step.__name__ if step.__name__ != "step" else "fori_loop's body"
     value, _ = scan(step, init, np.arange(lower, upper, dtype=np.int64))
     return value
 
@@ -169,7 +172,7 @@ def _trace_body(builder, f, carry_tree, carry_types, xs_tree, xs_nodes, loc):
         new_carry, y = _pair(f(pytree.unflatten(carry_tree, carries), x), f, loc)
         new_leaves, new_tree = pytree.flatten(new_carry)
         if new_tree != carry_tree:
-            raise TraceError(f"{_name_of(f)} must return its carry in the structure it "
+            raise TraceError(f"{_shown_name(f)} must return its carry in the structure it "
                              f"received ({_describe(carry_tree)}), but returned "
                              f"{_describe(new_tree)}", loc)
         results = [body.lift(v, [t.dtype]) for v, t in zip(new_leaves, carry_types)]
@@ -210,7 +213,7 @@ def _weak_peers(xs_dtypes: list[np.dtype], init_leaves: list) -> list[np.dtype]:
 def _check_carries(expected: list[TensorType], got: list[TensorType], tree, f, loc) -> None:
     for name, t, r in zip(pytree.paths(tree, "carry"), expected, got):
         if t != r:
-            raise TraceError(f"{_name_of(f)} must return each carry with the type it received: "
+            raise TraceError(f"{_shown_name(f)} must return each carry with the type it received: "
                              f"'{name}' came in as {t} and went out as {r} (cast it, or start "
                              "the loop from a value of the type the step makes)", loc)
 
@@ -260,6 +263,10 @@ def _describe(tree: pytree.TreeDef) -> str:
     if tree.kind == "none":
         return "None"
     return f"a {tree.kind} of {tree.num_leaves} arrays"
+
+
+def _shown_name(f) -> str:
+    return getattr(f, "shown_name", None) or _name_of(f)
 
 
 def _name_of(f) -> str:

@@ -418,6 +418,21 @@ def test_a_carry_that_changes_type_is_an_error_naming_both_types():
         compile_grad(f).grad(np.ones(3))
 
 
+
+def test_a_fori_loop_body_that_changes_its_carry_is_named_in_the_error():
+    """fori_loop wraps the body in a scan step: the errors named that wrapper ('step')."""
+    def widened(x):
+        return fori_loop(0, 3, lambda i, h: h * np.ones(3, np.float32), x)
+
+    def body(i, h):
+        return h, h
+
+    with pytest.raises(TraceError, match=r"^\S+: fori_loop's body must return each carry .* "
+                                         r"came in as f32\[\] and went out as f32\[3\]"):
+        compile_grad(widened, backend="interpreter")(np.float32(1.0))
+    with pytest.raises(TraceError, match=r"^\S+: body must return its carry in the structure"):
+        compile_grad(lambda x: fori_loop(0, 3, body, x), backend="interpreter")(np.ones(3))
+
 def test_a_step_that_does_not_return_a_pair_is_an_error():
     def f(x):
         return scan(lambda c, v: c + v, 0.0, x)[0]

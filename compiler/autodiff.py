@@ -20,7 +20,7 @@ import numpy as np
 
 from compiler import ops
 from compiler.builder import Builder
-from compiler.custom import gradient_free_inputs
+from compiler.custom import check_closed_over, gradient_free_inputs
 from compiler.ir import Graph, Node, Sym, TensorType, TupleType, rebuild, toposort
 from compiler.names import is_generated
 from compiler.ops.reduce import sum_to_shape
@@ -166,6 +166,8 @@ def vjp_graph(graph: Graph, wrt: list[int], seed: str = "input",
                 continue
             opdef = ops.get(node.op)
             builder.grad_of, builder.loc_override = node, node.loc
+            if node.op == "custom_call":
+                check_closed_over(node, needs)
             cts = opdef.vjp(ct, builder.wrap(node),
                             *(builder.wrap(x) for x in node.inputs), **node.attrs)
             assert len(cts) == len(node.inputs), f"{node.op} VJP returned {len(cts)} cotangents"

@@ -62,6 +62,9 @@ def fori_loop(lower: int, upper: int, body: Callable, init: Any) -> Any:
     def step(value, i):
         return body(i, value), None
 
+    # the loop and its errors are named after the user's function, not this wrapper
+    step.__name__ = _name_of(body)
+    step.shown_name = step.__name__ if step.__name__ != "step" else "fori_loop's body"
     value, _ = scan(step, init, np.arange(lower, upper, dtype=np.int64))
     return value
 
@@ -76,7 +79,8 @@ def _scan_eagerly(f, init, xs, length, reverse):
     init_leaves, init_tree = pytree.flatten(init)
     peers = _weak_peers([np.asarray(x).dtype for x in leaves], init_leaves)
     carry = pytree.unflatten(init_tree, [np.asarray(v, np.result_type(*peers, v))
-                                         if _is_weak(v) else v for v in init_leaves])
+                                         if _is_weak(v) and not _is_weak_integer(v) else v
+                                         for v in init_leaves])
     ys = []
     for t in (range(n - 1, -1, -1) if reverse else range(n)):
         x = pytree.unflatten(tree, [leaf[t] for leaf in leaves]) if xs is not None else None
@@ -117,8 +121,9 @@ def _trace_scan(builder: Builder, f, init, xs, length, reverse):
     init_leaves, carry_tree = pytree.flatten(init)
     xs_leaves, xs_tree = pytree.flatten(xs)
     xs_nodes = [builder.lift(v, []) for v in xs_leaves]
-    inits = [builder.lift(v, _weak_peers([x.dtype for x in xs_nodes], init_leaves))
-             for v in init_leaves]
+    peers = _weak_peers([x.dtype for x in xs_nodes], init_leaves)
+    # a Python int or bool (a step counter, a flag) stays one unless the step makes it a float
+    inits = [builder.lift(v, [] if _is_weak_integer(v) else peers) for v in init_leaves]
     for x in xs_nodes:
         if x.type.ndim == 0:
             raise TraceError("scan's xs must have a leading axis to loop over; got a scalar",
@@ -126,11 +131,11 @@ def _trace_scan(builder: Builder, f, init, xs, length, reverse):
     n = _length([x.shape for x in xs_nodes], length, loc)
     weak = [_is_weak(v) for v in init_leaves]
     carry_types = [n_.type for n_ in inits]
-    for _ in range(2):  # again if a Python-scalar carry comes back as another float type
+    for _ in range(3):  # again if a Python-scalar carry comes back as another type
         body, outputs, y_tree, result_types = _trace_body(builder, f, carry_tree, carry_types,
                                                           xs_tree, xs_nodes, loc)
-        retyped = [r if w and r != t and r.shape == t.shape else t
-                   for t, r, w in zip(carry_types, result_types, weak)]
+        retyped = [_retyped(t, r, v, peers) if w else t
+                   for t, r, v, w in zip(carry_types, result_types, init_leaves, weak)]
         if retyped == carry_types:
             break
         carry_types = retyped
@@ -167,7 +172,7 @@ def _trace_body(builder, f, carry_tree, carry_types, xs_tree, xs_nodes, loc):
         new_carry, y = _pair(f(pytree.unflatten(carry_tree, carries), x), f, loc)
         new_leaves, new_tree = pytree.flatten(new_carry)
         if new_tree != carry_tree:
-            raise TraceError(f"{_name_of(f)} must return its carry in the structure it "
+            raise TraceError(f"{_shown_name(f)} must return its carry in the structure it "
                              f"received ({_describe(carry_tree)}), but returned "
                              f"{_describe(new_tree)}", loc)
         results = [body.lift(v, [t.dtype]) for v, t in zip(new_leaves, carry_types)]
@@ -182,6 +187,20 @@ def _is_weak(value) -> bool:
     return isinstance(value, (bool, int, float)) and not isinstance(value, np.generic)
 
 
+def _is_weak_integer(value) -> bool:
+    return _is_weak(value) and not isinstance(value, float)
+
+
+def _retyped(t: TensorType, r: TensorType, value, peers: list[np.dtype]) -> TensorType:
+    """The type of a Python-scalar carry that came in as `t` and went out as `r`: `r`, but a
+    Python int made a float takes the float type NumPy gives it (0 + float32 is float32)."""
+    if r == t or r.shape != t.shape:
+        return t
+    if peers and not np.issubdtype(t.dtype, np.floating) and np.issubdtype(r.dtype, np.floating):
+        return TensorType(np.result_type(*peers, value), t.shape)
+    return r
+
+
 def _weak_peers(xs_dtypes: list[np.dtype], init_leaves: list) -> list[np.dtype]:
     """The dtypes a Python scalar in `init` adapts to, as in NumPy 2 (weak scalars): the float
     types of the arrays the loop runs over and of the other carries (a float32 sum starting
@@ -194,7 +213,7 @@ def _weak_peers(xs_dtypes: list[np.dtype], init_leaves: list) -> list[np.dtype]:
 def _check_carries(expected: list[TensorType], got: list[TensorType], tree, f, loc) -> None:
     for name, t, r in zip(pytree.paths(tree, "carry"), expected, got):
         if t != r:
-            raise TraceError(f"{_name_of(f)} must return each carry with the type it received: "
+            raise TraceError(f"{_shown_name(f)} must return each carry with the type it received: "
                              f"'{name}' came in as {t} and went out as {r} (cast it, or start "
                              "the loop from a value of the type the step makes)", loc)
 
@@ -244,6 +263,10 @@ def _describe(tree: pytree.TreeDef) -> str:
     if tree.kind == "none":
         return "None"
     return f"a {tree.kind} of {tree.num_leaves} arrays"
+
+
+def _shown_name(f) -> str:
+    return getattr(f, "shown_name", None) or _name_of(f)
 
 
 def _name_of(f) -> str:

@@ -34,11 +34,14 @@ from compiler.user_code import user_loc
 
 
 class CustomCall:
-    """One traced call of a custom_vjp function: the rule and the forward graph (by identity)."""
+    """One traced call of a custom_vjp function: the rule and the forward graph (by identity).
+    The forward graph's inputs are the function's `n_params` parameters, then the traced values
+    it closes over (the node's last inputs), for which the rule gives no cotangent."""
 
-    def __init__(self, function: custom_vjp, forward: Graph) -> None:
+    def __init__(self, function: custom_vjp, forward: Graph, n_params: int | None = None) -> None:
         self.function = function
         self.forward = forward
+        self.n_params = len(forward.inputs) if n_params is None else n_params
 
     def __str__(self) -> str:
         return self.function.__name__
@@ -73,15 +76,26 @@ class custom_vjp:  # noqa: N801 -- named like jax.custom_vjp, used as a decorato
         if self.rule is None:
             raise TraceError(f"custom_vjp function {self.__name__} has no rule: decorate one "
                              f"with @{self.__name__}.defvjp", user_loc())
+        from compiler.control import _BodyBuilder
+
         inputs = [builder.wrap(builder.lift(a, [])) for a in args]
         names = [f"arg{i}" for i in range(len(inputs))]
+        # traced values the function closes over become inputs of the call, so that reverse
+        # mode sees that the call reads them (and refuses to differentiate through them)
+        closure = _BodyBuilder(builder)
         graph, out_tree = trace(self.fn, [t.type for t in inputs], names,
                                 lambda traced: (tuple(traced), {}), builder.sym_hints,
-                                name=self.__name__)
+                                name=self.__name__, builder=closure)
         if out_tree.kind != "leaf":
             raise TraceError(f"custom_vjp function {self.__name__} must return one array",
                              user_loc())
-        return builder.emit("custom_call", tuple(inputs), {"call": CustomCall(self, graph)})
+        captured = list(closure.captured.values())
+        for k, node in enumerate(captured):
+            node.attrs["index"] = len(inputs) + k
+        graph = Graph(list(graph.inputs) + captured, graph.outputs, graph.name)
+        inputs += [builder.wrap(node) for node in closure.enclosing]
+        return builder.emit("custom_call", tuple(inputs),
+                            {"call": CustomCall(self, graph, len(args))})
 
 
     def _positional(self, args: tuple, kwargs: dict) -> tuple:
@@ -114,19 +128,35 @@ def _impl(*arrays, call: CustomCall):
 
 
 def _vjp(g, out, *inputs, call: CustomCall):
+    inputs, closed_over = inputs[:call.n_params], inputs[call.n_params:]
     cotangents = call.function.rule(g, out, *inputs)
     if not isinstance(cotangents, (tuple, list)) or len(cotangents) != len(inputs):
         raise TraceError(f"the VJP rule of {call} must return a tuple of {len(inputs)} "
                          f"cotangent(s), one per input (None for no gradient)", user_loc())
     for k, (c, x) in enumerate(zip(cotangents, inputs)):
-        if isinstance(c, Tracer) and not _expands_to(x.shape, c.shape):
+        # a constant cotangent (np.ones(4)) too: broadcast against the input, a wrong shape
+        # would otherwise surface as a broadcasting error that does not name the rule
+        if c is not None and not _expands_to(x.shape, _shape_of(c)):
             raise TraceError(f"the VJP rule of {call} returned a cotangent of shape "
                              f"{_shape(c)} for input {k}, whose shape is {_shape(x)}: each "
                              "cotangent has its input's shape (or one the input broadcasts "
                              "to, summed as in PyTorch)", user_loc())
     # A rule may return plain numbers (say 0.0); they become arrays of the input's shape.
     return tuple(c if c is None or isinstance(c, Tracer) else np.zeros_like(x) + c
-                 for c, x in zip(cotangents, inputs))
+                 for c, x in zip(cotangents, inputs)) + (None,) * len(closed_over)
+
+
+def check_closed_over(node: Node, needs: set[int]) -> None:
+    """Refuse a gradient that would flow through a value a custom_vjp function closes over:
+    its rule gives cotangents of the parameters only, so that gradient would silently be
+    zero (JAX refuses it too). Pass the value as an argument, and give it a cotangent."""
+    call = node.attrs["call"]
+    for x in node.inputs[call.n_params:]:
+        if x.id in needs and x.type.is_float:
+            raise TraceError(f"custom_vjp function {call} closes over a traced value "
+                             f"(a {x.type} array) that the gradient depends on; its "
+                             "rule gives cotangents of its parameters only: pass the value as "
+                             "a parameter and return its cotangent from the rule", node.loc)
 
 
 def gradient_free_inputs(node: Node) -> frozenset[int]:
@@ -151,7 +181,8 @@ def gradient_free_inputs(node: Node) -> frozenset[int]:
                 cotangents = _vjp(value(0, node.type), value(1, node.type),
                                   *(value(2 + k, x.type) for k, x in enumerate(node.inputs)),
                                   call=call)
-            found = frozenset(k for k, c in enumerate(cotangents) if c is None)
+            found = frozenset(k for k, c in enumerate(cotangents)
+                              if c is None and k < call.n_params)
         except Exception:  # noqa: BLE001 -- the reverse pass reports the rule's errors
             found = frozenset()
         call.gradient_free = found
@@ -166,8 +197,12 @@ def _expands_to(shape: tuple, target: tuple) -> bool:
     return all(d == t or d == 1 for d, t in zip(shape[::-1], target[::-1]))
 
 
-def _shape(x: Tracer) -> tuple:
-    return tuple(d if isinstance(d, int) else str(d) for d in x.shape)
+def _shape_of(x) -> tuple:
+    return x.shape if isinstance(x, Tracer) else np.shape(x)
+
+
+def _shape(x) -> tuple:
+    return tuple(d if isinstance(d, int) else str(d) for d in _shape_of(x))
 
 
 register(OpDef("custom_call", "call", _infer, _impl, _vjp, lowering=Inlined(),

@@ -47,15 +47,17 @@ def trace(fn: Callable, input_types: list[TensorType], input_names: list[str],
           build_args: Callable[[list[Tracer]], tuple[tuple, dict]],
           sym_hints: dict[Sym, int], name: str,
           weak: frozenset[int] = frozenset(), static: dict[int, object] | None = None,
-          scalars: frozenset[int] = frozenset()) -> tuple[Graph, pytree.TreeDef]:
+          scalars: frozenset[int] = frozenset(),
+          builder: Builder | None = None) -> tuple[Graph, pytree.TreeDef]:
     """Trace `fn` on symbolic inputs of `input_types`; return its graph and output structure.
 
     `build_args` turns the flat list of input tracers into fn's (args, kwargs); the inputs
     at `weak` positions are Python scalars (`Builder.input`). Those in `static` are given to
     `fn` as these Python values (their inputs stay in the graph, unread); those at `scalars`
-    may be made static by `ConcretizeScalars` (`Builder.concretize`).
+    may be made static by `ConcretizeScalars` (`Builder.concretize`). `builder`, if given,
+    traces instead of a new one (one that turns values it captures into inputs).
     """
-    builder = Builder(sym_hints)
+    builder = builder if builder is not None else Builder(sym_hints)
     inputs = [builder.input(i, t, n, i in weak)
               for i, (t, n) in enumerate(zip(input_types, input_names))]
     builder.scalar_leaves = {inputs[i].node.id: i for i in scalars}

@@ -142,3 +142,62 @@ def test_a_cotangent_of_another_shape_is_reported_naming_the_rule():
     with pytest.raises(TraceError, match=r"the VJP rule of total returned a cotangent of shape "
                                          r"\(3,\) for input 0, whose shape is \(4, 3\)"):
         f.grad(np.ones((4, 3)))  # was "reshape: cannot reshape an array of shape (3,) ..."
+
+
+def test_a_constant_cotangent_of_another_shape_is_reported_naming_the_rule():
+    @custom_vjp
+    def doubled(x):
+        return 2.0 * x
+
+    @doubled.defvjp
+    def doubled_vjp(g, out, x):
+        return (np.full(4, 2.0),)  # x is (3,)
+
+    f = compile_grad(lambda x: np.sum(doubled(x)), backend="interpreter")
+    with pytest.raises(TraceError, match=r"the VJP rule of doubled returned a cotangent of "
+                                         r"shape \(4,\) for input 0, whose shape is \(3,\)"):
+        f.grad(np.ones(3))  # was "add (+): shapes (3,) and (4,) cannot be broadcast together"
+    # a constant of a shape the input broadcasts to is summed back, as a traced one is
+    doubled.defvjp(lambda g, out, x: (np.full((2, 3), 2.0),))
+    f = compile_grad(lambda x: np.sum(doubled(x)), backend="interpreter")
+    np.testing.assert_array_equal(f.grad(np.ones(3)), np.full(3, 4.0))
+
+
+def scaled_by_a_closure(w, xs):
+    """A custom_vjp function that closes over a traced value (`s`), in a scan step."""
+    from compiler import scan
+
+    s = np.exp(w)
+
+    @custom_vjp
+    def scaled(v):
+        return np.tanh(v) * s
+
+    @scaled.defvjp
+    def scaled_vjp(g, out, v):  # s as out / tanh(v): a rule closing over s fails in a scan
+        return (g * out / np.tanh(v) * (1.0 - np.tanh(v) ** 2),)
+
+    def step(c, x):
+        c = scaled(c + x)
+        return c, c
+
+    c, ys = scan(step, np.zeros(3), xs)
+    return np.sum(ys ** 2) + np.sum(c)
+
+
+def test_a_gradient_through_a_value_the_function_closes_over_is_refused():
+    """The rule gives cotangents of the parameters only: the gradient through `s` (to w) was
+    silently zero. The gradient to xs, which does not need it, is computed."""
+    from gradcheck import central_differences
+
+    rng = np.random.default_rng(4)
+    w, xs = rng.normal(size=3), rng.normal(size=(4, 3))
+    f = compile_grad(scaled_by_a_closure, wrt=1, backend="interpreter")
+    value, grad = f.value_and_grad(w, xs)
+    assert np.isclose(value, scaled_by_a_closure(w, xs), rtol=1e-14)
+    np.testing.assert_allclose(grad, central_differences(scaled_by_a_closure, [w, xs], 1),
+                               rtol=1e-6, atol=1e-8)
+    f.wrt = 0
+    with pytest.raises(TraceError, match=r"custom_vjp function scaled closes over a traced value "
+                                         r"\(a f64\[3\] array\) that the gradient depends on"):
+        f.grad(w, xs)

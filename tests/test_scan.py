@@ -235,6 +235,35 @@ def test_a_python_scalar_carry_takes_the_type_the_step_makes():
     np.testing.assert_allclose(grad, 2 * x * (1 + np.array([3.0, 2.0, 1.0, 0.0])))
 
 
+
+def counted_lookup(w, xs):
+    table = np.sin(xs) * w
+
+    def step(carry, x):
+        i, h, total, seen = carry  # started from Python 0, 0 and False
+        h = h * 0.5 + table[i] * x  # i indexes: it must stay an int
+        return (i + 1, h, total + np.sum(h), seen | (np.sum(x) > 0)), i
+
+    (n, h, total, seen), steps = scan(step, (0, np.zeros(3), 0, False), xs)
+    return np.sum(h ** 2) + total * n + seen + np.sum(steps)
+
+
+@pytest.mark.parametrize("backend", ["interpreter", "numba"])
+def test_a_python_int_or_bool_carry_stays_one_unless_the_step_makes_it_a_float(backend):
+    """A counter started from 0 became a float64 carry (every float peer pulled it along), so
+    `table[i]` failed with "arrays used as indices must be of integer type"."""
+    w, xs = rng.normal(size=3), rng.normal(size=(4, 3))
+    value, grad = compile_grad(counted_lookup, wrt=(0, 1), backend=backend).value_and_grad(w, xs)
+    assert np.isclose(value, counted_lookup(w, xs), rtol=1e-13)  # the plain NumPy run
+    for k in (0, 1):
+        np.testing.assert_allclose(grad[k], central_differences(counted_lookup, [w, xs], k),
+                                   rtol=1e-6, atol=1e-8)
+    ints = compile_grad(lambda x: scan(lambda c, v: (c + 1, c), 0, x), backend=backend)
+    n, counts = ints(np.ones(4, np.float32))
+    assert n == 4 and n.dtype == np.int64 and counts.dtype == np.int64
+    np.testing.assert_array_equal(counts, np.arange(4))
+
+
 def carry_elements(a, xs):
     """Each step hands out elements of the carry it was given, as it stores the new carry."""
     c, ys = scan(lambda c, x: (c * a + x, c[0] * c[2]), np.zeros(3), xs)
@@ -388,6 +417,21 @@ def test_a_carry_that_changes_type_is_an_error_naming_both_types():
     with pytest.raises(TraceError, match=r"came in as f64\[\] and went out as f64\[1\]"):
         compile_grad(f).grad(np.ones(3))
 
+
+
+def test_a_fori_loop_body_that_changes_its_carry_is_named_in_the_error():
+    """fori_loop wraps the body in a scan step: the errors named that wrapper ('step')."""
+    def widened(x):
+        return fori_loop(0, 3, lambda i, h: h * np.ones(3, np.float32), x)
+
+    def body(i, h):
+        return h, h
+
+    with pytest.raises(TraceError, match=r"^\S+: fori_loop's body must return each carry .* "
+                                         r"came in as f32\[\] and went out as f32\[3\]"):
+        compile_grad(widened, backend="interpreter")(np.float32(1.0))
+    with pytest.raises(TraceError, match=r"^\S+: body must return its carry in the structure"):
+        compile_grad(lambda x: fori_loop(0, 3, body, x), backend="interpreter")(np.ones(3))
 
 def test_a_step_that_does_not_return_a_pair_is_an_error():
     def f(x):

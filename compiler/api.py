@@ -345,18 +345,26 @@ class CompiledFunction:
                                "once so that there is a specialization to show")
         return self._last
 
-    def _newest(self, kind: str, path: FastCall | TensorCall) -> None:
-        """Make `path` the fast path tried first for calls of `kind`; the one it replaces
-        becomes the newest of the earlier ones."""
-        replaced = self._tensor_call if kind == "tensor" else self._fast.get(kind)
-        if replaced is not None:
-            earlier = self._earlier.setdefault(kind, [])
-            earlier.insert(0, replaced)
-            del earlier[EARLIER_PATTERNS:]
+    def _front(self, kind: str) -> FastCall | TensorCall | None:
+        """The fast path tried first for calls of `kind` (the Tensor one has its own field,
+        read on every call)."""
+        return self._tensor_call if kind == "tensor" else self._fast.get(kind)
+
+    def _set_front(self, kind: str, path: FastCall | TensorCall) -> None:
         if kind == "tensor":
             self._tensor_call = path
         else:
             self._fast[kind] = path
+
+    def _newest(self, kind: str, path: FastCall | TensorCall) -> None:
+        """Make `path` the fast path tried first for calls of `kind`; the one it replaces
+        becomes the newest of the earlier ones."""
+        replaced = self._front(kind)
+        if replaced is not None:
+            earlier = self._earlier.setdefault(kind, [])
+            earlier.insert(0, replaced)
+            del earlier[EARLIER_PATTERNS:]
+        self._set_front(kind, path)
 
     def _earlier_path(self, kind: str, args: tuple, kwargs: dict) -> Any:
         """The value of the call by the fast path of an earlier call pattern of `kind` that
@@ -370,11 +378,8 @@ class CompiledFunction:
         for k, path in enumerate(earlier):
             value = path.run(args, kwargs)
             if value is not REFUSED:
-                earlier[k] = self._tensor_call if kind == "tensor" else self._fast[kind]
-                if kind == "tensor":
-                    self._tensor_call = path
-                else:
-                    self._fast[kind] = path
+                earlier[k] = self._front(kind)  # the two trade places
+                self._set_front(kind, path)
                 self._last = path.spec
                 return value
         return REFUSED
